@@ -1,0 +1,1 @@
+"""The wire: HTTP + JSON on a unix socket, in Docker Engine API shapes."""

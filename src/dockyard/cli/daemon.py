@@ -1,0 +1,63 @@
+"""dockyard daemon run|start|stop|status, and dockyard system gc."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser("daemon", help="manage dockyardd, the engine daemon")
+    dsub = d.add_subparsers(dest="daemon_command", metavar="COMMAND", parser_class=type(d))
+    d.set_defaults(func=lambda client, args: (d.print_help(), 0)[1])
+    dsub.add_parser("run", help="run the daemon in the foreground (for systemd)").set_defaults(func=cmd_run)
+    dsub.add_parser("start", help="start the daemon in the background").set_defaults(func=cmd_start)
+    dsub.add_parser("stop", help="stop the daemon (containers keep running)").set_defaults(func=cmd_stop)
+    dsub.add_parser("status", help="is the daemon running?").set_defaults(func=cmd_status)
+
+    s = sub.add_parser("system", help="manage dockyard's state")
+    ssub = s.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=type(s))
+    s.set_defaults(func=lambda client, args: (s.print_help(), 0)[1])
+    ssub.add_parser("gc", help="remove what no record owns; print what was removed").set_defaults(func=cmd_gc)
+
+
+def cmd_run(client: Any, args: argparse.Namespace) -> int:
+    argv = client.daemon_args()
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_start(client: Any, args: argparse.Namespace) -> int:
+    if client.ping():
+        print(f"dockyardd is already running (pid {client.daemon_pid()}) for {client.paths.root}")
+        return 0
+    client.start_daemon()
+    print(f"dockyardd started (pid {client.daemon_pid()}) for {client.paths.root}")
+    return 0
+
+
+def cmd_stop(client: Any, args: argparse.Namespace) -> int:
+    if client.stop_daemon():
+        print("dockyardd stopped")
+    else:
+        print("dockyardd is not running")
+    return 0
+
+
+def cmd_status(client: Any, args: argparse.Namespace) -> int:
+    if client.ping():
+        print(f"dockyardd is running (pid {client.daemon_pid()}) for {client.paths.root}")
+        return 0
+    print(f"dockyardd is not running for {client.paths.root}", file=sys.stderr)
+    return 1
+
+
+def cmd_gc(client: Any, args: argparse.Namespace) -> int:
+    removed = client.gc()
+    for line in removed:
+        print(line)
+    if not removed:
+        print("nothing to remove")
+    return 0

@@ -1,0 +1,155 @@
+"""dockyardd: owns the state and all kernel work, serves the API on $ROOT/dockyard.sock.
+
+Start-up order matters: enter the host network namespace first (setns
+affects the calling thread, and threads started later inherit it), take the
+root's lock (one daemon per $ROOT), then restore networks and reconcile what
+an earlier daemon left, then serve. Stopping the daemon leaves containers
+running (they belong to the shim); the next daemon adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+
+from dockyard.errors import DockyardError
+from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_env
+
+MONITOR_INTERVAL = 2.0
+
+
+def _raise_fd_limit() -> None:
+    # One held socket per published port: a 1,000-port range needs them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _lock_root(paths: Paths) -> int:
+    fd = os.open(paths.daemon_pid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        other = paths.daemon_pid.read_text().strip() or "?"
+        raise DockyardError(f"another dockyardd (pid {other}) already serves {paths.root}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+        self._stop = threading.Event()
+        self.server = None
+
+    def run(self) -> None:
+        from dockyard.api.http import UnixHTTPServer
+        from dockyard.api.routes import Api
+        from dockyard.engine import Engine
+        from dockyard.kernel import Kernel
+        from dockyard.kernel.holds import PortHolds
+        from dockyard.kernel.netlink import Netlink
+        from dockyard.kernel.nft import Nft
+        from dockyard.reconcile import Reconciler
+        from dockyard.store import Store
+
+        kernel = Kernel(Netlink(), Nft(), PortHolds())
+        store = Store(self.paths.database)
+        engine = Engine(self.settings, store, kernel)
+        removed = Reconciler(engine).startup()
+        for line in removed:
+            print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
+        engine.shim.connect()
+        info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
+        api = Api(engine, self.request_stop, info)
+        self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error)
+        monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
+        monitor.start()
+        print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
+        serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+        serving.start()
+        self._stop.wait()
+        self.server.shutdown()
+        engine.close()
+        store.close()
+        kernel.netlink.close()
+
+    def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
+        """Catch exits the shim could not report (for instance after the shim died)."""
+        while not self._stop.wait(MONITOR_INTERVAL):
+            with contextlib.suppress(Exception):
+                for c in engine.store.containers():
+                    if c.running:
+                        engine._check_alive(c.id)
+
+    def request_stop(self) -> None:
+        # Answer the request first, then stop.
+        threading.Timer(0.01, self._stop.set).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dockyardd", description="the dockyard engine daemon")
+    parser.add_argument(
+        "--root", default=None, help="state directory (env DOCKYARD_ROOT; default /var/lib/dockyard)"
+    )
+    parser.add_argument(
+        "--host-netns", default=None, help="work as if this network namespace (name or path) were the host"
+    )
+    parser.add_argument("--bridge", default=None, help="name of the default bridge (default dockyard0)")
+    parser.add_argument(
+        "--bip", default=None, help="the default bridge's address with prefix, e.g. 10.10.0.1/24"
+    )
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if os.geteuid() != 0:
+            raise DockyardError("dockyardd must run as root (it manages namespaces, links and nftables)")
+        root = root_from_env(args.root).resolve()
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths = Paths(root)
+        if args.host_netns:
+            from dockyard.kernel import netns
+
+            target = netns.resolve(args.host_netns)
+            if not target.exists():
+                raise DockyardError(f"host network namespace {args.host_netns} not found ({target})")
+            netns.enter_for_process(target)
+        settings = load_settings(root, args.host_netns, args.bridge, args.bip)
+        lock_fd = _lock_root(paths)
+        _raise_fd_limit()
+        daemon = Daemon(settings)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: daemon._stop.set())
+        try:
+            daemon.run()
+        finally:
+            with contextlib.suppress(OSError):
+                paths.daemon_pid.unlink()
+            os.close(lock_fd)
+    except DockyardError as e:
+        if args.debug:
+            raise
+        print(f"dockyardd: {e}", file=sys.stderr)
+        return 125
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The driver contract, after libnetwork's driverapi and netavark's trait.
+
+A driver makes the host side of a network and plugs endpoints into
+sandboxes. It is handed resolved values (subnet, address, MAC, host ports
+already chosen by the engine), never touches the store and never prints.
+`leave`, `unpublish` and `delete_network` are idempotent and tolerate
+half-made state, because a crash can leave exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dockyard.model import Endpoint, Network, PortBinding
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    host_ifname: str
+    mac: str
+
+
+class Driver(Protocol):
+    def create_network(self, network: Network) -> None: ...
+
+    def delete_network(self, network: Network) -> None: ...
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinResult: ...
+
+    def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
+
+    def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
+
+    def leave(self, network: Network, endpoint: Endpoint) -> None: ...
+
+    def restore(
+        self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]
+    ) -> None: ...
+
+
+class DriverErrors(Exception):
+    """Every failure of an idempotent teardown, reported together."""
+
+    def __init__(self, what: str, errors: list[Exception]) -> None:
+        super().__init__(f"{what}: " + "; ".join(str(e) for e in errors))
+        self.errors = errors

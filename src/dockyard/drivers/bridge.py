@@ -1,0 +1,125 @@
+"""The bridge driver: a Linux bridge per network, a veth pair per endpoint.
+
+Host side of a network: the bridge with the gateway address, route_localnet
+on it (so 127.0.0.1-published ports can be DNATed into it), and the
+network's elements in the `inet dockyard` sets. Per endpoint: a veth pair
+whose host end sits on the bridge and whose other end is created directly
+inside the sandbox under its final name, with address, MAC and default
+route; published ports are one map element each plus a host-port hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from pathlib import Path
+
+from dockyard import rules
+from dockyard.drivers.base import DriverErrors, JoinResult
+from dockyard.errors import DockyardError, KernelError
+from dockyard.kernel import Kernel, sysctl
+from dockyard.model import Endpoint, Network, PortBinding
+
+
+def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
+    if network.subnet is None or network.gateway is None:
+        return None
+    return ipaddress.IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}")
+
+
+class BridgeDriver:
+    def __init__(self, kernel: Kernel) -> None:
+        self.k = kernel
+
+    def _network_elements(self, network: Network) -> rules.Elements:
+        assert network.subnet is not None
+        return rules.network_elements(network.bridge, network.subnet, network.masquerade, network.internal)
+
+    def create_network(self, network: Network) -> None:
+        created = self.k.netlink.ensure_bridge(network.bridge, _gateway_iface(network), network.mtu)
+        try:
+            sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")
+            self.k.nft.apply(
+                rules.element_commands("add", self._network_elements(network)), f"add network {network.name}"
+            )
+        except DockyardError:
+            if created:
+                with contextlib.suppress(DockyardError):
+                    self.k.netlink.delete_link(network.bridge)
+            raise
+
+    def delete_network(self, network: Network) -> None:
+        errors: list[Exception] = []
+        try:
+            self._delete_elements(self._network_elements(network))
+        except DockyardError as e:
+            errors.append(e)
+        try:
+            self.k.netlink.delete_link(network.bridge)
+        except DockyardError as e:
+            errors.append(e)
+        if errors:
+            raise KernelError(str(DriverErrors(f"removing network {network.name}", errors)))
+
+    def _delete_elements(self, el: rules.Elements) -> None:
+        """Delete elements in one batch; if some were already gone, delete the rest."""
+        if el.empty():
+            return
+        try:
+            self.k.nft.apply(rules.element_commands("delete", el), "delete elements")
+        except KernelError:
+            # A batch fails whole when one element is missing (a crash
+            # between steps, a reboot): delete what is still there.
+            present = rules.parse_listed_elements(self.k.nft.list_table(rules.FAMILY, rules.TABLE) or [])
+            remaining = el.common(present)
+            if not remaining.empty():
+                self.k.nft.apply(rules.element_commands("delete", remaining), "delete elements")
+
+    def join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinResult:
+        self.k.netlink.create_endpoint(
+            host_ifname=endpoint.host_ifname,
+            bridge=network.bridge,
+            sandbox=sandbox,
+            ifname=endpoint.ifname,
+            address=endpoint.address,
+            gateway=endpoint.gateway,
+            mac=endpoint.mac,
+            mtu=network.mtu,
+            default_route=endpoint.gateway is not None and not network.internal,
+        )
+        return JoinResult(endpoint.host_ifname, endpoint.mac)
+
+    def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
+        if not bindings:
+            return
+        self.k.holds.hold(endpoint.id, list(bindings))
+        try:
+            el = rules.publish_elements(endpoint.address.ip, bindings)
+            self.k.nft.apply(
+                rules.element_commands("add", el), f"publish ports of {endpoint.container_id[:12]}"
+            )
+        except DockyardError:
+            self.k.holds.release(endpoint.id)
+            raise
+
+    def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
+        try:
+            if bindings:
+                self._delete_elements(rules.publish_elements(endpoint.address.ip, bindings))
+        finally:
+            self.k.holds.release(endpoint.id)
+
+    def leave(self, network: Network, endpoint: Endpoint) -> None:
+        self.k.netlink.delete_link(endpoint.host_ifname)
+
+    def restore(self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]) -> None:
+        self.create_network(network)
+        el = rules.Elements()
+        for endpoint, bindings in endpoints:
+            if bindings:
+                with contextlib.suppress(DockyardError):
+                    self.k.holds.release(endpoint.id)
+                    self.k.holds.hold(endpoint.id, list(bindings))
+                el.update(rules.publish_elements(endpoint.address.ip, bindings))
+        if not el.empty():
+            self.k.nft.apply(rules.element_commands("add", el), f"restore ports of network {network.name}")

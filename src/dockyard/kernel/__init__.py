@@ -1,0 +1,24 @@
+"""Mechanism: the only place that talks to the kernel.
+
+netlink.py (pyroute2), nft.py (libnftables), netns.py (namespaces and
+mounts through libc), sysctl.py, holds.py (host-port holds), spawn.py and
+shim_client.py (container processes). `Kernel` bundles the handles that the
+engine injects into drivers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dockyard.kernel.holds import PortHolds
+    from dockyard.kernel.netlink import Netlink
+    from dockyard.kernel.nft import Nft
+
+
+@dataclass
+class Kernel:
+    netlink: Netlink
+    nft: Nft
+    holds: PortHolds

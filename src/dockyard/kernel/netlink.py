@@ -1,0 +1,275 @@
+"""Typed verbs over netlink (pyroute2): bridges, veth pairs, addresses, routes.
+
+pyroute2's verb strings and keyword arguments stay in this file. Callers
+pass ipaddress values and names; failures come back as KernelError naming
+the object. Work inside a sandbox goes through a netlink socket opened in
+that namespace (`netns.entered`), never by moving the whole process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import ipaddress
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dockyard.errors import KernelError
+from dockyard.kernel import netns
+
+RT_TABLE_MAIN = 254
+# pyroute2 dumps can be interrupted by concurrent changes; retry a few times.
+_DUMP_RETRIES = 5
+
+
+def _fail(e: NetlinkError, what: str) -> KernelError:
+    return KernelError(f"cannot {what}: {e.args[1] if len(e.args) > 1 else e}")
+
+
+def mac_for(address: ipaddress.IPv4Address) -> str:
+    """Docker's MAC scheme: 02:42 followed by the IPv4 address."""
+    raw = address.packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def bridge_mac(name: str) -> str:
+    """A fixed, locally administered MAC per bridge name.
+
+    Left alone, a bridge takes the lowest MAC of its ports and changes it
+    as containers come and go, which leaves stale gateway entries in the
+    containers' ARP caches; Docker pins it too.
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def _attr(msg: Any, name: str) -> Any:
+    return msg.get_attr(name)
+
+
+class Netlink:
+    """The host's netlink handle. One socket, used under a lock."""
+
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._ipr.close()
+
+    # -- lookups ---------------------------------------------------------
+
+    def index(self, name: str) -> int | None:
+        with self._lock:
+            found = self._ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def link_exists(self, name: str) -> bool:
+        return self.index(name) is not None
+
+    def link_names(self) -> list[str]:
+        with self._lock:
+            return [str(_attr(m, "IFLA_IFNAME")) for m in self._dump(self._ipr.get_links)]
+
+    def bridge_ports(self, bridge: str) -> list[str]:
+        idx = self.index(bridge)
+        if idx is None:
+            return []
+        with self._lock:
+            links = self._dump(self._ipr.get_links)
+        return [str(_attr(m, "IFLA_IFNAME")) for m in links if _attr(m, "IFLA_MASTER") == idx]
+
+    def _dump(self, fn: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        for attempt in range(_DUMP_RETRIES):
+            try:
+                return list(fn(*args, **kwargs))
+            except NetlinkError as e:
+                if e.code != errno.EINTR or attempt == _DUMP_RETRIES - 1:
+                    raise
+        return []
+
+    def routes(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """IPv4 routes of the main table as (device, destination), default route excluded."""
+        with self._lock:
+            msgs = self._dump(self._ipr.get_routes, family=2, table=RT_TABLE_MAIN)
+            names = {m["index"]: str(_attr(m, "IFLA_IFNAME")) for m in self._dump(self._ipr.get_links)}
+        out = []
+        for m in msgs:
+            if m["dst_len"] == 0:
+                continue
+            dst = _attr(m, "RTA_DST")
+            dev = names.get(_attr(m, "RTA_OIF"), "")
+            out.append((dev, ipaddress.IPv4Network(f"{dst}/{m['dst_len']}", strict=False)))
+        return out
+
+    def addresses(self) -> list[tuple[str, ipaddress.IPv4Interface]]:
+        with self._lock:
+            msgs = self._dump(self._ipr.get_addr, family=2)
+            names = {m["index"]: str(_attr(m, "IFLA_IFNAME")) for m in self._dump(self._ipr.get_links)}
+        return [
+            (
+                names.get(m["index"], ""),
+                ipaddress.IPv4Interface(f"{_attr(m, 'IFA_ADDRESS')}/{m['prefixlen']}"),
+            )
+            for m in msgs
+        ]
+
+    # -- bridges ---------------------------------------------------------
+
+    def ensure_bridge(self, name: str, gateway: ipaddress.IPv4Interface | None, mtu: int) -> bool:
+        """Create the bridge if missing, give it its gateway address, bring it up.
+
+        Returns True when the bridge was created here.
+        """
+        created = False
+        with self._lock:
+            idx = self.index(name)
+            if idx is None:
+                try:
+                    self._ipr.link("add", ifname=name, kind="bridge", mtu=mtu, address=bridge_mac(name))
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise _fail(e, f"create bridge {name}") from e
+                else:
+                    created = True
+                idx = self.index(name)
+            if idx is None:
+                raise KernelError(f"bridge {name} vanished while being created")
+            if gateway is not None:
+                try:
+                    self._ipr.addr(
+                        "add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
+                    )
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise _fail(e, f"add {gateway} to bridge {name}") from e
+            try:
+                self._ipr.link("set", index=idx, state="up")
+            except NetlinkError as e:
+                raise _fail(e, f"bring bridge {name} up") from e
+        return created
+
+    def is_bridge(self, name: str) -> bool:
+        with self._lock:
+            idx = self.index(name)
+            if idx is None:
+                return False
+            (msg,) = self._ipr.get_links(idx)
+        info = _attr(msg, "IFLA_LINKINFO")
+        return bool(info) and info.get_attr("IFLA_INFO_KIND") == "bridge"
+
+    def delete_link(self, name: str) -> bool:
+        """Delete a link if present; True when it was there."""
+        with self._lock:
+            idx = self.index(name)
+            if idx is None:
+                return False
+            try:
+                self._ipr.link("del", index=idx)
+            except NetlinkError as e:
+                if e.code in (errno.ENODEV, errno.ENOENT):
+                    return False
+                raise _fail(e, f"delete link {name}") from e
+        return True
+
+    # -- endpoints -------------------------------------------------------
+
+    def create_endpoint(
+        self,
+        host_ifname: str,
+        bridge: str,
+        sandbox: Path,
+        ifname: str,
+        address: ipaddress.IPv4Interface,
+        gateway: ipaddress.IPv4Address | None,
+        mac: str,
+        mtu: int,
+        default_route: bool = True,
+    ) -> None:
+        """A veth pair: host end on the bridge, the other end `ifname` in the sandbox."""
+        with self._lock:
+            bridge_idx = self.index(bridge)
+            if bridge_idx is None:
+                raise KernelError(f"bridge {bridge} does not exist")
+            with open(sandbox, "rb") as ns:
+                try:
+                    self._ipr.link(
+                        "add",
+                        ifname=host_ifname,
+                        kind="veth",
+                        mtu=mtu,
+                        peer={"ifname": ifname, "net_ns_fd": ns.fileno(), "address": mac, "mtu": mtu},
+                    )
+                except NetlinkError as e:
+                    raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
+            try:
+                idx = self.index(host_ifname)
+                self._ipr.link("set", index=idx, master=bridge_idx, state="up")
+            except NetlinkError as e:
+                raise _fail(e, f"attach {host_ifname} to {bridge}") from e
+        with sandbox_netlink(sandbox) as ns_ipr:
+            try:
+                idx = ns_ipr.link_lookup(ifname=ifname)[0]
+                ns_ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
+                ns_ipr.link("set", index=idx, state="up")
+                lo = ns_ipr.link_lookup(ifname="lo")[0]
+                ns_ipr.link("set", index=lo, state="up")
+                if default_route and gateway is not None:
+                    ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+            except NetlinkError as e:
+                raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
+
+    def set_bridge_port_hairpin(self, host_ifname: str, on: bool) -> None:
+        with self._lock:
+            idx = self.index(host_ifname)
+            if idx is None:
+                return
+            try:
+                self._ipr.brport("set", index=idx, hairpin_mode=1 if on else 0)
+            except NetlinkError as e:
+                raise _fail(e, f"set hairpin mode on {host_ifname}") from e
+
+
+@contextlib.contextmanager
+def sandbox_netlink(sandbox: Path) -> Iterator[IPRoute]:
+    """A netlink socket inside the sandbox, closed on exit."""
+    with netns.entered(sandbox):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def loopback_up(sandbox: Path) -> None:
+    with sandbox_netlink(sandbox) as ipr:
+        try:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        except NetlinkError as e:
+            raise _fail(e, f"bring lo up in {sandbox}") from e
+
+
+def sandbox_links(sandbox: Path) -> list[str]:
+    with sandbox_netlink(sandbox) as ipr:
+        return [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
+
+
+def remove_sandbox_link(sandbox: Path, ifname: str) -> bool:
+    with sandbox_netlink(sandbox) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return False
+            raise _fail(e, f"delete {ifname} in {sandbox}") from e
+    return True

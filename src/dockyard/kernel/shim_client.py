@@ -1,0 +1,160 @@
+"""The daemon's side of the shim: start it when absent, ask it to spawn, hear exits."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.errors import CommandNotFound, CommandNotRunnable, KernelError
+from dockyard.kernel.spawn import SpawnRequest
+from dockyard.settings import Paths
+from dockyard.shim import recv_message, send_message
+
+ExitCallback = Callable[[str, int, int], None]  # key, pid, status
+START_TIMEOUT = 10.0
+
+
+class ShimClient:
+    def __init__(self, paths: Paths, on_exit: ExitCallback) -> None:
+        self.paths = paths
+        self.on_exit = on_exit
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._pending: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._pending_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._connect_lock = threading.Lock()
+        self.closed = False
+
+    # -- connection ------------------------------------------------------
+
+    def _try_connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(self.paths.shim_socket))
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _start_shim(self) -> None:
+        with open(self.paths.daemon_log, "ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "dockyard.shim", "--root", str(self.paths.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+
+    def connect(self) -> None:
+        with self._connect_lock:
+            if self._sock is not None:
+                return
+            sock = self._try_connect()
+            if sock is None:
+                self._start_shim()
+                deadline = time.monotonic() + START_TIMEOUT
+                while sock is None and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    sock = self._try_connect()
+            if sock is None:
+                raise KernelError(f"cannot start the container shim (see {self.paths.daemon_log})")
+            self._sock = sock
+            self._reader = threading.Thread(target=self._read_loop, name="shim-reader", daemon=True)
+            self._reader.start()
+
+    def close(self) -> None:
+        self.closed = True
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                data, fds = recv_message(sock)
+            except OSError:
+                data, fds = b"", []
+            for fd in fds:
+                os.close(fd)
+            if not data:
+                break
+            msg = json.loads(data)
+            if msg.get("event") == "exit":
+                try:
+                    self.on_exit(msg["key"], int(msg["pid"]), int(msg["status"]))
+                except Exception as e:  # the reader must survive a failing handler
+                    print(f"dockyardd: exit handler failed for {msg['key']}: {e!r}", file=sys.stderr)
+                continue
+            with self._pending_lock:
+                waiter = self._pending.pop(msg.get("seq"), None)
+            if waiter:
+                waiter[1].append(msg)
+                waiter[0].set()
+        # The shim went away: wake every waiter, and reconnect on next use.
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for event, box in pending.values():
+            box.append({"ok": False, "error": "the container shim exited"})
+            event.set()
+        if self._sock is sock:
+            self._sock = None
+
+    def request(
+        self, msg: dict[str, Any], fds: list[int] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        self.connect()
+        seq = next(self._seq)
+        event, box = threading.Event(), []
+        with self._pending_lock:
+            self._pending[seq] = (event, box)
+        sock = self._sock
+        try:
+            if sock is None:
+                raise OSError("not connected")
+            with self._send_lock:
+                send_message(sock, {**msg, "seq": seq}, fds)
+        except OSError as e:
+            with self._pending_lock:
+                self._pending.pop(seq, None)
+            raise KernelError(f"cannot reach the container shim: {e}") from e
+        if not event.wait(timeout):
+            with self._pending_lock:
+                self._pending.pop(seq, None)
+            raise KernelError("the container shim did not answer")
+        return box[0]
+
+    # -- verbs -----------------------------------------------------------
+
+    def spawn(self, req: SpawnRequest, fds: list[int] | None = None) -> int:
+        reply = self.request({"op": "spawn", "request": req.to_json()}, fds)
+        if reply.get("ok"):
+            return int(reply["pid"])
+        error = str(reply.get("error", "cannot start the command"))
+        if reply.get("stage") == "exec":
+            if reply.get("errno") == 2:
+                raise CommandNotFound(error)
+            raise CommandNotRunnable(error)
+        if reply.get("stage") == "chdir":
+            raise CommandNotRunnable(error)
+        raise KernelError(error)
+
+    def children(self) -> dict[str, int]:
+        reply = self.request({"op": "list"})
+        return {c["key"]: int(c["pid"]) for c in reply.get("children", [])}

@@ -1,0 +1,175 @@
+"""What a container's first process does between fork and exec.
+
+Runs in the forked child of the shim (a single-threaded process, so fork
+and setns on the mount namespace are safe). Stdlib only.
+
+For a container: enter its sandbox's network namespace (unless host mode),
+unshare UTS, IPC and mount namespaces, make mounts private, drop the other
+sandboxes' pins from this mount table (so this container does not keep them
+alive), bind its own /etc/hosts, /etc/hostname and /etc/resolv.conf, mount
+a /sys that shows its own network, set the hostname, start a session, exec.
+
+For `exec` into a running container: enter the namespaces of its process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dockyard.kernel import netns
+
+
+@dataclass
+class SpawnRequest:
+    key: str  # the container id, or "exec:<exec id>"
+    argv: list[str]
+    env: list[str]
+    cwd: str = ""
+    # Network namespace to enter (a pin path); "" keeps the shim's (host mode).
+    netns: str = ""
+    # Enter every namespace of this process instead (exec).
+    join_pid: int = 0
+    new_uts: bool = True
+    hostname: str = ""
+    binds: list[tuple[str, str]] = field(default_factory=list)
+    mount_sys: bool = False
+    # Directories whose mounts (other sandboxes' pins) this mount table drops.
+    detach_under: list[str] = field(default_factory=list)
+    # Output when no descriptors are passed: the container's log file.
+    log_path: str = ""
+    exit_file: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SpawnRequest:
+        data = json.loads(text)
+        data["binds"] = [tuple(b) for b in data.get("binds", [])]
+        return cls(**data)
+
+
+class SpawnFailure(Exception):
+    def __init__(self, stage: str, err: int, detail: str) -> None:
+        super().__init__(detail)
+        self.stage, self.errno, self.detail = stage, err, detail
+
+
+def _stdio(req: SpawnRequest, fds: list[int]) -> None:
+    if fds:
+        for target, fd in enumerate(fds[:3]):
+            if fd != target:
+                os.dup2(fd, target)
+        return
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    if req.log_path:
+        log = os.open(req.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    else:
+        log = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+
+
+def _join(pid: int) -> None:
+    # Order matters: the mount namespace last, once /proc paths were opened.
+    handles = []
+    for kind, flag in (
+        ("net", netns.CLONE_NEWNET),
+        ("uts", netns.CLONE_NEWUTS),
+        ("ipc", netns.CLONE_NEWIPC),
+        ("mnt", netns.CLONE_NEWNS),
+    ):
+        handles.append((os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY), flag, kind))
+    for fd, flag, kind in handles:
+        try:
+            netns.setns(fd, flag)
+        except OSError as e:
+            raise SpawnFailure(
+                "setns", e.errno or 0, f"cannot enter the container's {kind} namespace: {e.strerror}"
+            ) from e
+        os.close(fd)
+
+
+def _isolate(req: SpawnRequest) -> None:
+    if req.netns:
+        fd = os.open(req.netns, os.O_RDONLY)
+        try:
+            netns.setns(fd, netns.CLONE_NEWNET)
+        except OSError as e:
+            raise SpawnFailure(
+                "setns", e.errno or 0, f"cannot enter network namespace {req.netns}: {e.strerror}"
+            ) from e
+        os.close(fd)
+    flags = netns.CLONE_NEWNS | netns.CLONE_NEWIPC | (netns.CLONE_NEWUTS if req.new_uts else 0)
+    netns.unshare(flags)
+    netns.mount(None, "/", None, netns.MS_REC | netns.MS_PRIVATE)
+    for directory in req.detach_under:
+        for mountpoint in netns.mounted_under(Path(directory)):
+            with contextlib.suppress(OSError):
+                netns.umount(str(mountpoint), netns.MNT_DETACH)
+    for source, target in req.binds:
+        try:
+            netns.mount(source, target, None, netns.MS_BIND)
+        except OSError as e:
+            raise SpawnFailure(
+                "mount", e.errno or 0, f"cannot bind {source} on {target}: {e.strerror}"
+            ) from e
+    if req.mount_sys:
+        with contextlib.suppress(OSError):
+            netns.umount("/sys", netns.MNT_DETACH)
+        try:
+            netns.mount(
+                "sysfs", "/sys", "sysfs", netns.MS_RDONLY | netns.MS_NOSUID | netns.MS_NODEV | netns.MS_NOEXEC
+            )
+        except OSError as e:
+            raise SpawnFailure("mount", e.errno or 0, f"cannot mount /sys: {e.strerror}") from e
+    if req.new_uts and req.hostname:
+        netns.sethostname(req.hostname)
+
+
+def run_child(req: SpawnRequest, fds: list[int], error_fd: int) -> None:
+    """Never returns: execs the command or reports why not on error_fd and exits."""
+    try:
+        _stdio(req, fds)
+        if req.join_pid:
+            _join(req.join_pid)
+        else:
+            _isolate(req)
+        os.setsid()
+        cwd = req.cwd or "/"
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise SpawnFailure(
+                "chdir", e.errno or 0, f"cannot change to working directory {cwd}: {e.strerror}"
+            ) from e
+        env = dict(item.split("=", 1) for item in req.env if "=" in item)
+        try:
+            os.execvpe(req.argv[0], req.argv, env)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                if "/" in req.argv[0]:
+                    detail = f'exec: "{req.argv[0]}": no such file or directory'
+                else:
+                    detail = f'exec: "{req.argv[0]}": executable file not found in $PATH'
+            else:
+                detail = f'exec: "{req.argv[0]}": {e.strerror.lower() if e.strerror else e}'
+            raise SpawnFailure("exec", e.errno or 0, detail) from e
+    except SpawnFailure as f:
+        report = {"stage": f.stage, "errno": f.errno, "error": f.detail}
+    except BaseException as e:  # anything else must still end this child
+        report = {
+            "stage": "setup",
+            "errno": getattr(e, "errno", 0) or 0,
+            "error": f"container set-up failed: {e}",
+        }
+    try:
+        os.write(error_fd, json.dumps(report).encode())
+    finally:
+        os._exit(127 if report["errno"] == errno.ENOENT and report["stage"] == "exec" else 126)

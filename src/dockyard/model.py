@@ -1,0 +1,206 @@
+"""dockyard's nouns: frozen dataclasses and enums shared by every layer.
+
+Values here are already parsed (ipaddress objects, enums); parsing from
+strings happens at the edges (cli, api, ports, settings). Names are checked
+here because every entry point needs the same rule.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from dockyard.errors import InvalidArgument
+
+# Docker's rule for container and network names.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_MAX = 128
+
+
+class DriverName(enum.StrEnum):
+    BRIDGE = "bridge"
+    HOST = "host"
+    NONE = "null"
+
+
+class Protocol(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class ContainerState(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    REMOVING = "removing"
+
+
+class ModeKind(enum.StrEnum):
+    """How a container gets its network: one of Docker's four modes, or a named network."""
+
+    BRIDGE = "bridge"
+    NONE = "none"
+    HOST = "host"
+    CONTAINER = "container"
+    NETWORK = "network"
+
+
+@dataclass(frozen=True)
+class NetworkMode:
+    kind: ModeKind
+    # The target container (CONTAINER) or the network's name (NETWORK).
+    target: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> NetworkMode:
+        if value in ("", "default", "bridge"):
+            return cls(ModeKind.BRIDGE)
+        if value == "none":
+            return cls(ModeKind.NONE)
+        if value == "host":
+            return cls(ModeKind.HOST)
+        if value.startswith("container:"):
+            target = value.split(":", 1)[1]
+            if not target:
+                raise InvalidArgument(
+                    "invalid network mode 'container:': name the container, for example --net container:web"
+                )
+            return cls(ModeKind.CONTAINER, target)
+        check_name(value, "network")
+        return cls(ModeKind.NETWORK, value)
+
+    def __str__(self) -> str:
+        if self.kind is ModeKind.CONTAINER:
+            return f"container:{self.target}"
+        if self.kind is ModeKind.NETWORK:
+            return self.target
+        return self.kind.value
+
+    @property
+    def network_name(self) -> str | None:
+        """The network an endpoint is made on, if this mode makes one."""
+        if self.kind is ModeKind.BRIDGE:
+            return "bridge"
+        if self.kind is ModeKind.NETWORK:
+            return self.target
+        return None
+
+
+def check_name(name: str, what: str) -> str:
+    if len(name) > NAME_MAX or not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"invalid {what} name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
+            "at least two characters"
+        )
+    return name
+
+
+@dataclass(frozen=True, order=True)
+class PortBinding:
+    """One published port, resolved: the host port is chosen already."""
+
+    container_port: int
+    proto: Protocol
+    host_port: int
+    # None: every host address (Docker's 0.0.0.0).
+    host_ip: ipaddress.IPv4Address | None = None
+
+    @property
+    def host_ip_text(self) -> str:
+        return str(self.host_ip) if self.host_ip else "0.0.0.0"
+
+    def __str__(self) -> str:
+        return f"{self.host_ip_text}:{self.host_port}->{self.container_port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One published port as asked for: host port 0 means 'choose one'."""
+
+    container_port: int
+    proto: Protocol
+    host_port: int = 0
+    host_ip: ipaddress.IPv4Address | None = None
+    # A host range for one container port: any free port from host_port to this.
+    host_port_end: int = 0
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    name: str
+    driver: DriverName
+    subnet: ipaddress.IPv4Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    ip_range: ipaddress.IPv4Network | None = None
+    bridge: str = ""
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+    mtu: int = 1500
+    host_binding: ipaddress.IPv4Address | None = None
+    options: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    created: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in ("bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    container_id: str
+    network_id: str
+    ifname: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+    mac: str
+    host_ifname: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    cmd: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    hostname: str = ""
+    auto_remove: bool = False
+    network_mode: NetworkMode = field(default_factory=lambda: NetworkMode(ModeKind.BRIDGE))
+    ports: tuple[PortRequest, ...] = ()
+    ip: ipaddress.IPv4Address | None = None
+    detach: bool = False
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    config: ContainerConfig
+    state: ContainerState = ContainerState.CREATED
+    pid: int = 0
+    exit_code: int = 0
+    created: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    error: str = ""
+    # The container whose network namespace this one joined (container: mode).
+    netns_owner: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.state is ContainerState.RUNNING

@@ -1,0 +1,169 @@
+"""Use cases on networks: the built-in three, the default bridge's settings, restore.
+
+The default `bridge` network is Docker's: bridge `dockyard0` (--bridge),
+172.17.0.0/16 with gateway .1 unless a host route overlaps it (then the
+next free /16 of Docker's pools), or exactly --bip. `host` and `none`
+always exist and cannot be removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable
+
+from dockyard import ipam
+from dockyard.drivers import Driver
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.kernel import Kernel
+from dockyard.model import DriverName, Network
+from dockyard.settings import AddressPool, DaemonSettings
+from dockyard.store import Store, now
+
+BUILTIN_NAMES = ("bridge", "host", "none")
+# The default bridge takes 172.17.0.0/16, or the next free /16 up to 172.31.
+DEFAULT_BRIDGE_POOLS = (
+    AddressPool(ipaddress.IPv4Network("172.17.0.0/16"), 16),
+    AddressPool(ipaddress.IPv4Network("172.18.0.0/15"), 16),
+    AddressPool(ipaddress.IPv4Network("172.20.0.0/14"), 16),
+    AddressPool(ipaddress.IPv4Network("172.24.0.0/13"), 16),
+)
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class Networks:
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        store: Store,
+        kernel: Kernel,
+        drivers: dict[DriverName, Driver],
+        attached: Callable[[Network], list[str]],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.k = kernel
+        self.drivers = drivers
+        # Names of the containers attached to a network (the engine knows).
+        self.attached = attached
+
+    # -- what is taken ---------------------------------------------------
+
+    def taken_subnets(
+        self, exclude_network: str = "", exclude_bridges: tuple[str, ...] = ()
+    ) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """Subnets a new network must not overlap: other networks and host routes."""
+        out: list[tuple[str, ipaddress.IPv4Network]] = []
+        ours = set(exclude_bridges)
+        for n in self.store.networks():
+            if n.subnet is not None and n.id != exclude_network:
+                out.append((f"network {n.name}", n.subnet))
+                ours.add(n.bridge)
+        for dev, dst in self.k.netlink.routes():
+            if dev not in ours:
+                out.append((f"a route of the host via {dev}", dst))
+        return out
+
+    # -- the built-in networks -------------------------------------------
+
+    def _default_bridge(
+        self, current: Network | None, bridge: str, bip: ipaddress.IPv4Interface | None
+    ) -> Network:
+        if bip is not None:
+            subnet, gateway = bip.network, bip.ip
+        elif current is not None and current.subnet is not None and current.gateway is not None:
+            subnet, gateway = current.subnet, current.gateway
+        else:
+            exclude = (current.bridge,) if current else ()
+            taken = self.taken_subnets(
+                exclude_network=current.id if current else "", exclude_bridges=(*exclude, bridge)
+            )
+            subnet = ipam.first_free_subnet(DEFAULT_BRIDGE_POOLS, taken)
+            gateway = ipam.first_host(subnet)
+        return Network(
+            id=current.id if current else new_id(),
+            name="bridge",
+            driver=DriverName.BRIDGE,
+            subnet=subnet,
+            gateway=gateway,
+            bridge=bridge,
+            icc=self.settings.icc,
+            masquerade=self.settings.ip_masq,
+            mtu=self.settings.mtu,
+            options=(
+                ("com.docker.network.bridge.default_bridge", "true"),
+                ("com.docker.network.bridge.enable_icc", str(self.settings.icc).lower()),
+                ("com.docker.network.bridge.enable_ip_masquerade", str(self.settings.ip_masq).lower()),
+                ("com.docker.network.bridge.host_binding_ipv4", "0.0.0.0"),
+                ("com.docker.network.bridge.name", bridge),
+                ("com.docker.network.driver.mtu", str(self.settings.mtu)),
+            ),
+            created=current.created if current else now(),
+        )
+
+    def ensure_builtin(self) -> None:
+        with self.store.transaction():
+            for name, driver in (("host", DriverName.HOST), ("none", DriverName.NONE)):
+                if self.store.find_network(name) is None:
+                    self.store.add_network(Network(id=new_id(), name=name, driver=driver, created=now()))
+        self.configure_default_bridge(self.settings.bridge, self.settings.bip, at_start=True)
+
+    def configure_default_bridge(
+        self, bridge: str, bip: ipaddress.IPv4Interface | None, at_start: bool = False
+    ) -> Network:
+        """Make the default bridge match --bridge/--bip; refused while containers are attached."""
+        current = self.store.find_network("bridge")
+        if (
+            current is not None
+            and bridge == current.bridge
+            and (bip is None or (bip.ip == current.gateway and bip.network == current.subnet))
+        ):
+            return current
+        if current is not None:
+            users = self.attached(current)
+            if users:
+                raise Conflict(
+                    f"cannot change the default bridge to {bridge}"
+                    + (f" with --bip {bip}" if bip else "")
+                    + f" while containers are attached to {current.bridge} ({', '.join(users)}); "
+                    "stop or remove them first"
+                )
+        for other in self.store.networks():
+            if other.name != "bridge" and other.bridge == bridge:
+                raise Conflict(f"bridge {bridge} is already used by network {other.name}")
+        wanted = self._default_bridge(current, bridge, bip)
+        if wanted.subnet is not None and bip is not None:
+            for what, net in self.taken_subnets(
+                exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
+            ):
+                if what.startswith("network") and net.overlaps(wanted.subnet):
+                    raise Conflict(f"--bip {bip} overlaps {what} ({net})")
+        driver = self.drivers[DriverName.BRIDGE]
+        if (
+            current is not None
+            and current.bridge
+            and (current.bridge != wanted.bridge or current.subnet != wanted.subnet)
+        ):
+            driver.delete_network(current)
+        driver.create_network(wanted)
+        with self.store.transaction():
+            if current is None:
+                self.store.add_network(wanted)
+            else:
+                self.store.replace_network(wanted)
+        return wanted
+
+    # -- lookups ---------------------------------------------------------
+
+    def get(self, ref: str) -> Network:
+        return self.store.get_network(ref)
+
+    def list(self) -> list[Network]:
+        return self.store.networks()
+
+    def check_removable(self, network: Network) -> None:
+        if network.builtin:
+            raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")

@@ -1,0 +1,232 @@
+"""Published ports: Docker's -p/--expose syntax, and the choice of host ports.
+
+Pure logic, no I/O: the engine hands in what is taken and a predicate that
+says whether the host could bind a port; this module decides.
+
+Forms, as `docker run -p` takes them:
+    CPORT   HPORT:CPORT   IP:HPORT:CPORT   IP::CPORT
+    C1-C2   H1-H2:C1-C2   IP:H1-H2:C1-C2   H1-H2:CPORT (one port from the range)
+each with an optional /tcp (the default), /udp or /sctp.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.model import PortBinding, PortRequest, Protocol
+
+PORT_MAX = 65535
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One -p argument, parsed: ranges kept as ranges."""
+
+    container_start: int
+    container_end: int
+    proto: Protocol
+    host_start: int = 0  # 0: choose
+    host_end: int = 0
+    host_ip: ipaddress.IPv4Address | None = None
+
+    def requests(self) -> list[PortRequest]:
+        """One request per container port; a host range for one port stays a range."""
+        count = self.container_end - self.container_start + 1
+        if self.host_start == 0:
+            return [
+                PortRequest(p, self.proto, 0, self.host_ip)
+                for p in range(self.container_start, self.container_end + 1)
+            ]
+        host_count = self.host_end - self.host_start + 1
+        if host_count == count:
+            return [
+                PortRequest(self.container_start + i, self.proto, self.host_start + i, self.host_ip)
+                for i in range(count)
+            ]
+        # A host range with one container port: any free port of the range.
+        return [
+            PortRequest(
+                self.container_start,
+                self.proto,
+                self.host_start,
+                self.host_ip,
+                host_port_end=self.host_end,
+            )
+        ]
+
+
+def _parse_proto(text: str, spec: str) -> Protocol:
+    try:
+        return Protocol(text.lower())
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: unknown protocol {text!r} (use tcp, udp or sctp)"
+        ) from None
+
+
+def _parse_range(text: str, what: str, spec: str, allow_zero: bool) -> tuple[int, int]:
+    if text == "":
+        raise InvalidArgument(f"invalid port spec {spec!r}: no {what} given")
+    lo_text, sep, hi_text = text.partition("-")
+    try:
+        lo = int(lo_text, 10)
+        hi = int(hi_text, 10) if sep else lo
+    except ValueError:
+        raise InvalidArgument(f"invalid port spec {spec!r}: invalid {what} {text!r}") from None
+    if not lo_text.isdigit() or (sep and not hi_text.isdigit()):
+        raise InvalidArgument(f"invalid port spec {spec!r}: invalid {what} {text!r}")
+    low_bound = 0 if allow_zero else 1
+    for p in (lo, hi):
+        if not low_bound <= p <= PORT_MAX:
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: {what} {p} is outside 1-{PORT_MAX}"
+            )
+    if hi < lo:
+        raise InvalidArgument(f"invalid port spec {spec!r}: range {text!r} ends before it starts")
+    if allow_zero and lo == 0 and hi != 0:
+        raise InvalidArgument(f"invalid port spec {spec!r}: invalid {what} {text!r}")
+    return lo, hi
+
+
+def parse_port_spec(spec: str) -> PortSpec:
+    body, slash, proto_text = spec.partition("/")
+    proto = _parse_proto(proto_text, spec) if slash else Protocol.TCP
+    if not body:
+        raise InvalidArgument(f"invalid port spec {spec!r}: no port given")
+    host_ip: ipaddress.IPv4Address | None = None
+    host_text = ""
+    # IPv6 host addresses come as [addr]:h:c; dockyard is IPv4 only for now.
+    if body.startswith("["):
+        raise InvalidArgument(f"invalid port spec {spec!r}: IPv6 host addresses are not supported")
+    parts = body.split(":")
+    if len(parts) == 1:
+        container_text = parts[0]
+    elif len(parts) == 2:
+        host_text, container_text = parts
+        if host_text == "":
+            raise InvalidArgument(f"invalid port spec {spec!r}: no host port before ':'")
+    elif len(parts) == 3:
+        ip_text, host_text, container_text = parts
+        try:
+            host_ip = ipaddress.IPv4Address(ip_text)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: invalid host address {ip_text!r}"
+            ) from None
+        if host_ip == ipaddress.IPv4Address("0.0.0.0"):
+            host_ip = None
+    else:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"
+        )
+    c_lo, c_hi = _parse_range(container_text, "container port", spec, allow_zero=False)
+    h_lo = h_hi = 0
+    if host_text:
+        h_lo, h_hi = _parse_range(host_text, "host port", spec, allow_zero=True)
+    if h_lo:
+        host_len, container_len = h_hi - h_lo + 1, c_hi - c_lo + 1
+        if container_len != host_len and container_len != 1:
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: the host range has {host_len} ports "
+                f"and the container range {container_len}; they must be equal"
+            )
+    return PortSpec(c_lo, c_hi, proto, h_lo, h_hi, host_ip)
+
+
+def parse_expose(spec: str) -> list[tuple[int, Protocol]]:
+    """--expose PORT[-PORT][/PROTO]."""
+    body, slash, proto_text = spec.partition("/")
+    proto = _parse_proto(proto_text, spec) if slash else Protocol.TCP
+    lo, hi = _parse_range(body, "port", spec, allow_zero=False)
+    return [(p, proto) for p in range(lo, hi + 1)]
+
+
+def parse_requests(specs: Iterable[str]) -> tuple[PortRequest, ...]:
+    out: list[PortRequest] = []
+    for spec in specs:
+        out.extend(parse_port_spec(spec).requests())
+    return tuple(out)
+
+
+def overlaps(a_ip: ipaddress.IPv4Address | None, b_ip: ipaddress.IPv4Address | None) -> bool:
+    """Two bindings of one port clash when either is on every address or both on the same."""
+    return a_ip is None or b_ip is None or a_ip == b_ip
+
+
+BindCheck = Callable[[ipaddress.IPv4Address | None, int, Protocol], bool]
+Key = tuple[int, Protocol]
+
+
+class HostPortChooser:
+    """Picks host ports for one container against what is already published.
+
+    `taken` maps (port, proto) to the host addresses holding it (None for
+    every address). `can_bind` asks the host whether a port is free of
+    other processes.
+    """
+
+    def __init__(
+        self,
+        taken: dict[Key, list[ipaddress.IPv4Address | None]],
+        can_bind: BindCheck,
+        local_range: tuple[int, int],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._taken = {k: list(v) for k, v in taken.items()}
+        self._can_bind = can_bind
+        self._range = local_range
+        self._rng = rng or random.Random()
+
+    def _clashes(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
+        return any(overlaps(ip, other) for other in self._taken.get((port, proto), ()))
+
+    def _take(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> None:
+        self._taken.setdefault((port, proto), []).append(ip)
+
+    def _free(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
+        return not self._clashes(ip, port, proto) and self._can_bind(ip, port, proto)
+
+    def choose(self, requests: Iterable[PortRequest]) -> tuple[PortBinding, ...]:
+        out: list[PortBinding] = []
+        for req in requests:
+            ip = req.host_ip
+            if req.host_port and not req.host_port_end:
+                port = req.host_port
+                where = f"{ip or '0.0.0.0'}:{port}/{req.proto}"
+                if self._clashes(ip, port, req.proto):
+                    raise Conflict(f"Bind for {where} failed: port is already allocated")
+                if not self._can_bind(ip, port, req.proto):
+                    raise Conflict(
+                        f"cannot publish {where}: address already in use by another process"
+                    )
+            elif req.host_port:
+                port = self._first_free(ip, req.proto, req.host_port, req.host_port_end)
+            else:
+                port = self._random_free(ip, req.proto)
+            self._take(ip, port, req.proto)
+            out.append(PortBinding(req.container_port, req.proto, port, ip))
+        return tuple(out)
+
+    def _first_free(self, ip: ipaddress.IPv4Address | None, proto: Protocol, lo: int, hi: int) -> int:
+        for port in range(lo, hi + 1):
+            if self._free(ip, port, proto):
+                return port
+        raise Conflict(
+            f"Bind for {ip or '0.0.0.0'}:{lo}-{hi}/{proto} failed: every port of the range "
+            "is already allocated"
+        )
+
+    def _random_free(self, ip: ipaddress.IPv4Address | None, proto: Protocol) -> int:
+        lo, hi = self._range
+        span = hi - lo + 1
+        start = self._rng.randrange(span)
+        # Walk the range from a random point: a full scan, but each port is checked once.
+        for i in range(span):
+            port = lo + (start + i) % span
+            if self._free(ip, port, proto):
+                return port
+        raise Conflict(f"no free host port left in {lo}-{hi} for {proto}")

@@ -1,0 +1,200 @@
+"""Make the kernel match the state: at daemon start (restore) and on demand (gc).
+
+Works from ownership, never from names alone: store records, the
+`inet dockyard` table (wholly dockyard's), the pins under $ROOT/netns, the
+ports of dockyard's own bridges, and recorded PIDs with their start times.
+It finishes or undoes what a crash left half-done:
+
+- a container recorded as running whose process is gone gets its exit
+  status (from the shim's exit file, else 137) and its endpoint released;
+- a container that is alive is adopted: its host ports are held again;
+- endpoints being released, and those of containers that never started,
+  are torn down; their addresses then become free;
+- pins, veths and set/map elements that no record owns are removed, and
+  the elements the records need are put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from dockyard import rules
+from dockyard.engine import Engine, alive
+from dockyard.errors import DockyardError
+from dockyard.kernel import sysctl
+from dockyard.model import ContainerState, DriverName, ModeKind
+from dockyard.store import now
+
+EXIT_UNKNOWN = 137
+
+
+class Reconciler:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.removed: list[str] = []
+
+    def _log(self, what: str) -> None:
+        self.removed.append(what)
+
+    # -- the fixed table -------------------------------------------------
+
+    def ensure_table(self) -> bool:
+        """Load the table if missing or different; True when (re)loaded."""
+        listing = self.e.k.nft.list_table(rules.FAMILY, rules.TABLE)
+        if listing is not None and rules.strip_listing(listing) == rules.expected_listing():
+            return False
+        self.e.k.nft.apply_text(rules.TABLE_TEXT, "create table inet dockyard")
+        return True
+
+    # -- start-up ----------------------------------------------------------
+
+    def startup(self) -> list[str]:
+        sysctl.write("net.ipv4.ip_forward", "1")
+        self.ensure_table()
+        self.e.networks.ensure_builtin()
+        for network in self.e.store.networks():
+            if network.driver is DriverName.BRIDGE and network.name != "bridge":
+                self.e.drivers[network.driver].create_network(network)
+        return self.gc()
+
+    # -- gc ----------------------------------------------------------------
+
+    def gc(self) -> list[str]:
+        self.removed = []
+        e = self.e
+        e.settle()
+        with e.lock:
+            self._containers()
+            self._releasing()
+            self._pins()
+            self._veths()
+            self._elements()
+            self._holds()
+        return self.removed
+
+    def _exit_status(self, container_id: str) -> int:
+        try:
+            return int(json.loads(self.e.paths.exit_file(container_id).read_text())["status"])
+        except (OSError, ValueError, KeyError):
+            return EXIT_UNKNOWN
+
+    def _containers(self) -> None:
+        e = self.e
+        for c in e.store.containers():
+            if c.state is ContainerState.RUNNING:
+                if alive(c.pid, e.store.pid_start(c.id)):
+                    continue
+                status = self._exit_status(c.id)
+                e.teardown(c)
+                e.settle()
+                e.store.update_container(
+                    c.id,
+                    state=ContainerState.EXITED,
+                    exit_code=status,
+                    pid=0,
+                    pid_start=0,
+                    finished_at=c.finished_at or now(),
+                )
+                self._log(f"container {c.name}: process {c.pid} gone, recorded exit {status}")
+                if c.config.auto_remove:
+                    e._remove_record(c.id, status)
+                    self._log(f"container {c.name}: removed (--rm)")
+            elif c.state in (ContainerState.CREATED, ContainerState.EXITED):
+                # Endpoints of a container that is not running: a start cut short.
+                eps = e.store.endpoints(container_id=c.id)
+                if eps or e.store.ports(c.id):
+                    e.teardown(c)
+                    self._log(f"container {c.name}: released the endpoint of an unfinished start")
+            elif c.state is ContainerState.REMOVING:
+                e.teardown(c)
+                e._remove_record(c.id, None)
+                self._log(f"container {c.name}: finished removal")
+        e.settle()
+        e._notify()
+
+    def _releasing(self) -> None:
+        e = self.e
+        for ep in e.store.endpoints(state="releasing"):
+            network = e.store.find_network(ep.network_id)
+            if network is not None:
+                try:
+                    e.drivers[network.driver].leave(network, ep)
+                except DockyardError as err:
+                    self._log(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
+                    continue
+            e.store.delete_endpoint(ep.id)
+            self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
+
+    def _owned_pins(self) -> set[str]:
+        e = self.e
+        out = set()
+        for c in e.store.containers():
+            if c.running and not c.netns_owner and c.config.network_mode.kind is not ModeKind.HOST:
+                out.add(e.paths.sandbox_pin(c.id).name)
+        return out
+
+    def _pins(self) -> None:
+        owned = self._owned_pins()
+        for name in self.e.sandboxes.pinned():
+            if name not in owned:
+                self.e.sandboxes.remove_by_name(name)
+                self._log(f"sandbox pin {name}: removed")
+
+    def _veths(self) -> None:
+        e = self.e
+        owned = {ep.host_ifname for ep in e.store.endpoints(state=None)}
+        for network in e.store.networks():
+            if network.driver is not DriverName.BRIDGE:
+                continue
+            for port in e.k.netlink.bridge_ports(network.bridge):
+                if port.startswith("veth") and port not in owned:
+                    e.k.netlink.delete_link(port)
+                    self._log(f"veth {port} on {network.bridge}: removed")
+
+    def desired_elements(self) -> rules.Elements:
+        e = self.e
+        el = rules.Elements()
+        for network in e.store.networks():
+            if network.driver is DriverName.BRIDGE and network.subnet is not None:
+                el.update(
+                    rules.network_elements(
+                        network.bridge, network.subnet, network.masquerade, network.internal
+                    )
+                )
+        for c in e.store.containers():
+            if not c.running:
+                continue
+            bindings = tuple(b for _, b in e.store.ports(c.id))
+            for ep in e.store.endpoints(container_id=c.id):
+                el.update(rules.publish_elements(ep.address.ip, bindings))
+        return el
+
+    def _elements(self) -> None:
+        e = self.e
+        listing = e.k.nft.list_table(rules.FAMILY, rules.TABLE)
+        if listing is None:
+            self.ensure_table()
+            listing = []
+        present = rules.parse_listed_elements(listing)
+        desired = self.desired_elements()
+        extra = present.minus(desired)
+        # A map key pointing elsewhere must be deleted before the right value goes in.
+        if not extra.empty():
+            e.k.nft.apply(rules.element_commands("delete", extra), "remove stale elements")
+            self._log(f"nftables: removed {extra.count()} stale element(s)")
+        missing = desired.minus(present)
+        if not missing.empty():
+            e.k.nft.apply(rules.element_commands("add", missing), "restore elements")
+
+    def _holds(self) -> None:
+        e = self.e
+        held = e.k.holds.owners()
+        for c in e.store.containers():
+            if not c.running:
+                continue
+            bindings = [b for _, b in e.store.ports(c.id)]
+            for ep in e.store.endpoints(container_id=c.id):
+                if bindings and ep.id not in held:
+                    with contextlib.suppress(DockyardError):
+                        e.k.holds.hold(ep.id, bindings)

@@ -1,0 +1,410 @@
+"""The `inet dockyard` nftables table, as data.
+
+Pure: this module renders libnftables JSON commands and never applies them
+(kernel/nft.py does). The table's rules are few and fixed; what changes per
+network, endpoint or published port is an element of a set or a map, so
+every change is an element add or delete whatever the count, and rules stay
+flat as containers grow.
+
+Sets and maps:
+    bridges       ifname               every dockyard bridge
+    masq_nets     ipv4_addr (interval) subnets whose outbound traffic is masqueraded
+    hairpin       ifname . ifname      (bridge . bridge): DNAT back into the same bridge
+    internal      ifname               bridges of --internal networks: nothing in or out
+    publish_any   proto . port -> addr . port           ports published on every host address
+    publish_addr  addr . proto . port -> addr . port    ports published on one host address
+
+Rules are rendered in the form `nft -j list` prints them, so the table read
+back from the kernel can be compared with this rendering.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.model import PortBinding, Protocol
+
+FAMILY = "inet"
+TABLE = "dockyard"
+LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+
+Json = dict[str, Any]
+PublishAnyKey = tuple[Protocol, int]
+PublishAddrKey = tuple[ipaddress.IPv4Address, Protocol, int]
+Target = tuple[ipaddress.IPv4Address, int]
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, fld: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": fld}}
+
+
+def _match(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _fib_daddr_local() -> Json:
+    return _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+
+
+def _rule(chain: str, *expr: Json) -> Json:
+    return {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
+
+
+SETS: tuple[Json, ...] = (
+    {"set": {"family": FAMILY, "name": "bridges", "table": TABLE, "type": "ifname"}},
+    {
+        "set": {
+            "family": FAMILY,
+            "name": "masq_nets",
+            "table": TABLE,
+            "type": "ipv4_addr",
+            "flags": ["interval"],
+        }
+    },
+    {"set": {"family": FAMILY, "name": "hairpin", "table": TABLE, "type": ["ifname", "ifname"]}},
+    {"set": {"family": FAMILY, "name": "internal", "table": TABLE, "type": "ifname"}},
+    {
+        "map": {
+            "family": FAMILY,
+            "name": "publish_any",
+            "table": TABLE,
+            "type": ["inet_proto", "inet_service"],
+            "map": "ipv4_addr . inet_service",
+        }
+    },
+    {
+        "map": {
+            "family": FAMILY,
+            "name": "publish_addr",
+            "table": TABLE,
+            "type": ["ipv4_addr", "inet_proto", "inet_service"],
+            "map": "ipv4_addr . inet_service",
+        }
+    },
+)
+
+
+def _chain(name: str, ctype: str | None = None, hook: str | None = None, prio: int = 0) -> Json:
+    chain: Json = {"family": FAMILY, "table": TABLE, "name": name}
+    if ctype:
+        chain.update({"type": ctype, "hook": hook, "prio": prio, "policy": "accept"})
+    return {"chain": chain}
+
+
+CHAINS: tuple[Json, ...] = (
+    _chain("publish"),
+    _chain("prerouting", "nat", "prerouting", -100),
+    _chain("output", "nat", "output", -100),
+    _chain("postrouting", "nat", "postrouting", 100),
+    _chain("forward", "filter", "forward", 0),
+    _chain("localnet", "filter", "prerouting", -300),
+)
+
+_TO_ANY_ADDR = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
+_TO_ONE_ADDR = {"concat": [_payload("ip", "daddr"), _meta("l4proto"), _payload("th", "dport")]}
+_BRIDGE_PAIR = {"concat": [_meta("iifname"), _meta("oifname")]}
+
+RULES: tuple[Json, ...] = (
+    # Published ports: DNAT whatever is addressed to the host itself, in one
+    # map lookup each; a port bound to one address is looked up first.
+    _rule(
+        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ONE_ADDR, "data": "@publish_addr"}}}}
+    ),
+    _rule(
+        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ANY_ADDR, "data": "@publish_any"}}}}
+    ),
+    _rule("prerouting", _fib_daddr_local(), {"jump": {"target": "publish"}}),
+    # The host's own connections, 127.0.0.1 included: no userland proxy.
+    _rule("output", _fib_daddr_local(), {"jump": {"target": "publish"}}),
+    # 127.0.0.1 published ports leave through a bridge with a loopback source:
+    # give them the bridge's address, or the reply has nowhere to go.
+    _rule(
+        "postrouting",
+        _match(_payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+        _match(_meta("oifname"), "@bridges"),
+        {"masquerade": None},
+    ),
+    # Hairpin: a container reaching a port published back into its own
+    # bridge must see the reply come from the host, not from its peer.
+    _rule(
+        "postrouting",
+        _match({"ct": {"key": "status"}}, "dnat", "in"),
+        _match(_BRIDGE_PAIR, "@hairpin"),
+        {"masquerade": None},
+    ),
+    _rule(
+        "postrouting",
+        _match(_payload("ip", "saddr"), "@masq_nets"),
+        _match(_meta("oifname"), "@bridges", "!="),
+        {"masquerade": None},
+    ),
+    # The perimeter: into a bridge only replies and published ports pass.
+    # Anything else routed at a container network is dropped, which also
+    # isolates bridges from each other and closes Docker's direct-routing hole.
+    _rule(
+        "forward",
+        _match(_meta("iifname"), "@internal"),
+        _match(_meta("oifname"), "@internal", "!="),
+        {"drop": None},
+    ),
+    _rule(
+        "forward",
+        _match(_meta("oifname"), "@internal"),
+        _match(_meta("iifname"), "@internal", "!="),
+        {"drop": None},
+    ),
+    _rule(
+        "forward",
+        _match(_meta("oifname"), "@bridges"),
+        _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+        {"accept": None},
+    ),
+    _rule(
+        "forward",
+        _match(_meta("oifname"), "@bridges"),
+        _match({"ct": {"key": "status"}}, "dnat", "in"),
+        {"accept": None},
+    ),
+    _rule("forward", _match(_BRIDGE_PAIR, "@hairpin"), {"accept": None}),
+    _rule("forward", _match(_meta("oifname"), "@bridges"), {"drop": None}),
+    # CVE-2020-8558: nothing from the wire may reach 127.0.0.0/8, even
+    # where route_localnet lets the kernel route it.
+    _rule(
+        "localnet",
+        _match(_meta("iifname"), "lo", "!="),
+        _match(_payload("ip", "daddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+        _match(_payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}, "!="),
+        {"drop": None},
+    ),
+)
+
+
+# The fixed part of the table, loaded as text in one transaction. Text, not
+# JSON, because libnftables 1.0.6 cannot declare a map with concatenated
+# data from JSON (it makes a set, and a rule using it crashes the library).
+# It is a constant: nothing is ever interpolated into it. A golden test
+# checks that loading it gives exactly SETS + CHAINS + RULES above.
+TABLE_TEXT = """
+add table inet dockyard
+delete table inet dockyard
+table inet dockyard {
+    set bridges { type ifname; }
+    set masq_nets { type ipv4_addr; flags interval; }
+    set hairpin { type ifname . ifname; }
+    set internal { type ifname; }
+    map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+    chain publish {
+        dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
+        dnat ip to meta l4proto . th dport map @publish_any
+    }
+    chain prerouting {
+        type nat hook prerouting priority -100; policy accept;
+        fib daddr type local jump publish
+    }
+    chain output {
+        type nat hook output priority -100; policy accept;
+        fib daddr type local jump publish
+    }
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        ip saddr 127.0.0.0/8 oifname @bridges masquerade
+        ct status dnat iifname . oifname @hairpin masquerade
+        ip saddr @masq_nets oifname != @bridges masquerade
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname @internal oifname != @internal drop
+        oifname @internal iifname != @internal drop
+        oifname @bridges ct state established,related accept
+        oifname @bridges ct status dnat accept
+        iifname . oifname @hairpin accept
+        oifname @bridges drop
+    }
+    chain localnet {
+        type filter hook prerouting priority -300; policy accept;
+        iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 drop
+    }
+}
+"""
+
+
+def delete_table_commands() -> list[Json]:
+    table = {"table": {"family": FAMILY, "name": TABLE}}
+    return [{"add": table}, {"delete": table}]
+
+
+@dataclass
+class Elements:
+    """Set and map elements: what varies with networks, endpoints and ports."""
+
+    bridges: set[str] = field(default_factory=set)
+    masq_nets: set[ipaddress.IPv4Network] = field(default_factory=set)
+    hairpin: set[tuple[str, str]] = field(default_factory=set)
+    internal: set[str] = field(default_factory=set)
+    publish_any: dict[PublishAnyKey, Target] = field(default_factory=dict)
+    publish_addr: dict[PublishAddrKey, Target] = field(default_factory=dict)
+
+    def update(self, other: Elements) -> None:
+        self.bridges |= other.bridges
+        self.masq_nets |= other.masq_nets
+        self.hairpin |= other.hairpin
+        self.internal |= other.internal
+        self.publish_any.update(other.publish_any)
+        self.publish_addr.update(other.publish_addr)
+
+    def minus(self, other: Elements) -> Elements:
+        """What is in self and not (the same) in other."""
+        return Elements(
+            self.bridges - other.bridges,
+            self.masq_nets - other.masq_nets,
+            self.hairpin - other.hairpin,
+            self.internal - other.internal,
+            {k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
+            {k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
+        )
+
+    def common(self, other: Elements) -> Elements:
+        """What is in both (map entries only where the value matches too)."""
+        return Elements(
+            self.bridges & other.bridges,
+            self.masq_nets & other.masq_nets,
+            self.hairpin & other.hairpin,
+            self.internal & other.internal,
+            {k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
+            {k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
+        )
+
+    def empty(self) -> bool:
+        return not (
+            self.bridges
+            or self.masq_nets
+            or self.hairpin
+            or self.internal
+            or self.publish_any
+            or self.publish_addr
+        )
+
+    def count(self) -> int:
+        return (
+            len(self.bridges)
+            + len(self.masq_nets)
+            + len(self.hairpin)
+            + len(self.internal)
+            + len(self.publish_any)
+            + len(self.publish_addr)
+        )
+
+
+def network_elements(
+    bridge: str, subnet: ipaddress.IPv4Network, masquerade: bool, internal: bool
+) -> Elements:
+    el = Elements(bridges={bridge}, hairpin={(bridge, bridge)})
+    if masquerade and not internal:
+        el.masq_nets.add(subnet)
+    if internal:
+        el.internal.add(bridge)
+    return el
+
+
+def publish_elements(address: ipaddress.IPv4Address, bindings: Iterable[PortBinding]) -> Elements:
+    el = Elements()
+    for b in bindings:
+        target = (address, b.container_port)
+        if b.host_ip is None:
+            el.publish_any[(b.proto, b.host_port)] = target
+        else:
+            el.publish_addr[(b.host_ip, b.proto, b.host_port)] = target
+    return el
+
+
+def _elem_json(el: Elements) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    if el.bridges:
+        out["bridges"] = sorted(el.bridges)
+    if el.masq_nets:
+        out["masq_nets"] = [
+            {"prefix": {"addr": str(n.network_address), "len": n.prefixlen}} for n in sorted(el.masq_nets)
+        ]
+    if el.hairpin:
+        out["hairpin"] = [{"concat": [a, b]} for a, b in sorted(el.hairpin)]
+    if el.internal:
+        out["internal"] = sorted(el.internal)
+    if el.publish_any:
+        out["publish_any"] = [
+            [{"concat": [str(proto), port]}, {"concat": [str(addr), tport]}]
+            for (proto, port), (addr, tport) in sorted(el.publish_any.items())
+        ]
+    if el.publish_addr:
+        out["publish_addr"] = [
+            [{"concat": [str(hip), str(proto), port]}, {"concat": [str(addr), tport]}]
+            for (hip, proto, port), (addr, tport) in sorted(el.publish_addr.items())
+        ]
+    return out
+
+
+def element_commands(verb: str, el: Elements) -> list[Json]:
+    """`add` or `delete` commands for the given elements, one per set or map."""
+    return [
+        {verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}}
+        for name, elems in _elem_json(el).items()
+    ]
+
+
+def parse_listed_elements(listing: list[Json]) -> Elements:
+    """Read the elements back from `nft -j list table inet dockyard` output."""
+    el = Elements()
+    for obj in listing:
+        body = obj.get("set") or obj.get("map")
+        if not body or "elem" not in body:
+            continue
+        name = body["name"]
+        for item in body["elem"]:
+            if isinstance(item, dict) and "elem" in item:  # an element with a comment/timeout
+                item = item["elem"]["val"]
+            if name == "bridges":
+                el.bridges.add(item)
+            elif name == "internal":
+                el.internal.add(item)
+            elif name == "masq_nets":
+                p = item["prefix"] if isinstance(item, dict) else {"addr": item, "len": 32}
+                el.masq_nets.add(ipaddress.IPv4Network(f"{p['addr']}/{p['len']}"))
+            elif name == "hairpin":
+                a, b = item["concat"]
+                el.hairpin.add((a, b))
+            elif name == "publish_any":
+                (proto, port), (addr, tport) = item[0]["concat"], item[1]["concat"]
+                el.publish_any[(Protocol(proto), int(port))] = (
+                    ipaddress.IPv4Address(addr),
+                    int(tport),
+                )
+            elif name == "publish_addr":
+                (hip, proto, port), (addr, tport) = item[0]["concat"], item[1]["concat"]
+                el.publish_addr[(ipaddress.IPv4Address(hip), Protocol(proto), int(port))] = (
+                    ipaddress.IPv4Address(addr),
+                    int(tport),
+                )
+    return el
+
+
+def strip_listing(listing: list[Json]) -> list[Json]:
+    """The listed table without handles, elements and metainfo: comparable with rendering."""
+    out: list[Json] = []
+    for obj in listing:
+        if "metainfo" in obj or "table" in obj:
+            continue
+        ((kind, body),) = obj.items()
+        body = {k: v for k, v in body.items() if k not in ("handle", "elem")}
+        out.append({kind: body})
+    return out
+
+
+def expected_listing() -> list[Json]:
+    return [dict(obj) for obj in SETS + CHAINS + RULES]

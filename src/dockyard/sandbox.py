@@ -1,0 +1,145 @@
+"""Sandboxes: a container's pinned network namespace and its network files.
+
+A sandbox is made for `bridge`, `none` and user networks; `host` has none
+(the container uses the host's namespace); `container:<id>` reuses the
+target's sandbox and never tears it down on the joiner's behalf.
+
+The network files Docker binds into a container live in the container's
+directory: `hosts` (localhost and the container's own names), `hostname`,
+and `resolv.conf` (the host's, without loopback resolvers, which cannot
+answer from inside a network namespace; Docker's public fallbacks when none
+is left).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+
+from dockyard.errors import KernelError
+from dockyard.kernel import netlink, netns
+from dockyard.settings import Paths
+
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+class Sandboxes:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def pin(self, container_id: str) -> Path:
+        return self.paths.sandbox_pin(container_id)
+
+    def create(self, container_id: str) -> Path:
+        path = self.pin(container_id)
+        netns.create_pinned(path)
+        try:
+            netlink.loopback_up(path)
+        except KernelError:
+            netns.remove_pin(path)
+            raise
+        return path
+
+    def remove(self, container_id: str) -> bool:
+        return netns.remove_pin(self.pin(container_id))
+
+    def exists(self, container_id: str) -> bool:
+        return netns.is_pinned(self.pin(container_id))
+
+    def pinned(self) -> list[str]:
+        """Pin names found on disk or in the mount table (crash leftovers included)."""
+        names = set()
+        if self.paths.netns_dir.is_dir():
+            names |= {p.name for p in self.paths.netns_dir.iterdir()}
+        names |= {p.name for p in netns.mounted_under(self.paths.netns_dir)}
+        return sorted(names)
+
+    def remove_by_name(self, name: str) -> bool:
+        return netns.remove_pin(self.paths.netns_dir / name)
+
+
+def resolv_conf(
+    host_text: str,
+    dns: Iterable[ipaddress.IPv4Address] = (),
+    search: Iterable[str] = (),
+    options: Iterable[str] = (),
+) -> str:
+    """The container's resolv.conf, as Docker writes it for the default bridge."""
+    servers = [str(s) for s in dns]
+    searches = list(search)
+    opts = list(options)
+    kept: list[str] = []
+    for line in host_text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith(("#", ";")):
+            continue
+        if words[0] == "nameserver" and len(words) > 1:
+            if servers:
+                continue
+            try:
+                addr = ipaddress.ip_address(words[1].split("%")[0])
+            except ValueError:
+                continue
+            if addr.is_loopback or addr.version == 6:
+                continue
+            kept.append(f"nameserver {addr}")
+        elif words[0] in ("search", "domain") and not searches:
+            kept.append("search " + " ".join(words[1:]))
+        elif words[0] == "options" and not opts:
+            kept.append(line.strip())
+    lines = [f"nameserver {s}" for s in servers] or kept
+    if not any(x.startswith("nameserver") for x in lines):
+        lines += [f"nameserver {s}" for s in FALLBACK_NAMESERVERS]
+    if searches:
+        lines.append("search " + " ".join(searches))
+    if opts:
+        lines.append("options " + " ".join(opts))
+    if servers:
+        lines += [x for x in kept if not x.startswith("nameserver")]
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(address: ipaddress.IPv4Address | None, names: Iterable[str]) -> str:
+    text = HOSTS_HEADER
+    unique = list(dict.fromkeys(n for n in names if n))
+    if address is not None and unique:
+        text += f"{address}\t{' '.join(unique)}\n"
+    return text
+
+
+def write_network_files(
+    directory: Path,
+    hostname: str,
+    address: ipaddress.IPv4Address | None,
+    names: Iterable[str],
+    resolv_text: str,
+) -> dict[str, Path]:
+    """Write hosts, hostname and resolv.conf; return {container path: file}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names])),
+        "/etc/hostname": (directory / "hostname", hostname + "\n"),
+        "/etc/resolv.conf": (directory / "resolv.conf", resolv_text),
+    }
+    out = {}
+    for target, (path, text) in files.items():
+        path.write_text(text)
+        out[target] = path
+    return out
+
+
+def host_resolv_conf() -> str:
+    try:
+        return HOST_RESOLV_CONF.read_text()
+    except OSError:
+        return ""

@@ -1,0 +1,229 @@
+"""Where dockyard keeps things ($ROOT) and the daemon's settings.
+
+Settings come from `$ROOT/daemon.json` with Docker's key names, overridden
+by the daemon's flags. Parsing happens here, once; the rest of dockyard
+gets typed values. Stdlib only: the thin clients import this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import InvalidArgument
+
+DEFAULT_ROOT = "/var/lib/dockyard"
+DEFAULT_BRIDGE = "dockyard0"
+# Docker's default-address-pools: 172.17-31 as /16s, then 192.168/16 as /20s.
+DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
+    ("172.17.0.0/16", 16),
+    ("172.18.0.0/15", 16),
+    ("172.20.0.0/14", 16),
+    ("172.24.0.0/14", 16),
+    ("172.28.0.0/14", 16),
+    ("192.168.0.0/16", 20),
+)
+IFNAME_MAX = 15
+
+
+def root_from_env(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("DOCKYARD_ROOT") or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file and directory under $ROOT, named once."""
+
+    root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "dockyard.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "dockyard.db"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def daemon_pid(self) -> Path:
+        return self.root / "dockyardd.pid"
+
+    @property
+    def daemon_json(self) -> Path:
+        return self.root / "daemon.json"
+
+    @property
+    def shim_socket(self) -> Path:
+        return self.root / "shim.sock"
+
+    @property
+    def shim_pid(self) -> Path:
+        return self.root / "shim.pid"
+
+    @property
+    def netns_dir(self) -> Path:
+        return self.root / "netns"
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.root / "containers"
+
+    def sandbox_pin(self, container_id: str) -> Path:
+        return self.netns_dir / container_id[:16]
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.containers_dir / container_id
+
+    def container_log(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "container.log"
+
+    def exit_file(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "exit"
+
+
+@dataclass(frozen=True)
+class AddressPool:
+    base: ipaddress.IPv4Network
+    size: int
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The daemon's configuration, after daemon.json and flags."""
+
+    root: Path
+    host_netns: str | None = None
+    bridge: str = DEFAULT_BRIDGE
+    # Gateway address with prefix, as dockerd's --bip; None: choose a free /16.
+    bip: ipaddress.IPv4Interface | None = None
+    mtu: int = 1500
+    icc: bool = True
+    ip_masq: bool = True
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    default_address_pools: tuple[AddressPool, ...] = field(
+        default_factory=lambda: tuple(
+            AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS
+        )
+    )
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.root)
+
+
+def parse_bridge_name(value: str, what: str = "bridge") -> str:
+    if not value or len(value.encode()) > IFNAME_MAX:
+        raise InvalidArgument(
+            f"invalid {what} name {value!r}: a Linux interface name is 1 to {IFNAME_MAX} bytes"
+        )
+    if any(c in value for c in "/ \t\n:") or value in (".", ".."):
+        raise InvalidArgument(
+            f"invalid {what} name {value!r}: it may not contain '/', ':' or white space"
+        )
+    return value
+
+
+def parse_bip(value: str) -> ipaddress.IPv4Interface:
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid --bip {value!r}: give the bridge's address with a prefix, "
+            "for example 10.10.0.1/24"
+        ) from None
+    if "/" not in value:
+        raise InvalidArgument(f"invalid --bip {value!r}: the prefix length is missing (e.g. /24)")
+    net = iface.network
+    if net.prefixlen > 30:
+        raise InvalidArgument(f"invalid --bip {value!r}: the subnet must be /30 or larger")
+    if iface.ip in (net.network_address, net.broadcast_address):
+        raise InvalidArgument(
+            f"invalid --bip {value!r}: the bridge address cannot be the subnet's network "
+            "or broadcast address"
+        )
+    return iface
+
+
+def _pools(raw: object) -> tuple[AddressPool, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument("daemon.json: default-address-pools must be a non-empty list")
+    pools = []
+    for item in raw:
+        if not isinstance(item, dict) or "base" not in item or "size" not in item:
+            raise InvalidArgument(
+                'daemon.json: each default-address-pools entry needs "base" and "size"'
+            )
+        try:
+            base = ipaddress.IPv4Network(str(item["base"]))
+            size = int(item["size"])
+        except (ValueError, TypeError):
+            raise InvalidArgument(
+                f"daemon.json: invalid address pool {item!r}"
+            ) from None
+        if not base.prefixlen <= size <= 30:
+            raise InvalidArgument(
+                f"daemon.json: pool {base} cannot be cut into /{size} subnets"
+            )
+        pools.append(AddressPool(base, size))
+    return tuple(pools)
+
+
+def read_daemon_json(path: Path) -> dict[str, object]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{path} must hold a JSON object")
+    return data
+
+
+def load_settings(
+    root: Path,
+    host_netns: str | None = None,
+    bridge: str | None = None,
+    bip: str | None = None,
+) -> DaemonSettings:
+    """daemon.json under root, then the flags, which win."""
+    data = read_daemon_json(Paths(root).daemon_json)
+    kwargs: dict[str, object] = {"root": root, "host_netns": host_netns}
+    bridge_value = bridge if bridge is not None else data.get("bridge")
+    if bridge_value is not None:
+        kwargs["bridge"] = parse_bridge_name(str(bridge_value))
+    bip_value = bip if bip is not None else data.get("bip")
+    if bip_value is not None:
+        kwargs["bip"] = parse_bip(str(bip_value))
+    if "mtu" in data:
+        mtu = data["mtu"]
+        if not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+            raise InvalidArgument("daemon.json: mtu must be an integer from 68 to 65535")
+        kwargs["mtu"] = mtu
+    for key, attr in (("icc", "icc"), ("ip-masq", "ip_masq")):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise InvalidArgument(f"daemon.json: {key} must be true or false")
+            kwargs[attr] = data[key]
+    if "dns" in data:
+        raw = data["dns"]
+        if not isinstance(raw, list):
+            raise InvalidArgument("daemon.json: dns must be a list of IPv4 addresses")
+        try:
+            kwargs["dns"] = tuple(ipaddress.IPv4Address(str(x)) for x in raw)
+        except ValueError as e:
+            raise InvalidArgument(f"daemon.json: dns: {e}") from None
+    if "default-address-pools" in data:
+        kwargs["default_address_pools"] = _pools(data["default-address-pools"])
+    return DaemonSettings(**kwargs)  # type: ignore[arg-type]

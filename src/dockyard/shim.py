@@ -1,0 +1,229 @@
+"""dockyard-shim: the parent of every container process of one $ROOT.
+
+Why a separate process: containers must outlive the daemon (Docker's
+live-restore), and only a process's parent learns its exit status. The shim
+is that parent. It is small and single-threaded (so forking into namespaces
+is safe), forks each container on the daemon's request, reaps it, writes
+its exit status to the container's `exit` file, and tells the connected
+daemon. A restarted daemon reconnects and reads the exit files of what
+ended while it was away. The shim ends when it has no children and no
+daemon. Stdlib only.
+
+Wire: SOCK_SEQPACKET on $ROOT/shim.sock, one JSON object per message; the
+descriptors of a foreground container's stdio ride along (SCM_RIGHTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.kernel.spawn import SpawnRequest, run_child
+from dockyard.settings import Paths
+
+MAX_MESSAGE = 1 << 20
+MAX_FDS = 8
+# How long a fresh shim waits for its daemon to connect before giving up.
+FIRST_CLIENT_TIMEOUT = 10.0
+
+
+def recv_message(sock: socket.socket) -> tuple[bytes, list[int]]:
+    fds = array.array("i")
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - (len(payload) % fds.itemsize)
+            fds.frombytes(payload[:usable])
+    return data, list(fds)
+
+
+def send_message(sock: socket.socket, obj: object, fds: list[int] | None = None) -> None:
+    data = json.dumps(obj).encode()
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+@dataclass
+class Child:
+    key: str
+    pid: int
+    pidfd: int
+    exit_file: str
+
+
+def _exit_status(info: os.waitid_result) -> int:
+    # Docker's convention: killed by signal N gives 128+N.
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status
+    return 128 + info.si_status
+
+
+def _write_exit(path: str, pid: int, status: int) -> None:
+    target = Path(path)
+    if not target.parent.is_dir():
+        return
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "status": status, "finished": time.time()}))
+    os.replace(tmp, target)
+
+
+class Shim:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.sel = selectors.DefaultSelector()
+        self.clients: set[socket.socket] = set()
+        self.children: dict[int, Child] = {}  # by pidfd
+        self.ever_connected = False
+        self.started = time.monotonic()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.shim_socket)
+        self.listener.bind(str(paths.shim_socket))
+        os.chmod(paths.shim_socket, 0o600)
+        self.listener.listen(16)
+        self.sel.register(self.listener, selectors.EVENT_READ, "listen")
+
+    def should_exit(self) -> bool:
+        if self.children or self.clients:
+            return False
+        if not self.ever_connected:
+            return time.monotonic() - self.started > FIRST_CLIENT_TIMEOUT
+        return True
+
+    def serve(self) -> None:
+        while not self.should_exit():
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.data == "listen":
+                    conn, _ = self.listener.accept()
+                    self.clients.add(conn)
+                    self.ever_connected = True
+                    self.sel.register(conn, selectors.EVENT_READ, "client")
+                elif key.data == "client":
+                    self._on_client(key.fileobj)  # type: ignore[arg-type]
+                else:
+                    self._on_exit(key.fileobj)  # type: ignore[arg-type]
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.paths.shim_socket)
+        with contextlib.suppress(FileNotFoundError):
+            if self.paths.shim_pid.read_text().strip() == str(os.getpid()):
+                os.unlink(self.paths.shim_pid)
+        self.listener.close()
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.sel.unregister(conn)
+        self.clients.discard(conn)
+        conn.close()
+
+    def _on_client(self, conn: socket.socket) -> None:
+        try:
+            data, fds = recv_message(conn)
+        except OSError:
+            self._drop(conn)
+            return
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self._drop(conn)
+            return
+        try:
+            msg = json.loads(data)
+            reply = self._handle(msg, fds)
+        except Exception as e:  # a bad request must not end the shim
+            msg = {}
+            reply = {"ok": False, "error": f"shim: {e}"}
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        reply["seq"] = msg.get("seq") if isinstance(msg, dict) else None
+        with contextlib.suppress(OSError):
+            send_message(conn, reply)
+
+    def _handle(self, msg: dict, fds: list[int]) -> dict:
+        op = msg.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "list":
+            return {"ok": True, "children": [{"key": c.key, "pid": c.pid} for c in self.children.values()]}
+        if op == "spawn":
+            return self._spawn(SpawnRequest.from_json(msg["request"]), fds)
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _spawn(self, req: SpawnRequest, fds: list[int]) -> dict:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_end)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            run_child(req, fds, write_end)
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+        os.close(read_end)
+        if chunks:
+            os.waitpid(pid, 0)
+            failure = json.loads(b"".join(chunks))
+            return {"ok": False, **failure}
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file)
+        self.sel.register(pidfd, selectors.EVENT_READ, "child")
+        return {"ok": True, "pid": pid}
+
+    def _on_exit(self, pidfd: int) -> None:
+        child = self.children.pop(pidfd)
+        self.sel.unregister(pidfd)
+        os.close(pidfd)
+        # Read the status without reaping, write it down, then reap: whoever
+        # sees the process gone from /proc finds its exit file already there.
+        info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        code = _exit_status(info) if info is not None else 137
+        if child.exit_file:
+            with contextlib.suppress(OSError):
+                _write_exit(child.exit_file, child.pid, code)
+        # The container's session ends with its first process, as a PID
+        # namespace would end it: stragglers of its process group go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        os.waitpid(child.pid, 0)
+        event = {"event": "exit", "key": child.key, "pid": child.pid, "status": code}
+        for conn in list(self.clients):
+            try:
+                send_message(conn, event)
+            except OSError:
+                self._drop(conn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dockyard-shim")
+    parser.add_argument("--root", required=True)
+    args = parser.parse_args(argv)
+    paths = Paths(Path(args.root))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    shim = Shim(paths)
+    paths.shim_pid.write_text(str(os.getpid()))
+    print(f"dockyard-shim {os.getpid()} serving {paths.shim_socket}", file=sys.stderr, flush=True)
+    shim.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

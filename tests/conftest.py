@@ -1,0 +1,59 @@
+"""Fixtures: a lab per integration test, and a guard over the root namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab import PREFIX, Lab
+
+
+def _root_snapshot() -> dict[str, object]:
+    def j(*cmd: str) -> object:
+        r = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+        return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else r.stdout
+
+    links = j("ip", "-j", "link", "show")
+    return {
+        "links": sorted(link["ifname"] for link in links) if isinstance(links, list) else links,
+        "routes": j("ip", "-j", "route", "show"),
+        "nft_tables": j("nft", "-j", "list", "tables"),
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_namespace_untouched() -> Iterator[None]:
+    """No test may change the root namespace's links, routes, sysctls or firewall."""
+    before = _root_snapshot() if os.geteuid() == 0 else None
+    yield
+    if before is not None:
+        after = _root_snapshot()
+        assert after == before, f"the root network namespace changed: {before} -> {after}"
+        stray = (
+            [n for n in os.listdir("/run/netns") if n.startswith(PREFIX)]
+            if os.path.isdir("/run/netns")
+            else []
+        )
+        assert not stray, f"namespaces left behind: {stray}"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces); run them as root")
+    lab = Lab(tmp_path)
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        leaks = lab.teardown()
+    assert not leaks, f"left behind: {leaks}"

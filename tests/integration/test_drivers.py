@@ -1,0 +1,165 @@
+"""The four drivers in real namespaces: what a container sees and what it can reach."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+
+from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+
+
+def _links_in(lab: Lab, *run_args: str) -> list[dict]:
+    out = lab.dy_ok("run", "--rm", *run_args, "ip", "-j", "addr", "show")
+    return json.loads(out)
+
+
+def _upstream_server(lab: Lab, port: int = 7000) -> None:
+    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", str(port), "--bind", UP_ADDR)
+    lab.wait_answer(lab.up, "tcp", UP_ADDR, port)
+
+
+def test_none_has_only_loopback_and_cannot_reach_out(lab: Lab) -> None:
+    links = _links_in(lab, "--net", "none")
+    assert [link["ifname"] for link in links] == ["lo"]
+    assert "UP" in links[0]["flags"]
+    _upstream_server(lab)
+    r = lab.dy(
+        "run", "--rm", "--net", "none", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000", "--timeout", "1"
+    )
+    assert r.returncode == 1, r.stdout
+    assert "unreachable" in r.stderr.lower()
+
+
+def test_bridge_gives_eth0_an_address_a_route_and_a_veth_on_the_bridge(lab: Lab) -> None:
+    cid = lab.run_d("--name", "b1", "sleep", "300")
+    info = lab.inspect(cid)
+    addr = ipaddress.IPv4Address(info["NetworkSettings"]["IPAddress"])
+    assert addr in ipaddress.IPv4Network("172.17.0.0/16")
+    assert info["NetworkSettings"]["Gateway"] == "172.17.0.1"
+    assert info["NetworkSettings"]["Networks"]["bridge"]["IPPrefixLen"] == 16
+    inside = json.loads(lab.dy_ok("exec", "b1", "ip", "-j", "addr", "show"))
+    by_name = {link["ifname"]: link for link in inside}
+    assert set(by_name) == {"lo", "eth0"}
+    eth0 = by_name["eth0"]
+    assert [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"] == [str(addr)]
+    assert eth0["address"] == info["NetworkSettings"]["MacAddress"]
+    routes = json.loads(lab.dy_ok("exec", "b1", "ip", "-j", "route", "show"))
+    assert {"dst": "default", "gateway": "172.17.0.1"}.items() <= routes[0].items()
+    # The host end: a veth<7 hex> on dockyard0, which holds the gateway.
+    host_links = json.loads(lab.in_host("ip", "-j", "link", "show", "master", "dockyard0").stdout)
+    assert len(host_links) == 1 and host_links[0]["ifname"].startswith("veth")
+    assert len(host_links[0]["ifname"]) == 11
+    gw = json.loads(lab.in_host("ip", "-j", "addr", "show", "dockyard0").stdout)[0]
+    assert [a["local"] + "/" + str(a["prefixlen"]) for a in gw["addr_info"] if a["family"] == "inet"] == [
+        "172.17.0.1/16"
+    ]
+    # /sys shows the container's own network.
+    assert lab.dy_ok("exec", "b1", "ls", "/sys/class/net").split() == ["eth0", "lo"]
+
+
+def test_bridge_outbound_is_masqueraded(lab: Lab) -> None:
+    _upstream_server(lab)
+    out = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
+    assert out.startswith(f"peer={HOST_ADDR}:"), out
+
+
+def test_published_port_answers_upstream_with_the_client_address_kept(lab: Lab) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    answer = lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080)
+    assert answer.startswith(f"peer={UP_ADDR}:"), answer
+    ip = lab.ip_of("web")
+    assert f"local={ip}:80" in answer
+
+
+def test_published_udp_port(lab: Lab) -> None:
+    lab.serve("--name", "dns", "-p", "5353:53/udp", proto="udp", port=53)
+    answer = lab.wait_answer(lab.up, "udp", HOST_ADDR, 5353)
+    assert answer.startswith(f"peer={UP_ADDR}:"), answer
+
+
+def test_published_port_bound_to_one_address(lab: Lab) -> None:
+    lab.in_host("ip", "addr", "add", "198.51.100.3/24", "dev", "up0")
+    lab.serve("--name", "one", "-p", "198.51.100.3:8081:80")
+    assert lab.wait_answer(lab.up, "tcp", "198.51.100.3", 8081)
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8081, timeout=1) is None
+
+
+def test_containers_on_the_bridge_reach_each_other(lab: Lab) -> None:
+    lab.serve("--name", "srv")
+    ip = lab.ip_of("srv")
+    out = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", ip, "80")
+    peer = out.split()[0].split("=")[1].split(":")[0]
+    assert ipaddress.IPv4Address(peer) in ipaddress.IPv4Network("172.17.0.0/16")
+    assert peer != ip
+
+
+def test_host_mode_sees_the_host_interfaces_and_ignores_publishing(lab: Lab) -> None:
+    r = lab.dy("run", "--rm", "--net", "host", "-p", "80:80", "ip", "-j", "addr", "show")
+    assert r.returncode == 0, r.stderr
+    names = {link["ifname"] for link in json.loads(r.stdout)}
+    assert "up0" in names
+    assert "WARNING: Published ports are discarded when using host network mode" in r.stderr
+    assert lab.map_elements("publish_any") == []
+    # No NAT: the upstream sees the host's own address, from the host itself.
+    _upstream_server(lab)
+    out = lab.dy_ok("run", "--rm", "--net", "host", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
+    assert out.startswith(f"peer={HOST_ADDR}:")
+
+
+def test_container_mode_shares_the_target_network_and_loopback(lab: Lab) -> None:
+    lab.run_d("--name", "target", sys.executable, PROBE, "serve", "tcp", "9000", "--bind", "127.0.0.1")
+    target = lab.inspect("target")
+    out = lab.dy_ok("run", "--rm", "--net", "container:target", "ip", "-j", "addr", "show", "eth0")
+    eth0 = json.loads(out)[0]
+    assert eth0["address"] == target["NetworkSettings"]["MacAddress"]
+    assert [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"] == [
+        target["NetworkSettings"]["IPAddress"]
+    ]
+    end = 0
+    for _ in range(100):
+        r = lab.dy(
+            "run",
+            "--rm",
+            "--net",
+            "container:target",
+            sys.executable,
+            PROBE,
+            "ask",
+            "tcp",
+            "127.0.0.1",
+            "9000",
+        )
+        end = r.returncode
+        if end == 0:
+            break
+    assert end == 0 and "peer=127.0.0.1" in r.stdout
+    joined = lab.run_d("--net", "container:target", "sleep", "300")
+    assert lab.inspect(joined)["NetworkSettings"]["SandboxKey"] == target["NetworkSettings"]["SandboxKey"]
+
+
+def test_container_mode_target_must_be_running(lab: Lab) -> None:
+    lab.dy_ok("run", "--name", "gone", "true")
+    r = lab.dy("run", "--rm", "--net", "container:gone", "true")
+    assert r.returncode == 125
+    assert "non running container: gone" in r.stderr
+    r = lab.dy("run", "--rm", "--net", "container:nosuch", "true")
+    assert r.returncode == 125 and "no such container: nosuch" in r.stderr
+
+
+def test_container_mode_refuses_publishing(lab: Lab) -> None:
+    lab.run_d("--name", "t2", "sleep", "300")
+    r = lab.dy("run", "--rm", "--net", "container:t2", "-p", "80:80", "true")
+    assert r.returncode == 125
+    assert "port publishing and the container type network mode" in r.stderr
+
+
+def test_container_mode_when_the_target_is_removed(lab: Lab) -> None:
+    """As Docker: the joiner keeps running, left with only lo once the target's endpoint goes."""
+    lab.run_d("--name", "t3", "sleep", "300")
+    lab.run_d("--name", "j3", "--net", "container:t3", "sleep", "300")
+    lab.dy_ok("rm", "-f", "t3")
+    assert lab.inspect("j3")["State"]["Running"]
+    lab.eventually(
+        lambda: lab.dy_ok("exec", "j3", "ls", "/sys/class/net").split() == ["lo"], what="only lo left"
+    )

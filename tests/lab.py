@@ -1,0 +1,252 @@
+"""A throwaway lab for integration tests, in the spirit of pyroute2's nsname
+fixture and CNI's NewNS: a fresh "host" network namespace where dockyard
+runs (--host-netns), an "upstream" namespace that plays the outside world
+on TEST-NET addresses, a fresh $ROOT, and a check at the end that nothing
+was left behind.
+
+    upstream (dyt-u-XXXX)                  host (dyt-h-XXXX)
+      eth0 198.51.100.2/24  <-- veth -->     up0 198.51.100.1/24, default via .2
+      lo 203.0.113.1/24 (the world)          dockyard0 ... containers
+
+Nothing here touches the root namespace, and traffic only flows between
+addresses of these namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKYARD = [sys.executable, "-m", "dockyard"]
+PROBE = str(REPO / "tests" / "tools" / "probe.py")
+HOST_ADDR = "198.51.100.1"
+UP_ADDR = "198.51.100.2"
+WORLD_ADDR = "203.0.113.1"
+PREFIX = "dyt-"
+
+
+def sh(
+    *cmd: str, check: bool = True, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(cmd), check=check, capture_output=True, text=True, timeout=timeout, input=input
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Lab:
+    def __init__(self, tmp: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.host = f"{PREFIX}h-{tag}"
+        self.up = f"{PREFIX}u-{tag}"
+        self.root = tmp / "root"
+        self.procs: list[subprocess.Popen[str]] = []
+        self.pids_seen: set[int] = set()
+
+    # -- set-up and teardown ----------------------------------------------------
+
+    def setup(self) -> None:
+        sh("ip", "netns", "add", self.host)
+        sh("ip", "netns", "add", self.up)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "up0",
+            "netns",
+            self.host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.up,
+        )
+        for ns in (self.host, self.up):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", self.host, "addr", "add", f"{HOST_ADDR}/24", "dev", "up0")
+        sh("ip", "-n", self.host, "link", "set", "up0", "up")
+        sh("ip", "-n", self.host, "route", "add", "default", "via", UP_ADDR)
+        sh("ip", "-n", self.up, "addr", "add", f"{UP_ADDR}/24", "dev", "eth0")
+        sh("ip", "-n", self.up, "link", "set", "eth0", "up")
+        # The world beyond the upstream (this kernel has no dummy links).
+        sh("ip", "-n", self.up, "addr", "add", f"{WORLD_ADDR}/24", "dev", "lo")
+
+    def teardown(self) -> list[str]:
+        """Remove everything; return what was left behind (leaks)."""
+        leaks: list[str] = []
+        daemon_pid = self._read_pid("dockyardd.pid")
+        shim_pid = self._read_pid("shim.pid")
+        if daemon_pid or (self.root / "dockyard.sock").exists():
+            ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
+            for cid in ids:
+                with contextlib.suppress(Exception):
+                    info = json.loads(self.dy("inspect", cid).stdout)[0]
+                    if info["State"]["Pid"]:
+                        self.pids_seen.add(info["State"]["Pid"])
+            if ids:
+                self.dy("rm", "-f", *ids)
+            self.dy("daemon", "stop")
+            daemon_pid = daemon_pid or self._read_pid("dockyardd.pid")
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            with contextlib.suppress(Exception):
+                p.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        pids = {p for p in (daemon_pid, shim_pid, *self.pids_seen) if p}
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+            time.sleep(0.02)
+        for pid in pids:
+            if pid_alive(pid):
+                leaks.append(f"process {pid} still running")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mountpoint = line.split()[4]
+            if mountpoint.startswith(str(self.root) + "/"):
+                leaks.append(f"mount {mountpoint}")
+                with contextlib.suppress(Exception):
+                    sh("umount", "-l", mountpoint)
+        links = self.links()
+        leaks += [f"link {name} in host namespace" for name in links if name.startswith("veth")]
+        for ns in (self.host, self.up):
+            sh("ip", "netns", "del", ns, check=False)
+        return leaks
+
+    def _read_pid(self, name: str) -> int | None:
+        try:
+            text = (self.root / name).read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    # -- running things -----------------------------------------------------------
+
+    def dy(
+        self, *args: str, timeout: float = 60, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The dockyard CLI against this lab's root and host namespace."""
+        cmd = [*DOCKYARD, "--root", str(self.root), "--host-netns", self.host, *args]
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env={**os.environ, **(env or {})},
+        )
+
+    def dy_ok(self, *args: str, timeout: float = 60) -> str:
+        r = self.dy(*args, timeout=timeout)
+        assert r.returncode == 0, f"dockyard {' '.join(args)} failed ({r.returncode}): {r.stderr}"
+        return r.stdout
+
+    def run_d(self, *args: str) -> str:
+        """dockyard run -d ...; returns the container id."""
+        out = self.dy_ok("run", "-d", *args)
+        return out.strip().splitlines()[-1]
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self.dy_ok("inspect", ref))[0]
+
+    def ip_of(self, ref: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["IPAddress"]
+
+    def in_ns(self, ns: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{ns}", *cmd], capture_output=True, text=True, timeout=timeout
+        )
+
+    def in_host(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return self.in_ns(self.host, *cmd, timeout=timeout)
+
+    def in_up(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return self.in_ns(self.up, *cmd, timeout=timeout)
+
+    def spawn_in(self, ns: str, *cmd: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{ns}", *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def ask(self, ns: str, proto: str, host: str, port: int, timeout: float = 2.0) -> str | None:
+        """Ask a probe server; the reply line, or None when unreachable."""
+        r = self.in_ns(
+            ns,
+            sys.executable,
+            PROBE,
+            "ask",
+            proto,
+            host,
+            str(port),
+            "--timeout",
+            str(timeout),
+            timeout=timeout + 10,
+        )
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def wait_answer(self, ns: str, proto: str, host: str, port: int, deadline: float = 10.0) -> str:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            answer = self.ask(ns, proto, host, port, timeout=0.5)
+            if answer:
+                return answer
+            time.sleep(0.05)
+        raise AssertionError(f"nothing answered {proto} {host}:{port} from {ns} within {deadline} s")
+
+    def serve(self, *run_args: str, proto: str = "tcp", port: int = 80) -> str:
+        """A detached container running a probe server; returns its id once it answers."""
+        cid = self.run_d(*run_args, sys.executable, PROBE, "serve", proto, str(port))
+        info = self.inspect(cid)
+        self.pids_seen.add(info["State"]["Pid"])
+        addr = info["NetworkSettings"]["IPAddress"]
+        if addr:
+            self.wait_answer(self.host, proto, addr, port)
+        return cid
+
+    def links(self, ns: str | None = None) -> list[str]:
+        r = sh("ip", "-n", ns or self.host, "-j", "link", "show", check=False)
+        if r.returncode != 0:
+            return []
+        return [link["ifname"] for link in json.loads(r.stdout or "[]")]
+
+    def nft_table(self) -> dict | None:
+        r = self.in_host("nft", "-j", "list", "table", "inet", "dockyard")
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def map_elements(self, name: str) -> list:
+        table = self.nft_table() or {"nftables": []}
+        for obj in table["nftables"]:
+            body = obj.get("map") or obj.get("set")
+            if body and body.get("name") == name:
+                return body.get("elem", [])
+        return []
+
+    def eventually(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{what} not reached within {timeout} s")
