@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dockyard: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # Outside the daemon: an unusable --root, a vanished socket, ...
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"dockyard: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,0 +1,257 @@
+"""Lifecycle: exit statuses, stdio and signals, stop/rm, and what the daemon does when things die."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lab import DOCKYARD, HOST_ADDR, UP_ADDR, Lab, pid_alive
+
+
+def _veths(lab: Lab) -> list[str]:
+    return [name for name in lab.links() if name.startswith("veth")]
+
+
+def test_exit_status_is_the_command_status(lab: Lab) -> None:
+    assert lab.dy("run", "--rm", "sh", "-c", "exit 3").returncode == 3
+    assert lab.dy("run", "--rm", "true").returncode == 0
+    assert lab.dy("run", "--rm", "sh", "-c", "kill -9 $$").returncode == 137
+
+
+def test_foreground_run_uses_the_callers_stdio(lab: Lab) -> None:
+    r = lab.dy("run", "--rm", "sh", "-c", "cat; echo to-stderr >&2", input="hello from stdin\n")
+    assert r.returncode == 0
+    assert r.stdout == "hello from stdin\n"
+    assert r.stderr == "to-stderr\n"
+
+
+def test_detached_run_prints_the_id_and_logs_the_output(lab: Lab) -> None:
+    cid = lab.run_d("--name", "chatty", "sh", "-c", "echo out; echo err >&2")
+    assert len(cid) == 64 and all(c in "0123456789abcdef" for c in cid)
+    lab.eventually(lambda: lab.inspect("chatty")["State"]["Status"] == "exited", what="exit")
+    assert sorted(lab.dy_ok("logs", "chatty").split()) == ["err", "out"]
+
+
+def test_signals_are_forwarded_to_the_container(lab: Lab) -> None:
+    script = (
+        "import signal,sys,time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    cmd = [
+        *DOCKYARD,
+        "--root",
+        str(lab.root),
+        "--host-netns",
+        lab.host,
+        "run",
+        "--rm",
+        sys.executable,
+        "-c",
+        script,
+    ]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=20) == 42
+
+
+def test_environment_workdir_and_hostname(lab: Lab) -> None:
+    out = lab.dy_ok(
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "box",
+        "sh",
+        "-c",
+        'echo "$GREETING $(pwd) $(hostname) $HOSTNAME"',
+    )
+    assert out.split() == ["hi", "/tmp", "box", "box"]
+    cid = lab.run_d("--name", "named", "sleep", "300")
+    assert lab.dy_ok("exec", "named", "hostname").strip() == cid[:12]
+    hosts = lab.dy_ok("exec", "named", "cat", "/etc/hosts")
+    assert f"{lab.ip_of('named')}\t{cid[:12]} named" in hosts
+    assert "127.0.0.1\tlocalhost" in hosts
+    resolv = lab.dy_ok("exec", "named", "cat", "/etc/resolv.conf")
+    assert "nameserver" in resolv and "127.0.0." not in resolv
+
+
+def test_exec_runs_in_the_container_with_its_status(lab: Lab) -> None:
+    lab.run_d("--name", "ex", "sleep", "300")
+    assert (
+        lab.dy_ok("exec", "ex", "ip", "-4", "-o", "addr", "show", "eth0")
+        .split()[3]
+        .startswith(lab.ip_of("ex"))
+    )
+    assert lab.dy("exec", "ex", "sh", "-c", "exit 5").returncode == 5
+    assert lab.dy("exec", "ex", "nosuchcommand").returncode == 127
+    r = lab.dy("exec", "-e", "X=1", "ex", "sh", "-c", "read line; echo $X $line", input="piped\n")
+    assert r.stdout.strip() == "1 piped"
+
+
+def test_stop_sends_sigterm_then_sigkill(lab: Lab) -> None:
+    lab.run_d("--name", "polite", "sleep", "300")
+    assert lab.dy_ok("stop", "polite").strip() == "polite"
+    state = lab.inspect("polite")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 143
+    lab.run_d("--name", "stubborn", "sh", "-c", "trap '' TERM; sleep 300 & wait")
+    t0 = time.monotonic()
+    lab.dy_ok("stop", "-t", "1", "stubborn")
+    assert time.monotonic() - t0 >= 1.0
+    assert lab.inspect("stubborn")["State"]["ExitCode"] == 137
+
+
+def test_exit_releases_the_endpoint_and_rm_removes_the_record(lab: Lab) -> None:
+    lab.serve("--name", "short", "-p", "8080:80")
+    assert len(_veths(lab)) == 1 and lab.map_elements("publish_any")
+    lab.dy_ok("stop", "-t", "0", "short")
+    lab.eventually(lambda: not _veths(lab), what="veth removed")
+    assert lab.map_elements("publish_any") == []
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=0.5) is None
+    assert lab.dy("rm", "short").returncode == 0
+    assert lab.dy_ok("ps", "-aq") == ""
+    assert not (lab.root / "netns").exists() or not os.listdir(lab.root / "netns")
+
+
+def test_rm_refuses_a_running_container_unless_forced(lab: Lab) -> None:
+    lab.run_d("--name", "busy", "sleep", "300")
+    r = lab.dy("rm", "busy")
+    assert r.returncode == 125 and "stop the container before attempting removal or force remove" in r.stderr
+    assert lab.dy_ok("rm", "-f", "busy").strip() == "busy"
+    assert lab.dy_ok("ps", "-aq") == ""
+    lab.eventually(lambda: not _veths(lab), what="veth removed")
+
+
+def test_rm_flag_removes_the_container_after_a_foreground_run(lab: Lab) -> None:
+    lab.dy_ok("run", "--rm", "--name", "once", "true")
+    assert lab.dy_ok("ps", "-aq") == ""
+    lab.dy_ok("run", "--name", "kept", "true")
+    assert lab.inspect("kept")["State"]["Status"] == "exited"
+
+
+def test_a_killed_foreground_client_does_not_orphan_the_container(lab: Lab) -> None:
+    """Docker's behaviour: the container runs on; the daemon still notices its exit and cleans up."""
+    cmd = [
+        *DOCKYARD,
+        "--root",
+        str(lab.root),
+        "--host-netns",
+        lab.host,
+        "run",
+        "--rm",
+        "--name",
+        "fg",
+        "sh",
+        "-c",
+        "echo up; sleep 2",
+    ]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    p.kill()
+    p.wait()
+    assert lab.inspect("fg")["State"]["Running"]
+    lab.eventually(lambda: lab.dy_ok("ps", "-aq") == "", timeout=10, what="--rm container removed after exit")
+    lab.eventually(lambda: not _veths(lab), what="veth removed")
+
+
+def test_a_killed_daemon_leaves_containers_serving_and_is_cleaned_up_after(lab: Lab) -> None:
+    lab.serve("--name", "live", "-p", "8080:80")
+    lab.run_d("--name", "brief", "sleep", "2")
+    daemon_pid = int((lab.root / "dockyardd.pid").read_text())
+    os.kill(daemon_pid, signal.SIGKILL)
+    lab.eventually(lambda: not pid_alive(daemon_pid), what="daemon gone")
+    # During the outage the published port still answers.
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    time.sleep(2.5)  # `brief` ends while no daemon runs
+    # The next command starts a new daemon, which adopts `live` and records `brief`'s exit.
+    ps = lab.dy_ok("ps", "-a")
+    assert "live" in ps and "brief" in ps
+    assert lab.inspect("live")["State"]["Running"]
+    brief = lab.inspect("brief")["State"]
+    assert brief["Status"] == "exited" and brief["ExitCode"] == 0
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    assert len(_veths(lab)) == 1
+    # The adopted container's exit is still noticed.
+    lab.dy_ok("stop", "-t", "0", "live")
+    assert lab.inspect("live")["State"]["Status"] == "exited"
+    lab.eventually(lambda: not _veths(lab), what="veth removed")
+
+
+def test_nothing_is_left_after_rm_and_daemon_stop(lab: Lab) -> None:
+    for i in range(3):
+        lab.run_d("--name", f"c{i}", "-p", f"{9000 + i}:80", "sleep", "300")
+    lab.run_d("--name", "n0", "--net", "none", "sleep", "300")
+    lab.run_d("--name", "h0", "--net", "host", "sleep", "300")
+    pids = [lab.inspect(n)["State"]["Pid"] for n in ("c0", "c1", "c2", "n0", "h0")]
+    lab.dy_ok("rm", "-f", "c0", "c1", "c2", "n0", "h0")
+    lab.dy_ok("daemon", "stop")
+    assert not any(pid_alive(p) for p in pids)
+    assert not _veths(lab)
+    assert not [line for line in open("/proc/self/mountinfo") if str(lab.root) in line]
+    assert lab.map_elements("publish_any") == []
+    assert not (lab.root / "dockyard.sock").exists() and not (lab.root / "shim.sock").exists()
+
+
+def test_many_clients_at_once_get_distinct_addresses_and_names(lab: Lab) -> None:
+    lab.dy_ok("ps")
+    cmd = [*DOCKYARD, "--root", str(lab.root), "--host-netns", lab.host, "run", "-d", "sleep", "300"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)
+    ]
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        ids.append(out.strip())
+    infos = [lab.inspect(i) for i in ids]
+    assert len({i["NetworkSettings"]["IPAddress"] for i in infos}) == 8
+    assert len({i["Name"] for i in infos}) == 8
+
+
+def test_ps_and_inspect_show_dockers_fields(lab: Lab) -> None:
+    cid = lab.serve("--name", "shown", "-p", "8080:80")
+    lines = lab.dy_ok("ps").splitlines()
+    assert lines[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORK"]
+    assert (
+        lines[1].startswith(cid[:12])
+        and "shown" in lines[1]
+        and "0.0.0.0:8080->80/tcp" in lines[1]
+        and lines[1].endswith("bridge")
+    )
+    assert lab.dy_ok("ps", "-q").split() == [cid[:12]]
+    info = lab.inspect("shown")
+    assert info["Id"] == cid and info["Name"] == "/shown"
+    assert info["State"]["Status"] == "running" and info["State"]["Running"] and info["State"]["Pid"] > 0
+    assert info["HostConfig"]["NetworkMode"] == "bridge"
+    assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    ns = info["NetworkSettings"]
+    assert ns["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
+    assert ns["SandboxKey"] == str(lab.root / "netns" / cid[:16])
+    net = ns["Networks"]["bridge"]
+    assert {"IPAddress", "IPPrefixLen", "Gateway", "MacAddress", "NetworkID", "EndpointID"} <= set(net)
+    assert net["IPAddress"] == ns["IPAddress"] and net["MacAddress"] == ns["MacAddress"]
+    assert lab.dy_ok("port", "shown").strip() == "80/tcp -> 0.0.0.0:8080"
+    assert lab.dy_ok("port", "shown", "80").strip() == "0.0.0.0:8080"
+
+
+def test_network_ls_and_inspect_show_the_builtin_networks(lab: Lab) -> None:
+    lines = lab.dy_ok("network", "ls").splitlines()
+    assert lines[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    rows = {line.split()[1]: line.split()[2] for line in lines[1:]}
+    assert rows == {"bridge": "bridge", "host": "host", "none": "null"}
+    bridge = json.loads(lab.dy_ok("network", "inspect", "bridge"))[0]
+    assert bridge["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]
+    assert bridge["Options"]["com.docker.network.bridge.name"] == "dockyard0"
+    cid = lab.run_d("sleep", "300")
+    bridge = json.loads(lab.dy_ok("network", "inspect", "bridge"))[0]
+    assert list(bridge["Containers"]) == [cid]
