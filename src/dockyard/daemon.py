@@ -92,7 +92,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 for c in engine.store.containers():
                     if c.running:
-                        engine._check_alive(c.id)
+                        engine.check_alive(c.id)
 
     def request_stop(self) -> None:
         # Answer the request first, then stop.

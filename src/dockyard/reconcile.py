@@ -17,16 +17,13 @@ It finishes or undoes what a crash left half-done:
 from __future__ import annotations
 
 import contextlib
-import json
 
 from dockyard import rules
-from dockyard.engine import Engine, alive
+from dockyard.engine import Engine
 from dockyard.errors import DockyardError
-from dockyard.kernel import sysctl
+from dockyard.kernel import procs, sysctl
 from dockyard.model import ContainerState, DriverName, ModeKind
 from dockyard.store import now
-
-EXIT_UNKNOWN = 137
 
 
 class Reconciler:
@@ -73,19 +70,13 @@ class Reconciler:
             self._holds()
         return self.removed
 
-    def _exit_status(self, container_id: str) -> int:
-        try:
-            return int(json.loads(self.e.paths.exit_file(container_id).read_text())["status"])
-        except (OSError, ValueError, KeyError):
-            return EXIT_UNKNOWN
-
     def _containers(self) -> None:
         e = self.e
         for c in e.store.containers():
             if c.state is ContainerState.RUNNING:
-                if alive(c.pid, e.store.pid_start(c.id)):
+                if procs.alive(c.pid, e.store.pid_start(c.id)):
                     continue
-                status = self._exit_status(c.id)
+                status = e.exit_status_from_file(c.id)
                 e.teardown(c)
                 e.settle()
                 e.store.update_container(
@@ -98,7 +89,7 @@ class Reconciler:
                 )
                 self._log(f"container {c.name}: process {c.pid} gone, recorded exit {status}")
                 if c.config.auto_remove:
-                    e._remove_record(c.id, status)
+                    e.remove_record(c.id, status)
                     self._log(f"container {c.name}: removed (--rm)")
             elif c.state in (ContainerState.CREATED, ContainerState.EXITED):
                 # Endpoints of a container that is not running: a start cut short.
@@ -108,7 +99,7 @@ class Reconciler:
                     self._log(f"container {c.name}: released the endpoint of an unfinished start")
             elif c.state is ContainerState.REMOVING:
                 e.teardown(c)
-                e._remove_record(c.id, None)
+                e.remove_record(c.id, None)
                 self._log(f"container {c.name}: finished removal")
         e.settle()
         e._notify()
@@ -165,9 +156,8 @@ class Reconciler:
         for c in e.store.containers():
             if not c.running:
                 continue
-            bindings = tuple(b for _, b in e.store.ports(c.id))
             for ep in e.store.endpoints(container_id=c.id):
-                el.update(rules.publish_elements(ep.address.ip, bindings))
+                el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(c.id, ep.id)))
         return el
 
     def _elements(self) -> None:
@@ -193,8 +183,8 @@ class Reconciler:
         for c in e.store.containers():
             if not c.running:
                 continue
-            bindings = [b for _, b in e.store.ports(c.id)]
             for ep in e.store.endpoints(container_id=c.id):
+                bindings = list(e.endpoints.bindings(c.id, ep.id))
                 if bindings and ep.id not in held:
                     with contextlib.suppress(DockyardError):
                         e.k.holds.hold(ep.id, bindings)

@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
 CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
 CREATE TABLE IF NOT EXISTS ports (
     container_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
     host_ip TEXT NOT NULL,  -- '' for every address
     host_port INTEGER NOT NULL,
     proto TEXT NOT NULL,
@@ -472,13 +473,20 @@ class Store:
 
     # -- published ports -------------------------------------------------
 
-    def add_ports(self, container_id: str, bindings: tuple[PortBinding, ...]) -> None:
+    def add_ports(self, container_id: str, endpoint_id: str, bindings: tuple[PortBinding, ...]) -> None:
         for b in bindings:
             try:
                 self._q(
-                    "INSERT INTO ports(container_id, host_ip, host_port, proto, container_port)"
-                    " VALUES(?,?,?,?,?)",
-                    (container_id, str(b.host_ip or ""), b.host_port, str(b.proto), b.container_port),
+                    "INSERT INTO ports(container_id, endpoint_id, host_ip, host_port, proto, container_port)"
+                    " VALUES(?,?,?,?,?,?)",
+                    (
+                        container_id,
+                        endpoint_id,
+                        str(b.host_ip or ""),
+                        b.host_port,
+                        str(b.proto),
+                        b.container_port,
+                    ),
                 )
             except Conflict:
                 raise Conflict(
@@ -486,18 +494,20 @@ class Store:
                 ) from None
 
     def ports(self, container_id: str | None = None) -> list[tuple[str, PortBinding]]:
-        if container_id is None:
-            rows = self._q("SELECT container_id, host_ip, host_port, proto, container_port FROM ports")
-        else:
-            rows = self._q(
-                "SELECT container_id, host_ip, host_port, proto, container_port FROM ports"
-                " WHERE container_id=? ORDER BY rowid",
-                (container_id,),
-            )
+        """(endpoint id, binding) pairs, of one container or of all."""
+        sql = "SELECT endpoint_id, host_ip, host_port, proto, container_port FROM ports"
+        rows = (
+            self._q(sql + " ORDER BY rowid")
+            if container_id is None
+            else self._q(sql + " WHERE container_id=? ORDER BY rowid", (container_id,))
+        )
         return [(r[0], PortBinding(int(r[4]), Protocol(r[3]), int(r[2]), _addr_or_none(r[1]))) for r in rows]
 
-    def delete_ports(self, container_id: str) -> None:
-        self._q("DELETE FROM ports WHERE container_id=?", (container_id,))
+    def delete_ports(self, container_id: str, endpoint_id: str | None = None) -> None:
+        if endpoint_id is None:
+            self._q("DELETE FROM ports WHERE container_id=?", (container_id,))
+        else:
+            self._q("DELETE FROM ports WHERE container_id=? AND endpoint_id=?", (container_id, endpoint_id))
 
     def port_count(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM ports")[0][0])

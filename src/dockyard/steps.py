@@ -1,0 +1,50 @@
+"""Named steps of mutating operations: undo on failure, and fault injection.
+
+Every mutation goes through named steps (`step("run.veth")`). On failure the
+undo callables pushed so far run in reverse and secondary errors are kept
+(style.md 3.4). For tests of crash safety, `DOCKYARD_FAULT=<step>` in the
+daemon's environment makes it die with SIGKILL when it reaches that step,
+exactly as a crash would, so that recovery can be proven step by step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+FAULT_ENV = "DOCKYARD_FAULT"
+_fault = os.environ.get(FAULT_ENV, "")
+# Every step name reached, for tests that enumerate them.
+REACHED: list[str] = []
+
+
+def step(name: str) -> None:
+    """Mark a step; die here if this is the step a test asked to crash at."""
+    if _fault:
+        REACHED.append(name)
+        if name == _fault:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Undo:
+    """Undo steps, run in reverse on failure; secondary errors are collected."""
+
+    def __init__(self) -> None:
+        self.steps: list[Callable[[], object]] = []
+
+    def push(self, undo: Callable[[], object]) -> None:
+        self.steps.append(undo)
+
+    def run(self) -> list[Exception]:
+        errors: list[Exception] = []
+        for undo in reversed(self.steps):
+            try:
+                undo()
+            except Exception as e:
+                errors.append(e)
+        self.steps.clear()
+        return errors
+
+    def clear(self) -> None:
+        self.steps.clear()
