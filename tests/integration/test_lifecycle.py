@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from lab import DOCKYARD, HOST_ADDR, UP_ADDR, Lab, pid_alive
 
@@ -197,7 +198,7 @@ def test_nothing_is_left_after_rm_and_daemon_stop(lab: Lab) -> None:
     lab.dy_ok("daemon", "stop")
     assert not any(pid_alive(p) for p in pids)
     assert not _veths(lab)
-    assert not [line for line in open("/proc/self/mountinfo") if str(lab.root) in line]
+    assert str(lab.root) not in Path("/proc/self/mountinfo").read_text()
     assert lab.map_elements("publish_any") == []
     assert not (lab.root / "dockyard.sock").exists() and not (lab.root / "shim.sock").exists()
 
