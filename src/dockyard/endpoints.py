@@ -125,12 +125,13 @@ class Endpoints:
         chooser = ports.HostPortChooser(taken, holds.can_bind, sysctl.local_port_range())
         return chooser.choose(requests)
 
-    def drop_records(self, owner: str) -> None:
+    def drop_records(self, owner: str, only_ifname: str | None = None) -> None:
         """Forget endpoints that never reached the kernel (a failed or cut-short start)."""
         with self.store.transaction():
-            for ep in self.store.endpoints(container_id=owner, state=None):
-                self.store.delete_endpoint(ep.id)
-            self.store.delete_ports(owner)
+            for ep in self.store.endpoints(container_id=owner):
+                if only_ifname is None or ep.ifname == only_ifname:
+                    self.store.delete_endpoint(ep.id)
+                    self.store.delete_ports(owner, ep.id)
 
     def drop_records_active(self, owner: str) -> None:
         """Forget endpoints not yet handed to the reaper (those never reached the kernel)."""
@@ -148,11 +149,12 @@ class Endpoints:
         bindings: tuple[PortBinding, ...],
         sandbox: Path,
         undo: Undo,
+        default_route: bool = True,
     ) -> None:
         driver = self.drivers[network.driver]
         step("endpoint.join")
         undo.push(lambda: driver.leave(network, endpoint))
-        driver.join(network, endpoint, sandbox)
+        driver.join(network, endpoint, sandbox, default_route)
         step("endpoint.publish")
         undo.push(lambda: driver.unpublish(endpoint, bindings))
         driver.publish(network, endpoint, bindings)

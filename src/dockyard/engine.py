@@ -15,6 +15,7 @@ waiting on the shim's reader for its reply.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import queue
@@ -26,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from dockyard import names, sandbox
 from dockyard.drivers import Driver, registry
 from dockyard.endpoints import Endpoints, new_id
-from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument
+from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument, NotFound
 from dockyard.execs import KEY_PREFIX, ExecInstance, Execs
 from dockyard.kernel import Kernel, procs
 from dockyard.kernel.shim_client import ShimClient
@@ -48,6 +50,11 @@ from dockyard.networks import Networks
 from dockyard.settings import DaemonSettings
 from dockyard.steps import Undo, step
 from dockyard.store import Store, now
+
+
+class DnsSync(Protocol):
+    def sync(self, needed: bool) -> None: ...
+
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_TIMEOUT = 10
@@ -69,6 +76,8 @@ class Engine:
         self.networks = Networks(settings, store, kernel, self.drivers, self._attached_names)
         self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
         self.execs = Execs(self.shim)
+        # The resolver process of user networks, when the daemon runs one.
+        self.dns: DnsSync | None = None
         self.lock = threading.RLock()
         self.changed = threading.Condition()
         self._generation = 0
@@ -100,6 +109,11 @@ class Engine:
 
     def settle(self) -> None:
         self.endpoints.settle()
+
+    def networks_changed(self) -> None:
+        """Keep the name resolver in step with the user networks (see dns.py)."""
+        if self.dns is not None:
+            self.dns.sync(bool(self.networks.user_networks()))
 
     def close(self) -> None:
         self.endpoints.close()
@@ -185,7 +199,9 @@ class Engine:
         if mode.network_name is not None:
             network = self.store.get_network(mode.network_name)
             undo.push(lambda: self.endpoints.drop_records(c.id))
-            endpoint, bindings = self.endpoints.record(c.id, network, "eth0", c.config.ip, c.config.ports)
+            endpoint, bindings = self.endpoints.record(
+                c.id, network, "eth0", c.config.ip, c.config.ports, c.config.aliases
+            )
         if owner == c.id:
             step("run.sandbox")
             undo.push(lambda: self.sandboxes.remove(c.id))
@@ -242,7 +258,16 @@ class Engine:
             if all(p.exists() for p in found.values()):
                 return found
         address = endpoint.address.ip if endpoint else None
-        resolv = sandbox.resolv_conf(sandbox.host_resolv_conf(), self.settings.dns)
+        cfg = c.config
+        network = self.store.find_network(endpoint.network_id) if endpoint else None
+        if network is not None and network.name != "bridge" and network.gateway is not None:
+            # User networks resolve names through dockyard's resolver on the
+            # gateway; --dns there names the servers it forwards to.
+            resolv = sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
+        else:
+            resolv = sandbox.resolv_conf(
+                sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
+            )
         extra = [c.name] if address is not None else []
         return sandbox.write_network_files(self.paths.container_dir(c.id), hostname, address, extra, resolv)
 
@@ -409,6 +434,65 @@ class Engine:
             while len(self._removed_exit) > 1000:
                 self._removed_exit.pop(next(iter(self._removed_exit)))
         shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
+
+    # -- network connect / disconnect ---------------------------------------------
+
+    def connect(
+        self,
+        network_ref: str,
+        container_ref: str,
+        ip: ipaddress.IPv4Address | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> Endpoint:
+        """Plug a running container into one more network: a new ethN appears."""
+        network = self.store.get_network(network_ref)
+        with self.lock:
+            c = self.store.get_container(container_ref)
+            kind = c.config.network_mode.kind
+            if kind in (ModeKind.HOST, ModeKind.NONE, ModeKind.CONTAINER):
+                raise InvalidArgument(
+                    f"container {c.name} uses the {c.config.network_mode} network mode and cannot be "
+                    "connected to other networks"
+                )
+            if network.builtin:
+                raise InvalidArgument(
+                    f"containers cannot be connected to the pre-defined network {network.name}"
+                )
+            if not c.running:
+                raise Conflict(f"container {c.name} is not running; start it before connecting it")
+            self.endpoints.check_request(network, ip, False)
+            current = self.store.endpoints(container_id=c.id)
+            if any(ep.network_id == network.id for ep in current):
+                raise Conflict(f"container {c.name} is already connected to network {network.name}")
+            used = {ep.ifname for ep in self.store.endpoints(container_id=c.id, state=None)}
+            ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+            undo = Undo()
+            try:
+                undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
+                endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
+                has_route = any(
+                    (n := self.store.find_network(ep.network_id)) is not None and not n.internal
+                    for ep in current
+                )
+                self.endpoints.plug(network, endpoint, (), self.sandboxes.pin(c.id), undo, not has_route)
+            except BaseException:
+                undo.run()
+                raise
+            step("connect.done")
+        return endpoint
+
+    def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
+        network = self.store.get_network(network_ref)
+        with self.lock:
+            c = self.store.get_container(container_ref)
+            found = [ep for ep in self.store.endpoints(container_id=c.id) if ep.network_id == network.id]
+            if not found:
+                if force:
+                    return
+                raise NotFound(f"container {c.name} is not connected to network {network.name}")
+            step("disconnect.begin")
+            self.endpoints.release(c.id, only=found[0])
+            step("disconnect.done")
 
     # -- exec ----------------------------------------------------------------
 

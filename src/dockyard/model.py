@@ -180,6 +180,10 @@ class ContainerConfig:
     ports: tuple[PortRequest, ...] = ()
     ip: ipaddress.IPv4Address | None = None
     detach: bool = False
+    aliases: tuple[str, ...] = ()
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,19 @@ always exist and cannot be removed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dockyard import ipam
 from dockyard.drivers import Driver
-from dockyard.errors import Conflict, InvalidArgument
+from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Network
-from dockyard.settings import AddressPool, DaemonSettings
+from dockyard.model import DriverName, Network, check_name
+from dockyard.settings import AddressPool, DaemonSettings, parse_bridge_name
+from dockyard.steps import step
 from dockyard.store import Store, now
 
 BUILTIN_NAMES = ("bridge", "host", "none")
@@ -156,6 +159,95 @@ class Networks:
                 self.store.replace_network(wanted)
         return wanted
 
+    # -- user-defined networks ---------------------------------------------
+
+    def create(self, spec: NetworkSpec) -> Network:
+        """`network create`: validate everything, record, then make the bridge."""
+        check_name(spec.name, "network")
+        if spec.driver != "bridge":
+            raise InvalidArgument(
+                f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
+            )
+        if self.store.find_network(spec.name) is not None:
+            raise Conflict(f"network with name {spec.name} already exists")
+        opts = BridgeOptions.parse(spec.options)
+        network_id = new_id()
+        bridge = opts.bridge or ("dy-" + network_id[:12])
+        for other in self.store.networks():
+            if other.bridge and other.bridge == bridge:
+                raise Conflict(f"bridge {bridge} is already used by network {other.name}")
+        if opts.bridge and self.k.netlink.link_exists(bridge) and not self.k.netlink.is_bridge(bridge):
+            raise Conflict(f"{bridge} exists on the host and is not a bridge")
+        taken = self.taken_subnets(exclude_bridges=(bridge,))
+        if spec.subnet is not None:
+            ipam.check_overlap(spec.subnet, taken)
+            subnet = spec.subnet
+        else:
+            if spec.gateway is not None or spec.ip_range is not None:
+                raise InvalidArgument("--gateway and --ip-range need --subnet")
+            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
+        gateway = spec.gateway or ipam.first_host(subnet)
+        ipam.check_in_subnet(gateway, subnet, "gateway")
+        if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
+            raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
+        for aux_name, addr in spec.aux_addresses:
+            ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+        network = Network(
+            id=network_id,
+            name=spec.name,
+            driver=DriverName.BRIDGE,
+            subnet=subnet,
+            gateway=gateway,
+            ip_range=spec.ip_range,
+            bridge=bridge,
+            internal=spec.internal,
+            icc=opts.icc,
+            masquerade=opts.masquerade,
+            mtu=opts.mtu or self.settings.mtu,
+            host_binding=opts.host_binding,
+            options=spec.options,
+            labels=spec.labels,
+            aux_addresses=spec.aux_addresses,
+            created=now(),
+        )
+        with self.store.transaction():
+            self.store.add_network(network)
+        step("network.create.recorded")
+        try:
+            self.drivers[DriverName.BRIDGE].create_network(network)
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                self.drivers[DriverName.BRIDGE].delete_network(network)
+            self.store.delete_network(network.id)
+            raise
+        step("network.create.done")
+        return network
+
+    def remove(self, ref: str) -> Network:
+        network = self.store.get_network(ref)
+        if network.builtin:
+            raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
+        users = self.attached(network)
+        if users:
+            raise Conflict(
+                f"error while removing network: network {network.name} id {network.id} has active "
+                f"endpoints ({', '.join(users)})"
+            )
+        step("network.rm.begin")
+        self.drivers[network.driver].delete_network(network)
+        step("network.rm.kernel")
+        self.store.delete_network(network.id)
+        return network
+
+    def prune(self) -> list[str]:
+        removed = []
+        for network in self.store.networks():
+            if network.builtin or self.attached(network) or self.store.endpoint_count(network.id):
+                continue
+            self.remove(network.id)
+            removed.append(network.name)
+        return removed
+
     # -- lookups ---------------------------------------------------------
 
     def get(self, ref: str) -> Network:
@@ -164,6 +256,66 @@ class Networks:
     def list(self) -> list[Network]:
         return self.store.networks()
 
-    def check_removable(self, network: Network) -> None:
-        if network.builtin:
-            raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
+    def user_networks(self) -> list[Network]:
+        """Networks with DNS by name: every bridge network but the default one."""
+        return [n for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.name != "bridge"]
+
+
+def _bool_option(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidArgument(f"invalid value {value!r} for option {key}: use true or false")
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """Docker's bridge driver options (-o/--opt), parsed once."""
+
+    bridge: str = ""
+    icc: bool = True
+    masquerade: bool = True
+    host_binding: ipaddress.IPv4Address | None = None
+    mtu: int = 0
+
+    @classmethod
+    def parse(cls, options: tuple[tuple[str, str], ...]) -> BridgeOptions:
+        values: dict[str, object] = {}
+        for key, value in options:
+            if key == "com.docker.network.bridge.name":
+                values["bridge"] = parse_bridge_name(value)
+            elif key == "com.docker.network.bridge.enable_icc":
+                values["icc"] = _bool_option(key, value)
+            elif key == "com.docker.network.bridge.enable_ip_masquerade":
+                values["masquerade"] = _bool_option(key, value)
+            elif key == "com.docker.network.bridge.host_binding_ipv4":
+                addr = ipam.parse_address(value, f"value for {key}")
+                values["host_binding"] = None if addr == ipaddress.IPv4Address("0.0.0.0") else addr
+            elif key == "com.docker.network.driver.mtu":
+                try:
+                    mtu = int(value)
+                except ValueError:
+                    mtu = 0
+                if not 68 <= mtu <= 65535:
+                    raise InvalidArgument(
+                        f"invalid value {value!r} for option {key}: an MTU from 68 to 65535"
+                    )
+                values["mtu"] = mtu
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """`network create`'s request, parsed."""
+
+    name: str
+    driver: str = "bridge"
+    subnet: ipaddress.IPv4Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    ip_range: ipaddress.IPv4Network | None = None
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    internal: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()

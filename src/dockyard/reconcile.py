@@ -37,12 +37,16 @@ class Reconciler:
     # -- the fixed table -------------------------------------------------
 
     def ensure_table(self) -> bool:
-        """Load the table if missing or different; True when (re)loaded."""
-        listing = self.e.k.nft.list_table(rules.FAMILY, rules.TABLE)
-        if listing is not None and rules.strip_listing(listing) == rules.expected_listing():
-            return False
-        self.e.k.nft.apply_text(rules.TABLE_TEXT, "create table inet dockyard")
-        return True
+        """Load the tables if missing or different; True when (re)loaded (elements lost)."""
+        reloaded = False
+        for (family, name), text in zip(
+            rules.TABLES, (rules.TABLE_TEXT, rules.BRIDGE_TABLE_TEXT), strict=True
+        ):
+            listing = self.e.k.nft.list_table(family, name)
+            if listing is None or rules.strip_listing(listing) != rules.expected_listing(family):
+                self.e.k.nft.apply_text(text, f"create nftables table {family} {name}")
+                reloaded = True
+        return reloaded
 
     # -- start-up ----------------------------------------------------------
 
@@ -50,6 +54,9 @@ class Reconciler:
         sysctl.write("net.ipv4.ip_forward", "1")
         self.ensure_table()
         self.e.networks.ensure_builtin()
+        # Now that a bridge exists, make the bridge-family table anew (see
+        # rules.BRIDGE_TABLE_TEXT); gc below puts its elements back.
+        self.e.k.nft.apply_text(rules.BRIDGE_TABLE_TEXT, "create nftables table bridge dockyard")
         for network in self.e.store.networks():
             if network.driver is DriverName.BRIDGE and network.name != "bridge":
                 self.e.drivers[network.driver].create_network(network)
@@ -158,15 +165,17 @@ class Reconciler:
                 continue
             for ep in e.store.endpoints(container_id=c.id):
                 el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(c.id, ep.id)))
+                network = e.store.find_network(ep.network_id)
+                if network is not None:
+                    el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
         return el
 
     def _elements(self) -> None:
         e = self.e
-        listing = e.k.nft.list_table(rules.FAMILY, rules.TABLE)
-        if listing is None:
-            self.ensure_table()
-            listing = []
-        present = rules.parse_listed_elements(listing)
+        self.ensure_table()
+        present = rules.Elements()
+        for family, name in rules.TABLES:
+            present.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or []))
         desired = self.desired_elements()
         extra = present.minus(desired)
         # A map key pointing elsewhere must be deleted before the right value goes in.

@@ -29,6 +29,10 @@ from dockyard.model import PortBinding, Protocol
 
 FAMILY = "inet"
 TABLE = "dockyard"
+# Bridged (port to port) traffic never reaches the inet hooks without
+# br_netfilter, so enable_icc=false lives in a bridge-family table.
+BRIDGE_FAMILY = "bridge"
+BRIDGE_SETS_NAMES = ("no_icc_ports",)
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
 Json = dict[str, Any]
@@ -235,10 +239,54 @@ table inet dockyard {
 }
 """
 
+# Loaded after the inet table, and only once a bridge exists: on this
+# kernel a bridge-family base chain made in a namespace that has no bridge
+# device yet never sees a frame (measured: its counter stays at 0 while
+# traffic flows), so the daemon reloads it after making its bridges.
+BRIDGE_TABLE_TEXT = """
+add table bridge dockyard
+delete table bridge dockyard
+table bridge dockyard {
+    set no_icc_ports { type ifname; }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname @no_icc_ports drop
+    }
+}
+"""
+
+# `table bridge dockyard` as `nft -j list` prints it.
+BRIDGE_LISTING: tuple[Json, ...] = (
+    {"set": {"family": BRIDGE_FAMILY, "name": "no_icc_ports", "table": TABLE, "type": "ifname"}},
+    {
+        "chain": {
+            "family": BRIDGE_FAMILY,
+            "table": TABLE,
+            "name": "forward",
+            "type": "filter",
+            "hook": "forward",
+            "prio": 0,
+            "policy": "accept",
+        }
+    },
+    {
+        "rule": {
+            "family": BRIDGE_FAMILY,
+            "table": TABLE,
+            "chain": "forward",
+            "expr": [_match(_meta("iifname"), "@no_icc_ports"), {"drop": None}],
+        }
+    },
+)
+TABLES = ((FAMILY, TABLE), (BRIDGE_FAMILY, TABLE))
+
 
 def delete_table_commands() -> list[Json]:
-    table = {"table": {"family": FAMILY, "name": TABLE}}
-    return [{"add": table}, {"delete": table}]
+    out: list[Json] = []
+    for family, name in TABLES:
+        table = {"table": {"family": family, "name": name}}
+        out += [{"add": table}, {"delete": table}]
+    return out
 
 
 @dataclass
@@ -251,8 +299,10 @@ class Elements:
     internal: set[str] = field(default_factory=set)
     publish_any: dict[PublishAnyKey, Target] = field(default_factory=dict)
     publish_addr: dict[PublishAddrKey, Target] = field(default_factory=dict)
+    no_icc_ports: set[str] = field(default_factory=set)
 
     def update(self, other: Elements) -> None:
+        self.no_icc_ports |= other.no_icc_ports
         self.bridges |= other.bridges
         self.masq_nets |= other.masq_nets
         self.hairpin |= other.hairpin
@@ -263,23 +313,25 @@ class Elements:
     def minus(self, other: Elements) -> Elements:
         """What is in self and not (the same) in other."""
         return Elements(
-            self.bridges - other.bridges,
-            self.masq_nets - other.masq_nets,
-            self.hairpin - other.hairpin,
-            self.internal - other.internal,
-            {k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
-            {k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
+            bridges=self.bridges - other.bridges,
+            masq_nets=self.masq_nets - other.masq_nets,
+            hairpin=self.hairpin - other.hairpin,
+            internal=self.internal - other.internal,
+            publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
+            publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
+            no_icc_ports=self.no_icc_ports - other.no_icc_ports,
         )
 
     def common(self, other: Elements) -> Elements:
         """What is in both (map entries only where the value matches too)."""
         return Elements(
-            self.bridges & other.bridges,
-            self.masq_nets & other.masq_nets,
-            self.hairpin & other.hairpin,
-            self.internal & other.internal,
-            {k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
-            {k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
+            bridges=self.bridges & other.bridges,
+            masq_nets=self.masq_nets & other.masq_nets,
+            hairpin=self.hairpin & other.hairpin,
+            internal=self.internal & other.internal,
+            publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
+            publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
+            no_icc_ports=self.no_icc_ports & other.no_icc_ports,
         )
 
     def empty(self) -> bool:
@@ -290,6 +342,7 @@ class Elements:
             or self.internal
             or self.publish_any
             or self.publish_addr
+            or self.no_icc_ports
         )
 
     def count(self) -> int:
@@ -300,7 +353,13 @@ class Elements:
             + len(self.internal)
             + len(self.publish_any)
             + len(self.publish_addr)
+            + len(self.no_icc_ports)
         )
+
+
+def endpoint_elements(host_ifname: str, icc: bool) -> Elements:
+    """An endpoint's own elements: its bridge port, when its network forbids icc."""
+    return Elements(no_icc_ports=set() if icc else {host_ifname})
 
 
 def network_elements(
@@ -347,13 +406,24 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
             [{"concat": [str(hip), str(proto), port]}, {"concat": [str(addr), tport]}]
             for (hip, proto, port), (addr, tport) in sorted(el.publish_addr.items())
         ]
+    if el.no_icc_ports:
+        out["no_icc_ports"] = sorted(el.no_icc_ports)
     return out
 
 
 def element_commands(verb: str, el: Elements) -> list[Json]:
     """`add` or `delete` commands for the given elements, one per set or map."""
     return [
-        {verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}}
+        {
+            verb: {
+                "element": {
+                    "family": BRIDGE_FAMILY if name in BRIDGE_SETS_NAMES else FAMILY,
+                    "table": TABLE,
+                    "name": name,
+                    "elem": elems,
+                }
+            }
+        }
         for name, elems in _elem_json(el).items()
     ]
 
@@ -371,6 +441,8 @@ def parse_listed_elements(listing: list[Json]) -> Elements:
                 item = item["elem"]["val"]
             if name == "bridges":
                 el.bridges.add(item)
+            elif name == "no_icc_ports":
+                el.no_icc_ports.add(item)
             elif name == "internal":
                 el.internal.add(item)
             elif name == "masq_nets":
@@ -406,5 +478,7 @@ def strip_listing(listing: list[Json]) -> list[Json]:
     return out
 
 
-def expected_listing() -> list[Json]:
+def expected_listing(family: str = FAMILY) -> list[Json]:
+    if family == BRIDGE_FAMILY:
+        return [dict(obj) for obj in BRIDGE_LISTING]
     return [dict(obj) for obj in SETS + CHAINS + RULES]

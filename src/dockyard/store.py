@@ -132,6 +132,10 @@ def config_to_json(cfg: ContainerConfig) -> str:
             ],
             "ip": str(cfg.ip or ""),
             "detach": cfg.detach,
+            "aliases": list(cfg.aliases),
+            "dns": [str(x) for x in cfg.dns],
+            "dns_search": list(cfg.dns_search),
+            "dns_options": list(cfg.dns_options),
         }
     )
 
@@ -151,6 +155,10 @@ def config_from_json(text: str) -> ContainerConfig:
         ),
         ip=_addr_or_none(d["ip"]),
         detach=d.get("detach", False),
+        aliases=tuple(d.get("aliases", ())),
+        dns=tuple(ipaddress.IPv4Address(x) for x in d.get("dns", ())),
+        dns_search=tuple(d.get("dns_search", ())),
+        dns_options=tuple(d.get("dns_options", ())),
     )
 
 

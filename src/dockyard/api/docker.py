@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard import ports
+from dockyard import ipam, ports
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
     Container,
@@ -22,7 +22,9 @@ from dockyard.model import (
     NetworkMode,
     PortBinding,
     PortRequest,
+    check_name,
 )
+from dockyard.networks import NetworkSpec
 
 Json = dict[str, Any]
 
@@ -90,6 +92,58 @@ def port_requests(
     return tuple(out)
 
 
+def requested_ip(endpoint: Json) -> ipaddress.IPv4Address | None:
+    ipam_cfg = endpoint.get("IPAMConfig") or {}
+    text = ipam_cfg.get("IPv4Address")
+    if not text:
+        return None
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
+
+
+def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{what} must be an object of strings")
+    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+
+
+def network_spec(body: Json) -> NetworkSpec:
+    """POST /networks/create's body to a NetworkSpec."""
+    name = str(body.get("Name") or "")
+    if not name:
+        raise InvalidArgument("a network needs a name")
+    configs = (body.get("IPAM") or {}).get("Config") or []
+    if len(configs) > 1:
+        raise InvalidArgument("dockyard networks take one IPv4 subnet")
+    cfg = configs[0] if configs else {}
+    subnet = ipam.parse_subnet(cfg["Subnet"], "--subnet") if cfg.get("Subnet") else None
+    gateway = ipam.parse_address(cfg["Gateway"], "--gateway") if cfg.get("Gateway") else None
+    ip_range = ipam.parse_subnet(cfg["IPRange"], "--ip-range") if cfg.get("IPRange") else None
+    aux = []
+    for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
+        aux.append((key, ipam.parse_address(value, f"--aux-address {key}")))
+    labels = _pairs(body.get("Labels"), "Labels")
+    options = _pairs(body.get("Options"), "Options")
+    for key, _ in labels + options:
+        if not key or any(ch.isspace() for ch in key):
+            raise InvalidArgument(f"invalid key {key!r}: keys cannot be empty or hold white space")
+    return NetworkSpec(
+        name=name,
+        driver=str(body.get("Driver") or "bridge"),
+        subnet=subnet,
+        gateway=gateway,
+        ip_range=ip_range,
+        aux_addresses=tuple(aux),
+        internal=bool(body.get("Internal")),
+        labels=labels,
+        options=options,
+    )
+
+
 def container_config(body: Json) -> tuple[ContainerConfig, list[str]]:
     """POST /containers/create's body to a ContainerConfig; also the requested aliases."""
     host = body.get("HostConfig") or {}
@@ -104,15 +158,16 @@ def container_config(body: Json) -> tuple[ContainerConfig, list[str]]:
     aliases: list[str] = []
     endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}
     for _name, ep in endpoints.items():
-        ipam_cfg = (ep or {}).get("IPAMConfig") or {}
-        if ipam_cfg.get("IPv4Address"):
-            try:
-                ip = ipaddress.IPv4Address(ipam_cfg["IPv4Address"])
-            except ValueError:
-                raise InvalidArgument(
-                    f"invalid --ip {ipam_cfg['IPv4Address']!r}: expected an IPv4 address"
-                ) from None
-        aliases.extend((ep or {}).get("Aliases") or [])
+        ip = requested_ip(ep or {}) or ip
+        aliases.extend(str(a) for a in (ep or {}).get("Aliases") or [])
+    for alias in aliases:
+        check_name(alias, "network alias")
+    dns = []
+    for server in host.get("Dns") or []:
+        dns.append(ipam.parse_address(str(server), "--dns"))
+    for word in [*(host.get("DnsSearch") or []), *(host.get("DnsOptions") or [])]:
+        if not str(word) or any(ch.isspace() for ch in str(word)):
+            raise InvalidArgument(f"invalid --dns-search/--dns-option {word!r}")
     env = body.get("Env") or []
     for item in env:
         if not isinstance(item, str) or "=" not in item or item.startswith("="):
@@ -129,6 +184,10 @@ def container_config(body: Json) -> tuple[ContainerConfig, list[str]]:
         ),
         ip=ip,
         detach=not bool(body.get("AttachStdout", True)),
+        aliases=tuple(aliases),
+        dns=tuple(dns),
+        dns_search=tuple(str(x) for x in host.get("DnsSearch") or ()),
+        dns_options=tuple(str(x) for x in host.get("DnsOptions") or ()),
     )
     return config, aliases
 
@@ -228,6 +287,9 @@ def container_inspect(
             "NetworkMode": str(c.config.network_mode),
             "PortBindings": requested_bindings(c.config),
             "AutoRemove": c.config.auto_remove,
+            "Dns": [str(x) for x in c.config.dns],
+            "DnsSearch": list(c.config.dns_search),
+            "DnsOptions": list(c.config.dns_options),
         },
         "NetworkSettings": {
             "Bridge": "",

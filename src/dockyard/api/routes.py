@@ -65,7 +65,12 @@ class Api:
         r("POST", r"/containers/(?P<ref>[^/]+)/exec", self.exec_create)
         r("POST", r"/exec/(?P<ref>[^/]+)/start", self.exec_start)
         r("GET", r"/networks", self.networks)
+        r("POST", r"/networks/create", self.network_create)
+        r("POST", r"/networks/prune", self.network_prune)
         r("GET", r"/networks/(?P<ref>[^/]+)", self.network_inspect)
+        r("DELETE", r"/networks/(?P<ref>[^/]+)", self.network_remove)
+        r("POST", r"/networks/(?P<ref>[^/]+)/connect", self.network_connect)
+        r("POST", r"/networks/(?P<ref>[^/]+)/disconnect", self.network_disconnect)
         r("POST", r"/system/gc", self.gc)
         r("POST", r"/dockyard/default-bridge", self.default_bridge)
         r("POST", r"/dockyard/shutdown", self.stop_daemon)
@@ -277,3 +282,35 @@ class Api:
     def network_inspect(self, req: Request, ref: str) -> Response:
         n = self.e.networks.get(ref)
         return Response(200, docker.network_inspect(n, self._members(n)))
+
+    def network_create(self, req: Request) -> Response:
+        spec = docker.network_spec(req.json())
+        with self.e.lock:
+            n = self.e.networks.create(spec)
+        self.e.networks_changed()
+        return Response(201, {"Id": n.id, "Warning": ""})
+
+    def network_remove(self, req: Request, ref: str) -> Response:
+        with self.e.lock:
+            self.e.networks.remove(ref)
+        self.e.networks_changed()
+        return Response(204)
+
+    def network_prune(self, req: Request) -> Response:
+        with self.e.lock:
+            removed = self.e.networks.prune()
+        self.e.networks_changed()
+        return Response(200, {"NetworksDeleted": removed})
+
+    def network_connect(self, req: Request, ref: str) -> Response:
+        body = req.json()
+        endpoint = body.get("EndpointConfig") or {}
+        ip = docker.requested_ip(endpoint)
+        aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
+        self.e.connect(ref, str(body.get("Container") or ""), ip, aliases)
+        return Response(200)
+
+    def network_disconnect(self, req: Request, ref: str) -> Response:
+        body = req.json()
+        self.e.disconnect(ref, str(body.get("Container") or ""), bool(body.get("Force")))
+        return Response(200)

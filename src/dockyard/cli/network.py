@@ -1,13 +1,14 @@
-"""dockyard network ls|inspect."""
+"""dockyard network ls|inspect|create|rm|prune|connect|disconnect."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Any
+from urllib.parse import quote
 
 from dockyard.cli import output
-from dockyard.errors import NotFound
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 
 def register(sub: Any) -> None:
@@ -25,14 +26,45 @@ def register(sub: Any) -> None:
     p.add_argument("refs", nargs="+", metavar="NETWORK")
     p.set_defaults(func=cmd_inspect)
 
+    p = nsub.add_parser("create", help="create a network")
+    p.add_argument("-d", "--driver", default="bridge")
+    p.add_argument("--subnet", default="", metavar="CIDR")
+    p.add_argument("--gateway", default="", metavar="IP")
+    p.add_argument("--ip-range", default="", metavar="CIDR")
+    p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP")
+    p.add_argument("--internal", action="store_true", help="no route out, nothing masqueraded")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="K=V", help="driver option")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_create)
+
+    p = nsub.add_parser("rm", aliases=["remove"], help="remove networks")
+    p.add_argument("refs", nargs="+", metavar="NETWORK")
+    p.set_defaults(func=cmd_rm)
+
+    p = nsub.add_parser("prune", help="remove every unused user network")
+    p.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
+    p.set_defaults(func=cmd_prune)
+
+    p = nsub.add_parser("connect", help="connect a running container to a network")
+    p.add_argument("--ip", default="")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_connect)
+
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_disconnect)
+
 
 def cmd_ls(client: Any, args: argparse.Namespace) -> int:
     names = []
     for f in args.filter:
         key, _, value = f.partition("=")
         if key != "name":
-            from dockyard.errors import InvalidArgument
-
             raise InvalidArgument(f"invalid filter {f!r}: only name=VALUE is supported")
         names.append(value)
     nets = client.networks(names or None)
@@ -55,3 +87,77 @@ def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
             failed = e.exit_code
     output.json_array(found, sys.stdout)
     return failed
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid {flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def cmd_create(client: Any, args: argparse.Namespace) -> int:
+    ipam_config: dict[str, Any] = {}
+    if args.subnet:
+        ipam_config["Subnet"] = args.subnet
+    if args.gateway:
+        ipam_config["Gateway"] = args.gateway
+    if args.ip_range:
+        ipam_config["IPRange"] = args.ip_range
+    if args.aux_address:
+        ipam_config["AuxiliaryAddresses"] = _pairs(args.aux_address, "--aux-address")
+    body = {
+        "Name": args.name,
+        "Driver": args.driver,
+        "Internal": args.internal,
+        "Labels": _pairs(args.label, "--label"),
+        "Options": _pairs(args.opt, "--opt"),
+        "IPAM": {"Driver": "default", "Config": [ipam_config] if ipam_config else []},
+    }
+    print(client.request("POST", "/networks/create", body)["Id"])
+    return 0
+
+
+def cmd_rm(client: Any, args: argparse.Namespace) -> int:
+    failed = 0
+    for ref in args.refs:
+        try:
+            client.request("DELETE", f"/networks/{quote(ref)}")
+            print(ref)
+        except DockyardError as e:
+            print(f"dockyard: {e}", file=sys.stderr)
+            failed = e.exit_code
+    return failed
+
+
+def cmd_prune(client: Any, args: argparse.Namespace) -> int:
+    removed = client.request("POST", "/networks/prune")["NetworksDeleted"] or []
+    if removed:
+        print("Deleted Networks:")
+        for name in removed:
+            print(name)
+    return 0
+
+
+def cmd_connect(client: Any, args: argparse.Namespace) -> int:
+    endpoint: dict[str, Any] = {"Aliases": args.alias}
+    if args.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    client.request(
+        "POST",
+        f"/networks/{quote(args.network)}/connect",
+        {"Container": args.container, "EndpointConfig": endpoint},
+    )
+    return 0
+
+
+def cmd_disconnect(client: Any, args: argparse.Namespace) -> int:
+    client.request(
+        "POST",
+        f"/networks/{quote(args.network)}/disconnect",
+        {"Container": args.container, "Force": args.force},
+    )
+    return 0

@@ -66,6 +66,9 @@ def register(sub: Any) -> None:
         metavar="NAME",
         help="a name for the container on its network",
     )
+    p.add_argument("--dns", action="append", default=[], metavar="IP", help="a DNS server for the container")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN", help="a DNS search domain")
+    p.add_argument("--dns-option", action="append", default=[], metavar="OPT", help="a resolv.conf option")
     p.add_argument(
         "-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable"
     )
@@ -160,6 +163,9 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
             "PortBindings": _port_bindings(args.publish),
             "PublishAllPorts": args.publish_all,
             "AutoRemove": args.rm,
+            "Dns": args.dns,
+            "DnsSearch": args.dns_search,
+            "DnsOptions": args.dns_option,
         },
     }
     if args.ip or args.network_alias:

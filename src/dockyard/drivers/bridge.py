@@ -70,12 +70,20 @@ class BridgeDriver:
         except KernelError:
             # A batch fails whole when one element is missing (a crash
             # between steps, a reboot): delete what is still there.
-            present = rules.parse_listed_elements(self.k.nft.list_table(rules.FAMILY, rules.TABLE) or [])
+            present = rules.Elements()
+            for family, name in rules.TABLES:
+                present.update(rules.parse_listed_elements(self.k.nft.list_table(family, name) or []))
             remaining = el.common(present)
             if not remaining.empty():
                 self.k.nft.apply(rules.element_commands("delete", remaining), "delete elements")
 
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinResult:
+    def join(
+        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
+    ) -> JoinResult:
+        own = rules.endpoint_elements(endpoint.host_ifname, network.icc)
+        if not own.empty():
+            # Before the port exists, so no frame passes before the rule holds.
+            self.k.nft.apply(rules.element_commands("add", own), f"isolate {endpoint.host_ifname}")
         self.k.netlink.create_endpoint(
             host_ifname=endpoint.host_ifname,
             bridge=network.bridge,
@@ -85,7 +93,7 @@ class BridgeDriver:
             gateway=endpoint.gateway,
             mac=endpoint.mac,
             mtu=network.mtu,
-            default_route=endpoint.gateway is not None and not network.internal,
+            default_route=default_route and endpoint.gateway is not None and not network.internal,
         )
         return JoinResult(endpoint.host_ifname, endpoint.mac)
 
@@ -111,6 +119,7 @@ class BridgeDriver:
 
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         self.k.netlink.delete_link(endpoint.host_ifname)
+        self._delete_elements(rules.endpoint_elements(endpoint.host_ifname, network.icc))
 
     def restore(self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]) -> None:
         self.create_network(network)

@@ -24,7 +24,9 @@ class NoEndpointDriver:
     def delete_network(self, network: Network) -> None:
         raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
 
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Path) -> JoinResult:
+    def join(
+        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
+    ) -> JoinResult:
         raise InvalidArgument(f"the {self.name} network takes no endpoints")
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:

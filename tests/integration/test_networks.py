@@ -1,0 +1,318 @@
+"""User-defined networks: commands, IPAM, and isolation, in real namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+
+from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+
+
+def _net_ip(lab: Lab, ref: str, network: str) -> str:
+    return lab.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def _serve_on(lab: Lab, name: str, network: str, *extra: str) -> str:
+    lab.run_d("--name", name, "--net", network, *extra, sys.executable, PROBE, "serve", "tcp", "80")
+    ip = _net_ip(lab, name, network)
+    lab.wait_answer(lab.host, "tcp", ip, 80)
+    return ip
+
+
+def _ask_from(lab: Lab, name: str, host: str, port: int = 80) -> str | None:
+    r = lab.dy("exec", name, sys.executable, PROBE, "ask", "tcp", host, str(port), "--timeout", "1")
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def _upstream_server(lab: Lab, port: int = 7000) -> None:
+    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", str(port), "--bind", UP_ADDR)
+    lab.wait_answer(lab.up, "tcp", UP_ADDR, port)
+
+
+def test_create_inspect_ls_and_rm(lab: Lab) -> None:
+    nid = lab.dy_ok(
+        "network",
+        "create",
+        "--subnet",
+        "10.30.0.0/24",
+        "--gateway",
+        "10.30.0.254",
+        "--ip-range",
+        "10.30.0.128/25",
+        "--aux-address",
+        "router=10.30.0.129",
+        "--label",
+        "team=blue",
+        "-o",
+        "com.docker.network.bridge.name=br-blue",
+        "blue",
+    ).strip()
+    assert len(nid) == 64
+    info = json.loads(lab.dy_ok("network", "inspect", "blue"))[0]
+    assert (
+        info["Name"] == "blue"
+        and info["Id"] == nid
+        and info["Driver"] == "bridge"
+        and info["Internal"] is False
+    )
+    assert info["IPAM"]["Config"] == [
+        {
+            "Subnet": "10.30.0.0/24",
+            "Gateway": "10.30.0.254",
+            "IPRange": "10.30.0.128/25",
+            "AuxiliaryAddresses": {"router": "10.30.0.129"},
+        }
+    ]
+    assert info["Labels"] == {"team": "blue"} and info["Options"] == {
+        "com.docker.network.bridge.name": "br-blue"
+    }
+    assert "br-blue" in lab.links()
+    # Addresses come from the range; gateway and aux addresses are never handed out.
+    cid = lab.run_d("--name", "b1", "--net", "blue", "sleep", "300")
+    assert _net_ip(lab, "b1", "blue") == "10.30.0.128"
+    lab.run_d("--name", "b2", "--net", "blue", "sleep", "300")
+    assert _net_ip(lab, "b2", "blue") == "10.30.0.130"
+    info = json.loads(lab.dy_ok("network", "inspect", "blue"))[0]
+    assert (
+        info["Containers"][cid]["Name"] == "b1" and info["Containers"][cid]["IPv4Address"] == "10.30.0.128/24"
+    )
+    filtered = [
+        line.split()[1] for line in lab.dy_ok("network", "ls", "--filter", "name=blu").splitlines()[1:]
+    ]
+    assert filtered == ["blue"]
+    assert nid[:12] in lab.dy_ok("network", "ls", "-q").split()
+    r = lab.dy("network", "rm", "blue")
+    assert r.returncode == 125 and "has active endpoints (b1, b2)" in r.stderr
+    lab.dy_ok("rm", "-f", "b1", "b2")
+    lab.eventually(lambda: lab.dy("network", "rm", "blue").returncode == 0, what="network removed")
+    assert "br-blue" not in lab.links()
+    r = lab.dy("network", "rm", "bridge")
+    assert r.returncode == 125 and "pre-defined network" in r.stderr
+
+
+def test_prune_removes_unused_networks(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "used")
+    lab.dy_ok("network", "create", "unused")
+    lab.run_d("--net", "used", "sleep", "300")
+    out = lab.dy_ok("network", "prune", "-f")
+    assert out.split() == ["Deleted", "Networks:", "unused"]
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    assert sorted(names) == ["bridge", "host", "none", "used"]
+
+
+def test_subnets_come_from_dockers_pools_skipping_what_is_taken(lab: Lab) -> None:
+    lab.in_host("ip", "route", "add", "172.19.0.0/16", "via", UP_ADDR)
+    for name in ("p1", "p2"):
+        lab.dy_ok("network", "create", name)
+    subnets = [
+        json.loads(lab.dy_ok("network", "inspect", n))[0]["IPAM"]["Config"][0]["Subnet"] for n in ("p1", "p2")
+    ]
+    # 172.17 is the default bridge's, 172.19 a host route's.
+    assert subnets == ["172.18.0.0/16", "172.20.0.0/16"]
+
+
+def test_daemon_json_pools_replace_the_defaults(lab: Lab) -> None:
+    lab.root.mkdir(parents=True)
+    (lab.root / "daemon.json").write_text(
+        json.dumps({"default-address-pools": [{"base": "10.123.0.0/16", "size": 24}]})
+    )
+    lab.dy_ok("network", "create", "pooled")
+    info = json.loads(lab.dy_ok("network", "inspect", "pooled"))[0]
+    assert info["IPAM"]["Config"][0]["Subnet"] == "10.123.0.0/24"
+
+
+def test_overlapping_subnets_are_refused_naming_the_conflict(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.40.0.0/16", "first")
+    r = lab.dy("network", "create", "--subnet", "10.40.5.0/24", "second")
+    assert r.returncode == 125 and "overlaps network first (10.40.0.0/16)" in r.stderr
+    r = lab.dy("network", "create", "--subnet", "198.51.100.0/25", "third")
+    assert r.returncode == 125 and "overlaps a route of the host via up0" in r.stderr
+    r = lab.dy("network", "create", "--subnet", "172.17.0.0/24", "fourth")
+    assert r.returncode == 125 and "overlaps network bridge" in r.stderr
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    assert sorted(names) == ["bridge", "first", "host", "none"]
+
+
+def test_bad_network_input(lab: Lab) -> None:
+    for args, message in (
+        (("--subnet", "10.0.0.0/33", "bad1"), "invalid --subnet"),
+        (("--subnet", "10.50.0.0/24", "--gateway", "10.51.0.1", "bad2"), "not a usable address of subnet"),
+        (("--subnet", "10.50.0.0/24", "--ip-range", "10.60.0.0/25", "bad3"), "not within subnet"),
+        (("-o", "com.docker.network.bridge.enable_icc=maybe", "bad4"), "use true or false"),
+        (("-o", "com.docker.network.bridge.name=a-very-long-bridge-name", "bad5"), "1 to 15 bytes"),
+        (("-d", "overlay", "bad6"), "not supported"),
+        (("bad/name",), "invalid network name"),
+    ):
+        r = lab.dy("network", "create", *args)
+        assert r.returncode == 125 and message in r.stderr, (args, r.stderr)
+    lab.dy_ok("network", "create", "dup")
+    r = lab.dy("network", "create", "dup")
+    assert r.returncode == 125 and "already exists" in r.stderr
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    assert sorted(names) == ["bridge", "dup", "host", "none"]
+
+
+def test_pool_exhaustion_is_a_clear_error(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.70.0.0/30", "tiny")
+    lab.run_d("--net", "tiny", "sleep", "300")
+    r = lab.dy("run", "--rm", "--net", "tiny", "true")
+    assert r.returncode == 125 and "no available IPv4 addresses" in r.stderr
+    assert len(lab.dy_ok("ps", "-aq").split()) == 1
+
+
+def test_a_released_address_is_reused_only_after_the_rest(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.71.0.0/29", "small")
+    first = lab.run_d("--net", "small", "sleep", "300")
+    assert _net_ip(lab, first, "small") == "10.71.0.2"
+    lab.dy_ok("rm", "-f", first)
+    lab.dy_ok("system", "gc")
+    second = lab.run_d("--net", "small", "sleep", "300")
+    assert _net_ip(lab, second, "small") == "10.71.0.3"
+    pinned = lab.run_d("--net", "small", "--ip", "10.71.0.2", "sleep", "300")
+    assert _net_ip(lab, pinned, "small") == "10.71.0.2"
+
+
+def test_two_networks_are_isolated_but_both_reach_out(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "left")
+    lab.dy_ok("network", "create", "right")
+    left_ip = _serve_on(lab, "ll", "left")
+    right_ip = _serve_on(lab, "rr", "right")
+    assert _ask_from(lab, "ll", right_ip) is None
+    assert _ask_from(lab, "rr", left_ip) is None
+    _upstream_server(lab)
+    for name in ("ll", "rr"):
+        answer = _ask_from(lab, name, UP_ADDR, 7000)
+        assert answer is not None and answer.startswith(f"peer={HOST_ADDR}:")
+
+
+def test_a_container_on_both_networks_reaches_both(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "front")
+    lab.dy_ok("network", "create", "back")
+    front_ip = _serve_on(lab, "fr", "front")
+    back_ip = _serve_on(lab, "bk", "back")
+    lab.run_d("--name", "both", "--net", "front", "sleep", "300")
+    lab.dy_ok("network", "connect", "back", "both")
+    links = lab.dy_ok("exec", "both", "ls", "/sys/class/net").split()
+    assert links == ["eth0", "eth1", "lo"]
+    assert _ask_from(lab, "both", front_ip) is not None
+    assert _ask_from(lab, "both", back_ip) is not None
+    assert _ask_from(lab, "fr", back_ip) is None
+    lab.dy_ok("network", "disconnect", "back", "both")
+    lab.eventually(
+        lambda: lab.dy_ok("exec", "both", "ls", "/sys/class/net").split() == ["eth0", "lo"], what="eth1 gone"
+    )
+    assert _ask_from(lab, "both", back_ip) is None
+    r = lab.dy("network", "disconnect", "back", "both")
+    assert r.returncode == 125 and "not connected" in r.stderr
+    assert lab.dy("network", "disconnect", "-f", "back", "both").returncode == 0
+
+
+def test_connect_with_ip_and_alias_and_refusals(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.72.0.0/24", "extra")
+    lab.run_d("--name", "joiner", "sleep", "300")
+    lab.dy_ok("network", "connect", "--ip", "10.72.0.50", "--alias", "db", "extra", "joiner")
+    net = lab.inspect("joiner")["NetworkSettings"]["Networks"]["extra"]
+    assert net["IPAddress"] == "10.72.0.50" and net["Aliases"] == ["db"]
+    r = lab.dy("network", "connect", "extra", "joiner")
+    assert r.returncode == 125 and "already connected" in r.stderr
+    lab.run_d("--name", "hosty", "--net", "host", "sleep", "300")
+    r = lab.dy("network", "connect", "extra", "hosty")
+    assert r.returncode == 125 and "cannot be connected" in r.stderr
+
+
+def test_internal_network(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--internal", "vault")
+    ip = _serve_on(lab, "v1", "vault")
+    lab.run_d("--name", "v2", "--net", "vault", "sleep", "300")
+    assert _ask_from(lab, "v2", ip) is not None
+    routes = json.loads(lab.dy_ok("exec", "v2", "ip", "-j", "route"))
+    assert not [r for r in routes if r["dst"] == "default"]
+    _upstream_server(lab)
+    assert _ask_from(lab, "v2", UP_ADDR, 7000) is None
+    # Even with a route added by hand, nothing leaves.
+    lab.dy_ok(
+        "exec",
+        "v2",
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        json.loads(lab.dy_ok("network", "inspect", "vault"))[0]["IPAM"]["Config"][0]["Gateway"],
+    )
+    assert _ask_from(lab, "v2", UP_ADDR, 7000) is None
+    r = lab.dy("run", "--rm", "--net", "vault", "-p", "8080:80", "true")
+    assert r.returncode == 125 and "internal" in r.stderr
+
+
+def test_icc_false_isolates_members_but_not_the_outside(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "lonely")
+    ip = _serve_on(lab, "s1", "lonely", "-p", "8080:80")
+    lab.run_d("--name", "s2", "--net", "lonely", "sleep", "300")
+    assert _ask_from(lab, "s2", ip) is None
+    _upstream_server(lab)
+    assert (_ask_from(lab, "s2", UP_ADDR, 7000) or "").startswith(f"peer={HOST_ADDR}:")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+
+
+def test_masquerade_off_keeps_the_container_address(lab: Lab) -> None:
+    lab.dy_ok(
+        "network",
+        "create",
+        "--subnet",
+        "10.73.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "plain",
+    )
+    lab.run_d("--name", "pl", "--net", "plain", "sleep", "300")
+    lab.in_up("ip", "route", "add", "10.73.0.0/24", "via", HOST_ADDR)
+    _upstream_server(lab)
+    answer = _ask_from(lab, "pl", UP_ADDR, 7000)
+    assert answer is not None and answer.startswith(f"peer={_net_ip(lab, 'pl', 'plain')}:")
+
+
+def test_host_binding_and_mtu_options(lab: Lab) -> None:
+    lab.in_host("ip", "addr", "add", "198.51.100.3/24", "dev", "up0")
+    lab.dy_ok(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=198.51.100.3",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "bound",
+    )
+    _serve_on(lab, "hb", "bound", "-p", "8080:80")
+    assert lab.wait_answer(lab.up, "tcp", "198.51.100.3", 8080)
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1) is None
+    assert lab.dy_ok("port", "hb").strip() == "80/tcp -> 198.51.100.3:8080"
+    mtu = json.loads(lab.dy_ok("exec", "hb", "ip", "-j", "link", "show", "eth0"))[0]["mtu"]
+    assert mtu == 1400
+
+
+def test_default_bridge_has_no_dns_by_name(lab: Lab) -> None:
+    lab.run_d("--name", "plainbridge", "sleep", "300")
+    resolv = lab.dy_ok("exec", "plainbridge", "cat", "/etc/resolv.conf")
+    assert "172.17.0.1" not in resolv
+    r = lab.dy(
+        "run",
+        "--rm",
+        "--dns",
+        "203.0.113.53",
+        "--dns-search",
+        "example.test",
+        "--dns-option",
+        "ndots:2",
+        "cat",
+        "/etc/resolv.conf",
+    )
+    assert r.stdout.splitlines() == ["nameserver 203.0.113.53", "search example.test", "options ndots:2"]
+
+
+def test_user_network_resolv_conf_points_at_the_gateway(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.74.0.0/24", "named")
+    out = lab.dy_ok("run", "--rm", "--net", "named", "--dns-search", "corp.test", "cat", "/etc/resolv.conf")
+    assert out.splitlines() == ["nameserver 10.74.0.1", "search corp.test"]
+    assert ipaddress.IPv4Address("10.74.0.1") in ipaddress.IPv4Network("10.74.0.0/24")
