@@ -68,6 +68,10 @@ def _parse_proto(text: str, spec: str) -> Protocol:
         ) from None
 
 
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _parse_range(text: str, what: str, spec: str, allow_zero: bool) -> tuple[int, int]:
     if text == "":
         raise InvalidArgument(f"invalid port spec {spec!r}: no {what} given")
@@ -77,7 +81,8 @@ def _parse_range(text: str, what: str, spec: str, allow_zero: bool) -> tuple[int
         hi = int(hi_text, 10) if sep else lo
     except ValueError:
         raise InvalidArgument(f"invalid port spec {spec!r}: invalid {what} {text!r}") from None
-    if not lo_text.isdigit() or (sep and not hi_text.isdigit()):
+    # ASCII digits only: int() and isdigit() would also take '٨٠' as 80.
+    if not _is_decimal(lo_text) or (sep and not _is_decimal(hi_text)):
         raise InvalidArgument(f"invalid port spec {spec!r}: invalid {what} {text!r}")
     low_bound = 0 if allow_zero else 1
     for p in (lo, hi):

@@ -157,7 +157,7 @@ class Reconciler:
             if network.driver is DriverName.BRIDGE and network.subnet is not None:
                 el.update(
                     rules.network_elements(
-                        network.bridge, network.subnet, network.masquerade, network.internal
+                        network.bridge, network.subnet, network.masquerade, network.internal, network.icc
                     )
                 )
         for c in e.store.containers():

@@ -9,7 +9,8 @@ flat as containers grow.
 Sets and maps:
     bridges       ifname               every dockyard bridge
     masq_nets     ipv4_addr (interval) subnets whose outbound traffic is masqueraded
-    hairpin       ifname . ifname      (bridge . bridge): DNAT back into the same bridge
+    bridge_nets   ipv4_addr . ifname   (subnet . its bridge): to masquerade DNAT back into the same bridge
+    icc_pairs     ifname . ifname      (bridge . bridge) of networks whose members may talk
     internal      ifname               bridges of --internal networks: nothing in or out
     publish_any   proto . port -> addr . port           ports published on every host address
     publish_addr  addr . proto . port -> addr . port    ports published on one host address
@@ -72,7 +73,16 @@ SETS: tuple[Json, ...] = (
             "flags": ["interval"],
         }
     },
-    {"set": {"family": FAMILY, "name": "hairpin", "table": TABLE, "type": ["ifname", "ifname"]}},
+    {
+        "set": {
+            "family": FAMILY,
+            "name": "bridge_nets",
+            "table": TABLE,
+            "type": ["ipv4_addr", "ifname"],
+            "flags": ["interval"],
+        }
+    },
+    {"set": {"family": FAMILY, "name": "icc_pairs", "table": TABLE, "type": ["ifname", "ifname"]}},
     {"set": {"family": FAMILY, "name": "internal", "table": TABLE, "type": "ifname"}},
     {
         "map": {
@@ -113,6 +123,7 @@ CHAINS: tuple[Json, ...] = (
 
 _TO_ANY_ADDR = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
 _TO_ONE_ADDR = {"concat": [_payload("ip", "daddr"), _meta("l4proto"), _payload("th", "dport")]}
+_FROM_OWN_BRIDGE = {"concat": [_payload("ip", "saddr"), _meta("oifname")]}
 _BRIDGE_PAIR = {"concat": [_meta("iifname"), _meta("oifname")]}
 
 RULES: tuple[Json, ...] = (
@@ -140,7 +151,7 @@ RULES: tuple[Json, ...] = (
     _rule(
         "postrouting",
         _match({"ct": {"key": "status"}}, "dnat", "in"),
-        _match(_BRIDGE_PAIR, "@hairpin"),
+        _match(_FROM_OWN_BRIDGE, "@bridge_nets"),
         {"masquerade": None},
     ),
     _rule(
@@ -176,7 +187,11 @@ RULES: tuple[Json, ...] = (
         _match({"ct": {"key": "status"}}, "dnat", "in"),
         {"accept": None},
     ),
-    _rule("forward", _match(_BRIDGE_PAIR, "@hairpin"), {"accept": None}),
+    # With br_netfilter (bridge-nf-call-iptables=1, on by default where the
+    # module is loaded), frames between members of one bridge pass here
+    # too, as bridge -> same bridge: allowed unless icc is off. Without it
+    # they never come here, and the bridge table below keeps icc=false.
+    _rule("forward", _match(_BRIDGE_PAIR, "@icc_pairs"), {"accept": None}),
     _rule("forward", _match(_meta("oifname"), "@bridges"), {"drop": None}),
     # CVE-2020-8558: nothing from the wire may reach 127.0.0.0/8, even
     # where route_localnet lets the kernel route it.
@@ -201,7 +216,8 @@ delete table inet dockyard
 table inet dockyard {
     set bridges { type ifname; }
     set masq_nets { type ipv4_addr; flags interval; }
-    set hairpin { type ifname . ifname; }
+    set bridge_nets { type ipv4_addr . ifname; flags interval; }
+    set icc_pairs { type ifname . ifname; }
     set internal { type ifname; }
     map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
     map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
@@ -220,7 +236,7 @@ table inet dockyard {
     chain postrouting {
         type nat hook postrouting priority 100; policy accept;
         ip saddr 127.0.0.0/8 oifname @bridges masquerade
-        ct status dnat iifname . oifname @hairpin masquerade
+        ct status dnat ip saddr . oifname @bridge_nets masquerade
         ip saddr @masq_nets oifname != @bridges masquerade
     }
     chain forward {
@@ -229,7 +245,7 @@ table inet dockyard {
         oifname @internal iifname != @internal drop
         oifname @bridges ct state established,related accept
         oifname @bridges ct status dnat accept
-        iifname . oifname @hairpin accept
+        iifname . oifname @icc_pairs accept
         oifname @bridges drop
     }
     chain localnet {
@@ -295,7 +311,8 @@ class Elements:
 
     bridges: set[str] = field(default_factory=set)
     masq_nets: set[ipaddress.IPv4Network] = field(default_factory=set)
-    hairpin: set[tuple[str, str]] = field(default_factory=set)
+    bridge_nets: set[tuple[ipaddress.IPv4Network, str]] = field(default_factory=set)
+    icc_pairs: set[tuple[str, str]] = field(default_factory=set)
     internal: set[str] = field(default_factory=set)
     publish_any: dict[PublishAnyKey, Target] = field(default_factory=dict)
     publish_addr: dict[PublishAddrKey, Target] = field(default_factory=dict)
@@ -305,7 +322,8 @@ class Elements:
         self.no_icc_ports |= other.no_icc_ports
         self.bridges |= other.bridges
         self.masq_nets |= other.masq_nets
-        self.hairpin |= other.hairpin
+        self.bridge_nets |= other.bridge_nets
+        self.icc_pairs |= other.icc_pairs
         self.internal |= other.internal
         self.publish_any.update(other.publish_any)
         self.publish_addr.update(other.publish_addr)
@@ -315,7 +333,8 @@ class Elements:
         return Elements(
             bridges=self.bridges - other.bridges,
             masq_nets=self.masq_nets - other.masq_nets,
-            hairpin=self.hairpin - other.hairpin,
+            bridge_nets=self.bridge_nets - other.bridge_nets,
+            icc_pairs=self.icc_pairs - other.icc_pairs,
             internal=self.internal - other.internal,
             publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
             publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
@@ -327,7 +346,8 @@ class Elements:
         return Elements(
             bridges=self.bridges & other.bridges,
             masq_nets=self.masq_nets & other.masq_nets,
-            hairpin=self.hairpin & other.hairpin,
+            bridge_nets=self.bridge_nets & other.bridge_nets,
+            icc_pairs=self.icc_pairs & other.icc_pairs,
             internal=self.internal & other.internal,
             publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
             publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
@@ -338,7 +358,8 @@ class Elements:
         return not (
             self.bridges
             or self.masq_nets
-            or self.hairpin
+            or self.bridge_nets
+            or self.icc_pairs
             or self.internal
             or self.publish_any
             or self.publish_addr
@@ -349,7 +370,8 @@ class Elements:
         return (
             len(self.bridges)
             + len(self.masq_nets)
-            + len(self.hairpin)
+            + len(self.bridge_nets)
+            + len(self.icc_pairs)
             + len(self.internal)
             + len(self.publish_any)
             + len(self.publish_addr)
@@ -363,9 +385,11 @@ def endpoint_elements(host_ifname: str, icc: bool) -> Elements:
 
 
 def network_elements(
-    bridge: str, subnet: ipaddress.IPv4Network, masquerade: bool, internal: bool
+    bridge: str, subnet: ipaddress.IPv4Network, masquerade: bool, internal: bool, icc: bool = True
 ) -> Elements:
-    el = Elements(bridges={bridge}, hairpin={(bridge, bridge)})
+    el = Elements(bridges={bridge}, bridge_nets={(subnet, bridge)})
+    if icc:
+        el.icc_pairs.add((bridge, bridge))
     if masquerade and not internal:
         el.masq_nets.add(subnet)
     if internal:
@@ -392,8 +416,13 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
         out["masq_nets"] = [
             {"prefix": {"addr": str(n.network_address), "len": n.prefixlen}} for n in sorted(el.masq_nets)
         ]
-    if el.hairpin:
-        out["hairpin"] = [{"concat": [a, b]} for a, b in sorted(el.hairpin)]
+    if el.bridge_nets:
+        out["bridge_nets"] = [
+            {"concat": [{"prefix": {"addr": str(n.network_address), "len": n.prefixlen}}, b]}
+            for n, b in sorted(el.bridge_nets)
+        ]
+    if el.icc_pairs:
+        out["icc_pairs"] = [{"concat": [a, b]} for a, b in sorted(el.icc_pairs)]
     if el.internal:
         out["internal"] = sorted(el.internal)
     if el.publish_any:
@@ -448,9 +477,13 @@ def parse_listed_elements(listing: list[Json]) -> Elements:
             elif name == "masq_nets":
                 p = item["prefix"] if isinstance(item, dict) else {"addr": item, "len": 32}
                 el.masq_nets.add(ipaddress.IPv4Network(f"{p['addr']}/{p['len']}"))
-            elif name == "hairpin":
+            elif name == "icc_pairs":
                 a, b = item["concat"]
-                el.hairpin.add((a, b))
+                el.icc_pairs.add((a, b))
+            elif name == "bridge_nets":
+                net, b = item["concat"]
+                p = net["prefix"] if isinstance(net, dict) else {"addr": net, "len": 32}
+                el.bridge_nets.add((ipaddress.IPv4Network(f"{p['addr']}/{p['len']}"), b))
             elif name == "publish_any":
                 (proto, port), (addr, tport) = item[0]["concat"], item[1]["concat"]
                 el.publish_any[(Protocol(proto), int(port))] = (

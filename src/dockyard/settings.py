@@ -119,13 +119,19 @@ class DaemonSettings:
 
 
 def parse_bridge_name(value: str, what: str = "bridge") -> str:
-    if not value or len(value.encode()) > IFNAME_MAX:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" gives
+        raise InvalidArgument(f"invalid {what} name {value!r}: it is not valid UTF-8") from None
+    if not value or size > IFNAME_MAX:
         raise InvalidArgument(
             f"invalid {what} name {value!r}: a Linux interface name is 1 to {IFNAME_MAX} bytes"
         )
-    if any(c in value for c in "/ \t\n:") or value in (".", ".."):
+    # The kernel's dev_valid_name refuses '/', ':' and every isspace() byte
+    # (\v, \f and \r too); NUL would cut the name short in netlink.
+    if any(c in "/:\0" or c.isspace() for c in value) or value in (".", ".."):
         raise InvalidArgument(
-            f"invalid {what} name {value!r}: it may not contain '/', ':' or white space"
+            f"invalid {what} name {value!r}: it may not contain '/', ':', NUL or white space"
         )
     return value
 
@@ -160,13 +166,18 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
             raise InvalidArgument(
                 'daemon.json: each default-address-pools entry needs "base" and "size"'
             )
+        # Docker's types: base a string, size an integer (not 24.5, "24" or true,
+        # and not 1e400, which Python's json reads as an infinite float).
+        raw_size = item["size"]
+        if not isinstance(item["base"], str) or not isinstance(raw_size, int) or isinstance(raw_size, bool):
+            raise InvalidArgument(f"daemon.json: invalid address pool {item!r}")
         try:
-            base = ipaddress.IPv4Network(str(item["base"]))
-            size = int(item["size"])
-        except (ValueError, TypeError):
+            base = ipaddress.IPv4Network(item["base"])
+        except ValueError:
             raise InvalidArgument(
                 f"daemon.json: invalid address pool {item!r}"
             ) from None
+        size = raw_size
         if not base.prefixlen <= size <= 30:
             raise InvalidArgument(
                 f"daemon.json: pool {base} cannot be cut into /{size} subnets"
@@ -177,15 +188,19 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
 
 def read_daemon_json(path: Path) -> dict[str, object]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except OSError as e:
         raise InvalidArgument(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"{path} is not valid UTF-8: {e.reason} at byte {e.start}") from None
     try:
         data = json.loads(text)
     except ValueError as e:
         raise InvalidArgument(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{path} is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidArgument(f"{path} must hold a JSON object")
     return data
@@ -200,6 +215,10 @@ def load_settings(
     """daemon.json under root, then the flags, which win."""
     data = read_daemon_json(Paths(root).daemon_json)
     kwargs: dict[str, object] = {"root": root, "host_netns": host_netns}
+    for key in ("bridge", "bip"):
+        # A list or a number must not turn into a name such as "['x']" or "True".
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise InvalidArgument(f"daemon.json: {key} must be a string")
     bridge_value = bridge if bridge is not None else data.get("bridge")
     if bridge_value is not None:
         kwargs["bridge"] = parse_bridge_name(str(bridge_value))

@@ -33,7 +33,9 @@ class BridgeDriver:
 
     def _network_elements(self, network: Network) -> rules.Elements:
         assert network.subnet is not None
-        return rules.network_elements(network.bridge, network.subnet, network.masquerade, network.internal)
+        return rules.network_elements(
+            network.bridge, network.subnet, network.masquerade, network.internal, network.icc
+        )
 
     def create_network(self, network: Network) -> None:
         created = self.k.netlink.ensure_bridge(network.bridge, _gateway_iface(network), network.mtu)

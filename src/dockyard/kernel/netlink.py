@@ -211,7 +211,12 @@ class Netlink:
                     raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
             try:
                 idx = self.index(host_ifname)
-                self._ipr.link("set", index=idx, master=bridge_idx, state="up")
+                self._ipr.link("set", index=idx, master=bridge_idx)
+                # Where br_netfilter is on, a container reaching its own
+                # published port gets the DNATed frame back through the
+                # port it came in on; the bridge sends it only in hairpin mode.
+                self._ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
+                self._ipr.link("set", index=idx, state="up")
             except NetlinkError as e:
                 raise _fail(e, f"attach {host_ifname} to {bridge}") from e
         with sandbox_netlink(sandbox) as ns_ipr:
@@ -225,16 +230,6 @@ class Netlink:
                     ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
             except NetlinkError as e:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
-
-    def set_bridge_port_hairpin(self, host_ifname: str, on: bool) -> None:
-        with self._lock:
-            idx = self.index(host_ifname)
-            if idx is None:
-                return
-            try:
-                self._ipr.brport("set", index=idx, hairpin_mode=1 if on else 0)
-            except NetlinkError as e:
-                raise _fail(e, f"set hairpin mode on {host_ifname}") from e
 
 
 @contextlib.contextmanager
