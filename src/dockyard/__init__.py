@@ -8,7 +8,9 @@ as cheap as the thin clients need.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # importing typing would cost every client command
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Client", "DockyardError", "Engine", "__version__"]

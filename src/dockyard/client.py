@@ -13,20 +13,41 @@ root in the background when none answers.
 
 from __future__ import annotations
 
-import array
-import contextlib
 import errno
 import json
 import os
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
 
+from dockyard import locations
 from dockyard.errors import DaemonUnavailable, DockyardError, from_wire
-from dockyard.settings import Paths, root_from_env
+
+# Every import here is paid by every command: no typing, pathlib or urllib.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# RFC 3986 unreserved characters pass; anything else is %-escaped.
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(text: str) -> str:
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in str(text).encode())
+
+
+def urlencode(query: dict[str, Any]) -> str:
+    return "&".join(f"{quote(k)}={quote(str(v))}" for k, v in query.items() if v is not None)
+
+
+class ClientPaths:
+    """The few files a client touches, as plain strings."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.socket = os.path.join(root, locations.SOCKET)
+        self.daemon_pid = os.path.join(root, locations.DAEMON_PID)
+        self.daemon_log = os.path.join(root, locations.DAEMON_LOG)
 
 DAEMON_START_TIMEOUT = 20.0
 
@@ -34,11 +55,11 @@ DAEMON_START_TIMEOUT = 20.0
 class Connection:
     """One keep-alive HTTP connection to the daemon."""
 
-    def __init__(self, path: Path, timeout: float | None = None) -> None:
+    def __init__(self, path: str, timeout: float | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if timeout is not None:
             self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+        self.sock.connect(path)
         self.buf = b""
 
     def close(self) -> None:
@@ -53,6 +74,8 @@ class Connection:
             f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
         ).encode()
         if fds:
+            import array
+
             self.sock.sendmsg([head + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         else:
             self.sock.sendall(head + data)
@@ -106,14 +129,14 @@ def _decode(status: int, headers: dict[str, str], body: bytes) -> Any:
 class Client:
     def __init__(
         self,
-        root: str | Path | None = None,
+        root: str | os.PathLike[str] | None = None,
         host_netns: str | None = None,
         bridge: str | None = None,
         bip: str | None = None,
         debug: bool = False,
         autostart: bool = True,
     ) -> None:
-        self.paths = Paths(Path(root_from_env(str(root) if root else None)))
+        self.paths = ClientPaths(locations.root_dir(os.fspath(root) if root else None))
         self.host_netns = host_netns
         self.bridge = bridge
         self.bip = bip
@@ -198,7 +221,7 @@ class Client:
     # -- the daemon ------------------------------------------------------------
 
     def daemon_args(self) -> list[str]:
-        args = [sys.executable, "-m", "dockyard.daemon", "--root", str(self.paths.root)]
+        args = [sys.executable, "-m", "dockyard.daemon", "--root", self.paths.root]
         if self.host_netns:
             args += ["--host-netns", self.host_netns]
         if self.bridge:
@@ -212,7 +235,7 @@ class Client:
     def start_daemon(self) -> None:
         import subprocess
 
-        self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(self.paths.root, mode=0o700, exist_ok=True)
         with open(self.paths.daemon_log, "ab") as log:
             proc = subprocess.Popen(
                 self.daemon_args(),
@@ -238,7 +261,8 @@ class Client:
 
     def _last_log_line(self) -> str:
         try:
-            lines = [x for x in self.paths.daemon_log.read_text(errors="replace").splitlines() if x.strip()]
+            with open(self.paths.daemon_log, errors="replace") as f:
+                lines = [x for x in f.read().splitlines() if x.strip()]
         except OSError:
             return f"see {self.paths.daemon_log}"
         for line in reversed(lines):
@@ -262,7 +286,8 @@ class Client:
 
     def daemon_pid(self) -> int | None:
         try:
-            text = self.paths.daemon_pid.read_text().strip()
+            with open(self.paths.daemon_pid) as f:
+                text = f.read().strip()
         except OSError:
             return None
         return int(text) if text.isdigit() else None
@@ -272,12 +297,14 @@ class Client:
         pid = self.daemon_pid()
         if not self.ping():
             return False
-        with contextlib.suppress(DockyardError, OSError):
+        try:  # noqa: SIM105 - contextlib costs every command its import
             self.request("POST", "/dockyard/shutdown")
+        except (DockyardError, OSError):
+            pass
         self.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (pid is None or not _pid_alive(pid)) and not self.paths.socket.exists():
+            if (pid is None or not _pid_alive(pid)) and not os.path.exists(self.paths.socket):
                 return True
             time.sleep(0.01)
         raise DaemonUnavailable(f"the daemon (pid {pid}) did not stop within {timeout:.0f} s")

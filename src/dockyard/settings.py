@@ -2,20 +2,20 @@
 
 Settings come from `$ROOT/daemon.json` with Docker's key names, overridden
 by the daemon's flags. Parsing happens here, once; the rest of dockyard
-gets typed values. Stdlib only: the thin clients import this module.
+gets typed values. The thin clients use locations.py instead.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard import locations
 from dockyard.errors import InvalidArgument
 
-DEFAULT_ROOT = "/var/lib/dockyard"
+DEFAULT_ROOT = locations.DEFAULT_ROOT
 DEFAULT_BRIDGE = "dockyard0"
 # Docker's default-address-pools: 172.17-31 as /16s, then 192.168/16 as /20s.
 DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
@@ -30,7 +30,7 @@ IFNAME_MAX = 15
 
 
 def root_from_env(explicit: str | None = None) -> Path:
-    return Path(explicit or os.environ.get("DOCKYARD_ROOT") or DEFAULT_ROOT)
+    return Path(locations.root_dir(explicit))
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Paths:
 
     @property
     def socket(self) -> Path:
-        return self.root / "dockyard.sock"
+        return self.root / locations.SOCKET
 
     @property
     def database(self) -> Path:
@@ -49,11 +49,11 @@ class Paths:
 
     @property
     def daemon_log(self) -> Path:
-        return self.root / "daemon.log"
+        return self.root / locations.DAEMON_LOG
 
     @property
     def daemon_pid(self) -> Path:
-        return self.root / "dockyardd.pid"
+        return self.root / locations.DAEMON_PID
 
     @property
     def daemon_json(self) -> Path:

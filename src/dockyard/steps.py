@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 from collections.abc import Callable
 
 FAULT_ENV = "DOCKYARD_FAULT"
+TRACE_ENV = "DOCKYARD_TRACE"
 _fault = os.environ.get(FAULT_ENV, "")
+_trace = bool(os.environ.get(TRACE_ENV))
 # Every step name reached, for tests that enumerate them.
 REACHED: list[str] = []
 
 
 def step(name: str) -> None:
     """Mark a step; die here if this is the step a test asked to crash at."""
+    if _trace:
+        print(f"trace {time.monotonic() * 1000:.1f} {name}", file=sys.stderr, flush=True)
     if _fault:
         REACHED.append(name)
         if name == _fault:

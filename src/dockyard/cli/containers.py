@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from dockyard.cli import output
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
+
+TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:

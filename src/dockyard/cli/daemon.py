@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any, TextIO
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO) -> None:

@@ -8,13 +8,15 @@ and exits with the command's status, as `docker run` does.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
-from typing import Any
 
 from dockyard.errors import DockyardError, InvalidArgument
+
+TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
+if TYPE_CHECKING:
+    from typing import Any
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,
@@ -193,8 +195,10 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
 def _undo_create(client: Any, cid: str, error: DockyardError) -> None:
     # Bad input changes nothing; a command that cannot run stays recorded, as with Docker.
     if error.exit_code == 125:
-        with contextlib.suppress(DockyardError):
+        try:  # noqa: SIM105 - no contextlib import in the client
             client.remove(cid, force=True)
+        except DockyardError:
+            pass  # already gone
 
 
 def _run_foreground(client: Any, cid: str, auto_remove: bool) -> int:
@@ -206,8 +210,10 @@ def _run_foreground(client: Any, cid: str, auto_remove: bool) -> int:
         from dockyard.client import Client
 
         other = Client(client.paths.root, autostart=False)
-        with contextlib.suppress(DockyardError, OSError):
+        try:  # noqa: SIM105 - no contextlib import in the client
             other.kill(cid, signum)
+        except (DockyardError, OSError):
+            pass  # the container may have ended meanwhile
         other.close()
 
     previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
