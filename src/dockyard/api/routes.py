@@ -75,6 +75,13 @@ class Api:
         r("POST", r"/dockyard/default-bridge", self.default_bridge)
         r("POST", r"/dockyard/shutdown", self.stop_daemon)
         r("POST", r"/dockyard/settle", self.settle)
+        self._register_extensions()
+
+    def _register_extensions(self) -> None:
+        """Routes of other use cases (the CNI plugin's) live in their own modules."""
+        from dockyard.api import cni
+
+        cni.register(self)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
