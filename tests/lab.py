@@ -50,6 +50,9 @@ def pid_alive(pid: int) -> bool:
 
 
 class Lab:
+    # Every namespace a lab of this test session made, for the session's final check.
+    made: set[str] = set()
+
     def __init__(self, tmp: Path) -> None:
         tag = secrets.token_hex(3)
         self.host = f"{PREFIX}h-{tag}"
@@ -61,6 +64,7 @@ class Lab:
     # -- set-up and teardown ----------------------------------------------------
 
     def setup(self) -> None:
+        Lab.made |= {self.host, self.up}
         sh("ip", "netns", "add", self.host)
         sh("ip", "netns", "add", self.up)
         sh(

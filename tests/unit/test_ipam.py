@@ -1,0 +1,293 @@
+"""ipam.py: subnets for networks and next-fit addresses for endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.ipam import (
+    AddressAllocator,
+    check_in_subnet,
+    check_overlap,
+    first_free_subnet,
+    first_host,
+    parse_address,
+    parse_subnet,
+    pool_candidates,
+)
+from dockyard.settings import AddressPool
+
+NET = ipaddress.IPv4Network
+IP = ipaddress.IPv4Address
+
+
+def _unused(_address: ipaddress.IPv4Address) -> bool:
+    return False
+
+
+def _pool(base: str, size: int) -> AddressPool:
+    return AddressPool(NET(base), size)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.1.0.0/24", NET("10.1.0.0/24")),
+        ("172.17.0.0/16", NET("172.17.0.0/16")),
+        ("10.0.0.0/30", NET("10.0.0.0/30")),
+        ("10.0.0.0/255.255.255.0", NET("10.0.0.0/24")),
+    ],
+)
+def test_parse_subnet(text: str, expected: ipaddress.IPv4Network) -> None:
+    assert parse_subnet(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "expected an IPv4 CIDR"),
+        ("foo", "expected an IPv4 CIDR"),
+        ("10.0.0.0/33", "expected an IPv4 CIDR"),
+        ("fd00::/64", "expected an IPv4 CIDR"),
+        ("10.0.0.0", "the prefix length is missing"),
+        ("10.0.0.0/31", "must be /30 or larger"),
+        ("10.0.0.1/32", "must be /30 or larger"),
+        ("10.1.2.3/16", "host bits are set; did you mean 10.1.0.0/16?"),
+    ],
+)
+def test_parse_subnet_errors(text: str, fragment: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_subnet(text, "--subnet")
+    assert fragment in str(info.value)
+    assert str(info.value).startswith(f"invalid --subnet {text!r}")
+
+
+def test_parse_address() -> None:
+    assert parse_address("10.0.0.7") == IP("10.0.0.7")
+    for bad in ("", "10.0.0", "10.0.0.256", "::1", "10.0.0.1/24"):
+        with pytest.raises(InvalidArgument, match=re.escape(f"invalid --ip {bad!r}: expected an IPv4 address")):
+            parse_address(bad, "--ip")
+
+
+# --- subnets --------------------------------------------------------------------------------------
+
+
+def test_pool_candidates_cut_each_pool_in_order() -> None:
+    got = list(pool_candidates([_pool("10.0.0.0/23", 24), _pool("10.9.0.0/24", 25)]))
+    assert got == [NET("10.0.0.0/24"), NET("10.0.1.0/24"), NET("10.9.0.0/25"), NET("10.9.0.128/25")]
+
+
+def test_first_free_subnet_is_the_first_candidate_when_nothing_is_taken() -> None:
+    assert first_free_subnet([_pool("172.17.0.0/16", 16)], []) == NET("172.17.0.0/16")
+
+
+def test_first_free_subnet_skips_taken_and_overlapping_subnets() -> None:
+    pools = [_pool("172.17.0.0/16", 16), _pool("172.18.0.0/15", 16), _pool("192.168.0.0/16", 20)]
+    taken = [
+        ("network bridge", NET("172.17.0.0/16")),
+        # A smaller route inside a candidate rules the whole candidate out.
+        ("a route of the host", NET("172.18.5.0/24")),
+    ]
+    assert first_free_subnet(pools, taken) == NET("172.19.0.0/16")
+    # A larger taken subnet covering several candidates.
+    taken.append(("network big", NET("172.16.0.0/12")))
+    assert first_free_subnet(pools, taken) == NET("192.168.0.0/20")
+
+
+def test_first_free_subnet_moves_to_the_next_pool() -> None:
+    pools = [_pool("10.0.0.0/23", 24), _pool("10.5.0.0/24", 24)]
+    taken = [("a", NET("10.0.0.0/24")), ("b", NET("10.0.1.0/24"))]
+    assert first_free_subnet(pools, taken) == NET("10.5.0.0/24")
+
+
+def test_first_free_subnet_exhausted_is_a_conflict() -> None:
+    with pytest.raises(Conflict, match="all predefined address pools have been fully subnetted"):
+        first_free_subnet([_pool("10.0.0.0/23", 24)], [("route", NET("10.0.0.0/16"))])
+
+
+def test_check_overlap_names_the_conflict() -> None:
+    taken = [("network first", NET("10.40.0.0/16")), ("a route of the host via up0", NET("198.51.100.0/24"))]
+    check_overlap(NET("10.41.0.0/16"), taken)  # no overlap: no error
+    with pytest.raises(Conflict) as info:
+        check_overlap(NET("10.40.5.0/24"), taken)
+    assert str(info.value) == "subnet 10.40.5.0/24 overlaps network first (10.40.0.0/16)"
+    with pytest.raises(Conflict, match=r"overlaps a route of the host via up0 \(198.51.100.0/24\)"):
+        check_overlap(NET("198.51.0.0/16"), taken)
+
+
+def test_first_host_and_check_in_subnet() -> None:
+    subnet = NET("10.0.0.0/24")
+    assert first_host(subnet) == IP("10.0.0.1")
+    check_in_subnet(IP("10.0.0.254"), subnet, "--gateway")
+    for bad in ("10.0.0.0", "10.0.0.255", "10.0.1.1"):
+        with pytest.raises(InvalidArgument, match=re.escape(f"--gateway {bad} is not a usable address of subnet")):
+            check_in_subnet(IP(bad), subnet, "--gateway")
+
+
+# --- AddressAllocator: next-fit --------------------------------------------------------------------
+
+
+class Leases:
+    """What the store would hold: leased addresses and the network's cursor."""
+
+    def __init__(self, allocator: AddressAllocator) -> None:
+        self.allocator = allocator
+        self.held: set[ipaddress.IPv4Address] = set()
+        self.cursor: ipaddress.IPv4Address | None = None
+        self.calls = 0
+
+    def is_used(self, address: ipaddress.IPv4Address) -> bool:
+        self.calls += 1
+        return address in self.held
+
+    def allocate(self) -> ipaddress.IPv4Address:
+        address = self.allocator.allocate(self.is_used, self.cursor)
+        self.held.add(address)
+        self.cursor = address
+        return address
+
+
+def test_first_allocation_skips_network_and_gateway() -> None:
+    leases = Leases(AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1")]))
+    assert leases.allocate() == IP("10.0.0.2")
+    assert leases.allocate() == IP("10.0.0.3")
+
+
+def test_reserved_addresses_are_never_handed_out() -> None:
+    reserved = [IP("10.0.0.1"), IP("10.0.0.3"), IP("10.0.0.5")]
+    leases = Leases(AddressAllocator(NET("10.0.0.0/29"), reserved))
+    got = [leases.allocate() for _ in range(3)]
+    assert got == [IP("10.0.0.2"), IP("10.0.0.4"), IP("10.0.0.6")]
+    with pytest.raises(Conflict, match=r"no available IPv4 addresses left in 10.0.0.0/29"):
+        leases.allocate()
+
+
+def test_capacity_counts_usable_addresses() -> None:
+    assert AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1")]).capacity == 253
+    assert AddressAllocator(NET("10.0.0.0/30"), []).capacity == 2
+    assert AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1")], NET("10.0.0.128/25")).capacity == 127
+
+
+def test_released_address_is_reused_only_after_the_rest_of_the_range() -> None:
+    leases = Leases(AddressAllocator(NET("10.0.0.0/29"), [IP("10.0.0.1")]))
+    first, second, third = (leases.allocate() for _ in range(3))
+    assert (first, second, third) == (IP("10.0.0.2"), IP("10.0.0.3"), IP("10.0.0.4"))
+    leases.held.discard(second)
+    assert leases.allocate() == IP("10.0.0.5")
+    assert leases.allocate() == IP("10.0.0.6")
+    # The end of the range is reached: wrap, and only now the released one comes back.
+    assert leases.allocate() == second
+
+
+def test_allocation_wraps_past_the_end_of_the_range() -> None:
+    leases = Leases(AddressAllocator(NET("10.0.0.0/29"), [IP("10.0.0.1")]))
+    leases.cursor = IP("10.0.0.6")  # the last usable address
+    assert leases.allocate() == IP("10.0.0.2")
+
+
+def test_a_cursor_outside_the_range_starts_at_its_beginning() -> None:
+    allocator = AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1")], NET("10.0.0.64/26"))
+    assert allocator.allocate(_unused, IP("10.0.0.200")) == IP("10.0.0.64")
+    assert allocator.allocate(_unused, IP("10.0.0.5")) == IP("10.0.0.64")
+
+
+def test_exhaustion_is_a_conflict() -> None:
+    leases = Leases(AddressAllocator(NET("10.0.0.0/30"), [IP("10.0.0.1")]))
+    assert leases.allocate() == IP("10.0.0.2")
+    with pytest.raises(Conflict, match="no available IPv4 addresses left"):
+        leases.allocate()
+
+
+def test_ip_range_is_respected() -> None:
+    leases = Leases(AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1")], NET("10.0.0.252/30")))
+    # A range at the end of the subnet: its broadcast is the subnet's, never handed out.
+    assert [leases.allocate() for _ in range(3)] == [IP("10.0.0.252"), IP("10.0.0.253"), IP("10.0.0.254")]
+    with pytest.raises(Conflict, match=r"10.0.0.252/30"):
+        leases.allocate()
+
+
+def test_ip_range_at_the_start_of_the_subnet_skips_the_network_address() -> None:
+    allocator = AddressAllocator(NET("10.0.0.0/24"), [], NET("10.0.0.0/30"))
+    assert allocator.allocate(_unused, None) == IP("10.0.0.1")
+
+
+def test_check_requested() -> None:
+    allocator = AddressAllocator(NET("10.0.0.0/24"), [IP("10.0.0.1"), IP("10.0.0.9")], NET("10.0.0.128/25"))
+    held = {IP("10.0.0.20")}
+    # A requested address may lie outside --ip-range, as in Docker, but inside the subnet.
+    assert allocator.check_requested(IP("10.0.0.30"), held.__contains__) == IP("10.0.0.30")
+    with pytest.raises(Conflict, match=re.escape("address 10.0.0.20 is already in use")):
+        allocator.check_requested(IP("10.0.0.20"), held.__contains__)
+    for reserved in ("10.0.0.1", "10.0.0.9"):
+        with pytest.raises(Conflict, match=re.escape(f"address {reserved} is reserved on this network")):
+            allocator.check_requested(IP(reserved), held.__contains__)
+    for outside in ("10.0.0.0", "10.0.0.255", "10.0.1.5"):
+        with pytest.raises(InvalidArgument, match=re.escape(f"requested address {outside} is not a usable address")):
+            allocator.check_requested(IP(outside), held.__contains__)
+
+
+def test_allocation_cost_does_not_grow_with_the_number_of_leases() -> None:
+    leases = Leases(AddressAllocator(NET("10.20.0.0/16"), [IP("10.20.0.1")]))
+    for _ in range(59_999):
+        leases.allocate()
+    leases.calls = 0
+    address = leases.allocate()
+    assert address == IP("10.20.0.2") + 59_999  # next-fit hands them out in order
+    assert leases.calls <= 2
+    assert len(leases.held) == 60_000
+
+
+# --- property: random subnets, allocations and releases -------------------------------------------
+
+_subnets = st.builds(
+    lambda addr, prefix: NET(f"{IP(addr)}/{prefix}", strict=False),
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.integers(min_value=24, max_value=30),
+)
+
+
+@st.composite
+def _scenario(draw: Callable) -> tuple:
+    subnet = draw(_subnets)
+    hosts = list(subnet.hosts())
+    reserved = draw(st.sets(st.sampled_from(hosts), max_size=min(4, len(hosts))))
+    ip_range = None
+    if draw(st.booleans()):
+        ip_range = NET(f"{draw(st.sampled_from(hosts))}/{draw(st.integers(subnet.prefixlen, 30))}", strict=False)
+    # True: allocate; an int: release the n-th held address (modulo).
+    steps = draw(st.lists(st.one_of(st.just(True), st.integers(min_value=0, max_value=1000)), max_size=120))
+    return subnet, reserved, ip_range, steps
+
+
+@settings(max_examples=200, deadline=None)
+@given(_scenario())
+def test_no_address_is_handed_out_twice_while_held(scenario: tuple) -> None:
+    subnet, reserved, ip_range, steps = scenario
+    allocator = AddressAllocator(subnet, reserved, ip_range)
+    leases = Leases(allocator)
+    pool = ip_range or subnet
+    usable = {a for a in subnet.hosts() if a in pool and a not in reserved}
+    assert allocator.capacity == len(usable)
+    for step in steps:
+        if step is True:
+            if leases.held >= usable:
+                with pytest.raises(Conflict):
+                    leases.allocate()
+                continue
+            before = set(leases.held)
+            address = leases.allocate()
+            assert address not in before
+            assert address in usable
+            assert address not in (subnet.network_address, subnet.broadcast_address)
+            assert address not in reserved
+        elif leases.held:
+            leases.held.discard(sorted(leases.held)[step % len(leases.held)])

@@ -1,0 +1,383 @@
+"""ports.py: `docker run -p` / `--expose` parsing and the choice of host ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.model import PortBinding, PortRequest, Protocol
+from dockyard.ports import (
+    PORT_MAX,
+    HostPortChooser,
+    PortSpec,
+    overlaps,
+    parse_expose,
+    parse_port_spec,
+    parse_requests,
+)
+
+IP = ipaddress.IPv4Address
+TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
+
+
+# --- parse_port_spec: every form docker run -p takes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("80", PortSpec(80, 80, TCP)),
+        ("8080:80", PortSpec(80, 80, TCP, 8080, 8080)),
+        ("127.0.0.1:8080:80", PortSpec(80, 80, TCP, 8080, 8080, IP("127.0.0.1"))),
+        ("127.0.0.1::80", PortSpec(80, 80, TCP, 0, 0, IP("127.0.0.1"))),
+        ("7000-7002", PortSpec(7000, 7002, TCP)),
+        ("8000-8002:7000-7002", PortSpec(7000, 7002, TCP, 8000, 8002)),
+        ("10.0.0.5:8000-8002:7000-7002", PortSpec(7000, 7002, TCP, 8000, 8002, IP("10.0.0.5"))),
+        ("8000-8010:80", PortSpec(80, 80, TCP, 8000, 8010)),
+        # Docker's 0.0.0.0 is "every address": the same as giving none.
+        ("0.0.0.0:8080:80", PortSpec(80, 80, TCP, 8080, 8080)),
+        # Host port 0: choose one, as with no host port at all.
+        ("0:80", PortSpec(80, 80, TCP)),
+        ("1:65535", PortSpec(65535, 65535, TCP, 1, 1)),
+    ],
+)
+def test_port_spec_forms(spec: str, expected: PortSpec) -> None:
+    assert parse_port_spec(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("suffix", "proto"),
+    [("", TCP), ("/tcp", TCP), ("/udp", UDP), ("/sctp", SCTP), ("/UDP", UDP)],
+)
+@pytest.mark.parametrize("body", ["53", "5353:53", "127.0.0.1:5353:53", "127.0.0.1::53", "53-54"])
+def test_protocol_suffix_applies_to_every_form(body: str, suffix: str, proto: Protocol) -> None:
+    spec = parse_port_spec(body + suffix)
+    assert spec.proto is proto
+    # Only the protocol differs from the same spec without a suffix.
+    assert spec == dataclasses.replace(parse_port_spec(body), proto=proto)
+    assert spec.container_start == 53
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("70000", "outside 1-65535"),
+        ("0", "outside 1-65535"),
+        ("80:", "no container port"),
+        ("a:b", "invalid container port 'b'"),
+        ("a:80", "invalid host port 'a'"),
+        ("80:b", "invalid container port 'b'"),
+        ("8000-8002:80-81", "host range has 3 ports and the container range 2"),
+        ("8000:80-81", "host range has 1 ports and the container range 2"),
+        ("80/icmp", "unknown protocol 'icmp'"),
+        ("/icmp", "unknown protocol 'icmp'"),
+        ("/tcp", "no port given"),
+        ("80/", "unknown protocol ''"),
+        ("", "no port given"),
+        (":80", "no host port before ':'"),
+        ("1.2.3:80:80", "invalid host address '1.2.3'"),
+        ("::80", "invalid host address ''"),
+        ("1.2.3.4:80:80:80", "expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"),
+        ("[::1]:80:80", "IPv6 host addresses are not supported"),
+        ("81-80", "ends before it starts"),
+        ("0-5:80", "invalid host port '0-5'"),
+        ("80-", "invalid container port '80-'"),
+        ("-80", "invalid container port '-80'"),
+        ("+80", "invalid container port '+80'"),
+        (" 80", "invalid container port ' 80'"),
+        ("8_0", "invalid container port '8_0'"),
+        # Non-ASCII digits: int() would read these as 80.
+        ("\u0668\u0660", "invalid container port"),
+        ("8080:80\n", "invalid container port"),
+    ],
+)
+def test_malformed_specs_raise_one_line_invalid_argument(spec: str, fragment: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_port_spec(spec)
+    message = str(info.value)
+    assert fragment in message
+    assert message.startswith(f"invalid port spec {spec!r}")
+    assert "\n" not in message
+
+
+# --- requests: what the engine is asked to publish -------------------------------------------------
+
+
+def test_container_range_without_host_ports_asks_to_choose_each() -> None:
+    assert parse_port_spec("7000-7002/udp").requests() == [
+        PortRequest(7000, UDP),
+        PortRequest(7001, UDP),
+        PortRequest(7002, UDP),
+    ]
+
+
+def test_equal_ranges_pair_up_port_by_port() -> None:
+    assert parse_port_spec("10.0.0.5:8000-8001:7000-7001").requests() == [
+        PortRequest(7000, TCP, 8000, IP("10.0.0.5")),
+        PortRequest(7001, TCP, 8001, IP("10.0.0.5")),
+    ]
+
+
+def test_host_range_for_one_container_port_stays_a_range() -> None:
+    assert parse_port_spec("8000-8010:80").requests() == [PortRequest(80, TCP, 8000, None, host_port_end=8010)]
+
+
+def test_parse_requests_concatenates_specs_in_order() -> None:
+    assert parse_requests(["80", "127.0.0.1:53:53/udp"]) == (
+        PortRequest(80, TCP),
+        PortRequest(53, UDP, 53, IP("127.0.0.1")),
+    )
+
+
+def test_parse_requests_stops_at_the_first_bad_spec() -> None:
+    with pytest.raises(InvalidArgument, match="'70000'"):
+        parse_requests(["80", "70000"])
+
+
+# --- --expose -----------------------------------------------------------------------------------------
+
+
+def test_parse_expose() -> None:
+    assert parse_expose("80") == [(80, TCP)]
+    assert parse_expose("53/udp") == [(53, UDP)]
+    assert parse_expose("7000-7002/sctp") == [(7000, SCTP), (7001, SCTP), (7002, SCTP)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [("", "no port given"), ("0", "outside"), ("70000", "outside"), ("80/icmp", "unknown protocol"),
+     ("8080:80", "invalid port"), ("90-80", "ends before it starts")],
+)
+def test_parse_expose_rejects(spec: str, fragment: str) -> None:
+    with pytest.raises(InvalidArgument, match=fragment):
+        parse_expose(spec)
+
+
+# --- property: any text parses into valid ports or raises InvalidArgument ----------------------------
+
+_port_text = st.one_of(
+    st.integers(min_value=-2, max_value=70000).map(str),
+    st.text(alphabet="0123456789-", max_size=7),
+)
+_spec_like = st.builds(
+    lambda ip, host, cont, proto: "".join(x for x in (ip, host, cont, proto) if x is not None),
+    st.sampled_from([None, "", "127.0.0.1:", "0.0.0.0:", "1.2.3:", "[::1]:", ":"]),
+    st.one_of(st.none(), _port_text.map(lambda t: t + ":")),
+    _port_text,
+    st.sampled_from([None, "/tcp", "/udp", "/sctp", "/icmp", "/", "/TCP"]),
+)
+
+
+def _assert_port_spec_or_invalid(text: str) -> None:
+    try:
+        spec = parse_port_spec(text)
+    except InvalidArgument as e:
+        assert "\n" not in str(e)
+        return
+    assert 1 <= spec.container_start <= spec.container_end <= PORT_MAX
+    if spec.host_start == 0:
+        assert spec.host_end == 0
+    else:
+        assert 1 <= spec.host_start <= spec.host_end <= PORT_MAX
+    for req in spec.requests():
+        assert 1 <= req.container_port <= PORT_MAX
+        assert 0 <= req.host_port <= PORT_MAX
+        assert req.host_port_end == 0 or req.host_port <= req.host_port_end <= PORT_MAX
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_text_gives_valid_ports_or_invalid_argument(text: str) -> None:
+    _assert_port_spec_or_invalid(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_spec_like)
+def test_spec_shaped_text_gives_valid_ports_or_invalid_argument(text: str) -> None:
+    _assert_port_spec_or_invalid(text)
+
+
+# --- HostPortChooser -------------------------------------------------------------------------------
+
+
+def _always(_ip: object, _port: int, _proto: Protocol) -> bool:
+    return True
+
+
+def _chooser(
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] | None = None,
+    can_bind=_always,
+    local_range: tuple[int, int] = (40000, 40099),
+    seed: int = 0,
+) -> HostPortChooser:
+    return HostPortChooser(taken or {}, can_bind, local_range, random.Random(seed))
+
+
+def test_explicit_port_is_given_as_asked() -> None:
+    got = _chooser().choose([PortRequest(80, TCP, 8080, IP("127.0.0.1"))])
+    assert got == (PortBinding(80, TCP, 8080, IP("127.0.0.1")),)
+
+
+def test_explicit_port_already_published_is_a_conflict() -> None:
+    chooser = _chooser({(8080, TCP): [None]})
+    with pytest.raises(Conflict) as info:
+        chooser.choose([PortRequest(80, TCP, 8080)])
+    assert str(info.value) == "Bind for 0.0.0.0:8080/tcp failed: port is already allocated"
+
+
+def test_same_port_other_protocol_is_free() -> None:
+    got = _chooser({(8080, TCP): [None]}).choose([PortRequest(80, UDP, 8080)])
+    assert got == (PortBinding(80, UDP, 8080),)
+
+
+@pytest.mark.parametrize(
+    ("held", "asked", "clash"),
+    [
+        (None, None, True),
+        (None, IP("10.0.0.1"), True),  # every address includes this one
+        (IP("10.0.0.1"), None, True),  # every address includes the held one
+        (IP("10.0.0.1"), IP("10.0.0.1"), True),
+        (IP("10.0.0.1"), IP("10.0.0.2"), False),
+    ],
+)
+def test_every_address_overlaps_a_specific_one(
+    held: ipaddress.IPv4Address | None, asked: ipaddress.IPv4Address | None, clash: bool
+) -> None:
+    assert overlaps(held, asked) is clash
+    chooser = _chooser({(8080, TCP): [held]})
+    request = [PortRequest(80, TCP, 8080, asked)]
+    if clash:
+        with pytest.raises(Conflict, match="port is already allocated"):
+            chooser.choose(request)
+    else:
+        assert chooser.choose(request) == (PortBinding(80, TCP, 8080, asked),)
+
+
+def test_two_requests_for_one_host_port_in_one_call_conflict() -> None:
+    with pytest.raises(Conflict, match=r"Bind for 0.0.0.0:8080/tcp failed: port is already allocated"):
+        _chooser().choose([PortRequest(80, TCP, 8080), PortRequest(81, TCP, 8080)])
+
+
+def test_explicit_port_the_host_cannot_bind_is_a_conflict() -> None:
+    def refuse_8080(_ip: object, port: int, _proto: Protocol) -> bool:
+        return port != 8080
+
+    with pytest.raises(Conflict, match="address already in use by another process") as info:
+        _chooser(can_bind=refuse_8080).choose([PortRequest(80, TCP, 8080, IP("127.0.0.1"))])
+    assert "127.0.0.1:8080/tcp" in str(info.value)
+
+
+def test_can_bind_is_asked_with_the_request_address_and_protocol() -> None:
+    asked: list[tuple[object, int, Protocol]] = []
+
+    def record(ip: object, port: int, proto: Protocol) -> bool:
+        asked.append((ip, port, proto))
+        return True
+
+    _chooser(can_bind=record).choose([PortRequest(53, UDP, 5353, IP("127.0.0.1"))])
+    assert asked == [(IP("127.0.0.1"), 5353, UDP)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_port_comes_from_the_local_range(seed: int) -> None:
+    (binding,) = _chooser(local_range=(40000, 40009), seed=seed).choose([PortRequest(80, TCP)])
+    assert 40000 <= binding.host_port <= 40009
+    assert binding.container_port == 80 and binding.host_ip is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_port_skips_taken_and_unbindable_ports(seed: int) -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {
+        (p, TCP): [None] for p in range(40000, 40010, 2)
+    }
+
+    def only_40007(_ip: object, port: int, _proto: Protocol) -> bool:
+        return port == 40007 or port % 2 == 0
+
+    (binding,) = _chooser(taken, only_40007, (40000, 40009), seed).choose([PortRequest(80, TCP)])
+    assert binding.host_port == 40007
+
+
+def test_random_ports_in_one_call_are_distinct() -> None:
+    chooser = _chooser(local_range=(40000, 40004), seed=3)
+    got = chooser.choose([PortRequest(p, TCP) for p in range(80, 85)])
+    assert sorted(b.host_port for b in got) == [40000, 40001, 40002, 40003, 40004]
+
+
+def test_random_port_range_exhausted_is_a_conflict() -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {(40000, TCP): [None]}
+    with pytest.raises(Conflict, match="no free host port left in 40000-40001"):
+        _chooser(taken, local_range=(40000, 40001)).choose([PortRequest(80, TCP), PortRequest(81, TCP)])
+
+
+def test_random_port_on_one_address_may_reuse_a_port_held_on_another() -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {(40000, TCP): [IP("10.0.0.1")]}
+    (binding,) = _chooser(taken, local_range=(40000, 40000)).choose([PortRequest(80, TCP, 0, IP("10.0.0.2"))])
+    assert binding == PortBinding(80, TCP, 40000, IP("10.0.0.2"))
+
+
+def test_host_range_picks_the_first_free_port() -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {
+        (8000, TCP): [None],
+        (8001, TCP): [IP("127.0.0.1")],
+    }
+
+    def not_8002(_ip: object, port: int, _proto: Protocol) -> bool:
+        return port != 8002
+
+    (binding,) = _chooser(taken, not_8002).choose(parse_port_spec("8000-8010:80").requests())
+    assert binding == PortBinding(80, TCP, 8003)
+
+
+def test_host_range_requests_in_one_call_take_successive_ports() -> None:
+    requests = parse_port_spec("8000-8010:80").requests() + parse_port_spec("8000-8010:81").requests()
+    got = _chooser().choose(requests)
+    assert [(b.container_port, b.host_port) for b in got] == [(80, 8000), (81, 8001)]
+
+
+def test_full_host_range_is_a_conflict() -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {
+        (8000, TCP): [None],
+        (8001, TCP): [None],
+    }
+    with pytest.raises(Conflict, match=r"0.0.0.0:8000-8001/tcp failed: every port of the range"):
+        _chooser(taken).choose(parse_port_spec("8000-8001:80").requests())
+
+
+def test_chooser_does_not_change_the_taken_map_it_was_given() -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {(8000, TCP): [None]}
+    _chooser(taken).choose([PortRequest(80, TCP, 8001), PortRequest(80, UDP, 8000)])
+    assert taken == {(8000, TCP): [None]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    held=st.sets(st.integers(min_value=40000, max_value=40031), max_size=24),
+    refused=st.sets(st.integers(min_value=40000, max_value=40031), max_size=8),
+    count=st.integers(min_value=1, max_value=8),
+)
+def test_random_choices_are_free_distinct_and_in_range(
+    seed: int, held: set[int], refused: set[int], count: int
+) -> None:
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {(p, TCP): [None] for p in held}
+
+    def can_bind(_ip: object, port: int, _proto: Protocol) -> bool:
+        return port not in refused
+
+    chooser = _chooser(taken, can_bind, (40000, 40031), seed)
+    requests = [PortRequest(80 + i, TCP) for i in range(count)]
+    free = 32 - len(held | refused)
+    if count > free:
+        with pytest.raises(Conflict):
+            chooser.choose(requests)
+        return
+    ports = [b.host_port for b in chooser.choose(requests)]
+    assert len(set(ports)) == count
+    assert all(40000 <= p <= 40031 and p not in held and p not in refused for p in ports)
