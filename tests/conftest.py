@@ -38,11 +38,8 @@ def root_namespace_untouched() -> Iterator[None]:
     if before is not None:
         after = _root_snapshot()
         assert after == before, f"the root network namespace changed: {before} -> {after}"
-        stray = (
-            [n for n in os.listdir("/run/netns") if n.startswith(PREFIX)]
-            if os.path.isdir("/run/netns")
-            else []
-        )
+        present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        stray = sorted(present & Lab.made)
         assert not stray, f"namespaces left behind: {stray}"
 
 
