@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab import PREFIX, Lab
+from lab import Lab
 
 
 def _root_snapshot() -> dict[str, object]:
