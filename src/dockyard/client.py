@@ -193,11 +193,16 @@ class Client:
                 if headers.get("connection", "").lower() == "close":
                     self.close()
                 return _decode(status, headers, data)
-            except (BrokenPipeError, ConnectionResetError, DaemonUnavailable):
-                # A kept-alive connection the daemon dropped: retry once on a new one.
+            except (BrokenPipeError, ConnectionResetError, DaemonUnavailable) as e:
                 self.close()
-                if attempt:
-                    raise
+                # Only a read is safe to send twice: a change might have been
+                # made before the daemon went away (gc settles it).
+                if attempt or method not in ("GET", "HEAD"):
+                    if isinstance(e, DaemonUnavailable):
+                        raise
+                    raise DaemonUnavailable(
+                        f"the daemon closed the connection ({e.strerror}); see {self.paths.daemon_log}"
+                    ) from None
         return None
 
     def deferred(self, method: str, path: str, query: dict[str, Any] | None = None) -> Connection:

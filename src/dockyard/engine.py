@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -101,6 +101,17 @@ class Engine:
             self._generation += 1
             self.changed.notify_all()
 
+    @contextlib.contextmanager
+    def intent(self, op: str, subject: str) -> Iterator[None]:
+        """Record an operation under way; a crash leaves the record for gc."""
+        intent_id = self.store.add_intent(op, subject)
+        try:
+            yield
+        finally:
+            # Reached on success and on a handled failure (its undo has run);
+            # a crash (SIGKILL) never gets here.
+            self.store.done_intent(intent_id)
+
     def driver_for(self, network: Network) -> Driver:
         return self.drivers[network.driver]
 
@@ -164,15 +175,16 @@ class Engine:
             if c.state is ContainerState.RUNNING:
                 return c
             undo = Undo()
-            try:
-                return self._start(c, stdio, undo)
-            except (CommandNotFound, CommandNotRunnable) as e:
-                undo.run()
-                self._finish(c, e.exit_code, str(e))
-                raise
-            except BaseException:
-                undo.run()
-                raise
+            with self.intent("start", c.id):
+                try:
+                    return self._start(c, stdio, undo)
+                except (CommandNotFound, CommandNotRunnable) as e:
+                    undo.run()
+                    self.finish(c, e.exit_code, str(e))
+                    raise
+                except BaseException:
+                    undo.run()
+                    raise
 
     def _resolve_sandbox(self, c: Container) -> tuple[str, str]:
         """(netns path to enter, owner of that netns) for the container's mode."""
@@ -231,6 +243,7 @@ class Engine:
             self.paths.exit_file(c.id).unlink()
         step("run.spawn")
         pid = self.shim.spawn(req, stdio)
+        step("run.spawned")
         self.store.update_container(
             c.id,
             state=ContainerState.RUNNING,
@@ -301,9 +314,9 @@ class Engine:
                 return
             step("exit.teardown")
             self.teardown(c)
-            self._finish(c, status)
+            self.finish(c, status)
 
-    def _finish(self, c: Container, status: int, error: str = "") -> None:
+    def finish(self, c: Container, status: int, error: str = "") -> None:
         self.store.update_container(
             c.id,
             state=ContainerState.EXITED,
@@ -409,19 +422,20 @@ class Engine:
 
     def remove(self, ref: str, force: bool = False) -> None:
         c = self.store.get_container(ref)
-        if c.running:
-            if not force:
-                raise Conflict(
-                    f"you cannot remove a running container {c.short_id}; stop the container "
-                    "before attempting removal or force remove (rm -f)"
-                )
-            step("rm.kill")
-            self._signal(c, signal.SIGKILL)
-            self.wait_exit(c.id, None)
-        with self.lock:
-            if self.store.find_container(c.id) is not None:
-                step("rm.records")
-                self.remove_record(c.id, None)
+        if c.running and not force:
+            raise Conflict(
+                f"you cannot remove a running container {c.short_id}; stop the container "
+                "before attempting removal or force remove (rm -f)"
+            )
+        with self.intent("rm", c.id):
+            if c.running:
+                step("rm.kill")
+                self._signal(c, signal.SIGKILL)
+                self.wait_exit(c.id, None)
+            with self.lock:
+                if self.store.find_container(c.id) is not None:
+                    step("rm.records")
+                    self.remove_record(c.id, None)
         self._notify()
 
     def remove_record(self, container_id: str, exit_code: int | None) -> None:
@@ -467,18 +481,19 @@ class Engine:
             used = {ep.ifname for ep in self.store.endpoints(container_id=c.id, state=None)}
             ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
             undo = Undo()
-            try:
-                undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
-                endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
-                has_route = any(
-                    (n := self.store.find_network(ep.network_id)) is not None and not n.internal
-                    for ep in current
-                )
-                self.endpoints.plug(network, endpoint, (), self.sandboxes.pin(c.id), undo, not has_route)
-            except BaseException:
-                undo.run()
-                raise
-            step("connect.done")
+            with self.intent("connect", f"{c.id}/{ifname}"):
+                try:
+                    undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
+                    endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
+                    has_route = any(
+                        (n := self.store.find_network(ep.network_id)) is not None and not n.internal
+                        for ep in current
+                    )
+                    self.endpoints.plug(network, endpoint, (), self.sandboxes.pin(c.id), undo, not has_route)
+                except BaseException:
+                    undo.run()
+                    raise
+                step("connect.done")
         return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:

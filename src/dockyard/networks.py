@@ -212,6 +212,7 @@ class Networks:
         )
         with self.store.transaction():
             self.store.add_network(network)
+            intent = self.store.add_intent("network.create", network.id)
         step("network.create.recorded")
         try:
             self.drivers[DriverName.BRIDGE].create_network(network)
@@ -220,6 +221,8 @@ class Networks:
                 self.drivers[DriverName.BRIDGE].delete_network(network)
             self.store.delete_network(network.id)
             raise
+        finally:
+            self.store.done_intent(intent)
         step("network.create.done")
         return network
 
@@ -233,10 +236,13 @@ class Networks:
                 f"error while removing network: network {network.name} id {network.id} has active "
                 f"endpoints ({', '.join(users)})"
             )
+        intent = self.store.add_intent("network.rm", network.id)
         step("network.rm.begin")
         self.drivers[network.driver].delete_network(network)
         step("network.rm.kernel")
-        self.store.delete_network(network.id)
+        with self.store.transaction():
+            self.store.delete_network(network.id)
+            self.store.done_intent(intent)
         return network
 
     def prune(self) -> list[str]:

@@ -17,6 +17,10 @@ It finishes or undoes what a crash left half-done:
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+from collections.abc import Callable
+from typing import ClassVar
 
 from dockyard import rules
 from dockyard.engine import Engine
@@ -24,6 +28,9 @@ from dockyard.errors import DockyardError
 from dockyard.kernel import procs, sysctl
 from dockyard.model import ContainerState, DriverName, ModeKind
 from dockyard.store import now
+
+# Docker gives 128 to a container whose start failed before its command ran.
+EXIT_START_INTERRUPTED = 128
 
 
 class Reconciler:
@@ -69,6 +76,7 @@ class Reconciler:
         e = self.e
         e.settle()
         with e.lock:
+            self._intents()
             self._containers()
             self._releasing()
             self._pins()
@@ -76,6 +84,91 @@ class Reconciler:
             self._elements()
             self._holds()
         return self.removed
+
+    # -- operations a crash cut short ---------------------------------------
+
+    def _intents(self) -> None:
+        e = self.e
+        intents = e.store.intents()
+        if not intents:
+            return
+        try:
+            children = e.shim.children()
+        except DockyardError:
+            children = {}
+        for intent_id, op, subject in intents:
+            handler = self.INTENT_HANDLERS.get(op)
+            if handler is None:
+                self._log(f"unknown operation {op!r} on {subject} left by a crash: dropped")
+            else:
+                handler(self, subject, children)
+            e.store.done_intent(intent_id)
+        e.settle()
+
+    def _undo_start(self, container_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        c = e.store.find_container(container_id)
+        if c is None or c.running:
+            return  # gone, or the start had finished
+        pid = children.get(c.id)
+        if pid:
+            # Started, but never recorded as running: the start failed as far as
+            # its caller knows, so the process goes.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        e.teardown(c)
+        e.finish(c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it")
+        self._log(f"container {c.name}: undid a start cut short")
+
+    def _finish_remove(self, container_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        c = e.store.find_container(container_id)
+        if c is None:
+            return
+        pid = children.get(c.id)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        e.teardown(c)
+        e.remove_record(c.id, None)
+        self._log(f"container {c.name}: finished a removal cut short")
+
+    def _undo_network_create(self, network_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        network = e.store.find_network(network_id)
+        if network is None or e.store.endpoint_count(network.id):
+            return
+        with contextlib.suppress(DockyardError):
+            e.drivers[network.driver].delete_network(network)
+        e.store.delete_network(network.id)
+        self._log(f"network {network.name}: undid a creation cut short")
+
+    def _finish_network_remove(self, network_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        network = e.store.find_network(network_id)
+        if network is None:
+            return
+        e.drivers[network.driver].delete_network(network)
+        e.store.delete_network(network.id)
+        self._log(f"network {network.name}: finished a removal cut short")
+
+    def _undo_connect(self, subject: str, children: dict[str, int]) -> None:
+        e = self.e
+        container_id, _, ifname = subject.partition("/")
+        for ep in e.store.endpoints(container_id=container_id):
+            if ep.ifname == ifname:
+                e.endpoints.release(container_id, only=ep)
+                self._log(f"endpoint {ep.host_ifname}: undid a connect cut short")
+
+    INTENT_HANDLERS: ClassVar[dict[str, Callable[[Reconciler, str, dict[str, int]], None]]] = {
+        "start": _undo_start,
+        "rm": _finish_remove,
+        "network.create": _undo_network_create,
+        "network.rm": _finish_network_remove,
+        "connect": _undo_connect,
+    }
+
+    # -- containers --------------------------------------------------------
 
     def _containers(self) -> None:
         e = self.e

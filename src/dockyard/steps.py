@@ -2,9 +2,11 @@
 
 Every mutation goes through named steps (`step("run.veth")`). On failure the
 undo callables pushed so far run in reverse and secondary errors are kept
-(style.md 3.4). For tests of crash safety, `DOCKYARD_FAULT=<step>` in the
-daemon's environment makes it die with SIGKILL when it reaches that step,
-exactly as a crash would, so that recovery can be proven step by step.
+(style.md 3.4). For tests of crash safety, `DOCKYARD_FAULT=<step>` (or
+`<step>@<n>` for its n-th passage) in the daemon's environment makes it die
+with SIGKILL when it reaches that step, exactly as a crash would, so that
+recovery can be proven step by step. `DOCKYARD_TRACE=1` prints each step
+with a timestamp, which is also how tests list the steps an operation takes.
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ from collections.abc import Callable
 
 FAULT_ENV = "DOCKYARD_FAULT"
 TRACE_ENV = "DOCKYARD_TRACE"
-_fault = os.environ.get(FAULT_ENV, "")
+_fault_name, _, _fault_nth = os.environ.get(FAULT_ENV, "").partition("@")
+_fault_at = int(_fault_nth) if _fault_nth.isdigit() else 1
 _trace = bool(os.environ.get(TRACE_ENV))
-# Every step name reached, for tests that enumerate them.
-REACHED: list[str] = []
+_passages: dict[str, int] = {}
 
 
 def step(name: str) -> None:
     """Mark a step; die here if this is the step a test asked to crash at."""
     if _trace:
         print(f"trace {time.monotonic() * 1000:.1f} {name}", file=sys.stderr, flush=True)
-    if _fault:
-        REACHED.append(name)
-        if name == _fault:
+    if _fault_name == name:
+        _passages[name] = _passages.get(name, 0) + 1
+        if _passages[name] == _fault_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

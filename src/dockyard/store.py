@@ -102,6 +102,15 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Operations under way: written with the operation's first records, deleted
+-- with its last. One left behind means the daemon died in the middle, and
+-- gc finishes or undoes that operation.
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created TEXT NOT NULL
+);
 """
 
 
@@ -230,6 +239,21 @@ class Store:
             "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    # -- intents ---------------------------------------------------------
+
+    def add_intent(self, op: str, subject: str) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO intents(op, subject, created) VALUES(?, ?, ?)", (op, subject, now())
+            )
+            return int(cur.lastrowid or 0)
+
+    def done_intent(self, intent_id: int) -> None:
+        self._q("DELETE FROM intents WHERE id=?", (intent_id,))
+
+    def intents(self) -> list[tuple[int, str, str]]:
+        return [(int(r[0]), r[1], r[2]) for r in self._q("SELECT id, op, subject FROM intents ORDER BY id")]
 
     # -- networks --------------------------------------------------------
 

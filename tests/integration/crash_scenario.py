@@ -1,0 +1,28 @@
+"""The operations the crash tests break: every mutating command, in order."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lab import PROBE, Lab
+
+Step = Callable[[Lab, dict[str, str]], object]
+
+
+def _run(lab: Lab, ctx: dict[str, str]) -> None:
+    out = lab.dy_ok("run", "-d", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10", sys.executable, PROBE, "serve", "tcp", "80")
+    ctx["cid"] = out.strip().splitlines()[-1]
+
+
+SCENARIO: list[tuple[str, Step]] = [
+    ("network create", lambda lab, ctx: lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")),
+    ("run", _run),
+    ("network create 2", lambda lab, ctx: lab.dy_ok("network", "create", "--subnet", "10.89.0.0/24", "n2")),
+    ("network connect", lambda lab, ctx: lab.dy_ok("network", "connect", "n2", ctx["cid"])),
+    ("network disconnect", lambda lab, ctx: lab.dy_ok("network", "disconnect", "n2", ctx["cid"])),
+    ("stop", lambda lab, ctx: lab.dy_ok("stop", "-t", "1", ctx["cid"])),
+    ("rm", lambda lab, ctx: lab.dy_ok("rm", ctx["cid"])),
+    ("network rm 2", lambda lab, ctx: lab.dy_ok("network", "rm", "n2")),
+    ("network rm", lambda lab, ctx: lab.dy_ok("network", "rm", "n1")),
+]
