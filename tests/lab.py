@@ -97,7 +97,7 @@ class Lab:
         leaks: list[str] = []
         daemon_pid = self._read_pid("dockyardd.pid")
         shim_pid = self._read_pid("shim.pid")
-        if daemon_pid or (self.root / "dockyard.sock").exists():
+        if daemon_pid or (self.root / "dockyard.db").exists():
             ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
             for cid in ids:
                 with contextlib.suppress(Exception):

@@ -49,6 +49,7 @@ class ClientPaths:
         self.daemon_pid = os.path.join(root, locations.DAEMON_PID)
         self.daemon_log = os.path.join(root, locations.DAEMON_LOG)
 
+
 DAEMON_START_TIMEOUT = 20.0
 
 
@@ -296,6 +297,15 @@ class Client:
         except OSError:
             return None
         return int(text) if text.isdigit() else None
+
+    def stop_daemon_wait(self, timeout: float = 30.0) -> None:
+        """Wait for a daemon that is stopping by itself to be gone."""
+        pid = self.daemon_pid()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (pid is None or not _pid_alive(pid)) and not os.path.exists(self.paths.socket):
+                return
+            time.sleep(0.01)
 
     def stop_daemon(self, timeout: float = 30.0) -> bool:
         """Ask the daemon to stop and wait until its process is gone."""

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -85,6 +86,20 @@ class Daemon:
         engine.close()
         store.close()
         kernel.netlink.close()
+        if info.get("reset"):
+            self._forget_state()
+
+    def _forget_state(self) -> None:
+        """After `system reset`: only daemon.json (the user's settings) and the log stay."""
+        keep = {self.paths.daemon_json.name, self.paths.daemon_log.name, self.paths.daemon_pid.name}
+        for entry in self.paths.root.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
     def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
         """Catch exits the shim could not report (for instance after the shim died)."""

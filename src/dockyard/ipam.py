@@ -33,9 +33,7 @@ def parse_subnet(text: str, what: str = "subnet") -> IPv4Net:
     if net.prefixlen > 30:
         raise InvalidArgument(f"invalid {what} {text!r}: it must be /30 or larger to hold a container")
     if ipaddress.IPv4Network(text, strict=False).network_address != ipaddress.IPv4Interface(text).ip:
-        raise InvalidArgument(
-            f"invalid {what} {text!r}: host bits are set; did you mean {net}?"
-        )
+        raise InvalidArgument(f"invalid {what} {text!r}: host bits are set; did you mean {net}?")
     return net
 
 
@@ -51,17 +49,14 @@ def pool_candidates(pools: Iterable[AddressPool]) -> Iterator[IPv4Net]:
         yield from pool.base.subnets(new_prefix=pool.size)
 
 
-def first_free_subnet(
-    pools: Iterable[AddressPool], taken: Iterable[tuple[str, IPv4Net]]
-) -> IPv4Net:
+def first_free_subnet(pools: Iterable[AddressPool], taken: Iterable[tuple[str, IPv4Net]]) -> IPv4Net:
     """The first pool subnet overlapping nothing in `taken` (what, subnet) pairs."""
     taken_nets = [net for _, net in taken]
     for candidate in pool_candidates(pools):
         if not any(candidate.overlaps(t) for t in taken_nets):
             return candidate
     raise Conflict(
-        "all predefined address pools have been fully subnetted; "
-        "remove unused networks or give --subnet"
+        "all predefined address pools have been fully subnetted; remove unused networks or give --subnet"
     )
 
 

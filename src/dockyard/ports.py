@@ -87,9 +87,7 @@ def _parse_range(text: str, what: str, spec: str, allow_zero: bool) -> tuple[int
     low_bound = 0 if allow_zero else 1
     for p in (lo, hi):
         if not low_bound <= p <= PORT_MAX:
-            raise InvalidArgument(
-                f"invalid port spec {spec!r}: {what} {p} is outside 1-{PORT_MAX}"
-            )
+            raise InvalidArgument(f"invalid port spec {spec!r}: {what} {p} is outside 1-{PORT_MAX}")
     if hi < lo:
         raise InvalidArgument(f"invalid port spec {spec!r}: range {text!r} ends before it starts")
     if allow_zero and lo == 0 and hi != 0:
@@ -119,15 +117,11 @@ def parse_port_spec(spec: str) -> PortSpec:
         try:
             host_ip = ipaddress.IPv4Address(ip_text)
         except ValueError:
-            raise InvalidArgument(
-                f"invalid port spec {spec!r}: invalid host address {ip_text!r}"
-            ) from None
+            raise InvalidArgument(f"invalid port spec {spec!r}: invalid host address {ip_text!r}") from None
         if host_ip == ipaddress.IPv4Address("0.0.0.0"):
             host_ip = None
     else:
-        raise InvalidArgument(
-            f"invalid port spec {spec!r}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"
-        )
+        raise InvalidArgument(f"invalid port spec {spec!r}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]")
     c_lo, c_hi = _parse_range(container_text, "container port", spec, allow_zero=False)
     h_lo = h_hi = 0
     if host_text:
@@ -205,9 +199,7 @@ class HostPortChooser:
                 if self._clashes(ip, port, req.proto):
                     raise Conflict(f"Bind for {where} failed: port is already allocated")
                 if not self._can_bind(ip, port, req.proto):
-                    raise Conflict(
-                        f"cannot publish {where}: address already in use by another process"
-                    )
+                    raise Conflict(f"cannot publish {where}: address already in use by another process")
             elif req.host_port:
                 port = self._first_free(ip, req.proto, req.host_port, req.host_port_end)
             else:

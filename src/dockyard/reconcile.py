@@ -64,10 +64,41 @@ class Reconciler:
         # Now that a bridge exists, make the bridge-family table anew (see
         # rules.BRIDGE_TABLE_TEXT); gc below puts its elements back.
         self.e.k.nft.apply_text(rules.BRIDGE_TABLE_TEXT, "create nftables table bridge dockyard")
+        # After a reboot the bridges are gone: make every one again (idempotent).
         for network in self.e.store.networks():
-            if network.driver is DriverName.BRIDGE and network.name != "bridge":
+            if network.driver is DriverName.BRIDGE:
                 self.e.drivers[network.driver].create_network(network)
         return self.gc()
+
+    # -- reset -------------------------------------------------------------
+
+    def reset(self) -> list[str]:
+        """Remove everything dockyard made in the kernel; the caller then drops the state."""
+        self.removed = []
+        e = self.e
+        for c in e.store.containers():
+            if c.running:
+                e.kill(c.id)
+                e.wait_exit(c.id, 30)
+                self._log(f"container {c.name}: killed")
+        e.settle()
+        with e.lock:
+            for c in e.store.containers():
+                e.teardown(c)
+                e.remove_record(c.id, None)
+                self._log(f"container {c.name}: removed")
+            e.settle()
+            for network in e.store.networks():
+                if network.driver is DriverName.BRIDGE:
+                    with contextlib.suppress(DockyardError):
+                        e.drivers[network.driver].delete_network(network)
+                    self._log(f"network {network.name}: bridge {network.bridge} removed")
+                e.store.delete_network(network.id)
+            for name in e.sandboxes.pinned():
+                e.sandboxes.remove_by_name(name)
+            e.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
+            self._log("nftables: tables inet dockyard and bridge dockyard removed")
+        return self.removed
 
     # -- gc ----------------------------------------------------------------
 

@@ -108,9 +108,7 @@ class DaemonSettings:
     ip_masq: bool = True
     dns: tuple[ipaddress.IPv4Address, ...] = ()
     default_address_pools: tuple[AddressPool, ...] = field(
-        default_factory=lambda: tuple(
-            AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS
-        )
+        default_factory=lambda: tuple(AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS)
     )
 
     @property
@@ -141,8 +139,7 @@ def parse_bip(value: str) -> ipaddress.IPv4Interface:
         iface = ipaddress.IPv4Interface(value)
     except ValueError:
         raise InvalidArgument(
-            f"invalid --bip {value!r}: give the bridge's address with a prefix, "
-            "for example 10.10.0.1/24"
+            f"invalid --bip {value!r}: give the bridge's address with a prefix, for example 10.10.0.1/24"
         ) from None
     if "/" not in value:
         raise InvalidArgument(f"invalid --bip {value!r}: the prefix length is missing (e.g. /24)")
@@ -151,8 +148,7 @@ def parse_bip(value: str) -> ipaddress.IPv4Interface:
         raise InvalidArgument(f"invalid --bip {value!r}: the subnet must be /30 or larger")
     if iface.ip in (net.network_address, net.broadcast_address):
         raise InvalidArgument(
-            f"invalid --bip {value!r}: the bridge address cannot be the subnet's network "
-            "or broadcast address"
+            f"invalid --bip {value!r}: the bridge address cannot be the subnet's network or broadcast address"
         )
     return iface
 
@@ -163,9 +159,7 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
     pools = []
     for item in raw:
         if not isinstance(item, dict) or "base" not in item or "size" not in item:
-            raise InvalidArgument(
-                'daemon.json: each default-address-pools entry needs "base" and "size"'
-            )
+            raise InvalidArgument('daemon.json: each default-address-pools entry needs "base" and "size"')
         # Docker's types: base a string, size an integer (not 24.5, "24" or true,
         # and not 1e400, which Python's json reads as an infinite float).
         raw_size = item["size"]
@@ -174,14 +168,10 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
         try:
             base = ipaddress.IPv4Network(item["base"])
         except ValueError:
-            raise InvalidArgument(
-                f"daemon.json: invalid address pool {item!r}"
-            ) from None
+            raise InvalidArgument(f"daemon.json: invalid address pool {item!r}") from None
         size = raw_size
         if not base.prefixlen <= size <= 30:
-            raise InvalidArgument(
-                f"daemon.json: pool {base} cannot be cut into /{size} subnets"
-            )
+            raise InvalidArgument(f"daemon.json: pool {base} cannot be cut into /{size} subnets")
         pools.append(AddressPool(base, size))
     return tuple(pools)
 

@@ -22,6 +22,8 @@ TRACE_ENV = "DOCKYARD_TRACE"
 _fault_name, _, _fault_nth = os.environ.get(FAULT_ENV, "").partition("@")
 _fault_at = int(_fault_nth) if _fault_nth.isdigit() else 1
 _trace = bool(os.environ.get(TRACE_ENV))
+# DOCKYARD_DELAY=<step>=<seconds>: a slow step, for tests of concurrency.
+_delay_name, _, _delay_seconds = os.environ.get("DOCKYARD_DELAY", "").partition("=")
 _passages: dict[str, int] = {}
 
 
@@ -29,6 +31,8 @@ def step(name: str) -> None:
     """Mark a step; die here if this is the step a test asked to crash at."""
     if _trace:
         print(f"trace {time.monotonic() * 1000:.1f} {name}", file=sys.stderr, flush=True)
+    if _delay_name == name:
+        time.sleep(float(_delay_seconds or 0))
     if _fault_name == name:
         _passages[name] = _passages.get(name, 0) + 1
         if _passages[name] == _fault_at:

@@ -72,6 +72,7 @@ class Api:
         r("POST", r"/networks/(?P<ref>[^/]+)/connect", self.network_connect)
         r("POST", r"/networks/(?P<ref>[^/]+)/disconnect", self.network_disconnect)
         r("POST", r"/system/gc", self.gc)
+        r("POST", r"/system/reset", self.reset)
         r("POST", r"/dockyard/default-bridge", self.default_bridge)
         r("POST", r"/dockyard/shutdown", self.stop_daemon)
         r("POST", r"/dockyard/settle", self.settle)
@@ -139,6 +140,14 @@ class Api:
         from dockyard.reconcile import Reconciler
 
         return Response(200, {"Removed": Reconciler(self.e).gc()})
+
+    def reset(self, req: Request) -> Response:
+        from dockyard.reconcile import Reconciler
+
+        removed = Reconciler(self.e).reset()
+        self.info_extra["reset"] = True
+        self.shutdown()
+        return Response(200, {"Removed": removed})
 
     def settle(self, req: Request) -> Response:
         self.e.settle()

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from dockyard.errors import InvalidArgument
+
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
     from typing import Any
@@ -24,6 +26,9 @@ def register(sub: Any) -> None:
     ssub = s.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=type(s))
     s.set_defaults(func=lambda client, args: (s.print_help(), 0)[1])
     ssub.add_parser("gc", help="remove what no record owns; print what was removed").set_defaults(func=cmd_gc)
+    reset = ssub.add_parser("reset", help="remove every container, network and kernel object of this root")
+    reset.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(func=cmd_reset)
 
 
 def cmd_run(client: Any, args: argparse.Namespace) -> int:
@@ -63,4 +68,20 @@ def cmd_gc(client: Any, args: argparse.Namespace) -> int:
         print(line)
     if not removed:
         print("nothing to remove")
+    return 0
+
+
+def cmd_reset(client: Any, args: argparse.Namespace) -> int:
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise InvalidArgument("system reset removes every container and network: confirm with --force")
+        prompt = f"This removes every container and network of {client.paths.root}. Are you sure? [y/N] "
+        answer = input(prompt)
+        if answer.strip().lower() not in ("y", "yes"):
+            return 0
+    result = client.request("POST", "/system/reset")
+    for line in result.get("Removed") or []:
+        print(line)
+    client.close()
+    client.stop_daemon_wait()
     return 0

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 
-def start_time(pid: int) -> int:
-    """The process's start time in clock ticks since boot, or 0 when it is gone."""
+def _stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
-        return 0
-    # A zombie counts as alive: its parent (the shim) has not recorded its status yet.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+        return None
+    # Fields after the command name: state is [0], ppid [1], starttime [19].
+    return stat.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot, or 0 when it is gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else 0
 
 
 def alive(pid: int, started: int) -> bool:
-    return pid > 0 and started > 0 and start_time(pid) == started
+    """The same process still exists and its end is still to be reported.
+
+    A zombie still counts while its parent (the shim) has yet to record its
+    status; a zombie handed to init (the shim died) will never be reported
+    by anyone, so it counts as gone.
+    """
+    if pid <= 0 or started <= 0:
+        return False
+    fields = _stat(pid)
+    if fields is None or int(fields[19]) != started:
+        return False
+    return not (fields[0] == "Z" and fields[1] == "1")

@@ -1,0 +1,93 @@
+"""Many clients at once: no double booking, nothing half-made, reads never wait on writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from lab import DOCKYARD, Lab
+
+
+def _cmd(lab: Lab, *args: str) -> list[str]:
+    return [*DOCKYARD, "--root", str(lab.root), "--host-netns", lab.host, *args]
+
+
+def _all(lab: Lab, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def test_32_runs_at_once_then_32_removals_at_once(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.91.0.0/24", "busy")
+    results = _all(lab, [_cmd(lab, "run", "-d", "--net", "busy", "sleep", "300") for _ in range(32)])
+    assert [r.returncode for r in results] == [0] * 32, [r.stderr for r in results if r.returncode]
+    assert not any("locked" in r.stderr for r in results)
+    ids = [r.stdout.strip() for r in results]
+    addresses = [lab.inspect(i)["NetworkSettings"]["Networks"]["busy"]["IPAddress"] for i in ids]
+    assert len(set(addresses)) == 32
+    assert len([n for n in lab.links() if n.startswith("veth")]) == 32
+    results = _all(lab, [_cmd(lab, "rm", "-f", i) for i in ids])
+    assert [r.returncode for r in results] == [0] * 32, [r.stderr for r in results if r.returncode]
+    assert lab.dy_ok("ps", "-aq") == ""
+    lab.dy_ok("system", "gc")
+    assert not [n for n in lab.links() if n.startswith("veth")]
+    assert not os.listdir(lab.root / "netns")
+
+
+def test_run_racing_network_rm_never_leaves_half_made_state(lab: Lab) -> None:
+    for round_ in range(6):
+        name = f"race{round_}"
+        lab.dy_ok("network", "create", name)
+        run, rm = _all(
+            lab, [_cmd(lab, "run", "-d", "--net", name, "sleep", "300"), _cmd(lab, "network", "rm", name)]
+        )
+        networks = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+        if rm.returncode == 0:
+            # The network went first: the run was refused, and left nothing.
+            assert name not in networks
+            assert run.returncode == 125 and "not found" in run.stderr, run.stderr
+        else:
+            # The run won: both are alive and the container is on the network.
+            assert run.returncode == 0 and "active endpoints" in rm.stderr
+            info = lab.inspect(run.stdout.strip())
+            assert info["State"]["Running"] and name in info["NetworkSettings"]["Networks"]
+            lab.dy_ok("rm", "-f", run.stdout.strip())
+        lab.dy_ok("system", "gc")
+        lab.dy("network", "rm", name)
+        assert not [n for n in lab.links() if n.startswith("veth")]
+        assert lab.dy_ok("ps", "-aq") == ""
+
+
+def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
+    lab.root.mkdir(parents=True)
+    env = {**os.environ, "DOCKYARD_DELAY": "run.spawn=3"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.daemon", "--root", str(lab.root), "--host-netns", lab.host],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(daemon)
+    assert daemon.stderr is not None
+    while "dockyardd" not in (line := daemon.stderr.readline()) or "serving" not in line:
+        assert line
+    slow = subprocess.Popen(
+        _cmd(lab, "run", "-d", "--name", "slow", "sleep", "300"), stdout=subprocess.PIPE, text=True
+    )
+    lab.eventually(lambda: "slow" in lab.dy_ok("ps", "-a"), what="the slow container recorded")
+    # While its start is held up, reads answer at once.
+    ps = lab.dy("ps", "-a")
+    info = lab.dy("inspect", "slow")
+    nets = lab.dy("network", "ls")
+    assert slow.poll() is None, "the run finished before the reads: the test proves nothing"
+    assert ps.returncode == 0 and info.returncode == 0 and nets.returncode == 0
+    assert json.loads(info.stdout)[0]["State"]["Status"] == "created"
+    assert slow.wait(timeout=30) == 0
+    lab.dy_ok("daemon", "stop")
