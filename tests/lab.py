@@ -49,6 +49,15 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _unwrap(item: object) -> object:
+    """An nft element without its comment wrapper ({"elem": {"val": ..., "comment": ...}})."""
+    if isinstance(item, list):
+        return [_unwrap(item[0]), item[1]]
+    if isinstance(item, dict) and "elem" in item:
+        return item["elem"]["val"]
+    return item
+
+
 class Lab:
     # Every namespace a lab of this test session made, for the session's final check.
     made: set[str] = set()
@@ -244,7 +253,7 @@ class Lab:
         for obj in table["nftables"]:
             body = obj.get("map") or obj.get("set")
             if body and body.get("name") == name:
-                return body.get("elem", [])
+                return [_unwrap(item) for item in body.get("elem", [])]
         return []
 
     def eventually(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]

@@ -108,6 +108,10 @@ class Daemon:
                 for c in engine.store.containers():
                     if c.running:
                         engine.check_alive(c.id)
+            # Another tool may set iptables' FORWARD policy to DROP at any time.
+            with contextlib.suppress(Exception):
+                for change in engine.sync_forward():
+                    print(f"dockyardd: {change}", file=sys.stderr, flush=True)
 
     def request_stop(self) -> None:
         # Answer the request first, then stop.

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
-from dockyard import names, sandbox
+from dockyard import names, rules, sandbox
 from dockyard.drivers import Driver, registry
 from dockyard.endpoints import Endpoints, new_id
 from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument, NotFound
@@ -41,6 +41,7 @@ from dockyard.model import (
     Container,
     ContainerConfig,
     ContainerState,
+    DriverName,
     Endpoint,
     ModeKind,
     Network,
@@ -70,7 +71,9 @@ class Engine:
         self.paths = settings.paths
         self.store = store
         self.k = kernel
-        self.drivers: dict = registry(kernel)
+        # Marks this root's bridges and nftables elements apart from another root's.
+        self.owner = rules.owner_mark(str(settings.root))
+        self.drivers: dict = registry(kernel, self.owner)
         self.sandboxes = sandbox.Sandboxes(self.paths)
         self.endpoints = Endpoints(store, kernel, self.drivers)
         self.networks = Networks(settings, store, kernel, self.drivers, self._attached_names)
@@ -121,10 +124,16 @@ class Engine:
     def settle(self) -> None:
         self.endpoints.settle()
 
-    def networks_changed(self) -> None:
-        """Keep the name resolver in step with the user networks (see dns.py)."""
+    def networks_changed(self) -> list[str]:
+        """Keep the resolver and the neighbours' firewall in step with the networks."""
         if self.dns is not None:
             self.dns.sync(bool(self.networks.user_networks()))
+        return self.sync_forward()
+
+    def sync_forward(self) -> list[str]:
+        bridges = {n.bridge for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.bridge}
+        bridge_driver = self.drivers[DriverName.BRIDGE]
+        return list(bridge_driver.sync_forward(bridges))
 
     def close(self) -> None:
         self.endpoints.close()

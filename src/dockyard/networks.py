@@ -142,7 +142,7 @@ class Networks:
             for what, net in self.taken_subnets(
                 exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
             ):
-                if what.startswith("network") and net.overlaps(wanted.subnet):
+                if net.overlaps(wanted.subnet):
                     raise Conflict(f"--bip {bip} overlaps {what} ({net})")
         driver = self.drivers[DriverName.BRIDGE]
         if (

@@ -61,14 +61,34 @@ class Reconciler:
         sysctl.write("net.ipv4.ip_forward", "1")
         self.ensure_table()
         self.e.networks.ensure_builtin()
-        # Now that a bridge exists, make the bridge-family table anew (see
-        # rules.BRIDGE_TABLE_TEXT); gc below puts its elements back.
-        self.e.k.nft.apply_text(rules.BRIDGE_TABLE_TEXT, "create nftables table bridge dockyard")
+        self._remake_bridge_table()
         # After a reboot the bridges are gone: make every one again (idempotent).
         for network in self.e.store.networks():
             if network.driver is DriverName.BRIDGE:
                 self.e.drivers[network.driver].create_network(network)
         return self.gc()
+
+    def _remake_bridge_table(self) -> None:
+        """Make the bridge-family table anew now that a bridge exists (see
+        rules.BRIDGE_TABLE_TEXT), keeping every element, another root's too."""
+        nft = self.e.k.nft
+        listing = nft.list_table(rules.BRIDGE_FAMILY, rules.TABLE) or []
+        keep = [
+            {
+                "add": {
+                    "element": {
+                        "family": rules.BRIDGE_FAMILY,
+                        "table": rules.TABLE,
+                        "name": body["name"],
+                        "elem": body["elem"],
+                    }
+                }
+            }
+            for obj in listing
+            if (body := obj.get("set")) and body.get("elem")
+        ]
+        nft.apply_text(rules.BRIDGE_TABLE_TEXT, "create nftables table bridge dockyard")
+        nft.apply(keep, "restore the bridge table's elements")
 
     # -- reset -------------------------------------------------------------
 
@@ -96,8 +116,18 @@ class Reconciler:
                 e.store.delete_network(network.id)
             for name in e.sandboxes.pinned():
                 e.sandboxes.remove_by_name(name)
-            e.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
-            self._log("nftables: tables inet dockyard and bridge dockyard removed")
+            for change in e.sync_forward():
+                self._log(change)
+            # The tables are shared by every root of this host namespace: they go
+            # only with the last element; another root's elements stay.
+            left = rules.Elements()
+            for family, name in rules.TABLES:
+                left.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or []))
+            if left.empty():
+                e.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
+                self._log("nftables: tables inet dockyard and bridge dockyard removed")
+            else:
+                self._log("nftables: tables kept for another dockyard root's elements")
         return self.removed
 
     # -- gc ----------------------------------------------------------------
@@ -114,6 +144,8 @@ class Reconciler:
             self._veths()
             self._elements()
             self._holds()
+            for change in e.sync_forward():
+                self._log(change)
         return self.removed
 
     # -- operations a crash cut short ---------------------------------------
@@ -299,7 +331,7 @@ class Reconciler:
         self.ensure_table()
         present = rules.Elements()
         for family, name in rules.TABLES:
-            present.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or []))
+            present.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or [], e.owner))
         desired = self.desired_elements()
         extra = present.minus(desired)
         # A map key pointing elsewhere must be deleted before the right value goes in.
@@ -308,7 +340,7 @@ class Reconciler:
             self._log(f"nftables: removed {extra.count()} stale element(s)")
         missing = desired.minus(present)
         if not missing.empty():
-            e.k.nft.apply(rules.element_commands("add", missing), "restore elements")
+            e.k.nft.apply(rules.element_commands("add", missing, e.owner), "restore elements")
 
     def _holds(self) -> None:
         e = self.e

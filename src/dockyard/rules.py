@@ -21,6 +21,7 @@ back from the kernel can be compared with this rendering.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -295,6 +296,12 @@ BRIDGE_LISTING: tuple[Json, ...] = (
     },
 )
 TABLES = ((FAMILY, TABLE), (BRIDGE_FAMILY, TABLE))
+MAPS = ("publish_any", "publish_addr")
+
+
+def owner_mark(root: str) -> str:
+    """The comment that marks a root's elements and bridges: stable, short, not a path."""
+    return "dy:" + hashlib.sha256(root.encode()).hexdigest()[:12]
 
 
 def delete_table_commands() -> list[Json]:
@@ -440,34 +447,55 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
     return out
 
 
-def element_commands(verb: str, el: Elements) -> list[Json]:
-    """`add` or `delete` commands for the given elements, one per set or map."""
-    return [
-        {
-            verb: {
-                "element": {
-                    "family": BRIDGE_FAMILY if name in BRIDGE_SETS_NAMES else FAMILY,
-                    "table": TABLE,
-                    "name": name,
-                    "elem": elems,
-                }
-            }
-        }
-        for name, elems in _elem_json(el).items()
-    ]
+def _with_owner(name: str, item: Any, owner: str) -> Any:
+    """An element carrying its owner's mark as its comment (maps: on the key)."""
+    if name in MAPS:
+        key, value = item
+        return [{"elem": {"val": key, "comment": owner}}, value]
+    return {"elem": {"val": item, "comment": owner}}
 
 
-def parse_listed_elements(listing: list[Json]) -> Elements:
-    """Read the elements back from `nft -j list table inet dockyard` output."""
+def element_commands(verb: str, el: Elements, owner: str = "") -> list[Json]:
+    """`add` or `delete` commands for the given elements, one per set or map.
+
+    Added elements carry `owner` (the dockyard root's mark) as their comment,
+    so that two roots sharing a host namespace never remove each other's.
+    """
+    out = []
+    for name, elems in _elem_json(el).items():
+        if verb == "add" and owner:
+            elems = [_with_owner(name, item, owner) for item in elems]
+        family = BRIDGE_FAMILY if name in BRIDGE_SETS_NAMES else FAMILY
+        out.append({verb: {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}})
+    return out
+
+
+def _owner_of(name: str, item: Any) -> str | None:
+    head = item[0] if name in MAPS else item
+    if isinstance(head, dict) and "elem" in head:
+        return str(head["elem"].get("comment", ""))
+    return None
+
+
+def _strip_owner(name: str, item: Any) -> Any:
+    if name in MAPS:
+        key, value = item
+        return [key["elem"]["val"] if isinstance(key, dict) and "elem" in key else key, value]
+    return item["elem"]["val"] if isinstance(item, dict) and "elem" in item else item
+
+
+def parse_listed_elements(listing: list[Json], owner: str | None = None) -> Elements:
+    """Read the elements back from `nft -j list table` output; only `owner`'s when given."""
     el = Elements()
     for obj in listing:
         body = obj.get("set") or obj.get("map")
         if not body or "elem" not in body:
             continue
         name = body["name"]
-        for item in body["elem"]:
-            if isinstance(item, dict) and "elem" in item:  # an element with a comment/timeout
-                item = item["elem"]["val"]
+        for raw in body["elem"]:
+            if owner is not None and _owner_of(name, raw) != owner:
+                continue
+            item = _strip_owner(name, raw)
             if name == "bridges":
                 el.bridges.add(item)
             elif name == "no_icc_ports":
@@ -515,3 +543,53 @@ def expected_listing(family: str = FAMILY) -> list[Json]:
     if family == BRIDGE_FAMILY:
         return [dict(obj) for obj in BRIDGE_LISTING]
     return [dict(obj) for obj in SETS + CHAINS + RULES]
+
+
+# -- neighbours: the iptables filter table (iptables-nft's `ip filter`) -----
+
+# Where another tool (Docker does this) set the iptables FORWARD policy to
+# DROP, a packet must also be accepted there: one pair of rules per bridge,
+# marked with the owner's comment so that only ours are ever removed.
+IPTABLES_FORWARD = ("ip", "filter", "FORWARD")
+
+
+def forward_accept_commands(bridge: str, owner: str) -> list[Json]:
+    family, table, chain = IPTABLES_FORWARD
+    return [
+        {
+            "insert": {
+                "rule": {
+                    "family": family,
+                    "table": table,
+                    "chain": chain,
+                    "comment": f"{owner} {bridge}",
+                    "expr": [_match(_meta(direction), bridge), {"accept": None}],
+                }
+            }
+        }
+        for direction in ("oifname", "iifname")
+    ]
+
+
+def forward_rules_of(listing: list[Json], owner: str) -> dict[str, list[int]]:
+    """The handles of an owner's FORWARD rules, by bridge."""
+    out: dict[str, list[int]] = {}
+    for obj in listing:
+        rule = obj.get("rule")
+        if not rule:
+            continue
+        owner_part, _, bridge = str(rule.get("comment", "")).partition(" ")
+        if owner_part == owner and bridge:
+            out.setdefault(bridge, []).append(int(rule["handle"]))
+    return out
+
+
+def forward_policy_drop(listing: list[Json]) -> bool:
+    return any(obj.get("chain", {}).get("policy") == "drop" for obj in listing)
+
+
+def delete_rule_commands(handles: Iterable[int]) -> list[Json]:
+    family, table, chain = IPTABLES_FORWARD
+    return [
+        {"delete": {"rule": {"family": family, "table": table, "chain": chain, "handle": h}}} for h in handles
+    ]

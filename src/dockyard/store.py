@@ -111,6 +111,20 @@ CREATE TABLE IF NOT EXISTS intents (
     subject TEXT NOT NULL,
     created TEXT NOT NULL
 );
+-- CNI attachments (attachments.py): one per (network, CNI_CONTAINERID, CNI_IFNAME).
+-- Their endpoints and ports are recorded under `owner` (endpoints.container_id).
+-- state 'adding' until the kernel work is done: one left after a crash is undone.
+CREATE TABLE IF NOT EXISTS attachments (
+    owner TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    network TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    netns TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'adding',
+    created TEXT NOT NULL,
+    UNIQUE (network, container_id, ifname)
+);
 """
 
 
@@ -543,3 +557,88 @@ class Store:
 
     def port_count(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM ports")[0][0])
+
+    # -- CNI attachments (attachments.py) --------------------------------
+
+    _AT_COLS = "owner, network_id, network, container_id, ifname, netns, state, created"
+
+    def add_attachment(
+        self, owner: str, network_id: str, network: str, container_id: str, ifname: str, netns: str
+    ) -> None:
+        try:
+            self._q(
+                f"INSERT INTO attachments({self._AT_COLS}) VALUES(?,?,?,?,?,?,'adding',?)",
+                (owner, network_id, network, container_id, ifname, netns, now()),
+            )
+        except Conflict:
+            raise Conflict(
+                f"container {container_id} already has interface {ifname} on network {network}"
+            ) from None
+
+    def attachments(self, network: str | None = None) -> list[tuple[str, ...]]:
+        """Rows as (owner, network_id, network, container_id, ifname, netns, state, created)."""
+        sql = f"SELECT {self._AT_COLS} FROM attachments"
+        rows = (
+            self._q(sql + " ORDER BY rowid")
+            if network is None
+            else self._q(sql + " WHERE network=? ORDER BY rowid", (network,))
+        )
+        return [tuple(str(x) for x in r) for r in rows]
+
+    def find_attachment(self, owner: str) -> tuple[str, ...] | None:
+        rows = self._q(f"SELECT {self._AT_COLS} FROM attachments WHERE owner=?", (owner,))
+        return tuple(str(x) for x in rows[0]) if rows else None
+
+    def set_attachment_state(self, owner: str, state: str) -> None:
+        self._q("UPDATE attachments SET state=? WHERE owner=?", (state, owner))
+
+    def delete_attachment(self, owner: str) -> None:
+        self._q("DELETE FROM attachments WHERE owner=?", (owner,))
+
+    def set_endpoint_mac(self, endpoint_id: str, mac: str) -> None:
+        """A MAC the runtime asked for (CNI's `mac` capability) instead of the derived one."""
+        self._q("UPDATE endpoints SET mac=? WHERE id=?", (mac, endpoint_id))
+
+    # -- DNS lookups (dns.py) --------------------------------------------
+    # Read-only queries for the resolver process; each is one short statement so
+    # an answer reflects the store as it is at the moment of the query.
+
+    def dns_networks(self) -> list[Network]:
+        """Networks that get DNS by name: user-defined bridge networks with a gateway.
+
+        The default `bridge` network has none, as in Docker.
+        """
+        rows = self._q(
+            f"SELECT {self._NET_COLS} FROM networks"
+            " WHERE driver=? AND name!='bridge' AND gateway IS NOT NULL ORDER BY created, name",
+            (str(DriverName.BRIDGE),),
+        )
+        return [self._network(r) for r in rows]
+
+    def dns_addresses(self, network_id: str, name: str) -> list[ipaddress.IPv4Address]:
+        """Addresses on a network of the containers that `name` designates there.
+
+        A container matches by name, by an alias of its endpoint on that network,
+        by full id or by 12-hex short id; names and aliases case-insensitively.
+        Only active endpoints count.
+        """
+        key = name.lower()
+        rows = self._q(
+            "SELECT e.address FROM endpoints e JOIN containers c ON c.id = e.container_id"
+            " WHERE e.network_id=? AND e.state='active' AND ("
+            " lower(c.name)=? OR c.id=? OR (length(?)=12 AND substr(c.id, 1, 12)=?)"
+            " OR EXISTS (SELECT 1 FROM json_each(e.aliases) AS a WHERE lower(a.value)=?))"
+            " ORDER BY e.rowid",
+            (network_id, key, key, key, key, key),
+        )
+        return [ipaddress.IPv4Address(r[0]) for r in rows]
+
+    def dns_container_at(self, network_id: str, address: ipaddress.IPv4Address) -> Container | None:
+        """The container with an active endpoint at `address` on a network, if any."""
+        cols = ", ".join(f"c.{col.strip()}" for col in self._CT_COLS.split(","))
+        rows = self._q(
+            f"SELECT {cols} FROM containers c JOIN endpoints e ON e.container_id = c.id"
+            " WHERE e.network_id=? AND e.address=? AND e.state='active'",
+            (network_id, int(address)),
+        )
+        return self._container(rows[0]) if rows else None

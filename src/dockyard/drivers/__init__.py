@@ -15,9 +15,9 @@ from dockyard.model import DriverName
 __all__ = ["Driver", "JoinResult", "registry"]
 
 
-def registry(kernel: Kernel) -> dict[DriverName, Driver]:
+def registry(kernel: Kernel, owner: str) -> dict[DriverName, Driver]:
     return {
-        DriverName.BRIDGE: BridgeDriver(kernel),
+        DriverName.BRIDGE: BridgeDriver(kernel, owner),
         DriverName.HOST: NoEndpointDriver("host"),
         DriverName.NONE: NoEndpointDriver("none"),
     }

@@ -28,8 +28,10 @@ def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
 
 
 class BridgeDriver:
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, owner: str) -> None:
         self.k = kernel
+        # This root's mark, on its bridges (ifalias) and nftables elements (comment).
+        self.owner = owner
 
     def _network_elements(self, network: Network) -> rules.Elements:
         assert network.subnet is not None
@@ -38,16 +40,19 @@ class BridgeDriver:
         )
 
     def create_network(self, network: Network) -> None:
-        created = self.k.netlink.ensure_bridge(network.bridge, _gateway_iface(network), network.mtu)
+        created = self.k.netlink.ensure_bridge(
+            network.bridge, _gateway_iface(network), network.mtu, self.owner
+        )
         try:
             sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")
             self.k.nft.apply(
-                rules.element_commands("add", self._network_elements(network)), f"add network {network.name}"
+                rules.element_commands("add", self._network_elements(network), self.owner),
+                f"add network {network.name}",
             )
         except DockyardError:
             if created:
                 with contextlib.suppress(DockyardError):
-                    self.k.netlink.delete_link(network.bridge)
+                    self.k.netlink.delete_bridge(network.bridge, self.owner)
             raise
 
     def delete_network(self, network: Network) -> None:
@@ -57,7 +62,7 @@ class BridgeDriver:
         except DockyardError as e:
             errors.append(e)
         try:
-            self.k.netlink.delete_link(network.bridge)
+            self.k.netlink.delete_bridge(network.bridge, self.owner)
         except DockyardError as e:
             errors.append(e)
         if errors:
@@ -74,10 +79,34 @@ class BridgeDriver:
             # between steps, a reboot): delete what is still there.
             present = rules.Elements()
             for family, name in rules.TABLES:
-                present.update(rules.parse_listed_elements(self.k.nft.list_table(family, name) or []))
+                present.update(
+                    rules.parse_listed_elements(self.k.nft.list_table(family, name) or [], self.owner)
+                )
             remaining = el.common(present)
             if not remaining.empty():
                 self.k.nft.apply(rules.element_commands("delete", remaining), "delete elements")
+
+    def sync_forward(self, bridges: set[str]) -> list[str]:
+        """Accept our bridges' traffic in iptables' FORWARD chain where its policy
+        is DROP; remove our rules where they are no longer needed. Returns what changed."""
+        listing = self.k.nft.list_chain(*rules.IPTABLES_FORWARD)
+        if listing is None:
+            return []
+        ours = rules.forward_rules_of(listing, self.owner)
+        needed = bridges if rules.forward_policy_drop(listing) else set()
+        changes = []
+        stale = [h for bridge, handles in ours.items() if bridge not in needed for h in handles]
+        if stale:
+            self.k.nft.apply(
+                rules.delete_rule_commands(stale), "remove dockyard's rules from iptables FORWARD"
+            )
+            changes.append(f"iptables FORWARD: removed {len(stale)} rule(s) no longer needed")
+        for bridge in sorted(needed - set(ours)):
+            self.k.nft.apply(
+                rules.forward_accept_commands(bridge, self.owner), f"accept {bridge} in iptables FORWARD"
+            )
+            changes.append(f"iptables FORWARD: accepted {bridge}, the policy being DROP")
+        return changes
 
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
@@ -85,7 +114,9 @@ class BridgeDriver:
         own = rules.endpoint_elements(endpoint.host_ifname, network.icc)
         if not own.empty():
             # Before the port exists, so no frame passes before the rule holds.
-            self.k.nft.apply(rules.element_commands("add", own), f"isolate {endpoint.host_ifname}")
+            self.k.nft.apply(
+                rules.element_commands("add", own, self.owner), f"isolate {endpoint.host_ifname}"
+            )
         self.k.netlink.create_endpoint(
             host_ifname=endpoint.host_ifname,
             bridge=network.bridge,
@@ -106,7 +137,8 @@ class BridgeDriver:
         try:
             el = rules.publish_elements(endpoint.address.ip, bindings)
             self.k.nft.apply(
-                rules.element_commands("add", el), f"publish ports of {endpoint.container_id[:12]}"
+                rules.element_commands("add", el, self.owner),
+                f"publish ports of {endpoint.container_id[:12]}",
             )
         except DockyardError:
             self.k.holds.release(endpoint.id)
@@ -133,4 +165,6 @@ class BridgeDriver:
                     self.k.holds.hold(endpoint.id, list(bindings))
                 el.update(rules.publish_elements(endpoint.address.ip, bindings))
         if not el.empty():
-            self.k.nft.apply(rules.element_commands("add", el), f"restore ports of network {network.name}")
+            self.k.nft.apply(
+                rules.element_commands("add", el, self.owner), f"restore ports of network {network.name}"
+            )

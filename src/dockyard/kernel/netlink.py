@@ -20,7 +20,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from dockyard.errors import KernelError
+from dockyard.errors import Conflict, KernelError
 from dockyard.kernel import netns
 
 RT_TABLE_MAIN = 254
@@ -123,10 +123,17 @@ class Netlink:
 
     # -- bridges ---------------------------------------------------------
 
-    def ensure_bridge(self, name: str, gateway: ipaddress.IPv4Interface | None, mtu: int) -> bool:
+    def _alias(self, idx: int) -> str:
+        (msg,) = self._ipr.get_links(idx)
+        return str(_attr(msg, "IFLA_IFALIAS") or "")
+
+    def ensure_bridge(self, name: str, gateway: ipaddress.IPv4Interface | None, mtu: int, owner: str) -> bool:
         """Create the bridge if missing, give it its gateway address, bring it up.
 
-        Returns True when the bridge was created here.
+        The bridge carries its owner's mark as its alias: a bridge of the
+        same name that is not this owner's (another dockyard root's, or
+        another tool's) is refused, never taken over. Returns True when the
+        bridge was created here.
         """
         created = False
         with self._lock:
@@ -140,8 +147,20 @@ class Netlink:
                 else:
                     created = True
                 idx = self.index(name)
-            if idx is None:
-                raise KernelError(f"bridge {name} vanished while being created")
+                if idx is None:
+                    raise KernelError(f"bridge {name} vanished while being created")
+                if created:
+                    try:
+                        self._ipr.link("set", index=idx, ifalias=owner)
+                    except NetlinkError as e:
+                        raise _fail(e, f"mark bridge {name}") from e
+            alias = self._alias(idx)
+            if alias != owner:
+                whose = "another dockyard root" if alias.startswith("dy:") else "another tool"
+                raise Conflict(
+                    f"a link named {name} already exists and belongs to {whose}: "
+                    "give this root another bridge name (--bridge, or com.docker.network.bridge.name)"
+                )
             if gateway is not None:
                 try:
                     self._ipr.addr(
@@ -155,6 +174,14 @@ class Netlink:
             except NetlinkError as e:
                 raise _fail(e, f"bring bridge {name} up") from e
         return created
+
+    def delete_bridge(self, name: str, owner: str) -> bool:
+        """Delete the bridge if it is this owner's; True when it was deleted."""
+        with self._lock:
+            idx = self.index(name)
+            if idx is None or self._alias(idx) != owner:
+                return False
+        return self.delete_link(name)
 
     def is_bridge(self, name: str) -> bool:
         with self._lock:

@@ -72,6 +72,19 @@ class Nft:
         data = json.loads(out) if out else {"nftables": []}
         return list(data.get("nftables", []))
 
+    def list_chain(self, family: str, table: str, chain: str) -> list[dict[str, Any]] | None:
+        """A chain and its rules (with handles), or None when it does not exist."""
+        with self._lock:
+            self._ctx.set_handle_output(True)
+            try:
+                rc, out, _err = self._ctx.cmd(f"list chain {family} {table} {chain}")
+            finally:
+                self._ctx.set_handle_output(False)
+        if rc != 0:
+            return None
+        data = json.loads(out) if out else {"nftables": []}
+        return list(data.get("nftables", []))
+
     def table_exists(self, family: str, name: str) -> bool:
         return self.list_table(family, name) is not None
 

@@ -1,0 +1,332 @@
+"""dockyard-cni: the CNI plugin (spec 1.1.0; results also as 0.3.x, 0.4.0 and 1.0.0).
+
+A thin client of dockyardd, stdlib only, because every ADD is a new
+process: it reads the CNI environment and the configuration on stdin,
+checks what needs no daemon (variables, JSON, version, types), sends one
+request to the daemon of `dataDir` (starting it when none answers), and
+prints the result or the spec's error object. The kernel work, the
+addresses and the state are the daemon's (attachments.py, api/cni.py).
+
+    {"cniVersion": "1.1.0", "name": "mynet", "type": "dockyard",
+     "bridge": "cni0", "subnet": "10.88.0.0/16", "ipMasq": true,
+     "dataDir": "/var/lib/dockyard",
+     "capabilities": {"portMappings": true, "ips": true, "mac": true}}
+
+See docs/cni.md for every key, the error codes and the design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # typing costs every ADD its import
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
+SPEC_VERSION = "1.1.0"
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+REQUIRED_ENV = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+}
+# The oldest configuration version that has each newer verb.
+VERB_SINCE = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
+IPAM_TYPES = ("", "host-local", "dockyard")
+
+# The spec's codes (dockyard's own, 100 and up, come from the daemon).
+E_VERSION = 1
+E_ENV = 4
+E_DECODE = 6
+E_CONFIG = 7
+E_TRY_AGAIN = 11
+E_NOT_AVAILABLE = 50
+E_INTERNAL = 999
+DAEMON_WAIT = 20.0
+
+
+class PluginError(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+# -- checks that need no daemon ------------------------------------------------
+
+
+def check_container_id(cid: str) -> None:
+    ok = (
+        cid[:1].isascii()
+        and cid[:1].isalnum()
+        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in cid)
+    )
+    if not ok:
+        raise PluginError(
+            E_ENV, f"CNI_CONTAINERID {cid!r} is invalid: a letter or digit, then letters, digits, _ . or -"
+        )
+
+
+def check_ifname(name: str) -> None:
+    if not name or name in (".", "..") or len(name) > 15 or any(c in "/:" or c.isspace() for c in name):
+        raise PluginError(
+            E_ENV,
+            f"CNI_IFNAME {name!r} is invalid: up to 15 characters, not . or .., without / : or spaces",
+        )
+
+
+def cni_args(text: str) -> dict[str, str]:
+    """CNI_ARGS: "K=V;K=V" (IP and MAC are used, the rest is ignored)."""
+    out = {}
+    for pair in text.split(";"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PluginError(E_ENV, f"CNI_ARGS {text!r} is invalid: expected KEY=VALUE pairs separated by ;")
+        out[key] = value
+    return out
+
+
+def _typed(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = conf.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PluginError(E_CONFIG, f"{key} must be {what}, not {json.dumps(value)}")
+    return value
+
+
+def network_of(conf: dict[str, Any]) -> dict[str, Any]:
+    """The network keys of the config, checked for type, with ipam/ranges folded in."""
+    ipam = _typed(conf, "ipam", dict, "an object") or {}
+    ipam_type = str(ipam.get("type") or "")
+    if ipam_type not in IPAM_TYPES:
+        raise PluginError(
+            E_CONFIG,
+            f"ipam type {ipam_type!r} is not supported: dockyard-cni manages addresses itself; "
+            "leave ipam out and give subnet (or ranges) in the plugin's config",
+        )
+    net: dict[str, Any] = {"name": conf.get("name")}
+    for key in ("subnet", "gateway", "rangeStart", "rangeEnd"):
+        source = conf if conf.get(key) is not None else ipam
+        net[key] = _typed(source, key, str, "a string")
+    ranges = conf.get("ranges") if conf.get("ranges") is not None else ipam.get("ranges")
+    if ranges is not None:
+        flat = (
+            [r for rs in ranges for r in rs]
+            if isinstance(ranges, list) and all(isinstance(rs, list) for rs in ranges)
+            else None
+        )
+        if not flat or not all(isinstance(r, dict) and isinstance(r.get("subnet"), str) for r in flat):
+            raise PluginError(E_CONFIG, 'ranges must be a list of range sets: [[{"subnet": "10.1.0.0/24"}]]')
+        v4 = [r for r in flat if ":" not in r["subnet"]]
+        if len(flat) != len(v4):
+            raise PluginError(E_CONFIG, "IPv6 ranges are not supported: dockyard networks are IPv4")
+        if len(v4) != 1:
+            raise PluginError(E_CONFIG, f"ranges gives {len(v4)} IPv4 ranges; a dockyard network takes one")
+        (r,) = v4
+        if net["subnet"] is not None and net["subnet"] != r["subnet"]:
+            raise PluginError(E_CONFIG, f"subnet {net['subnet']} and ranges subnet {r['subnet']} disagree")
+        for key in ("subnet", "gateway", "rangeStart", "rangeEnd"):
+            if r.get(key) is not None:
+                net[key] = _typed(r, key, str, "a string")
+    net["bridge"] = _typed(conf, "bridge", str, "an interface name")
+    net["mtu"] = _typed(conf, "mtu", int, "a number")
+    net["ipMasq"] = _typed(conf, "ipMasq", bool, "true or false")
+    is_gateway = _typed(conf, "isGateway", bool, "true or false")
+    default_gateway = _typed(conf, "isDefaultGateway", bool, "true or false")
+    _typed(conf, "hairpinMode", bool, "true or false")  # dockyard's ports are always in hairpin mode
+    net["isGateway"] = bool(default_gateway) or (True if is_gateway is None else is_gateway)
+    return net
+
+
+def attachment_of(conf: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The per-container part: addresses, MAC and ports asked for."""
+    runtime = _typed(conf, "runtimeConfig", dict, "an object") or {}
+    args = cni_args(env.get("CNI_ARGS", ""))
+    conv = ((conf.get("args") or {}).get("cni") or {}) if isinstance(conf.get("args"), dict) else {}
+    ips = list(_typed(runtime, "ips", list, "a list of addresses") or [])
+    ips += list(conv.get("ips") or []) if isinstance(conv, dict) else []
+    if args.get("IP"):
+        ips += args["IP"].split(",")
+    mac = runtime.get("mac") or (conv.get("mac") if isinstance(conv, dict) else None) or args.get("MAC")
+    ports = _typed(runtime, "portMappings", list, "a list of port mappings") or []
+    return {
+        "containerId": env.get("CNI_CONTAINERID", ""),
+        "ifname": env.get("CNI_IFNAME", ""),
+        "netns": env.get("CNI_NETNS", ""),
+        "ips": ips,
+        "mac": mac,
+        "portMappings": ports,
+    }
+
+
+# -- results ------------------------------------------------------------------
+
+
+def format_result(result: dict[str, Any], version: str, dns: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's 1.1.0 result in the shape of the asked version."""
+    v = version_tuple(version)
+    interfaces = []
+    for item in result.get("interfaces", []):
+        x = dict(item)
+        if v < (1, 1, 0):
+            for key in ("mtu", "socketPath", "pciID"):
+                x.pop(key, None)
+        interfaces.append(x)
+    ips = [({"version": "4", **ip} if v < (1, 0, 0) else dict(ip)) for ip in result.get("ips", [])]
+    routes = []
+    for route in result.get("routes", []):
+        routes.append(route if v >= (1, 1, 0) else {k: route[k] for k in ("dst", "gw") if k in route})
+    out: dict[str, Any] = {"cniVersion": version, "interfaces": interfaces, "ips": ips}
+    if routes:
+        out["routes"] = routes
+    out["dns"] = dns
+    return out
+
+
+# -- the daemon -----------------------------------------------------------------
+
+
+def call(root: str | None, path: str, body: dict[str, Any], unavailable: int) -> Any:
+    """One request to the daemon of root; its CNI error becomes a PluginError."""
+    from dockyard.client import Client
+    from dockyard.errors import DaemonUnavailable
+
+    client = Client(root)
+    try:
+        try:
+            conn = client.connection()
+        except DaemonUnavailable:
+            # Another plugin may be starting this daemon right now: wait for it.
+            deadline = time.monotonic() + DAEMON_WAIT
+            while not client.ping():
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            conn = client.connection()
+        conn.send("POST", path, body, close=True)
+        status, headers = conn.read_head()
+        data = conn.read_body(headers)
+    except (DaemonUnavailable, OSError) as e:
+        raise PluginError(
+            unavailable,
+            f"the dockyard daemon of {client.paths.root} is not available: {e}",
+            "see its daemon.log",
+        ) from None
+    finally:
+        client.close()
+    payload = json.loads(data) if data else None
+    if status >= 400:
+        cni = (payload or {}).get("cni") or {}
+        raise PluginError(
+            int(cni.get("code", E_INTERNAL)),
+            str(cni.get("msg") or (payload or {}).get("message") or f"daemon error {status}"),
+            str(cni.get("details") or ""),
+        )
+    return payload
+
+
+# -- the verbs --------------------------------------------------------------------
+
+
+def run(env: dict[str, str], stdin: BinaryIO, out: Any, seen: dict[str, str]) -> None:
+    """Do the command; `seen` gets the config's version, for an error object."""
+    command = env.get("CNI_COMMAND", "")
+    if not command:
+        raise PluginError(E_ENV, "required env variables [CNI_COMMAND] missing")
+    if command not in COMMANDS:
+        raise PluginError(E_ENV, f"unknown CNI_COMMAND: {command}")
+    if command == "VERSION":
+        json.dump({"cniVersion": SPEC_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}, out)
+        out.write("\n")
+        return
+    missing = [k for k in REQUIRED_ENV.get(command, ()) if not env.get(k)]
+    if missing:
+        raise PluginError(E_ENV, f"required env variables [{','.join(missing)}] missing")
+    try:
+        conf = json.loads(stdin.read() or b"null")
+    except ValueError as e:
+        raise PluginError(E_DECODE, f"cannot decode the network configuration: {e}") from None
+    if not isinstance(conf, dict):
+        raise PluginError(E_DECODE, "the network configuration must be a JSON object")
+    version = conf.get("cniVersion")
+    if version not in SUPPORTED_VERSIONS:
+        raise PluginError(
+            E_VERSION,
+            "incompatible CNI versions",
+            f"config is {json.dumps(version)}, plugin supports {list(SUPPORTED_VERSIONS)}",
+        )
+    seen["version"] = version
+    if command in VERB_SINCE and version_tuple(version) < VERB_SINCE[command]:
+        raise PluginError(E_VERSION, f"config version {version} does not allow {command}")
+    if not isinstance(conf.get("name"), str) or not conf["name"]:
+        raise PluginError(E_CONFIG, "missing network name")
+    if command in REQUIRED_ENV:
+        check_container_id(env["CNI_CONTAINERID"])
+        check_ifname(env["CNI_IFNAME"])
+    root = _typed(conf, "dataDir", str, "a directory") or None
+    net = network_of(conf)
+    if command == "ADD":
+        netns = env["CNI_NETNS"]
+        if not os.path.exists(netns):
+            raise PluginError(E_ENV, f"CNI_NETNS {netns} does not exist")
+        dns = _typed(conf, "dns", dict, "an object") or {}
+        body = {"network": net, **attachment_of(conf, env)}
+        result = call(root, "/dockyard/cni/add", body, E_TRY_AGAIN)
+        json.dump(format_result(result, version, dns), out)
+        out.write("\n")
+    elif command == "DEL":
+        body = {"network": {"name": net["name"]}, **attachment_of(conf, env)}
+        call(root, "/dockyard/cni/del", body, E_TRY_AGAIN)
+    elif command == "CHECK":
+        body = {"network": net, **attachment_of(conf, env), "prevResult": conf.get("prevResult")}
+        if not isinstance(conf.get("prevResult"), dict):
+            raise PluginError(E_CONFIG, "CHECK needs prevResult, the result of the ADD")
+        call(root, "/dockyard/cni/check", body, E_TRY_AGAIN)
+    elif command == "GC":
+        valid = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))
+        if not isinstance(valid, list) or not all(isinstance(v, dict) for v in valid):
+            raise PluginError(E_CONFIG, "GC needs cni.dev/valid-attachments, a list of {containerID, ifname}")
+        pairs = [[str(v.get("containerID", "")), str(v.get("ifname", ""))] for v in valid]
+        call(root, "/dockyard/cni/gc", {"network": {"name": net["name"]}, "valid": pairs}, E_TRY_AGAIN)
+    elif command == "STATUS":
+        call(root, "/dockyard/cni/status", {"network": net}, E_NOT_AVAILABLE)
+
+
+def main(env: dict[str, str], stdin: BinaryIO, out: Any) -> int:
+    seen = {"version": SPEC_VERSION}
+    try:
+        run(env, stdin, out, seen)
+    except PluginError as e:
+        error: dict[str, Any] = {"cniVersion": seen["version"], "code": e.code, "msg": e.msg}
+        if e.details:
+            error["details"] = e.details
+        json.dump(error, out)
+        out.write("\n")
+        return 1
+    except Exception as e:  # a bug: still answer with an error object, never a traceback
+        json.dump(
+            {"cniVersion": seen["version"], "code": E_INTERNAL, "msg": f"dockyard-cni failed: {e!r}"}, out
+        )
+        out.write("\n")
+        return 1
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main(dict(os.environ), sys.stdin.buffer, sys.stdout))
+
+
+if __name__ == "__main__":
+    entry()
