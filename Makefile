@@ -11,11 +11,11 @@ STAMP_PIP := $(VENV)/.pip-done
 
 all: test
 
-$(STAMP_APT):
-	@if ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v iptables >/dev/null \
-	   || ! ldconfig -p | grep -q libnftables.so.1; then \
-	  echo "installing system packages: $(APT_PACKAGES)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+$(STAMP_APT): Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@touch $@
@@ -26,6 +26,8 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	@touch $@
 
 deps: $(STAMP_PIP)
+	@# Bytecode up front: clients pay every import, and PYTHONDONTWRITEBYTECODE may be set.
+	@$(PY) -m compileall -q src >/dev/null
 
 demo: deps
 	$(PY) demo/tour.py
@@ -47,7 +49,7 @@ bench: deps
 	$(PY) bench/run_latency.py
 
 bench-smoke: deps
-	$(PY) bench/run_latency.py --smoke
+	$(PY) -m pytest -q tests/integration/test_bench_smoke.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

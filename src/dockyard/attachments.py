@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockyard import ipam, rules
-from dockyard.errors import Conflict, DockyardError, InvalidArgument
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import netns as nsmod
 from dockyard.model import DriverName, Endpoint, Network, PortRequest
 from dockyard.networks import NetworkSpec
@@ -219,15 +219,13 @@ class Attachments:
             for ep in self.e.store.endpoints(state="releasing")
         )
 
-    def _check_ifname_free(self, req: AttachRequest) -> None:
+    def _ifname_taken(self, req: AttachRequest) -> bool:
         from dockyard.kernel.netlink import sandbox_links
 
-        if req.ifname in sandbox_links(Path(req.netns)) and self._releasing():
-            self.e.settle()  # a DEL's interface may still be on its way out
-        if req.ifname in sandbox_links(Path(req.netns)):
-            raise CniError(
-                CODE_INVALID_ENV, f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}"
-            )
+        try:
+            return req.ifname in sandbox_links(Path(req.netns))
+        except (OSError, DockyardError):
+            return False
 
     def _check_capacity(self, network: Network, requested: ipaddress.IPv4Address | None) -> None:
         if requested is not None or network.subnet is None:
@@ -261,28 +259,51 @@ class Attachments:
                 e.endpoints.check_request(network, req.ip, bool(req.ports))
             except InvalidArgument as err:
                 raise CniError(CODE_INVALID_CONFIG, str(err)) from None
-            self._check_ifname_free(req)
             self._check_capacity(network, req.ip)
-            undo = Undo()
-            step("cni.add.begin")
             try:
-                with e.store.transaction():
-                    e.store.add_attachment(
-                        owner, network.id, network.name, req.container_id, req.ifname, req.netns
-                    )
-                    endpoint, bindings = e.endpoints.record(owner, network, req.ifname, req.ip, req.ports)
-                    if req.mac:
-                        e.store.set_endpoint_mac(endpoint.id, req.mac)
-                        endpoint = replace(endpoint, mac=req.mac)
-                undo.push(lambda: self._forget(owner))
-                step("cni.add.recorded")
-                e.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, req.net.is_gateway)
-                step("cni.add.plugged")
-                e.store.set_attachment_state(owner, "ready")
-            except BaseException:
-                undo.run()
-                raise
-            step("cni.add.done")
+                endpoint = self._add(req, owner, network)
+            except KernelError:
+                # Looked at only on failure: the fast path pays no netlink socket in the netns.
+                if not self._ifname_taken(req):
+                    raise
+                if self._releasing():
+                    e.settle()  # the interface of a recent DEL may still be on its way out
+                    if not self._ifname_taken(req):
+                        endpoint = self._add(req, owner, network)
+                        return self._attached(req, network, endpoint)
+                raise CniError(
+                    CODE_INVALID_ENV,
+                    f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}",
+                ) from None
+        return self._attached(req, network, endpoint)
+
+    def _add(self, req: AttachRequest, owner: str, network: Network) -> Endpoint:
+        """Record, then plug; on any failure undo all of it."""
+        e = self.e
+        undo = Undo()
+        step("cni.add.begin")
+        try:
+            with e.store.transaction():
+                e.store.add_attachment(
+                    owner, network.id, network.name, req.container_id, req.ifname, req.netns
+                )
+                endpoint, bindings = e.endpoints.record(owner, network, req.ifname, req.ip, req.ports)
+                if req.mac:
+                    e.store.set_endpoint_mac(endpoint.id, req.mac)
+                    endpoint = replace(endpoint, mac=req.mac)
+            undo.push(lambda: self._forget(owner))
+            step("cni.add.recorded")
+            e.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, req.net.is_gateway)
+            step("cni.add.plugged")
+            e.store.set_attachment_state(owner, "ready")
+        except BaseException:
+            undo.run()
+            raise
+        step("cni.add.done")
+        return endpoint
+
+    @staticmethod
+    def _attached(req: AttachRequest, network: Network, endpoint: Endpoint) -> Attached:
         return Attached(
             network=network,
             endpoint=endpoint,

@@ -194,6 +194,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DockyardError(
@@ -222,25 +225,38 @@ class Store:
             if getattr(self._in_tx, "active", False):
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
             self._in_tx.active = True
             try:
                 yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._db.execute("COMMIT")
+            except BaseException as e:
+                # Nothing of a failed transaction is kept (a full disk included).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
+                    raise self._unusable(e) from e
+                raise
             finally:
                 self._in_tx.active = False
+
+    def _unusable(self, e: sqlite3.Error) -> DockyardError:
+        return DockyardError(
+            f"cannot write the state database {self.path}: {e}; the state before this change is kept"
+        )
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 cur = self._db.execute(sql, args)
+                return cur.fetchall()
             except sqlite3.IntegrityError as e:
                 raise Conflict(str(e)) from e
-            return cur.fetchall()
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
 
     # -- meta ------------------------------------------------------------
 
@@ -258,9 +274,12 @@ class Store:
 
     def add_intent(self, op: str, subject: str) -> int:
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO intents(op, subject, created) VALUES(?, ?, ?)", (op, subject, now())
-            )
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO intents(op, subject, created) VALUES(?, ?, ?)", (op, subject, now())
+                )
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
             return int(cur.lastrowid or 0)
 
     def done_intent(self, intent_id: int) -> None:

@@ -251,8 +251,6 @@ class Netlink:
                 idx = ns_ipr.link_lookup(ifname=ifname)[0]
                 ns_ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
                 ns_ipr.link("set", index=idx, state="up")
-                lo = ns_ipr.link_lookup(ifname="lo")[0]
-                ns_ipr.link("set", index=lo, state="up")
                 if default_route and gateway is not None:
                     ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
             except NetlinkError as e:
