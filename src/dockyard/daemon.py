@@ -56,15 +56,21 @@ class Daemon:
         self.server = None
 
     def run(self) -> None:
-        from dockyard.api.http import UnixHTTPServer
-        from dockyard.api.routes import Api
-        from dockyard.engine import Engine
-        from dockyard.kernel import Kernel
-        from dockyard.kernel.holds import PortHolds
-        from dockyard.kernel.netlink import Netlink
-        from dockyard.kernel.nft import Nft
-        from dockyard.reconcile import Reconciler
-        from dockyard.store import Store
+        try:
+            from dockyard.api.http import UnixHTTPServer
+            from dockyard.api.routes import Api
+            from dockyard.engine import Engine
+            from dockyard.kernel import Kernel
+            from dockyard.kernel.holds import PortHolds
+            from dockyard.kernel.netlink import Netlink
+            from dockyard.kernel.nft import Nft
+            from dockyard.reconcile import Reconciler
+            from dockyard.store import Store
+        except ImportError as e:
+            raise DockyardError(
+                f"a dependency of the daemon is missing ({e.name}): reinstall dockyard with its "
+                "dependencies (make deps, or pip install dockyard)"
+            ) from e
 
         kernel = Kernel(Netlink(), Nft(), PortHolds())
         store = Store(self.paths.database)

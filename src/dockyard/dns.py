@@ -19,8 +19,9 @@ bridge has the address (at restore, for instance).
 What a query gets:
 - A: the addresses on that network of the containers with an active
   endpoint there that match by name, by an alias of their endpoint (all of
-  them when several share it), by full id or 12-hex short id; case does not
-  matter. `name.<network>` and `name.<search domain of the asker>` too.
+  them when several share it) or by 12-hex short id (a full id is 64
+  characters, longer than a DNS label may be); case does not matter.
+  `name.<network>` and `name.<search domain of the asker>` too.
   Read fresh from the store on every query, so a container that joins or
   leaves is resolvable or gone at once. TTL 600, as Docker's.
 - AAAA and other types of a local name: an empty NOERROR answer (no IPv6).

@@ -638,17 +638,17 @@ class Store:
         """Addresses on a network of the containers that `name` designates there.
 
         A container matches by name, by an alias of its endpoint on that network,
-        by full id or by 12-hex short id; names and aliases case-insensitively.
-        Only active endpoints count.
+        or by its 12-hex short id (a full id, 64 characters, cannot be one DNS
+        label); names and aliases case-insensitively. Only active endpoints count.
         """
         key = name.lower()
         rows = self._q(
             "SELECT e.address FROM endpoints e JOIN containers c ON c.id = e.container_id"
             " WHERE e.network_id=? AND e.state='active' AND ("
-            " lower(c.name)=? OR c.id=? OR (length(?)=12 AND substr(c.id, 1, 12)=?)"
+            " lower(c.name)=? OR (length(?)=12 AND substr(c.id, 1, 12)=?)"
             " OR EXISTS (SELECT 1 FROM json_each(e.aliases) AS a WHERE lower(a.value)=?))"
             " ORDER BY e.rowid",
-            (network_id, key, key, key, key, key),
+            (network_id, key, key, key, key),
         )
         return [ipaddress.IPv4Address(r[0]) for r in rows]
 
