@@ -106,6 +106,7 @@ class Lab:
         leaks: list[str] = []
         daemon_pid = self._read_pid("dockyardd.pid")
         shim_pid = self._read_pid("shim.pid")
+        dns_pid = self._read_pid("dns.pid")
         if daemon_pid or (self.root / "dockyard.db").exists():
             ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
             for cid in ids:
@@ -123,7 +124,8 @@ class Lab:
             with contextlib.suppress(Exception):
                 p.wait(timeout=5)
         deadline = time.monotonic() + 5
-        pids = {p for p in (daemon_pid, shim_pid, *self.pids_seen) if p}
+        dns_pid = dns_pid or self._read_pid("dns.pid")
+        pids = {p for p in (daemon_pid, shim_pid, dns_pid, *self.pids_seen) if p}
         while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
             time.sleep(0.02)
         for pid in pids:

@@ -61,6 +61,7 @@ class Daemon:
             from dockyard.api.routes import Api
             from dockyard.engine import Engine
             from dockyard.kernel import Kernel
+            from dockyard.kernel.dns_process import DnsProcess
             from dockyard.kernel.holds import PortHolds
             from dockyard.kernel.netlink import Netlink
             from dockyard.kernel.nft import Nft
@@ -79,6 +80,8 @@ class Daemon:
         for line in removed:
             print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
         engine.shim.connect()
+        engine.dns = DnsProcess(self.paths)
+        engine.networks_changed()
         info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
         api = Api(engine, self.request_stop, info)
         self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error)
@@ -89,6 +92,10 @@ class Daemon:
         serving.start()
         self._stop.wait()
         self.server.shutdown()
+        # The resolver, like the shim, lives on only for containers that do.
+        if not any(c.running for c in store.containers()):
+            with contextlib.suppress(Exception):
+                engine.dns.stop()
         engine.close()
         store.close()
         kernel.netlink.close()
@@ -114,6 +121,9 @@ class Daemon:
                 for c in engine.store.containers():
                     if c.running:
                         engine.check_alive(c.id)
+            # A resolver that died comes back.
+            with contextlib.suppress(Exception):
+                engine.ensure_dns()
             # Another tool may set iptables' FORWARD policy to DROP at any time.
             with contextlib.suppress(Exception):
                 for change in engine.sync_forward():

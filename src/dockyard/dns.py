@@ -29,8 +29,9 @@ What a query gets:
 - Anything else is forwarded over UDP, unchanged (the client's query id
   kept), to the asker's own `--dns` servers, else daemon.json's `dns`, else
   the host's resolv.conf; each server gets ~2 s; none answering is
-  SERVFAIL. With no server at all, a single-label name is NXDOMAIN (and a
-  longer one SERVFAIL). Internal networks are never forwarded: their members
+  SERVFAIL. A single-label name that matches nothing here is NXDOMAIN at
+  once, never forwarded (no public resolver knows one); with no server at
+  all, a longer one is SERVFAIL. Internal networks are never forwarded: their members
   have no way out, and DNS must not become one.
 - A query from outside the network's subnet is REFUSED: every gateway is a
   local address of the host, so another network's member could otherwise
@@ -242,6 +243,10 @@ class Resolver:
                 for address in addresses:
                     reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(str(address)), ttl=LOCAL_TTL))
             return _pack(reply, query)
+        if name and "." not in name and question.qtype != QTYPE.PTR:
+            # A single label is a container's kind of name: ours to answer, and
+            # no public resolver knows one (nor should hear of it).
+            return _pack(_reply(query.request, RCODE.NXDOMAIN, aa=1), query)
         servers = self.upstreams(query)
         if servers:
             return Forward(query, servers)
@@ -372,6 +377,8 @@ class Server:
         try:
             networks = self.store.dns_networks()
         except (DockyardError, sqlite3.Error) as e:
+            if why == "start":
+                raise DockyardError(f"cannot read the networks: {e}") from e
             log(f"{why}: cannot read networks, keeping the current ones: {e}")
             return bool(self.listeners or self.unbound)
         wanted = {n.gateway: n for n in networks if n.gateway is not None}
@@ -484,6 +491,9 @@ class Server:
             return 1
         try:
             return self._serve(pid_fd)
+        except DockyardError as e:
+            log(str(e))
+            return 1
         finally:
             with contextlib.suppress(OSError):
                 pid_path.unlink()

@@ -56,6 +56,10 @@ from dockyard.store import Store, now
 class DnsSync(Protocol):
     def sync(self, needed: bool) -> None: ...
 
+    def running(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_TIMEOUT = 10
@@ -129,6 +133,11 @@ class Engine:
         if self.dns is not None:
             self.dns.sync(bool(self.networks.user_networks()))
         return self.sync_forward()
+
+    def ensure_dns(self) -> None:
+        """Start the resolver again if user networks need it and it died (cheap otherwise)."""
+        if self.dns is not None and not self.dns.running() and self.networks.user_networks():
+            self.dns.sync(True)
 
     def sync_forward(self) -> list[str]:
         bridges = {n.bridge for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.bridge}

@@ -160,6 +160,15 @@ BindCheck = Callable[[ipaddress.IPv4Address | None, int, Protocol], bool]
 Key = tuple[int, Protocol]
 
 
+def _hint(ip: ipaddress.IPv4Address | None, port: int) -> str:
+    if port == 53 and ip is None:
+        return (
+            " (where user networks exist, dockyard's resolver listens on port 53 of each gateway:"
+            " publish on one host address, as in -p ADDR:53:53/udp)"
+        )
+    return ""
+
+
 class HostPortChooser:
     """Picks host ports for one container against what is already published.
 
@@ -199,7 +208,9 @@ class HostPortChooser:
                 if self._clashes(ip, port, req.proto):
                     raise Conflict(f"Bind for {where} failed: port is already allocated")
                 if not self._can_bind(ip, port, req.proto):
-                    raise Conflict(f"cannot publish {where}: address already in use by another process")
+                    raise Conflict(
+                        f"cannot publish {where}: address already in use by another process" + _hint(ip, port)
+                    )
             elif req.host_port:
                 port = self._first_free(ip, req.proto, req.host_port, req.host_port_end)
             else:

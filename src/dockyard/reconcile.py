@@ -118,6 +118,8 @@ class Reconciler:
                 e.sandboxes.remove_by_name(name)
             for change in e.sync_forward():
                 self._log(change)
+            if e.dns is not None:
+                e.dns.stop()
             # The tables are shared by every root of this host namespace: they go
             # only with the last element; another root's elements stay.
             left = rules.Elements()
@@ -311,11 +313,7 @@ class Reconciler:
         el = rules.Elements()
         for network in e.store.networks():
             if network.driver is DriverName.BRIDGE and network.subnet is not None:
-                el.update(
-                    rules.network_elements(
-                        network.bridge, network.subnet, network.masquerade, network.internal, network.icc
-                    )
-                )
+                el.update(rules.elements_of_network(network))
         for c in e.store.containers():
             if not c.running:
                 continue

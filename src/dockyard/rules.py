@@ -11,6 +11,7 @@ Sets and maps:
     masq_nets     ipv4_addr (interval) subnets whose outbound traffic is masqueraded
     bridge_nets   ipv4_addr . ifname   (subnet . its bridge): to masquerade DNAT back into the same bridge
     icc_pairs     ifname . ifname      (bridge . bridge) of networks whose members may talk
+    dns_gateways  ipv4_addr            gateways where dockyard's resolver answers: port 53 never DNATed
     internal      ifname               bridges of --internal networks: nothing in or out
     publish_any   proto . port -> addr . port           ports published on every host address
     publish_addr  addr . proto . port -> addr . port    ports published on one host address
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.model import PortBinding, Protocol
+from dockyard.model import Network, PortBinding, Protocol
 
 FAMILY = "inet"
 TABLE = "dockyard"
@@ -84,6 +85,7 @@ SETS: tuple[Json, ...] = (
         }
     },
     {"set": {"family": FAMILY, "name": "icc_pairs", "table": TABLE, "type": ["ifname", "ifname"]}},
+    {"set": {"family": FAMILY, "name": "dns_gateways", "table": TABLE, "type": "ipv4_addr"}},
     {"set": {"family": FAMILY, "name": "internal", "table": TABLE, "type": "ifname"}},
     {
         "map": {
@@ -128,6 +130,17 @@ _FROM_OWN_BRIDGE = {"concat": [_payload("ip", "saddr"), _meta("oifname")]}
 _BRIDGE_PAIR = {"concat": [_meta("iifname"), _meta("oifname")]}
 
 RULES: tuple[Json, ...] = (
+    # A port 53 published on every address must not take the queries that
+    # containers send to their network's resolver on the gateway.
+    *(
+        _rule(
+            "publish",
+            _match(_payload("ip", "daddr"), "@dns_gateways"),
+            _match(_payload(proto, "dport"), 53),
+            {"return": None},
+        )
+        for proto in ("udp", "tcp")
+    ),
     # Published ports: DNAT whatever is addressed to the host itself, in one
     # map lookup each; a port bound to one address is looked up first.
     _rule(
@@ -219,10 +232,13 @@ table inet dockyard {
     set masq_nets { type ipv4_addr; flags interval; }
     set bridge_nets { type ipv4_addr . ifname; flags interval; }
     set icc_pairs { type ifname . ifname; }
+    set dns_gateways { type ipv4_addr; }
     set internal { type ifname; }
     map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
     map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
     chain publish {
+        ip daddr @dns_gateways udp dport 53 return
+        ip daddr @dns_gateways tcp dport 53 return
         dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
         dnat ip to meta l4proto . th dport map @publish_any
     }
@@ -320,6 +336,7 @@ class Elements:
     masq_nets: set[ipaddress.IPv4Network] = field(default_factory=set)
     bridge_nets: set[tuple[ipaddress.IPv4Network, str]] = field(default_factory=set)
     icc_pairs: set[tuple[str, str]] = field(default_factory=set)
+    dns_gateways: set[ipaddress.IPv4Address] = field(default_factory=set)
     internal: set[str] = field(default_factory=set)
     publish_any: dict[PublishAnyKey, Target] = field(default_factory=dict)
     publish_addr: dict[PublishAddrKey, Target] = field(default_factory=dict)
@@ -331,6 +348,7 @@ class Elements:
         self.masq_nets |= other.masq_nets
         self.bridge_nets |= other.bridge_nets
         self.icc_pairs |= other.icc_pairs
+        self.dns_gateways |= other.dns_gateways
         self.internal |= other.internal
         self.publish_any.update(other.publish_any)
         self.publish_addr.update(other.publish_addr)
@@ -342,6 +360,7 @@ class Elements:
             masq_nets=self.masq_nets - other.masq_nets,
             bridge_nets=self.bridge_nets - other.bridge_nets,
             icc_pairs=self.icc_pairs - other.icc_pairs,
+            dns_gateways=self.dns_gateways - other.dns_gateways,
             internal=self.internal - other.internal,
             publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
             publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
@@ -355,6 +374,7 @@ class Elements:
             masq_nets=self.masq_nets & other.masq_nets,
             bridge_nets=self.bridge_nets & other.bridge_nets,
             icc_pairs=self.icc_pairs & other.icc_pairs,
+            dns_gateways=self.dns_gateways & other.dns_gateways,
             internal=self.internal & other.internal,
             publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
             publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
@@ -367,6 +387,7 @@ class Elements:
             or self.masq_nets
             or self.bridge_nets
             or self.icc_pairs
+            or self.dns_gateways
             or self.internal
             or self.publish_any
             or self.publish_addr
@@ -379,6 +400,7 @@ class Elements:
             + len(self.masq_nets)
             + len(self.bridge_nets)
             + len(self.icc_pairs)
+            + len(self.dns_gateways)
             + len(self.internal)
             + len(self.publish_any)
             + len(self.publish_addr)
@@ -401,6 +423,15 @@ def network_elements(
         el.masq_nets.add(subnet)
     if internal:
         el.internal.add(bridge)
+    return el
+
+
+def elements_of_network(network: Network) -> Elements:
+    """A bridge network's elements; user networks also get their resolver's gateway."""
+    assert network.subnet is not None
+    el = network_elements(network.bridge, network.subnet, network.masquerade, network.internal, network.icc)
+    if network.name != "bridge" and network.gateway is not None:
+        el.dns_gateways.add(network.gateway)
     return el
 
 
@@ -428,6 +459,8 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
             {"concat": [{"prefix": {"addr": str(n.network_address), "len": n.prefixlen}}, b]}
             for n, b in sorted(el.bridge_nets)
         ]
+    if el.dns_gateways:
+        out["dns_gateways"] = [str(a) for a in sorted(el.dns_gateways)]
     if el.icc_pairs:
         out["icc_pairs"] = [{"concat": [a, b]} for a, b in sorted(el.icc_pairs)]
     if el.internal:
@@ -505,6 +538,8 @@ def parse_listed_elements(listing: list[Json], owner: str | None = None) -> Elem
             elif name == "masq_nets":
                 p = item["prefix"] if isinstance(item, dict) else {"addr": item, "len": 32}
                 el.masq_nets.add(ipaddress.IPv4Network(f"{p['addr']}/{p['len']}"))
+            elif name == "dns_gateways":
+                el.dns_gateways.add(ipaddress.IPv4Address(item))
             elif name == "icc_pairs":
                 a, b = item["concat"]
                 el.icc_pairs.add((a, b))

@@ -88,6 +88,9 @@ class Api:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
 
     def handle(self, req: Request) -> Response:
+        if req.method != "GET":
+            # "Restarted by the next dockyard command if it died": a pid check.
+            self.e.ensure_dns()
         allowed = False
         for method, pattern, fn in self.routes:
             m = pattern.match(req.path)

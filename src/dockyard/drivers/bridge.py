@@ -34,10 +34,7 @@ class BridgeDriver:
         self.owner = owner
 
     def _network_elements(self, network: Network) -> rules.Elements:
-        assert network.subnet is not None
-        return rules.network_elements(
-            network.bridge, network.subnet, network.masquerade, network.internal, network.icc
-        )
+        return rules.elements_of_network(network)
 
     def create_network(self, network: Network) -> None:
         created = self.k.netlink.ensure_bridge(

@@ -8,6 +8,11 @@ name, so a reused pid is never signalled. The process is started from the
 calling thread, hence in that thread's network namespace: the daemon's host
 namespace.
 
+Call `sync` after the store transaction that changed the networks has
+committed: the resolver reads the networks when it starts or gets SIGHUP,
+and opening the store waits for a write transaction to end (so a `sync`
+inside one would wait for itself until START_TIMEOUT).
+
 This module does not import dnslib: the daemon pays for it only in the
 resolver's own process.
 """

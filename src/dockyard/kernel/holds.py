@@ -74,8 +74,14 @@ class PortHolds:
                 except OSError as e:
                     where = f"{b.host_ip_text}:{b.host_port}/{b.proto}"
                     if e.errno == errno.EADDRINUSE:
+                        hint = ""
+                        if b.host_port == 53 and b.host_ip is None:
+                            hint = (
+                                " (where user networks exist, dockyard's resolver listens on port 53 of"
+                                " each gateway: publish on one host address, as in -p ADDR:53:53/udp)"
+                            )
                         raise Conflict(
-                            f"cannot publish {where}: address already in use by another process"
+                            f"cannot publish {where}: address already in use by another process{hint}"
                         ) from None
                     if e.errno == errno.EADDRNOTAVAIL:
                         raise Conflict(

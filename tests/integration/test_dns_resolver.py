@@ -1,0 +1,618 @@
+"""The DNS resolver (dockyard.dns) as a real process in real namespaces, without the daemon.
+
+Records go straight into a Store under a fresh $ROOT; the resolver runs in a
+throwaway "host" namespace that holds the gateways; "members" namespaces play
+the containers (one address per container, the client socket bound to it);
+an "upstream" namespace holds resolvers of our own on TEST-NET addresses.
+
+    upstream U                          host H: dockyard.dns              members M1, M2
+      eth0 198.51.100.2/24, .3/24  <->  up0 198.51.100.1/24 (203.0.113.0/24 via .2)
+      lo 203.0.113.53/24                g1 10.89.1.1/24 (net1)  <->  M1 eth0 10.89.1.2-.9/24
+      (dnslib servers, threads)         g2 10.89.2.1/24 (net2)  <->  M2 eth0 10.89.2.2-.9/24
+                                        lo 10.89.3.1/24 (the default bridge's gateway)
+
+Nothing touches the root namespace; traffic stays between these namespaces
+(the host has no default route: a query forwarded to a real resolver, such as
+the one in the machine's /etc/resolv.conf, fails at once instead of leaving).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from dockyard import dns
+from dockyard.kernel import dns_process, netns
+from dockyard.kernel.dns_process import DnsProcess
+from dockyard.model import Container, ContainerConfig, DriverName, Endpoint, Network
+from dockyard.settings import Paths
+from dockyard.store import Store
+
+pytestmark = pytest.mark.integration
+
+GW1, GW2, BRIDGE_GW = "10.89.1.1", "10.89.2.1", "10.89.3.1"
+CONTAINER_DNS = "198.51.100.2"  # an upstream named by a container's --dns
+DAEMON_DNS = "203.0.113.53"  # an upstream named by daemon.json's dns
+HOST_DNS = "198.51.100.3"  # an upstream named by the host's resolv.conf
+# What each upstream answers for EXT_NAME, so a test sees which one was asked.
+EXT_NAME = "ext.example.org"
+EXT_ANSWER = {CONTAINER_DNS: "203.0.113.10", DAEMON_DNS: "203.0.113.20", HOST_DNS: "203.0.113.30"}
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(list(cmd), check=True, capture_output=True, text=True, timeout=30)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def ns_socket(ns: str, kind: socket.SocketKind) -> socket.socket:
+    """A socket of namespace ns (a socket stays in the namespace it was made in)."""
+    with netns.entered(f"/run/netns/{ns}"):
+        return socket.socket(socket.AF_INET, kind)
+
+
+class Upstream:
+    """A tiny resolver: EXT_NAME has one A record, every other name is NXDOMAIN."""
+
+    def __init__(self, ns: str, address: str) -> None:
+        self.answer = EXT_ANSWER[address]
+        self.sock = ns_socket(ns, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.sock.settimeout(0.1)
+        self.seen: list[tuple[int, str, str]] = []  # (query id, name, client address)
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = DNSRecord.parse(data)
+            name = str(query.q.qname).rstrip(".").lower()
+            self.seen.append((query.header.id, name, peer[0]))
+            reply = query.reply()
+            if name == EXT_NAME and query.q.qtype == QTYPE.A:
+                reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(self.answer), ttl=42))
+            else:
+                reply.header.rcode = RCODE.NXDOMAIN
+            self.sock.sendto(reply.pack(), peer)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+class DnsLab:
+    def __init__(self, tmp: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.host, self.up = f"dyt-dh-{tag}", f"dyt-du-{tag}"
+        self.m1, self.m2 = f"dyt-d1-{tag}", f"dyt-d2-{tag}"
+        self.namespaces = [self.host, self.up, self.m1, self.m2]
+        self.root = tmp / "root"
+        self.root.mkdir()
+        self.resolv_conf = tmp / "resolv.conf"
+        self.resolv_conf.write_text("# no nameserver\n")
+        self.log = tmp / "dns.log"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.upstreams: list[Upstream] = []
+        self.store = Store(Paths(self.root).database)
+        self.net1 = self.network("net1", "10.89.1.0/24", GW1)
+        self.net2 = self.network("net2", "10.89.2.0/24", GW2)
+        self.bridge = self.network("bridge", "10.89.3.0/24", BRIDGE_GW, bridge="dockyard0")
+
+    # -- namespaces -------------------------------------------------------------
+
+    def setup(self) -> None:
+        for ns in self.namespaces:
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        self.veth(
+            self.host, "up0", "198.51.100.1/24", self.up, "eth0", ["198.51.100.2/24", "198.51.100.3/24"]
+        )
+        sh("ip", "-n", self.host, "route", "add", "203.0.113.0/24", "via", "198.51.100.2")
+        sh("ip", "-n", self.up, "addr", "add", "203.0.113.53/24", "dev", "lo")
+        self.veth(self.host, "g1", f"{GW1}/24", self.m1, "eth0", [f"10.89.1.{i}/24" for i in range(2, 10)])
+        self.veth(self.host, "g2", f"{GW2}/24", self.m2, "eth0", [f"10.89.2.{i}/24" for i in range(2, 10)])
+        # A member of net2 could aim at net1's gateway: route it there (the host delivers it locally).
+        sh("ip", "-n", self.m2, "route", "add", "default", "via", GW2)
+        sh("ip", "-n", self.host, "addr", "add", f"{BRIDGE_GW}/24", "dev", "lo")
+
+    def veth(self, ns_a: str, name_a: str, addr_a: str, ns_b: str, name_b: str, addrs_b: list[str]) -> None:
+        sh("ip", "link", "add", name_a, "netns", ns_a, "type", "veth", "peer", "name", name_b, "netns", ns_b)
+        sh("ip", "-n", ns_a, "addr", "add", addr_a, "dev", name_a)
+        for addr in addrs_b:
+            sh("ip", "-n", ns_b, "addr", "add", addr, "dev", name_b, "nodad")
+        sh("ip", "-n", ns_a, "link", "set", name_a, "up")
+        sh("ip", "-n", ns_b, "link", "set", name_b, "up")
+
+    def teardown(self) -> list[str]:
+        """Stop and remove everything; return what was left behind."""
+        leaks = []
+        pids = {p.pid for p in self.procs}
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int((self.root / dns.PID_FILE).read_text()))
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    leaks.append(f"resolver {p.pid} ignored SIGTERM")
+                    p.kill()
+                    p.wait(timeout=5)
+        for u in self.upstreams:
+            u.close()
+        self.store.close()
+        for ns in self.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        leaks += [f"process {pid}" for pid in sorted(pids) if alive(pid)]
+        present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        leaks += [f"namespace {ns}" for ns in self.namespaces if ns in present]
+        if (self.root / dns.PID_FILE).exists():
+            leaks.append(str(self.root / dns.PID_FILE))
+        return leaks
+
+    # -- records ----------------------------------------------------------------
+
+    def network(
+        self, name: str, subnet: str, gateway: str, bridge: str = "", internal: bool = False
+    ) -> Network:
+        nid = secrets.token_hex(32)
+        net = Network(
+            id=nid,
+            name=name,
+            driver=DriverName.BRIDGE,
+            subnet=ipaddress.IPv4Network(subnet),
+            gateway=ipaddress.IPv4Address(gateway),
+            bridge=bridge or f"dy-{nid[:12]}",
+            internal=internal,
+        )
+        self.store.add_network(net)
+        return net
+
+    def container(
+        self,
+        name: str,
+        *attach: tuple[Network, str, tuple[str, ...]],
+        dns: tuple[str, ...] = (),
+        dns_search: tuple[str, ...] = (),
+    ) -> Container:
+        """A container record with one active endpoint per (network, address, aliases)."""
+        config = ContainerConfig(
+            cmd=("sleep", "1"),
+            dns=tuple(ipaddress.IPv4Address(x) for x in dns),
+            dns_search=dns_search,
+        )
+        c = Container(id=secrets.token_hex(32), name=name, config=config)
+        self.store.add_container(c)
+        for i, (net, address, aliases) in enumerate(attach):
+            assert net.subnet is not None
+            self.store.add_endpoint(
+                Endpoint(
+                    id=secrets.token_hex(32),
+                    container_id=c.id,
+                    network_id=net.id,
+                    ifname=f"eth{i}",
+                    address=ipaddress.IPv4Interface(f"{address}/{net.subnet.prefixlen}"),
+                    gateway=net.gateway,
+                    mac=f"02:42:0a:59:00:{secrets.randbelow(256):02x}",
+                    host_ifname=f"veth{secrets.token_hex(4)[:7]}",
+                    aliases=aliases,
+                )
+            )
+        return c
+
+    # -- the resolver -----------------------------------------------------------
+
+    def start(self, expect_pid_file: bool = True) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:
+            p = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{self.host}",
+                    sys.executable,
+                    "-m",
+                    "dockyard.dns",
+                    "--root",
+                    str(self.root),
+                    "--resolv-conf",
+                    str(self.resolv_conf),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        self.procs.append(p)
+        if expect_pid_file:
+            deadline = time.monotonic() + 10
+            while self.pid_in_file() != p.pid:
+                assert p.poll() is None, f"the resolver exited ({p.returncode}): {self.log.read_text()}"
+                assert time.monotonic() < deadline, "the resolver did not write its pid"
+                time.sleep(0.01)
+        return p
+
+    def pid_in_file(self) -> int | None:
+        try:
+            return int((self.root / dns.PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def upstream(self, address: str) -> Upstream:
+        u = Upstream(self.up, address)
+        self.upstreams.append(u)
+        return u
+
+    # -- asking -----------------------------------------------------------------
+
+    def ask(
+        self,
+        ns: str,
+        source: str,
+        server: str,
+        name: str,
+        qtype: str = "A",
+        tcp: bool = False,
+        timeout: float = 5.0,
+    ) -> DNSRecord:
+        """Ask server from `source` (an address of ns); fail when no answer comes."""
+        query = DNSRecord.question(name, qtype)
+        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+        with ns_socket(ns, kind) as sock:
+            sock.settimeout(timeout)
+            sock.bind((source, 0))
+            if tcp:
+                sock.connect((server, 53))
+                data = query.pack()
+                sock.sendall(struct.pack("!H", len(data)) + data)
+                size = struct.unpack("!H", sock.recv(2))[0]
+                answer = b""
+                while len(answer) < size:
+                    answer += sock.recv(size - len(answer))
+            else:
+                sock.sendto(query.pack(), (server, 53))
+                answer = sock.recv(65535)
+        reply = DNSRecord.parse(answer)
+        assert reply.header.id == query.header.id
+        return reply
+
+    def listening(self) -> set[str]:
+        """What listens on port 53 in the host namespace, as {"udp 10.89.1.1", "tcp 10.89.1.1", ...}.
+
+        Read from the kernel's socket table: a closed UDP port would show only
+        through ICMP port unreachable, which the kernel rate-limits.
+        """
+        r = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.host}", "ss", "-Hlntu4", "sport = :53"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return {f"{line.split()[0]} {line.split()[4].rsplit(':', 1)[0]}" for line in r.stdout.splitlines()}
+
+    def wait_listening(self, expected: set[str], what: str) -> None:
+        deadline = time.monotonic() + 5
+        while (now := self.listening()) != expected:
+            assert time.monotonic() < deadline, f"{what}: listening on {now}, not {expected}"
+            time.sleep(0.02)
+
+
+def addresses(reply: DNSRecord) -> list[str]:
+    return sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A)
+
+
+@pytest.fixture
+def dl(tmp_path: Path) -> Iterator[DnsLab]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces); run them as root")
+    lab = DnsLab(tmp_path)
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        leaks = lab.teardown()
+    assert not leaks, f"left behind: {leaks}"
+
+
+# -- local names ---------------------------------------------------------------------
+
+
+def test_name_alias_and_ids_resolve_on_the_network(dl: DnsLab) -> None:
+    web = dl.container("web", (dl.net1, "10.89.1.2", ("www",)))
+    dl.container("db1", (dl.net1, "10.89.1.3", ("db",)))
+    dl.container("db2", (dl.net1, "10.89.1.4", ("db", "replica")))
+    dl.container("client", (dl.net1, "10.89.1.5", ()), dns_search=("corp.example",))
+    dl.start()
+    ask = lambda name, qtype="A": dl.ask(dl.m1, "10.89.1.5", GW1, name, qtype)  # noqa: E731
+
+    reply = ask("web")
+    assert reply.header.rcode == RCODE.NOERROR and reply.header.aa
+    assert addresses(reply) == ["10.89.1.2"]
+    assert reply.rr[0].ttl == 600
+    assert addresses(ask("WEB.")) == ["10.89.1.2"]  # any case
+    assert addresses(ask("www")) == ["10.89.1.2"]  # an alias
+    assert addresses(ask("db")) == ["10.89.1.3", "10.89.1.4"]  # a shared alias: every address
+    assert addresses(ask("replica")) == ["10.89.1.4"]
+    assert addresses(ask(web.short_id)) == ["10.89.1.2"]
+    assert addresses(ask("web.net1")) == ["10.89.1.2"]  # name.<network>, as Docker
+    assert addresses(ask("web.corp.example")) == ["10.89.1.2"]  # name.<the asker's search domain>
+    # No IPv6: an empty answer, not an error.
+    aaaa = ask("web", "AAAA")
+    assert aaaa.header.rcode == RCODE.NOERROR and aaaa.rr == []
+    # Over TCP too.
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "db", tcp=True)) == ["10.89.1.3", "10.89.1.4"]
+
+
+def test_an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp(dl: DnsLab) -> None:
+    many = [f"10.89.1.{i}" for i in range(100, 140)]
+    for i, address in enumerate(many):
+        dl.container(f"worker{i}", (dl.net1, address, ("pool",)))
+    dl.start()
+    udp = dl.ask(dl.m1, "10.89.1.5", GW1, "pool")
+    assert udp.header.tc and udp.rr == []
+    tcp = dl.ask(dl.m1, "10.89.1.5", GW1, "pool", tcp=True)
+    assert not tcp.header.tc and addresses(tcp) == sorted(many)
+
+
+def test_names_of_another_network_do_not_resolve(dl: DnsLab) -> None:
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.container("api", (dl.net2, "10.89.2.2", ("backend",)))
+    dl.container("both", (dl.net1, "10.89.1.3", ()), (dl.net2, "10.89.2.3", ()))
+    dl.start()
+
+    for name in ("api", "backend"):
+        assert dl.ask(dl.m1, "10.89.1.5", GW1, name).header.rcode == RCODE.NXDOMAIN
+    assert dl.ask(dl.m2, "10.89.2.5", GW2, "web").header.rcode == RCODE.NXDOMAIN
+    assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "api")) == ["10.89.2.2"]
+    # A container on both networks has one address on each.
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "both")) == ["10.89.1.3"]
+    assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "both")) == ["10.89.2.3"]
+    # A member of net2 aiming at net1's gateway is refused, not told net1's names.
+    crossing = dl.ask(dl.m2, "10.89.2.5", GW1, "web")
+    assert crossing.header.rcode == RCODE.REFUSED and crossing.rr == []
+
+
+def test_default_bridge_has_no_dns(dl: DnsLab) -> None:
+    dl.container("old", (dl.bridge, "10.89.3.2", ()))
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.start()
+    assert dl.listening() == {f"{proto} {gw}" for proto in ("udp", "tcp") for gw in (GW1, GW2)}
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "web")) == ["10.89.1.2"]
+
+
+def test_ptr_gives_the_container_name(dl: DnsLab) -> None:
+    dl.container("web", (dl.net1, "10.89.1.2", ("www",)))
+    dl.start()
+    reply = dl.ask(dl.m1, "10.89.1.5", GW1, "2.1.89.10.in-addr.arpa", "PTR")
+    assert reply.header.rcode == RCODE.NOERROR
+    assert [(rr.rtype, str(rr.rdata)) for rr in reply.rr] == [(QTYPE.PTR, "web.")]
+    # An address of the network with no container: no such name.
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "9.1.89.10.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
+
+
+def test_join_and_leave_take_effect_at_once(dl: DnsLab) -> None:
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.start()
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "late").header.rcode == RCODE.NXDOMAIN
+
+    late = dl.container("late", (dl.net1, "10.89.1.6", ("shared",)))
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "late")) == ["10.89.1.6"]
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "shared")) == ["10.89.1.6"]
+
+    (endpoint,) = dl.store.endpoints(container_id=late.id)
+    dl.store.set_endpoint_state(endpoint.id, "releasing")  # leaving: no longer counts
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "late").header.rcode == RCODE.NXDOMAIN
+    dl.store.set_endpoint_state(endpoint.id, "active")
+    assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "late")) == ["10.89.1.6"]
+    dl.store.delete_endpoint(endpoint.id)
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "late").header.rcode == RCODE.NXDOMAIN
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "shared").header.rcode == RCODE.NXDOMAIN
+
+
+# -- forwarding ----------------------------------------------------------------------
+
+
+def test_forwards_to_the_containers_own_dns(dl: DnsLab) -> None:
+    mine, daemons = dl.upstream(CONTAINER_DNS), dl.upstream(DAEMON_DNS)
+    (dl.root / "daemon.json").write_text(json.dumps({"dns": [DAEMON_DNS]}))
+    dl.container("client", (dl.net1, "10.89.1.2", ()), dns=(CONTAINER_DNS,))
+    dl.start()
+
+    reply = dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME)
+    assert addresses(reply) == [EXT_ANSWER[CONTAINER_DNS]]
+    assert reply.rr[0].ttl == 42  # relayed unchanged, not re-made
+    assert [(name, peer) for _id, name, peer in mine.seen] == [(EXT_NAME, "198.51.100.1")]
+    assert daemons.seen == []
+    # The upstream's NXDOMAIN is relayed, and the client's query id is kept.
+    reply = dl.ask(dl.m1, "10.89.1.2", GW1, "nothing.example.org")
+    assert reply.header.rcode == RCODE.NXDOMAIN
+    assert mine.seen[-1][0] == reply.header.id  # ask() checks that this is the client's own id
+    # Another member, without --dns of its own, goes to daemon.json's servers.
+    assert addresses(dl.ask(dl.m1, "10.89.1.7", GW1, EXT_NAME)) == [EXT_ANSWER[DAEMON_DNS]]
+    assert len(daemons.seen) == 1
+
+
+def test_forwards_to_daemon_json_dns(dl: DnsLab) -> None:
+    daemons, hosts = dl.upstream(DAEMON_DNS), dl.upstream(HOST_DNS)
+    (dl.root / "daemon.json").write_text(json.dumps({"dns": [DAEMON_DNS]}))
+    dl.resolv_conf.write_text(f"nameserver {HOST_DNS}\n")
+    dl.container("client", (dl.net1, "10.89.1.2", ()))
+    dl.start()
+    reply = dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME, tcp=True)
+    assert addresses(reply) == [EXT_ANSWER[DAEMON_DNS]]
+    assert [name for _id, name, _peer in daemons.seen] == [EXT_NAME]
+    assert hosts.seen == []
+
+
+def test_forwards_to_the_hosts_resolvers(dl: DnsLab) -> None:
+    hosts = dl.upstream(HOST_DNS)
+    dl.resolv_conf.write_text(f"search example.org\nnameserver {HOST_DNS}\nnameserver fe80::1\n")
+    dl.container("client", (dl.net1, "10.89.1.2", ()))
+    dl.start()
+    reply = dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME)
+    assert addresses(reply) == [EXT_ANSWER[HOST_DNS]]
+    # A single-label name that matches nothing is answered here, never sent upstream.
+    assert dl.ask(dl.m1, "10.89.1.2", GW1, "ghost").header.rcode == RCODE.NXDOMAIN
+    assert [name for _id, name, _peer in hosts.seen] == [EXT_NAME]
+
+
+def test_without_upstream_nxdomain_or_servfail(dl: DnsLab) -> None:
+    dl.container("client", (dl.net1, "10.89.1.2", ()))
+    dl.container("lost", (dl.net1, "10.89.1.3", ()), dns=("198.51.100.99",))  # nobody there
+    dl.start()
+    assert dl.ask(dl.m1, "10.89.1.2", GW1, "ghost").header.rcode == RCODE.NXDOMAIN
+    assert dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME).header.rcode == RCODE.SERVFAIL
+    # An upstream that never answers: SERVFAIL once it has had its chance; meanwhile
+    # local names are answered (a forward does not hold up the resolver).
+    slow: list[DNSRecord] = []
+    waiting = threading.Thread(target=lambda: slow.append(dl.ask(dl.m1, "10.89.1.3", GW1, EXT_NAME)))
+    waiting.start()
+    time.sleep(0.2)  # let its query reach the resolver first
+    assert addresses(dl.ask(dl.m1, "10.89.1.3", GW1, "client")) == ["10.89.1.2"]
+    assert waiting.is_alive() and not slow  # answered while the forward was still pending
+    waiting.join(timeout=10)
+    assert [r.header.rcode for r in slow] == [RCODE.SERVFAIL]
+
+
+def test_internal_network_is_not_forwarded(dl: DnsLab) -> None:
+    hosts = dl.upstream(HOST_DNS)
+    dl.resolv_conf.write_text(f"nameserver {HOST_DNS}\n")
+    dl.store.delete_network(dl.net2.id)
+    inner = dl.network("inner", "10.89.2.0/24", GW2, internal=True)
+    dl.container("vault", (inner, "10.89.2.2", ()))
+    dl.start()
+    assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "vault")) == ["10.89.2.2"]
+    assert dl.ask(dl.m2, "10.89.2.5", GW2, EXT_NAME).header.rcode == RCODE.SERVFAIL
+    assert hosts.seen == []
+
+
+# -- the process ---------------------------------------------------------------------
+
+
+def test_sighup_binds_and_unbinds_gateways(dl: DnsLab) -> None:
+    dl.store.delete_network(dl.net2.id)
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    p = dl.start()
+    assert dl.listening() == {f"udp {GW1}", f"tcp {GW1}"}
+
+    net2 = dl.network("net2", "10.89.2.0/24", GW2)
+    dl.container("api", (net2, "10.89.2.2", ()))
+    p.send_signal(signal.SIGHUP)
+    dl.wait_listening({f"{proto} {gw}" for proto in ("udp", "tcp") for gw in (GW1, GW2)}, "after SIGHUP")
+    assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "api")) == ["10.89.2.2"]
+
+    dl.store.delete_network(dl.net1.id)
+    p.send_signal(signal.SIGHUP)
+    dl.wait_listening({f"udp {GW2}", f"tcp {GW2}"}, "after net1's removal and SIGHUP")
+    assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "api")) == ["10.89.2.2"]
+
+    # The last user network gone: the resolver ends by itself.
+    dl.store.delete_network(net2.id)
+    p.send_signal(signal.SIGHUP)
+    assert p.wait(timeout=5) == 0
+    assert not (dl.root / dns.PID_FILE).exists()
+    assert "no user network left" in dl.log.read_text()
+
+
+def test_sigterm_ends_it_and_removes_the_pid_file(dl: DnsLab) -> None:
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    p = dl.start()
+    assert dl.pid_in_file() == p.pid
+    log = dl.log.read_text()
+    assert "start: serving net1 on 10.89.1.1, net2 on 10.89.2.1" in log and "bridge" not in log
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=5) == 0
+    assert not (dl.root / dns.PID_FILE).exists()
+    assert dl.listening() == set()
+
+
+def test_exits_at_once_without_user_networks(dl: DnsLab) -> None:
+    for net in (dl.net1, dl.net2):
+        dl.store.delete_network(net.id)
+    p = dl.start(expect_pid_file=False)
+    assert p.wait(timeout=10) == 0
+    assert not (dl.root / dns.PID_FILE).exists()
+
+
+def test_a_second_resolver_for_the_same_root_refuses(dl: DnsLab) -> None:
+    first = dl.start()
+    second = dl.start(expect_pid_file=False)
+    assert second.wait(timeout=10) == 1
+    assert dl.pid_in_file() == first.pid and first.poll() is None
+    assert "another resolver already serves" in dl.log.read_text()
+
+
+# -- the daemon's side -----------------------------------------------------------------
+
+
+def test_dns_process_starts_reloads_and_stops(dl: DnsLab) -> None:
+    assert dns_process.PID_FILE == dns.PID_FILE
+    dl.store.delete_network(dl.net2.id)
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    proc = DnsProcess(Paths(dl.root))
+    assert not proc.running()
+    try:
+        # Started from a thread in the host namespace, as the daemon's threads are.
+        with netns.entered(f"/run/netns/{dl.host}"):
+            proc.sync(True)
+        pid = dl.pid_in_file()
+        assert pid is not None and proc.running()
+        # It answers as soon as sync returns.
+        assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "web")) == ["10.89.1.2"]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"dockyard.dns" in cmdline and str(dl.root).encode() in cmdline
+
+        # Needed again, with a new network: the same process re-reads the networks.
+        net2 = dl.network("net2", "10.89.2.0/24", GW2)
+        dl.container("api", (net2, "10.89.2.2", ()))
+        proc.sync(True)
+        assert dl.pid_in_file() == pid
+        dl.wait_listening({f"{proto} {gw}" for proto in ("udp", "tcp") for gw in (GW1, GW2)}, "sync(True)")
+        assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "api")) == ["10.89.2.2"]
+
+        # Died (killed outright, pid file left): the next sync starts another.
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while proc.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with netns.entered(f"/run/netns/{dl.host}"):
+            proc.sync(True)
+        new_pid = dl.pid_in_file()
+        assert new_pid not in (None, pid) and proc.running()
+        assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "api")) == ["10.89.2.2"]
+
+        # Not needed: stopped, pid file gone.
+        proc.sync(False)
+        assert not proc.running() and not alive(new_pid or 0)
+        assert not (dl.root / dns.PID_FILE).exists()
+        assert dl.listening() == set()
+        proc.stop()  # stopping what is stopped is fine
+    finally:
+        proc.stop()
