@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -120,6 +121,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=1000, help="queries per kind (default 1000)")
     parser.add_argument("--smoke", action="store_true", help="5 queries per kind")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw times (ms) as JSON to PATH")
     args = parser.parse_args()
     count = 5 if args.smoke else args.queries
     if os.geteuid() != 0:
@@ -185,6 +187,13 @@ def main() -> int:
         print(f"{'query':34} {'median ms':>10} {'p90 ms':>10}")
         for label, times in results:
             print(f"{label:34} {statistics.median(times):10.3f} {p90(times):10.3f}")
+        if args.json:
+            raw = {
+                label: {"median_ms": statistics.median(times), "p90_ms": p90(times), "times_ms": times}
+                for label, times in results
+            }
+            Path(args.json).write_text(json.dumps({"queries": count, "results": raw}, indent=2) + "\n")
+            print(f"raw results written to {args.json}")
         return 0
     finally:
         if resolver is not None:
