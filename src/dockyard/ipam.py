@@ -25,6 +25,9 @@ IPv4Addr = ipaddress.IPv4Address
 
 def parse_subnet(text: str, what: str = "subnet") -> IPv4Net:
     try:
+        # Text only: ipaddress would also take an int or a tuple.
+        if not isinstance(text, str):
+            raise ValueError(text)
         net = ipaddress.IPv4Network(text, strict=False)
     except ValueError:
         raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 CIDR such as 10.1.0.0/24") from None
@@ -39,6 +42,8 @@ def parse_subnet(text: str, what: str = "subnet") -> IPv4Net:
 
 def parse_address(text: str, what: str = "address") -> IPv4Addr:
     try:
+        if not isinstance(text, str):
+            raise ValueError(text)
         return ipaddress.IPv4Address(text)
     except ValueError:
         raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address") from None

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 from dockyard.errors import InvalidArgument
 
-# Docker's rule for container and network names.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# Docker's rule for container and network names. \Z, not $: "$" also matches
+# before a final newline, and "web\n" is no name.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
+# What `container:<name|id>` may name: a name, or an id or a prefix of one.
+CONTAINER_REF_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 NAME_MAX = 128
 
 
@@ -68,6 +71,10 @@ class NetworkMode:
                 raise InvalidArgument(
                     "invalid network mode 'container:': name the container, for example --net container:web"
                 )
+            if len(target) > NAME_MAX or not CONTAINER_REF_RE.match(target):
+                raise InvalidArgument(
+                    f"invalid network mode {value!r}: give a container's name or id after 'container:'"
+                )
             return cls(ModeKind.CONTAINER, target)
         check_name(value, "network")
         return cls(ModeKind.NETWORK, value)
@@ -90,7 +97,7 @@ class NetworkMode:
 
 
 def check_name(name: str, what: str) -> str:
-    if len(name) > NAME_MAX or not NAME_RE.match(name):
+    if not isinstance(name, str) or len(name) > NAME_MAX or not NAME_RE.match(name):
         raise InvalidArgument(
             f"invalid {what} name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, "
             "at least two characters"

@@ -300,10 +300,8 @@ class BridgeOptions:
                 addr = ipam.parse_address(value, f"value for {key}")
                 values["host_binding"] = None if addr == ipaddress.IPv4Address("0.0.0.0") else addr
             elif key == "com.docker.network.driver.mtu":
-                try:
-                    mtu = int(value)
-                except ValueError:
-                    mtu = 0
+                # ASCII digits only, as Docker's Atoi: int() also takes " 1500", "1_500", Arabic digits.
+                mtu = int(value) if value.isascii() and value.isdigit() and len(value) <= 5 else 0
                 if not 68 <= mtu <= 65535:
                     raise InvalidArgument(
                         f"invalid value {value!r} for option {key}: an MTU from 68 to 65535"

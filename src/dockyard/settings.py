@@ -126,10 +126,11 @@ def parse_bridge_name(value: str, what: str = "bridge") -> str:
             f"invalid {what} name {value!r}: a Linux interface name is 1 to {IFNAME_MAX} bytes"
         )
     # The kernel's dev_valid_name refuses '/', ':' and every isspace() byte
-    # (\v, \f and \r too); NUL would cut the name short in netlink.
-    if any(c in "/:\0" or c.isspace() for c in value) or value in (".", ".."):
+    # (\v, \f and \r too); NUL would cut the name short in netlink; and '%'
+    # makes a template: asked for "br%d", the kernel makes "br0".
+    if any(c in "/:%\0" or c.isspace() for c in value) or value in (".", ".."):
         raise InvalidArgument(
-            f"invalid {what} name {value!r}: it may not contain '/', ':', NUL or white space"
+            f"invalid {what} name {value!r}: it may not contain '/', ':', '%', NUL or white space"
         )
     return value
 

@@ -8,6 +8,7 @@ Docker reads dockyard's answers unchanged.
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,53 @@ def status_text(c: Container) -> str:
 
 
 # -- requests ---------------------------------------------------------------
+#
+# A body may come from any client, so each field is checked for Docker's JSON
+# type before it is used: a bad body is an InvalidArgument that names the
+# field, never a TypeError in the daemon. null counts as absent.
+
+# The kernel's HOST_NAME_MAX: sethostname refuses a longer name.
+HOSTNAME_MAX = 64
+# A host name goes into /etc/hosts and /etc/hostname: no white space, no line breaks.
+HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+
+
+def _object(raw: Any, what: str) -> Json:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{what} must be a JSON object")
+    return raw
+
+
+def _text(raw: Any, what: str) -> str:
+    """A string; NUL is refused, as no argv, file name or kernel name can hold it."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"{what} must be a string")
+    if "\0" in raw:
+        raise InvalidArgument(f"invalid {what} {raw!r}: it may not contain NUL")
+    return raw
+
+
+def _strings(raw: Any, what: str, one_string: bool = False) -> list[str]:
+    """A list of strings; Docker's Cmd and Entrypoint also take a single string."""
+    if raw is None:
+        return []
+    if one_string and isinstance(raw, str):
+        raw = [raw] if raw else []
+    if not isinstance(raw, list):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    return [_text(item, what) for item in raw]
+
+
+def _flag(raw: Any, what: str, default: bool = False) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise InvalidArgument(f"{what} must be true or false")
+    return raw
 
 
 def port_requests(
@@ -66,15 +114,21 @@ def port_requests(
 ) -> tuple[PortRequest, ...]:
     """HostConfig.PortBindings (and -P over ExposedPorts) to port requests."""
     out: list[PortRequest] = []
-    if port_bindings is None:
-        port_bindings = {}
-    if not isinstance(port_bindings, dict):
-        raise InvalidArgument("HostConfig.PortBindings must be an object")
-    for key, binds in port_bindings.items():
+    for key, binds in _object(port_bindings, "HostConfig.PortBindings").items():
         container_part = str(key)
+        if binds is not None and not isinstance(binds, list):
+            raise InvalidArgument(f"HostConfig.PortBindings[{container_part!r}] must be a list")
+        # Each part goes in its own place: a ':' inside one would shift the others.
+        if ":" in container_part and not container_part.startswith("["):
+            raise InvalidArgument(f"invalid port {container_part!r} in HostConfig.PortBindings")
         for bind in binds or [{}]:
-            host_ip = str((bind or {}).get("HostIp") or "")
-            host_port = str((bind or {}).get("HostPort") or "")
+            fields = _object(bind, f"HostConfig.PortBindings[{container_part!r}] entry")
+            host_ip = _text(fields.get("HostIp"), "HostIp")
+            host_port = _text(fields.get("HostPort"), "HostPort")
+            if ":" in host_ip:
+                raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IPv4 address")
+            if ":" in host_port:
+                raise InvalidArgument(f"invalid HostPort {host_port!r}: expected a port or a range")
             spec = (
                 f"{host_ip}:{host_port}:{container_part}"
                 if host_ip
@@ -83,18 +137,19 @@ def port_requests(
             if host_ip and not host_port:
                 spec = f"{host_ip}::{container_part}"
             out.extend(ports.parse_port_spec(spec).requests())
-    if publish_all and isinstance(exposed, dict):
+    # Exposed ports are checked even without -P, as Docker checks --expose.
+    exposed_ports = [p for key in _object(exposed, "ExposedPorts") for p in ports.parse_expose(str(key))]
+    if publish_all:
         published = {(r.container_port, r.proto) for r in out}
-        for key in exposed:
-            for port, proto in ports.parse_expose(str(key)):
-                if (port, proto) not in published:
-                    out.append(PortRequest(port, proto))
+        for port, proto in exposed_ports:
+            if (port, proto) not in published:
+                out.append(PortRequest(port, proto))
     return tuple(out)
 
 
-def requested_ip(endpoint: Json) -> ipaddress.IPv4Address | None:
-    ipam_cfg = endpoint.get("IPAMConfig") or {}
-    text = ipam_cfg.get("IPv4Address")
+def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
+    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
+    text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
     if not text:
         return None
     try:
@@ -104,90 +159,107 @@ def requested_ip(endpoint: Json) -> ipaddress.IPv4Address | None:
 
 
 def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"{what} must be an object of strings")
-    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+    """An object of strings (Labels, Options, AuxiliaryAddresses), sorted by key."""
+    out = []
+    for key, value in _object(raw, what).items():
+        key = str(key)
+        if not key or "\0" in key or any(ch.isspace() for ch in key):
+            raise InvalidArgument(f"invalid key {key!r}: keys cannot be empty or hold white space")
+        out.append((key, _text(value, f"{what} {key!r}")))
+    return tuple(sorted(out))
 
 
-def network_spec(body: Json) -> NetworkSpec:
+def network_spec(body: Any) -> NetworkSpec:
     """POST /networks/create's body to a NetworkSpec."""
-    name = str(body.get("Name") or "")
+    body = _object(body, "the request body")
+    name = _text(body.get("Name"), "Name")
     if not name:
         raise InvalidArgument("a network needs a name")
-    configs = (body.get("IPAM") or {}).get("Config") or []
+    check_name(name, "network")
+    configs = _object(body.get("IPAM"), "IPAM").get("Config")
+    if configs is None:
+        configs = []
+    if not isinstance(configs, list):
+        raise InvalidArgument("IPAM.Config must be a list")
     if len(configs) > 1:
         raise InvalidArgument("dockyard networks take one IPv4 subnet")
-    cfg = configs[0] if configs else {}
-    subnet = ipam.parse_subnet(cfg["Subnet"], "--subnet") if cfg.get("Subnet") else None
-    gateway = ipam.parse_address(cfg["Gateway"], "--gateway") if cfg.get("Gateway") else None
-    ip_range = ipam.parse_subnet(cfg["IPRange"], "--ip-range") if cfg.get("IPRange") else None
+    cfg = _object(configs[0], "IPAM.Config entry") if configs else {}
+    subnet_text = _text(cfg.get("Subnet"), "IPAM.Config Subnet")
+    gateway_text = _text(cfg.get("Gateway"), "IPAM.Config Gateway")
+    range_text = _text(cfg.get("IPRange"), "IPAM.Config IPRange")
+    subnet = ipam.parse_subnet(subnet_text, "--subnet") if subnet_text else None
+    gateway = ipam.parse_address(gateway_text, "--gateway") if gateway_text else None
+    ip_range = ipam.parse_subnet(range_text, "--ip-range") if range_text else None
     aux = []
     for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
-        aux.append((key, ipam.parse_address(value, f"--aux-address {key}")))
-    labels = _pairs(body.get("Labels"), "Labels")
-    options = _pairs(body.get("Options"), "Options")
-    for key, _ in labels + options:
-        if not key or any(ch.isspace() for ch in key):
-            raise InvalidArgument(f"invalid key {key!r}: keys cannot be empty or hold white space")
+        aux.append((key, ipam.parse_address(value, f"--aux-address {key!r}")))
     return NetworkSpec(
         name=name,
-        driver=str(body.get("Driver") or "bridge"),
+        driver=_text(body.get("Driver"), "Driver") or "bridge",
         subnet=subnet,
         gateway=gateway,
         ip_range=ip_range,
         aux_addresses=tuple(aux),
-        internal=bool(body.get("Internal")),
-        labels=labels,
-        options=options,
+        internal=_flag(body.get("Internal"), "Internal"),
+        labels=_pairs(body.get("Labels"), "Labels"),
+        options=_pairs(body.get("Options"), "Options"),
     )
 
 
-def container_config(body: Json) -> tuple[ContainerConfig, list[str]]:
+def _hostname(raw: Any) -> str:
+    name = _text(raw, "Hostname")
+    if name and (not HOSTNAME_RE.match(name) or len(name) > HOSTNAME_MAX):
+        raise InvalidArgument(
+            f"invalid hostname {name!r}: use letters, digits, '.', '-' and '_', "
+            f"at most {HOSTNAME_MAX} characters"
+        )
+    return name
+
+
+def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     """POST /containers/create's body to a ContainerConfig; also the requested aliases."""
-    host = body.get("HostConfig") or {}
-    cmd = body.get("Cmd") or []
-    if isinstance(cmd, str):
-        cmd = [cmd]
-    entrypoint = body.get("Entrypoint") or []
-    if isinstance(entrypoint, str):
-        entrypoint = [entrypoint]
-    mode = NetworkMode.parse(str(host.get("NetworkMode") or "bridge"))
+    body = _object(body, "the request body")
+    host = _object(body.get("HostConfig"), "HostConfig")
+    cmd = _strings(body.get("Cmd"), "Cmd", one_string=True)
+    entrypoint = _strings(body.get("Entrypoint"), "Entrypoint", one_string=True)
+    mode = NetworkMode.parse(_text(host.get("NetworkMode"), "HostConfig.NetworkMode") or "bridge")
     ip = None
     aliases: list[str] = []
-    endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}
-    for _name, ep in endpoints.items():
-        ip = requested_ip(ep or {}) or ip
-        aliases.extend(str(a) for a in (ep or {}).get("Aliases") or [])
+    networking = _object(body.get("NetworkingConfig"), "NetworkingConfig")
+    for _name, ep in _object(networking.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig").items():
+        ip = requested_ip(ep) or ip
+        aliases.extend(_strings(_object(ep, "EndpointConfig").get("Aliases"), "Aliases"))
     for alias in aliases:
         check_name(alias, "network alias")
-    dns = []
-    for server in host.get("Dns") or []:
-        dns.append(ipam.parse_address(str(server), "--dns"))
-    for word in [*(host.get("DnsSearch") or []), *(host.get("DnsOptions") or [])]:
-        if not str(word) or any(ch.isspace() for ch in str(word)):
+    dns = [ipam.parse_address(server, "--dns") for server in _strings(host.get("Dns"), "HostConfig.Dns")]
+    dns_search = _strings(host.get("DnsSearch"), "HostConfig.DnsSearch")
+    dns_options = _strings(host.get("DnsOptions"), "HostConfig.DnsOptions")
+    for word in [*dns_search, *dns_options]:
+        if not word or any(ch.isspace() for ch in word):
             raise InvalidArgument(f"invalid --dns-search/--dns-option {word!r}")
-    env = body.get("Env") or []
+    env = _strings(body.get("Env"), "Env")
     for item in env:
-        if not isinstance(item, str) or "=" not in item or item.startswith("="):
+        if "=" not in item or item.startswith("="):
             raise InvalidArgument(f"invalid environment variable {item!r}: expected KEY=VALUE")
     config = ContainerConfig(
-        cmd=tuple(str(x) for x in [*entrypoint, *cmd]),
+        cmd=tuple([*entrypoint, *cmd]),
         env=tuple(env),
-        workdir=str(body.get("WorkingDir") or ""),
-        hostname=str(body.get("Hostname") or ""),
-        auto_remove=bool(host.get("AutoRemove")),
+        workdir=_text(body.get("WorkingDir"), "WorkingDir"),
+        hostname=_hostname(body.get("Hostname")),
+        auto_remove=_flag(host.get("AutoRemove"), "HostConfig.AutoRemove"),
         network_mode=mode,
         ports=port_requests(
-            host.get("PortBindings"), body.get("ExposedPorts"), bool(host.get("PublishAllPorts"))
+            host.get("PortBindings"),
+            body.get("ExposedPorts"),
+            _flag(host.get("PublishAllPorts"), "HostConfig.PublishAllPorts"),
         ),
         ip=ip,
-        detach=not bool(body.get("AttachStdout", True)),
+        # An explicit null detaches, as before; absent means attached.
+        detach=not _flag(body.get("AttachStdout", True), "AttachStdout"),
         aliases=tuple(aliases),
         dns=tuple(dns),
-        dns_search=tuple(str(x) for x in host.get("DnsSearch") or ()),
-        dns_options=tuple(str(x) for x in host.get("DnsOptions") or ()),
+        dns_search=tuple(dns_search),
+        dns_options=tuple(dns_options),
     )
     return config, aliases
 

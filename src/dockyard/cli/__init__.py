@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from dockyard.cli.output import one_line
 from dockyard.errors import DockyardError, InvalidArgument
 
 EXIT_USAGE = 125
@@ -27,6 +28,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        # `--name=--`: argparse drops the "--" and hands the action [] for a string, a
+        # traceback further on. No option of dockyard's takes "--" as its value.
+        if action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument, not '--'")
+        return super()._get_values(action, arg_strings)  # type: ignore[misc]
 
 
 GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--host-netns", "--bridge", "--bip")
@@ -124,19 +132,27 @@ def main(argv: list[str] | None = None) -> int:
             _apply_default_bridge(client, args)
         return int(args.func(client, args) or 0)
     except UsageError as e:
-        print(f"dockyard: {e}", file=sys.stderr)
+        print(f"dockyard: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except DockyardError as e:
         if debug:
             raise
-        print(f"dockyard: {e}", file=sys.stderr)
+        print(f"dockyard: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
         # Outside the daemon: an unusable --root, a vanished socket, ...
         if debug:
             raise
         where = f" ({e.filename})" if e.filename else ""
-        print(f"dockyard: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"dockyard: {one_line(e.strerror or e)}{one_line(where)}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnicodeEncodeError as e:
+        # A name or reference from bytes that are not UTF-8 (the shell's $'\xff'): it
+        # cannot go into the API's URL, and no name of dockyard's holds it anyway.
+        if debug:
+            raise
+        text = one_line(repr(e.object))
+        print(f"dockyard: invalid argument {text}: it is not valid UTF-8", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

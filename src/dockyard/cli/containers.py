@@ -58,7 +58,7 @@ def _each(refs: list[str], fn: Any) -> int:
         try:
             fn(ref)
         except DockyardError as e:
-            print(f"dockyard: {e}", file=sys.stderr)
+            print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
             failed = e.exit_code
     return failed
 
@@ -93,7 +93,7 @@ def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
         try:
             found.append(client.inspect(ref))
         except NotFound as e:
-            print(f"dockyard: {e}", file=sys.stderr)
+            print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
             failed = e.exit_code
     output.json_array(found, sys.stdout)
     return failed

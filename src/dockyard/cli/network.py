@@ -86,7 +86,7 @@ def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
         try:
             found.append(client.network_inspect(ref))
         except NotFound as e:
-            print(f"dockyard: {e}", file=sys.stderr)
+            print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
             failed = e.exit_code
     output.json_array(found, sys.stdout)
     return failed
@@ -131,7 +131,7 @@ def cmd_rm(client: Any, args: argparse.Namespace) -> int:
             client.request("DELETE", f"/networks/{quote(ref)}")
             print(ref)
         except DockyardError as e:
-            print(f"dockyard: {e}", file=sys.stderr)
+            print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
             failed = e.exit_code
     return failed
 

@@ -21,6 +21,17 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO) ->
         out.write("   ".join(cells).rstrip() + "\n")
 
 
+def one_line(text: object) -> str:
+    """A message as one line: line breaks and other unprintable characters escaped.
+
+    Errors quote what the user gave (a name, a reference), which may hold anything.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def json_array(items: list[Any], out: TextIO) -> None:
     out.write(json.dumps(items, indent=4) + "\n")
 
