@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv
+APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 

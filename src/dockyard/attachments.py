@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from dockyard import ipam, rules
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import netns as nsmod
-from dockyard.model import DriverName, Endpoint, Network, PortRequest
+from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
 from dockyard.networks import NetworkSpec
 from dockyard.steps import Undo, step
 
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 CNI_LABEL = ("dev.dockyard.cni", "true")
 
 # The spec's well-known codes, and dockyard-cni's own (100 and up, docs/cni.md).
-CODE_INCOMPATIBLE_VERSION = 1
 CODE_UNKNOWN_CONTAINER = 3
 CODE_INVALID_ENV = 4
 CODE_INVALID_CONFIG = 7
@@ -287,13 +286,21 @@ class Attachments:
                 e.store.add_attachment(
                     owner, network.id, network.name, req.container_id, req.ifname, req.netns
                 )
-                endpoint, bindings = e.endpoints.record(owner, network, req.ifname, req.ip, req.ports)
+                endpoint, _ = e.endpoints.record(owner, network, req.ifname, req.ip)
                 if req.mac:
                     e.store.set_endpoint_mac(endpoint.id, req.mac)
                     endpoint = replace(endpoint, mac=req.mac)
+                # The runtime names every host port, and reserves it itself (Podman binds it
+                # after the ADD), as with the portmap plugin: no check that the port is free
+                # on the host; the ports table still keeps two owners off one port.
+                bindings = tuple(
+                    PortBinding(r.container_port, r.proto, r.host_port, r.host_ip) for r in req.ports
+                )
+                e.store.add_ports(owner, endpoint.id, bindings)
             undo.push(lambda: self._forget(owner))
             step("cni.add.recorded")
             e.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, req.net.is_gateway)
+            e.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
             step("cni.add.plugged")
             e.store.set_attachment_state(owner, "ready")
         except BaseException:
@@ -393,8 +400,6 @@ class Attachments:
             missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
             if not missing.empty():
                 out.append(f"port mapping {b} is missing from nftables")
-        if ep.id not in self.e.k.holds.owners():
-            out.append(f"host ports of {ep.address.ip} are not held")
         return out
 
     # -- STATUS ------------------------------------------------------------
@@ -470,6 +475,8 @@ class Attachments:
                     own.update(rules.endpoint_elements(ep.host_ifname, network.icc))
                 try:
                     e.drivers[network.driver].restore(network, [m for m in members if m[1]])
+                    for ep, _ in members:
+                        e.k.holds.release(ep.id)  # restore holds ports; for CNI the runtime does
                     if not own.empty():
                         e.k.nft.apply(
                             rules.element_commands("add", own, getattr(e, "owner", "")), "restore CNI ports"

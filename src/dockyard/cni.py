@@ -12,15 +12,24 @@ addresses and the state are the daemon's (attachments.py, api/cni.py).
      "dataDir": "/var/lib/dockyard",
      "capabilities": {"portMappings": true, "ips": true, "mac": true}}
 
+Why `_json` and `_socket` rather than json and dockyard.client: an ADD
+is a new interpreter each time, and importing json (which pulls in re and
+enum) and socket (selectors) costs 10 ms, as much as the daemon's kernel
+work. The C halves of those modules do the same job; dockyard.client is
+imported only when no daemon answers, to start one.
+
 See docs/cni.md for every key, the error codes and the design.
 """
 
 from __future__ import annotations
 
-import json
+import _json
+import _socket
 import os
 import sys
 import time
+
+from dockyard import locations
 
 TYPE_CHECKING = False  # typing costs every ADD its import
 if TYPE_CHECKING:
@@ -59,6 +68,52 @@ class PluginError(Exception):
 
 def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split("."))
+
+
+# -- JSON through the C halves of the json module ------------------------------------
+
+
+class _Decoding:
+    """What json's C scanner reads from its context: plain JSON."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+
+
+def _not_json(o: object) -> object:
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+_scan = _json.make_scanner(_Decoding())
+_encode = _json.make_encoder(
+    None, _not_json, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+)
+
+
+def loads(text: str) -> Any:
+    """json.loads for one document; ValueError when it is not one."""
+    text = text.strip(" \t\r\n")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration as e:
+        raise ValueError(f"expected a JSON value at character {e.value}") from None
+    except SystemError:
+        # The C scanner reports errors through json.decoder, which it finds only once loaded.
+        import json
+
+        json.loads(text)  # raises the precise JSONDecodeError
+        raise
+    if end != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
+def dumps(value: object) -> str:
+    return "".join(_encode(value, 0))
 
 
 # -- checks that need no daemon ------------------------------------------------
@@ -102,7 +157,7 @@ def _typed(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], what: 
     if value is None:
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PluginError(E_CONFIG, f"{key} must be {what}, not {json.dumps(value)}")
+        raise PluginError(E_CONFIG, f"{key} must be {what}, not {dumps(value)}")
     return value
 
 
@@ -198,35 +253,68 @@ def format_result(result: dict[str, Any], version: str, dns: dict[str, Any]) -> 
 # -- the daemon -----------------------------------------------------------------
 
 
-def call(root: str | None, path: str, body: dict[str, Any], unavailable: int) -> Any:
-    """One request to the daemon of root; its CNI error becomes a PluginError."""
+def post(socket_path: str, path: str, body: object) -> tuple[int, bytes]:
+    """One HTTP request on the daemon's socket; OSError when nothing answers there."""
+    data = dumps(body).encode()
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: dockyard\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(head.encode() + data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    reply = b"".join(chunks)
+    head_bytes, sep, payload = reply.partition(b"\r\n\r\n")
+    if not sep:
+        raise ConnectionResetError("the daemon closed the connection before answering")
+    return int(head_bytes.split(b" ", 2)[1]), payload
+
+
+def start_daemon(root: str | None) -> None:
+    """Start the daemon of root (dockyard.client's way), or wait for another plugin starting it."""
     from dockyard.client import Client
     from dockyard.errors import DaemonUnavailable
 
     client = Client(root)
     try:
-        try:
-            conn = client.connection()
-        except DaemonUnavailable:
-            # Another plugin may be starting this daemon right now: wait for it.
-            deadline = time.monotonic() + DAEMON_WAIT
-            while not client.ping():
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            conn = client.connection()
-        conn.send("POST", path, body, close=True)
-        status, headers = conn.read_head()
-        data = conn.read_body(headers)
-    except (DaemonUnavailable, OSError) as e:
-        raise PluginError(
-            unavailable,
-            f"the dockyard daemon of {client.paths.root} is not available: {e}",
-            "see its daemon.log",
-        ) from None
+        client.connection()
+    except DaemonUnavailable:
+        deadline = time.monotonic() + DAEMON_WAIT
+        while not client.ping():
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     finally:
         client.close()
-    payload = json.loads(data) if data else None
+
+
+def call(root: str | None, path: str, body: dict[str, Any], unavailable: int) -> Any:
+    """One request to the daemon of root; its CNI error becomes a PluginError."""
+    root_dir = locations.root_dir(root)
+    socket_path = os.path.join(root_dir, locations.SOCKET)
+    try:
+        try:
+            status, data = post(socket_path, path, body)
+        except (FileNotFoundError, ConnectionRefusedError):
+            start_daemon(root_dir)
+            status, data = post(socket_path, path, body)
+    except Exception as e:  # OSError, or the client's DaemonUnavailable
+        raise PluginError(
+            unavailable, f"the dockyard daemon of {root_dir} is not available: {e}", "see its daemon.log"
+        ) from None
+    payload = loads(data.decode()) if data.strip() else None
+    if status == 404 and not (payload or {}).get("cni"):
+        raise PluginError(
+            E_TRY_AGAIN,
+            f"the dockyard daemon of {root_dir} does not know CNI requests: it predates dockyard-cni; "
+            "restart it (dockyard daemon stop)",
+        )
     if status >= 400:
         cni = (payload or {}).get("cni") or {}
         raise PluginError(
@@ -248,15 +336,14 @@ def run(env: dict[str, str], stdin: BinaryIO, out: Any, seen: dict[str, str]) ->
     if command not in COMMANDS:
         raise PluginError(E_ENV, f"unknown CNI_COMMAND: {command}")
     if command == "VERSION":
-        json.dump({"cniVersion": SPEC_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}, out)
-        out.write("\n")
+        out.write(dumps({"cniVersion": SPEC_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}) + "\n")
         return
     missing = [k for k in REQUIRED_ENV.get(command, ()) if not env.get(k)]
     if missing:
         raise PluginError(E_ENV, f"required env variables [{','.join(missing)}] missing")
     try:
-        conf = json.loads(stdin.read() or b"null")
-    except ValueError as e:
+        conf = loads(stdin.read().decode())
+    except (ValueError, UnicodeDecodeError) as e:
         raise PluginError(E_DECODE, f"cannot decode the network configuration: {e}") from None
     if not isinstance(conf, dict):
         raise PluginError(E_DECODE, "the network configuration must be a JSON object")
@@ -265,7 +352,7 @@ def run(env: dict[str, str], stdin: BinaryIO, out: Any, seen: dict[str, str]) ->
         raise PluginError(
             E_VERSION,
             "incompatible CNI versions",
-            f"config is {json.dumps(version)}, plugin supports {list(SUPPORTED_VERSIONS)}",
+            f"config is {dumps(version)}, plugin supports {list(SUPPORTED_VERSIONS)}",
         )
     seen["version"] = version
     if command in VERB_SINCE and version_tuple(version) < VERB_SINCE[command]:
@@ -284,8 +371,7 @@ def run(env: dict[str, str], stdin: BinaryIO, out: Any, seen: dict[str, str]) ->
         dns = _typed(conf, "dns", dict, "an object") or {}
         body = {"network": net, **attachment_of(conf, env)}
         result = call(root, "/dockyard/cni/add", body, E_TRY_AGAIN)
-        json.dump(format_result(result, version, dns), out)
-        out.write("\n")
+        out.write(dumps(format_result(result, version, dns)) + "\n")
     elif command == "DEL":
         body = {"network": {"name": net["name"]}, **attachment_of(conf, env)}
         call(root, "/dockyard/cni/del", body, E_TRY_AGAIN)
@@ -312,14 +398,11 @@ def main(env: dict[str, str], stdin: BinaryIO, out: Any) -> int:
         error: dict[str, Any] = {"cniVersion": seen["version"], "code": e.code, "msg": e.msg}
         if e.details:
             error["details"] = e.details
-        json.dump(error, out)
-        out.write("\n")
+        out.write(dumps(error) + "\n")
         return 1
     except Exception as e:  # a bug: still answer with an error object, never a traceback
-        json.dump(
-            {"cniVersion": seen["version"], "code": E_INTERNAL, "msg": f"dockyard-cni failed: {e!r}"}, out
-        )
-        out.write("\n")
+        bug = {"cniVersion": seen["version"], "code": E_INTERNAL, "msg": f"dockyard-cni failed: {e!r}"}
+        out.write(dumps(bug) + "\n")
         return 1
     return 0
 

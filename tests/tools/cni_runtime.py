@@ -89,7 +89,9 @@ def plugin_dir(directory: Path) -> Path:
 
 
 class Runtime:
-    def __init__(self, bin_dirs: list[str | Path], prefix: list[str] | None = None, timeout: float = 60) -> None:
+    def __init__(
+        self, bin_dirs: list[str | Path], prefix: list[str] | None = None, timeout: float = 60
+    ) -> None:
         self.bin_dirs = [str(d) for d in bin_dirs]
         self.prefix = list(prefix or [])
         self.timeout = timeout
@@ -118,17 +120,20 @@ class Runtime:
         )
         return env
 
-    def start(self, plugin_type: str, env: dict[str, str], stdin: bytes) -> subprocess.Popen[bytes]:
-        """Exec a plugin without waiting (a test may kill it mid-way)."""
-        proc = subprocess.Popen(
+    def popen(self, plugin_type: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [*self.prefix, self.find(plugin_type)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={k: v for k, v in env.items() if v != "" or k == "CNI_COMMAND"},
         )
+
+    def start(self, plugin_type: str, env: dict[str, str], stdin: Json) -> subprocess.Popen[bytes]:
+        """Exec a plugin without waiting (a test may kill it mid-way)."""
+        proc = self.popen(plugin_type, env)
         assert proc.stdin is not None
-        proc.stdin.write(stdin)
+        proc.stdin.write(json.dumps(stdin).encode())
         proc.stdin.close()
         return proc
 
@@ -136,9 +141,9 @@ class Runtime:
         """Exec a plugin as a runtime does; empty variables are left out of its environment."""
         data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
         t0 = time.monotonic()
-        proc = self.start(plugin_type, env, data)
+        proc = self.popen(plugin_type, env)
         try:
-            out, err = proc.communicate(timeout=self.timeout)
+            out, err = proc.communicate(data, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
@@ -234,7 +239,9 @@ class Runtime:
 
     def status(self, conflist: Json) -> None:
         for plugin in conflist["plugins"]:
-            outcome = self.exec(plugin["type"], self.env("STATUS"), self.plugin_conf(conflist, plugin, None, None))
+            outcome = self.exec(
+                plugin["type"], self.env("STATUS"), self.plugin_conf(conflist, plugin, None, None)
+            )
             if not outcome.ok:
                 raise PluginFailed(outcome)
 
@@ -243,6 +250,82 @@ class Runtime:
         if not outcome.ok:
             raise PluginFailed(outcome)
         return outcome.json
+
+
+# -- for the test suite: containers' namespaces and equivalent configs ------------------
+
+
+class Sandboxes:
+    """Network namespaces standing for containers: made with `ip netns add`, deleted by name."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.names: list[str] = []
+
+    def new(self) -> str:
+        """A fresh namespace; its path, as a runtime passes CNI_NETNS."""
+        name = f"{self.prefix}{len(self.names)}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True)
+        self.names.append(name)
+        return f"/run/netns/{name}"
+
+    def remove(self, path: str) -> None:
+        name = os.path.basename(path)
+        if name in self.names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def close(self) -> None:
+        for name in self.names:
+            if os.path.exists(f"/run/netns/{name}"):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def dockyard_conflist(
+    version: str, name: str, subnet: str, bridge: str, data_dir: str | Path, **extra: Any
+) -> Json:
+    plugin: Json = {
+        "type": "dockyard",
+        "bridge": bridge,
+        "subnet": subnet,
+        "isGateway": True,
+        "ipMasq": False,
+        "dataDir": str(data_dir),
+        "capabilities": {"portMappings": True, "ips": True, "mac": True},
+    }
+    plugin.update(extra)
+    return {"cniVersion": version, "name": name, "plugins": [plugin]}
+
+
+def reference_conflist(version: str, name: str, subnet: str, bridge: str, data_dir: str | Path) -> Json:
+    """The reference chain doing what dockyard's plugin does alone: bridge + host-local, portmap."""
+    return {
+        "cniVersion": version,
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "isDefaultGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {"type": "host-local", "subnet": subnet, "dataDir": str(data_dir)},
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+def reference_versions() -> list[str]:
+    """The versions the installed reference bridge plugin speaks ([] when it is not installed)."""
+    bridge = REFERENCE_DIR / "bridge"
+    if not bridge.exists():
+        return []
+    r = subprocess.run(
+        [str(bridge)], input=b'{"cniVersion": "0.4.0"}', capture_output=True, env={"CNI_COMMAND": "VERSION"}
+    )
+    return list(json.loads(r.stdout)["supportedVersions"]) if r.returncode == 0 else []
 
 
 def main() -> int:

@@ -84,7 +84,7 @@ def _handler(fn: Callable[[Json], Any]) -> Callable[[Request], Response]:
     def handle(req: Request) -> Response:
         try:
             out = fn(req.json())
-        except BaseException as e:
+        except Exception as e:
             return cni_error(e)
         return Response(200, out) if out is not None else Response(204)
 
