@@ -1,27 +1,28 @@
-"""How long `dockyard run --rm --net X true` takes, whole command, per driver.
+"""How long `run --rm --net X true` takes, whole command: dockyard, Docker and Podman.
 
     .venv/bin/python bench/run_latency.py [--runs N] [--warmup N] [--port P] [--json PATH]
-    .venv/bin/python bench/run_latency.py --smoke     # 2 runs per case, for the test suite
+    .venv/bin/python bench/run_latency.py --smoke     # 2 runs per case, dockyard only: for the test suite
 
-As root, in a throwaway lab (demo/netlab.py: a host namespace where dockyardd
-runs, an upstream namespace on TEST-NET addresses; the root namespace is never
-touched). The daemon is started and warmed up first, so the figures are what
-a user sees with dockyardd already running: client start-up, the API round
-trips, the kernel work, the container's life and its removal.
+As root. Each tool works in a throwaway lab of its own (demo/netlab.py: a
+host namespace, an upstream namespace on TEST-NET addresses; the root
+namespace is never touched): dockyardd with --host-netns, a private dockerd
+and a private Podman (bench/_reference.py) each inside its lab's host
+namespace. Every daemon is started and warmed up first, so the figures are
+what a user sees with the daemon already running: client start-up, the API
+round trips, the network set-up, the container's life and its removal.
 
-Cases: none, host, bridge, bridge with `-p PORT:80`, container:<a running
-target>, and the client's start-up (`dockyard --help`, `dockyard ps`, and the
-bare interpreter for reference). Every round runs each case once, in an order
-rotated by one each round, so that drift on the machine (other jobs, caches,
-thermal) hits all cases alike. When Docker can run here (a docker client and
-a dockerd binary), a private dockerd is started inside the lab's host
-namespace and measured in the same rounds; a dockerd already running on the
-machine is never used, since it would work in the root namespace.
+Cases, for each tool: --net none, host, bridge, bridge with `-p PORT:80`,
+container:<a running target>; and each client's `ps` (one round trip), with
+`python -c pass` for reference. Every round runs every case of every tool
+once, in an order rotated by one each round (A B C, B C A, ...), so that
+drift on the machine hits all tools alike. Docker and Podman run a busybox
+image imported locally; dockyard runs the host's /bin/true (it has no image
+layer to mount, which is part of what is measured).
 
-It prints a table (median, p10-p90, min-max), the bridge-minus-none and
-bridge-minus-host differences, and the goals of issue 2 as met or not met.
-Times are reported, never asserted: the exit status is 0 unless a command
-failed (1) or the run was interrupted (130).
+It prints a table (median with p10-p90), the ratios against dockyard, the
+bridge-minus-none and bridge-minus-host differences, and the goals as met or
+not. Times are reported, never asserted: the exit status is 0 unless a
+command failed (1) or the run was interrupted (130).
 """
 
 from __future__ import annotations
@@ -29,14 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
-import time
-from collections.abc import Sequence
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,27 +42,34 @@ sys.path.insert(0, str(REPO / "demo"))
 
 from netlab import Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
 
+from _common import (  # noqa: E402
+    BenchError,
+    load_average,
+    machine,
+    machine_line,
+    ratio,
+    rotated,
+    summary,
+    timed,
+)
+from _reference import PrivateDocker, PrivatePodman, rootfs_tar  # noqa: E402
+from _report import Goal, Plot, Report, Series, Table  # noqa: E402
+
 TARGET = "bench-target"
+IMAGE = "dybench-busybox:latest"
 GOAL_BRIDGE_MS = 60.0
 GOAL_BRIDGE_OVER_NONE_MS = 10.0
-# Issue 2's reference figures, measured on this machine kind before dockyard existed.
-REFERENCE = (
-    "Docker 20.10: 302 ms for a bridge `docker run --rm true`, 84 ms more than with --net none; "
-    "Podman 4.3: 372-420 ms"
-)
-DOCKER_IMAGE = "dybench-true:latest"
-DOCKER_BIP = "192.0.2.1/24"  # TEST-NET-1, inside the lab's host namespace only
-
-
-class BenchError(Exception):
-    """A measured command failed: the benchmark cannot vouch for its figures."""
+NETWORK_CASES = ("none", "host", "bridge", "bridge -p", "container:")
+TOOLS = ("dockyard", "docker", "podman")
+# Measured on this machine kind before dockyard existed (issue 2 and 7).
+REFERENCE = "Docker 20.10: 302 ms bridge, 84 ms over none; Podman 4.3: 372-420 ms"
 
 
 @dataclass
 class Case:
-    """One thing to time: a tool, a label for the table, and the full command."""
+    """One thing to time: a tool, a case label, and the full command."""
 
-    tool: str  # "dockyard", "docker" or "python"
+    tool: str
     label: str
     argv: list[str]
     env: dict[str, str] | None = None
@@ -76,73 +80,21 @@ class Case:
         return f"{self.tool} {self.label}"
 
 
-# -- statistics ----------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summary(ms: Sequence[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(ms),
-        "p10": percentile(ms, 10),
-        "p90": percentile(ms, 90),
-        "min": min(ms),
-        "max": max(ms),
-    }
-
-
-# -- timing --------------------------------------------------------------------
-
-
-def time_once(case: Case) -> float:
-    """Wall time of the whole command in milliseconds; a BenchError when it fails."""
-    start = time.perf_counter_ns()
-    try:
-        r = subprocess.run(
-            case.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=case.env,
-            timeout=60,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"{case.key}: did not finish within 60 s") from e
-    elapsed = (time.perf_counter_ns() - start) / 1e6
-    if r.returncode != 0:
-        stderr = r.stderr.decode(errors="replace").strip()
-        raise BenchError(f"{case.key}: `{' '.join(case.argv)}` exited {r.returncode}: {stderr}")
-    return elapsed
-
-
 def measure(cases: list[Case], runs: int, warmup: int) -> list[list[str]]:
-    """Warm every case up, then `runs` rounds, each case once a round in a rotated order.
-
-    Returns the order of each round (case keys), for the raw results.
-    """
+    """Warm every case up, then `runs` rounds, each case once a round in a rotated order."""
     for _ in range(warmup):
         for case in cases:
-            time_once(case)
+            timed(case.argv, case.key, timeout=60, env=case.env)
     orders: list[list[str]] = []
     for r in range(runs):
-        shift = r % len(cases)
-        order = cases[shift:] + cases[:shift]
+        order = rotated(cases, r)
         for case in order:
-            case.ms.append(time_once(case))
+            case.ms.append(timed(case.argv, case.key, timeout=60, env=case.env))
         orders.append([c.key for c in order])
     return orders
 
 
-# -- the cases -----------------------------------------------------------------
+# -- the tools' cases ------------------------------------------------------------------
 
 
 def dockyard_cases(lab: Lab, port: int) -> list[Case]:
@@ -153,263 +105,164 @@ def dockyard_cases(lab: Lab, port: int) -> list[Case]:
         run("none", "--net", "none"),
         run("host", "--net", "host"),
         run("bridge", "--net", "bridge"),
-        run(f"bridge -p {port}:80", "--net", "bridge", "-p", f"{port}:80"),
-        run(f"container:{TARGET}", "--net", f"container:{TARGET}"),
-        Case("dockyard", "--help", lab.dy_cmd("--help")),
+        run("bridge -p", "--net", "bridge", "-p", f"{port}:80"),
+        run("container:", "--net", f"container:{TARGET}"),
         Case("dockyard", "ps", lab.dy_cmd("ps")),
-        Case("python", "-c pass", [sys.executable, "-c", "pass"]),
+        Case("dockyard", "--help", lab.dy_cmd("--help")),
     ]
 
 
-class PrivateDocker:
-    """A dockerd of the benchmark's own, inside the lab's host namespace.
+def docker_cases(docker: PrivateDocker, port: int) -> list[Case]:
+    def run(label: str, *opts: str) -> Case:
+        return Case("docker", label, docker.argv("run", "--rm", *opts, IMAGE, "true"), docker.env)
 
-    Its data and exec roots live under the lab's $ROOT, its bridge on TEST-NET-1,
-    its iptables rules in the lab's namespace: deleting the lab removes it all.
-    """
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.dir = lab.root / "docker"
-        self.sock = self.dir / "exec" / "docker.sock"
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def why_not() -> str | None:
-        """None when a side-by-side run is possible, else the reason it is not."""
-        if not shutil.which("docker"):
-            return "no docker client"
-        if not shutil.which("dockerd"):
-            return f"the docker client is at {shutil.which('docker')}, but there is no dockerd to run"
-        return None
-
-    def docker(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout)
-        if r.returncode != 0:
-            raise BenchError(f"`docker {' '.join(args)}` exited {r.returncode}: {r.stderr.strip()}")
-        return r
-
-    def start(self) -> None:
-        (self.dir / "exec").mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "dockerd.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                # `ip netns exec` also mounts a /sys of the lab's namespace, which dockerd reads.
-                [
-                    *("ip", "netns", "exec", self.lab.host, "dockerd"),
-                    *("--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec")),
-                    *("--host", f"unix://{self.sock}", "--pidfile", str(self.dir / "dockerd.pid")),
-                    *("--bip", DOCKER_BIP),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.lab.remember_pid(self.proc.pid)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"dockerd exited {self.proc.returncode}; see {self.dir / 'dockerd.log'}")
-            probe = subprocess.run(["docker", "info"], capture_output=True, env=self.env, timeout=30)
-            if probe.returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise BenchError(f"dockerd did not answer within 60 s; see {self.dir / 'dockerd.log'}")
-        self._import_image()
-        self.docker("run", "-d", "--name", TARGET, DOCKER_IMAGE, "/bin/sleep", "infinity")
-
-    def _import_image(self) -> None:
-        """An image holding only /bin/true and /bin/sleep with their libraries (no registry)."""
-        tar_path = self.dir / "image.tar"
-        members: dict[str, str] = {}  # path in the image -> the host file it copies
-        for binary in ("/bin/true", "/bin/sleep"):
-            members[binary.lstrip("/")] = os.path.realpath(binary)
-            ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
-            for line in ldd.stdout.splitlines():
-                paths = [w for w in line.split() if w.startswith("/")]
-                if paths:
-                    members[paths[0].lstrip("/")] = os.path.realpath(paths[0])
-        with tarfile.open(tar_path, "w") as tar:
-            for arcname, source in sorted(members.items()):
-                tar.add(source, arcname=arcname)
-        self.docker("import", str(tar_path), DOCKER_IMAGE, timeout=120)
-
-    def cases(self, port: int) -> list[Case]:
-        docker = shutil.which("docker") or "docker"
-
-        def run(label: str, *opts: str) -> Case:
-            argv = [docker, "run", "--rm", *opts, DOCKER_IMAGE, "/bin/true"]
-            return Case("docker", label, argv, self.env)
-
-        return [
-            run("none", "--net", "none"),
-            run("host", "--net", "host"),
-            run("bridge", "--net", "bridge"),
-            run(f"bridge -p {port}:80", "--net", "bridge", "-p", f"{port}:80"),
-            run(f"container:{TARGET}", "--net", f"container:{TARGET}"),
-            Case("docker", "--help", [docker, "--help"], self.env),
-            Case("docker", "ps", [docker, "ps"], self.env),
-        ]
-
-    def stop(self) -> list[str]:
-        problems: list[str] = []
-        if self.proc is None:
-            return problems
-        if self.proc.poll() is None:
-            try:
-                self.docker("rm", "-f", TARGET, timeout=30)
-            except (BenchError, subprocess.TimeoutExpired) as e:
-                problems.append(str(e))
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                problems.append(f"dockerd (pid {self.proc.pid}) ignored SIGTERM for 30 s; killed")
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return problems
+    return [
+        run("none", "--net", "none"),
+        run("host", "--net", "host"),
+        run("bridge", "--net", "bridge"),
+        run("bridge -p", "--net", "bridge", "-p", f"{port}:80"),
+        run("container:", "--net", f"container:{TARGET}"),
+        Case("docker", "ps", docker.argv("ps"), docker.env),
+    ]
 
 
-# -- the report ----------------------------------------------------------------
+def podman_cases(podman: PrivatePodman, port: int) -> list[Case]:
+    def run(label: str, *opts: str) -> Case:
+        argv = podman.argv("run", "--rm", "--cgroups=disabled", *opts, IMAGE, "true")
+        return Case("podman", label, argv, podman.env)
+
+    return [
+        run("none", "--network", "none"),
+        run("host", "--network", "host"),
+        run("bridge", "--network", "bridge"),
+        run("bridge -p", "--network", "bridge", "-p", f"{port}:80"),
+        run("container:", "--network", f"container:{TARGET}"),
+        Case("podman", "ps", podman.argv("ps"), podman.env),
+    ]
 
 
-def fmt(ms: float) -> str:
-    return f"{ms:7.1f}"
+# -- the report ------------------------------------------------------------------------
 
 
-def table(cases: list[Case], runs: int) -> list[str]:
-    head = f"{'command':<44} {'median':>7} {'p10':>7} {'p90':>7} {'min':>7} {'max':>7}   (ms, {runs} runs)"
-    lines = [head, "-" * len(head)]
-    for case in cases:
-        s = summary(case.ms)
-        figures = " ".join(fmt(s[k]) for k in ("median", "p10", "p90", "min", "max"))
-        lines.append(f"{case.key:<44} {figures}")
-    return lines
+def paired_difference(a: Case, b: Case) -> float:
+    """Median of the per-round differences a - b (less sensitive to drift than medians' difference)."""
+    return statistics.median(x - y for x, y in zip(a.ms, b.ms, strict=True))
 
 
-def difference(a: Case, b: Case) -> dict[str, float]:
-    """a minus b: the difference of medians, and the median of the per-round differences."""
-    paired = [x - y for x, y in zip(a.ms, b.ms, strict=True)]
-    return {
-        "of_medians": statistics.median(a.ms) - statistics.median(b.ms),
-        "paired": statistics.median(paired),
-    }
+def cell(ms: list[float]) -> str:
+    s = summary(ms)
+    return f"{s['median']:.1f} ({s['p10']:.0f}-{s['p90']:.0f})"
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def build_report(cases: list[Case], runs: int, notes: list[str], info: dict[str, object]) -> Report:
+    by = {(c.tool, c.label): c for c in cases}
+    tools = [t for t in TOOLS if (t, "bridge") in by]
+    med = {k: statistics.median(c.ms) for k, c in by.items()}
+    columns = ["case", *(f"{t} ms (p10-p90)" for t in tools), *(f"{t} / dockyard" for t in tools[1:])]
+    rows = []
+    for label in (*NETWORK_CASES, "ps"):
+        row = [label if label == "ps" else f"run --rm --net {label} true"]
+        row += [cell(by[(t, label)].ms) if (t, label) in by else "-" for t in tools]
+        row += [f"{ratio(med[(t, label)], med[('dockyard', label)]):.2f}x" for t in tools[1:]]
+        rows.append(row)
+    rows.append(["python -c pass", cell(by[("python", "-c pass")].ms), *["-"] * (len(columns) - 2)])
+    rows.append(["dockyard --help", cell(by[("dockyard", "--help")].ms), *["-"] * (len(columns) - 2)])
 
-
-def report(
-    cases: list[Case], runs: int, docker_note: str | None, host_info: dict[str, object]
-) -> dict[str, object]:
-    by_key = {c.key: c for c in cases}
-    out: list[str] = []
-    out.append("dockyard run latency: whole-command wall time, daemon already up")
-    out.append(
-        f"machine: {host_info['cpus']} CPUs, Linux {host_info['kernel']}, Python {host_info['python']}; "
-        f"load average {host_info['load_before']} before, {host_info['load_after']} after"
-    )
-    out.append(f"each round runs every case once, rotated by one each round; {runs} rounds")
-    out.append("")
-    out += table(cases, runs)
-
-    results: dict[str, object] = {}
-    out.append("")
-    out.append(
-        f"{'differences (ms)':<44} {'of medians':>10} {'paired':>10}   (paired: median of per-round a-b)"
-    )
-    for tool in ("dockyard", "docker"):
-        bridge = by_key.get(f"{tool} bridge")
-        if bridge is None:
-            continue
+    diff_rows = []
+    for t in tools:
         for other in ("none", "host"):
-            d = difference(bridge, by_key[f"{tool} {other}"])
-            results[f"{tool} bridge-{other}"] = d
-            out.append(f"{tool + ' bridge - ' + other:<44} {d['of_medians']:>10.1f} {d['paired']:>10.1f}")
+            a, b = by[(t, "bridge")], by[(t, other)]
+            diff_rows.append(
+                [
+                    f"{t}: bridge - {other}",
+                    f"{med[(t, 'bridge')] - med[(t, other)]:.1f}",
+                    f"{paired_difference(a, b):.1f}",
+                ]
+            )
 
-    out.append("")
-    out.append("client start-up (median)")
-    for key, what in (
-        ("dockyard --help", "argparse only, no daemon round trip"),
-        ("dockyard ps", "one API round trip to the running daemon"),
-        ("python -c pass", "the bare interpreter, for reference"),
-        ("docker --help", ""),
-        ("docker ps", ""),
-    ):
-        if key in by_key:
-            med = statistics.median(by_key[key].ms)
-            out.append(f"  {key:<42} {fmt(med)} ms   {what}".rstrip())
+    bridge = med[("dockyard", "bridge")]
+    over_none = med[("dockyard", "bridge")] - med[("dockyard", "none")]
 
-    bridge_ms = statistics.median(by_key["dockyard bridge"].ms)
-    over_none = difference(by_key["dockyard bridge"], by_key["dockyard none"])["of_medians"]
-    goals: dict[str, dict[str, float | bool]] = {
-        "bridge_run": {"ms": bridge_ms, "goal_ms": GOAL_BRIDGE_MS, "met": bridge_ms < GOAL_BRIDGE_MS},
-        "bridge_minus_none": {
-            "ms": over_none,
-            "goal_ms": GOAL_BRIDGE_OVER_NONE_MS,
-            "met": over_none < GOAL_BRIDGE_OVER_NONE_MS,
-        },
-    }
-    out.append("")
-    out.append("goals (issue 2)")
-    labels = {
-        "bridge_run": f"dockyard run --rm true on the bridge under {GOAL_BRIDGE_MS:.0f} ms",
-        "bridge_minus_none": f"bridge minus none under {GOAL_BRIDGE_OVER_NONE_MS:.0f} ms",
-    }
-    for name, goal in goals.items():
-        out.append(f"  {labels[name]:<50} {verdict(bool(goal['met'])):<8} {fmt(float(goal['ms']))} ms")
-    out.append("")
-    out.append(f"reference (issue 2, same machine kind): {REFERENCE}")
-    if docker_note:
-        out.append(f"docker: not installed, no side-by-side figures ({docker_note})")
-    else:
-        out.append("docker: measured side by side above (a private dockerd in the lab's host namespace)")
-    print("\n".join(out), flush=True)
-    return {"differences": results, "goals": goals}
+    def versus(value: float, key: str, fmt: str) -> str:
+        parts = []
+        for t in tools[1:]:
+            other = med[(t, "bridge")] - med[(t, "none")] if key == "over_none" else med[(t, "bridge")]
+            parts.append(f"{t} {other:{fmt}} ms ({ratio(value, other):.2f}x)")
+        return ", ".join(parts) or "no reference tool run"
+
+    goals = [
+        Goal(
+            f"`dockyard run --rm true` on the bridge under {GOAL_BRIDGE_MS:.0f} ms",
+            bridge < GOAL_BRIDGE_MS,
+            f"{bridge:.1f} ms",
+            versus(bridge, "bridge", ".1f"),
+        ),
+        Goal(
+            f"bridge minus none under {GOAL_BRIDGE_OVER_NONE_MS:.0f} ms",
+            over_none < GOAL_BRIDGE_OVER_NONE_MS,
+            f"{over_none:.1f} ms",
+            versus(over_none, "over_none", ".1f"),
+        ),
+    ]
+    plot = Plot(
+        "run_latency",
+        "run --rm --net X true: whole command (median, p10-p90)",
+        "bar",
+        "network",
+        "ms",
+        [
+            Series(
+                t,
+                [lbl for lbl in NETWORK_CASES if (t, lbl) in by],
+                [med[(t, lbl)] for lbl in NETWORK_CASES if (t, lbl) in by],
+                [summary(by[(t, lbl)].ms)["p10"] for lbl in NETWORK_CASES if (t, lbl) in by],
+                [summary(by[(t, lbl)].ms)["p90"] for lbl in NETWORK_CASES if (t, lbl) in by],
+            )
+            for t in tools
+        ],
+    )
+    return Report(
+        key="run_latency",
+        title="1. Run latency",
+        method=(
+            f"Whole-command wall time of `run --rm --net X true` with the daemon already up, "
+            f"{runs} rounds; each round runs every case of every tool once, rotated by one each round. "
+            "Each tool in a throwaway host namespace of its own. Docker and Podman run a locally "
+            "imported busybox image; dockyard runs the host's /bin/true. " + machine_line(info)
+        ),
+        tables=[
+            Table("median ms (p10-p90), and the ratio against dockyard", columns, rows),
+            Table(
+                "differences (ms): of the medians, and paired (median of per-round differences)",
+                ["", "of medians", "paired"],
+                diff_rows,
+            ),
+        ],
+        goals=goals,
+        notes=[*notes, f"reference figures measured on this machine kind earlier: {REFERENCE}"],
+        plots=[plot],
+    )
 
 
-# -- main ----------------------------------------------------------------------
-
-
-def machine(load_before: str) -> dict[str, object]:
-    return {
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_before": load_before,
-        "load_after": load_average(),
-    }
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
+# -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=20, help="timed runs per case (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per case first (default 3)")
-    p.add_argument(
-        "--port",
-        type=int,
-        default=18080,
-        help="host port of the -p case (default 18080; 0: a free port chosen by dockyard each run)",
-    )
-    p.add_argument("--smoke", action="store_true", help="2 runs per case and 1 warm-up: checks it works")
-    p.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
+    p.add_argument("--port", type=int, default=18080, help="host port of the -p case (default 18080)")
+    p.add_argument("--no-docker", action="store_true", help="do not measure Docker")
+    p.add_argument("--no-podman", action="store_true", help="do not measure Podman")
+    p.add_argument("--smoke", action="store_true", help="2 runs per case, 1 warm-up, dockyard only")
+    p.add_argument("--json", metavar="PATH", help="also write the report and raw results as JSON to PATH")
     args = p.parse_args(argv)
     if args.smoke:
-        args.runs, args.warmup = 2, 1
+        args.runs, args.warmup, args.no_docker, args.no_podman = 2, 1, True, True
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be at least 1 and --warmup at least 0")
-    if not 0 <= args.port <= 65534:
-        p.error("--port must be 0 or a port number below 65535")
+    if not 1 <= args.port <= 65535:
+        p.error("--port must be a port number")
     return args
 
 
@@ -420,42 +273,65 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     raise_on_termination()
     load_before = load_average()
-    lab = Lab("dybench")
-    docker_note = PrivateDocker.why_not()
-    docker = PrivateDocker(lab) if docker_note is None else None
+    labs = {"dockyard": Lab("dybench")}
+    notes: list[str] = []
+    docker = podman = None
+    for tool, flag, cls in (
+        ("docker", args.no_docker, PrivateDocker),
+        ("podman", args.no_podman, PrivatePodman),
+    ):
+        why = "not asked for (--smoke or --no-" + tool + ")" if flag else cls.why_not()
+        if why:
+            notes.append(f"{tool}: not measured: {why}")
+        else:
+            labs[tool] = Lab("dybench")
     status = 0
     problems: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="dybench-run-"))
     try:
-        lab.setup()
+        for lab in labs.values():
+            lab.setup()
+        lab = labs["dockyard"]
         lab.start_daemon()
         lab.dy("run", "-d", "--name", TARGET, "sleep", "infinity")
         lab.remember_container(TARGET)
         cases = dockyard_cases(lab, args.port)
-        if docker is not None:
+        cases.append(Case("python", "-c pass", [sys.executable, "-c", "pass"]))
+        image = rootfs_tar(work / "image.tar") if len(labs) > 1 else None
+        if "docker" in labs and image:
+            docker = PrivateDocker(labs["docker"].host, work / "docker")
             docker.start()
-            cases += docker.cases(args.port + 1 if args.port else 0)
+            docker.import_image(image, IMAGE)
+            docker.docker("run", "-d", "--name", TARGET, IMAGE, "sleep", "100000")
+            cases += docker_cases(docker, args.port)
+            notes.append(f"docker: {docker.version()}, a private dockerd in its lab's host namespace")
+        if "podman" in labs and image:
+            podman = PrivatePodman(labs["podman"].host, work / "podman")
+            podman.start()
+            podman.import_image(image, IMAGE)
+            podman.run_detached(TARGET, IMAGE, "sleep", "100000")
+            cases += podman_cases(podman, args.port)
+            notes.append(f"podman: {podman.version()} (netavark, crun, --cgroups=disabled)")
         print(
             f"timing {len(cases)} cases: {args.warmup} warm-up and {args.runs} timed runs each ...",
             flush=True,
         )
         orders = measure(cases, args.runs, args.warmup)
-        host_info = machine(load_before)
-        derived = report(cases, args.runs, docker_note, host_info)
+        info = machine(load_before)
+        report = build_report(cases, args.runs, notes, info)
+        print(report.text(), flush=True)
         if args.json:
             raw = {
                 "runs": args.runs,
                 "warmup": args.warmup,
-                "machine": host_info,
+                "machine": info,
                 "cases": [
                     {"tool": c.tool, "label": c.label, "argv": c.argv, "ms": c.ms, **summary(c.ms)}
                     for c in cases
                 ],
                 "rounds": orders,
-                "docker": None if docker_note else "side by side",
-                "docker_note": docker_note,
-                **derived,
             }
-            Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+            Path(args.json).write_text(json.dumps({"report": report.to_dict(), "raw": raw}, indent=2) + "\n")
             print(f"raw results written to {args.json}")
     except (BenchError, LabError) as e:
         print(f"run_latency: {e}", file=sys.stderr)
@@ -468,10 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         status = 128 + e.signum
     finally:
         with signals_ignored():
-            if docker is not None:
-                problems += docker.stop()
-            problems += lab.teardown()
-            problems += [f"left behind: {thing}" for thing in lab.leftovers()]
+            for tool in (docker, podman):
+                if tool is not None:
+                    problems += tool.stop()
+            for lab in labs.values():
+                problems += lab.teardown()
+                problems += [f"left behind: {thing}" for thing in lab.leftovers()]
+            shutil.rmtree(work, ignore_errors=True)
     for problem in problems:
         print(f"run_latency: cleanup: {problem}", file=sys.stderr)
     if problems and status == 0:
