@@ -251,12 +251,18 @@ class Lab:
         return json.loads(r.stdout) if r.returncode == 0 else None
 
     def map_elements(self, name: str) -> list:
-        table = self.nft_table() or {"nftables": []}
+        """The elements of one set or map of `inet dockyard`.
+
+        A missing table or set fails: read as "no elements", it would let a
+        test of cleanup pass where nothing was ever made.
+        """
+        table = self.nft_table()
+        assert table is not None, "table inet dockyard does not exist in the host namespace"
         for obj in table["nftables"]:
             body = obj.get("map") or obj.get("set")
             if body and body.get("name") == name:
                 return [_unwrap(item) for item in body.get("elem", [])]
-        return []
+        raise AssertionError(f"table inet dockyard has no set or map {name!r}")
 
     def eventually(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
         end = time.monotonic() + timeout

@@ -12,6 +12,9 @@ the CNI plugin:
   elements, holds); deleting the veth, which costs an RCU grace period
   (15-40 ms here), is left to a reaper thread, and the address lease is
   dropped only once the link is gone, so an address is never given twice.
+  Likewise a port's record goes only once its elements and hold are gone,
+  so that a release that failed half-way can be retried from the records
+  (`retry_releasing`, which every command runs through the engine's check).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pathlib import Path
 from dockyard import ipam, ports
 from dockyard.drivers import Driver
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
-from dockyard.kernel import Kernel, holds, sysctl
+from dockyard.kernel import Kernel
+from dockyard.kernel.holds import HoldRefused
 from dockyard.kernel.netlink import mac_for
 from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
 from dockyard.steps import Undo, step
@@ -47,6 +51,8 @@ class Endpoints:
         self.k = kernel
         self.drivers = drivers
         self._reap_queue: queue.Queue[tuple[Network, Endpoint] | None] = queue.Queue()
+        # Endpoints handed to the reaper and not done yet: a retry leaves them to it.
+        self._queued: set[str] = set()
         self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
         self._reaper.start()
 
@@ -122,7 +128,7 @@ class Endpoints:
             requests = tuple(
                 r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
             )
-        chooser = ports.HostPortChooser(taken, holds.can_bind, sysctl.local_port_range())
+        chooser = ports.HostPortChooser(taken, self.k.holds.probe, self.k.holds.local_port_range())
         return chooser.choose(requests)
 
     def drop_records(self, owner: str, only_ifname: str | None = None) -> None:
@@ -134,11 +140,14 @@ class Endpoints:
                     self.store.delete_ports(owner, ep.id)
 
     def drop_records_active(self, owner: str) -> None:
-        """Forget endpoints not yet handed to the reaper (those never reached the kernel)."""
+        """Forget endpoints not yet handed to the reaper (those never reached the kernel).
+
+        The ports of an endpoint being released stay: they name the elements
+        and hold a failed release must still remove."""
         with self.store.transaction():
             for ep in self.store.endpoints(container_id=owner):
                 self.store.delete_endpoint(ep.id)
-            self.store.delete_ports(owner)
+                self.store.delete_ports(owner, ep.id)
 
     # -- plug --------------------------------------------------------------
 
@@ -157,7 +166,12 @@ class Endpoints:
         driver.join(network, endpoint, sandbox, default_route)
         step("endpoint.publish")
         undo.push(lambda: driver.unpublish(endpoint, bindings))
-        driver.publish(network, endpoint, bindings)
+        try:
+            driver.publish(network, endpoint, bindings)
+        except HoldRefused as e:
+            # A host process took the port after it was chosen.
+            b = e.binding
+            raise ports.refused(b.host_ip, b.host_port, b.proto, e.status) from None
         step("endpoint.plugged")
 
     # -- release -----------------------------------------------------------
@@ -169,17 +183,42 @@ class Endpoints:
             all_bindings = self.store.ports(owner)
             for ep in eps:
                 self.store.set_endpoint_state(ep.id, "releasing")
-            for ep in eps:
-                self.store.delete_ports(owner, ep.id)
         step("endpoint.release")
         for ep in eps:
             network = self.store.find_network(ep.network_id)
             if network is None:
+                self.store.delete_ports(owner, ep.id)
                 self.store.delete_endpoint(ep.id)
                 continue
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
             self.drivers[network.driver].unpublish(ep, bindings)
+            self.store.delete_ports(owner, ep.id)
+            self._queued.add(ep.id)
             self._reap_queue.put((network, ep))
+
+    def retry_releasing(self) -> list[tuple[Endpoint, DockyardError | None]]:
+        """Finish the release of endpoints left 'releasing' that the reaper does
+        not hold (a release that failed, or a crash): their published ports,
+        then the veth, then the records. (endpoint, None) for each one done,
+        (endpoint, error) for each one that must wait for a later try."""
+        out: list[tuple[Endpoint, DockyardError | None]] = []
+        for ep in self.store.endpoints(state="releasing"):
+            if ep.id in self._queued:
+                continue
+            network = self.store.find_network(ep.network_id)
+            if network is not None:
+                driver = self.drivers[network.driver]
+                try:
+                    driver.unpublish(ep, self.bindings(ep.container_id, ep.id))
+                    driver.leave(network, ep)
+                except DockyardError as err:
+                    out.append((ep, err))
+                    continue
+            with self.store.transaction():
+                self.store.delete_ports(ep.container_id, ep.id)
+                self.store.delete_endpoint(ep.id)
+            out.append((ep, None))
+        return out
 
     def bindings(self, owner: str, endpoint_id: str | None = None) -> tuple[PortBinding, ...]:
         return tuple(b for eid, b in self.store.ports(owner) if endpoint_id is None or eid == endpoint_id)
@@ -194,12 +233,14 @@ class Endpoints:
                 try:
                     self.drivers[network.driver].leave(network, ep)
                 except DockyardError as e:
-                    # Left for gc, which retries from the 'releasing' record.
+                    # Left for a retry from the 'releasing' record (retry_releasing).
                     print(f"dockyardd: cannot remove {ep.host_ifname} yet: {e}", file=sys.stderr, flush=True)
                     continue
                 step("endpoint.reaped")
                 self.store.delete_endpoint(ep.id)
             finally:
+                if item is not None:
+                    self._queued.discard(item[1].id)
                 self._reap_queue.task_done()
 
     def settle(self) -> None:

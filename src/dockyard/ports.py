@@ -1,7 +1,8 @@
 """Published ports: Docker's -p/--expose syntax, and the choice of host ports.
 
-Pure logic, no I/O: the engine hands in what is taken and a predicate that
-says whether the host could bind a port; this module decides.
+Pure logic, no I/O: the engine hands in what is taken and a probe that
+says whether the host could bind a port (and why not); this module decides,
+and words every refusal a user reads, the ones the kernel layer reports too.
 
 Forms, as `docker run -p` takes them:
     CPORT   HPORT:CPORT   IP:HPORT:CPORT   IP::CPORT
@@ -16,8 +17,8 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dockyard.errors import Conflict, InvalidArgument
-from dockyard.model import PortBinding, PortRequest, Protocol
+from dockyard.errors import Conflict, DockyardError, InvalidArgument
+from dockyard.model import BindStatus, PortBinding, PortRequest, Protocol
 
 PORT_MAX = 65535
 
@@ -99,7 +100,7 @@ def parse_port_spec(spec: str) -> PortSpec:
     body, slash, proto_text = spec.partition("/")
     proto = _parse_proto(proto_text, spec) if slash else Protocol.TCP
     if not body:
-        raise InvalidArgument(f"invalid port spec {spec!r}: no port given")
+        raise InvalidArgument(f"invalid port spec {spec!r}: no container port given")
     host_ip: ipaddress.IPv4Address | None = None
     host_text = ""
     # IPv6 host addresses come as [addr]:h:c; dockyard is IPv4 only for now.
@@ -151,12 +152,25 @@ def parse_requests(specs: Iterable[str]) -> tuple[PortRequest, ...]:
     return tuple(out)
 
 
+def publish_all(
+    requests: Iterable[PortRequest], exposed: Iterable[tuple[int, Protocol]]
+) -> tuple[PortRequest, ...]:
+    """-P: every exposed port that no -p publishes gets a random host port, as Docker does."""
+    out = list(requests)
+    published = {(r.container_port, r.proto) for r in out}
+    for port, proto in exposed:
+        if (port, proto) not in published:
+            published.add((port, proto))
+            out.append(PortRequest(port, proto))
+    return tuple(out)
+
+
 def overlaps(a_ip: ipaddress.IPv4Address | None, b_ip: ipaddress.IPv4Address | None) -> bool:
     """Two bindings of one port clash when either is on every address or both on the same."""
     return a_ip is None or b_ip is None or a_ip == b_ip
 
 
-BindCheck = Callable[[ipaddress.IPv4Address | None, int, Protocol], bool]
+BindProbe = Callable[[ipaddress.IPv4Address | None, int, Protocol], BindStatus]
 Key = tuple[int, Protocol]
 
 
@@ -169,23 +183,43 @@ def _hint(ip: ipaddress.IPv4Address | None, port: int) -> str:
     return ""
 
 
+def not_local(ip: ipaddress.IPv4Address | None) -> InvalidArgument:
+    # Docker's words, from its proxy's bind: "cannot assign requested address".
+    return InvalidArgument(
+        f"cannot publish on {ip}: it is not an address of this host (cannot assign requested address)"
+    )
+
+
+def refused(
+    ip: ipaddress.IPv4Address | None, port: int, proto: Protocol, status: BindStatus
+) -> DockyardError:
+    """The error for a host port the host would not bind."""
+    if status is BindStatus.NOT_LOCAL:
+        return not_local(ip)
+    return Conflict(
+        f"cannot publish {ip or '0.0.0.0'}:{port}/{proto}: address already in use by another process"
+        + _hint(ip, port)
+    )
+
+
 class HostPortChooser:
     """Picks host ports for one container against what is already published.
 
     `taken` maps (port, proto) to the host addresses holding it (None for
-    every address). `can_bind` asks the host whether a port is free of
-    other processes.
+    every address). `probe` asks the host whether a port is free of
+    other processes. An address that is not the host's fails at its first
+    probe: every port of it would fail alike, so no range is scanned.
     """
 
     def __init__(
         self,
         taken: dict[Key, list[ipaddress.IPv4Address | None]],
-        can_bind: BindCheck,
+        probe: BindProbe,
         local_range: tuple[int, int],
         rng: random.Random | None = None,
     ) -> None:
         self._taken = {k: list(v) for k, v in taken.items()}
-        self._can_bind = can_bind
+        self._probe = probe
         self._range = local_range
         self._rng = rng or random.Random()
 
@@ -196,7 +230,12 @@ class HostPortChooser:
         self._taken.setdefault((port, proto), []).append(ip)
 
     def _free(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
-        return not self._clashes(ip, port, proto) and self._can_bind(ip, port, proto)
+        if self._clashes(ip, port, proto):
+            return False
+        status = self._probe(ip, port, proto)
+        if status is BindStatus.NOT_LOCAL:
+            raise not_local(ip)
+        return status is BindStatus.FREE
 
     def choose(self, requests: Iterable[PortRequest]) -> tuple[PortBinding, ...]:
         out: list[PortBinding] = []
@@ -207,10 +246,9 @@ class HostPortChooser:
                 where = f"{ip or '0.0.0.0'}:{port}/{req.proto}"
                 if self._clashes(ip, port, req.proto):
                     raise Conflict(f"Bind for {where} failed: port is already allocated")
-                if not self._can_bind(ip, port, req.proto):
-                    raise Conflict(
-                        f"cannot publish {where}: address already in use by another process" + _hint(ip, port)
-                    )
+                status = self._probe(ip, port, req.proto)
+                if status is not BindStatus.FREE:
+                    raise refused(ip, port, req.proto, status)
             elif req.host_port:
                 port = self._first_free(ip, req.proto, req.host_port, req.host_port_end)
             else:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from lab import DOCKYARD, REPO, Lab
+from lab import DOCKYARD, HOST_ADDR, REPO, Lab, pid_alive
 
 
 def _state(lab: Lab) -> tuple[str, list, list, list[str]]:
@@ -30,7 +32,9 @@ def _fails(lab: Lab, *args: str, code: int = 125, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("dockyard: "), r.stderr
     assert message in lines[0], lines[0]
     assert "Traceback" not in r.stderr
-    lab.dy_ok("system", "gc")
+    # Compared before any gc: a leak that gc would repair must fail here.
+    assert _state(lab) == before
+    assert lab.dy_ok("system", "gc").strip() == "nothing to remove"
     assert _state(lab) == before
 
 
@@ -95,6 +99,46 @@ def test_host_port_already_published_or_used(lab: Lab) -> None:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
     _fails(lab, "run", "--rm", "-p", "8090:80", "true", message="address already in use")
+
+
+NOT_HERE = "cannot publish on 10.9.9.9: it is not an address of this host (cannot assign requested address)"
+
+
+@pytest.mark.parametrize(
+    ("spec", "published"),
+    [
+        ("10.9.9.9:8080:80", "80/tcp -> 10.9.9.9:8080"),
+        ("10.9.9.9::80", "80/tcp -> 10.9.9.9:"),
+        ("10.9.9.9:8000-8999:80/udp", "80/udp -> 10.9.9.9:8000"),
+    ],
+)
+def test_publishing_on_an_address_the_host_lacks(lab: Lab, spec: str, published: str) -> None:
+    """Not "address already in use", nor a scan of the whole range ending in
+    "no free host port left": the address is not the host's."""
+    lab.dy_ok("ps")
+    _fails(lab, "run", "--rm", "-p", spec, "true", message=NOT_HERE)
+    # Control: once the host has the address, the same spec publishes.
+    assert lab.in_host("ip", "addr", "add", "10.9.9.9/32", "dev", "up0").returncode == 0
+    cid = lab.run_d("-p", spec, "sleep", "300")
+    (line,) = lab.dy_ok("port", cid).strip().splitlines()
+    assert line.startswith(published), line
+
+
+def test_localhost_and_every_address_overlap(lab: Lab) -> None:
+    """127.0.0.1:P and 0.0.0.0:P are one port, in either order: refused by
+    dockyard's own records, before the kernel would be asked."""
+    lab.run_d("--name", "lo", "-p", "127.0.0.1:8080:80", "sleep", "300")
+    allocated = "failed: port is already allocated"
+    _fails(lab, "run", "--rm", "-p", "8080:80", "true", message=f"Bind for 0.0.0.0:8080/tcp {allocated}")
+    lab.run_d("--name", "all", "-p", "8081:80", "sleep", "300")
+    spec = "127.0.0.1:8081:80"
+    _fails(lab, "run", "--rm", "-p", spec, "true", message=f"Bind for 127.0.0.1:8081/tcp {allocated}")
+    # Control: another address, or another protocol, is another port.
+    lab.run_d("--name", "other", "-p", f"{HOST_ADDR}:8080:80", "-p", "8081:80/udp", "sleep", "300")
+    assert lab.dy_ok("port", "other").strip().splitlines() == [
+        f"80/tcp -> {HOST_ADDR}:8080",
+        "80/udp -> 0.0.0.0:8081",
+    ]
 
 
 def test_published_port_is_really_taken_on_the_host(lab: Lab) -> None:
@@ -195,17 +239,78 @@ def test_nftables_missing_is_reported(lab: Lab, tmp_path) -> None:  # type: igno
     assert "install the nftables package" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_daemon_unreachable_is_reported(lab: Lab) -> None:
-    env = {**os.environ}
+def _one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dockyard: "), r.stderr
+    return lines[0]
+
+
+def test_pyroute2_missing_is_reported(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The daemon cannot import pyroute2: the client says which package and how to get it."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    # Found before the installed package, and failing the way a missing one does.
+    (shadow / "pyroute2.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pyroute2'\", name='pyroute2')\n"
+    )
+    r = lab.dy("ps", env={"PYTHONPATH": f"{shadow}:{REPO / 'src'}"})
+    line = _one_error_line(r)
+    assert "the daemon failed to start" in line and "missing (pyroute2)" in line, line
+    assert "make deps, or pip install dockyard" in line, line
+    assert not (lab.root / "dockyard.sock").exists()
+
+
+def test_an_unusable_root_is_reported(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--root where no state directory can be: the message says so and names the option."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    for root, why in (
+        ("/proc/nonexistent/dockyard", "No such file or directory"),
+        (str(a_file), "Not a directory"),
+    ):
+        r = subprocess.run(
+            [*DOCKYARD, "--root", root, "--host-netns", lab.host, "ps"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        line = _one_error_line(r)
+        assert root in line and why in line and "--root" in line, line
+    assert a_file.read_text() == "not a directory\n"
+
+
+def test_a_daemon_that_cannot_start_is_reported(lab: Lab) -> None:
+    """The auto-started daemon fails (no such host namespace): its reason, and what to do."""
     r = subprocess.run(
-        [*DOCKYARD, "--root", "/proc/nonexistent/dockyard", "ps"],
+        [*DOCKYARD, "--root", str(lab.root), "--host-netns", "dyt-no-such-ns", "ps"],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=30,
+        timeout=60,
     )
-    assert r.returncode == 125
-    assert r.stderr.startswith("dockyard: ") and "Traceback" not in r.stderr
+    line = _one_error_line(r)
+    assert "the daemon failed to start: host network namespace dyt-no-such-ns not found" in line, line
+    assert "ip netns add" in line and "--host-netns" in line, line
+    assert not (lab.root / "dockyard.sock").exists() and not (lab.root / "dockyardd.pid").exists()
+
+
+def test_a_socket_that_refuses_is_reported(lab: Lab) -> None:
+    """A live daemon holds the root, but its socket refuses connections: no second daemon
+    starts, and the message names the one to stop. Following it, the next command works."""
+    lab.dy_ok("ps")
+    pid = int((lab.root / "dockyardd.pid").read_text())
+    sock = lab.root / "dockyard.sock"
+    sock.unlink()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(sock))  # bound, never listening: connect() gets ECONNREFUSED
+    dead.close()
+    line = _one_error_line(lab.dy("ps"))
+    assert f"dockyardd (pid {pid}) holds {lab.root} but does not answer on {sock}" in line, line
+    assert f"kill {pid}" in line, line
+    assert int((lab.root / "dockyardd.pid").read_text()) == pid
+    os.kill(pid, signal.SIGTERM)
+    lab.eventually(lambda: not pid_alive(pid), timeout=20, what="the old daemon gone")
+    assert lab.dy_ok("ps", "-q") == ""
 
 
 def test_debug_shows_the_traceback(lab: Lab) -> None:

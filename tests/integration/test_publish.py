@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+from lab import HOST_ADDR, PROBE, UP_ADDR, Lab, pid_alive
+
+GATEWAY = "172.17.0.1"
 
 
 def _ports(lab: Lab, ref: str) -> list[str]:
@@ -151,12 +154,70 @@ def lab_cmd(lab: Lab) -> list[str]:
     return [*DOCKYARD, "--root", str(lab.root), "--host-netns", lab.host]
 
 
+# Prints "ready", then watches IPv4 frames arriving on IFACE for TCP SYNs from
+# SRC (to DST when given); at the first one to STOP_PORT it prints every
+# destination port it saw a SYN for, in order, and exits.
+SYN_WATCH = textwrap.dedent("""
+    import socket, sys
+    iface, src, stop_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    dst = sys.argv[4] if len(sys.argv) > 4 else None
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((iface, 0))
+    s.settimeout(20)
+    print("ready", flush=True)
+    seen = []
+    while True:
+        frame, addr = s.recvfrom(4096)
+        ip = frame[14:]
+        if addr[2] == socket.PACKET_OUTGOING or ip[9] != 6 or socket.inet_ntoa(ip[12:16]) != src:
+            continue
+        if dst and socket.inet_ntoa(ip[16:20]) != dst:
+            continue
+        tcp = ip[(ip[0] & 15) * 4:]
+        if tcp[13] & 0x12 != 0x02:  # a SYN, not a SYN-ACK
+            continue
+        dport = int.from_bytes(tcp[2:4], "big")
+        if dport not in seen:
+            seen.append(dport)
+        if dport == stop_port:
+            print(" ".join(map(str, seen)), flush=True)
+            break
+""")
+
+
+def _watch(lab: Lab, cmd: list[str]) -> subprocess.Popen[str]:
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lab.procs.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready", p.stderr
+    return p
+
+
 def test_unpublished_ports_are_not_reachable_even_with_a_route(lab: Lab) -> None:
-    ip = lab.ip_of(lab.serve("--name", "hidden", "-p", "8080:81"))
-    lab.in_up("ip", "route", "add", "172.17.0.0/16", "via", HOST_ADDR)
+    # One container serving two ports: 81 published, 80 not.
+    py = sys.executable
+    cid = lab.run_d(
+        "--name", "hidden", "-p", "8080:81",
+        "sh", "-c", f"{py} {PROBE} serve tcp 81 & exec {py} {PROBE} serve tcp 80",
+    )  # fmt: skip
+    ip = lab.ip_of(cid)
+    lab.pids_seen.add(lab.inspect(cid)["State"]["Pid"])
+    for port in (80, 81):
+        lab.wait_answer(lab.host, "tcp", ip, port)
+    r = lab.in_up("ip", "route", "add", "172.17.0.0/16", "via", HOST_ADDR)
+    assert r.returncode == 0, r.stderr
+    in_host = ["nsenter", f"--net=/run/netns/{lab.host}"]
+    at_host = _watch(lab, [*in_host, py, "-c", SYN_WATCH, "up0", UP_ADDR, "80", ip])
+    at_container = _watch(lab, [*lab_cmd(lab), "exec", cid, py, "-c", SYN_WATCH, "eth0", UP_ADDR, "81"])
     # Docker's direct-routing hole: the container's own port from outside.
-    assert lab.ask(lab.up, "tcp", ip, 80, timeout=1) is None
-    # The host itself still reaches it, as with Docker.
+    direct = lab.in_up(py, PROBE, "ask", "tcp", ip, "80", "--timeout", "1")
+    assert direct.returncode == 1 and "timed out" in direct.stderr, (direct.stdout, direct.stderr)
+    # The SYN did come through the route to the host, which dropped it.
+    assert at_host.stdout is not None and at_host.stdout.readline().strip() == "80"
+    # Control: the published port of the same container answers from outside...
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    # ... and is the only SYN from outside the container ever saw, the direct ones having come first.
+    assert at_container.stdout is not None and at_container.stdout.readline().strip() == "81"
+    # The host itself still reaches the unpublished port, as with Docker.
     assert lab.ask(lab.host, "tcp", ip, 80)
 
 
@@ -215,22 +276,205 @@ def test_every_map_element_goes_when_the_container_stops(lab: Lab) -> None:
     assert len(held) == 200
     lab.dy_ok("stop", "-t", "0", "many")
     assert lab.map_elements("publish_any") == [] and lab.map_elements("publish_addr") == []
-    s = socket.socket()
-    assert (
-        lab.in_host(
-            sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('0.0.0.0', 10100)); s.listen()"
-        ).returncode
-        == 0
-    )
-    s.close()
+    assert _host_bind(lab, "tcp", "0.0.0.0", 10100) == "bound"
+    assert _host_bind(lab, "udp", "127.0.0.1", 9000) == "bound"
+
+
+def _tree(*roots: int) -> set[int]:
+    """The processes of these trees: the roots and every descendant (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo += children.get(pid, [])
+    return out
 
 
 def test_a_thousand_ports_start_without_a_process_per_port(lab: Lab) -> None:
     lab.dy_ok("ps")
-    daemon = int((lab.root / "dockyardd.pid").read_text())
-    before = set(subprocess.run(["pgrep", "-P", str(daemon)], capture_output=True, text=True).stdout.split())
-    lab.serve("--name", "wide", "-p", "20000-20999:20000-20999", port=20500)
+    roots = [int((lab.root / name).read_text()) for name in ("dockyardd.pid", "shim.pid")]
+    before = _tree(*roots)
+    assert len(before) >= 2, before
+    cid = lab.serve("--name", "wide", "-p", "20000-20999:20000-20999", port=20500)
     assert len(lab.map_elements("publish_any")) == 1000
-    after = set(subprocess.run(["pgrep", "-P", str(daemon)], capture_output=True, text=True).stdout.split())
-    assert after == before
+    after = _tree(*roots)
+    # The only new process in the daemon's and the shim's trees is the container's own.
+    assert after - before == {lab.inspect(cid)["State"]["Pid"]}, (before, after)
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 20500).startswith(f"peer={UP_ADDR}:")
+
+
+# -- holds: a published port is taken on the host --------------------------------------------------
+
+# Binds PROTO IP:PORT as a host process would (SO_REUSEADDR when asked) and
+# prints "bound", or the error.
+BIND = textwrap.dedent("""
+    import socket, sys
+    proto, ip, port, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "reuse"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+    if reuse:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((ip, port))
+        if proto == "tcp":
+            s.listen()
+    except OSError as e:
+        print(e.strerror)
+    else:
+        print("bound")
+""")
+
+
+def _host_bind(lab: Lab, proto: str, ip: str, port: int, reuse: bool = False) -> str:
+    r = lab.in_host(sys.executable, "-c", BIND, proto, ip, str(port), "reuse" if reuse else "plain")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+IN_USE = "Address already in use"
+
+
+def test_udp_and_localhost_ports_are_held_while_published(lab: Lab) -> None:
+    lab.run_d("--name", "held", "-p", "127.0.0.1:8086:80", "-p", "8087:53/udp", "sleep", "300")
+    for proto, ip, port in (
+        ("tcp", "127.0.0.1", 8086),
+        ("tcp", "0.0.0.0", 8086),  # every address includes 127.0.0.1
+        ("udp", "0.0.0.0", 8087),
+        ("udp", "127.0.0.1", 8087),
+        ("udp", HOST_ADDR, 8087),
+    ):
+        for reuse in (False, True):
+            assert _host_bind(lab, proto, ip, port, reuse) == IN_USE, (proto, ip, port, reuse)
+    # Control: a hold is for its address and protocol only...
+    assert _host_bind(lab, "tcp", HOST_ADDR, 8086) == "bound"
+    assert _host_bind(lab, "udp", "127.0.0.1", 8086) == "bound"
+    assert _host_bind(lab, "tcp", "0.0.0.0", 8087) == "bound"
+    # ... and goes with the container.
+    lab.dy_ok("stop", "-t", "0", "held")
+    assert _host_bind(lab, "tcp", "127.0.0.1", 8086) == "bound"
+    assert _host_bind(lab, "udp", "0.0.0.0", 8087) == "bound"
+
+
+def _daemon_down(lab: Lab, how: str) -> None:
+    pid = int((lab.root / "dockyardd.pid").read_text())
+    if how == "stop":
+        lab.dy_ok("daemon", "stop")
+    else:
+        os.kill(pid, signal.SIGKILL)
+    lab.eventually(lambda: not pid_alive(pid), what=f"dockyardd {pid} gone")
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_holds_are_taken_again_when_the_daemon_comes_back(lab: Lab, how: str) -> None:
+    lab.run_d("--name", "web", "-p", "8088:80", "-p", "127.0.0.1:8089:53/udp", "sleep", "300")
+    assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == IN_USE
+    _daemon_down(lab, how)
+    # The holds were the daemon's sockets: with it gone, the ports are free...
+    assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == "bound"
+    assert _host_bind(lab, "udp", "127.0.0.1", 8089) == "bound"
+    assert "started" in lab.dy_ok("daemon", "start")
+    # ... and the next daemon, adopting the running container, takes them again.
+    assert lab.inspect("web")["State"]["Running"] is True
+    assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == IN_USE
+    assert _host_bind(lab, "udp", "127.0.0.1", 8089) == IN_USE
+    assert "WARNING" not in (lab.root / "daemon.log").read_text()
+
+
+def test_a_port_taken_while_the_daemon_was_down_is_reported(lab: Lab) -> None:
+    cid = lab.serve("--name", "web", "-p", "8088:80", "-p", "8089:80")
+    _daemon_down(lab, "stop")
+    holder = lab.spawn_in(
+        lab.host,
+        sys.executable,
+        "-c",
+        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 8088)); s.listen(); print('ok', flush=True); time.sleep(60)",
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    lab.dy_ok("daemon", "start")
+    log = (lab.root / "daemon.log").read_text()
+    assert (
+        "dockyardd: WARNING: container web: cannot hold host port 0.0.0.0:8088/tcp: Address already in use;"
+        " the port stays published but is not held"
+    ) in log, log
+    assert "8089" not in log
+    # The container's other port is held again all the same, and both still reach it.
+    assert _host_bind(lab, "tcp", "0.0.0.0", 8089) == IN_USE
+    for port in (8088, 8089):
+        assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, port).startswith(f"peer={UP_ADDR}:")
+    assert lab.inspect(cid)["State"]["Running"] is True
+
+
+def test_holds_tell_a_port_in_use_from_an_address_the_host_lacks(lab: Lab) -> None:
+    """kernel/holds.py against the lab's kernel: what a probe and a hold report."""
+    script = textwrap.dedent("""
+        import ipaddress, socket
+        from dockyard.kernel.holds import HoldRefused, PortHolds, probe
+        from dockyard.model import PortBinding, Protocol
+        IP, TCP, UDP = ipaddress.IPv4Address, Protocol.TCP, Protocol.UDP
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        print(probe(IP("10.9.9.9"), port, TCP), probe(IP("127.0.0.1"), port, TCP), probe(None, port, TCP),
+              probe(IP("127.0.0.1"), port, UDP), sep=",")
+        holds = PortHolds()
+        udp, tcp = PortBinding(53, UDP, port, IP("127.0.0.1")), PortBinding(80, TCP, port, IP("127.0.0.1"))
+        for bindings in ([udp, tcp], [PortBinding(80, TCP, port, IP("10.9.9.9"))]):
+            try:
+                holds.hold("a", bindings)
+            except HoldRefused as e:
+                print(e.status, e.binding.container_port, holds.count(), probe(IP("127.0.0.1"), port, UDP), sep=",")
+        refused = holds.hold_each("a", [udp, tcp])
+        print([str(e) for e in refused], holds.count(), probe(IP("127.0.0.1"), port, UDP), sep=",")
+        holds.release("a")
+        print(holds.count(), probe(IP("127.0.0.1"), port, UDP), sep=",")
+    """)
+    r = lab.in_host(sys.executable, "-c", script)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "not local,in use,in use,free"
+    # All or nothing: the UDP port taken first is let go when the TCP one is refused.
+    assert lines[1] == "in use,80,0,free"
+    assert lines[2] == "not local,80,0,free"
+    # One at a time: what can be held is, and the refusal is reported.
+    assert lines[3].endswith(",1,in use") and "/tcp: Address already in use" in lines[3], lines[3]
+    assert lines[4] == "0,free"
+
+
+def test_every_address_includes_a_second_one_and_the_bridge_gateway(lab: Lab) -> None:
+    assert lab.in_host("ip", "addr", "add", "198.51.100.3/24", "dev", "up0").returncode == 0
+    ip = lab.ip_of(lab.serve("--name", "all", "-p", "8080:80"))
+    assert lab.wait_answer(lab.up, "tcp", "198.51.100.3", 8080).startswith(f"peer={UP_ADDR}:")
+    # The bridge's gateway is a host address too: from the host, from a container...
+    assert f"local={ip}:80" in lab.wait_answer(lab.host, "tcp", GATEWAY, 8080)
+    other = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", GATEWAY, "8080")
+    assert other.startswith(f"peer={GATEWAY}:") and f"local={ip}:80" in other, other
+    # ... and from outside, routed to it.
+    r = lab.in_up("ip", "route", "add", "172.17.0.0/16", "via", HOST_ADDR)
+    assert r.returncode == 0, r.stderr
+    assert lab.wait_answer(lab.up, "tcp", GATEWAY, 8080).startswith(f"peer={UP_ADDR}:")
+    # Control: a port published on one address does not answer on the gateway.
+    lab.serve("--name", "one", "-p", f"{HOST_ADDR}:8081:80")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8081)
+    assert lab.ask(lab.host, "tcp", GATEWAY, 8081, timeout=1) is None
+
+
+def test_port_picks_one_protocol(lab: Lab) -> None:
+    lab.run_d(
+        "--name", "pp", "-p", "8080:80", "-p", "8082:80/udp", "-p", "127.0.0.1:8083:80/udp", "sleep", "300"
+    )
+    assert sorted(lab.dy_ok("port", "pp", "80/udp").split()) == ["0.0.0.0:8082", "127.0.0.1:8083"]
+    assert lab.dy_ok("port", "pp", "80/tcp").split() == ["0.0.0.0:8080"]
+    assert lab.dy_ok("port", "pp", "80").split() == ["0.0.0.0:8080"]  # tcp, as Docker defaults
+    r = lab.dy("port", "pp", "80/sctp")
+    assert r.returncode == 125 and r.stderr.strip() == "dockyard: no public port '80/sctp' published for pp"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.errors import Conflict, InvalidArgument
-from dockyard.model import PortBinding, PortRequest, Protocol
+from dockyard.model import BindStatus, PortBinding, PortRequest, Protocol
 from dockyard.ports import (
     PORT_MAX,
     HostPortChooser,
@@ -20,6 +20,8 @@ from dockyard.ports import (
     parse_expose,
     parse_port_spec,
     parse_requests,
+    publish_all,
+    refused,
 )
 
 IP = ipaddress.IPv4Address
@@ -77,9 +79,9 @@ def test_protocol_suffix_applies_to_every_form(body: str, suffix: str, proto: Pr
         ("8000:80-81", "host range has 1 ports and the container range 2"),
         ("80/icmp", "unknown protocol 'icmp'"),
         ("/icmp", "unknown protocol 'icmp'"),
-        ("/tcp", "no port given"),
+        ("/tcp", "no container port given"),
         ("80/", "unknown protocol ''"),
-        ("", "no port given"),
+        ("", "no container port given"),
         (":80", "no host port before ':'"),
         ("1.2.3:80:80", "invalid host address '1.2.3'"),
         ("::80", "invalid host address ''"),
@@ -206,17 +208,29 @@ def test_spec_shaped_text_gives_valid_ports_or_invalid_argument(text: str) -> No
 # --- HostPortChooser -------------------------------------------------------------------------------
 
 
-def _always(_ip: object, _port: int, _proto: Protocol) -> bool:
-    return True
+FREE, IN_USE, NOT_LOCAL = BindStatus.FREE, BindStatus.IN_USE, BindStatus.NOT_LOCAL
+
+
+def _always(_ip: object, _port: int, _proto: Protocol) -> BindStatus:
+    return FREE
+
+
+def _free_unless(test):  # type: ignore[no-untyped-def]
+    """A probe that finds a port in use where test(port) holds."""
+
+    def probe(_ip: object, port: int, _proto: Protocol) -> BindStatus:
+        return IN_USE if test(port) else FREE
+
+    return probe
 
 
 def _chooser(
     taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] | None = None,
-    can_bind=_always,
+    probe=_always,
     local_range: tuple[int, int] = (40000, 40099),
     seed: int = 0,
 ) -> HostPortChooser:
-    return HostPortChooser(taken or {}, can_bind, local_range, random.Random(seed))
+    return HostPortChooser(taken or {}, probe, local_range, random.Random(seed))
 
 
 def test_explicit_port_is_given_as_asked() -> None:
@@ -265,22 +279,75 @@ def test_two_requests_for_one_host_port_in_one_call_conflict() -> None:
 
 
 def test_explicit_port_the_host_cannot_bind_is_a_conflict() -> None:
-    def refuse_8080(_ip: object, port: int, _proto: Protocol) -> bool:
-        return port != 8080
-
+    refuse_8080 = _free_unless(lambda port: port == 8080)
     with pytest.raises(Conflict, match="address already in use by another process") as info:
-        _chooser(can_bind=refuse_8080).choose([PortRequest(80, TCP, 8080, IP("127.0.0.1"))])
+        _chooser(probe=refuse_8080).choose([PortRequest(80, TCP, 8080, IP("127.0.0.1"))])
     assert "127.0.0.1:8080/tcp" in str(info.value)
 
 
-def test_can_bind_is_asked_with_the_request_address_and_protocol() -> None:
+def test_port_53_in_use_on_every_address_hints_at_the_resolver() -> None:
+    with pytest.raises(Conflict, match=r"resolver listens on port 53 of each gateway"):
+        _chooser(probe=_free_unless(lambda port: port == 53)).choose([PortRequest(53, UDP, 53)])
+    with pytest.raises(Conflict) as info:
+        _chooser(probe=_free_unless(lambda port: port == 53)).choose(
+            [PortRequest(53, UDP, 53, IP("10.0.0.1"))]
+        )
+    assert "resolver" not in str(info.value)
+
+
+def _not_local(counted: list[int]):  # type: ignore[no-untyped-def]
+    """A probe for an address the host does not have: every port is refused alike."""
+
+    def probe(_ip: object, port: int, _proto: Protocol) -> BindStatus:
+        counted.append(port)
+        return NOT_LOCAL
+
+    return probe
+
+
+NOT_LOCAL_MESSAGE = (
+    "cannot publish on 10.9.9.9: it is not an address of this host (cannot assign requested address)"
+)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        PortRequest(80, TCP, 8080, IP("10.9.9.9")),  # 10.9.9.9:8080:80
+        PortRequest(80, TCP, 0, IP("10.9.9.9")),  # 10.9.9.9::80
+        PortRequest(80, UDP, 8000, IP("10.9.9.9"), host_port_end=8999),  # 10.9.9.9:8000-8999:80/udp
+    ],
+)
+def test_an_address_the_host_lacks_fails_at_the_first_probe(request_: PortRequest) -> None:
+    probed: list[int] = []
+    chooser = _chooser(probe=_not_local(probed), local_range=(32768, 60999))
+    with pytest.raises(InvalidArgument) as info:
+        chooser.choose([request_])
+    assert str(info.value) == NOT_LOCAL_MESSAGE
+    assert len(probed) == 1  # no scan of the range
+
+
+def test_an_address_the_host_lacks_is_not_taken_for_a_full_range() -> None:
+    # The same probe answering "in use" instead: the whole range is tried, then it is full.
+    probed: list[int] = []
+
+    def in_use(_ip: object, port: int, _proto: Protocol) -> BindStatus:
+        probed.append(port)
+        return IN_USE
+
+    with pytest.raises(Conflict, match="no free host port left in 40000-40099"):
+        _chooser(probe=in_use).choose([PortRequest(80, TCP, 0, IP("10.9.9.9"))])
+    assert sorted(probed) == list(range(40000, 40100))
+
+
+def test_probe_is_asked_with_the_request_address_and_protocol() -> None:
     asked: list[tuple[object, int, Protocol]] = []
 
-    def record(ip: object, port: int, proto: Protocol) -> bool:
+    def record(ip: object, port: int, proto: Protocol) -> BindStatus:
         asked.append((ip, port, proto))
-        return True
+        return FREE
 
-    _chooser(can_bind=record).choose([PortRequest(53, UDP, 5353, IP("127.0.0.1"))])
+    _chooser(probe=record).choose([PortRequest(53, UDP, 5353, IP("127.0.0.1"))])
     assert asked == [(IP("127.0.0.1"), 5353, UDP)]
 
 
@@ -297,9 +364,7 @@ def test_random_port_skips_taken_and_unbindable_ports(seed: int) -> None:
         (p, TCP): [None] for p in range(40000, 40010, 2)
     }
 
-    def only_40007(_ip: object, port: int, _proto: Protocol) -> bool:
-        return port == 40007 or port % 2 == 0
-
+    only_40007 = _free_unless(lambda port: port != 40007 and port % 2 == 1)
     (binding,) = _chooser(taken, only_40007, (40000, 40009), seed).choose([PortRequest(80, TCP)])
     assert binding.host_port == 40007
 
@@ -328,9 +393,7 @@ def test_host_range_picks_the_first_free_port() -> None:
         (8001, TCP): [IP("127.0.0.1")],
     }
 
-    def not_8002(_ip: object, port: int, _proto: Protocol) -> bool:
-        return port != 8002
-
+    not_8002 = _free_unless(lambda port: port == 8002)
     (binding,) = _chooser(taken, not_8002).choose(parse_port_spec("8000-8010:80").requests())
     assert binding == PortBinding(80, TCP, 8003)
 
@@ -368,10 +431,7 @@ def test_random_choices_are_free_distinct_and_in_range(
 ) -> None:
     taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {(p, TCP): [None] for p in held}
 
-    def can_bind(_ip: object, port: int, _proto: Protocol) -> bool:
-        return port not in refused
-
-    chooser = _chooser(taken, can_bind, (40000, 40031), seed)
+    chooser = _chooser(taken, _free_unless(lambda port: port in refused), (40000, 40031), seed)
     requests = [PortRequest(80 + i, TCP) for i in range(count)]
     free = 32 - len(held | refused)
     if count > free:
@@ -381,3 +441,59 @@ def test_random_choices_are_free_distinct_and_in_range(
     ports = [b.host_port for b in chooser.choose(requests)]
     assert len(set(ports)) == count
     assert all(40000 <= p <= 40031 and p not in held and p not in refused for p in ports)
+
+
+# --- -P: publish_all ---------------------------------------------------------------------------------
+
+
+def test_publish_all_adds_each_exposed_port_not_published_yet() -> None:
+    given_ = parse_requests(["8080:80"])
+    got = publish_all(given_, [(80, TCP), (80, UDP), (443, TCP)])
+    assert got == (PortRequest(80, TCP, 8080), PortRequest(80, UDP), PortRequest(443, TCP))
+
+
+def test_publish_all_takes_a_port_exposed_twice_once() -> None:
+    # --expose 80-81 --expose 81: Docker's ExposedPorts is a set.
+    exposed = parse_expose("80-81") + parse_expose("81")
+    assert publish_all((), exposed) == (PortRequest(80, TCP), PortRequest(81, TCP))
+
+
+def test_publish_all_keeps_every_explicit_binding() -> None:
+    given_ = parse_requests(["127.0.0.1:8080:80", "8081:80"])
+    assert publish_all(given_, [(80, TCP)]) == given_
+
+
+# --- the words a user reads ---------------------------------------------------------------------
+
+
+def test_refused_words_in_use_and_not_local_apart() -> None:
+    in_use = refused(IP("127.0.0.1"), 8080, UDP, IN_USE)
+    assert isinstance(in_use, Conflict)
+    assert str(in_use) == "cannot publish 127.0.0.1:8080/udp: address already in use by another process"
+    far = refused(IP("10.9.9.9"), 8080, TCP, NOT_LOCAL)
+    assert isinstance(far, InvalidArgument) and str(far) == NOT_LOCAL_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("80:", "invalid port spec '80:': no container port given"),
+        ("80:/udp", "invalid port spec '80:/udp': no container port given"),
+        ("1.2.3.4:80:", "invalid port spec '1.2.3.4:80:': no container port given"),
+        ("1.2.3.4::", "invalid port spec '1.2.3.4::': no container port given"),
+        ("/tcp", "invalid port spec '/tcp': no container port given"),
+        ("", "invalid port spec '': no container port given"),
+        (":80", "invalid port spec ':80': no host port before ':'"),
+    ],
+)
+def test_the_cli_leaves_the_check_to_the_daemon_in_the_same_words(spec: str, message: str) -> None:
+    """`dockyard run -p SPEC`: the CLI's PortBindings, as the daemon reads them."""
+    from dockyard.api.docker import port_requests
+    from dockyard.cli.run import _port_bindings
+
+    with pytest.raises(InvalidArgument) as info:
+        port_requests(_port_bindings([spec]))
+    assert str(info.value) == message
+    with pytest.raises(InvalidArgument) as direct:
+        parse_port_spec(spec)
+    assert str(direct.value) == message

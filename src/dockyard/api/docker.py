@@ -139,12 +139,7 @@ def port_requests(
             out.extend(ports.parse_port_spec(spec).requests())
     # Exposed ports are checked even without -P, as Docker checks --expose.
     exposed_ports = [p for key in _object(exposed, "ExposedPorts") for p in ports.parse_expose(str(key))]
-    if publish_all:
-        published = {(r.container_port, r.proto) for r in out}
-        for port, proto in exposed_ports:
-            if (port, proto) not in published:
-                out.append(PortRequest(port, proto))
-    return tuple(out)
+    return ports.publish_all(out, exposed_ports) if publish_all else tuple(out)
 
 
 def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:

@@ -130,10 +130,9 @@ def _port_bindings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
         container = parts[-1] + (slash + proto if slash else "")
         host_port = parts[-2] if len(parts) >= 2 else ""
         host_ip = parts[-3] if len(parts) == 3 else ""
+        # The one check the daemon cannot make: PortBindings says ':80' as it says '80'.
         if len(parts) == 2 and host_port == "":
             raise InvalidArgument(f"invalid port spec {spec!r}: no host port before ':'")
-        if container.split("/")[0] == "":
-            raise InvalidArgument(f"invalid port spec {spec!r}: no container port given")
         out.setdefault(container, []).append({"HostIp": host_ip, "HostPort": host_port})
     return out
 

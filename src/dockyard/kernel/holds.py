@@ -4,6 +4,9 @@ A published port is served by DNAT, but the port must also be taken on the
 host so that no host process can bind it, and so that publishing a port a
 host process already uses fails. Each hold is a bound socket (listening for
 TCP) that never accepts: DNAT sends the traffic to the container first.
+
+Mechanism only: this module says what the kernel answered (a BindStatus, or
+HoldRefused carrying one); the words a user reads are ports.py's.
 """
 
 from __future__ import annotations
@@ -13,14 +16,31 @@ import ipaddress
 import socket
 import threading
 
-from dockyard.errors import Conflict, KernelError
-from dockyard.model import PortBinding, Protocol
+from dockyard.errors import KernelError
+from dockyard.kernel import sysctl
+from dockyard.model import BindStatus, PortBinding, Protocol
 
 _KINDS = {
     Protocol.TCP: (socket.SOCK_STREAM, socket.IPPROTO_TCP),
     Protocol.UDP: (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
     Protocol.SCTP: (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
 }
+_REFUSED = {errno.EADDRINUSE: BindStatus.IN_USE, errno.EADDRNOTAVAIL: BindStatus.NOT_LOCAL}
+
+
+def _where(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> str:
+    return f"{ip or '0.0.0.0'}:{port}/{proto}"
+
+
+class HoldRefused(KernelError):
+    """The host would not bind a published port: another socket has it, or
+    the address is not the host's. The caller words it for the user."""
+
+    def __init__(self, binding: PortBinding, status: BindStatus, strerror: str) -> None:
+        where = _where(binding.host_ip, binding.host_port, binding.proto)
+        super().__init__(f"cannot hold host port {where}: {strerror}")
+        self.binding = binding
+        self.status = status
 
 
 def _open(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> socket.socket | None:
@@ -47,14 +67,18 @@ def _open(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> socke
     return sock
 
 
-def can_bind(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
+def probe(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
+    """Whether the host could bind the port now, and if not, why."""
     try:
         sock = _open(ip, port, proto)
-    except OSError:
-        return False
+    except OSError as e:
+        status = _REFUSED.get(e.errno or 0)
+        if status is None:
+            raise KernelError(f"cannot try host port {_where(ip, port, proto)}: {e.strerror}") from e
+        return status
     if sock is not None:
         sock.close()
-    return True
+    return BindStatus.FREE
 
 
 class PortHolds:
@@ -64,29 +88,25 @@ class PortHolds:
         self._held: dict[str, list[socket.socket]] = {}
         self._lock = threading.Lock()
 
+    def probe(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
+        return probe(ip, port, proto)
+
+    def local_port_range(self) -> tuple[int, int]:
+        """The host's ephemeral range, where random host ports come from."""
+        return sysctl.local_port_range()
+
     def hold(self, owner: str, bindings: list[PortBinding]) -> None:
-        """Take every binding's host port, or none of them."""
+        """Take every binding's host port, or none of them (HoldRefused names the first refused)."""
         taken: list[socket.socket] = []
         try:
             for b in bindings:
                 try:
                     sock = _open(b.host_ip, b.host_port, b.proto)
                 except OSError as e:
-                    where = f"{b.host_ip_text}:{b.host_port}/{b.proto}"
-                    if e.errno == errno.EADDRINUSE:
-                        hint = ""
-                        if b.host_port == 53 and b.host_ip is None:
-                            hint = (
-                                " (where user networks exist, dockyard's resolver listens on port 53 of"
-                                " each gateway: publish on one host address, as in -p ADDR:53:53/udp)"
-                            )
-                        raise Conflict(
-                            f"cannot publish {where}: address already in use by another process{hint}"
-                        ) from None
-                    if e.errno == errno.EADDRNOTAVAIL:
-                        raise Conflict(
-                            f"cannot publish {where}: {b.host_ip_text} is not an address of this host"
-                        ) from None
+                    status = _REFUSED.get(e.errno or 0)
+                    if status is not None:
+                        raise HoldRefused(b, status, e.strerror or str(e)) from None
+                    where = _where(b.host_ip, b.host_port, b.proto)
                     raise KernelError(f"cannot hold host port {where}: {e.strerror}") from e
                 if sock is not None:
                     taken.append(sock)
@@ -96,6 +116,20 @@ class PortHolds:
             raise
         with self._lock:
             self._held.setdefault(owner, []).extend(taken)
+
+    def hold_each(self, owner: str, bindings: list[PortBinding]) -> list[KernelError]:
+        """Take what can be taken, one binding at a time; the refusals, for the caller to report.
+
+        For holds taken again at restore: one port a host process grabbed
+        meanwhile must not leave the owner's other ports unheld.
+        """
+        refused: list[KernelError] = []
+        for b in bindings:
+            try:
+                self.hold(owner, [b])
+            except KernelError as e:
+                refused.append(e)
+        return refused
 
     def release(self, owner: str) -> int:
         with self._lock:
