@@ -1,15 +1,19 @@
-"""Use cases on networks: the built-in three, the default bridge's settings, restore.
+"""Use cases on networks: the built-in three, the default bridge's settings,
+user networks (create, rm, prune) and the filters of `network ls`.
 
 The default `bridge` network is Docker's: bridge `dockyard0` (--bridge),
-172.17.0.0/16 with gateway .1 unless a host route overlaps it (then the
-next free /16 of Docker's pools), or exactly --bip. `host` and `none`
-always exist and cannot be removed.
+with exactly --bip when given, else the first subnet of the daemon's
+address pools that overlaps no host route (daemon.json's
+default-address-pools, else Docker's, 172.17.0.0/16 first), gateway .1.
+`host` and `none` always exist and cannot be removed. Restoring networks
+after a reboot or a crash is reconcile.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,18 +23,11 @@ from dockyard.drivers import Driver
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, check_name
-from dockyard.settings import AddressPool, DaemonSettings, parse_bridge_name
+from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.steps import step
 from dockyard.store import Store, now
 
 BUILTIN_NAMES = ("bridge", "host", "none")
-# The default bridge takes 172.17.0.0/16, or the next free /16 up to 172.31.
-DEFAULT_BRIDGE_POOLS = (
-    AddressPool(ipaddress.IPv4Network("172.17.0.0/16"), 16),
-    AddressPool(ipaddress.IPv4Network("172.18.0.0/15"), 16),
-    AddressPool(ipaddress.IPv4Network("172.20.0.0/14"), 16),
-    AddressPool(ipaddress.IPv4Network("172.24.0.0/13"), 16),
-)
 
 
 def new_id() -> str:
@@ -52,6 +49,22 @@ class Networks:
         self.drivers = drivers
         # Names of the containers attached to a network (the engine knows).
         self.attached = attached
+        # Names of endpoint owners that are not containers (CNI attachments): see name_owners.
+        self._owner_names: list[Callable[[], dict[str, str]]] = []
+
+    # -- who is attached -------------------------------------------------
+
+    def name_owners(self, names: Callable[[], dict[str, str]]) -> None:
+        """Let another kind of endpoint owner name its own (owner id -> name) in users()."""
+        self._owner_names.append(names)
+
+    def users(self, network: Network) -> list[str]:
+        """Who is attached, for messages: container names, and what other owners call theirs."""
+        names: dict[str, str] = {}
+        for source in self._owner_names:
+            # `attached` names an endpoint without a container by its owner's first 12 characters.
+            names.update((owner[:12], name) for owner, name in source().items())
+        return [names.get(name, name) for name in self.attached(network)]
 
     # -- what is taken ---------------------------------------------------
 
@@ -84,7 +97,9 @@ class Networks:
             taken = self.taken_subnets(
                 exclude_network=current.id if current else "", exclude_bridges=(*exclude, bridge)
             )
-            subnet = ipam.first_free_subnet(DEFAULT_BRIDGE_POOLS, taken)
+            # The same pools as user networks, as Docker: daemon.json's default-address-pools
+            # apply to the default bridge too when no --bip is given.
+            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
             gateway = ipam.first_host(subnet)
         return Network(
             id=current.id if current else new_id(),
@@ -126,7 +141,7 @@ class Networks:
         ):
             return current
         if current is not None:
-            users = self.attached(current)
+            users = self.users(current)
             if users:
                 raise Conflict(
                     f"cannot change the default bridge to {bridge}"
@@ -230,19 +245,27 @@ class Networks:
         network = self.store.get_network(ref)
         if network.builtin:
             raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
-        users = self.attached(network)
+        users = self.users(network)
         if users:
             raise Conflict(
                 f"error while removing network: network {network.name} id {network.id} has active "
                 f"endpoints ({', '.join(users)})"
             )
         intent = self.store.add_intent("network.rm", network.id)
-        step("network.rm.begin")
-        self.drivers[network.driver].delete_network(network)
-        step("network.rm.kernel")
-        with self.store.transaction():
-            self.store.delete_network(network.id)
+        try:
+            step("network.rm.begin")
+            self.drivers[network.driver].delete_network(network)
+            step("network.rm.kernel")
+            with self.store.transaction():
+                self.store.delete_network(network.id)
+                self.store.done_intent(intent)
+        except BaseException:
+            # The network stays, as recorded: make its kernel side whole again,
+            # and drop the intent so that no later gc finishes what failed.
+            with contextlib.suppress(DockyardError):
+                self.drivers[network.driver].create_network(network)
             self.store.done_intent(intent)
+            raise
         return network
 
     def prune(self) -> list[str]:
@@ -259,8 +282,9 @@ class Networks:
     def get(self, ref: str) -> Network:
         return self.store.get_network(ref)
 
-    def list(self) -> list[Network]:
-        return self.store.networks()
+    def list(self, wanted: NetworkFilter | None = None) -> list[Network]:
+        """Every network, or those `wanted` (network ls --filter) matches."""
+        return [n for n in self.store.networks() if wanted is None or wanted.matches(n)]
 
     def user_networks(self) -> list[Network]:
         """Networks with DNS by name: every bridge network but the default one."""
@@ -308,6 +332,64 @@ class BridgeOptions:
                     )
                 values["mtu"] = mtu
         return cls(**values)  # type: ignore[arg-type]
+
+
+FILTER_KEYS = ("name", "id", "driver", "type", "label")
+
+
+@dataclass(frozen=True)
+class NetworkFilter:
+    """`network ls --filter`, parsed: Docker's keys, each one matched by any of its values.
+
+    name and id match a part (as Docker's docs say: "all or part"), driver
+    exactly, type is `builtin` or `custom`, label is KEY or KEY=VALUE; every
+    key given must match.
+    """
+
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None) -> NetworkFilter:
+        """The API's `filters` query: JSON, {"name": ["a", "b"]} or Docker's older {"name": {"a": true}}."""
+        if not text:
+            return cls()
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError):
+            raise InvalidArgument(f"invalid filters {text[:80]!r}: expected a JSON object") from None
+        if not isinstance(raw, dict):
+            raise InvalidArgument(f"invalid filters {text[:80]!r}: expected a JSON object")
+        values = []
+        for key, given in raw.items():
+            if key not in FILTER_KEYS:
+                raise InvalidArgument(f"invalid filter {key!r}: use one of {', '.join(FILTER_KEYS)}")
+            if isinstance(given, dict) and all(v is True for v in given.values()):
+                given = list(given)
+            if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+                raise InvalidArgument(f"invalid filter {key!r}: its values must be a list of strings")
+            for value in given:
+                if key == "type" and value not in ("builtin", "custom"):
+                    raise InvalidArgument(f"invalid filter 'type'={value!r}: use builtin or custom")
+            if given:
+                values.append((key, tuple(given)))
+        return cls(tuple(values))
+
+    def matches(self, n: Network) -> bool:
+        return all(any(self._one(key, v, n) for v in given) for key, given in self.values)
+
+    @staticmethod
+    def _one(key: str, value: str, n: Network) -> bool:
+        if key == "name":
+            return value in n.name
+        if key == "id":
+            return value in n.id
+        if key == "driver":
+            return value == n.driver.value
+        if key == "type":
+            return (value == "builtin") == n.builtin
+        label, sep, label_value = value.partition("=")
+        labels = dict(n.labels)
+        return label in labels and (not sep or labels[label] == label_value)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,21 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (network_id, address)
 );
 CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
+-- Endpoints per network (every state), kept by the two triggers: a lease checks
+-- its network's count, and COUNT(*) would read the network's whole index each
+-- time, pushing the pages the lease needs out of the cache (bench/networks.py).
+CREATE TABLE IF NOT EXISTS endpoint_counts (
+    network_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS endpoints_counted AFTER INSERT ON endpoints BEGIN
+    INSERT INTO endpoint_counts(network_id, n) VALUES (NEW.network_id, 1)
+        ON CONFLICT(network_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS endpoints_uncounted AFTER DELETE ON endpoints BEGIN
+    UPDATE endpoint_counts SET n = n - 1 WHERE network_id = OLD.network_id;
+    DELETE FROM endpoint_counts WHERE network_id = OLD.network_id AND n <= 0;
+END;
 CREATE TABLE IF NOT EXISTS ports (
     container_id TEXT NOT NULL,
     endpoint_id TEXT NOT NULL,
@@ -203,7 +218,18 @@ class Store:
                     f"state database {path} was written by a newer dockyard (schema {version}); "
                     "upgrade dockyard"
                 )
+            uncounted = not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='endpoint_counts'"
+            ).fetchone()
             self._db.executescript(SCHEMA)
+            if uncounted:  # a database from before the counts: count what it holds, once
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM endpoint_counts")
+                self._db.execute(
+                    "INSERT INTO endpoint_counts(network_id, n)"
+                    " SELECT network_id, COUNT(*) FROM endpoints GROUP BY network_id"
+                )
+                self._db.execute("COMMIT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise DockyardError(
@@ -358,7 +384,7 @@ class Store:
     def get_network(self, ref: str) -> Network:
         n = self.find_network(ref)
         if n is None:
-            raise NotFound(f"network {ref} not found")
+            raise NotFound(f"network {ref} not found (see 'dockyard network ls')")
         return n
 
     def networks(self) -> list[Network]:
@@ -430,7 +456,7 @@ class Store:
     def get_container(self, ref: str) -> Container:
         c = self.find_container(ref)
         if c is None:
-            raise NotFound(f"no such container: {ref}")
+            raise NotFound(f"no such container: {ref} (see 'dockyard ps -a')")
         return c
 
     def containers(self) -> list[Container]:
@@ -534,7 +560,9 @@ class Store:
         self._q("DELETE FROM endpoints WHERE id=?", (endpoint_id,))
 
     def endpoint_count(self, network_id: str) -> int:
-        return int(self._q("SELECT COUNT(*) FROM endpoints WHERE network_id=?", (network_id,))[0][0])
+        """Endpoints of a network in any state; one row read, whatever their number."""
+        rows = self._q("SELECT n FROM endpoint_counts WHERE network_id=?", (network_id,))
+        return int(rows[0][0]) if rows else 0
 
     # -- published ports -------------------------------------------------
 
@@ -618,7 +646,7 @@ class Store:
         """A MAC the runtime asked for (CNI's `mac` capability) instead of the derived one."""
         self._q("UPDATE endpoints SET mac=? WHERE id=?", (mac, endpoint_id))
 
-    # -- DNS lookups (dns.py) --------------------------------------------
+    # -- DNS lookups (dns/answers.py, dns/serving.py) --------------------
     # Read-only queries for the resolver process; each is one short statement so
     # an answer reflects the store as it is at the moment of the query.
 
@@ -651,6 +679,20 @@ class Store:
             (network_id, key, key, key, key),
         )
         return [ipaddress.IPv4Address(r[0]) for r in rows]
+
+    def dns_networks_of(self, container_id: str) -> list[Network]:
+        """The bridge networks (the default one too) where a container has an active endpoint.
+
+        In the order it joined them (eth0's first), the order in which the
+        resolver searches their names for it.
+        """
+        cols = ", ".join(f"n.{col.strip()}" for col in self._NET_COLS.split(","))
+        rows = self._q(
+            f"SELECT {cols} FROM networks n JOIN endpoints e ON e.network_id = n.id"
+            " WHERE e.container_id=? AND e.state='active' AND n.driver=? ORDER BY e.rowid",
+            (container_id, str(DriverName.BRIDGE)),
+        )
+        return [self._network(r) for r in rows]
 
     def dns_container_at(self, network_id: str, address: ipaddress.IPv4Address) -> Container | None:
         """The container with an active endpoint at `address` on a network, if any."""

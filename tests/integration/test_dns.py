@@ -107,3 +107,63 @@ def test_port_53_published_next_to_the_resolver(lab: Lab) -> None:
     lab.run_d("--name", "dnsd", "--net", "dnsnet", "-p", "198.51.100.1:53:53/udp", "sleep", "300")
     lab.run_d("--name", "other", "--net", "dnsnet", "sleep", "300")
     assert _hosts(lab, "other", "dnsd")[0] == 0
+
+
+def _ip(lab: Lab, container: str, network: str) -> str:
+    return lab.inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def test_a_container_on_two_networks_resolves_the_names_of_both(lab: Lab) -> None:
+    """Docker's rule: every network the asking container is on, and none other."""
+    lab.dy_ok("network", "create", "--subnet", "10.61.0.0/24", "front")
+    lab.dy_ok("network", "create", "--subnet", "10.62.0.0/24", "back")
+    lab.dy_ok("network", "create", "--subnet", "10.63.0.0/24", "aside")
+    lab.run_d("--name", "fr", "--net", "front", "sleep", "300")
+    lab.run_d("--name", "bk", "--net", "back", "--network-alias", "db", "sleep", "300")
+    lab.run_d("--name", "far", "--net", "aside", "sleep", "300")
+    lab.run_d("--name", "both", "--net", "front", "sleep", "300")
+    assert _hosts(lab, "both", "bk")[0] == 2
+    lab.dy_ok("network", "connect", "back", "both")
+    # resolv.conf still names eth0's gateway, which answers for both networks.
+    assert lab.dy_ok("exec", "both", "cat", "/etc/resolv.conf").split() == ["nameserver", "10.61.0.1"]
+    assert _hosts(lab, "both", "fr") == (0, [_ip(lab, "fr", "front")])
+    assert _hosts(lab, "both", "bk") == (0, [_ip(lab, "bk", "back")])
+    assert _hosts(lab, "both", "db") == (0, [_ip(lab, "bk", "back")])
+    assert _hosts(lab, "both", "bk.back") == (0, [_ip(lab, "bk", "back")])
+    r = lab.dy("exec", "both", "getent", "hosts", _ip(lab, "bk", "back"))  # PTR
+    assert r.returncode == 0 and "bk" in r.stdout.split()[1:]
+    # A network it is not on stays out of sight; and the others see only their own networks.
+    assert _hosts(lab, "both", "far")[0] == 2
+    assert _hosts(lab, "bk", "both") == (0, [_ip(lab, "both", "back")])
+    assert _hosts(lab, "bk", "fr")[0] == 2
+    assert _hosts(lab, "fr", "bk")[0] == 2
+    # Leaving eth0's network: resolv.conf follows to the gateway it still reaches.
+    lab.dy_ok("network", "disconnect", "front", "both")
+    assert lab.dy_ok("exec", "both", "cat", "/etc/resolv.conf").split() == ["nameserver", "10.62.0.1"]
+    assert _hosts(lab, "both", "bk") == (0, [_ip(lab, "bk", "back")])
+    assert _hosts(lab, "both", "fr")[0] == 2
+
+
+def test_a_default_bridge_container_connected_to_a_user_network_gets_its_names(lab: Lab) -> None:
+    """As Docker, which points resolv.conf at its resolver once a container joins such a network."""
+    lab.in_up("ip", "addr", "add", f"{WORLD_ADDR[:-1]}53/24", "dev", "lo")
+    server = lab.spawn_in(lab.up, sys.executable, UPSTREAM_DNS, "203.0.113.53", "ext.example.test=203.0.113.99")
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    lab.dy_ok("network", "create", "--subnet", "10.64.0.0/24", "later")
+    lab.run_d("--name", "target", "--net", "later", "sleep", "300")
+    lab.run_d("--name", "oldie", "--dns", "203.0.113.53", "--dns-option", "ndots:1", "sleep", "300")
+    before = lab.dy_ok("exec", "oldie", "cat", "/etc/resolv.conf")
+    assert before.splitlines() == ["nameserver 203.0.113.53", "options ndots:1"]
+    assert _hosts(lab, "oldie", "target")[0] == 2
+    lab.dy_ok("network", "connect", "later", "oldie")
+    assert lab.dy_ok("exec", "oldie", "cat", "/etc/resolv.conf").splitlines() == [
+        "nameserver 10.64.0.1",
+        "options ndots:1",
+    ]
+    assert _hosts(lab, "oldie", "target") == (0, [_ip(lab, "target", "later")])
+    assert _hosts(lab, "target", "oldie") == (0, [_ip(lab, "oldie", "later")])
+    assert _hosts(lab, "oldie", "ext.example.test") == (0, ["203.0.113.99"])  # forwarded to its --dns
+    lab.dy_ok("network", "disconnect", "later", "oldie")
+    assert lab.dy_ok("exec", "oldie", "cat", "/etc/resolv.conf") == before
+    assert _hosts(lab, "oldie", "target")[0] == 2
+    assert _hosts(lab, "oldie", "ext.example.test") == (0, ["203.0.113.99"])

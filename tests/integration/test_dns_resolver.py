@@ -398,6 +398,46 @@ def test_names_of_another_network_do_not_resolve(dl: DnsLab) -> None:
     assert crossing.header.rcode == RCODE.REFUSED and crossing.rr == []
 
 
+def test_a_container_on_two_networks_resolves_the_names_of_both(dl: DnsLab) -> None:
+    """Docker's rule: the asker sees the names of every network it is on, whichever gateway it asks."""
+    net3 = dl.network("net3", "10.89.4.0/24", "10.89.4.1")
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.container("api", (dl.net2, "10.89.2.2", ("backend",)))
+    dl.container("hidden", (net3, "10.89.4.2", ()))
+    both = dl.container("both", (dl.net1, "10.89.1.3", ()), (dl.net2, "10.89.2.3", ()), dns_search=("corp",))
+    dl.start()
+    ask = lambda name, qtype="A": dl.ask(dl.m1, "10.89.1.3", GW1, name, qtype)  # noqa: E731
+
+    assert addresses(ask("web")) == ["10.89.1.2"]  # the arrival network's names
+    assert addresses(ask("api")) == ["10.89.2.2"]  # and those of its other network
+    assert addresses(ask("backend")) == ["10.89.2.2"]
+    assert addresses(ask("api.net2")) == ["10.89.2.2"]  # name.<network>, of its other network
+    # ... but on that network only (not ours, so forwarded: with no upstream here, SERVFAIL).
+    assert ask("web.net2").header.rcode == RCODE.SERVFAIL
+    assert addresses(ask("api.corp")) == ["10.89.2.2"]  # name.<search domain>, on every network
+    assert addresses(dl.ask(dl.m1, "10.89.1.3", GW1, "api", tcp=True)) == ["10.89.2.2"]
+    # Its own name: the address on the network the query came in on, first.
+    assert addresses(ask("both")) == ["10.89.1.3"]
+    assert addresses(dl.ask(dl.m2, "10.89.2.3", GW2, "both")) == ["10.89.2.3"]
+    assert addresses(dl.ask(dl.m2, "10.89.2.3", GW2, "web")) == ["10.89.1.2"]
+    # PTR on either network.
+    ptr = ask("2.2.89.10.in-addr.arpa", "PTR")
+    assert [(rr.rtype, str(rr.rdata)) for rr in ptr.rr] == [(QTYPE.PTR, "api.")]
+    assert ask("9.2.89.10.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
+    # A network it is not on stays out of sight, by name and by address.
+    assert ask("hidden").header.rcode == RCODE.NXDOMAIN
+    assert ask("hidden.net3").header.rcode == RCODE.SERVFAIL
+    assert ask("2.4.89.10.in-addr.arpa", "PTR").header.rcode == RCODE.SERVFAIL
+    # An asker known to be on net1 only does not see net2, and nor does an address no container has.
+    assert dl.ask(dl.m1, "10.89.1.2", GW1, "api").header.rcode == RCODE.NXDOMAIN
+    assert dl.ask(dl.m1, "10.89.1.5", GW1, "api").header.rcode == RCODE.NXDOMAIN
+    # Leaving net2 (its endpoint no longer active): net2's names go at once.
+    (on_net2,) = [ep for ep in dl.store.endpoints(container_id=both.id) if ep.network_id == dl.net2.id]
+    dl.store.set_endpoint_state(on_net2.id, "releasing")
+    assert ask("api").header.rcode == RCODE.NXDOMAIN
+    assert addresses(ask("web")) == ["10.89.1.2"]
+
+
 def test_default_bridge_has_no_dns(dl: DnsLab) -> None:
     dl.container("old", (dl.bridge, "10.89.3.2", ()))
     dl.container("web", (dl.net1, "10.89.1.2", ()))
@@ -510,6 +550,51 @@ def test_internal_network_is_not_forwarded(dl: DnsLab) -> None:
     assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "vault")) == ["10.89.2.2"]
     assert dl.ask(dl.m2, "10.89.2.5", GW2, EXT_NAME).header.rcode == RCODE.SERVFAIL
     assert hosts.seen == []
+
+
+def test_an_asker_with_a_way_out_is_forwarded_even_from_an_internal_network(dl: DnsLab) -> None:
+    """As Docker (26+): forwarding follows whether the asker reaches the outside at all."""
+    hosts = dl.upstream(HOST_DNS)
+    dl.resolv_conf.write_text(f"nameserver {HOST_DNS}\n")
+    dl.store.delete_network(dl.net2.id)
+    inner = dl.network("inner", "10.89.2.0/24", GW2, internal=True)
+    dl.container("vault", (inner, "10.89.2.2", ()))
+    dl.container("dual", (inner, "10.89.2.3", ()), (dl.net1, "10.89.1.3", ()))
+    dl.start()
+    assert dl.ask(dl.m2, "10.89.2.2", GW2, EXT_NAME).header.rcode == RCODE.SERVFAIL
+    assert hosts.seen == []
+    assert addresses(dl.ask(dl.m2, "10.89.2.3", GW2, EXT_NAME)) == [EXT_ANSWER[HOST_DNS]]
+    assert [name for _id, name, _peer in hosts.seen] == [EXT_NAME]
+    # Both still see the internal network's names.
+    assert addresses(dl.ask(dl.m2, "10.89.2.2", GW2, "dual")) == ["10.89.2.3"]
+
+
+def test_daemon_json_and_resolv_conf_are_read_again_only_when_they_change(dl: DnsLab) -> None:
+    daemons, hosts = dl.upstream(DAEMON_DNS), dl.upstream(HOST_DNS)
+    (dl.root / "daemon.json").write_text(json.dumps({"dns": [DAEMON_DNS]}))
+    dl.resolv_conf.write_text(f"nameserver {HOST_DNS}\n")
+    dl.container("client", (dl.net1, "10.89.1.2", ()))
+    dl.start()
+
+    def reads(what: str) -> int:
+        return sum(1 for line in dl.log.read_text().splitlines() if f"{what} read:" in line)
+
+    for _ in range(4):
+        assert addresses(dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME)) == [EXT_ANSWER[DAEMON_DNS]]
+    assert len(daemons.seen) == 4 and hosts.seen == []
+    assert reads("daemon.json") == 1 and reads(str(dl.resolv_conf)) == 0
+    # daemon.json loses its dns: the next query sees it, and goes to the host's resolvers.
+    (dl.root / "daemon.json").write_text("{}")
+    for _ in range(3):
+        assert addresses(dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME)) == [EXT_ANSWER[HOST_DNS]]
+    assert len(daemons.seen) == 4 and len(hosts.seen) == 3
+    assert reads("daemon.json") == 2 and reads(str(dl.resolv_conf)) == 1
+    # The host's resolv.conf changes (another server, the same length): seen at once too.
+    assert len(HOST_DNS) == len(DAEMON_DNS)
+    dl.resolv_conf.write_text(f"nameserver {DAEMON_DNS}\n")
+    assert addresses(dl.ask(dl.m1, "10.89.1.2", GW1, EXT_NAME)) == [EXT_ANSWER[DAEMON_DNS]]
+    assert len(daemons.seen) == 5 and len(hosts.seen) == 3
+    assert reads("daemon.json") == 2 and reads(str(dl.resolv_conf)) == 2
 
 
 # -- the process ---------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
+from pathlib import Path
 
 from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+
+UPSTREAM_DNS_TOOL = str(Path(__file__).resolve().parents[1] / "tools" / "upstream_dns.py")
+UPSTREAM_DNS = "203.0.113.53"
+EXT_NAME, EXT_ADDR = "ext.example.test", "203.0.113.99"
 
 
 def _net_ip(lab: Lab, ref: str, network: str) -> str:
@@ -28,6 +32,34 @@ def _ask_from(lab: Lab, name: str, host: str, port: int = 80) -> str | None:
 def _upstream_server(lab: Lab, port: int = 7000) -> None:
     lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", str(port), "--bind", UP_ADDR)
     lab.wait_answer(lab.up, "tcp", UP_ADDR, port)
+
+
+def _upstream_dns(lab: Lab) -> None:
+    """A resolver in the upstream namespace, on UPSTREAM_DNS, that knows EXT_NAME only."""
+    lab.in_up("ip", "addr", "add", f"{UPSTREAM_DNS}/24", "dev", "lo")
+    server = lab.spawn_in(lab.up, sys.executable, UPSTREAM_DNS_TOOL, UPSTREAM_DNS, f"{EXT_NAME}={EXT_ADDR}")
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+
+
+def _hosts(lab: Lab, container: str, name: str) -> tuple[int, list[str]]:
+    """getent in the container: (exit status, addresses), all A records for a name."""
+    r = lab.dy("exec", container, "getent", "ahostsv4", name)
+    return r.returncode, sorted({line.split()[0] for line in r.stdout.splitlines() if line.strip()})
+
+
+# One UDP query from inside a container: prints the answer's rcode, fails when none comes.
+ASK_DNS = (
+    "import socket, sys\n"
+    "from dnslib import DNSRecord\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(1)\n"
+    "s.sendto(DNSRecord.question(sys.argv[2]).pack(), (sys.argv[1], 53))\n"
+    "print('rcode', DNSRecord.parse(s.recv(4096)).header.rcode)\n"
+)
+
+
+def _nameservers(resolv_conf: str) -> list[str]:
+    return [line for line in resolv_conf.splitlines() if line.startswith("nameserver")]
 
 
 def test_create_inspect_ls_and_rm(lab: Lab) -> None:
@@ -77,10 +109,21 @@ def test_create_inspect_ls_and_rm(lab: Lab) -> None:
     assert (
         info["Containers"][cid]["Name"] == "b1" and info["Containers"][cid]["IPv4Address"] == "10.30.0.128/24"
     )
-    filtered = [
-        line.split()[1] for line in lab.dy_ok("network", "ls", "--filter", "name=blu").splitlines()[1:]
-    ]
-    assert filtered == ["blue"]
+    # The MAC inspect shows is the one the container's interface has.
+    eth0 = json.loads(lab.dy_ok("exec", "b1", "ip", "-j", "link", "show", "eth0"))[0]
+    assert info["Containers"][cid]["MacAddress"] == eth0["address"]
+
+    def listed(*filters: str) -> list[str]:
+        args = [a for f in filters for a in ("--filter", f)]
+        return sorted(line.split()[1] for line in lab.dy_ok("network", "ls", *args).splitlines()[1:])
+
+    assert listed("name=blu") == ["blue"]
+    assert listed("label=team=blue") == ["blue"] and listed("label=team=red") == []
+    assert listed("type=custom") == ["blue"] and listed("type=builtin") == ["bridge", "host", "none"]
+    assert listed("driver=bridge") == ["blue", "bridge"]
+    assert listed("driver=bridge", "type=builtin") == ["bridge"]
+    r = lab.dy("network", "ls", "--filter", "scope=local")
+    assert r.returncode == 125 and "invalid filter 'scope'" in r.stderr
     assert nid[:12] in lab.dy_ok("network", "ls", "-q").split()
     r = lab.dy("network", "rm", "blue")
     assert r.returncode == 125 and "has active endpoints (b1, b2)" in r.stderr
@@ -112,14 +155,46 @@ def test_subnets_come_from_dockers_pools_skipping_what_is_taken(lab: Lab) -> Non
     assert subnets == ["172.18.0.0/16", "172.20.0.0/16"]
 
 
-def test_daemon_json_pools_replace_the_defaults(lab: Lab) -> None:
+def test_daemon_json_pools_replace_the_defaults_for_the_default_bridge_too(lab: Lab) -> None:
     lab.root.mkdir(parents=True)
     (lab.root / "daemon.json").write_text(
         json.dumps({"default-address-pools": [{"base": "10.123.0.0/16", "size": 24}]})
     )
     lab.dy_ok("network", "create", "pooled")
+    # As Docker: without --bip, the default bridge takes the pools' first subnet; user networks the next.
+    bridge = json.loads(lab.dy_ok("network", "inspect", "bridge"))[0]["IPAM"]["Config"][0]
+    assert bridge == {"Subnet": "10.123.0.0/24", "Gateway": "10.123.0.1"}
+    addrs = json.loads(lab.in_host("ip", "-j", "-4", "addr", "show", "dockyard0").stdout)[0]["addr_info"]
+    assert [(a["local"], a["prefixlen"]) for a in addrs] == [("10.123.0.1", 24)]
     info = json.loads(lab.dy_ok("network", "inspect", "pooled"))[0]
-    assert info["IPAM"]["Config"][0]["Subnet"] == "10.123.0.0/24"
+    assert info["IPAM"]["Config"][0]["Subnet"] == "10.123.1.0/24"
+    lab.run_d("--name", "pool0", "sleep", "300")
+    assert lab.ip_of("pool0") == "10.123.0.2"
+
+
+def test_explicit_bridge_driver(lab: Lab) -> None:
+    for flag, name in (("-d", "short"), ("--driver", "long")):
+        lab.dy_ok("network", "create", flag, "bridge", name)
+        assert json.loads(lab.dy_ok("network", "inspect", name))[0]["Driver"] == "bridge"
+    # A user network like any other: DNS by name included.
+    lab.run_d("--name", "ons1", "--net", "short", "sleep", "300")
+    lab.run_d("--name", "ons2", "--net", "short", "sleep", "300")
+    assert _hosts(lab, "ons2", "ons1") == (0, [_net_ip(lab, "ons1", "short")])
+
+
+def test_inspect_and_rm_take_several_names(lab: Lab) -> None:
+    for name in ("n1", "n2", "n3"):
+        lab.dy_ok("network", "create", name)
+    both = json.loads(lab.dy_ok("network", "inspect", "n2", "n1"))
+    assert [n["Name"] for n in both] == ["n2", "n1"]
+    # A missing one is reported; the others are still shown, and the exit status says it failed.
+    r = lab.dy("network", "inspect", "n1", "nosuch", "n3")
+    assert r.returncode == 125 and "nosuch" in r.stderr
+    assert [n["Name"] for n in json.loads(r.stdout)] == ["n1", "n3"]
+    r = lab.dy("network", "rm", "n1", "nosuch", "n2")
+    assert r.returncode == 125 and "nosuch" in r.stderr and r.stdout.split() == ["n1", "n2"]
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    assert sorted(names) == ["bridge", "host", "n3", "none"]
 
 
 def test_overlapping_subnets_are_refused_naming_the_conflict(lab: Lab) -> None:
@@ -186,6 +261,25 @@ def test_two_networks_are_isolated_but_both_reach_out(lab: Lab) -> None:
         assert answer is not None and answer.startswith(f"peer={HOST_ADDR}:")
 
 
+def test_the_default_bridge_and_a_user_network_are_isolated_both_ways(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "userside")
+    user_ip = _serve_on(lab, "usr", "userside")
+    lab.serve("--name", "dflt")
+    default_ip = lab.ip_of("dflt")
+    # Each reaches its own network's gateway side (the probe answers the host) but not the other.
+    assert _ask_from(lab, "dflt", user_ip) is None
+    assert _ask_from(lab, "usr", default_ip) is None
+    _upstream_server(lab)
+    for name in ("dflt", "usr"):
+        answer = _ask_from(lab, name, UP_ADDR, 7000)
+        assert answer is not None and answer.startswith(f"peer={HOST_ADDR}:")
+    # Members of the same network still reach each other, on both sides.
+    lab.run_d("--name", "usr2", "--net", "userside", "sleep", "300")
+    lab.run_d("--name", "dflt2", "sleep", "300")
+    assert _ask_from(lab, "usr2", user_ip) is not None
+    assert _ask_from(lab, "dflt2", default_ip) is not None
+
+
 def test_a_container_on_both_networks_reaches_both(lab: Lab) -> None:
     lab.dy_ok("network", "create", "front")
     lab.dy_ok("network", "create", "back")
@@ -223,6 +317,7 @@ def test_connect_with_ip_and_alias_and_refusals(lab: Lab) -> None:
 
 def test_internal_network(lab: Lab) -> None:
     lab.dy_ok("network", "create", "--internal", "vault")
+    assert json.loads(lab.dy_ok("network", "inspect", "vault"))[0]["Internal"] is True
     ip = _serve_on(lab, "v1", "vault")
     lab.run_d("--name", "v2", "--net", "vault", "sleep", "300")
     assert _ask_from(lab, "v2", ip) is not None
@@ -293,9 +388,22 @@ def test_host_binding_and_mtu_options(lab: Lab) -> None:
 
 
 def test_default_bridge_has_no_dns_by_name(lab: Lab) -> None:
-    lab.run_d("--name", "plainbridge", "sleep", "300")
-    resolv = lab.dy_ok("exec", "plainbridge", "cat", "/etc/resolv.conf")
-    assert "172.17.0.1" not in resolv
+    _upstream_dns(lab)
+    lab.run_d("--name", "plainbridge", "--dns", UPSTREAM_DNS, "sleep", "300")
+    lab.run_d("--name", "asking", "--dns", UPSTREAM_DNS, "sleep", "300")
+    resolv = lab.dy_ok("exec", "asking", "cat", "/etc/resolv.conf")
+    assert _nameservers(resolv) == [f"nameserver {UPSTREAM_DNS}"]  # no resolver of dockyard's
+    # DNS works there (the upstream answers) but knows no container by name.
+    assert _hosts(lab, "asking", EXT_NAME) == (0, [EXT_ADDR])
+    assert _hosts(lab, "asking", "plainbridge")[0] == 2
+    assert _hosts(lab, "asking", lab.inspect("plainbridge")["Id"][:12])[0] == 2
+    # And nothing answers DNS on the default bridge's gateway, even when asked directly.
+    gateway = lab.inspect("asking")["NetworkSettings"]["Gateway"]
+    r = lab.dy("exec", "asking", sys.executable, "-c", ASK_DNS, gateway, "plainbridge")
+    assert r.returncode != 0 and "rcode" not in r.stdout
+
+
+def test_run_dns_options_on_the_default_bridge(lab: Lab) -> None:
     r = lab.dy(
         "run",
         "--rm",
@@ -311,8 +419,36 @@ def test_default_bridge_has_no_dns_by_name(lab: Lab) -> None:
     assert r.stdout.splitlines() == ["nameserver 203.0.113.53", "search example.test", "options ndots:2"]
 
 
+def test_daemon_json_dns_is_written_into_a_default_bridge_container(lab: Lab) -> None:
+    _upstream_dns(lab)
+    lab.root.mkdir(parents=True)
+    (lab.root / "daemon.json").write_text(json.dumps({"dns": [UPSTREAM_DNS]}))
+    lab.run_d("--name", "dj", "sleep", "300")
+    resolv = lab.dy_ok("exec", "dj", "cat", "/etc/resolv.conf")
+    assert _nameservers(resolv) == [f"nameserver {UPSTREAM_DNS}"]
+    assert _hosts(lab, "dj", EXT_NAME) == (0, [EXT_ADDR])  # and the container really asks it
+    # --dns wins over daemon.json's.
+    out = lab.dy_ok("run", "--rm", "--dns", "198.51.100.77", "cat", "/etc/resolv.conf")
+    assert _nameservers(out) == ["nameserver 198.51.100.77"]
+
+
 def test_user_network_resolv_conf_points_at_the_gateway(lab: Lab) -> None:
     lab.dy_ok("network", "create", "--subnet", "10.74.0.0/24", "named")
     out = lab.dy_ok("run", "--rm", "--net", "named", "--dns-search", "corp.test", "cat", "/etc/resolv.conf")
     assert out.splitlines() == ["nameserver 10.74.0.1", "search corp.test"]
-    assert ipaddress.IPv4Address("10.74.0.1") in ipaddress.IPv4Network("10.74.0.0/24")
+    # --dns-option goes in as on the default bridge; --dns does not (it names where to forward).
+    out = lab.dy_ok(
+        "run",
+        "--rm",
+        "--net",
+        "named",
+        "--dns",
+        "198.51.100.77",
+        "--dns-option",
+        "ndots:3",
+        "--dns-option",
+        "timeout:1",
+        "cat",
+        "/etc/resolv.conf",
+    )
+    assert out.splitlines() == ["nameserver 10.74.0.1", "options ndots:3 timeout:1"]

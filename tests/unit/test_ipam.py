@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from dockyard.ipam import (
     parse_subnet,
     pool_candidates,
 )
-from dockyard.settings import AddressPool
+from dockyard.settings import AddressPool, DaemonSettings
 
 NET = ipaddress.IPv4Network
 IP = ipaddress.IPv4Address
@@ -84,6 +85,20 @@ def test_parse_address() -> None:
 def test_pool_candidates_cut_each_pool_in_order() -> None:
     got = list(pool_candidates([_pool("10.0.0.0/23", 24), _pool("10.9.0.0/24", 25)]))
     assert got == [NET("10.0.0.0/24"), NET("10.0.1.0/24"), NET("10.9.0.0/25"), NET("10.9.0.128/25")]
+
+
+def test_the_default_pools_are_dockers() -> None:
+    """172.17.0.0/16 to 172.31.0.0/16 as /16s, then 192.168.0.0/16 as /20s: 31 subnets, in that order."""
+    got = list(pool_candidates(DaemonSettings(root=Path("/nonexistent")).default_address_pools))
+    assert got == [NET(f"172.{i}.0.0/16") for i in range(17, 32)] + [
+        NET(f"192.168.{16 * i}.0/20") for i in range(16)
+    ]
+    # The default bridge and user networks take them alike: the first free one, in this order.
+    pools = DaemonSettings(root=Path("/nonexistent")).default_address_pools
+    taken = [(f"network n{i}", net) for i, net in enumerate(got[:15])]
+    assert first_free_subnet(pools, taken) == NET("192.168.0.0/20")
+    with pytest.raises(Conflict, match="fully subnetted"):
+        first_free_subnet(pools, [(f"network n{i}", net) for i, net in enumerate(got)])
 
 
 def test_first_free_subnet_is_the_first_candidate_when_nothing_is_taken() -> None:

@@ -1,4 +1,4 @@
-"""The daemon's side of the DNS resolver (dockyard/dns.py): start, reload, stop.
+"""The daemon's side of the DNS resolver (the dockyard.dns package): start, reload, stop.
 
 The resolver is a process of its own, started in the background when a user
 network first needs it, told to re-read the networks with SIGHUP, and
@@ -30,7 +30,7 @@ import time
 from dockyard.errors import KernelError
 from dockyard.settings import Paths
 
-PID_FILE = "dns.pid"  # the name dockyard.dns writes (dns.PID_FILE)
+PID_FILE = "dns.pid"  # the name the resolver writes (dockyard.dns.PID_FILE)
 MODULE = "dockyard.dns"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
