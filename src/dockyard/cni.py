@@ -4,8 +4,9 @@ A thin client of dockyardd, stdlib only, because every ADD is a new
 process: it reads the CNI environment and the configuration on stdin,
 checks what needs no daemon (variables, JSON, version, types), sends one
 request to the daemon of `dataDir` (starting it when none answers), and
-prints the result or the spec's error object. The kernel work, the
-addresses and the state are the daemon's (attachments.py, api/cni.py).
+prints the result (joined to prevResult when chained, cni_results.py) or
+the spec's error object. The kernel work, the addresses and the state are
+the daemon's (attachments.py, api/cni.py).
 
     {"cniVersion": "1.1.0", "name": "mynet", "type": "dockyard",
      "bridge": "cni0", "subnet": "10.88.0.0/16", "ipMasq": true,
@@ -15,21 +16,30 @@ addresses and the state are the daemon's (attachments.py, api/cni.py).
 Why `_json` and `_socket` rather than json and dockyard.client: an ADD
 is a new interpreter each time, and importing json (which pulls in re and
 enum) and socket (selectors) costs 10 ms, as much as the daemon's kernel
-work. The C halves of those modules do the same job; dockyard.client is
-imported only when no daemon answers, to start one.
+work. The C halves of those modules do the same job; they are CPython's
+private modules, so where one cannot be imported the public module is used
+instead. dockyard.client is imported only when no daemon answers, to start one.
 
 See docs/cni.md for every key, the error codes and the design.
 """
 
 from __future__ import annotations
 
-import _json
-import _socket
 import os
 import sys
 import time
 
+try:
+    import _json
+except ImportError:  # not CPython's C half: loads and dumps use the json package
+    _json = None  # type: ignore[assignment]
+try:
+    import _socket
+except ImportError:
+    import socket as _socket  # the same socket type, AF_UNIX and SOCK_STREAM
+
 from dockyard import locations
+from dockyard.cni_results import format_result, merge_result
 
 TYPE_CHECKING = False  # typing costs every ADD its import
 if TYPE_CHECKING:
@@ -88,31 +98,44 @@ def _not_json(o: object) -> object:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
-_scan = _json.make_scanner(_Decoding())
-_encode = _json.make_encoder(
-    None, _not_json, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
-)
+if _json is not None:
+    _scan = _json.make_scanner(_Decoding())
+    _encode = _json.make_encoder(
+        None, _not_json, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
 
 
 def loads(text: str) -> Any:
-    """json.loads for one document; ValueError when it is not one."""
+    """json.loads for one document; ValueError when it is not one (nested too deeply too)."""
     text = text.strip(" \t\r\n")
     try:
-        value, end = _scan(text, 0)
-    except StopIteration as e:
-        raise ValueError(f"expected a JSON value at character {e.value}") from None
-    except SystemError:
-        # The C scanner reports errors through json.decoder, which it finds only once loaded.
-        import json
+        if _json is None:
+            import json
 
-        json.loads(text)  # raises the precise JSONDecodeError
-        raise
+            return json.loads(text)
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration as e:
+            raise ValueError(f"expected a JSON value at character {e.value}") from None
+        except SystemError:
+            # The C scanner raises its JSONDecodeError from json.decoder, which it finds only
+            # once loaded; before that an error comes out as SystemError (CPython 3.11).
+            import json
+
+            json.loads(text)  # raises the precise JSONDecodeError
+            raise
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if end != len(text):
         raise ValueError(f"extra data at character {end}")
     return value
 
 
 def dumps(value: object) -> str:
+    if _json is None:
+        import json
+
+        return json.dumps(value, default=_not_json)
     return "".join(_encode(value, 0))
 
 
@@ -197,11 +220,9 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
                 net[key] = _typed(r, key, str, "a string")
     net["bridge"] = _typed(conf, "bridge", str, "an interface name")
     net["mtu"] = _typed(conf, "mtu", int, "a number")
-    net["ipMasq"] = _typed(conf, "ipMasq", bool, "true or false")
-    is_gateway = _typed(conf, "isGateway", bool, "true or false")
-    default_gateway = _typed(conf, "isDefaultGateway", bool, "true or false")
-    _typed(conf, "hairpinMode", bool, "true or false")  # dockyard's ports are always in hairpin mode
-    net["isGateway"] = bool(default_gateway) or (True if is_gateway is None else is_gateway)
+    for key in ("ipMasq", "isGateway", "isDefaultGateway", "hairpinMode"):
+        net[key] = _typed(conf, key, bool, "true or false")
+    net["routes"] = _typed(ipam, "routes", list, 'a list of {"dst", "gw"} objects')
     return net
 
 
@@ -229,25 +250,29 @@ def attachment_of(conf: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
 # -- results ------------------------------------------------------------------
 
 
-def format_result(result: dict[str, Any], version: str, dns: dict[str, Any]) -> dict[str, Any]:
-    """The daemon's 1.1.0 result in the shape of the asked version."""
-    v = version_tuple(version)
-    interfaces = []
-    for item in result.get("interfaces", []):
-        x = dict(item)
-        if v < (1, 1, 0):
-            for key in ("mtu", "socketPath", "pciID"):
-                x.pop(key, None)
-        interfaces.append(x)
-    ips = [({"version": "4", **ip} if v < (1, 0, 0) else dict(ip)) for ip in result.get("ips", [])]
-    routes = []
-    for route in result.get("routes", []):
-        routes.append(route if v >= (1, 1, 0) else {k: route[k] for k in ("dst", "gw") if k in route})
-    out: dict[str, Any] = {"cniVersion": version, "interfaces": interfaces, "ips": ips}
-    if routes:
-        out["routes"] = routes
-    out["dns"] = dns
-    return out
+def prev_result_of(conf: dict[str, Any]) -> dict[str, Any] | None:
+    """The config's prevResult, checked for the shape a result has; None when absent."""
+    prev = conf.get("prevResult")
+    if prev is None:
+        return None
+    if not isinstance(prev, dict):
+        raise PluginError(E_CONFIG, f"prevResult must be a result object, not {dumps(prev)}")
+    for key in ("interfaces", "ips", "routes"):
+        items = prev.get(key)
+        if items is not None and not (isinstance(items, list) and all(isinstance(x, dict) for x in items)):
+            raise PluginError(E_CONFIG, f"prevResult is malformed: {key} must be a list of objects")
+    if prev.get("dns") is not None and not isinstance(prev["dns"], dict):
+        raise PluginError(E_CONFIG, "prevResult is malformed: dns must be an object")
+    count = len(prev.get("interfaces") or ())
+    for ip in prev.get("ips") or ():
+        index = ip.get("interface")
+        if index is not None and (type(index) is not int or not 0 <= index < count):
+            raise PluginError(
+                E_CONFIG,
+                f"prevResult is malformed: an ips entry names interface {dumps(index)}, "
+                f"and its interfaces list has {count}",
+            )
+    return prev
 
 
 # -- the daemon -----------------------------------------------------------------
@@ -369,16 +394,18 @@ def run(env: dict[str, str], stdin: BinaryIO, out: Any, seen: dict[str, str]) ->
         if not os.path.exists(netns):
             raise PluginError(E_ENV, f"CNI_NETNS {netns} does not exist")
         dns = _typed(conf, "dns", dict, "an object") or {}
+        prev = prev_result_of(conf)
         body = {"network": net, **attachment_of(conf, env)}
-        result = call(root, "/dockyard/cni/add", body, E_TRY_AGAIN)
-        out.write(dumps(format_result(result, version, dns)) + "\n")
+        result = format_result(call(root, "/dockyard/cni/add", body, E_TRY_AGAIN), version, dns)
+        out.write(dumps(merge_result(prev, result) if prev is not None else result) + "\n")
     elif command == "DEL":
         body = {"network": {"name": net["name"]}, **attachment_of(conf, env)}
         call(root, "/dockyard/cni/del", body, E_TRY_AGAIN)
     elif command == "CHECK":
-        body = {"network": net, **attachment_of(conf, env), "prevResult": conf.get("prevResult")}
-        if not isinstance(conf.get("prevResult"), dict):
+        prev = prev_result_of(conf)
+        if prev is None:
             raise PluginError(E_CONFIG, "CHECK needs prevResult, the result of the ADD")
+        body = {"network": net, **attachment_of(conf, env), "prevResult": prev}
         call(root, "/dockyard/cni/check", body, E_TRY_AGAIN)
     elif command == "GC":
         valid = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))

@@ -1,10 +1,11 @@
 """dockyard-cni beyond the shared conformance tests: what is dockyard's own.
 
 GC and STATUS (CNI 1.1.0, which the installed reference plugins do not
-speak), crashes of the daemon in the middle of an ADD, CHECK of published
-ports, the state shared with `dockyard network`, capabilities and CNI_ARGS,
-chaining with the reference plugins after dockyard, restarts, concurrency,
-configuration errors, the result formats, and the plugin's imports.
+speak), CHECK of published ports, the state shared with `dockyard network`,
+capabilities and CNI_ARGS, chaining with the reference plugins after
+dockyard, restarts (the host ports left to the runtime), concurrency,
+configuration errors, the result formats, and the plugin's imports. Crashes
+of the daemon at every step of ADD, DEL and GC are test_cni_crash.py's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,11 +34,12 @@ from cni_runtime import (
     Sandboxes,
     dockyard_conflist,
     plugin_dir,
+    stub_plugin,
 )
 
 from dockyard import cni as plugin
 from dockyard.client import Client
-from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+from lab import HOST_ADDR, PROBE, UP_ADDR, WORLD_ADDR, Lab, pid_alive
 
 SUBNET = "10.47.0.0/24"
 GATEWAY = "10.47.0.1"
@@ -88,6 +92,19 @@ class Env:
 
     def host_veths(self) -> list[str]:
         return [name for name in self.lab.links() if name.startswith("veth")]
+
+    def members(self, network: str = NETWORK) -> set[str]:
+        """The names `dockyard network inspect` lists as the network's users."""
+        info = json.loads(self.lab.dy_ok("network", "inspect", network))[0]
+        return {m["Name"] for m in info["Containers"].values()}
+
+    def published(self) -> set[int]:
+        """The host ports of the publish maps, as `nft -j list table inet dockyard` shows them."""
+        ports = set()
+        for name in ("publish_any", "publish_addr"):
+            for key, _target in self.lab.map_elements(name):
+                ports.add(int(key["concat"][-1]))
+        return ports
 
 
 @pytest.fixture
@@ -263,31 +280,6 @@ def test_status_says_whether_an_add_can_work(env: Env) -> None:
     env.settle()
 
 
-# -- crashes -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "fault", ["cni.add.begin", "cni.add.recorded", "endpoint.publish", "cni.add.plugged"]
-)
-def test_del_after_the_daemon_died_in_an_add(env: Env, fault: str) -> None:
-    conflist = env.conflist()
-    netns = env.sandboxes.new()
-    ports = {"portMappings": [{"hostPort": 8082, "containerPort": 80, "protocol": "tcp"}]}
-    conf = Runtime.plugin_conf(conflist, conflist["plugins"][0], None, ports)
-    # The first plugin starts the daemon, which inherits the fault from its environment.
-    crashed = env.exec("ADD", conf, "ctr-1", netns, DOCKYARD_FAULT=fault)
-    assert crashed.exit_code != 0 and crashed.json["code"] == 11, crashed  # try again later
-    env.rt.delete(conflist, "ctr-1", netns, runtime_config=ports)  # starts a daemon without the fault
-    env.settle()
-    assert env.attachments() == []
-    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
-    assert env.host_veths() == []
-    assert env.lab.map_elements("publish_any") == []
-    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=ports)  # port and address are free
-    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=ports)
-    env.settle()
-
-
 # -- CHECK of what the result does not list ------------------------------------------
 
 
@@ -437,6 +429,7 @@ def test_ranges_and_ipam_section(env: Env) -> None:
         ({"name": ""}, 7, "name"),
         ({"runtimeConfig": {"portMappings": [{"hostPort": 0, "containerPort": 80}]}}, 7, "hostPort"),
         ({"runtimeConfig": {"mac": "01:00:5e:00:00:01"}}, 7, "multicast"),
+        ({"runtimeConfig": {"ips": ["10.99.0.5/24"]}}, 7, "10.99.0.5"),
     ],
 )
 def test_config_errors(env: Env, changes: dict[str, Any], code: int, named: str) -> None:
@@ -445,6 +438,14 @@ def test_config_errors(env: Env, changes: dict[str, Any], code: int, named: str)
     assert outcome.exit_code != 0 and outcome.json["code"] == code and named in outcome.json["msg"], outcome
     assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
     assert env.host_veths() == []
+    assert_no_network_left(env)
+
+
+def assert_no_network_left(env: Env) -> None:
+    """A refused first ADD leaves no network (nor bridge) behind either."""
+    if (env.lab.root / "dockyard.sock").exists():  # the daemon refused it, not the plugin already
+        assert env.attachments() == []
+        assert NETWORK not in env.lab.dy_ok("network", "ls") and BRIDGE not in env.lab.links()
 
 
 @pytest.mark.parametrize(
@@ -556,6 +557,49 @@ def test_published_ports_survive_a_daemon_restart_and_gc(env: Env) -> None:
     env.settle()
 
 
+# The runtime's own hold of a host port (Podman binds it after the ADD).
+HOLD_PORT = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("restart", ["stop", "kill"])
+def test_a_restarted_daemon_leaves_the_host_ports_to_the_runtime(env: Env, restart: str) -> None:
+    """As with portmap, the runtime holds an attachment's host port: a daemon that
+    starts again puts the DNAT back without trying to hold the port, so it
+    never warns that it cannot, and the port still answers from outside."""
+    conflist = env.conflist()
+    netns = env.sandboxes.new()
+    rc = {"portMappings": [{"hostPort": 8087, "containerPort": 80, "protocol": "tcp"}]}
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    env.lab.spawn_in(ns_name(netns), sys.executable, PROBE, "serve", "tcp", "80")
+    runtime = env.lab.spawn_in(env.lab.host, sys.executable, "-c", HOLD_PORT, "8087")
+    assert runtime.stdout is not None and runtime.stdout.readline().strip() == "held"
+    env.lab.wait_answer(env.lab.up, "tcp", HOST_ADDR, 8087)
+    if restart == "stop":
+        env.lab.dy_ok("daemon", "stop")
+    else:
+        pid = int((env.lab.root / "dockyardd.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        env.lab.eventually(lambda: not pid_alive(pid), what="the daemon gone")
+    env.lab.dy_ok("network", "inspect", NETWORK)  # any command starts a daemon again
+    log = (env.lab.root / "daemon.log").read_text()
+    starts = [line for line in log.splitlines() if line.startswith("dockyardd") and " serving " in line]
+    assert len(starts) == 2, starts
+    assert "cannot hold host port" not in log, log
+    answer = env.lab.wait_answer(env.lab.up, "tcp", HOST_ADDR, 8087)
+    assert answer.startswith(f"peer={UP_ADDR}:"), answer
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.settle()
+    assert "cannot hold host port" not in (env.lab.root / "daemon.log").read_text()
+
+
 def test_parallel_adds_start_one_daemon(env: Env) -> None:
     conflist = env.conflist()
     spaces = [env.sandboxes.new() for _ in range(8)]
@@ -576,5 +620,517 @@ def test_parallel_adds_start_one_daemon(env: Env) -> None:
                 range(len(spaces)),
             )
         )
+    env.settle()
+    assert env.attachments() == [] and env.host_veths() == []
+
+
+# -- not first in a chain: prevResult kept -------------------------------------------
+
+
+def test_after_the_reference_loopback_plugin(env: Env) -> None:
+    if not (REFERENCE_DIR / "loopback").exists():
+        pytest.skip(
+            "the reference loopback plugin is not installed (apt-get install containernetworking-plugins)"
+        )
+    conflist = env.conflist("1.0.0")  # the newest version the reference plugins here speak
+    conflist["plugins"].insert(0, {"type": "loopback"})
+    netns = env.sandboxes.new()
+    subprocess.run(["ip", "-n", ns_name(netns), "link", "set", "lo", "down"], check=True)
+    result = env.rt.add(conflist, "ctr-1", netns)
+    names = [i["name"] for i in result["interfaces"]]
+    assert names[0] == "lo" and names[-1] == "eth0" and len(names) == 4, result
+    by_interface = {ip["interface"]: ip["address"] for ip in result["ips"] if ":" not in ip["address"]}
+    assert by_interface[0] == "127.0.0.1/8", result  # loopback's entry, index unchanged
+    assert ipaddress.IPv4Interface(by_interface[3]).network == ipaddress.IPv4Network(SUBNET)
+    assert {"dst": "0.0.0.0/0", "gw": GATEWAY} in result["routes"]
+    (lo,) = ip_json("-n", ns_name(netns), "link", "show", "lo")
+    assert "UP" in lo["flags"]  # loopback really ran, then dockyard
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+    assert env.attachments() == [] and env.host_veths() == []
+
+
+def _stub_result(version: str, netns: str) -> dict[str, Any]:
+    ip: dict[str, Any] = {"address": "192.0.2.5/24", "gateway": "192.0.2.1", "interface": 1}
+    if plugin.version_tuple(version) < (1, 0, 0):
+        ip = {"version": "4", **ip}
+    return {
+        "interfaces": [{"name": "stub-host"}, {"name": "net1", "sandbox": netns}],
+        "ips": [ip],
+        "routes": [{"dst": "198.18.0.0/15", "gw": "192.0.2.1"}],
+        "dns": {"nameservers": ["192.0.2.53"], "search": ["stub.example"]},
+    }
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_after_another_plugin_its_result_is_kept(env: Env, tmp_path: Path, version: str) -> None:
+    stub_plugin(tmp_path / "cni-bin")
+    netns = env.sandboxes.new()
+    conflist = env.conflist(version, dns={"nameservers": ["10.47.0.1"], "search": ["lab"], "domain": "lab"})
+    prev = _stub_result(version, netns)
+    conflist["plugins"].insert(0, {"type": "stub", "result": prev})
+    result = env.rt.add(conflist, "ctr-1", netns)
+    assert result["cniVersion"] == version
+    assert result["interfaces"][:2] == prev["interfaces"]
+    assert [i["name"] for i in result["interfaces"][2:]] == [BRIDGE, result["interfaces"][3]["name"], "eth0"]
+    stub_ip, ours = result["ips"]
+    assert stub_ip == prev["ips"][0], "the earlier plugin's entries pass through as they were"
+    assert ours["interface"] == 4 and result["interfaces"][4]["sandbox"] == netns
+    assert ("version" in ours) == (plugin.version_tuple(version) < (1, 0, 0))
+    assert result["routes"] == [prev["routes"][0], {"dst": "0.0.0.0/0", "gw": GATEWAY}]
+    assert result["dns"] == {
+        "nameservers": ["192.0.2.53", "10.47.0.1"],
+        "search": ["stub.example", "lab"],
+        "domain": "lab",
+    }
+    assert ours["address"] in {
+        f"{a['local']}/{a['prefixlen']}"
+        for link in ip_json("-n", ns_name(netns), "addr", "show", "eth0")
+        for a in link["addr_info"]
+    }
+    if plugin.version_tuple(version) >= (0, 4, 0):
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+    assert env.attachments() == [] and env.host_veths() == []
+
+
+@pytest.mark.parametrize(
+    "prev",
+    [
+        [],
+        {"interfaces": {"name": "lo"}},
+        {"interfaces": [{"name": "lo"}], "ips": [{"address": "127.0.0.1/8", "interface": 5}]},
+        {"interfaces": [{"name": "lo"}], "ips": [{"address": "127.0.0.1/8", "interface": "0"}]},
+        {"routes": ["0.0.0.0/0"]},
+        {"dns": ["1.1.1.1"]},
+    ],
+    ids=["list", "interfaces-object", "index-out-of-range", "index-string", "route-string", "dns-list"],
+)
+def test_add_with_a_malformed_prev_result(env: Env, prev: Any) -> None:
+    netns = env.sandboxes.new()
+    outcome = env.exec("ADD", env.conf(prevResult=prev), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7 and "prevResult" in outcome.json["msg"], (
+        outcome
+    )
+    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
+    assert env.host_veths() == []
+
+
+# -- the bridge plugin's keys: gateway, ipMasq, hairpin, ipam.routes ----------------------
+
+
+@pytest.mark.parametrize(
+    "keys,default_route",
+    [
+        ({}, True),
+        ({"isGateway": True}, True),
+        ({"isGateway": False}, False),
+        ({"isDefaultGateway": True}, True),
+        ({"isDefaultGateway": False}, False),
+        ({"isGateway": True, "isDefaultGateway": False}, False),
+        ({"isGateway": False, "isDefaultGateway": True}, True),
+        ({"isDefaultGateway": False, "ipam": {"routes": [{"dst": "0.0.0.0/0"}]}}, True),
+    ],
+)
+def test_gateway_keys(env: Env, keys: dict[str, Any], default_route: bool) -> None:
+    conflist = env.conflist()
+    conflist["plugins"][0].pop("isGateway")
+    conflist["plugins"][0].update(keys)
+    netns = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-1", netns)
+    routes = ip_json("-n", ns_name(netns), "route", "show", "default")
+    if default_route:
+        assert [r["gateway"] for r in routes] == [GATEWAY]
+        assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": GATEWAY}]
+    else:
+        assert routes == [] and "routes" not in result
+    # Whatever the keys, a dockyard network's gateway address is on its bridge.
+    (bridge,) = ip_json("-n", env.lab.host, "addr", "show", "dev", BRIDGE)
+    assert f"{GATEWAY}/24" in {f"{a['local']}/{a['prefixlen']}" for a in bridge["addr_info"]}
+    assert result["ips"][0]["gateway"] == GATEWAY
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+
+
+def test_ip_masq_on_and_off(env: Env) -> None:
+    lab = env.lab
+    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", "9000")
+    lab.wait_answer(lab.host, "tcp", UP_ADDR, 9000)
+    on = env.conflist(name="masqon", subnet="10.56.0.0/24", ipMasq=True)
+    off = env.conflist(name="masqoff", subnet="10.57.0.0/24", ipMasq=False)
+    a, b = env.sandboxes.new(), env.sandboxes.new()
+    ra = env.rt.add(on, "ctr-a", a)
+    rb = env.rt.add(off, "ctr-b", b)
+    # Masqueraded: the upstream sees the host's address, and needs no route back.
+    answer = lab.wait_answer(ns_name(a), "tcp", UP_ADDR, 9000)
+    assert answer.startswith(f"peer={HOST_ADDR}:"), answer
+    # Not masqueraded: without a route back to 10.57.0.0/24 the upstream cannot answer ...
+    assert lab.ask(ns_name(b), "tcp", UP_ADDR, 9000, timeout=1.0) is None
+    # ... and with one it sees the container's own address.
+    subprocess.run(["ip", "-n", lab.up, "route", "add", "10.57.0.0/24", "via", HOST_ADDR], check=True)
+    answer = lab.wait_answer(ns_name(b), "tcp", UP_ADDR, 9000)
+    assert answer.startswith(f"peer={address_of(rb)}:"), answer
+    env.rt.delete(on, "ctr-a", a, prev_result=ra)
+    env.rt.delete(off, "ctr-b", b, prev_result=rb)
+    env.settle()
+
+
+def _hairpin(env: Env, host_veth: str) -> bool:
+    (link,) = ip_json("-n", env.lab.host, "-d", "link", "show", host_veth)
+    return bool(link["linkinfo"]["info_slave_data"]["hairpin"])
+
+
+@pytest.mark.parametrize("hairpin", [None, True, False])
+def test_hairpin_mode(env: Env, hairpin: bool | None) -> None:
+    extra = {} if hairpin is None else {"hairpinMode": hairpin}
+    conflist = env.conflist(**extra)
+    netns = env.sandboxes.new()
+    rc = {"portMappings": [{"hostPort": 8086, "containerPort": 80, "protocol": "tcp"}]}
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    host_veth = result["interfaces"][1]["name"]
+    env.lab.spawn_in(ns_name(netns), sys.executable, PROBE, "serve", "tcp", "80")
+    env.lab.wait_answer(env.lab.host, "tcp", address_of(result), 80)
+    br_netfilter = env.lab.in_host("sysctl", "-n", "net.bridge.bridge-nf-call-iptables").stdout.strip() == "1"
+    # The container asks for its own published port on the host's address: a hairpin request.
+    if hairpin is False:
+        assert _hairpin(env, host_veth) is False
+        if br_netfilter:  # the DNATed frame must leave by the port it came in: refused
+            assert env.lab.ask(ns_name(netns), "tcp", HOST_ADDR, 8086, timeout=1.0) is None
+    else:
+        assert _hairpin(env, host_veth) is True
+        answer = env.lab.wait_answer(ns_name(netns), "tcp", HOST_ADDR, 8086)
+        assert answer.startswith("peer="), answer
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.settle()
+
+
+def test_ipam_routes(env: Env) -> None:
+    lab = env.lab
+    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", "9000")
+    lab.wait_answer(lab.host, "tcp", WORLD_ADDR, 9000)
+    routes = [{"dst": "203.0.113.0/24"}, {"dst": "198.18.0.0/15", "gw": "10.47.0.254"}]
+    conflist = env.conflist(isDefaultGateway=False, ipMasq=True, ipam={"routes": routes})
+    netns = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-1", netns)
+    assert result["routes"] == [
+        {"dst": "203.0.113.0/24", "gw": GATEWAY},
+        {"dst": "198.18.0.0/15", "gw": "10.47.0.254"},
+    ]
+    present = {(r["dst"], r.get("gateway")) for r in ip_json("-n", ns_name(netns), "route", "show")}
+    assert {("203.0.113.0/24", GATEWAY), ("198.18.0.0/15", "10.47.0.254")} <= present
+    assert not any(dst == "default" for dst, _ in present)
+    # Traffic follows them: the world is reachable through the route, the upstream's link is not.
+    answer = lab.wait_answer(ns_name(netns), "tcp", WORLD_ADDR, 9000)
+    assert answer.startswith(f"peer={HOST_ADDR}:"), answer
+    assert lab.ask(ns_name(netns), "tcp", UP_ADDR, 9000, timeout=1.0) is None
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    subprocess.run(["ip", "-n", ns_name(netns), "route", "del", "198.18.0.0/15"], check=True)
+    with pytest.raises(PluginFailed) as failed:
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    assert failed.value.error["code"] == 102 and "198.18.0.0/15" in failed.value.error["msg"]
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+
+
+@pytest.mark.parametrize(
+    "routes,named",
+    [
+        ([{"dst": "192.0.2.0/24", "gw": "10.99.0.1"}], "10.99.0.1"),
+        ([{"dst": "fd00::/64"}], "IPv6"),
+        ([{"dst": "not-a-cidr"}], "not-a-cidr"),
+        ([{"gw": "10.47.0.1"}], "dst"),
+        ({"dst": "192.0.2.0/24"}, "routes"),
+        ([{"dst": SUBNET}], SUBNET),
+    ],
+)
+def test_ipam_route_errors(env: Env, routes: Any, named: str) -> None:
+    netns = env.sandboxes.new()
+    outcome = env.exec("ADD", env.conf(ipam={"routes": routes}), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7 and named in outcome.json["msg"], outcome
+    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
+    assert env.host_veths() == []
+    assert_no_network_left(env)
+
+
+# -- a failed ADD leaves nothing: no row, no map element, the address free -------------
+
+
+KEEP_PORTS = {"portMappings": [{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]}
+WANTED = {
+    "ips": ["10.47.0.50/24"],
+    "portMappings": [{"hostPort": 8091, "containerPort": 80, "protocol": "tcp"}],
+}
+
+
+def _bad_add(env: Env, case: str, netns: str) -> Outcome:
+    conflist = env.conflist()
+    conf = Runtime.plugin_conf(conflist, conflist["plugins"][0], None, WANTED)
+    if case == "malformed JSON":
+        return env.exec("ADD", json.dumps(conf).encode()[:-9], "ctr-bad", netns)
+    if case == "unknown cniVersion":
+        return env.exec("ADD", {**conf, "cniVersion": "9.9.9"}, "ctr-bad", netns)
+    if case.startswith("missing "):
+        return env.exec("ADD", conf, "ctr-bad", netns, **{case.split()[1]: ""})
+    if case == "netns missing":
+        return env.exec("ADD", conf, "ctr-bad", f"/run/netns/{env.lab.host}-nothing-here")
+    if case == "ifname present":
+        subprocess.run(
+            ["ip", "-n", ns_name(netns), "link", "add", "eth0", "type", "veth", "peer", "name", "mine0"],
+            check=True,
+        )
+        return env.exec("ADD", conf, "ctr-bad", netns)
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case,code",
+    [
+        ("malformed JSON", 6),
+        ("unknown cniVersion", 1),
+        ("missing CNI_CONTAINERID", 4),
+        ("missing CNI_NETNS", 4),
+        ("missing CNI_IFNAME", 4),
+        ("netns missing", 4),
+        ("ifname present", 4),
+    ],
+)
+def test_a_failed_add_leaves_nothing(env: Env, case: str, code: int) -> None:
+    conflist = env.conflist()
+    keep_ns = env.sandboxes.new()
+    kept = env.rt.add(conflist, "ctr-keep", keep_ns, runtime_config=KEEP_PORTS)
+    netns = env.sandboxes.new()
+    failed = _bad_add(env, case, netns)
+    assert failed.exit_code != 0 and failed.json["code"] == code, failed
+    env.settle()
+    assert env.members() == {"cni:ctr-keep/eth0"}
+    assert [a["ContainerID"] for a in env.attachments()] == ["ctr-keep"]
+    assert env.published() == {8090}
+    assert len(env.host_veths()) == 1
+    # The address and the host port it asked for are free: the same request now succeeds.
+    again = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-bad", again, runtime_config=WANTED)
+    assert result["ips"][0]["address"] == "10.47.0.50/24" and env.published() == {8090, 8091}
+    env.rt.delete(conflist, "ctr-bad", again, prev_result=result, runtime_config=WANTED)
+    env.rt.delete(conflist, "ctr-keep", keep_ns, prev_result=kept, runtime_config=KEEP_PORTS)
+    env.settle()
+    assert env.members() == set() and env.published() == set() and env.host_veths() == []
+
+
+def test_an_add_to_an_exhausted_subnet_leaves_nothing(env: Env) -> None:
+    small = env.conflist(name="tiny", subnet="10.49.0.0/30")  # the gateway and one container
+    a, b = env.sandboxes.new(), env.sandboxes.new()
+    first = env.rt.add(small, "ctr-a", a, runtime_config=KEEP_PORTS)
+    conf = Runtime.plugin_conf(small, small["plugins"][0], None, {"portMappings": WANTED["portMappings"]})
+    full = env.exec("ADD", conf, "ctr-b", b)
+    assert full.exit_code != 0 and full.json["code"] == 11 and "10.49.0.0/30" in full.json["msg"], full
+    env.settle()
+    assert env.members("tiny") == {"cni:ctr-a/eth0"} and env.published() == {8090}
+    assert ip_json("-n", ns_name(b), "link", "show", "eth0") == [] and len(env.host_veths()) == 1
+    env.rt.delete(small, "ctr-a", a, prev_result=first, runtime_config=KEEP_PORTS)
+    second = env.rt.add(small, "ctr-b", b, runtime_config={"portMappings": WANTED["portMappings"]})
+    assert second["ips"][0]["address"] == first["ips"][0]["address"], "the one address is given again"
+    assert env.members("tiny") == {"cni:ctr-b/eth0"} and env.published() == {8091}
+    env.rt.delete(small, "ctr-b", b, prev_result=second)
+    env.settle()
+
+
+@pytest.mark.parametrize("taken", ["address", "host port"])
+def test_an_address_or_host_port_taken_is_code_100(env: Env, taken: str) -> None:
+    conflist = env.conflist()
+    a, b = env.sandboxes.new(), env.sandboxes.new()
+    first = env.rt.add(conflist, "ctr-a", a, runtime_config=WANTED)
+    rc = {"ips": WANTED["ips"]} if taken == "address" else {"portMappings": WANTED["portMappings"]}
+    outcome = env.exec("ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, rc), "ctr-b", b)
+    named = "10.47.0.50" if taken == "address" else "8091"
+    assert outcome.exit_code != 0 and outcome.json["code"] == 100 and named in outcome.json["msg"], outcome
+    env.settle()
+    assert env.members() == {"cni:ctr-a/eth0"} and env.published() == {8091}
+    assert ip_json("-n", ns_name(b), "link", "show", "eth0") == [] and len(env.host_veths()) == 1
+    env.rt.delete(conflist, "ctr-a", a, prev_result=first, runtime_config=WANTED)
+    env.settle()
+
+
+# -- more error codes: CHECK of an unknown attachment, STATUS, the daemon's netns checks -----
+
+
+def test_check_of_an_unknown_attachment_is_code_3(env: Env) -> None:
+    conflist = env.conflist()
+    netns = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-1", netns)
+    with pytest.raises(PluginFailed) as unknown:
+        env.rt.check(conflist, "ctr-never-added", netns, prev_result=result)
+    assert unknown.value.error["code"] == 3 and "ctr-never-added" in unknown.value.error["msg"]
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    with pytest.raises(PluginFailed) as deleted:
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    assert deleted.value.error["code"] == 3
+    env.settle()
+
+
+@pytest.mark.parametrize("foreign", ["veth", "bridge"])
+def test_status_when_a_foreign_link_has_the_bridge_name(env: Env, foreign: str) -> None:
+    name = "cni-taken"
+    if foreign == "veth":
+        env.lab.in_host("ip", "link", "add", name, "type", "veth", "peer", "name", "cni-taken-p")
+    else:
+        env.lab.in_host("ip", "link", "add", name, "type", "bridge")
+    conflist = env.conflist(name="taken", subnet="10.58.0.0/24", bridge=name)
+    with pytest.raises(PluginFailed) as refused:
+        env.rt.status(conflist)
+    error = refused.value.error
+    assert error["code"] == 50 and name in error["msg"] and "cannot be made" in error["msg"], error
+    netns = env.sandboxes.new()
+    outcome = env.exec(
+        "ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, None), "ctr-1", netns
+    )
+    assert outcome.exit_code != 0 and name in outcome.json["msg"], "STATUS told the truth: ADD fails"
+    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == [] and env.host_veths() == []
+    env.lab.in_host("ip", "link", "del", name)
+
+
+def test_status_when_the_bridge_is_gone_under_attachments(env: Env) -> None:
+    conflist = env.conflist()
+    netns = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-1", netns)
+    env.rt.status(conflist)
+    env.lab.in_host("ip", "link", "del", BRIDGE)
+    with pytest.raises(PluginFailed) as missing:
+        env.rt.status(conflist)
+    error = missing.value.error
+    assert error["code"] == 51 and BRIDGE in error["msg"] and "missing" in error["msg"], error
+    with pytest.raises(PluginFailed) as broken:
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    assert broken.value.error["code"] == 102 and BRIDGE in broken.value.error["msg"]
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+    env.lab.dy_ok("system", "gc")  # makes the network's bridge again
+    env.rt.status(conflist)
+    result = env.rt.add(conflist, "ctr-1", netns)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+
+
+@pytest.mark.parametrize("kind", ["regular file", "uts namespace", "the host's own netns"])
+def test_daemon_refuses_a_netns_that_is_not_a_containers(env: Env, tmp_path: Path, kind: str) -> None:
+    if kind == "regular file":
+        path = tmp_path / "not-a-netns"
+        path.write_text("")
+        netns, named = str(path), "is not a network namespace"
+    elif kind == "uts namespace":
+        netns, named = "/proc/self/ns/uts", "is not a network namespace"  # the daemon's, as it reads it
+    else:
+        netns, named = f"/run/netns/{env.lab.host}", "host's own network namespace"
+    env.lab.dy_ok("network", "ls")  # the daemon up (with its default bridge) before looking
+    before = env.lab.links()
+    outcome = env.exec("ADD", env.conf(), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 4 and named in outcome.json["msg"], outcome
+    env.settle()
+    assert env.lab.links() == before and env.attachments() == []
+
+
+# -- robustness of the plugin's input -----------------------------------------------------
+
+
+def test_malformed_json_names_the_problem(env: Env) -> None:
+    # In a fresh plugin process json.decoder is not loaded, so the C scanner's error
+    # comes out as SystemError; cni.loads turns it into json's precise message.
+    outcome = env.exec("ADD", b'{"cniVersion" "1.1.0"}', "ctr-1", env.sandboxes.new())
+    assert outcome.exit_code != 0 and outcome.json["code"] == 6, outcome
+    assert "Expecting ':' delimiter" in outcome.json["msg"], outcome
+
+
+@pytest.mark.parametrize("where", ["document", "value"])
+def test_deeply_nested_json_is_a_decode_error(env: Env, where: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    stdin = deep if where == "document" else b'{"cniVersion": "1.1.0", "name": "x", "args": ' + deep + b"}"
+    netns = env.sandboxes.new()
+    outcome = env.exec("ADD", stdin, "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 6, outcome
+    assert "nested too deeply" in outcome.json["msg"]
+
+
+@pytest.mark.parametrize(
+    "prev",
+    [
+        {"interfaces": "eth0"},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "ips": [{"address": "bogus", "interface": 0}]},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "ips": [{"address": 5, "interface": 0}]},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "routes": [5]},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "routes": [{"dst": "nowhere"}]},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "routes": [{"dst": "0.0.0.0/0", "gw": 7}]},
+        {"interfaces": [{"name": "eth0", "sandbox": "/x", "mac": "zz"}]},
+        {
+            "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+            "ips": [{"address": "10.47.0.2/24", "interface": 3}],
+        },
+    ],
+)
+def test_check_with_a_malformed_prev_result_is_code_7(env: Env, prev: dict[str, Any]) -> None:
+    conflist = env.conflist()
+    netns = env.sandboxes.new()
+    result = env.rt.add(conflist, "ctr-1", netns)
+    outcome = env.exec("CHECK", env.conf(prevResult=prev), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7 and "prevResult" in outcome.json["msg"], (
+        outcome
+    )
+    # The daemon's own check, for a client that sends it without the plugin's.
+    body = {
+        "network": plugin.network_of(env.conf()),
+        "containerId": "ctr-1",
+        "ifname": "eth0",
+        "netns": netns,
+    }
+    status, reply = plugin.post(
+        str(env.lab.root / "dockyard.sock"), "/dockyard/cni/check", {**body, "prevResult": prev}
+    )
+    error = json.loads(reply)["cni"]
+    assert status == 400 and error["code"] == 7 and "prevResult" in error["msg"], error
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.settle()
+
+
+FALLBACK_PROBE = """
+import io, os, sys, json, socket
+sys.modules["_json"] = None  # as on an interpreter without CPython's C halves
+sys.modules["_socket"] = None
+from dockyard import cni
+assert cni._json is None and cni._socket is socket, (cni._json, cni._socket)
+assert cni.loads(cni.dumps({"a": [1, "é"]})) == {"a": [1, "é"]}
+try:
+    cni.loads("[" * 100000)
+except ValueError as e:
+    assert "nested too deeply" in str(e)
+conf = sys.argv[1].encode()
+for command in ("ADD", "CHECK", "DEL"):
+    stdin = conf if command != "CHECK" else conf[:-1] + b', "prevResult": ' + last.encode() + b"}"
+    out = io.StringIO()
+    assert cni.main(dict(os.environ, CNI_COMMAND=command), io.BytesIO(stdin), out) == 0, out.getvalue()
+    last = out.getvalue().strip() or last
+print(last)
+"""
+
+
+def test_plugin_works_without_the_private_c_modules(env: Env) -> None:
+    netns = env.sandboxes.new()
+    r = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{env.lab.host}",
+            sys.executable,
+            "-c",
+            FALLBACK_PROBE,
+            json.dumps(env.conf()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env.rt.env("ADD", "ctr-1", netns, "eth0"),
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["interfaces"][2]["sandbox"] == netns
     env.settle()
     assert env.attachments() == [] and env.host_veths() == []

@@ -88,6 +88,28 @@ def plugin_dir(directory: Path) -> Path:
     return directory
 
 
+STUB_PLUGIN = """#!{python}
+# A test plugin: its ADD prints the config's "result" in the config's version; nothing else.
+import json, os, sys
+conf = json.load(sys.stdin)
+command = os.environ.get("CNI_COMMAND")
+if command == "VERSION":
+    print(json.dumps({{"cniVersion": "1.1.0", "supportedVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}}))
+elif command == "ADD":
+    print(json.dumps({{**conf["result"], "cniVersion": conf["cniVersion"]}}))
+"""
+
+
+def stub_plugin(directory: Path, name: str = "stub") -> Path:
+    """A plugin `name` in directory whose ADD prints the `result` of its config, touching
+    nothing: for a chain where dockyard is not first (DEL, CHECK, GC, STATUS succeed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(STUB_PLUGIN.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
 class Runtime:
     def __init__(
         self, bin_dirs: list[str | Path], prefix: list[str] | None = None, timeout: float = 60

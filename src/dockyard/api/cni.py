@@ -1,13 +1,11 @@
 """The API dockyard-cni speaks to: one route per CNI verb, under /dockyard/cni/.
 
 Parses the plugin's JSON (already stripped of CNI's envelope by cni.py)
-into attachments.py's typed requests, and renders what ADD made as a CNI
-1.1.0 result; cni.py converts it to the version the runtime asked for.
-Errors carry their CNI code: {"message", "kind", "cni": {"code", "msg", "details"}}.
-
-`register` also teaches the rest of the API about attachments (see its
-docstring); that part is a stop-gap until routes.py and reconcile.py know
-about them (the CNI work's report says what to change there).
+into the typed requests of attachments.py and attachment_checks.py, and
+renders what ADD made as a CNI 1.1.0 result; cni.py converts it to the
+version the runtime asked for and merges it with prevResult. Errors carry
+their CNI code: {"message", "kind", "cni": {"code", "msg", "details"}}.
+routes.py registers `CniRoutes`' handlers with the rest of the API.
 """
 
 from __future__ import annotations
@@ -21,32 +19,24 @@ from typing import Any
 
 from dockyard import ipam
 from dockyard.api.http import Request, Response
-from dockyard.attachments import (
+from dockyard.attachment_checks import AttachmentChecks, Expected
+from dockyard.attachment_networks import (
     CODE_CONFLICT,
+    CODE_DECODE,
     CODE_INVALID_CONFIG,
     CODE_KERNEL,
     CODE_UNKNOWN_CONTAINER,
-    Attached,
-    Attachments,
-    AttachRequest,
+    DEFAULT_ROUTE,
     CniError,
-    Expected,
     NetConf,
+    Route,
 )
+from dockyard.attachments import Attached, Attachments, AttachRequest
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError, NotFound
-from dockyard.model import (
-    Container,
-    ContainerConfig,
-    ContainerState,
-    Endpoint,
-    Network,
-    PortRequest,
-    Protocol,
-)
+from dockyard.model import PortRequest, Protocol
 
 CODE_INTERNAL = 999
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 
 Json = dict[str, Any]
 
@@ -80,10 +70,20 @@ def cni_error(e: BaseException) -> Response:
     )
 
 
+def _body(req: Request) -> Json:
+    try:
+        body = req.json()
+    except (ValueError, RecursionError) as e:  # JSONDecodeError; nesting past the parser's depth
+        raise CniError(CODE_DECODE, f"cannot decode the request: {e}") from None
+    if not isinstance(body, dict):
+        raise CniError(CODE_DECODE, "the request must be a JSON object")
+    return body
+
+
 def _handler(fn: Callable[[Json], Any]) -> Callable[[Request], Response]:
     def handle(req: Request) -> Response:
         try:
-            out = fn(req.json())
+            out = fn(_body(req))
         except Exception as e:
             return cni_error(e)
         return Response(200, out) if out is not None else Response(204)
@@ -141,16 +141,52 @@ def net_conf(d: Json) -> NetConf:
     if bridge is not None and not isinstance(bridge, str):
         raise InvalidArgument(f"bridge must be an interface name, not {bridge!r}")
     is_gateway = _bool(d, "isGateway")
+    default_gateway = _bool(d, "isDefaultGateway")
+    # The default route: isDefaultGateway when given (it implies isGateway), else
+    # isGateway, else Docker's way: yes (docs/cni.md says why).
+    if default_gateway is not None:
+        default_route = default_gateway
+    else:
+        default_route = True if is_gateway is None else is_gateway
+    hairpin = _bool(d, "hairpinMode")
     return NetConf(
         name=name,
         bridge=bridge or None,
         subnet=subnet,
         ip_range=ip_range,
         gateway=gateway,
-        is_gateway=True if is_gateway is None else is_gateway,
         ip_masq=_bool(d, "ipMasq"),
         mtu=mtu,
+        default_route=default_route,
+        hairpin=True if hairpin is None else hairpin,
+        routes=_routes(d.get("routes")),
     )
+
+
+def _routes(items: Any) -> tuple[Route, ...]:
+    """ipam.routes: [{"dst": CIDR, "gw": address (optional)}], IPv4."""
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise InvalidArgument(f'ipam routes must be a list of {{"dst", "gw"}} objects, not {items!r}')
+    out = []
+    for r in items:
+        if not isinstance(r, dict) or not isinstance(r.get("dst"), str):
+            raise InvalidArgument(
+                f'invalid ipam route {r!r}: give {{"dst": "10.9.0.0/16", "gw": "10.88.0.1"}}'
+            )
+        try:
+            dst = ipaddress.ip_network(r["dst"], strict=False)
+        except ValueError:
+            raise InvalidArgument(f"invalid dst {r['dst']!r} in an ipam route: give a CIDR") from None
+        if dst.version != 4:
+            raise InvalidArgument(f"ipam route to {dst} is IPv6: dockyard networks are IPv4")
+        gw = r.get("gw")
+        if gw is not None and not isinstance(gw, str):
+            raise InvalidArgument(f"invalid gw {gw!r} in the ipam route to {dst}")
+        via = ipam.parse_address(gw, f"gw of the ipam route to {dst}") if gw else None
+        out.append((ipaddress.IPv4Network(dst), via))
+    return tuple(out)
 
 
 def _ports(items: Any) -> tuple[PortRequest, ...]:
@@ -214,34 +250,62 @@ def attach_request(d: Json) -> AttachRequest:
     )
 
 
+def _prev_error(what: str) -> CniError:
+    return CniError(CODE_INVALID_CONFIG, f"prevResult is malformed: {what}")
+
+
+def _list_of_objects(prev: Json, key: str) -> list[Json]:
+    items = prev.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise _prev_error(f"{key} must be a list of objects")
+    return items
+
+
 def expected(prev: Any, ifname: str) -> Expected:
-    """What prevResult says the attachment has (CHECK)."""
+    """What prevResult says the attachment has (CHECK); CniError 7 when it is malformed."""
     if not isinstance(prev, dict):
         raise CniError(CODE_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
-    interfaces = prev.get("interfaces") or []
+    interfaces = _list_of_objects(prev, "interfaces")
     index = next(
-        (
-            i
-            for i, x in enumerate(interfaces)
-            if isinstance(x, dict) and x.get("name") == ifname and x.get("sandbox")
-        ),
+        (i for i, x in enumerate(interfaces) if x.get("name") == ifname and x.get("sandbox")),
         None,
     )
     if index is None:
         raise CniError(CODE_INVALID_CONFIG, f"prevResult lists no interface {ifname} in a sandbox")
+    mac = interfaces[index].get("mac")
+    if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac)):
+        raise _prev_error(f"interface {ifname} has MAC {mac!r}")
     address = None
-    for ip in prev.get("ips") or []:
-        if isinstance(ip, dict) and ip.get("interface") == index:
-            iface = ipaddress.ip_interface(str(ip.get("address")))
-            if iface.version == 4:
-                address = ipaddress.IPv4Interface(str(iface))
+    for ip in _list_of_objects(prev, "ips"):
+        at = ip.get("interface")
+        if at is not None and (type(at) is not int or not 0 <= at < len(interfaces)):
+            raise _prev_error(f"an ips entry names interface {at!r} of {len(interfaces)}")
+        if at != index:
+            continue
+        text = ip.get("address")
+        try:
+            if not isinstance(text, str):
+                raise ValueError(text)
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise _prev_error(f"address {text!r} of {ifname}") from None
+        if iface.version == 4:
+            address = ipaddress.IPv4Interface(str(iface))
     routes = []
-    for r in prev.get("routes") or []:
-        dst = ipaddress.ip_network(str(r.get("dst")), strict=False)
-        if dst == DEFAULT_ROUTE:
-            gw = r.get("gw")
-            routes.append((DEFAULT_ROUTE, ipaddress.IPv4Address(gw) if gw else None))
-    return Expected(address=address, mac=interfaces[index].get("mac"), routes=tuple(routes))
+    for r in _list_of_objects(prev, "routes"):
+        dst_text, gw_text = r.get("dst"), r.get("gw")
+        try:
+            if not isinstance(dst_text, str) or not isinstance(gw_text, str | None):
+                raise ValueError(r)
+            dst = ipaddress.ip_network(dst_text, strict=False)
+            gw = ipaddress.ip_address(gw_text) if gw_text is not None else None
+        except ValueError:
+            raise _prev_error(f"route {r}") from None
+        if dst == DEFAULT_ROUTE and (gw is None or gw.version == 4):
+            routes.append((DEFAULT_ROUTE, gw))
+    return Expected(address=address, mac=mac, routes=tuple(routes))
 
 
 # -- results ------------------------------------------------------------------
@@ -271,46 +335,48 @@ def result(a: Attached) -> Json:
             _iface(ep.ifname, ep.mac, n.mtu, a.netns),
         ],
         "ips": [ip],
-        "routes": [{"dst": "0.0.0.0/0", "gw": str(ep.gateway)}] if a.default_route else [],
+        "routes": [{"dst": str(dst), "gw": str(gw)} for dst, gw in a.routes],
     }
 
 
-# -- registration ---------------------------------------------------------------
+# -- the routes ---------------------------------------------------------------------
 
 
-def register(api: Any) -> None:
-    """Add the CNI routes, and make the rest of the API aware of attachments.
+class CniRoutes:
+    """The handlers of /dockyard/cni/*, which routes.py registers."""
 
-    Besides its own routes this re-asserts the attachments' published ports
-    now (the daemon's start-up gc removed them: reconcile.py only keeps those
-    of containers) and after every POST /system/gc; and it lists attachments
-    among a network's users (network inspect, and the names in "network has
-    active endpoints").
-    """
-    attachments = Attachments(api.e)
+    def __init__(self, attachments: Attachments) -> None:
+        self.attachments = attachments
+        self.checks = AttachmentChecks(attachments)
+        self.add = _handler(self._add)
+        self.delete = _handler(self._delete)
+        self.check = _handler(self._check)
+        self.gc = _handler(self._gc)
+        self.status = _handler(self._status)
+        self.listing = _handler(self._listing)
 
-    def add(d: Json) -> Json:
-        return result(attachments.add(attach_request(d)))
+    def _add(self, d: Json) -> Json:
+        return result(self.attachments.add(attach_request(d)))
 
-    def delete(d: Json) -> None:
+    def _delete(self, d: Json) -> None:
         net = d.get("network") or {}
-        attachments.delete(
+        self.attachments.delete(
             str(net.get("name") or ""), str(d.get("containerId") or ""), str(d.get("ifname") or "")
         )
 
-    def check(d: Json) -> None:
+    def _check(self, d: Json) -> None:
         req = attach_request(d)
-        attachments.check(req, expected(d.get("prevResult"), req.ifname))
+        self.checks.check(req, expected(d.get("prevResult"), req.ifname))
 
-    def gc(d: Json) -> Json:
+    def _gc(self, d: Json) -> Json:
         valid = {(str(v[0]), str(v[1])) for v in d.get("valid") or ()}
         net = d.get("network") or {}
-        return {"Removed": attachments.gc(str(net.get("name") or ""), valid)}
+        return {"Removed": self.attachments.gc(str(net.get("name") or ""), valid)}
 
-    def status(d: Json) -> None:
-        attachments.status(net_conf(d.get("network") or {}))
+    def _status(self, d: Json) -> None:
+        self.checks.status(net_conf(d.get("network") or {}))
 
-    def listing(d: Json) -> Json:
+    def _listing(self, d: Json) -> Json:
         return {
             "Attachments": [
                 {
@@ -321,59 +387,6 @@ def register(api: Any) -> None:
                     "State": a.state,
                     "Owner": a.owner,
                 }
-                for a in attachments.all()
+                for a in self.attachments.all()
             ]
         }
-
-    r = api._route
-    r("POST", r"/dockyard/cni/add", _handler(add))
-    r("POST", r"/dockyard/cni/del", _handler(delete))
-    r("POST", r"/dockyard/cni/check", _handler(check))
-    r("POST", r"/dockyard/cni/gc", _handler(gc))
-    r("POST", r"/dockyard/cni/status", _handler(status))
-    r("GET", r"/dockyard/cni/attachments", _handler(listing))
-
-    for line in attachments.restore():
-        print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
-    _restore_after_gc(api, attachments)
-    _list_as_members(api, attachments)
-
-
-def _restore_after_gc(api: Any, attachments: Attachments) -> None:
-    for i, (method, pattern, fn) in enumerate(api.routes):
-        if method == "POST" and pattern.pattern.endswith("/system/gc$"):
-
-            def gc_then_restore(req: Request, _fn: Callable[..., Response] = fn) -> Response:
-                resp = _fn(req)
-                attachments.restore()
-                return resp
-
-            api.routes[i] = (method, pattern, gc_then_restore)
-
-
-def _list_as_members(api: Any, attachments: Attachments) -> None:
-    members = api._members
-    attached = api.e.networks.attached
-
-    def with_attachments(n: Network) -> list[tuple[Container, Endpoint]]:
-        out = list(members(n))
-        labels = attachments.labels()
-        for ep in api.e.store.endpoints(network_id=n.id):
-            label = labels.get(ep.container_id)
-            if label is not None:
-                fake = Container(
-                    id=ep.container_id,
-                    name=label,
-                    config=ContainerConfig(cmd=()),
-                    state=ContainerState.RUNNING,
-                )
-                out.append((fake, ep))
-        return out
-
-    def names(n: Network) -> list[str]:
-        # The engine names an endpoint without a container by its owner's first 12 characters.
-        labels = {owner[:12]: label for owner, label in attachments.labels().items()}
-        return [labels.get(name, name) for name in attached(n)]
-
-    api._members = with_attachments
-    api.e.networks.attached = names

@@ -38,7 +38,10 @@ class Driver(Protocol):
     def leave(self, network: Network, endpoint: Endpoint) -> None: ...
 
     def restore(
-        self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]
+        self,
+        network: Network,
+        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
+        hold: bool = True,
     ) -> None: ...
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from pathlib import Path
 
 from dockyard import rules
@@ -19,6 +20,9 @@ from dockyard.drivers.base import DriverErrors, JoinResult
 from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
+from dockyard.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
+
+log = logging.getLogger(__name__)
 
 
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
@@ -85,13 +89,15 @@ class BridgeDriver:
 
     def sync_forward(self, bridges: set[str]) -> list[str]:
         """Accept our bridges' traffic in iptables' FORWARD chain where its policy
-        is DROP; remove our rules where they are no longer needed. Returns what changed."""
+        is DROP; remove our rules where they are no longer needed. Returns what changed.
+        iptables-nft's chain is in nftables; iptables-legacy's (x_tables) too is
+        looked at, where that table exists."""
+        changes = self._sync_legacy_forward(bridges)
         listing = self.k.nft.list_chain(*rules.IPTABLES_FORWARD)
         if listing is None:
-            return []
+            return changes
         ours = rules.forward_rules_of(listing, self.owner)
         needed = bridges if rules.forward_policy_drop(listing) else set()
-        changes = []
         stale = [h for bridge, handles in ours.items() if bridge not in needed for h in handles]
         if stale:
             self.k.nft.apply(
@@ -103,6 +109,25 @@ class BridgeDriver:
                 rules.forward_accept_commands(bridge, self.owner), f"accept {bridge} in iptables FORWARD"
             )
             changes.append(f"iptables FORWARD: accepted {bridge}, the policy being DROP")
+        return changes
+
+    def _sync_legacy_forward(self, bridges: set[str]) -> list[str]:
+        legacy = self.k.legacy
+        lines = legacy.listing() if legacy is not None else None
+        if legacy is None or lines is None:
+            return []
+        ours = legacy_rules_of(lines, self.owner)
+        needed = bridges if legacy_policy_drop(lines) else set()
+        changes = []
+        stale = [spec for bridge, specs in ours.items() if bridge not in needed for spec in specs]
+        for spec in stale:
+            legacy.delete(spec)
+        if stale:
+            changes.append(f"iptables-legacy FORWARD: removed {len(stale)} rule(s) no longer needed")
+        for bridge in sorted(needed - set(ours)):
+            for spec in legacy_accept_specs(bridge, self.owner):
+                legacy.insert(spec)
+            changes.append(f"iptables-legacy FORWARD: accepted {bridge}, the policy being DROP")
         return changes
 
     def join(
@@ -152,14 +177,28 @@ class BridgeDriver:
         self.k.netlink.delete_link(endpoint.host_ifname)
         self._delete_elements(rules.endpoint_elements(endpoint.host_ifname, network.icc))
 
-    def restore(self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]) -> None:
+    def restore(
+        self,
+        network: Network,
+        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
+        hold: bool = True,
+    ) -> None:
+        """Make the network and its endpoints' port elements again; hold their host
+        ports unless hold is False: a CNI attachment's host ports are its runtime's
+        to hold (Podman binds them after the ADD, as with the portmap plugin), so a
+        hold would only find them taken and warn."""
         self.create_network(network)
         el = rules.Elements()
         for endpoint, bindings in endpoints:
+            if bindings and hold:
+                self.k.holds.release(endpoint.id)
+                for err in self.k.holds.hold_each(endpoint.id, list(bindings)):
+                    log.warning(
+                        "container %s: %s; the port stays published but is not held",
+                        endpoint.container_id[:12],
+                        err,
+                    )
             if bindings:
-                with contextlib.suppress(DockyardError):
-                    self.k.holds.release(endpoint.id)
-                    self.k.holds.hold(endpoint.id, list(bindings))
                 el.update(rules.publish_elements(endpoint.address.ip, bindings))
         if not el.empty():
             self.k.nft.apply(

@@ -38,5 +38,10 @@ class NoEndpointDriver:
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         return None
 
-    def restore(self, network: Network, endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]]) -> None:
+    def restore(
+        self,
+        network: Network,
+        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
+        hold: bool = True,
+    ) -> None:
         return None
