@@ -1,4 +1,8 @@
-"""Use cases on containers: create, start, stop, kill, rm, wait, exec.
+"""Use cases on containers: create, start, stop, kill, rm, wait, exec, and
+network connect/disconnect of a running container; network create, rm and
+prune under the engine's lock, then the resolver and the firewall kept in
+step (the networks' own logic is networks.py's; gc and restore after a
+crash or reboot are reconcile.py's).
 
 Order in every mutation (style.md 3.4): validate first, in pure code; then,
 under the engine's write lock, record the intent in one store transaction
@@ -47,7 +51,7 @@ from dockyard.model import (
     Network,
     check_name,
 )
-from dockyard.networks import Networks
+from dockyard.networks import Networks, NetworkSpec
 from dockyard.settings import DaemonSettings
 from dockyard.steps import Undo, step
 from dockyard.store import Store, now
@@ -64,6 +68,9 @@ class DnsSync(Protocol):
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_TIMEOUT = 10
 EXIT_UNKNOWN = 137
+# The cheap part of reconciliation runs with requests, at most this often
+# (seconds); DOCKYARD_CHECK_INTERVAL changes it, for tests.
+CHECK_INTERVAL = float(os.environ.get("DOCKYARD_CHECK_INTERVAL") or 1.0)
 NETWORK_FILES = (("/etc/hosts", "hosts"), ("/etc/hostname", "hostname"), ("/etc/resolv.conf", "resolv.conf"))
 
 
@@ -93,6 +100,11 @@ class Engine:
         self._exit_worker.start()
         # Exit codes of auto-removed containers, for waiters that come late.
         self._removed_exit: dict[str, int] = {}
+        self._check_lock = threading.Lock()
+        self._last_check = float("-inf")
+        # What the start-up reconciliation removed and did not remove, until
+        # the first `system gc` reports it (that command often started the daemon).
+        self.startup_report: object | None = None  # a reconcile.Report
 
     # -- helpers -----------------------------------------------------------
 
@@ -103,7 +115,8 @@ class Engine:
             out.append(c.name if c else ep.container_id[:12])
         return out
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake the waiters: a container's state changed."""
         with self.changed:
             self._generation += 1
             self.changed.notify_all()
@@ -188,6 +201,9 @@ class Engine:
     # -- start -------------------------------------------------------------
 
     def start(self, ref: str, stdio: list[int] | None = None) -> Container:
+        # "Restarted by the next dockyard command if it died" (issue 4): a pid check,
+        # before the lock and outside any store transaction (the resolver opens the store).
+        self.ensure_dns()
         with self.lock:
             c = self.store.get_container(ref)
             if c.state is ContainerState.RUNNING:
@@ -261,6 +277,8 @@ class Engine:
             self.paths.exit_file(c.id).unlink()
         step("run.spawn")
         pid = self.shim.spawn(req, stdio)
+        # The process runs: if recording it fails, it must not run on unowned.
+        undo.push(lambda: self.shim.kill(c.id, pid))
         step("run.spawned")
         self.store.update_container(
             c.id,
@@ -274,7 +292,7 @@ class Engine:
             netns_owner=owner if owner != c.id else "",
         )
         step("run.done")
-        self._notify()
+        self.notify()
         return self.store.get_container(c.id)
 
     def _network_files(
@@ -289,18 +307,47 @@ class Engine:
             if all(p.exists() for p in found.values()):
                 return found
         address = endpoint.address.ip if endpoint else None
-        cfg = c.config
         network = self.store.find_network(endpoint.network_id) if endpoint else None
-        if network is not None and network.name != "bridge" and network.gateway is not None:
-            # User networks resolve names through dockyard's resolver on the
-            # gateway; --dns there names the servers it forwards to.
-            resolv = sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
-        else:
-            resolv = sandbox.resolv_conf(
-                sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
-            )
+        resolv = self._resolv_conf(c, [network] if network is not None else [])
         extra = [c.name] if address is not None else []
         return sandbox.write_network_files(self.paths.container_dir(c.id), hostname, address, extra, resolv)
+
+    def _resolv_conf(self, c: Container, networks: list[Network]) -> str:
+        """resolv.conf for a container on these networks (in the order it joined them).
+
+        On a user network: dockyard's resolver on the gateway of the first one,
+        which answers for every network of the container; --dns there names the
+        servers it forwards to. Otherwise (the default bridge, none): the
+        host's resolvers, or --dns, or daemon.json's dns, written in.
+        """
+        cfg = c.config
+        for network in networks:
+            if network.driver is DriverName.BRIDGE and network.name != "bridge" and network.gateway:
+                return sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
+        return sandbox.resolv_conf(
+            sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
+        )
+
+    def _refresh_resolv_conf(self, c: Container) -> None:
+        """After connect or disconnect: name a resolver the container still reaches.
+
+        As Docker, which rewrites it when a container first joins a network
+        with DNS by name; here also when the network it named is left. The
+        file is rewritten in place: it is bind-mounted into the container
+        (and into those sharing its namespace, container: mode).
+        """
+        path = self.paths.container_dir(c.id) / "resolv.conf"
+        if not path.exists():
+            return
+        networks = [
+            n
+            for ep in self.store.endpoints(container_id=c.id)
+            if (n := self.store.find_network(ep.network_id)) is not None
+        ]
+        text = self._resolv_conf(c, networks)
+        with contextlib.suppress(OSError):  # the container may be going away meanwhile
+            if path.read_text() != text:
+                path.write_text(text)
 
     def environment(self, c: Container, hostname: str) -> list[str]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
@@ -347,7 +394,7 @@ class Engine:
         if c.config.auto_remove:
             step("exit.remove")
             self.remove_record(c.id, status)
-        self._notify()
+        self.notify()
 
     def teardown(self, c: Container) -> None:
         """Undo everything start made for c; idempotent."""
@@ -367,6 +414,36 @@ class Engine:
         c = self.store.find_container(container_id)
         if c is not None and c.running and not procs.alive(c.pid, self.store.pid_start(c.id)):
             self.container_exited(c.id, c.pid, self.exit_status_from_file(c.id))
+
+    # -- the cheap part of reconciliation ------------------------------------
+
+    def check(self) -> bool:
+        """What every command does on its way (the full part is gc): record the
+        exits nobody reported (the shim died), retry endpoints whose release
+        failed. Skipped, returning False, while a mutation holds the lock: a
+        read must never wait for a slow run."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            for c in self.store.containers():
+                if c.running:
+                    self.check_alive(c.id)
+            self.endpoints.retry_releasing()
+        finally:
+            self.lock.release()
+        return True
+
+    def on_request(self) -> None:
+        """Called with every API request: check(), at most once per CHECK_INTERVAL."""
+        if time.monotonic() - self._last_check < CHECK_INTERVAL:
+            return
+        if not self._check_lock.acquire(blocking=False):
+            return  # another request is checking right now
+        try:
+            if self.check():
+                self._last_check = time.monotonic()
+        finally:
+            self._check_lock.release()
 
     # -- waiting -------------------------------------------------------------
 
@@ -454,7 +531,7 @@ class Engine:
                 if self.store.find_container(c.id) is not None:
                     step("rm.records")
                     self.remove_record(c.id, None)
-        self._notify()
+        self.notify()
 
     def remove_record(self, container_id: str, exit_code: int | None) -> None:
         # Endpoints still recorded here belong to a start that never reached
@@ -467,6 +544,30 @@ class Engine:
                 self._removed_exit.pop(next(iter(self._removed_exit)))
         shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
 
+    # -- networks ------------------------------------------------------------------
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        with self.lock:
+            network = self.networks.create(spec)
+        self.networks_changed()
+        return network
+
+    def network_remove(self, ref: str) -> Network:
+        with self.lock:
+            network = self.networks.remove(ref)
+        self.networks_changed()
+        return network
+
+    def network_prune(self) -> list[str]:
+        with self.lock:
+            removed = self.networks.prune()
+        self.networks_changed()
+        return removed
+
+    def configure_default_bridge(self, bridge: str, bip: ipaddress.IPv4Interface | None) -> Network:
+        with self.lock:
+            return self.networks.configure_default_bridge(bridge, bip)
+
     # -- network connect / disconnect ---------------------------------------------
 
     def connect(
@@ -478,6 +579,7 @@ class Engine:
     ) -> Endpoint:
         """Plug a running container into one more network: a new ethN appears."""
         network = self.store.get_network(network_ref)
+        self.ensure_dns()
         with self.lock:
             c = self.store.get_container(container_ref)
             kind = c.config.network_mode.kind
@@ -512,6 +614,7 @@ class Engine:
                     undo.run()
                     raise
                 step("connect.done")
+            self._refresh_resolv_conf(c)
         return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
@@ -525,6 +628,7 @@ class Engine:
                 raise NotFound(f"container {c.name} is not connected to network {network.name}")
             step("disconnect.begin")
             self.endpoints.release(c.id, only=found[0])
+            self._refresh_resolv_conf(c)
             step("disconnect.done")
 
     # -- exec ----------------------------------------------------------------

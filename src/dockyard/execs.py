@@ -16,7 +16,18 @@ from dockyard.kernel.shim_client import ShimClient
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.model import Container
 
+# An exec's key at the shim: exec:<container id>/<exec id>, so that gc can
+# tell whose it is even after a daemon restart forgot the instance.
 KEY_PREFIX = "exec:"
+
+
+def exec_key(container_id: str, exec_id: str) -> str:
+    return f"{KEY_PREFIX}{container_id}/{exec_id}"
+
+
+def container_of_key(key: str) -> str:
+    """The container an exec's key belongs to."""
+    return key[len(KEY_PREFIX) :].partition("/")[0]
 
 
 @dataclass
@@ -56,7 +67,7 @@ class Execs:
         if not c.running:
             raise Conflict(f"container {c.short_id} is not running")
         req = SpawnRequest(
-            key=KEY_PREFIX + inst.id,
+            key=exec_key(c.id, inst.id),
             argv=list(inst.cmd),
             env=env + list(inst.env),
             cwd=inst.workdir or c.config.workdir,
@@ -71,7 +82,7 @@ class Execs:
             raise
 
     def exited(self, key: str, status: int) -> None:
-        inst = self._items.get(key[len(KEY_PREFIX) :])
+        inst = self._items.get(key.rpartition("/")[2])
         if inst is not None:
             inst.exit_code, inst.running = status, False
             inst.done.set()

@@ -34,6 +34,14 @@ class Protocol(enum.StrEnum):
     SCTP = "sctp"
 
 
+class BindStatus(enum.StrEnum):
+    """What the host answers when a host port is tried (kernel/holds.py asks it)."""
+
+    FREE = "free"
+    IN_USE = "in use"  # EADDRINUSE: another socket holds the port
+    NOT_LOCAL = "not local"  # EADDRNOTAVAIL: the address is not one of the host's
+
+
 class ContainerState(enum.StrEnum):
     CREATED = "created"
     RUNNING = "running"

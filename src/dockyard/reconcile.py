@@ -11,20 +11,30 @@ It finishes or undoes what a crash left half-done:
 - endpoints being released, and those of containers that never started,
   are torn down; their addresses then become free;
 - pins, veths and set/map elements that no record owns are removed, and
-  the elements the records need are put back.
+  the elements the records need are put back (CNI attachments' included);
+- CNI attachments whose ADD was cut short are undone (attachments.py);
+- an exited `--rm` container whose removal was cut short is removed;
+- children of the shim that no running container owns are killed, by PID
+  through the shim (which signals its own child's pidfd, never a reused PID).
+
+What gc removed, what it could not remove yet and what it put back are
+reported apart. The start-up reconciliation's report is kept for the first
+`system gc`, which is usually the command that started the daemon.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from dockyard import rules
+from dockyard.attachments import Attachments
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError
+from dockyard.execs import KEY_PREFIX, container_of_key
 from dockyard.kernel import procs, sysctl
 from dockyard.model import ContainerState, DriverName, ModeKind
 from dockyard.store import now
@@ -32,14 +42,60 @@ from dockyard.store import now
 # Docker gives 128 to a container whose start failed before its command ran.
 EXIT_START_INTERRUPTED = 128
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a reconciliation did, kept apart for the user."""
+
+    removed: list[str] = field(default_factory=list)
+    not_removed: list[str] = field(default_factory=list)  # left for a later try, or kept
+    restored: list[str] = field(default_factory=list)  # put back as the records want
+
+    def add(self, other: Report) -> None:
+        self.removed += other.removed
+        self.not_removed += other.not_removed
+        self.restored += other.restored
+
+
+def system_gc(engine: Engine) -> Report:
+    """`system gc`: reconcile now; the first one also reports what the daemon's
+    start-up reconciliation did (after a crash, gc is often what started it)."""
+    reconciler = Reconciler(engine)
+    reconciler.gc()
+    with engine.lock:
+        earlier, engine.startup_report = engine.startup_report, None
+    report = Report()
+    if isinstance(earlier, Report):
+        report.add(earlier)
+    report.add(reconciler.report)
+    return report
+
 
 class Reconciler:
     def __init__(self, engine: Engine) -> None:
         self.e = engine
-        self.removed: list[str] = []
+        self.report = Report()
+        # Children killed by this gc already (they may not be reaped yet).
+        self._killed: set[tuple[str, int]] = set()
+
+    @property
+    def removed(self) -> list[str]:
+        return self.report.removed
 
     def _log(self, what: str) -> None:
-        self.removed.append(what)
+        self.report.removed.append(what)
+
+    def _not_removed(self, what: str) -> None:
+        self.report.not_removed.append(what)
+
+    def _restored(self, what: str) -> None:
+        self.report.restored.append(what)
+
+    def _forward(self, changes: list[str]) -> None:
+        for change in changes:
+            (self._log if " removed " in change else self._restored)(change)
 
     # -- the fixed table -------------------------------------------------
 
@@ -94,7 +150,7 @@ class Reconciler:
 
     def reset(self) -> list[str]:
         """Remove everything dockyard made in the kernel; the caller then drops the state."""
-        self.removed = []
+        self.report = Report()
         e = self.e
         for c in e.store.containers():
             if c.running:
@@ -116,6 +172,7 @@ class Reconciler:
                 e.store.delete_network(network.id)
             for name in e.sandboxes.pinned():
                 e.sandboxes.remove_by_name(name)
+            e.sandboxes.release()
             for change in e.sync_forward():
                 self._log(change)
             if e.dns is not None:
@@ -135,19 +192,20 @@ class Reconciler:
     # -- gc ----------------------------------------------------------------
 
     def gc(self) -> list[str]:
-        self.removed = []
+        self.report = Report()
         e = self.e
         e.settle()
         with e.lock:
             self._intents()
             self._containers()
+            self._processes()
+            self._attachments()
             self._releasing()
             self._pins()
             self._veths()
             self._elements()
             self._holds()
-            for change in e.sync_forward():
-                self._log(change)
+            self._forward(e.sync_forward())
         return self.removed
 
     # -- operations a crash cut short ---------------------------------------
@@ -179,8 +237,8 @@ class Reconciler:
         if pid:
             # Started, but never recorded as running: the start failed as far as
             # its caller knows, so the process goes.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            e.shim.kill(c.id, pid)
+            self._killed.add((c.id, pid))
         e.teardown(c)
         e.finish(c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it")
         self._log(f"container {c.name}: undid a start cut short")
@@ -192,8 +250,8 @@ class Reconciler:
             return
         pid = children.get(c.id)
         if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            e.shim.kill(c.id, pid)
+            self._killed.add((c.id, pid))
         e.teardown(c)
         e.remove_record(c.id, None)
         self._log(f"container {c.name}: finished a removal cut short")
@@ -212,6 +270,12 @@ class Reconciler:
         e = self.e
         network = e.store.find_network(network_id)
         if network is None:
+            return
+        if e.store.endpoint_count(network.id):
+            # Endpoints joined it after all: it stays, made whole again.
+            with contextlib.suppress(DockyardError):
+                e.drivers[network.driver].create_network(network)
+            self._not_removed(f"network {network.name}: kept, its removal was cut short and it has endpoints")
             return
         e.drivers[network.driver].delete_network(network)
         e.store.delete_network(network.id)
@@ -258,29 +322,56 @@ class Reconciler:
                     self._log(f"container {c.name}: removed (--rm)")
             elif c.state in (ContainerState.CREATED, ContainerState.EXITED):
                 # Endpoints of a container that is not running: a start cut short.
-                eps = e.store.endpoints(container_id=c.id)
-                if eps or e.store.ports(c.id):
+                if e.store.endpoints(container_id=c.id):
                     e.teardown(c)
                     self._log(f"container {c.name}: released the endpoint of an unfinished start")
+                if c.state is ContainerState.EXITED and c.config.auto_remove:
+                    # Its exit was recorded, its removal (--rm) cut short.
+                    e.teardown(c)
+                    e.remove_record(c.id, c.exit_code)
+                    self._log(f"container {c.name}: removed (--rm), its removal was cut short")
             elif c.state is ContainerState.REMOVING:
                 e.teardown(c)
                 e.remove_record(c.id, None)
                 self._log(f"container {c.name}: finished removal")
         e.settle()
-        e._notify()
+        e.notify()
+
+    def _processes(self) -> None:
+        """Kill the shim's children that no running container owns."""
+        e = self.e
+        try:
+            children = e.shim.processes()
+        except DockyardError:
+            return
+        running = {c.id: c for c in e.store.containers() if c.running}
+        for key, pid in children:
+            if (key, pid) in self._killed:
+                continue
+            if key.startswith(KEY_PREFIX):
+                if container_of_key(key) in running:
+                    continue
+                what = f"exec process {pid} of container {container_of_key(key)[:12]}"
+            else:
+                owner = running.get(key)
+                if owner is not None and owner.pid == pid:
+                    continue
+                c = e.store.find_container(key)
+                what = f"process {pid} of container {c.name if c else key[:12]}"
+            if e.shim.kill(key, pid):
+                self._log(f"{what}: killed, no running container owns it")
+
+    def _attachments(self) -> None:
+        """CNI attachments: ADDs a crash cut short are undone, the others' bridges made again."""
+        for line in Attachments(self.e).recover():
+            self._log(line)
 
     def _releasing(self) -> None:
-        e = self.e
-        for ep in e.store.endpoints(state="releasing"):
-            network = e.store.find_network(ep.network_id)
-            if network is not None:
-                try:
-                    e.drivers[network.driver].leave(network, ep)
-                except DockyardError as err:
-                    self._log(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
-                    continue
-            e.store.delete_endpoint(ep.id)
-            self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
+        for ep, err in self.e.endpoints.retry_releasing():
+            if err is None:
+                self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
+            else:
+                self._not_removed(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
 
     def _owned_pins(self) -> set[str]:
         e = self.e
@@ -322,6 +413,7 @@ class Reconciler:
                 network = e.store.find_network(ep.network_id)
                 if network is not None:
                     el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
+        el.update(Attachments(e).desired_elements())
         return el
 
     def _elements(self) -> None:
@@ -339,6 +431,7 @@ class Reconciler:
         missing = desired.minus(present)
         if not missing.empty():
             e.k.nft.apply(rules.element_commands("add", missing, e.owner), "restore elements")
+            self._restored(f"nftables: put back {missing.count()} missing element(s)")
 
     def _holds(self) -> None:
         e = self.e
@@ -349,5 +442,6 @@ class Reconciler:
             for ep in e.store.endpoints(container_id=c.id):
                 bindings = list(e.endpoints.bindings(c.id, ep.id))
                 if bindings and ep.id not in held:
-                    with contextlib.suppress(DockyardError):
-                        e.k.holds.hold(ep.id, bindings)
+                    # A host process may have taken a port while no daemon held it.
+                    for err in e.k.holds.hold_each(ep.id, bindings):
+                        log.warning("container %s: %s; the port stays published but is not held", c.name, err)

@@ -164,7 +164,19 @@ class Shim:
             return {"ok": True, "children": [{"key": c.key, "pid": c.pid} for c in self.children.values()]}
         if op == "spawn":
             return self._spawn(SpawnRequest.from_json(msg["request"]), fds)
+        if op == "kill":
+            return self._kill(str(msg["key"]), int(msg["pid"]), int(msg.get("signal", signal.SIGKILL)))
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _kill(self, key: str, pid: int, sig: int) -> dict:
+        """Signal one of our own children, named by key and PID. Through its
+        pidfd: a PID reused by another process is never hit."""
+        for child in self.children.values():
+            if child.key == key and child.pid == pid:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(child.pidfd, sig)
+                return {"ok": True}
+        return {"ok": False, "error": f"process {pid} of {key} is not a child of the shim"}
 
     def _spawn(self, req: SpawnRequest, fds: list[int]) -> dict:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)

@@ -5,7 +5,9 @@ undo callables pushed so far run in reverse and secondary errors are kept
 (style.md 3.4). For tests of crash safety, `DOCKYARD_FAULT=<step>` (or
 `<step>@<n>` for its n-th passage) in the daemon's environment makes it die
 with SIGKILL when it reaches that step, exactly as a crash would, so that
-recovery can be proven step by step. `DOCKYARD_TRACE=1` prints each step
+recovery can be proven step by step; `<step>[@<n>]:error` makes that step
+raise a KernelError instead, as a failing kernel call would, so that the
+undo of a handled failure can be proven too. `DOCKYARD_TRACE=1` prints each step
 with a timestamp, which is also how tests list the steps an operation takes.
 """
 
@@ -17,9 +19,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from dockyard.errors import KernelError
+
 FAULT_ENV = "DOCKYARD_FAULT"
 TRACE_ENV = "DOCKYARD_TRACE"
-_fault_name, _, _fault_nth = os.environ.get(FAULT_ENV, "").partition("@")
+_fault_spec, _, _fault_kind = os.environ.get(FAULT_ENV, "").partition(":")
+_fault_name, _, _fault_nth = _fault_spec.partition("@")
 _fault_at = int(_fault_nth) if _fault_nth.isdigit() else 1
 _trace = bool(os.environ.get(TRACE_ENV))
 # DOCKYARD_DELAY=<step>=<seconds>: a slow step, for tests of concurrency.
@@ -36,6 +41,8 @@ def step(name: str) -> None:
     if _fault_name == name:
         _passages[name] = _passages.get(name, 0) + 1
         if _passages[name] == _fault_at:
+            if _fault_kind == "error":
+                raise KernelError(f"injected failure at step {name}")
             os.kill(os.getpid(), signal.SIGKILL)
 
 

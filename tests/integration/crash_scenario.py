@@ -8,11 +8,22 @@ from collections.abc import Callable
 from lab import PROBE, Lab
 
 Step = Callable[[Lab, dict[str, str]], object]
+# A process that ignores SIGTERM, so that `stop` goes on to SIGKILL; it says
+# when its trap is set.
+STUBBORN = ("sh", "-c", "trap '' TERM; echo ready; sleep 300 & wait")
 
 
 def _run(lab: Lab, ctx: dict[str, str]) -> None:
-    out = lab.dy_ok("run", "-d", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10", sys.executable, PROBE, "serve", "tcp", "80")
+    out = lab.dy_ok(
+        "run", "-d", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10",
+        sys.executable, PROBE, "serve", "tcp", "80",
+    )  # fmt: skip
     ctx["cid"] = out.strip().splitlines()[-1]
+
+
+def _run_stubborn(lab: Lab, ctx: dict[str, str]) -> None:
+    lab.dy_ok("run", "-d", "--rm", "--name", "stubborn", "--net", "none", *STUBBORN)
+    lab.eventually(lambda: "ready" in lab.dy_ok("logs", "stubborn"), what="the trap set")
 
 
 SCENARIO: list[tuple[str, Step]] = [
@@ -23,6 +34,12 @@ SCENARIO: list[tuple[str, Step]] = [
     ("network disconnect", lambda lab, ctx: lab.dy_ok("network", "disconnect", "n2", ctx["cid"])),
     ("stop", lambda lab, ctx: lab.dy_ok("stop", "-t", "1", ctx["cid"])),
     ("rm", lambda lab, ctx: lab.dy_ok("rm", ctx["cid"])),
+    # --rm: the container goes when it ends (foreground), or when it is stopped.
+    ("run --rm", lambda lab, ctx: lab.dy_ok("run", "--rm", "--name", "once", "--net", "none", "true")),
+    ("run -d --rm", _run_stubborn),
+    ("stop, to SIGKILL", lambda lab, ctx: lab.dy_ok("stop", "-t", "0", "stubborn")),
+    ("run -d", lambda lab, ctx: lab.dy_ok("run", "-d", "--name", "doomed", "--net", "none", "sleep", "300")),
+    ("rm -f", lambda lab, ctx: lab.dy_ok("rm", "-f", "doomed")),
     ("network rm 2", lambda lab, ctx: lab.dy_ok("network", "rm", "n2")),
     ("network rm", lambda lab, ctx: lab.dy_ok("network", "rm", "n1")),
 ]

@@ -63,6 +63,37 @@ def test_iptables_forward_policy_drop(lab: Lab) -> None:
     assert "-P FORWARD DROP" in lab.in_host("iptables", "-S", "FORWARD").stdout
 
 
+def _our_legacy_rules(lab: Lab) -> list[str]:
+    out = lab.in_host("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
+    return [line for line in out if "--comment" in line and "dy:" in line]
+
+
+def test_iptables_legacy_forward_policy_drop(lab: Lab) -> None:
+    """The same with a legacy (x_tables) firewall, which nftables cannot see."""
+    assert lab.in_host("iptables-legacy", "-P", "FORWARD", "DROP").returncode == 0
+    _upstream_server(lab)
+    lab.serve("--name", "web", "-p", "8080:80")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    out = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
+    assert out.startswith(f"peer={HOST_ADDR}:")
+    assert len(_our_legacy_rules(lab)) == 2
+    lab.dy_ok("network", "create", "extra")
+    assert len(_our_legacy_rules(lab)) == 4
+    out = lab.dy_ok("run", "--rm", "--net", "extra", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
+    assert out.startswith(f"peer={HOST_ADDR}:")
+    lab.dy_ok("network", "rm", "extra")
+    assert len(_our_legacy_rules(lab)) == 2
+    # Unneeded once the policy is back to ACCEPT (the daemon's monitor notices).
+    lab.in_host("iptables-legacy", "-P", "FORWARD", "ACCEPT")
+    lab.eventually(lambda: _our_legacy_rules(lab) == [], timeout=10, what="rules removed")
+    lab.in_host("iptables-legacy", "-P", "FORWARD", "DROP")
+    lab.eventually(lambda: len(_our_legacy_rules(lab)) == 2, timeout=10, what="rules added")
+    lab.dy_ok("rm", "-f", "web")
+    lab.dy_ok("system", "reset", "-f")
+    assert _our_legacy_rules(lab) == []
+    assert "-P FORWARD DROP" in lab.in_host("iptables-legacy", "-S", "FORWARD").stdout
+
+
 def test_tables_of_others_survive_every_command(lab: Lab) -> None:
     other = "table inet other {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\ttcp dport 9999 drop\n\t}\n}\n"
     assert (

@@ -1,4 +1,4 @@
-"""Crash safety, by fault injection: kill the daemon at every step of every mutating command.
+"""Crash safety, by fault injection: kill the daemon at every step of every container and network command.
 
 The daemon runs with DOCKYARD_FAULT=<step>@<n> and dies with SIGKILL the
 n-th time it passes that step, as a crash would. The next command starts a
@@ -10,7 +10,11 @@ be run again and succeeds.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -18,7 +22,7 @@ from collections import Counter
 import pytest
 from crash_scenario import SCENARIO
 
-from lab import Lab
+from lab import HOST_ADDR, PROBE, UP_ADDR, Lab, pid_alive
 
 # What the scenario passes through, in order (checked against a trace below).
 TRACE = [
@@ -50,11 +54,99 @@ TRACE = [
     "teardown.sandbox",
     "endpoint.reaped",
     "rm.records",
+    # run --rm, in the foreground: the container goes when it ends.
+    "run.begin",
+    "run.sandbox",
+    "run.spawn",
+    "run.spawned",
+    "run.done",
+    "exit.teardown",
+    "endpoint.release",
+    "teardown.sandbox",
+    "exit.remove",
+    # run -d --rm of a process that ignores SIGTERM, then stop -t 0.
+    "run.begin",
+    "run.sandbox",
+    "run.spawn",
+    "run.spawned",
+    "run.done",
+    "stop.sigterm",
+    "stop.sigkill",
+    "exit.teardown",
+    "endpoint.release",
+    "teardown.sandbox",
+    "exit.remove",
+    # run -d, then rm -f while it runs.
+    "run.begin",
+    "run.sandbox",
+    "run.spawn",
+    "run.spawned",
+    "run.done",
+    "rm.kill",
+    "exit.teardown",
+    "endpoint.release",
+    "teardown.sandbox",
+    "rm.records",
     "network.rm.begin",
     "network.rm.kernel",
     "network.rm.begin",
     "network.rm.kernel",
 ]
+
+
+# What the first `system gc` after a crash at each step prints (regular
+# expressions, line by line; no entry: "nothing to remove"). It is the report
+# of the reconciliation done by the daemon that gc started.
+VETH, PID = r"veth[0-9a-f]{7}", r"[0-9]+"
+START = ["run.begin", "run.sandbox", "run.spawn", "run.spawned"]
+PLUG = ["endpoint.recorded", "endpoint.join", "endpoint.publish", "endpoint.plugged"]
+GC_SAYS: dict[str, list[str]] = {
+    "network.create.recorded@1": ["network n1: undid a creation cut short"],
+    **{f"{s}@1": ["container web: undid a start cut short"] for s in [*START, *PLUG]},
+    "network.create.recorded@2": ["network n2: undid a creation cut short"],
+    **{f"{s}@2": [f"endpoint {VETH}: undid a connect cut short"] for s in PLUG},
+    "connect.done@1": [f"endpoint {VETH}: undid a connect cut short"],
+    **{p: [rf"endpoint {VETH}: released 10\.89\.0\.2"] for p in ("endpoint.release@1", "disconnect.done@1")},
+    "endpoint.reaped@1": [rf"endpoint {VETH}: released 10\.89\.0\.2"],
+    "exit.teardown@1": [f"container web: process {PID} gone, recorded exit 143"],
+    **{
+        p: [
+            f"container web: process {PID} gone, recorded exit 143",
+            rf"endpoint {VETH}: released 10\.88\.0\.10",
+        ]
+        for p in ("endpoint.release@2", "teardown.sandbox@1")
+    },
+    "endpoint.reaped@2": [rf"endpoint {VETH}: released 10\.88\.0\.10"],
+    "rm.records@1": ["container web: finished a removal cut short"],
+    # run --rm (once), run -d --rm + stop (stubborn), run -d + rm -f (doomed)
+    **{
+        f"{s}@{n}": [f"container {name}: undid a start cut short"]
+        for n, name in ((2, "once"), (3, "stubborn"), (4, "doomed"))
+        for s in START
+    },
+    **{
+        p: [
+            f"container {name}: process {PID} gone, recorded exit {code}",
+            rf"container {name}: removed \(--rm\)",
+        ]
+        for name, code, n in (("once", 0, 2), ("stubborn", 137, 3))
+        for p in (
+            f"run.done@{n}" if name == "once" else "",
+            f"exit.teardown@{n}",
+            f"endpoint.release@{n + 1}",
+            f"teardown.sandbox@{n}",
+        )
+        if p
+    },
+    "exit.remove@1": [r"container once: removed \(--rm\), its removal was cut short"],
+    "exit.remove@2": [r"container stubborn: removed \(--rm\), its removal was cut short"],
+    **{
+        p: ["container doomed: finished a removal cut short"]
+        for p in ("rm.kill@1", "exit.teardown@4", "endpoint.release@5", "teardown.sandbox@4", "rm.records@2")
+    },
+    **{f"network.rm.{s}@1": ["network n2: finished a removal cut short"] for s in ("begin", "kernel")},
+    **{f"network.rm.{s}@2": ["network n1: finished a removal cut short"] for s in ("begin", "kernel")},
+}
 
 
 def _points() -> list[str]:
@@ -84,11 +176,73 @@ def _veths(lab: Lab) -> list[str]:
     return sorted(n for n in lab.links() if n.startswith("veth"))
 
 
+def _key(item: object) -> str:
+    return json.dumps(item, sort_keys=True)
+
+
+def _nft_sets(lab: Lab) -> dict[str, list[str]]:
+    """Every set and map of `inet dockyard`, with its elements (comments dropped)."""
+    table = lab.nft_table() or {"nftables": []}
+    names = [body["name"] for obj in table["nftables"] if (body := obj.get("set") or obj.get("map"))]
+    return {name: sorted(_key(item) for item in lab.map_elements(name)) for name in names}
+
+
+def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str]]:
+    """What `inet dockyard` must hold, worked out from what inspect shows (not from dockyard's rules)."""
+    want: dict[str, list[object]] = {
+        name: []
+        for name in (
+            "bridges",
+            "masq_nets",
+            "bridge_nets",
+            "icc_pairs",
+            "dns_gateways",
+            "internal",
+            "publish_any",
+            "publish_addr",
+        )
+    }
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    for n in json.loads(lab.dy_ok("network", "inspect", *names)):
+        if n["Driver"] != "bridge":
+            continue
+        opts = n["Options"]
+        bridge = opts.get("com.docker.network.bridge.name") or "dy-" + n["Id"][:12]
+        config = n["IPAM"]["Config"][0]
+        address, _, length = config["Subnet"].partition("/")
+        subnet = {"prefix": {"addr": address, "len": int(length)}}
+        want["bridges"].append(bridge)
+        want["bridge_nets"].append({"concat": [subnet, bridge]})
+        if opts.get("com.docker.network.bridge.enable_icc", "true") == "true":
+            want["icc_pairs"].append({"concat": [bridge, bridge]})
+        if n["Internal"]:
+            want["internal"].append(bridge)
+        elif opts.get("com.docker.network.bridge.enable_ip_masquerade", "true") == "true":
+            want["masq_nets"].append(subnet)
+        if n["Name"] != "bridge":
+            want["dns_gateways"].append(config["Gateway"])
+    for i in running:
+        own = i["NetworkSettings"]["Networks"].get(i["HostConfig"]["NetworkMode"])
+        for port, binds in (i["NetworkSettings"]["Ports"] or {}).items():
+            container_port, proto = port.split("/")
+            target = {"concat": [own["IPAddress"], int(container_port)]}
+            for b in binds or []:
+                if b["HostIp"] in ("", "0.0.0.0"):
+                    want["publish_any"].append([{"concat": [proto, int(b["HostPort"])]}, target])
+                else:
+                    want["publish_addr"].append(
+                        [{"concat": [b["HostIp"], proto, int(b["HostPort"])]}, target]
+                    )
+    return {name: sorted(_key(item) for item in items) for name, items in want.items()}
+
+
 def _assert_consistent(lab: Lab) -> None:
     """The kernel holds what the state owns, nothing more."""
     ids = lab.dy_ok("ps", "-aq", "--no-trunc").split()
     infos = [lab.inspect(i) for i in ids]
     running = [i for i in infos if i["State"]["Running"]]
+    # A --rm container is removed once it has ended, whatever was cut short.
+    assert not [i["Name"] for i in infos if i["HostConfig"]["AutoRemove"] and not i["State"]["Running"]]
     endpoints = [net for i in running for net in i["NetworkSettings"]["Networks"].values()]
     assert len(_veths(lab)) == len(endpoints), (_veths(lab), endpoints)
     addresses = [net["IPAddress"] for net in endpoints]
@@ -98,14 +252,7 @@ def _assert_consistent(lab: Lab) -> None:
     shim = int((lab.root / "shim.pid").read_text())
     children = subprocess.run(["pgrep", "-P", str(shim)], capture_output=True, text=True).stdout.split()
     assert sorted(int(c) for c in children) == sorted(i["State"]["Pid"] for i in running)
-    published = sorted(p[0]["concat"][1] for p in lab.map_elements("publish_any"))
-    wanted = sorted(
-        int(b["HostPort"])
-        for i in running
-        for binds in i["NetworkSettings"]["Ports"].values()
-        for b in binds or []
-    )
-    assert published == wanted
+    assert _nft_sets(lab) == _sets_the_records_imply(lab, running)
 
 
 def test_the_scenario_passes_the_steps_tested(lab: Lab) -> None:
@@ -136,8 +283,12 @@ def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"the daemon never reached {fault}")
     assert daemon.returncode == -9
-    # Any command starts a new daemon, which settles what was cut short.
-    lab.dy_ok("system", "gc")
+    # Any command starts a new daemon, which settles what was cut short, and
+    # gc tells what it was; then there is nothing left to do.
+    first = lab.dy_ok("system", "gc").splitlines()
+    wanted = GC_SAYS.get(fault) or ["nothing to remove"]
+    assert len(first) == len(wanted) and all(map(re.fullmatch, wanted, first)), (fault, first, wanted)
+    assert lab.dy_ok("system", "gc") == "nothing to remove\n"
     _assert_consistent(lab)
     # Clean up as a user would; then nothing is left...
     ids = lab.dy_ok("ps", "-aq", "--no-trunc").split()
@@ -159,4 +310,152 @@ def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str) -> None:
     for _label, op in SCENARIO:
         op(lab, ctx)
     assert lab.dy_ok("ps", "-aq") == ""
+    _assert_consistent(lab)
+
+
+def _shim_children(lab: Lab) -> list[int]:
+    shim = int((lab.root / "shim.pid").read_text())
+    out = subprocess.run(["pgrep", "-P", str(shim)], capture_output=True, text=True).stdout.split()
+    return sorted(int(pid) for pid in out)
+
+
+def _port_free(lab: Lab, port: int) -> bool:
+    """No host-port hold (nor anything else) keeps the port in the host namespace."""
+    code = f"import socket; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen()"
+    return lab.in_host(sys.executable, "-c", code).returncode == 0
+
+
+def _serve_args(*run_args: str) -> tuple[str, ...]:
+    return (*run_args, sys.executable, PROBE, "serve", "tcp", "80")
+
+
+def test_a_container_killed_from_outside_leaves_nothing_behind(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    spec = ("--name", "victim", "--net", "n1", "--ip", "10.88.0.10", "-p", "8080:80")
+    cid = lab.serve(*spec)
+    info = lab.inspect(cid)
+    pin = info["NetworkSettings"]["SandboxKey"]
+    assert _veths(lab) and lab.map_elements("publish_any") and os.path.exists(pin)
+    assert not _port_free(lab, 8080)
+    os.kill(info["State"]["Pid"], signal.SIGKILL)
+    lab.eventually(lambda: not lab.inspect(cid)["State"]["Running"], what="the exit recorded")
+    state = lab.inspect(cid)["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137, state
+    lab.eventually(lambda: _veths(lab) == [], what="veth removed")
+    assert lab.map_elements("publish_any") == []
+    assert not os.path.exists(pin)
+    assert _port_free(lab, 8080)
+    _assert_consistent(lab)
+    # The same address and port can be taken again, and answer.
+    lab.dy_ok("rm", "victim")
+    lab.serve(*spec)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    _assert_consistent(lab)
+
+
+def test_a_failure_right_after_the_spawn_leaves_no_process(lab: Lab) -> None:
+    """A start that fails once its process runs (here: recording it) kills that process itself."""
+    daemon = _daemon(lab, {"DOCKYARD_FAULT": "run.spawned:error"})
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    spec = ("--name", "web", "--net", "n1", "--ip", "10.88.0.10", "-p", "8080:80")
+    r = lab.dy("run", "-d", *_serve_args(*spec))
+    assert r.returncode == 125 and "injected failure at step run.spawned" in r.stderr, r.stderr
+    assert daemon.poll() is None  # a handled failure, not a crash
+    lab.eventually(lambda: _shim_children(lab) == [], what="the started process killed")
+    assert lab.dy_ok("ps", "-aq") == ""
+    assert _veths(lab) == [] and lab.map_elements("publish_any") == [] and _port_free(lab, 8080)
+    assert not (lab.root / "netns").exists() or os.listdir(lab.root / "netns") == []
+    # The fault was for the first passage only: the same run succeeds now.
+    lab.serve(*spec)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    _assert_consistent(lab)
+
+
+def test_gc_kills_a_process_that_no_record_owns(lab: Lab) -> None:
+    cid = lab.run_d("--name", "lost", "--net", "none", "sleep", "300")
+    pid = lab.inspect(cid)["State"]["Pid"]
+    lab.dy_ok("daemon", "stop")
+    # The state forgets the container (as a state restored from an older copy would).
+    db = sqlite3.connect(lab.root / "dockyard.db")
+    with db:
+        db.execute("DELETE FROM containers WHERE id=?", (cid,))
+    db.close()
+    assert pid_alive(pid)
+    out = lab.dy_ok("system", "gc").splitlines()
+    assert f"process {pid} of container {cid[:12]}: killed, no running container owns it" in out, out
+    assert f"sandbox pin {cid[:16]}: removed" in out, out
+    lab.eventually(lambda: not pid_alive(pid), what="the process gone")
+    assert lab.dy_ok("system", "gc") == "nothing to remove\n"
+    _assert_consistent(lab)
+
+
+def test_the_next_command_records_an_exit_nobody_reported(lab: Lab) -> None:
+    """The shim died, then the container: no exit is reported, and the next
+    ordinary command (no gc; the monitor kept out of the way) records it."""
+    _daemon(lab, {"DOCKYARD_MONITOR_INTERVAL": "3600", "DOCKYARD_CHECK_INTERVAL": "0"})
+    cid = lab.serve("--name", "orphan", "-p", "8080:80")
+    pid = lab.inspect(cid)["State"]["Pid"]
+    shim = int((lab.root / "shim.pid").read_text())
+    os.kill(shim, signal.SIGKILL)
+    lab.eventually(lambda: not pid_alive(shim), what="the shim gone")
+    os.kill(pid, signal.SIGKILL)
+    lab.eventually(lambda: not pid_alive(pid), what="the container's process gone")
+    assert _veths(lab) and lab.map_elements("publish_any")
+    state = lab.inspect("orphan")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137, state
+    lab.eventually(lambda: _veths(lab) == [], what="veth removed")
+    assert lab.map_elements("publish_any") == [] and _port_free(lab, 8080)
+
+
+def test_the_next_command_finishes_a_release_that_failed(lab: Lab) -> None:
+    """A disconnect fails half-way and leaves its endpoint 'releasing' (veth,
+    published port, address): the next ordinary command finishes it, no gc."""
+    _daemon(lab, {"DOCKYARD_FAULT": "endpoint.release:error", "DOCKYARD_MONITOR_INTERVAL": "3600"})
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    spec = ("--net", "n1", "--ip", "10.88.0.10", "-p", "8080:80")
+    lab.serve("--name", "web", *spec)
+    r = lab.dy("network", "disconnect", "n1", "web")
+    assert r.returncode == 125 and "injected failure at step endpoint.release" in r.stderr, r.stderr
+    assert _veths(lab) and lab.map_elements("publish_any") and not _port_free(lab, 8080)
+    # Commands throttle the check to once a second: the first one after that does it.
+    lab.eventually(lambda: lab.dy_ok("ps") and _veths(lab) == [], what="the release finished by ps")
+    assert lab.map_elements("publish_any") == [] and _port_free(lab, 8080)
+    # The address and the port are free again.
+    lab.serve("--name", "web2", *spec)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+
+
+def test_a_failed_network_rm_keeps_the_network_whole(lab: Lab) -> None:
+    """The kernel step of `network rm` fails: the network stays as recorded,
+    bridge and elements made again, and no intent is left for a gc to finish."""
+    _daemon(lab, {"DOCKYARD_FAULT": "network.rm.kernel:error"})
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    before = _nft_sets(lab), sorted(lab.links())
+    r = lab.dy("network", "rm", "n1")
+    assert r.returncode == 125 and "injected failure at step network.rm.kernel" in r.stderr, r.stderr
+    assert (_nft_sets(lab), sorted(lab.links())) == before
+    assert lab.dy_ok("system", "gc") == "nothing to remove\n"
+    assert "n1" in lab.dy_ok("network", "ls").split()
+    cid = lab.serve("--net", "n1", "-p", "8080:80")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    lab.dy_ok("rm", "-f", cid)
+    lab.dy_ok("network", "rm", "n1")
+    assert "n1" not in lab.dy_ok("network", "ls").split()
+
+
+def test_a_network_removal_cut_short_keeps_a_network_with_endpoints(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    lab.serve("--name", "web", "--net", "n1", "-p", "8080:80")
+    network_id = json.loads(lab.dy_ok("network", "inspect", "n1"))[0]["Id"]
+    lab.dy_ok("daemon", "stop")
+    # A removal's intent, left by a crash, for a network that has an endpoint
+    # (which `network rm` itself refuses, under the engine's lock).
+    db = sqlite3.connect(lab.root / "dockyard.db")
+    with db:
+        db.execute("INSERT INTO intents(op, subject, created) VALUES('network.rm', ?, '')", (network_id,))
+    db.close()
+    out = lab.dy_ok("system", "gc").splitlines()
+    assert "not removed: network n1: kept, its removal was cut short and it has endpoints" in out, out
+    assert "n1" in lab.dy_ok("network", "ls").split()
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
     _assert_consistent(lab)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
+
+import pytest
 
 from lab import Lab
 
@@ -52,3 +55,32 @@ def test_a_full_disk_leaves_the_old_state_intact(lab: Lab) -> None:
             lab.dy("rm", "-f", *ids)
         lab.dy("daemon", "stop")
         subprocess.run(["umount", "-l", str(lab.root)])
+
+
+def test_the_state_database_is_in_wal_mode(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "app")
+    db = sqlite3.connect(lab.root / "dockyard.db")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{"bip": "10.10.0.1/24",', "is not valid JSON"),
+        ('{"mtu": "big"}', "daemon.json: mtu must be an integer"),
+        ('["bridge"]', "must hold a JSON object"),
+    ],
+)
+def test_a_broken_daemon_json_is_one_line_exit_125(lab: Lab, text: str, says: str) -> None:
+    lab.root.mkdir(parents=True)
+    (lab.root / "daemon.json").write_text(text)
+    # A command that starts the daemon (which restores at start), and the daemon in the foreground.
+    for args in (("ps",), ("daemon", "run")):
+        r = lab.dy(*args, timeout=30)
+        assert r.returncode == 125, (args, r)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert says in r.stderr, (args, r.stderr)
+    assert not (lab.root / "dockyard.sock").exists()

@@ -2,7 +2,8 @@
 
 netlink.py (pyroute2), nft.py (libnftables), netns.py (namespaces and
 mounts through libc), sysctl.py, holds.py (host-port holds), spawn.py and
-shim_client.py (container processes). `Kernel` bundles the handles that the
+shim_client.py (container processes), xtables.py (iptables-legacy's FORWARD
+chain, through its binary). `Kernel` bundles the handles that the
 engine injects into drivers.
 """
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from dockyard.kernel.holds import PortHolds
     from dockyard.kernel.netlink import Netlink
     from dockyard.kernel.nft import Nft
+    from dockyard.kernel.xtables import LegacyForward
 
 
 @dataclass
@@ -22,3 +24,5 @@ class Kernel:
     netlink: Netlink
     nft: Nft
     holds: PortHolds
+    # None where nothing looks at iptables-legacy (unit tests' fakes).
+    legacy: LegacyForward | None = None

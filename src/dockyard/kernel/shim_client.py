@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -156,5 +157,14 @@ class ShimClient:
         raise KernelError(error)
 
     def children(self) -> dict[str, int]:
+        return dict(self.processes())
+
+    def processes(self) -> list[tuple[str, int]]:
+        """Every live child of the shim: (key, PID)."""
         reply = self.request({"op": "list"})
-        return {c["key"]: int(c["pid"]) for c in reply.get("children", [])}
+        return [(str(c["key"]), int(c["pid"])) for c in reply.get("children", [])]
+
+    def kill(self, key: str, pid: int, sig: int = signal.SIGKILL) -> bool:
+        """Signal a child of the shim by key and PID; False when it is not (or no longer) one."""
+        reply = self.request({"op": "kill", "key": key, "pid": pid, "signal": int(sig)})
+        return bool(reply.get("ok"))
