@@ -242,6 +242,17 @@ class Tour:
         link = self.dy("exec", "tour-side", "ip", "-br", "link", "show", "eth0")
         self.check(web_mac in link, f"tour-side's eth0 should have tour-web's MAC {web_mac}")
         note(f"the same eth0 as tour-web: address {web_addr}, MAC {web_mac}")
+        routes = self.dy("exec", "tour-side", "ip", "route")
+        theirs = self.lab.dy("exec", "tour-web", "ip", "route").stdout
+        self.check(
+            routes == theirs and routes.startswith(f"default via {GATEWAY} dev eth0"),
+            f"tour-side should have tour-web's routes, the default one via {GATEWAY}",
+        )
+        note(f"and the same routes: the default one via the bridge at {GATEWAY}")
+        out = self.dy("exec", "tour-side", PY, ECHO, "get", UP_URL)
+        self.check(f"from {web_addr}:" in out, f"the request should leave from tour-web's address {web_addr}")
+        self.check(f"saw {HOST_ADDR}:" in out, f"the upstream should see {HOST_ADDR} (masqueraded)")
+        note(f"out: it left from {web_addr}, tour-web's own address, and was masqueraded to {HOST_ADDR}")
         out = self.dy("exec", "tour-side", PY, ECHO, "get", "http://127.0.0.1:80/")
         self.check(
             "tour-web at 127.0.0.1:80 " in out, "tour-side should reach tour-web's server on 127.0.0.1"
@@ -268,7 +279,8 @@ class Tour:
         )
         self.run_section(
             "4. --net container:tour-web",
-            "a second container in tour-web's namespace: the same eth0 and address, talking over 127.0.0.1.",
+            "a second container in tour-web's namespace: the same eth0, address and routes, the same way "
+            "out, and talking to tour-web over 127.0.0.1.",
             self.container,
         )
         section("All four", "each driver's container, side by side.")

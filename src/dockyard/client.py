@@ -157,7 +157,8 @@ class Client:
                         f"permission denied on {self.paths.socket}: dockyard needs root"
                     ) from None
                 raise DaemonUnavailable(
-                    f"cannot reach the daemon at {self.paths.socket}: {e.strerror}"
+                    f"cannot reach the daemon at {self.paths.socket}: {e.strerror or e}; give --root "
+                    f"(or DOCKYARD_ROOT) a directory dockyard can use (now {self.paths.root})"
                 ) from None
             if not self.autostart:
                 raise DaemonUnavailable(
@@ -190,7 +191,8 @@ class Client:
             try:
                 conn.send(method, target, body, fds)
                 status, headers = conn.read_head()
-                data = conn.read_body(headers)
+                # HEAD, 204 and 304 answers carry no body, whatever their headers say.
+                data = b"" if method == "HEAD" or status in (204, 304) else conn.read_body(headers)
                 if headers.get("connection", "").lower() == "close":
                     self.close()
                 return _decode(status, headers, data)
@@ -259,8 +261,18 @@ class Client:
             if code is not None:
                 if self.ping():
                     return
-                raise DaemonUnavailable(f"the daemon failed to start: {self._last_log_line()}")
+                other = self.daemon_pid()
+                if other is None or other == proc.pid or not _pid_alive(other):
+                    raise DaemonUnavailable(f"the daemon failed to start: {self._last_log_line()}")
+                # Ours found the root taken: another client's daemon is starting (it
+                # answers soon), or one that does not answer holds it (reported below).
             time.sleep(0.01)
+        other = self.daemon_pid()
+        if proc.poll() is not None and other is not None and other != proc.pid and _pid_alive(other):
+            raise DaemonUnavailable(
+                f"dockyardd (pid {other}) holds {self.paths.root} but does not answer on "
+                f"{self.paths.socket}: stop it (kill {other}) and run the command again"
+            )
         raise DaemonUnavailable(
             f"the daemon did not answer within {DAEMON_START_TIMEOUT:.0f} s (see {self.paths.daemon_log})"
         )
@@ -372,15 +384,21 @@ class Client:
         conn.headers = headers  # type: ignore[attr-defined]
         return int(self.deferred_result(conn).get("ExitCode", -1))
 
-    def networks(self, name_filter: list[str] | None = None) -> list[dict[str, Any]]:
-        query = {"filters": json.dumps({"name": name_filter})} if name_filter else None
+    def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """`network ls`: filters as Docker's ({"name": [...], "label": [...]}), checked by the daemon."""
+        query = {"filters": json.dumps(filters)} if filters else None
         return self.request("GET", "/networks", query=query)
 
     def network_inspect(self, ref: str) -> dict[str, Any]:
         return self.request("GET", f"/networks/{quote(ref)}")
 
     def gc(self) -> list[str]:
-        return list(self.request("POST", "/system/gc")["Removed"])
+        return list(self.gc_report()["Removed"])
+
+    def gc_report(self) -> dict[str, list[str]]:
+        """`system gc`: what was removed, what could not be (yet), what was put back."""
+        answer = self.request("POST", "/system/gc")
+        return {key: list(answer.get(key) or []) for key in ("Removed", "NotRemoved", "Restored")}
 
     def settle(self) -> None:
         self.request("POST", "/dockyard/settle")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
 import resource
 import shutil
@@ -23,7 +24,9 @@ import time
 from dockyard.errors import DockyardError
 from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_env
 
-MONITOR_INTERVAL = 2.0
+# How often the monitor does the cheap check without a request (seconds);
+# DOCKYARD_MONITOR_INTERVAL changes it, for tests that need it out of the way.
+MONITOR_INTERVAL = float(os.environ.get("DOCKYARD_MONITOR_INTERVAL") or 2.0)
 
 
 def _raise_fd_limit() -> None:
@@ -42,10 +45,24 @@ def _lock_root(paths: Paths) -> int:
     except BlockingIOError:
         os.close(fd)
         other = paths.daemon_pid.read_text().strip() or "?"
-        raise DockyardError(f"another dockyardd (pid {other}) already serves {paths.root}") from None
+        raise DockyardError(
+            f"another dockyardd (pid {other}) already serves {paths.root}; "
+            "stop it first ('dockyard daemon stop') or use another --root"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _log_warnings() -> None:
+    """Warnings of the layers below (loggers under "dockyard") go to stderr, the daemon log."""
+    log = logging.getLogger("dockyard")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dockyardd: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
 
 
 class Daemon:
@@ -65,6 +82,7 @@ class Daemon:
             from dockyard.kernel.holds import PortHolds
             from dockyard.kernel.netlink import Netlink
             from dockyard.kernel.nft import Nft
+            from dockyard.kernel.xtables import LegacyForward
             from dockyard.reconcile import Reconciler
             from dockyard.store import Store
         except ImportError as e:
@@ -73,12 +91,21 @@ class Daemon:
                 "dependencies (make deps, or pip install dockyard)"
             ) from e
 
-        kernel = Kernel(Netlink(), Nft(), PortHolds())
+        _log_warnings()
+        kernel = Kernel(Netlink(), Nft(), PortHolds(), LegacyForward())
         store = Store(self.paths.database)
         engine = Engine(self.settings, store, kernel)
-        removed = Reconciler(engine).startup()
-        for line in removed:
+        # Before restore looks at the pins: an older root's move under the new mount.
+        engine.sandboxes.prepare()
+        reconciler = Reconciler(engine)
+        reconciler.startup()
+        report = reconciler.report
+        for line in report.removed + report.restored:
             print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
+        for line in report.not_removed:
+            print(f"dockyardd: restore: not removed: {line}", file=sys.stderr, flush=True)
+        # For the first `system gc`, often the very command that started this daemon.
+        engine.startup_report = report
         engine.shim.connect()
         engine.dns = DnsProcess(self.paths)
         engine.networks_changed()
@@ -97,6 +124,11 @@ class Daemon:
             with contextlib.suppress(Exception):
                 engine.dns.stop()
         engine.close()
+        # Kept while pins are (running containers); else the root holds no mount.
+        try:
+            engine.sandboxes.release()
+        except DockyardError as e:
+            print(f"dockyardd: {e}", file=sys.stderr, flush=True)
         store.close()
         kernel.netlink.close()
         if info.get("reset"):
@@ -115,12 +147,11 @@ class Daemon:
                     entry.unlink()
 
     def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
-        """Catch exits the shim could not report (for instance after the shim died)."""
+        """The cheap check when no command comes: exits the shim could not
+        report (for instance after the shim died), releases that failed."""
         while not self._stop.wait(MONITOR_INTERVAL):
             with contextlib.suppress(Exception):
-                for c in engine.store.containers():
-                    if c.running:
-                        engine.check_alive(c.id)
+                engine.check()
             # A resolver that died comes back.
             with contextlib.suppress(Exception):
                 engine.ensure_dns()
@@ -159,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
             target = netns.resolve(args.host_netns)
             if not target.exists():
-                raise DockyardError(f"host network namespace {args.host_netns} not found ({target})")
+                raise DockyardError(
+                    f"host network namespace {args.host_netns} not found ({target}): create it "
+                    "(ip netns add NAME) or give an existing one to --host-netns"
+                )
             netns.enter_for_process(target)
         settings = load_settings(root, args.host_netns, args.bridge, args.bip)
         lock_fd = _lock_root(paths)

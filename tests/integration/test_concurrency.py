@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from lab import DOCKYARD, Lab
 
 
@@ -91,3 +93,52 @@ def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
     assert json.loads(info.stdout)[0]["State"]["Status"] == "created"
     assert slow.wait(timeout=30) == 0
     lab.dy_ok("daemon", "stop")
+
+
+@pytest.mark.parametrize(
+    ("contested", "refusal"),
+    [
+        (["-p", "8080:80"], "Bind for 0.0.0.0:8080/tcp failed: port is already allocated"),
+        (["--name", "same"], 'the container name "/same" is already in use'),
+        (["--ip", "172.17.0.99"], "address 172.17.0.99 is already in use"),
+    ],
+    ids=["host-port", "name", "ip"],
+)
+def test_one_winner_when_runs_race_for_the_same_thing(lab: Lab, contested: list[str], refusal: str) -> None:
+    lab.dy_ok("ps")
+    n = 8
+    results = _all(lab, [_cmd(lab, "run", "-d", *contested, "sleep", "300") for _ in range(n)])
+    winners = [r for r in results if r.returncode == 0]
+    assert len(winners) == 1, [(r.returncode, r.stderr) for r in results]
+    for r in results:
+        if r.returncode != 0:
+            assert r.returncode == 125 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("dockyard: ") and refusal in lines[0], r.stderr
+    winner = winners[0].stdout.strip()
+    info = lab.inspect(winner)
+    assert info["State"]["Running"]
+    address = info["NetworkSettings"]["IPAddress"]
+    if "--name" in contested:
+        assert info["Name"] == "/same"
+    if "--ip" in contested:
+        assert address == "172.17.0.99"
+    # Nothing half-made by the losers: one record, one veth, one sandbox pin, one
+    # container directory, only the winner's port elements, and nothing for gc.
+    assert lab.dy_ok("ps", "-aq", "--no-trunc").split() == [winner]
+    assert len([name for name in lab.links() if name.startswith("veth")]) == 1
+    assert os.listdir(lab.root / "netns") == [winner[:16]]
+    assert os.listdir(lab.root / "containers") == [winner]
+    expected = [[{"concat": ["tcp", 8080]}, {"concat": [address, 80]}]] if "-p" in contested else []
+    assert lab.map_elements("publish_any") == expected
+    assert lab.dy_ok("system", "gc").strip() == "nothing to remove"
+
+
+def test_first_commands_at_once_start_one_daemon(lab: Lab) -> None:
+    """No daemon runs yet and several commands start at once: each auto-starts one,
+    one of them takes the root, and every command is answered by it."""
+    results = _all(lab, [_cmd(lab, "ps", "-q") for _ in range(6)])
+    assert [r.returncode for r in results] == [0] * 6, [r.stderr for r in results if r.returncode]
+    assert all(r.stderr == "" for r in results), [r.stderr for r in results]
+    pid = int((lab.root / "dockyardd.pid").read_text())
+    assert f"(pid {pid})" in lab.dy_ok("daemon", "status")

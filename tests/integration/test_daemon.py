@@ -6,6 +6,7 @@ import ipaddress
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from lab import DOCKYARD, Lab, pid_alive
 
@@ -89,26 +90,66 @@ def test_default_subnet_skips_a_host_route(lab: Lab) -> None:
     assert ipaddress.IPv4Interface(out.split()[3]).network == ipaddress.IPv4Network("172.18.0.0/16")
 
 
-def test_the_cli_is_a_thin_client(lab: Lab) -> None:
-    lab.dy_ok("ps")
-    probe = (
-        "import sys\n"
-        "from dockyard.cli import main\n"
-        f"code = main(['--root', {str(lab.root)!r}, '--host-netns', {lab.host!r}, 'ps'])\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'nftables', 'sqlite3'))\n"
-        "engine = sorted(m for m in sys.modules if m in ('dockyard.engine', 'dockyard.store', 'dockyard.kernel.netlink'))\n"
-        "print(code, heavy, engine)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
-    assert r.stdout.split("\n")[-2] == "0 [] []", r.stdout + r.stderr
+# Runs one command in-process and writes, at exit, every module it loaded.
+_MODULES_AT_EXIT = """
+import atexit, sys
+out, argv = sys.argv[1], sys.argv[2:]
+
+def dump():
+    with open(out, "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(dump)
+from dockyard.cli import main
+sys.exit(main(argv))
+"""
+THIN_CLIENT_MODULES = {"dockyard", "dockyard.client", "dockyard.errors", "dockyard.locations"}
+
+
+def _loaded_by(tmp: Path, argv: list[str]) -> tuple[int, set[str]]:
+    out = tmp / "modules.txt"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from dockyard.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'nftables'))))",
-        ],
+        [sys.executable, "-c", _MODULES_AT_EXIT, str(out), *argv],
         capture_output=True,
         text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return r.returncode, set(out.read_text().split())
+
+
+def test_the_cli_is_a_thin_client(lab: Lab, tmp_path: Path) -> None:
+    """ps, run (foreground and -d), exec and --help load the stdlib and the client side only."""
+    lab.dy_ok("ps")
+    # What the bare interpreter loads before any of ours (site hooks of the venv) is not ours.
+    bare = tmp_path / "bare.txt"
+    subprocess.run(
+        [sys.executable, "-c", f"import sys; open({str(bare)!r}, 'w').write(chr(10).join(sys.modules))"],
+        check=True,
         timeout=30,
     )
-    assert r.stdout.strip().splitlines()[-1] == "[]"
+    baseline = set(bare.read_text().split())
+    target = ["--root", str(lab.root), "--host-netns", lab.host]
+    commands = {
+        "ps": [*target, "ps"],
+        "run": [*target, "run", "--rm", "true"],
+        "run -d": [*target, "run", "-d", "--name", "thin", "sleep", "300"],
+        "exec": [*target, "exec", "thin", "true"],
+        "--help": ["--help"],
+    }
+    for what, argv in commands.items():
+        code, modules = _loaded_by(tmp_path, argv)
+        assert code == 0, what
+        foreign = sorted(
+            m
+            for m in modules - baseline
+            if m.split(".")[0] not in sys.stdlib_module_names
+            and m not in THIN_CLIENT_MODULES
+            and not m.startswith("dockyard.cli")
+        )
+        assert foreign == [], f"dockyard {what} loaded {foreign}"
+        # The stdlib's heavy part that is the daemon's alone.
+        assert "sqlite3" not in modules, what
+        # And the check sees what it should: the client is there, the engine is not.
+        assert {"dockyard.cli", "dockyard.client"} <= modules or what == "--help", (what, modules)
+        assert not {"dockyard.engine", "dockyard.store", "pyroute2", "nftables"} & modules, what

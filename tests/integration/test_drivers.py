@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
+from pathlib import Path
 
-from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+from lab import HOST_ADDR, PROBE, UP_ADDR, Lab, sh
 
 
 def _links_in(lab: Lab, *run_args: str) -> list[dict]:
@@ -163,3 +165,71 @@ def test_container_mode_when_the_target_is_removed(lab: Lab) -> None:
     lab.eventually(
         lambda: lab.dy_ok("exec", "j3", "ls", "/sys/class/net").split() == ["lo"], what="only lo left"
     )
+
+
+def _ns(pid: int, kind: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def _queue_keys(ipcs: str) -> set[str]:
+    """The keys of the message queues `ipcs -q` lists (random ones, as ipcmk makes)."""
+    return {line.split()[0] for line in ipcs.splitlines() if line.startswith("0x")}
+
+
+def test_each_container_has_its_own_ipc_and_mount_namespaces(lab: Lab) -> None:
+    """In every mode, host and container: included, IPC and mount namespaces are the
+    container's own, as with Docker; only the network namespace is the driver's business."""
+    lab.run_d("--name", "nb", "sleep", "300")
+    lab.run_d("--name", "nh", "--net", "host", "sleep", "300")
+    lab.run_d("--name", "nc", "--net", "container:nb", "sleep", "300")
+    pids = {name: lab.inspect(name)["State"]["Pid"] for name in ("nb", "nh", "nc")}
+    daemon = int((lab.root / "dockyardd.pid").read_text())
+    for kind in ("ipc", "mnt"):
+        seen = {_ns(pid, kind) for pid in pids.values()}
+        assert len(seen) == 3, (kind, seen)
+        assert _ns(os.getpid(), kind) not in seen and _ns(daemon, kind) not in seen, kind
+    host_net = os.stat(f"/run/netns/{lab.host}").st_ino
+    assert _ns(pids["nh"], "net") == f"net:[{host_net}]"
+    assert _ns(pids["nc"], "net") == _ns(pids["nb"], "net") != f"net:[{host_net}]"
+    # What a separate IPC namespace means: a message queue made in one container is
+    # seen there only, not by the host nor by the container sharing its network.
+    lab.dy_ok("exec", "nb", "ipcmk", "-Q")
+    keys = _queue_keys(lab.dy_ok("exec", "nb", "ipcs", "-q"))
+    assert len(keys) == 1, keys
+    assert not keys & _queue_keys(lab.dy_ok("exec", "nc", "ipcs", "-q"))
+    assert not keys & _queue_keys(sh("ipcs", "-q").stdout)
+
+
+def test_etc_hostname_holds_the_containers_hostname(lab: Lab) -> None:
+    host_file = Path("/etc/hostname").read_text()
+    cid = lab.run_d("--name", "hn", "sleep", "300")
+    assert lab.dy_ok("exec", "hn", "cat", "/etc/hostname") == f"{cid[:12]}\n"
+    assert lab.dy_ok("run", "--rm", "--hostname", "box", "cat", "/etc/hostname") == "box\n"
+    # Bound in for the container only: the host's file is untouched.
+    assert Path("/etc/hostname").read_text() == host_file
+
+
+def test_loopback_is_up_on_a_bridge_container(lab: Lab) -> None:
+    lo = json.loads(lab.dy_ok("run", "--rm", "ip", "-j", "addr", "show", "lo"))[0]
+    assert "UP" in lo["flags"]
+    assert [a["local"] for a in lo["addr_info"] if a["family"] == "inet"] == ["127.0.0.1"]
+    # And it carries traffic: a server and its client on 127.0.0.1, inside one container.
+    script = (
+        "import socket\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "c = socket.create_connection(s.getsockname(), timeout=5); a, _ = s.accept()\n"
+        "c.sendall(b'over lo'); print(a.recv(16).decode())\n"
+    )
+    assert lab.dy_ok("run", "--rm", sys.executable, "-c", script).strip() == "over lo"
+
+
+def test_two_containers_get_distinct_macs(lab: Lab) -> None:
+    lab.run_d("--name", "m1", "sleep", "300")
+    lab.run_d("--name", "m2", "sleep", "300")
+    macs = []
+    for name in ("m1", "m2"):
+        mac = lab.inspect(name)["NetworkSettings"]["MacAddress"]
+        eth0 = json.loads(lab.dy_ok("exec", name, "ip", "-j", "link", "show", "eth0"))[0]
+        assert eth0["address"] == mac
+        macs.append(mac)
+    assert macs[0] != macs[1]

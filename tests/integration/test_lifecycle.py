@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,10 +107,13 @@ def test_stop_sends_sigterm_then_sigkill(lab: Lab) -> None:
     assert lab.dy_ok("stop", "polite").strip() == "polite"
     state = lab.inspect("polite")["State"]
     assert state["Status"] == "exited" and state["ExitCode"] == 143
-    lab.run_d("--name", "stubborn", "sh", "-c", "trap '' TERM; sleep 300 & wait")
-    t0 = time.monotonic()
+    # SIGTERM first (the trap records it and carries on), SIGKILL when the grace is over.
+    marker = lab.root.parent / "stubborn-saw"
+    script = f"trap 'echo TERM >> {marker}' TERM; echo up > {marker}; while :; do sleep 0.1; done"
+    lab.run_d("--name", "stubborn", "sh", "-c", script)
+    lab.eventually(lambda: marker.exists(), what="the container started")
     lab.dy_ok("stop", "-t", "1", "stubborn")
-    assert time.monotonic() - t0 >= 1.0
+    assert marker.read_text().split() == ["up", "TERM"]
     assert lab.inspect("stubborn")["State"]["ExitCode"] == 137
 
 
@@ -188,6 +193,29 @@ def test_a_killed_daemon_leaves_containers_serving_and_is_cleaned_up_after(lab: 
     lab.eventually(lambda: not _veths(lab), what="veth removed")
 
 
+def test_a_stopped_daemon_leaves_containers_serving_and_the_next_adopts_them(lab: Lab) -> None:
+    cid = lab.serve("--name", "live", "-p", "8080:80")
+    pid = lab.inspect(cid)["State"]["Pid"]
+    daemon_pid = int((lab.root / "dockyardd.pid").read_text())
+    assert lab.dy_ok("daemon", "stop").strip() == "dockyardd stopped"
+    assert not pid_alive(daemon_pid) and not (lab.root / "dockyard.sock").exists()
+    # With no daemon the container runs on, and its published port answers.
+    assert pid_alive(pid)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    # The next command starts a daemon, which adopts it...
+    assert "live" in lab.dy_ok("ps")
+    assert int((lab.root / "dockyardd.pid").read_text()) != daemon_pid
+    assert lab.inspect("live")["State"]["Running"]
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    # ...and records its exit when it ends (here by a signal from outside).
+    os.kill(pid, signal.SIGTERM)
+    lab.eventually(lambda: not lab.inspect("live")["State"]["Running"], what="the exit recorded")
+    state = lab.inspect("live")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 143, state
+    lab.eventually(lambda: not _veths(lab), what="veth removed")
+    assert lab.map_elements("publish_any") == []
+
+
 def test_nothing_is_left_after_rm_and_daemon_stop(lab: Lab) -> None:
     for i in range(3):
         lab.run_d("--name", f"c{i}", "-p", f"{9000 + i}:80", "sleep", "300")
@@ -256,3 +284,63 @@ def test_network_ls_and_inspect_show_the_builtin_networks(lab: Lab) -> None:
     cid = lab.run_d("sleep", "300")
     bridge = json.loads(lab.dy_ok("network", "inspect", "bridge"))[0]
     assert list(bridge["Containers"]) == [cid]
+
+
+def test_sigint_is_forwarded_to_a_foreground_container(lab: Lab) -> None:
+    script = (
+        "import signal,sys,time\n"
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(43))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    cmd = [*DOCKYARD, "--root", str(lab.root), "--host-netns", lab.host, "run", "--rm", sys.executable]
+    p = subprocess.Popen([*cmd, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGINT)
+    # 43 is the container's own answer to SIGINT: the client did not just die of it (130).
+    assert p.wait(timeout=20) == 43
+
+
+def _fake_daemon(root: Path, requests: list[str]) -> socket.socket:
+    """A socket at root/dockyard.sock that records each request line and answers 204."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(root / "dockyard.sock"))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                requests.append(data.decode("latin-1").split("\r\n")[0])
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_stop_without_t_leaves_the_grace_to_the_daemon(tmp_path: Path) -> None:
+    """`stop` sends no t (Docker's client neither), so the daemon's default applies: 10 s,
+    which tests/unit/test_stop_timeout.py checks. Seen on the wire, without waiting 10 s."""
+    requests: list[str] = []
+    server = _fake_daemon(tmp_path / "root", requests)
+    try:
+        for args in (["stop", "c1"], ["stop", "-t", "1", "c1"], ["stop", "--time", "0", "c1"]):
+            r = subprocess.run(
+                [*DOCKYARD, "--root", str(tmp_path / "root"), *args], capture_output=True, text=True, timeout=30
+            )
+            assert (r.returncode, r.stdout, r.stderr) == (0, "c1\n", ""), args
+    finally:
+        server.close()
+    assert requests == [
+        "POST /containers/c1/stop HTTP/1.1",
+        "POST /containers/c1/stop?t=1 HTTP/1.1",
+        "POST /containers/c1/stop?t=0 HTTP/1.1",
+    ]

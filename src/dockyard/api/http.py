@@ -31,6 +31,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MAX_HEADER = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 MAX_FDS = 8
+# Statuses whose responses carry no content, whatever the request (RFC 9110 15.3.5, 15.4.5);
+# a 204 must not send Content-Length either (8.6).
+BODILESS = (204, 304)
 
 REASONS = {
     200: "OK",
@@ -78,6 +81,7 @@ class Response:
     content_type: str = "application/json"
     # Called after the headers went out; returns the body (JSON-able or bytes).
     deferred: Callable[[], Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Request], Response]
@@ -190,6 +194,11 @@ class UnixHTTPServer:
         conn = _Conn(sock)
         try:
             if peer_uid(sock) != 0:
+                # The request is read before the refusal: answering and closing first
+                # would fail the peer's send (EPIPE) before it could see why.
+                sock.settimeout(5)
+                with contextlib.suppress(OSError, ValueError):
+                    conn.read_request()
                 conn.send(
                     403,
                     {"Content-Type": "application/json", "Connection": "close"},
@@ -225,6 +234,15 @@ class UnixHTTPServer:
                     return
                 body = _encode(resp.body, resp.content_type)
                 headers = {"Content-Type": resp.content_type, "Content-Length": str(len(body))}
+                if resp.status in BODILESS:
+                    headers = {}
+                    body = b""
+                elif req.method == "HEAD":
+                    # GET's headers, length included, but never its body: a client reads
+                    # none, and the bytes would be taken for the next response (Go's
+                    # "Unsolicited response received on idle HTTP channel").
+                    body = b""
+                headers.update(resp.headers)
                 if not keep:
                     headers["Connection"] = "close"
                 conn.send(resp.status, headers, body)

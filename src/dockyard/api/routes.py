@@ -15,13 +15,19 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.api import docker
+from dockyard.api.cni import CniRoutes
 from dockyard.api.http import Request, Response
+from dockyard.attachments import Attachment, Attachments
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import Container, Endpoint, ModeKind, Network
+from dockyard.networks import NetworkFilter
 from dockyard.settings import parse_bip, parse_bridge_name
 
 API_VERSION = "1.41"
+MIN_API_VERSION = "1.24"
+# `docker version` shows Go's names for the architecture.
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
 
 
@@ -76,21 +82,23 @@ class Api:
         r("POST", r"/dockyard/default-bridge", self.default_bridge)
         r("POST", r"/dockyard/shutdown", self.stop_daemon)
         r("POST", r"/dockyard/settle", self.settle)
-        self._register_extensions()
-
-    def _register_extensions(self) -> None:
-        """Routes of other use cases (the CNI plugin's) live in their own modules."""
-        from dockyard.api import cni
-
-        cni.register(self)
+        # dockyard-cni's verbs (api/cni.py); attachments are among networks' users.
+        self.attachments = Attachments(engine)
+        engine.networks.name_owners(self.attachments.labels)
+        cni = CniRoutes(self.attachments)
+        r("POST", r"/dockyard/cni/add", cni.add)
+        r("POST", r"/dockyard/cni/del", cni.delete)
+        r("POST", r"/dockyard/cni/check", cni.check)
+        r("POST", r"/dockyard/cni/gc", cni.gc)
+        r("POST", r"/dockyard/cni/status", cni.status)
+        r("GET", r"/dockyard/cni/attachments", cni.listing)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
 
     def handle(self, req: Request) -> Response:
-        if req.method != "GET":
-            # "Restarted by the next dockyard command if it died": a pid check.
-            self.e.ensure_dns()
+        # Every command does the cheap part of reconciliation (throttled, in the engine).
+        self.e.on_request()
         allowed = False
         for method, pattern, fn in self.routes:
             m = pattern.match(req.path)
@@ -118,12 +126,25 @@ class Api:
     # -- system ------------------------------------------------------------
 
     def ping(self, req: Request) -> Response:
-        return Response(200, b"OK", "text/plain")
+        # Docker's headers: the docker CLI negotiates its API version from Api-Version.
+        headers = {"Api-Version": API_VERSION, "Ostype": "linux", "Cache-Control": "no-cache, no-store"}
+        return Response(200, b"OK", "text/plain; charset=utf-8", headers=headers)
 
     def version(self, req: Request) -> Response:
         from dockyard import __version__
 
-        return Response(200, {"Version": __version__, "ApiVersion": API_VERSION, "Os": "linux"})
+        machine = os.uname().machine
+        return Response(
+            200,
+            {
+                "Version": __version__,
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": GOARCH.get(machine, machine),
+                "KernelVersion": os.uname().release,
+            },
+        )
 
     def info(self, req: Request) -> Response:
         containers = self.e.store.containers()
@@ -140,9 +161,12 @@ class Api:
         )
 
     def gc(self, req: Request) -> Response:
-        from dockyard.reconcile import Reconciler
+        from dockyard.reconcile import system_gc
 
-        return Response(200, {"Removed": Reconciler(self.e).gc()})
+        report = system_gc(self.e)
+        return Response(
+            200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
+        )
 
     def reset(self, req: Request) -> Response:
         from dockyard.reconcile import Reconciler
@@ -160,8 +184,7 @@ class Api:
         body = req.json()
         bridge = parse_bridge_name(str(body.get("bridge") or self.e.settings.bridge))
         bip = parse_bip(str(body["bip"])) if body.get("bip") else None
-        with self.e.lock:
-            n = self.e.networks.configure_default_bridge(bridge, bip)
+        n = self.e.configure_default_bridge(bridge, bip)
         return Response(200, {"Bridge": n.bridge, "Subnet": str(n.subnet), "Gateway": str(n.gateway)})
 
     def stop_daemon(self, req: Request) -> Response:
@@ -278,25 +301,20 @@ class Api:
 
     # -- networks ------------------------------------------------------------
 
-    def _members(self, n: Network) -> list[tuple[Container, Endpoint]]:
-        out = []
+    def _members(self, n: Network) -> list[tuple[Container | Attachment, Endpoint]]:
+        """A network's users: its running containers, then its CNI attachments."""
+        out: list[tuple[Container | Attachment, Endpoint]] = []
         for ep in self.e.store.endpoints(network_id=n.id):
             c = self.e.store.find_container(ep.container_id)
             if c is not None and c.running:
                 out.append((c, ep))
+        out += self.attachments.members(n)
         return out
 
     def networks(self, req: Request) -> Response:
-        wanted = None
-        if "filters" in req.query:
-            filters = json.loads(req.query["filters"] or "{}")
-            wanted = filters.get("name")
-        out = []
-        for n in self.e.networks.list():
-            if wanted and not any(w in n.name for w in wanted):
-                continue
-            out.append(docker.network_inspect(n, self._members(n)))
-        return Response(200, out)
+        wanted = NetworkFilter.parse(req.query.get("filters"))
+        networks = self.e.networks.list(wanted)
+        return Response(200, [docker.network_inspect(n, self._members(n)) for n in networks])
 
     def network_inspect(self, req: Request, ref: str) -> Response:
         n = self.e.networks.get(ref)
@@ -304,22 +322,15 @@ class Api:
 
     def network_create(self, req: Request) -> Response:
         spec = docker.network_spec(req.json())
-        with self.e.lock:
-            n = self.e.networks.create(spec)
-        self.e.networks_changed()
+        n = self.e.network_create(spec)
         return Response(201, {"Id": n.id, "Warning": ""})
 
     def network_remove(self, req: Request, ref: str) -> Response:
-        with self.e.lock:
-            self.e.networks.remove(ref)
-        self.e.networks_changed()
+        self.e.network_remove(ref)
         return Response(204)
 
     def network_prune(self, req: Request) -> Response:
-        with self.e.lock:
-            removed = self.e.networks.prune()
-        self.e.networks_changed()
-        return Response(200, {"NetworksDeleted": removed})
+        return Response(200, {"NetworksDeleted": self.e.network_prune()})
 
     def network_connect(self, req: Request, ref: str) -> Response:
         body = req.json()

@@ -118,10 +118,12 @@ def _check_root() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = False
+    root_option = None
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         debug = args.debug
+        root_option = args.root
         if args.command is None:
             parser.print_help()
             return 0
@@ -140,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockyard: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            # `dockyard ps | head -1`: the reader left; nothing is wrong, nothing more to say.
+            # The interpreter flushes stdout at exit: point it at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         # Outside the daemon: an unusable --root, a vanished socket, ...
         if debug:
             raise
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"dockyard: {one_line(e.strerror or e)}{one_line(where)}", file=sys.stderr)
+        print(f"dockyard: {one_line(_os_error_message(e, root_option))}", file=sys.stderr)
         return EXIT_USAGE
     except UnicodeEncodeError as e:
         # A name or reference from bytes that are not UTF-8 (the shell's $'\xff'): it
@@ -156,8 +162,35 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _stdout_closed() -> bool:
+    """Whether our stdout is a pipe whose reader is gone (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _os_error_message(e: OSError, root_option: str | None) -> str:
+    """An OSError met in the client, with what to do about it."""
+    from dockyard import locations
+
+    root = locations.root_dir(root_option)
+    what = e.strerror or str(e)
+    name = os.fsdecode(e.filename) if e.filename else ""
+    if name and (name == root or name.startswith(root + "/") or root.startswith(name.rstrip("/") + "/")):
+        # The state directory (or the way to it) cannot be made or used.
+        return (
+            f"cannot use {root} as dockyard's state directory: {what} ({name}); "
+            "choose another with --root DIR (or DOCKYARD_ROOT)"
+        )
+    where = f" ({name})" if name else ""
+    return f"{what}{where}; run again with --debug to see where"
 
 
 def _apply_default_bridge(client, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]

@@ -63,11 +63,15 @@ def cmd_status(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_gc(client: Any, args: argparse.Namespace) -> int:
-    removed = client.gc()
-    for line in removed:
+    report = client.gc_report()
+    for line in report["Removed"]:
         print(line)
-    if not removed:
+    if not report["Removed"]:
         print("nothing to remove")
+    for line in report["Restored"]:
+        print(line)
+    for line in report["NotRemoved"]:
+        print(f"not removed: {line}")
     return 0
 
 

@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
     p = nsub.add_parser("ls", aliases=["list"], help="list networks")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("-f", "--filter", action="append", default=[], metavar="name=VALUE")
+    keys = "name, id, driver, type (builtin|custom), label"
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help=keys)
     p.set_defaults(func=cmd_ls)
 
     p = nsub.add_parser("inspect", help="networks as JSON")
@@ -64,13 +65,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_ls(client: Any, args: argparse.Namespace) -> int:
-    names = []
+    filters: dict[str, list[str]] = {}
     for f in args.filter:
-        key, _, value = f.partition("=")
-        if key != "name":
-            raise InvalidArgument(f"invalid filter {f!r}: only name=VALUE is supported")
-        names.append(value)
-    nets = client.networks(names or None)
+        key, sep, value = f.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid filter {f!r}: expected KEY=VALUE")
+        filters.setdefault(key, []).append(value)
+    nets = client.networks(filters or None)
     if args.quiet:
         for n in nets:
             print(n["Id"] if args.no_trunc else n["Id"][:12])

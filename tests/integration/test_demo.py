@@ -1,0 +1,148 @@
+"""The tour (`make demo`): it passes, leaves nothing behind, and cleans up after a Ctrl-C too.
+
+The tour runs as `make demo` runs it (python demo/tour.py, from the
+repository) under a small keeper process that is its child subreaper: every
+process the tour starts, however detached (the daemon, the shim, the
+containers), stays a descendant of the keeper, so what is still running
+after the tour ended can be listed by ancestry rather than by name. The
+keeper reports those and stops them, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from lab import REPO
+
+TOUR = REPO / "demo" / "tour.py"
+
+KEEPER = r"""
+import ctypes, os, signal, subprocess, sys, time
+
+PR_SET_CHILD_SUBREAPER = 36
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    sys.exit(f"keeper: prctl: {os.strerror(ctypes.get_errno())}")
+# In a process group of its own, as a shell runs a foreground job.
+tour = subprocess.Popen([sys.executable, sys.argv[1]], process_group=0)
+# Ctrl-C at a terminal reaches the whole foreground group.
+signal.signal(signal.SIGINT, lambda *_: os.killpg(tour.pid, signal.SIGINT))
+code = tour.wait()
+
+def descendants():
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return sorted(mine - {os.getpid()})
+
+def reap():
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+deadline = time.monotonic() + 5
+while descendants() and time.monotonic() < deadline:
+    reap()
+    time.sleep(0.05)
+for pid in descendants():
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        cmdline = "?"
+    print(f"LEFT {pid} {cmdline}", file=sys.stderr, flush=True)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+time.sleep(0.2)
+reap()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _tour(tmp_path: Path, interrupt_at: str | None = None) -> tuple[int, str, str]:
+    """Run the tour under the keeper; with interrupt_at, Ctrl-C it once that line is printed."""
+    with open(tmp_path / "keeper.err", "w+") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-c", KEEPER, str(TOUR)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        watchdog = threading.Timer(240, p.kill)
+        watchdog.start()
+        try:
+            assert p.stdout is not None
+            out = ""
+            for line in p.stdout:
+                out += line
+                if interrupt_at is not None and line.startswith(interrupt_at):
+                    p.send_signal(signal.SIGINT)
+                    interrupt_at = None
+            code = p.wait()
+        finally:
+            watchdog.cancel()
+        err.seek(0)
+        return code, out, err.read()
+
+
+def _nothing_left(out: str, err: str) -> None:
+    found = re.search(r"\(state in (\S+)\):", out)
+    assert found, out
+    root = found.group(1)
+    namespaces = set(re.findall(r"\b(dytour-[hu]-[0-9a-f]{6})\b", out))
+    assert len(namespaces) == 2, out
+    assert "LEFT" not in err, err
+    present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    assert not namespaces & present, namespaces & present
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert root not in mounts
+    assert not any(ns in mounts for ns in namespaces)
+    assert not os.path.exists(root)
+    assert "nothing left behind" in out
+
+
+def test_the_tour_passes_and_leaves_nothing(tmp_path: Path) -> None:
+    code, out, err = _tour(tmp_path)
+    assert code == 0, out + err
+    assert "all four drivers behaved as described" in out
+    assert "FAILED" not in out
+    # Each driver's section ran, the container: one with its routes and a request out too.
+    for title in ("1. --net none", "2. --net bridge", "3. --net host", "4. --net container:tour-web"):
+        assert f"\n{title}" in out
+    side = out.split("4. --net container:tour-web")[1]
+    assert "$ dockyard exec tour-side ip route" in side
+    assert "$ dockyard exec tour-side python3 demo/httpecho.py get http://198.51.100.2:8000/" in side
+    _nothing_left(out, err)
+
+
+def test_ctrl_c_mid_tour_exits_130_and_cleans_up(tmp_path: Path) -> None:
+    code, out, err = _tour(tmp_path, interrupt_at="2. --net bridge")
+    assert "2. --net bridge" in out, out
+    assert code == 130, out + err
+    assert "interrupted" in out and "Cleaning up" in out
+    assert "all four drivers" not in out
+    _nothing_left(out, err)

@@ -1,0 +1,61 @@
+"""`stop`'s grace period: the API passes the client's t on, and without one the engine waits 10 s.
+
+Docker's default, checked here without waiting it out: the engine's stop is run
+against a stand-in for its store and container signalling, which records the
+grace it is given. (The CLI's request, with and without -t, is checked on the
+wire in tests/integration/test_lifecycle.py; the SIGKILL after the grace, with
+`stop -t 1`, in test_stop_sends_sigterm_then_sigkill.)
+"""
+
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+
+import pytest
+
+from dockyard.api.http import Request
+from dockyard.api.routes import Api
+from dockyard.engine import STOP_TIMEOUT, Engine
+
+
+def _engine_stand_in(calls: list[tuple[str, object]]) -> SimpleNamespace:
+    container = SimpleNamespace(id="c1", running=True)
+    return SimpleNamespace(
+        store=SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container),
+        _signal=lambda c, sig: calls.append(("signal", sig)),
+        # The container stays up through the grace, as one ignoring SIGTERM would.
+        wait_exit=lambda cid, grace: calls.append(("wait", grace)) and False,
+    )
+
+
+def test_the_engine_waits_10_s_then_kills_when_no_grace_is_given() -> None:
+    calls: list[tuple[str, object]] = []
+    Engine.stop(_engine_stand_in(calls), "c1")  # type: ignore[arg-type]
+    assert STOP_TIMEOUT == 10
+    assert calls == [
+        ("signal", signal.SIGTERM),
+        ("wait", 10),
+        ("signal", signal.SIGKILL),
+        ("wait", None),
+    ]
+
+
+def test_the_engine_uses_the_grace_it_is_given() -> None:
+    calls: list[tuple[str, object]] = []
+    Engine.stop(_engine_stand_in(calls), "c1", 1)  # type: ignore[arg-type]
+    assert calls[:2] == [("signal", signal.SIGTERM), ("wait", 1)]
+
+
+@pytest.mark.parametrize(("query", "grace"), [({}, None), ({"t": ""}, None), ({"t": "1"}, 1), ({"t": "0"}, 0)])
+def test_the_api_passes_t_on_and_no_t_as_none(query: dict[str, str], grace: int | None) -> None:
+    seen: list[object] = []
+    api = SimpleNamespace(
+        e=SimpleNamespace(
+            get=lambda ref: SimpleNamespace(id="c1", running=True),
+            stop=lambda cid, timeout: seen.append(timeout),
+        )
+    )
+    request = Request("POST", "/containers/c1/stop", query, {}, b"")
+    assert Api.stop(api, request, "c1").status == 204  # type: ignore[arg-type]
+    assert seen == [grace]
