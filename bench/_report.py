@@ -88,7 +88,8 @@ class Report:
     def text(self) -> str:
         out = [self.title, "=" * len(self.title)]
         for t in self.tables:
-            out += ["", t.title, *_text_table(t.columns, t.rows)]
+            if t.rows:
+                out += ["", t.title, *_text_table(t.columns, t.rows)]
         if self.goals:
             out += ["", "goals"]
             out += _text_table(
@@ -105,7 +106,8 @@ class Report:
         """The report as a Markdown section; `images` maps plot names to their relative paths."""
         out = [f"## {self.title}", "", self.method, ""]
         for t in self.tables:
-            out += [f"**{t.title}**", "", *_md_table(t.columns, t.rows), ""]
+            if t.rows:
+                out += [f"**{t.title}**", "", *_md_table(t.columns, t.rows), ""]
         for p in self.plots:
             if p.name in images:
                 out += [f"![{p.title}]({images[p.name]})", ""]
