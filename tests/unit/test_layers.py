@@ -97,7 +97,9 @@ DATA = {"model", "errors", "settings", "locations", "names"}
 
 def test_the_graph_is_read() -> None:
     assert "dockyard.engine" in GRAPH
-    assert {"store", "kernel.spawn"} <= _ours(GRAPH["dockyard.engine"])
+    assert "store" in _ours(GRAPH["dockyard.engine"])
+    # start spawns (container_run.py, mixed into the Engine): a name from a submodule resolves to it.
+    assert {"store", "kernel.spawn"} <= _ours(GRAPH["dockyard.container_run"])
 
 
 def test_clients_import_only_the_stdlib_and_the_thin_modules() -> None:
