@@ -19,6 +19,7 @@ the CNI plugin:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import queue
 import secrets
@@ -112,12 +113,21 @@ class Endpoints:
                 aliases=aliases,
             )
             self.store.add_endpoint(endpoint)
-            bindings = self._choose_ports(network, port_requests)
-            self.store.add_ports(owner, endpoint.id, bindings)
+            try:
+                bindings = self._choose_ports(network, port_requests, eid)
+                self.store.add_ports(owner, endpoint.id, bindings)
+            except BaseException:
+                if port_requests:
+                    self.k.holds.unreserve(eid)
+                raise
         step("endpoint.recorded")
         return endpoint, bindings
 
-    def _choose_ports(self, network: Network, requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+    def _choose_ports(
+        self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str
+    ) -> tuple[PortBinding, ...]:
+        """Host ports for the requests; those found free stay reserved for the
+        endpoint's hold at publish (kernel/holds.py), which binds no port twice."""
         if not requests:
             return ()
         taken: dict[ports.Key, list[ipaddress.IPv4Address | None]] = {}
@@ -128,7 +138,8 @@ class Endpoints:
             requests = tuple(
                 r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
             )
-        chooser = ports.HostPortChooser(taken, self.k.holds.probe, self.k.holds.local_port_range())
+        reserve = functools.partial(self.k.holds.reserve, endpoint_id)
+        chooser = ports.HostPortChooser(taken, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)
 
     def drop_records(self, owner: str, only_ifname: str | None = None) -> None:
@@ -138,6 +149,7 @@ class Endpoints:
                 if only_ifname is None or ep.ifname == only_ifname:
                     self.store.delete_endpoint(ep.id)
                     self.store.delete_ports(owner, ep.id)
+                    self.k.holds.unreserve(ep.id)
 
     def drop_records_active(self, owner: str) -> None:
         """Forget endpoints not yet handed to the reaper (those never reached the kernel).
@@ -172,6 +184,8 @@ class Endpoints:
             # A host process took the port after it was chosen.
             b = e.binding
             raise ports.refused(b.host_ip, b.host_port, b.proto, e.status) from None
+        finally:
+            self.k.holds.unreserve(endpoint.id)
         step("endpoint.plugged")
 
     # -- release -----------------------------------------------------------

@@ -243,8 +243,8 @@ class HostPortChooser:
             ip = req.host_ip
             if req.host_port and not req.host_port_end:
                 port = req.host_port
-                where = f"{ip or '0.0.0.0'}:{port}/{req.proto}"
                 if self._clashes(ip, port, req.proto):
+                    where = f"{ip or '0.0.0.0'}:{port}/{req.proto}"
                     raise Conflict(f"Bind for {where} failed: port is already allocated")
                 status = self._probe(ip, port, req.proto)
                 if status is not BindStatus.FREE:

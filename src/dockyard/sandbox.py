@@ -36,11 +36,26 @@ HOSTS_HEADER = (
 class Sandboxes:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
+        self._dir_mounted = False
 
     def pin(self, container_id: str) -> Path:
         return self.paths.sandbox_pin(container_id)
 
+    def prepare(self) -> None:
+        """Make the pin directory a mount of its own (pins made before move into it):
+        a container's start then drops every pin in one unmount (kernel/spawn.py)."""
+        netns.own_mount(self.paths.netns_dir)
+        self._dir_mounted = True
+
+    def release(self) -> bool:
+        """The pin directory's own mount goes once no pin is left (daemon stop,
+        system reset), so that a root with nothing running holds no mount."""
+        self._dir_mounted = False
+        return netns.release_own_mount(self.paths.netns_dir)
+
     def create(self, container_id: str) -> Path:
+        if not self._dir_mounted:
+            self.prepare()
         path = self.pin(container_id)
         netns.create_pinned(path)
         try:

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,7 +179,34 @@ def config_to_json(cfg: ContainerConfig) -> str:
     )
 
 
+_PROTOCOLS = {str(p): p for p in Protocol}
+# Configs parsed lately, by their text: one operation reads its container
+# several times, and a 1,000-port config takes milliseconds to parse. The
+# values are frozen, so they can be shared; a few are kept, whatever their size.
+_CONFIGS: OrderedDict[str, ContainerConfig] = OrderedDict()
+_CONFIGS_KEPT = 8
+_configs_lock = threading.Lock()
+
+
+def _protocol(text: str) -> Protocol:
+    return _PROTOCOLS.get(text) or Protocol(text)
+
+
 def config_from_json(text: str) -> ContainerConfig:
+    with _configs_lock:
+        cfg = _CONFIGS.get(text)
+        if cfg is not None:
+            _CONFIGS.move_to_end(text)
+            return cfg
+    cfg = _parse_config(text)
+    with _configs_lock:
+        _CONFIGS[text] = cfg
+        while len(_CONFIGS) > _CONFIGS_KEPT:
+            _CONFIGS.popitem(last=False)
+    return cfg
+
+
+def _parse_config(text: str) -> ContainerConfig:
     d = json.loads(text)
     return ContainerConfig(
         cmd=tuple(d["cmd"]),
@@ -188,7 +216,7 @@ def config_from_json(text: str) -> ContainerConfig:
         auto_remove=d["auto_remove"],
         network_mode=NetworkMode.parse(d["network_mode"]),
         ports=tuple(
-            PortRequest(int(c), Protocol(pr), int(h), _addr_or_none(ip), int(end))
+            PortRequest(int(c), _protocol(pr), int(h), _addr_or_none(ip), int(end))
             for c, pr, h, ip, end in d["ports"]
         ),
         ip=_addr_or_none(d["ip"]),
@@ -566,21 +594,38 @@ class Store:
 
     # -- published ports -------------------------------------------------
 
+    _ADD_PORT = (
+        "INSERT INTO ports(container_id, endpoint_id, host_ip, host_port, proto, container_port)"
+        " VALUES(?,?,?,?,?,?)"
+    )
+
     def add_ports(self, container_id: str, endpoint_id: str, bindings: tuple[PortBinding, ...]) -> None:
-        for b in bindings:
+        rows = [
+            (container_id, endpoint_id, str(b.host_ip or ""), b.host_port, str(b.proto), b.container_port)
+            for b in bindings
+        ]
+        if not rows:
+            return
+        # All rows in one statement (a 1,000-port range is 1,000 rows); on a
+        # conflict, back to where it started, and row by row to name the port.
+        with self._lock:
             try:
-                self._q(
-                    "INSERT INTO ports(container_id, endpoint_id, host_ip, host_port, proto, container_port)"
-                    " VALUES(?,?,?,?,?,?)",
-                    (
-                        container_id,
-                        endpoint_id,
-                        str(b.host_ip or ""),
-                        b.host_port,
-                        str(b.proto),
-                        b.container_port,
-                    ),
-                )
+                self._db.execute("SAVEPOINT add_ports")
+                try:
+                    self._db.executemany(self._ADD_PORT, rows)
+                except BaseException:
+                    self._db.execute("ROLLBACK TO add_ports")
+                    self._db.execute("RELEASE add_ports")
+                    raise
+                self._db.execute("RELEASE add_ports")
+                return
+            except sqlite3.IntegrityError:
+                pass
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
+        for b, row in zip(bindings, rows, strict=True):
+            try:
+                self._q(self._ADD_PORT, row)
             except Conflict:
                 raise Conflict(
                     f"Bind for {b.host_ip_text}:{b.host_port}/{b.proto} failed: port is already allocated"
@@ -594,7 +639,7 @@ class Store:
             if container_id is None
             else self._q(sql + " WHERE container_id=? ORDER BY rowid", (container_id,))
         )
-        return [(r[0], PortBinding(int(r[4]), Protocol(r[3]), int(r[2]), _addr_or_none(r[1]))) for r in rows]
+        return [(r[0], PortBinding(int(r[4]), _protocol(r[3]), int(r[2]), _addr_or_none(r[1]))) for r in rows]
 
     def delete_ports(self, container_id: str, endpoint_id: str | None = None) -> None:
         if endpoint_id is None:

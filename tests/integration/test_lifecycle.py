@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from dockyard.kernel import netns
 from lab import DOCKYARD, HOST_ADDR, UP_ADDR, Lab, pid_alive
 
 
@@ -344,3 +345,62 @@ def test_stop_without_t_leaves_the_grace_to_the_daemon(tmp_path: Path) -> None:
         "POST /containers/c1/stop?t=1 HTTP/1.1",
         "POST /containers/c1/stop?t=0 HTTP/1.1",
     ]
+
+
+def _mounts_under(directory: Path, pid: str = "self") -> list[str]:
+    prefix = str(directory)
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return sorted(m for line in f if (m := line.split()[4]) == prefix or m.startswith(prefix + "/"))
+
+
+def test_the_pins_are_one_mount_that_a_container_drops_whole(lab: Lab) -> None:
+    """$ROOT/netns is a mount of its own, so a start drops every pin in one unmount."""
+    netns_dir = lab.root / "netns"
+    cids = [lab.run_d("--name", f"p{i}", "sleep", "300") for i in range(3)]
+    pins = sorted(lab.inspect(c)["NetworkSettings"]["SandboxKey"] for c in cids)
+    assert _mounts_under(netns_dir) == [str(netns_dir), *pins]
+    for cid in cids:
+        assert _mounts_under(netns_dir, str(lab.inspect(cid)["State"]["Pid"])) == []
+    # A pin is still joinable from the host.
+    r = subprocess.run(["nsenter", f"--net={pins[0]}", "ip", "-br", "addr"], capture_output=True, text=True)
+    assert r.returncode == 0 and "eth0" in r.stdout, r.stderr
+
+
+def test_a_root_from_before_the_pin_mount_is_taken_over(lab: Lab) -> None:
+    """A root whose pins sit directly under $ROOT/netns (as before it was a mount of
+    its own): the next daemon moves them under the mount, running containers keep theirs."""
+    netns_dir = lab.root / "netns"
+    cid = lab.serve("--name", "old", "-p", "8080:80")
+    pin = lab.inspect(cid)["NetworkSettings"]["SandboxKey"]
+    lab.dy_ok("daemon", "stop")
+    # Make it the old layout: the pin mounted straight on the directory, no mount of its own.
+    fd = os.open(pin, os.O_RDONLY)
+    try:
+        for target in (pin, str(netns_dir)):
+            subprocess.run(["umount", "-l", target], check=True)
+        netns.mount(f"/proc/self/fd/{fd}", pin, None, netns.MS_BIND)
+    finally:
+        os.close(fd)
+    assert _mounts_under(netns_dir) == [pin]
+    assert lab.inspect("old")["State"]["Running"]
+    assert _mounts_under(netns_dir) == [str(netns_dir), pin]
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    second = lab.run_d("--name", "new", "sleep", "300")
+    assert _mounts_under(netns_dir, str(lab.inspect(second)["State"]["Pid"])) == []
+    lab.dy_ok("rm", "-f", "old", "new")
+    lab.dy_ok("daemon", "stop")
+    assert _mounts_under(lab.root) == []
+
+
+def test_run_and_rm_keep_no_descriptor_in_the_daemon(lab: Lab) -> None:
+    """pyroute2 gave every thread that used the host's handle a netlink socket of its
+    own, kept until the handle closed: one descriptor (and its memory) per start."""
+    lab.run_d("--name", "warm", "sleep", "300")
+    lab.dy_ok("rm", "-f", "warm")
+    daemon = int((lab.root / "dockyardd.pid").read_text())
+    before = len(os.listdir(f"/proc/{daemon}/fd"))
+    for i in range(20):
+        lab.run_d("--name", f"c{i}", "-p", f"{9100 + i}:80", "sleep", "300")
+        lab.dy_ok("rm", "-f", f"c{i}")
+    # A little slack for the connection being closed right now.
+    assert len(os.listdir(f"/proc/{daemon}/fd")) - before < 5

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import ipaddress
 import threading
+import types
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +56,59 @@ def _attr(msg: Any, name: str) -> Any:
     return msg.get_attr(name)
 
 
-class Netlink:
-    """The host's netlink handle. One socket, used under a lock."""
+class _OwnThread:
+    """An IPRoute whose every call runs on one thread of its own.
+
+    pyroute2 (0.9) gives each thread that uses an IPRoute a netlink socket,
+    an event loop and a message queue of its own, and keeps them until the
+    IPRoute is closed. The daemon serves each connection on a new thread:
+    used from those, the host's handle kept a socket and some 10 kB per
+    request that touched netlink, forever. Here one thread, made with the
+    handle (in the namespace the daemon entered), makes every call; the
+    callers wait for the answer, as they waited for the lock. Dumps come
+    back as lists, read on that thread.
+    """
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._thread = self._worker.submit(threading.current_thread).result()
+        self._ipr = self.call(IPRoute)
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not self._thread:
+            return self._worker.submit(self.call, fn, *args, **kwargs).result()
+        try:
+            result = fn(*args, **kwargs)
+            return list(result) if isinstance(result, types.GeneratorType) else result
+        finally:
+            self._drop_strays()
+
+    def _drop_strays(self) -> None:
+        # An answer that comes after its conversation ended (the kernel's ACK
+        # of a GET such as link_lookup) lands in pyroute2's catch-all queue
+        # and stays there. Between two calls nothing is in flight: they go.
+        with contextlib.suppress(Exception):
+            root = self._ipr.asyncore.msg_queue.root
+            while not root.empty():
+                root.get_nowait()
+                root.task_done()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._ipr, name)
+        return functools.partial(self.call, attr) if callable(attr) else attr
+
+    def close(self) -> None:
+        try:
+            self.call(self._ipr.close)
+        finally:
+            self._worker.shutdown(wait=True)
+
+
+class Netlink:
+    """The host's netlink handle. One socket, used under a lock, from one thread."""
+
+    def __init__(self) -> None:
+        self._ipr = _OwnThread()
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -183,6 +234,12 @@ class Netlink:
                 return False
         return self.delete_link(name)
 
+    def link_alias(self, name: str) -> str | None:
+        """A link's alias (a dockyard bridge carries its owner's mark there); None when absent."""
+        with self._lock:
+            idx = self.index(name)
+            return None if idx is None else self._alias(idx)
+
     def is_bridge(self, name: str) -> bool:
         with self._lock:
             idx = self.index(name)
@@ -256,6 +313,17 @@ class Netlink:
             except NetlinkError as e:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
 
+    def set_hairpin(self, port: str, on: bool) -> None:
+        """Hairpin mode of a bridge port: whether frames may leave by the port they came in."""
+        with self._lock:
+            idx = self.index(port)
+            if idx is None:
+                raise KernelError(f"cannot set hairpin mode of {port}: no such link")
+            try:
+                self._ipr.brport("set", index=idx, mode=int(on))
+            except NetlinkError as e:
+                raise _fail(e, f"set hairpin mode of {port}") from e
+
 
 @contextlib.contextmanager
 def sandbox_netlink(sandbox: Path) -> Iterator[IPRoute]:
@@ -293,3 +361,23 @@ def remove_sandbox_link(sandbox: Path, ifname: str) -> bool:
                 return False
             raise _fail(e, f"delete {ifname} in {sandbox}") from e
     return True
+
+
+def add_sandbox_routes(
+    sandbox: Path,
+    ifname: str,
+    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
+) -> None:
+    """Routes through ifname in the sandbox: via a gateway, or on-link when it is None."""
+    with sandbox_netlink(sandbox) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise KernelError(f"cannot add routes in {sandbox}: no interface {ifname}")
+        for dst, gw in routes:
+            try:
+                if gw is None:
+                    ipr.route("add", dst=str(dst), oif=found[0], scope=253)  # RT_SCOPE_LINK
+                else:
+                    ipr.route("add", dst=str(dst), gateway=str(gw), oif=found[0])
+            except NetlinkError as e:
+                raise _fail(e, f"add route to {dst} via {gw or ifname} in {sandbox}") from e

@@ -7,6 +7,11 @@ A sandbox is a network namespace pinned by a bind mount of its nsfs file on
 a file under $ROOT/netns, so it outlives any process and can be joined
 (Docker's SandboxKey). Entering a namespace is done per thread and always
 undone (`entered`): a netlink socket opened inside stays bound to it.
+
+The pin directory is a mount point of its own (a bind mount onto itself,
+private then shared, as `ip netns` makes /run/netns): a new container's
+mount namespace copies every pin, and drops them all with one lazy
+unmount of that mount instead of one unmount per pin (`own_mount`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -165,16 +171,70 @@ def remove_pin(path: Path) -> bool:
     return found
 
 
+def _mountpoints() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4].replace("\\040", " ") for line in f]
+
+
 def mounted_under(directory: Path) -> list[Path]:
     """Mount points below a directory, from this process's mount table."""
     prefix = str(directory).rstrip("/") + "/"
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mountpoint = line.split()[4].replace("\\040", " ")
-            if mountpoint.startswith(prefix):
-                out.append(Path(mountpoint))
-    return out
+    return [Path(m) for m in _mountpoints() if m.startswith(prefix)]
+
+
+def is_mount_point(directory: Path) -> bool:
+    """True when the directory itself is a mount point (a bind mount onto itself counts)."""
+    return str(directory).rstrip("/") in _mountpoints()
+
+
+def own_mount(directory: Path) -> None:
+    """Make the pin directory a mount point of its own, keeping the pins under it.
+
+    Private first, so that it leaves the peer group of the mount it is on
+    (else each pin would be propagated to a hidden twin under it), then
+    shared, so that pins and their removal reach the mount namespaces
+    copied from this one later (`ip netns` does the same with /run/netns).
+    Pins made before (an older $ROOT) are moved into it: held by a
+    descriptor while their old mount goes, then pinned again on top.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_mount_point(directory):
+        return
+    held: list[tuple[str, int]] = []
+    try:
+        for pin in dict.fromkeys(str(p) for p in mounted_under(directory)):
+            if not is_pinned(Path(pin)):
+                continue
+            held.append((pin, os.open(pin, os.O_RDONLY | os.O_CLOEXEC)))
+            while True:  # a pin mounted twice goes entirely
+                try:
+                    umount(pin, MNT_DETACH)
+                except OSError:
+                    break
+        try:
+            mount(str(directory), str(directory), None, MS_BIND)
+            mount(None, str(directory), None, MS_PRIVATE)
+            mount(None, str(directory), None, MS_SHARED)
+        except OSError as e:
+            raise KernelError(f"cannot make {directory} a mount point: {e.strerror}") from e
+        finally:
+            for pin, fd in held:
+                with contextlib.suppress(OSError):
+                    mount(f"/proc/self/fd/{fd}", pin, None, MS_BIND)
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+def release_own_mount(directory: Path) -> bool:
+    """Undo own_mount once no pin is left under it; True when it was unmounted."""
+    if mounted_under(directory) or not is_mount_point(directory):
+        return False
+    try:
+        umount(str(directory), MNT_DETACH)
+    except OSError as e:
+        raise KernelError(f"cannot unmount {directory}: {e.strerror}") from e
+    return True
 
 
 def same_netns(a: str | Path, b: str | Path) -> bool:

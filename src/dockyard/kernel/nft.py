@@ -19,6 +19,9 @@ except ImportError:  # pragma: no cover - reported when used
     nftables = None
 
 
+_ENCODER = json.JSONEncoder(check_circular=False)
+
+
 def _first_error_line(text: str) -> str:
     for line in text.splitlines():
         if line.strip():
@@ -49,8 +52,12 @@ class Nft:
         """Apply commands as one atomic batch."""
         if not commands:
             return
+        # What json_cmd does (the context's output is JSON already), without
+        # its circularity check: a batch of 1,000 elements is some 5,000
+        # small objects, and the check was a third of the encoding's time.
+        text = _ENCODER.encode({"nftables": commands})
         with self._lock:
-            rc, _out, err = self._ctx.json_cmd({"nftables": commands})
+            rc, _out, err = self._ctx.cmd(text)
         if rc != 0:
             raise KernelError(f"nftables refused to {what}: {_first_error_line(err)}")
 

@@ -110,6 +110,11 @@ def _isolate(req: SpawnRequest) -> None:
     netns.unshare(flags)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_PRIVATE)
     for directory in req.detach_under:
+        # The pin directory is a mount of its own (netns.own_mount): one lazy
+        # unmount drops every pin, whatever their number. Where it is not (a
+        # $ROOT no daemon has converted yet), each pin goes by itself.
+        with contextlib.suppress(OSError):
+            netns.umount(directory, netns.MNT_DETACH)
         for mountpoint in netns.mounted_under(Path(directory)):
             with contextlib.suppress(OSError):
                 netns.umount(str(mountpoint), netns.MNT_DETACH)

@@ -167,14 +167,24 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
         out["icc_pairs"] = [{"concat": [a, b]} for a, b in sorted(el.icc_pairs)]
     if el.internal:
         out["internal"] = sorted(el.internal)
+    # A port range repeats a few addresses and protocols a thousand times: each
+    # is turned into text once.
+    texts: dict[object, str] = {}
+
+    def text(value: object) -> str:
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = str(value)
+        return found
+
     if el.publish_any:
         out["publish_any"] = [
-            [{"concat": [str(proto), port]}, {"concat": [str(addr), tport]}]
+            [{"concat": [text(proto), port]}, {"concat": [text(addr), tport]}]
             for (proto, port), (addr, tport) in sorted(el.publish_any.items())
         ]
     if el.publish_addr:
         out["publish_addr"] = [
-            [{"concat": [str(hip), str(proto), port]}, {"concat": [str(addr), tport]}]
+            [{"concat": [text(hip), text(proto), port]}, {"concat": [text(addr), tport]}]
             for (hip, proto, port), (addr, tport) in sorted(el.publish_addr.items())
         ]
     if el.no_icc_ports:
