@@ -9,6 +9,10 @@ BENCH_PACKAGES := docker.io containernetworking-plugins netavark podman crun ipe
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 STAMP_BENCH := $(VENV)/.bench-apt-done
+# Integration tests mostly wait on processes and the kernel: four workers on two cores keep
+# make test under 10 minutes. Each test makes its own namespaces and $ROOT; the bench scripts
+# share one worker. PYTEST_PARALLEL= runs them one by one.
+PYTEST_PARALLEL ?= -n 4 --dist loadgroup
 
 .PHONY: all deps demo test unit integration lint bench bench-smoke clean
 
@@ -37,13 +41,13 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
 
 unit: deps
 	$(PY) -m pytest -q tests/unit
 
 integration: deps
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests/integration
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench demo

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="every script with --smoke (tiny, no reference tools)"
     )
     p.add_argument("--only", help="comma-separated script names (default: all)")
+    p.add_argument("--list", action="store_true", help="print the scripts the suite runs, in order")
     p.add_argument(
         "--out", type=Path, help="write results and the page here instead of bench/results and docs/"
     )
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = args.out or BENCH / "results"
     page = (args.out / "benchmarks.md") if args.out else REPO / "docs" / "benchmarks.md"
     images = page.parent / "benchmarks"
+    if args.list:
+        print("\n".join(SCRIPTS))
+        return 0
     if args.render:
         render(json.loads(args.render.read_text()), page, images)
         print(f"rendered {page}")

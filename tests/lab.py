@@ -66,6 +66,7 @@ class Lab:
         tag = secrets.token_hex(3)
         self.host = f"{PREFIX}h-{tag}"
         self.up = f"{PREFIX}u-{tag}"
+        self.tmp = tmp
         self.root = tmp / "root"
         self.procs: list[subprocess.Popen[str]] = []
         self.pids_seen: set[int] = set()
@@ -135,7 +136,8 @@ class Lab:
                     os.kill(pid, signal.SIGKILL)
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             mountpoint = line.split()[4]
-            if mountpoint.startswith(str(self.root) + "/"):
+            # Under the test's whole directory: a second root of the test's counts too.
+            if mountpoint.startswith(str(self.tmp) + "/"):
                 leaks.append(f"mount {mountpoint}")
                 with contextlib.suppress(Exception):
                     sh("umount", "-l", mountpoint)

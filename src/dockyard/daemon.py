@@ -97,21 +97,28 @@ class Daemon:
         engine = Engine(self.settings, store, kernel)
         # Before restore looks at the pins: an older root's move under the new mount.
         engine.sandboxes.prepare()
-        reconciler = Reconciler(engine)
-        reconciler.startup()
-        report = reconciler.report
-        for line in report.removed + report.restored:
-            print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
-        for line in report.not_removed:
-            print(f"dockyardd: restore: not removed: {line}", file=sys.stderr, flush=True)
-        # For the first `system gc`, often the very command that started this daemon.
-        engine.startup_report = report
-        engine.shim.connect()
-        engine.dns = DnsProcess(self.paths)
-        engine.networks_changed()
-        info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
-        api = Api(engine, self.request_stop, info)
-        self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error)
+        try:
+            reconciler = Reconciler(engine)
+            reconciler.startup()
+            report = reconciler.report
+            for line in report.removed + report.restored:
+                print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
+            for line in report.not_removed:
+                print(f"dockyardd: restore: not removed: {line}", file=sys.stderr, flush=True)
+            # For the first `system gc`, often the very command that started this daemon.
+            engine.startup_report = report
+            engine.shim.connect()
+            engine.dns = DnsProcess(self.paths)
+            engine.networks_changed()
+            info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
+            api = Api(engine, self.request_stop, info)
+            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error)
+        except BaseException:
+            # A start refused (a bridge of another root, a subnet taken) leaves the root as
+            # it found it: no mount of the pins' directory while nothing is pinned.
+            with contextlib.suppress(Exception):
+                engine.sandboxes.release()
+            raise
         monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
         monitor.start()
         print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
