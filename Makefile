@@ -10,9 +10,9 @@ STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 STAMP_BENCH := $(VENV)/.bench-apt-done
 # Integration tests mostly wait on processes and the kernel: four workers on two cores keep
-# make test under 10 minutes. Each test makes its own namespaces and $ROOT; the bench scripts
-# share one worker. PYTEST_PARALLEL= runs them one by one.
-PYTEST_PARALLEL ?= -n 4 --dist loadgroup
+# make test under 10 minutes. Each test makes its own namespaces and $ROOT (the bench smoke
+# test runs its scripts one after another). PYTEST_PARALLEL= runs the tests one by one.
+PYTEST_PARALLEL ?= -n 4
 
 .PHONY: all deps demo test unit integration lint bench bench-smoke clean
 
