@@ -86,6 +86,25 @@ def test_network_inspect_host_and_none(lab: Lab) -> None:
         assert json.loads(lab.dy_ok("network", "inspect", n["Id"][:12]))[0]["Name"] == n["Name"]
 
 
+def test_host_and_none_containers_are_listed_on_their_networks(lab: Lab) -> None:
+    """As Docker: the host and none networks list their running containers, with no
+    address, and each container's inspect names that network."""
+    on_host = lab.run_d("--name", "on-host", "--net", "host", "sleep", "300")
+    on_none = lab.run_d("--name", "on-none", "--net", "none", "sleep", "300")
+    lab.run_d("--name", "on-bridge", "sleep", "300")
+    host, none = json.loads(lab.dy_ok("network", "inspect", "host", "none"))
+    assert list(host["Containers"]) == [on_host] and list(none["Containers"]) == [on_none]
+    entry = host["Containers"][on_host]
+    assert entry["Name"] == "on-host" and entry["IPv4Address"] == "" and len(entry["EndpointID"]) == 64
+    networks = lab.inspect("on-host")["NetworkSettings"]["Networks"]
+    assert list(networks) == ["host"]
+    assert networks["host"]["NetworkID"] == host["Id"] and networks["host"]["IPAddress"] == ""
+    assert networks["host"]["EndpointID"] == entry["EndpointID"]
+    assert list(lab.inspect("on-none")["NetworkSettings"]["Networks"]) == ["none"]
+    lab.dy_ok("stop", "-t", "0", "on-host")
+    assert json.loads(lab.dy_ok("network", "inspect", "host"))[0]["Containers"] == {}
+
+
 def test_a_reader_that_leaves_is_not_an_error(lab: Lab) -> None:
     """`dockyard ps | head -1` when head has already gone: exit 0, nothing on stderr."""
     lab.run_d("--name", "listed", "sleep", "300")

@@ -7,6 +7,7 @@ Docker reads dockyard's answers unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import time
@@ -303,6 +304,39 @@ def _endpoint_json(ep: Endpoint, network: Network) -> Json:
     }
 
 
+def mode_endpoint_id(c: Container, network: Network) -> str:
+    """The id of a host or none container's place on that network: Docker lists one, while
+    no endpoint exists (no interface, no address); derived, so every answer shows the same."""
+    return hashlib.sha256(f"{network.id}/{c.id}".encode()).hexdigest()
+
+
+def _mode_endpoint_json(c: Container, network: Network) -> Json:
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "NetworkID": network.id,
+        "EndpointID": mode_endpoint_id(c, network),
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": "",
+        "DriverOpts": None,
+    }
+
+
+def _networks_json(
+    c: Container, endpoints: list[tuple[Endpoint, Network]], mode_network: Network | None
+) -> Json:
+    out = {n.name: _endpoint_json(ep, n) for ep, n in endpoints}
+    if mode_network is not None:
+        out[mode_network.name] = _mode_endpoint_json(c, mode_network)
+    return out
+
+
 def container_inspect(
     c: Container,
     endpoints: list[tuple[Endpoint, Network]],
@@ -310,6 +344,7 @@ def container_inspect(
     sandbox_key: str,
     log_path: str,
     netns_view: list[tuple[Endpoint, Network]] | None = None,
+    mode_network: Network | None = None,
 ) -> Json:
     # A container: joiner shows the target's endpoints, as its interfaces are the target's.
     view = endpoints if netns_view is None else netns_view
@@ -368,13 +403,16 @@ def container_inspect(
             "IPAddress": str(legacy.address.ip) if legacy else "",
             "IPPrefixLen": legacy.address.network.prefixlen if legacy else 0,
             "MacAddress": legacy.mac if legacy else "",
-            "Networks": {n.name: _endpoint_json(ep, n) for ep, n in endpoints},
+            "Networks": _networks_json(c, endpoints, mode_network),
         },
     }
 
 
 def container_summary(
-    c: Container, endpoints: list[tuple[Endpoint, Network]], bindings: list[PortBinding]
+    c: Container,
+    endpoints: list[tuple[Endpoint, Network]],
+    bindings: list[PortBinding],
+    mode_network: Network | None = None,
 ) -> Json:
     return {
         "Id": c.id,
@@ -394,14 +432,16 @@ def container_summary(
             for b in (bindings if c.running else [])
         ],
         "HostConfig": {"NetworkMode": str(c.config.network_mode)},
-        "NetworkSettings": {"Networks": {n.name: _endpoint_json(ep, n) for ep, n in endpoints}},
+        "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network)},
     }
 
 
 # -- networks ---------------------------------------------------------------
 
 
-def network_inspect(n: Network, members: list[tuple[Container, Endpoint]]) -> Json:
+def network_inspect(
+    n: Network, members: list[tuple[Container, Endpoint]], mode_members: tuple[Container, ...] = ()
+) -> Json:
     ipam_config = []
     if n.subnet is not None:
         entry: Json = {"Subnet": str(n.subnet), "Gateway": str(n.gateway or "")}
@@ -432,6 +472,16 @@ def network_inspect(n: Network, members: list[tuple[Container, Endpoint]]) -> Js
                 "IPv6Address": "",
             }
             for c, ep in members
+        }
+        | {
+            c.id: {
+                "Name": c.name,
+                "EndpointID": mode_endpoint_id(c, n),
+                "MacAddress": "",
+                "IPv4Address": "",
+                "IPv6Address": "",
+            }
+            for c in mode_members
         },
         "Options": dict(n.options),
         "Labels": dict(n.labels),

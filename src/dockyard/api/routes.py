@@ -20,7 +20,7 @@ from dockyard.api.http import Request, Response
 from dockyard.attachments import Attachment, Attachments
 from dockyard.engine import Engine
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import Container, Endpoint, ModeKind, Network
+from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
 from dockyard.networks import NetworkFilter
 from dockyard.settings import parse_bip, parse_bridge_name
 
@@ -193,6 +193,17 @@ class Api:
 
     # -- containers ----------------------------------------------------------
 
+    def _mode_network(self, c: Container) -> Network | None:
+        """The host or none network of a container in that mode (Docker lists it there)."""
+        name = {ModeKind.HOST: "host", ModeKind.NONE: "none"}.get(c.config.network_mode.kind)
+        return self.e.store.find_network(name) if name else None
+
+    def _mode_members(self, n: Network) -> tuple[Container, ...]:
+        kind = {DriverName.HOST: ModeKind.HOST, DriverName.NONE: ModeKind.NONE}.get(n.driver)
+        if kind is None:
+            return ()
+        return tuple(c for c in self.e.store.containers() if c.running and c.config.network_mode.kind is kind)
+
     def _endpoints(self, c: Container) -> list[tuple[Endpoint, Network]]:
         out = []
         for ep in self.e.store.endpoints(container_id=c.id):
@@ -214,7 +225,7 @@ class Api:
             if not show_all and not c.running:
                 continue
             bindings = [b for _, b in self.e.store.ports(c.id)]
-            out.append(docker.container_summary(c, self._endpoints(c), bindings))
+            out.append(docker.container_summary(c, self._endpoints(c), bindings, self._mode_network(c)))
         return Response(200, out)
 
     def inspect(self, req: Request, ref: str) -> Response:
@@ -232,7 +243,10 @@ class Api:
             sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
         log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
         return Response(
-            200, docker.container_inspect(c, self._endpoints(c), bindings, sandbox_key, log, view)
+            200,
+            docker.container_inspect(
+                c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
+            ),
         )
 
     def start(self, req: Request, ref: str) -> Response:
@@ -314,11 +328,13 @@ class Api:
     def networks(self, req: Request) -> Response:
         wanted = NetworkFilter.parse(req.query.get("filters"))
         networks = self.e.networks.list(wanted)
-        return Response(200, [docker.network_inspect(n, self._members(n)) for n in networks])
+        return Response(
+            200, [docker.network_inspect(n, self._members(n), self._mode_members(n)) for n in networks]
+        )
 
     def network_inspect(self, req: Request, ref: str) -> Response:
         n = self.e.networks.get(ref)
-        return Response(200, docker.network_inspect(n, self._members(n)))
+        return Response(200, docker.network_inspect(n, self._members(n), self._mode_members(n)))
 
     def network_create(self, req: Request) -> Response:
         spec = docker.network_spec(req.json())
