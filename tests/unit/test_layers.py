@@ -130,7 +130,7 @@ def test_drivers_use_the_kernel_and_rules_never_the_store() -> None:
 
 
 def test_the_store_never_touches_the_kernel() -> None:
-    _check(_modules("store"), DATA, allow_third_party=set())
+    _check(_modules("store"), {"store", *DATA}, allow_third_party=set())
 
 
 def test_pure_logic_does_no_io() -> None:

@@ -1,0 +1,95 @@
+"""A container's config as the text the database keeps, and back (parsed ones cached)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections import OrderedDict
+
+from dockyard.model import (
+    ContainerConfig,
+    NetworkMode,
+    PortRequest,
+    Protocol,
+)
+
+
+def net_or_none(text: str | None) -> ipaddress.IPv4Network | None:
+    return ipaddress.IPv4Network(text) if text else None
+
+
+def addr_or_none(text: str | None) -> ipaddress.IPv4Address | None:
+    return ipaddress.IPv4Address(text) if text else None
+
+
+def config_to_json(cfg: ContainerConfig) -> str:
+    return json.dumps(
+        {
+            "cmd": list(cfg.cmd),
+            "env": list(cfg.env),
+            "workdir": cfg.workdir,
+            "hostname": cfg.hostname,
+            "auto_remove": cfg.auto_remove,
+            "network_mode": str(cfg.network_mode),
+            "ports": [
+                [p.container_port, str(p.proto), p.host_port, str(p.host_ip or ""), p.host_port_end]
+                for p in cfg.ports
+            ],
+            "ip": str(cfg.ip or ""),
+            "detach": cfg.detach,
+            "aliases": list(cfg.aliases),
+            "dns": [str(x) for x in cfg.dns],
+            "dns_search": list(cfg.dns_search),
+            "dns_options": list(cfg.dns_options),
+        }
+    )
+
+
+_PROTOCOLS = {str(p): p for p in Protocol}
+# Configs parsed lately, by their text: one operation reads its container
+# several times, and a 1,000-port config takes milliseconds to parse. The
+# values are frozen, so they can be shared; a few are kept, whatever their size.
+_CONFIGS: OrderedDict[str, ContainerConfig] = OrderedDict()
+_CONFIGS_KEPT = 8
+_configs_lock = threading.Lock()
+
+
+def protocol_of(text: str) -> Protocol:
+    return _PROTOCOLS.get(text) or Protocol(text)
+
+
+def config_from_json(text: str) -> ContainerConfig:
+    with _configs_lock:
+        cfg = _CONFIGS.get(text)
+        if cfg is not None:
+            _CONFIGS.move_to_end(text)
+            return cfg
+    cfg = _parse_config(text)
+    with _configs_lock:
+        _CONFIGS[text] = cfg
+        while len(_CONFIGS) > _CONFIGS_KEPT:
+            _CONFIGS.popitem(last=False)
+    return cfg
+
+
+def _parse_config(text: str) -> ContainerConfig:
+    d = json.loads(text)
+    return ContainerConfig(
+        cmd=tuple(d["cmd"]),
+        env=tuple(d["env"]),
+        workdir=d["workdir"],
+        hostname=d["hostname"],
+        auto_remove=d["auto_remove"],
+        network_mode=NetworkMode.parse(d["network_mode"]),
+        ports=tuple(
+            PortRequest(int(c), protocol_of(pr), int(h), addr_or_none(ip), int(end))
+            for c, pr, h, ip, end in d["ports"]
+        ),
+        ip=addr_or_none(d["ip"]),
+        detach=d.get("detach", False),
+        aliases=tuple(d.get("aliases", ())),
+        dns=tuple(ipaddress.IPv4Address(x) for x in d.get("dns", ())),
+        dns_search=tuple(d.get("dns_search", ())),
+        dns_options=tuple(d.get("dns_options", ())),
+    )

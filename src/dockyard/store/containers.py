@@ -1,0 +1,108 @@
+"""Containers: their rows, their config and process, and who joins whose namespace."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from dockyard.errors import Conflict, NotFound
+from dockyard.model import (
+    Container,
+    ContainerState,
+)
+from dockyard.store.configs import config_from_json, config_to_json
+from dockyard.store.database import Database, now
+
+
+class ContainerRecords(Database):
+    # -- containers ------------------------------------------------------
+
+    _CT_COLS = "id, name, config, state, pid, exit_code, created, started_at, finished_at, error, netns_owner"
+
+    def _container(self, row: sqlite3.Row | tuple[Any, ...]) -> Container:
+        return Container(
+            id=row[0],
+            name=row[1],
+            config=config_from_json(row[2]),
+            state=ContainerState(row[3]),
+            pid=int(row[4]),
+            exit_code=int(row[5]),
+            created=row[6],
+            started_at=row[7],
+            finished_at=row[8],
+            error=row[9],
+            netns_owner=row[10],
+        )
+
+    def add_container(self, c: Container) -> None:
+        try:
+            self._q(
+                f"INSERT INTO containers({self._CT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    c.id,
+                    c.name,
+                    config_to_json(c.config),
+                    str(c.state),
+                    c.pid,
+                    c.exit_code,
+                    c.created or now(),
+                    c.started_at,
+                    c.finished_at,
+                    c.error,
+                    c.netns_owner,
+                ),
+            )
+        except Conflict:
+            raise Conflict(
+                f'the container name "/{c.name}" is already in use; remove that container '
+                "or choose another name"
+            ) from None
+
+    def find_container(self, ref: str) -> Container | None:
+        rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE id=? OR name=?", (ref, ref))
+        if not rows and ref and all(ch in "0123456789abcdef" for ch in ref):
+            rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE id LIKE ?", (ref + "%",))
+            if len(rows) > 1:
+                raise Conflict(f"container id prefix {ref!r} is ambiguous; give more characters")
+        return self._container(rows[0]) if rows else None
+
+    def get_container(self, ref: str) -> Container:
+        c = self.find_container(ref)
+        if c is None:
+            raise NotFound(f"no such container: {ref} (see 'dockyard ps -a')")
+        return c
+
+    def containers(self) -> list[Container]:
+        return [
+            self._container(r)
+            for r in self._q(f"SELECT {self._CT_COLS} FROM containers ORDER BY created DESC")
+        ]
+
+    def update_container(self, container_id: str, **fields: Any) -> None:
+        allowed = {
+            "state",
+            "pid",
+            "pid_start",
+            "exit_code",
+            "started_at",
+            "finished_at",
+            "error",
+            "netns_owner",
+        }
+        assert set(fields) <= allowed, fields
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self._q(
+            f"UPDATE containers SET {sets} WHERE id=?",
+            (*[str(v) if isinstance(v, ContainerState) else v for v in fields.values()], container_id),
+        )
+
+    def pid_start(self, container_id: str) -> int:
+        rows = self._q("SELECT pid_start FROM containers WHERE id=?", (container_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def delete_container(self, container_id: str) -> None:
+        self._q("DELETE FROM containers WHERE id=?", (container_id,))
+
+    def joined_to(self, container_id: str) -> list[Container]:
+        rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE netns_owner=?", (container_id,))
+        return [self._container(r) for r in rows]

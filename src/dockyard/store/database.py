@@ -1,0 +1,135 @@
+"""The connection to the state database: WAL, one lock, transactions, the schema applied."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError
+from dockyard.store.schema import SCHEMA, SCHEMA_VERSION
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Database:
+    """The connection, its transactions and the few rows of bookkeeping (meta, intents)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise DockyardError(
+                    f"state database {path} was written by a newer dockyard (schema {version}); "
+                    "upgrade dockyard"
+                )
+            uncounted = not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='endpoint_counts'"
+            ).fetchone()
+            self._db.executescript(SCHEMA)
+            if uncounted:  # a database from before the counts: count what it holds, once
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM endpoint_counts")
+                self._db.execute(
+                    "INSERT INTO endpoint_counts(network_id, n)"
+                    " SELECT network_id, COUNT(*) FROM endpoints GROUP BY network_id"
+                )
+                self._db.execute("COMMIT")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise DockyardError(
+                f"state database {path} cannot be used ({e}); move it away to start "
+                "from empty state (containers and networks recorded in it will be forgotten)"
+            ) from None
+        self._in_tx = threading.local()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- plumbing --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction; nested uses join the outer one."""
+        with self._lock:
+            if getattr(self._in_tx, "active", False):
+                yield
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
+            self._in_tx.active = True
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                # Nothing of a failed transaction is kept (a full disk included).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error) and not isinstance(e, sqlite3.IntegrityError):
+                    raise self._unusable(e) from e
+                raise
+            finally:
+                self._in_tx.active = False
+
+    def _unusable(self, e: sqlite3.Error) -> DockyardError:
+        return DockyardError(
+            f"cannot write the state database {self.path}: {e}; the state before this change is kept"
+        )
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._db.execute(sql, args)
+                return cur.fetchall()
+            except sqlite3.IntegrityError as e:
+                raise Conflict(str(e)) from e
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
+
+    # -- meta ------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._q(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    # -- intents ---------------------------------------------------------
+
+    def add_intent(self, op: str, subject: str) -> int:
+        with self._lock:
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO intents(op, subject, created) VALUES(?, ?, ?)", (op, subject, now())
+                )
+            except sqlite3.Error as e:
+                raise self._unusable(e) from e
+            return int(cur.lastrowid or 0)
+
+    def done_intent(self, intent_id: int) -> None:
+        self._q("DELETE FROM intents WHERE id=?", (intent_id,))
+
+    def intents(self) -> list[tuple[int, str, str]]:
+        return [(int(r[0]), r[1], r[2]) for r in self._q("SELECT id, op, subject FROM intents ORDER BY id")]

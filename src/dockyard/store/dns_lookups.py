@@ -1,0 +1,72 @@
+"""Read-only lookups for the resolver process (dns/answers.py, dns/serving.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dockyard.model import (
+    Container,
+    DriverName,
+    Network,
+)
+from dockyard.store.database import Database
+
+
+class DnsLookups(Database):
+    # -- DNS lookups (dns/answers.py, dns/serving.py) --------------------
+    # Read-only queries for the resolver process; each is one short statement so
+    # an answer reflects the store as it is at the moment of the query.
+
+    def dns_networks(self) -> list[Network]:
+        """Networks that get DNS by name: user-defined bridge networks with a gateway.
+
+        The default `bridge` network has none, as in Docker.
+        """
+        rows = self._q(
+            f"SELECT {self._NET_COLS} FROM networks"
+            " WHERE driver=? AND name!='bridge' AND gateway IS NOT NULL ORDER BY created, name",
+            (str(DriverName.BRIDGE),),
+        )
+        return [self._network(r) for r in rows]
+
+    def dns_addresses(self, network_id: str, name: str) -> list[ipaddress.IPv4Address]:
+        """Addresses on a network of the containers that `name` designates there.
+
+        A container matches by name, by an alias of its endpoint on that network,
+        or by its 12-hex short id (a full id, 64 characters, cannot be one DNS
+        label); names and aliases case-insensitively. Only active endpoints count.
+        """
+        key = name.lower()
+        rows = self._q(
+            "SELECT e.address FROM endpoints e JOIN containers c ON c.id = e.container_id"
+            " WHERE e.network_id=? AND e.state='active' AND ("
+            " lower(c.name)=? OR (length(?)=12 AND substr(c.id, 1, 12)=?)"
+            " OR EXISTS (SELECT 1 FROM json_each(e.aliases) AS a WHERE lower(a.value)=?))"
+            " ORDER BY e.rowid",
+            (network_id, key, key, key, key),
+        )
+        return [ipaddress.IPv4Address(r[0]) for r in rows]
+
+    def dns_networks_of(self, container_id: str) -> list[Network]:
+        """The bridge networks (the default one too) where a container has an active endpoint.
+
+        In the order it joined them (eth0's first), the order in which the
+        resolver searches their names for it.
+        """
+        cols = ", ".join(f"n.{col.strip()}" for col in self._NET_COLS.split(","))
+        rows = self._q(
+            f"SELECT {cols} FROM networks n JOIN endpoints e ON e.network_id = n.id"
+            " WHERE e.container_id=? AND e.state='active' AND n.driver=? ORDER BY e.rowid",
+            (container_id, str(DriverName.BRIDGE)),
+        )
+        return [self._network(r) for r in rows]
+
+    def dns_container_at(self, network_id: str, address: ipaddress.IPv4Address) -> Container | None:
+        """The container with an active endpoint at `address` on a network, if any."""
+        cols = ", ".join(f"c.{col.strip()}" for col in self._CT_COLS.split(","))
+        rows = self._q(
+            f"SELECT {cols} FROM containers c JOIN endpoints e ON e.container_id = c.id"
+            " WHERE e.network_id=? AND e.address=? AND e.state='active'",
+            (network_id, int(address)),
+        )
+        return self._container(rows[0]) if rows else None

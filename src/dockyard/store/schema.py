@@ -1,0 +1,107 @@
+"""The state database's tables, triggers and indexes, and the schema's version."""
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    driver TEXT NOT NULL,
+    subnet TEXT,
+    gateway TEXT,
+    ip_range TEXT,
+    bridge TEXT,
+    internal INTEGER NOT NULL DEFAULT 0,
+    icc INTEGER NOT NULL DEFAULT 1,
+    masquerade INTEGER NOT NULL DEFAULT 1,
+    mtu INTEGER NOT NULL DEFAULT 1500,
+    host_binding TEXT,
+    options TEXT NOT NULL DEFAULT '[]',
+    labels TEXT NOT NULL DEFAULT '[]',
+    aux TEXT NOT NULL DEFAULT '[]',
+    created TEXT NOT NULL,
+    ip_cursor INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS networks_bridge ON networks(bridge) WHERE bridge != '';
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER NOT NULL DEFAULT 0,
+    pid_start INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    started_at TEXT NOT NULL DEFAULT '',
+    finished_at TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    netns_owner TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    address INTEGER NOT NULL,
+    prefixlen INTEGER NOT NULL,
+    gateway TEXT,
+    mac TEXT NOT NULL,
+    host_ifname TEXT NOT NULL UNIQUE,
+    aliases TEXT NOT NULL DEFAULT '[]',
+    -- 'active', or 'releasing': the container is gone, the kernel side not yet.
+    state TEXT NOT NULL DEFAULT 'active',
+    UNIQUE (network_id, address)
+);
+CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
+-- Endpoints per network (every state), kept by the two triggers: a lease checks
+-- its network's count, and COUNT(*) would read the network's whole index each
+-- time, pushing the pages the lease needs out of the cache (bench/networks.py).
+CREATE TABLE IF NOT EXISTS endpoint_counts (
+    network_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS endpoints_counted AFTER INSERT ON endpoints BEGIN
+    INSERT INTO endpoint_counts(network_id, n) VALUES (NEW.network_id, 1)
+        ON CONFLICT(network_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS endpoints_uncounted AFTER DELETE ON endpoints BEGIN
+    UPDATE endpoint_counts SET n = n - 1 WHERE network_id = OLD.network_id;
+    DELETE FROM endpoint_counts WHERE network_id = OLD.network_id AND n <= 0;
+END;
+CREATE TABLE IF NOT EXISTS ports (
+    container_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    host_ip TEXT NOT NULL,  -- '' for every address
+    host_port INTEGER NOT NULL,
+    proto TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (host_ip, host_port, proto)
+);
+CREATE INDEX IF NOT EXISTS ports_container ON ports(container_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- Operations under way: written with the operation's first records, deleted
+-- with its last. One left behind means the daemon died in the middle, and
+-- gc finishes or undoes that operation.
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+-- CNI attachments (attachments.py): one per (network, CNI_CONTAINERID, CNI_IFNAME).
+-- Their endpoints and ports are recorded under `owner` (endpoints.container_id).
+-- state 'adding' until the kernel work is done: one left after a crash is undone.
+CREATE TABLE IF NOT EXISTS attachments (
+    owner TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    network TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    netns TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'adding',
+    created TEXT NOT NULL,
+    UNIQUE (network, container_id, ifname)
+);
+"""
