@@ -350,8 +350,9 @@ class Bench:
         self.tools: list[Tool] = []
         self.runs: list[Run] = []
 
-    def netns(self, i: int) -> str:
-        name = f"{self.tag}-c{i}"
+    def netns(self, tool: Tool, i: int) -> str:
+        """Attachment i's container namespace for this tool: each tool's eth0 in its own."""
+        name = f"{self.tag}-c{tool.name[0]}{i}"
         if name not in self.namespaces:
             sh("ip", "netns", "add", name)
             self.namespaces.append(name)
@@ -378,7 +379,7 @@ class Bench:
         for tool in self.tools:
             # An attachment number no count reaches (they run 0 to count - 1).
             warm_up = max(self.counts)
-            ns = self.netns(warm_up)
+            ns = self.netns(tool, warm_up)
             with self.in_host(tool):
                 tool.add(warm_up, ns)
                 tool.delete(warm_up, ns)
@@ -390,7 +391,7 @@ class Bench:
             for i in range(count):
                 for tool in rotated(self.tools, i):
                     with self.in_host(tool):
-                        runs[tool.name].add_ms.append(tool.add(i, self.netns(i)))
+                        runs[tool.name].add_ms.append(tool.add(i, self.netns(tool, i)))
             for tool in self.tools:
                 with self.in_host(tool):
                     tool.settle()
@@ -398,7 +399,7 @@ class Bench:
             for i in range(count):
                 for tool in rotated(self.tools, i):
                     with self.in_host(tool):
-                        runs[tool.name].del_ms.append(tool.delete(i, self.netns(i)))
+                        runs[tool.name].del_ms.append(tool.delete(i, self.netns(tool, i)))
             for tool in self.tools:
                 with self.in_host(tool):
                     tool.settle()
