@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "demo"))
 
-from netlab import Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
+from netlab import Interrupted, Lab, LabError, raise_on_termination  # noqa: E402
 
 from _common import (  # noqa: E402
     BenchError,
@@ -74,6 +73,7 @@ from _common import (  # noqa: E402
     summary,
     timed,
 )
+from _outcome import clean_up, exit_status, failure_status, write_results  # noqa: E402
 from _reference import PrivateDocker, rootfs_tar  # noqa: E402
 from _report import Goal, Plot, Report, Series, Table  # noqa: E402
 
@@ -766,30 +766,12 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds": nth_orders,
                 },
             }
-            Path(args.json).write_text(json.dumps({"report": report.to_dict(), "raw": raw}, indent=2) + "\n")
-            print(f"raw results written to {args.json}")
-    except (BenchError, LabError) as e:
-        print(f"publish_ports: {e}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\npublish_ports: interrupted", file=sys.stderr)
-        status = 130
-    except Interrupted as e:
-        print(f"\npublish_ports: interrupted ({e})", file=sys.stderr)
-        status = 128 + e.signum
+            write_results(args.json, report, raw)
+    except (BenchError, LabError, KeyboardInterrupt, Interrupted) as e:
+        status = failure_status("publish_ports", e)
     finally:
-        with signals_ignored():
-            if docker is not None:
-                problems += docker.stop()
-            for lab in labs.values():
-                problems += lab.teardown()
-                problems += [f"left behind: {thing}" for thing in lab.leftovers()]
-            shutil.rmtree(work, ignore_errors=True)
-    for problem in problems:
-        print(f"publish_ports: cleanup: {problem}", file=sys.stderr)
-    if problems and status == 0:
-        status = 1
-    return status
+        problems += clean_up([docker], labs.values(), work)
+    return exit_status("publish_ports", status, problems)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ command failed (1) or the run was interrupted (130).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -40,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "demo"))
 
-from netlab import Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
+from netlab import Interrupted, Lab, LabError, raise_on_termination  # noqa: E402
 
 from _common import (  # noqa: E402
     BenchError,
@@ -52,6 +50,7 @@ from _common import (  # noqa: E402
     summary,
     timed,
 )
+from _outcome import clean_up, exit_status, failure_status, write_results  # noqa: E402
 from _reference import PrivateDocker, PrivatePodman, rootfs_tar  # noqa: E402
 from _report import Goal, Plot, Report, Series, Table  # noqa: E402
 
@@ -331,31 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 "rounds": orders,
             }
-            Path(args.json).write_text(json.dumps({"report": report.to_dict(), "raw": raw}, indent=2) + "\n")
-            print(f"raw results written to {args.json}")
-    except (BenchError, LabError) as e:
-        print(f"run_latency: {e}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\nrun_latency: interrupted", file=sys.stderr)
-        status = 130
-    except Interrupted as e:
-        print(f"\nrun_latency: interrupted ({e})", file=sys.stderr)
-        status = 128 + e.signum
+            write_results(args.json, report, raw)
+    except (BenchError, LabError, KeyboardInterrupt, Interrupted) as e:
+        status = failure_status("run_latency", e)
     finally:
-        with signals_ignored():
-            for tool in (docker, podman):
-                if tool is not None:
-                    problems += tool.stop()
-            for lab in labs.values():
-                problems += lab.teardown()
-                problems += [f"left behind: {thing}" for thing in lab.leftovers()]
-            shutil.rmtree(work, ignore_errors=True)
-    for problem in problems:
-        print(f"run_latency: cleanup: {problem}", file=sys.stderr)
-    if problems and status == 0:
-        status = 1
-    return status
+        problems += clean_up([docker, podman], labs.values(), work)
+    return exit_status("run_latency", status, problems)
 
 
 if __name__ == "__main__":

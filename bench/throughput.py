@@ -64,7 +64,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "demo"))
 
-from netlab import HOST_ADDR, Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
+from netlab import HOST_ADDR, Interrupted, Lab, LabError, raise_on_termination  # noqa: E402
 
 from _common import (  # noqa: E402
     BenchError,
@@ -76,6 +76,7 @@ from _common import (  # noqa: E402
     run_cmd,
     summary,
 )
+from _outcome import clean_up, exit_status, failure_status, write_results  # noqa: E402
 from _reference import PrivateDocker, rootfs_tar  # noqa: E402
 from _report import Goal, Plot, Report, Series, Table  # noqa: E402
 
@@ -676,30 +677,12 @@ def main(argv: list[str] | None = None) -> int:
                     "start_s": {c.tool: c.start_s for c in crowd.crowds},
                     "rm_s": {c.tool: c.rm_s for c in crowd.crowds},
                 }
-            Path(args.json).write_text(json.dumps({"report": report.to_dict(), "raw": raw}, indent=2) + "\n")
-            print(f"raw results written to {args.json}")
-    except (BenchError, LabError) as e:
-        print(f"throughput: {e}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\nthroughput: interrupted", file=sys.stderr)
-        status = 130
-    except Interrupted as e:
-        print(f"\nthroughput: interrupted ({e})", file=sys.stderr)
-        status = 128 + e.signum
+            write_results(args.json, report, raw)
+    except (BenchError, LabError, KeyboardInterrupt, Interrupted) as e:
+        status = failure_status("throughput", e)
     finally:
-        with signals_ignored():
-            if docker is not None:
-                problems += docker.stop()
-            for lab in labs.values():
-                problems += lab.teardown()
-                problems += [f"left behind: {thing}" for thing in lab.leftovers()]
-            shutil.rmtree(work, ignore_errors=True)
-    for problem in problems:
-        print(f"throughput: cleanup: {problem}", file=sys.stderr)
-    if problems and status == 0:
-        status = 1
-    return status
+        problems += clean_up([docker], labs.values(), work)
+    return exit_status("throughput", status, problems)
 
 
 if __name__ == "__main__":
