@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lab import DOCKYARD, HOST_ADDR, PROBE, UP_ADDR, Lab
 
 
@@ -15,21 +17,23 @@ def _upstream_server(lab: Lab, port: int = 7000) -> None:
     lab.wait_answer(lab.up, "tcp", UP_ADDR, port)
 
 
-def _our_forward_rules(lab: Lab) -> list[str]:
-    out = lab.in_host("iptables", "-S", "FORWARD").stdout.splitlines()
+def _our_forward_rules(lab: Lab, iptables: str) -> list[str]:
+    out = lab.in_host(iptables, "-S", "FORWARD").stdout.splitlines()
     return [line for line in out if "--comment" in line and "dy:" in line]
 
 
-def test_iptables_forward_policy_drop(lab: Lab) -> None:
-    assert lab.in_host("iptables", "-P", "FORWARD", "DROP").returncode == 0
+# iptables is iptables-nft here; iptables-legacy is x_tables, which nftables cannot see.
+@pytest.mark.parametrize("iptables", ["iptables", "iptables-legacy"])
+def test_iptables_forward_policy_drop(lab: Lab, iptables: str) -> None:
+    assert lab.in_host(iptables, "-P", "FORWARD", "DROP").returncode == 0
     _upstream_server(lab)
     lab.serve("--name", "web", "-p", "8080:80")
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
     out = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
     assert out.startswith(f"peer={HOST_ADDR}:")
-    assert len(_our_forward_rules(lab)) == 2
+    assert len(_our_forward_rules(lab, iptables)) == 2
     lab.dy_ok("network", "create", "extra")
-    assert len(_our_forward_rules(lab)) == 4
+    assert len(_our_forward_rules(lab, iptables)) == 4
     out = lab.dy_ok("run", "--rm", "--net", "extra", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
     assert out.startswith(f"peer={HOST_ADDR}:")
     # Isolation between bridges still holds: our own table still drops.
@@ -49,49 +53,18 @@ def test_iptables_forward_policy_drop(lab: Lab) -> None:
     )
     assert r.returncode == 1
     lab.dy_ok("network", "rm", "extra")
-    assert len(_our_forward_rules(lab)) == 2
+    assert len(_our_forward_rules(lab, iptables)) == 2
     # Unneeded once the policy is back to ACCEPT (the daemon's monitor notices).
-    lab.in_host("iptables", "-P", "FORWARD", "ACCEPT")
-    lab.eventually(lambda: _our_forward_rules(lab) == [], timeout=10, what="rules removed")
+    lab.in_host(iptables, "-P", "FORWARD", "ACCEPT")
+    lab.eventually(lambda: _our_forward_rules(lab, iptables) == [], timeout=10, what="rules removed")
     # And a policy set to DROP while the daemon runs is answered too.
-    lab.in_host("iptables", "-P", "FORWARD", "DROP")
-    lab.eventually(lambda: len(_our_forward_rules(lab)) == 2, timeout=10, what="rules added")
+    lab.in_host(iptables, "-P", "FORWARD", "DROP")
+    lab.eventually(lambda: len(_our_forward_rules(lab, iptables)) == 2, timeout=10, what="rules added")
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
     lab.dy_ok("rm", "-f", "web")
     lab.dy_ok("system", "reset", "-f")
-    assert _our_forward_rules(lab) == []
-    assert "-P FORWARD DROP" in lab.in_host("iptables", "-S", "FORWARD").stdout
-
-
-def _our_legacy_rules(lab: Lab) -> list[str]:
-    out = lab.in_host("iptables-legacy", "-S", "FORWARD").stdout.splitlines()
-    return [line for line in out if "--comment" in line and "dy:" in line]
-
-
-def test_iptables_legacy_forward_policy_drop(lab: Lab) -> None:
-    """The same with a legacy (x_tables) firewall, which nftables cannot see."""
-    assert lab.in_host("iptables-legacy", "-P", "FORWARD", "DROP").returncode == 0
-    _upstream_server(lab)
-    lab.serve("--name", "web", "-p", "8080:80")
-    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
-    out = lab.dy_ok("run", "--rm", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
-    assert out.startswith(f"peer={HOST_ADDR}:")
-    assert len(_our_legacy_rules(lab)) == 2
-    lab.dy_ok("network", "create", "extra")
-    assert len(_our_legacy_rules(lab)) == 4
-    out = lab.dy_ok("run", "--rm", "--net", "extra", sys.executable, PROBE, "ask", "tcp", UP_ADDR, "7000")
-    assert out.startswith(f"peer={HOST_ADDR}:")
-    lab.dy_ok("network", "rm", "extra")
-    assert len(_our_legacy_rules(lab)) == 2
-    # Unneeded once the policy is back to ACCEPT (the daemon's monitor notices).
-    lab.in_host("iptables-legacy", "-P", "FORWARD", "ACCEPT")
-    lab.eventually(lambda: _our_legacy_rules(lab) == [], timeout=10, what="rules removed")
-    lab.in_host("iptables-legacy", "-P", "FORWARD", "DROP")
-    lab.eventually(lambda: len(_our_legacy_rules(lab)) == 2, timeout=10, what="rules added")
-    lab.dy_ok("rm", "-f", "web")
-    lab.dy_ok("system", "reset", "-f")
-    assert _our_legacy_rules(lab) == []
-    assert "-P FORWARD DROP" in lab.in_host("iptables-legacy", "-S", "FORWARD").stdout
+    assert _our_forward_rules(lab, iptables) == []
+    assert "-P FORWARD DROP" in lab.in_host(iptables, "-S", "FORWARD").stdout
 
 
 def test_tables_of_others_survive_every_command(lab: Lab) -> None:
