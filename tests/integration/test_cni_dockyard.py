@@ -151,24 +151,23 @@ print(" ".join(sorted(sys.modules)))
 """
 
 
-def _modules_of_a_plugin_run(env: Env, container_id: str) -> set[str]:
+def _probe_an_add(env: Env, probe: str, container_id: str) -> tuple[str, str]:
+    """Run a probe script in the host namespace with an ADD's environment, the config as its
+    argument (it runs the plugin in process): its output and the container's netns."""
     netns = env.sandboxes.new()
     r = subprocess.run(
-        [
-            "nsenter",
-            f"--net=/run/netns/{env.lab.host}",
-            sys.executable,
-            "-c",
-            IMPORT_PROBE,
-            json.dumps(env.conf()),
-        ],
+        ["nsenter", f"--net=/run/netns/{env.lab.host}", sys.executable, "-c", probe, json.dumps(env.conf())],
         capture_output=True,
         text=True,
         env=env.rt.env("ADD", container_id, netns, "eth0"),
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    return set(r.stdout.split())
+    return r.stdout, netns
+
+
+def _modules_of_a_plugin_run(env: Env, container_id: str) -> set[str]:
+    return set(_probe_an_add(env, IMPORT_PROBE, container_id)[0].split())
 
 
 def test_plugin_loads_no_kernel_database_or_json_modules(env: Env) -> None:
@@ -1115,22 +1114,7 @@ print(last)
 
 
 def test_plugin_works_without_the_private_c_modules(env: Env) -> None:
-    netns = env.sandboxes.new()
-    r = subprocess.run(
-        [
-            "nsenter",
-            f"--net=/run/netns/{env.lab.host}",
-            sys.executable,
-            "-c",
-            FALLBACK_PROBE,
-            json.dumps(env.conf()),
-        ],
-        capture_output=True,
-        text=True,
-        env=env.rt.env("ADD", "ctr-1", netns, "eth0"),
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["interfaces"][2]["sandbox"] == netns
+    out, netns = _probe_an_add(env, FALLBACK_PROBE, "ctr-1")
+    assert json.loads(out)["interfaces"][2]["sandbox"] == netns
     env.settle()
     assert env.attachments() == [] and env.host_veths() == []
