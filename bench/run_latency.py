@@ -50,9 +50,9 @@ from _common import (  # noqa: E402
     summary,
     timed,
 )
-from _outcome import clean_up, exit_status, failure_status, write_results  # noqa: E402
 from _reference import PrivateDocker, PrivatePodman, rootfs_tar  # noqa: E402
 from _report import Goal, Plot, Report, Series, Table  # noqa: E402
+from _script import clean_up, exit_status, failure_status, labs_for, write_results  # noqa: E402
 
 TARGET = "bench-target"
 IMAGE = "dybench-busybox:latest"
@@ -272,18 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     raise_on_termination()
     load_before = load_average()
-    labs = {"dockyard": Lab("dybench")}
-    notes: list[str] = []
+    labs, notes = labs_for(
+        [("docker", args.no_docker, PrivateDocker), ("podman", args.no_podman, PrivatePodman)]
+    )
     docker = podman = None
-    for tool, flag, cls in (
-        ("docker", args.no_docker, PrivateDocker),
-        ("podman", args.no_podman, PrivatePodman),
-    ):
-        why = "not asked for (--smoke or --no-" + tool + ")" if flag else cls.why_not()
-        if why:
-            notes.append(f"{tool}: not measured: {why}")
-        else:
-            labs[tool] = Lab("dybench")
     status = 0
     problems: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="dybench-run-"))

@@ -74,9 +74,9 @@ from _common import (  # noqa: E402
     summary,
     timed,
 )
-from _outcome import clean_up, exit_status, failure_status, write_results  # noqa: E402
 from _reference import PrivateDocker, rootfs_tar  # noqa: E402
 from _report import Goal, Plot, Report, Series, Table  # noqa: E402
+from _script import clean_up, exit_status, failure_status, labs_for, write_results  # noqa: E402
 
 IMAGE = "dybench-busybox:latest"
 SLEEP = "1000000"
@@ -864,13 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     raise_on_termination()
     load_before = load_average()
-    labs = {"dockyard": Lab("dybench")}
-    notes: list[str] = []
-    why = "not asked for (--smoke or --no-docker)" if args.no_docker else PrivateDocker.why_not()
-    if why:
-        notes.append(f"docker: not measured: {why}")
-    else:
-        labs["docker"] = Lab("dybench")
+    labs, notes = labs_for([("docker", args.no_docker, PrivateDocker)])
     status = 0
     problems: list[str] = []
     docker: PrivateDocker | None = None

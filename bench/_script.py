@@ -1,4 +1,5 @@
-"""How a side-by-side script ends: its exit status, its cleanup and its results file.
+"""What every side-by-side script does around its measurement: a lab per tool that can run,
+and at the end its exit status, its cleanup and its results file.
 
 The scripts import it after putting demo/ on sys.path (netlab is there).
 """
@@ -17,6 +18,25 @@ from netlab import Interrupted, Lab, signals_ignored
 
 class Daemon(Protocol):
     def stop(self) -> list[str]: ...
+
+
+class Reference(Protocol):
+    @staticmethod
+    def why_not() -> str | None: ...
+
+
+def labs_for(references: Iterable[tuple[str, bool, Reference]]) -> tuple[dict[str, Lab], list[str]]:
+    """A lab for dockyard, and one per reference tool (name, not asked for, its class) that can
+    run here; the notes say why the others are not measured."""
+    labs = {"dockyard": Lab("dybench")}
+    notes: list[str] = []
+    for tool, not_asked, cls in references:
+        why = f"not asked for (--smoke or --no-{tool})" if not_asked else cls.why_not()
+        if why:
+            notes.append(f"{tool}: not measured: {why}")
+        else:
+            labs[tool] = Lab("dybench")
+    return labs, notes
 
 
 def failure_status(script: str, e: BaseException) -> int:
