@@ -234,12 +234,12 @@ class Dockyard(ChainTool):
         super().__init__(work, tag, conflist, [str(plugin_dir(work / "bin"))], env)
 
     def settle(self) -> None:
-        from dockyard.client import Client
+        from dockyard.clients.api import Client
 
         Client(str(self.root), autostart=False).settle()
 
     def close(self) -> None:
-        from dockyard.client import Client
+        from dockyard.clients.api import Client
 
         shim = self.root / "shim.pid"
         shim_pid = int(shim.read_text()) if shim.exists() and shim.read_text().strip().isdigit() else 0

@@ -11,7 +11,7 @@
    Ctrl-C). Without root this part is left out and said so.
 2. In process, without root or kernel: the time to give the n-th address of
    a /16, from the 1st to the 60,000th, on a Store in a temporary file. Each
-   allocation does what Endpoints.record (src/dockyard/endpoints.py) does in
+   allocation does what Endpoints.record (src/dockyard/engine/endpoints.py) does in
    one store transaction: the endpoint count of the network (its check
    against the bridge's port limit), next-fit `AddressAllocator.allocate`
    with `store.address_used` and `store.ip_cursor`, `set_ip_cursor`, and
@@ -54,8 +54,8 @@ sys.path.insert(0, str(REPO / "demo"))
 
 from netlab import Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
 
-from dockyard import ipam  # noqa: E402
 from dockyard.model import DriverName, Endpoint, Network  # noqa: E402
+from dockyard.policy import ipam  # noqa: E402
 from dockyard.store import Store  # noqa: E402
 
 SUBNET = ipaddress.IPv4Network("10.88.0.0/16")  # in process only: no kernel ever sees it
@@ -304,8 +304,8 @@ def measure_steady(directory: Path, far_store: Store, far_network: Network, roun
 
 def fill_with_engine(store: Store, network: Network, count: int) -> tuple[list[float], str]:
     """`count` calls of Endpoints.record itself (no kernel: record does none), timed in microseconds."""
-    # Imported here: dockyard.endpoints brings in the kernel layer (pyroute2), which part 2 needs not.
-    from dockyard.endpoints import Endpoints
+    # Imported here: dockyard.engine.endpoints brings in the kernel layer (pyroute2), which part 2 needs not.
+    from dockyard.engine.endpoints import Endpoints
     from dockyard.kernel import Kernel
 
     # record() touches neither the kernel nor the drivers when no port is published.

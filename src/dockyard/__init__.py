@@ -1,6 +1,6 @@
 """dockyard: a container network engine for Linux with Docker's four network drivers.
 
-The public Python API is `dockyard.client.Client` (a thin client of the
+The public Python API is `dockyard.clients.api.Client` (a thin client of the
 daemon) and, for programs that embed the engine, `Engine`, the model types
 and the errors. The heavy parts load lazily: importing `dockyard` must stay
 as cheap as the thin clients need.
@@ -18,7 +18,7 @@ __all__ = ["Client", "DockyardError", "Engine", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from dockyard.client import Client
+        from dockyard.clients.api import Client
 
         return Client
     if name == "Engine":

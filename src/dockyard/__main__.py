@@ -1,5 +1,5 @@
 """python -m dockyard: the CLI."""
 
-from dockyard.cli import entry
+from dockyard.clients.cli import entry
 
 entry()

@@ -97,7 +97,7 @@ class Cni:
     def settle(self) -> None:
         """Wait for work finished after the answer (dockyard's veth reaper)."""
         if self.impl == "dockyard" and (self.lab.root / "dockyard.sock").exists():
-            from dockyard.client import Client
+            from dockyard.clients.api import Client
 
             Client(str(self.lab.root), autostart=False).settle()
 

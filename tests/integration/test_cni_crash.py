@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from cni_runtime import Outcome, PluginFailed, Runtime, Sandboxes, dockyard_conflist, plugin_dir
 
-from dockyard.client import Client
+from dockyard.clients.api import Client
 from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
 
 NETWORK = "crashnet"
@@ -123,7 +123,7 @@ class Round:
         self.daemons += 1
         err = self.tmp / f"daemon-{self.daemons}.err"
         cmd = [
-            sys.executable, "-m", "dockyard.daemon", "--root", str(self.lab.root),
+            sys.executable, "-m", "dockyard.daemon.main", "--root", str(self.lab.root),
             "--host-netns", self.lab.host,
         ]  # fmt: skip
         with open(err, "w") as f:

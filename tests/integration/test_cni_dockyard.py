@@ -37,8 +37,8 @@ from cni_runtime import (
     stub_plugin,
 )
 
-from dockyard import cni as plugin
-from dockyard.client import Client
+from dockyard.clients.api import Client
+from dockyard.clients.cni import plugin as plugin
 from lab import HOST_ADDR, PROBE, UP_ADDR, WORLD_ADDR, Lab, pid_alive
 
 SUBNET = "10.47.0.0/24"
@@ -137,7 +137,7 @@ def address_of(result: dict[str, Any]) -> str:
 
 IMPORT_PROBE = """
 import io, os, sys
-from dockyard import cni
+from dockyard.clients.cni import plugin as cni
 conf = sys.argv[1].encode()
 for command in ("ADD", "CHECK", "DEL"):
     env = dict(os.environ, CNI_COMMAND=command)
@@ -178,14 +178,14 @@ def test_plugin_loads_no_kernel_database_or_json_modules(env: Env) -> None:
         "_sqlite3",
         "dockyard.engine",
         "dockyard.store",
-        "dockyard.api",
+        "dockyard.daemon.api",
     }
     starting = _modules_of_a_plugin_run(env, "probe-1")  # this one starts the daemon
     assert not heavy & starting, sorted(heavy & starting)
     running = _modules_of_a_plugin_run(env, "probe-2")
     assert not heavy & running, sorted(heavy & running)
-    # Its speed, with the daemon up: no json package (re, enum), no socket module, no dockyard.client.
-    light = {"json", "re", "enum", "socket", "selectors", "dockyard.client"}
+    # Its speed, with the daemon up: no json package (re, enum), no socket module, no dockyard.clients.api.
+    light = {"json", "re", "enum", "socket", "selectors", "dockyard.clients.api"}
     assert not light & running, sorted(light & running)
 
 
@@ -1096,7 +1096,7 @@ FALLBACK_PROBE = """
 import io, os, sys, json, socket
 sys.modules["_json"] = None  # as on an interpreter without CPython's C halves
 sys.modules["_socket"] = None
-from dockyard import cni
+from dockyard.clients.cni import plugin as cni
 assert cni._json is None and cni._socket is socket, (cni._json, cni._socket)
 assert cni.loads(cni.dumps({"a": [1, "é"]})) == {"a": [1, "é"]}
 try:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from cni_runtime import PLUGIN, REFERENCE_DIR
 
-from dockyard.client import Client
+from dockyard.clients.api import Client
 from lab import HOST_ADDR, UP_ADDR, Lab
 
 PODMAN = shutil.which("podman")

@@ -70,7 +70,7 @@ def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
     lab.root.mkdir(parents=True)
     env = {**os.environ, "DOCKYARD_DELAY": "run.spawn=3"}
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "dockyard.daemon", "--root", str(lab.root), "--host-netns", lab.host],
+        [sys.executable, "-m", "dockyard.daemon.main", "--root", str(lab.root), "--host-netns", lab.host],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

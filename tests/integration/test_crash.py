@@ -160,7 +160,7 @@ def _points() -> list[str]:
 
 def _daemon(lab: Lab, env: dict[str, str]) -> subprocess.Popen[str]:
     lab.root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "dockyard.daemon", "--root", str(lab.root), "--host-netns", lab.host]
+    cmd = [sys.executable, "-m", "dockyard.daemon.main", "--root", str(lab.root), "--host-netns", lab.host]
     p = subprocess.Popen(
         cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

@@ -100,10 +100,10 @@ def dump():
         f.write("\\n".join(sorted(sys.modules)))
 
 atexit.register(dump)
-from dockyard.cli import main
+from dockyard.clients.cli import main
 sys.exit(main(argv))
 """
-THIN_CLIENT_MODULES = {"dockyard", "dockyard.client", "dockyard.errors", "dockyard.locations"}
+THIN_CLIENT_MODULES = {"dockyard", "dockyard.clients.api", "dockyard.errors", "dockyard.locations"}
 
 
 def _loaded_by(tmp: Path, argv: list[str]) -> tuple[int, set[str]]:
@@ -145,11 +145,11 @@ def test_the_cli_is_a_thin_client(lab: Lab, tmp_path: Path) -> None:
             for m in modules - baseline
             if m.split(".")[0] not in sys.stdlib_module_names
             and m not in THIN_CLIENT_MODULES
-            and not m.startswith("dockyard.cli")
+            and not m.startswith("dockyard.clients.cli")
         )
         assert foreign == [], f"dockyard {what} loaded {foreign}"
         # The stdlib's heavy part that is the daemon's alone.
         assert "sqlite3" not in modules, what
         # And the check sees what it should: the client is there, the engine is not.
-        assert {"dockyard.cli", "dockyard.client"} <= modules or what == "--help", (what, modules)
+        assert {"dockyard.clients.cli", "dockyard.clients.api"} <= modules or what == "--help", (what, modules)
         assert not {"dockyard.engine", "dockyard.store", "pyroute2", "nftables"} & modules, what

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from dockyard import rules
+from dockyard.policy import rules
 from lab import Lab
 
 

@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import dockyard.cli
-from dockyard import ipam, ports
-from dockyard.api import docker
-from dockyard.client import Client
+import dockyard.clients.cli
+from dockyard.clients.api import Client
+from dockyard.daemon.api import docker
+from dockyard.engine.networks.service import BridgeOptions, NetworkSpec
 from dockyard.errors import DaemonUnavailable, DockyardError, InvalidArgument
 from dockyard.model import (
     NAME_MAX,
@@ -40,7 +40,7 @@ from dockyard.model import (
     Protocol,
     check_name,
 )
-from dockyard.networks import BridgeOptions, NetworkSpec
+from dockyard.policy import ipam, ports
 from dockyard.settings import DaemonSettings, load_settings, parse_bip, parse_bridge_name
 
 T = TypeVar("T")
@@ -755,7 +755,7 @@ def cli_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     monkeypatch.setattr(Client, "start_daemon", no_daemon)
     # The same outcome as root or not: the root check is not what is tested here.
-    monkeypatch.setattr(dockyard.cli, "_check_root", lambda: None)
+    monkeypatch.setattr(dockyard.clients.cli, "_check_root", lambda: None)
     monkeypatch.delenv("DOCKYARD_ROOT", raising=False)
     root = tmp_path / "root"
     root.mkdir()
@@ -763,10 +763,10 @@ def cli_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def run_cli(root: Path, *argv: str) -> str:
-    """dockyard.cli.main(argv) in process: exit 125, one `dockyard: ` line on stderr; that line."""
+    """dockyard.clients.cli.main(argv) in process: exit 125, one `dockyard: ` line on stderr; that line."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = dockyard.cli.main(["--root", str(root), *argv])
+        code = dockyard.clients.cli.main(["--root", str(root), *argv])
     lines = err.getvalue().splitlines()
     assert code == 125, (argv, code, err.getvalue())
     assert len(lines) == 1 and lines[0].startswith("dockyard: "), (argv, err.getvalue())

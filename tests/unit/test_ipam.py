@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.errors import Conflict, InvalidArgument
-from dockyard.ipam import (
+from dockyard.policy.ipam import (
     AddressAllocator,
     check_in_subnet,
     check_overlap,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from dockyard.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
+from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 OWNER = "dy:15dacdc41243"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.endpoints import BRIDGE_MAX_PORTS, Endpoints
+from dockyard.engine.endpoints import BRIDGE_MAX_PORTS, Endpoints
 from dockyard.errors import Conflict
 from dockyard.model import DriverName, Endpoint, Network
 from dockyard.store import Store

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import InvalidArgument
 from dockyard.model import DriverName, Network
-from dockyard.networks import NetworkFilter
 
 NETWORKS = [
     Network(id="a" * 64, name="bridge", driver=DriverName.BRIDGE),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard.model import BindStatus, PortBinding, PortRequest, Protocol
-from dockyard.ports import (
+from dockyard.policy.ports import (
     PORT_MAX,
     HostPortChooser,
     PortSpec,
@@ -488,8 +488,8 @@ def test_refused_words_in_use_and_not_local_apart() -> None:
 )
 def test_the_cli_leaves_the_check_to_the_daemon_in_the_same_words(spec: str, message: str) -> None:
     """`dockyard run -p SPEC`: the CLI's PortBindings, as the daemon reads them."""
-    from dockyard.api.docker import port_requests
-    from dockyard.cli.run import _port_bindings
+    from dockyard.clients.cli.run import _port_bindings
+    from dockyard.daemon.api.docker import port_requests
 
     with pytest.raises(InvalidArgument) as info:
         port_requests(_port_bindings([spec]))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.model import PortBinding, Protocol
-from dockyard.rules import (
+from dockyard.policy.rules import (
     BRIDGE_LISTING,
     CHAINS,
     RULES,

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.sandbox import FALLBACK_NAMESERVERS, HOSTS_HEADER, hosts_file, resolv_conf
+from dockyard.engine.sandbox import FALLBACK_NAMESERVERS, HOSTS_HEADER, hosts_file, resolv_conf
 
 IP = ipaddress.IPv4Address
 

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dockyard.api.http import Request
-from dockyard.api.routes import Api
+from dockyard.daemon.api.http import Request
+from dockyard.daemon.api.routes import Api
 from dockyard.engine import STOP_TIMEOUT, Engine
 
 

@@ -15,12 +15,12 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from dockyard import rules
 from dockyard.drivers.base import DriverErrors, JoinResult
 from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
-from dockyard.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
+from dockyard.policy import rules
+from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.errors import CommandNotFound, CommandNotRunnable, KernelError
+from dockyard.kernel.shim import recv_message, send_message
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.settings import Paths
-from dockyard.shim import recv_message, send_message
 
 ExitCallback = Callable[[str, int, int], None]  # key, pid, status
 START_TIMEOUT = 10.0
@@ -51,7 +51,7 @@ class ShimClient:
     def _start_shim(self) -> None:
         with open(self.paths.daemon_log, "ab") as log:
             subprocess.Popen(
-                [sys.executable, "-m", "dockyard.shim", "--root", str(self.paths.root)],
+                [sys.executable, "-m", "dockyard.kernel.shim", "--root", str(self.paths.root)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

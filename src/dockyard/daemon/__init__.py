@@ -1,0 +1,1 @@
+"""dockyardd: the process (main.py) and the API it serves (api/)."""

@@ -1,0 +1,488 @@
+"""Docker Engine API shapes: model objects in, Docker's JSON out (and back).
+
+Field names and nesting follow Docker's API (containers/json,
+containers/{id}/json, networks/{id}) so that tooling written against
+Docker reads dockyard's answers unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from dockyard.engine.networks.service import NetworkSpec
+from dockyard.errors import InvalidArgument
+from dockyard.model import (
+    Container,
+    ContainerConfig,
+    Endpoint,
+    Network,
+    NetworkMode,
+    PortBinding,
+    PortRequest,
+    check_name,
+)
+from dockyard.policy import ipam, ports
+
+Json = dict[str, Any]
+
+
+def _epoch(ts: str) -> int:
+    if not ts:
+        return 0
+    return int(datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp())
+
+
+def _ago(ts: str) -> str:
+    seconds = max(0, int(time.time()) - _epoch(ts))
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{hours // 24} days"
+
+
+def status_text(c: Container) -> str:
+    if c.running:
+        return f"Up {_ago(c.started_at)}"
+    if c.state.value == "created":
+        return "Created"
+    return f"Exited ({c.exit_code}) {_ago(c.finished_at)} ago"
+
+
+# -- requests ---------------------------------------------------------------
+#
+# A body may come from any client, so each field is checked for Docker's JSON
+# type before it is used: a bad body is an InvalidArgument that names the
+# field, never a TypeError in the daemon. null counts as absent.
+
+# The kernel's HOST_NAME_MAX: sethostname refuses a longer name.
+HOSTNAME_MAX = 64
+# A host name goes into /etc/hosts and /etc/hostname: no white space, no line breaks.
+HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+
+
+def _object(raw: Any, what: str) -> Json:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{what} must be a JSON object")
+    return raw
+
+
+def _text(raw: Any, what: str) -> str:
+    """A string; NUL is refused, as no argv, file name or kernel name can hold it."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise InvalidArgument(f"{what} must be a string")
+    if "\0" in raw:
+        raise InvalidArgument(f"invalid {what} {raw!r}: it may not contain NUL")
+    return raw
+
+
+def _strings(raw: Any, what: str, one_string: bool = False) -> list[str]:
+    """A list of strings; Docker's Cmd and Entrypoint also take a single string."""
+    if raw is None:
+        return []
+    if one_string and isinstance(raw, str):
+        raw = [raw] if raw else []
+    if not isinstance(raw, list):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    return [_text(item, what) for item in raw]
+
+
+def _flag(raw: Any, what: str, default: bool = False) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise InvalidArgument(f"{what} must be true or false")
+    return raw
+
+
+def port_requests(
+    port_bindings: Any, exposed: Any = None, publish_all: bool = False
+) -> tuple[PortRequest, ...]:
+    """HostConfig.PortBindings (and -P over ExposedPorts) to port requests."""
+    out: list[PortRequest] = []
+    for key, binds in _object(port_bindings, "HostConfig.PortBindings").items():
+        container_part = str(key)
+        if binds is not None and not isinstance(binds, list):
+            raise InvalidArgument(f"HostConfig.PortBindings[{container_part!r}] must be a list")
+        # Each part goes in its own place: a ':' inside one would shift the others.
+        if ":" in container_part and not container_part.startswith("["):
+            raise InvalidArgument(f"invalid port {container_part!r} in HostConfig.PortBindings")
+        for bind in binds or [{}]:
+            fields = _object(bind, f"HostConfig.PortBindings[{container_part!r}] entry")
+            host_ip = _text(fields.get("HostIp"), "HostIp")
+            host_port = _text(fields.get("HostPort"), "HostPort")
+            if ":" in host_ip:
+                raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IPv4 address")
+            if ":" in host_port:
+                raise InvalidArgument(f"invalid HostPort {host_port!r}: expected a port or a range")
+            spec = (
+                f"{host_ip}:{host_port}:{container_part}"
+                if host_ip
+                else (f"{host_port}:{container_part}" if host_port else container_part)
+            )
+            if host_ip and not host_port:
+                spec = f"{host_ip}::{container_part}"
+            out.extend(ports.parse_port_spec(spec).requests())
+    # Exposed ports are checked even without -P, as Docker checks --expose.
+    exposed_ports = [p for key in _object(exposed, "ExposedPorts") for p in ports.parse_expose(str(key))]
+    return ports.publish_all(out, exposed_ports) if publish_all else tuple(out)
+
+
+def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
+    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
+    text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
+    if not text:
+        return None
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
+
+
+def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
+    """An object of strings (Labels, Options, AuxiliaryAddresses), sorted by key."""
+    out = []
+    for key, value in _object(raw, what).items():
+        key = str(key)
+        if not key or "\0" in key or any(ch.isspace() for ch in key):
+            raise InvalidArgument(f"invalid key {key!r}: keys cannot be empty or hold white space")
+        out.append((key, _text(value, f"{what} {key!r}")))
+    return tuple(sorted(out))
+
+
+def network_spec(body: Any) -> NetworkSpec:
+    """POST /networks/create's body to a NetworkSpec."""
+    body = _object(body, "the request body")
+    name = _text(body.get("Name"), "Name")
+    if not name:
+        raise InvalidArgument("a network needs a name")
+    check_name(name, "network")
+    configs = _object(body.get("IPAM"), "IPAM").get("Config")
+    if configs is None:
+        configs = []
+    if not isinstance(configs, list):
+        raise InvalidArgument("IPAM.Config must be a list")
+    if len(configs) > 1:
+        raise InvalidArgument("dockyard networks take one IPv4 subnet")
+    cfg = _object(configs[0], "IPAM.Config entry") if configs else {}
+    subnet_text = _text(cfg.get("Subnet"), "IPAM.Config Subnet")
+    gateway_text = _text(cfg.get("Gateway"), "IPAM.Config Gateway")
+    range_text = _text(cfg.get("IPRange"), "IPAM.Config IPRange")
+    subnet = ipam.parse_subnet(subnet_text, "--subnet") if subnet_text else None
+    gateway = ipam.parse_address(gateway_text, "--gateway") if gateway_text else None
+    ip_range = ipam.parse_subnet(range_text, "--ip-range") if range_text else None
+    aux = []
+    for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
+        aux.append((key, ipam.parse_address(value, f"--aux-address {key!r}")))
+    return NetworkSpec(
+        name=name,
+        driver=_text(body.get("Driver"), "Driver") or "bridge",
+        subnet=subnet,
+        gateway=gateway,
+        ip_range=ip_range,
+        aux_addresses=tuple(aux),
+        internal=_flag(body.get("Internal"), "Internal"),
+        labels=_pairs(body.get("Labels"), "Labels"),
+        options=_pairs(body.get("Options"), "Options"),
+    )
+
+
+def _hostname(raw: Any) -> str:
+    name = _text(raw, "Hostname")
+    if name and (not HOSTNAME_RE.match(name) or len(name) > HOSTNAME_MAX):
+        raise InvalidArgument(
+            f"invalid hostname {name!r}: use letters, digits, '.', '-' and '_', "
+            f"at most {HOSTNAME_MAX} characters"
+        )
+    return name
+
+
+def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
+    """POST /containers/create's body to a ContainerConfig; also the requested aliases."""
+    body = _object(body, "the request body")
+    host = _object(body.get("HostConfig"), "HostConfig")
+    cmd = _strings(body.get("Cmd"), "Cmd", one_string=True)
+    entrypoint = _strings(body.get("Entrypoint"), "Entrypoint", one_string=True)
+    mode = NetworkMode.parse(_text(host.get("NetworkMode"), "HostConfig.NetworkMode") or "bridge")
+    ip = None
+    aliases: list[str] = []
+    networking = _object(body.get("NetworkingConfig"), "NetworkingConfig")
+    for _name, ep in _object(networking.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig").items():
+        ip = requested_ip(ep) or ip
+        aliases.extend(_strings(_object(ep, "EndpointConfig").get("Aliases"), "Aliases"))
+    for alias in aliases:
+        check_name(alias, "network alias")
+    dns = [ipam.parse_address(server, "--dns") for server in _strings(host.get("Dns"), "HostConfig.Dns")]
+    dns_search = _strings(host.get("DnsSearch"), "HostConfig.DnsSearch")
+    dns_options = _strings(host.get("DnsOptions"), "HostConfig.DnsOptions")
+    for word in [*dns_search, *dns_options]:
+        if not word or any(ch.isspace() for ch in word):
+            raise InvalidArgument(f"invalid --dns-search/--dns-option {word!r}")
+    env = _strings(body.get("Env"), "Env")
+    for item in env:
+        if "=" not in item or item.startswith("="):
+            raise InvalidArgument(f"invalid environment variable {item!r}: expected KEY=VALUE")
+    config = ContainerConfig(
+        cmd=tuple([*entrypoint, *cmd]),
+        env=tuple(env),
+        workdir=_text(body.get("WorkingDir"), "WorkingDir"),
+        hostname=_hostname(body.get("Hostname")),
+        auto_remove=_flag(host.get("AutoRemove"), "HostConfig.AutoRemove"),
+        network_mode=mode,
+        ports=port_requests(
+            host.get("PortBindings"),
+            body.get("ExposedPorts"),
+            _flag(host.get("PublishAllPorts"), "HostConfig.PublishAllPorts"),
+        ),
+        ip=ip,
+        # An explicit null detaches, as before; absent means attached.
+        detach=not _flag(body.get("AttachStdout", True), "AttachStdout"),
+        aliases=tuple(aliases),
+        dns=tuple(dns),
+        dns_search=tuple(dns_search),
+        dns_options=tuple(dns_options),
+    )
+    return config, aliases
+
+
+# -- containers -----------------------------------------------------------
+
+
+def _port_key(b: PortBinding | PortRequest) -> str:
+    return f"{b.container_port}/{b.proto}"
+
+
+def requested_bindings(cfg: ContainerConfig) -> Json:
+    out: Json = {}
+    for r in cfg.ports:
+        host_port = (
+            ""
+            if not r.host_port
+            else (f"{r.host_port}-{r.host_port_end}" if r.host_port_end else str(r.host_port))
+        )
+        out.setdefault(_port_key(r), []).append({"HostIp": str(r.host_ip or ""), "HostPort": host_port})
+    return out
+
+
+def published_ports(bindings: list[PortBinding]) -> Json:
+    out: Json = {}
+    for b in bindings:
+        out.setdefault(_port_key(b), []).append({"HostIp": b.host_ip_text, "HostPort": str(b.host_port)})
+    return out
+
+
+def _endpoint_json(ep: Endpoint, network: Network) -> Json:
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": list(ep.aliases) or None,
+        "NetworkID": network.id,
+        "EndpointID": ep.id,
+        "Gateway": str(ep.gateway or ""),
+        "IPAddress": str(ep.address.ip),
+        "IPPrefixLen": ep.address.network.prefixlen,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": ep.mac,
+        "DriverOpts": None,
+    }
+
+
+def mode_endpoint_id(c: Container, network: Network) -> str:
+    """The id of a host or none container's place on that network: Docker lists one, while
+    no endpoint exists (no interface, no address); derived, so every answer shows the same."""
+    return hashlib.sha256(f"{network.id}/{c.id}".encode()).hexdigest()
+
+
+def _mode_endpoint_json(c: Container, network: Network) -> Json:
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "NetworkID": network.id,
+        "EndpointID": mode_endpoint_id(c, network),
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": "",
+        "DriverOpts": None,
+    }
+
+
+def _networks_json(
+    c: Container, endpoints: list[tuple[Endpoint, Network]], mode_network: Network | None
+) -> Json:
+    out = {n.name: _endpoint_json(ep, n) for ep, n in endpoints}
+    if mode_network is not None:
+        out[mode_network.name] = _mode_endpoint_json(c, mode_network)
+    return out
+
+
+def container_inspect(
+    c: Container,
+    endpoints: list[tuple[Endpoint, Network]],
+    bindings: list[PortBinding],
+    sandbox_key: str,
+    log_path: str,
+    netns_view: list[tuple[Endpoint, Network]] | None = None,
+    mode_network: Network | None = None,
+) -> Json:
+    # A container: joiner shows the target's endpoints, as its interfaces are the target's.
+    view = endpoints if netns_view is None else netns_view
+    # Docker's top-level IPAddress & co. describe the default bridge only.
+    legacy = next((ep for ep, n in view if n.name == "bridge"), None)
+    ports_json: Json = {}
+    if c.running:
+        ports_json = published_ports(bindings)
+        for r in c.config.ports:
+            ports_json.setdefault(_port_key(r), None)
+    return {
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.config.cmd[0] if c.config.cmd else "",
+        "Args": list(c.config.cmd[1:]),
+        "State": {
+            "Status": c.state.value,
+            "Running": c.running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": False,
+            "Pid": c.pid if c.running else 0,
+            "ExitCode": c.exit_code,
+            "Error": c.error,
+            "StartedAt": c.started_at or "0001-01-01T00:00:00Z",
+            "FinishedAt": c.finished_at or "0001-01-01T00:00:00Z",
+        },
+        "Name": "/" + c.name,
+        "LogPath": log_path,
+        "HostnamePath": "",
+        "HostsPath": "",
+        "ResolvConfPath": "",
+        "Config": {
+            "Hostname": c.config.hostname or c.short_id,
+            "Env": list(c.config.env),
+            "Cmd": list(c.config.cmd),
+            "WorkingDir": c.config.workdir,
+            "ExposedPorts": {_port_key(r): {} for r in c.config.ports} or None,
+        },
+        "HostConfig": {
+            "NetworkMode": str(c.config.network_mode),
+            "PortBindings": requested_bindings(c.config),
+            "AutoRemove": c.config.auto_remove,
+            "Dns": [str(x) for x in c.config.dns],
+            "DnsSearch": list(c.config.dns_search),
+            "DnsOptions": list(c.config.dns_options),
+        },
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": c.netns_owner or (c.id if sandbox_key else ""),
+            "SandboxKey": sandbox_key,
+            "Ports": ports_json,
+            "EndpointID": legacy.id if legacy else "",
+            "Gateway": str(legacy.gateway or "") if legacy else "",
+            "IPAddress": str(legacy.address.ip) if legacy else "",
+            "IPPrefixLen": legacy.address.network.prefixlen if legacy else 0,
+            "MacAddress": legacy.mac if legacy else "",
+            "Networks": _networks_json(c, endpoints, mode_network),
+        },
+    }
+
+
+def container_summary(
+    c: Container,
+    endpoints: list[tuple[Endpoint, Network]],
+    bindings: list[PortBinding],
+    mode_network: Network | None = None,
+) -> Json:
+    return {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": "",
+        "Command": " ".join(c.config.cmd),
+        "Created": _epoch(c.created),
+        "State": c.state.value,
+        "Status": status_text(c),
+        "Ports": [
+            {
+                "IP": b.host_ip_text,
+                "PrivatePort": b.container_port,
+                "PublicPort": b.host_port,
+                "Type": str(b.proto),
+            }
+            for b in (bindings if c.running else [])
+        ],
+        "HostConfig": {"NetworkMode": str(c.config.network_mode)},
+        "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network)},
+    }
+
+
+# -- networks ---------------------------------------------------------------
+
+
+def network_inspect(
+    n: Network, members: list[tuple[Container, Endpoint]], mode_members: tuple[Container, ...] = ()
+) -> Json:
+    ipam_config = []
+    if n.subnet is not None:
+        entry: Json = {"Subnet": str(n.subnet), "Gateway": str(n.gateway or "")}
+        if n.ip_range is not None:
+            entry["IPRange"] = str(n.ip_range)
+        if n.aux_addresses:
+            entry["AuxiliaryAddresses"] = {k: str(v) for k, v in n.aux_addresses}
+        ipam_config.append(entry)
+    return {
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": n.driver.value,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": ipam_config},
+        "Internal": n.internal,
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {
+            c.id: {
+                "Name": c.name,
+                "EndpointID": ep.id,
+                "MacAddress": ep.mac,
+                "IPv4Address": str(ep.address),
+                "IPv6Address": "",
+            }
+            for c, ep in members
+        }
+        | {
+            c.id: {
+                "Name": c.name,
+                "EndpointID": mode_endpoint_id(c, n),
+                "MacAddress": "",
+                "IPv4Address": "",
+                "IPv6Address": "",
+            }
+            for c in mode_members
+        },
+        "Options": dict(n.options),
+        "Labels": dict(n.labels),
+    }

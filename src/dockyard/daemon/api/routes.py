@@ -1,0 +1,362 @@
+"""The daemon's HTTP API: Docker Engine paths where Docker has them.
+
+Parses requests, calls the engine, formats with api/docker.py. No logic.
+Errors travel as {"message": ..., "kind": ...} with the HTTP status of the
+error class; the client rebuilds the same exception from `kind`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from dockyard.daemon.api import docker
+from dockyard.daemon.api.cni import CniRoutes
+from dockyard.daemon.api.http import Request, Response
+from dockyard.engine import Engine
+from dockyard.engine.cni.attachments import Attachment, Attachments
+from dockyard.engine.networks.service import NetworkFilter
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
+from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.settings import parse_bip, parse_bridge_name
+
+API_VERSION = "1.41"
+MIN_API_VERSION = "1.24"
+# `docker version` shows Go's names for the architecture.
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+Route = tuple[str, re.Pattern[str], Callable[..., Response]]
+
+
+def _signal_number(text: str) -> int:
+    if not text:
+        return int(signal.SIGKILL)
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < signal.NSIG:
+            raise InvalidArgument(f"invalid signal: {text}")
+        return number
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal: {text}") from None
+
+
+class Api:
+    def __init__(self, engine: Engine, shutdown: Callable[[], None], info: dict[str, Any]) -> None:
+        self.e = engine
+        self.shutdown = shutdown
+        self.info_extra = info
+        self.routes: list[Route] = []
+        r = self._route
+        r("GET", r"/_ping", self.ping)
+        r("HEAD", r"/_ping", self.ping)
+        r("GET", r"/version", self.version)
+        r("GET", r"/info", self.info)
+        r("POST", r"/containers/create", self.create)
+        r("GET", r"/containers/json", self.ps)
+        r("GET", r"/containers/(?P<ref>[^/]+)/json", self.inspect)
+        r("POST", r"/containers/(?P<ref>[^/]+)/start", self.start)
+        r("POST", r"/containers/(?P<ref>[^/]+)/wait", self.wait)
+        r("POST", r"/containers/(?P<ref>[^/]+)/stop", self.stop)
+        r("POST", r"/containers/(?P<ref>[^/]+)/kill", self.kill)
+        r("GET", r"/containers/(?P<ref>[^/]+)/logs", self.logs)
+        r("DELETE", r"/containers/(?P<ref>[^/]+)", self.remove)
+        r("POST", r"/containers/(?P<ref>[^/]+)/exec", self.exec_create)
+        r("POST", r"/exec/(?P<ref>[^/]+)/start", self.exec_start)
+        r("GET", r"/networks", self.networks)
+        r("POST", r"/networks/create", self.network_create)
+        r("POST", r"/networks/prune", self.network_prune)
+        r("GET", r"/networks/(?P<ref>[^/]+)", self.network_inspect)
+        r("DELETE", r"/networks/(?P<ref>[^/]+)", self.network_remove)
+        r("POST", r"/networks/(?P<ref>[^/]+)/connect", self.network_connect)
+        r("POST", r"/networks/(?P<ref>[^/]+)/disconnect", self.network_disconnect)
+        r("POST", r"/system/gc", self.gc)
+        r("POST", r"/system/reset", self.reset)
+        r("POST", r"/dockyard/default-bridge", self.default_bridge)
+        r("POST", r"/dockyard/shutdown", self.stop_daemon)
+        r("POST", r"/dockyard/settle", self.settle)
+        # dockyard-cni's verbs (api/cni.py); attachments are among networks' users.
+        self.attachments = Attachments(engine)
+        engine.networks.name_owners(self.attachments.labels)
+        cni = CniRoutes(self.attachments)
+        r("POST", r"/dockyard/cni/add", cni.add)
+        r("POST", r"/dockyard/cni/del", cni.delete)
+        r("POST", r"/dockyard/cni/check", cni.check)
+        r("POST", r"/dockyard/cni/gc", cni.gc)
+        r("POST", r"/dockyard/cni/status", cni.status)
+        r("GET", r"/dockyard/cni/attachments", cni.listing)
+
+    def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
+        self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
+
+    def handle(self, req: Request) -> Response:
+        # Every command does the cheap part of reconciliation (throttled, in the engine).
+        self.e.on_request()
+        allowed = False
+        for method, pattern, fn in self.routes:
+            m = pattern.match(req.path)
+            if m:
+                allowed = True
+                if method == req.method:
+                    return fn(req, **m.groupdict())
+        if allowed:
+            raise InvalidArgument(f"method {req.method} not allowed on {req.path}")
+        raise NotFound(f"page not found: {req.path}")
+
+    @staticmethod
+    def error(e: BaseException) -> Response:
+        if isinstance(e, DockyardError):
+            return Response(e.http_status, {"message": e.message, "kind": e.kind})
+        if isinstance(e, json.JSONDecodeError):
+            return Response(400, {"message": f"invalid JSON in request: {e}", "kind": "InvalidArgument"})
+        import traceback
+
+        traceback.print_exc()
+        return Response(
+            500, {"message": f"internal error: {e!r} (see the daemon's log)", "kind": "DockyardError"}
+        )
+
+    # -- system ------------------------------------------------------------
+
+    def ping(self, req: Request) -> Response:
+        # Docker's headers: the docker CLI negotiates its API version from Api-Version.
+        headers = {"Api-Version": API_VERSION, "Ostype": "linux", "Cache-Control": "no-cache, no-store"}
+        return Response(200, b"OK", "text/plain; charset=utf-8", headers=headers)
+
+    def version(self, req: Request) -> Response:
+        from dockyard import __version__
+
+        machine = os.uname().machine
+        return Response(
+            200,
+            {
+                "Version": __version__,
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": GOARCH.get(machine, machine),
+                "KernelVersion": os.uname().release,
+            },
+        )
+
+    def info(self, req: Request) -> Response:
+        containers = self.e.store.containers()
+        return Response(
+            200,
+            {
+                "Containers": len(containers),
+                "ContainersRunning": sum(1 for c in containers if c.running),
+                "ContainersStopped": sum(1 for c in containers if not c.running),
+                "DockerRootDir": str(self.e.paths.root),
+                "Name": "dockyard",
+                **self.info_extra,
+            },
+        )
+
+    def gc(self, req: Request) -> Response:
+        from dockyard.engine.reconcile import system_gc
+
+        report = system_gc(self.e)
+        return Response(
+            200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
+        )
+
+    def reset(self, req: Request) -> Response:
+        from dockyard.engine.reconcile import Reconciler
+
+        removed = Reconciler(self.e).reset()
+        self.info_extra["reset"] = True
+        self.shutdown()
+        return Response(200, {"Removed": removed})
+
+    def settle(self, req: Request) -> Response:
+        self.e.settle()
+        return Response(204)
+
+    def default_bridge(self, req: Request) -> Response:
+        body = req.json()
+        bridge = parse_bridge_name(str(body.get("bridge") or self.e.settings.bridge))
+        bip = parse_bip(str(body["bip"])) if body.get("bip") else None
+        n = self.e.configure_default_bridge(bridge, bip)
+        return Response(200, {"Bridge": n.bridge, "Subnet": str(n.subnet), "Gateway": str(n.gateway)})
+
+    def stop_daemon(self, req: Request) -> Response:
+        self.shutdown()
+        return Response(204)
+
+    # -- containers ----------------------------------------------------------
+
+    def _mode_network(self, c: Container) -> Network | None:
+        """The host or none network of a container in that mode (Docker lists it there)."""
+        name = {ModeKind.HOST: "host", ModeKind.NONE: "none"}.get(c.config.network_mode.kind)
+        return self.e.store.find_network(name) if name else None
+
+    def _mode_members(self, n: Network) -> tuple[Container, ...]:
+        kind = {DriverName.HOST: ModeKind.HOST, DriverName.NONE: ModeKind.NONE}.get(n.driver)
+        if kind is None:
+            return ()
+        return tuple(c for c in self.e.store.containers() if c.running and c.config.network_mode.kind is kind)
+
+    def _endpoints(self, c: Container) -> list[tuple[Endpoint, Network]]:
+        out = []
+        for ep in self.e.store.endpoints(container_id=c.id):
+            n = self.e.store.find_network(ep.network_id)
+            if n is not None:
+                out.append((ep, n))
+        return out
+
+    def create(self, req: Request) -> Response:
+        config, _aliases = docker.container_config(req.json())
+        name = req.query.get("name") or None
+        c, warnings = self.e.create(config, name)
+        return Response(201, {"Id": c.id, "Warnings": warnings})
+
+    def ps(self, req: Request) -> Response:
+        show_all = req.flag("all")
+        out = []
+        for c in self.e.store.containers():
+            if not show_all and not c.running:
+                continue
+            bindings = [b for _, b in self.e.store.ports(c.id)]
+            out.append(docker.container_summary(c, self._endpoints(c), bindings, self._mode_network(c)))
+        return Response(200, out)
+
+    def inspect(self, req: Request, ref: str) -> Response:
+        c = self.e.get(ref)
+        bindings = [b for _, b in self.e.store.ports(c.id)]
+        sandbox_key = ""
+        view = None
+        if c.running and c.config.network_mode.kind is not ModeKind.HOST:
+            owner = c.netns_owner or c.id
+            if c.netns_owner:
+                target = self.e.store.find_container(c.netns_owner)
+                view = self._endpoints(target) if target else []
+                if target is None or target.config.network_mode.kind is ModeKind.HOST:
+                    owner = ""
+            sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
+        log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
+        return Response(
+            200,
+            docker.container_inspect(
+                c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
+            ),
+        )
+
+    def start(self, req: Request, ref: str) -> Response:
+        fds = req.take_fds()
+        try:
+            self.e.start(ref, fds or None)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return Response(204)
+
+    def wait(self, req: Request, ref: str) -> Response:
+        c = self.e.get(ref)
+        condition = req.query.get("condition", "not-running")
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid wait condition {condition!r}")
+        return Response(200, deferred=lambda: {"StatusCode": self.e.wait(c.id, condition), "Error": None})
+
+    def stop(self, req: Request, ref: str) -> Response:
+        t = req.query.get("t")
+        timeout = None
+        if t not in (None, ""):
+            try:
+                timeout = int(t)
+            except ValueError:
+                raise InvalidArgument(f"invalid stop timeout {t!r}: give whole seconds") from None
+        c = self.e.get(ref)
+        if not c.running:
+            return Response(304)
+        self.e.stop(c.id, timeout)
+        return Response(204)
+
+    def kill(self, req: Request, ref: str) -> Response:
+        self.e.kill(ref, _signal_number(req.query.get("signal", "")))
+        return Response(204)
+
+    def logs(self, req: Request, ref: str) -> Response:
+        c = self.e.get(ref)
+        path = self.e.paths.container_log(c.id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        return Response(200, data, "application/octet-stream")
+
+    def remove(self, req: Request, ref: str) -> Response:
+        self.e.remove(ref, force=req.flag("force"))
+        return Response(204)
+
+    def exec_create(self, req: Request, ref: str) -> Response:
+        body = req.json()
+        cmd = body.get("Cmd") or []
+        inst = self.e.exec_create(
+            ref, tuple(str(x) for x in cmd), tuple(body.get("Env") or ()), str(body.get("WorkingDir") or "")
+        )
+        return Response(201, {"Id": inst.id})
+
+    def exec_start(self, req: Request, ref: str) -> Response:
+        fds = req.take_fds()
+        try:
+            self.e.exec_start(ref, fds or None)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return Response(200, deferred=lambda: {"ExitCode": self.e.exec_wait(ref)})
+
+    # -- networks ------------------------------------------------------------
+
+    def _members(self, n: Network) -> list[tuple[Container | Attachment, Endpoint]]:
+        """A network's users: its running containers, then its CNI attachments."""
+        out: list[tuple[Container | Attachment, Endpoint]] = []
+        for ep in self.e.store.endpoints(network_id=n.id):
+            c = self.e.store.find_container(ep.container_id)
+            if c is not None and c.running:
+                out.append((c, ep))
+        out += self.attachments.members(n)
+        return out
+
+    def networks(self, req: Request) -> Response:
+        wanted = NetworkFilter.parse(req.query.get("filters"))
+        networks = self.e.networks.list(wanted)
+        return Response(
+            200, [docker.network_inspect(n, self._members(n), self._mode_members(n)) for n in networks]
+        )
+
+    def network_inspect(self, req: Request, ref: str) -> Response:
+        n = self.e.networks.get(ref)
+        return Response(200, docker.network_inspect(n, self._members(n), self._mode_members(n)))
+
+    def network_create(self, req: Request) -> Response:
+        spec = docker.network_spec(req.json())
+        n = self.e.network_create(spec)
+        return Response(201, {"Id": n.id, "Warning": ""})
+
+    def network_remove(self, req: Request, ref: str) -> Response:
+        self.e.network_remove(ref)
+        return Response(204)
+
+    def network_prune(self, req: Request) -> Response:
+        return Response(200, {"NetworksDeleted": self.e.network_prune()})
+
+    def network_connect(self, req: Request, ref: str) -> Response:
+        body = req.json()
+        endpoint = body.get("EndpointConfig") or {}
+        ip = docker.requested_ip(endpoint)
+        aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
+        self.e.connect(ref, str(body.get("Container") or ""), ip, aliases)
+        return Response(200)
+
+    def network_disconnect(self, req: Request, ref: str) -> Response:
+        body = req.json()
+        self.e.disconnect(ref, str(body.get("Container") or ""), bool(body.get("Force")))
+        return Response(200)

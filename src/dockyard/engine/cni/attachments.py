@@ -1,0 +1,355 @@
+"""CNI attachments: the daemon's side of dockyard-cni's ADD, DEL and GC.
+
+An attachment is what the CNI spec keys state by: (network name,
+CNI_CONTAINERID, CNI_IFNAME). Here it is one endpoint on a dockyard network,
+recorded under an owner key (`owner_key`: "cni-" and 60 hex digits of a hash
+of that triple) in the columns where containers record theirs, plus one row
+of the `attachments` table that keeps the readable triple and the netns.
+
+This module owns:
+- the attachment lifecycle: ADD records then plugs (undone whole on
+  failure), DEL releases (idempotent; the veth goes through the reaper),
+  GC releases what the runtime no longer lists;
+- what the rest of the daemon asks of attachments: their nftables elements
+  (reconcile.py keeps them through a gc), the ADDs a crash cut short
+  (`recover`), and their names among a network's users (`members`, `labels`).
+
+The network a config names is attachment_networks.py's; CHECK and STATUS
+are attachment_checks.py's. Address and host-port choice and all kernel
+changes are endpoints.py's, the bridge driver's and kernel/'s; the CNI wire
+format (env, JSON, result versions) is cni.py's and api/cni.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dockyard.engine.cni.networks import (
+    CNI_LABEL,
+    CODE_INVALID_CONFIG,
+    CODE_INVALID_ENV,
+    DEFAULT_ROUTE,
+    CniError,
+    ConfigNetworks,
+    NetConf,
+    ResolvedRoute,
+    routes_of,
+)
+from dockyard.engine.steps import Undo, step
+from dockyard.errors import DockyardError, InvalidArgument, KernelError
+from dockyard.kernel import netlink, reads
+from dockyard.kernel import netns as nsmod
+from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
+from dockyard.policy import rules
+
+if TYPE_CHECKING:
+    from dockyard.engine import Engine
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    net: NetConf
+    container_id: str
+    ifname: str
+    netns: str
+    ip: ipaddress.IPv4Address | None = None
+    mac: str | None = None
+    ports: tuple[PortRequest, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What ADD made, for the result."""
+
+    network: Network
+    endpoint: Endpoint
+    netns: str
+    routes: tuple[ResolvedRoute, ...]
+    bridge_mac: str
+    host_mac: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    owner: str
+    network_id: str
+    network: str
+    container_id: str
+    ifname: str
+    netns: str
+    state: str
+
+    @classmethod
+    def from_row(cls, row: tuple[str, ...]) -> Attachment:
+        return cls(*row[:7])
+
+    @property
+    def label(self) -> str:
+        return f"cni:{self.container_id[:12]}/{self.ifname}"
+
+    # As a member of a network (network inspect), next to containers: an id and a name.
+    @property
+    def id(self) -> str:
+        return self.owner
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+
+def owner_key(network: str, container_id: str, ifname: str) -> str:
+    """The owner of an attachment's records: stable, fixed length, like a container id."""
+    digest = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()
+    return "cni-" + digest[:60]
+
+
+def is_attachment_owner(owner: str) -> bool:
+    return owner.startswith("cni-")
+
+
+class Attachments:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.networks = ConfigNetworks(engine)
+
+    # -- lookups ---------------------------------------------------------
+
+    def find(self, owner: str) -> Attachment | None:
+        row = self.e.store.find_attachment(owner)
+        return Attachment.from_row(row) if row else None
+
+    def all(self, network: str | None = None) -> list[Attachment]:
+        return [Attachment.from_row(r) for r in self.e.store.attachments(network)]
+
+    def labels(self) -> dict[str, str]:
+        """Owner key -> readable label, for listings of a network's users."""
+        return {a.owner: a.label for a in self.all()}
+
+    def members(self, network: Network) -> list[tuple[Attachment, Endpoint]]:
+        """The attachments on a network with their endpoints (network inspect)."""
+        found = {a.owner: a for a in self.all(network.name)}
+        return [
+            (found[ep.container_id], ep)
+            for ep in self.e.store.endpoints(network_id=network.id)
+            if ep.container_id in found
+        ]
+
+    # -- ADD -------------------------------------------------------------
+
+    def _check_netns(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} does not exist")
+        if not reads.is_network_namespace(path):
+            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        if nsmod.same_netns(path, "/proc/self/ns/net"):
+            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} is the host's own network namespace")
+
+    def _ifname_taken(self, req: AttachRequest) -> bool:
+        try:
+            return req.ifname in netlink.sandbox_links(Path(req.netns))
+        except (OSError, DockyardError):
+            return False
+
+    def add(self, req: AttachRequest) -> Attached:
+        e = self.e
+        self._check_netns(req.netns)
+        owner = owner_key(req.net.name, req.container_id, req.ifname)
+        with e.lock:
+            if self.find(owner) is not None:
+                raise CniError(
+                    CODE_INVALID_ENV,
+                    f"container {req.container_id} already has interface {req.ifname} on network "
+                    f"{req.net.name}: DEL it before adding it again",
+                )
+            if e.store.endpoints(container_id=owner, state="releasing"):
+                e.settle()
+            created = e.store.find_network(req.net.name) is None
+            network = self.networks.network_for(req.net)
+            try:
+                return self._add_to(network, req, owner)
+            except BaseException:
+                if created:  # a failed first ADD leaves no network behind either
+                    self.networks.remove_unused(network)
+                raise
+
+    def _add_to(self, network: Network, req: AttachRequest, owner: str) -> Attached:
+        e = self.e
+        try:
+            e.endpoints.check_request(network, req.ip, bool(req.ports))
+        except InvalidArgument as err:
+            raise CniError(CODE_INVALID_CONFIG, str(err)) from None
+        routes = routes_of(req.net, network)
+        self.networks.check_capacity(network, req.ip)
+        try:
+            endpoint = self._add(req, owner, network, routes)
+        except KernelError:
+            # Looked at only on failure: the fast path pays no netlink socket in the netns.
+            if not self._ifname_taken(req):
+                raise
+            if not self.networks.releasing():
+                raise CniError(
+                    CODE_INVALID_ENV,
+                    f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}",
+                ) from None
+            e.settle()  # the interface of a recent DEL may still be on its way out
+            if self._ifname_taken(req):
+                raise CniError(
+                    CODE_INVALID_ENV,
+                    f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}",
+                ) from None
+            endpoint = self._add(req, owner, network, routes)
+        return self._attached(req, network, endpoint, routes)
+
+    def _add(
+        self,
+        req: AttachRequest,
+        owner: str,
+        network: Network,
+        routes: list[ResolvedRoute],
+    ) -> Endpoint:
+        """Record, then plug; on any failure undo all of it."""
+        e = self.e
+        undo = Undo()
+        # The driver makes the default route via the gateway; any other route is added here.
+        default_route = (DEFAULT_ROUTE, network.gateway) in routes
+        extra = [r for r in routes if r != (DEFAULT_ROUTE, network.gateway)]
+        step("cni.add.begin")
+        try:
+            with e.store.transaction():
+                e.store.add_attachment(
+                    owner, network.id, network.name, req.container_id, req.ifname, req.netns
+                )
+                endpoint, _ = e.endpoints.record(owner, network, req.ifname, req.ip)
+                if req.mac:
+                    e.store.set_endpoint_mac(endpoint.id, req.mac)
+                    endpoint = replace(endpoint, mac=req.mac)
+                # The runtime names every host port, and reserves it itself (Podman binds it
+                # after the ADD), as with the portmap plugin: no check that the port is free
+                # on the host; the ports table still keeps two owners off one port.
+                bindings = tuple(
+                    PortBinding(r.container_port, r.proto, r.host_port, r.host_ip) for r in req.ports
+                )
+                e.store.add_ports(owner, endpoint.id, bindings)
+            undo.push(lambda: self._forget(owner))
+            step("cni.add.recorded")
+            e.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, default_route)
+            e.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
+            # Both go with the veth pair, which the undo of plug deletes.
+            if extra:
+                netlink.add_sandbox_routes(Path(req.netns), req.ifname, list(extra))
+            if not req.net.hairpin:
+                e.k.netlink.set_hairpin(endpoint.host_ifname, False)
+            step("cni.add.plugged")
+            e.store.set_attachment_state(owner, "ready")
+        except BaseException:
+            undo.run()
+            raise
+        step("cni.add.done")
+        return endpoint
+
+    @staticmethod
+    def _attached(
+        req: AttachRequest,
+        network: Network,
+        endpoint: Endpoint,
+        routes: list[ResolvedRoute],
+    ) -> Attached:
+        return Attached(
+            network=network,
+            endpoint=endpoint,
+            netns=req.netns,
+            routes=tuple(routes),
+            bridge_mac=reads.link_mac(network.bridge),
+            host_mac=reads.link_mac(endpoint.host_ifname),
+        )
+
+    def _forget(self, owner: str) -> None:
+        with self.e.store.transaction():
+            self.e.endpoints.drop_records(owner)
+            self.e.store.delete_attachment(owner)
+
+    # -- DEL and GC ----------------------------------------------------------
+
+    def _release(self, owner: str) -> None:
+        """Unpublish now, the veth through the reaper; then the row goes. Idempotent."""
+        self.e.endpoints.release(owner)
+        self.e.store.delete_attachment(owner)
+
+    def delete(self, network: str, container_id: str, ifname: str) -> None:
+        with self.e.lock:
+            step("cni.del.begin")
+            self._release(owner_key(network, container_id, ifname))
+            step("cni.del.done")
+
+    def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
+        """Release every attachment of the network that the runtime does not list."""
+        removed = []
+        with self.e.lock:
+            step("cni.gc.begin")
+            keep = {owner_key(network, cid, ifname) for cid, ifname in valid}
+            for a in self.all(network):
+                if a.owner not in keep:
+                    self._release(a.owner)
+                    removed.append(a.label)
+            known = self.e.store.find_network(network)
+            if known is not None:
+                for ep in self.e.store.endpoints(network_id=known.id):
+                    owner = ep.container_id
+                    if is_attachment_owner(owner) and owner not in keep and self.find(owner) is None:
+                        self.e.endpoints.release(owner)
+                        removed.append(f"endpoint {ep.host_ifname} without attachment")
+            step("cni.gc.done")
+        return removed
+
+    # -- for the reconciler (reconcile.py) -------------------------------------
+
+    def recover(self) -> list[str]:
+        """Undo the ADDs a crash cut short, finish the DELs; make the bridges of CNI networks again.
+
+        Called by every gc (the daemon's start-up one too), under the engine's
+        lock. A DEL (or GC) marks the endpoint releasing before the row goes:
+        a ready row without an active endpoint is one cut short (the released
+        endpoint itself is the reconciler's, retry_releasing). CNI networks:
+        those an ADD made, and those with attachments.
+        """
+        e = self.e
+        done: list[str] = []
+        networks = {n.id for n in e.store.networks() if CNI_LABEL in n.labels}
+        for a in self.all():
+            if a.state != "ready":
+                self._release(a.owner)
+                done.append(f"{a.label}: undid an ADD cut short")
+            elif not e.store.endpoints(container_id=a.owner):
+                e.store.delete_attachment(a.owner)
+                done.append(f"{a.label}: finished a DEL cut short")
+            else:
+                networks.add(a.network_id)
+        for network_id in sorted(networks):
+            network = e.store.find_network(network_id)
+            if network is None or network.driver is not DriverName.BRIDGE:
+                continue
+            try:
+                e.drivers[network.driver].create_network(network)  # idempotent
+            except DockyardError as err:
+                done.append(f"network {network.name}: cannot restore for its CNI attachments: {err}")
+        return done
+
+    def desired_elements(self) -> rules.Elements:
+        """The nftables elements the ready attachments need: their ports, their isolation."""
+        e = self.e
+        el = rules.Elements()
+        for a in self.all():
+            if a.state != "ready":
+                continue
+            network = e.store.find_network(a.network_id)
+            if network is None:
+                continue
+            for ep in e.store.endpoints(container_id=a.owner):
+                el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(a.owner, ep.id)))
+                el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
+        return el

@@ -1,0 +1,173 @@
+"""CHECK and STATUS of dockyard-cni: comparing the kernel with what should be, changing nothing.
+
+- CHECK: the attachment's record, what prevResult says (`Expected`) and the
+  config's routes against the sandbox, the bridge and the nftables maps;
+  each difference is one readable phrase in a code 102 error; an unknown
+  attachment is code 3.
+- STATUS: whether an ADD of this config can work now (nftables usable, the
+  network creatable or compatible, its bridge there, an address left):
+  code 50 when not, 51 when existing attachments suffer too.
+
+The kernel is read through kernel/ (reads.py, the netlink and nft handles);
+the attachment lifecycle is attachments.py's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dockyard.engine.cni.attachments import Attachments, AttachRequest, owner_key
+from dockyard.engine.cni.networks import (
+    CODE_CHECK_FAILED,
+    CODE_LIMITED,
+    CODE_NOT_AVAILABLE,
+    CODE_UNKNOWN_CONTAINER,
+    CniError,
+    NetConf,
+    Route,
+    routes_of,
+)
+from dockyard.errors import Conflict, DockyardError
+from dockyard.kernel import reads
+from dockyard.model import Endpoint
+from dockyard.policy import ipam, rules
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What CHECK must find, from prevResult."""
+
+    address: ipaddress.IPv4Interface | None = None
+    mac: str | None = None
+    routes: tuple[Route, ...] = ()
+
+
+def sandbox_problems(netns: Path, ifname: str, ep: Endpoint, routes: list[Route]) -> list[str]:
+    """What is missing or different in the sandbox, as readable phrases.
+
+    ep carries what the interface must have (its MAC and address, prevResult's
+    where that gives them); routes are those the sandbox must hold.
+    """
+    if not os.path.exists(netns) or not reads.is_network_namespace(netns):
+        return [f"network namespace {netns} is gone"]
+    found = reads.sandbox_interface(netns, ifname)
+    if found is None:
+        return [f"interface {ifname} is missing from {netns}"]
+    problems = []
+    if not found.up:
+        problems.append(f"interface {ifname} is down")
+    if found.mac != ep.mac.lower():
+        problems.append(f"interface {ifname} has MAC {found.mac}, expected {ep.mac.lower()}")
+    if ep.address not in found.addresses:
+        problems.append(f"address {ep.address} is missing from {ifname}")
+    for dst, gw in routes:
+        if not any(d == dst and (gw is None or g == gw) for d, g in found.routes):
+            problems.append(f"route to {dst}" + (f" via {gw}" if gw else "") + " is missing")
+    return problems
+
+
+class AttachmentChecks:
+    def __init__(self, attachments: Attachments) -> None:
+        self.e = attachments.e
+        self.attachments = attachments
+        self.networks = attachments.networks
+
+    # -- CHECK -------------------------------------------------------------
+
+    def check(self, req: AttachRequest, expected: Expected) -> None:
+        e = self.e
+        owner = owner_key(req.net.name, req.container_id, req.ifname)
+        a = self.attachments.find(owner)
+        if a is None:
+            raise CniError(
+                CODE_UNKNOWN_CONTAINER,
+                f"container {req.container_id} has no interface {req.ifname} on network {req.net.name}",
+            )
+        eps = e.store.endpoints(container_id=owner)
+        network = e.store.find_network(a.network_id)
+        problems: list[str] = []
+        if a.state != "ready":
+            problems.append(f"the ADD of {req.ifname} did not finish")
+        if not eps or network is None:
+            raise CniError(
+                CODE_CHECK_FAILED, f"the endpoint of {a.label} is gone from {network or 'its network'}"
+            )
+        ep = eps[0]
+        if expected.address is not None and expected.address != ep.address:
+            problems.append(f"prevResult gives {expected.address}, but {ep.address} is recorded")
+        want = replace(ep, mac=expected.mac or ep.mac, address=expected.address or ep.address)
+        routes: list[Route] = list(expected.routes)
+        routes += [r for r in routes_of(req.net, network) if r not in routes]
+        problems += sandbox_problems(Path(req.netns), req.ifname, want, routes)
+        if not e.k.netlink.link_exists(network.bridge):
+            problems.append(f"bridge {network.bridge} is missing")
+        elif ep.host_ifname not in e.k.netlink.bridge_ports(network.bridge):
+            problems.append(f"host interface {ep.host_ifname} is missing from bridge {network.bridge}")
+        problems += self._port_problems(owner, ep)
+        if problems:
+            raise CniError(CODE_CHECK_FAILED, f"{a.label} on network {network.name}: " + "; ".join(problems))
+
+    def _port_problems(self, owner: str, ep: Endpoint) -> list[str]:
+        bindings = self.e.endpoints.bindings(owner, ep.id)
+        if not bindings:
+            return []
+        present = rules.parse_listed_elements(self.e.k.nft.list_table(rules.FAMILY, rules.TABLE) or [])
+        out = []
+        for b in bindings:
+            missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
+            if not missing.empty():
+                out.append(f"port mapping {b} is missing from nftables")
+        return out
+
+    # -- STATUS ------------------------------------------------------------
+
+    def status(self, net: NetConf) -> None:
+        """Raise CniError 50 (or 51 when attachments suffer) if an ADD cannot work now."""
+        e = self.e
+        network = e.store.find_network(net.name)
+        users = bool(network is not None and e.store.endpoint_count(network.id))
+        limited = CODE_LIMITED if users else CODE_NOT_AVAILABLE
+        try:
+            table = e.k.nft.list_table(rules.FAMILY, rules.TABLE)
+        except DockyardError as err:
+            raise CniError(limited, f"nftables is not usable: {err}") from None
+        if table is None:
+            raise CniError(limited, f"the nftables table {rules.FAMILY} {rules.TABLE} is missing")
+        if network is None:
+            self._creatable(net)
+            return
+        try:
+            self.networks.compatible(network, net)
+        except CniError as err:
+            raise CniError(CODE_NOT_AVAILABLE, str(err)) from None
+        if not e.k.netlink.link_exists(network.bridge):
+            raise CniError(limited, f"bridge {network.bridge} of network {network.name} is missing")
+        try:
+            self.networks.check_capacity(network, None)
+        except CniError as err:
+            raise CniError(CODE_NOT_AVAILABLE, str(err)) from None
+
+    def _creatable(self, net: NetConf) -> None:
+        """What networks.create, and then the bridge driver, would refuse, checked without making anything."""
+        e = self.e
+        try:
+            spec = self.networks.spec(net)
+            bridge = net.bridge or ""
+            for other in e.store.networks():
+                if bridge and other.bridge == bridge:
+                    raise Conflict(f"bridge {bridge} is already used by network {other.name}")
+            if bridge and e.k.netlink.link_exists(bridge):
+                if not e.k.netlink.is_bridge(bridge):
+                    raise Conflict(f"{bridge} exists on the host and is not a bridge")
+                if e.k.netlink.link_alias(bridge) != e.owner:
+                    raise Conflict(f"a bridge named {bridge} exists on the host and is not this root's")
+            taken = e.networks.taken_subnets(exclude_bridges=(bridge,) if bridge else ())
+            if spec.subnet is not None:
+                ipam.check_overlap(spec.subnet, taken)
+            else:
+                ipam.first_free_subnet(e.settings.default_address_pools, taken)
+        except DockyardError as err:
+            raise CniError(CODE_NOT_AVAILABLE, f"network {net.name} cannot be made: {err}") from None

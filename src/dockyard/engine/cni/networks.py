@@ -1,0 +1,203 @@
+"""The dockyard network a CNI config names, and the CNI error codes of the daemon's side.
+
+A config maps onto a dockyard network by its `name`: the network is used
+when it exists and agrees with the config where the config says anything,
+and made on the first ADD otherwise (as `dockyard network create` would,
+labelled dev.dockyard.cni=true). This module owns that mapping (`NetConf`,
+`ConfigNetworks`), the container's routes a config asks for (`routes_of`),
+and the "no address left" check; attachments.py and attachment_checks.py
+build the verbs on it. Network creation itself is networks.py's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dockyard.engine.networks.service import NetworkSpec
+from dockyard.errors import Conflict, DockyardError, InvalidArgument
+from dockyard.model import DriverName, Network
+from dockyard.policy import ipam
+
+if TYPE_CHECKING:
+    from dockyard.engine import Engine
+
+CNI_LABEL = ("dev.dockyard.cni", "true")
+DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
+
+# The spec's well-known codes, and dockyard-cni's own (100 and up, docs/cni.md).
+CODE_UNKNOWN_CONTAINER = 3
+CODE_INVALID_ENV = 4
+CODE_DECODE = 6
+CODE_INVALID_CONFIG = 7
+CODE_TRY_AGAIN = 11
+CODE_NOT_AVAILABLE = 50
+CODE_LIMITED = 51
+CODE_CONFLICT = 100
+CODE_KERNEL = 101
+CODE_CHECK_FAILED = 102
+
+Route = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]
+ResolvedRoute = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]
+
+
+class CniError(DockyardError):
+    """A failure with the CNI error code the plugin must report."""
+
+    http_status = 400
+    kind = "CniError"
+
+    def __init__(self, code: int, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class NetConf:
+    """The network part of a CNI config, parsed. None: the config does not say.
+
+    default_route, hairpin and routes are per attachment, not the network's:
+    the container's default route via the gateway (isDefaultGateway, else
+    isGateway), hairpin mode on its bridge port (hairpinMode), and ipam.routes
+    (a route without gw goes via the network's gateway).
+    """
+
+    name: str
+    bridge: str | None = None
+    subnet: ipaddress.IPv4Network | None = None
+    ip_range: ipaddress.IPv4Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    ip_masq: bool | None = None
+    mtu: int | None = None
+    default_route: bool = True
+    hairpin: bool = True
+    routes: tuple[Route, ...] = ()
+
+
+def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
+    """The container's routes: ipam.routes, then the default route unless they give one.
+
+    Checked against the network (a gw on the subnet, not the subnet's own
+    route) before anything changes.
+    """
+    gateway = network.gateway
+    out: list[ResolvedRoute] = []
+    for dst, gw in net.routes:
+        via = gw or gateway
+        if via is None:
+            raise CniError(
+                CODE_INVALID_CONFIG, f"route to {dst} has no gw, and network {network.name} no gateway"
+            )
+        if network.subnet is not None and via not in network.subnet:
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"route to {dst} via {via}: the gw must be on subnet {network.subnet} of network "
+                f"{network.name}",
+            )
+        if dst == network.subnet:
+            raise CniError(CODE_INVALID_CONFIG, f"route to {dst}: the interface's subnet is routed already")
+        if all(d != dst for d, _ in out):
+            out.append((dst, via))
+    if (
+        net.default_route
+        and gateway is not None
+        and not network.internal
+        and all(d != DEFAULT_ROUTE for d, _ in out)
+    ):
+        out.append((DEFAULT_ROUTE, gateway))
+    return out
+
+
+class ConfigNetworks:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+
+    def compatible(self, network: Network, net: NetConf) -> None:
+        """The existing network must be what the config says, where it says anything."""
+        if network.driver is not DriverName.BRIDGE:
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"network {network.name} uses the {network.driver} driver: it takes no endpoints",
+            )
+        wanted = (
+            ("bridge", net.bridge, network.bridge),
+            ("subnet", net.subnet, network.subnet),
+            ("ip range", net.ip_range, network.ip_range),
+            ("gateway", net.gateway, network.gateway),
+            ("ipMasq", net.ip_masq, network.masquerade),
+            ("mtu", net.mtu, network.mtu),
+        )
+        for what, asked, actual in wanted:
+            if asked is not None and asked != actual:
+                raise CniError(
+                    CODE_INVALID_CONFIG,
+                    f"network {network.name} exists in {self.e.paths.root} with {what} {actual}, but the "
+                    f"CNI config asks for {asked}: make them agree, or give the config another name",
+                )
+
+    @staticmethod
+    def spec(net: NetConf) -> NetworkSpec:
+        options = [("com.docker.network.bridge.enable_ip_masquerade", str(bool(net.ip_masq)).lower())]
+        if net.bridge:
+            options.append(("com.docker.network.bridge.name", net.bridge))
+        if net.mtu is not None:
+            options.append(("com.docker.network.driver.mtu", str(net.mtu)))
+        return NetworkSpec(
+            name=net.name,
+            subnet=net.subnet,
+            gateway=net.gateway,
+            ip_range=net.ip_range,
+            labels=(CNI_LABEL,),
+            options=tuple(options),
+        )
+
+    def network_for(self, net: NetConf) -> Network:
+        """The dockyard network of this config: checked when it exists, made when not."""
+        network = self.e.store.find_network(net.name)
+        if network is not None:
+            self.compatible(network, net)
+            return network
+        try:
+            network = self.e.networks.create(self.spec(net))
+        except (InvalidArgument, Conflict) as err:
+            raise CniError(CODE_INVALID_CONFIG, f"cannot make network {net.name}: {err}") from None
+        self.e.networks_changed()
+        return network
+
+    def remove_unused(self, network: Network) -> None:
+        """Remove a network this ADD made when the ADD failed; kept if anything uses it by now."""
+        if self.e.store.endpoint_count(network.id):
+            return
+        try:
+            self.e.networks.remove(network.id)
+        except DockyardError as err:
+            print(
+                f"dockyardd: cannot remove network {network.name} after a failed ADD: {err}", file=sys.stderr
+            )
+            return
+        self.e.networks_changed()
+
+    def releasing(self, network_id: str | None = None) -> bool:
+        """Whether endpoints (of this network) wait for the reaper."""
+        return any(
+            network_id is None or ep.network_id == network_id
+            for ep in self.e.store.endpoints(state="releasing")
+        )
+
+    def check_capacity(self, network: Network, requested: ipaddress.IPv4Address | None) -> None:
+        """CniError 11 when no address is left (after waiting for the reaper's pending work)."""
+        if requested is not None or network.subnet is None:
+            return
+        reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
+        capacity = ipam.AddressAllocator(network.subnet, reserved, network.ip_range).capacity
+        if self.e.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
+            self.e.settle()
+        if self.e.store.endpoint_count(network.id) >= capacity:
+            raise CniError(
+                CODE_TRY_AGAIN,
+                f"no free address in {network.ip_range or network.subnet} (network {network.name}): "
+                f"all {capacity} are in use; try again after a DEL, or give the network a larger subnet",
+            )

@@ -1,0 +1,1 @@
+"""The container use cases: create, start, exec, stop, kill, rm and exits."""

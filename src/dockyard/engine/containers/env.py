@@ -1,0 +1,89 @@
+"""What a container's process is given to see, mixed into the Engine.
+
+This module owns a container's environment (PATH, HOSTNAME, HOME and its
+-e values, for its command and its execs) and the network files bound over
+its /etc: hosts, hostname and resolv.conf (shared with the target in
+container: mode), with the resolver a container names on its networks, and
+resolv.conf rewritten after connect or disconnect.
+
+Writing the files' text is sandbox.py's; when they are written is the
+callers': container_run.py, network_attach.py and the exec verbs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from dockyard.engine import sandbox
+from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NETWORK_FILES = (("/etc/hosts", "hosts"), ("/etc/hostname", "hostname"), ("/etc/resolv.conf", "resolv.conf"))
+
+
+class ContainerEnv:
+    """A container's environment and network files; uses the Engine's paths,
+    store and settings."""
+
+    def _network_files(
+        self, c: Container, hostname: str, endpoint: Endpoint | None, target: Container | None
+    ) -> dict[str, Path]:
+        if c.config.network_mode.kind is ModeKind.HOST:
+            return {}
+        if target is not None:
+            # container: mode shares the target's files, as Docker does.
+            directory = self.paths.container_dir(target.id)
+            found = {t: directory / f for t, f in NETWORK_FILES}
+            if all(p.exists() for p in found.values()):
+                return found
+        address = endpoint.address.ip if endpoint else None
+        network = self.store.find_network(endpoint.network_id) if endpoint else None
+        resolv = self._resolv_conf(c, [network] if network is not None else [])
+        extra = [c.name] if address is not None else []
+        return sandbox.write_network_files(self.paths.container_dir(c.id), hostname, address, extra, resolv)
+
+    def _resolv_conf(self, c: Container, networks: list[Network]) -> str:
+        """resolv.conf for a container on these networks (in the order it joined them).
+
+        On a user network: dockyard's resolver on the gateway of the first one,
+        which answers for every network of the container; --dns there names the
+        servers it forwards to. Otherwise (the default bridge, none): the
+        host's resolvers, or --dns, or daemon.json's dns, written in.
+        """
+        cfg = c.config
+        for network in networks:
+            if network.driver is DriverName.BRIDGE and network.name != "bridge" and network.gateway:
+                return sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
+        return sandbox.resolv_conf(
+            sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
+        )
+
+    def _refresh_resolv_conf(self, c: Container) -> None:
+        """After connect or disconnect: name a resolver the container still reaches.
+
+        As Docker, which rewrites it when a container first joins a network
+        with DNS by name; here also when the network it named is left. The
+        file is rewritten in place: it is bind-mounted into the container
+        (and into those sharing its namespace, container: mode).
+        """
+        path = self.paths.container_dir(c.id) / "resolv.conf"
+        if not path.exists():
+            return
+        networks = [
+            n
+            for ep in self.store.endpoints(container_id=c.id)
+            if (n := self.store.find_network(ep.network_id)) is not None
+        ]
+        text = self._resolv_conf(c, networks)
+        with contextlib.suppress(OSError):  # the container may be going away meanwhile
+            if path.read_text() != text:
+                path.write_text(text)
+
+    def environment(self, c: Container, hostname: str) -> list[str]:
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+        for item in c.config.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return [f"{k}={v}" for k, v in env.items()]

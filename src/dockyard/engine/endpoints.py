@@ -1,0 +1,267 @@
+"""Endpoints: one owner (a container, or later a CNI attachment) on one network.
+
+Three phases, each usable on its own by containers, `network connect` and
+the CNI plugin:
+
+- record: choose the address (next-fit IPAM) and the host ports, and store
+  them in one transaction, before any kernel work: the intent. UNIQUE
+  constraints make a double booking impossible even under races.
+- plug: the driver's join (veth, address, route) and publish (map
+  elements, host-port holds), each pushing its undo.
+- release: what would misroute traffic or keep a port goes at once (map
+  elements, holds); deleting the veth, which costs an RCU grace period
+  (15-40 ms here), is left to a reaper thread, and the address lease is
+  dropped only once the link is gone, so an address is never given twice.
+  Likewise a port's record goes only once its elements and hold are gone,
+  so that a release that failed half-way can be retried from the records
+  (`retry_releasing`, which every command runs through the engine's check).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import queue
+import secrets
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from dockyard.drivers import Driver
+from dockyard.engine.steps import Undo, step
+from dockyard.errors import Conflict, DockyardError, InvalidArgument
+from dockyard.kernel import Kernel
+from dockyard.kernel.holds import HoldRefused
+from dockyard.kernel.netlink import mac_for
+from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
+from dockyard.policy import ipam, ports
+from dockyard.store import Store
+
+# A Linux bridge holds at most 1024 ports (BR_MAX_PORTS).
+BRIDGE_MAX_PORTS = 1024
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class Endpoints:
+    def __init__(self, store: Store, kernel: Kernel, drivers: dict[DriverName, Driver]) -> None:
+        self.store = store
+        self.k = kernel
+        self.drivers = drivers
+        self._reap_queue: queue.Queue[tuple[Network, Endpoint] | None] = queue.Queue()
+        # Endpoints handed to the reaper and not done yet: a retry leaves them to it.
+        self._queued: set[str] = set()
+        self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
+        self._reaper.start()
+
+    # -- record ------------------------------------------------------------
+
+    def check_request(
+        self, network: Network, requested_ip: ipaddress.IPv4Address | None, publishing: bool
+    ) -> None:
+        """Checks that need no lock: the address fits, the network takes ports."""
+        if network.driver is not DriverName.BRIDGE:
+            raise InvalidArgument(f"network {network.name} takes no endpoints")
+        if requested_ip is not None:
+            assert network.subnet is not None
+            ipam.check_in_subnet(requested_ip, network.subnet, "--ip")
+            if requested_ip == network.gateway:
+                raise Conflict(f"address {requested_ip} is the gateway of network {network.name}")
+        if publishing and network.internal:
+            raise InvalidArgument(f"network {network.name} is internal: ports cannot be published")
+
+    def record(
+        self,
+        owner: str,
+        network: Network,
+        ifname: str,
+        requested_ip: ipaddress.IPv4Address | None = None,
+        port_requests: tuple[PortRequest, ...] = (),
+        aliases: tuple[str, ...] = (),
+    ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
+        """Choose address and host ports and store them: the intent."""
+        assert network.subnet is not None
+        reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
+        allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
+        with self.store.transaction():
+            if self.store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS - 1:
+                raise Conflict(
+                    f"network {network.name} is full: a Linux bridge holds at most {BRIDGE_MAX_PORTS} ports"
+                )
+
+            def used(a: ipaddress.IPv4Address) -> bool:
+                return self.store.address_used(network.id, a)
+
+            if requested_ip is not None:
+                address = allocator.check_requested(requested_ip, used)
+            else:
+                address = allocator.allocate(used, self.store.ip_cursor(network.id))
+                self.store.set_ip_cursor(network.id, address)
+            eid = new_id()
+            endpoint = Endpoint(
+                id=eid,
+                container_id=owner,
+                network_id=network.id,
+                ifname=ifname,
+                address=ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}"),
+                gateway=network.gateway,
+                mac=mac_for(address),
+                host_ifname="veth" + eid[:7],
+                aliases=aliases,
+            )
+            self.store.add_endpoint(endpoint)
+            try:
+                bindings = self._choose_ports(network, port_requests, eid)
+                self.store.add_ports(owner, endpoint.id, bindings)
+            except BaseException:
+                if port_requests:
+                    self.k.holds.unreserve(eid)
+                raise
+        step("endpoint.recorded")
+        return endpoint, bindings
+
+    def _choose_ports(
+        self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str
+    ) -> tuple[PortBinding, ...]:
+        """Host ports for the requests; those found free stay reserved for the
+        endpoint's hold at publish (kernel/holds.py), which binds no port twice."""
+        if not requests:
+            return ()
+        taken: dict[ports.Key, list[ipaddress.IPv4Address | None]] = {}
+        for _, b in self.store.ports():
+            taken.setdefault((b.host_port, b.proto), []).append(b.host_ip)
+        if network.host_binding is not None:
+            # com.docker.network.bridge.host_binding_ipv4: the default host address.
+            requests = tuple(
+                r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
+            )
+        reserve = functools.partial(self.k.holds.reserve, endpoint_id)
+        chooser = ports.HostPortChooser(taken, reserve, self.k.holds.local_port_range())
+        return chooser.choose(requests)
+
+    def drop_records(self, owner: str, only_ifname: str | None = None) -> None:
+        """Forget endpoints that never reached the kernel (a failed or cut-short start)."""
+        with self.store.transaction():
+            for ep in self.store.endpoints(container_id=owner):
+                if only_ifname is None or ep.ifname == only_ifname:
+                    self.store.delete_endpoint(ep.id)
+                    self.store.delete_ports(owner, ep.id)
+                    self.k.holds.unreserve(ep.id)
+
+    def drop_records_active(self, owner: str) -> None:
+        """Forget endpoints not yet handed to the reaper (those never reached the kernel).
+
+        The ports of an endpoint being released stay: they name the elements
+        and hold a failed release must still remove."""
+        with self.store.transaction():
+            for ep in self.store.endpoints(container_id=owner):
+                self.store.delete_endpoint(ep.id)
+                self.store.delete_ports(owner, ep.id)
+
+    # -- plug --------------------------------------------------------------
+
+    def plug(
+        self,
+        network: Network,
+        endpoint: Endpoint,
+        bindings: tuple[PortBinding, ...],
+        sandbox: Path,
+        undo: Undo,
+        default_route: bool = True,
+    ) -> None:
+        driver = self.drivers[network.driver]
+        step("endpoint.join")
+        undo.push(lambda: driver.leave(network, endpoint))
+        driver.join(network, endpoint, sandbox, default_route)
+        step("endpoint.publish")
+        undo.push(lambda: driver.unpublish(endpoint, bindings))
+        try:
+            driver.publish(network, endpoint, bindings)
+        except HoldRefused as e:
+            # A host process took the port after it was chosen.
+            b = e.binding
+            raise ports.refused(b.host_ip, b.host_port, b.proto, e.status) from None
+        finally:
+            self.k.holds.unreserve(endpoint.id)
+        step("endpoint.plugged")
+
+    # -- release -----------------------------------------------------------
+
+    def release(self, owner: str, only: Endpoint | None = None) -> None:
+        """Unpublish at once, queue the veth for the reaper; idempotent."""
+        with self.store.transaction():
+            eps = [only] if only is not None else self.store.endpoints(container_id=owner)
+            all_bindings = self.store.ports(owner)
+            for ep in eps:
+                self.store.set_endpoint_state(ep.id, "releasing")
+        step("endpoint.release")
+        for ep in eps:
+            network = self.store.find_network(ep.network_id)
+            if network is None:
+                self.store.delete_ports(owner, ep.id)
+                self.store.delete_endpoint(ep.id)
+                continue
+            bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
+            self.drivers[network.driver].unpublish(ep, bindings)
+            self.store.delete_ports(owner, ep.id)
+            self._queued.add(ep.id)
+            self._reap_queue.put((network, ep))
+
+    def retry_releasing(self) -> list[tuple[Endpoint, DockyardError | None]]:
+        """Finish the release of endpoints left 'releasing' that the reaper does
+        not hold (a release that failed, or a crash): their published ports,
+        then the veth, then the records. (endpoint, None) for each one done,
+        (endpoint, error) for each one that must wait for a later try."""
+        out: list[tuple[Endpoint, DockyardError | None]] = []
+        for ep in self.store.endpoints(state="releasing"):
+            if ep.id in self._queued:
+                continue
+            network = self.store.find_network(ep.network_id)
+            if network is not None:
+                driver = self.drivers[network.driver]
+                try:
+                    driver.unpublish(ep, self.bindings(ep.container_id, ep.id))
+                    driver.leave(network, ep)
+                except DockyardError as err:
+                    out.append((ep, err))
+                    continue
+            with self.store.transaction():
+                self.store.delete_ports(ep.container_id, ep.id)
+                self.store.delete_endpoint(ep.id)
+            out.append((ep, None))
+        return out
+
+    def bindings(self, owner: str, endpoint_id: str | None = None) -> tuple[PortBinding, ...]:
+        return tuple(b for eid, b in self.store.ports(owner) if endpoint_id is None or eid == endpoint_id)
+
+    def _reap_loop(self) -> None:
+        while True:
+            item = self._reap_queue.get()
+            try:
+                if item is None:
+                    return
+                network, ep = item
+                try:
+                    self.drivers[network.driver].leave(network, ep)
+                except DockyardError as e:
+                    # Left for a retry from the 'releasing' record (retry_releasing).
+                    print(f"dockyardd: cannot remove {ep.host_ifname} yet: {e}", file=sys.stderr, flush=True)
+                    continue
+                step("endpoint.reaped")
+                self.store.delete_endpoint(ep.id)
+            finally:
+                if item is not None:
+                    self._queued.discard(item[1].id)
+                self._reap_queue.task_done()
+
+    def settle(self) -> None:
+        """Wait until every queued veth removal is done."""
+        self._reap_queue.join()
+
+    def close(self) -> None:
+        self.settle()
+        self._reap_queue.put(None)
+        self._reaper.join(timeout=5)

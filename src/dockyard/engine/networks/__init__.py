@@ -1,0 +1,1 @@
+"""The network use cases: create, rm, prune, connect and disconnect."""

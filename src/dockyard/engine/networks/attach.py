@@ -1,0 +1,87 @@
+"""Connect and disconnect a running container, mixed into the Engine.
+
+This module owns the checks of a connect (a bridge-mode container, running,
+not yet on that network, not a pre-defined network), the next free ethN,
+the endpoint recorded and plugged under an intent (undone whole on
+failure), the release of disconnect, and the container's resolv.conf
+refreshed after either.
+
+Addresses and plugging are endpoints.py's; resolv.conf's text is
+container_env.py's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dockyard.engine.steps import Undo, step
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.model import Endpoint, ModeKind
+
+
+class NetworkAttach:
+    """connect, disconnect; uses the Engine's store, lock, endpoints,
+    sandboxes, intents and ensure_dns, and container_env's resolv.conf."""
+
+    # -- network connect / disconnect ---------------------------------------------
+
+    def connect(
+        self,
+        network_ref: str,
+        container_ref: str,
+        ip: ipaddress.IPv4Address | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> Endpoint:
+        """Plug a running container into one more network: a new ethN appears."""
+        network = self.store.get_network(network_ref)
+        self.ensure_dns()
+        with self.lock:
+            c = self.store.get_container(container_ref)
+            kind = c.config.network_mode.kind
+            if kind in (ModeKind.HOST, ModeKind.NONE, ModeKind.CONTAINER):
+                raise InvalidArgument(
+                    f"container {c.name} uses the {c.config.network_mode} network mode and cannot be "
+                    "connected to other networks"
+                )
+            if network.builtin:
+                raise InvalidArgument(
+                    f"containers cannot be connected to the pre-defined network {network.name}"
+                )
+            if not c.running:
+                raise Conflict(f"container {c.name} is not running; start it before connecting it")
+            self.endpoints.check_request(network, ip, False)
+            current = self.store.endpoints(container_id=c.id)
+            if any(ep.network_id == network.id for ep in current):
+                raise Conflict(f"container {c.name} is already connected to network {network.name}")
+            used = {ep.ifname for ep in self.store.endpoints(container_id=c.id, state=None)}
+            ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+            undo = Undo()
+            with self.intent("connect", f"{c.id}/{ifname}"):
+                try:
+                    undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
+                    endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
+                    has_route = any(
+                        (n := self.store.find_network(ep.network_id)) is not None and not n.internal
+                        for ep in current
+                    )
+                    self.endpoints.plug(network, endpoint, (), self.sandboxes.pin(c.id), undo, not has_route)
+                except BaseException:
+                    undo.run()
+                    raise
+                step("connect.done")
+            self._refresh_resolv_conf(c)
+        return endpoint
+
+    def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
+        network = self.store.get_network(network_ref)
+        with self.lock:
+            c = self.store.get_container(container_ref)
+            found = [ep for ep in self.store.endpoints(container_id=c.id) if ep.network_id == network.id]
+            if not found:
+                if force:
+                    return
+                raise NotFound(f"container {c.name} is not connected to network {network.name}")
+            step("disconnect.begin")
+            self.endpoints.release(c.id, only=found[0])
+            self._refresh_resolv_conf(c)
+            step("disconnect.done")

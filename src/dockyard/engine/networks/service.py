@@ -1,0 +1,407 @@
+"""Use cases on networks: the built-in three, the default bridge's settings,
+user networks (create, rm, prune) and the filters of `network ls`.
+
+The default `bridge` network is Docker's: bridge `dockyard0` (--bridge),
+with exactly --bip when given, else the first subnet of the daemon's
+address pools that overlaps no host route (daemon.json's
+default-address-pools, else Docker's, 172.17.0.0/16 first), gateway .1.
+`host` and `none` always exist and cannot be removed. Restoring networks
+after a reboot or a crash is reconcile.py's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dockyard.drivers import Driver
+from dockyard.engine.steps import step
+from dockyard.errors import Conflict, DockyardError, InvalidArgument
+from dockyard.kernel import Kernel
+from dockyard.model import DriverName, Network, check_name
+from dockyard.policy import ipam
+from dockyard.settings import DaemonSettings, parse_bridge_name
+from dockyard.store import Store, now
+
+BUILTIN_NAMES = ("bridge", "host", "none")
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class Networks:
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        store: Store,
+        kernel: Kernel,
+        drivers: dict[DriverName, Driver],
+        attached: Callable[[Network], list[str]],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.k = kernel
+        self.drivers = drivers
+        # Names of the containers attached to a network (the engine knows).
+        self.attached = attached
+        # Names of endpoint owners that are not containers (CNI attachments): see name_owners.
+        self._owner_names: list[Callable[[], dict[str, str]]] = []
+
+    # -- who is attached -------------------------------------------------
+
+    def name_owners(self, names: Callable[[], dict[str, str]]) -> None:
+        """Let another kind of endpoint owner name its own (owner id -> name) in users()."""
+        self._owner_names.append(names)
+
+    def users(self, network: Network) -> list[str]:
+        """Who is attached, for messages: container names, and what other owners call theirs."""
+        names: dict[str, str] = {}
+        for source in self._owner_names:
+            # `attached` names an endpoint without a container by its owner's first 12 characters.
+            names.update((owner[:12], name) for owner, name in source().items())
+        return [names.get(name, name) for name in self.attached(network)]
+
+    # -- what is taken ---------------------------------------------------
+
+    def taken_subnets(
+        self, exclude_network: str = "", exclude_bridges: tuple[str, ...] = ()
+    ) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """Subnets a new network must not overlap: other networks and host routes."""
+        out: list[tuple[str, ipaddress.IPv4Network]] = []
+        ours = set(exclude_bridges)
+        for n in self.store.networks():
+            if n.subnet is not None and n.id != exclude_network:
+                out.append((f"network {n.name}", n.subnet))
+                ours.add(n.bridge)
+        for dev, dst in self.k.netlink.routes():
+            if dev not in ours:
+                out.append((f"a route of the host via {dev}", dst))
+        return out
+
+    # -- the built-in networks -------------------------------------------
+
+    def _default_bridge(
+        self, current: Network | None, bridge: str, bip: ipaddress.IPv4Interface | None
+    ) -> Network:
+        if bip is not None:
+            subnet, gateway = bip.network, bip.ip
+        elif current is not None and current.subnet is not None and current.gateway is not None:
+            subnet, gateway = current.subnet, current.gateway
+        else:
+            exclude = (current.bridge,) if current else ()
+            taken = self.taken_subnets(
+                exclude_network=current.id if current else "", exclude_bridges=(*exclude, bridge)
+            )
+            # The same pools as user networks, as Docker: daemon.json's default-address-pools
+            # apply to the default bridge too when no --bip is given.
+            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
+            gateway = ipam.first_host(subnet)
+        return Network(
+            id=current.id if current else new_id(),
+            name="bridge",
+            driver=DriverName.BRIDGE,
+            subnet=subnet,
+            gateway=gateway,
+            bridge=bridge,
+            icc=self.settings.icc,
+            masquerade=self.settings.ip_masq,
+            mtu=self.settings.mtu,
+            options=(
+                ("com.docker.network.bridge.default_bridge", "true"),
+                ("com.docker.network.bridge.enable_icc", str(self.settings.icc).lower()),
+                ("com.docker.network.bridge.enable_ip_masquerade", str(self.settings.ip_masq).lower()),
+                ("com.docker.network.bridge.host_binding_ipv4", "0.0.0.0"),
+                ("com.docker.network.bridge.name", bridge),
+                ("com.docker.network.driver.mtu", str(self.settings.mtu)),
+            ),
+            created=current.created if current else now(),
+        )
+
+    def ensure_builtin(self) -> None:
+        with self.store.transaction():
+            for name, driver in (("host", DriverName.HOST), ("none", DriverName.NONE)):
+                if self.store.find_network(name) is None:
+                    self.store.add_network(Network(id=new_id(), name=name, driver=driver, created=now()))
+        self.configure_default_bridge(self.settings.bridge, self.settings.bip, at_start=True)
+
+    def configure_default_bridge(
+        self, bridge: str, bip: ipaddress.IPv4Interface | None, at_start: bool = False
+    ) -> Network:
+        """Make the default bridge match --bridge/--bip; refused while containers are attached."""
+        current = self.store.find_network("bridge")
+        if (
+            current is not None
+            and bridge == current.bridge
+            and (bip is None or (bip.ip == current.gateway and bip.network == current.subnet))
+        ):
+            return current
+        if current is not None:
+            users = self.users(current)
+            if users:
+                raise Conflict(
+                    f"cannot change the default bridge to {bridge}"
+                    + (f" with --bip {bip}" if bip else "")
+                    + f" while containers are attached to {current.bridge} ({', '.join(users)}); "
+                    "stop or remove them first"
+                )
+        for other in self.store.networks():
+            if other.name != "bridge" and other.bridge == bridge:
+                raise Conflict(f"bridge {bridge} is already used by network {other.name}")
+        wanted = self._default_bridge(current, bridge, bip)
+        if wanted.subnet is not None and bip is not None:
+            for what, net in self.taken_subnets(
+                exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
+            ):
+                if net.overlaps(wanted.subnet):
+                    raise Conflict(f"--bip {bip} overlaps {what} ({net})")
+        driver = self.drivers[DriverName.BRIDGE]
+        if (
+            current is not None
+            and current.bridge
+            and (current.bridge != wanted.bridge or current.subnet != wanted.subnet)
+        ):
+            driver.delete_network(current)
+        driver.create_network(wanted)
+        with self.store.transaction():
+            if current is None:
+                self.store.add_network(wanted)
+            else:
+                self.store.replace_network(wanted)
+        return wanted
+
+    # -- user-defined networks ---------------------------------------------
+
+    def create(self, spec: NetworkSpec) -> Network:
+        """`network create`: validate everything, record, then make the bridge."""
+        check_name(spec.name, "network")
+        if spec.driver != "bridge":
+            raise InvalidArgument(
+                f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
+            )
+        if self.store.find_network(spec.name) is not None:
+            raise Conflict(f"network with name {spec.name} already exists")
+        opts = BridgeOptions.parse(spec.options)
+        network_id = new_id()
+        bridge = opts.bridge or ("dy-" + network_id[:12])
+        for other in self.store.networks():
+            if other.bridge and other.bridge == bridge:
+                raise Conflict(f"bridge {bridge} is already used by network {other.name}")
+        if opts.bridge and self.k.netlink.link_exists(bridge) and not self.k.netlink.is_bridge(bridge):
+            raise Conflict(f"{bridge} exists on the host and is not a bridge")
+        taken = self.taken_subnets(exclude_bridges=(bridge,))
+        if spec.subnet is not None:
+            ipam.check_overlap(spec.subnet, taken)
+            subnet = spec.subnet
+        else:
+            if spec.gateway is not None or spec.ip_range is not None:
+                raise InvalidArgument("--gateway and --ip-range need --subnet")
+            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
+        gateway = spec.gateway or ipam.first_host(subnet)
+        ipam.check_in_subnet(gateway, subnet, "gateway")
+        if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
+            raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
+        for aux_name, addr in spec.aux_addresses:
+            ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+        network = Network(
+            id=network_id,
+            name=spec.name,
+            driver=DriverName.BRIDGE,
+            subnet=subnet,
+            gateway=gateway,
+            ip_range=spec.ip_range,
+            bridge=bridge,
+            internal=spec.internal,
+            icc=opts.icc,
+            masquerade=opts.masquerade,
+            mtu=opts.mtu or self.settings.mtu,
+            host_binding=opts.host_binding,
+            options=spec.options,
+            labels=spec.labels,
+            aux_addresses=spec.aux_addresses,
+            created=now(),
+        )
+        with self.store.transaction():
+            self.store.add_network(network)
+            intent = self.store.add_intent("network.create", network.id)
+        step("network.create.recorded")
+        try:
+            self.drivers[DriverName.BRIDGE].create_network(network)
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                self.drivers[DriverName.BRIDGE].delete_network(network)
+            self.store.delete_network(network.id)
+            raise
+        finally:
+            self.store.done_intent(intent)
+        step("network.create.done")
+        return network
+
+    def remove(self, ref: str) -> Network:
+        network = self.store.get_network(ref)
+        if network.builtin:
+            raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
+        users = self.users(network)
+        if users:
+            raise Conflict(
+                f"error while removing network: network {network.name} id {network.id} has active "
+                f"endpoints ({', '.join(users)})"
+            )
+        intent = self.store.add_intent("network.rm", network.id)
+        try:
+            step("network.rm.begin")
+            self.drivers[network.driver].delete_network(network)
+            step("network.rm.kernel")
+            with self.store.transaction():
+                self.store.delete_network(network.id)
+                self.store.done_intent(intent)
+        except BaseException:
+            # The network stays, as recorded: make its kernel side whole again,
+            # and drop the intent so that no later gc finishes what failed.
+            with contextlib.suppress(DockyardError):
+                self.drivers[network.driver].create_network(network)
+            self.store.done_intent(intent)
+            raise
+        return network
+
+    def prune(self) -> list[str]:
+        removed = []
+        for network in self.store.networks():
+            if network.builtin or self.attached(network) or self.store.endpoint_count(network.id):
+                continue
+            self.remove(network.id)
+            removed.append(network.name)
+        return removed
+
+    # -- lookups ---------------------------------------------------------
+
+    def get(self, ref: str) -> Network:
+        return self.store.get_network(ref)
+
+    def list(self, wanted: NetworkFilter | None = None) -> list[Network]:
+        """Every network, or those `wanted` (network ls --filter) matches."""
+        return [n for n in self.store.networks() if wanted is None or wanted.matches(n)]
+
+    def user_networks(self) -> list[Network]:
+        """Networks with DNS by name: every bridge network but the default one."""
+        return [n for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.name != "bridge"]
+
+
+def _bool_option(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidArgument(f"invalid value {value!r} for option {key}: use true or false")
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """Docker's bridge driver options (-o/--opt), parsed once."""
+
+    bridge: str = ""
+    icc: bool = True
+    masquerade: bool = True
+    host_binding: ipaddress.IPv4Address | None = None
+    mtu: int = 0
+
+    @classmethod
+    def parse(cls, options: tuple[tuple[str, str], ...]) -> BridgeOptions:
+        values: dict[str, object] = {}
+        for key, value in options:
+            if key == "com.docker.network.bridge.name":
+                values["bridge"] = parse_bridge_name(value)
+            elif key == "com.docker.network.bridge.enable_icc":
+                values["icc"] = _bool_option(key, value)
+            elif key == "com.docker.network.bridge.enable_ip_masquerade":
+                values["masquerade"] = _bool_option(key, value)
+            elif key == "com.docker.network.bridge.host_binding_ipv4":
+                addr = ipam.parse_address(value, f"value for {key}")
+                values["host_binding"] = None if addr == ipaddress.IPv4Address("0.0.0.0") else addr
+            elif key == "com.docker.network.driver.mtu":
+                # ASCII digits only, as Docker's Atoi: int() also takes " 1500", "1_500", Arabic digits.
+                mtu = int(value) if value.isascii() and value.isdigit() and len(value) <= 5 else 0
+                if not 68 <= mtu <= 65535:
+                    raise InvalidArgument(
+                        f"invalid value {value!r} for option {key}: an MTU from 68 to 65535"
+                    )
+                values["mtu"] = mtu
+        return cls(**values)  # type: ignore[arg-type]
+
+
+FILTER_KEYS = ("name", "id", "driver", "type", "label")
+
+
+@dataclass(frozen=True)
+class NetworkFilter:
+    """`network ls --filter`, parsed: Docker's keys, each one matched by any of its values.
+
+    name and id match a part (as Docker's docs say: "all or part"), driver
+    exactly, type is `builtin` or `custom`, label is KEY or KEY=VALUE; every
+    key given must match.
+    """
+
+    values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None) -> NetworkFilter:
+        """The API's `filters` query: JSON, {"name": ["a", "b"]} or Docker's older {"name": {"a": true}}."""
+        if not text:
+            return cls()
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError):
+            raise InvalidArgument(f"invalid filters {text[:80]!r}: expected a JSON object") from None
+        if not isinstance(raw, dict):
+            raise InvalidArgument(f"invalid filters {text[:80]!r}: expected a JSON object")
+        values = []
+        for key, given in raw.items():
+            if key not in FILTER_KEYS:
+                raise InvalidArgument(f"invalid filter {key!r}: use one of {', '.join(FILTER_KEYS)}")
+            if isinstance(given, dict) and all(v is True for v in given.values()):
+                given = list(given)
+            if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+                raise InvalidArgument(f"invalid filter {key!r}: its values must be a list of strings")
+            for value in given:
+                if key == "type" and value not in ("builtin", "custom"):
+                    raise InvalidArgument(f"invalid filter 'type'={value!r}: use builtin or custom")
+            if given:
+                values.append((key, tuple(given)))
+        return cls(tuple(values))
+
+    def matches(self, n: Network) -> bool:
+        return all(any(self._one(key, v, n) for v in given) for key, given in self.values)
+
+    @staticmethod
+    def _one(key: str, value: str, n: Network) -> bool:
+        if key == "name":
+            return value in n.name
+        if key == "id":
+            return value in n.id
+        if key == "driver":
+            return value == n.driver.value
+        if key == "type":
+            return (value == "builtin") == n.builtin
+        label, sep, label_value = value.partition("=")
+        labels = dict(n.labels)
+        return label in labels and (not sep or labels[label] == label_value)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """`network create`'s request, parsed."""
+
+    name: str
+    driver: str = "bridge"
+    subnet: ipaddress.IPv4Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    ip_range: ipaddress.IPv4Network | None = None
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    internal: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,447 @@
+"""Make the kernel match the state: at daemon start (restore) and on demand (gc).
+
+Works from ownership, never from names alone: store records, the
+`inet dockyard` table (wholly dockyard's), the pins under $ROOT/netns, the
+ports of dockyard's own bridges, and recorded PIDs with their start times.
+It finishes or undoes what a crash left half-done:
+
+- a container recorded as running whose process is gone gets its exit
+  status (from the shim's exit file, else 137) and its endpoint released;
+- a container that is alive is adopted: its host ports are held again;
+- endpoints being released, and those of containers that never started,
+  are torn down; their addresses then become free;
+- pins, veths and set/map elements that no record owns are removed, and
+  the elements the records need are put back (CNI attachments' included);
+- CNI attachments whose ADD was cut short are undone (attachments.py);
+- an exited `--rm` container whose removal was cut short is removed;
+- children of the shim that no running container owns are killed, by PID
+  through the shim (which signals its own child's pidfd, never a reused PID).
+
+What gc removed, what it could not remove yet and what it put back are
+reported apart. The start-up reconciliation's report is kept for the first
+`system gc`, which is usually the command that started the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from dockyard.engine import Engine
+from dockyard.engine.cni.attachments import Attachments
+from dockyard.engine.containers.execs import KEY_PREFIX, container_of_key
+from dockyard.errors import DockyardError
+from dockyard.kernel import procs, sysctl
+from dockyard.model import ContainerState, DriverName, ModeKind
+from dockyard.policy import rules
+from dockyard.store import now
+
+# Docker gives 128 to a container whose start failed before its command ran.
+EXIT_START_INTERRUPTED = 128
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a reconciliation did, kept apart for the user."""
+
+    removed: list[str] = field(default_factory=list)
+    not_removed: list[str] = field(default_factory=list)  # left for a later try, or kept
+    restored: list[str] = field(default_factory=list)  # put back as the records want
+
+    def add(self, other: Report) -> None:
+        self.removed += other.removed
+        self.not_removed += other.not_removed
+        self.restored += other.restored
+
+
+def system_gc(engine: Engine) -> Report:
+    """`system gc`: reconcile now; the first one also reports what the daemon's
+    start-up reconciliation did (after a crash, gc is often what started it)."""
+    reconciler = Reconciler(engine)
+    reconciler.gc()
+    with engine.lock:
+        earlier, engine.startup_report = engine.startup_report, None
+    report = Report()
+    if isinstance(earlier, Report):
+        report.add(earlier)
+    report.add(reconciler.report)
+    return report
+
+
+class Reconciler:
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.report = Report()
+        # Children killed by this gc already (they may not be reaped yet).
+        self._killed: set[tuple[str, int]] = set()
+
+    @property
+    def removed(self) -> list[str]:
+        return self.report.removed
+
+    def _log(self, what: str) -> None:
+        self.report.removed.append(what)
+
+    def _not_removed(self, what: str) -> None:
+        self.report.not_removed.append(what)
+
+    def _restored(self, what: str) -> None:
+        self.report.restored.append(what)
+
+    def _forward(self, changes: list[str]) -> None:
+        for change in changes:
+            (self._log if " removed " in change else self._restored)(change)
+
+    # -- the fixed table -------------------------------------------------
+
+    def ensure_table(self) -> bool:
+        """Load the tables if missing or different; True when (re)loaded (elements lost)."""
+        reloaded = False
+        for (family, name), text in zip(
+            rules.TABLES, (rules.TABLE_TEXT, rules.BRIDGE_TABLE_TEXT), strict=True
+        ):
+            listing = self.e.k.nft.list_table(family, name)
+            if listing is None or rules.strip_listing(listing) != rules.expected_listing(family):
+                self.e.k.nft.apply_text(text, f"create nftables table {family} {name}")
+                reloaded = True
+        return reloaded
+
+    # -- start-up ----------------------------------------------------------
+
+    def startup(self) -> list[str]:
+        sysctl.write("net.ipv4.ip_forward", "1")
+        self.ensure_table()
+        self.e.networks.ensure_builtin()
+        self._remake_bridge_table()
+        # After a reboot the bridges are gone: make every one again (idempotent).
+        for network in self.e.store.networks():
+            if network.driver is DriverName.BRIDGE:
+                self.e.drivers[network.driver].create_network(network)
+        return self.gc()
+
+    def _remake_bridge_table(self) -> None:
+        """Make the bridge-family table anew now that a bridge exists (see
+        rules.BRIDGE_TABLE_TEXT), keeping every element, another root's too."""
+        nft = self.e.k.nft
+        listing = nft.list_table(rules.BRIDGE_FAMILY, rules.TABLE) or []
+        keep = [
+            {
+                "add": {
+                    "element": {
+                        "family": rules.BRIDGE_FAMILY,
+                        "table": rules.TABLE,
+                        "name": body["name"],
+                        "elem": body["elem"],
+                    }
+                }
+            }
+            for obj in listing
+            if (body := obj.get("set")) and body.get("elem")
+        ]
+        nft.apply_text(rules.BRIDGE_TABLE_TEXT, "create nftables table bridge dockyard")
+        nft.apply(keep, "restore the bridge table's elements")
+
+    # -- reset -------------------------------------------------------------
+
+    def reset(self) -> list[str]:
+        """Remove everything dockyard made in the kernel; the caller then drops the state."""
+        self.report = Report()
+        e = self.e
+        for c in e.store.containers():
+            if c.running:
+                e.kill(c.id)
+                e.wait_exit(c.id, 30)
+                self._log(f"container {c.name}: killed")
+        e.settle()
+        with e.lock:
+            for c in e.store.containers():
+                e.teardown(c)
+                e.remove_record(c.id, None)
+                self._log(f"container {c.name}: removed")
+            e.settle()
+            for network in e.store.networks():
+                if network.driver is DriverName.BRIDGE:
+                    with contextlib.suppress(DockyardError):
+                        e.drivers[network.driver].delete_network(network)
+                    self._log(f"network {network.name}: bridge {network.bridge} removed")
+                e.store.delete_network(network.id)
+            for name in e.sandboxes.pinned():
+                e.sandboxes.remove_by_name(name)
+            e.sandboxes.release()
+            for change in e.sync_forward():
+                self._log(change)
+            if e.dns is not None:
+                e.dns.stop()
+            # The tables are shared by every root of this host namespace: they go
+            # only with the last element; another root's elements stay.
+            left = rules.Elements()
+            for family, name in rules.TABLES:
+                left.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or []))
+            if left.empty():
+                e.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
+                self._log("nftables: tables inet dockyard and bridge dockyard removed")
+            else:
+                self._log("nftables: tables kept for another dockyard root's elements")
+        return self.removed
+
+    # -- gc ----------------------------------------------------------------
+
+    def gc(self) -> list[str]:
+        self.report = Report()
+        e = self.e
+        e.settle()
+        with e.lock:
+            self._intents()
+            self._containers()
+            self._processes()
+            self._attachments()
+            self._releasing()
+            self._pins()
+            self._veths()
+            self._elements()
+            self._holds()
+            self._forward(e.sync_forward())
+        return self.removed
+
+    # -- operations a crash cut short ---------------------------------------
+
+    def _intents(self) -> None:
+        e = self.e
+        intents = e.store.intents()
+        if not intents:
+            return
+        try:
+            children = e.shim.children()
+        except DockyardError:
+            children = {}
+        for intent_id, op, subject in intents:
+            handler = self.INTENT_HANDLERS.get(op)
+            if handler is None:
+                self._log(f"unknown operation {op!r} on {subject} left by a crash: dropped")
+            else:
+                handler(self, subject, children)
+            e.store.done_intent(intent_id)
+        e.settle()
+
+    def _undo_start(self, container_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        c = e.store.find_container(container_id)
+        if c is None or c.running:
+            return  # gone, or the start had finished
+        pid = children.get(c.id)
+        if pid:
+            # Started, but never recorded as running: the start failed as far as
+            # its caller knows, so the process goes.
+            e.shim.kill(c.id, pid)
+            self._killed.add((c.id, pid))
+        e.teardown(c)
+        e.finish(c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it")
+        self._log(f"container {c.name}: undid a start cut short")
+
+    def _finish_remove(self, container_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        c = e.store.find_container(container_id)
+        if c is None:
+            return
+        pid = children.get(c.id)
+        if pid:
+            e.shim.kill(c.id, pid)
+            self._killed.add((c.id, pid))
+        e.teardown(c)
+        e.remove_record(c.id, None)
+        self._log(f"container {c.name}: finished a removal cut short")
+
+    def _undo_network_create(self, network_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        network = e.store.find_network(network_id)
+        if network is None or e.store.endpoint_count(network.id):
+            return
+        with contextlib.suppress(DockyardError):
+            e.drivers[network.driver].delete_network(network)
+        e.store.delete_network(network.id)
+        self._log(f"network {network.name}: undid a creation cut short")
+
+    def _finish_network_remove(self, network_id: str, children: dict[str, int]) -> None:
+        e = self.e
+        network = e.store.find_network(network_id)
+        if network is None:
+            return
+        if e.store.endpoint_count(network.id):
+            # Endpoints joined it after all: it stays, made whole again.
+            with contextlib.suppress(DockyardError):
+                e.drivers[network.driver].create_network(network)
+            self._not_removed(f"network {network.name}: kept, its removal was cut short and it has endpoints")
+            return
+        e.drivers[network.driver].delete_network(network)
+        e.store.delete_network(network.id)
+        self._log(f"network {network.name}: finished a removal cut short")
+
+    def _undo_connect(self, subject: str, children: dict[str, int]) -> None:
+        e = self.e
+        container_id, _, ifname = subject.partition("/")
+        for ep in e.store.endpoints(container_id=container_id):
+            if ep.ifname == ifname:
+                e.endpoints.release(container_id, only=ep)
+                self._log(f"endpoint {ep.host_ifname}: undid a connect cut short")
+
+    INTENT_HANDLERS: ClassVar[dict[str, Callable[[Reconciler, str, dict[str, int]], None]]] = {
+        "start": _undo_start,
+        "rm": _finish_remove,
+        "network.create": _undo_network_create,
+        "network.rm": _finish_network_remove,
+        "connect": _undo_connect,
+    }
+
+    # -- containers --------------------------------------------------------
+
+    def _containers(self) -> None:
+        e = self.e
+        for c in e.store.containers():
+            if c.state is ContainerState.RUNNING:
+                if procs.alive(c.pid, e.store.pid_start(c.id)):
+                    continue
+                status = e.exit_status_from_file(c.id)
+                e.teardown(c)
+                e.settle()
+                e.store.update_container(
+                    c.id,
+                    state=ContainerState.EXITED,
+                    exit_code=status,
+                    pid=0,
+                    pid_start=0,
+                    finished_at=c.finished_at or now(),
+                )
+                self._log(f"container {c.name}: process {c.pid} gone, recorded exit {status}")
+                if c.config.auto_remove:
+                    e.remove_record(c.id, status)
+                    self._log(f"container {c.name}: removed (--rm)")
+            elif c.state in (ContainerState.CREATED, ContainerState.EXITED):
+                # Endpoints of a container that is not running: a start cut short.
+                if e.store.endpoints(container_id=c.id):
+                    e.teardown(c)
+                    self._log(f"container {c.name}: released the endpoint of an unfinished start")
+                if c.state is ContainerState.EXITED and c.config.auto_remove:
+                    # Its exit was recorded, its removal (--rm) cut short.
+                    e.teardown(c)
+                    e.remove_record(c.id, c.exit_code)
+                    self._log(f"container {c.name}: removed (--rm), its removal was cut short")
+            elif c.state is ContainerState.REMOVING:
+                e.teardown(c)
+                e.remove_record(c.id, None)
+                self._log(f"container {c.name}: finished removal")
+        e.settle()
+        e.notify()
+
+    def _processes(self) -> None:
+        """Kill the shim's children that no running container owns."""
+        e = self.e
+        try:
+            children = e.shim.processes()
+        except DockyardError:
+            return
+        running = {c.id: c for c in e.store.containers() if c.running}
+        for key, pid in children:
+            if (key, pid) in self._killed:
+                continue
+            if key.startswith(KEY_PREFIX):
+                if container_of_key(key) in running:
+                    continue
+                what = f"exec process {pid} of container {container_of_key(key)[:12]}"
+            else:
+                owner = running.get(key)
+                if owner is not None and owner.pid == pid:
+                    continue
+                c = e.store.find_container(key)
+                what = f"process {pid} of container {c.name if c else key[:12]}"
+            if e.shim.kill(key, pid):
+                self._log(f"{what}: killed, no running container owns it")
+
+    def _attachments(self) -> None:
+        """CNI attachments: ADDs a crash cut short are undone, the others' bridges made again."""
+        for line in Attachments(self.e).recover():
+            self._log(line)
+
+    def _releasing(self) -> None:
+        for ep, err in self.e.endpoints.retry_releasing():
+            if err is None:
+                self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
+            else:
+                self._not_removed(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
+
+    def _owned_pins(self) -> set[str]:
+        e = self.e
+        out = set()
+        for c in e.store.containers():
+            if c.running and not c.netns_owner and c.config.network_mode.kind is not ModeKind.HOST:
+                out.add(e.paths.sandbox_pin(c.id).name)
+        return out
+
+    def _pins(self) -> None:
+        owned = self._owned_pins()
+        for name in self.e.sandboxes.pinned():
+            if name not in owned:
+                self.e.sandboxes.remove_by_name(name)
+                self._log(f"sandbox pin {name}: removed")
+
+    def _veths(self) -> None:
+        e = self.e
+        owned = {ep.host_ifname for ep in e.store.endpoints(state=None)}
+        for network in e.store.networks():
+            if network.driver is not DriverName.BRIDGE:
+                continue
+            for port in e.k.netlink.bridge_ports(network.bridge):
+                if port.startswith("veth") and port not in owned:
+                    e.k.netlink.delete_link(port)
+                    self._log(f"veth {port} on {network.bridge}: removed")
+
+    def desired_elements(self) -> rules.Elements:
+        e = self.e
+        el = rules.Elements()
+        for network in e.store.networks():
+            if network.driver is DriverName.BRIDGE and network.subnet is not None:
+                el.update(rules.elements_of_network(network))
+        for c in e.store.containers():
+            if not c.running:
+                continue
+            for ep in e.store.endpoints(container_id=c.id):
+                el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(c.id, ep.id)))
+                network = e.store.find_network(ep.network_id)
+                if network is not None:
+                    el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
+        el.update(Attachments(e).desired_elements())
+        return el
+
+    def _elements(self) -> None:
+        e = self.e
+        self.ensure_table()
+        present = rules.Elements()
+        for family, name in rules.TABLES:
+            present.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or [], e.owner))
+        desired = self.desired_elements()
+        extra = present.minus(desired)
+        # A map key pointing elsewhere must be deleted before the right value goes in.
+        if not extra.empty():
+            e.k.nft.apply(rules.element_commands("delete", extra), "remove stale elements")
+            self._log(f"nftables: removed {extra.count()} stale element(s)")
+        missing = desired.minus(present)
+        if not missing.empty():
+            e.k.nft.apply(rules.element_commands("add", missing, e.owner), "restore elements")
+            self._restored(f"nftables: put back {missing.count()} missing element(s)")
+
+    def _holds(self) -> None:
+        e = self.e
+        held = e.k.holds.owners()
+        for c in e.store.containers():
+            if not c.running:
+                continue
+            for ep in e.store.endpoints(container_id=c.id):
+                bindings = list(e.endpoints.bindings(c.id, ep.id))
+                if bindings and ep.id not in held:
+                    # A host process may have taken a port while no daemon held it.
+                    for err in e.k.holds.hold_each(ep.id, bindings):
+                        log.warning("container %s: %s; the port stays published but is not held", c.name, err)

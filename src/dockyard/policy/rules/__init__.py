@@ -1,0 +1,104 @@
+"""The `inet dockyard` nftables table, as data.
+
+Pure: this module renders libnftables JSON commands and never applies them
+(kernel/nft.py does). The table's rules are few and fixed; what changes per
+network, endpoint or published port is an element of a set or a map, so
+every change is an element add or delete whatever the count, and rules stay
+flat as containers grow.
+
+Sets and maps:
+    bridges       ifname               every dockyard bridge
+    masq_nets     ipv4_addr (interval) subnets whose outbound traffic is masqueraded
+    bridge_nets   ipv4_addr . ifname   (subnet . its bridge): to masquerade DNAT back into the same bridge
+    icc_pairs     ifname . ifname      (bridge . bridge) of networks whose members may talk
+    dns_gateways  ipv4_addr            gateways where dockyard's resolver answers: port 53 never DNATed
+    internal      ifname               bridges of --internal networks: nothing in or out
+    publish_any   proto . port -> addr . port           ports published on every host address
+    publish_addr  addr . proto . port -> addr . port    ports published on one host address
+
+Rules are rendered in the form `nft -j list` prints them, so the table read
+back from the kernel can be compared with this rendering.
+
+    table.py     the fixed sets, maps, chains and rules, and the text that loads them
+    elements.py  Elements: what varies, its add/delete commands, reading it back
+    forward.py   neighbours: our accept rules in iptables' FORWARD chain
+    expr.py      the JSON expression builders they share
+
+Every public name is importable from dockyard.policy.rules.
+"""
+
+from dockyard.policy.rules.elements import (
+    BRIDGE_SETS_NAMES,
+    MAPS,
+    Elements,
+    PublishAddrKey,
+    PublishAnyKey,
+    Target,
+    element_commands,
+    elements_of_network,
+    endpoint_elements,
+    network_elements,
+    owner_mark,
+    parse_listed_elements,
+    publish_elements,
+)
+from dockyard.policy.rules.expr import Json
+from dockyard.policy.rules.forward import (
+    IPTABLES_FORWARD,
+    delete_rule_commands,
+    forward_accept_commands,
+    forward_policy_drop,
+    forward_rules_of,
+)
+from dockyard.policy.rules.table import (
+    BRIDGE_FAMILY,
+    BRIDGE_LISTING,
+    BRIDGE_TABLE_TEXT,
+    CHAINS,
+    FAMILY,
+    LOOPBACK_NET,
+    RULES,
+    SETS,
+    TABLE,
+    TABLE_TEXT,
+    TABLES,
+    delete_table_commands,
+    expected_listing,
+    strip_listing,
+)
+
+__all__ = [
+    "BRIDGE_FAMILY",
+    "BRIDGE_LISTING",
+    "BRIDGE_SETS_NAMES",
+    "BRIDGE_TABLE_TEXT",
+    "CHAINS",
+    "FAMILY",
+    "IPTABLES_FORWARD",
+    "LOOPBACK_NET",
+    "MAPS",
+    "RULES",
+    "SETS",
+    "TABLE",
+    "TABLES",
+    "TABLE_TEXT",
+    "Elements",
+    "Json",
+    "PublishAddrKey",
+    "PublishAnyKey",
+    "Target",
+    "delete_rule_commands",
+    "delete_table_commands",
+    "element_commands",
+    "elements_of_network",
+    "endpoint_elements",
+    "expected_listing",
+    "forward_accept_commands",
+    "forward_policy_drop",
+    "forward_rules_of",
+    "network_elements",
+    "owner_mark",
+    "parse_listed_elements",
+    "publish_elements",
+    "strip_listing",
+]

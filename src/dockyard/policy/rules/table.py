@@ -1,0 +1,304 @@
+"""The fixed part of the dockyard tables: sets, maps, chains and rules, as data.
+
+Pure. `inet dockyard` and `bridge dockyard` are rendered here in the form
+`nft -j list` prints them, so the tables read back from the kernel can be
+compared with this rendering, and as the constant text that loads them.
+What varies per network, endpoint or port is elements.py's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dockyard.policy.rules.expr import Json, match, meta, payload
+
+FAMILY = "inet"
+TABLE = "dockyard"
+# Bridged (port to port) traffic never reaches the inet hooks without
+# br_netfilter, so enable_icc=false lives in a bridge-family table.
+BRIDGE_FAMILY = "bridge"
+LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def _fib_daddr_local() -> Json:
+    return match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+
+
+def _rule(chain: str, *expr: Json) -> Json:
+    return {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
+
+
+SETS: tuple[Json, ...] = (
+    {"set": {"family": FAMILY, "name": "bridges", "table": TABLE, "type": "ifname"}},
+    {
+        "set": {
+            "family": FAMILY,
+            "name": "masq_nets",
+            "table": TABLE,
+            "type": "ipv4_addr",
+            "flags": ["interval"],
+        }
+    },
+    {
+        "set": {
+            "family": FAMILY,
+            "name": "bridge_nets",
+            "table": TABLE,
+            "type": ["ipv4_addr", "ifname"],
+            "flags": ["interval"],
+        }
+    },
+    {"set": {"family": FAMILY, "name": "icc_pairs", "table": TABLE, "type": ["ifname", "ifname"]}},
+    {"set": {"family": FAMILY, "name": "dns_gateways", "table": TABLE, "type": "ipv4_addr"}},
+    {"set": {"family": FAMILY, "name": "internal", "table": TABLE, "type": "ifname"}},
+    {
+        "map": {
+            "family": FAMILY,
+            "name": "publish_any",
+            "table": TABLE,
+            "type": ["inet_proto", "inet_service"],
+            "map": "ipv4_addr . inet_service",
+        }
+    },
+    {
+        "map": {
+            "family": FAMILY,
+            "name": "publish_addr",
+            "table": TABLE,
+            "type": ["ipv4_addr", "inet_proto", "inet_service"],
+            "map": "ipv4_addr . inet_service",
+        }
+    },
+)
+
+
+def _chain(name: str, ctype: str | None = None, hook: str | None = None, prio: int = 0) -> Json:
+    chain: Json = {"family": FAMILY, "table": TABLE, "name": name}
+    if ctype:
+        chain.update({"type": ctype, "hook": hook, "prio": prio, "policy": "accept"})
+    return {"chain": chain}
+
+
+CHAINS: tuple[Json, ...] = (
+    _chain("publish"),
+    _chain("prerouting", "nat", "prerouting", -100),
+    _chain("output", "nat", "output", -100),
+    _chain("postrouting", "nat", "postrouting", 100),
+    _chain("forward", "filter", "forward", 0),
+    _chain("localnet", "filter", "prerouting", -300),
+)
+
+_TO_ANY_ADDR = {"concat": [meta("l4proto"), payload("th", "dport")]}
+_TO_ONE_ADDR = {"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")]}
+_FROM_OWN_BRIDGE = {"concat": [payload("ip", "saddr"), meta("oifname")]}
+_BRIDGE_PAIR = {"concat": [meta("iifname"), meta("oifname")]}
+
+RULES: tuple[Json, ...] = (
+    # A port 53 published on every address must not take the queries that
+    # containers send to their network's resolver on the gateway.
+    *(
+        _rule(
+            "publish",
+            match(payload("ip", "daddr"), "@dns_gateways"),
+            match(payload(proto, "dport"), 53),
+            {"return": None},
+        )
+        for proto in ("udp", "tcp")
+    ),
+    # Published ports: DNAT whatever is addressed to the host itself, in one
+    # map lookup each; a port bound to one address is looked up first.
+    _rule(
+        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ONE_ADDR, "data": "@publish_addr"}}}}
+    ),
+    _rule(
+        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ANY_ADDR, "data": "@publish_any"}}}}
+    ),
+    _rule("prerouting", _fib_daddr_local(), {"jump": {"target": "publish"}}),
+    # The host's own connections, 127.0.0.1 included: no userland proxy.
+    _rule("output", _fib_daddr_local(), {"jump": {"target": "publish"}}),
+    # 127.0.0.1 published ports leave through a bridge with a loopback source:
+    # give them the bridge's address, or the reply has nowhere to go.
+    _rule(
+        "postrouting",
+        match(payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+        match(meta("oifname"), "@bridges"),
+        {"masquerade": None},
+    ),
+    # Hairpin: a container reaching a port published back into its own
+    # bridge must see the reply come from the host, not from its peer.
+    _rule(
+        "postrouting",
+        match({"ct": {"key": "status"}}, "dnat", "in"),
+        match(_FROM_OWN_BRIDGE, "@bridge_nets"),
+        {"masquerade": None},
+    ),
+    _rule(
+        "postrouting",
+        match(payload("ip", "saddr"), "@masq_nets"),
+        match(meta("oifname"), "@bridges", "!="),
+        {"masquerade": None},
+    ),
+    # The perimeter: into a bridge only replies and published ports pass.
+    # Anything else routed at a container network is dropped, which also
+    # isolates bridges from each other and closes Docker's direct-routing hole.
+    _rule(
+        "forward",
+        match(meta("iifname"), "@internal"),
+        match(meta("oifname"), "@internal", "!="),
+        {"drop": None},
+    ),
+    _rule(
+        "forward",
+        match(meta("oifname"), "@internal"),
+        match(meta("iifname"), "@internal", "!="),
+        {"drop": None},
+    ),
+    _rule(
+        "forward",
+        match(meta("oifname"), "@bridges"),
+        match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+        {"accept": None},
+    ),
+    _rule(
+        "forward",
+        match(meta("oifname"), "@bridges"),
+        match({"ct": {"key": "status"}}, "dnat", "in"),
+        {"accept": None},
+    ),
+    # With br_netfilter (bridge-nf-call-iptables=1, on by default where the
+    # module is loaded), frames between members of one bridge pass here
+    # too, as bridge -> same bridge: allowed unless icc is off. Without it
+    # they never come here, and the bridge table below keeps icc=false.
+    _rule("forward", match(_BRIDGE_PAIR, "@icc_pairs"), {"accept": None}),
+    _rule("forward", match(meta("oifname"), "@bridges"), {"drop": None}),
+    # CVE-2020-8558: nothing from the wire may reach 127.0.0.0/8, even
+    # where route_localnet lets the kernel route it.
+    _rule(
+        "localnet",
+        match(meta("iifname"), "lo", "!="),
+        match(payload("ip", "daddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+        match(payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}, "!="),
+        {"drop": None},
+    ),
+)
+
+
+# The fixed part of the table, loaded as text in one transaction. Text, not
+# JSON, because libnftables 1.0.6 cannot declare a map with concatenated
+# data from JSON (it makes a set, and a rule using it crashes the library).
+# It is a constant: nothing is ever interpolated into it. A golden test
+# checks that loading it gives exactly SETS + CHAINS + RULES above.
+TABLE_TEXT = """
+add table inet dockyard
+delete table inet dockyard
+table inet dockyard {
+    set bridges { type ifname; }
+    set masq_nets { type ipv4_addr; flags interval; }
+    set bridge_nets { type ipv4_addr . ifname; flags interval; }
+    set icc_pairs { type ifname . ifname; }
+    set dns_gateways { type ipv4_addr; }
+    set internal { type ifname; }
+    map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+    chain publish {
+        ip daddr @dns_gateways udp dport 53 return
+        ip daddr @dns_gateways tcp dport 53 return
+        dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
+        dnat ip to meta l4proto . th dport map @publish_any
+    }
+    chain prerouting {
+        type nat hook prerouting priority -100; policy accept;
+        fib daddr type local jump publish
+    }
+    chain output {
+        type nat hook output priority -100; policy accept;
+        fib daddr type local jump publish
+    }
+    chain postrouting {
+        type nat hook postrouting priority 100; policy accept;
+        ip saddr 127.0.0.0/8 oifname @bridges masquerade
+        ct status dnat ip saddr . oifname @bridge_nets masquerade
+        ip saddr @masq_nets oifname != @bridges masquerade
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname @internal oifname != @internal drop
+        oifname @internal iifname != @internal drop
+        oifname @bridges ct state established,related accept
+        oifname @bridges ct status dnat accept
+        iifname . oifname @icc_pairs accept
+        oifname @bridges drop
+    }
+    chain localnet {
+        type filter hook prerouting priority -300; policy accept;
+        iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 drop
+    }
+}
+"""
+
+# Loaded after the inet table, and only once a bridge exists: on this
+# kernel a bridge-family base chain made in a namespace that has no bridge
+# device yet never sees a frame (measured: its counter stays at 0 while
+# traffic flows), so the daemon reloads it after making its bridges.
+BRIDGE_TABLE_TEXT = """
+add table bridge dockyard
+delete table bridge dockyard
+table bridge dockyard {
+    set no_icc_ports { type ifname; }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname @no_icc_ports drop
+    }
+}
+"""
+
+# `table bridge dockyard` as `nft -j list` prints it.
+BRIDGE_LISTING: tuple[Json, ...] = (
+    {"set": {"family": BRIDGE_FAMILY, "name": "no_icc_ports", "table": TABLE, "type": "ifname"}},
+    {
+        "chain": {
+            "family": BRIDGE_FAMILY,
+            "table": TABLE,
+            "name": "forward",
+            "type": "filter",
+            "hook": "forward",
+            "prio": 0,
+            "policy": "accept",
+        }
+    },
+    {
+        "rule": {
+            "family": BRIDGE_FAMILY,
+            "table": TABLE,
+            "chain": "forward",
+            "expr": [match(meta("iifname"), "@no_icc_ports"), {"drop": None}],
+        }
+    },
+)
+TABLES = ((FAMILY, TABLE), (BRIDGE_FAMILY, TABLE))
+
+
+def delete_table_commands() -> list[Json]:
+    out: list[Json] = []
+    for family, name in TABLES:
+        table = {"table": {"family": family, "name": name}}
+        out += [{"add": table}, {"delete": table}]
+    return out
+
+
+def strip_listing(listing: list[Json]) -> list[Json]:
+    """The listed table without handles, elements and metainfo: comparable with rendering."""
+    out: list[Json] = []
+    for obj in listing:
+        if "metainfo" in obj or "table" in obj:
+            continue
+        ((kind, body),) = obj.items()
+        body = {k: v for k, v in body.items() if k not in ("handle", "elem")}
+        out.append({kind: body})
+    return out
+
+
+def expected_listing(family: str = FAMILY) -> list[Json]:
+    if family == BRIDGE_FAMILY:
+        return [dict(obj) for obj in BRIDGE_LISTING]
+    return [dict(obj) for obj in SETS + CHAINS + RULES]
