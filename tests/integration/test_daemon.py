@@ -103,7 +103,7 @@ atexit.register(dump)
 from dockyard.clients.cli import main
 sys.exit(main(argv))
 """
-THIN_CLIENT_MODULES = {"dockyard", "dockyard.clients.api", "dockyard.errors", "dockyard.locations"}
+THIN_CLIENT_MODULES = {"dockyard", "dockyard.clients", "dockyard.clients.api", "dockyard.errors", "dockyard.locations"}
 
 
 def _loaded_by(tmp: Path, argv: list[str]) -> tuple[int, set[str]]:
