@@ -148,6 +148,13 @@ def all_at_once(lab: Lab, commands: Sequence[Sequence[str]]) -> tuple[float, lis
     return elapsed, [out for out, _err in results]
 
 
+def settle(lab: Lab) -> None:
+    """Wait for what the daemon finishes after answering: every queued veth removal."""
+    from dockyard.clients.api import Client
+
+    Client(str(lab.root), autostart=False).settle()
+
+
 def container_ids(lab: Lab) -> list[str]:
     return dy(lab, "ps", "-aq", "--no-trunc").split()
 
@@ -200,9 +207,14 @@ def measure_concurrency(lab: Lab, count: int, rounds: int) -> dict[str, Any]:
         run_s.append(elapsed)
         elapsed, _ = all_at_once(lab, [("rm", "-f", cid) for cid in ids])
         rm_s.append(elapsed)
-        left = container_ids(lab)
-        if left or veths(lab):
-            raise BenchError(f"after {count} concurrent rm -f: {len(left)} containers, {veths(lab)} left")
+        # rm -f answers once a container is gone; its veth goes on the daemon's reaper
+        # thread (an RCU grace period), and settle returns once every queued removal is done.
+        settle(lab)
+        left, links = container_ids(lab), veths(lab)
+        if left or links:
+            raise BenchError(
+                f"after {count} concurrent rm -f and a settle: containers {left}, veths {links} left"
+            )
     return {"count": count, "rounds": rounds, "run_s": run_s, "rm_s": rm_s}
 
 
