@@ -9,7 +9,8 @@ was left behind.
       lo 203.0.113.1/24 (the world)          dockyard0 ... containers
 
 Nothing here touches the root namespace, and traffic only flows between
-addresses of these namespaces.
+addresses of these namespaces. The tour (demo/) and the benchmark (bench/)
+use this same lab, through demo/netlab.py.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class Lab:
     # Every namespace a lab of this test session made, for the session's final check.
     made: set[str] = set()
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, prefix: str = PREFIX) -> None:
         tag = secrets.token_hex(3)
-        self.host = f"{PREFIX}h-{tag}"
-        self.up = f"{PREFIX}u-{tag}"
+        self.host = f"{prefix}h-{tag}"
+        self.up = f"{prefix}u-{tag}"
+        self.dockyard = DOCKYARD  # the command; demo/netlab.py's labs run the venv's console script
         self.tmp = tmp
         self.root = tmp / "root"
         self.procs: list[subprocess.Popen[str]] = []
@@ -156,13 +158,16 @@ class Lab:
 
     # -- running things -----------------------------------------------------------
 
+    def dy_cmd(self, *args: str) -> list[str]:
+        """The dockyard command line against this lab's root and host namespace."""
+        return [*self.dockyard, "--root", str(self.root), "--host-netns", self.host, *args]
+
     def dy(
         self, *args: str, timeout: float = 60, input: str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """The dockyard CLI against this lab's root and host namespace."""
-        cmd = [*DOCKYARD, "--root", str(self.root), "--host-netns", self.host, *args]
         return subprocess.run(
-            cmd,
+            self.dy_cmd(*args),
             capture_output=True,
             text=True,
             timeout=timeout,
