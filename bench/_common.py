@@ -1,21 +1,33 @@
 """What every benchmark script shares: statistics, timing, processes and memory.
 
 Not a benchmark itself (the leading underscore keeps it out of the smoke
-test's list). The scripts own their cases, labs and tables; this module owns
+test's list). The scripts own their cases and measurements; this module owns
 how a figure is summarised (median with p10-p90 and min-max), how a command
-is timed, how processes are counted and how their memory is read from /proc.
+is timed, how processes are found, stopped and counted and how their memory
+is read from /proc. It also puts the lab (demo/netlab.py, on the integration
+tests' tests/lab.py) on the path, so that every script stands on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(REPO / "demo"))
+
+from netlab import start_time  # noqa: E402
+
+__all__ = ["REPO", "start_time"]
 
 T = TypeVar("T")
 
@@ -53,10 +65,6 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 def ratio(a: float, b: float) -> float:
     """a / b, with 0 for an empty denominator (a tool that measured nothing)."""
     return a / b if b else 0.0
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT met"
 
 
 def rotated(items: Sequence[T], round_no: int) -> list[T]:
@@ -142,14 +150,24 @@ def descendants(table: dict[int, int], pid: int) -> set[int]:
     return found
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
+def kill_exact(pid: int, started: int) -> bool:
+    """SIGKILL this very process (never a PID reused since); True when it was there."""
+    if start_time(pid) != started:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def wait_gone(pids: dict[int, int], timeout: float) -> list[int]:
+    """Wait until none of these processes (pid -> start time) lives; those alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if start_time(pid) == pids[pid]]
+        if alive:
+            time.sleep(0.02)
+    return alive
 
 
 def namespace_inode(pid: int, kind: str) -> int | None:

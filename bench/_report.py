@@ -11,9 +11,28 @@ the page always say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _common import summary
+
+
+def spread(values: Sequence[float], digits: int = 1, ends: int = 0, lo: str = "p10", hi: str = "p90") -> str:
+    """A cell: the median and its spread, e.g. "53.0 (41-60)"; "-" when nothing was measured."""
+    if not values:
+        return "-"
+    s = summary(values)
+    return f"{s['median']:,.{digits}f} ({s[lo]:,.{ends}f}-{s[hi]:,.{ends}f})"
+
+
+def times(value: float) -> str:
+    """A ratio cell, e.g. "0.22x"."""
+    return f"{value:.2f}x"
+
+
+Cell = Callable[[str, Any], "str | None"]
 
 
 @dataclass
@@ -21,6 +40,24 @@ class Table:
     title: str
     columns: list[str]
     rows: list[list[str]]  # cells already formatted; numbers right-aligned in text
+
+    @staticmethod
+    def grid(
+        title: str, rows: dict[str, Any], columns: list[tuple[str, Sequence[str], Cell]], first: str = ""
+    ) -> Table:
+        """A row per item of `rows` (label -> key); for each (header, tools, cell) of `columns`, a
+        column per tool, headed by the header with the tool in it ("{} ms"), cell(tool, key) in it
+        ("-" where it says None)."""
+        head = [first, *(header.format(t) for header, tools, _ in columns for t in tools)]
+        body = [
+            [label, *(_dash(cell(t, key)) for _, tools, cell in columns for t in tools)]
+            for label, key in rows.items()
+        ]
+        return Table(title, head, body)
+
+
+def _dash(cell: str | None) -> str:
+    return "-" if cell is None else cell
 
 
 @dataclass
@@ -42,6 +79,14 @@ class Series:
     y: list[float]
     lo: list[float] | None = None  # spread below y (p10), drawn as an error bar
     hi: list[float] | None = None  # spread above y (p90)
+
+    @staticmethod
+    def of(
+        name: str, x: list[Any], samples: list[Sequence[float]], lo: str = "p10", hi: str = "p90"
+    ) -> Series:
+        """Medians of the samples, with their spread."""
+        s = [summary(v) for v in samples]
+        return Series(name, x, [v["median"] for v in s], [v[lo] for v in s], [v[hi] for v in s])
 
 
 @dataclass

@@ -3,52 +3,51 @@
     .venv/bin/python bench/robustness.py [--stale N] [--concurrent N] [--rounds N] [--json PATH]
     .venv/bin/python bench/robustness.py --smoke     # 10 stale endpoints, 4 concurrent: for the test suite
 
-As root, in a throwaway lab (demo/netlab.py: a host namespace where dockyardd
-runs, an upstream namespace on TEST-NET addresses, a fresh $ROOT; the root
-namespace is never touched, no traffic leaves the lab's namespaces, and
-everything is removed at the end, also on Ctrl-C or SIGTERM). Stdlib only;
-dockyard is driven through its command line, as a user would.
+As root, in a throwaway lab (tests/lab.py through demo/netlab.py: a host
+namespace where dockyardd runs, an upstream namespace on TEST-NET addresses,
+a fresh $ROOT; the root namespace is never touched, and everything is
+removed at the end, also on Ctrl-C or SIGTERM). dockyard is driven through
+its command line, as a user would.
 
 1. Concurrency: N (32) `dockyard run -d --net NET sleep 600` started at once,
    the wall time from the first start to the last exit; then N `dockyard rm
    -f ID` at once, likewise. Median of --rounds (5) rounds; every round must
-   succeed in full (distinct addresses, nothing left after the removals).
+   succeed in full: distinct addresses, and nothing left after the removals.
+   `rm -f` answers once the container is gone; its veth is deleted by the
+   daemon's reaper right after (an RCU grace period), so the check first
+   waits for what the daemon promises, its settle (every queued veth removal
+   done), then looks once and names what it found.
 2. Recovery: --stale (500) detached containers on a user network with a /22
    subnet, started in batches of parallel clients. Then dockyardd is killed
    with SIGKILL (its PID from $ROOT/dockyardd.pid) and every container's
    process too (its PID from `inspect`), so that they end while no daemon
    runs and leave stale endpoints: veths, pins, leases. Timed: `dockyard
    system gc`, which starts a new daemon (its start-up restore does the
-   reconciling) and then collects; and a second `system gc` with nothing
-   left to do. Checked afterwards: every container exited, no veth, pin or
-   address left.
+   reconciling) and then collects (settled before it answers); and a second
+   `system gc` with nothing left to do. Checked afterwards: every container
+   exited, no veth or pin left.
 
 Times are reported, never asserted: the exit status is 0 unless a command
-failed or something had to be cleaned up by force (1), or the run was
-interrupted (130, or 128 + the signal).
+failed, a check did not hold, or something had to be cleaned up by force
+(1), or the run was interrupted (130, or 128 + the signal).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "demo"))
-
-from netlab import Interrupted, Lab, LabError, raise_on_termination, signals_ignored  # noqa: E402
+from _common import BenchError, kill_exact, start_time, wait_gone
+from _report import Report, Table
+from _script import Run, ScriptLab, main, options
 
 NETWORK = "benchnet"
 SUBNET = "10.99.0.0/22"  # inside the lab's host namespace only; 1,021 addresses
@@ -56,66 +55,15 @@ BATCH = 16  # parallel clients while making the stale containers
 COMMAND_TIMEOUT = 120.0
 
 
-class BenchError(Exception):
-    """A command failed: the benchmark cannot vouch for its figures."""
-
-
-# -- processes, by PID and start time -------------------------------------------
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks; None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def kill_exact(pid: int, started: int) -> bool:
-    """SIGKILL this very process (never a PID reused since); True when it was there."""
-    if start_time(pid) != started:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def wait_gone(pids: dict[int, int], timeout: float) -> list[int]:
-    """Wait until none of these processes lives; the PIDs still alive at the deadline."""
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if start_time(pid) == pids[pid]]
-        if alive:
-            time.sleep(0.02)
-    return alive
-
-
-# -- running dockyard ------------------------------------------------------------
-
-
-def dy(lab: Lab, *args: str, timeout: float = COMMAND_TIMEOUT) -> str:
+def dy(lab: ScriptLab, *args: str) -> str:
     """A dockyard command's stdout; a BenchError when it fails."""
-    try:
-        r = subprocess.run(
-            lab.dy_cmd(*args), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"`dockyard {' '.join(args)}` did not finish within {timeout:.0f} s") from e
+    r = lab.dy(*args, timeout=COMMAND_TIMEOUT)
     if r.returncode != 0:
         raise BenchError(f"`dockyard {' '.join(args)}` exited {r.returncode}: {r.stderr.strip()}")
     return r.stdout
 
 
-def timed(lab: Lab, *args: str) -> tuple[float, str]:
-    start = time.perf_counter()
-    out = dy(lab, *args)
-    return time.perf_counter() - start, out
-
-
-def all_at_once(lab: Lab, commands: Sequence[Sequence[str]]) -> tuple[float, list[str]]:
+def all_at_once(lab: ScriptLab, commands: Sequence[Sequence[str]]) -> tuple[float, list[str]]:
     """Start every command at once; the wall time until the last one ends, and their outputs."""
     start = time.perf_counter()
     procs = [
@@ -128,10 +76,8 @@ def all_at_once(lab: Lab, commands: Sequence[Sequence[str]]) -> tuple[float, lis
         )
         for args in commands
     ]
-    results = []
     try:
-        for proc in procs:
-            results.append(proc.communicate(timeout=COMMAND_TIMEOUT))
+        results = [proc.communicate(timeout=COMMAND_TIMEOUT) for proc in procs]
     finally:
         for proc in procs:  # a Ctrl-C or a timeout: none of ours runs on
             if proc.poll() is None:
@@ -148,54 +94,43 @@ def all_at_once(lab: Lab, commands: Sequence[Sequence[str]]) -> tuple[float, lis
     return elapsed, [out for out, _err in results]
 
 
-def settle(lab: Lab) -> None:
-    """Wait for what the daemon finishes after answering: every queued veth removal."""
-    from dockyard.clients.api import Client
-
-    Client(str(lab.root), autostart=False).settle()
-
-
-def container_ids(lab: Lab) -> list[str]:
+def container_ids(lab: ScriptLab) -> list[str]:
     return dy(lab, "ps", "-aq", "--no-trunc").split()
 
 
-def inspect_all(lab: Lab, ids: Sequence[str]) -> list[dict[str, Any]]:
+def inspect_all(lab: ScriptLab, ids: Sequence[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(0, len(ids), 100):
         out += json.loads(dy(lab, "inspect", *ids[i : i + 100]))
     return out
 
 
-def veths(lab: Lab) -> list[str]:
-    r = subprocess.run(
-        ["ip", "-n", lab.host, "-j", "link", "show"], capture_output=True, text=True, timeout=30, check=False
-    )
-    links = json.loads(r.stdout or "[]") if r.returncode == 0 else []
-    return [link["ifname"] for link in links if link["ifname"].startswith("veth")]
+def veths(lab: ScriptLab) -> list[str]:
+    return [name for name in lab.links() if name.startswith("veth")]
 
 
-def pins(lab: Lab) -> list[str]:
+def pins(lab: ScriptLab) -> list[str]:
     directory = lab.root / "netns"
     return sorted(os.listdir(directory)) if directory.is_dir() else []
 
 
-def remove_all(lab: Lab) -> None:
-    """rm -f every container, several at once (a single client would remove 500 in series)."""
-    ids = container_ids(lab)
-    if ids:
-        chunks = [ids[i::8] for i in range(min(8, len(ids)))]
-        all_at_once(lab, [("rm", "-f", *chunk) for chunk in chunks])
+def settle(lab: ScriptLab) -> None:
+    """Wait for what the daemon finishes after answering: every queued veth removal."""
+    from dockyard.clients.api import Client
+
+    Client(str(lab.root), autostart=False).settle()
 
 
 # -- 1. concurrency ---------------------------------------------------------------
 
 
-def measure_concurrency(lab: Lab, count: int, rounds: int) -> dict[str, Any]:
+def measure_concurrency(lab: ScriptLab, count: int, rounds: int) -> dict[str, Any]:
     run_s: list[float] = []
     rm_s: list[float] = []
     for i in range(rounds):
         print(f"  round {i + 1}/{rounds}: {count} x run -d, then {count} x rm -f", flush=True)
         elapsed, outs = all_at_once(lab, [("run", "-d", "--net", NETWORK, "sleep", "600")] * count)
+        run_s.append(elapsed)
         ids = [out.strip().splitlines()[-1] for out in outs]
         infos = inspect_all(lab, ids)
         for info in infos:
@@ -204,11 +139,8 @@ def measure_concurrency(lab: Lab, count: int, rounds: int) -> dict[str, Any]:
         addresses = {info["NetworkSettings"]["Networks"][NETWORK]["IPAddress"] for info in infos}
         if len(addresses) != count:
             raise BenchError(f"{count} concurrent runs got {len(addresses)} distinct addresses")
-        run_s.append(elapsed)
         elapsed, _ = all_at_once(lab, [("rm", "-f", cid) for cid in ids])
         rm_s.append(elapsed)
-        # rm -f answers once a container is gone; its veth goes on the daemon's reaper
-        # thread (an RCU grace period), and settle returns once every queued removal is done.
         settle(lab)
         left, links = container_ids(lab), veths(lab)
         if left or links:
@@ -221,18 +153,16 @@ def measure_concurrency(lab: Lab, count: int, rounds: int) -> dict[str, Any]:
 # -- 2. recovery after SIGKILL ------------------------------------------------------
 
 
-def make_stale(lab: Lab, count: int) -> tuple[float, dict[int, int]]:
+def make_stale(lab: ScriptLab, count: int) -> tuple[float, dict[int, int]]:
     """`count` detached containers, BATCH clients at a time; (seconds, {pid: start time})."""
     start = time.perf_counter()
-    done = 0
     with ThreadPoolExecutor(max_workers=BATCH) as pool:
         try:
             futures = [
                 pool.submit(dy, lab, "run", "-d", "--net", NETWORK, "sleep", "600") for _ in range(count)
             ]
-            for future in futures:
+            for done, future in enumerate(futures, 1):
                 future.result()
-                done += 1
                 if done % 100 == 0 or done == count:
                     print(f"  {done}/{count} started", flush=True)
         finally:
@@ -251,7 +181,7 @@ def make_stale(lab: Lab, count: int) -> tuple[float, dict[int, int]]:
     return made, procs
 
 
-def kill_daemon(lab: Lab) -> int:
+def kill_daemon(lab: ScriptLab) -> int:
     """SIGKILL dockyardd, found by $ROOT/dockyardd.pid and checked to be the lab's own."""
     pid = int((lab.root / "dockyardd.pid").read_text().strip())
     started = lab.pids.get(pid)
@@ -265,7 +195,13 @@ def kill_daemon(lab: Lab) -> int:
     return pid
 
 
-def measure_recovery(lab: Lab, count: int) -> dict[str, Any]:
+def timed_dy(lab: ScriptLab, *args: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    out = dy(lab, *args)
+    return time.perf_counter() - start, out
+
+
+def measure_recovery(lab: ScriptLab, count: int) -> dict[str, Any]:
     print(f"  starting {count} detached containers on {NETWORK} ({SUBNET}), {BATCH} clients at a time ...")
     made_s, procs = make_stale(lab, count)
     veths_before = len(veths(lab))
@@ -274,19 +210,24 @@ def measure_recovery(lab: Lab, count: int) -> dict[str, Any]:
         kill_exact(p, started)
     if wait_gone(procs, 30):
         raise BenchError("container processes survived SIGKILL")
-    print(
-        f"  killed dockyardd ({pid}) and {len(procs)} container processes; timing system gc ...", flush=True
-    )
+    print(f"  killed dockyardd ({pid}) and {len(procs)} container processes; timing system gc ...")
     log = lab.root / "daemon.log"
     log_offset = log.stat().st_size if log.exists() else 0
-    gc_s, gc_out = timed(lab, "system", "gc")
-    with contextlib.suppress(OSError, ValueError):
-        lab.remember_pid(int((lab.root / "dockyardd.pid").read_text().strip()))
+    gc_s, gc_out = timed_dy(lab, "system", "gc")
+    lab.remember_daemon()
     with open(log, errors="replace") as f:
         f.seek(log_offset)
         restored = [line for line in f.read().splitlines() if line.startswith("dockyardd: restore: ")]
-    again_s, again_out = timed(lab, "system", "gc")
+    again_s, again_out = timed_dy(lab, "system", "gc")
     states = [info["State"] for info in inspect_all(lab, container_ids(lab))]
+    after = {
+        "exited": sum(1 for s in states if s["Status"] == "exited"),
+        "running": sum(1 for s in states if s["Running"]),
+        "veths": len(veths(lab)),
+        "pins": len(pins(lab)),
+    }
+    if after["exited"] != count or after["running"] or veths(lab) or pins(lab):
+        raise BenchError(f"after the crash and two gc: {after}; veths {veths(lab)}, pins {pins(lab)}")
     return {
         "stale": count,
         "setup_s": made_s,
@@ -298,105 +239,69 @@ def measure_recovery(lab: Lab, count: int) -> dict[str, Any]:
         "restore_exited": sum(1 for x in restored if " gone, recorded exit " in x),
         "second_gc_s": again_s,
         "second_gc_output": again_out.strip(),
-        "after": {
-            "exited": sum(1 for s in states if s["Status"] == "exited"),
-            "running": sum(1 for s in states if s["Running"]),
-            "veths": len(veths(lab)),
-            "pins": len(pins(lab)),
-        },
+        "after": after,
     }
 
 
-# -- cleanup -------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------
 
 
-def dockyard_down(lab: Lab) -> list[str]:
-    """rm -f everything and stop whichever daemon serves the lab's root (the first, or the
-    one `system gc` started after the crash); what went wrong, if anything."""
-    problems: list[str] = []
-    if not (lab.root / "dockyard.db").exists():
-        return problems
-    try:
-        # Again until ps shows nothing: a run cut short by Ctrl-C may still be finishing.
-        for _ in range(5):
-            ids = container_ids(lab)  # starts a daemon if none runs: this root's own
-            with contextlib.suppress(OSError, ValueError):
-                lab.remember_pid(int((lab.root / "dockyardd.pid").read_text().strip()))
-            if not ids:
-                break
-            with contextlib.suppress(BenchError, ValueError, KeyError):
-                for info in inspect_all(lab, ids):
-                    if info["State"]["Pid"]:
-                        lab.remember_pid(int(info["State"]["Pid"]))
-            try:
-                remove_all(lab)
-            except BenchError as e:
-                problems.append(f"rm -f: {e}")
-            time.sleep(0.1)
-        with contextlib.suppress(BenchError):
-            dy(lab, "network", "rm", NETWORK)
-        dy(lab, "daemon", "stop")
-        if lab.daemon is not None and lab.daemon.poll() is None:
-            lab.daemon.wait(timeout=30)
-    except (BenchError, subprocess.TimeoutExpired) as e:
-        problems.append(str(e))
-    return problems
+def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
+    lab = run.lab(daemon=True)
+    dy(lab, "network", "create", "--subnet", SUBNET, NETWORK)
+    print(f"concurrency: {args.concurrent} at once, {args.rounds} rounds ...", flush=True)
+    conc = measure_concurrency(lab, args.concurrent, args.rounds)
+    print(f"recovery: {args.stale} stale endpoints ...", flush=True)
+    rec = measure_recovery(lab, args.stale)
+    raw = {"subnet": SUBNET, "batch": BATCH, "concurrency": conc, "recovery": rec}
+    return build_report(conc, rec), raw
 
 
-# -- report ------------------------------------------------------------------------
-
-
-def report(conc: dict[str, Any], rec: dict[str, Any], machine: dict[str, Any]) -> list[str]:
+def build_report(conc: dict[str, Any], rec: dict[str, Any]) -> Report:
     n, rounds, stale = conc["count"], conc["rounds"], rec["stale"]
-    head = f"{'what':<58} {'wall time':>10}   {'spread':<24}"
-    rows = [head.rstrip(), "-" * len(head.rstrip())]
 
-    def spread(values: list[float]) -> str:
-        return f"min {min(values):.2f}, max {max(values):.2f} s"
+    def seconds(values: list[float]) -> list[str]:
+        return [f"{statistics.median(values):.2f}", f"{min(values):.2f}-{max(values):.2f}"]
 
-    rows.append(
-        f"{f'{n} concurrent run -d sleep 600 (median of {rounds})':<58} "
-        f"{statistics.median(conc['run_s']):9.2f}s   {spread(conc['run_s'])}"
-    )
-    rows.append(
-        f"{f'{n} concurrent rm -f (median of {rounds})':<58} "
-        f"{statistics.median(conc['rm_s']):9.2f}s   {spread(conc['rm_s'])}"
-    )
-    rows.append(f"{f'system gc after SIGKILL, {stale} stale endpoints':<58} {rec['gc_s']:9.2f}s")
-    rows.append(f"{'system gc again, nothing to do':<58} {rec['second_gc_s']:9.2f}s")
-    after = rec["after"]
-    notes = [
-        "",
-        f"- {n} concurrent runs: per round {', '.join(f'{x:.2f}' for x in conc['run_s'])} s; "
-        f"rm -f: {', '.join(f'{x:.2f}' for x in conc['rm_s'])} s; "
-        "distinct addresses, nothing left each round.",
-        f"- {stale} stale endpoints: made in {rec['setup_s']:.1f} s ({BATCH} clients at a time, "
-        f"{rec['veths_before']} veths); dockyardd and every container process then killed with SIGKILL.",
-        f"- the first gc includes the new daemon's start: its restore logged {rec['restore_lines']} changes "
-        f"({rec['restore_exited']} exits recorded, {rec['restore_released']} endpoints released) "
-        f"and gc itself printed {rec['gc_lines']} more; the second printed {rec['second_gc_output']!r}.",
-        f"- after: {after['exited']} containers exited, {after['running']} running, "
-        f"{after['veths']} veths and {after['pins']} netns pins left.",
-        f"- machine: {machine['cpus']} CPUs, Linux {machine['kernel']}, Python {machine['python']}; "
-        f"load average {machine['load_before']} before, {machine['load_after']} after.",
+    rows = [
+        [f"{n} concurrent run -d sleep 600 (median of {rounds})", *seconds(conc["run_s"])],
+        [f"{n} concurrent rm -f (median of {rounds})", *seconds(conc["rm_s"])],
+        [f"system gc after SIGKILL, {stale} stale endpoints", f"{rec['gc_s']:.2f}", "-"],
+        ["system gc again, nothing to do", f"{rec['second_gc_s']:.2f}", "-"],
     ]
-    return rows + notes
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
+    after = rec["after"]
+    return Report(
+        key="robustness",
+        title="Robustness",
+        method=(
+            f"{n} `dockyard run -d` started at once, then {n} `rm -f` at once, {rounds} round(s), each "
+            "checked in full (distinct addresses; after the daemon's settle, no container or veth left). "
+            f"Then {stale} detached containers on a user network, dockyardd and every container process "
+            "killed with SIGKILL, and `system gc` timed (it starts a new daemon, whose restore reconciles), "
+            "then a second one with nothing to do. Each in a throwaway host namespace."
+        ),
+        tables=[Table("wall time (s)", ["what", "wall time", "min-max"], rows)],
+        notes=[
+            f"{n} concurrent runs: per round {', '.join(f'{x:.2f}' for x in conc['run_s'])} s; "
+            f"rm -f: {', '.join(f'{x:.2f}' for x in conc['rm_s'])} s; "
+            "distinct addresses, nothing left each round.",
+            f"{stale} stale endpoints: made in {rec['setup_s']:.1f} s ({BATCH} clients at a time, "
+            f"{rec['veths_before']} veths); dockyardd and every container process then killed with SIGKILL.",
+            "the first gc includes the new daemon's start: its restore logged "
+            f"{rec['restore_lines']} changes "
+            f"({rec['restore_exited']} exits recorded, {rec['restore_released']} endpoints released) "
+            f"and gc itself printed {rec['gc_lines']} more; the second printed {rec['second_gc_output']!r}.",
+            f"after: {after['exited']} containers exited, {after['running']} running, "
+            f"{after['veths']} veths and {after['pins']} netns pins left.",
+        ],
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = options(__doc__, "10 stale endpoints, 4 concurrent, 2 rounds")
     p.add_argument("--stale", type=int, default=500, help="stale endpoints for the gc (default 500)")
     p.add_argument("--concurrent", type=int, default=32, help="runs and removals at once (default 32)")
     p.add_argument("--rounds", type=int, default=5, help="rounds of the concurrent case (default 5)")
-    p.add_argument("--smoke", action="store_true", help="10 stale endpoints, 4 concurrent, 2 rounds")
-    p.add_argument("--json", metavar="PATH", help="also write the raw results as JSON to PATH")
     args = p.parse_args(argv)
     if args.smoke:
         args.stale, args.concurrent, args.rounds = 10, 4, 2
@@ -407,55 +312,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("robustness: needs root (it makes network namespaces)", file=sys.stderr)
-        return 1
-    raise_on_termination()
-    machine = {
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_before": load_average(),
-    }
-    lab = Lab("dybench")
-    status = 0
-    problems: list[str] = []
-    try:
-        lab.setup()
-        lab.start_daemon()
-        dy(lab, "network", "create", "--subnet", SUBNET, NETWORK)
-        print(f"concurrency: {args.concurrent} at once, {args.rounds} rounds ...", flush=True)
-        conc = measure_concurrency(lab, args.concurrent, args.rounds)
-        print(f"recovery: {args.stale} stale endpoints ...", flush=True)
-        rec = measure_recovery(lab, args.stale)
-        machine["load_after"] = load_average()
-        print("\n".join(["", *report(conc, rec, machine)]), flush=True)
-        if args.json:
-            raw = {"machine": machine, "subnet": SUBNET, "batch": BATCH, "concurrency": conc, "recovery": rec}
-            Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
-            print(f"raw results written to {args.json}")
-    except (BenchError, LabError) as e:
-        print(f"robustness: {e}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\nrobustness: interrupted", file=sys.stderr)
-        status = 130
-    except Interrupted as e:
-        print(f"\nrobustness: interrupted ({e})", file=sys.stderr)
-        status = 128 + e.signum
-    finally:
-        with signals_ignored():
-            problems += dockyard_down(lab)
-            problems += lab.teardown()
-            problems += [f"left behind: {thing}" for thing in lab.leftovers()]
-    for problem in problems:
-        print(f"robustness: cleanup: {problem}", file=sys.stderr)
-    if problems and status == 0:
-        status = 1
-    return status
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    arguments = parse_args(None)
+    sys.exit(main("robustness", arguments, lambda run: measure(run, arguments)))

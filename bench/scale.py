@@ -3,11 +3,11 @@
     .venv/bin/python bench/scale.py [--containers N] [--batch N] [--docker-containers N] [--json PATH]
     .venv/bin/python bench/scale.py --smoke     # 10 containers in batches of 5, dockyard only
 
-As root. Each tool works in a throwaway lab of its own (demo/netlab.py: a
-host namespace, an upstream namespace on TEST-NET addresses; the root
-namespace is never touched): dockyardd with --host-netns, and a private
-dockerd (bench/_reference.py) in its lab's host namespace, running a
-busybox-static image imported locally.
+As root. Each tool works in a throwaway lab of its own (tests/lab.py through
+demo/netlab.py: a host namespace, an upstream namespace on TEST-NET
+addresses; the root namespace is never touched): dockyardd with
+--host-netns, and a private dockerd (bench/_reference.py) in its lab's host
+namespace, running a busybox-static image imported locally.
 
 1. Scale. N detached containers (`run -d --name sc-NNNN sleep 1000000`) on
    the default bridge, started one after another; each whole command is
@@ -45,57 +45,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "demo"))
-
-from netlab import HOST_IF, Interrupted, Lab, LabError, raise_on_termination  # noqa: E402
-
-from _common import (  # noqa: E402
+from _common import (
     BenchError,
     descendants,
-    load_average,
-    machine,
-    machine_line,
     mem_available_mib,
     memory_kib,
     process_table,
     ratio,
     rotated,
     run_cmd,
-    summary,
     timed,
 )
-from _reference import PrivateDocker, rootfs_tar  # noqa: E402
-from _report import Goal, Plot, Report, Series, Table  # noqa: E402
-from _script import clean_up, exit_status, failure_status, labs_for, write_results  # noqa: E402
+from _reference import PrivateDocker, rootfs_tar
+from _report import Goal, Plot, Report, Series, Table, spread, times
+from _script import HOST_IF, Run, ScriptLab, engine_parts, main, options
 
 IMAGE = "dybench-busybox:latest"
 SLEEP = "1000000"
 BRIDGE_MAX_ENDPOINTS = 1023  # a Linux bridge holds 1,024 ports; dockyard refuses the 1,024th
 DOCKER_MAX = 250  # the private dockerd's bridge is a /24
-GOAL_IDLE_MB = 60.0
+GOAL_IDLE_MB = 40.0  # issue 19
+GOAL_AFTER_MB = 50.0  # issue 19: idle again after the N containers
 GOAL_PER_CONTAINER_KB = 1000.0
-GOAL_FLAT = 1.10  # the bar issue 7 sets for CNI ADD: the last tenth within 10% of the first
+GOAL_FLAT = 1.10  # issue 19: the last batch within 1.10x the first
 READS = 3  # memory reads per point: the median is kept, min-max shows how still it was
 PROBE = [sys.executable, "-c", "pass"]  # timed now and then: drift of the machine, not of a tool
 PROBE_EVERY = 10
-KB = 1.024  # kB (10^3 bytes) in a KiB: the report speaks the issue's MB and kB
-
-
-def _pid_file(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+KB = 1.024  # kB (10^3 bytes) in a KiB: the report speaks the issues' MB and kB
 
 
 def _comm(pid: int) -> str:
@@ -103,10 +86,6 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
-
-
-def _links(lab: Lab) -> list[dict[str, object]]:
-    return json.loads(lab.in_ns(lab.host, "ip", "-d", "-j", "link", "show").stdout or "[]")
 
 
 # -- the two sides -----------------------------------------------------------------------
@@ -120,7 +99,7 @@ class Side:
     core_parts: tuple[str, ...] = ()
     env: dict[str, str] | None = None
 
-    def __init__(self, lab: Lab, containers: int, batch: int) -> None:
+    def __init__(self, lab: ScriptLab, containers: int, batch: int) -> None:
         self.lab = lab
         self.containers = containers
         self.batch = batch
@@ -146,16 +125,14 @@ class Side:
 
     def inventory(self) -> dict[str, int]:
         """What exists in the lab's host namespace that containers make."""
-        links = _links(self.lab)
-        veths = [
-            link
-            for link in links
-            if link.get("ifname") != HOST_IF and (link.get("linkinfo") or {}).get("info_kind") == "veth"
-        ]
+        links = json.loads(self.lab.in_host("ip", "-d", "-j", "link", "show").stdout or "[]")
+        kinds = [(link.get("linkinfo") or {}).get("info_kind") for link in links]
         return {
             "containers listed": self.listed(),
             "container processes": len(self.parts()["own"]),
-            "veths": len(veths),
+            "veths": sum(
+                1 for x, k in zip(links, kinds, strict=True) if k == "veth" and x["ifname"] != HOST_IF
+            ),
             "bridge ports": sum(1 for link in links if link.get("master")),
         }
 
@@ -172,42 +149,24 @@ class DockyardSide(Side):
         return self.lab.dy_cmd("rm", "-f", name)
 
     def parts(self) -> dict[str, list[int]]:
-        table = process_table()
-        root = self.lab.root
-        daemon, shim, resolver = (_pid_file(root / f) for f in ("dockyardd.pid", "shim.pid", "dns.pid"))
-        parts: dict[str, list[int]] = {"dockyardd": [], "shim": [], "resolver": [], "other": [], "own": []}
-        if daemon not in table:
-            return parts
-        assert daemon is not None
-        parts["dockyardd"] = [daemon]
-        own = descendants(table, shim) if shim in table else set()
-        if shim in table:
-            parts["shim"] = [shim]
-        if resolver in table:
-            parts["resolver"] = [resolver]
-        parts["other"] = sorted(descendants(table, daemon) - own - {shim, resolver})
-        parts["own"] = sorted(own)
-        return parts
+        return engine_parts(self.lab)
 
     def listed(self) -> int:
-        return len(self.lab.dy("ps", "-aq").stdout.split())
+        return len(self.lab.dy_ok("ps", "-aq").split())
 
     def inventory(self) -> dict[str, int]:
         inv = super().inventory()
-        listing = json.loads(
-            self.lab.in_ns(self.lab.host, "nft", "-j", "list", "table", "inet", "dockyard").stdout
-        )
+        listing = json.loads(self.lab.in_host("nft", "-j", "list", "table", "inet", "dockyard").stdout)
+        objects = listing["nftables"]
         inv["nft elements"] = sum(
-            len(obj[kind].get("elem", []))
-            for obj in listing["nftables"]
-            for kind in ("set", "map")
-            if kind in obj
+            len(o[k].get("elem", [])) for o in objects for k in ("set", "map") if k in o
         )
         pins = self.lab.root / "netns"
         inv["netns pins"] = len(list(pins.iterdir())) if pins.is_dir() else 0
-        prefix = str(self.lab.root) + "/"
         with open("/proc/self/mountinfo") as f:
-            inv["mounts under $ROOT"] = sum(1 for line in f if line.split()[4].startswith(prefix))
+            inv["mounts under $ROOT"] = sum(
+                1 for line in f if line.split()[4].startswith(f"{self.lab.root}/")
+            )
         containers = self.lab.root / "containers"
         inv["container directories"] = len(list(containers.iterdir())) if containers.is_dir() else 0
         return inv
@@ -218,7 +177,7 @@ class DockerSide(Side):
     core_label = "dockerd+containerd"
     core_parts = ("dockerd", "containerd")
 
-    def __init__(self, lab: Lab, containers: int, batch: int, docker: PrivateDocker) -> None:
+    def __init__(self, lab: ScriptLab, containers: int, batch: int, docker: PrivateDocker) -> None:
         super().__init__(lab, containers, batch)
         self.docker = docker
         self.env = docker.env
@@ -239,22 +198,14 @@ class DockerSide(Side):
     def parts(self) -> dict[str, list[int]]:
         table = process_table()
         own: set[int] = set()
-        for pid in self.container_pids:
-            if pid in table:
-                own |= {pid} | descendants(table, pid)
+        for pid in self.container_pids & set(table):
+            own |= {pid} | descendants(table, pid)
         parts: dict[str, list[int]] = {"dockerd": [], "containerd": [], "shims": [], "other": []}
         for pid in self.docker.processes():
-            if pid in own:
-                continue
-            comm = _comm(pid)
-            key = (
-                comm
-                if comm in ("dockerd", "containerd")
-                else "shims"
-                if comm.startswith("containerd-shim")
-                else "other"
-            )
-            parts[key].append(pid)
+            if pid not in own:
+                comm = _comm(pid)
+                shim = comm.startswith("containerd-shim")
+                parts[comm if comm in ("dockerd", "containerd") else "shims" if shim else "other"].append(pid)
         parts["own"] = sorted(own)
         return parts
 
@@ -290,18 +241,14 @@ def read_memory(side: Side, label: str, running: int, avail_before: float | None
         if i:
             time.sleep(0.1)
         read: dict[str, float] = {"avail_mib": mem_available_mib()}
-        engine_rss = engine_pss = 0
-        for part, pids in side.parts().items():
-            rss = pss = 0
-            for pid in pids:
-                r, p = memory_kib(pid)
-                rss, pss = rss + r, pss + p
-            read[f"{part}_rss"], read[f"{part}_pss"], read[f"{part}_n"] = rss, pss, len(pids)
-            if part != "own":
-                engine_rss, engine_pss = engine_rss + rss, engine_pss + pss
-        read["engine_rss"], read["engine_pss"] = engine_rss, engine_pss
-        read["core_rss"] = sum(read[f"{p}_rss"] for p in side.core_parts)
-        read["core_pss"] = sum(read[f"{p}_pss"] for p in side.core_parts)
+        parts = side.parts()
+        for part, pids in parts.items():
+            sizes = [memory_kib(pid) for pid in pids]
+            read[f"{part}_rss"], read[f"{part}_pss"] = sum(r for r, _ in sizes), sum(p for _, p in sizes)
+            read[f"{part}_n"] = len(pids)
+        for kind in ("rss", "pss"):
+            read[f"engine_{kind}"] = sum(read[f"{part}_{kind}"] for part in parts if part != "own")
+            read[f"core_{kind}"] = sum(read[f"{part}_{kind}"] for part in side.core_parts)
         point.reads.append(read)
     return point
 
@@ -310,7 +257,7 @@ def read_memory(side: Side, label: str, running: int, avail_before: float | None
 
 
 @dataclass
-class Run:
+class Measured:
     """What one side measured."""
 
     side: Side
@@ -345,15 +292,21 @@ class Run:
             self.side.started.remove(name)
         self.after_rm.append(read_memory(self.side, f"rm batch {k + 1}", len(self.side.started)))
 
+    def remove_rest(self) -> None:
+        """After a failure: remove what is still started (untimed): the leak check still means something."""
+        for name in list(self.side.started):
+            with contextlib.suppress(BenchError):
+                run_cmd(self.side.rm_argv(name), f"{self.side.name} rm -f {name}", env=self.side.env)
+            self.side.started.remove(name)
 
-def warm_up(side: Side, count: int) -> None:
-    for i in range(count):
-        name = f"sc-warm-{i}"
-        timed(side.start_argv(name), f"{side.name} warm-up run", env=side.env)
-        timed(side.rm_argv(name), f"{side.name} warm-up rm", env=side.env)
+    def leaks(self) -> list[str]:
+        base, after = self.inventory.get("idle", {}), self.inventory.get("after removal", {})
+        return [
+            f"{item}: {after[item] - n:+d}" for item, n in base.items() if item in after and after[item] != n
+        ]
 
 
-def interleaved(runs: list[Run], phase: str) -> list[list[str]]:
+def interleaved(runs: list[Measured], phase: str) -> list[list[str]]:
     """Batch k of every side, in an order rotated each round; a side that fails stops, the others go on."""
     orders: list[list[str]] = []
     rounds = max(len(r.side.names()) for r in runs)
@@ -378,12 +331,73 @@ def interleaved(runs: list[Run], phase: str) -> list[list[str]]:
     return orders
 
 
-def remove_rest(run: Run) -> None:
-    """After a failure: remove what is still started (untimed), so the leak check still means something."""
-    for name in list(run.side.started):
-        with contextlib.suppress(BenchError):
-            run_cmd(run.side.rm_argv(name), f"{run.side.name} rm -f {name}", env=run.side.env)
-        run.side.started.remove(name)
+def measure_sides(runs: list[Measured], warmup: int) -> dict[str, list[list[str]]]:
+    for run in runs:
+        run.fresh = read_memory(run.side, "just started", 0)
+        for i in range(warmup):
+            timed(run.side.start_argv(f"sc-warm-{i}"), f"{run.side.name} warm-up run", env=run.side.env)
+            timed(run.side.rm_argv(f"sc-warm-{i}"), f"{run.side.name} warm-up rm", env=run.side.env)
+    time.sleep(1)  # let the warm-up's teardown settle (network namespaces are freed asynchronously)
+    for run in runs:
+        run.idle = read_memory(run.side, "idle", 0)
+        run.inventory["idle"] = run.side.inventory()
+    print(f"starting: {', '.join(f'{r.side.name} {r.side.containers:,}' for r in runs)} ...", flush=True)
+    orders = {"start": interleaved(runs, "start")}
+    for run in runs:
+        run.inventory["full"] = run.side.inventory()
+        running = run.inventory["full"]["container processes"]
+        if not run.failure and running != len(run.side.started):
+            run.failure = f"{len(run.side.started)} containers started, {running} container processes running"
+    orders["rm"] = interleaved(runs, "rm")
+    for run in runs:
+        run.remove_rest()
+    time.sleep(1)
+    for run in runs:
+        run.inventory["after removal"] = run.side.inventory()
+    return orders
+
+
+def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
+    sides = [Measured(DockyardSide(run.lab(daemon=True), args.containers, args.batch))]
+    if run.can_run("docker", PrivateDocker, args.no_docker):
+        lab = run.lab()
+        docker = run.docker(lab)
+        docker.import_image(rootfs_tar(run.work / "image.tar"), IMAGE)
+        sides.append(Measured(DockerSide(lab, args.docker_containers, args.docker_batch, docker)))
+    orders = measure_sides(sides, args.warmup)
+    for m in sides:
+        if m.failure:
+            run.failures.append(f"{m.side.name} FAILED: {m.failure}")
+        if m.leaks():
+            run.failures.append(f"{m.side.name} left after removal: {', '.join(m.leaks())}")
+    report, figures = build_report(sides)
+    report.notes = [
+        *run.failures,
+        f"python -c pass ms: the bare interpreter timed after every {PROBE_EVERY}th start, the median of the "
+        "batch: when it grows with a tool's times, the machine slowed down, not the tool",
+        "MemAvailable is the whole machine's (other jobs, page cache and the kernel's freeing of network "
+        "namespaces count in it): read that figure as indicative; the engine figure is the process memory",
+    ]
+    raw = {
+        "args": vars(args),
+        "orders": orders,
+        "figures": figures,
+        "runs": [
+            {
+                "tool": m.side.name,
+                "containers": m.side.containers,
+                "batch": m.side.batch,
+                "start_ms": m.start_ms,
+                "rm_ms": m.rm_ms,
+                "probe_ms": m.probe_ms,
+                "memory": [asdict(p) for p in [m.fresh, m.idle, *m.after_start, *m.after_rm] if p],
+                "inventory": m.inventory,
+                "failure": m.failure,
+            }
+            for m in sides
+        ],
+    }
+    return report, raw
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -391,18 +405,6 @@ def remove_rest(run: Run) -> None:
 
 def mb(kib: float) -> str:
     return f"{kib * KB / 1000:.1f}"
-
-
-def ms_cell(values: list[float]) -> str:
-    s = summary(values)
-    return f"{s['median']:.1f} ({s['p10']:.0f}-{s['p90']:.0f})"
-
-
-def spread_cell(values: list[float], unit: str = "") -> str:
-    if not values:
-        return "-"
-    s = summary(values)
-    return f"{s['median']:.0f}{unit} ({s['p10']:.0f}-{s['p90']:.0f})"
 
 
 @dataclass
@@ -437,15 +439,15 @@ class Figures:
         return ratio(self.last_ms, self.first_ms)
 
 
-def figures(run: Run) -> Figures | None:
-    if run.idle is None or not run.after_start or not run.after_start[-1].running:
+def figures(m: Measured) -> Figures | None:
+    if m.idle is None or not m.after_start or not m.after_start[-1].running:
         return None
-    idle, full = run.idle, run.after_start[-1]
+    idle, full = m.idle, m.after_start[-1]
     n = full.running
     per_batch, beyond_batch = [], []
     previous = idle
     drop_total = 0.0
-    for point in run.after_start:
+    for point in m.after_start:
         added = point.running - previous.running
         if added > 0:
             per_batch.append((point.med("engine_rss") - previous.med("engine_rss")) * KB / added)
@@ -454,285 +456,262 @@ def figures(run: Run) -> Figures | None:
             drop_total += drop
             beyond_batch.append((drop - (point.med("own_pss") - previous.med("own_pss"))) * KB / added)
         previous = point
-    timed_batches = [b for b in run.start_ms if b]
+    timed_batches = [b for b in m.start_ms if b]
+
+    def grown(key: str) -> float:
+        return (full.med(key) - idle.med(key)) * KB / n
+
     return Figures(
         n=n,
         idle_core_rss=idle.med("core_rss"),
         idle_core_span=idle.span("core_rss"),
         idle_core_pss=idle.med("core_pss"),
         idle_engine_rss=idle.med("engine_rss"),
-        after_core_rss=run.after_rm[-1].med("core_rss") if run.after_rm and not run.side.started else None,
+        after_core_rss=m.after_rm[-1].med("core_rss") if m.after_rm and not m.side.started else None,
         full_engine_rss=full.med("engine_rss"),
         full_engine_pss=full.med("engine_pss"),
-        per_container_rss_kb=(full.med("engine_rss") - idle.med("engine_rss")) * KB / n,
-        per_container_pss_kb=(full.med("engine_pss") - idle.med("engine_pss")) * KB / n,
+        per_container_rss_kb=grown("engine_rss"),
+        per_container_pss_kb=grown("engine_pss"),
         per_batch_rss_kb=per_batch,
         avail_drop_kb=drop_total * KB / n,
-        own_pss_kb=(full.med("own_pss") - idle.med("own_pss")) * KB / n,
-        own_rss_kb=(full.med("own_rss") - idle.med("own_rss")) * KB / n,
-        beyond_own_kb=(drop_total - (full.med("own_pss") - idle.med("own_pss"))) * KB / n,
+        own_pss_kb=grown("own_pss"),
+        own_rss_kb=grown("own_rss"),
+        beyond_own_kb=drop_total * KB / n - grown("own_pss"),
         beyond_own_per_batch_kb=beyond_batch,
         start_all_ms=[t for b in timed_batches for t in b],
         first_ms=statistics.median(timed_batches[0]),
         last_ms=statistics.median(timed_batches[-1]),
-        rm_all_ms=[t for b in run.rm_ms for t in b],
-        probe_first_ms=statistics.median(run.probe_ms[0]),
-        probe_last_ms=statistics.median(run.probe_ms[len(timed_batches) - 1]),
+        rm_all_ms=[t for b in m.rm_ms for t in b],
+        probe_first_ms=statistics.median(m.probe_ms[0]),
+        probe_last_ms=statistics.median(m.probe_ms[len(timed_batches) - 1]),
     )
 
 
-def batch_rows(run: Run, times: list[list[float]], points: list[Point], removal: bool) -> list[list[str]]:
+def batch_rows(m: Measured, removal: bool) -> list[list[str]]:
+    times_ms, points = (m.rm_ms, m.after_rm) if removal else (m.start_ms, m.after_start)
     rows = []
-    for k, (ms, point) in enumerate(zip(times, points, strict=False)):
-        if not ms:
-            continue
-        probe = run.probe_ms[k] if not removal and k < len(run.probe_ms) else []
-        first = k * run.side.batch + 1
-        s = summary(ms)
-        core = "+".join(mb(point.med(f"{p}_rss")) for p in run.side.core_parts)
-        rows.append(
-            [
-                run.side.name,
-                f"{first:,}-{first + len(ms) - 1:,}",
-                f"{point.running:,}",
-                f"{s['median']:.1f} ({s['p10']:.0f}-{s['p90']:.0f})",
-                f"{s['min']:.0f}-{s['max']:.0f}",
-                core,
-                mb(point.med("engine_rss")),
-                mb(point.med("own_pss")),
-                f"{statistics.median(probe):.1f}" if probe else "-",
-            ]
-        )
-        if removal:
-            rows[-1][1] = f"rm {rows[-1][1]}"
+    for k, (ms, point) in enumerate(zip(times_ms, points, strict=False)):
+        if ms:
+            probe = m.probe_ms[k] if not removal and k < len(m.probe_ms) else []
+            first = k * m.side.batch + 1
+            rows.append(
+                [
+                    m.side.name,
+                    f"{'rm ' if removal else ''}{first:,}-{first + len(ms) - 1:,}",
+                    f"{point.running:,}",
+                    spread(ms),
+                    f"{min(ms):.0f}-{max(ms):.0f}",
+                    "+".join(mb(point.med(f"{p}_rss")) for p in m.side.core_parts),
+                    mb(point.med("engine_rss")),
+                    mb(point.med("own_pss")),
+                    f"{statistics.median(probe):.1f}" if probe else "-",
+                ]
+            )
     return rows
 
 
-def memory_rows(run: Run) -> list[list[str]]:
-    points = [
-        ("just started", run.fresh),
-        ("idle, after warm-up", run.idle),
-        (
-            f"with {run.after_start[-1].running:,}" if run.after_start else "full",
-            run.after_start[-1] if run.after_start else None,
-        ),
-        ("after removal", run.after_rm[-1] if run.after_rm else None),
-    ]
-    parts = [p for p in run.side.parts() if p != "own"]
+def memory_rows(m: Measured) -> list[list[str]]:
+    full = m.after_start[-1] if m.after_start else None
+    points = [m.fresh, m.idle, full, m.after_rm[-1] if m.after_rm else None]
     rows = []
-    for part in [*parts, "engine", "own"]:
+    for part in [*(p for p in m.side.parts() if p != "own"), "engine", "own"]:
         label = {"engine": "engine (all but the containers)", "own": "containers' own processes"}.get(
             part, part
         )
-        row = [run.side.name, label]
-        for _, point in points:
-            if point is None:
-                row.append("-")
-                continue
-            count = point.med(f"{part}_n") if part != "engine" else 1
-            if not count:
-                row.append("-")
-                continue
+        row = [m.side.name, label]
+        for point in points:
+            count = (point.med(f"{part}_n") if part != "engine" else 1) if point else 0
             n = f" [{count:.0f}]" if part in ("shims", "own", "other") else ""
-            row.append(f"{mb(point.med(f'{part}_rss'))} / {mb(point.med(f'{part}_pss'))}{n}")
+            row.append(
+                f"{mb(point.med(f'{part}_rss'))} / {mb(point.med(f'{part}_pss'))}{n}" if count else "-"
+            )
         rows.append(row)
     return rows
 
 
-def build_report(
-    runs: list[Run], notes: list[str], info: dict[str, object]
-) -> tuple[Report, dict[str, object]]:
-    figs = {r.side.name: figures(r) for r in runs}
-    dy = figs["dockyard"]
-    dk = figs.get("docker")
-    tools = [r.side.name for r in runs]
-    cols = [
-        "tool",
-        "containers",
-        "running after",
-        "ms per container (p10-p90)",
-        "min-max",
-        "daemon RSS MB",
-        "engine RSS MB",
-        "own PSS MB",
-        "python -c pass ms",
-    ]
-    start_rows = [row for r in runs for row in batch_rows(r, r.start_ms, r.after_start, False)]
-    rm_rows = [row for r in runs for row in batch_rows(r, r.rm_ms, r.after_rm, True)]
-    mem_cols = ["tool", "process", "just started", "idle", "all started", "after removal"]
-    mem_rows = [row for r in runs for row in memory_rows(r)]
-
-    def side_by_side(label: str, value: str, other: str, rat: str) -> list[str]:
-        return [label, value, *([other, rat] if dk else [])]
-
+def comparison(dy: Figures, dk: Figures | None) -> list[list[str]]:
+    """The side-by-side rows: dockyard's figure, Docker's, and their ratio."""
     cmp_rows: list[list[str]] = []
-    if dy is not None:
 
-        def both(label: str, get: Callable[[Figures], float], fmt: str = "{:.1f}") -> None:
-            a = get(dy)
-            b = get(dk) if dk else 0.0
-            cmp_rows.append(side_by_side(label, fmt.format(a), fmt.format(b), f"{ratio(b, a):.2f}x"))
+    def compare(label: str, a: str, b: str, r: float | None = None) -> None:
+        cmp_rows.append([label, a, *([b, times(r) if r is not None else "-"] if dk else [])])
 
-        cmp_rows.append(side_by_side("containers", f"{dy.n:,}", f"{dk.n:,}" if dk else "-", "-"))
-        both("daemon RSS idle, MB (dockyardd; dockerd+containerd)", lambda f: f.idle_core_rss * KB / 1000)
-        both("daemon PSS idle, MB", lambda f: f.idle_core_pss * KB / 1000)
-        both("engine RSS idle, MB (dockyard: with its shim)", lambda f: f.idle_engine_rss * KB / 1000)
-        both("engine RSS with all containers, MB", lambda f: f.full_engine_rss * KB / 1000)
-        both(
-            "per container beyond its own command, RSS kB: (engine full - idle) / N",
-            lambda f: f.per_container_rss_kb,
-            "{:.0f}",
-        )
-        both("the same, PSS kB", lambda f: f.per_container_pss_kb, "{:.0f}")
-        cmp_rows.append(
-            side_by_side(
-                "the same RSS kB, batch by batch: median (p10-p90)",
-                spread_cell(dy.per_batch_rss_kb),
-                spread_cell(dk.per_batch_rss_kb) if dk else "-",
-                "-",
-            )
-        )
-        both("MemAvailable drop per container, kB (indicative)", lambda f: f.avail_drop_kb, "{:.0f}")
-        both("containers' own processes per container, PSS kB (RSS)", lambda f: f.own_pss_kb, "{:.0f}")
-        cmp_rows[-1][1] += f" ({dy.own_rss_kb:.0f})"
-        if dk:
-            cmp_rows[-1][2] += f" ({dk.own_rss_kb:.0f})"
-        both(
-            "MemAvailable drop minus own PSS, kB per container (indicative)",
-            lambda f: f.beyond_own_kb,
-            "{:.0f}",
-        )
-        cmp_rows.append(
-            side_by_side(
-                "the same, batch by batch: median (p10-p90)",
-                spread_cell(dy.beyond_own_per_batch_kb),
-                spread_cell(dk.beyond_own_per_batch_kb) if dk else "-",
-                "-",
-            )
-        )
-        cmp_rows.append(
-            side_by_side(
-                "run -d, ms per container, all batches",
-                ms_cell(dy.start_all_ms),
-                ms_cell(dk.start_all_ms) if dk else "-",
-                f"{ratio(statistics.median(dk.start_all_ms), statistics.median(dy.start_all_ms)):.2f}x"
-                if dk
-                else "-",
-            )
-        )
-        both("run -d: first batch median, ms", lambda f: f.first_ms)
-        both("run -d: last batch median, ms", lambda f: f.last_ms)
-        both("run -d: last batch / first batch", lambda f: f.last_over_first, "{:.2f}")
-        if dy.rm_all_ms:
-            cmp_rows.append(
-                side_by_side(
-                    "rm -f, ms per container, all batches",
-                    ms_cell(dy.rm_all_ms),
-                    ms_cell(dk.rm_all_ms) if dk and dk.rm_all_ms else "-",
-                    f"{ratio(statistics.median(dk.rm_all_ms), statistics.median(dy.rm_all_ms)):.2f}x"
-                    if dk and dk.rm_all_ms
-                    else "-",
-                )
-            )
+    def both(label: str, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> None:
+        a, b = getattr(dy, key) * scale, getattr(dk, key) * scale if dk else 0.0
+        compare(label, fmt.format(a), fmt.format(b), ratio(b, a))
 
+    mb_of = KB / 1000
+    compare("containers", f"{dy.n:,}", f"{dk.n:,}" if dk else "-")
+    both("daemon RSS idle, MB (dockyardd; dockerd+containerd)", "idle_core_rss", mb_of)
+    both("daemon PSS idle, MB", "idle_core_pss", mb_of)
+    both("engine RSS idle, MB (dockyard: with its shim)", "idle_engine_rss", mb_of)
+    both("engine RSS with all containers, MB", "full_engine_rss", mb_of)
+    both(
+        "per container beyond its own command, RSS kB: (engine full - idle) / N",
+        "per_container_rss_kb",
+        fmt="{:.0f}",
+    )
+    both("the same, PSS kB", "per_container_pss_kb", fmt="{:.0f}")
+    batchwise = "the same RSS kB, batch by batch: median (p10-p90)"
+    compare(batchwise, spread(dy.per_batch_rss_kb, 0), spread(dk.per_batch_rss_kb, 0) if dk else "-")
+    both("MemAvailable drop per container, kB (indicative)", "avail_drop_kb", fmt="{:.0f}")
+    own = "containers' own processes per container, PSS kB (RSS)"
+    compare(
+        own,
+        f"{dy.own_pss_kb:.0f} ({dy.own_rss_kb:.0f})",
+        f"{dk.own_pss_kb:.0f} ({dk.own_rss_kb:.0f})" if dk else "-",
+        ratio(dk.own_pss_kb, dy.own_pss_kb) if dk else None,
+    )
+    both("MemAvailable drop minus own PSS, kB per container (indicative)", "beyond_own_kb", fmt="{:.0f}")
+    batchwise = "the same, batch by batch: median (p10-p90)"
+    compare(
+        batchwise,
+        spread(dy.beyond_own_per_batch_kb, 0),
+        spread(dk.beyond_own_per_batch_kb, 0) if dk else "-",
+    )
+    for verb, key in (("run -d", "start_all_ms"), ("rm -f", "rm_all_ms")):
+        a, b = getattr(dy, key), getattr(dk, key) if dk else []
+        if a:
+            r = ratio(statistics.median(b), statistics.median(a)) if b else None
+            compare(f"{verb}, ms per container, all batches", spread(a), spread(b), r)
+        if verb == "run -d":
+            both("run -d: first batch median, ms", "first_ms")
+            both("run -d: last batch median, ms", "last_ms")
+            both("run -d: last batch / first batch", "last_over_first", fmt="{:.2f}")
+    return cmp_rows
+
+
+def build_report(sides: list[Measured]) -> tuple[Report, dict[str, Any]]:
+    figs = {m.side.name: figures(m) for m in sides}
+    dy, dk = figs["dockyard"], figs.get("docker")
     left_rows = []
-    for r in runs:
-        base, full, after = (r.inventory.get(k, {}) for k in ("idle", "full", "after removal"))
-        for item in base:
-            extra = after.get(item, 0) - base[item] if item in after else None
-            left_rows.append(
-                [
-                    r.side.name,
-                    item,
-                    f"{base[item]:,}",
-                    f"{full[item]:,}" if item in full else "-",
-                    f"{after[item]:,}" if item in after else "-",
-                    "-" if extra is None else f"{extra:+d}",
-                ]
-            )
+    for m in sides:
+        base, full, after = (m.inventory.get(k, {}) for k in ("idle", "full", "after removal"))
+        for item, n in base.items():
+            left = f"{after[item] - n:+d}" if item in after else "-"
+            counts = [f"{x[item]:,}" if item in x else "-" for x in (full, after)]
+            left_rows.append([m.side.name, item, f"{n:,}", *counts, left])
+    columns = ["tool", "containers", "running after", "ms per container (p10-p90)", "min-max"]
+    columns += ["daemon RSS MB", "engine RSS MB", "own PSS MB", "python -c pass ms"]
+    sizes = ", ".join(f"{m.side.name} {m.side.containers:,} in batches of {m.side.batch}" for m in sides)
+    report = Report(
+        key="scale",
+        title="5-6. Scale and memory",
+        method=(
+            f"Detached containers (`run -d sleep`) on the default bridge, started one after another and "
+            f"timed whole command ({sizes}), then removed with `rm -f`, timed; the tools' batches "
+            "alternate. Memory is RSS and PSS from smaps_rollup, median of "
+            f"{READS} reads, in MB and kB (10^3 bytes). Each tool in a throwaway host namespace of its own; "
+            "Docker runs a locally imported busybox image, dockyard the host's sleep."
+        ),
+        tables=[
+            Table(
+                "start: ms per container by batch; memory after the batch",
+                columns,
+                [row for m in sides for row in batch_rows(m, False)],
+            ),
+            Table(
+                "removal: ms per container by batch; memory after the batch",
+                columns,
+                [row for m in sides for row in batch_rows(m, True)],
+            ),
+            Table(
+                "memory by process, MB RSS / PSS [processes]",
+                ["tool", "process", "just started", "idle", "all started", "after removal"],
+                [row for m in sides for row in memory_rows(m)],
+            ),
+            Table(
+                "side by side",
+                ["", "dockyard", *(["docker", "docker / dockyard"] if dk else [])],
+                comparison(dy, dk) if dy else [],
+            ),
+            Table(
+                "left after removal (beyond what was there idle)",
+                ["tool", "object", "idle", "full", "after removal", "left"],
+                left_rows,
+            ),
+        ],
+        goals=goals(dy, dk) if dy else [],
+        plots=plots(sides),
+    )
+    return report, {name: (asdict(f) if f else None) for name, f in figs.items()}
 
-    goals = []
-    if dy is not None:
-        idle_mb = dy.idle_core_rss * KB / 1000
-        lo, hi = (v * KB / 1000 for v in dy.idle_core_span)
-        docker_idle = docker_each = docker_flat = ""
-        if dk:
-            docker_idle = (
-                f"docker dockerd+containerd {dk.idle_core_rss * KB / 1000:.1f} MB "
-                f"({ratio(dk.idle_core_rss, dy.idle_core_rss):.2f}x)"
-            )
-            docker_each = (
-                f"docker {dk.per_container_rss_kb:.0f} kB at {dk.n:,} "
-                f"({ratio(dk.per_container_rss_kb, dy.per_container_rss_kb):.2f}x)"
-            )
-            docker_flat = f"docker {dk.last_over_first:.2f}x ({dk.first_ms:.1f} -> {dk.last_ms:.1f} ms)"
-        goals.append(
+
+def goals(dy: Figures, dk: Figures | None) -> list[Goal]:
+    def in_mb(kib: float) -> float:
+        return kib * KB / 1000
+
+    idle_mb = in_mb(dy.idle_core_rss)
+    lo, hi = (in_mb(v) for v in dy.idle_core_span)
+    out = [
+        Goal(
+            f"dockyardd at most {GOAL_IDLE_MB:.0f} MB RSS idle",
+            idle_mb <= GOAL_IDLE_MB,
+            f"{idle_mb:.1f} MB ({lo:.1f}-{hi:.1f}; PSS {in_mb(dy.idle_core_pss):.1f})",
+            f"docker dockerd+containerd {in_mb(dk.idle_core_rss):.1f} MB "
+            f"({times(ratio(dk.idle_core_rss, dy.idle_core_rss))})"
+            if dk
+            else "",
+        )
+    ]
+    if dy.after_core_rss is not None:
+        again_mb = in_mb(dy.after_core_rss)
+        docker_again = dk.after_core_rss if dk else None
+        out.append(
             Goal(
-                f"dockyardd under {GOAL_IDLE_MB:.0f} MB RSS idle",
-                idle_mb < GOAL_IDLE_MB,
-                f"{idle_mb:.1f} MB ({lo:.1f}-{hi:.1f}; PSS {dy.idle_core_pss * KB / 1000:.1f})",
-                docker_idle,
+                f"dockyardd at most {GOAL_AFTER_MB:.0f} MB RSS idle again, after {dy.n:,} containers",
+                again_mb <= GOAL_AFTER_MB,
+                f"{again_mb:.1f} MB (+{again_mb - idle_mb:.1f} over idle before)",
+                f"docker dockerd+containerd {in_mb(docker_again):.1f} MB "
+                f"({times(ratio(docker_again, dy.after_core_rss))})"
+                if docker_again is not None
+                else "",
             )
         )
-        if dy.after_core_rss is not None:
-            again_mb = dy.after_core_rss * KB / 1000
-            docker_again = ""
-            if dk and dk.after_core_rss is not None:
-                docker_again = (
-                    f"docker dockerd+containerd {dk.after_core_rss * KB / 1000:.1f} MB "
-                    f"({ratio(dk.after_core_rss, dy.after_core_rss):.2f}x)"
-                )
-            goals.append(
-                Goal(
-                    f"dockyardd under {GOAL_IDLE_MB:.0f} MB RSS idle again, after {dy.n:,} containers",
-                    again_mb < GOAL_IDLE_MB,
-                    f"{again_mb:.1f} MB (+{again_mb - idle_mb:.1f} over idle before)",
-                    docker_again,
-                )
-            )
-        goals.append(
-            Goal(
-                f"under {GOAL_PER_CONTAINER_KB / 1000:.0f} MB per container beyond its own command "
-                "(daemon+shim RSS, full - idle) / N",
-                dy.per_container_rss_kb < GOAL_PER_CONTAINER_KB,
-                f"{dy.per_container_rss_kb:.0f} kB at {dy.n:,} "
-                f"(MemAvailable, indicative: {dy.beyond_own_kb:.0f} kB)",
-                docker_each,
-            )
-        )
-        goals.append(
-            Goal(
-                f"time per container flat: last batch within {GOAL_FLAT:.2f}x the first",
-                dy.last_over_first <= GOAL_FLAT,
-                f"{dy.last_over_first:.2f}x ({dy.first_ms:.1f} -> {dy.last_ms:.1f} ms; "
-                f"python -c pass {dy.probe_first_ms:.1f} -> {dy.probe_last_ms:.1f} ms)",
-                docker_flat,
-            )
-        )
+    out += [
+        Goal(
+            f"under {GOAL_PER_CONTAINER_KB / 1000:.0f} MB per container beyond its own command "
+            "(daemon+shim RSS, full - idle) / N",
+            dy.per_container_rss_kb < GOAL_PER_CONTAINER_KB,
+            f"{dy.per_container_rss_kb:.0f} kB at {dy.n:,} "
+            f"(MemAvailable, indicative: {dy.beyond_own_kb:.0f} kB)",
+            f"docker {dk.per_container_rss_kb:.0f} kB at {dk.n:,} "
+            f"({times(ratio(dk.per_container_rss_kb, dy.per_container_rss_kb))})"
+            if dk
+            else "",
+        ),
+        Goal(
+            f"time per container flat: last batch within {GOAL_FLAT:.2f}x the first",
+            dy.last_over_first <= GOAL_FLAT,
+            f"{dy.last_over_first:.2f}x ({dy.first_ms:.1f} -> {dy.last_ms:.1f} ms; "
+            f"python -c pass {dy.probe_first_ms:.1f} -> {dy.probe_last_ms:.1f} ms)",
+            f"docker {dk.last_over_first:.2f}x ({dk.first_ms:.1f} -> {dk.last_ms:.1f} ms)" if dk else "",
+        ),
+    ]
+    return out
 
-    def series(
-        r: Run, points: list[Point], key: str, name: str, times: list[list[float]] | None = None
-    ) -> Series:
-        if times is not None:
-            pairs = [(p.running, t) for p, t in zip(points, times, strict=False) if t]
-            return Series(
-                name,
-                [x for x, _ in pairs],
-                [statistics.median(t) for _, t in pairs],
-                [summary(t)["p10"] for _, t in pairs],
-                [summary(t)["p90"] for _, t in pairs],
-            )
-        pts = [p for p in [r.idle, *points] if p is not None]
-        return Series(name, [p.running for p in pts], [p.med(key) * KB / 1000 for p in pts])
 
-    plots = [
+def plots(sides: list[Measured]) -> list[Plot]:
+    def by_batch(m: Measured, removal: bool) -> Series:
+        times_ms, points = (m.rm_ms, m.after_rm) if removal else (m.start_ms, m.after_start)
+        pairs = [(p.running, t) for p, t in zip(points, times_ms, strict=False) if t]
+        return Series.of(m.side.name, [x for x, _ in pairs], [t for _, t in pairs])
+
+    def memory(m: Measured, key: str, name: str) -> Series:
+        points = [p for p in [m.idle, *m.after_start] if p is not None]
+        return Series(name, [p.running for p in points], [p.med(key) * KB / 1000 for p in points])
+
+    def engine(m: Measured) -> str:
+        return f"{m.side.name}: engine (with {'shim' if m.side.name == 'dockyard' else 'shims'})"
+
+    return [
         Plot(
             "scale_start",
             "run -d sleep: ms per container, by batch (median, p10-p90)",
             "line",
             "containers running after the batch",
             "ms",
-            [series(r, r.after_start, "", r.side.name, r.start_ms) for r in runs if r.start_ms],
+            [by_batch(m, False) for m in sides if m.start_ms],
         ),
         Plot(
             "scale_memory",
@@ -742,15 +721,10 @@ def build_report(
             "MB",
             [
                 s
-                for r in runs
+                for m in sides
                 for s in (
-                    series(r, r.after_start, "core_rss", f"{r.side.name}: {r.side.core_label}"),
-                    series(
-                        r,
-                        r.after_start,
-                        "engine_rss",
-                        f"{r.side.name}: engine (with {'shim' if r.side.name == 'dockyard' else 'shims'})",
-                    ),
+                    memory(m, "core_rss", f"{m.side.name}: {m.side.core_label}"),
+                    memory(m, "engine_rss", engine(m)),
                 )
             ],
         ),
@@ -760,48 +734,13 @@ def build_report(
             "line",
             "containers running after the batch",
             "ms",
-            [series(r, r.after_rm, "", r.side.name, r.rm_ms) for r in runs if r.rm_ms],
+            [by_batch(m, True) for m in sides if m.rm_ms],
         ),
     ]
-    sizes = ", ".join(f"{r.side.name} {r.side.containers:,} in batches of {r.side.batch}" for r in runs)
-    report = Report(
-        key="scale",
-        title="5-6. Scale and memory",
-        method=(
-            f"Detached containers (`run -d sleep`) on the default bridge, started one after another and "
-            f"timed whole command ({sizes}), then removed with `rm -f`, timed; the tools' batches "
-            "alternate. Memory is RSS and PSS from smaps_rollup, median of "
-            f"{READS} reads, in MB and kB (10^3 bytes). Each tool in a throwaway host namespace of its own; "
-            "Docker runs a locally imported busybox image, dockyard the host's sleep. " + machine_line(info)
-        ),
-        tables=[
-            Table("start: ms per container by batch; memory after the batch", cols, start_rows),
-            Table("removal: ms per container by batch; memory after the batch", cols, rm_rows),
-            Table("memory by process, MB RSS / PSS [processes]", mem_cols, mem_rows),
-            Table(
-                "side by side",
-                ["", *(f"{t}" for t in tools), *(["docker / dockyard"] if dk else [])],
-                cmp_rows,
-            ),
-            Table(
-                "left after removal (beyond what was there idle)",
-                ["tool", "object", "idle", "full", "after removal", "left"],
-                left_rows,
-            ),
-        ],
-        goals=goals,
-        notes=notes,
-        plots=plots,
-    )
-    raw_figures = {name: (asdict(f) if f else None) for name, f in figs.items()}
-    return report, raw_figures
-
-
-# -- main -------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = options(__doc__, "10 containers in batches of 5, 1 warm-up, dockyard only", ("docker",))
     p.add_argument(
         "--containers", type=int, default=1000, help="dockyard containers (default 1000, at most 1023)"
     )
@@ -811,11 +750,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--warmup", type=int, default=3, help="untimed run -d + rm -f before idle is read (default 3)"
     )
-    p.add_argument("--no-docker", action="store_true", help="do not measure Docker")
-    p.add_argument(
-        "--smoke", action="store_true", help="10 containers in batches of 5, 1 warm-up, dockyard only"
-    )
-    p.add_argument("--json", metavar="PATH", help="also write the report and raw results as JSON to PATH")
     args = p.parse_args(argv)
     if args.smoke:
         args.containers, args.batch, args.warmup, args.no_docker = 10, 5, 1, True
@@ -828,106 +762,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure(runs: list[Run], warmup: int) -> dict[str, list[list[str]]]:
-    for run in runs:
-        run.fresh = read_memory(run.side, "just started", 0)
-        warm_up(run.side, warmup)
-    time.sleep(1)  # let the warm-up's teardown settle (network namespaces are freed asynchronously)
-    for run in runs:
-        run.idle = read_memory(run.side, "idle", 0)
-        run.inventory["idle"] = run.side.inventory()
-    print(f"starting: {', '.join(f'{r.side.name} {r.side.containers:,}' for r in runs)} ...", flush=True)
-    orders = {"start": interleaved(runs, "start")}
-    for run in runs:
-        run.inventory["full"] = run.side.inventory()
-        running = run.inventory["full"]["container processes"]
-        if not run.failure and running != len(run.side.started):
-            run.failure = f"{len(run.side.started)} containers started, {running} container processes running"
-    orders["rm"] = interleaved(runs, "rm")
-    for run in runs:
-        remove_rest(run)
-    time.sleep(1)
-    for run in runs:
-        run.inventory["after removal"] = run.side.inventory()
-    return orders
-
-
-def leaks(run: Run) -> list[str]:
-    base, after = run.inventory.get("idle", {}), run.inventory.get("after removal", {})
-    return [f"{item}: {after[item] - n:+d}" for item, n in base.items() if item in after and after[item] != n]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("scale: needs root (it makes network namespaces)", file=sys.stderr)
-        return 1
-    raise_on_termination()
-    load_before = load_average()
-    labs, notes = labs_for([("docker", args.no_docker, PrivateDocker)])
-    status = 0
-    problems: list[str] = []
-    docker: PrivateDocker | None = None
-    work = Path(tempfile.mkdtemp(prefix="dybench-scale-"))
-    try:
-        for lab in labs.values():
-            lab.setup()
-        labs["dockyard"].start_daemon()
-        runs = [Run(DockyardSide(labs["dockyard"], args.containers, args.batch))]
-        if "docker" in labs:
-            docker = PrivateDocker(labs["docker"].host, work / "docker")
-            docker.start()
-            docker.import_image(rootfs_tar(work / "image.tar"), IMAGE)
-            runs.append(Run(DockerSide(labs["docker"], args.docker_containers, args.docker_batch, docker)))
-            notes.append(f"docker: {docker.version()}, a private dockerd in its lab's host namespace")
-        orders = measure(runs, args.warmup)
-        for run in runs:
-            if run.failure:
-                notes.append(f"{run.side.name} FAILED: {run.failure}")
-                status = 1
-            left = leaks(run)
-            if left:
-                notes.append(f"{run.side.name} left after removal: {', '.join(left)}")
-                status = 1
-        notes.append(
-            f"python -c pass ms: the bare interpreter timed after every {PROBE_EVERY}th start, the median of "
-            "the batch: when it grows with a tool's times, the machine slowed down, not the tool"
-        )
-        notes.append(
-            "MemAvailable is the whole machine's (other jobs, page cache and the kernel's freeing of network "
-            "namespaces count in it): read that figure as indicative; the engine figure is the process memory"
-        )
-        info = machine(load_before)
-        report, derived = build_report(runs, notes, info)
-        print(report.text(), flush=True)
-        if args.json:
-            raw = {
-                "machine": info,
-                "args": vars(args),
-                "orders": orders,
-                "figures": derived,
-                "runs": [
-                    {
-                        "tool": r.side.name,
-                        "containers": r.side.containers,
-                        "batch": r.side.batch,
-                        "start_ms": r.start_ms,
-                        "rm_ms": r.rm_ms,
-                        "probe_ms": r.probe_ms,
-                        "memory": [asdict(p) for p in [r.fresh, r.idle, *r.after_start, *r.after_rm] if p],
-                        "inventory": r.inventory,
-                        "failure": r.failure,
-                    }
-                    for r in runs
-                ],
-            }
-            write_results(args.json, report, raw)
-    except (BenchError, LabError, KeyboardInterrupt, Interrupted) as e:
-        status = failure_status("scale", e)
-    finally:
-        problems += clean_up([docker], labs.values(), work)
-    return exit_status("scale", status, problems)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    arguments = parse_args(None)
+    sys.exit(main("scale", arguments, lambda run: measure(run, arguments)))

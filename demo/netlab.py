@@ -1,17 +1,21 @@
-"""A throwaway lab for the tour and the benchmark: a "host" network namespace
-where dockyardd runs (--host-netns), an "upstream" namespace that plays the
-outside world on TEST-NET addresses, a fresh $ROOT, and a teardown that
-removes all of it and says what it had to clean up by force.
+"""The lab of the tour and the benchmark: tests/lab.py's Lab, with what a script adds to it.
 
-    upstream (dyl-u-XXXXXX)                host (dyl-h-XXXXXX)
-      eth0 198.51.100.2/24  <-- veth -->     up0 198.51.100.1/24, default via .2
-                                             dockyard0 ... containers
+The namespaces, their addresses, the dockyard command line and the teardown
+with its leak checks are the integration tests' own (tests/lab.py), so the
+tour, the benchmark and the tests stand on one lab. A script adds:
 
-Nothing here touches the root namespace: every link, address and route is
-made inside the two namespaces, and deleting them removes it all. Processes
-are stopped by PID (checked against their start time, so a reused PID is
-never hit), never by name. The lab owns what it made and nothing else; the
-tour and the benchmark own what they print.
+- a directory of its own (the tests get theirs from pytest), removed at the end;
+- the daemon started by PID (`dockyard daemon run`), so that a Ctrl-C during
+  its start still finds it; processes remembered with their start time, so
+  that a PID reused since is never taken for one of ours;
+- checked commands that raise LabError with what the command said;
+- Ctrl-C, SIGTERM and SIGHUP turned into exceptions, and a teardown that no
+  second signal cuts short, that empties the daemon first (a `run` cut short
+  may still be creating its container) and says what it had to force;
+- a ledger: when $DOCKYARD_LAB_LEDGER names a file, every namespace,
+  directory and process a lab makes is written there before it is made, so
+  that a test running a script checks exactly what that script made (never
+  names by a prefix that another run may share).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import selectors
 import shutil
 import signal
@@ -31,40 +34,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-HOST_ADDR = "198.51.100.1"
-UP_ADDR = "198.51.100.2"
-PREFIX_LEN = 24
-HOST_IF = "up0"
-UP_IF = "eth0"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from lab import HOST_ADDR, UP_ADDR, Lab
+
+__all__ = ["HOST_ADDR", "HOST_IF", "UP_ADDR", "Interrupted", "LabError", "ScriptLab"]
+
+HOST_IF = "up0"  # the host namespace's link to the upstream (tests/lab.py names it)
 NETNS_DIR = Path("/run/netns")
-
-
-def _venv_dockyard() -> list[str]:
-    """The dockyard command a user runs: the venv's console script, else -m."""
-    script = Path(sys.executable).parent / "dockyard"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "dockyard"]
-
-
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
+LEDGER = "DOCKYARD_LAB_LEDGER"
 
 
 class LabError(Exception):
@@ -115,70 +93,115 @@ def run(
     return r
 
 
-class Lab:
-    """Two namespaces joined by a veth pair, a $ROOT, and dockyard pointed at them."""
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks, or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
-    def __init__(self, tag: str = "dyl") -> None:
-        suffix = secrets.token_hex(3)
-        self.host = f"{tag}-h-{suffix}"
-        self.up = f"{tag}-u-{suffix}"
-        self.root = Path(tempfile.mkdtemp(prefix=f"dockyard-{tag}-"))
-        self.dockyard = _venv_dockyard()
-        self.namespaces: list[str] = []
-        self.procs: list[subprocess.Popen[str]] = []
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+# -- the ledger ------------------------------------------------------------------------
+
+
+def record(kind: str, *things: str) -> None:
+    """Write what is about to be made into the ledger, when one is asked for."""
+    path = os.environ.get(LEDGER)
+    if path:
+        with open(path, "a") as f:
+            f.writelines(f"{kind} {thing}\n" for thing in things)
+
+
+def ledger_leftovers(path: Path) -> list[str]:
+    """What of a ledger's records still exists: namespaces, directories, mounts under
+    them, processes (the same PID with the same start time)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [line.split(" ", 1) for line in lines if " " in line]
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    left = []
+    for kind, what in records:
+        if kind == "netns" and (NETNS_DIR / what).exists():
+            left.append(f"namespace {what}")
+        elif kind == "dir":
+            if os.path.exists(what):
+                left.append(f"directory {what}")
+            left += [f"mount {m}" for m in mounts if m.startswith(what + "/")]
+        elif kind == "process":
+            pid, started = (int(x) for x in what.split())
+            if start_time(pid) == started:
+                left.append(f"process {pid} ({cmdline(pid)})")
+    return left
+
+
+def add_netns(name: str) -> None:
+    """A network namespace, recorded in the ledger first."""
+    record("netns", name)
+    run(["ip", "netns", "add", name])
+
+
+def venv_dockyard() -> list[str]:
+    """The dockyard command a user runs: the venv's console script, else -m."""
+    script = Path(sys.executable).parent / "dockyard"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "dockyard"]
+
+
+# -- the lab ---------------------------------------------------------------------------
+
+
+class ScriptLab(Lab):
+    """tests/lab.py's two namespaces and $ROOT, in a directory of the script's own."""
+
+    def __init__(self, tag: str) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"dockyard-{tag}-"))
+        record("dir", str(tmp))
+        super().__init__(tmp, prefix=f"{tag}-")
+        self.root.mkdir()
+        self.dockyard = venv_dockyard()
         self.daemon: subprocess.Popen[bytes] | None = None
-        # pid -> start time, for every process the lab may have to stop by force.
-        self.pids: dict[int, int] = {}
-
-    # -- set-up -----------------------------------------------------------------
+        self.pids: dict[int, int] = {}  # pid -> start time, of every process the lab may have to stop
+        self.extra_netns: list[str] = []
 
     def setup(self) -> None:
-        for ns in (self.host, self.up):
-            self.namespaces.append(ns)  # recorded first: a Ctrl-C right after still deletes it
-            run(["ip", "netns", "add", ns])
-        veth = ("type", "veth", "peer", "name", UP_IF, "netns", self.up)
-        run(["ip", "link", "add", HOST_IF, "netns", self.host, *veth])
-        for ns in (self.host, self.up):
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", self.host, "addr", "add", f"{HOST_ADDR}/{PREFIX_LEN}", "dev", HOST_IF])
-        run(["ip", "-n", self.host, "link", "set", HOST_IF, "up"])
-        run(["ip", "-n", self.host, "route", "add", "default", "via", UP_ADDR])
-        run(["ip", "-n", self.up, "addr", "add", f"{UP_ADDR}/{PREFIX_LEN}", "dev", UP_IF])
-        run(["ip", "-n", self.up, "link", "set", UP_IF, "up"])
+        # Recorded first: a Ctrl-C right after still finds them.
+        record("netns", self.host, self.up)
+        super().setup()
+
+    def add_netns(self, name: str) -> Path:
+        """One more namespace, deleted with the lab (a container's for a CNI ADD, say)."""
+        self.extra_netns.append(name)
+        add_netns(name)
+        return NETNS_DIR / name
 
     # -- running things ---------------------------------------------------------
 
-    def dy_cmd(self, *args: str) -> list[str]:
-        return [*self.dockyard, "--root", str(self.root), "--host-netns", self.host, *args]
-
-    def dy(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """The dockyard CLI against this lab's root and host namespace."""
-        return run(self.dy_cmd(*args), check=check, timeout=timeout)
-
-    def in_ns(
-        self, ns: str, *cmd: str, check: bool = True, timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]:
-        return run(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout)
-
-    def spawn_in(self, ns: str, *cmd: str) -> subprocess.Popen[str]:
-        """A long-running process in a namespace, in a session of its own (Ctrl-C is ours to handle)."""
-        p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *cmd],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.procs.append(p)
-        return p
+    def dy_ok(self, *args: str, timeout: float = 60) -> str:
+        """stdout of a dockyard command that must succeed; a LabError otherwise."""
+        try:
+            r = self.dy(*args, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise LabError(f"`dockyard {' '.join(args)}` did not finish within {timeout:.0f} s") from e
+        if r.returncode != 0:
+            raise LabError(f"`dockyard {' '.join(args)}` exited {r.returncode}: {r.stderr.strip()}")
+        return r.stdout
 
     def start_daemon(self, timeout: float = 20) -> int:
         """dockyardd for this lab, as `dockyard daemon run` in a session of its own.
 
         Started here rather than auto-started by the first command so that
-        the lab knows its PID from the first instant: a Ctrl-C during its
-        start-up still finds it.
+        the lab knows its PID from the first instant.
         """
         with open(self.root / "daemon.log", "ab") as log:
             self.daemon = subprocess.Popen(
@@ -191,8 +214,8 @@ class Lab:
         self.remember_pid(self.daemon.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.dy("daemon", "status", check=False).returncode == 0:
-                self._remember_daemon()
+            if self.dy("daemon", "status").returncode == 0:
+                self.remember_daemon()
                 return self.daemon.pid
             if self.daemon.poll() is not None:
                 break
@@ -201,130 +224,95 @@ class Lab:
         raise LabError(f"dockyardd did not start within {timeout:.0f} s: {' | '.join(log_tail)}")
 
     def remember_pid(self, pid: int) -> None:
-        started = _start_time(pid)
-        if started is not None:
+        started = start_time(pid)
+        if started is not None and self.pids.get(pid) != started:
+            record("process", f"{pid} {started}")
             self.pids[pid] = started
 
     def remember_container(self, ref: str) -> None:
         with contextlib.suppress(LabError, ValueError, KeyError, IndexError):
-            pid = int(json.loads(self.dy("inspect", ref).stdout)[0]["State"]["Pid"] or 0)
+            pid = int(json.loads(self.dy_ok("inspect", ref))[0]["State"]["Pid"] or 0)
             if pid:
                 self.remember_pid(pid)
 
-    def _remember_daemon(self) -> None:
-        for name in ("dockyardd.pid", "shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                self.remember_pid(int((self.root / name).read_text().strip()))
+    def pid_of(self, name: str) -> int | None:
+        """The PID in $ROOT's pid file `name` (dockyardd.pid, shim.pid, dns.pid), if any."""
+        return self._read_pid(name)
+
+    def remember_daemon(self) -> None:
+        """The daemon, its shim and its resolver, from their pid files (a daemon a command
+        auto-started included)."""
+        for name in ("dockyardd.pid", "shim.pid", "dns.pid"):
+            pid = self._read_pid(name)
+            if pid:
+                self.remember_pid(pid)
 
     # -- teardown ---------------------------------------------------------------
 
     def teardown(self) -> list[str]:
-        """Remove every container, the daemon, the namespaces and $ROOT.
-
-        Returns what had to be removed by force (empty when dockyard cleaned
-        up after itself, as it should).
-        """
-        problems: list[str] = []
+        """tests/lab.py's teardown, emptied first; what had to be removed by force."""
         with signals_ignored():
-            self._remember_daemon()
-            if self.daemon is not None:
-                problems += self._dockyard_down()
-            for p in self.procs:
-                if p.poll() is None:
-                    p.terminate()
-                    try:
-                        p.wait(timeout=3)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait(timeout=3)
-            problems += self._stop_stragglers()
-            problems += self._unmount_under_root()
-            for ns in self.namespaces:
+            problems = self._empty()
+            # Only what still is ours: a PID remembered long ago may belong to another process now.
+            self.pids_seen |= set(self._alive())
+            problems += super().teardown()
+            for ns in self.extra_netns:
                 r = run(["ip", "netns", "del", ns], check=False)
                 if r.returncode != 0 and (NETNS_DIR / ns).exists():
                     problems.append(f"namespace {ns} could not be deleted: {r.stderr.strip()}")
-            shutil.rmtree(self.root, ignore_errors=True)
-            if self.root.exists():
-                problems.append(f"{self.root} could not be removed")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            problems += [f"left behind: {thing}" for thing in self.leftovers()]
         return problems
 
-    def _dockyard_down(self) -> list[str]:
-        """rm -f every container, then stop the daemon; what went wrong, if anything."""
-        assert self.daemon is not None
+    def _empty(self) -> list[str]:
+        """rm -f every container until ps shows none; what went wrong, if anything."""
+        if self.daemon is not None:
+            # Still starting (a Ctrl-C came early): let it answer first, so that no
+            # command auto-starts a second daemon.
+            deadline = time.monotonic() + 20
+            while self.daemon.poll() is None and time.monotonic() < deadline:
+                if self.dy("daemon", "status").returncode == 0:
+                    break
+                time.sleep(0.05)
+        if not (self.root / "dockyard.db").exists():
+            return []
         problems: list[str] = []
-        # The daemon may still be starting (a Ctrl-C came early): let it answer first,
-        # so that it never auto-starts a second one, nor misses the stop.
-        deadline = time.monotonic() + 20
-        while self.daemon.poll() is None and time.monotonic() < deadline:
-            if self.dy("daemon", "status", check=False).returncode == 0:
-                break
-            time.sleep(0.05)
-        if self.daemon.poll() is not None:
-            return problems
-        self._remember_daemon()
         try:
             # Again until ps shows nothing: a `run` cut short by Ctrl-C may still be
             # creating its container in the daemon when the first ps is answered.
             for _ in range(5):
                 ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
+                self.remember_daemon()
                 if not ids:
                     break
                 for cid in ids:
                     self.remember_container(cid)
-                r = self.dy("rm", "-f", *ids, check=False)
+                r = self.dy("rm", "-f", *ids, timeout=600)
                 if r.returncode != 0:
                     problems.append(f"dockyard rm -f failed: {r.stderr.strip()}")
                 time.sleep(0.1)
-            self.dy("daemon", "stop")
-            self.daemon.wait(timeout=30)
-        except (LabError, subprocess.TimeoutExpired) as e:
-            problems.append(str(e))
-        return problems
-
-    def _stop_stragglers(self) -> list[str]:
-        problems: list[str] = []
-        deadline = time.monotonic() + 5
-        alive = self._alive()
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.02)
-            alive = self._alive()
-        for pid in alive:
-            problems.append(f"process {pid} ({_cmdline(pid)}) still running after dockyard stopped; killed")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while self._alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        except subprocess.TimeoutExpired as e:
+            problems.append(f"emptying the lab: {e}")
         return problems
 
     def _alive(self) -> list[int]:
-        return [pid for pid, started in self.pids.items() if _start_time(pid) == started]
-
-    def _unmount_under_root(self) -> list[str]:
-        problems: list[str] = []
-        prefix = str(self.root) + "/"
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f]
-        for mountpoint in reversed(mounts):
-            if mountpoint.startswith(prefix):
-                problems.append(f"mount {mountpoint} left behind; unmounted")
-                run(["umount", "-l", mountpoint], check=False)
-        return problems
+        return [pid for pid, started in self.pids.items() if start_time(pid) == started]
 
     def leftovers(self) -> list[str]:
         """What of the lab still exists (after teardown: should be nothing)."""
-        left = [f"namespace {ns}" for ns in self.namespaces if (NETNS_DIR / ns).exists()]
-        left += [f"process {pid}" for pid in self._alive()]
+        names = [self.host, self.up, *self.extra_netns]
+        left = [f"namespace {ns}" for ns in names if (NETNS_DIR / ns).exists()]
+        left += [f"process {pid} ({cmdline(pid)})" for pid in self._alive()]
         left += [f"process {p.pid}" for p in self.procs if p.poll() is None]
-        if self.root.exists():
-            left.append(f"directory {self.root}")
+        if self.tmp.exists():
+            left.append(f"directory {self.tmp}")
         return left
 
 
 def wait_for_line(proc: subprocess.Popen[str], timeout: float) -> str:
     """The first line a spawned process prints (it says it is ready), or a LabError."""
     assert proc.stdout is not None
-    what = f"process {proc.pid} ({_cmdline(proc.pid)})"
+    what = f"process {proc.pid} ({cmdline(proc.pid)})"
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         if not sel.select(timeout):

@@ -10,8 +10,9 @@ published port. Each section opens with one line on what it shows, and
 each claim is checked: the tour exits 1 when one does not hold, 130 when
 interrupted. It removes everything it made, also on Ctrl-C.
 
-It owns the narration and the checks; demo/netlab.py owns the lab, and
-demo/httpecho.py the HTTP ends that report addresses.
+It owns the narration and the checks; the lab is the integration tests'
+(tests/lab.py, through demo/netlab.py), and demo/httpecho.py the HTTP ends
+that report addresses.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from netlab import (  # noqa: E402
     HOST_ADDR,
     UP_ADDR,
     Interrupted,
-    Lab,
     LabError,
+    ScriptLab,
     raise_on_termination,
     wait_for_line,
 )
@@ -88,7 +89,7 @@ def echo_output(text: str) -> None:
 
 
 class Tour:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: ScriptLab) -> None:
         self.lab = lab
         self.failures: list[str] = []
 
@@ -97,7 +98,7 @@ class Tour:
     def dy(self, *args: str, fail: bool = False) -> str:
         """`dockyard ARGS`, shown; a non-zero exit is a failed step (a zero one when fail=True)."""
         print(f"$ dockyard {shown(list(args))}")
-        r = self.lab.dy(*args, check=False)
+        r = self.lab.dy(*args)
         echo_output(r.stdout + r.stderr)
         if fail and r.returncode == 0:
             raise StepFailed(f"`dockyard {shown(list(args))}` should have failed, but it worked")
@@ -109,7 +110,7 @@ class Tour:
 
     def in_ns(self, where: str, ns: str, *cmd: str) -> str:
         print(f"({where}) $ {shown(list(cmd))}")
-        r = self.lab.in_ns(ns, *cmd, check=False)
+        r = self.lab.in_ns(ns, *cmd)
         echo_output(r.stdout + r.stderr)
         if r.returncode != 0:
             raise StepFailed(f"`{shown(list(cmd))}` in the {where} namespace exited {r.returncode}")
@@ -120,7 +121,7 @@ class Tour:
             raise StepFailed(claim)
 
     def quiet_inspect(self, name: str) -> dict[str, object]:
-        info = json.loads(self.lab.dy("inspect", name).stdout)[0]
+        info = json.loads(self.lab.dy_ok("inspect", name))[0]
         assert isinstance(info, dict)
         return info
 
@@ -139,7 +140,7 @@ class Tour:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             url = f"http://{addr}:{port}/"
-            r = self.lab.in_ns(self.lab.host, PY, ECHO, "get", url, "--timeout", "0.5", check=False)
+            r = self.lab.in_ns(self.lab.host, PY, ECHO, "get", url, "--timeout", "0.5")
             if r.returncode == 0:
                 return
             time.sleep(0.05)
@@ -243,7 +244,7 @@ class Tour:
         self.check(web_mac in link, f"tour-side's eth0 should have tour-web's MAC {web_mac}")
         note(f"the same eth0 as tour-web: address {web_addr}, MAC {web_mac}")
         routes = self.dy("exec", "tour-side", "ip", "route")
-        theirs = self.lab.dy("exec", "tour-web", "ip", "route").stdout
+        theirs = self.lab.dy_ok("exec", "tour-web", "ip", "route")
         self.check(
             routes == theirs and routes.startswith(f"default via {GATEWAY} dev eth0"),
             f"tour-side should have tour-web's routes, the default one via {GATEWAY}",
@@ -307,7 +308,7 @@ def main() -> int:
         print("tour: needs root (it makes network namespaces); try: sudo make demo", file=sys.stderr)
         return 1
     raise_on_termination()
-    lab = Lab("dytour")
+    lab = ScriptLab("dytour")
     tour = Tour(lab)
     status = 0
     try:
@@ -325,19 +326,16 @@ def main() -> int:
     finally:
         heading("Cleaning up")
         print("$ dockyard rm -f <every container>;  dockyard daemon stop")
-        print(f"$ ip netns del {lab.host};  ip netns del {lab.up};  rm -r {lab.root}")
+        print(f"$ ip netns del {lab.host};  ip netns del {lab.up};  rm -r {lab.tmp}")
         problems = lab.teardown()
         for problem in problems:
             print(f"  !! {problem}")
-        left = lab.leftovers()
-        for thing in left:
-            print(f"  !! left behind: {thing}")
-        if not problems and not left:
+        if not problems:
             print("nothing left behind: no namespace, process, mount or state directory of this tour remains")
     if status:
         return status
-    if tour.failures or problems or left:
-        print(f"\nthe tour FAILED: {len(tour.failures) + len(problems) + len(left)} problem(s)")
+    if tour.failures or problems:
+        print(f"\nthe tour FAILED: {len(tour.failures) + len(problems)} problem(s)")
         for failure in tour.failures:
             print(f"  - {failure}")
         return 1

@@ -5,7 +5,9 @@ repository) under a small keeper process that is its child subreaper: every
 process the tour starts, however detached (the daemon, the shim, the
 containers), stays a descendant of the keeper, so what is still running
 after the tour ended can be listed by ancestry rather than by name. The
-keeper reports those and stops them, by PID.
+keeper reports those and stops them, by PID. The lab writes every namespace,
+directory and process it makes into a ledger the test names
+($DOCKYARD_LAB_LEDGER), and the test checks that none of them remains.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import threading
 from pathlib import Path
 
 from lab import REPO
+
+sys.path.insert(0, str(REPO / "demo"))
+
+from netlab import LEDGER, ledger_leftovers
 
 TOUR = REPO / "demo" / "tour.py"
 
@@ -91,6 +97,7 @@ def _tour(tmp_path: Path, interrupt_at: str | None = None) -> tuple[int, str, st
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env={**os.environ, LEDGER: str(tmp_path / "ledger")},
         )
         watchdog = threading.Timer(240, p.kill)
         watchdog.start()
@@ -109,19 +116,19 @@ def _tour(tmp_path: Path, interrupt_at: str | None = None) -> tuple[int, str, st
         return code, out, err.read()
 
 
-def _nothing_left(out: str, err: str) -> None:
+def _nothing_left(tmp_path: Path, out: str, err: str) -> None:
     found = re.search(r"\(state in (\S+)\):", out)
     assert found, out
     root = found.group(1)
-    namespaces = set(re.findall(r"\b(dytour-[hu]-[0-9a-f]{6})\b", out))
-    assert len(namespaces) == 2, out
+    ledger = (tmp_path / "ledger").read_text().splitlines()
+    namespaces = [line.split()[1] for line in ledger if line.startswith("netns ")]
+    # What the tour printed is what its lab recorded.
+    assert len(namespaces) == 2 and all(ns in out for ns in namespaces), (ledger, out)
+    assert any(line.startswith("dir ") and root.startswith(line.split()[1]) for line in ledger), ledger
+    assert any(line.startswith("process ") for line in ledger), "the daemon was recorded"
     assert "LEFT" not in err, err
-    present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    assert not namespaces & present, namespaces & present
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert root not in mounts
-    assert not any(ns in mounts for ns in namespaces)
-    assert not os.path.exists(root)
+    left = ledger_leftovers(tmp_path / "ledger")
+    assert not left, left
     assert "nothing left behind" in out
 
 
@@ -136,7 +143,7 @@ def test_the_tour_passes_and_leaves_nothing(tmp_path: Path) -> None:
     side = out.split("4. --net container:tour-web")[1]
     assert "$ dockyard exec tour-side ip route" in side
     assert "$ dockyard exec tour-side python3 demo/httpecho.py get http://198.51.100.2:8000/" in side
-    _nothing_left(out, err)
+    _nothing_left(tmp_path, out, err)
 
 
 def test_ctrl_c_mid_tour_exits_130_and_cleans_up(tmp_path: Path) -> None:
@@ -145,4 +152,4 @@ def test_ctrl_c_mid_tour_exits_130_and_cleans_up(tmp_path: Path) -> None:
     assert code == 130, out + err
     assert "interrupted" in out and "Cleaning up" in out
     assert "all four drivers" not in out
-    _nothing_left(out, err)
+    _nothing_left(tmp_path, out, err)
