@@ -150,6 +150,14 @@ def descendants(table: dict[int, int], pid: int) -> set[int]:
     return found
 
 
+def process_name(pid: int) -> str:
+    """The process's command name (/proc/PID/comm), "?" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def kill_exact(pid: int, started: int) -> bool:
     """SIGKILL this very process (never a PID reused since); True when it was there."""
     if start_time(pid) != started:

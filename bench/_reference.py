@@ -40,7 +40,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import BenchError, memory_of, namespace_inode, processes_in_namespace, run_cmd, start_time
+from _common import (
+    BenchError,
+    memory_of,
+    namespace_inode,
+    process_name,
+    processes_in_namespace,
+    run_cmd,
+    start_time,
+)
 
 BUSYBOX = Path("/bin/busybox")
 NETNS_DIR = Path("/run/netns")
@@ -203,6 +211,16 @@ class PrivateDocker:
 
     def memory(self) -> dict[str, float]:
         return memory_of(self.processes())
+
+    def parts(self, own: set[int]) -> dict[str, list[int]]:
+        """Its processes but `own` (the containers'), by part: dockerd, containerd, shims, other."""
+        parts: dict[str, list[int]] = {"dockerd": [], "containerd": [], "shims": [], "other": []}
+        for pid in self.processes():
+            if pid not in own:
+                name = process_name(pid)
+                shim = name.startswith("containerd-shim")
+                parts[name if name in ("dockerd", "containerd") else "shims" if shim else "other"].append(pid)
+        return parts
 
     def stop(self) -> list[str]:
         """Remove every container, stop dockerd by its PID, remove its state; what went wrong."""

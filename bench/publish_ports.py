@@ -60,6 +60,7 @@ from _common import (
     descendants,
     mem_available_mib,
     memory_of,
+    process_name,
     process_table,
     ratio,
     rotated,
@@ -102,13 +103,6 @@ CASES = (
 # c: the probe's port is the 10th, then the 1,000th published one.
 PROBE_SPEC = "18080:80"
 BACKGROUNDS = ((9, "20001-20009:20001-20009"), (999, "30001-30999:30001-30999"))
-
-
-def process_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 # -- the tools ---------------------------------------------------------------------------

@@ -49,7 +49,6 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -79,13 +78,6 @@ READS = 3  # memory reads per point: the median is kept, min-max shows how still
 PROBE = [sys.executable, "-c", "pass"]  # timed now and then: drift of the machine, not of a tool
 PROBE_EVERY = 10
 KB = 1.024  # kB (10^3 bytes) in a KiB: the report speaks the issues' MB and kB
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 # -- the two sides -----------------------------------------------------------------------
@@ -200,14 +192,7 @@ class DockerSide(Side):
         own: set[int] = set()
         for pid in self.container_pids & set(table):
             own |= {pid} | descendants(table, pid)
-        parts: dict[str, list[int]] = {"dockerd": [], "containerd": [], "shims": [], "other": []}
-        for pid in self.docker.processes():
-            if pid not in own:
-                comm = _comm(pid)
-                shim = comm.startswith("containerd-shim")
-                parts[comm if comm in ("dockerd", "containerd") else "shims" if shim else "other"].append(pid)
-        parts["own"] = sorted(own)
-        return parts
+        return {**self.docker.parts(own), "own": sorted(own)}
 
     def listed(self) -> int:
         return len(self.docker.docker("ps", "-aq").split())
