@@ -244,7 +244,10 @@ class Client:
         import subprocess
 
         os.makedirs(self.paths.root, mode=0o700, exist_ok=True)
-        with open(self.paths.daemon_log, "ab") as log:
+        # Root's alone, and never through a link planted in the root.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        log = os.open(self.paths.daemon_log, flags, 0o600)
+        try:
             proc = subprocess.Popen(
                 self.daemon_args(),
                 stdin=subprocess.DEVNULL,
@@ -253,6 +256,8 @@ class Client:
                 start_new_session=True,
                 close_fds=True,
             )
+        finally:
+            os.close(log)
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
             code = proc.poll()

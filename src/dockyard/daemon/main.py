@@ -22,6 +22,7 @@ import threading
 import time
 
 from dockyard.errors import DockyardError
+from dockyard.kernel import files
 from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_env
 
 # How often the monitor does the cheap check without a request (seconds);
@@ -39,7 +40,7 @@ def _raise_fd_limit() -> None:
 
 
 def _lock_root(paths: Paths) -> int:
-    fd = os.open(paths.daemon_pid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = files.open_private(paths.daemon_pid, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -52,6 +53,19 @@ def _lock_root(paths: Paths) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _make_private(paths: Paths) -> None:
+    """$ROOT and the log are root's alone, even in a root made earlier with looser modes.
+
+    The database's files are the store's to restrict (store/database.py),
+    the containers' logs are made 0600 by spawn.
+    """
+    try:
+        os.chmod(paths.root, 0o700)
+    except OSError as e:
+        raise DockyardError(f"cannot make {paths.root} private (mode 0700): {e.strerror}") from None
+    files.restrict(paths.daemon_log, 0o600)
 
 
 def _log_warnings() -> None:
@@ -192,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         root = root_from_env(args.root).resolve()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths = Paths(root)
+        _make_private(paths)
         if args.host_netns:
             from dockyard.kernel import netns
 

@@ -38,7 +38,8 @@ class Process:
     def run(self) -> int:
         pid_path = self.root / PID_FILE
         try:
-            pid_fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Never through a link planted under $ROOT.
+            pid_fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
             log(f"cannot open {pid_path}: {e.strerror}")
             return 1

@@ -18,10 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dockyard.errors import KernelError
-from dockyard.kernel import netlink, netns
+from dockyard.kernel import files, netlink, netns
 from dockyard.settings import Paths
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+NETWORK_FILE_MODE = 0o644
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -133,22 +134,26 @@ def hosts_file(address: ipaddress.IPv4Address | None, names: Iterable[str]) -> s
 
 
 def write_network_files(
+    root: Path,
     directory: Path,
     hostname: str,
     address: ipaddress.IPv4Address | None,
     names: Iterable[str],
     resolv_text: str,
 ) -> dict[str, Path]:
-    """Write hosts, hostname and resolv.conf; return {container path: file}."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {
+    """Write hosts, hostname and resolv.conf under root; return {container path: file}.
+
+    Each is written whole and replaced atomically, never through a link
+    (kernel/files.py); readable by all, as a container's /etc files are.
+    """
+    wanted = {
         "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names])),
         "/etc/hostname": (directory / "hostname", hostname + "\n"),
         "/etc/resolv.conf": (directory / "resolv.conf", resolv_text),
     }
     out = {}
-    for target, (path, text) in files.items():
-        path.write_text(text)
+    for target, (path, text) in wanted.items():
+        files.write(root, path, text, NETWORK_FILE_MODE, make_dirs=True)
         out[target] = path
     return out
 

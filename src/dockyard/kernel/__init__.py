@@ -3,7 +3,8 @@
 netlink.py (pyroute2), nft.py (libnftables), netns.py (namespaces and
 mounts through libc), sysctl.py, holds.py (host-port holds), spawn.py and
 shim_client.py (container processes), xtables.py (iptables-legacy's FORWARD
-chain, through its binary). `Kernel` bundles the handles that the
+chain, through its binary), files.py (files under $ROOT, never through a
+link). `Kernel` bundles the handles that the
 engine injects into drivers.
 """
 

@@ -28,6 +28,7 @@ import threading
 import time
 
 from dockyard.errors import KernelError
+from dockyard.kernel import files
 from dockyard.settings import Paths
 
 PID_FILE = "dns.pid"  # the name the resolver writes (dockyard.dns.PID_FILE)
@@ -93,7 +94,8 @@ class DnsProcess:
     # -- work ------------------------------------------------------------
 
     def _start(self) -> None:
-        with open(self.paths.daemon_log, "ab") as log:
+        log = files.open_private(self.paths.daemon_log, 0o600, append=True)
+        try:
             child = subprocess.Popen(
                 [sys.executable, "-m", MODULE, "--root", str(self.paths.root)],
                 stdin=subprocess.DEVNULL,
@@ -102,6 +104,8 @@ class DnsProcess:
                 start_new_session=True,
                 close_fds=True,
             )
+        finally:
+            os.close(log)
         self._child = child
         # The resolver writes its pid once its sockets are bound: then it answers.
         deadline = time.monotonic() + START_TIMEOUT

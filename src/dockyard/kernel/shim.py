@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.errors import KernelError
+from dockyard.kernel import files
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
@@ -72,13 +74,11 @@ def _exit_status(info: os.waitid_result) -> int:
     return 128 + info.si_status
 
 
-def _write_exit(path: str, pid: int, status: int) -> None:
-    target = Path(path)
-    if not target.parent.is_dir():
-        return
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "status": status, "finished": time.time()}))
-    os.replace(tmp, target)
+def _write_exit(root: Path, path: str, pid: int, status: int) -> None:
+    """The exit file, atomically and never through a link (a container may see $ROOT)."""
+    data = json.dumps({"pid": pid, "status": status, "finished": time.time()})
+    with contextlib.suppress(KernelError):  # its directory is gone: the container was removed
+        files.write(root, Path(path), data, 0o600)
 
 
 class Shim:
@@ -209,7 +209,7 @@ class Shim:
         code = _exit_status(info) if info is not None else 137
         if child.exit_file:
             with contextlib.suppress(OSError):
-                _write_exit(child.exit_file, child.pid, code)
+                _write_exit(self.paths.root, child.exit_file, child.pid, code)
         # The container's session ends with its first process, as a PID
         # namespace would end it: stragglers of its process group go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     shim = Shim(paths)
-    paths.shim_pid.write_text(str(os.getpid()))
+    files.write(paths.root, paths.shim_pid, str(os.getpid()), 0o644)
     print(f"dockyard-shim {os.getpid()} serving {paths.shim_socket}", file=sys.stderr, flush=True)
     shim.serve()
     return 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.errors import CommandNotFound, CommandNotRunnable, KernelError
+from dockyard.kernel import files
 from dockyard.kernel.shim import recv_message, send_message
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.settings import Paths
@@ -49,7 +50,8 @@ class ShimClient:
         return sock
 
     def _start_shim(self) -> None:
-        with open(self.paths.daemon_log, "ab") as log:
+        log = files.open_private(self.paths.daemon_log, 0o600, append=True)
+        try:
             subprocess.Popen(
                 [sys.executable, "-m", "dockyard.kernel.shim", "--root", str(self.paths.root)],
                 stdin=subprocess.DEVNULL,
@@ -58,6 +60,8 @@ class ShimClient:
                 start_new_session=True,
                 close_fds=True,
             )
+        finally:
+            os.close(log)
 
     def connect(self) -> None:
         with self._connect_lock:

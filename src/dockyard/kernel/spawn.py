@@ -69,7 +69,7 @@ def _stdio(req: SpawnRequest, fds: list[int]) -> None:
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     if req.log_path:
-        log = os.open(req.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        log = os.open(req.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     else:
         log = os.open("/dev/null", os.O_WRONLY)
     os.dup2(log, 1)

@@ -1,9 +1,18 @@
-"""The connection to the state database: WAL, one lock, transactions, the schema applied."""
+"""The connection to the state database: WAL, one lock, transactions, the schema applied.
+
+The database and its -wal and -shm files are root's alone (0600), also in a
+root where an older dockyard (or a hand) made them with looser modes:
+SQLite makes the -wal and -shm with the database's mode, and those already
+there are restricted before the first read.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,12 +27,42 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 (or make it so), never through a link; the same for -wal, -shm."""
+    flags = os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+    for name, create in ((str(path), True), (f"{path}-wal", False), (f"{path}-shm", False)):
+        try:
+            fd = os.open(name, flags | (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY), 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            why = "a symbolic link, which dockyard does not follow" if e.errno == errno.ELOOP else e.strerror
+            raise _unusable_file(path, name, str(why)) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _unusable_file(path, name, "not a regular file")
+            if stat.S_IMODE(st.st_mode) != 0o600:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
+def _unusable_file(path: Path, name: str, why: str) -> DockyardError:
+    what = "" if name == str(path) else f"{name} is "
+    return DockyardError(
+        f"state database {path} cannot be used ({what}{why}); move it away to start from empty "
+        "state (containers and networks recorded in it will be forgotten)"
+    )
+
+
 class Database:
     """The connection, its transactions and the few rows of bookkeeping (meta, intents)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        _make_private(path)
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")

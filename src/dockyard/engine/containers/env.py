@@ -12,11 +12,15 @@ callers': container_run.py, network_attach.py and the exec verbs.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from pathlib import Path
 
 from dockyard.engine import sandbox
+from dockyard.errors import DockyardError
+from dockyard.kernel import files
 from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -36,13 +40,15 @@ class ContainerEnv:
             # container: mode shares the target's files, as Docker does.
             directory = self.paths.container_dir(target.id)
             found = {t: directory / f for t, f in NETWORK_FILES}
-            if all(p.exists() for p in found.values()):
+            # Bound in by path, and a bind mount follows links: only files, no link on the way.
+            if all(files.is_regular(self.paths.root, p) for p in found.values()):
                 return found
         address = endpoint.address.ip if endpoint else None
         network = self.store.find_network(endpoint.network_id) if endpoint else None
         resolv = self._resolv_conf(c, [network] if network is not None else [])
         extra = [c.name] if address is not None else []
-        return sandbox.write_network_files(self.paths.container_dir(c.id), hostname, address, extra, resolv)
+        directory = self.paths.container_dir(c.id)
+        return sandbox.write_network_files(self.paths.root, directory, hostname, address, extra, resolv)
 
     def _resolv_conf(self, c: Container, networks: list[Network]) -> str:
         """resolv.conf for a container on these networks (in the order it joined them).
@@ -67,19 +73,36 @@ class ContainerEnv:
         with DNS by name; here also when the network it named is left. The
         file is rewritten in place: it is bind-mounted into the container
         (and into those sharing its namespace, container: mode).
+
+        Never through a link: when the name is not the file dockyard wrote (a
+        symbolic link, a hard link to a file elsewhere, a FIFO...), it is
+        replaced by a regular file and the link's target is left alone. The
+        connect or disconnect asked for still happens: it is about the
+        network, and a disconnect refused over a file would leave the
+        container on a network it should leave. The running container keeps
+        the copy it started with, which the planted name had already cut off
+        from this directory; the daemon's log says so.
         """
         path = self.paths.container_dir(c.id) / "resolv.conf"
-        if not path.exists():
-            return
         networks = [
             n
             for ep in self.store.endpoints(container_id=c.id)
             if (n := self.store.find_network(ep.network_id)) is not None
         ]
         text = self._resolv_conf(c, networks)
-        with contextlib.suppress(OSError):  # the container may be going away meanwhile
-            if path.read_text() != text:
-                path.write_text(text)
+        try:
+            done = files.rewrite(self.paths.root, path, text, sandbox.NETWORK_FILE_MODE)
+        except DockyardError as e:  # the container may be going away meanwhile
+            log.warning("container %s: resolv.conf not rewritten: %s", c.name, e)
+            return
+        if done is files.Rewrite.REPLACED:
+            log.warning(
+                "container %s: %s was not the file dockyard wrote (a link or not a regular file): "
+                "replaced by a regular file, its target left alone; the running container keeps "
+                "the resolv.conf it started with",
+                c.name,
+                path,
+            )
 
     def environment(self, c: Container, hostname: str) -> list[str]:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}

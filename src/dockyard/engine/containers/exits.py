@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from dockyard.engine.containers.execs import KEY_PREFIX
 from dockyard.engine.steps import step
-from dockyard.kernel import procs
+from dockyard.kernel import files, procs
 from dockyard.model import Container, ContainerState
 from dockyard.store import now
 
@@ -81,8 +81,9 @@ class ContainerExits:
 
     def exit_status_from_file(self, container_id: str) -> int:
         try:
-            return int(json.loads(self.paths.exit_file(container_id).read_text())["status"])
-        except (OSError, ValueError, KeyError):
+            data = files.read(self.paths.root, self.paths.exit_file(container_id))
+            return int(json.loads(data or b"")["status"])
+        except (ValueError, KeyError, TypeError):
             return EXIT_UNKNOWN
 
     def check_alive(self, container_id: str) -> None:
