@@ -27,6 +27,7 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
     ("192.168.0.0/16", 20),
 )
 IFNAME_MAX = 15
+DEFAULT_API_IDLE_TIMEOUT = 60.0
 
 
 def root_from_env(explicit: str | None = None) -> Path:
@@ -110,6 +111,10 @@ class DaemonSettings:
     default_address_pools: tuple[AddressPool, ...] = field(
         default_factory=lambda: tuple(AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS)
     )
+    # dockyard's own keys (Docker has none): the API's cap of open connections (None: from
+    # the descriptor limit) and how long an idle connection is kept, in seconds.
+    api_max_connections: int | None = None
+    api_idle_timeout: float = DEFAULT_API_IDLE_TIMEOUT
 
     @property
     def paths(self) -> Paths:
@@ -236,4 +241,16 @@ def load_settings(
             raise InvalidArgument(f"daemon.json: dns: {e}") from None
     if "default-address-pools" in data:
         kwargs["default_address_pools"] = _pools(data["default-address-pools"])
+    if "api-max-connections" in data:
+        cap = data["api-max-connections"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= 1_000_000:
+            raise InvalidArgument("daemon.json: api-max-connections must be an integer from 1 to 1000000")
+        kwargs["api_max_connections"] = cap
+    if "api-idle-timeout" in data:
+        idle = data["api-idle-timeout"]
+        if not isinstance(idle, (int, float)) or isinstance(idle, bool) or not 0.1 <= idle <= 86400:
+            raise InvalidArgument(
+                "daemon.json: api-idle-timeout must be a number of seconds from 0.1 to 86400"
+            )
+        kwargs["api_idle_timeout"] = float(idle)
     return DaemonSettings(**kwargs)  # type: ignore[arg-type]

@@ -69,6 +69,16 @@ def test_daemon_json_with_dockers_key_names(tmp_path: Path) -> None:
     )
 
 
+def test_the_apis_own_keys(tmp_path: Path) -> None:
+    s = load_settings(tmp_path)
+    assert (s.api_max_connections, s.api_idle_timeout) == (None, 60.0)  # None: from the descriptor limit
+    _write(tmp_path, {"api-max-connections": 64, "api-idle-timeout": 2.5})
+    s = load_settings(tmp_path)
+    assert (s.api_max_connections, s.api_idle_timeout) == (64, 2.5)
+    _write(tmp_path, {"api-idle-timeout": 30})
+    assert load_settings(tmp_path).api_idle_timeout == 30.0
+
+
 def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
     _write(tmp_path, {"log-level": "debug", "mtu": 9000})
     assert load_settings(tmp_path) == DaemonSettings(root=tmp_path, mtu=9000)
@@ -153,6 +163,15 @@ def test_daemon_json_that_is_a_directory(tmp_path: Path) -> None:
         ({"dns": "8.8.8.8"}, "dns must be a list"),
         ({"dns": ["8.8.8"]}, "daemon.json: dns:"),
         ({"dns": ["2001:db8::1"]}, "daemon.json: dns:"),
+        ({"api-max-connections": 0}, "api-max-connections must be an integer from 1"),
+        ({"api-max-connections": "64"}, "api-max-connections must be an integer"),
+        ({"api-max-connections": 64.0}, "api-max-connections must be an integer"),
+        ({"api-max-connections": True}, "api-max-connections must be an integer"),
+        ({"api-idle-timeout": 0}, "api-idle-timeout must be a number of seconds"),
+        ({"api-idle-timeout": -5}, "api-idle-timeout must be a number of seconds"),
+        ({"api-idle-timeout": "60"}, "api-idle-timeout must be a number of seconds"),
+        ({"api-idle-timeout": False}, "api-idle-timeout must be a number of seconds"),
+        ({"api-idle-timeout": 1e9}, "api-idle-timeout must be a number of seconds"),
     ],
 )
 def test_bad_values_in_daemon_json(tmp_path: Path, data: dict[str, object], fragment: str) -> None:
@@ -192,7 +211,9 @@ def test_bad_address_pools(tmp_path: Path, pools: object, fragment: str) -> None
 
 def test_an_infinite_pool_size_is_invalid(tmp_path: Path) -> None:
     # Python's json reads 1e400 as float('inf'), which int() cannot convert.
-    (tmp_path / "daemon.json").write_text('{"default-address-pools": [{"base": "10.0.0.0/8", "size": 1e400}]}')
+    (tmp_path / "daemon.json").write_text(
+        '{"default-address-pools": [{"base": "10.0.0.0/8", "size": 1e400}]}'
+    )
     with pytest.raises(InvalidArgument, match="invalid address pool"):
         load_settings(tmp_path)
 
@@ -229,9 +250,19 @@ _json_values = st.recursive(
     ),
     max_leaves=12,
 )
-_keys = st.sampled_from(["bridge", "bip", "mtu", "icc", "ip-masq", "dns", "default-address-pools"]) | st.text(
-    max_size=8
-)
+_keys = st.sampled_from(
+    [
+        "bridge",
+        "bip",
+        "mtu",
+        "icc",
+        "ip-masq",
+        "dns",
+        "default-address-pools",
+        "api-max-connections",
+        "api-idle-timeout",
+    ]
+) | st.text(max_size=8)
 _pool_entries = st.lists(
     st.fixed_dictionaries(
         {"base": st.sampled_from(["10.0.0.0/8", "10.1.0.0/16", "10.2.3.0/24", "x"]) | st.text(max_size=6)},
@@ -275,9 +306,13 @@ def _load_or_invalid(root: Path, data: dict[str, object], ensure_ascii: bool = T
     assert s.default_address_pools
     for pool in s.default_address_pools:
         assert pool.base.prefixlen <= pool.size <= 30
+    assert s.api_max_connections is None or 1 <= s.api_max_connections <= 1_000_000
+    assert 0.1 <= s.api_idle_timeout <= 86400
 
 
-_fixture_ok = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_fixture_ok = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @_fixture_ok

@@ -88,8 +88,8 @@ class Daemon:
 
     def run(self) -> None:
         try:
-            from dockyard.daemon.api.http import UnixHTTPServer
             from dockyard.daemon.api.routes import Api
+            from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
             from dockyard.engine import Engine
             from dockyard.engine.reconcile import Reconciler
             from dockyard.kernel import Kernel
@@ -126,7 +126,11 @@ class Daemon:
             engine.networks_changed()
             info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
             api = Api(engine, self.request_stop, info)
-            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error)
+            limits = Limits(
+                self.settings.api_max_connections or default_max_connections(),
+                self.settings.api_idle_timeout,
+            )
+            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.

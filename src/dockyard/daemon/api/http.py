@@ -1,11 +1,15 @@
-"""A small HTTP/1.1 server on a unix socket, with descriptor passing.
+"""HTTP/1.1 on a unix socket, with descriptor passing: requests, responses, one connection.
 
 Why not http.server: a foreground `run` and `exec` hand the client's own
 stdin, stdout and stderr to the daemon with the request (SCM_RIGHTS), so
 the request must be read with recvmsg. Requests are tiny JSON documents;
-each connection gets a thread; keep-alive is supported. A handler may
-answer with a deferred body: the status line and headers go out at once
-and the body when it is ready (Docker's wait endpoint works this way).
+keep-alive is supported. A handler may answer with a deferred body: the
+status line and headers go out at once and the body when it is ready
+(Docker's wait endpoint works this way).
+
+Accepting, the connection cap, idle timeouts and the worker threads are
+server.py's; this module reads and writes one connection, each read and
+write bounded in time by its caller.
 
 Only root may talk to the daemon: the peer's credentials are checked on
 every connection (SO_PEERCRED), on top of the socket's 0600 mode.
@@ -19,12 +23,9 @@ import json
 import os
 import socket
 import struct
-import sys
-import threading
-import traceback
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -87,7 +88,7 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
-def _encode(body: Any, content_type: str) -> bytes:
+def encode(body: Any, content_type: str) -> bytes:
     if body is None:
         return b""
     if isinstance(body, bytes):
@@ -95,13 +96,24 @@ def _encode(body: Any, content_type: str) -> bytes:
     return (json.dumps(body) + "\n").encode()
 
 
-class _Conn:
+class Conn:
+    """One client connection: its socket, what was read ahead, descriptors received."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
         self.fds: list[int] = []
+        self.checked = False  # the peer's credentials
+        # In the server's counts of open and busy connections (server.py).
+        self.counted = False
+        self.busy = False
 
-    def _fill(self) -> bool:
+    def _fill(self, deadline: float | None) -> bool:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not come in time")
+            self.sock.settimeout(left)
         fds = array.array("i")
         data, ancdata, _flags, _addr = self.sock.recvmsg(
             65536, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_CMSG_CLOEXEC
@@ -115,9 +127,14 @@ class _Conn:
         self.buf += data
         return True
 
-    def read_request(self) -> Request | None:
+    def read_request(self, deadline: float | None = None) -> Request | None:
+        """The next request, None at the end of the stream or for one too large.
+
+        TimeoutError when the whole request has not come by `deadline`;
+        ValueError for one that is not HTTP.
+        """
         while b"\r\n\r\n" not in self.buf:
-            if len(self.buf) > MAX_HEADER or not self._fill():
+            if len(self.buf) > MAX_HEADER or not self._fill(deadline):
                 return None
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
@@ -127,10 +144,10 @@ class _Conn:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0") or 0)
-        if length > MAX_BODY:
+        if length > MAX_BODY or length < 0:
             return None
         while len(self.buf) < length:
-            if not self._fill():
+            if not self._fill(deadline):
                 return None
         body, self.buf = self.buf[:length], self.buf[length:]
         parts = urlsplit(target)
@@ -138,11 +155,30 @@ class _Conn:
         fds, self.fds = self.fds, []
         return Request(method.upper(), unquote(parts.path), query, headers, body, fds)
 
-    def send(self, status: int, headers: dict[str, str], body: bytes | None) -> None:
+    def send(self, status: int, headers: dict[str, str], body: bytes | None, timeout: float | None) -> None:
         lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.sock.sendall(data + (body or b""))
+        self.send_raw(data + (body or b""), timeout)
+
+    def send_raw(self, data: bytes, timeout: float | None) -> None:
+        """Send it all; TimeoutError when the client takes nothing for `timeout` seconds.
+
+        Not sendall: its timeout bounds the whole transfer, and a large answer
+        (logs) to a client that reads it steadily must not be cut.
+        """
+        self.sock.settimeout(timeout)
+        view = memoryview(data)
+        while view:
+            view = view[self.sock.send(view) :]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -151,110 +187,5 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
-class UnixHTTPServer:
-    def __init__(
-        self, path: Path, handler: Handler, error_handler: Callable[[BaseException], Response]
-    ) -> None:
-        self.path = path
-        self.handler = handler
-        self.error_handler = error_handler
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        old = os.umask(0o177)
-        try:
-            self.sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        self.sock.listen(128)
-        self._stopping = threading.Event()
-        self.threads: set[threading.Thread] = set()
-
-    def serve_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    break
-                raise
-            t = threading.Thread(target=self._serve_conn, args=(conn,), daemon=True)
-            t.start()
-
-    def shutdown(self) -> None:
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    def _serve_conn(self, sock: socket.socket) -> None:
-        conn = _Conn(sock)
-        try:
-            if peer_uid(sock) != 0:
-                # The request is read before the refusal: answering and closing first
-                # would fail the peer's send (EPIPE) before it could see why.
-                sock.settimeout(5)
-                with contextlib.suppress(OSError, ValueError):
-                    conn.read_request()
-                conn.send(
-                    403,
-                    {"Content-Type": "application/json", "Connection": "close"},
-                    _encode(
-                        {
-                            "message": "permission denied: only root may use the dockyard daemon",
-                            "kind": "DockyardError",
-                        },
-                        "",
-                    ),
-                )
-                return
-            while True:
-                req = conn.read_request()
-                if req is None:
-                    return
-                keep = req.headers.get("connection", "").lower() != "close"
-                try:
-                    resp = self.handler(req)
-                except BaseException as e:  # mapped to a JSON error, never a dropped socket
-                    resp = self.error_handler(e)
-                finally:
-                    for fd in req.fds:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                if resp.deferred is not None:
-                    conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None)
-                    try:
-                        late = resp.deferred()
-                    except BaseException as e:
-                        late = {"Error": {"Message": str(e)}, "StatusCode": -1}
-                    sock.sendall(_encode(late, resp.content_type))
-                    return
-                body = _encode(resp.body, resp.content_type)
-                headers = {"Content-Type": resp.content_type, "Content-Length": str(len(body))}
-                if resp.status in BODILESS:
-                    headers = {}
-                    body = b""
-                elif req.method == "HEAD":
-                    # GET's headers, length included, but never its body: a client reads
-                    # none, and the bytes would be taken for the next response (Go's
-                    # "Unsolicited response received on idle HTTP channel").
-                    body = b""
-                headers.update(resp.headers)
-                if not keep:
-                    headers["Connection"] = "close"
-                conn.send(resp.status, headers, body)
-                if not keep:
-                    return
-        except (ConnectionError, BrokenPipeError):
-            pass
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-        finally:
-            for fd in conn.fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            with contextlib.suppress(OSError):
-                sock.close()
+def error_body(message: str, kind: str = "DockyardError") -> bytes:
+    return encode({"message": message, "kind": kind}, "application/json")
