@@ -103,7 +103,14 @@ atexit.register(dump)
 from dockyard.clients.cli import main
 sys.exit(main(argv))
 """
-THIN_CLIENT_MODULES = {"dockyard", "dockyard.clients", "dockyard.clients.api", "dockyard.errors", "dockyard.locations"}
+THIN_CLIENT_MODULES = {
+    "dockyard",
+    "dockyard.clients",
+    "dockyard.clients.api",
+    "dockyard.clients.wire",
+    "dockyard.errors",
+    "dockyard.locations",
+}
 
 
 def _loaded_by(tmp: Path, argv: list[str]) -> tuple[int, set[str]]:

@@ -4,6 +4,16 @@ Stdlib only, so every client pays only the bare interpreter's start-up.
 Speaks HTTP/1.1 over $ROOT/dockyard.sock and starts the daemon of that
 root in the background when none answers.
 
+Nothing waits forever on a daemon that does not answer: connecting gives
+up after CONNECT_TIMEOUT (a full listen backlog is tried again until
+then), and an answer must begin within the read timeout
+(DOCKYARD_CLIENT_TIMEOUT, default READ_TIMEOUT seconds; `stop -t N` gets N
+more). What is meant to take long is not cut: the body of a deferred
+answer (a foreground run's exit status, `wait`, exec) is waited for
+without limit once its headers came. A keep-alive connection the daemon
+closed (idle for its Keep-Alive timeout, or the oldest idle one when its
+connections ran short) is noticed before use and replaced.
+
     from dockyard.clients.api import Client
     c = Client("/var/lib/dockyard")
     cid = c.create({"Cmd": ["sleep", "60"], "HostConfig": {"NetworkMode": "bridge"}})["Id"]
@@ -16,28 +26,26 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
 import sys
 import time
 
 from dockyard import locations
-from dockyard.errors import DaemonUnavailable, DockyardError, from_wire
+from dockyard.clients.wire import (
+    PING_TIMEOUT,
+    STOP_GRACE,
+    TIMEOUT_ENV,
+    Connection,
+    decode,
+    quote,
+    read_timeout_from_env,
+    urlencode,
+)
+from dockyard.errors import DaemonUnavailable, DockyardError
 
 # Every import here is paid by every command: no typing, pathlib or urllib.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-# RFC 3986 unreserved characters pass; anything else is %-escaped.
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def quote(text: str) -> str:
-    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in str(text).encode())
-
-
-def urlencode(query: dict[str, Any]) -> str:
-    return "&".join(f"{quote(k)}={quote(str(v))}" for k, v in query.items() if v is not None)
 
 
 class ClientPaths:
@@ -51,80 +59,6 @@ class ClientPaths:
 
 
 DAEMON_START_TIMEOUT = 20.0
-
-
-class Connection:
-    """One keep-alive HTTP connection to the daemon."""
-
-    def __init__(self, path: str, timeout: float | None = None) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if timeout is not None:
-            self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(
-        self, method: str, target: str, body: Any = None, fds: list[int] | None = None, close: bool = False
-    ) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        head = (
-            f"{method} {target} HTTP/1.1\r\nHost: dockyard\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
-        ).encode()
-        if fds:
-            import array
-
-            self.sock.sendmsg([head + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        else:
-            self.sock.sendall(head + data)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def read_head(self) -> tuple[int, dict[str, str]]:
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
-                raise DaemonUnavailable("the daemon closed the connection (see daemon.log)")
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
-
-    def read_body(self, headers: dict[str, str]) -> bytes:
-        if "content-length" in headers:
-            n = int(headers["content-length"])
-            while len(self.buf) < n:
-                if not self._fill():
-                    raise DaemonUnavailable("the daemon closed the connection mid-answer")
-            body, self.buf = self.buf[:n], self.buf[n:]
-            return body
-        while self._fill():
-            pass
-        body, self.buf = self.buf, b""
-        return body
-
-
-def _decode(status: int, headers: dict[str, str], body: bytes) -> Any:
-    ctype = headers.get("content-type", "")
-    data: Any = body
-    if ctype.startswith("application/json") and body:
-        data = json.loads(body)
-    if status >= 400:
-        if isinstance(data, dict):
-            raise from_wire(str(data.get("kind", "DockyardError")), str(data.get("message", data)))
-        raise DockyardError(f"daemon error {status}: {body[:200]!r}")
-    return data
 
 
 class Client:
@@ -143,6 +77,7 @@ class Client:
         self.bip = bip
         self.debug = debug
         self.autostart = autostart
+        self.read_timeout = read_timeout_from_env()
         self._conn: Connection | None = None
 
     # -- plumbing ------------------------------------------------------------
@@ -151,6 +86,11 @@ class Client:
         try:
             return Connection(self.paths.socket, timeout)
         except OSError as e:
+            if isinstance(e, TimeoutError):
+                raise DaemonUnavailable(
+                    f"the daemon of {self.paths.root} takes no connection: {e.strerror or e}; "
+                    f"'dockyard daemon status' tells whether it runs (see {self.paths.daemon_log})"
+                ) from None
             if e.errno not in (errno.ENOENT, errno.ECONNREFUSED):
                 if e.errno == errno.EACCES:
                     raise DaemonUnavailable(
@@ -168,6 +108,8 @@ class Client:
             return Connection(self.paths.socket, timeout)
 
     def connection(self) -> Connection:
+        if self._conn is not None and self._conn.stale():
+            self.close()
         if self._conn is None:
             self._conn = self._connect()
         return self._conn
@@ -184,43 +126,80 @@ class Client:
         body: Any = None,
         query: dict[str, Any] | None = None,
         fds: list[int] | None = None,
+        timeout: float | None = None,
     ) -> Any:
+        """One request; `timeout` adds to the read timeout (a stop's grace period)."""
         target = path + ("?" + urlencode(query) if query else "")
+        wait = None if self.read_timeout is None else self.read_timeout + (timeout or 0)
         for attempt in (0, 1):
             conn = self.connection()
+            sent = True
             try:
-                conn.send(method, target, body, fds)
-                status, headers = conn.read_head()
+                try:
+                    conn.send(method, target, body, fds)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The daemon closed it first; it may have said why (503 when busy).
+                    sent = False
+                status, headers = conn.read_head(wait)
                 # HEAD, 204 and 304 answers carry no body, whatever their headers say.
                 data = b"" if method == "HEAD" or status in (204, 304) else conn.read_body(headers)
-                if headers.get("connection", "").lower() == "close":
-                    self.close()
-                return _decode(status, headers, data)
+            except TimeoutError:
+                self.close()
+                raise DaemonUnavailable(
+                    f"the daemon did not answer within {wait:.0f} s ({TIMEOUT_ENV} changes how long "
+                    f"to wait); 'dockyard daemon status' tells whether it runs, {self.paths.daemon_log} "
+                    "what it did"
+                ) from None
             except (BrokenPipeError, ConnectionResetError, DaemonUnavailable) as e:
                 self.close()
-                # Only a read is safe to send twice: a change might have been
-                # made before the daemon went away (gc settles it).
-                if attempt or method not in ("GET", "HEAD"):
+                # Only a read is safe to send twice: a change might have been made
+                # before the daemon went away (gc settles it). A request that could
+                # not even be sent was not seen.
+                if attempt or (sent and method not in ("GET", "HEAD")):
                     if isinstance(e, DaemonUnavailable):
                         raise
                     raise DaemonUnavailable(
                         f"the daemon closed the connection ({e.strerror}); see {self.paths.daemon_log}"
                     ) from None
+                continue
+            conn.answered(headers)
+            if headers.get("connection", "").lower() == "close":
+                self.close()
+            return decode(status, headers, data)
         return None
 
-    def deferred(self, method: str, path: str, query: dict[str, Any] | None = None) -> Connection:
-        """Send a request whose body comes later (wait); the headers are read here."""
+    def deferred(
+        self, method: str, path: str, query: dict[str, Any] | None = None, fds: list[int] | None = None
+    ) -> Connection:
+        """Send a request whose body comes later (wait, exec); the headers are read here.
+
+        The headers come at once, within the read timeout; the body, the end
+        of what is waited for, is read without limit (deferred_result).
+        """
         conn = self._connect()
-        conn.send(method, path + ("?" + urlencode(query) if query else ""), close=True)
-        status, headers = conn.read_head()
-        if status >= 400:
-            _decode(status, headers, conn.read_body(headers))
+        try:
+            try:  # noqa: SIM105 - contextlib costs every command its import
+                conn.send(method, path + ("?" + urlencode(query) if query else ""), fds=fds, close=True)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon closed it first; its answer says why
+            status, headers = conn.read_head(self.read_timeout)
+            if status >= 400:
+                decode(status, headers, conn.read_body(headers))
+        except TimeoutError:
+            conn.close()
+            raise DaemonUnavailable(
+                f"the daemon did not answer within {self.read_timeout:.0f} s; see {self.paths.daemon_log}"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
         conn.headers = headers  # type: ignore[attr-defined]
         return conn
 
     @staticmethod
     def deferred_result(conn: Connection) -> Any:
         try:
+            conn.sock.settimeout(None)  # as long as the container or exec runs
             body = conn.read_body(conn.headers)  # type: ignore[attr-defined]
         finally:
             conn.close()
@@ -294,18 +273,69 @@ class Client:
         return lines[-1] if lines else f"see {self.paths.daemon_log}"
 
     def ping(self) -> bool:
+        return self.daemon_state()[0] == "answers"
+
+    def daemon_state(self) -> tuple[str, str]:
+        """Whether this root's daemon runs, as (state, why).
+
+        "answers": it answered a ping. "busy": it answered 503 (every
+        connection it may have open is serving a request). "silent": no
+        answer within PING_TIMEOUT, but a live dockyardd holds the root's
+        lock. "stopped": none holds it. A daemon whose API is saturated is
+        running: it holds the lock and its process lives.
+        """
+        why = ""
         try:
-            conn = Connection(self.paths.socket, timeout=5)
+            conn = Connection(self.paths.socket, PING_TIMEOUT, PING_TIMEOUT)
+        except OSError as e:
+            why = f"its socket takes no connection ({e.strerror or e})"
+        else:
+            try:
+                try:  # noqa: SIM105 - contextlib costs every command its import
+                    conn.send("GET", "/_ping", close=True)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closed first: its answer (503) may be waiting
+                status, headers = conn.read_head(PING_TIMEOUT)
+                if status == 200:
+                    return "answers", ""
+                body = conn.read_body(headers)
+                try:
+                    why = str(json.loads(body).get("message", "")) or f"it answered {status}"
+                except (ValueError, AttributeError):
+                    why = f"it answered {status}"
+                if status == 503:
+                    return "busy", why
+            except TimeoutError:
+                why = f"it did not answer within {PING_TIMEOUT:.0f} s"
+            except (OSError, DockyardError) as e:
+                why = f"it did not answer ({e})"
+            finally:
+                conn.close()
+        if self.lock_holder() is not None:
+            return "silent", why
+        return "stopped", why
+
+    def lock_holder(self) -> int | None:
+        """The live process holding this root's lock (the flock of its pid file), if any.
+
+        Read from /proc/locks: testing the lock by taking it could make a
+        daemon starting at that moment believe the root is taken.
+        """
+        try:
+            st = os.stat(self.paths.daemon_pid)
+            with open("/proc/locks") as f:
+                lines = f.read().splitlines()
         except OSError:
-            return False
-        try:
-            conn.send("GET", "/_ping", close=True)
-            status, _ = conn.read_head()
-            return status == 200
-        except (OSError, DockyardError):
-            return False
-        finally:
-            conn.close()
+            return None
+        inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in lines:
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter has "->" after the id.
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+                pid = int(fields[4])
+                if _pid_alive(pid):
+                    return pid
+        return None
 
     def daemon_pid(self) -> int | None:
         try:
@@ -325,15 +355,32 @@ class Client:
             time.sleep(0.01)
 
     def stop_daemon(self, timeout: float = 30.0) -> bool:
-        """Ask the daemon to stop and wait until its process is gone."""
+        """Ask the daemon to stop and wait until its process is gone.
+
+        A daemon whose API does not answer (saturated) is asked with SIGTERM,
+        which it handles the same way.
+        """
         pid = self.daemon_pid()
-        if not self.ping():
+        state, _ = self.daemon_state()
+        if state == "stopped":
             return False
-        try:  # noqa: SIM105 - contextlib costs every command its import
-            self.request("POST", "/dockyard/shutdown")
-        except (DockyardError, OSError):
-            pass
+        asked = False
+        if state == "answers":
+            try:
+                self.request("POST", "/dockyard/shutdown")
+                asked = True
+            except (DockyardError, OSError):
+                pass
         self.close()
+        holder = self.lock_holder()
+        if not asked and holder is not None:
+            import signal
+
+            pid = holder
+            try:  # noqa: SIM105 - contextlib costs every command its import
+                os.kill(holder, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (pid is None or not _pid_alive(pid)) and not os.path.exists(self.paths.socket):
@@ -354,8 +401,12 @@ class Client:
         return int(self.deferred_result(conn).get("StatusCode", -1))
 
     def stop(self, ref: str, timeout: int | None = None) -> None:
+        # The grace period is the daemon's to wait: the answer may take that much longer.
         self.request(
-            "POST", f"/containers/{quote(ref)}/stop", query={"t": timeout} if timeout is not None else None
+            "POST",
+            f"/containers/{quote(ref)}/stop",
+            query={"t": timeout} if timeout is not None else None,
+            timeout=max(timeout, 0) if timeout is not None else STOP_GRACE,
         )
 
     def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
@@ -378,15 +429,7 @@ class Client:
         return self.request("POST", f"/containers/{quote(ref)}/exec", body)["Id"]
 
     def exec_run(self, exec_id: str, fds: list[int] | None = None) -> int:
-        conn = self._connect()
-        conn.send("POST", f"/exec/{quote(exec_id)}/start", fds=fds, close=True)
-        status, headers = conn.read_head()
-        if status >= 400:
-            try:
-                _decode(status, headers, conn.read_body(headers))
-            finally:
-                conn.close()
-        conn.headers = headers  # type: ignore[attr-defined]
+        conn = self.deferred("POST", f"/exec/{quote(exec_id)}/start", fds=fds)
         return int(self.deferred_result(conn).get("ExitCode", -1))
 
     def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:

@@ -38,8 +38,10 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_start(client: Any, args: argparse.Namespace) -> int:
-    if client.ping():
-        print(f"dockyardd is already running (pid {client.daemon_pid()}) for {client.paths.root}")
+    state, why = client.daemon_state()
+    if state != "stopped":
+        busy = f"; it does not answer now: {why}" if state != "answers" else ""
+        print(f"dockyardd is already running (pid {_pid(client)}) for {client.paths.root}{busy}")
         return 0
     client.start_daemon()
     print(f"dockyardd started (pid {client.daemon_pid()}) for {client.paths.root}")
@@ -55,11 +57,22 @@ def cmd_stop(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: Any, args: argparse.Namespace) -> int:
-    if client.ping():
-        print(f"dockyardd is running (pid {client.daemon_pid()}) for {client.paths.root}")
+    """Running means holding the root's lock with a live process, answering or not."""
+    state, why = client.daemon_state()
+    if state == "answers":
+        print(f"dockyardd is running (pid {_pid(client)}) for {client.paths.root}")
+        return 0
+    if state in ("busy", "silent"):
+        # Busy (every connection it may open is serving) or silent: running all the same.
+        where = f"(pid {_pid(client)}) for {client.paths.root}"
+        print(f"dockyardd is running {where}, but does not answer now: {why}")
         return 0
     print(f"dockyardd is not running for {client.paths.root}", file=sys.stderr)
     return 1
+
+
+def _pid(client: Any) -> int | None:
+    return client.lock_holder() or client.daemon_pid()
 
 
 def cmd_gc(client: Any, args: argparse.Namespace) -> int:

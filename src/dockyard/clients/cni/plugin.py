@@ -66,6 +66,12 @@ E_TRY_AGAIN = 11
 E_NOT_AVAILABLE = 50
 E_INTERNAL = 999
 DAEMON_WAIT = 20.0
+# The runtime gives a whole sandbox set-up a deadline (kubelet's runtime request timeout is
+# 2 minutes by default; containerd and CRI-O run CNI under it): an ADD must end, with a CNI
+# error if need be, well before it, so the runtime reports why and calls DEL rather than
+# killing the plugin. The daemon's own start (DAEMON_WAIT) fits in what is left.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 90.0
 
 
 class PluginError(Exception):
@@ -278,17 +284,39 @@ def prev_result_of(conf: dict[str, Any]) -> dict[str, Any] | None:
 # -- the daemon -----------------------------------------------------------------
 
 
+def _connect(sock: Any, socket_path: str) -> None:
+    """connect(), again while the daemon's listen backlog is full (EAGAIN), up to CONNECT_TIMEOUT."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    sock.settimeout(CONNECT_TIMEOUT)
+    while True:
+        try:
+            sock.connect(socket_path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"its socket took no connection within {CONNECT_TIMEOUT:.0f} s") from None
+            time.sleep(0.02)
+
+
 def post(socket_path: str, path: str, body: object) -> tuple[int, bytes]:
-    """One HTTP request on the daemon's socket; OSError when nothing answers there."""
+    """One HTTP request on the daemon's socket; OSError when nothing answers there.
+
+    TimeoutError (an OSError) when it takes no connection within
+    CONNECT_TIMEOUT or sends nothing for READ_TIMEOUT.
+    """
     data = dumps(body).encode()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.connect(socket_path)
+        _connect(sock, socket_path)
+        sock.settimeout(READ_TIMEOUT)
         head = (
             f"POST {path} HTTP/1.1\r\nHost: dockyard\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
         )
-        sock.sendall(head.encode() + data)
+        try:  # noqa: SIM105 - contextlib costs every ADD its import
+            sock.sendall(head.encode() + data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon closed it first: its answer (503 when busy) is still there to read
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -329,6 +357,13 @@ def call(root: str | None, path: str, body: dict[str, Any], unavailable: int) ->
         except (FileNotFoundError, ConnectionRefusedError):
             start_daemon(root_dir)
             status, data = post(socket_path, path, body)
+    except TimeoutError as e:
+        raise PluginError(
+            unavailable,
+            f"the dockyard daemon of {root_dir} did not answer in time: {e}",
+            f"it gets {CONNECT_TIMEOUT:.0f} s to take the connection and {READ_TIMEOUT:.0f} s to "
+            "answer; see its daemon.log",
+        ) from None
     except Exception as e:  # OSError, or the client's DaemonUnavailable
         raise PluginError(
             unavailable, f"the dockyard daemon of {root_dir} is not available: {e}", "see its daemon.log"
@@ -342,8 +377,9 @@ def call(root: str | None, path: str, body: dict[str, Any], unavailable: int) ->
         )
     if status >= 400:
         cni = (payload or {}).get("cni") or {}
+        # 503 without a CNI error: the daemon's connections are all busy; the runtime may retry.
         raise PluginError(
-            int(cni.get("code", E_INTERNAL)),
+            int(cni.get("code", unavailable if status == 503 else E_INTERNAL)),
             str(cni.get("msg") or (payload or {}).get("message") or f"daemon error {status}"),
             str(cni.get("details") or ""),
         )
