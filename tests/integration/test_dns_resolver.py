@@ -231,7 +231,9 @@ class DnsLab:
 
     # -- the resolver -----------------------------------------------------------
 
-    def start(self, expect_pid_file: bool = True) -> subprocess.Popen[bytes]:
+    def start(
+        self, expect_pid_file: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as log:
             p = subprocess.Popen(
                 [
@@ -247,6 +249,7 @@ class DnsLab:
                 ],
                 stdout=log,
                 stderr=log,
+                env={**os.environ, **(env or {})},
             )
         self.procs.append(p)
         if expect_pid_file:
@@ -301,6 +304,15 @@ class DnsLab:
         assert reply.header.id == query.header.id
         return reply
 
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        """Wait for the resolver's log to say `text` (its counts come at most every 10 s)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, (
+                f"the resolver's log never said {text!r}: {self.log.read_text()}"
+            )
+            time.sleep(0.05)
+
     def listening(self) -> set[str]:
         """What listens on port 53 in the host namespace, as {"udp 10.89.1.1", "tcp 10.89.1.1", ...}.
 
@@ -325,6 +337,62 @@ class DnsLab:
 
 def addresses(reply: DNSRecord) -> list[str]:
     return sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A)
+
+
+def connect_all(ns: str, source: str, server: str, count: int) -> tuple[list[socket.socket], int]:
+    """`count` TCP connections to server:53 from ns (from `source`, or the kernel's choice):
+    the connected sockets and how many attempts failed."""
+    socks, failed = [], 0
+    for _ in range(count):
+        sock = ns_socket(ns, socket.SOCK_STREAM)
+        sock.settimeout(10)  # a burst may overflow the backlog: SYNs are sent again
+        if source:
+            sock.bind((source, 0))
+        try:
+            sock.connect((server, 53))
+            socks.append(sock)
+        except OSError:
+            sock.close()
+            failed += 1
+    return socks, failed
+
+
+def closed_by_resolver(sock: socket.socket) -> bool:
+    """Whether the resolver closed this connection (end of stream or reset), without waiting."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def wait_closed_by_resolver(socks: list[socket.socket], count: int, timeout: float = 10.0) -> None:
+    """Wait until the resolver has closed `count` of these connections (never more)."""
+    deadline = time.monotonic() + timeout
+    while (closed := sum(closed_by_resolver(s) for s in socks)) < count:
+        assert time.monotonic() < deadline, f"the resolver closed {closed} connections, not {count}"
+        time.sleep(0.05)
+    assert closed == count, f"the resolver closed {closed} connections, not {count}"
+
+
+def ask_on(sock: socket.socket, name: str) -> DNSRecord:
+    """One query on an open TCP connection."""
+    query = DNSRecord.question(name)
+    data = query.pack()
+    sock.settimeout(5)
+    sock.sendall(struct.pack("!H", len(data)) + data)
+    size = struct.unpack("!H", sock.recv(2))[0]
+    answer = b""
+    while len(answer) < size:
+        answer += sock.recv(size - len(answer))
+    reply = DNSRecord.parse(answer)
+    assert reply.header.id == query.header.id
+    return reply
 
 
 @pytest.fixture
@@ -393,9 +461,16 @@ def test_names_of_another_network_do_not_resolve(dl: DnsLab) -> None:
     # A container on both networks has one address on each.
     assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "both")) == ["10.89.1.3"]
     assert addresses(dl.ask(dl.m2, "10.89.2.5", GW2, "both")) == ["10.89.2.3"]
-    # A member of net2 aiming at net1's gateway is refused, not told net1's names.
-    crossing = dl.ask(dl.m2, "10.89.2.5", GW1, "web")
-    assert crossing.header.rcode == RCODE.REFUSED and crossing.rr == []
+    # A member of net2 aiming at net1's gateway is not net1's business: no answer at all
+    # (not even REFUSED: a forged source must not make the resolver a reflector) ...
+    with pytest.raises(TimeoutError):
+        dl.ask(dl.m2, "10.89.2.5", GW1, "web", timeout=1.0)
+    # ... and over TCP, its connection is closed as soon as it is accepted.
+    (crossing,), refused = connect_all(dl.m2, "10.89.2.5", GW1, 1)
+    assert refused == 0  # the attempt was made: the connection was opened
+    wait_closed_by_resolver([crossing], 1)
+    crossing.close()
+    dl.wait_log("1 UDP queries from outside their network (dropped)")  # it came, and was dropped
 
 
 def test_a_container_on_two_networks_resolves_the_names_of_both(dl: DnsLab) -> None:
@@ -701,3 +776,83 @@ def test_dns_process_starts_reloads_and_stops(dl: DnsLab) -> None:
         proc.stop()  # stopping what is stopped is fine
     finally:
         proc.stop()
+
+
+# -- under pressure ------------------------------------------------------------------
+
+
+def test_idle_connections_from_the_lan_do_not_stop_the_resolver(dl: DnsLab) -> None:
+    """80 idle TCP connections from the LAN once took every worker: no forwarding for anyone."""
+    upstream = dl.upstream(CONTAINER_DNS)
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.container("asker", (dl.net1, "10.89.1.6", ()), dns=(CONTAINER_DNS,))
+    dl.start(env={"DOCKYARD_DNS_IDLE_TIMEOUT": "600"})  # nothing closed for being idle meanwhile
+    # The LAN reaches the gateways: it routes the networks' subnets through the host.
+    sh("ip", "-n", dl.up, "route", "add", "10.89.0.0/16", "via", "198.51.100.1")
+
+    lan, failed = connect_all(dl.up, "", GW1, 80)
+    try:
+        assert (len(lan), failed) == (80, 0)  # every attempt was made, and connected
+        # While the LAN holds them, members get local and forwarded names, UDP and TCP.
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, EXT_NAME)) == [EXT_ANSWER[CONTAINER_DNS]]
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, EXT_NAME, tcp=True)) == [EXT_ANSWER[CONTAINER_DNS]]
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, "web")) == ["10.89.1.2"]
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, "web", tcp=True)) == ["10.89.1.2"]
+        # Not the resolver's business: each was closed as soon as it was accepted (the
+        # idle timeout is far off), having taken no worker.
+        wait_closed_by_resolver(lan, 80)
+        # A UDP query from the LAN gets nothing, and reaches no upstream.
+        with pytest.raises(TimeoutError):
+            dl.ask(dl.up, "198.51.100.2", GW1, EXT_NAME, timeout=1.0)
+        assert [name for _id, name, _peer in upstream.seen] == [EXT_NAME, EXT_NAME]
+    finally:
+        for sock in lan:
+            sock.close()
+    dl.wait_log("TCP connections from outside their network")  # counted, at most every 10 s
+
+
+def test_a_containers_many_tcp_connections_are_capped_without_starving_others(dl: DnsLab) -> None:
+    from dockyard.dns.serving import MAX_TCP_PER_SOURCE
+
+    dl.upstream(CONTAINER_DNS)
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.container("greedy", (dl.net1, "10.89.1.5", ()), dns=(CONTAINER_DNS,))
+    dl.container("other", (dl.net1, "10.89.1.6", ()), dns=(CONTAINER_DNS,))
+    dl.start(env={"DOCKYARD_DNS_IDLE_TIMEOUT": "600"})
+
+    greedy, failed = connect_all(dl.m1, "10.89.1.5", GW1, 40)
+    try:
+        assert (len(greedy), failed) == (40, 0)
+        # Those over the cap are closed at once; the first ones stay (their idle timeout is far).
+        wait_closed_by_resolver(greedy, 40 - MAX_TCP_PER_SOURCE)
+        kept = [s for s in greedy if not closed_by_resolver(s)]
+        assert len(kept) == MAX_TCP_PER_SOURCE
+        # Another container is served, over TCP and UDP, local and forwarded names alike.
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, "web", tcp=True)) == ["10.89.1.2"]
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, EXT_NAME, tcp=True)) == [EXT_ANSWER[CONTAINER_DNS]]
+        assert addresses(dl.ask(dl.m1, "10.89.1.6", GW1, EXT_NAME)) == [EXT_ANSWER[CONTAINER_DNS]]
+        # The greedy one is capped, not shut out: its open connections answer, and so does UDP.
+        assert addresses(ask_on(kept[0], "web")) == ["10.89.1.2"]
+        assert addresses(ask_on(kept[-1], EXT_NAME)) == [EXT_ANSWER[CONTAINER_DNS]]
+        assert addresses(dl.ask(dl.m1, "10.89.1.5", GW1, "web")) == ["10.89.1.2"]
+    finally:
+        for sock in greedy:
+            sock.close()
+    dl.wait_log(f"TCP connections over {MAX_TCP_PER_SOURCE} of one source")
+
+
+def test_idle_tcp_connections_are_closed(dl: DnsLab) -> None:
+    dl.container("web", (dl.net1, "10.89.1.2", ()))
+    dl.start(env={"DOCKYARD_DNS_IDLE_TIMEOUT": "1"})
+    silent, _ = connect_all(dl.m1, "10.89.1.5", GW1, 3)
+    (slow,), _ = connect_all(dl.m1, "10.89.1.5", GW1, 1)
+    slow.sendall(b"\x00")  # half a length prefix, and nothing more
+    (served,), _ = connect_all(dl.m1, "10.89.1.5", GW1, 1)
+    socks = [*silent, slow, served]
+    try:
+        assert addresses(ask_on(served, "web")) == ["10.89.1.2"]  # in use: answered
+        # Then every one is closed once idle (a query begun but never finished counts as idle).
+        wait_closed_by_resolver(socks, len(socks))
+    finally:
+        for sock in socks:
+            sock.close()

@@ -12,8 +12,9 @@ inside every container (Docker's way). The gateway is already the address
 every member reaches, so there is no per-container socket and no DNAT rule
 to make and undo, and it survives container restarts, since nothing of it
 lives in a container. A query from outside the subnet of the gateway it was
-sent to is REFUSED: every gateway is a local address of the host, so a
-member of another network could otherwise ask this network's gateway.
+sent to gets nothing (UDP dropped, TCP closed at accept): every gateway is
+a local address of the host, so a member of another network, or the LAN,
+could otherwise ask this network's gateway and take the resolver's time.
 
 Whose names a query sees: those of every user network the asking container
 is attached to (Docker's rule), the asker being found by its source address

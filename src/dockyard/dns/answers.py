@@ -19,7 +19,8 @@ What a query gets:
   one is SERVFAIL. Nothing is forwarded for an asker with no way out: one
   whose networks are all internal (or, for an unknown asker, a query that
   arrived on an internal network): DNS must not become its way out.
-- A query from outside the subnet of the network it arrived on: REFUSED.
+- A query from outside the subnet of the network it arrived on: no answer
+  at all (may_ask; serving.py drops it before it is even parsed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ from dockyard.model import Container, Network
 from dockyard.store import Store
 
 LOCAL_TTL = 600
+
+
+def may_ask(network: Network, source: Address) -> bool:
+    """Whether `source` may ask the resolver on `network`'s gateway: one of the network's own.
+
+    A container asks a gateway from its address on that gateway's network
+    (the route to it is the network's own), including a container on
+    several networks, which any of its gateways answers for all of them
+    (Docker's rule, in Query.networks). The host asks from the gateway
+    address itself, which is in the subnet. Anything else (another
+    network's member, the LAN) is not this network's business.
+    """
+    return network.subnet is not None and source in network.subnet
 
 
 def has_names(network: Network) -> bool:
@@ -102,6 +116,8 @@ class Resolver:
 
     def resolve(self, network: Network, source: Address, data: bytes, tcp: bool) -> bytes | Forward | None:
         """The reply to one query, or what to forward, or None for what deserves no answer."""
+        if not may_ask(network, source):
+            return None
         try:
             request = DNSRecord.parse(data)
         except DNSError:
@@ -113,8 +129,6 @@ class Resolver:
             return query.reply(RCODE.NOTIMP, aa=0)
         if len(request.questions) != 1:
             return query.reply(RCODE.FORMERR, aa=0)
-        if network.subnet is None or source not in network.subnet:
-            return query.reply(RCODE.REFUSED, aa=0)
         try:
             return self._answer(query)
         except DockyardError as e:  # the store turns sqlite3's errors into these
