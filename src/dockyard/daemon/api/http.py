@@ -8,8 +8,8 @@ status line and headers go out at once and the body when it is ready
 (Docker's wait endpoint works this way).
 
 Accepting, the connection cap, idle timeouts and the worker threads are
-server.py's; this module reads and writes one connection, each read and
-write bounded in time by its caller.
+server.py's; this module serves one connection (serve), each read and
+write bounded in time.
 
 Only root may talk to the daemon: the peer's credentials are checked on
 every connection (SO_PEERCRED), on top of the socket's 0600 mode.
@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MAX_HEADER = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 MAX_FDS = 8
+PEER_CHECK_TIMEOUT = 5.0
 # Statuses whose responses carry no content, whatever the request (RFC 9110 15.3.5, 15.4.5);
 # a 204 must not send Content-Length either (8.6).
 BODILESS = (204, 304)
@@ -189,3 +190,78 @@ def peer_uid(sock: socket.socket) -> int:
 
 def error_body(message: str, kind: str = "DockyardError") -> bytes:
     return encode({"message": message, "kind": kind}, "application/json")
+
+
+def serve(
+    conn: Conn,
+    handler: Handler,
+    error_handler: Callable[[BaseException], Response],
+    timeout: float,
+    leaving: Callable[[], None],
+) -> bool:
+    """Serve what one connection sends; True to keep it (keep-alive, nothing more read yet).
+
+    Each request must come whole within `timeout`, and each answer be taken
+    at least a little every `timeout`; the handler itself, and a deferred
+    body, take as long as they take. `leaving` is called just before the
+    last answer goes out on a connection that closes after it.
+    """
+    sock = conn.sock
+    sock.setblocking(True)
+    if not conn.checked:
+        conn.checked = True
+        if peer_uid(sock) != 0:
+            # The request is read before the refusal: answering and closing first
+            # would fail the peer's send (EPIPE) before it could see why.
+            with contextlib.suppress(OSError, ValueError):
+                conn.read_request(time.monotonic() + PEER_CHECK_TIMEOUT)
+            body = error_body("permission denied: only root may use the dockyard daemon")
+            leaving()
+            conn.send(
+                403, {"Content-Type": "application/json", "Connection": "close"}, body, PEER_CHECK_TIMEOUT
+            )
+            return False
+    while True:
+        req = conn.read_request(time.monotonic() + timeout)
+        if req is None:
+            return False
+        keep = req.headers.get("connection", "").lower() != "close"
+        try:
+            resp = handler(req)
+        except BaseException as e:  # mapped to a JSON error, never a dropped socket
+            resp = error_handler(e)
+        finally:
+            for fd in req.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if resp.deferred is not None:
+            conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
+            try:
+                late = resp.deferred()
+            except BaseException as e:
+                late = {"Error": {"Message": str(e)}, "StatusCode": -1}
+            leaving()
+            conn.send_raw(encode(late, resp.content_type), timeout)
+            return False
+        body = encode(resp.body, resp.content_type)
+        headers = {"Content-Type": resp.content_type, "Content-Length": str(len(body))}
+        if resp.status in BODILESS:
+            headers = {}
+            body = b""
+        elif req.method == "HEAD":
+            # GET's headers, length included, but never its body: a client reads
+            # none, and the bytes would be taken for the next response (Go's
+            # "Unsolicited response received on idle HTTP channel").
+            body = b""
+        headers.update(resp.headers)
+        if keep:
+            headers["Keep-Alive"] = f"timeout={max(1, int(timeout))}"
+        else:
+            headers["Connection"] = "close"
+            leaving()
+        conn.send(resp.status, headers, body, timeout)
+        if not keep:
+            return False
+        if not conn.buf:
+            return True
+        # A pipelined request is already read: serve it here.

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.daemon.api.http import BODILESS, Conn, Handler, Response, encode, error_body, peer_uid
+from dockyard.daemon.api.http import Conn, Handler, Response, error_body, serve
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.05, 1.0
 ACCEPT_BURST = 64  # connections taken per wake-up before the others get a turn
 PRESSURE_LOG_EVERY = 10.0  # seconds between two warnings of connections closed or refused
 RESTORE_CAP_AFTER = 60.0  # seconds without running out of descriptors before the cap is restored
-PEER_CHECK_TIMEOUT = 5.0
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -409,66 +408,10 @@ class UnixHTTPServer:
                 conn.close()
 
     def _serve(self, conn: Conn) -> bool:
-        """Serve what the connection sends; True to keep it (keep-alive, nothing more read yet)."""
-        timeout = self.limits.idle_timeout
-        sock = conn.sock
-        sock.setblocking(True)
-        if not conn.checked:
-            conn.checked = True
-            if peer_uid(sock) != 0:
-                # The request is read before the refusal: answering and closing first
-                # would fail the peer's send (EPIPE) before it could see why.
-                with contextlib.suppress(OSError, ValueError):
-                    conn.read_request(time.monotonic() + PEER_CHECK_TIMEOUT)
-                body = error_body("permission denied: only root may use the dockyard daemon")
-                headers = {"Content-Type": "application/json", "Connection": "close"}
-                self._count_out(conn, closing=True)
-                conn.send(403, headers, body, PEER_CHECK_TIMEOUT)
-                return False
-        while True:
-            req = conn.read_request(time.monotonic() + timeout)
-            if req is None:
-                return False
-            keep = req.headers.get("connection", "").lower() != "close"
-            try:
-                resp = self.handler(req)
-            except BaseException as e:  # mapped to a JSON error, never a dropped socket
-                resp = self.error_handler(e)
-            finally:
-                for fd in req.fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            if resp.deferred is not None:
-                # Busy, not idle, however long the body takes.
-                conn.send(
-                    resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout
-                )
-                try:
-                    late = resp.deferred()
-                except BaseException as e:
-                    late = {"Error": {"Message": str(e)}, "StatusCode": -1}
-                self._count_out(conn, closing=True)
-                conn.send_raw(encode(late, resp.content_type), timeout)
-                return False
-            body = encode(resp.body, resp.content_type)
-            headers = {"Content-Type": resp.content_type, "Content-Length": str(len(body))}
-            if resp.status in BODILESS:
-                headers = {}
-                body = b""
-            elif req.method == "HEAD":
-                # GET's headers, length included, but never its body: a client reads
-                # none, and the bytes would be taken for the next response (Go's
-                # "Unsolicited response received on idle HTTP channel").
-                body = b""
-            headers.update(resp.headers)
-            if keep:
-                headers["Keep-Alive"] = f"timeout={max(1, int(timeout))}"
-            else:
-                headers["Connection"] = "close"
-                self._count_out(conn, closing=True)
-            conn.send(resp.status, headers, body, timeout)
-            if not keep:
-                return False
-            if not conn.buf:
-                return True
-            # A pipelined request is already read: serve it here.
+        return serve(
+            conn,
+            self.handler,
+            self.error_handler,
+            self.limits.idle_timeout,
+            lambda: self._count_out(conn, closing=True),
+        )
