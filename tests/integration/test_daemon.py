@@ -107,6 +107,7 @@ THIN_CLIENT_MODULES = {
     "dockyard",
     "dockyard.clients",
     "dockyard.clients.api",
+    "dockyard.clients.daemon_control",
     "dockyard.clients.wire",
     "dockyard.errors",
     "dockyard.locations",
