@@ -199,6 +199,15 @@ class ContainerConfig:
     dns: tuple[ipaddress.IPv4Address, ...] = ()
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
+    # Confinement, as Docker's flags give it (policy/security.py checks them).
+    user: str = ""  # --user: name|uid[:group|gid]; "" is root
+    group_add: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()  # normalized: CAP_X or ALL
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    no_new_privileges: bool = False
+    init: bool = False
+    pids_limit: int = 0  # 0: unlimited
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ themselves are mixed into the Engine from modules of one job each:
 
 - container_run.py: create and start (`docker run` is the two);
 - container_env.py: what a started process sees: environment, /etc files;
+- confine.py: what keeps it in its box: PID namespace, root, capabilities,
+  user, cgroup;
 - container_exits.py: exits from the shim, teardown, waiting for an exit;
 - container_stop.py: stop, kill, rm;
 - network_changes.py: network create, rm, prune; the resolver and the
@@ -35,6 +37,7 @@ from collections.abc import Iterator
 
 from dockyard.drivers import Driver, registry
 from dockyard.engine import sandbox
+from dockyard.engine.containers.confine import ContainerConfine
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
 from dockyard.engine.containers.execs import ExecInstance, Execs
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
@@ -46,6 +49,7 @@ from dockyard.engine.networks.changes import DnsSync, NetworkChanges
 from dockyard.engine.networks.service import Networks
 from dockyard.engine.request_check import CHECK_INTERVAL, RequestCheck
 from dockyard.kernel import Kernel
+from dockyard.kernel.cgroups import Cgroups
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.model import Container, Network
 from dockyard.policy import rules
@@ -66,6 +70,7 @@ __all__ = [
 
 class Engine(
     ContainerRun,
+    ContainerConfine,
     ContainerEnv,
     ContainerExits,
     ContainerStop,
@@ -86,6 +91,7 @@ class Engine(
         self.owner = rules.owner_mark(str(settings.root))
         self.drivers: dict = registry(kernel, self.owner)
         self.sandboxes = sandbox.Sandboxes(self.paths)
+        self.cgroups = Cgroups(settings.root)
         self.endpoints = Endpoints(store, kernel, self.drivers)
         self.networks = Networks(settings, store, kernel, self.drivers, self._attached_names)
         self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
@@ -157,7 +163,9 @@ class Engine(
     def exec_start(self, exec_id: str, stdio: list[int] | None) -> ExecInstance:
         inst = self.execs.get(exec_id)
         c = self.store.get_container(inst.container_id)
-        self.execs.start(inst, c, self.environment(c, c.config.hostname or c.short_id), stdio)
+        self.execs.start(
+            inst, c, self.environment(c, c.config.hostname or c.short_id), stdio, self.process_fields(c)
+        )
         return inst
 
     def exec_wait(self, exec_id: str) -> int:

@@ -25,14 +25,20 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import KernelError
-from dockyard.kernel import files
+from dockyard.kernel import files, netns
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
+# The requests this shim understands: 2 added confinement (kernel/spawn.py).
+# A daemon finding an older shim (one left running by the previous version
+# for the containers it started) starts a new one, which takes over the
+# socket's path; the older one serves its containers until they end.
+VERSION = 2
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
 # How long a fresh shim waits for its daemon to connect before giving up.
@@ -89,13 +95,26 @@ class Shim:
         self.children: dict[int, Child] = {}  # by pidfd
         self.ever_connected = False
         self.started = time.monotonic()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.listener = self._listen()
+
+    def _listen(self) -> socket.socket:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(paths.shim_socket)
-        self.listener.bind(str(paths.shim_socket))
-        os.chmod(paths.shim_socket, 0o600)
-        self.listener.listen(16)
-        self.sel.register(self.listener, selectors.EVENT_READ, "listen")
+            os.unlink(self.paths.shim_socket)
+        listener.bind(str(self.paths.shim_socket))
+        os.chmod(self.paths.shim_socket, 0o600)
+        self.bound = os.stat(self.paths.shim_socket).st_ino
+        listener.listen(16)
+        self.sel.register(listener, selectors.EVENT_READ, "listen")
+        return listener
+
+    def _keep_socket(self) -> None:
+        """An older shim ending removes the path this one took over: bind it again."""
+        if not self.paths.shim_socket.exists():
+            self.sel.unregister(self.listener)
+            self.listener.close()
+            self.listener = self._listen()
 
     def should_exit(self) -> bool:
         if self.children or self.clients:
@@ -106,9 +125,12 @@ class Shim:
 
     def serve(self) -> None:
         while not self.should_exit():
-            for key, _ in self.sel.select(timeout=1.0):
+            events = self.sel.select(timeout=1.0)
+            if not events:
+                self._keep_socket()
+            for key, _ in events:
                 if key.data == "listen":
-                    conn, _ = self.listener.accept()
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     self.clients.add(conn)
                     self.ever_connected = True
                     self.sel.register(conn, selectors.EVENT_READ, "client")
@@ -120,7 +142,8 @@ class Shim:
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.shim_socket)
+            if os.stat(self.paths.shim_socket).st_ino == self.bound:  # not a newer shim's
+                os.unlink(self.paths.shim_socket)
         with contextlib.suppress(FileNotFoundError):
             if self.paths.shim_pid.read_text().strip() == str(os.getpid()):
                 os.unlink(self.paths.shim_pid)
@@ -159,7 +182,7 @@ class Shim:
     def _handle(self, msg: dict, fds: list[int]) -> dict:
         op = msg.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
+            return {"ok": True, "pid": os.getpid(), "version": VERSION}
         if op == "list":
             return {"ok": True, "children": [{"key": c.key, "pid": c.pid} for c in self.children.values()]}
         if op == "spawn":
@@ -180,11 +203,22 @@ class Shim:
 
     def _spawn(self, req: SpawnRequest, fds: list[int]) -> dict:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
+        try:
+            with self._pid_namespace(req):
+                pid = os.fork()
+                if pid == 0:  # the child: never returns
+                    os.close(read_end)
+                    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                    run_child(req, fds, write_end)
+        except OSError as e:
             os.close(read_end)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            run_child(req, fds, write_end)
+            os.close(write_end)
+            return {
+                "ok": False,
+                "stage": "pidns",
+                "errno": e.errno or 0,
+                "error": f"cannot fork the container: {e}",
+            }
         os.close(write_end)
         chunks = []
         while chunk := os.read(read_end, 65536):
@@ -199,6 +233,31 @@ class Shim:
         self.sel.register(pidfd, selectors.EVENT_READ, "child")
         return {"ok": True, "pid": pid}
 
+    @contextlib.contextmanager
+    def _pid_namespace(self, req: SpawnRequest) -> Iterator[None]:
+        """The PID namespace of the next fork: a new one (the child is its PID 1)
+        or the container's (exec); the shim's own again afterwards, so other
+        forks are unaffected and no process stands between the shim and a
+        container (its pidfd and waitid keep working)."""
+        if not req.new_pidns and not req.join_pid:
+            yield
+            return
+        target = -1
+        if req.join_pid:
+            target = os.open(f"/proc/{req.join_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if target >= 0:
+                netns.setns(target, netns.CLONE_NEWPID)
+            else:
+                netns.unshare(netns.CLONE_NEWPID)
+            try:
+                yield
+            finally:
+                netns.setns(self.own_pidns, netns.CLONE_NEWPID)
+        finally:
+            if target >= 0:
+                os.close(target)
+
     def _on_exit(self, pidfd: int) -> None:
         child = self.children.pop(pidfd)
         self.sel.unregister(pidfd)
@@ -210,8 +269,9 @@ class Shim:
         if child.exit_file:
             with contextlib.suppress(OSError):
                 _write_exit(self.paths.root, child.exit_file, child.pid, code)
-        # The container's session ends with its first process, as a PID
-        # namespace would end it: stragglers of its process group go too.
+        # The container ends with its first process. In its own PID namespace the
+        # kernel has killed the rest already; an unconfined one (an older daemon's
+        # request) has its session's stragglers killed here.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
         os.waitpid(child.pid, 0)

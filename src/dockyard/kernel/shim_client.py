@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.errors import CommandNotFound, CommandNotRunnable, KernelError
+from dockyard.errors import CommandNotFound, CommandNotRunnable, InvalidArgument, KernelError
 from dockyard.kernel import files
-from dockyard.kernel.shim import recv_message, send_message
+from dockyard.kernel.shim import VERSION, recv_message, send_message
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.settings import Paths
 
@@ -44,7 +44,16 @@ class ShimClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(str(self.paths.shim_socket))
-        except OSError:
+            # An older shim (the previous version's, kept for its containers)
+            # cannot confine: a new one is started, which takes over the path.
+            send_message(sock, {"op": "ping", "seq": 0})
+            sock.settimeout(START_TIMEOUT)
+            reply = json.loads(recv_message(sock)[0] or b"{}")
+            sock.settimeout(None)
+            if int(reply.get("version", 1)) < VERSION:
+                sock.close()
+                return None
+        except (OSError, ValueError):
             sock.close()
             return None
         return sock
@@ -158,6 +167,8 @@ class ShimClient:
             raise CommandNotRunnable(error)
         if reply.get("stage") == "chdir":
             raise CommandNotRunnable(error)
+        if reply.get("stage") == "user":
+            raise InvalidArgument(error)
         raise KernelError(error)
 
     def children(self) -> dict[str, int]:

@@ -1,15 +1,23 @@
 """What a container's first process does between fork and exec.
 
 Runs in the forked child of the shim (a single-threaded process, so fork
-and setns on the mount namespace are safe). Stdlib only.
+and setns on the mount namespace are safe). The shim has already put it in
+the container's PID namespace (a new one, where it is PID 1; the
+container's, for exec). Stdlib only.
 
-For a container: enter its sandbox's network namespace (unless host mode),
-unshare UTS, IPC and mount namespaces, make mounts private, drop the other
-sandboxes' pins from this mount table (so this container does not keep them
-alive), bind its own /etc/hosts, /etc/hostname and /etc/resolv.conf, mount
-a /sys that shows its own network, set the hostname, start a session, exec.
+For a container: join its pids cgroup, enter its sandbox's network
+namespace (unless host mode), unshare UTS, IPC and mount namespaces, make
+mounts private, build its own root (kernel/rootfs.py: an overlay over the
+host's, the engine's $ROOT masked, its /etc/hosts, /etc/hostname and
+/etc/resolv.conf bound in, its own /proc, /sys and /dev) and pivot into
+it, set the hostname, then become its user with its capabilities
+(kernel/caps.py), start a session, exec.
 
-For `exec` into a running container: enter the namespaces of its process.
+For `exec` into a running container: join its cgroup, enter the namespaces
+of its process, and become its user with its capabilities.
+
+A request's confinement fields default to none: a request of a daemon that
+predates them is served as it was.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import contextlib
 import errno
 import json
 import os
+import resource
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dockyard.kernel import netns
+from dockyard.kernel import caps, cgroups, netns, rootfs, users
 
 
 @dataclass
@@ -43,6 +52,26 @@ class SpawnRequest:
     # Output when no descriptors are passed: the container's log file.
     log_path: str = ""
     exit_file: str = ""
+    # -- confinement (none by default) --
+    # The shim forks it as PID 1 of a new PID namespace (exec: join_pid's).
+    new_pidns: bool = False
+    # The container's directory: its root is an overlay with its layer there.
+    # "" keeps the host's root (binds then go on the host's paths).
+    rootfs: str = ""
+    # Paths masked by an empty read-only tmpfs in that root ($ROOT, /run/netns).
+    hidden: list[str] = field(default_factory=list)
+    privileged: bool = False
+    # Capability mask (bounding, and effective for root); -1 keeps them all.
+    caps: int = -1
+    # --user and --group-add, looked up in the container's own files.
+    user: str = ""
+    group: str = ""
+    group_add: list[str] = field(default_factory=list)
+    no_new_privs: bool = False
+    # Cgroup directories joined before anything else.
+    cgroups: list[str] = field(default_factory=list)
+    # RLIMIT_NOFILE (soft, hard); [] keeps the shim's.
+    nofile: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -51,6 +80,7 @@ class SpawnRequest:
     def from_json(cls, text: str) -> SpawnRequest:
         data = json.loads(text)
         data["binds"] = [tuple(b) for b in data.get("binds", [])]
+        # An unknown field is refused (TypeError), never dropped: it may be a confinement.
         return cls(**data)
 
 
@@ -109,6 +139,23 @@ def _isolate(req: SpawnRequest) -> None:
     flags = netns.CLONE_NEWNS | netns.CLONE_NEWIPC | (netns.CLONE_NEWUTS if req.new_uts else 0)
     netns.unshare(flags)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_PRIVATE)
+    if req.rootfs:
+        # The host's tree, the other sandboxes' pins with it, leaves this mount
+        # table at pivot_root: nothing to detach one by one.
+        try:
+            rootfs.pivot(rootfs.build(req.rootfs, req.hidden, req.binds, req.privileged))
+        except (rootfs.RootfsError, OSError) as e:
+            raise SpawnFailure(
+                "rootfs", getattr(e, "errno", 0) or 0, f"cannot make the container's root: {e}"
+            ) from e
+    else:
+        _host_root(req)
+    if req.new_uts and req.hostname:
+        netns.sethostname(req.hostname)
+
+
+def _host_root(req: SpawnRequest) -> None:
+    """The unconfined way (a request without rootfs): the host's tree, files bound over it."""
     for directory in req.detach_under:
         # The pin directory is a mount of its own (netns.own_mount): one lazy
         # unmount drops every pin, whatever their number. Where it is not (a
@@ -134,18 +181,50 @@ def _isolate(req: SpawnRequest) -> None:
             )
         except OSError as e:
             raise SpawnFailure("mount", e.errno or 0, f"cannot mount /sys: {e.strerror}") from e
-    if req.new_uts and req.hostname:
-        netns.sethostname(req.hostname)
+
+
+def _become_user(req: SpawnRequest) -> dict[str, str]:
+    """Limits, user, groups and capabilities; the environment's HOME for that user."""
+    if req.nofile:
+        soft, hard = req.nofile
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (OSError, ValueError):
+            # Raising the hard limit needs CAP_SYS_RESOURCE, which a host may not give.
+            _, held = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, held), held))
+    if req.caps < 0 and not req.user and not req.group_add and not req.no_new_privs:
+        return {}
+    try:
+        who = users.resolve("/", req.user, req.group, tuple(req.group_add))
+    except users.UnknownUser as e:
+        raise SpawnFailure("user", errno.ENOENT, str(e)) from e
+    mask = caps.bounding_set() if req.caps < 0 else req.caps & caps.bounding_set()
+    try:
+        caps.confine(mask, who.uid, who.gid, who.groups, req.no_new_privs)
+    except OSError as e:
+        raise SpawnFailure(
+            "caps", e.errno or 0, f"cannot set the container's user and capabilities: {e}"
+        ) from e
+    # runc's rule: HOME from the user's entry when the environment names none.
+    return {"HOME": who.home}
 
 
 def run_child(req: SpawnRequest, fds: list[int], error_fd: int) -> None:
     """Never returns: execs the command or reports why not on error_fd and exits."""
     try:
         _stdio(req, fds)
+        try:
+            cgroups.join(req.cgroups)
+        except OSError as e:
+            raise SpawnFailure(
+                "cgroup", e.errno or 0, f"cannot join the container's cgroup: {e.strerror}"
+            ) from e
         if req.join_pid:
             _join(req.join_pid)
         else:
             _isolate(req)
+        home = _become_user(req)
         os.setsid()
         cwd = req.cwd or "/"
         try:
@@ -155,6 +234,8 @@ def run_child(req: SpawnRequest, fds: list[int], error_fd: int) -> None:
                 "chdir", e.errno or 0, f"cannot change to working directory {cwd}: {e.strerror}"
             ) from e
         env = dict(item.split("=", 1) for item in req.env if "=" in item)
+        for key, value in home.items():
+            env.setdefault(key, value)
         try:
             os.execvpe(req.argv[0], req.argv, env)
         except OSError as e:

@@ -42,6 +42,14 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "dns": [str(x) for x in cfg.dns],
             "dns_search": list(cfg.dns_search),
             "dns_options": list(cfg.dns_options),
+            "user": cfg.user,
+            "group_add": list(cfg.group_add),
+            "cap_add": list(cfg.cap_add),
+            "cap_drop": list(cfg.cap_drop),
+            "privileged": cfg.privileged,
+            "no_new_privileges": cfg.no_new_privileges,
+            "init": cfg.init,
+            "pids_limit": cfg.pids_limit,
         }
     )
 
@@ -92,4 +100,13 @@ def _parse_config(text: str) -> ContainerConfig:
         dns=tuple(ipaddress.IPv4Address(x) for x in d.get("dns", ())),
         dns_search=tuple(d.get("dns_search", ())),
         dns_options=tuple(d.get("dns_options", ())),
+        # Rows written before confinement have none of these: Docker's defaults.
+        user=d.get("user", ""),
+        group_add=tuple(d.get("group_add", ())),
+        cap_add=tuple(d.get("cap_add", ())),
+        cap_drop=tuple(d.get("cap_drop", ())),
+        privileged=d.get("privileged", False),
+        no_new_privileges=d.get("no_new_privileges", False),
+        init=d.get("init", False),
+        pids_limit=int(d.get("pids_limit", 0)),
     )

@@ -78,6 +78,38 @@ def register(sub: Any) -> None:
         "-w", "--workdir", default="", metavar="DIR", help="working directory inside the container"
     )
     p.add_argument(
+        "-u", "--user", default="", metavar="USER[:GROUP]", help="username or UID, optionally a group or GID"
+    )
+    p.add_argument(
+        "--group-add", action="append", default=[], metavar="GROUP", help="add a supplementary group"
+    )
+    p.add_argument(
+        "--cap-add", action="append", default=[], metavar="CAP", help="add a Linux capability (or ALL)"
+    )
+    p.add_argument(
+        "--cap-drop", action="append", default=[], metavar="CAP", help="drop a Linux capability (or ALL)"
+    )
+    p.add_argument(
+        "--privileged", action="store_true", help="give extended privileges: every capability and device"
+    )
+    p.add_argument(
+        "--security-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="security option: no-new-privileges[:true|false]",
+    )
+    p.add_argument(
+        "--init", action="store_true", help="run an init inside the container that forwards signals and reaps"
+    )
+    p.add_argument(
+        "--pids-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tune the container's pids limit (-1: unlimited)",
+    )
+    p.add_argument(
         "-i",
         "--interactive",
         action="store_true",
@@ -157,6 +189,7 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
         "Env": _env(args.env),
         "WorkingDir": args.workdir,
         "Hostname": args.hostname,
+        "User": args.user,
         "AttachStdout": not args.detach,
         "ExposedPorts": {p: {} for p in args.expose},
         "HostConfig": {
@@ -167,6 +200,13 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
             "Dns": args.dns,
             "DnsSearch": args.dns_search,
             "DnsOptions": args.dns_option,
+            "GroupAdd": args.group_add,
+            "CapAdd": args.cap_add,
+            "CapDrop": args.cap_drop,
+            "Privileged": args.privileged,
+            "SecurityOpt": args.security_opt,
+            "Init": args.init,
+            "PidsLimit": args.pids_limit,
         },
     }
     if args.ip or args.network_alias:

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from dockyard.daemon.api import confinement
 from dockyard.engine.networks.service import NetworkSpec
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
@@ -256,6 +257,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
         dns=tuple(dns),
         dns_search=tuple(dns_search),
         dns_options=tuple(dns_options),
+        **confinement.fields(body, host),
     )
     return config, aliases
 
@@ -355,6 +357,7 @@ def container_inspect(
         ports_json = published_ports(bindings)
         for r in c.config.ports:
             ports_json.setdefault(_port_key(r), None)
+    confined_config, confined_host = confinement.inspect(c.config)
     return {
         "Id": c.id,
         "Created": c.created,
@@ -384,6 +387,7 @@ def container_inspect(
             "Cmd": list(c.config.cmd),
             "WorkingDir": c.config.workdir,
             "ExposedPorts": {_port_key(r): {} for r in c.config.ports} or None,
+            **confined_config,
         },
         "HostConfig": {
             "NetworkMode": str(c.config.network_mode),
@@ -392,6 +396,7 @@ def container_inspect(
             "Dns": [str(x) for x in c.config.dns],
             "DnsSearch": list(c.config.dns_search),
             "DnsOptions": list(c.config.dns_options),
+            **confined_host,
         },
         "NetworkSettings": {
             "Bridge": "",

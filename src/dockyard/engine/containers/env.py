@@ -105,7 +105,9 @@ class ContainerEnv:
             )
 
     def environment(self, c: Container, hostname: str) -> list[str]:
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+        if not c.config.user:
+            env["HOME"] = "/root"  # else the user's, from the container's passwd (kernel/spawn.py)
         for item in c.config.env:
             key, _, value = item.partition("=")
             env[key] = value

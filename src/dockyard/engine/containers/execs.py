@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.kernel.shim_client import ShimClient
@@ -63,15 +64,25 @@ class Execs:
             raise NotFound(f"no such exec instance: {exec_id}")
         return inst
 
-    def start(self, inst: ExecInstance, c: Container, env: list[str], stdio: list[int] | None) -> None:
+    def start(
+        self,
+        inst: ExecInstance,
+        c: Container,
+        env: list[str],
+        stdio: list[int] | None,
+        confinement: dict[str, Any] | None = None,
+    ) -> None:
         if not c.running:
             raise Conflict(f"container {c.short_id} is not running")
+        # The container's namespaces (its PID namespace too: the shim forks it
+        # there), user, capabilities and cgroup (engine/containers/confine.py).
         req = SpawnRequest(
             key=exec_key(c.id, inst.id),
             argv=list(inst.cmd),
             env=env + list(inst.env),
             cwd=inst.workdir or c.config.workdir,
             join_pid=c.pid,
+            **(confinement or {}),
         )
         inst.running = True
         try:

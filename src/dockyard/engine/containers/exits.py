@@ -78,6 +78,8 @@ class ContainerExits:
         if not c.netns_owner:
             step("teardown.sandbox")
             self.sandboxes.remove(c.id)
+        # Its processes are gone with its PID namespace; a cgroup still busy is gc's.
+        self.cgroups.remove(c.id)
 
     def exit_status_from_file(self, container_id: str) -> int:
         try:

@@ -7,6 +7,8 @@ recorded and plugged, its spawn through the shim, each step pushing its
 undo, and the running state recorded.
 
 The files and environment the process is given are container_env.py's;
+its confinement (PID namespace, root, capabilities, user, cgroup) is
+confine.py's;
 addresses and host ports are endpoints.py's; what ends a container is
 container_exits.py's and container_stop.py's.
 """
@@ -58,6 +60,7 @@ class ContainerRun:
         if mode.network_name is not None:
             network = self.store.get_network(mode.network_name)
             self.endpoints.check_request(network, config.ip, bool(config.ports))
+        self.check_confinement(config)
         with self.lock, self.store.transaction():
             if name is None:
                 name = names.generate(lambda n: self.store.find_container(n) is not None)
@@ -127,19 +130,20 @@ class ContainerRun:
         if target is not None:
             hostname = target.config.hostname or target.short_id
         files = self._network_files(c, hostname, endpoint, target)
+        step("run.cgroup")
+        undo.push(lambda: self.cgroups.remove(c.id))
         req = SpawnRequest(
             key=c.id,
-            argv=list(c.config.cmd),
+            argv=self.command_line(c),
             env=self.environment(c, hostname),
             cwd=c.config.workdir,
             netns=netns_path,
             new_uts=mode.kind is not ModeKind.HOST,
             hostname=hostname,
             binds=[(str(path), target_path) for target_path, path in files.items()],
-            mount_sys=bool(netns_path),
-            detach_under=[str(self.paths.netns_dir)],
             log_path="" if stdio else str(self.paths.container_log(c.id)),
             exit_file=str(self.paths.exit_file(c.id)),
+            **self.start_fields(c),
         )
         with contextlib.suppress(FileNotFoundError):
             self.paths.exit_file(c.id).unlink()
