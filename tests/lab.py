@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from dockyard.kernel.cgroups import Cgroups
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKYARD = [sys.executable, "-m", "dockyard"]
 PROBE = str(REPO / "tests" / "tools" / "probe.py")
@@ -145,8 +147,24 @@ class Lab:
                     sh("umount", "-l", mountpoint)
         links = self.links()
         leaks += [f"link {name} in host namespace" for name in links if name.startswith("veth")]
+        leaks += self._cgroup_leaks()
         for ns in (self.host, self.up):
             sh("ip", "netns", "del", ns, check=False)
+        return leaks
+
+    def _cgroup_leaks(self) -> list[str]:
+        """The cgroups this lab's root made (its parent, by the root's path), not by a prefix."""
+        parent = Cgroups(self.root).parent
+        if parent is None or not parent.exists():
+            return []
+        leaks = [f"cgroup {child}" for child in sorted(parent.iterdir()) if child.is_dir()]
+        leaks.append(f"cgroup {parent}")
+        for child in sorted(parent.iterdir()):
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            parent.rmdir()
         return leaks
 
     def _read_pid(self, name: str) -> int | None:

@@ -538,6 +538,7 @@ def test_any_json_as_a_container_body(body: Any) -> None:
             "ExposedPorts",
             "HostConfig",
             "NetworkingConfig",
+            "User",
         ]
     ),
     value=json_values,
@@ -551,7 +552,23 @@ def test_any_json_under_one_container_field(key: str, value: Any) -> None:
 @fast
 @given(
     key=st.sampled_from(
-        ["NetworkMode", "PortBindings", "Dns", "DnsSearch", "DnsOptions", "AutoRemove", "PublishAllPorts"]
+        [
+            "NetworkMode",
+            "PortBindings",
+            "Dns",
+            "DnsSearch",
+            "DnsOptions",
+            "AutoRemove",
+            "PublishAllPorts",
+            "CapAdd",
+            "CapDrop",
+            "Privileged",
+            "GroupAdd",
+            "SecurityOpt",
+            "Init",
+            "PidsLimit",
+            "PidMode",
+        ]
     ),
     value=json_values,
 )

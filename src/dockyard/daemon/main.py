@@ -148,6 +148,8 @@ class Daemon:
         if not any(c.running for c in store.containers()):
             with contextlib.suppress(Exception):
                 engine.dns.stop()
+            # The cgroups' parent too: a root with nothing running leaves none.
+            engine.cgroups.remove_parent()
         engine.close()
         # Kept while pins are (running containers); else the root holds no mount.
         try:

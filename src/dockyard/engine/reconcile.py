@@ -15,7 +15,9 @@ It finishes or undoes what a crash left half-done:
 - CNI attachments whose ADD was cut short are undone (attachments.py);
 - an exited `--rm` container whose removal was cut short is removed;
 - children of the shim that no running container owns are killed, by PID
-  through the shim (which signals its own child's pidfd, never a reused PID).
+  through the shim (which signals its own child's pidfd, never a reused PID);
+- container directories (layers) no record owns are removed, and the pids
+  cgroups under this root's parent that no running container owns.
 
 What gc removed, what it could not remove yet and what it put back are
 reported apart. The start-up reconciliation's report is kept for the first
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -173,6 +176,7 @@ class Reconciler:
             for name in e.sandboxes.pinned():
                 e.sandboxes.remove_by_name(name)
             e.sandboxes.release()
+            e.cgroups.remove_parent()
             for change in e.sync_forward():
                 self._log(change)
             if e.dns is not None:
@@ -199,6 +203,7 @@ class Reconciler:
             self._intents()
             self._containers()
             self._processes()
+            self._leftovers()
             self._attachments()
             self._releasing()
             self._pins()
@@ -360,6 +365,25 @@ class Reconciler:
                 what = f"process {pid} of container {c.name if c else key[:12]}"
             if e.shim.kill(key, pid):
                 self._log(f"{what}: killed, no running container owns it")
+
+    def _leftovers(self) -> None:
+        """Layers of containers no record owns (a crash between rm's steps), and
+        cgroups no running container owns (a start cut short, a busy removal)."""
+        e = self.e
+        records = {c.id: c for c in e.store.containers()}
+        if e.paths.containers_dir.is_dir():
+            for directory in e.paths.containers_dir.iterdir():
+                if directory.name not in records:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    self._log(f"container directory {directory.name[:12]}: removed, no container owns it")
+        for cid in e.cgroups.owned():
+            owner = records.get(cid)
+            if owner is not None and owner.running:
+                continue
+            if e.cgroups.remove(cid):
+                self._log(f"cgroup of container {owner.name if owner else cid[:12]}: removed")
+            else:
+                self._not_removed(f"cgroup of container {cid[:12]}: still has processes")
 
     def _attachments(self) -> None:
         """CNI attachments: ADDs a crash cut short are undone, the others' bridges made again."""

@@ -130,25 +130,29 @@ def _overlay(lower: str, layer: str, target: str) -> None:
     _mount("overlay", target, "overlay", NODEV, data)
 
 
-def _host_mounts() -> list[tuple[str, str]]:
-    """(mount point, fs type) of this mount namespace, parents first."""
+def _host_mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, root within its file system) of this mount namespace, parents first."""
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
             point = fields[4].encode().decode("unicode_escape")
-            out.append((point, fields[sep + 1]))
+            out.append((point, fields[sep + 1], fields[3]))
     return out
 
 
 def _carry_mounts(new_root: str, layer: str, hidden: list[str]) -> None:
     skipped: list[str] = []
-    for point, fstype in _host_mounts():
+    for point, fstype, fs_root in _host_mounts():
         if point == "/":
             continue
-        if fstype in NOT_CARRIED or any(
-            _under(point, top) for top in (*NOT_CARRIED_UNDER, *hidden, *skipped)
+        # A bind mount (a subtree of a file system, not its root) is a runtime
+        # arrangement (netns pin directories, volumes), not installed files.
+        if (
+            fstype in NOT_CARRIED
+            or fs_root != "/"
+            or any(_under(point, top) for top in (*NOT_CARRIED_UNDER, *hidden, *skipped))
         ):
             skipped.append(point)
             continue
