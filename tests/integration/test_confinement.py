@@ -290,3 +290,59 @@ def test_network_files_are_bound_and_connect_rewrites_resolv_conf(lab: Lab) -> N
     assert lab.dy_ok("exec", "web", "cat", "/etc/hostname").strip() == lab.inspect("web")["Id"][:12]
     lab.dy_ok("rm", "-f", "web")
     lab.dy_ok("network", "rm", "named")
+
+
+OLD_SHIM = """
+import json, os, socket, sys, threading
+path = sys.argv[1]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(path)
+listener.listen(4)
+print("listening", flush=True)
+
+
+def serve():
+    while True:
+        conn, _ = listener.accept()
+        msg = json.loads(conn.recv(65536))
+        # The previous version's ping: no protocol version in the answer.
+        conn.send(json.dumps({"ok": True, "pid": os.getpid(), "seq": msg.get("seq")}).encode())
+        print("asked", msg["op"], flush=True)
+
+
+threading.Thread(target=serve, daemon=True).start()
+sys.stdin.readline()
+os.unlink(path)  # what an older shim's close() does when its last container ends
+print("gone", flush=True)
+"""
+
+
+def test_an_older_shim_keeps_its_place_and_a_new_one_confines(lab: Lab) -> None:
+    """After an upgrade the previous version's shim may still run (for the containers it
+    started): the daemon starts a new shim for new containers, which keeps the socket's path."""
+    lab.root.mkdir(parents=True, exist_ok=True)
+    old = subprocess.Popen(
+        [sys.executable, "-c", OLD_SHIM, str(lab.root / "shim.sock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(old)
+    assert old.stdin is not None and old.stdout is not None
+    assert old.stdout.readline().strip() == "listening"
+    cid = lab.run_d("--name", "new", "sleep", "300")
+    assert old.stdout.readline().strip() == "asked ping", "the daemon asked the older shim first"
+    shim_pid = int((lab.root / "shim.pid").read_text())
+    assert shim_pid != old.pid and lab.inspect(cid)["State"]["Running"]
+    status = lab.dy_ok("exec", "new", "cat", "/proc/self/status")
+    assert _caps(status, "CapEff") == DOCKER_DEFAULT_MASK
+    # The older shim ends and takes the path with it: the new one binds it again,
+    # and the next daemon finds it there.
+    old.stdin.write("\n")
+    old.stdin.flush()
+    while (line := old.stdout.readline().strip()) != "gone":
+        assert line == "asked ping", line
+    lab.eventually(lambda: (lab.root / "shim.sock").exists(), timeout=5, what="the path bound again")
+    lab.dy_ok("daemon", "stop")
+    assert lab.dy_ok("exec", "new", "echo", "adopted").strip() == "adopted"
+    assert int((lab.root / "shim.pid").read_text()) == shim_pid

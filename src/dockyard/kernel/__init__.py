@@ -2,9 +2,11 @@
 
 netlink.py (pyroute2), nft.py (libnftables), netns.py (namespaces and
 mounts through libc), sysctl.py, holds.py (host-port holds), spawn.py and
-shim_client.py (container processes), xtables.py (iptables-legacy's FORWARD
-chain, through its binary), files.py (files under $ROOT, never through a
-link). `Kernel` bundles the handles that the
+shim_client.py (container processes), rootfs.py (a container's own root),
+caps.py (its capabilities and user), users.py (its passwd and group
+lookups), cgroups.py (its pids cgroup), xtables.py (iptables-legacy's
+FORWARD chain, through its binary), files.py (files under $ROOT, never
+through a link). `Kernel` bundles the handles that the
 engine injects into drivers.
 """
 
