@@ -14,8 +14,9 @@ STUBBORN = ("sh", "-c", "trap '' TERM; echo ready; sleep 300 & wait")
 
 
 def _run(lab: Lab, ctx: dict[str, str]) -> None:
+    # --init: the probe is not PID 1, so stop's SIGTERM ends it (143), as before PID namespaces.
     out = lab.dy_ok(
-        "run", "-d", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10",
+        "run", "-d", "--init", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10",
         sys.executable, PROBE, "serve", "tcp", "80",
     )  # fmt: skip
     ctx["cid"] = out.strip().splitlines()[-1]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -42,6 +43,8 @@ from dockyard.model import ContainerState, DriverName, ModeKind
 from dockyard.policy import rules
 from dockyard.store import now
 
+# How long gc waits for a process it killed to be reaped (seconds).
+KILL_WAIT = 5.0
 # Docker gives 128 to a container whose start failed before its command ran.
 EXIT_START_INTERRUPTED = 128
 
@@ -233,6 +236,17 @@ class Reconciler:
             e.store.done_intent(intent_id)
         e.settle()
 
+    def _kill_child(self, key: str, pid: int) -> None:
+        """Kill a child of the shim and wait (bounded) until the shim has reaped it: its
+        exit file is written by then, not into a directory being removed, and its PID
+        namespace, cgroup and layer are free."""
+        started = procs.start_time(pid)
+        self.e.shim.kill(key, pid)
+        self._killed.add((key, pid))
+        deadline = time.monotonic() + KILL_WAIT
+        while procs.alive(pid, started) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def _undo_start(self, container_id: str, children: dict[str, int]) -> None:
         e = self.e
         c = e.store.find_container(container_id)
@@ -242,8 +256,7 @@ class Reconciler:
         if pid:
             # Started, but never recorded as running: the start failed as far as
             # its caller knows, so the process goes.
-            e.shim.kill(c.id, pid)
-            self._killed.add((c.id, pid))
+            self._kill_child(c.id, pid)
         e.teardown(c)
         e.finish(c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it")
         self._log(f"container {c.name}: undid a start cut short")
@@ -255,8 +268,7 @@ class Reconciler:
             return
         pid = children.get(c.id)
         if pid:
-            e.shim.kill(c.id, pid)
-            self._killed.add((c.id, pid))
+            self._kill_child(c.id, pid)
         e.teardown(c)
         e.remove_record(c.id, None)
         self._log(f"container {c.name}: finished a removal cut short")

@@ -130,7 +130,6 @@ class ContainerRun:
         if target is not None:
             hostname = target.config.hostname or target.short_id
         files = self._network_files(c, hostname, endpoint, target)
-        step("run.cgroup")
         undo.push(lambda: self.cgroups.remove(c.id))
         req = SpawnRequest(
             key=c.id,
