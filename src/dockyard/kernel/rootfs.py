@@ -130,6 +130,22 @@ def _overlay(lower: str, layer: str, target: str) -> None:
     _mount("overlay", target, "overlay", NODEV, data)
 
 
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space); without a codec import, which
+    each container's first process would pay again."""
+    if "\\" not in field:
+        return field
+    raw, out, i = field.encode(), bytearray(), 0
+    while i < len(raw):
+        if raw[i] == 0x5C and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode(errors="surrogateescape")
+
+
 def _host_mounts() -> list[tuple[str, str, str]]:
     """(mount point, fs type, root within its file system) of this mount namespace, parents first."""
     out = []
@@ -137,7 +153,7 @@ def _host_mounts() -> list[tuple[str, str, str]]:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")
+            point = _unescape(fields[4])
             out.append((point, fields[sep + 1], fields[3]))
     return out
 
