@@ -29,6 +29,30 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
 IFNAME_MAX = 15
 DEFAULT_API_IDLE_TIMEOUT = 60.0
 
+# Ranges that hold no container's address (RFC 6890): what an address there
+# means is fixed elsewhere. A network on loopback would, for one, make its
+# resolver bind the host's own 127.0.0.1:53.
+SPECIAL_RANGES: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), 'the "this network" range'),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "the loopback range"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "the link-local range"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "the multicast range"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "the reserved range, with the broadcast address 255.255.255.255"),
+)
+
+
+def unusable_because(subnet: ipaddress.IPv4Network) -> str | None:
+    """Why a subnet can hold no container's addresses, or None when it can."""
+    # CIDR blocks that overlap nest: name the range the subnet lies in, else one it holds.
+    for special, what in SPECIAL_RANGES:
+        if subnet.subnet_of(special):
+            where = "is" if subnet == special else "lies in"
+            return f"it {where} {special} ({what}): no container may have an address there"
+    for special, what in SPECIAL_RANGES:
+        if special.subnet_of(subnet):
+            return f"it holds {special} ({what}): no container may have an address there"
+    return None
+
 
 def root_from_env(explicit: str | None = None) -> Path:
     return Path(locations.root_dir(explicit))
@@ -156,6 +180,9 @@ def parse_bip(value: str) -> ipaddress.IPv4Interface:
         raise InvalidArgument(
             f"invalid --bip {value!r}: the bridge address cannot be the subnet's network or broadcast address"
         )
+    why = unusable_because(net)
+    if why is not None:
+        raise InvalidArgument(f"invalid --bip {value!r}: {why}")
     return iface
 
 
@@ -178,6 +205,9 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
         size = raw_size
         if not base.prefixlen <= size <= 30:
             raise InvalidArgument(f"daemon.json: pool {base} cannot be cut into /{size} subnets")
+        why = unusable_because(base)
+        if why is not None:
+            raise InvalidArgument(f"daemon.json: invalid address pool {base}: {why}")
         pools.append(AddressPool(base, size))
     return tuple(pools)
 

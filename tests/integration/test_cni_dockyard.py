@@ -422,6 +422,8 @@ def test_ranges_and_ipam_section(env: Env) -> None:
             "CIDR",
         ),
         ({"subnet": "10.54.0.1/24"}, 7, "host bits"),
+        ({"subnet": "127.0.0.0/24"}, 7, "loopback"),
+        ({"subnet": "169.254.1.0/24"}, 7, "link-local"),
         ({"mtu": "big"}, 7, "mtu"),
         ({"ipMasq": "yes"}, 7, "ipMasq"),
         ({"bridge": 5}, 7, "bridge"),

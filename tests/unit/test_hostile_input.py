@@ -421,6 +421,11 @@ def test_port_spec_from_shell_bytes_gives_ports_or_one_line_error(spec: str) -> 
 
 # -- ipam: subnets and addresses ------------------------------------------------------------------------
 
+# Loopback, link-local, multicast, "this network", reserved (with the broadcast address): no network's.
+NO_CONTAINERS_ADDRESSES = [
+    ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+]
+
 
 @fast
 @given(cidrs)
@@ -433,6 +438,7 @@ def test_subnet_gives_a_network_or_one_line_error(text_: str) -> None:
         assert isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30
         # Exactly what was written: no host bits dropped in silence.
         assert ipaddress.IPv4Interface(text_).ip == net.network_address
+        assert not any(net.overlaps(special) for special in NO_CONTAINERS_ADDRESSES), net
 
 
 @fast
@@ -756,6 +762,7 @@ def test_bip_is_a_gateway_with_prefix_or_one_line_error(value: str) -> None:
     got = valid_or_refused(parse_bip, value)
     if got is not None:
         assert got.network.prefixlen <= 30 and "/" in value
+        assert not any(got.network.overlaps(special) for special in NO_CONTAINERS_ADDRESSES), got
 
 
 # -- the CLI, in process, with no daemon to reach --------------------------------------------------------------

@@ -16,6 +16,7 @@ from dockyard.policy.ipam import (
     AddressAllocator,
     check_in_subnet,
     check_overlap,
+    check_usable,
     first_free_subnet,
     first_host,
     parse_address,
@@ -70,6 +71,68 @@ def test_parse_subnet_errors(text: str, fragment: str) -> None:
         parse_subnet(text, "--subnet")
     assert fragment in str(info.value)
     assert str(info.value).startswith(f"invalid --subnet {text!r}")
+
+
+# RFC 6890's ranges where no container may have an address, written out apart from dockyard's own table.
+NOT_FOR_CONTAINERS = [
+    (NET("0.0.0.0/8"), "this network"),
+    (NET("127.0.0.0/8"), "loopback"),
+    (NET("169.254.0.0/16"), "link-local"),
+    (NET("224.0.0.0/4"), "multicast"),
+    (NET("255.255.255.255/32"), "broadcast"),
+    (NET("240.0.0.0/4"), "reserved"),
+]
+NOT_THERE = ": no container may have an address there"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("127.0.0.0/8", "it is 127.0.0.0/8 (the loopback range)"),
+        ("127.0.0.0/24", "it lies in 127.0.0.0/8 (the loopback range)"),
+        ("96.0.0.0/3", "it holds 127.0.0.0/8 (the loopback range)"),
+        ("224.0.0.0/24", "it lies in 224.0.0.0/4 (the multicast range)"),
+        ("239.255.255.252/30", "it lies in 224.0.0.0/4 (the multicast range)"),
+        ("169.254.0.0/16", "it is 169.254.0.0/16 (the link-local range)"),
+        ("0.0.0.0/8", 'it is 0.0.0.0/8 (the "this network" range)'),
+        ("0.0.0.0/0", 'it holds 0.0.0.0/8 (the "this network" range)'),
+        ("240.0.0.0/4", "it is 240.0.0.0/4 (the reserved range, with the broadcast address 255.255.255.255)"),
+        ("255.255.255.252/30", "it lies in 240.0.0.0/4 (the reserved range, with the broadcast address"),
+        ("192.0.0.0/2", "it holds 224.0.0.0/4 (the multicast range)"),
+    ],
+)
+def test_a_subnet_no_container_may_use_is_refused(text: str, why: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_subnet(text, "--subnet")
+    assert str(info.value).startswith(f"invalid --subnet {text!r}: {why}")
+    assert str(info.value).endswith(NOT_THERE)
+    with pytest.raises(InvalidArgument) as info:
+        check_usable(NET(text))
+    assert str(info.value).startswith(f"invalid subnet {text}: {why}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.0.0.0/8", "126.255.255.252/30", "128.0.0.0/3", "169.253.0.0/16", "223.255.255.0/24", "100.64.0.0/10"],
+)
+def test_ordinary_subnets_next_to_them_are_taken(text: str) -> None:
+    assert parse_subnet(text) == NET(text)
+    check_usable(NET(text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=0, max_value=30))
+def test_a_subnet_is_taken_exactly_when_it_overlaps_no_special_range(address: int, prefix: int) -> None:
+    net = NET(f"{IP(address)}/{prefix}", strict=False)
+    clashes = [why for special, why in NOT_FOR_CONTAINERS if net.overlaps(special)]
+    if clashes:
+        with pytest.raises(InvalidArgument) as info:
+            parse_subnet(str(net), "--subnet")
+        message = str(info.value)
+        assert "\n" not in message and str(net) in message, message
+        assert any(why in message for why in clashes), (message, clashes)
+    else:
+        assert parse_subnet(str(net), "--subnet") == net
 
 
 def test_parse_address() -> None:

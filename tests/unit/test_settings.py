@@ -142,6 +142,9 @@ def test_daemon_json_that_is_a_directory(tmp_path: Path) -> None:
         ({"bip": "10.0.0.0/24"}, "cannot be the subnet's network or broadcast address"),
         ({"bip": "10.0.0.255/24"}, "cannot be the subnet's network or broadcast address"),
         ({"bip": "10.0.0.1/31"}, "must be /30 or larger"),
+        ({"bip": "127.0.0.1/8"}, "invalid --bip '127.0.0.1/8': it is 127.0.0.0/8 (the loopback range)"),
+        ({"bip": "169.254.0.1/24"}, "it lies in 169.254.0.0/16 (the link-local range)"),
+        ({"bip": "224.0.0.1/24"}, "it lies in 224.0.0.0/4 (the multicast range)"),
         ({"bip": 10}, "bip must be a string"),
         ({"bridge": "a-bridge-name-16"}, "1 to 15 bytes"),
         ({"bridge": "brüü-012345678"}, "1 to 15 bytes"),  # 14 characters, 16 bytes
@@ -200,6 +203,12 @@ def test_bad_values_in_daemon_json(tmp_path: Path, data: dict[str, object], frag
         ([{"base": ["10.0.0.0/8"], "size": 24}], "invalid address pool"),
         ([{"base": "10.0.0.0/16", "size": 8}], "pool 10.0.0.0/16 cannot be cut into /8 subnets"),
         ([{"base": "10.0.0.0/16", "size": 31}], "cannot be cut into /31 subnets"),
+        (
+            [{"base": "10.0.0.0/8", "size": 24}, {"base": "127.0.0.0/8", "size": 24}],
+            "invalid address pool 127.0.0.0/8: it is 127.0.0.0/8 (the loopback range)",
+        ),
+        ([{"base": "0.0.0.0/0", "size": 24}], 'it holds 0.0.0.0/8 (the "this network" range)'),
+        ([{"base": "240.0.0.0/8", "size": 24}], "it lies in 240.0.0.0/4 (the reserved range"),
     ],
 )
 def test_bad_address_pools(tmp_path: Path, pools: object, fragment: str) -> None:

@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 
 from dockyard.errors import Conflict, InvalidArgument
-from dockyard.settings import AddressPool
+from dockyard.settings import AddressPool, unusable_because
 
 IPv4Net = ipaddress.IPv4Network
 IPv4Addr = ipaddress.IPv4Address
@@ -37,7 +37,18 @@ def parse_subnet(text: str, what: str = "subnet") -> IPv4Net:
         raise InvalidArgument(f"invalid {what} {text!r}: it must be /30 or larger to hold a container")
     if ipaddress.IPv4Network(text, strict=False).network_address != ipaddress.IPv4Interface(text).ip:
         raise InvalidArgument(f"invalid {what} {text!r}: host bits are set; did you mean {net}?")
+    why = unusable_because(net)
+    if why is not None:
+        raise InvalidArgument(f"invalid {what} {text!r}: {why}")
     return net
+
+
+def check_usable(subnet: IPv4Net, what: str = "subnet") -> None:
+    """Refuse a subnet in a range that holds no container's address (loopback,
+    multicast, link-local, "this network", broadcast, reserved)."""
+    why = unusable_because(subnet)
+    if why is not None:
+        raise InvalidArgument(f"invalid {what} {subnet}: {why}")
 
 
 def parse_address(text: str, what: str = "address") -> IPv4Addr:

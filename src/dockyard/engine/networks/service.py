@@ -195,6 +195,7 @@ class Networks:
             raise Conflict(f"{bridge} exists on the host and is not a bridge")
         taken = self.taken_subnets(exclude_bridges=(bridge,))
         if spec.subnet is not None:
+            ipam.check_usable(spec.subnet)
             ipam.check_overlap(spec.subnet, taken)
             subnet = spec.subnet
         else:
