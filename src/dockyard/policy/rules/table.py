@@ -172,13 +172,19 @@ RULES: tuple[Json, ...] = (
     _rule("forward", match(_BRIDGE_PAIR, "@icc_pairs"), {"accept": None}),
     _rule("forward", match(meta("oifname"), "@bridges"), {"drop": None}),
     # CVE-2020-8558: nothing from the wire may reach 127.0.0.0/8, even
-    # where route_localnet lets the kernel route it.
-    _rule(
-        "localnet",
-        match(meta("iifname"), "lo", "!="),
-        match(payload("ip", "daddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
-        match(payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}, "!="),
-        {"drop": None},
+    # where route_localnet lets the kernel route it (it is on for our
+    # bridges, for 127.0.0.1 publishing), nor come from it: a packet
+    # 127.0.0.2 -> 127.0.0.1 would reach the host's loopback services. The
+    # replies of 127.0.0.1 publishing are masqueraded to the bridge's
+    # address and meet this chain before conntrack turns them back.
+    *(
+        _rule(
+            "localnet",
+            match(meta("iifname"), "lo", "!="),
+            match(payload("ip", field), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            {"drop": None},
+        )
+        for field in ("daddr", "saddr")
     ),
 )
 
@@ -231,7 +237,8 @@ table inet dockyard {
     }
     chain localnet {
         type filter hook prerouting priority -300; policy accept;
-        iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 drop
+        iifname != "lo" ip daddr 127.0.0.0/8 drop
+        iifname != "lo" ip saddr 127.0.0.0/8 drop
     }
 }
 """
