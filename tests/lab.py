@@ -271,23 +271,23 @@ class Lab:
             return []
         return [link["ifname"] for link in json.loads(r.stdout or "[]")]
 
-    def nft_table(self) -> dict | None:
-        r = self.in_host("nft", "-j", "list", "table", "inet", "dockyard")
+    def nft_table(self, family: str = "inet") -> dict | None:
+        r = self.in_host("nft", "-j", "list", "table", family, "dockyard")
         return json.loads(r.stdout) if r.returncode == 0 else None
 
-    def map_elements(self, name: str) -> list:
-        """The elements of one set or map of `inet dockyard`.
+    def map_elements(self, name: str, family: str = "inet") -> list:
+        """The elements of one set or map of `inet dockyard` (or `bridge dockyard`).
 
         A missing table or set fails: read as "no elements", it would let a
         test of cleanup pass where nothing was ever made.
         """
-        table = self.nft_table()
-        assert table is not None, "table inet dockyard does not exist in the host namespace"
+        table = self.nft_table(family)
+        assert table is not None, f"table {family} dockyard does not exist in the host namespace"
         for obj in table["nftables"]:
             body = obj.get("map") or obj.get("set")
             if body and body.get("name") == name:
                 return [_unwrap(item) for item in body.get("elem", [])]
-        raise AssertionError(f"table inet dockyard has no set or map {name!r}")
+        raise AssertionError(f"table {family} dockyard has no set or map {name!r}")
 
     def eventually(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
         end = time.monotonic() + timeout

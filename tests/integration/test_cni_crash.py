@@ -176,6 +176,19 @@ class Round:
         info = json.loads(r.stdout)[0]
         return {m["Name"]: m["IPv4Address"].split("/")[0] for m in info["Containers"].values()}
 
+    def guards(self) -> tuple[list[list[str]], list[list[str]]]:
+        """Each attachment's bridge port with its address and MAC: as `network inspect` implies
+        them (the port is named after the endpoint id), and as the bridge table's guard holds them."""
+        r = self.lab.dy("network", "inspect", NETWORK)
+        members = json.loads(r.stdout)[0]["Containers"].values() if r.returncode == 0 else []
+        implied = sorted(
+            ["veth" + m["EndpointID"][:7], m["IPv4Address"].split("/")[0], m["MacAddress"]] for m in members
+        )
+        addrs = dict(e["concat"] for e in self.lab.map_elements("port_addrs", "bridge"))
+        macs = dict(e["concat"] for e in self.lab.map_elements("port_macs", "bridge"))
+        assert set(addrs) == set(macs) == set(self.lab.map_elements("guarded_ports", "bridge")), (addrs, macs)
+        return implied, sorted([port, addrs[port], macs[port]] for port in addrs)
+
     def published(self) -> list[int]:
         return sorted(
             int(key["concat"][-1])
@@ -209,6 +222,8 @@ class Round:
         for n, path in self.netns.items():
             assert ("eth0" in self.lab.links(Path(path).name)) == (n in names), (n, names)
         assert self.published() == sorted(PORTS[n] for n in names)
+        implied, guarded = self.guards()
+        assert guarded == implied and len(guarded) == len(names), (guarded, implied)
         assert self.ports_free(), "a host port is held by the daemon"
 
 

@@ -506,7 +506,9 @@ def test_first_in_a_chain_with_tuning_bandwidth_and_firewall(env: Env) -> None:
         {"type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 100000},
         {"type": "firewall", "backend": "iptables"},
     ]
-    conflist["plugins"][0]["capabilities"] = {"portMappings": True}
+    # The MAC goes to dockyard too: its bridge port lets no other through
+    # (one that only a later plugin sets is cut off: the next test).
+    conflist["plugins"][0]["capabilities"] = {"portMappings": True, "mac": True}
     netns = env.sandboxes.new()
     rc = {
         "mac": "02:33:44:55:66:77",
@@ -516,7 +518,7 @@ def test_first_in_a_chain_with_tuning_bandwidth_and_firewall(env: Env) -> None:
     assert result["cniVersion"] == "1.0.0"
     ip = address_of(result)
     sandbox = next(i for i in result["interfaces"] if i.get("sandbox"))
-    assert sandbox["mac"] == "02:33:44:55:66:77"  # tuning changed it and said so in the result
+    assert sandbox["mac"] == "02:33:44:55:66:77"  # tuning set it too and said so in the result
     rp = subprocess.run(
         ["ip", "netns", "exec", ns_name(netns), "sysctl", "-n", "net.ipv4.conf.eth0.rp_filter"],
         capture_output=True,
@@ -536,6 +538,32 @@ def test_first_in_a_chain_with_tuning_bandwidth_and_firewall(env: Env) -> None:
     env.settle()
     assert ip not in env.lab.in_host("iptables", "-S", "CNI-FORWARD").stdout
     assert env.host_veths() == []
+
+
+def test_a_mac_set_after_the_add_is_not_let_through_and_check_says_why(env: Env) -> None:
+    if not (REFERENCE_DIR / "tuning").exists():
+        pytest.skip("reference plugin tuning not installed (apt-get install containernetworking-plugins)")
+    conflist = env.conflist("1.0.0")
+    conflist["plugins"].append({"type": "tuning", "capabilities": {"mac": True}})
+    conflist["plugins"][0]["capabilities"] = {"portMappings": True}
+    netns = env.sandboxes.new()
+    rc = {
+        "mac": "02:33:44:55:66:78",
+        "portMappings": [{"hostPort": 8085, "containerPort": 80, "protocol": "tcp"}],
+    }
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    sandbox = next(i for i in result["interfaces"] if i.get("sandbox"))
+    assert sandbox["mac"] == "02:33:44:55:66:78"  # tuning changed it after dockyard's ADD
+    env.lab.spawn_in(ns_name(netns), sys.executable, PROBE, "serve", "tcp", "80")
+    # The port's guard holds the MAC dockyard gave: the container's frames go nowhere.
+    assert env.lab.ask(env.lab.up, "tcp", HOST_ADDR, 8085, timeout=1) is None
+    with pytest.raises(PluginFailed) as info:
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    outcome = info.value.outcome
+    assert outcome.plugin == "dockyard" and outcome.json["code"] == 102, outcome
+    assert "has MAC 02:33:44:55:66:78, but its bridge port lets only" in outcome.json["msg"], outcome
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.settle()
 
 
 # -- restarts and concurrency --------------------------------------------------------

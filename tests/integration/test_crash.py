@@ -181,14 +181,17 @@ def _key(item: object) -> str:
 
 
 def _nft_sets(lab: Lab) -> dict[str, list[str]]:
-    """Every set and map of `inet dockyard`, with its elements (comments dropped)."""
-    table = lab.nft_table() or {"nftables": []}
-    names = [body["name"] for obj in table["nftables"] if (body := obj.get("set") or obj.get("map"))]
-    return {name: sorted(_key(item) for item in lab.map_elements(name)) for name in names}
+    """Every set and map of `inet dockyard` and `bridge dockyard`, with its elements (comments dropped)."""
+    out = {}
+    for family in ("inet", "bridge"):
+        table = lab.nft_table(family) or {"nftables": []}
+        names = [body["name"] for obj in table["nftables"] if (body := obj.get("set") or obj.get("map"))]
+        out.update({name: sorted(_key(item) for item in lab.map_elements(name, family)) for name in names})
+    return out
 
 
 def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str]]:
-    """What `inet dockyard` must hold, worked out from what inspect shows (not from dockyard's rules)."""
+    """What the tables must hold, worked out from what inspect shows (not from dockyard's rules)."""
     want: dict[str, list[object]] = {
         name: []
         for name in (
@@ -200,13 +203,20 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
             "internal",
             "publish_any",
             "publish_addr",
+            "guarded_ports",
+            "port_macs",
+            "port_addrs",
+            "no_icc_ports",
         )
     }
     names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    no_icc = set()
     for n in json.loads(lab.dy_ok("network", "inspect", *names)):
         if n["Driver"] != "bridge":
             continue
         opts = n["Options"]
+        if opts.get("com.docker.network.bridge.enable_icc", "true") != "true":
+            no_icc.add(n["Name"])
         bridge = opts.get("com.docker.network.bridge.name") or "dy-" + n["Id"][:12]
         config = n["IPAM"]["Config"][0]
         address, _, length = config["Subnet"].partition("/")
@@ -222,6 +232,16 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
         if n["Name"] != "bridge":
             want["dns_gateways"].append(config["Gateway"])
     for i in running:
+        for name, net in i["NetworkSettings"]["Networks"].items():
+            if not net["IPAddress"]:
+                continue  # host or none: no endpoint
+            # The endpoint's bridge port is named after its id (veth + 7 hex).
+            port = "veth" + net["EndpointID"][:7]
+            want["guarded_ports"].append(port)
+            want["port_macs"].append({"concat": [port, net["MacAddress"]]})
+            want["port_addrs"].append({"concat": [port, net["IPAddress"]]})
+            if name in no_icc:
+                want["no_icc_ports"].append(port)
         own = i["NetworkSettings"]["Networks"].get(i["HostConfig"]["NetworkMode"])
         for port, binds in (i["NetworkSettings"]["Ports"] or {}).items():
             container_port, proto = port.split("/")

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.model import PortBinding, Protocol
+from dockyard.model import Endpoint, PortBinding, Protocol
 from dockyard.policy.rules import (
     BRIDGE_LISTING,
     CHAINS,
@@ -38,6 +38,9 @@ def _sample() -> Elements:
         internal={"dy-0123456789ab"},
         publish_any={(TCP, 8080): (IP("172.17.0.2"), 80), (UDP, 53): (IP("172.17.0.3"), 5353)},
         publish_addr={(IP("127.0.0.1"), SCTP, 9000): (IP("172.17.0.4"), 9)},
+        guarded_ports={"veth1234567", "veth89abcde"},
+        port_macs={("veth1234567", "02:42:ac:11:00:02"), ("veth89abcde", "02:42:ac:11:00:03")},
+        port_addrs={("veth1234567", IP("172.17.0.2")), ("veth89abcde", IP("172.17.0.3"))},
         no_icc_ports={"veth1234567"},
     )
 
@@ -47,6 +50,10 @@ def _sample() -> Elements:
 
 def _inet(verb: str, name: str, elem: list[Any]) -> dict[str, Any]:
     return {verb: {"element": {"family": "inet", "table": "dockyard", "name": name, "elem": elem}}}
+
+
+def _bridge(verb: str, name: str, elem: list[Any]) -> dict[str, Any]:
+    return {verb: {"element": {"family": "bridge", "table": "dockyard", "name": name, "elem": elem}}}
 
 
 GOLDEN_ADD = [
@@ -72,11 +79,18 @@ GOLDEN_ADD = [
         "publish_addr",
         [[{"concat": ["127.0.0.1", "sctp", 9000]}, {"concat": ["172.17.0.4", 9]}]],
     ),
-    {
-        "add": {
-            "element": {"family": "bridge", "table": "dockyard", "name": "no_icc_ports", "elem": ["veth1234567"]}
-        }
-    },
+    _bridge("add", "guarded_ports", ["veth1234567", "veth89abcde"]),
+    _bridge(
+        "add",
+        "port_macs",
+        [{"concat": ["veth1234567", "02:42:ac:11:00:02"]}, {"concat": ["veth89abcde", "02:42:ac:11:00:03"]}],
+    ),
+    _bridge(
+        "add",
+        "port_addrs",
+        [{"concat": ["veth1234567", "172.17.0.2"]}, {"concat": ["veth89abcde", "172.17.0.3"]}],
+    ),
+    _bridge("add", "no_icc_ports", ["veth1234567"]),
 ]
 
 
@@ -121,9 +135,29 @@ def test_network_elements() -> None:
     )
 
 
-def test_endpoint_elements() -> None:
-    assert endpoint_elements("veth1", icc=True) == Elements()
-    assert endpoint_elements("veth1", icc=False) == Elements(no_icc_ports={"veth1"})
+def _endpoint(mac: str = "02:42:AC:11:00:02") -> Endpoint:
+    return Endpoint(
+        id="e" * 64,
+        container_id="c" * 64,
+        network_id="n" * 64,
+        ifname="eth0",
+        address=ipaddress.IPv4Interface("172.17.0.2/16"),
+        gateway=IP("172.17.0.1"),
+        mac=mac,
+        host_ifname="veth1",
+    )
+
+
+def test_endpoint_elements_guard_its_port_whatever_the_network() -> None:
+    guard = Elements(
+        guarded_ports={"veth1"},
+        port_macs={("veth1", "02:42:ac:11:00:02")},  # as nft prints it: lower case
+        port_addrs={("veth1", IP("172.17.0.2"))},
+    )
+    assert endpoint_elements(_endpoint(), icc=True) == guard
+    isolated = endpoint_elements(_endpoint(), icc=False)
+    assert isolated.minus(guard) == Elements(no_icc_ports={"veth1"})
+    assert isolated.count() == 4
 
 
 def test_publish_elements_split_every_address_from_one_address() -> None:
@@ -143,9 +177,15 @@ def test_minus_keeps_what_other_lacks_or_maps_differently() -> None:
         bridges={"dockyard0"},
         masq_nets={NET("10.1.0.0/24")},
         publish_any={(TCP, 8080): (IP("172.17.0.2"), 80), (UDP, 53): (IP("172.17.0.9"), 5353)},
+        guarded_ports={"veth1234567", "veth89abcde"},
+        # same port, another MAC or address: still to be added
+        port_macs={("veth1234567", "02:42:ac:11:00:02"), ("veth89abcde", "02:42:ac:11:00:99")},
+        port_addrs={("veth1234567", IP("172.17.0.9")), ("veth89abcde", IP("172.17.0.3"))},
         no_icc_ports={"veth1234567"},
     )
     assert current.minus(other) == Elements(
+        port_macs={("veth89abcde", "02:42:ac:11:00:03")},
+        port_addrs={("veth1234567", IP("172.17.0.2"))},
         bridges={"dy-0123456789ab"},
         masq_nets={NET("172.17.0.0/16")},
         bridge_nets={(NET("172.17.0.0/16"), "dockyard0")},
@@ -192,7 +232,7 @@ def test_update_merges_and_later_map_values_win() -> None:
 
 def test_count_and_empty() -> None:
     assert Elements().count() == 0 and Elements().empty()
-    assert _sample().count() == 2 + 2 + 1 + 1 + 1 + 2 + 1 + 1
+    assert _sample().count() == 2 + 2 + 1 + 1 + 1 + 2 + 1 + 2 + 2 + 2 + 1
     assert not Elements(no_icc_ports={"v"}).empty()
 
 
@@ -260,6 +300,7 @@ _addrs = st.builds(IP, st.integers(min_value=0, max_value=2**32 - 1))
 _ports = st.integers(min_value=1, max_value=65535)
 _protos = st.sampled_from(list(Protocol))
 _targets = st.tuples(_addrs, _ports)
+_macs = st.builds(lambda raw: ":".join(f"{b:02x}" for b in raw), st.binary(min_size=6, max_size=6))
 _elements = st.builds(
     Elements,
     bridges=st.sets(_names, max_size=4),
@@ -269,6 +310,9 @@ _elements = st.builds(
     internal=st.sets(_names, max_size=4),
     publish_any=st.dictionaries(st.tuples(_protos, _ports), _targets, max_size=4),
     publish_addr=st.dictionaries(st.tuples(_addrs, _protos, _ports), _targets, max_size=4),
+    guarded_ports=st.sets(_names, max_size=4),
+    port_macs=st.sets(st.tuples(_names, _macs), max_size=4),
+    port_addrs=st.sets(st.tuples(_names, _addrs), max_size=4),
     no_icc_ports=st.sets(_names, max_size=4),
 )
 

@@ -1,8 +1,10 @@
 """The bridge driver: a Linux bridge per network, a veth pair per endpoint.
 
 Host side of a network: the bridge with the gateway address, route_localnet
-on it (so 127.0.0.1-published ports can be DNATed into it), and the
-network's elements in the `inet dockyard` sets. Per endpoint: a veth pair
+on it (so 127.0.0.1-published ports can be DNATed into it), no IPv6 on it
+(no router advertisement taken), and the network's elements in the
+`inet dockyard` sets. Per endpoint: its port's guard in `bridge dockyard`
+(the port, its MAC, its address: what the port may send), then a veth pair
 whose host end sits on the bridge and whose other end is created directly
 inside the sandbox under its final name, with address, MAC and default
 route; published ports are one map element each plus a host-port hold.
@@ -46,6 +48,7 @@ class BridgeDriver:
         )
         try:
             sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")
+            sysctl.ipv6_off(network.bridge)
             self.k.nft.apply(
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
@@ -133,12 +136,11 @@ class BridgeDriver:
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
     ) -> JoinResult:
-        own = rules.endpoint_elements(endpoint.host_ifname, network.icc)
-        if not own.empty():
-            # Before the port exists, so no frame passes before the rule holds.
-            self.k.nft.apply(
-                rules.element_commands("add", own, self.owner), f"isolate {endpoint.host_ifname}"
-            )
+        # Before the port exists, so that no frame passes before the guard holds.
+        self.k.nft.apply(
+            rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),
+            f"guard {endpoint.host_ifname}",
+        )
         self.k.netlink.create_endpoint(
             host_ifname=endpoint.host_ifname,
             bridge=network.bridge,
@@ -175,7 +177,7 @@ class BridgeDriver:
 
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         self.k.netlink.delete_link(endpoint.host_ifname)
-        self._delete_elements(rules.endpoint_elements(endpoint.host_ifname, network.icc))
+        self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
 
     def restore(
         self,

@@ -448,7 +448,7 @@ class Reconciler:
                 el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(c.id, ep.id)))
                 network = e.store.find_network(ep.network_id)
                 if network is not None:
-                    el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
+                    el.update(rules.endpoint_elements(ep, network.icc))
         el.update(Attachments(e).desired_elements())
         return el
 

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, KernelError
-from dockyard.kernel import netns
+from dockyard.kernel import netns, sysctl
 
 RT_TABLE_MAIN = 254
 # pyroute2 dumps can be interrupted by concurrent changes; retry a few times.
@@ -277,7 +277,8 @@ class Netlink:
         mtu: int,
         default_route: bool = True,
     ) -> None:
-        """A veth pair: host end on the bridge, the other end `ifname` in the sandbox."""
+        """A veth pair: host end on the bridge, the other end `ifname` in the sandbox,
+        without IPv6 (no network has it yet)."""
         with self._lock:
             bridge_idx = self.index(bridge)
             if bridge_idx is None:
@@ -303,6 +304,9 @@ class Netlink:
                 self._ipr.link("set", index=idx, state="up")
             except NetlinkError as e:
                 raise _fail(e, f"attach {host_ifname} to {bridge}") from e
+        # Before the interface is up: it never takes a router advertisement.
+        with netns.entered(sandbox):
+            sysctl.ipv6_off(ifname)
         with sandbox_netlink(sandbox) as ns_ipr:
             try:
                 idx = ns_ipr.link_lookup(ifname=ifname)[0]

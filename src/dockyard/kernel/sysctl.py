@@ -14,8 +14,13 @@ from dockyard.errors import KernelError
 PROC_SYS = Path("/proc/sys")
 
 
+def _path(key: str) -> Path:
+    # A key in the slashed form (interface_key) keeps the dots of an interface name.
+    return PROC_SYS / (key if "/" in key else key.replace(".", "/"))
+
+
 def read(key: str) -> str:
-    path = PROC_SYS / key.replace(".", "/")
+    path = _path(key)
     try:
         return path.read_text().strip()
     except OSError as e:
@@ -23,7 +28,7 @@ def read(key: str) -> str:
 
 
 def write(key: str, value: str) -> None:
-    path = PROC_SYS / key.replace(".", "/")
+    path = _path(key)
     try:
         if path.read_text().strip() == value:
             return
@@ -32,9 +37,22 @@ def write(key: str, value: str) -> None:
         raise KernelError(f"cannot set sysctl {key}={value}: {e.strerror}") from e
 
 
-def interface_key(ifname: str, leaf: str) -> str:
+def interface_key(ifname: str, leaf: str, family: str = "ipv4") -> str:
     # Interface names may hold dots, which the dotted form would split.
-    return f"net/ipv4/conf/{ifname}/{leaf}"
+    return f"net/{family}/conf/{ifname}/{leaf}"
+
+
+def ipv6_off(ifname: str) -> None:
+    """No router advertisement and no IPv6 on ifname, in the current namespace.
+
+    No dockyard network has IPv6 yet: an interface that took a router
+    advertisement would get an address and a default route from whoever
+    sent it (CVE-2020-13401). A kernel without IPv6 has nothing to turn off.
+    """
+    if not (PROC_SYS / "net" / "ipv6").is_dir():
+        return
+    write(interface_key(ifname, "accept_ra", "ipv6"), "0")
+    write(interface_key(ifname, "disable_ipv6", "ipv6"), "1")
 
 
 def local_port_range() -> tuple[int, int]:

@@ -351,5 +351,5 @@ class Attachments:
                 continue
             for ep in e.store.endpoints(container_id=a.owner):
                 el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(a.owner, ep.id)))
-                el.update(rules.endpoint_elements(ep.host_ifname, network.icc))
+                el.update(rules.endpoint_elements(ep, network.icc))
         return el

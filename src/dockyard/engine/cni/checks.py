@@ -1,7 +1,8 @@
 """CHECK and STATUS of dockyard-cni: comparing the kernel with what should be, changing nothing.
 
 - CHECK: the attachment's record, what prevResult says (`Expected`) and the
-  config's routes against the sandbox, the bridge and the nftables maps;
+  config's routes against the sandbox, the bridge and the nftables sets and
+  maps (the port's guard, the published ports);
   each difference is one readable phrase in a code 102 error; an unknown
   attachment is code 3.
 - STATUS: whether an ADD of this config can work now (nftables usable, the
@@ -32,7 +33,7 @@ from dockyard.engine.cni.networks import (
 )
 from dockyard.errors import Conflict, DockyardError
 from dockyard.kernel import reads
-from dockyard.model import Endpoint
+from dockyard.model import Endpoint, Network
 from dockyard.policy import ipam, rules
 
 
@@ -45,11 +46,14 @@ class Expected:
     routes: tuple[Route, ...] = ()
 
 
-def sandbox_problems(netns: Path, ifname: str, ep: Endpoint, routes: list[Route]) -> list[str]:
+def sandbox_problems(
+    netns: Path, ifname: str, ep: Endpoint, routes: list[Route], guarded_mac: str | None = None
+) -> list[str]:
     """What is missing or different in the sandbox, as readable phrases.
 
     ep carries what the interface must have (its MAC and address, prevResult's
-    where that gives them); routes are those the sandbox must hold.
+    where that gives them); routes are those the sandbox must hold;
+    guarded_mac is the only MAC the interface's bridge port lets through.
     """
     if not os.path.exists(netns) or not reads.is_network_namespace(netns):
         return [f"network namespace {netns} is gone"]
@@ -61,6 +65,12 @@ def sandbox_problems(netns: Path, ifname: str, ep: Endpoint, routes: list[Route]
         problems.append(f"interface {ifname} is down")
     if found.mac != ep.mac.lower():
         problems.append(f"interface {ifname} has MAC {found.mac}, expected {ep.mac.lower()}")
+    elif guarded_mac is not None and found.mac != guarded_mac.lower():
+        # A later plugin of the chain (tuning's mac) changed it after the ADD.
+        problems.append(
+            f"interface {ifname} has MAC {found.mac}, but its bridge port lets only {guarded_mac.lower()} "
+            "through: give the MAC to dockyard (runtimeConfig.mac, CNI_ARGS MAC=)"
+        )
     if ep.address not in found.addresses:
         problems.append(f"address {ep.address} is missing from {ifname}")
     for dst, gw in routes:
@@ -101,21 +111,23 @@ class AttachmentChecks:
         want = replace(ep, mac=expected.mac or ep.mac, address=expected.address or ep.address)
         routes: list[Route] = list(expected.routes)
         routes += [r for r in routes_of(req.net, network) if r not in routes]
-        problems += sandbox_problems(Path(req.netns), req.ifname, want, routes)
+        problems += sandbox_problems(Path(req.netns), req.ifname, want, routes, ep.mac)
         if not e.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
         elif ep.host_ifname not in e.k.netlink.bridge_ports(network.bridge):
             problems.append(f"host interface {ep.host_ifname} is missing from bridge {network.bridge}")
-        problems += self._port_problems(owner, ep)
+        problems += self._port_problems(owner, ep, network)
         if problems:
             raise CniError(CODE_CHECK_FAILED, f"{a.label} on network {network.name}: " + "; ".join(problems))
 
-    def _port_problems(self, owner: str, ep: Endpoint) -> list[str]:
-        bindings = self.e.endpoints.bindings(owner, ep.id)
-        if not bindings:
-            return []
-        present = rules.parse_listed_elements(self.e.k.nft.list_table(rules.FAMILY, rules.TABLE) or [])
+    def _port_problems(self, owner: str, ep: Endpoint, network: Network) -> list[str]:
+        present = rules.Elements()
+        for family, name in rules.TABLES:
+            present.update(rules.parse_listed_elements(self.e.k.nft.list_table(family, name) or []))
         out = []
+        if not rules.endpoint_elements(ep, network.icc).minus(present).empty():
+            out.append(f"the guard of host interface {ep.host_ifname} is missing from nftables")
+        bindings = self.e.endpoints.bindings(owner, ep.id)
         for b in bindings:
             missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
             if not missing.empty():

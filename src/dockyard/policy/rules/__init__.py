@@ -1,4 +1,4 @@
-"""The `inet dockyard` nftables table, as data.
+"""The `inet dockyard` and `bridge dockyard` nftables tables, as data.
 
 Pure: this module renders libnftables JSON commands and never applies them
 (kernel/nft.py does). The table's rules are few and fixed; what changes per
@@ -6,7 +6,7 @@ network, endpoint or published port is an element of a set or a map, so
 every change is an element add or delete whatever the count, and rules stay
 flat as containers grow.
 
-Sets and maps:
+Sets and maps of `inet dockyard`:
     bridges       ifname               every dockyard bridge
     masq_nets     ipv4_addr (interval) subnets whose outbound traffic is masqueraded
     bridge_nets   ipv4_addr . ifname   (subnet . its bridge): to masquerade DNAT back into the same bridge
@@ -15,6 +15,12 @@ Sets and maps:
     internal      ifname               bridges of --internal networks: nothing in or out
     publish_any   proto . port -> addr . port           ports published on every host address
     publish_addr  addr . proto . port -> addr . port    ports published on one host address
+
+Sets of `bridge dockyard`:
+    guarded_ports ifname               every endpoint's bridge port: what it sends is checked
+    port_macs     ifname . ether_addr  (port . its endpoint's MAC): the only source MAC it may send
+    port_addrs    ifname . ipv4_addr   (port . its endpoint's address): the only IPv4 and ARP sender
+    no_icc_ports  ifname               ports of networks with icc off: nothing bridged port to port
 
 Rules are rendered in the form `nft -j list` prints them, so the table read
 back from the kernel can be compared with this rendering.

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from dockyard.model import Network, PortBinding, Protocol
+from dockyard.model import Endpoint, Network, PortBinding, Protocol
 from dockyard.policy.rules.expr import Json
 from dockyard.policy.rules.table import BRIDGE_FAMILY, FAMILY, TABLE
 
-BRIDGE_SETS_NAMES = ("no_icc_ports",)
+BRIDGE_SETS_NAMES = ("guarded_ports", "port_macs", "port_addrs", "no_icc_ports")
 MAPS = ("publish_any", "publish_addr")
 
 PublishAnyKey = tuple[Protocol, int]
@@ -32,7 +32,11 @@ def owner_mark(root: str) -> str:
 
 @dataclass
 class Elements:
-    """Set and map elements: what varies with networks, endpoints and ports."""
+    """Set and map elements: what varies with networks, endpoints and ports.
+
+    Every field is a set (of set elements) or a dict (map key -> value), named
+    after its set or map.
+    """
 
     bridges: set[str] = field(default_factory=set)
     masq_nets: set[ipaddress.IPv4Network] = field(default_factory=set)
@@ -42,77 +46,57 @@ class Elements:
     internal: set[str] = field(default_factory=set)
     publish_any: dict[PublishAnyKey, Target] = field(default_factory=dict)
     publish_addr: dict[PublishAddrKey, Target] = field(default_factory=dict)
+    guarded_ports: set[str] = field(default_factory=set)
+    port_macs: set[tuple[str, str]] = field(default_factory=set)
+    port_addrs: set[tuple[str, ipaddress.IPv4Address]] = field(default_factory=set)
     no_icc_ports: set[str] = field(default_factory=set)
 
+    def _parts(self) -> list[tuple[str, Any]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
     def update(self, other: Elements) -> None:
-        self.no_icc_ports |= other.no_icc_ports
-        self.bridges |= other.bridges
-        self.masq_nets |= other.masq_nets
-        self.bridge_nets |= other.bridge_nets
-        self.icc_pairs |= other.icc_pairs
-        self.dns_gateways |= other.dns_gateways
-        self.internal |= other.internal
-        self.publish_any.update(other.publish_any)
-        self.publish_addr.update(other.publish_addr)
+        for name, mine in self._parts():
+            mine.update(getattr(other, name))
 
     def minus(self, other: Elements) -> Elements:
         """What is in self and not (the same) in other."""
-        return Elements(
-            bridges=self.bridges - other.bridges,
-            masq_nets=self.masq_nets - other.masq_nets,
-            bridge_nets=self.bridge_nets - other.bridge_nets,
-            icc_pairs=self.icc_pairs - other.icc_pairs,
-            dns_gateways=self.dns_gateways - other.dns_gateways,
-            internal=self.internal - other.internal,
-            publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) != v},
-            publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) != v},
-            no_icc_ports=self.no_icc_ports - other.no_icc_ports,
-        )
+        out = Elements()
+        for name, mine in self._parts():
+            theirs = getattr(other, name)
+            if isinstance(mine, dict):
+                setattr(out, name, {k: v for k, v in mine.items() if theirs.get(k) != v})
+            else:
+                setattr(out, name, mine - theirs)
+        return out
 
     def common(self, other: Elements) -> Elements:
         """What is in both (map entries only where the value matches too)."""
-        return Elements(
-            bridges=self.bridges & other.bridges,
-            masq_nets=self.masq_nets & other.masq_nets,
-            bridge_nets=self.bridge_nets & other.bridge_nets,
-            icc_pairs=self.icc_pairs & other.icc_pairs,
-            dns_gateways=self.dns_gateways & other.dns_gateways,
-            internal=self.internal & other.internal,
-            publish_any={k: v for k, v in self.publish_any.items() if other.publish_any.get(k) == v},
-            publish_addr={k: v for k, v in self.publish_addr.items() if other.publish_addr.get(k) == v},
-            no_icc_ports=self.no_icc_ports & other.no_icc_ports,
-        )
+        out = Elements()
+        for name, mine in self._parts():
+            theirs = getattr(other, name)
+            if isinstance(mine, dict):
+                setattr(out, name, {k: v for k, v in mine.items() if theirs.get(k) == v})
+            else:
+                setattr(out, name, mine & theirs)
+        return out
 
     def empty(self) -> bool:
-        return not (
-            self.bridges
-            or self.masq_nets
-            or self.bridge_nets
-            or self.icc_pairs
-            or self.dns_gateways
-            or self.internal
-            or self.publish_any
-            or self.publish_addr
-            or self.no_icc_ports
-        )
+        return not any(part for _, part in self._parts())
 
     def count(self) -> int:
-        return (
-            len(self.bridges)
-            + len(self.masq_nets)
-            + len(self.bridge_nets)
-            + len(self.icc_pairs)
-            + len(self.dns_gateways)
-            + len(self.internal)
-            + len(self.publish_any)
-            + len(self.publish_addr)
-            + len(self.no_icc_ports)
-        )
+        return sum(len(part) for _, part in self._parts())
 
 
-def endpoint_elements(host_ifname: str, icc: bool) -> Elements:
-    """An endpoint's own elements: its bridge port, when its network forbids icc."""
-    return Elements(no_icc_ports=set() if icc else {host_ifname})
+def endpoint_elements(endpoint: Endpoint, icc: bool) -> Elements:
+    """An endpoint's own elements: its bridge port's guard (the port, its MAC, its
+    address), and the port's isolation when its network forbids icc."""
+    port = endpoint.host_ifname
+    return Elements(
+        guarded_ports={port},
+        port_macs={(port, endpoint.mac.lower())},
+        port_addrs={(port, endpoint.address.ip)},
+        no_icc_ports=set() if icc else {port},
+    )
 
 
 def network_elements(
@@ -187,6 +171,12 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
             [{"concat": [text(hip), text(proto), port]}, {"concat": [text(addr), tport]}]
             for (hip, proto, port), (addr, tport) in sorted(el.publish_addr.items())
         ]
+    if el.guarded_ports:
+        out["guarded_ports"] = sorted(el.guarded_ports)
+    if el.port_macs:
+        out["port_macs"] = [{"concat": [port, mac]} for port, mac in sorted(el.port_macs)]
+    if el.port_addrs:
+        out["port_addrs"] = [{"concat": [port, str(addr)]} for port, addr in sorted(el.port_addrs)]
     if el.no_icc_ports:
         out["no_icc_ports"] = sorted(el.no_icc_ports)
     return out
@@ -245,6 +235,14 @@ def parse_listed_elements(listing: list[Json], owner: str | None = None) -> Elem
                 el.bridges.add(item)
             elif name == "no_icc_ports":
                 el.no_icc_ports.add(item)
+            elif name == "guarded_ports":
+                el.guarded_ports.add(item)
+            elif name == "port_macs":
+                port, mac = item["concat"]
+                el.port_macs.add((port, mac))
+            elif name == "port_addrs":
+                port, addr = item["concat"]
+                el.port_addrs.add((port, ipaddress.IPv4Address(addr)))
             elif name == "internal":
                 el.internal.add(item)
             elif name == "masq_nets":

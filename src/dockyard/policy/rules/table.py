@@ -15,7 +15,8 @@ from dockyard.policy.rules.expr import Json, match, meta, payload
 FAMILY = "inet"
 TABLE = "dockyard"
 # Bridged (port to port) traffic never reaches the inet hooks without
-# br_netfilter, so enable_icc=false lives in a bridge-family table.
+# br_netfilter, so enable_icc=false and the endpoints' anti-spoofing guard
+# live in a bridge-family table.
 BRIDGE_FAMILY = "bridge"
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -247,11 +248,33 @@ table inet dockyard {
 # kernel a bridge-family base chain made in a namespace that has no bridge
 # device yet never sees a frame (measured: its counter stays at 0 while
 # traffic flows), so the daemon reloads it after making its bridges.
+#
+# `ports` is the anti-spoofing guard, on every frame a dockyard endpoint's
+# bridge port receives, bridged or bound for the host alike (prerouting,
+# before the bridge learns the source MAC and before br_netfilter and
+# conntrack): its MAC only, IPv4 from its address only, ARP saying only its
+# own address and MAC; nothing else (IPv6 included: no network has it yet,
+# and the router advertisement rule stays for when one does). Ports that
+# are no dockyard endpoint's are left alone (another tool's bridges share
+# these hooks). Three elements per endpoint; the rules never change.
 BRIDGE_TABLE_TEXT = """
 add table bridge dockyard
 delete table bridge dockyard
 table bridge dockyard {
+    set guarded_ports { type ifname; }
+    set port_macs { type ifname . ether_addr; }
+    set port_addrs { type ifname . ipv4_addr; }
     set no_icc_ports { type ifname; }
+    chain ports {
+        type filter hook prerouting priority -300; policy accept;
+        iifname != @guarded_ports accept
+        iifname . ether saddr != @port_macs drop
+        iifname . ip saddr @port_addrs accept
+        arp htype 1 arp ptype ip arp hlen 6 arp plen 4 \\
+            iifname . arp saddr ether @port_macs iifname . arp saddr ip @port_addrs accept
+        icmpv6 type nd-router-advert drop
+        drop
+    }
     chain forward {
         type filter hook forward priority 0; policy accept;
         iifname @no_icc_ports drop
@@ -259,28 +282,59 @@ table bridge dockyard {
 }
 """
 
-# `table bridge dockyard` as `nft -j list` prints it.
-BRIDGE_LISTING: tuple[Json, ...] = (
-    {"set": {"family": BRIDGE_FAMILY, "name": "no_icc_ports", "table": TABLE, "type": "ifname"}},
-    {
+
+def _bridge_set(name: str, ctype: str | list[str]) -> Json:
+    return {"set": {"family": BRIDGE_FAMILY, "name": name, "table": TABLE, "type": ctype}}
+
+
+def _bridge_chain(name: str, hook: str, prio: int) -> Json:
+    return {
         "chain": {
             "family": BRIDGE_FAMILY,
             "table": TABLE,
-            "name": "forward",
+            "name": name,
             "type": "filter",
-            "hook": "forward",
-            "prio": 0,
+            "hook": hook,
+            "prio": prio,
             "policy": "accept",
         }
-    },
-    {
-        "rule": {
-            "family": BRIDGE_FAMILY,
-            "table": TABLE,
-            "chain": "forward",
-            "expr": [match(meta("iifname"), "@no_icc_ports"), {"drop": None}],
-        }
-    },
+    }
+
+
+def _bridge_rule(chain: str, *expr: Json) -> Json:
+    return {"rule": {"family": BRIDGE_FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
+
+
+def _from_port(what: Json) -> Json:
+    return {"concat": [meta("iifname"), what]}
+
+
+# `table bridge dockyard` as `nft -j list` prints it.
+BRIDGE_LISTING: tuple[Json, ...] = (
+    _bridge_set("guarded_ports", "ifname"),
+    _bridge_set("port_macs", ["ifname", "ether_addr"]),
+    _bridge_set("port_addrs", ["ifname", "ipv4_addr"]),
+    _bridge_set("no_icc_ports", "ifname"),
+    _bridge_chain("ports", "prerouting", -300),
+    _bridge_chain("forward", "forward", 0),
+    _bridge_rule("ports", match(meta("iifname"), "@guarded_ports", "!="), {"accept": None}),
+    _bridge_rule("ports", match(_from_port(payload("ether", "saddr")), "@port_macs", "!="), {"drop": None}),
+    _bridge_rule("ports", match(_from_port(payload("ip", "saddr")), "@port_addrs"), {"accept": None}),
+    _bridge_rule(
+        "ports",
+        match(payload("arp", "htype"), 1),
+        match(payload("arp", "ptype"), "ip"),
+        match(payload("arp", "hlen"), 6),
+        match(payload("arp", "plen"), 4),
+        match(_from_port(payload("arp", "saddr ether")), "@port_macs"),
+        match(_from_port(payload("arp", "saddr ip")), "@port_addrs"),
+        {"accept": None},
+    ),
+    # CVE-2020-13401: a container's router advertisement would give the
+    # host and its neighbours addresses and a default route through it.
+    _bridge_rule("ports", match(payload("icmpv6", "type"), "nd-router-advert"), {"drop": None}),
+    _bridge_rule("ports", {"drop": None}),
+    _bridge_rule("forward", match(meta("iifname"), "@no_icc_ports"), {"drop": None}),
 )
 TABLES = ((FAMILY, TABLE), (BRIDGE_FAMILY, TABLE))
 
