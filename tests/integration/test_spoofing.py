@@ -64,11 +64,11 @@ def _port_of(host_netns: str, netns: str, ifname: str) -> str:
     return port
 
 
-def _box(lab: Lab, ref: str, network: str = "bridge") -> Box:
+def _box(lab: Lab, ref: str, network: str = "bridge", ifname: str = "eth0") -> Box:
     info = lab.inspect(ref)
     netns = info["NetworkSettings"]["SandboxKey"]
     net = info["NetworkSettings"]["Networks"][network]
-    return Box(netns, net["IPAddress"], net["MacAddress"], _port_of(_host(lab), netns, "eth0"))
+    return Box(netns, net["IPAddress"], net["MacAddress"], _port_of(_host(lab), netns, ifname), ifname)
 
 
 def _host(lab: Lab) -> str:
@@ -502,4 +502,24 @@ def test_gc_puts_a_lost_guard_back_and_removes_a_stray_one(lab: Lab) -> None:
     assert lab.map_elements("port_addrs", "bridge") == [{"concat": [a.port, a.ip]}]
     assert lab.map_elements("port_macs", "bridge") == [{"concat": [a.port, a.mac]}]
     assert lab.map_elements("guarded_ports", "bridge") == [a.port]
+    assert lab.dy_ok("system", "gc") == "nothing to remove\n"
+
+
+def test_the_guard_comes_and_goes_with_each_endpoint(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.64.0.0/24", "n1")
+    cid = lab.run_d("--name", "attacker", "sleep", "300")
+    lab.dy_ok("network", "connect", "n1", cid)
+    boxes = [_box(lab, "attacker"), _box(lab, "attacker", "n1", "eth1")]
+    assert sorted(lab.map_elements("guarded_ports", "bridge")) == sorted(b.port for b in boxes)
+    assert sorted(map(str, lab.map_elements("port_addrs", "bridge"))) == sorted(
+        str({"concat": [b.port, b.ip]}) for b in boxes
+    )
+    lab.dy_ok("network", "disconnect", "n1", cid)
+    sets = ("guarded_ports", "port_macs", "port_addrs")
+    lab.eventually(
+        lambda: all(len(lab.map_elements(n, "bridge")) == 1 for n in sets), what="eth1's guard gone"
+    )
+    lab.dy_ok("rm", "-f", cid)
+    # Gone with the veth (the reaper's), with no gc to help.
+    lab.eventually(lambda: not any(lab.map_elements(n, "bridge") for n in sets), what="the guard gone")
     assert lab.dy_ok("system", "gc") == "nothing to remove\n"
