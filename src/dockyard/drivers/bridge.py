@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import threading
 from pathlib import Path
 
 from dockyard.drivers.base import DriverErrors, JoinResult
@@ -38,6 +39,9 @@ class BridgeDriver:
         self.k = kernel
         # This root's mark, on its bridges (ifalias) and nftables elements (comment).
         self.owner = owner
+        # The daemon's monitor syncs FORWARD without the engine's lock: two syncs
+        # at once would both find a rule missing and both add it.
+        self._forward_lock = threading.Lock()
 
     def _network_elements(self, network: Network) -> rules.Elements:
         return rules.elements_of_network(network)
@@ -95,6 +99,10 @@ class BridgeDriver:
         is DROP; remove our rules where they are no longer needed. Returns what changed.
         iptables-nft's chain is in nftables; iptables-legacy's (x_tables) too is
         looked at, where that table exists."""
+        with self._forward_lock:
+            return self._sync_forward(bridges)
+
+    def _sync_forward(self, bridges: set[str]) -> list[str]:
         changes = self._sync_legacy_forward(bridges)
         listing = self.k.nft.list_chain(*rules.IPTABLES_FORWARD)
         if listing is None:
