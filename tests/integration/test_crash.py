@@ -479,3 +479,37 @@ def test_a_network_removal_cut_short_keeps_a_network_with_endpoints(lab: Lab) ->
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
     _assert_consistent(lab)
 
+
+def _releasing(lab: Lab) -> int:
+    """Endpoints the daemon still has to finish releasing (the reaper's work)."""
+    db = sqlite3.connect(lab.root / "dockyard.db")
+    try:
+        return db.execute("SELECT COUNT(*) FROM endpoints WHERE state='releasing'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_the_reaper_behind_a_command_is_never_seen(lab: Lab) -> None:
+    """The reaper finishes an ended container's release after the command has
+    answered (here it is held 3 s): what a user does next must not see it. A
+    disconnected container is off the network at once; an address asked for
+    again, and a prune, wait for the reaper rather than fail or skip."""
+    _daemon(lab, {"DOCKYARD_DELAY": "endpoint.reaped=3"})
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    lab.dy_ok("network", "create", "--subnet", "10.89.0.0/24", "n2")
+    spec = ("--name", "web", "--net", "n1", "--ip", "10.88.0.10", "-p", "8080:80")
+    lab.serve(*spec)
+    lab.dy_ok("network", "connect", "n2", "web")
+    lab.dy_ok("network", "disconnect", "n2", "web")
+    assert lab.dy_ok("exec", "web", "ls", "/sys/class/net").split() == ["eth0", "lo"]
+    assert _releasing(lab) == 0
+    lab.dy_ok("rm", "-f", "web")
+    assert _releasing(lab) == 1  # web's address is still leased, for 3 s
+    lab.serve(*spec)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    lab.dy_ok("rm", "-f", "web")
+    assert _releasing(lab) == 1
+    assert lab.dy_ok("network", "prune", "-f").split() == ["Deleted", "Networks:", "n1", "n2"]
+    assert _releasing(lab) == 0 and _veths(lab) == []
+    names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    assert sorted(names) == ["bridge", "host", "none"]

@@ -17,6 +17,8 @@ the CNI plugin:
   Likewise a port's record goes only once its elements and hold are gone,
   so that a release that failed half-way can be retried from the records
   (`retry_releasing`, which every command runs through the engine's check).
+  Who needs an address or a network that an ended container's veth still
+  holds waits for the reaper (`settle`) before calling it taken.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class Endpoints:
         assert network.subnet is not None
         reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
         allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
+        if requested_ip is not None and self.store.address_used(network.id, requested_ip):
+            # Taken, or still held by the veth of a container that just ended
+            # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
+            self.settle()
         with self.store.transaction():
             if self.store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS - 1:
                 raise Conflict(
