@@ -10,7 +10,9 @@ podman removes it.
 
 Podman writes a few things outside its roots whatever it is told (libcni's
 result cache in /var/lib/cni, c/image's caches under /var/lib/containers and
-/var/cache/containers); the test removes those it created. Two settings are
+/var/cache/containers); the test removes those it created, and so that what
+it finds there is its own, it runs alone on the machine (a lock taken by
+every session's run of it). Two settings are
 for this test machine only: explicit ulimits (the container runtime may not
 raise them here), and a crun wrapper that hides a cgroup v2 hierarchy that
 has controllers in a hybrid setup, which crun refuses, inside a private mount
@@ -20,6 +22,7 @@ namespace of crun's own. Skipped, saying so, when podman is not installed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +205,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_podman_container_networked_by_dockyard_cni(lab: Lab) -> None:
+@pytest.fixture
+def outside_paths_ours() -> Iterator[None]:
+    """Hold the machine's OUTSIDE paths for this test: another session's run of it
+    would create (or remove) them under it. The lock is on /var/lib, their parent
+    directory, so that nothing is left behind for it."""
+    fd = os.open("/var/lib", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_podman_container_networked_by_dockyard_cni(lab: Lab, outside_paths_ours: None) -> None:
     # Podman wants a run root of at most 50 characters: pytest's tmp_path is too long.
     podman = Podman(lab, Path(tempfile.mkdtemp(prefix="dyk-podman-")))
     try:

@@ -202,15 +202,15 @@ def test_daemon_socket_admits_only_root(lab: Lab) -> None:
     sock = lab.root / "dockyard.sock"
     assert oct(sock.stat().st_mode & 0o777) == "0o600"
     # Even with the file mode opened up, the daemon checks the peer's credentials.
-    opened = [p for p in [lab.root, *lab.root.parents] if p.stat().st_mode & 0o005 != 0o005]
-    modes = {p: p.stat().st_mode & 0o7777 for p in opened}
-    for p in opened:
-        os.chmod(p, modes[p] | 0o005)
+    # The unprivileged peer reaches the socket through an O_PATH descriptor
+    # (/proc/self/fd/N), not through the directories above $ROOT: those are
+    # shared with other tests and sessions (pytest's), whose modes are not ours to open.
     os.chmod(sock, 0o666)
+    fd = os.open(sock, os.O_PATH)
     probe = textwrap.dedent(f"""
         import socket
         s = socket.socket(socket.AF_UNIX)
-        s.connect({str(sock)!r})
+        s.connect("/proc/self/fd/{fd}")
         s.sendall(b"GET /containers/json HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
         print(s.recv(4096).decode().splitlines()[0])
     """)
@@ -220,10 +220,10 @@ def test_daemon_socket_admits_only_root(lab: Lab) -> None:
             capture_output=True,
             text=True,
             timeout=30,
+            pass_fds=(fd,),
         )
     finally:
-        for p, mode in modes.items():
-            os.chmod(p, mode)
+        os.close(fd)
     assert r.stdout.strip() == "HTTP/1.1 403 Forbidden", r.stderr
 
 

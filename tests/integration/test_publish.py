@@ -118,11 +118,31 @@ def test_sctp_is_translated(lab: Lab) -> None:
     """This kernel has no SCTP sockets, so the proof is a capture: an SCTP INIT
     sent to the published host port arrives at the container on its own port."""
     cid = lab.run_d("--name", "sc", "-p", "3868:3869/sctp", "sleep", "300")
+    # The sender is ready (scapy imported, which takes seconds on a loaded
+    # machine) before the capture starts to wait, and sends when told.
+    send = textwrap.dedent(f"""
+        import sys
+        from scapy.all import IP, SCTP, SCTPChunkInit, send
+        init = IP(dst="{HOST_ADDR}")/SCTP(sport=5000, dport=3868)/SCTPChunkInit(init_tag=1, a_rwnd=1500, n_out_streams=1, n_in_streams=1, init_tsn=1)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        send(init, verbose=False)
+        print("sent", flush=True)
+    """)
+    sender = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{lab.up}", sys.executable, "-c", send],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(sender)
+    assert sender.stdin is not None and sender.stdout is not None
+    assert sender.stdout.readline().strip() == "ready"
     capture = textwrap.dedent("""
         import socket, sys
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         s.bind(("eth0", 0))
-        s.settimeout(10)
+        s.settimeout(30)
         print("ready", flush=True)
         while True:
             frame = s.recv(2048)
@@ -139,12 +159,10 @@ def test_sctp_is_translated(lab: Lab) -> None:
     )
     lab.procs.append(p)
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    send = textwrap.dedent(f"""
-        from scapy.all import IP, SCTP, SCTPChunkInit, send
-        send(IP(dst="{HOST_ADDR}")/SCTP(sport=5000, dport=3868)/SCTPChunkInit(init_tag=1, a_rwnd=1500, n_out_streams=1, n_in_streams=1, init_tsn=1), verbose=False)
-    """)
-    r = lab.in_up(sys.executable, "-c", send)
-    assert r.returncode == 0, r.stderr
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    assert sender.stdout.readline().strip() == "sent"
+    assert sender.wait(timeout=30) == 0
     assert p.stdout.readline().strip() == f"sctp from {UP_ADDR} to port 3869"
 
 

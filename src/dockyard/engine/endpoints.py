@@ -9,22 +9,28 @@ the CNI plugin:
 - plug: the driver's join (veth, address, route) and publish (map
   elements, host-port holds), each pushing its undo.
 - release: what would misroute traffic or keep a port goes at once (map
-  elements, holds); deleting the veth, which costs an RCU grace period
-  (15-40 ms here), is left to a reaper thread, and the address lease is
-  dropped only once the link is gone, so an address is never given twice.
+  elements, holds); deleting the veth of an ended container, which costs an
+  RCU grace period (15-40 ms here), is left to a reaper thread, and the
+  address lease is dropped only once the link is gone, so an address is
+  never given twice. A running container leaving a network (disconnect)
+  loses its veth before the command returns: it must be off that network.
   Likewise a port's record goes only once its elements and hold are gone,
   so that a release that failed half-way can be retried from the records
   (`retry_releasing`, which every command runs through the engine's check).
+  Who needs an address or a network that an ended container's veth still
+  holds waits for the reaper (`settle`) before calling it taken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import queue
 import secrets
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,9 +57,12 @@ class Endpoints:
         self.store = store
         self.k = kernel
         self.drivers = drivers
-        self._reap_queue: queue.Queue[tuple[Network, Endpoint] | None] = queue.Queue()
+        # (network, endpoint, gate): the reaper starts on an endpoint once its gate is open.
+        self._reap_queue: queue.Queue[tuple[Network, Endpoint, threading.Event | None] | None] = queue.Queue()
         # Endpoints handed to the reaper and not done yet: a retry leaves them to it.
         self._queued: set[str] = set()
+        # The gate of the reaping_after block this thread is in, if any.
+        self._local = threading.local()
         self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
         self._reaper.start()
 
@@ -86,6 +95,10 @@ class Endpoints:
         assert network.subnet is not None
         reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
         allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
+        if requested_ip is not None and self.store.address_used(network.id, requested_ip):
+            # Taken, or still held by the veth of a container that just ended
+            # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
+            self.settle()
         with self.store.transaction():
             if self.store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS - 1:
                 raise Conflict(
@@ -190,8 +203,11 @@ class Endpoints:
 
     # -- release -----------------------------------------------------------
 
-    def release(self, owner: str, only: Endpoint | None = None) -> None:
-        """Unpublish at once, queue the veth for the reaper; idempotent."""
+    def release(self, owner: str, only: Endpoint | None = None, now: bool = False) -> None:
+        """Unpublish at once, queue the veth for the reaper; idempotent. With
+        now, the veth and the records go before returning instead (a running
+        container leaving a network); a failure leaves the endpoint 'releasing'
+        for retry_releasing."""
         with self.store.transaction():
             eps = [only] if only is not None else self.store.endpoints(container_id=owner)
             all_bindings = self.store.ports(owner)
@@ -207,8 +223,25 @@ class Endpoints:
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
             self.drivers[network.driver].unpublish(ep, bindings)
             self.store.delete_ports(owner, ep.id)
+            if now:
+                self.drivers[network.driver].leave(network, ep)
+                step("endpoint.unplugged")
+                self.store.delete_endpoint(ep.id)
+                continue
             self._queued.add(ep.id)
-            self._reap_queue.put((network, ep))
+            self._reap_queue.put((network, ep, getattr(self._local, "gate", None)))
+
+    @contextlib.contextmanager
+    def reaping_after(self) -> Iterator[None]:
+        """The reaper starts on the veths released in this block once it ends:
+        the operation's records are final first (an exit recorded), so a crash
+        while a veth goes finds them so. The block must not settle()."""
+        gate = self._local.gate = threading.Event()
+        try:
+            yield
+        finally:
+            self._local.gate = None
+            gate.set()
 
     def retry_releasing(self) -> list[tuple[Endpoint, DockyardError | None]]:
         """Finish the release of endpoints left 'releasing' that the reaper does
@@ -243,7 +276,9 @@ class Endpoints:
             try:
                 if item is None:
                     return
-                network, ep = item
+                network, ep, gate = item
+                if gate is not None:
+                    gate.wait()
                 try:
                     self.drivers[network.driver].leave(network, ep)
                 except DockyardError as e:

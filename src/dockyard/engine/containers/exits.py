@@ -54,8 +54,11 @@ class ContainerExits:
             if c is None or c.state is not ContainerState.RUNNING or (pid and c.pid != pid):
                 return
             step("exit.teardown")
-            self.teardown(c)
-            self.finish(c, status)
+            # The veth goes once the exit is recorded: whenever the daemon dies
+            # while the reaper works, the container is known to have ended.
+            with self.endpoints.reaping_after():
+                self.teardown(c)
+                self.finish(c, status)
 
     def finish(self, c: Container, status: int, error: str = "") -> None:
         self.store.update_container(

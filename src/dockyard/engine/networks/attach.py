@@ -82,6 +82,7 @@ class NetworkAttach:
                     return
                 raise NotFound(f"container {c.name} is not connected to network {network.name}")
             step("disconnect.begin")
-            self.endpoints.release(c.id, only=found[0])
+            # Off the network when the command returns: the veth goes now, not by the reaper.
+            self.endpoints.release(c.id, only=found[0], now=True)
             self._refresh_resolv_conf(c)
             step("disconnect.done")

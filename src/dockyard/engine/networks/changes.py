@@ -55,12 +55,16 @@ class NetworkChanges:
 
     def network_remove(self, ref: str) -> Network:
         with self.lock:
+            # The veths of containers that just ended go first: `rm -f web;
+            # network rm n1` leaves no link nor address of n1 behind.
+            self.settle()
             network = self.networks.remove(ref)
         self.networks_changed()
         return network
 
     def network_prune(self) -> list[str]:
         with self.lock:
+            self.settle()  # as network_remove; prune also skips networks with endpoints
             removed = self.networks.prune()
         self.networks_changed()
         return removed
