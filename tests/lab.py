@@ -289,6 +289,13 @@ class Lab:
                 return [_unwrap(item) for item in body.get("elem", [])]
         raise AssertionError(f"table {family} dockyard has no set or map {name!r}")
 
+    def init_ready(self, ref: str) -> None:
+        """Wait until a --init container's tini has started its child: before that,
+        tini has not yet blocked the signals it forwards, and PID 1 ignores SIGTERM."""
+        pid = self.inspect(ref)["State"]["Pid"]
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        self.eventually(lambda: children.read_text().split(), timeout=10, what=f"tini of {ref} started")
+
     def eventually(self, predicate, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -20,6 +20,7 @@ def _run(lab: Lab, ctx: dict[str, str]) -> None:
         sys.executable, PROBE, "serve", "tcp", "80",
     )  # fmt: skip
     ctx["cid"] = out.strip().splitlines()[-1]
+    lab.init_ready(ctx["cid"])
 
 
 def _run_stubborn(lab: Lab, ctx: dict[str, str]) -> None:

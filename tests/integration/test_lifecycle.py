@@ -109,6 +109,7 @@ def test_stop_sends_sigterm_then_sigkill(lab: Lab) -> None:
     # sleep is PID 1 of its PID namespace, where SIGTERM without a handler is
     # ignored (as with Docker): --init's tini hands it on, and sleep dies of it.
     lab.run_d("--name", "polite", "--init", "sleep", "300")
+    lab.init_ready("polite")
     assert lab.dy_ok("stop", "polite").strip() == "polite"
     state = lab.inspect("polite")["State"]
     assert state["Status"] == "exited" and state["ExitCode"] == 143
