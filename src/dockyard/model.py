@@ -232,3 +232,57 @@ class Container:
     @property
     def running(self) -> bool:
         return self.state is ContainerState.RUNNING
+
+
+# -- images ----------------------------------------------------------------
+#
+# An image is its config (whose sha256 is its id), the manifest it came
+# with, and its layers, bottom first. Each layer is a blob (as pulled or
+# loaded, maybe compressed) and a directory extracted once from it, named
+# by its diff id (the sha256 of the uncompressed tar), in overlayfs's form:
+# such directories, top first, are an overlay's lowerdirs.
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What an image says a container runs with (the `config` of its config JSON)."""
+
+    cmd: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    stop_signal: str = ""
+    exposed_ports: tuple[str, ...] = ()  # "80/tcp"
+    volumes: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    diff_id: str  # sha256:... of the uncompressed tar: the extracted directory's name
+    blob_digest: str  # sha256:... of the blob as stored (what the manifest names)
+    media_type: str
+    blob_size: int
+    size: int = 0  # bytes of the extracted files
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str  # sha256:<hex of the config>
+    config: bytes  # the config JSON, byte for byte (its sha256 is the id)
+    manifest: bytes  # the manifest it was pulled or loaded with (or one made for it)
+    manifest_media_type: str
+    layers: tuple[ImageLayer, ...]
+    added: str = ""  # when this root got it
+    tags: tuple[str, ...] = ()  # normalized: docker.io/library/busybox:latest
+    digests: tuple[str, ...] = ()  # normalized: docker.io/library/busybox@sha256:...
+    last_tagged: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.id.removeprefix("sha256:")[:12]
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
