@@ -139,6 +139,9 @@ class DaemonSettings:
     # the descriptor limit) and how long an idle connection is kept, in seconds.
     api_max_connections: int | None = None
     api_idle_timeout: float = DEFAULT_API_IDLE_TIMEOUT
+    # Registries pulled from over plain HTTP when HTTPS fails: host[:port] or a CIDR
+    # (Docker's key); loopback ones always are.
+    insecure_registries: tuple[str, ...] = ()
 
     @property
     def paths(self) -> Paths:
@@ -283,4 +286,9 @@ def load_settings(
                 "daemon.json: api-idle-timeout must be a number of seconds from 0.1 to 86400"
             )
         kwargs["api_idle_timeout"] = float(idle)
+    if "insecure-registries" in data:
+        registries = data["insecure-registries"]
+        if not isinstance(registries, list) or not all(isinstance(r, str) and r for r in registries):
+            raise InvalidArgument("daemon.json: insecure-registries must be a list of host[:port] or CIDR")
+        kwargs["insecure_registries"] = tuple(registries)
     return DaemonSettings(**kwargs)  # type: ignore[arg-type]

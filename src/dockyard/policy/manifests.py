@@ -11,6 +11,7 @@ when both give one, the best variant for the host otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -326,6 +327,10 @@ def check_layers(view: ConfigView, manifest: Manifest) -> None:
             f"the image config names {len(view.diff_ids)} layers and the manifest "
             f"{len(manifest.layers)}: the image is inconsistent"
         )
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def canonical(doc: Any) -> bytes:

@@ -20,6 +20,7 @@ from dockyard.store.containers import ContainerRecords
 from dockyard.store.database import Database, now
 from dockyard.store.dns_lookups import DnsLookups
 from dockyard.store.endpoints import EndpointRecords
+from dockyard.store.images import ImageRecords
 from dockyard.store.networks import NetworkRecords
 from dockyard.store.ports import PortRecords
 from dockyard.store.schema import SCHEMA_VERSION
@@ -27,5 +28,13 @@ from dockyard.store.schema import SCHEMA_VERSION
 __all__ = ["SCHEMA_VERSION", "Database", "Store", "config_from_json", "config_to_json", "now"]
 
 
-class Store(NetworkRecords, ContainerRecords, EndpointRecords, PortRecords, AttachmentRecords, DnsLookups):
+class Store(
+    NetworkRecords,
+    ContainerRecords,
+    EndpointRecords,
+    PortRecords,
+    AttachmentRecords,
+    DnsLookups,
+    ImageRecords,
+):
     """The state database: every table's records, on one connection under one lock."""

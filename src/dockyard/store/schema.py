@@ -104,4 +104,38 @@ CREATE TABLE IF NOT EXISTS attachments (
     created TEXT NOT NULL,
     UNIQUE (network, container_id, ifname)
 );
+-- Images (images.py). An image is its config, byte for byte (its sha256 is the
+-- id), the manifest it came with, and its layers bottom first; the blobs and
+-- the extracted layer directories are files under $ROOT/images, kept while a
+-- row here names them. Added to a database of before images by this script
+-- itself (CREATE ... IF NOT EXISTS): they start empty.
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    config BLOB NOT NULL,
+    manifest BLOB NOT NULL,
+    manifest_media_type TEXT NOT NULL,
+    added TEXT NOT NULL,
+    last_tagged TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    diff_id TEXT NOT NULL,
+    blob_digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    blob_size INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (image_id, position)
+);
+CREATE INDEX IF NOT EXISTS image_layers_diff ON image_layers(diff_id);
+CREATE INDEX IF NOT EXISTS image_layers_blob ON image_layers(blob_digest);
+-- Names: a tag (docker.io/library/busybox:latest) or a repository digest
+-- (docker.io/library/busybox@sha256:...), each naming one image.
+CREATE TABLE IF NOT EXISTS image_names (
+    name TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,
+    kind TEXT NOT NULL,  -- 'tag' or 'digest'
+    added TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS image_names_image ON image_names(image_id);
 """
