@@ -100,9 +100,11 @@ DATA = {"model", "errors", "settings", "locations"}
 LAYERS: dict[str, set[str]] = {
     "clients": set(),
     # The process is the composition root: it builds the store, the kernel and the engine.
-    "daemon": {"engine", "drivers", "policy", "kernel", "store", "dns"},
-    "engine": {"drivers", "policy", "kernel", "store", "dns"},
+    "daemon": {"engine", "drivers", "policy", "kernel", "store", "dns", "images"},
+    "engine": {"drivers", "policy", "kernel", "store", "dns", "images"},
     "dns": {"store"},
+    # Image content: files and HTTP, never the store (engine/images joins the two).
+    "images": {"policy"},
     "drivers": {"kernel", "policy"},
     "policy": set(),
     "kernel": set(),
@@ -117,6 +119,7 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "kernel": {"pyroute2", "nftables"},
     "engine": None,
     "dns": None,
+    "images": {"zstandard"},
 }
 
 

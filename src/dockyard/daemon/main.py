@@ -115,6 +115,7 @@ class Daemon:
             reconciler = Reconciler(engine)
             reconciler.startup()
             report = reconciler.report
+            report.removed += engine.images.gc()
             for line in report.removed + report.restored:
                 print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
             for line in report.not_removed:

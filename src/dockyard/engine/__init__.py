@@ -44,6 +44,7 @@ from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.images import Images
 from dockyard.engine.networks.attach import NetworkAttach
 from dockyard.engine.networks.changes import DnsSync, NetworkChanges
 from dockyard.engine.networks.service import Networks
@@ -96,6 +97,7 @@ class Engine(
         self.networks = Networks(settings, store, kernel, self.drivers, self._attached_names)
         self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
         self.execs = Execs(self.shim)
+        self.images = Images(settings, store)
         # The resolver process of user networks, when the daemon runs one.
         self.dns: DnsSync | None = None
         self.lock = threading.RLock()

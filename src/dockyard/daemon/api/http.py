@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from dockyard.daemon.api.streams import BodyReader, StreamSender
+
 MAX_HEADER = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 MAX_FDS = 8
@@ -59,8 +61,14 @@ class Request:
     headers: dict[str, str]
     body: bytes
     fds: list[int] = field(default_factory=list)
+    # A body too large to hold, or chunked: read it from here (streams.py).
+    stream: Any = None
+    # Every value of a repeated query key (docker save's names=a&names=b).
+    multi: dict[str, list[str]] = field(default_factory=dict)
 
     def json(self) -> Any:
+        if not self.body and self.stream is not None:
+            self.body = self.stream.read_all(MAX_BODY)
         if not self.body:
             return {}
         return json.loads(self.body)
@@ -84,6 +92,8 @@ class Response:
     # Called after the headers went out; returns the body (JSON-able or bytes).
     deferred: Callable[[], Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Called after the headers went out with a write(bytes) to send the body piece by piece.
+    stream: Callable[[Callable[[bytes], None]], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -128,7 +138,7 @@ class Conn:
         self.buf += data
         return True
 
-    def read_request(self, deadline: float | None = None) -> Request | None:
+    def read_request(self, deadline: float | None = None, timeout: float = 60.0) -> Request | None:
         """The next request, None at the end of the stream or for one too large.
 
         TimeoutError when the whole request has not come by `deadline`;
@@ -145,16 +155,24 @@ class Conn:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0") or 0)
-        if length > MAX_BODY or length < 0:
+        stream = None
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            stream = BodyReader(self, None, timeout)
+            length = 0
+        elif length > MAX_BODY:
+            stream = BodyReader(self, length, timeout)
+            length = 0
+        if length < 0:
             return None
         while len(self.buf) < length:
             if not self._fill(deadline):
                 return None
         body, self.buf = self.buf[:length], self.buf[length:]
         parts = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        multi = parse_qs(parts.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in multi.items()}
         fds, self.fds = self.fds, []
-        return Request(method.upper(), unquote(parts.path), query, headers, body, fds)
+        return Request(method.upper(), unquote(parts.path), query, headers, body, fds, stream, multi)
 
     def send(self, status: int, headers: dict[str, str], body: bytes | None, timeout: float | None) -> None:
         lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
@@ -222,7 +240,7 @@ def serve(
             )
             return False
     while True:
-        req = conn.read_request(time.monotonic() + timeout)
+        req = conn.read_request(time.monotonic() + timeout, timeout)
         if req is None:
             return False
         keep = req.headers.get("connection", "").lower() != "close"
@@ -234,6 +252,17 @@ def serve(
             for fd in req.fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        if req.stream is not None and not req.stream.done and not req.stream.drain():
+            keep = False  # the body's rest could not be read: the connection cannot go on
+        if resp.stream is not None:
+            conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
+            sender = StreamSender(conn.send_raw, timeout)
+            with contextlib.suppress(OSError):
+                resp.stream(sender.write)
+            leaving()
+            with contextlib.suppress(OSError):
+                sender.finish()
+            return False
         if resp.deferred is not None:
             conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
             try:

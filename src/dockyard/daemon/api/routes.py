@@ -17,6 +17,7 @@ from typing import Any
 from dockyard.daemon.api import docker
 from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.http import Request, Response
+from dockyard.daemon.api.images import ImageRoutes
 from dockyard.engine import Engine
 from dockyard.engine.cni.attachments import Attachment, Attachments
 from dockyard.engine.networks.service import NetworkFilter
@@ -92,6 +93,7 @@ class Api:
         r("POST", r"/dockyard/cni/gc", cni.gc)
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
+        ImageRoutes(engine.images).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
@@ -164,6 +166,7 @@ class Api:
         from dockyard.engine.reconcile import system_gc
 
         report = system_gc(self.e)
+        report.removed += self.e.images.gc()
         return Response(
             200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
         )

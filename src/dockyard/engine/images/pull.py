@@ -71,6 +71,22 @@ def insecure(images: Images, host: str) -> bool:
     return False
 
 
+def credentials(header: str) -> Credentials | None:
+    """Docker's X-Registry-Auth header, parsed."""
+    return Credentials.from_header(header)
+
+
+def login(images: Images, server: str, username: str, password: str) -> None:
+    """`docker login`: whether the credentials are good at that registry (its /v2/)."""
+    host = server.removeprefix("https://").removeprefix("http://").rstrip("/")
+    host = host.removesuffix("/v1").removesuffix("/v2").rstrip("/")
+    if not host or host in (references.LEGACY_DOMAIN, references.DEFAULT_DOMAIN):
+        host = references.DEFAULT_REGISTRY_HOST
+    if not username:
+        raise InvalidArgument("login needs a username")
+    Registry(host, Credentials(username, password), insecure(images, host)).check_login()
+
+
 def pull(
     images: Images,
     image: str,
@@ -95,12 +111,6 @@ def pull(
         )
     wanted = manifests.parse_platform(platform, images.platform) if platform else images.platform
     registry = Registry(ref.registry_host, credentials, insecure(images, ref.registry_host))
-    emit(
-        {
-            "status": f"Pulling from {ref.path if ref.domain != 'docker.io' else ref.familiar_repository}",
-            "id": ref.digest or ref.tag,
-        }
-    )
     with images.busy():
         return _pull(images, registry, ref, wanted, emit)
 
@@ -121,6 +131,8 @@ def _pull(
         chosen = manifests.choose(manifests.parse_index(raw, media_type), wanted)
         raw, media_type, _ = _fetch_manifest(registry, ref, chosen.digest)
     manifest = manifests.parse_manifest(raw, media_type)
+    # Docker's first line; anything that fails before it is the request's error.
+    emit({"status": f"Pulling from {ref.path}", "id": ref.digest or ref.tag})
     with registry.blob(ref.path, manifest.config.digest) as (stream, _size):
         config = stream.read(manifests.DOCUMENT_MAX + 1)
     if manifests.sha256(config) != manifest.config.digest:
