@@ -63,7 +63,9 @@ def test_host_netns_given_as_a_path(lab: Lab) -> None:
     path = f"/run/netns/{lab.host}"
     cmd = [*DOCKYARD, "--root", str(lab.root), "--host-netns", path]
     # The first command starts the daemon, in the namespace that path names.
-    r = subprocess.run([*cmd, "run", "--rm", "--net", "host", "ip", "-j", "link"], capture_output=True, text=True)
+    r = subprocess.run(
+        [*cmd, "run", "--rm", "--net", "host", "ip", "-j", "link"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "up0" in _links(r.stdout)
     pid = int((lab.root / "dockyardd.pid").read_text())

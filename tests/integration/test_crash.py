@@ -268,7 +268,9 @@ def _assert_consistent(lab: Lab) -> None:
     # A --rm container is removed once it has ended, whatever was cut short.
     assert not [i["Name"] for i in infos if i["HostConfig"]["AutoRemove"] and not i["State"]["Running"]]
     # A host or none container is listed on its network with no address: no endpoint.
-    endpoints = [net for i in running for net in i["NetworkSettings"]["Networks"].values() if net["IPAddress"]]
+    endpoints = [
+        net for i in running for net in i["NetworkSettings"]["Networks"].values() if net["IPAddress"]
+    ]
     assert len(_veths(lab)) == len(endpoints), (_veths(lab), endpoints)
     addresses = [net["IPAddress"] for net in endpoints]
     assert len(set(addresses)) == len(addresses)

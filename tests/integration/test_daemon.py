@@ -108,6 +108,7 @@ THIN_CLIENT_MODULES = {
     "dockyard.clients",
     "dockyard.clients.api",
     "dockyard.clients.daemon_control",
+    "dockyard.clients.image_calls",
     "dockyard.clients.wire",
     "dockyard.errors",
     "dockyard.locations",
@@ -159,5 +160,8 @@ def test_the_cli_is_a_thin_client(lab: Lab, tmp_path: Path) -> None:
         # The stdlib's heavy part that is the daemon's alone.
         assert "sqlite3" not in modules, what
         # And the check sees what it should: the client is there, the engine is not.
-        assert {"dockyard.clients.cli", "dockyard.clients.api"} <= modules or what == "--help", (what, modules)
+        assert {"dockyard.clients.cli", "dockyard.clients.api"} <= modules or what == "--help", (
+            what,
+            modules,
+        )
         assert not {"dockyard.engine", "dockyard.store", "pyroute2", "nftables"} & modules, what

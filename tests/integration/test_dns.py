@@ -65,7 +65,9 @@ def test_joining_and_leaving_take_effect_at_once(lab: Lab) -> None:
 
 def test_other_names_are_forwarded_upstream(lab: Lab) -> None:
     lab.in_up("ip", "addr", "add", f"{WORLD_ADDR[:-1]}53/24", "dev", "lo")
-    server = lab.spawn_in(lab.up, sys.executable, UPSTREAM_DNS, "203.0.113.53", "ext.example.test=203.0.113.99")
+    server = lab.spawn_in(
+        lab.up, sys.executable, UPSTREAM_DNS, "203.0.113.53", "ext.example.test=203.0.113.99"
+    )
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
     lab.dy_ok("network", "create", "fwd")
     # --dns on a user network names the server the resolver forwards to.
@@ -147,7 +149,9 @@ def test_a_container_on_two_networks_resolves_the_names_of_both(lab: Lab) -> Non
 def test_a_default_bridge_container_connected_to_a_user_network_gets_its_names(lab: Lab) -> None:
     """As Docker, which points resolv.conf at its resolver once a container joins such a network."""
     lab.in_up("ip", "addr", "add", f"{WORLD_ADDR[:-1]}53/24", "dev", "lo")
-    server = lab.spawn_in(lab.up, sys.executable, UPSTREAM_DNS, "203.0.113.53", "ext.example.test=203.0.113.99")
+    server = lab.spawn_in(
+        lab.up, sys.executable, UPSTREAM_DNS, "203.0.113.53", "ext.example.test=203.0.113.99"
+    )
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
     lab.dy_ok("network", "create", "--subnet", "10.64.0.0/24", "later")
     lab.run_d("--name", "target", "--net", "later", "sleep", "300")

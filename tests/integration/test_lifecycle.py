@@ -340,7 +340,10 @@ def test_stop_without_t_leaves_the_grace_to_the_daemon(tmp_path: Path) -> None:
     try:
         for args in (["stop", "c1"], ["stop", "-t", "1", "c1"], ["stop", "--time", "0", "c1"]):
             r = subprocess.run(
-                [*DOCKYARD, "--root", str(tmp_path / "root"), *args], capture_output=True, text=True, timeout=30
+                [*DOCKYARD, "--root", str(tmp_path / "root"), *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert (r.returncode, r.stdout, r.stderr) == (0, "c1\n", ""), args
     finally:

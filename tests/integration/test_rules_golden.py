@@ -18,7 +18,12 @@ def _listing(lab: Lab, family: str) -> list[dict]:
 
 def test_the_loaded_tables_are_the_rendered_ones(lab: Lab) -> None:
     for text in (rules.TABLE_TEXT, rules.BRIDGE_TABLE_TEXT):
-        r = subprocess.run(["nsenter", f"--net=/run/netns/{lab.host}", "nft", "-f", "-"], input=text, text=True, capture_output=True)
+        r = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{lab.host}", "nft", "-f", "-"],
+            input=text,
+            text=True,
+            capture_output=True,
+        )
         assert r.returncode == 0, r.stderr
     for family in (rules.FAMILY, rules.BRIDGE_FAMILY):
         assert rules.strip_listing(_listing(lab, family)) == rules.expected_listing(family)

@@ -1,6 +1,6 @@
 """A tiny authoritative DNS server for tests: one fixed name, NXDOMAIN otherwise.
 
-    upstream_dns.py ADDRESS NAME=IP [NAME=IP...]
+upstream_dns.py ADDRESS NAME=IP [NAME=IP...]
 """
 
 from __future__ import annotations

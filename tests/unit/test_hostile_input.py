@@ -423,7 +423,8 @@ def test_port_spec_from_shell_bytes_gives_ports_or_one_line_error(spec: str) -> 
 
 # Loopback, link-local, multicast, "this network", reserved (with the broadcast address): no network's.
 NO_CONTAINERS_ADDRESSES = [
-    ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+    ipaddress.IPv4Network(n)
+    for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 ]
 
 

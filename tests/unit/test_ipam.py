@@ -138,7 +138,9 @@ def test_a_subnet_is_taken_exactly_when_it_overlaps_no_special_range(address: in
 def test_parse_address() -> None:
     assert parse_address("10.0.0.7") == IP("10.0.0.7")
     for bad in ("", "10.0.0", "10.0.0.256", "::1", "10.0.0.1/24"):
-        with pytest.raises(InvalidArgument, match=re.escape(f"invalid --ip {bad!r}: expected an IPv4 address")):
+        with pytest.raises(
+            InvalidArgument, match=re.escape(f"invalid --ip {bad!r}: expected an IPv4 address")
+        ):
             parse_address(bad, "--ip")
 
 
@@ -207,7 +209,9 @@ def test_first_host_and_check_in_subnet() -> None:
     assert first_host(subnet) == IP("10.0.0.1")
     check_in_subnet(IP("10.0.0.254"), subnet, "--gateway")
     for bad in ("10.0.0.0", "10.0.0.255", "10.0.1.1"):
-        with pytest.raises(InvalidArgument, match=re.escape(f"--gateway {bad} is not a usable address of subnet")):
+        with pytest.raises(
+            InvalidArgument, match=re.escape(f"--gateway {bad} is not a usable address of subnet")
+        ):
             check_in_subnet(IP(bad), subnet, "--gateway")
 
 
@@ -309,7 +313,9 @@ def test_check_requested() -> None:
         with pytest.raises(Conflict, match=re.escape(f"address {reserved} is reserved on this network")):
             allocator.check_requested(IP(reserved), held.__contains__)
     for outside in ("10.0.0.0", "10.0.0.255", "10.0.1.5"):
-        with pytest.raises(InvalidArgument, match=re.escape(f"requested address {outside} is not a usable address")):
+        with pytest.raises(
+            InvalidArgument, match=re.escape(f"requested address {outside} is not a usable address")
+        ):
             allocator.check_requested(IP(outside), held.__contains__)
 
 
@@ -340,7 +346,9 @@ def _scenario(draw: Callable) -> tuple:
     reserved = draw(st.sets(st.sampled_from(hosts), max_size=min(4, len(hosts))))
     ip_range = None
     if draw(st.booleans()):
-        ip_range = NET(f"{draw(st.sampled_from(hosts))}/{draw(st.integers(subnet.prefixlen, 30))}", strict=False)
+        ip_range = NET(
+            f"{draw(st.sampled_from(hosts))}/{draw(st.integers(subnet.prefixlen, 30))}", strict=False
+        )
     # True: allocate; an int: release the n-th held address (modulo).
     steps = draw(st.lists(st.one_of(st.just(True), st.integers(min_value=0, max_value=1000)), max_size=120))
     return subnet, reserved, ip_range, steps

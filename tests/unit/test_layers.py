@@ -135,8 +135,7 @@ def test_every_module_lives_in_a_layer() -> None:
     loose = sorted(
         m
         for m in GRAPH
-        if m != "dockyard"
-        and _top(m.removeprefix("dockyard.")) not in {*LAYERS, *DATA, "__main__"}
+        if m != "dockyard" and _top(m.removeprefix("dockyard.")) not in {*LAYERS, *DATA, "__main__"}
     )
     assert not loose, f"modules outside the layers' folders: {loose}"
 

@@ -16,7 +16,12 @@ from dockyard.store import Store
 def _network(store: Store, subnet: str) -> Network:
     net = ipaddress.IPv4Network(subnet)
     network = Network(
-        id="n" * 64, name="limits", driver=DriverName.BRIDGE, subnet=net, gateway=net.network_address + 1, bridge="dy-limits"
+        id="n" * 64,
+        name="limits",
+        driver=DriverName.BRIDGE,
+        subnet=net,
+        gateway=net.network_address + 1,
+        bridge="dy-limits",
     )
     store.add_network(network)
     return network
@@ -29,7 +34,16 @@ def test_the_1024th_port_of_a_bridge_is_refused(tmp_path: Path) -> None:
         for i in range(BRIDGE_MAX_PORTS - 1):
             addr = network.subnet.network_address + 2 + i  # type: ignore[union-attr]
             store.add_endpoint(
-                Endpoint(f"e{i:063d}", f"c{i}", network.id, "eth0", ipaddress.IPv4Interface(f"{addr}/16"), network.gateway, "02:42:00:00:00:00", f"veth{i:07d}")
+                Endpoint(
+                    f"e{i:063d}",
+                    f"c{i}",
+                    network.id,
+                    "eth0",
+                    ipaddress.IPv4Interface(f"{addr}/16"),
+                    network.gateway,
+                    "02:42:00:00:00:00",
+                    f"veth{i:07d}",
+                )
             )
     endpoints = Endpoints(store, None, {})  # type: ignore[arg-type]
     try:

@@ -127,7 +127,9 @@ def test_equal_ranges_pair_up_port_by_port() -> None:
 
 
 def test_host_range_for_one_container_port_stays_a_range() -> None:
-    assert parse_port_spec("8000-8010:80").requests() == [PortRequest(80, TCP, 8000, None, host_port_end=8010)]
+    assert parse_port_spec("8000-8010:80").requests() == [
+        PortRequest(80, TCP, 8000, None, host_port_end=8010)
+    ]
 
 
 def test_parse_requests_concatenates_specs_in_order() -> None:
@@ -153,8 +155,14 @@ def test_parse_expose() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "fragment"),
-    [("", "no port given"), ("0", "outside"), ("70000", "outside"), ("80/icmp", "unknown protocol"),
-     ("8080:80", "invalid port"), ("90-80", "ends before it starts")],
+    [
+        ("", "no port given"),
+        ("0", "outside"),
+        ("70000", "outside"),
+        ("80/icmp", "unknown protocol"),
+        ("8080:80", "invalid port"),
+        ("90-80", "ends before it starts"),
+    ],
 )
 def test_parse_expose_rejects(spec: str, fragment: str) -> None:
     with pytest.raises(InvalidArgument, match=fragment):

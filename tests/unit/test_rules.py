@@ -115,8 +115,12 @@ def test_only_sets_with_elements_get_a_command() -> None:
 
 
 def test_rendering_is_sorted_whatever_the_insertion_order() -> None:
-    a = Elements(bridges={"b", "a", "c"}, publish_any={(UDP, 2): (IP("10.0.0.9"), 2), (TCP, 1): (IP("10.0.0.1"), 1)})
-    b = Elements(bridges={"c", "a", "b"}, publish_any={(TCP, 1): (IP("10.0.0.1"), 1), (UDP, 2): (IP("10.0.0.9"), 2)})
+    a = Elements(
+        bridges={"b", "a", "c"}, publish_any={(UDP, 2): (IP("10.0.0.9"), 2), (TCP, 1): (IP("10.0.0.1"), 1)}
+    )
+    b = Elements(
+        bridges={"c", "a", "b"}, publish_any={(TCP, 1): (IP("10.0.0.1"), 1), (UDP, 2): (IP("10.0.0.9"), 2)}
+    )
     assert element_commands("add", a) == element_commands("add", b)
     assert element_commands("add", a)[0] == _inet("add", "bridges", ["a", "b", "c"])
 
@@ -249,7 +253,9 @@ def _declaration(name: str) -> dict[str, Any]:
 
 def _with_handles(objs: tuple[dict[str, Any], ...], el: Elements) -> list[dict[str, Any]]:
     """The objects as `nft -j list` prints them: each with a handle, sets and maps with their elements."""
-    rendered = {cmd["add"]["element"]["name"]: cmd["add"]["element"]["elem"] for cmd in element_commands("add", el)}
+    rendered = {
+        cmd["add"]["element"]["name"]: cmd["add"]["element"]["elem"] for cmd in element_commands("add", el)
+    }
     out = []
     for handle, obj in enumerate(objs, start=1):
         ((kind, body),) = obj.items()
@@ -341,9 +347,26 @@ def test_strip_listing_removes_handles_elements_metainfo_and_table() -> None:
     listing = [
         {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
         {"table": {"family": "inet", "name": "dockyard", "handle": 7}},
-        {"set": {"family": "inet", "name": "bridges", "table": "dockyard", "type": "ifname", "handle": 1, "elem": ["br0"]}},
+        {
+            "set": {
+                "family": "inet",
+                "name": "bridges",
+                "table": "dockyard",
+                "type": "ifname",
+                "handle": 1,
+                "elem": ["br0"],
+            }
+        },
         {"chain": {"family": "inet", "table": "dockyard", "name": "publish", "handle": 2}},
-        {"rule": {"family": "inet", "table": "dockyard", "chain": "publish", "handle": 3, "expr": [{"accept": None}]}},
+        {
+            "rule": {
+                "family": "inet",
+                "table": "dockyard",
+                "chain": "publish",
+                "handle": 3,
+                "expr": [{"accept": None}],
+            }
+        },
     ]
     assert strip_listing(listing) == [
         {"set": {"family": "inet", "name": "bridges", "table": "dockyard", "type": "ifname"}},

@@ -49,17 +49,18 @@ def test_empty_or_missing_host_file_falls_back() -> None:
 
 
 def test_comments_blank_lines_and_garbage_are_dropped() -> None:
-    host = "; a comment\n# another\n\n   \nnameserver not-an-address\nsortlist 10.0.0.0\nnameserver 192.0.2.53\n"
+    host = (
+        "; a comment\n# another\n\n   \nnameserver not-an-address\nsortlist 10.0.0.0\nnameserver 192.0.2.53\n"
+    )
     assert resolv_conf(host) == "nameserver 192.0.2.53\n"
 
 
 def test_search_domain_and_options_are_kept() -> None:
-    host = "domain corp.example\nsearch a.example b.example\noptions ndots:2 timeout:1\nnameserver 192.0.2.53\n"
+    host = (
+        "domain corp.example\nsearch a.example b.example\noptions ndots:2 timeout:1\nnameserver 192.0.2.53\n"
+    )
     assert resolv_conf(host) == (
-        "search corp.example\n"
-        "search a.example b.example\n"
-        "options ndots:2 timeout:1\n"
-        "nameserver 192.0.2.53\n"
+        "search corp.example\nsearch a.example b.example\noptions ndots:2 timeout:1\nnameserver 192.0.2.53\n"
     )
 
 
@@ -89,7 +90,9 @@ _resolv_lines = st.lists(
     st.one_of(
         st.builds(lambda a: f"nameserver {a}", st.ip_addresses(v=4) | st.ip_addresses(v=6)),
         st.sampled_from(["search lan", "options ndots:1", "# c", "", "nameserver", "domain x"]),
-        st.text(alphabet=st.characters(exclude_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), max_size=20),
+        st.text(
+            alphabet=st.characters(exclude_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), max_size=20
+        ),
     ),
     max_size=10,
 )

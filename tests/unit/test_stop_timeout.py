@@ -47,7 +47,9 @@ def test_the_engine_uses_the_grace_it_is_given() -> None:
     assert calls[:2] == [("signal", signal.SIGTERM), ("wait", 1)]
 
 
-@pytest.mark.parametrize(("query", "grace"), [({}, None), ({"t": ""}, None), ({"t": "1"}, 1), ({"t": "0"}, 0)])
+@pytest.mark.parametrize(
+    ("query", "grace"), [({}, None), ({"t": ""}, None), ({"t": "1"}, 1), ({"t": "0"}, 0)]
+)
 def test_the_api_passes_t_on_and_no_t_as_none(query: dict[str, str], grace: int | None) -> None:
     seen: list[object] = []
     api = SimpleNamespace(

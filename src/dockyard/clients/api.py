@@ -29,6 +29,7 @@ import os
 
 from dockyard import locations
 from dockyard.clients.daemon_control import DaemonControl
+from dockyard.clients.image_calls import ImageCalls
 from dockyard.clients.wire import (
     STOP_GRACE,
     TIMEOUT_ENV,
@@ -56,7 +57,7 @@ class ClientPaths:
         self.daemon_log = os.path.join(root, locations.DAEMON_LOG)
 
 
-class Client(DaemonControl):
+class Client(DaemonControl, ImageCalls):
     def __init__(
         self,
         root: str | os.PathLike[str] | None = None,
