@@ -10,7 +10,6 @@ run in the same namespace, fills it from `docker save`-format archives.
 
 from __future__ import annotations
 
-import crypt
 import hashlib
 import io
 import json
@@ -19,9 +18,14 @@ import subprocess
 import sys
 import tarfile
 import time
+import warnings
 from pathlib import Path
 
 from lab import REPO, Lab
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # bcrypt for the registry's htpasswd (Python 3.11 has it)
 
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
 BUSYBOX_LINKS = ("sh", "ls", "cat", "echo", "true", "mount", "stat")

@@ -123,7 +123,17 @@ class ImageRoutes:
         wanted = ImageFilter.parse(req.query.get("filters"))
         if req.query.get("filter"):  # API < 1.41's name filter
             wanted = ImageFilter(wanted.dangling, (*wanted.references, req.query["filter"]), wanted.labels)
-        return Response(200, [self.summary(i) for i in self.images.list(wanted)])
+        out = []
+        for image in self.images.list(wanted):
+            summary = self.summary(image)
+            if wanted.references:
+                # Docker lists only the names that matched.
+                summary["RepoTags"] = [familiar(t) for t in image.tags if wanted.matches_names((t,), ())]
+                summary["RepoDigests"] = [
+                    familiar(d) for d in image.digests if wanted.matches_names((), (d,))
+                ]
+            out.append(summary)
+        return Response(200, out)
 
     def inspect(self, req: Request, name: str) -> Response:
         return Response(200, self.inspect_shape(self.images.get(name)))
