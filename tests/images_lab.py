@@ -29,6 +29,8 @@ with warnings.catch_warnings():
 
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
 BUSYBOX_LINKS = ("sh", "ls", "cat", "echo", "true", "mount", "stat")
+# Without it a registry answers with a converted schema 1 manifest.
+ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 TOKEN_REGISTRY = str(REPO / "tests" / "tools" / "token_registry.py")
 
 
@@ -201,7 +203,10 @@ class Registry:
 
     def push(self, archive: Path, name: str, *extra: str, creds: str | None = None) -> None:
         """skopeo copy docker-archive:ARCHIVE docker://127.0.0.1:PORT/NAME (gzip unless told)."""
-        args = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra]
+        # A home of its own each time: skopeo's blob cache would reuse blobs of an earlier copy.
+        home = self.dir / f"skopeo-home-{len(list(self.dir.glob('skopeo-home-*')))}"
+        home.mkdir()
+        args = ["env", f"HOME={home}", "skopeo", "copy", "--quiet", "--dest-tls-verify=false", *extra]
         if creds:
             args += ["--dest-creds", creds]
         r = self.lab.in_host(
@@ -227,7 +232,8 @@ class Registry:
             "import http.client, sys\n"
             f"c = http.client.HTTPConnection('127.0.0.1', {self.port}, timeout=30)\n"
             "body = sys.stdin.buffer.read()\n"
-            f"c.request({method!r}, {path!r}, body=body or None, headers={{'Content-Type': {content_type!r}}})\n"
+            f"c.request({method!r}, {path!r}, body=body or None, headers={{'Content-Type': {content_type!r},"
+            f" 'Accept': {ACCEPT!r}}})\n"
             "r = c.getresponse(); data = r.read()\n"
             "sys.stdout.write(str(r.status) + '\\n'); sys.stdout.flush(); sys.stdout.buffer.write(data)\n"
         )

@@ -210,3 +210,23 @@ def test_bad_archives_and_names_are_refused_and_change_nothing(
     images_dir = lab.root / "images"
     assert _files(images_dir / "layers") == set() and _files(images_dir / "blobs/sha256") == set()
     assert _files(images_dir / "tmp") == set()
+
+
+def test_import_of_compressed_tarballs(lab: Lab, docker: DockerCli) -> None:
+    """gzip and zstd are read (by their first bytes): the same layer, the same diff id."""
+    import gzip
+
+    import zstandard
+
+    plain = busybox_tarball()
+    ids = {}
+    for name, data in (
+        ("plain", plain),
+        ("gzip", gzip.compress(plain)),
+        ("zstd", zstandard.ZstdCompressor().compress(plain)),
+    ):
+        ids[name] = docker.ok("import", "-", f"bb:{name}", input=data).strip()
+    layers = {json.loads(docker.ok("image", "inspect", i))[0]["RootFS"]["Layers"][0] for i in ids.values()}
+    assert len(layers) == 1 and layers == {"sha256:" + __import__("hashlib").sha256(plain).hexdigest()}
+    r = docker.run("import", "-", "bb:broken", input=b"\x28\xb5\x2f\xfd" + b"not zstd at all" * 10)
+    assert r.returncode == 1 and b"broken" in r.stderr, r.stderr

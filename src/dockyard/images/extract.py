@@ -286,6 +286,8 @@ def extract(
                 archive = None
             else:
                 raise LayerError(f"the layer is not a tar archive: {e}") from None
+        except _broken() as e:
+            raise LayerError(f"the layer's archive is broken: {e}") from None
         if archive is not None:
             try:
                 for member in archive:
@@ -298,7 +300,10 @@ def extract(
                 raise LayerError(f"cannot extract the layer: {e}") from e
             except _broken() as e:
                 raise LayerError(f"the layer's archive is broken: {e}") from None
-        tee.drain()
+        try:
+            tee.drain()
+        except _broken() as e:
+            raise LayerError(f"the layer's archive is broken: {e}") from None
         for parts in sorted(tree.dir_attrs, key=len, reverse=True):
             member = tree.dir_attrs[parts]
             fd = tree.dir(parts)
