@@ -121,17 +121,34 @@ class Flow:
         return {**figures, **(summary(self.gbps) if self.gbps else {})}
 
 
-def run_flow(flow: Flow, seconds: int, omit: int, extra: tuple[str, ...] = ()) -> float:
+# iperf3's server runs one test at a time and takes a moment after a test ends before it
+# accepts the next: a client that comes in between is told so ("busy") or has its control
+# connection reset, before anything is measured. It says "try again later": so we do.
+NOT_YET = ("the server is busy", "unable to receive control message", "Connection reset by peer")
+
+
+def run_flow(flow: Flow, seconds: int, omit: int, extra: tuple[str, ...] = (), tries: int = 20) -> float:
     """One iperf3 run; the rate the server received, in Gbit/s."""
     argv = [*flow.argv, "-t", str(seconds), "-O", str(omit), "-J", *extra]
-    out = run_cmd(argv, flow.key, timeout=seconds + omit + 30, env=flow.env)
-    try:
-        result = json.loads(out)
-    except json.JSONDecodeError as e:
-        raise BenchError(f"{flow.key}: iperf3 printed no JSON: {out[-300:]!r}") from e
-    if result.get("error"):
-        raise BenchError(f"{flow.key}: iperf3: {result['error']}")
-    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
+    for attempt in range(tries):
+        try:
+            out = run_cmd(argv, flow.key, timeout=seconds + omit + 30, env=flow.env)
+        except BenchError as e:  # -J: iperf3 may exit 1 with its error in the JSON it printed
+            if not any(s in str(e) for s in NOT_YET) or attempt == tries - 1:
+                raise
+            time.sleep(0.2)
+            continue
+        try:
+            result = json.loads(out)
+        except json.JSONDecodeError as e:
+            raise BenchError(f"{flow.key}: iperf3 printed no JSON: {out[-300:]!r}") from e
+        error = result.get("error")
+        if not error:
+            return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
+        if not any(s in error for s in NOT_YET) or attempt == tries - 1:
+            raise BenchError(f"{flow.key}: iperf3: {error}")
+        time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def warm_up(flow: Flow, timeout: float = 30) -> None:
