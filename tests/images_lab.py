@@ -97,12 +97,13 @@ UPPER = [
 ]
 
 
-def multi_layer_archive(tag: str = "multi:1") -> tuple[bytes, str, list[str]]:
-    """A `docker save`-format archive (Docker's legacy layout) of a two-layer image.
+def multi_layer_archive(tag: str = "multi:1", base: bytes | None = None) -> tuple[bytes, str, list[str]]:
+    """A `docker save`-format archive (Docker's legacy layout) of a two-layer image
+    (three with `base`, a layer tar put under the two: busybox_tarball() gives it a shell).
 
     Returns the archive, the image id and the layers' diff ids, bottom first.
     """
-    layers = [_layer(LOWER), _layer(UPPER)]
+    layers = [*([base] if base else []), _layer(LOWER), _layer(UPPER)]
     diff_ids = [sha256(layer) for layer in layers]
     config = json.dumps(
         {

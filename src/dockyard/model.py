@@ -208,6 +208,24 @@ class ContainerConfig:
     no_new_privileges: bool = False
     init: bool = False
     pids_limit: int = 0  # 0: unlimited
+    # The image as the user named it, and its id: the container's root is its
+    # layers. Both "" when a command of the host's runs over the host's tree.
+    image: str = ""
+    image_id: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """What a create request asked of an image, before the image's defaults apply.
+
+    None for entrypoint or cmd means "not given" (the image's is used); an
+    empty tuple means "given, empty", as Docker tells them apart.
+    """
+
+    name: str
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    publish_all: bool = False
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,13 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def _overlay(lower: str, layer: str, target: str) -> None:
+def _overlay(lowers: list[str], layer: str, target: str) -> None:
+    """lowers: top first."""
     upper, work = os.path.join(layer, "upper"), os.path.join(layer, "work")
     for d in (upper, work):
         os.makedirs(d, mode=0o755, exist_ok=True)
-    data = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)}"
+    lower = ":".join(_escape(path) for path in lowers)
+    data = f"lowerdir={lower},upperdir={_escape(upper)},workdir={_escape(work)}"
     _mount("overlay", target, "overlay", NODEV, data)
 
 
@@ -178,7 +180,7 @@ def _carry_mounts(new_root: str, layer: str, hidden: list[str]) -> None:
             continue
         name = hashlib.sha256(point.encode()).hexdigest()[:16]
         try:
-            _overlay(point, os.path.join(layer, "mounts", name), target)
+            _overlay([point], os.path.join(layer, "mounts", name), target)
         except (RootfsError, OSError):
             try:
                 netns.mount(point, target, None, netns.MS_BIND)
@@ -265,21 +267,86 @@ def pivot(new_root: str) -> None:
     os.chdir("/")
 
 
-def build(container_dir: str, hidden: list[str], binds: list[tuple[str, str]], privileged: bool) -> str:
-    """Mount the container's root and everything in it; return where it is (pivot() enters it)."""
+def inside(new_root: str, path: str, make: str = "") -> str:
+    """`path` resolved as if new_root were `/`: an image's symlinks (absolute
+    or with `..`) never lead out of it, as the container will see them.
+
+    make="dir" or "file" creates what is missing (in the container's layer),
+    with parent directories; "" leaves a missing path missing.
+    """
+    parts = [p for p in path.split("/") if p and p != "."]
+    current = new_root
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = os.path.dirname(current) if current != new_root else new_root
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            if not make:
+                return candidate
+            if parts or make == "dir":
+                os.mkdir(candidate, 0o755)
+            else:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            current = candidate
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 40:
+                raise RootfsError(f"too many levels of symbolic links in {path} of the image")
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            if target.startswith("/"):
+                current = new_root
+            continue
+        current = candidate
+    return current
+
+
+def build(
+    container_dir: str,
+    hidden: list[str],
+    binds: list[tuple[str, str]],
+    privileged: bool,
+    lowers: list[str] | None = None,
+    init_binary: str = "",
+) -> str:
+    """Mount the container's root and everything in it; return where it is (pivot() enters it).
+
+    lowers: an image's layers, top first; without them the host's `/` (and
+    its other file systems) is the lower layer.
+    """
     layer = layer_dir(container_dir)
     os.makedirs(layer, mode=0o700, exist_ok=True)
     new_root = os.path.join(layer, "merged")
     os.makedirs(new_root, exist_ok=True)
-    _overlay("/", layer, new_root)
-    _carry_mounts(new_root, layer, hidden)
+    if lowers:
+        _overlay(lowers, layer, new_root)
+    else:
+        _overlay(["/"], layer, new_root)
+        _carry_mounts(new_root, layer, hidden)
     for source, target in binds:
-        _mount(source, new_root + target, None, netns.MS_BIND)
+        kind = "dir" if os.path.isdir(source) else "file"
+        _mount(source, inside(new_root, target, kind), None, netns.MS_BIND)
+    for top in ("/proc", "/sys", "/dev"):
+        # Mounted by their plain paths below: an image's symlink there would lead them elsewhere.
+        if inside(new_root, top, "dir") != new_root + top:
+            raise RootfsError(f"the image's {top} is a symbolic link")
     flags = NOSUID | NODEV | NOEXEC
     _mount("proc", new_root + "/proc", "proc", flags)
     _mount("sysfs", new_root + "/sys", "sysfs", flags | (0 if privileged else RDONLY))
     _dev(new_root, privileged)
-    for path in hidden:
+    if init_binary:
+        target = new_root + "/dev/init"
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o755))
+        _mount(init_binary, target, None, netns.MS_BIND)
+        _mount(None, target, None, MS_REMOUNT | netns.MS_BIND | RDONLY | NOSUID | NODEV)
+    # An image's root holds none of the host's tree: nothing of it to hide.
+    for path in hidden if not lowers else ():
         _mask(new_root, path)
     if not privileged:
         for path in MASKED_PATHS:

@@ -61,6 +61,10 @@ class SpawnRequest:
     # Paths masked by an empty read-only tmpfs in that root ($ROOT, /run/netns).
     hidden: list[str] = field(default_factory=list)
     privileged: bool = False
+    # An image's layers, top first: the overlay's lower layers instead of the host's `/`.
+    lowers: list[str] = field(default_factory=list)
+    # The host's init binary, bound at /dev/init in an image's root (--init).
+    init_binary: str = ""
     # Capability mask (bounding, and effective for root); -1 keeps them all.
     caps: int = -1
     # --user and --group-add, looked up in the container's own files.
@@ -143,7 +147,11 @@ def _isolate(req: SpawnRequest) -> None:
         # The host's tree, the other sandboxes' pins with it, leaves this mount
         # table at pivot_root: nothing to detach one by one.
         try:
-            rootfs.pivot(rootfs.build(req.rootfs, req.hidden, req.binds, req.privileged))
+            rootfs.pivot(
+                rootfs.build(
+                    req.rootfs, req.hidden, req.binds, req.privileged, req.lowers, req.init_binary
+                )
+            )
         except (rootfs.RootfsError, OSError) as e:
             raise SpawnFailure(
                 "rootfs", getattr(e, "errno", 0) or 0, f"cannot make the container's root: {e}"

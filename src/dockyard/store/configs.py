@@ -50,6 +50,9 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "no_new_privileges": cfg.no_new_privileges,
             "init": cfg.init,
             "pids_limit": cfg.pids_limit,
+            # `image` holds the id: the images' records find their users by it.
+            "image": cfg.image_id,
+            "image_name": cfg.image,
         }
     )
 
@@ -109,4 +112,6 @@ def _parse_config(text: str) -> ContainerConfig:
         no_new_privileges=d.get("no_new_privileges", False),
         init=d.get("init", False),
         pids_limit=int(d.get("pids_limit", 0)),
+        image=d.get("image_name", ""),
+        image_id=d.get("image", ""),
     )

@@ -21,6 +21,7 @@ from dockyard.model import (
     Container,
     ContainerConfig,
     Endpoint,
+    ImageRun,
     Network,
     NetworkMode,
     PortBinding,
@@ -213,8 +214,27 @@ def _hostname(raw: Any) -> str:
     return name
 
 
+def image_run(body: Any) -> ImageRun | None:
+    """What the create request asks of its image (None: a command of the host's, dockyard's own way)."""
+    body = _object(body, "the request body")
+    name = _text(body.get("Image"), "Image")
+    if not name:
+        return None
+    host = _object(body.get("HostConfig"), "HostConfig")
+    entrypoint, cmd = body.get("Entrypoint"), body.get("Cmd")
+    return ImageRun(
+        name=name,
+        entrypoint=None if entrypoint is None else tuple(_strings(entrypoint, "Entrypoint", one_string=True)),
+        cmd=None if cmd is None else tuple(_strings(cmd, "Cmd", one_string=True)),
+        publish_all=_flag(host.get("PublishAllPorts"), "HostConfig.PublishAllPorts"),
+    )
+
+
 def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
-    """POST /containers/create's body to a ContainerConfig; also the requested aliases."""
+    """POST /containers/create's body to a ContainerConfig; also the requested aliases.
+
+    With an image, cmd is only the request's (the engine merges the image's in).
+    """
     body = _object(body, "the request body")
     host = _object(body.get("HostConfig"), "HostConfig")
     cmd = _strings(body.get("Cmd"), "Cmd", one_string=True)
@@ -377,6 +397,7 @@ def container_inspect(
             "FinishedAt": c.finished_at or "0001-01-01T00:00:00Z",
         },
         "Name": "/" + c.name,
+        "Image": c.config.image_id,
         "LogPath": log_path,
         "HostnamePath": "",
         "HostsPath": "",
@@ -386,6 +407,7 @@ def container_inspect(
             "Env": list(c.config.env),
             "Cmd": list(c.config.cmd),
             "WorkingDir": c.config.workdir,
+            "Image": c.config.image,
             "ExposedPorts": {_port_key(r): {} for r in c.config.ports} or None,
             **confined_config,
         },
@@ -422,7 +444,8 @@ def container_summary(
     return {
         "Id": c.id,
         "Names": ["/" + c.name],
-        "Image": "",
+        "Image": c.config.image,
+        "ImageID": c.config.image_id,
         "Command": " ".join(c.config.cmd),
         "Created": _epoch(c.created),
         "State": c.state.value,

@@ -216,9 +216,10 @@ class Api:
         return out
 
     def create(self, req: Request) -> Response:
-        config, _aliases = docker.container_config(req.json())
+        body = req.json()
+        config, _aliases = docker.container_config(body)
         name = req.query.get("name") or None
-        c, warnings = self.e.create(config, name)
+        c, warnings = self.e.create(config, name, docker.image_run(body))
         return Response(201, {"Id": c.id, "Warnings": warnings})
 
     def ps(self, req: Request) -> Response:

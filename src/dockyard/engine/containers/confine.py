@@ -28,6 +28,8 @@ NOFILE = (1024, 524288)
 INIT_BINARIES = ("docker-init", "tini-static", "tini")
 # Masked in every container beside $ROOT: the host's named network namespaces.
 HIDDEN_PATHS = ("/run/netns",)
+# Where --init's binary is bound in a container whose root is an image's.
+IMAGE_INIT = "/dev/init"
 
 
 def init_binary() -> str | None:
@@ -55,7 +57,7 @@ class ContainerConfine:
         spec = security.parse_user(cfg.user)
         security.check_group_names(cfg.group_add)
         try:
-            users.resolve("/", spec.user, spec.group, cfg.group_add)
+            users.resolve(self._user_files(cfg), spec.user, spec.group, cfg.group_add)
         except users.UnknownUser as e:
             raise InvalidArgument(str(e)) from None
         if cfg.init and init_binary() is None:
@@ -63,13 +65,23 @@ class ContainerConfine:
         if cfg.pids_limit > 0 and not self.cgroups.available:
             raise InvalidArgument("--pids-limit: this host has no pids cgroup controller mounted")
 
+    def _user_files(self, cfg: ContainerConfig) -> str:
+        """Where the container's /etc/passwd is: the host's, or the top layer of its image that has one."""
+        if not cfg.image_id:
+            return "/"
+        for layer in self.images.layer_dirs(self.images.get(cfg.image_id)):
+            if (layer / "etc" / "passwd").is_file():
+                return str(layer)
+        return "/nonexistent"  # no passwd: numeric users only, as in Docker
+
     def command_line(self, c: Container) -> list[str]:
         if not c.config.init:
             return list(c.config.cmd)
         init = init_binary()
         if init is None:
             raise InvalidArgument("--init: no init binary found (install Debian's tini package: tini-static)")
-        return [init, "--", *c.config.cmd]
+        # An image's root has no tini of the host's: it is bound in at /dev/init (Podman's place).
+        return [IMAGE_INIT if c.config.image_id else init, "--", *c.config.cmd]
 
     def process_fields(self, c: Container) -> dict[str, Any]:
         """What every process of the container gets: its own and its execs'."""
@@ -91,10 +103,17 @@ class ContainerConfine:
     def start_fields(self, c: Container) -> dict[str, Any]:
         """A container's first process: the above, in a new PID namespace and its own root."""
         self.cgroups.create(c.id, c.config.pids_limit)
+        lowers: list[str] = []
+        init = ""
+        if c.config.image_id:
+            lowers = [str(p) for p in self.images.layer_dirs(self.images.get(c.config.image_id))]
+            init = (init_binary() or "") if c.config.init else ""
         return {
             **self.process_fields(c),
             "new_pidns": True,
             "rootfs": str(self.paths.container_dir(c.id)),
             "hidden": [str(self.paths.root), *HIDDEN_PATHS],
             "privileged": c.config.privileged,
+            "lowers": lowers,
+            "init_binary": init,
         }

@@ -24,7 +24,16 @@ from dockyard.engine.steps import Undo, step
 from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument
 from dockyard.kernel import procs
 from dockyard.kernel.spawn import SpawnRequest
-from dockyard.model import Container, ContainerConfig, ContainerState, Endpoint, ModeKind, check_name
+from dockyard.model import (
+    Container,
+    ContainerConfig,
+    ContainerState,
+    Endpoint,
+    ImageRun,
+    ModeKind,
+    check_name,
+)
+from dockyard.policy import image_defaults
 from dockyard.store import now
 
 
@@ -35,11 +44,18 @@ class ContainerRun:
 
     # -- create ------------------------------------------------------------
 
-    def create(self, config: ContainerConfig, name: str | None) -> tuple[Container, list[str]]:
+    def create(
+        self, config: ContainerConfig, name: str | None, image: ImageRun | None = None
+    ) -> tuple[Container, list[str]]:
         warnings: list[str] = []
         mode = config.network_mode
         if name is not None:
             name = check_name(name.lstrip("/"), "container")
+        if image is not None:
+            found = self.images.get(image.name)
+            config = image_defaults.container_config(
+                config, self.images.runtime_config(found), found.id, image
+            )
         if not config.cmd:
             raise InvalidArgument("no command given: dockyard has no images, so name the command to run")
         if mode.kind in (ModeKind.HOST, ModeKind.NONE):
