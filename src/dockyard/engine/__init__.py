@@ -41,6 +41,7 @@ from dockyard.engine.containers.confine import ContainerConfine
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
 from dockyard.engine.containers.execs import ExecInstance, Execs
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
+from dockyard.engine.containers.files import ContainerFiles
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.endpoints import Endpoints
@@ -98,6 +99,7 @@ class Engine(
         self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
         self.execs = Execs(self.shim)
         self.images = Images(settings, store)
+        self.files = ContainerFiles(store, self.images, self.paths)
         # The resolver process of user networks, when the daemon runs one.
         self.dns: DnsSync | None = None
         self.lock = threading.RLock()

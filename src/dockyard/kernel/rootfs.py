@@ -117,7 +117,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise RootfsError(f"cannot mount {fstype or source} on {target}: {os.strerror(e.errno or 0)}") from e
 
 
-def _escape(path: str) -> str:
+def overlay_path(path: str) -> str:
     # overlay's option syntax: ',' separates options, ':' lower layers.
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
@@ -127,8 +127,8 @@ def _overlay(lowers: list[str], layer: str, target: str) -> None:
     upper, work = os.path.join(layer, "upper"), os.path.join(layer, "work")
     for d in (upper, work):
         os.makedirs(d, mode=0o755, exist_ok=True)
-    lower = ":".join(_escape(path) for path in lowers)
-    data = f"lowerdir={lower},upperdir={_escape(upper)},workdir={_escape(work)}"
+    lower = ":".join(overlay_path(path) for path in lowers)
+    data = f"lowerdir={lower},upperdir={overlay_path(upper)},workdir={overlay_path(work)}"
     _mount("overlay", target, "overlay", NODEV, data)
 
 

@@ -255,7 +255,12 @@ def serve(
         if req.stream is not None and not req.stream.done and not req.stream.drain():
             keep = False  # the body's rest could not be read: the connection cannot go on
         if resp.stream is not None:
-            conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
+            conn.send(
+                resp.status,
+                {"Content-Type": resp.content_type, **resp.headers, "Connection": "close"},
+                None,
+                timeout,
+            )
             sender = StreamSender(conn.send_raw, timeout)
             with contextlib.suppress(OSError):
                 resp.stream(sender.write)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.daemon.api import docker
+from dockyard.daemon.api.archive import ArchiveRoutes
 from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
@@ -94,6 +95,7 @@ class Api:
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
+        ArchiveRoutes(engine.files).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
