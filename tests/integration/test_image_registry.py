@@ -1,6 +1,6 @@
 """Pull from a registry: Debian's docker-registry in the lab, filled by skopeo from archives made here.
 
-By tag and by digest (gzip layers, as skopeo pushes them), through an index by platform,
+By tag and by digest (gzip layers, as skopeo pushes them; zstd ones in OCI form), through an index by platform,
 a corrupted layer refused with nothing left, basic auth (htpasswd, docker
 login) and the token flow (a bearer-token front, tests/tools/token_registry.py,
 before the registry). The docker CLI and docker-py are the clients.
@@ -199,4 +199,27 @@ def test_the_token_flow(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
     _out, err = front.communicate(timeout=10)
     # The flow was taken: refused without credentials, then tokens for the repository's pull scope.
     assert "token refused" in err and "token given" in err and "scope=repository%3Abusybox%3Apull" in err, err
+    registry.stop()
+
+
+def test_zstd_layers_are_pulled_and_run(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
+    """An image whose layers the registry holds zstd-compressed: pulled, checked, and a container runs on it."""
+    busybox, _, _, _, _ = _archives(docker, tmp_path)
+    registry = Registry(lab)
+    # OCI's form (zstd has no Docker media type): the config is rewritten, so the id is a new one.
+    registry.push(busybox, "zstd/busybox:1", "--dest-compress-format", "zstd", "--format", "oci")
+    status, raw = registry.http("GET", "/v2/zstd/busybox/manifests/1")
+    assert status == 200
+    (layer,) = json.loads(raw)["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    r = registry.address
+    assert "Pull complete" in docker.ok("pull", f"{r}/zstd/busybox:1")
+    info = json.loads(docker.ok("image", "inspect", f"{r}/zstd/busybox:1"))[0]
+    (layer_dir,) = info["GraphDriver"]["Data"]["LowerDir"].split(":")
+    assert Path(layer_dir, "bin/busybox").read_bytes() == Path("/bin/busybox").read_bytes()
+    cid = docker.ok("create", f"{r}/zstd/busybox:1", "sh", "-c", "echo ran from zstd; ls /bin").strip()
+    docker.ok("start", cid)
+    assert docker.ok("wait", cid).strip() == "0"
+    out = lab.dy_ok("logs", cid).split()
+    assert out[:3] == ["ran", "from", "zstd"] and "busybox" in out
     registry.stop()
