@@ -61,10 +61,18 @@ def test_the_root_is_the_images_and_the_host_tree_is_gone(lab: Lab, docker: Dock
     # The engine's files are there (the image had no /etc), and the network.
     info = json.loads(docker.ok("inspect", "c1"))[0]
     assert info["Image"] == image_id and info["Config"]["Image"] == "busybox"
+    lowers = info["GraphDriver"]["Data"]["LowerDir"].split(":")
+    assert len(lowers) == 1 and Path(lowers[0], "bin/busybox").exists()
+    assert Path(info["GraphDriver"]["Data"]["UpperDir"], "tmp/mine").read_text() == "written\n"
     assert info["Id"][:12] in lines
     # Its eth0 on the default bridge (the image has no `ip`: busybox's applet).
     assert "inet 172.17." in out
     assert docker.ok("ps", "-a", "--format", "{{.Names}} {{.Image}}").split() == ["c1", "busybox"]
+    # A container made without an image (dockyard's own run) says so: no image, the host's `/` below.
+    lab.dy_ok("run", "--name", "hosty", "true")
+    info = json.loads(docker.ok("inspect", "hosty"))[0]
+    assert info["Image"] == "" and info["Config"]["Image"] == ""
+    assert info["GraphDriver"]["Data"]["LowerDir"] == "/"
 
     # Its writes stayed in its own layer: neither the image nor a second container sees them.
     code, out = _run(lab, docker, "busybox", "sh", "-c", "cat /tmp/mine 2>/dev/null || echo ABSENT")

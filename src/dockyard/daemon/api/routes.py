@@ -248,12 +248,11 @@ class Api:
                     owner = ""
             sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
         log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
-        return Response(
-            200,
-            docker.container_inspect(
-                c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
-            ),
+        out = docker.container_inspect(
+            c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
         )
+        out["GraphDriver"] = {"Name": "overlay", "Data": self.e.files.layout(c)}
+        return Response(200, out)
 
     def start(self, req: Request, ref: str) -> Response:
         fds = req.take_fds()

@@ -106,6 +106,17 @@ class ContainerFiles:
             return InvalidArgument(message)
         return DockyardError(f"{what}: {message}")
 
+    def layout(self, c: Container) -> dict[str, str]:
+        """Inspect's GraphDriver.Data: the overlay's layers. A LowerDir of `/` is the host's tree
+        (a container made without an image)."""
+        layer = self._layer(c)
+        return {
+            "LowerDir": ":".join(self._lowers(c)),
+            "UpperDir": str(layer / "upper"),
+            "WorkDir": str(layer / "work"),
+            "MergedDir": str(layer / "merged"),
+        }
+
     # -- diff --------------------------------------------------------------------------
 
     def changes(self, ref: str) -> list[tuple[str, int]]:
