@@ -18,7 +18,7 @@ import logging
 import threading
 from pathlib import Path
 
-from dockyard.drivers.base import DriverErrors, JoinResult
+from dockyard.drivers.base import DriverErrors
 from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
@@ -143,7 +143,7 @@ class BridgeDriver:
 
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> JoinResult:
+    ) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(
             rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),
@@ -160,7 +160,6 @@ class BridgeDriver:
             mtu=network.mtu,
             default_route=default_route and endpoint.gateway is not None and not network.internal,
         )
-        return JoinResult(endpoint.host_ifname, endpoint.mac)
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         if not bindings:
@@ -186,31 +185,3 @@ class BridgeDriver:
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         self.k.netlink.delete_link(endpoint.host_ifname)
         self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
-
-    def restore(
-        self,
-        network: Network,
-        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
-        hold: bool = True,
-    ) -> None:
-        """Make the network and its endpoints' port elements again; hold their host
-        ports unless hold is False: a CNI attachment's host ports are its runtime's
-        to hold (Podman binds them after the ADD, as with the portmap plugin), so a
-        hold would only find them taken and warn."""
-        self.create_network(network)
-        el = rules.Elements()
-        for endpoint, bindings in endpoints:
-            if bindings and hold:
-                self.k.holds.release(endpoint.id)
-                for err in self.k.holds.hold_each(endpoint.id, list(bindings)):
-                    log.warning(
-                        "container %s: %s; the port stays published but is not held",
-                        endpoint.container_id[:12],
-                        err,
-                    )
-            if bindings:
-                el.update(rules.publish_elements(endpoint.address.ip, bindings))
-        if not el.empty():
-            self.k.nft.apply(
-                rules.element_commands("add", el, self.owner), f"restore ports of network {network.name}"
-            )
