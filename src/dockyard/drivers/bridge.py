@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import threading
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
 from dockyard.policy import rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
-
-log = logging.getLogger(__name__)
 
 
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
@@ -183,5 +180,30 @@ class BridgeDriver:
             self.k.holds.release(endpoint.id)
 
     def leave(self, network: Network, endpoint: Endpoint) -> None:
-        self.k.netlink.delete_link(endpoint.host_ifname)
-        self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
+        """Remove the port, then its guard; every step is tried that is safe to try,
+        and every failure is reported together.
+
+        The guard goes once the port has, however its removal went: a port left on
+        the bridge without its guard could send as any MAC and address, so while
+        the kernel keeps the port the guard stays too, and the error says so. The
+        caller keeps the endpoint 'releasing' and a later try finishes both."""
+        port = endpoint.host_ifname
+        errors: list[Exception] = []
+        try:
+            self.k.netlink.delete_link(port)
+        except DockyardError as e:
+            errors.append(e)
+        try:
+            port_gone = not errors or not self.k.netlink.link_exists(port)
+        except DockyardError as e:
+            errors.append(e)
+            port_gone = False
+        if port_gone:
+            try:
+                self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
+            except DockyardError as e:
+                errors.append(e)
+        else:
+            errors.append(KernelError(f"its guard stays while {port} exists"))
+        if errors:
+            raise KernelError(str(DriverErrors(f"removing endpoint {port}", errors)))
