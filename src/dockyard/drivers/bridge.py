@@ -12,8 +12,8 @@ route; published ports are one map element each plus a host-port hold.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
+import logging
 import threading
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
 from dockyard.policy import rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
+
+log = logging.getLogger(__name__)
 
 
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
@@ -54,10 +56,14 @@ class BridgeDriver:
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
             )
-        except DockyardError:
+        except DockyardError as e:
             if created:
-                with contextlib.suppress(DockyardError):
+                try:
                     self.k.netlink.delete_bridge(network.bridge, self.owner)
+                except DockyardError as undo:
+                    # The creation's own error is the one raised; this one goes with it.
+                    e.add_note(f"and the bridge {network.bridge} it made could not be removed: {undo}")
+                    log.warning("cannot remove bridge %s after a failed creation: %s", network.bridge, undo)
             raise
 
     def delete_network(self, network: Network) -> None:

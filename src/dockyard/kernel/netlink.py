@@ -87,6 +87,8 @@ class _OwnThread:
         # An answer that comes after its conversation ended (the kernel's ACK
         # of a GET such as link_lookup) lands in pyroute2's catch-all queue
         # and stays there. Between two calls nothing is in flight: they go.
+        # Any error: this reaches into pyroute2's internals, whose layout may change;
+        # then only this cleanup is lost, never the call's own result or error.
         with contextlib.suppress(Exception):
             root = self._ipr.asyncore.msg_queue.root
             while not root.empty():
