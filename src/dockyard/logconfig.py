@@ -19,7 +19,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 LEVELS = ("debug", "info", "warning", "error")
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler[TextIO]):
     """Ours, told apart from handlers others (pytest) put on the root logger."""
 
 
