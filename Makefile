@@ -51,8 +51,12 @@ deps: $(STAMP_PIP)
 demo: deps
 	$(PY) demo/tour.py
 
+# Dead code fails the build: vulture_whitelist.py lists what is used where vulture cannot see.
+VULTURE := $(VENV)/bin/vulture src vulture_whitelist.py --min-confidence 60
+
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VULTURE)
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
 
 unit: deps
@@ -63,6 +67,7 @@ integration: deps
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VULTURE)
 
 # Installing docker.io must not start a dockerd in the root namespace: where no
 # policy-rc.d forbids it already, one does for the length of the install.

@@ -217,7 +217,9 @@ def measure_recovery(lab: ScriptLab, count: int) -> dict[str, Any]:
     lab.remember_daemon()
     with open(log, errors="replace") as f:
         f.seek(log_offset)
-        restored = [line for line in f.read().splitlines() if line.startswith("dockyardd: restore: ")]
+        lines = f.read().splitlines()
+    # The daemon's start-up reconciliation: "<time> INFO dockyard.daemon.main[pid]: restore: ...".
+    restored = [line for line in lines if " dockyard.daemon.main[" in line and "]: restore: " in line]
     again_s, again_out = timed_dy(lab, "system", "gc")
     states = [info["State"] for info in inspect_all(lab, container_ids(lab))]
     after = {

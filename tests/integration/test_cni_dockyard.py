@@ -618,7 +618,7 @@ def test_a_restarted_daemon_leaves_the_host_ports_to_the_runtime(env: Env, resta
         env.lab.eventually(lambda: not pid_alive(pid), what="the daemon gone")
     env.lab.dy_ok("network", "inspect", NETWORK)  # any command starts a daemon again
     log = (env.lab.root / "daemon.log").read_text()
-    starts = [line for line in log.splitlines() if line.startswith("dockyardd") and " serving " in line]
+    starts = [line for line in log.splitlines() if "]: dockyardd " in line and " serving " in line]
     assert len(starts) == 2, starts
     assert "cannot hold host port" not in log, log
     answer = env.lab.wait_answer(env.lab.up, "tcp", HOST_ADDR, 8087)
@@ -639,7 +639,7 @@ def test_parallel_adds_start_one_daemon(env: Env) -> None:
     daemons = [
         line
         for line in (env.lab.root / "daemon.log").read_text().splitlines()
-        if " serving " in line and line.startswith("dockyardd")
+        if " serving " in line and "]: dockyardd " in line
     ]
     assert len(daemons) == 1, daemons
     with concurrent.futures.ThreadPoolExecutor(len(spaces)) as pool:

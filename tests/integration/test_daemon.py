@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +167,40 @@ def test_the_cli_is_a_thin_client(lab: Lab, tmp_path: Path) -> None:
             modules,
         )
         assert not {"dockyard.engine", "dockyard.store", "pyroute2", "nftables"} & modules, what
+
+
+def test_the_monitor_logs_a_failure_with_its_traceback_and_goes_on(lab: Lab) -> None:
+    """The monitor restarts a resolver that died. One that cannot start (its pid file is a
+    link, which it refuses to follow) fails every round: the daemon log has the failure in
+    full, and once the link is gone the monitor, still running, starts the resolver."""
+    lab.dy_ok("network", "create", "watched")
+    pid_file, log = lab.root / "dns.pid", lab.root / "daemon.log"
+    old = int(pid_file.read_text())
+    planted = lab.root / "planted"
+    planted.symlink_to(lab.tmp / "nowhere")
+    os.rename(planted, pid_file)  # at once: no resolver can start from here on
+    os.kill(old, signal.SIGKILL)
+    failed = "monitor: restarting the DNS resolver failed\n"
+    lab.eventually(lambda: failed in log.read_text(), timeout=30, what="the monitor's failure logged")
+    text = log.read_text()
+    assert f"cannot open {pid_file}: Too many levels of symbolic links" in text, text
+    after = text.split(failed, 1)[1]
+    assert after.startswith("Traceback (most recent call last):\n"), after
+    assert "dockyard.errors.KernelError: the DNS resolver exited with status 1" in after.split("\n\n")[0], after
+
+    pid_file.unlink()
+
+    def resolver_back() -> bool:
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return pid != old and pid_alive(pid)
+
+    lab.eventually(resolver_back, timeout=30, what="the resolver started again by the monitor")
+    lab.eventually(
+        lambda: "monitor: restarting the DNS resolver succeeded again" in log.read_text(),
+        timeout=10,
+        what="the recovery logged",
+    )
+    assert lab.dy_ok("network", "rm", "watched").strip() == "watched"

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from lab import HOST_ADDR, PROBE, UP_ADDR, Lab, sh
@@ -233,3 +234,83 @@ def test_two_containers_get_distinct_macs(lab: Lab) -> None:
         assert eth0["address"] == mac
         macs.append(mac)
     assert macs[0] != macs[1]
+
+
+# The bridge driver's leave against the lab's kernel, in-process: a step the kernel
+# refuses is reported with what it kept, and a port already gone leaves nothing.
+LEAVE_SCRIPT = textwrap.dedent("""
+    import ipaddress, sys
+    from pathlib import Path
+    from dockyard.drivers.bridge import BridgeDriver
+    from dockyard.errors import KernelError
+    from dockyard.kernel import Kernel
+    from dockyard.kernel.holds import PortHolds
+    from dockyard.kernel.netlink import Netlink
+    from dockyard.kernel.nft import Nft
+    from dockyard.model import DriverName, Endpoint, Network
+    from dockyard.policy import rules
+
+    k = Kernel(Netlink(), Nft(), PortHolds())
+    for text in (rules.TABLE_TEXT, rules.BRIDGE_TABLE_TEXT):
+        k.nft.apply_text(text, "make the tables")
+    net = Network("n" * 64, "leave", DriverName.BRIDGE, ipaddress.IPv4Network("10.47.0.0/24"),
+                  ipaddress.IPv4Address("10.47.0.1"), bridge="dy-leave", icc=False)
+    driver = BridgeDriver(k, "lab")
+
+    def endpoint(port, n):
+        return Endpoint(f"{n:064x}", "c" * 64, net.id, "eth0", ipaddress.IPv4Interface(f"10.47.0.{n}/24"),
+                        net.gateway, f"02:42:0a:2f:00:{n:02x}", port)
+
+    def guarded():
+        listing = k.nft.list_table(rules.BRIDGE_FAMILY, rules.TABLE) or []
+        el = rules.parse_listed_elements(listing, "lab")
+        # Each port once per set that names it: its guard, MAC, address and isolation.
+        return sorted([*el.guarded_ports, *(p for p, _ in el.port_macs), *(p for p, _ in el.port_addrs),
+                       *el.no_icc_ports])
+
+    def leave(ep):
+        try:
+            driver.leave(net, ep)
+            return "ok"
+        except KernelError as e:
+            return f"error: {e}"
+
+    driver.create_network(net)
+    # A port the kernel will not delete (lo: EOPNOTSUPP), guarded as join guards a port.
+    stuck = endpoint("lo", 2)
+    k.nft.apply(rules.element_commands("add", rules.endpoint_elements(stuck, net.icc), "lab"), "guard lo")
+    joined = endpoint("veth00leave", 3)
+    driver.join(net, joined, Path(sys.argv[1]))
+    print(guarded())
+    print(leave(stuck))
+    print(guarded())
+    # A crash between steps: the veth already gone, its guard still there.
+    k.netlink.delete_link(joined.host_ifname)
+    print(leave(joined))
+    print(guarded())
+    print(leave(joined))
+    k.nft.apply(rules.element_commands("delete", rules.endpoint_elements(stuck, net.icc)), "unguard lo")
+    driver.delete_network(net)
+""")
+
+
+def test_bridge_leave_reports_a_refused_step_and_keeps_a_live_ports_guard(lab: Lab) -> None:
+    sandbox = f"dyt-s-{lab.host[-6:]}"
+    Lab.made.add(sandbox)
+    sh("ip", "netns", "add", sandbox)
+    try:
+        r = lab.in_host(sys.executable, "-c", LEAVE_SCRIPT, f"/run/netns/{sandbox}")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        both = "['lo', 'lo', 'lo', 'lo', 'veth00leave', 'veth00leave', 'veth00leave', 'veth00leave']"
+        assert lines[0] == both, lines[0]
+        # lo cannot go: the failure is reported, and so is the guard kept for the port the kernel kept.
+        assert lines[1].startswith("error: removing endpoint lo: cannot delete link lo: "), lines[1]
+        assert lines[1].endswith("; its guard stays while lo exists"), lines[1]
+        assert "lo" in lab.links() and lines[2] == both, lines[2]
+        # A port already gone: its guard goes, and a second leave finds nothing left to do.
+        assert lines[3] == "ok" and lines[5] == "ok", lines
+        assert lines[4] == "['lo', 'lo', 'lo', 'lo']", lines[4]
+        assert "veth00leave" not in lab.links() and lab.links(sandbox) == ["lo"]
+    finally:
+        sh("ip", "netns", "del", sandbox, check=False)

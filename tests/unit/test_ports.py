@@ -19,7 +19,6 @@ from dockyard.policy.ports import (
     overlaps,
     parse_expose,
     parse_port_spec,
-    parse_requests,
     publish_all,
     refused,
 )
@@ -130,18 +129,6 @@ def test_host_range_for_one_container_port_stays_a_range() -> None:
     assert parse_port_spec("8000-8010:80").requests() == [
         PortRequest(80, TCP, 8000, None, host_port_end=8010)
     ]
-
-
-def test_parse_requests_concatenates_specs_in_order() -> None:
-    assert parse_requests(["80", "127.0.0.1:53:53/udp"]) == (
-        PortRequest(80, TCP),
-        PortRequest(53, UDP, 53, IP("127.0.0.1")),
-    )
-
-
-def test_parse_requests_stops_at_the_first_bad_spec() -> None:
-    with pytest.raises(InvalidArgument, match="'70000'"):
-        parse_requests(["80", "70000"])
 
 
 # --- --expose -----------------------------------------------------------------------------------------
@@ -455,7 +442,7 @@ def test_random_choices_are_free_distinct_and_in_range(
 
 
 def test_publish_all_adds_each_exposed_port_not_published_yet() -> None:
-    given_ = parse_requests(["8080:80"])
+    given_ = tuple(parse_port_spec("8080:80").requests())
     got = publish_all(given_, [(80, TCP), (80, UDP), (443, TCP)])
     assert got == (PortRequest(80, TCP, 8080), PortRequest(80, UDP), PortRequest(443, TCP))
 
@@ -467,7 +454,7 @@ def test_publish_all_takes_a_port_exposed_twice_once() -> None:
 
 
 def test_publish_all_keeps_every_explicit_binding() -> None:
-    given_ = parse_requests(["127.0.0.1:8080:80", "8081:80"])
+    given_ = (*parse_port_spec("127.0.0.1:8080:80").requests(), *parse_port_spec("8081:80").requests())
     assert publish_all(given_, [(80, TCP)]) == given_
 
 

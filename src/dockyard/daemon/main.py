@@ -20,7 +20,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
+from dockyard import logconfig
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
 from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_env
@@ -28,6 +30,9 @@ from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_en
 # How often the monitor does the cheap check without a request (seconds);
 # DOCKYARD_MONITOR_INTERVAL changes it, for tests that need it out of the way.
 MONITOR_INTERVAL = float(os.environ.get("DOCKYARD_MONITOR_INTERVAL") or 2.0)
+
+# By its name, not __name__: run as `python -m dockyard.daemon.main`, this module is __main__.
+log = logging.getLogger("dockyard.daemon.main")
 
 
 def _raise_fd_limit() -> None:
@@ -68,23 +73,15 @@ def _make_private(paths: Paths) -> None:
     files.restrict(paths.daemon_log, 0o600)
 
 
-def _log_warnings() -> None:
-    """Warnings of the layers below (loggers under "dockyard") go to stderr, the daemon log."""
-    log = logging.getLogger("dockyard")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("dockyardd: %(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.WARNING)
-        log.propagate = False
-
-
 class Daemon:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
         self.paths = settings.paths
         self._stop = threading.Event()
         self.server = None
+        # The monitor's last failure of each check, so that a failure repeated
+        # every round is told in full once, then in one line.
+        self._last_failure: dict[str, str] = {}
 
     def run(self) -> None:
         try:
@@ -105,7 +102,6 @@ class Daemon:
                 "dependencies (make deps, or pip install dockyard)"
             ) from e
 
-        _log_warnings()
         kernel = Kernel(Netlink(), Nft(), PortHolds(), LegacyForward())
         store = Store(self.paths.database)
         engine = Engine(self.settings, store, kernel)
@@ -117,9 +113,9 @@ class Daemon:
             report = reconciler.report
             report.removed += engine.images.gc()
             for line in report.removed + report.restored:
-                print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
+                log.info("restore: %s", line)
             for line in report.not_removed:
-                print(f"dockyardd: restore: not removed: {line}", file=sys.stderr, flush=True)
+                log.warning("restore: not removed: %s", line)
             # For the first `system gc`, often the very command that started this daemon.
             engine.startup_report = report
             engine.shim.connect()
@@ -135,20 +131,24 @@ class Daemon:
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.
-            with contextlib.suppress(Exception):
+            try:
                 engine.sandboxes.release()
+            except Exception:  # the start's own error is the one to raise; this one is logged
+                log.exception("cannot release the sandboxes' mount after a failed start")
             raise
         monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
         monitor.start()
-        print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
+        log.info("dockyardd %d serving %s", os.getpid(), self.paths.socket)
         serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
         serving.start()
         self._stop.wait()
         self.server.shutdown()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
-            with contextlib.suppress(Exception):
+            try:
                 engine.dns.stop()
+            except Exception:  # stopping goes on: the cgroups, the engine, the store
+                log.exception("cannot stop the DNS resolver")
             # The cgroups' parent too: a root with nothing running leaves none.
             engine.cgroups.remove_parent()
         engine.close()
@@ -156,7 +156,7 @@ class Daemon:
         try:
             engine.sandboxes.release()
         except DockyardError as e:
-            print(f"dockyardd: {e}", file=sys.stderr, flush=True)
+            log.error("%s", e)
         store.close()
         kernel.netlink.close()
         if info.get("reset"):
@@ -176,17 +176,38 @@ class Daemon:
 
     def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
         """The cheap check when no command comes: exits the shim could not
-        report (for instance after the shim died), releases that failed."""
+        report (for instance after the shim died), releases that failed; a
+        resolver that died comes back; another tool may set iptables' FORWARD
+        policy to DROP at any time."""
+
+        def sync_forward() -> None:
+            for change in engine.sync_forward():
+                log.info("%s", change)
+
+        checks = (
+            ("recording exits and retrying releases", engine.check),
+            ("restarting the DNS resolver", engine.ensure_dns),
+            ("keeping iptables FORWARD in step", sync_forward),
+        )
         while not self._stop.wait(MONITOR_INTERVAL):
-            with contextlib.suppress(Exception):
-                engine.check()
-            # A resolver that died comes back.
-            with contextlib.suppress(Exception):
-                engine.ensure_dns()
-            # Another tool may set iptables' FORWARD policy to DROP at any time.
-            with contextlib.suppress(Exception):
-                for change in engine.sync_forward():
-                    print(f"dockyardd: {change}", file=sys.stderr, flush=True)
+            for what, check in checks:
+                self._monitor_step(what, check)
+
+    def _monitor_step(self, what: str, check: Callable[[], object]) -> None:
+        """One check of the monitor: whatever it raises is logged, and the monitor
+        goes on (the next round tries again)."""
+        try:
+            check()
+        except Exception as e:
+            said = f"{type(e).__name__}: {e}"
+            if self._last_failure.get(what) == said:
+                log.error("monitor: %s failed again: %s", what, said)
+            else:
+                log.exception("monitor: %s failed", what)
+            self._last_failure[what] = said
+        else:
+            if self._last_failure.pop(what, None) is not None:
+                log.info("monitor: %s succeeded again", what)
 
     def request_stop(self) -> None:
         # Answer the request first, then stop.
@@ -205,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bip", default=None, help="the default bridge's address with prefix, e.g. 10.10.0.1/24"
     )
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument(
+        "--log-level",
+        choices=logconfig.LEVELS,
+        default="info",
+        help="what the daemon log says (default info; --debug means debug)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at debug level; tracebacks on errors")
     args = parser.parse_args(argv)
+    logconfig.configure("debug" if args.debug else args.log_level)
     try:
         if os.geteuid() != 0:
             raise DockyardError("dockyardd must run as root (it manages namespaces, links and nftables)")
@@ -239,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as e:
         if args.debug:
             raise
+        # The daemon's last word, as a command's error: a client that started it
+        # shows this line to its user (clients/daemon_control.py looks for it).
         print(f"dockyardd: {e}", file=sys.stderr)
         return 125
     return 0

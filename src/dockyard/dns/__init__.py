@@ -34,12 +34,4 @@ it cheaply. The daemon's side (kernel/dns_process.py) imports nothing of
 this package and never pays for dnslib.
 """
 
-import os
-import sys
-
 PID_FILE = "dns.pid"  # under $ROOT; kernel/dns_process.py uses the same name
-
-
-def log(message: str) -> None:
-    """One line in the daemon's log (the resolver's stderr)."""
-    print(f"dockyard-dns[{os.getpid()}]: {message}", file=sys.stderr, flush=True)

@@ -26,16 +26,18 @@ What a query gets:
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 from dnslib import OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
-from dockyard.dns import log
 from dockyard.dns.messages import Address, pack, ptr_address, reply_to
 from dockyard.dns.upstreams import Upstreams
 from dockyard.errors import DockyardError
 from dockyard.model import Container, Network
 from dockyard.store import Store
+
+log = logging.getLogger(__name__)
 
 LOCAL_TTL = 600
 
@@ -132,9 +134,9 @@ class Resolver:
         try:
             return self._answer(query)
         except DockyardError as e:  # the store turns sqlite3's errors into these
-            log(f"cannot read the store for {request.q.qname}: {e}")
-        except Exception as e:  # one odd query must not stop the resolver of every container
-            log(f"cannot answer {request.q.qname}: {e!r}")
+            log.warning("cannot read the store for %s: %s", request.q.qname, e)
+        except Exception:  # one odd query must not stop the resolver of every container
+            log.exception("cannot answer %s", request.q.qname)
         return query.reply(RCODE.SERVFAIL, aa=0)
 
     def _answer(self, query: Query) -> bytes | Forward:

@@ -13,18 +13,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import socket
 from pathlib import Path
 
-from dockyard.dns import PID_FILE, log
+from dockyard import logconfig
+from dockyard.dns import PID_FILE
 from dockyard.dns.answers import Resolver
 from dockyard.dns.serving import Server
 from dockyard.dns.upstreams import Upstreams
 from dockyard.errors import DockyardError
 from dockyard.settings import Paths
 from dockyard.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Process:
@@ -41,18 +45,18 @@ class Process:
             # Never through a link planted under $ROOT.
             pid_fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            log(f"cannot open {pid_path}: {e.strerror}")
+            log.error("cannot open %s: %s", pid_path, e.strerror)
             return 1
         try:
             fcntl.flock(pid_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(pid_fd)
-            log(f"another resolver already serves {self.root}")
+            log.error("another resolver already serves %s", self.root)
             return 1
         try:
             return self._serve(pid_fd)
         except DockyardError as e:
-            log(str(e))
+            log.error("%s", e)
             return 1
         finally:
             with contextlib.suppress(OSError):
@@ -70,7 +74,7 @@ class Process:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         self.server.watch(wake_r, lambda: self._on_signal(wake_r))
         if not self.server.reload("start"):
-            log("no user network: exiting")
+            log.info("no user network: exiting")
             return 0
         # The pid goes in once every socket is bound: its presence means "answering".
         os.ftruncate(pid_fd, 0)
@@ -84,10 +88,10 @@ class Process:
         except OSError:
             return
         if signal.SIGTERM in signals or signal.SIGINT in signals:
-            log("stopping")
+            log.info("stopping")
             self.stopping = True
         elif signal.SIGHUP in signals and not self.server.reload("reload"):
-            log("no user network left: exiting")
+            log.info("no user network left: exiting")
             self.stopping = True
 
 
@@ -102,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the host's resolver list, the last choice for forwarding (default: /etc/resolv.conf)",
     )
     args = parser.parse_args(argv)
+    logconfig.configure()  # its stderr is the daemon log
     root = Path(args.root).resolve()
     try:
         process = Process(root, Path(args.resolv_conf))
     except DockyardError as e:
-        log(str(e))
+        log.error("%s", e)
         return 1
     return process.run()

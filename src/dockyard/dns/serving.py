@@ -33,6 +33,7 @@ import collections
 import contextlib
 import errno
 import functools
+import logging
 import os
 import selectors
 import socket
@@ -42,12 +43,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dockyard.dns import log
 from dockyard.dns.answers import Forward, Resolver, may_ask
 from dockyard.dns.messages import Address, frame
 from dockyard.errors import DockyardError
 from dockyard.model import Network
 from dockyard.store import Store
+
+log = logging.getLogger(__name__)
 
 PORT = 53
 # DOCKYARD_DNS_IDLE_TIMEOUT changes it, for tests that must see an idle connection closed.
@@ -166,7 +168,7 @@ class Server:
         except DockyardError as e:  # the store turns sqlite3's errors into these
             if why == "start":
                 raise DockyardError(f"cannot read the networks: {e}") from e
-            log(f"{why}: cannot read networks, keeping the current ones: {e}")
+            log.warning("%s: cannot read networks, keeping the current ones: %s", why, e)
             return bool(self.listeners or self.unbound)
         wanted = {n.gateway: n for n in networks if n.gateway is not None}
         for gateway in [g for g in self.listeners if g not in wanted]:
@@ -186,7 +188,7 @@ class Server:
         self.bound = frozenset(self.listeners)
         served = ", ".join(f"{n.name} on {g}" for g, n in wanted.items()) or "no user network"
         failed = f" (cannot bind {', '.join(map(str, self.unbound))} yet)" if self.unbound else ""
-        log(f"{why}: serving {served}{failed}")
+        log.info("%s: serving %s%s", why, served, failed)
         return bool(wanted)
 
     def _listen(self, gateway: Address, network: Network, quiet: bool = False) -> None:
@@ -199,7 +201,8 @@ class Server:
                 udp.close()
             if not quiet:  # said once; the retries stay silent
                 proto = "tcp" if udp is not None else "udp"
-                log(f"cannot bind {proto} {gateway}:{PORT} for {network.name}: {e.strerror}; will retry")
+                what = f"{proto} {gateway}:{PORT} for {network.name}"
+                log.warning("cannot bind %s: %s; will retry", what, e.strerror)
             self.unbound[gateway] = network
             return
         listener = Listener(network, udp, tcp)
@@ -213,7 +216,7 @@ class Server:
             self._listen(gateway, network, quiet=True)
         self.bound = frozenset(self.listeners)
         if not self.unbound:
-            log(f"now serving every network: {', '.join(map(str, self.bound))}")
+            log.info("now serving every network: %s", ", ".join(map(str, self.bound)))
 
     # -- the loop ------------------------------------------------------------
 
@@ -244,7 +247,7 @@ class Server:
 
     def _log_refusals(self, now: float) -> None:
         if self.refused and now >= self._logged + LOG_EVERY:
-            log("refused: " + ", ".join(f"{n} {what}" for what, n in sorted(self.refused.items())))
+            log.warning("refused: %s", ", ".join(f"{n} {what}" for what, n in sorted(self.refused.items())))
             self.refused.clear()
             self._logged = now
 
@@ -312,7 +315,7 @@ class Server:
             self._drop(next(iter(self.idle)))
             self.refused["idle TCP connections closed for want of descriptors"] += 1
             return
-        log(f"cannot accept TCP on {listener.network.gateway}: {e.strerror}; pausing TCP for 1 s")
+        log.warning("cannot accept TCP on %s: %s; pausing TCP for 1 s", listener.network.gateway, e.strerror)
         for each in self.listeners.values():
             if not each.paused:
                 self.selector.unregister(each.tcp)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import threading
@@ -25,11 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from dockyard.dns import log
 from dockyard.dns.messages import frame, read_message
 from dockyard.errors import DockyardError
 from dockyard.model import Container
 from dockyard.settings import Paths, load_settings
+
+log = logging.getLogger(__name__)
 
 PORT = 53
 FORWARD_TIMEOUT = 2.0
@@ -94,9 +96,9 @@ class Upstreams:
         try:
             servers = load_settings(self.root).dns
         except DockyardError as e:
-            log(f"ignoring daemon.json's dns: {e}")
+            log.warning("ignoring daemon.json's dns: %s", e)
             return ()
-        log(f"daemon.json read: dns {', '.join(map(str, servers)) or '(none)'}")
+        log.info("daemon.json read: dns %s", ", ".join(map(str, servers)) or "(none)")
         return servers
 
     def _read_host_dns(self) -> tuple[Address, ...]:
@@ -105,7 +107,7 @@ class Upstreams:
             servers = nameservers(path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             servers = ()
-        log(f"{path} read: nameservers {', '.join(map(str, servers)) or '(none)'}")
+        log.info("%s read: nameservers %s", path, ", ".join(map(str, servers)) or "(none)")
         return servers
 
     def ask(self, data: bytes, servers: tuple[Address, ...], tcp: bool) -> bytes | None:

@@ -6,13 +6,13 @@ sandbox (see sandbox.py).
 
 from __future__ import annotations
 
-from dockyard.drivers.base import Driver, JoinResult
+from dockyard.drivers.base import Driver
 from dockyard.drivers.bridge import BridgeDriver
 from dockyard.drivers.null import NoEndpointDriver
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName
 
-__all__ = ["Driver", "JoinResult", "registry"]
+__all__ = ["Driver", "registry"]
 
 
 def registry(kernel: Kernel, owner: str) -> dict[DriverName, Driver]:

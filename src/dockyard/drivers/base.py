@@ -9,17 +9,10 @@ half-made state, because a crash can leave exactly that.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from dockyard.model import Endpoint, Network, PortBinding
-
-
-@dataclass(frozen=True)
-class JoinResult:
-    host_ifname: str
-    mac: str
 
 
 class Driver(Protocol):
@@ -29,20 +22,13 @@ class Driver(Protocol):
 
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> JoinResult: ...
+    ) -> None: ...
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
 
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
 
     def leave(self, network: Network, endpoint: Endpoint) -> None: ...
-
-    def restore(
-        self,
-        network: Network,
-        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
-        hold: bool = True,
-    ) -> None: ...
 
 
 class DriverErrors(Exception):

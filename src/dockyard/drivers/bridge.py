@@ -12,13 +12,12 @@ route; published ports are one map element each plus a host-port hold.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import threading
 from pathlib import Path
 
-from dockyard.drivers.base import DriverErrors, JoinResult
+from dockyard.drivers.base import DriverErrors
 from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
@@ -57,10 +56,14 @@ class BridgeDriver:
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
             )
-        except DockyardError:
+        except DockyardError as e:
             if created:
-                with contextlib.suppress(DockyardError):
+                try:
                     self.k.netlink.delete_bridge(network.bridge, self.owner)
+                except DockyardError as undo:
+                    # The creation's own error is the one raised; this one goes with it.
+                    e.add_note(f"and the bridge {network.bridge} it made could not be removed: {undo}")
+                    log.warning("cannot remove bridge %s after a failed creation: %s", network.bridge, undo)
             raise
 
     def delete_network(self, network: Network) -> None:
@@ -143,7 +146,7 @@ class BridgeDriver:
 
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> JoinResult:
+    ) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(
             rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),
@@ -160,7 +163,6 @@ class BridgeDriver:
             mtu=network.mtu,
             default_route=default_route and endpoint.gateway is not None and not network.internal,
         )
-        return JoinResult(endpoint.host_ifname, endpoint.mac)
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         if not bindings:
@@ -184,33 +186,30 @@ class BridgeDriver:
             self.k.holds.release(endpoint.id)
 
     def leave(self, network: Network, endpoint: Endpoint) -> None:
-        self.k.netlink.delete_link(endpoint.host_ifname)
-        self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
+        """Remove the port, then its guard; every step is tried that is safe to try,
+        and every failure is reported together.
 
-    def restore(
-        self,
-        network: Network,
-        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
-        hold: bool = True,
-    ) -> None:
-        """Make the network and its endpoints' port elements again; hold their host
-        ports unless hold is False: a CNI attachment's host ports are its runtime's
-        to hold (Podman binds them after the ADD, as with the portmap plugin), so a
-        hold would only find them taken and warn."""
-        self.create_network(network)
-        el = rules.Elements()
-        for endpoint, bindings in endpoints:
-            if bindings and hold:
-                self.k.holds.release(endpoint.id)
-                for err in self.k.holds.hold_each(endpoint.id, list(bindings)):
-                    log.warning(
-                        "container %s: %s; the port stays published but is not held",
-                        endpoint.container_id[:12],
-                        err,
-                    )
-            if bindings:
-                el.update(rules.publish_elements(endpoint.address.ip, bindings))
-        if not el.empty():
-            self.k.nft.apply(
-                rules.element_commands("add", el, self.owner), f"restore ports of network {network.name}"
-            )
+        The guard goes once the port has, however its removal went: a port left on
+        the bridge without its guard could send as any MAC and address, so while
+        the kernel keeps the port the guard stays too, and the error says so. The
+        caller keeps the endpoint 'releasing' and a later try finishes both."""
+        port = endpoint.host_ifname
+        errors: list[Exception] = []
+        try:
+            self.k.netlink.delete_link(port)
+        except DockyardError as e:
+            errors.append(e)
+        try:
+            port_gone = not errors or not self.k.netlink.link_exists(port)
+        except DockyardError as e:
+            errors.append(e)
+            port_gone = False
+        if port_gone:
+            try:
+                self._delete_elements(rules.endpoint_elements(endpoint, network.icc))
+            except DockyardError as e:
+                errors.append(e)
+        else:
+            errors.append(KernelError(f"its guard stays while {port} exists"))
+        if errors:
+            raise KernelError(str(DriverErrors(f"removing endpoint {port}", errors)))

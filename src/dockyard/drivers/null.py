@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.drivers.base import JoinResult
 from dockyard.errors import InvalidArgument
 from dockyard.model import Endpoint, Network, PortBinding
 
@@ -26,7 +25,7 @@ class NoEndpointDriver:
 
     def join(
         self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> JoinResult:
+    ) -> None:
         raise InvalidArgument(f"the {self.name} network takes no endpoints")
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
@@ -36,12 +35,4 @@ class NoEndpointDriver:
         return None
 
     def leave(self, network: Network, endpoint: Endpoint) -> None:
-        return None
-
-    def restore(
-        self,
-        network: Network,
-        endpoints: list[tuple[Endpoint, tuple[PortBinding, ...]]],
-        hold: bool = True,
-    ) -> None:
         return None

@@ -35,7 +35,7 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from dockyard.drivers import Driver, registry
+from dockyard.drivers import registry
 from dockyard.engine import sandbox
 from dockyard.engine.containers.confine import ContainerConfine
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
@@ -141,9 +141,6 @@ class Engine(
             # Reached on success and on a handled failure (its undo has run);
             # a crash (SIGKILL) never gets here.
             self.store.done_intent(intent_id)
-
-    def driver_for(self, network: Network) -> Driver:
-        return self.drivers[network.driver]
 
     def get(self, ref: str) -> Container:
         return self.store.get_container(ref)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import logging
 import queue
 import secrets
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -43,6 +43,8 @@ from dockyard.kernel.netlink import mac_for
 from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
 from dockyard.policy import ipam, ports
 from dockyard.store import Store
+
+log = logging.getLogger(__name__)
 
 # A Linux bridge holds at most 1024 ports (BR_MAX_PORTS).
 BRIDGE_MAX_PORTS = 1024
@@ -283,7 +285,7 @@ class Endpoints:
                     self.drivers[network.driver].leave(network, ep)
                 except DockyardError as e:
                     # Left for a retry from the 'releasing' record (retry_releasing).
-                    print(f"dockyardd: cannot remove {ep.host_ifname} yet: {e}", file=sys.stderr, flush=True)
+                    log.warning("cannot remove %s yet: %s", ep.host_ifname, e)
                     continue
                 step("endpoint.reaped")
                 self.store.delete_endpoint(ep.id)

@@ -157,11 +157,6 @@ class ContentStore:
             raise
         return digest, size
 
-    def write_blob_bytes(self, data: bytes, expected: str | None = None) -> str:
-        import io
-
-        return self.write_blob(io.BytesIO(data), expected)[0]
-
     def place_layer(self, directory: Path, diff_id: str) -> bool:
         """Rename an extracted directory into place; False (and it removed) when one is already there."""
         target = self.layer_path(diff_id)
@@ -194,9 +189,6 @@ class ContentStore:
                 removed.append(f"image temp {entry.name}")
         return removed
 
-    def disk_usage(self, path: Path) -> int:
-        return path.stat().st_size if path.is_file() else 0
-
 
 def remove_tree(path: Path) -> None:
     """Remove a file or a tree that may hold read-only directories, never following a link."""
@@ -204,7 +196,7 @@ def remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
         return
 
-    def writable(func, name, exc):  # type: ignore[no-untyped-def]
+    def writable(func, name, _exc):  # type: ignore[no-untyped-def]
         parent = os.path.dirname(name)
         with contextlib.suppress(OSError):
             os.chmod(parent, 0o700)

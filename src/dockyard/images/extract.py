@@ -53,7 +53,6 @@ class LayerError(InvalidArgument):
 @dataclass
 class Extracted:
     diff_id: str  # sha256:<hex> of the uncompressed tar
-    tar_size: int  # bytes of the uncompressed tar
     size: int  # bytes of the files written (hard links counted once)
 
 
@@ -310,7 +309,7 @@ def extract(
             _set_attrs(fd, member, None, False)
     finally:
         tree.close()
-    return Extracted("sha256:" + tee.hash.hexdigest(), tee.count, size)
+    return Extracted("sha256:" + tee.hash.hexdigest(), size)
 
 
 def _broken() -> tuple[type[Exception], ...]:

@@ -116,6 +116,10 @@ class Answer:
     conn: http.client.HTTPConnection
 
     def close(self) -> None:
+        # Any error: an answer is closed when it is done with or abandoned (after
+        # a failure, whose error is the one to report); a broken or half-read
+        # connection to a registry can fail its close in many ways, and nothing
+        # of it is kept: both closes are tried, never told.
         with contextlib.suppress(Exception):
             self.body.close()
         with contextlib.suppress(Exception):

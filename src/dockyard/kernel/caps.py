@@ -15,7 +15,6 @@ import ctypes
 import ctypes.util
 import os
 
-PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38

@@ -87,6 +87,8 @@ class _OwnThread:
         # An answer that comes after its conversation ended (the kernel's ACK
         # of a GET such as link_lookup) lands in pyroute2's catch-all queue
         # and stays there. Between two calls nothing is in flight: they go.
+        # Any error: this reaches into pyroute2's internals, whose layout may change;
+        # then only this cleanup is lost, never the call's own result or error.
         with contextlib.suppress(Exception):
             root = self._ipr.asyncore.msg_queue.root
             while not root.empty():
@@ -124,10 +126,6 @@ class Netlink:
 
     def link_exists(self, name: str) -> bool:
         return self.index(name) is not None
-
-    def link_names(self) -> list[str]:
-        with self._lock:
-            return [str(_attr(m, "IFLA_IFNAME")) for m in self._dump(self._ipr.get_links)]
 
     def bridge_ports(self, bridge: str) -> list[str]:
         idx = self.index(bridge)
@@ -351,20 +349,6 @@ def loopback_up(sandbox: Path) -> None:
 def sandbox_links(sandbox: Path) -> list[str]:
     with sandbox_netlink(sandbox) as ipr:
         return [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
-
-
-def remove_sandbox_link(sandbox: Path, ifname: str) -> bool:
-    with sandbox_netlink(sandbox) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        try:
-            ipr.link("del", index=found[0])
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                return False
-            raise _fail(e, f"delete {ifname} in {sandbox}") from e
-    return True
 
 
 def add_sandbox_routes(

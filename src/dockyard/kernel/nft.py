@@ -92,13 +92,3 @@ class Nft:
         data = json.loads(out) if out else {"nftables": []}
         return list(data.get("nftables", []))
 
-    def table_exists(self, family: str, name: str) -> bool:
-        return self.list_table(family, name) is not None
-
-    def list_tables(self) -> list[tuple[str, str]]:
-        with self._lock:
-            rc, out, err = self._ctx.cmd("list tables")
-        if rc != 0:
-            raise KernelError(f"cannot list nftables tables: {_first_error_line(err)}")
-        data = json.loads(out) if out else {"nftables": []}
-        return [(o["table"]["family"], o["table"]["name"]) for o in data["nftables"] if "table" in o]

@@ -19,6 +19,7 @@ import argparse
 import array
 import contextlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard import logconfig
 from dockyard.errors import KernelError
 from dockyard.kernel import files, netns
 from dockyard.kernel.spawn import SpawnRequest, run_child
@@ -288,12 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dockyard-shim")
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
+    logconfig.configure()  # its stderr is the daemon log
     paths = Paths(Path(args.root))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     shim = Shim(paths)
     files.write(paths.root, paths.shim_pid, str(os.getpid()), 0o644)
-    print(f"dockyard-shim {os.getpid()} serving {paths.shim_socket}", file=sys.stderr, flush=True)
+    # By its name: run as `python -m dockyard.kernel.shim`, this module is __main__.
+    log = logging.getLogger("dockyard.kernel.shim")
+    log.info("dockyard-shim %d serving %s", os.getpid(), paths.shim_socket)
     shim.serve()
     return 0
 

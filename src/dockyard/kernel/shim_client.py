@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,8 @@ from dockyard.kernel import files
 from dockyard.kernel.shim import VERSION, recv_message, send_message
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.settings import Paths
+
+log = logging.getLogger(__name__)
 
 ExitCallback = Callable[[str, int, int], None]  # key, pid, status
 START_TIMEOUT = 10.0
@@ -113,8 +116,8 @@ class ShimClient:
             if msg.get("event") == "exit":
                 try:
                     self.on_exit(msg["key"], int(msg["pid"]), int(msg["status"]))
-                except Exception as e:  # the reader must survive a failing handler
-                    print(f"dockyardd: exit handler failed for {msg['key']}: {e!r}", file=sys.stderr)
+                except Exception:  # the reader must survive a failing handler
+                    log.exception("the exit handler failed for %s", msg["key"])
                 continue
             with self._pending_lock:
                 waiter = self._pending.pop(msg.get("seq"), None)

@@ -145,13 +145,6 @@ def parse_expose(spec: str) -> list[tuple[int, Protocol]]:
     return [(p, proto) for p in range(lo, hi + 1)]
 
 
-def parse_requests(specs: Iterable[str]) -> tuple[PortRequest, ...]:
-    out: list[PortRequest] = []
-    for spec in specs:
-        out.extend(parse_port_spec(spec).requests())
-    return tuple(out)
-
-
 def publish_all(
     requests: Iterable[PortRequest], exposed: Iterable[tuple[int, Protocol]]
 ) -> tuple[PortRequest, ...]:

@@ -24,7 +24,6 @@ DEFAULT_TAG = "latest"
 NAME_TOTAL_MAX = 255
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-COMPONENT_RE = re.compile(rf"^{_COMPONENT}\Z")
 PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
 # A domain: labels with dots, an optional port; or an IPv6 literal in brackets.
 DOMAIN_RE = re.compile(
@@ -131,14 +130,6 @@ def parse(text: str, default_tag: bool = True) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
-def parse_repository(text: str) -> Reference:
-    """A repository name alone (docker tag's and import's `repo`): no tag, no digest."""
-    ref = parse(text, default_tag=False)
-    if ref.tag or ref.digest:
-        raise InvalidArgument(f"invalid repository name {text!r}: give the tag apart")
-    return ref
-
-
 def check_tag(tag: str) -> str:
     if not TAG_RE.match(tag):
         raise InvalidArgument(f"invalid tag format: {tag!r}")
@@ -154,7 +145,3 @@ def check_digest(text: str) -> str:
     if not DIGEST_RE.match(text):
         raise InvalidArgument(f"invalid digest {text!r}: sha256: and 64 lowercase hex digits")
     return text
-
-
-def digest_hex(digest: str) -> str:
-    return check_digest(digest).removeprefix("sha256:")

@@ -117,20 +117,12 @@ def capability_mask(names: tuple[str, ...]) -> int:
     return mask
 
 
-def names_of_mask(mask: int) -> tuple[str, ...]:
-    return tuple(name for name, bit in CAPABILITIES.items() if mask >> bit & 1)
-
-
 @dataclass(frozen=True)
 class UserSpec:
     """--user as given: a name or a number, and optionally a group (name or number)."""
 
     user: str
     group: str = ""
-
-    @property
-    def is_default(self) -> bool:
-        return not self.user and not self.group
 
 
 def parse_user(text: str) -> UserSpec:

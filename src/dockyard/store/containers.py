@@ -102,7 +102,3 @@ class ContainerRecords(Database):
 
     def delete_container(self, container_id: str) -> None:
         self._q("DELETE FROM containers WHERE id=?", (container_id,))
-
-    def joined_to(self, container_id: str) -> list[Container]:
-        rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE netns_owner=?", (container_id,))
-        return [self._container(r) for r in rows]

@@ -143,18 +143,6 @@ class Database:
             except sqlite3.Error as e:
                 raise self._unusable(e) from e
 
-    # -- meta ------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        rows = self._q("SELECT value FROM meta WHERE key=?", (key,))
-        return rows[0][0] if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._q(
-            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, value),
-        )
-
     # -- intents ---------------------------------------------------------
 
     def add_intent(self, op: str, subject: str) -> int:

@@ -69,6 +69,3 @@ class PortRecords(Database):
             self._q("DELETE FROM ports WHERE container_id=?", (container_id,))
         else:
             self._q("DELETE FROM ports WHERE container_id=? AND endpoint_id=?", (container_id, endpoint_id))
-
-    def port_count(self) -> int:
-        return int(self._q("SELECT COUNT(*) FROM ports")[0][0])

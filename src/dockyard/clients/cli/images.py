@@ -289,13 +289,8 @@ def cmd_pull(client: Any, args: argparse.Namespace) -> int:
         if not args.quiet:
             print("Using default tag: latest")
         name += ":latest"
-    last_digest = ""
-
     def show(m: dict[str, Any]) -> None:
-        nonlocal last_digest
         status = str(m.get("status", ""))
-        if status.startswith("Digest: "):
-            last_digest = status
         if args.quiet or status in ("Downloading", "Extracting"):
             return
         print(f"{m['id']}: {status}" if m.get("id") else status, flush=True)

@@ -11,9 +11,8 @@ routes.py registers `CniRoutes`' handlers with the rest of the API.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
-import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,8 @@ from dockyard.engine.cni.networks import (
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError, NotFound
 from dockyard.model import PortRequest, Protocol
 from dockyard.policy import ipam
+
+log = logging.getLogger(__name__)
 
 CODE_INTERNAL = 999
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -59,7 +60,7 @@ def cni_error(e: BaseException) -> Response:
     elif isinstance(e, DockyardError):
         code, details = CODE_INTERNAL, ""
     else:
-        traceback.print_exc(file=sys.stderr)
+        log.error("internal error answering a CNI request", exc_info=e)
         code, details = CODE_INTERNAL, "see the daemon's log (daemon.log under dataDir)"
         e = DockyardError(f"internal error: {e!r}")
     assert isinstance(e, DockyardError)

@@ -8,6 +8,7 @@ error class; the client rebuilds the same exception from `kind`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -25,6 +26,8 @@ from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
 from dockyard.settings import parse_bip, parse_bridge_name
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.24"
@@ -120,9 +123,7 @@ class Api:
             return Response(e.http_status, {"message": e.message, "kind": e.kind})
         if isinstance(e, json.JSONDecodeError):
             return Response(400, {"message": f"invalid JSON in request: {e}", "kind": "InvalidArgument"})
-        import traceback
-
-        traceback.print_exc()
+        log.error("internal error answering a request", exc_info=e)
         return Response(
             500, {"message": f"internal error: {e!r} (see the daemon's log)", "kind": "DockyardError"}
         )

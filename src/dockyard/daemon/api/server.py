@@ -44,7 +44,6 @@ import selectors
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +139,7 @@ class UnixHTTPServer:
                 try:
                     self._round()
                 except Exception:  # a bug here must not end the API: say it, go on
-                    traceback.print_exc()
+                    log.exception("the API's event loop failed a round")
                     time.sleep(0.1)
         finally:
             for conn in list(self._idle):
@@ -397,8 +396,8 @@ class UnixHTTPServer:
             kept = self._serve(conn)
         except (OSError, ValueError, UnicodeError):
             pass  # gone, too slow (TimeoutError), or not HTTP: the connection closes
-        except Exception:
-            traceback.print_exc()
+        except Exception:  # a bug serving one connection must not end its worker
+            log.exception("serving an API connection failed")
         finally:
             self._count_out(conn, closing=not kept)
             if kept:

@@ -12,7 +12,7 @@ build the verbs on it. Network creation itself is networks.py's.
 from __future__ import annotations
 
 import ipaddress
-import sys
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,8 @@ from dockyard.engine.networks.service import NetworkSpec
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.model import DriverName, Network
 from dockyard.policy import ipam
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dockyard.engine import Engine
@@ -174,9 +176,7 @@ class ConfigNetworks:
         try:
             self.e.networks.remove(network.id)
         except DockyardError as err:
-            print(
-                f"dockyardd: cannot remove network {network.name} after a failed ADD: {err}", file=sys.stderr
-            )
+            log.warning("cannot remove network %s after a failed ADD: %s", network.name, err)
             return
         self.e.networks_changed()
 

@@ -14,7 +14,7 @@ endpoints.py's; the exits of execs are execs.py's.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Callable
 
@@ -23,6 +23,8 @@ from dockyard.engine.steps import step
 from dockyard.kernel import files, procs
 from dockyard.model import Container, ContainerState
 from dockyard.store import now
+
+log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = 137
 
@@ -45,8 +47,8 @@ class ContainerExits:
                     self.execs.exited(key, status)
                 else:
                     self.container_exited(key, pid, status)
-            except Exception as e:  # one bad exit must not stop the others
-                print(f"dockyardd: handling the exit of {key} failed: {e!r}", file=sys.stderr, flush=True)
+            except Exception:  # one bad exit must not stop the others
+                log.exception("handling the exit of %s failed", key)
 
     def container_exited(self, container_id: str, pid: int, status: int) -> None:
         with self.lock:

@@ -27,8 +27,6 @@ from dockyard.policy import ipam
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
 
-BUILTIN_NAMES = ("bridge", "host", "none")
-
 
 def new_id() -> str:
     return secrets.token_hex(32)
@@ -127,11 +125,9 @@ class Networks:
             for name, driver in (("host", DriverName.HOST), ("none", DriverName.NONE)):
                 if self.store.find_network(name) is None:
                     self.store.add_network(Network(id=new_id(), name=name, driver=driver, created=now()))
-        self.configure_default_bridge(self.settings.bridge, self.settings.bip, at_start=True)
+        self.configure_default_bridge(self.settings.bridge, self.settings.bip)
 
-    def configure_default_bridge(
-        self, bridge: str, bip: ipaddress.IPv4Interface | None, at_start: bool = False
-    ) -> Network:
+    def configure_default_bridge(self, bridge: str, bip: ipaddress.IPv4Interface | None) -> Network:
         """Make the default bridge match --bridge/--bip; refused while containers are attached."""
         current = self.store.find_network("bridge")
         if (
