@@ -10,7 +10,7 @@ import pytest
 from dockyard.drivers import bridge
 from dockyard.errors import KernelError
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Endpoint, Network, PortBinding, Protocol
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, Protocol
 
 NETWORK = Network(
     id="n" * 64,
@@ -22,7 +22,7 @@ NETWORK = Network(
 )
 ENDPOINT = Endpoint(
     "e" * 64,
-    "cni-" + "0" * 60,
+    EndpointOwner.attachment("cni-" + "0" * 60),
     NETWORK.id,
     "eth0",
     ipaddress.IPv4Interface("10.46.0.2/24"),

@@ -84,14 +84,12 @@ class Daemon:
         self.settings = settings
         self.paths = settings.paths
         self._stop = threading.Event()
-        self.server = None
 
     def run(self) -> None:
         try:
             from dockyard.daemon.api.routes import Api
             from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
             from dockyard.engine import Engine
-            from dockyard.engine.reconcile import Reconciler
             from dockyard.kernel import Kernel
             from dockyard.kernel.dns_process import DnsProcess
             from dockyard.kernel.holds import PortHolds
@@ -112,9 +110,7 @@ class Daemon:
         # Before restore looks at the pins: an older root's move under the new mount.
         engine.sandboxes.prepare()
         try:
-            reconciler = Reconciler(engine)
-            reconciler.startup()
-            report = reconciler.report
+            report = engine.restore()
             report.removed += engine.images.gc()
             for line in report.removed + report.restored:
                 print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
@@ -131,7 +127,7 @@ class Daemon:
                 self.settings.api_max_connections or default_max_connections(),
                 self.settings.api_idle_timeout,
             )
-            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.
@@ -141,14 +137,15 @@ class Daemon:
         monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
         monitor.start()
         print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
-        serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+        serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
         serving.start()
         self._stop.wait()
-        self.server.shutdown()
+        server.shutdown()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
             with contextlib.suppress(Exception):
-                engine.dns.stop()
+                if engine.dns is not None:
+                    engine.dns.stop()
             # The cgroups' parent too: a root with nothing running leaves none.
             engine.cgroups.remove_parent()
         engine.close()

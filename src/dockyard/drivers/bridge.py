@@ -170,7 +170,7 @@ class BridgeDriver:
             el = rules.publish_elements(endpoint.address.ip, bindings)
             self.k.nft.apply(
                 rules.element_commands("add", el, self.owner),
-                f"publish ports of {endpoint.container_id[:12]}",
+                f"publish ports of {endpoint.owner.short}",
             )
         except DockyardError:
             self.k.holds.release(endpoint.id)
@@ -204,8 +204,9 @@ class BridgeDriver:
                 self.k.holds.release(endpoint.id)
                 for err in self.k.holds.hold_each(endpoint.id, list(bindings)):
                     log.warning(
-                        "container %s: %s; the port stays published but is not held",
-                        endpoint.container_id[:12],
+                        "%s %s: %s; the port stays published but is not held",
+                        endpoint.owner.kind,
+                        endpoint.owner.short,
                         err,
                     )
             if bindings:

@@ -13,13 +13,16 @@ with a timestamp, which is also how tests list the steps an operation takes.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 
-from dockyard.errors import KernelError
+from dockyard.errors import DockyardError, KernelError
+
+log = logging.getLogger(__name__)
 
 FAULT_ENV = "DOCKYARD_FAULT"
 TRACE_ENV = "DOCKYARD_TRACE"
@@ -47,7 +50,14 @@ def step(name: str) -> None:
 
 
 class Undo:
-    """Undo steps, run in reverse on failure; secondary errors are collected."""
+    """Undo steps, run in reverse on failure; secondary errors are collected and reported.
+
+    A caller that failed calls rollback(error, what) and re-raises error: the
+    undo steps run, and any that fail are logged with the original failure's
+    chain and named in the error's message ("rollback also failed: ..."), so
+    that the user learns what was left behind and the daemon's log has why.
+    What was left is gc's to finish (`dockyard system gc`).
+    """
 
     def __init__(self) -> None:
         self.steps: list[Callable[[], object]] = []
@@ -65,5 +75,32 @@ class Undo:
         self.steps.clear()
         return errors
 
+    def rollback(self, error: BaseException, what: str) -> list[Exception]:
+        """Undo after `error` (raised by `what`), reporting the steps that failed; returns them."""
+        failed = self.run()
+        if failed:
+            report_rollback(error, what, failed)
+        return failed
+
     def clear(self) -> None:
         self.steps.clear()
+
+
+def report_rollback(error: BaseException, what: str, failed: list[Exception]) -> None:
+    """Log failed undo steps with the chain of the failure that made them run, and name them on it."""
+    summary = "; ".join(str(e) or repr(e) for e in failed)
+    log.error(
+        "%s failed (%s); rollback also failed: %s",
+        what,
+        error,
+        summary,
+        exc_info=(type(error), error, error.__traceback__),
+    )
+    for e in failed:
+        log.error("rollback step of %s failed", what, exc_info=(type(e), e, e.__traceback__))
+    note = f"rollback also failed: {summary}; `dockyard system gc` finishes it"
+    if isinstance(error, DockyardError):
+        error.message = f"{error.message} ({note})"
+        error.args = (error.message, *error.args[1:])
+    else:
+        error.add_note(note)
