@@ -41,6 +41,7 @@ demo: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
 
 unit: deps
@@ -51,6 +52,7 @@ integration: deps
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/mypy src
 
 # Installing docker.io must not start a dockerd in the root namespace: where no
 # policy-rc.d forbids it already, one does for the length of the install.
