@@ -189,10 +189,10 @@ class Endpoints:
     ) -> None:
         driver = self.drivers[network.driver]
         step("endpoint.join")
-        undo.push(lambda: driver.leave(network, endpoint))
+        undo.push(lambda: driver.leave(network, endpoint), "endpoint.join")
         driver.join(network, endpoint, sandbox, default_route)
         step("endpoint.publish")
-        undo.push(lambda: driver.unpublish(endpoint, bindings))
+        undo.push(lambda: driver.unpublish(endpoint, bindings), "endpoint.publish")
         try:
             driver.publish(network, endpoint, bindings)
         except HoldRefused as e:

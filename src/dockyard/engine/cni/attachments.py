@@ -255,7 +255,7 @@ class Attachments:
                     PortBinding(r.container_port, r.proto, r.host_port, r.host_ip) for r in req.ports
                 )
                 self.store.add_ports(owner, endpoint.id, bindings)
-            undo.push(lambda: self._forget(owner))
+            undo.push(lambda: self._forget(owner), "cni.add.records")
             step("cni.add.recorded")
             self.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, default_route)
             self.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold

@@ -167,13 +167,13 @@ class ContainerRun:
         step("run.begin")
         if mode.network_name is not None:
             network = self.store.get_network(mode.network_name)
-            undo.push(lambda: self.endpoints.drop_records(me))
+            undo.push(lambda: self.endpoints.drop_records(me), "run.records")
             endpoint, bindings = self.endpoints.record(
                 me, network, "eth0", c.config.ip, c.config.ports, c.config.aliases
             )
         if owner == c.id:
             step("run.sandbox")
-            undo.push(lambda: self.sandboxes.remove(c.id))
+            undo.push(lambda: self.sandboxes.remove(c.id), "run.sandbox")
             self.sandboxes.create(c.id)
         if endpoint is not None and network is not None:
             self.endpoints.plug(network, endpoint, bindings, self.sandboxes.pin(c.id), undo)
@@ -182,7 +182,7 @@ class ContainerRun:
         if target is not None:
             hostname = target.config.hostname or target.short_id
         files = self.files.network_files(c, hostname, endpoint, target)
-        undo.push(lambda: self.cgroups.remove(c.id))
+        undo.push(lambda: self.cgroups.remove(c.id), "run.cgroup")
         req = SpawnRequest(
             key=c.id,
             argv=self.confinement.command_line(c),
@@ -201,7 +201,7 @@ class ContainerRun:
         step("run.spawn")
         pid = self.shim.spawn(req, stdio)
         # The process runs: if recording it fails, it must not run on unowned.
-        undo.push(lambda: self.shim.kill(c.id, pid))
+        undo.push(lambda: self.shim.kill(c.id, pid), "run.process")
         step("run.spawned")
         self.store.update_container(
             c.id,

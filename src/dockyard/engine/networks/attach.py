@@ -84,7 +84,7 @@ class NetworkAttach:
             me = EndpointOwner.container(c.id)
             with self.intents.under("connect", f"{c.id}/{ifname}"):
                 try:
-                    undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname))
+                    undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname), "connect.records")
                     endpoint, _ = self.endpoints.record(me, network, ifname, ip, (), aliases)
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal

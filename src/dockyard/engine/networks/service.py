@@ -11,7 +11,6 @@ after a reboot or a crash is reconcile.py's.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import secrets
@@ -19,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dockyard.drivers import Driver
-from dockyard.engine.steps import step
+from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, OwnerKind, check_name
@@ -237,9 +236,11 @@ class Networks:
         step("network.create.recorded")
         try:
             self.drivers[DriverName.BRIDGE].create_network(network)
-        except BaseException:
-            with contextlib.suppress(DockyardError):
+        except BaseException as e:
+            try:
                 self.drivers[DriverName.BRIDGE].delete_network(network)
+            except DockyardError as undo_error:
+                report_rollback(e, f"creation of network {network.name}", [undo_error])
             self.store.delete_network(network.id)
             raise
         finally:
@@ -265,11 +266,13 @@ class Networks:
             with self.store.transaction():
                 self.store.delete_network(network.id)
                 self.store.done_intent(intent)
-        except BaseException:
+        except BaseException as e:
             # The network stays, as recorded: make its kernel side whole again,
             # and drop the intent so that no later gc finishes what failed.
-            with contextlib.suppress(DockyardError):
+            try:
                 self.drivers[network.driver].create_network(network)
+            except DockyardError as undo_error:
+                report_rollback(e, f"removal of network {network.name}", [undo_error])
             self.store.done_intent(intent)
             raise
         return network
