@@ -5,8 +5,8 @@ when it exists and agrees with the config where the config says anything,
 and made on the first ADD otherwise (as `dockyard network create` would,
 labelled dev.dockyard.cni=true). This module owns that mapping (`NetConf`,
 `ConfigNetworks`), the container's routes a config asks for (`routes_of`),
-and the "no address left" check; attachments.py and attachment_checks.py
-build the verbs on it. Network creation itself is networks.py's.
+and the "no address left" check; attachments.py and checks.py build the
+verbs on it. Network creation itself is networks/service.py's.
 """
 
 from __future__ import annotations
