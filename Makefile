@@ -57,6 +57,7 @@ VULTURE := $(VENV)/bin/vulture src vulture_whitelist.py --min-confidence 60
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
 	$(VULTURE)
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
 
 unit: deps
@@ -68,6 +69,7 @@ integration: deps
 lint: deps
 	$(VENV)/bin/ruff check src tests bench demo
 	$(VULTURE)
+	$(VENV)/bin/mypy src
 
 # Installing docker.io must not start a dockerd in the root namespace: where no
 # policy-rc.d forbids it already, one does for the length of the install.

@@ -36,7 +36,7 @@ from _common import REPO, BenchError, summary
 from _report import Report, Table
 from _script import UP_ADDR, Run, ScriptLab, main, options
 from dockyard.kernel import netns
-from dockyard.model import Container, ContainerConfig, DriverName, Endpoint, Network
+from dockyard.model import Container, ContainerConfig, DriverName, Endpoint, EndpointOwner, Network
 from dockyard.settings import Paths
 from dockyard.store import Store
 from netlab import run as sh
@@ -69,7 +69,7 @@ def record_network(store: Store) -> None:
         store.add_endpoint(
             Endpoint(
                 id=secrets.token_hex(32),
-                container_id=c.id,
+                owner=EndpointOwner.container(c.id),
                 network_id=nid,
                 ifname="eth0",
                 address=ipaddress.IPv4Interface(f"{address}/24"),

@@ -51,7 +51,7 @@ from typing import Any, cast
 from _common import summary, timed
 from _report import Goal, Report, Table, times
 from _script import Run, main, options
-from dockyard.model import DriverName, Endpoint, Network
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network
 from dockyard.policy import ipam
 from dockyard.store import Store
 
@@ -134,7 +134,7 @@ def lease_like_record(store: Store, nid: str, allocator: ipam.AddressAllocator, 
         store.add_endpoint(
             Endpoint(
                 id=eid,
-                container_id=secrets.token_hex(32),
+                owner=EndpointOwner.container(secrets.token_hex(32)),
                 network_id=nid,
                 ifname="eth0",
                 address=ipaddress.IPv4Interface(f"{address}/{SUBNET.prefixlen}"),
@@ -207,7 +207,8 @@ def through_engine(store: Store, network: Network, count: int) -> tuple[list[flo
     try:
         for _ in range(count):
             t0 = time.perf_counter_ns()
-            endpoint, _bindings = endpoints.record(secrets.token_hex(32), network, "eth0")
+            owner = EndpointOwner.container(secrets.token_hex(32))
+            endpoint, _bindings = endpoints.record(owner, network, "eth0")
             times_us.append((time.perf_counter_ns() - t0) / 1e3)
             last = str(endpoint.address.ip)
     finally:

@@ -171,10 +171,48 @@ class Network:
         return self.name in ("bridge", "host", "none")
 
 
+class OwnerKind(enum.StrEnum):
+    """What an endpoint belongs to."""
+
+    CONTAINER = "container"
+    # A CNI attachment: a runtime's (network, CNI_CONTAINERID, CNI_IFNAME), not a dockyard container.
+    CNI = "cni"
+
+
+@dataclass(frozen=True)
+class EndpointOwner:
+    """Whose endpoint: a container (key: its id) or a CNI attachment (key: engine/cni's owner_key).
+
+    The key is what the store files the endpoint and its ports under; the
+    kind says which of the two it names, so that a CNI attachment is never
+    taken for a container (nor looked up as one).
+    """
+
+    kind: OwnerKind
+    key: str
+
+    @classmethod
+    def container(cls, container_id: str) -> EndpointOwner:
+        return cls(OwnerKind.CONTAINER, container_id)
+
+    @classmethod
+    def attachment(cls, key: str) -> EndpointOwner:
+        return cls(OwnerKind.CNI, key)
+
+    @property
+    def container_id(self) -> str | None:
+        """The container's id, or None when the owner is not a container."""
+        return self.key if self.kind is OwnerKind.CONTAINER else None
+
+    @property
+    def short(self) -> str:
+        return self.key[:12]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     id: str
-    container_id: str
+    owner: EndpointOwner
     network_id: str
     ifname: str
     address: ipaddress.IPv4Interface

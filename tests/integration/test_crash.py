@@ -412,6 +412,44 @@ def test_a_failure_right_after_the_spawn_leaves_no_process(lab: Lab) -> None:
     _assert_consistent(lab)
 
 
+def test_a_rollback_that_fails_is_reported_and_gc_finishes_it(lab: Lab) -> None:
+    """A start fails once its process runs, and the removal of its sandbox fails too while
+    it is undone: the user is told what could not be undone, the daemon's log has both
+    failures with their tracebacks, and `system gc` removes the pin that was left."""
+    daemon = _daemon(lab, {"DOCKYARD_FAULT": "run.spawned:error,undo.run.sandbox:error"})
+    lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")
+    spec = ("--name", "web", "--net", "n1", "--ip", "10.88.0.10", "-p", "8080:80")
+    r = lab.dy("run", "-d", *_serve_args(*spec))
+    assert r.returncode == 125, r.stderr
+    assert "injected failure at step run.spawned" in r.stderr, r.stderr
+    assert "rollback also failed: injected failure at step undo.run.sandbox" in r.stderr, r.stderr
+    assert daemon.poll() is None  # a handled failure, not a crash
+    # Every other undo step ran: no process, veth, published port nor record is left...
+    lab.eventually(lambda: _shim_children(lab) == [], what="the started process killed")
+    assert lab.dy_ok("ps", "-aq") == ""
+    assert _veths(lab) == [] and lab.map_elements("publish_any") == [] and _port_free(lab, 8080)
+    # ...but the sandbox's pin is, until gc.
+    pins = os.listdir(lab.root / "netns")
+    assert len(pins) == 1, pins
+    out = lab.dy_ok("system", "gc").splitlines()
+    assert f"sandbox pin {pins[0]}: removed" in out, out
+    assert os.listdir(lab.root / "netns") == []
+    # The daemon's log: the start's failure with its traceback, and the undo step's.
+    lab.dy_ok("daemon", "stop")
+    assert daemon.wait(timeout=30) == 0
+    assert daemon.stderr is not None
+    log = daemon.stderr.read()
+    assert (
+        "start of container web failed (injected failure at step run.spawned); rollback also failed: " in log
+    ), log
+    assert "rollback step of start of container web failed" in log, log
+    assert log.count("Traceback (most recent call last)") >= 2, log
+    # The fault was for the first passages only: the same run succeeds now.
+    lab.serve(*spec)
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    _assert_consistent(lab)
+
+
 def test_gc_kills_a_process_that_no_record_owns(lab: Lab) -> None:
     cid = lab.run_d("--name", "lost", "--net", "none", "sleep", "300")
     pid = lab.inspect(cid)["State"]["Pid"]

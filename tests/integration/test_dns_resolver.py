@@ -39,7 +39,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dockyard import dns
 from dockyard.kernel import dns_process, netns
 from dockyard.kernel.dns_process import DnsProcess
-from dockyard.model import Container, ContainerConfig, DriverName, Endpoint, Network
+from dockyard.model import Container, ContainerConfig, DriverName, Endpoint, EndpointOwner, Network
 from dockyard.settings import Paths
 from dockyard.store import Store
 
@@ -217,7 +217,7 @@ class DnsLab:
             self.store.add_endpoint(
                 Endpoint(
                     id=secrets.token_hex(32),
-                    container_id=c.id,
+                    owner=EndpointOwner.container(c.id),
                     network_id=net.id,
                     ifname=f"eth{i}",
                     address=ipaddress.IPv4Interface(f"{address}/{net.subnet.prefixlen}"),

@@ -150,6 +150,18 @@ def test_the_api_only_parses_and_formats() -> None:
     _check(_modules("daemon.api"), {"daemon.api", "engine", "policy", *DATA}, allow_third_party=set())
 
 
+def test_the_api_asks_the_engine_never_its_records() -> None:
+    """The API reads no store (engine.store and the like) and computes no sandbox key or path of
+    $ROOT: what inspect, ps and network ls show comes from the engine (engine/views.py)."""
+    assert not {m for m in _modules("daemon.api") if "store" in {_top(n) for n in _ours(GRAPH[m])}}
+    bad = []
+    for path in sorted((PKG / "daemon" / "api").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in {"store", "sandbox_pin", "container_log"}:
+                bad.append(f"{path.relative_to(SRC)}:{node.lineno} reads .{node.attr}")
+    assert not bad, "\n".join(bad)
+
+
 def test_the_layers_point_down_only() -> None:
     """The table above is itself a stack: nothing imports a layer listed before it."""
     order = list(LAYERS)

@@ -9,7 +9,7 @@ import pytest
 
 from dockyard.engine.endpoints import BRIDGE_MAX_PORTS, Endpoints
 from dockyard.errors import Conflict
-from dockyard.model import DriverName, Endpoint, Network
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network
 from dockyard.store import Store
 
 
@@ -36,7 +36,7 @@ def test_the_1024th_port_of_a_bridge_is_refused(tmp_path: Path) -> None:
             store.add_endpoint(
                 Endpoint(
                     f"e{i:063d}",
-                    f"c{i}",
+                    EndpointOwner.container(f"c{i}"),
                     network.id,
                     "eth0",
                     ipaddress.IPv4Interface(f"{addr}/16"),
@@ -48,7 +48,7 @@ def test_the_1024th_port_of_a_bridge_is_refused(tmp_path: Path) -> None:
     endpoints = Endpoints(store, None, {})  # type: ignore[arg-type]
     try:
         with pytest.raises(Conflict, match="a Linux bridge holds at most 1024 ports"):
-            endpoints.record("last", network, "eth0")
+            endpoints.record(EndpointOwner.container("last"), network, "eth0")
     finally:
         endpoints.close()
     assert store.endpoint_count(network.id) == BRIDGE_MAX_PORTS - 1
@@ -59,10 +59,10 @@ def test_an_exhausted_subnet_is_refused(tmp_path: Path) -> None:
     network = _network(store, "10.1.0.0/30")
     endpoints = Endpoints(store, None, {})  # type: ignore[arg-type]
     try:
-        first, _ = endpoints.record("one", network, "eth0")
+        first, _ = endpoints.record(EndpointOwner.container("one"), network, "eth0")
         assert str(first.address.ip) == "10.1.0.2"
         with pytest.raises(Conflict, match="no available IPv4 addresses"):
-            endpoints.record("two", network, "eth0")
+            endpoints.record(EndpointOwner.container("two"), network, "eth0")
     finally:
         endpoints.close()
     assert store.endpoint_count(network.id) == 1

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.model import Endpoint, PortBinding, Protocol
+from dockyard.model import Endpoint, EndpointOwner, PortBinding, Protocol
 from dockyard.policy.rules import (
     BRIDGE_LISTING,
     CHAINS,
@@ -142,7 +142,7 @@ def test_network_elements() -> None:
 def _endpoint(mac: str = "02:42:AC:11:00:02") -> Endpoint:
     return Endpoint(
         id="e" * 64,
-        container_id="c" * 64,
+        owner=EndpointOwner.container("c" * 64),
         network_id="n" * 64,
         ifname="eth0",
         address=ipaddress.IPv4Interface("172.17.0.2/16"),

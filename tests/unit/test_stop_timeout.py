@@ -1,37 +1,48 @@
 """`stop`'s grace period: the API passes the client's t on, and without one the engine waits 10 s.
 
-Docker's default, checked here without waiting it out: the engine's stop is run
-against a stand-in for its store and container signalling, which records the
-grace it is given. (The CLI's request, with and without -t, is checked on the
-wire in tests/integration/test_lifecycle.py; the SIGKILL after the grace, with
+Docker's default, checked here without waiting it out: the engine's stop
+service (ContainerStop) is built with stand-ins for the store and the exits
+it waits on, and its signals are recorded in place of being sent. (The
+CLI's request, with and without -t, is checked on the wire in
+tests/integration/test_lifecycle.py; the SIGKILL after the grace, with
 `stop -t 1`, in test_stop_sends_sigterm_then_sigkill.)
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from dockyard.daemon.api.http import Request
 from dockyard.daemon.api.routes import Api
-from dockyard.engine import STOP_TIMEOUT, Engine
+from dockyard.engine import STOP_TIMEOUT
+from dockyard.engine.containers.stop import ContainerStop
 
 
-def _engine_stand_in(calls: list[tuple[str, object]]) -> SimpleNamespace:
-    container = SimpleNamespace(id="c1", running=True)
-    return SimpleNamespace(
-        store=SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container),
-        _signal=lambda c, sig: calls.append(("signal", sig)),
+class RecordingStop(ContainerStop):
+    """ContainerStop with its signals recorded instead of sent."""
+
+    def __init__(self, calls: list[tuple[str, object]]) -> None:
+        container = SimpleNamespace(id="c1", running=True)
+        store = SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container)
         # The container stays up through the grace, as one ignoring SIGTERM would.
-        wait_exit=lambda cid, grace: calls.append(("wait", grace)) and False,
-    )
+        exits = SimpleNamespace(wait_exit=lambda cid, grace: calls.append(("wait", grace)) and False)
+        super().__init__(
+            cast(Any, store), threading.RLock(), cast(Any, None), cast(Any, None), cast(Any, exits)
+        )
+        self.calls = calls
+
+    def send(self, c: Any, sig: int) -> None:
+        self.calls.append(("signal", sig))
 
 
 def test_the_engine_waits_10_s_then_kills_when_no_grace_is_given() -> None:
     calls: list[tuple[str, object]] = []
-    Engine.stop(_engine_stand_in(calls), "c1")  # type: ignore[arg-type]
+    RecordingStop(calls).stop("c1")
     assert STOP_TIMEOUT == 10
     assert calls == [
         ("signal", signal.SIGTERM),
@@ -43,7 +54,7 @@ def test_the_engine_waits_10_s_then_kills_when_no_grace_is_given() -> None:
 
 def test_the_engine_uses_the_grace_it_is_given() -> None:
     calls: list[tuple[str, object]] = []
-    Engine.stop(_engine_stand_in(calls), "c1", 1)  # type: ignore[arg-type]
+    RecordingStop(calls).stop("c1", 1)
     assert calls[:2] == [("signal", signal.SIGTERM), ("wait", 1)]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import Conflict
-from dockyard.model import DriverName, Endpoint, Network
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network
 from dockyard.store import Store
 
 
@@ -38,7 +38,7 @@ def _endpoint(network: Network, i: int) -> Endpoint:
     address = network.subnet.network_address + 2 + i
     return Endpoint(
         f"{network.name}{i:060d}",
-        f"c{i}",
+        EndpointOwner.container(f"c{i}"),
         network.id,
         "eth0",
         ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}"),

@@ -17,7 +17,9 @@ from dockyard.errors import DaemonUnavailable, DockyardError
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
-    from dockyard.clients.api import Client
+    from typing import Any
+
+    from dockyard.clients.api import ClientPaths
 
 DAEMON_START_TIMEOUT = 20.0
 
@@ -25,7 +27,27 @@ DAEMON_START_TIMEOUT = 20.0
 class DaemonControl:
     """The daemon's side of Client: uses its paths, options, request and close."""
 
-    def daemon_args(self: Client) -> list[str]:
+    if TYPE_CHECKING:
+        # What Client (api.py), the one class this is mixed into, gives.
+        paths: ClientPaths
+        host_netns: str | None
+        bridge: str | None
+        bip: str | None
+        debug: bool
+
+        def request(
+            self,
+            method: str,
+            path: str,
+            body: Any = None,
+            query: dict[str, Any] | None = None,
+            fds: list[int] | None = None,
+            timeout: float | None = None,
+        ) -> Any: ...
+
+        def close(self) -> None: ...
+
+    def daemon_args(self) -> list[str]:
         args = [sys.executable, "-m", "dockyard.daemon.main", "--root", self.paths.root]
         if self.host_netns:
             args += ["--host-netns", self.host_netns]
@@ -37,7 +59,7 @@ class DaemonControl:
             args.append("--debug")
         return args
 
-    def start_daemon(self: Client) -> None:
+    def start_daemon(self) -> None:
         import subprocess
 
         os.makedirs(self.paths.root, mode=0o700, exist_ok=True)
@@ -79,7 +101,7 @@ class DaemonControl:
             f"the daemon did not answer within {DAEMON_START_TIMEOUT:.0f} s (see {self.paths.daemon_log})"
         )
 
-    def _last_log_line(self: Client) -> str:
+    def _last_log_line(self) -> str:
         try:
             with open(self.paths.daemon_log, errors="replace") as f:
                 lines = [x for x in f.read().splitlines() if x.strip()]
@@ -90,10 +112,10 @@ class DaemonControl:
                 return line[len("dockyardd: ") :]
         return lines[-1] if lines else f"see {self.paths.daemon_log}"
 
-    def ping(self: Client) -> bool:
+    def ping(self) -> bool:
         return self.daemon_state()[0] == "answers"
 
-    def daemon_state(self: Client) -> tuple[str, str]:
+    def daemon_state(self) -> tuple[str, str]:
         """Whether this root's daemon runs, as (state, why).
 
         "answers": it answered a ping. "busy": it answered 503 (every
@@ -133,7 +155,7 @@ class DaemonControl:
             return "silent", why
         return "stopped", why
 
-    def lock_holder(self: Client) -> int | None:
+    def lock_holder(self) -> int | None:
         """The live process holding this root's lock (the flock of its pid file), if any.
 
         Read from /proc/locks: testing the lock by taking it could make a
@@ -155,7 +177,7 @@ class DaemonControl:
                     return pid
         return None
 
-    def daemon_pid(self: Client) -> int | None:
+    def daemon_pid(self) -> int | None:
         try:
             with open(self.paths.daemon_pid) as f:
                 text = f.read().strip()
@@ -163,7 +185,7 @@ class DaemonControl:
             return None
         return int(text) if text.isdigit() else None
 
-    def stop_daemon_wait(self: Client, timeout: float = 30.0) -> None:
+    def stop_daemon_wait(self, timeout: float = 30.0) -> None:
         """Wait for a daemon that is stopping by itself to be gone."""
         pid = self.daemon_pid()
         deadline = time.monotonic() + timeout
@@ -172,7 +194,7 @@ class DaemonControl:
                 return
             time.sleep(0.01)
 
-    def stop_daemon(self: Client, timeout: float = 30.0) -> bool:
+    def stop_daemon(self, timeout: float = 30.0) -> bool:
         """Ask the daemon to stop and wait until its process is gone.
 
         A daemon whose API does not answer (saturated) is asked with SIGTERM,

@@ -78,7 +78,6 @@ class Daemon:
         self.settings = settings
         self.paths = settings.paths
         self._stop = threading.Event()
-        self.server = None
         # The monitor's last failure of each check, so that a failure repeated
         # every round is told in full once, then in one line.
         self._last_failure: dict[str, str] = {}
@@ -88,7 +87,6 @@ class Daemon:
             from dockyard.daemon.api.routes import Api
             from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
             from dockyard.engine import Engine
-            from dockyard.engine.reconcile import Reconciler
             from dockyard.kernel import Kernel
             from dockyard.kernel.dns_process import DnsProcess
             from dockyard.kernel.holds import PortHolds
@@ -108,9 +106,7 @@ class Daemon:
         # Before restore looks at the pins: an older root's move under the new mount.
         engine.sandboxes.prepare()
         try:
-            reconciler = Reconciler(engine)
-            reconciler.startup()
-            report = reconciler.report
+            report = engine.restore()
             report.removed += engine.images.gc()
             for line in report.removed + report.restored:
                 log.info("restore: %s", line)
@@ -127,7 +123,7 @@ class Daemon:
                 self.settings.api_max_connections or default_max_connections(),
                 self.settings.api_idle_timeout,
             )
-            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.
@@ -139,16 +135,17 @@ class Daemon:
         monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
         monitor.start()
         log.info("dockyardd %d serving %s", os.getpid(), self.paths.socket)
-        serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
+        serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
         serving.start()
         self._stop.wait()
-        self.server.shutdown()
+        server.shutdown()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
-            try:
-                engine.dns.stop()
-            except Exception:  # stopping goes on: the cgroups, the engine, the store
-                log.exception("cannot stop the DNS resolver")
+            if engine.dns is not None:
+                try:
+                    engine.dns.stop()
+                except Exception:  # stopping goes on: the cgroups, the engine, the store
+                    log.exception("cannot stop the DNS resolver")
             # The cgroups' parent too: a root with nothing running leaves none.
             engine.cgroups.remove_parent()
         engine.close()

@@ -37,3 +37,11 @@ class DriverErrors(Exception):
     def __init__(self, what: str, errors: list[Exception]) -> None:
         super().__init__(f"{what}: " + "; ".join(str(e) for e in errors))
         self.errors = errors
+
+
+class ForwardFirewall(Protocol):
+    """iptables' FORWARD chain kept accepting dockyard's bridges where its policy is DROP."""
+
+    def sync_forward(self, bridges: set[str]) -> list[str]:
+        """Accept these bridges, drop dockyard's rules for others; returns what changed."""
+        ...

@@ -172,7 +172,7 @@ class BridgeDriver:
             el = rules.publish_elements(endpoint.address.ip, bindings)
             self.k.nft.apply(
                 rules.element_commands("add", el, self.owner),
-                f"publish ports of {endpoint.container_id[:12]}",
+                f"publish ports of {endpoint.owner.short}",
             )
         except DockyardError:
             self.k.holds.release(endpoint.id)

@@ -1,64 +1,69 @@
-"""The Engine: the daemon's one object of use cases, and what they share.
+"""The Engine: the daemon's use cases over one $ROOT, composed of services.
 
-This module owns the Engine's construction (settings, store, kernel, the
-drivers, sandboxes, endpoints, networks, the shim and its exit worker), its
-write lock, the change notification waiters sleep on, the intents a crash
-leaves for gc, close, and the exec verbs (thin over execs.py). The use cases
-themselves are mixed into the Engine from modules of one job each:
+This module is the engine's composition root. It builds each service with
+what that service needs, given in its constructor and typed (no service
+borrows another's attributes), and offers their verbs as one façade to the
+daemon and its API:
 
-- container_run.py: create and start (`docker run` is the two);
-- container_env.py: what a started process sees: environment, /etc files;
-- confine.py: what keeps it in its box: PID namespace, root, capabilities,
-  user, cgroup;
-- container_exits.py: exits from the shim, teardown, waiting for an exit;
-- container_stop.py: stop, kill, rm;
-- network_changes.py: network create, rm, prune; the resolver and the
-  firewall kept in step with the networks;
-- network_attach.py: connect and disconnect of a running container;
-- request_check.py: the cheap check run with requests.
-
-The networks' own logic is networks.py's; gc and restore after a crash or
-reboot are reconcile.py's.
+- the shared parts: the store, the kernel handles, the drivers (a typed
+  registry, drivers.Drivers), the sandboxes, the cgroups, the endpoints
+  (endpoints.py), the shim and the exec instances, the engine's write lock,
+  the change notification and the intents (coordination.py);
+- containers/: create and start (run.py), what a process sees (env.py,
+  ContainerFiles), what confines it (confine.py), how it ends (exits.py),
+  stop, kill and rm (stop.py);
+- networks/: the networks' own logic (service.py), their use cases and what
+  follows a change (changes.py), connect and disconnect (attach.py);
+- cni/: CNI attachments (attachments.py), their networks (networks.py),
+  CHECK and STATUS (checks.py);
+- reconcile.py: gc, the start-up restore and reset; request_check.py: the
+  cheap check run with requests;
+- views.py: what ps, inspect and network ls show.
 
 Order in every mutation (style.md 3.4): validate first, in pure code; then,
 under the engine's write lock, record the intent in one store transaction
 (the container; at start its endpoint, address and host ports), do the
 kernel work through named steps that push their undo, and commit the
 outcome. On failure the undo steps run in reverse and the records go, so
-bad input and failed starts change nothing.
+bad input and failed starts change nothing; an undo step that fails is
+reported (steps.py) and left for gc.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
+import ipaddress
+import signal
 import threading
-from collections.abc import Iterator
 
-from dockyard.drivers import registry
-from dockyard.engine import sandbox
-from dockyard.engine.containers.confine import ContainerConfine
-from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
+from dockyard.drivers import Drivers
+from dockyard.engine.cni.attachments import Attachments
+from dockyard.engine.cni.checks import AttachmentChecks
+from dockyard.engine.cni.networks import ConfigNetworks
+from dockyard.engine.containers.archive import ContainerArchive
+from dockyard.engine.containers.confine import Confinement
+from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerFiles
 from dockyard.engine.containers.execs import ExecInstance, Execs
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
-from dockyard.engine.containers.files import ContainerFiles
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
+from dockyard.engine.coordination import Changes, Intents
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.images import Images
 from dockyard.engine.networks.attach import NetworkAttach
 from dockyard.engine.networks.changes import DnsSync, NetworkChanges
-from dockyard.engine.networks.service import Networks
+from dockyard.engine.networks.service import NetworkFilter, Networks, NetworkSpec
+from dockyard.engine.reconcile import Reconciler, Report
 from dockyard.engine.request_check import CHECK_INTERVAL, RequestCheck
+from dockyard.engine.sandbox import Sandboxes
+from dockyard.engine.views import ContainerView, Member, Views
 from dockyard.kernel import Kernel
 from dockyard.kernel.cgroups import Cgroups
 from dockyard.kernel.shim_client import ShimClient
-from dockyard.model import Container, Network
+from dockyard.model import Container, ContainerConfig, Endpoint, ImageRun, Network, OwnerKind
 from dockyard.policy import rules
 from dockyard.settings import DaemonSettings
 from dockyard.store import Store
 
-# Importers of dockyard.engine find these here, as before the use cases moved out.
 __all__ = [
     "CHECK_INTERVAL",
     "DEFAULT_PATH",
@@ -67,19 +72,11 @@ __all__ = [
     "STOP_TIMEOUT",
     "DnsSync",
     "Engine",
+    "Report",
 ]
 
 
-class Engine(
-    ContainerRun,
-    ContainerConfine,
-    ContainerEnv,
-    ContainerExits,
-    ContainerStop,
-    NetworkChanges,
-    NetworkAttach,
-    RequestCheck,
-):
+class Engine:
     """The daemon's use cases over one $ROOT: its state, its kernel work and its lock."""
 
     def __init__(
@@ -91,59 +88,134 @@ class Engine(
         self.k = kernel
         # Marks this root's bridges and nftables elements apart from another root's.
         self.owner = rules.owner_mark(str(settings.root))
-        self.drivers: dict = registry(kernel, self.owner)
-        self.sandboxes = sandbox.Sandboxes(self.paths)
+        self.drivers = Drivers(kernel, self.owner)
+        self.sandboxes = Sandboxes(self.paths)
         self.cgroups = Cgroups(settings.root)
-        self.endpoints = Endpoints(store, kernel, self.drivers)
-        self.networks = Networks(settings, store, kernel, self.drivers, self._attached_names)
-        self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
-        self.execs = Execs(self.shim)
-        self.images = Images(settings, store)
-        self.files = ContainerFiles(store, self.images, self.paths)
-        # The resolver process of user networks, when the daemon runs one.
-        self.dns: DnsSync | None = None
         self.lock = threading.RLock()
-        self.changed = threading.Condition()
-        self._generation = 0
-        self._exit_queue: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
-        self._exit_worker = threading.Thread(target=self._exit_loop, name="exits", daemon=True)
-        self._exit_worker.start()
-        # Exit codes of auto-removed containers, for waiters that come late.
-        self._removed_exit: dict[str, int] = {}
-        self._check_lock = threading.Lock()
-        self._last_check = float("-inf")
+        self.changes = Changes()
+        self.intents = Intents(store)
+        self.endpoints = Endpoints(store, kernel, self.drivers)
+        self.networks = Networks(settings, store, kernel, self.drivers)
+        self.network_changes = NetworkChanges(
+            store, self.lock, self.networks, self.endpoints, self.drivers.forward
+        )
+        self.exits = ContainerExits(
+            store, self.lock, self.paths, self.endpoints, self.sandboxes, self.cgroups, self.changes
+        )
+        self.shim = shim or ShimClient(self.paths, self.exits.on_shim_exit)
+        self.execs = Execs(self.shim)
+        self.exits.attach_execs(self.execs)
+        self.files = ContainerFiles(settings, self.paths, store)
+        self.images = Images(settings, store)
+        self.archive = ContainerArchive(store, self.images, self.paths)
+        self.confinement = Confinement(self.paths, self.cgroups, self.images)
+        self.stopper = ContainerStop(store, self.lock, self.intents, self.changes, self.exits)
+        self.runner = ContainerRun(
+            store=store,
+            lock=self.lock,
+            paths=self.paths,
+            sandboxes=self.sandboxes,
+            endpoints=self.endpoints,
+            cgroups=self.cgroups,
+            shim=self.shim,
+            files=self.files,
+            confinement=self.confinement,
+            images=self.images,
+            exits=self.exits,
+            intents=self.intents,
+            changes=self.changes,
+            ensure_dns=self.network_changes.ensure_dns,
+        )
+        self.attach = NetworkAttach(
+            store=store,
+            lock=self.lock,
+            endpoints=self.endpoints,
+            sandboxes=self.sandboxes,
+            intents=self.intents,
+            files=self.files,
+            ensure_dns=self.network_changes.ensure_dns,
+        )
+        self.requests = RequestCheck(store, self.lock, self.endpoints, self.exits)
+        config_networks = ConfigNetworks(
+            store, self.paths, self.networks, self.network_changes, self.endpoints
+        )
+        self.cni = Attachments(
+            store=store,
+            lock=self.lock,
+            kernel=kernel,
+            drivers=self.drivers,
+            endpoints=self.endpoints,
+            networks=config_networks,
+        )
+        self.cni_checks = AttachmentChecks(self.cni, self.networks, settings, self.owner)
+        # Attachments are among a network's users, by their labels.
+        self.networks.name_owners(OwnerKind.CNI, self.cni.labels)
+        self.views = Views(store, self.paths, self.networks, self.cni)
         # What the start-up reconciliation removed and did not remove, until
         # the first `system gc` reports it (that command often started the daemon).
-        self.startup_report: object | None = None  # a reconcile.Report
+        self.startup_report: Report | None = None
 
-    # -- helpers -----------------------------------------------------------
+    # -- the resolver ------------------------------------------------------
 
-    def _attached_names(self, network: Network) -> list[str]:
-        out = []
-        for ep in self.store.endpoints(network_id=network.id):
-            c = self.store.find_container(ep.container_id)
-            out.append(c.name if c else ep.container_id[:12])
-        return out
+    @property
+    def dns(self) -> DnsSync | None:
+        """The resolver process of user networks, when the daemon runs one."""
+        return self.network_changes.dns
 
-    def notify(self) -> None:
-        """Wake the waiters: a container's state changed."""
-        with self.changed:
-            self._generation += 1
-            self.changed.notify_all()
+    @dns.setter
+    def dns(self, dns: DnsSync | None) -> None:
+        self.network_changes.dns = dns
 
-    @contextlib.contextmanager
-    def intent(self, op: str, subject: str) -> Iterator[None]:
-        """Record an operation under way; a crash leaves the record for gc."""
-        intent_id = self.store.add_intent(op, subject)
-        try:
-            yield
-        finally:
-            # Reached on success and on a handled failure (its undo has run);
-            # a crash (SIGKILL) never gets here.
-            self.store.done_intent(intent_id)
+    # -- reconciliation ------------------------------------------------------
 
-    def get(self, ref: str) -> Container:
-        return self.store.get_container(ref)
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            store=self.store,
+            lock=self.lock,
+            kernel=self.k,
+            paths=self.paths,
+            owner_mark=self.owner,
+            drivers=self.drivers,
+            networks=self.networks,
+            network_changes=self.network_changes,
+            endpoints=self.endpoints,
+            sandboxes=self.sandboxes,
+            cgroups=self.cgroups,
+            shim=self.shim,
+            exits=self.exits,
+            stop=self.stopper,
+            changes=self.changes,
+            attachments=self.cni,
+        )
+
+    def restore(self) -> Report:
+        """At daemon start: the tables, the built-in networks, every bridge again, then gc."""
+        reconciler = self.reconciler()
+        reconciler.startup()
+        return reconciler.report
+
+    def gc(self) -> Report:
+        """`system gc`: reconcile now; the first one also reports what the daemon's
+        start-up reconciliation did (after a crash, gc is often what started it)."""
+        reconciler = self.reconciler()
+        reconciler.gc()
+        with self.lock:
+            earlier, self.startup_report = self.startup_report, None
+        report = Report()
+        if earlier is not None:
+            report.add(earlier)
+        report.add(reconciler.report)
+        return report
+
+    def reset(self) -> list[str]:
+        """`system reset`: remove all dockyard made in the kernel (the daemon then forgets its state)."""
+        return self.reconciler().reset()
+
+    def check(self) -> bool:
+        return self.requests.check()
+
+    def on_request(self) -> None:
+        self.requests.on_request()
 
     def settle(self) -> None:
         self.endpoints.settle()
@@ -151,8 +223,52 @@ class Engine(
     def close(self) -> None:
         self.endpoints.close()
         self.shim.close()
-        self._exit_queue.put(None)
-        self._exit_worker.join(timeout=5)
+        self.exits.close()
+
+    # -- containers ------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        return self.store.get_container(ref)
+
+    def create(
+        self, config: ContainerConfig, name: str | None, image: ImageRun | None = None
+    ) -> tuple[Container, list[str]]:
+        return self.runner.create(config, name, image)
+
+    def start(self, ref: str, stdio: list[int] | None = None) -> Container:
+        return self.runner.start(ref, stdio)
+
+    def stop(self, ref: str, timeout: int | None = None) -> Container:
+        return self.stopper.stop(ref, timeout)
+
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
+        return self.stopper.kill(ref, sig)
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        self.stopper.remove(ref, force)
+
+    def wait(self, ref: str, condition: str = "not-running") -> int:
+        return self.exits.wait(ref, condition)
+
+    def wait_exit(self, container_id: str, timeout: float | None) -> bool:
+        return self.exits.wait_exit(container_id, timeout)
+
+    def containers(self, running_only: bool = False) -> list[Container]:
+        return self.views.containers(running_only)
+
+    def inspect(self, ref: str) -> ContainerView:
+        return self.views.inspect(self.get(ref))
+
+    def summary(self, c: Container) -> ContainerView:
+        """What ps shows of a container (inspect's view, sandbox key aside)."""
+        return self.views.inspect(c)
+
+    def log_bytes(self, ref: str) -> bytes:
+        """A detached container's output so far."""
+        try:
+            return self.views.log_path(self.get(ref)).read_bytes()
+        except FileNotFoundError:
+            return b""
 
     # -- exec ----------------------------------------------------------------
 
@@ -164,10 +280,54 @@ class Engine(
     def exec_start(self, exec_id: str, stdio: list[int] | None) -> ExecInstance:
         inst = self.execs.get(exec_id)
         c = self.store.get_container(inst.container_id)
-        self.execs.start(
-            inst, c, self.environment(c, c.config.hostname or c.short_id), stdio, self.process_fields(c)
-        )
+        env = self.files.environment(c, c.config.hostname or c.short_id)
+        self.execs.start(inst, c, env, stdio, self.confinement.process_fields(c))
         return inst
 
     def exec_wait(self, exec_id: str) -> int:
         return self.execs.wait(exec_id)
+
+    # -- networks ------------------------------------------------------------
+
+    def network(self, ref: str) -> Network:
+        return self.networks.get(ref)
+
+    def network_list(self, wanted: NetworkFilter | None = None) -> list[Network]:
+        return self.views.networks_matching(wanted)
+
+    def network_members(self, n: Network) -> tuple[list[Member], tuple[Container, ...]]:
+        """(its endpoints' owners with the endpoints, the containers in its mode: host or none)."""
+        return self.views.members(n), self.views.mode_members(n)
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        return self.network_changes.create(spec)
+
+    def network_remove(self, ref: str) -> Network:
+        return self.network_changes.remove(ref)
+
+    def network_prune(self) -> list[str]:
+        return self.network_changes.prune()
+
+    def configure_default_bridge(self, bridge: str, bip: ipaddress.IPv4Interface | None) -> Network:
+        return self.network_changes.configure_default_bridge(bridge, bip)
+
+    def networks_changed(self) -> list[str]:
+        return self.network_changes.networks_changed()
+
+    def ensure_dns(self) -> None:
+        self.network_changes.ensure_dns()
+
+    def sync_forward(self) -> list[str]:
+        return self.network_changes.sync_forward()
+
+    def connect(
+        self,
+        network_ref: str,
+        container_ref: str,
+        ip: ipaddress.IPv4Address | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> Endpoint:
+        return self.attach.connect(network_ref, container_ref, ip, aliases)
+
+    def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
+        self.attach.disconnect(network_ref, container_ref, force)

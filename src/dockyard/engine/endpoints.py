@@ -1,4 +1,4 @@
-"""Endpoints: one owner (a container, or later a CNI attachment) on one network.
+"""Endpoints: one owner (a container, or a CNI attachment: model.EndpointOwner) on one network.
 
 Three phases, each usable on its own by containers, `network connect` and
 the CNI plugin:
@@ -30,7 +30,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.kernel.holds import HoldRefused
 from dockyard.kernel.netlink import mac_for
-from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, PortRequest
 from dockyard.policy import ipam, ports
 from dockyard.store import Store
 
@@ -49,13 +49,15 @@ log = logging.getLogger(__name__)
 # A Linux bridge holds at most 1024 ports (BR_MAX_PORTS).
 BRIDGE_MAX_PORTS = 1024
 
+log = logging.getLogger(__name__)
+
 
 def new_id() -> str:
     return secrets.token_hex(32)
 
 
 class Endpoints:
-    def __init__(self, store: Store, kernel: Kernel, drivers: dict[DriverName, Driver]) -> None:
+    def __init__(self, store: Store, kernel: Kernel, drivers: Mapping[DriverName, Driver]) -> None:
         self.store = store
         self.k = kernel
         self.drivers = drivers
@@ -86,7 +88,7 @@ class Endpoints:
 
     def record(
         self,
-        owner: str,
+        owner: EndpointOwner,
         network: Network,
         ifname: str,
         requested_ip: ipaddress.IPv4Address | None = None,
@@ -118,7 +120,7 @@ class Endpoints:
             eid = new_id()
             endpoint = Endpoint(
                 id=eid,
-                container_id=owner,
+                owner=owner,
                 network_id=network.id,
                 ifname=ifname,
                 address=ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}"),
@@ -130,7 +132,7 @@ class Endpoints:
             self.store.add_endpoint(endpoint)
             try:
                 bindings = self._choose_ports(network, port_requests, eid)
-                self.store.add_ports(owner, endpoint.id, bindings)
+                self.store.add_ports(owner.key, endpoint.id, bindings)
             except BaseException:
                 if port_requests:
                     self.k.holds.unreserve(eid)
@@ -157,24 +159,24 @@ class Endpoints:
         chooser = ports.HostPortChooser(taken, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)
 
-    def drop_records(self, owner: str, only_ifname: str | None = None) -> None:
+    def drop_records(self, owner: EndpointOwner, only_ifname: str | None = None) -> None:
         """Forget endpoints that never reached the kernel (a failed or cut-short start)."""
         with self.store.transaction():
-            for ep in self.store.endpoints(container_id=owner):
+            for ep in self.store.endpoints(container_id=owner.key):
                 if only_ifname is None or ep.ifname == only_ifname:
                     self.store.delete_endpoint(ep.id)
-                    self.store.delete_ports(owner, ep.id)
+                    self.store.delete_ports(owner.key, ep.id)
                     self.k.holds.unreserve(ep.id)
 
-    def drop_records_active(self, owner: str) -> None:
+    def drop_records_active(self, owner: EndpointOwner) -> None:
         """Forget endpoints not yet handed to the reaper (those never reached the kernel).
 
         The ports of an endpoint being released stay: they name the elements
         and hold a failed release must still remove."""
         with self.store.transaction():
-            for ep in self.store.endpoints(container_id=owner):
+            for ep in self.store.endpoints(container_id=owner.key):
                 self.store.delete_endpoint(ep.id)
-                self.store.delete_ports(owner, ep.id)
+                self.store.delete_ports(owner.key, ep.id)
 
     # -- plug --------------------------------------------------------------
 
@@ -189,10 +191,10 @@ class Endpoints:
     ) -> None:
         driver = self.drivers[network.driver]
         step("endpoint.join")
-        undo.push(lambda: driver.leave(network, endpoint))
+        undo.push(lambda: driver.leave(network, endpoint), "endpoint.join")
         driver.join(network, endpoint, sandbox, default_route)
         step("endpoint.publish")
-        undo.push(lambda: driver.unpublish(endpoint, bindings))
+        undo.push(lambda: driver.unpublish(endpoint, bindings), "endpoint.publish")
         try:
             driver.publish(network, endpoint, bindings)
         except HoldRefused as e:
@@ -205,26 +207,26 @@ class Endpoints:
 
     # -- release -----------------------------------------------------------
 
-    def release(self, owner: str, only: Endpoint | None = None, now: bool = False) -> None:
+    def release(self, owner: EndpointOwner, only: Endpoint | None = None, now: bool = False) -> None:
         """Unpublish at once, queue the veth for the reaper; idempotent. With
         now, the veth and the records go before returning instead (a running
         container leaving a network); a failure leaves the endpoint 'releasing'
         for retry_releasing."""
         with self.store.transaction():
-            eps = [only] if only is not None else self.store.endpoints(container_id=owner)
-            all_bindings = self.store.ports(owner)
+            eps = [only] if only is not None else self.store.endpoints(container_id=owner.key)
+            all_bindings = self.store.ports(owner.key)
             for ep in eps:
                 self.store.set_endpoint_state(ep.id, "releasing")
         step("endpoint.release")
         for ep in eps:
             network = self.store.find_network(ep.network_id)
             if network is None:
-                self.store.delete_ports(owner, ep.id)
+                self.store.delete_ports(owner.key, ep.id)
                 self.store.delete_endpoint(ep.id)
                 continue
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
             self.drivers[network.driver].unpublish(ep, bindings)
-            self.store.delete_ports(owner, ep.id)
+            self.store.delete_ports(owner.key, ep.id)
             if now:
                 self.drivers[network.driver].leave(network, ep)
                 step("endpoint.unplugged")
@@ -258,19 +260,19 @@ class Endpoints:
             if network is not None:
                 driver = self.drivers[network.driver]
                 try:
-                    driver.unpublish(ep, self.bindings(ep.container_id, ep.id))
+                    driver.unpublish(ep, self.bindings(ep.owner, ep.id))
                     driver.leave(network, ep)
                 except DockyardError as err:
                     out.append((ep, err))
                     continue
             with self.store.transaction():
-                self.store.delete_ports(ep.container_id, ep.id)
+                self.store.delete_ports(ep.owner.key, ep.id)
                 self.store.delete_endpoint(ep.id)
             out.append((ep, None))
         return out
 
-    def bindings(self, owner: str, endpoint_id: str | None = None) -> tuple[PortBinding, ...]:
-        return tuple(b for eid, b in self.store.ports(owner) if endpoint_id is None or eid == endpoint_id)
+    def bindings(self, owner: EndpointOwner, endpoint_id: str | None = None) -> tuple[PortBinding, ...]:
+        return tuple(b for eid, b in self.store.ports(owner.key) if endpoint_id is None or eid == endpoint_id)
 
     def _reap_loop(self) -> None:
         while True:

@@ -29,19 +29,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dockyard.engine import Engine
+from dockyard.drivers import Driver
 from dockyard.engine.cni.attachments import Attachments
 from dockyard.engine.containers.execs import KEY_PREFIX, container_of_key
+from dockyard.engine.containers.exits import ContainerExits
+from dockyard.engine.containers.stop import ContainerStop
+from dockyard.engine.coordination import Changes
+from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.networks.changes import NetworkChanges
+from dockyard.engine.networks.service import Networks
+from dockyard.engine.sandbox import Sandboxes
 from dockyard.errors import DockyardError
-from dockyard.kernel import procs, sysctl
-from dockyard.model import ContainerState, DriverName, ModeKind
+from dockyard.kernel import Kernel, procs, sysctl
+from dockyard.kernel.cgroups import Cgroups
+from dockyard.kernel.shim_client import ShimClient
+from dockyard.model import ContainerState, DriverName, EndpointOwner, ModeKind
 from dockyard.policy import rules
-from dockyard.store import now
+from dockyard.settings import Paths
+from dockyard.store import Store, now
 
 # How long gc waits for a process it killed to be reaped (seconds).
 KILL_WAIT = 5.0
@@ -65,23 +76,46 @@ class Report:
         self.restored += other.restored
 
 
-def system_gc(engine: Engine) -> Report:
-    """`system gc`: reconcile now; the first one also reports what the daemon's
-    start-up reconciliation did (after a crash, gc is often what started it)."""
-    reconciler = Reconciler(engine)
-    reconciler.gc()
-    with engine.lock:
-        earlier, engine.startup_report = engine.startup_report, None
-    report = Report()
-    if isinstance(earlier, Report):
-        report.add(earlier)
-    report.add(reconciler.report)
-    return report
-
-
 class Reconciler:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    """gc, restore at start-up and reset, over the engine's services (each given, none borrowed)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lock: threading.RLock,
+        kernel: Kernel,
+        paths: Paths,
+        owner_mark: str,
+        drivers: Mapping[DriverName, Driver],
+        networks: Networks,
+        network_changes: NetworkChanges,
+        endpoints: Endpoints,
+        sandboxes: Sandboxes,
+        cgroups: Cgroups,
+        shim: ShimClient,
+        exits: ContainerExits,
+        stop: ContainerStop,
+        changes: Changes,
+        attachments: Attachments,
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.k = kernel
+        self.paths = paths
+        # This root's mark on its nftables elements: only those are this gc's to remove.
+        self.owner_mark = owner_mark
+        self.drivers = drivers
+        self.networks = networks
+        self.network_changes = network_changes
+        self.endpoints = endpoints
+        self.sandboxes = sandboxes
+        self.cgroups = cgroups
+        self.shim = shim
+        self.exits = exits
+        self.stop = stop
+        self.changes = changes
+        self.attachments = attachments
         self.report = Report()
         # Children killed by this gc already (they may not be reaped yet).
         self._killed: set[tuple[str, int]] = set()
@@ -111,9 +145,9 @@ class Reconciler:
         for (family, name), text in zip(
             rules.TABLES, (rules.TABLE_TEXT, rules.BRIDGE_TABLE_TEXT), strict=True
         ):
-            listing = self.e.k.nft.list_table(family, name)
+            listing = self.k.nft.list_table(family, name)
             if listing is None or rules.strip_listing(listing) != rules.expected_listing(family):
-                self.e.k.nft.apply_text(text, f"create nftables table {family} {name}")
+                self.k.nft.apply_text(text, f"create nftables table {family} {name}")
                 reloaded = True
         return reloaded
 
@@ -122,18 +156,18 @@ class Reconciler:
     def startup(self) -> list[str]:
         sysctl.write("net.ipv4.ip_forward", "1")
         self.ensure_table()
-        self.e.networks.ensure_builtin()
+        self.networks.ensure_builtin()
         self._remake_bridge_table()
         # After a reboot the bridges are gone: make every one again (idempotent).
-        for network in self.e.store.networks():
+        for network in self.store.networks():
             if network.driver is DriverName.BRIDGE:
-                self.e.drivers[network.driver].create_network(network)
+                self.drivers[network.driver].create_network(network)
         return self.gc()
 
     def _remake_bridge_table(self) -> None:
         """Make the bridge-family table anew now that a bridge exists (see
         rules.BRIDGE_TABLE_TEXT), keeping every element, another root's too."""
-        nft = self.e.k.nft
+        nft = self.k.nft
         listing = nft.list_table(rules.BRIDGE_FAMILY, rules.TABLE) or []
         keep = [
             {
@@ -157,40 +191,39 @@ class Reconciler:
     def reset(self) -> list[str]:
         """Remove everything dockyard made in the kernel; the caller then drops the state."""
         self.report = Report()
-        e = self.e
-        for c in e.store.containers():
+        for c in self.store.containers():
             if c.running:
-                e.kill(c.id)
-                e.wait_exit(c.id, 30)
+                self.stop.kill(c.id)
+                self.exits.wait_exit(c.id, 30)
                 self._log(f"container {c.name}: killed")
-        e.settle()
-        with e.lock:
-            for c in e.store.containers():
-                e.teardown(c)
-                e.remove_record(c.id, None)
+        self.endpoints.settle()
+        with self.lock:
+            for c in self.store.containers():
+                self.exits.teardown(c)
+                self.exits.remove_record(c.id, None)
                 self._log(f"container {c.name}: removed")
-            e.settle()
-            for network in e.store.networks():
+            self.endpoints.settle()
+            for network in self.store.networks():
                 if network.driver is DriverName.BRIDGE:
                     with contextlib.suppress(DockyardError):
-                        e.drivers[network.driver].delete_network(network)
+                        self.drivers[network.driver].delete_network(network)
                     self._log(f"network {network.name}: bridge {network.bridge} removed")
-                e.store.delete_network(network.id)
-            for name in e.sandboxes.pinned():
-                e.sandboxes.remove_by_name(name)
-            e.sandboxes.release()
-            e.cgroups.remove_parent()
-            for change in e.sync_forward():
+                self.store.delete_network(network.id)
+            for name in self.sandboxes.pinned():
+                self.sandboxes.remove_by_name(name)
+            self.sandboxes.release()
+            self.cgroups.remove_parent()
+            for change in self.network_changes.sync_forward():
                 self._log(change)
-            if e.dns is not None:
-                e.dns.stop()
+            if self.network_changes.dns is not None:
+                self.network_changes.dns.stop()
             # The tables are shared by every root of this host namespace: they go
             # only with the last element; another root's elements stay.
             left = rules.Elements()
             for family, name in rules.TABLES:
-                left.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or []))
+                left.update(rules.parse_listed_elements(self.k.nft.list_table(family, name) or []))
             if left.empty():
-                e.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
+                self.k.nft.apply(rules.delete_table_commands(), "delete the dockyard nftables tables")
                 self._log("nftables: tables inet dockyard and bridge dockyard removed")
             else:
                 self._log("nftables: tables kept for another dockyard root's elements")
@@ -200,9 +233,8 @@ class Reconciler:
 
     def gc(self) -> list[str]:
         self.report = Report()
-        e = self.e
-        e.settle()
-        with e.lock:
+        self.endpoints.settle()
+        with self.lock:
             self._intents()
             self._containers()
             self._processes()
@@ -213,18 +245,17 @@ class Reconciler:
             self._veths()
             self._elements()
             self._holds()
-            self._forward(e.sync_forward())
+            self._forward(self.network_changes.sync_forward())
         return self.removed
 
     # -- operations a crash cut short ---------------------------------------
 
     def _intents(self) -> None:
-        e = self.e
-        intents = e.store.intents()
+        intents = self.store.intents()
         if not intents:
             return
         try:
-            children = e.shim.children()
+            children = self.shim.children()
         except DockyardError:
             children = {}
         for intent_id, op, subject in intents:
@@ -233,23 +264,22 @@ class Reconciler:
                 self._log(f"unknown operation {op!r} on {subject} left by a crash: dropped")
             else:
                 handler(self, subject, children)
-            e.store.done_intent(intent_id)
-        e.settle()
+            self.store.done_intent(intent_id)
+        self.endpoints.settle()
 
     def _kill_child(self, key: str, pid: int) -> None:
         """Kill a child of the shim and wait (bounded) until the shim has reaped it: its
         exit file is written by then, not into a directory being removed, and its PID
         namespace, cgroup and layer are free."""
         started = procs.start_time(pid)
-        self.e.shim.kill(key, pid)
+        self.shim.kill(key, pid)
         self._killed.add((key, pid))
         deadline = time.monotonic() + KILL_WAIT
         while procs.alive(pid, started) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def _undo_start(self, container_id: str, children: dict[str, int]) -> None:
-        e = self.e
-        c = e.store.find_container(container_id)
+        c = self.store.find_container(container_id)
         if c is None or c.running:
             return  # gone, or the start had finished
         pid = children.get(c.id)
@@ -257,53 +287,51 @@ class Reconciler:
             # Started, but never recorded as running: the start failed as far as
             # its caller knows, so the process goes.
             self._kill_child(c.id, pid)
-        e.teardown(c)
-        e.finish(c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it")
+        self.exits.teardown(c)
+        self.exits.finish(
+            c, EXIT_START_INTERRUPTED, "start interrupted: the daemon stopped while starting it"
+        )
         self._log(f"container {c.name}: undid a start cut short")
 
     def _finish_remove(self, container_id: str, children: dict[str, int]) -> None:
-        e = self.e
-        c = e.store.find_container(container_id)
+        c = self.store.find_container(container_id)
         if c is None:
             return
         pid = children.get(c.id)
         if pid:
             self._kill_child(c.id, pid)
-        e.teardown(c)
-        e.remove_record(c.id, None)
+        self.exits.teardown(c)
+        self.exits.remove_record(c.id, None)
         self._log(f"container {c.name}: finished a removal cut short")
 
     def _undo_network_create(self, network_id: str, children: dict[str, int]) -> None:
-        e = self.e
-        network = e.store.find_network(network_id)
-        if network is None or e.store.endpoint_count(network.id):
+        network = self.store.find_network(network_id)
+        if network is None or self.store.endpoint_count(network.id):
             return
         with contextlib.suppress(DockyardError):
-            e.drivers[network.driver].delete_network(network)
-        e.store.delete_network(network.id)
+            self.drivers[network.driver].delete_network(network)
+        self.store.delete_network(network.id)
         self._log(f"network {network.name}: undid a creation cut short")
 
     def _finish_network_remove(self, network_id: str, children: dict[str, int]) -> None:
-        e = self.e
-        network = e.store.find_network(network_id)
+        network = self.store.find_network(network_id)
         if network is None:
             return
-        if e.store.endpoint_count(network.id):
+        if self.store.endpoint_count(network.id):
             # Endpoints joined it after all: it stays, made whole again.
             with contextlib.suppress(DockyardError):
-                e.drivers[network.driver].create_network(network)
+                self.drivers[network.driver].create_network(network)
             self._not_removed(f"network {network.name}: kept, its removal was cut short and it has endpoints")
             return
-        e.drivers[network.driver].delete_network(network)
-        e.store.delete_network(network.id)
+        self.drivers[network.driver].delete_network(network)
+        self.store.delete_network(network.id)
         self._log(f"network {network.name}: finished a removal cut short")
 
     def _undo_connect(self, subject: str, children: dict[str, int]) -> None:
-        e = self.e
         container_id, _, ifname = subject.partition("/")
-        for ep in e.store.endpoints(container_id=container_id):
+        for ep in self.store.endpoints(container_id=container_id):
             if ep.ifname == ifname:
-                e.endpoints.release(container_id, only=ep)
+                self.endpoints.release(EndpointOwner.container(container_id), only=ep)
                 self._log(f"endpoint {ep.host_ifname}: undid a connect cut short")
 
     INTENT_HANDLERS: ClassVar[dict[str, Callable[[Reconciler, str, dict[str, int]], None]]] = {
@@ -317,15 +345,14 @@ class Reconciler:
     # -- containers --------------------------------------------------------
 
     def _containers(self) -> None:
-        e = self.e
-        for c in e.store.containers():
+        for c in self.store.containers():
             if c.state is ContainerState.RUNNING:
-                if procs.alive(c.pid, e.store.pid_start(c.id)):
+                if procs.alive(c.pid, self.store.pid_start(c.id)):
                     continue
-                status = e.exit_status_from_file(c.id)
-                e.teardown(c)
-                e.settle()
-                e.store.update_container(
+                status = self.exits.exit_status_from_file(c.id)
+                self.exits.teardown(c)
+                self.endpoints.settle()
+                self.store.update_container(
                     c.id,
                     state=ContainerState.EXITED,
                     exit_code=status,
@@ -335,33 +362,32 @@ class Reconciler:
                 )
                 self._log(f"container {c.name}: process {c.pid} gone, recorded exit {status}")
                 if c.config.auto_remove:
-                    e.remove_record(c.id, status)
+                    self.exits.remove_record(c.id, status)
                     self._log(f"container {c.name}: removed (--rm)")
             elif c.state in (ContainerState.CREATED, ContainerState.EXITED):
                 # Endpoints of a container that is not running: a start cut short.
-                if e.store.endpoints(container_id=c.id):
-                    e.teardown(c)
+                if self.store.endpoints(container_id=c.id):
+                    self.exits.teardown(c)
                     self._log(f"container {c.name}: released the endpoint of an unfinished start")
                 if c.state is ContainerState.EXITED and c.config.auto_remove:
                     # Its exit was recorded, its removal (--rm) cut short.
-                    e.teardown(c)
-                    e.remove_record(c.id, c.exit_code)
+                    self.exits.teardown(c)
+                    self.exits.remove_record(c.id, c.exit_code)
                     self._log(f"container {c.name}: removed (--rm), its removal was cut short")
             elif c.state is ContainerState.REMOVING:
-                e.teardown(c)
-                e.remove_record(c.id, None)
+                self.exits.teardown(c)
+                self.exits.remove_record(c.id, None)
                 self._log(f"container {c.name}: finished removal")
-        e.settle()
-        e.notify()
+        self.endpoints.settle()
+        self.changes.notify()
 
     def _processes(self) -> None:
         """Kill the shim's children that no running container owns."""
-        e = self.e
         try:
-            children = e.shim.processes()
+            children = self.shim.processes()
         except DockyardError:
             return
-        running = {c.id: c for c in e.store.containers() if c.running}
+        running = {c.id: c for c in self.store.containers() if c.running}
         for key, pid in children:
             if (key, pid) in self._killed:
                 continue
@@ -373,111 +399,107 @@ class Reconciler:
                 owner = running.get(key)
                 if owner is not None and owner.pid == pid:
                     continue
-                c = e.store.find_container(key)
+                c = self.store.find_container(key)
                 what = f"process {pid} of container {c.name if c else key[:12]}"
-            if e.shim.kill(key, pid):
+            if self.shim.kill(key, pid):
                 self._log(f"{what}: killed, no running container owns it")
 
     def _leftovers(self) -> None:
         """Layers of containers no record owns (a crash between rm's steps), and
         cgroups no running container owns (a start cut short, a busy removal)."""
-        e = self.e
-        records = {c.id: c for c in e.store.containers()}
-        if e.paths.containers_dir.is_dir():
-            for directory in e.paths.containers_dir.iterdir():
+        records = {c.id: c for c in self.store.containers()}
+        if self.paths.containers_dir.is_dir():
+            for directory in self.paths.containers_dir.iterdir():
                 if directory.name not in records:
                     shutil.rmtree(directory, ignore_errors=True)
                     self._log(f"container directory {directory.name[:12]}: removed, no container owns it")
-        for cid in e.cgroups.owned():
+        for cid in self.cgroups.owned():
             owner = records.get(cid)
             if owner is not None and owner.running:
                 continue
-            if e.cgroups.remove(cid):
+            if self.cgroups.remove(cid):
                 self._log(f"cgroup of container {owner.name if owner else cid[:12]}: removed")
             else:
                 self._not_removed(f"cgroup of container {cid[:12]}: still has processes")
 
     def _attachments(self) -> None:
         """CNI attachments: ADDs a crash cut short are undone, the others' bridges made again."""
-        for line in Attachments(self.e).recover():
+        for line in self.attachments.recover():
             self._log(line)
 
     def _releasing(self) -> None:
-        for ep, err in self.e.endpoints.retry_releasing():
+        for ep, err in self.endpoints.retry_releasing():
             if err is None:
                 self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
             else:
                 self._not_removed(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
 
     def _owned_pins(self) -> set[str]:
-        e = self.e
         out = set()
-        for c in e.store.containers():
+        for c in self.store.containers():
             if c.running and not c.netns_owner and c.config.network_mode.kind is not ModeKind.HOST:
-                out.add(e.paths.sandbox_pin(c.id).name)
+                out.add(self.paths.sandbox_pin(c.id).name)
         return out
 
     def _pins(self) -> None:
         owned = self._owned_pins()
-        for name in self.e.sandboxes.pinned():
+        for name in self.sandboxes.pinned():
             if name not in owned:
-                self.e.sandboxes.remove_by_name(name)
+                self.sandboxes.remove_by_name(name)
                 self._log(f"sandbox pin {name}: removed")
 
     def _veths(self) -> None:
-        e = self.e
-        owned = {ep.host_ifname for ep in e.store.endpoints(state=None)}
-        for network in e.store.networks():
+        owned = {ep.host_ifname for ep in self.store.endpoints(state=None)}
+        for network in self.store.networks():
             if network.driver is not DriverName.BRIDGE:
                 continue
-            for port in e.k.netlink.bridge_ports(network.bridge):
+            for port in self.k.netlink.bridge_ports(network.bridge):
                 if port.startswith("veth") and port not in owned:
-                    e.k.netlink.delete_link(port)
+                    self.k.netlink.delete_link(port)
                     self._log(f"veth {port} on {network.bridge}: removed")
 
     def desired_elements(self) -> rules.Elements:
-        e = self.e
         el = rules.Elements()
-        for network in e.store.networks():
+        for network in self.store.networks():
             if network.driver is DriverName.BRIDGE and network.subnet is not None:
                 el.update(rules.elements_of_network(network))
-        for c in e.store.containers():
+        for c in self.store.containers():
             if not c.running:
                 continue
-            for ep in e.store.endpoints(container_id=c.id):
-                el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(c.id, ep.id)))
-                network = e.store.find_network(ep.network_id)
-                if network is not None:
-                    el.update(rules.endpoint_elements(ep, network.icc))
-        el.update(Attachments(e).desired_elements())
+            for ep in self.store.endpoints(container_id=c.id):
+                el.update(rules.publish_elements(ep.address.ip, self.endpoints.bindings(ep.owner, ep.id)))
+                found = self.store.find_network(ep.network_id)
+                if found is not None:
+                    el.update(rules.endpoint_elements(ep, found.icc))
+        el.update(self.attachments.desired_elements())
         return el
 
     def _elements(self) -> None:
-        e = self.e
         self.ensure_table()
         present = rules.Elements()
         for family, name in rules.TABLES:
-            present.update(rules.parse_listed_elements(e.k.nft.list_table(family, name) or [], e.owner))
+            present.update(
+                rules.parse_listed_elements(self.k.nft.list_table(family, name) or [], self.owner_mark)
+            )
         desired = self.desired_elements()
         extra = present.minus(desired)
         # A map key pointing elsewhere must be deleted before the right value goes in.
         if not extra.empty():
-            e.k.nft.apply(rules.element_commands("delete", extra), "remove stale elements")
+            self.k.nft.apply(rules.element_commands("delete", extra), "remove stale elements")
             self._log(f"nftables: removed {extra.count()} stale element(s)")
         missing = desired.minus(present)
         if not missing.empty():
-            e.k.nft.apply(rules.element_commands("add", missing, e.owner), "restore elements")
+            self.k.nft.apply(rules.element_commands("add", missing, self.owner_mark), "restore elements")
             self._restored(f"nftables: put back {missing.count()} missing element(s)")
 
     def _holds(self) -> None:
-        e = self.e
-        held = e.k.holds.owners()
-        for c in e.store.containers():
+        held = self.k.holds.owners()
+        for c in self.store.containers():
             if not c.running:
                 continue
-            for ep in e.store.endpoints(container_id=c.id):
-                bindings = list(e.endpoints.bindings(c.id, ep.id))
+            for ep in self.store.endpoints(container_id=c.id):
+                bindings = list(self.endpoints.bindings(ep.owner, ep.id))
                 if bindings and ep.id not in held:
                     # A host process may have taken a port while no daemon held it.
-                    for err in e.k.holds.hold_each(ep.id, bindings):
+                    for err in self.k.holds.hold_each(ep.id, bindings):
                         log.warning("container %s: %s; the port stays published but is not held", c.name, err)

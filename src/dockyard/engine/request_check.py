@@ -1,17 +1,22 @@
-"""The cheap part of reconciliation, run with API requests, mixed into the Engine.
+"""The cheap part of reconciliation, run with API requests: RequestCheck.
 
 This module owns check (record the exits nobody reported, retry endpoints
 whose release failed; skipped while a mutation holds the lock) and its
 pacing with requests, at most once per CHECK_INTERVAL.
 
 The full part (gc, restore) is reconcile.py's; catching one exit is
-container_exits.py's check_alive.
+containers/exits.py's check_alive.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+
+from dockyard.engine.containers.exits import ContainerExits
+from dockyard.engine.endpoints import Endpoints
+from dockyard.store import Store
 
 # The cheap part of reconciliation runs with requests, at most this often
 # (seconds); DOCKYARD_CHECK_INTERVAL changes it, for tests.
@@ -19,9 +24,17 @@ CHECK_INTERVAL = float(os.environ.get("DOCKYARD_CHECK_INTERVAL") or 1.0)
 
 
 class RequestCheck:
-    """check and on_request; uses the Engine's lock, store, endpoints and check_alive."""
+    """check and on_request."""
 
-    # -- the cheap part of reconciliation ------------------------------------
+    def __init__(
+        self, store: Store, lock: threading.RLock, endpoints: Endpoints, exits: ContainerExits
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.endpoints = endpoints
+        self.exits = exits
+        self._check_lock = threading.Lock()
+        self._last_check = float("-inf")
 
     def check(self) -> bool:
         """What every command does on its way (the full part is gc): record the
@@ -33,7 +46,7 @@ class RequestCheck:
         try:
             for c in self.store.containers():
                 if c.running:
-                    self.check_alive(c.id)
+                    self.exits.check_alive(c.id)
             self.endpoints.retry_releasing()
         finally:
             self.lock.release()

@@ -30,7 +30,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from dockyard.errors import InvalidArgument
 
@@ -121,12 +121,14 @@ class _Counted:
 def decompressed(source: BinaryIO) -> BinaryIO:
     """The tar inside `source`, whichever of plain, gzip or zstd it is."""
     peek = _Peek(source)
+    # _Peek has only read(): the stubs ask gzip's fileobj for seek() too, which reading never
+    # calls, and zstandard for a whole IO[bytes], of which it calls read() alone.
     if peek.head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=peek, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=peek, mode="rb")  # type: ignore[call-overload]
     if peek.head.startswith(ZSTD_MAGIC):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(peek, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(peek, read_across_frames=True)  # type: ignore[arg-type]
     return peek  # type: ignore[return-value]
 
 
@@ -242,7 +244,7 @@ def _set_attrs(fd_or_name: int | str, member: tarfile.TarInfo, dir_fd: int | Non
     os.utime(fd_or_name, ns=(int(member.mtime * 1e9),) * 2, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _write_file(tree: _Tree, parent: int, name: str, member: tarfile.TarInfo, data: BinaryIO | None) -> int:
+def _write_file(tree: _Tree, parent: int, name: str, member: tarfile.TarInfo, data: IO[bytes] | None) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, 0o600, dir_fd=parent)
     written = 0

@@ -138,7 +138,8 @@ class ShimClient:
     ) -> dict[str, Any]:
         self.connect()
         seq = next(self._seq)
-        event, box = threading.Event(), []
+        event = threading.Event()
+        box: list[dict[str, Any]] = []
         with self._pending_lock:
             self._pending[seq] = (event, box)
         sock = self._sock

@@ -29,12 +29,12 @@ __all__ = ["SCHEMA_VERSION", "Database", "Store", "config_from_json", "config_to
 
 
 class Store(
+    DnsLookups,
     NetworkRecords,
     ContainerRecords,
     EndpointRecords,
     PortRecords,
     AttachmentRecords,
-    DnsLookups,
     ImageRecords,
 ):
     """The state database: every table's records, on one connection under one lock."""

@@ -80,6 +80,7 @@ class Database:
             uncounted = not self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='endpoint_counts'"
             ).fetchone()
+            self._add_owner_kind()
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -96,6 +97,34 @@ class Database:
                 "from empty state (containers and networks recorded in it will be forgotten)"
             ) from None
         self._in_tx = threading.local()
+
+    def _add_owner_kind(self) -> None:
+        """Schema 1 to 2: endpoints say whether their owner is a container or a CNI attachment.
+
+        Schema 1 filed a CNI attachment's endpoint under its owner key in the
+        containers' column; the key ("cni-" and 60 hex digits, engine/cni)
+        cannot be a container's id (64 hex digits), and the attachments table
+        names every one still recorded: either marks it 'cni'.
+        """
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")}
+        if not columns or "owner_kind" in columns:
+            return  # a new database (SCHEMA makes the column), or one migrated already
+        has_attachments = bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='attachments'"
+            ).fetchone()
+        )
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE endpoints ADD COLUMN owner_kind TEXT NOT NULL DEFAULT 'container'")
+            attached = " OR container_id IN (SELECT owner FROM attachments)" if has_attachments else ""
+            self._db.execute(
+                f"UPDATE endpoints SET owner_kind='cni' WHERE container_id LIKE 'cni-%'{attached}"
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -9,10 +9,11 @@ from dockyard.model import (
     DriverName,
     Network,
 )
-from dockyard.store.database import Database
+from dockyard.store.containers import ContainerRecords
+from dockyard.store.networks import NetworkRecords
 
 
-class DnsLookups(Database):
+class DnsLookups(NetworkRecords, ContainerRecords):
     # -- DNS lookups (dns/answers.py, dns/serving.py) --------------------
     # Read-only queries for the resolver process; each is one short statement so
     # an answer reflects the store as it is at the moment of the query.

@@ -8,9 +8,7 @@ import sqlite3
 from typing import Any
 
 from dockyard.errors import Conflict
-from dockyard.model import (
-    Endpoint,
-)
+from dockyard.model import Endpoint, EndpointOwner, OwnerKind
 from dockyard.store.configs import addr_or_none
 from dockyard.store.database import Database
 
@@ -18,12 +16,15 @@ from dockyard.store.database import Database
 class EndpointRecords(Database):
     # -- endpoints -------------------------------------------------------
 
-    _EP_COLS = "id, container_id, network_id, ifname, address, prefixlen, gateway, mac, host_ifname, aliases"
+    _EP_COLS = (
+        "id, container_id, network_id, ifname, address, prefixlen, gateway, mac, host_ifname, aliases,"
+        " owner_kind"
+    )
 
     def _endpoint(self, row: sqlite3.Row | tuple[Any, ...]) -> Endpoint:
         return Endpoint(
             id=row[0],
-            container_id=row[1],
+            owner=EndpointOwner(OwnerKind(row[10]), row[1]),
             network_id=row[2],
             ifname=row[3],
             address=ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(row[4])}/{row[5]}"),
@@ -36,10 +37,10 @@ class EndpointRecords(Database):
     def add_endpoint(self, e: Endpoint) -> None:
         try:
             self._q(
-                f"INSERT INTO endpoints({self._EP_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO endpoints({self._EP_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.id,
-                    e.container_id,
+                    e.owner.key,
                     e.network_id,
                     e.ifname,
                     int(e.address.ip),
@@ -48,6 +49,7 @@ class EndpointRecords(Database):
                     e.mac,
                     e.host_ifname,
                     json.dumps(list(e.aliases)),
+                    str(e.owner.kind),
                 ),
             )
         except Conflict:

@@ -1,6 +1,7 @@
 """The state database's tables, triggers and indexes, and the schema's version."""
 
-SCHEMA_VERSION = 1
+# 2: endpoints.owner_kind (an endpoint's owner is a container or a CNI attachment).
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
@@ -36,6 +37,8 @@ CREATE TABLE IF NOT EXISTS containers (
     error TEXT NOT NULL DEFAULT '',
     netns_owner TEXT NOT NULL DEFAULT ''
 );
+-- container_id is the owner's key: a container's id, or a CNI attachment's
+-- owner key when owner_kind is 'cni' (the ports' container_id likewise).
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
     container_id TEXT NOT NULL,
@@ -49,6 +52,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     aliases TEXT NOT NULL DEFAULT '[]',
     -- 'active', or 'releasing': the container is gone, the kernel side not yet.
     state TEXT NOT NULL DEFAULT 'active',
+    -- 'container' or 'cni' (model.OwnerKind); added by schema 2 (database.py migrates).
+    owner_kind TEXT NOT NULL DEFAULT 'container',
     UNIQUE (network_id, address)
 );
 CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
@@ -91,7 +96,8 @@ CREATE TABLE IF NOT EXISTS intents (
     created TEXT NOT NULL
 );
 -- CNI attachments (attachments.py): one per (network, CNI_CONTAINERID, CNI_IFNAME).
--- Their endpoints and ports are recorded under `owner` (endpoints.container_id).
+-- Their endpoints and ports are recorded under `owner` (endpoints.container_id,
+-- with endpoints.owner_kind 'cni').
 -- state 'adding' until the kernel work is done: one left after a crash is undone.
 CREATE TABLE IF NOT EXISTS attachments (
     owner TEXT PRIMARY KEY,

@@ -36,7 +36,7 @@ except ImportError:  # not CPython's C half: loads and dumps use the json packag
 try:
     import _socket
 except ImportError:
-    import socket as _socket  # the same socket type, AF_UNIX and SOCK_STREAM
+    import socket as _socket  # type: ignore[no-redef]  # the same socket type, AF_UNIX and SOCK_STREAM
 
 from dockyard import locations
 from dockyard.clients.cni.results import format_result, merge_result
@@ -105,7 +105,8 @@ def _not_json(o: object) -> object:
 
 
 if _json is not None:
-    _scan = _json.make_scanner(_Decoding())
+    # The C scanner reads only these attributes of its context (json.decoder.JSONDecoder's).
+    _scan = _json.make_scanner(_Decoding())  # type: ignore[arg-type]
     _encode = _json.make_encoder(
         None, _not_json, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
     )

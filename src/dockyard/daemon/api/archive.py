@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 
 from dockyard.daemon.api.http import Request, Response
-from dockyard.engine.containers.files import ContainerFiles
+from dockyard.engine.containers.archive import ContainerArchive
 from dockyard.errors import InvalidArgument
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
@@ -24,7 +24,7 @@ PUT_FLAGS = ("path", "noOverwriteDirNonDir", "copyUIDGID")
 
 
 class ArchiveRoutes:
-    def __init__(self, files: ContainerFiles) -> None:
+    def __init__(self, files: ContainerArchive) -> None:
         self.files = files
 
     def register(self, r: Register) -> None:

@@ -1,7 +1,7 @@
 """The API dockyard-cni speaks to: one route per CNI verb, under /dockyard/cni/.
 
 Parses the plugin's JSON (already stripped of CNI's envelope by cni.py)
-into the typed requests of attachments.py and attachment_checks.py, and
+into the typed requests of engine/cni (attachments.py, checks.py), and
 renders what ADD made as a CNI 1.1.0 result; cni.py converts it to the
 version the runtime asked for and merges it with prevResult. Errors carry
 their CNI code: {"message", "kind", "cni": {"code", "msg", "details"}}.
@@ -346,9 +346,9 @@ def result(a: Attached) -> Json:
 class CniRoutes:
     """The handlers of /dockyard/cni/*, which routes.py registers."""
 
-    def __init__(self, attachments: Attachments) -> None:
+    def __init__(self, attachments: Attachments, checks: AttachmentChecks) -> None:
         self.attachments = attachments
-        self.checks = AttachmentChecks(attachments)
+        self.checks = checks
         self.add = _handler(self._add)
         self.delete = _handler(self._delete)
         self.check = _handler(self._check)

@@ -16,6 +16,7 @@ from typing import Any
 
 from dockyard.daemon.api import confinement
 from dockyard.engine.networks.service import NetworkSpec
+from dockyard.engine.views import Member
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
     Container,
@@ -467,9 +468,7 @@ def container_summary(
 # -- networks ---------------------------------------------------------------
 
 
-def network_inspect(
-    n: Network, members: list[tuple[Container, Endpoint]], mode_members: tuple[Container, ...] = ()
-) -> Json:
+def network_inspect(n: Network, members: list[Member], mode_members: tuple[Container, ...] = ()) -> Json:
     ipam_config = []
     if n.subnet is not None:
         entry: Json = {"Subnet": str(n.subnet), "Gateway": str(n.gateway or "")}

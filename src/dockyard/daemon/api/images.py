@@ -124,7 +124,7 @@ class ImageRoutes:
         if req.query.get("filter"):  # API < 1.41's name filter
             wanted = ImageFilter(wanted.dangling, (*wanted.references, req.query["filter"]), wanted.labels)
         out = []
-        for image in self.images.list(wanted):
+        for image in self.images.matching(wanted):
             summary = self.summary(image)
             if wanted.references:
                 # Docker lists only the names that matched.

@@ -21,10 +21,9 @@ from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
 from dockyard.engine import Engine
-from dockyard.engine.cni.attachments import Attachment, Attachments
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.model import Network
 from dockyard.settings import parse_bip, parse_bridge_name
 
 log = logging.getLogger(__name__)
@@ -87,10 +86,8 @@ class Api:
         r("POST", r"/dockyard/default-bridge", self.default_bridge)
         r("POST", r"/dockyard/shutdown", self.stop_daemon)
         r("POST", r"/dockyard/settle", self.settle)
-        # dockyard-cni's verbs (api/cni.py); attachments are among networks' users.
-        self.attachments = Attachments(engine)
-        engine.networks.name_owners(self.attachments.labels)
-        cni = CniRoutes(self.attachments)
+        # dockyard-cni's verbs (api/cni.py).
+        cni = CniRoutes(engine.cni, engine.cni_checks)
         r("POST", r"/dockyard/cni/add", cni.add)
         r("POST", r"/dockyard/cni/del", cni.delete)
         r("POST", r"/dockyard/cni/check", cni.check)
@@ -98,7 +95,7 @@ class Api:
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
-        ArchiveRoutes(engine.files).register(r)
+        ArchiveRoutes(engine.archive).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
@@ -152,7 +149,7 @@ class Api:
         )
 
     def info(self, req: Request) -> Response:
-        containers = self.e.store.containers()
+        containers = self.e.containers()
         return Response(
             200,
             {
@@ -166,18 +163,14 @@ class Api:
         )
 
     def gc(self, req: Request) -> Response:
-        from dockyard.engine.reconcile import system_gc
-
-        report = system_gc(self.e)
+        report = self.e.gc()
         report.removed += self.e.images.gc()
         return Response(
             200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
         )
 
     def reset(self, req: Request) -> Response:
-        from dockyard.engine.reconcile import Reconciler
-
-        removed = Reconciler(self.e).reset()
+        removed = self.e.reset()
         self.info_extra["reset"] = True
         self.shutdown()
         return Response(200, {"Removed": removed})
@@ -199,25 +192,6 @@ class Api:
 
     # -- containers ----------------------------------------------------------
 
-    def _mode_network(self, c: Container) -> Network | None:
-        """The host or none network of a container in that mode (Docker lists it there)."""
-        name = {ModeKind.HOST: "host", ModeKind.NONE: "none"}.get(c.config.network_mode.kind)
-        return self.e.store.find_network(name) if name else None
-
-    def _mode_members(self, n: Network) -> tuple[Container, ...]:
-        kind = {DriverName.HOST: ModeKind.HOST, DriverName.NONE: ModeKind.NONE}.get(n.driver)
-        if kind is None:
-            return ()
-        return tuple(c for c in self.e.store.containers() if c.running and c.config.network_mode.kind is kind)
-
-    def _endpoints(self, c: Container) -> list[tuple[Endpoint, Network]]:
-        out = []
-        for ep in self.e.store.endpoints(container_id=c.id):
-            n = self.e.store.find_network(ep.network_id)
-            if n is not None:
-                out.append((ep, n))
-        return out
-
     def create(self, req: Request) -> Response:
         body = req.json()
         config, _aliases = docker.container_config(body)
@@ -226,33 +200,18 @@ class Api:
         return Response(201, {"Id": c.id, "Warnings": warnings})
 
     def ps(self, req: Request) -> Response:
-        show_all = req.flag("all")
         out = []
-        for c in self.e.store.containers():
-            if not show_all and not c.running:
-                continue
-            bindings = [b for _, b in self.e.store.ports(c.id)]
-            out.append(docker.container_summary(c, self._endpoints(c), bindings, self._mode_network(c)))
+        for c in self.e.containers(running_only=not req.flag("all")):
+            v = self.e.summary(c)
+            out.append(docker.container_summary(c, v.endpoints, v.ports, v.mode_network))
         return Response(200, out)
 
     def inspect(self, req: Request, ref: str) -> Response:
-        c = self.e.get(ref)
-        bindings = [b for _, b in self.e.store.ports(c.id)]
-        sandbox_key = ""
-        view = None
-        if c.running and c.config.network_mode.kind is not ModeKind.HOST:
-            owner = c.netns_owner or c.id
-            if c.netns_owner:
-                target = self.e.store.find_container(c.netns_owner)
-                view = self._endpoints(target) if target else []
-                if target is None or target.config.network_mode.kind is ModeKind.HOST:
-                    owner = ""
-            sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
-        log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
+        v = self.e.inspect(ref)
         out = docker.container_inspect(
-            c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
+            v.container, v.endpoints, v.ports, v.sandbox_key, v.log_path, v.shared, v.mode_network
         )
-        out["GraphDriver"] = {"Name": "overlay", "Data": self.e.files.layout(c)}
+        out["GraphDriver"] = {"Name": "overlay", "Data": self.e.archive.layout(v.container)}
         return Response(200, out)
 
     def start(self, req: Request, ref: str) -> Response:
@@ -290,13 +249,7 @@ class Api:
         return Response(204)
 
     def logs(self, req: Request, ref: str) -> Response:
-        c = self.e.get(ref)
-        path = self.e.paths.container_log(c.id)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        return Response(200, data, "application/octet-stream")
+        return Response(200, self.e.log_bytes(ref), "application/octet-stream")
 
     def remove(self, req: Request, ref: str) -> Response:
         self.e.remove(ref, force=req.flag("force"))
@@ -321,26 +274,16 @@ class Api:
 
     # -- networks ------------------------------------------------------------
 
-    def _members(self, n: Network) -> list[tuple[Container | Attachment, Endpoint]]:
-        """A network's users: its running containers, then its CNI attachments."""
-        out: list[tuple[Container | Attachment, Endpoint]] = []
-        for ep in self.e.store.endpoints(network_id=n.id):
-            c = self.e.store.find_container(ep.container_id)
-            if c is not None and c.running:
-                out.append((c, ep))
-        out += self.attachments.members(n)
-        return out
+    def _network(self, n: Network) -> dict[str, Any]:
+        members, mode_members = self.e.network_members(n)
+        return docker.network_inspect(n, members, mode_members)
 
     def networks(self, req: Request) -> Response:
         wanted = NetworkFilter.parse(req.query.get("filters"))
-        networks = self.e.networks.list(wanted)
-        return Response(
-            200, [docker.network_inspect(n, self._members(n), self._mode_members(n)) for n in networks]
-        )
+        return Response(200, [self._network(n) for n in self.e.network_list(wanted)])
 
     def network_inspect(self, req: Request, ref: str) -> Response:
-        n = self.e.networks.get(ref)
-        return Response(200, docker.network_inspect(n, self._members(n), self._mode_members(n)))
+        return Response(200, self._network(self.e.network(ref)))
 
     def network_create(self, req: Request) -> Response:
         spec = docker.network_spec(req.json())

@@ -2,9 +2,9 @@
 
 An attachment is what the CNI spec keys state by: (network name,
 CNI_CONTAINERID, CNI_IFNAME). Here it is one endpoint on a dockyard network,
-recorded under an owner key (`owner_key`: "cni-" and 60 hex digits of a hash
-of that triple) in the columns where containers record theirs, plus one row
-of the `attachments` table that keeps the readable triple and the netns.
+owned by the attachment (model.EndpointOwner of kind CNI, its key
+`owner_key`: "cni-" and 60 hex digits of a hash of that triple), plus one
+row of the `attachments` table that keeps the readable triple and the netns.
 
 This module owns:
 - the attachment lifecycle: ADD records then plugs (undone whole on
@@ -14,8 +14,8 @@ This module owns:
   (reconcile.py keeps them through a gc), the ADDs a crash cut short
   (`recover`), and their names among a network's users (`members`, `labels`).
 
-The network a config names is attachment_networks.py's; CHECK and STATUS
-are attachment_checks.py's. Address and host-port choice and all kernel
+The network a config names is cni/networks.py's; CHECK and STATUS
+are cni/checks.py's. Address and host-port choice and all kernel
 changes are endpoints.py's, the bridge driver's and kernel/'s; the CNI wire
 format (env, JSON, result versions) is cni.py's and api/cni.py's.
 """
@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from dockyard.drivers import Driver
 from dockyard.engine.cni.networks import (
     CNI_LABEL,
     CODE_INVALID_CONFIG,
@@ -40,15 +42,14 @@ from dockyard.engine.cni.networks import (
     ResolvedRoute,
     routes_of,
 )
+from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import DockyardError, InvalidArgument, KernelError
-from dockyard.kernel import netlink, reads
+from dockyard.kernel import Kernel, netlink, reads
 from dockyard.kernel import netns as nsmod
-from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, OwnerKind, PortBinding, PortRequest
 from dockyard.policy import rules
-
-if TYPE_CHECKING:
-    from dockyard.engine import Engine
+from dockyard.store import Store
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Attachment:
         return cls(*row[:7])
 
     @property
+    def endpoint_owner(self) -> EndpointOwner:
+        return EndpointOwner.attachment(self.owner)
+
+    @property
     def label(self) -> str:
         return f"cni:{self.container_id[:12]}/{self.ifname}"
 
@@ -108,23 +113,34 @@ def owner_key(network: str, container_id: str, ifname: str) -> str:
     return "cni-" + digest[:60]
 
 
-def is_attachment_owner(owner: str) -> bool:
-    return owner.startswith("cni-")
-
-
 class Attachments:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
-        self.networks = ConfigNetworks(engine)
+    """The CNI attachments of one root: ADD, DEL, GC, and what reconcile.py asks of them."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lock: threading.RLock,
+        kernel: Kernel,
+        drivers: Mapping[DriverName, Driver],
+        endpoints: Endpoints,
+        networks: ConfigNetworks,
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.k = kernel
+        self.drivers = drivers
+        self.endpoints = endpoints
+        self.networks = networks
 
     # -- lookups ---------------------------------------------------------
 
     def find(self, owner: str) -> Attachment | None:
-        row = self.e.store.find_attachment(owner)
+        row = self.store.find_attachment(owner)
         return Attachment.from_row(row) if row else None
 
     def all(self, network: str | None = None) -> list[Attachment]:
-        return [Attachment.from_row(r) for r in self.e.store.attachments(network)]
+        return [Attachment.from_row(r) for r in self.store.attachments(network)]
 
     def labels(self) -> dict[str, str]:
         """Owner key -> readable label, for listings of a network's users."""
@@ -134,9 +150,9 @@ class Attachments:
         """The attachments on a network with their endpoints (network inspect)."""
         found = {a.owner: a for a in self.all(network.name)}
         return [
-            (found[ep.container_id], ep)
-            for ep in self.e.store.endpoints(network_id=network.id)
-            if ep.container_id in found
+            (found[ep.owner.key], ep)
+            for ep in self.store.endpoints(network_id=network.id)
+            if ep.owner.kind is OwnerKind.CNI and ep.owner.key in found
         ]
 
     # -- ADD -------------------------------------------------------------
@@ -156,19 +172,18 @@ class Attachments:
             return False
 
     def add(self, req: AttachRequest) -> Attached:
-        e = self.e
         self._check_netns(req.netns)
         owner = owner_key(req.net.name, req.container_id, req.ifname)
-        with e.lock:
+        with self.lock:
             if self.find(owner) is not None:
                 raise CniError(
                     CODE_INVALID_ENV,
                     f"container {req.container_id} already has interface {req.ifname} on network "
                     f"{req.net.name}: DEL it before adding it again",
                 )
-            if e.store.endpoints(container_id=owner, state="releasing"):
-                e.settle()
-            created = e.store.find_network(req.net.name) is None
+            if self.store.endpoints(container_id=owner, state="releasing"):
+                self.endpoints.settle()
+            created = self.store.find_network(req.net.name) is None
             network = self.networks.network_for(req.net)
             try:
                 return self._add_to(network, req, owner)
@@ -178,9 +193,8 @@ class Attachments:
                 raise
 
     def _add_to(self, network: Network, req: AttachRequest, owner: str) -> Attached:
-        e = self.e
         try:
-            e.endpoints.check_request(network, req.ip, bool(req.ports))
+            self.endpoints.check_request(network, req.ip, bool(req.ports))
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
         routes = routes_of(req.net, network)
@@ -196,7 +210,7 @@ class Attachments:
                     CODE_INVALID_ENV,
                     f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}",
                 ) from None
-            e.settle()  # the interface of a recent DEL may still be on its way out
+            self.endpoints.settle()  # the interface of a recent DEL may still be on its way out
             if self._ifname_taken(req):
                 raise CniError(
                     CODE_INVALID_ENV,
@@ -213,20 +227,21 @@ class Attachments:
         routes: list[ResolvedRoute],
     ) -> Endpoint:
         """Record, then plug; on any failure undo all of it."""
-        e = self.e
         undo = Undo()
         # The driver makes the default route via the gateway; any other route is added here.
         default_route = (DEFAULT_ROUTE, network.gateway) in routes
         extra = [r for r in routes if r != (DEFAULT_ROUTE, network.gateway)]
         step("cni.add.begin")
         try:
-            with e.store.transaction():
-                e.store.add_attachment(
+            with self.store.transaction():
+                self.store.add_attachment(
                     owner, network.id, network.name, req.container_id, req.ifname, req.netns
                 )
-                endpoint, _ = e.endpoints.record(owner, network, req.ifname, req.ip)
+                endpoint, _ = self.endpoints.record(
+                    EndpointOwner.attachment(owner), network, req.ifname, req.ip
+                )
                 if req.mac:
-                    e.store.set_endpoint_mac(endpoint.id, req.mac)
+                    self.store.set_endpoint_mac(endpoint.id, req.mac)
                     endpoint = replace(endpoint, mac=req.mac)
                 # The runtime names every host port, and reserves it itself (Podman binds it
                 # after the ADD), as with the portmap plugin: no check that the port is free
@@ -234,20 +249,20 @@ class Attachments:
                 bindings = tuple(
                     PortBinding(r.container_port, r.proto, r.host_port, r.host_ip) for r in req.ports
                 )
-                e.store.add_ports(owner, endpoint.id, bindings)
-            undo.push(lambda: self._forget(owner))
+                self.store.add_ports(owner, endpoint.id, bindings)
+            undo.push(lambda: self._forget(owner), "cni.add.records")
             step("cni.add.recorded")
-            e.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, default_route)
-            e.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
+            self.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, default_route)
+            self.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
             # Both go with the veth pair, which the undo of plug deletes.
             if extra:
                 netlink.add_sandbox_routes(Path(req.netns), req.ifname, list(extra))
             if not req.net.hairpin:
-                e.k.netlink.set_hairpin(endpoint.host_ifname, False)
+                self.k.netlink.set_hairpin(endpoint.host_ifname, False)
             step("cni.add.plugged")
-            e.store.set_attachment_state(owner, "ready")
-        except BaseException:
-            undo.run()
+            self.store.set_attachment_state(owner, "ready")
+        except BaseException as e:
+            undo.rollback(e, f"CNI ADD of {req.ifname} of container {req.container_id} on {network.name}")
             raise
         step("cni.add.done")
         return endpoint
@@ -269,19 +284,19 @@ class Attachments:
         )
 
     def _forget(self, owner: str) -> None:
-        with self.e.store.transaction():
-            self.e.endpoints.drop_records(owner)
-            self.e.store.delete_attachment(owner)
+        with self.store.transaction():
+            self.endpoints.drop_records(EndpointOwner.attachment(owner))
+            self.store.delete_attachment(owner)
 
     # -- DEL and GC ----------------------------------------------------------
 
     def _release(self, owner: str) -> None:
         """Unpublish now, the veth through the reaper; then the row goes. Idempotent."""
-        self.e.endpoints.release(owner)
-        self.e.store.delete_attachment(owner)
+        self.endpoints.release(EndpointOwner.attachment(owner))
+        self.store.delete_attachment(owner)
 
     def delete(self, network: str, container_id: str, ifname: str) -> None:
-        with self.e.lock:
+        with self.lock:
             step("cni.del.begin")
             self._release(owner_key(network, container_id, ifname))
             step("cni.del.done")
@@ -289,19 +304,19 @@ class Attachments:
     def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
         """Release every attachment of the network that the runtime does not list."""
         removed = []
-        with self.e.lock:
+        with self.lock:
             step("cni.gc.begin")
             keep = {owner_key(network, cid, ifname) for cid, ifname in valid}
             for a in self.all(network):
                 if a.owner not in keep:
                     self._release(a.owner)
                     removed.append(a.label)
-            known = self.e.store.find_network(network)
+            known = self.store.find_network(network)
             if known is not None:
-                for ep in self.e.store.endpoints(network_id=known.id):
-                    owner = ep.container_id
-                    if is_attachment_owner(owner) and owner not in keep and self.find(owner) is None:
-                        self.e.endpoints.release(owner)
+                for ep in self.store.endpoints(network_id=known.id):
+                    owner = ep.owner
+                    if owner.kind is OwnerKind.CNI and owner.key not in keep and self.find(owner.key) is None:
+                        self.endpoints.release(owner)
                         removed.append(f"endpoint {ep.host_ifname} without attachment")
             step("cni.gc.done")
         return removed
@@ -317,39 +332,39 @@ class Attachments:
         endpoint itself is the reconciler's, retry_releasing). CNI networks:
         those an ADD made, and those with attachments.
         """
-        e = self.e
         done: list[str] = []
-        networks = {n.id for n in e.store.networks() if CNI_LABEL in n.labels}
+        networks = {n.id for n in self.store.networks() if CNI_LABEL in n.labels}
         for a in self.all():
             if a.state != "ready":
                 self._release(a.owner)
                 done.append(f"{a.label}: undid an ADD cut short")
-            elif not e.store.endpoints(container_id=a.owner):
-                e.store.delete_attachment(a.owner)
+            elif not self.store.endpoints(container_id=a.owner):
+                self.store.delete_attachment(a.owner)
                 done.append(f"{a.label}: finished a DEL cut short")
             else:
                 networks.add(a.network_id)
         for network_id in sorted(networks):
-            network = e.store.find_network(network_id)
+            network = self.store.find_network(network_id)
             if network is None or network.driver is not DriverName.BRIDGE:
                 continue
             try:
-                e.drivers[network.driver].create_network(network)  # idempotent
+                self.drivers[network.driver].create_network(network)  # idempotent
             except DockyardError as err:
                 done.append(f"network {network.name}: cannot restore for its CNI attachments: {err}")
         return done
 
     def desired_elements(self) -> rules.Elements:
         """The nftables elements the ready attachments need: their ports, their isolation."""
-        e = self.e
         el = rules.Elements()
         for a in self.all():
             if a.state != "ready":
                 continue
-            network = e.store.find_network(a.network_id)
+            network = self.store.find_network(a.network_id)
             if network is None:
                 continue
-            for ep in e.store.endpoints(container_id=a.owner):
-                el.update(rules.publish_elements(ep.address.ip, e.endpoints.bindings(a.owner, ep.id)))
+            for ep in self.store.endpoints(container_id=a.owner):
+                el.update(
+                    rules.publish_elements(ep.address.ip, self.endpoints.bindings(a.endpoint_owner, ep.id))
+                )
                 el.update(rules.endpoint_elements(ep, network.icc))
         return el

@@ -31,10 +31,12 @@ from dockyard.engine.cni.networks import (
     Route,
     routes_of,
 )
+from dockyard.engine.networks.service import Networks
 from dockyard.errors import Conflict, DockyardError
 from dockyard.kernel import reads
-from dockyard.model import Endpoint, Network
+from dockyard.model import Endpoint, EndpointOwner, Network
 from dockyard.policy import ipam, rules
+from dockyard.settings import DaemonSettings
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,25 @@ def sandbox_problems(
 
 
 class AttachmentChecks:
-    def __init__(self, attachments: Attachments) -> None:
-        self.e = attachments.e
+    """CHECK and STATUS; they read the kernel and the records, and change nothing."""
+
+    def __init__(
+        self, attachments: Attachments, networks: Networks, settings: DaemonSettings, owner_mark: str
+    ) -> None:
         self.attachments = attachments
+        self.store = attachments.store
+        self.k = attachments.k
+        self.endpoints = attachments.endpoints
+        # The config's network (ConfigNetworks), and the networks' own service for the subnets taken.
         self.networks = attachments.networks
+        self.network_service = networks
+        self.settings = settings
+        # This root's mark on its bridges (a bridge of another root is not this one's to use).
+        self.owner_mark = owner_mark
 
     # -- CHECK -------------------------------------------------------------
 
     def check(self, req: AttachRequest, expected: Expected) -> None:
-        e = self.e
         owner = owner_key(req.net.name, req.container_id, req.ifname)
         a = self.attachments.find(owner)
         if a is None:
@@ -96,8 +108,8 @@ class AttachmentChecks:
                 CODE_UNKNOWN_CONTAINER,
                 f"container {req.container_id} has no interface {req.ifname} on network {req.net.name}",
             )
-        eps = e.store.endpoints(container_id=owner)
-        network = e.store.find_network(a.network_id)
+        eps = self.store.endpoints(container_id=owner)
+        network = self.store.find_network(a.network_id)
         problems: list[str] = []
         if a.state != "ready":
             problems.append(f"the ADD of {req.ifname} did not finish")
@@ -112,22 +124,22 @@ class AttachmentChecks:
         routes: list[Route] = list(expected.routes)
         routes += [r for r in routes_of(req.net, network) if r not in routes]
         problems += sandbox_problems(Path(req.netns), req.ifname, want, routes, ep.mac)
-        if not e.k.netlink.link_exists(network.bridge):
+        if not self.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
-        elif ep.host_ifname not in e.k.netlink.bridge_ports(network.bridge):
+        elif ep.host_ifname not in self.k.netlink.bridge_ports(network.bridge):
             problems.append(f"host interface {ep.host_ifname} is missing from bridge {network.bridge}")
-        problems += self._port_problems(owner, ep, network)
+        problems += self._port_problems(a.endpoint_owner, ep, network)
         if problems:
             raise CniError(CODE_CHECK_FAILED, f"{a.label} on network {network.name}: " + "; ".join(problems))
 
-    def _port_problems(self, owner: str, ep: Endpoint, network: Network) -> list[str]:
+    def _port_problems(self, owner: EndpointOwner, ep: Endpoint, network: Network) -> list[str]:
         present = rules.Elements()
         for family, name in rules.TABLES:
-            present.update(rules.parse_listed_elements(self.e.k.nft.list_table(family, name) or []))
+            present.update(rules.parse_listed_elements(self.k.nft.list_table(family, name) or []))
         out = []
         if not rules.endpoint_elements(ep, network.icc).minus(present).empty():
             out.append(f"the guard of host interface {ep.host_ifname} is missing from nftables")
-        bindings = self.e.endpoints.bindings(owner, ep.id)
+        bindings = self.endpoints.bindings(owner, ep.id)
         for b in bindings:
             missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
             if not missing.empty():
@@ -138,12 +150,11 @@ class AttachmentChecks:
 
     def status(self, net: NetConf) -> None:
         """Raise CniError 50 (or 51 when attachments suffer) if an ADD cannot work now."""
-        e = self.e
-        network = e.store.find_network(net.name)
-        users = bool(network is not None and e.store.endpoint_count(network.id))
+        network = self.store.find_network(net.name)
+        users = bool(network is not None and self.store.endpoint_count(network.id))
         limited = CODE_LIMITED if users else CODE_NOT_AVAILABLE
         try:
-            table = e.k.nft.list_table(rules.FAMILY, rules.TABLE)
+            table = self.k.nft.list_table(rules.FAMILY, rules.TABLE)
         except DockyardError as err:
             raise CniError(limited, f"nftables is not usable: {err}") from None
         if table is None:
@@ -155,7 +166,7 @@ class AttachmentChecks:
             self.networks.compatible(network, net)
         except CniError as err:
             raise CniError(CODE_NOT_AVAILABLE, str(err)) from None
-        if not e.k.netlink.link_exists(network.bridge):
+        if not self.k.netlink.link_exists(network.bridge):
             raise CniError(limited, f"bridge {network.bridge} of network {network.name} is missing")
         try:
             self.networks.check_capacity(network, None)
@@ -164,22 +175,21 @@ class AttachmentChecks:
 
     def _creatable(self, net: NetConf) -> None:
         """What networks.create, and then the bridge driver, would refuse, checked without making anything."""
-        e = self.e
         try:
             spec = self.networks.spec(net)
             bridge = net.bridge or ""
-            for other in e.store.networks():
+            for other in self.store.networks():
                 if bridge and other.bridge == bridge:
                     raise Conflict(f"bridge {bridge} is already used by network {other.name}")
-            if bridge and e.k.netlink.link_exists(bridge):
-                if not e.k.netlink.is_bridge(bridge):
+            if bridge and self.k.netlink.link_exists(bridge):
+                if not self.k.netlink.is_bridge(bridge):
                     raise Conflict(f"{bridge} exists on the host and is not a bridge")
-                if e.k.netlink.link_alias(bridge) != e.owner:
+                if self.k.netlink.link_alias(bridge) != self.owner_mark:
                     raise Conflict(f"a bridge named {bridge} exists on the host and is not this root's")
-            taken = e.networks.taken_subnets(exclude_bridges=(bridge,) if bridge else ())
+            taken = self.network_service.taken_subnets(exclude_bridges=(bridge,) if bridge else ())
             if spec.subnet is not None:
                 ipam.check_overlap(spec.subnet, taken)
             else:
-                ipam.first_free_subnet(e.settings.default_address_pools, taken)
+                ipam.first_free_subnet(self.settings.default_address_pools, taken)
         except DockyardError as err:
             raise CniError(CODE_NOT_AVAILABLE, f"network {net.name} cannot be made: {err}") from None

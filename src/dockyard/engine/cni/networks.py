@@ -5,8 +5,8 @@ when it exists and agrees with the config where the config says anything,
 and made on the first ADD otherwise (as `dockyard network create` would,
 labelled dev.dockyard.cni=true). This module owns that mapping (`NetConf`,
 `ConfigNetworks`), the container's routes a config asks for (`routes_of`),
-and the "no address left" check; attachments.py and attachment_checks.py
-build the verbs on it. Network creation itself is networks.py's.
+and the "no address left" check; attachments.py and checks.py build the
+verbs on it. Network creation itself is networks/service.py's.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from dockyard.engine.networks.service import NetworkSpec
+from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.networks.changes import NetworkChanges
+from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.model import DriverName, Network
 from dockyard.policy import ipam
+from dockyard.settings import Paths
+from dockyard.store import Store
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from dockyard.engine import Engine
 
 CNI_LABEL = ("dev.dockyard.cni", "true")
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
@@ -114,8 +114,19 @@ def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
 
 
 class ConfigNetworks:
-    def __init__(self, engine: Engine) -> None:
-        self.e = engine
+    def __init__(
+        self,
+        store: Store,
+        paths: Paths,
+        networks: Networks,
+        changes: NetworkChanges,
+        endpoints: Endpoints,
+    ) -> None:
+        self.store = store
+        self.paths = paths
+        self.networks = networks
+        self.changes = changes
+        self.endpoints = endpoints
 
     def compatible(self, network: Network, net: NetConf) -> None:
         """The existing network must be what the config says, where it says anything."""
@@ -136,7 +147,7 @@ class ConfigNetworks:
             if asked is not None and asked != actual:
                 raise CniError(
                     CODE_INVALID_CONFIG,
-                    f"network {network.name} exists in {self.e.paths.root} with {what} {actual}, but the "
+                    f"network {network.name} exists in {self.paths.root} with {what} {actual}, but the "
                     f"CNI config asks for {asked}: make them agree, or give the config another name",
                 )
 
@@ -158,33 +169,33 @@ class ConfigNetworks:
 
     def network_for(self, net: NetConf) -> Network:
         """The dockyard network of this config: checked when it exists, made when not."""
-        network = self.e.store.find_network(net.name)
+        network = self.store.find_network(net.name)
         if network is not None:
             self.compatible(network, net)
             return network
         try:
-            network = self.e.networks.create(self.spec(net))
+            network = self.networks.create(self.spec(net))
         except (InvalidArgument, Conflict) as err:
             raise CniError(CODE_INVALID_CONFIG, f"cannot make network {net.name}: {err}") from None
-        self.e.networks_changed()
+        self.changes.networks_changed()
         return network
 
     def remove_unused(self, network: Network) -> None:
         """Remove a network this ADD made when the ADD failed; kept if anything uses it by now."""
-        if self.e.store.endpoint_count(network.id):
+        if self.store.endpoint_count(network.id):
             return
         try:
-            self.e.networks.remove(network.id)
+            self.networks.remove(network.id)
         except DockyardError as err:
             log.warning("cannot remove network %s after a failed ADD: %s", network.name, err)
             return
-        self.e.networks_changed()
+        self.changes.networks_changed()
 
     def releasing(self, network_id: str | None = None) -> bool:
         """Whether endpoints (of this network) wait for the reaper."""
         return any(
             network_id is None or ep.network_id == network_id
-            for ep in self.e.store.endpoints(state="releasing")
+            for ep in self.store.endpoints(state="releasing")
         )
 
     def check_capacity(self, network: Network, requested: ipaddress.IPv4Address | None) -> None:
@@ -193,9 +204,9 @@ class ConfigNetworks:
             return
         reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
         capacity = ipam.AddressAllocator(network.subnet, reserved, network.ip_range).capacity
-        if self.e.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
-            self.e.settle()
-        if self.e.store.endpoint_count(network.id) >= capacity:
+        if self.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
+            self.endpoints.settle()
+        if self.store.endpoint_count(network.id) >= capacity:
             raise CniError(
                 CODE_TRY_AGAIN,
                 f"no free address in {network.ip_range or network.subnet} (network {network.name}): "

@@ -1,4 +1,4 @@
-"""What keeps a container in its box, mixed into the Engine: the checks at create, the spawn's fields.
+"""What keeps a container in its box (Confinement): the checks at create, the spawn's fields.
 
 This module owns the checks of a container's confinement before anything
 is made (capability names and that the daemon holds those added, the user
@@ -17,10 +17,13 @@ import shutil
 from typing import Any
 
 from dockyard.engine.containers.env import DEFAULT_PATH
+from dockyard.engine.images import Images
 from dockyard.errors import InvalidArgument
 from dockyard.kernel import caps, users
+from dockyard.kernel.cgroups import Cgroups
 from dockyard.model import Container, ContainerConfig
 from dockyard.policy import security
+from dockyard.settings import Paths
 
 # Docker 25+'s RLIMIT_NOFILE for containers (soft, hard), not the daemon's own.
 NOFILE = (1024, 524288)
@@ -40,10 +43,15 @@ def init_binary() -> str | None:
     return None
 
 
-class ContainerConfine:
-    """Checks and spawn fields of confinement; uses the Engine's paths and cgroups."""
+class Confinement:
+    """Checks and spawn fields of confinement."""
 
-    def check_confinement(self, cfg: ContainerConfig) -> None:
+    def __init__(self, paths: Paths, cgroups: Cgroups, images: Images) -> None:
+        self.paths = paths
+        self.cgroups = cgroups
+        self.images = images
+
+    def check(self, cfg: ContainerConfig) -> None:
         """Every refusal before anything is made (bad input changes nothing)."""
         chosen = security.capabilities(cfg.cap_add, cfg.cap_drop, cfg.privileged)
         if not cfg.privileged:

@@ -1,4 +1,4 @@
-"""What a container's process is given to see, mixed into the Engine.
+"""What a container's process is given to see: ContainerFiles.
 
 This module owns a container's environment (PATH, HOSTNAME, HOME and its
 -e values, for its command and its execs) and the network files bound over
@@ -7,7 +7,7 @@ container: mode), with the resolver a container names on its networks, and
 resolv.conf rewritten after connect or disconnect.
 
 Writing the files' text is sandbox.py's; when they are written is the
-callers': container_run.py, network_attach.py and the exec verbs.
+callers': containers/run.py, networks/attach.py and the exec verbs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dockyard.engine import sandbox
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
 from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.settings import DaemonSettings, Paths
+from dockyard.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,15 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_FILES = (("/etc/hosts", "hosts"), ("/etc/hostname", "hostname"), ("/etc/resolv.conf", "resolv.conf"))
 
 
-class ContainerEnv:
-    """A container's environment and network files; uses the Engine's paths,
-    store and settings."""
+class ContainerFiles:
+    """A container's environment and network files."""
 
-    def _network_files(
+    def __init__(self, settings: DaemonSettings, paths: Paths, store: Store) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.store = store
+
+    def network_files(
         self, c: Container, hostname: str, endpoint: Endpoint | None, target: Container | None
     ) -> dict[str, Path]:
         if c.config.network_mode.kind is ModeKind.HOST:
@@ -45,12 +51,12 @@ class ContainerEnv:
                 return found
         address = endpoint.address.ip if endpoint else None
         network = self.store.find_network(endpoint.network_id) if endpoint else None
-        resolv = self._resolv_conf(c, [network] if network is not None else [])
+        resolv = self.resolv_conf(c, [network] if network is not None else [])
         extra = [c.name] if address is not None else []
         directory = self.paths.container_dir(c.id)
         return sandbox.write_network_files(self.paths.root, directory, hostname, address, extra, resolv)
 
-    def _resolv_conf(self, c: Container, networks: list[Network]) -> str:
+    def resolv_conf(self, c: Container, networks: list[Network]) -> str:
         """resolv.conf for a container on these networks (in the order it joined them).
 
         On a user network: dockyard's resolver on the gateway of the first one,
@@ -66,7 +72,7 @@ class ContainerEnv:
             sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
         )
 
-    def _refresh_resolv_conf(self, c: Container) -> None:
+    def refresh_resolv_conf(self, c: Container) -> None:
         """After connect or disconnect: name a resolver the container still reaches.
 
         As Docker, which rewrites it when a container first joins a network
@@ -89,7 +95,7 @@ class ContainerEnv:
             for ep in self.store.endpoints(container_id=c.id)
             if (n := self.store.find_network(ep.network_id)) is not None
         ]
-        text = self._resolv_conf(c, networks)
+        text = self.resolv_conf(c, networks)
         try:
             done = files.rewrite(self.paths.root, path, text, sandbox.NETWORK_FILE_MODE)
         except DockyardError as e:  # the container may be going away meanwhile

@@ -1,13 +1,14 @@
-"""How a container ends, mixed into the Engine: exits, teardown, waiting.
+"""How a container ends: exits, teardown, the end of its record, waiting.
 
 This module owns what happens when a container's process exits: the shim's
 exit reports, handled on a worker thread of their own (a start holding the
 lock may be waiting on the shim's reader for its reply), the teardown of
-what start made, the exited state and the auto-removal of --rm; an exit the
-shim could not report, caught by a pid check; and waiting until a
-container is not running, removed or exited again.
+what start made, the exited state and the auto-removal of --rm (the record
+and the container's directory removed, its exit code kept for late
+waiters); an exit the shim could not report, caught by a pid check; and
+waiting until a container is not running, removed or exited again.
 
-Sending signals and rm are container_stop.py's; releasing endpoints is
+Sending signals and rm are containers/stop.py's; releasing endpoints is
 endpoints.py's; the exits of execs are execs.py's.
 """
 
@@ -15,40 +16,82 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import shutil
+import threading
 import time
 from collections.abc import Callable
 
-from dockyard.engine.containers.execs import KEY_PREFIX
+from dockyard.engine.containers.execs import KEY_PREFIX, Execs
+from dockyard.engine.coordination import Changes
+from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import step
 from dockyard.kernel import files, procs
-from dockyard.model import Container, ContainerState
-from dockyard.store import now
+from dockyard.kernel.cgroups import Cgroups
+from dockyard.model import Container, ContainerState, EndpointOwner
+from dockyard.settings import Paths
+from dockyard.store import Store, now
 
 log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = 137
 
+log = logging.getLogger(__name__)
+
 
 class ContainerExits:
-    """Exits, teardown and waits; uses the Engine's store, lock, paths,
-    endpoints, sandboxes, execs, exit queue and change notification, and
-    container_stop's remove_record."""
+    """Exits, teardown, the end of a record, and waits."""
+
+    def __init__(
+        self,
+        store: Store,
+        lock: threading.RLock,
+        paths: Paths,
+        endpoints: Endpoints,
+        sandboxes: Sandboxes,
+        cgroups: Cgroups,
+        changes: Changes,
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.paths = paths
+        self.endpoints = endpoints
+        self.sandboxes = sandboxes
+        self.cgroups = cgroups
+        self.changes = changes
+        # The exec instances, once the shim that runs them is made (attach_execs).
+        self.execs: Execs | None = None
+        # Exit codes of auto-removed containers, for waiters that come late.
+        self._removed_exit: dict[str, int] = {}
+        self._queue: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._exit_loop, name="exits", daemon=True)
+        self._worker.start()
+
+    def attach_execs(self, execs: Execs) -> None:
+        """The shim reports exits here, and execs need the shim: the two meet after both are made."""
+        self.execs = execs
 
     # -- exits and teardown --------------------------------------------------
 
-    def _on_shim_exit(self, key: str, pid: int, status: int) -> None:
-        self._exit_queue.put((key, pid, status))
+    def on_shim_exit(self, key: str, pid: int, status: int) -> None:
+        self._queue.put((key, pid, status))
 
     def _exit_loop(self) -> None:
-        while (item := self._exit_queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             key, pid, status = item
             try:
                 if key.startswith(KEY_PREFIX):
-                    self.execs.exited(key, status)
+                    if self.execs is not None:
+                        self.execs.exited(key, status)
                 else:
                     self.container_exited(key, pid, status)
             except Exception:  # one bad exit must not stop the others
                 log.exception("handling the exit of %s failed", key)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=5)
 
     def container_exited(self, container_id: str, pid: int, status: int) -> None:
         with self.lock:
@@ -75,16 +118,27 @@ class ContainerExits:
         if c.config.auto_remove:
             step("exit.remove")
             self.remove_record(c.id, status)
-        self.notify()
+        self.changes.notify()
 
     def teardown(self, c: Container) -> None:
         """Undo everything start made for c; idempotent."""
-        self.endpoints.release(c.id)
+        self.endpoints.release(EndpointOwner.container(c.id))
         if not c.netns_owner:
             step("teardown.sandbox")
             self.sandboxes.remove(c.id)
         # Its processes are gone with its PID namespace; a cgroup still busy is gc's.
         self.cgroups.remove(c.id)
+
+    def remove_record(self, container_id: str, exit_code: int | None) -> None:
+        # Endpoints still recorded here belong to a start that never reached
+        # the kernel; those of an ended container are with the reaper.
+        self.endpoints.drop_records_active(EndpointOwner.container(container_id))
+        self.store.delete_container(container_id)
+        if exit_code is not None:
+            self._removed_exit[container_id] = exit_code
+            while len(self._removed_exit) > 1000:
+                self._removed_exit.pop(next(iter(self._removed_exit)))
+        shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
 
     def exit_status_from_file(self, container_id: str) -> int:
         try:
@@ -106,16 +160,13 @@ class ContainerExits:
     ) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self.changed:
-                generation = self._generation
+            generation = self.changes.generation()
             if done(self.store.find_container(container_id)):
                 return True
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
-            with self.changed:
-                if self._generation == generation:
-                    self.changed.wait(min(left, 1.0) if left is not None else 1.0)
+            self.changes.wait(generation, min(left, 1.0) if left is not None else 1.0)
             self.check_alive(container_id)
 
     def wait_exit(self, container_id: str, timeout: float | None) -> bool:

@@ -1,4 +1,4 @@
-"""Create and start a container (`docker run` is the two), mixed into the Engine.
+"""Create and start a container (`docker run` is the two): ContainerRun.
 
 This module owns the checks of a new container's config and its record
 (create), and start: the sandbox its network mode resolves to (its own
@@ -6,41 +6,86 @@ pinned netns, none for host, the target's for container:), its endpoint
 recorded and plugged, its spawn through the shim, each step pushing its
 undo, and the running state recorded.
 
-The files and environment the process is given are container_env.py's;
+The files and environment the process is given are containers/env.py's;
 its confinement (PID namespace, root, capabilities, user, cgroup) is
-confine.py's;
-addresses and host ports are endpoints.py's; what ends a container is
-container_exits.py's and container_stop.py's.
+containers/confine.py's; addresses and host ports are endpoints.py's; what
+ends a container is containers/exits.py's and containers/stop.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 from dockyard.engine.containers import names
-from dockyard.engine.endpoints import new_id
+from dockyard.engine.containers.confine import Confinement
+from dockyard.engine.containers.env import ContainerFiles
+from dockyard.engine.containers.exits import ContainerExits
+from dockyard.engine.coordination import Changes, Intents
+from dockyard.engine.endpoints import Endpoints, new_id
+from dockyard.engine.images import Images
+from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument
 from dockyard.kernel import procs
+from dockyard.kernel.cgroups import Cgroups
+from dockyard.kernel.shim_client import ShimClient
 from dockyard.kernel.spawn import SpawnRequest
 from dockyard.model import (
     Container,
     ContainerConfig,
     ContainerState,
     Endpoint,
+    EndpointOwner,
     ImageRun,
     ModeKind,
+    Network,
+    PortBinding,
     check_name,
 )
 from dockyard.policy import image_defaults
-from dockyard.store import now
+from dockyard.settings import Paths
+from dockyard.store import Store, now
 
 
 class ContainerRun:
-    """create and start; uses the Engine's store, lock, paths, sandboxes,
-    endpoints, shim, intents and notify, container_env's files and
-    environment, and container_exits' finish."""
+    """create and start."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lock: threading.RLock,
+        paths: Paths,
+        sandboxes: Sandboxes,
+        endpoints: Endpoints,
+        cgroups: Cgroups,
+        shim: ShimClient,
+        files: ContainerFiles,
+        confinement: Confinement,
+        images: Images,
+        exits: ContainerExits,
+        intents: Intents,
+        changes: Changes,
+        ensure_dns: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.paths = paths
+        self.sandboxes = sandboxes
+        self.endpoints = endpoints
+        self.cgroups = cgroups
+        self.shim = shim
+        self.files = files
+        self.confinement = confinement
+        self.images = images
+        self.exits = exits
+        self.intents = intents
+        self.changes = changes
+        # The resolver, started again if user networks need it and it died (networks/changes.py).
+        self.ensure_dns = ensure_dns
 
     # -- create ------------------------------------------------------------
 
@@ -76,7 +121,7 @@ class ContainerRun:
         if mode.network_name is not None:
             network = self.store.get_network(mode.network_name)
             self.endpoints.check_request(network, config.ip, bool(config.ports))
-        self.check_confinement(config)
+        self.confinement.check(config)
         with self.lock, self.store.transaction():
             if name is None:
                 name = names.generate(lambda n: self.store.find_container(n) is not None)
@@ -96,15 +141,15 @@ class ContainerRun:
             if c.state is ContainerState.RUNNING:
                 return c
             undo = Undo()
-            with self.intent("start", c.id):
+            with self.intents.under("start", c.id):
                 try:
                     return self._start(c, stdio, undo)
                 except (CommandNotFound, CommandNotRunnable) as e:
-                    undo.run()
-                    self.finish(c, e.exit_code, str(e))
+                    undo.rollback(e, f"start of container {c.name}")
+                    self.exits.finish(c, e.exit_code, str(e))
                     raise
-                except BaseException:
-                    undo.run()
+                except BaseException as e:
+                    undo.rollback(e, f"start of container {c.name}")
                     raise
 
     def _resolve_sandbox(self, c: Container) -> tuple[str, str]:
@@ -128,29 +173,32 @@ class ContainerRun:
         mode = c.config.network_mode
         netns_path, owner = self._resolve_sandbox(c)
         endpoint: Endpoint | None = None
+        network: Network | None = None
+        bindings: tuple[PortBinding, ...] = ()
+        me = EndpointOwner.container(c.id)
         step("run.begin")
         if mode.network_name is not None:
             network = self.store.get_network(mode.network_name)
-            undo.push(lambda: self.endpoints.drop_records(c.id))
+            undo.push(lambda: self.endpoints.drop_records(me), "run.records")
             endpoint, bindings = self.endpoints.record(
-                c.id, network, "eth0", c.config.ip, c.config.ports, c.config.aliases
+                me, network, "eth0", c.config.ip, c.config.ports, c.config.aliases
             )
         if owner == c.id:
             step("run.sandbox")
-            undo.push(lambda: self.sandboxes.remove(c.id))
+            undo.push(lambda: self.sandboxes.remove(c.id), "run.sandbox")
             self.sandboxes.create(c.id)
-        if endpoint is not None:
+        if endpoint is not None and network is not None:
             self.endpoints.plug(network, endpoint, bindings, self.sandboxes.pin(c.id), undo)
         target = self.store.find_container(owner) if owner and owner != c.id else None
         hostname = c.config.hostname or c.short_id
         if target is not None:
             hostname = target.config.hostname or target.short_id
-        files = self._network_files(c, hostname, endpoint, target)
-        undo.push(lambda: self.cgroups.remove(c.id))
+        files = self.files.network_files(c, hostname, endpoint, target)
+        undo.push(lambda: self.cgroups.remove(c.id), "run.cgroup")
         req = SpawnRequest(
             key=c.id,
-            argv=self.command_line(c),
-            env=self.environment(c, hostname),
+            argv=self.confinement.command_line(c),
+            env=self.files.environment(c, hostname),
             cwd=c.config.workdir,
             netns=netns_path,
             new_uts=mode.kind is not ModeKind.HOST,
@@ -158,14 +206,14 @@ class ContainerRun:
             binds=[(str(path), target_path) for target_path, path in files.items()],
             log_path="" if stdio else str(self.paths.container_log(c.id)),
             exit_file=str(self.paths.exit_file(c.id)),
-            **self.start_fields(c),
+            **self.confinement.start_fields(c),
         )
         with contextlib.suppress(FileNotFoundError):
             self.paths.exit_file(c.id).unlink()
         step("run.spawn")
         pid = self.shim.spawn(req, stdio)
         # The process runs: if recording it fails, it must not run on unowned.
-        undo.push(lambda: self.shim.kill(c.id, pid))
+        undo.push(lambda: self.shim.kill(c.id, pid), "run.process")
         step("run.spawned")
         self.store.update_container(
             c.id,
@@ -179,5 +227,5 @@ class ContainerRun:
             netns_owner=owner if owner != c.id else "",
         )
         step("run.done")
-        self.notify()
+        self.changes.notify()
         return self.store.get_container(c.id)

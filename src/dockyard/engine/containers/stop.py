@@ -1,37 +1,45 @@
-"""Stop, kill and remove a container, mixed into the Engine.
+"""Stop, kill and remove a container: ContainerStop.
 
 This module owns signalling a container's process (only while its recorded
 pid is the one that started), stop's grace period before SIGKILL (Docker's
 10 s unless given), and rm: refused while running unless forced, then the
-records and the container's directory removed, and the exit code of an
-auto-removed container kept for late waiters.
+record removed (containers/exits.py's remove_record).
 
 What follows the process's exit (teardown, the exited state) is
-container_exits.py's.
+containers/exits.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
+import threading
 
+from dockyard.engine.containers.exits import ContainerExits
+from dockyard.engine.coordination import Changes, Intents
 from dockyard.engine.steps import step
 from dockyard.errors import Conflict
 from dockyard.kernel import procs
 from dockyard.model import Container
+from dockyard.store import Store
 
 STOP_TIMEOUT = 10
 
 
 class ContainerStop:
-    """stop, kill, rm; uses the Engine's store, lock, paths, endpoints,
-    intents and notify, and container_exits' wait_exit."""
+    """stop, kill, rm."""
 
-    # -- stop, kill, remove --------------------------------------------------
+    def __init__(
+        self, store: Store, lock: threading.RLock, intents: Intents, changes: Changes, exits: ContainerExits
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.intents = intents
+        self.changes = changes
+        self.exits = exits
 
-    def _signal(self, c: Container, sig: int) -> None:
+    def send(self, c: Container, sig: int) -> None:
         if procs.alive(c.pid, self.store.pid_start(c.id)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c.pid, sig)
@@ -40,7 +48,7 @@ class ContainerStop:
         c = self.store.get_container(ref)
         if not c.running:
             raise Conflict(f"container {c.name} is not running")
-        self._signal(c, sig)
+        self.send(c, sig)
         return c
 
     def stop(self, ref: str, timeout: int | None = None) -> Container:
@@ -49,12 +57,12 @@ class ContainerStop:
             return c
         grace = STOP_TIMEOUT if timeout is None else timeout
         step("stop.sigterm")
-        self._signal(c, signal.SIGTERM)
-        if grace > 0 and self.wait_exit(c.id, grace):
+        self.send(c, signal.SIGTERM)
+        if grace > 0 and self.exits.wait_exit(c.id, grace):
             return self.store.find_container(c.id) or c
         step("stop.sigkill")
-        self._signal(c, signal.SIGKILL)
-        self.wait_exit(c.id, None)
+        self.send(c, signal.SIGKILL)
+        self.exits.wait_exit(c.id, None)
         return self.store.find_container(c.id) or c
 
     def remove(self, ref: str, force: bool = False) -> None:
@@ -64,24 +72,13 @@ class ContainerStop:
                 f"you cannot remove a running container {c.short_id}; stop the container "
                 "before attempting removal or force remove (rm -f)"
             )
-        with self.intent("rm", c.id):
+        with self.intents.under("rm", c.id):
             if c.running:
                 step("rm.kill")
-                self._signal(c, signal.SIGKILL)
-                self.wait_exit(c.id, None)
+                self.send(c, signal.SIGKILL)
+                self.exits.wait_exit(c.id, None)
             with self.lock:
                 if self.store.find_container(c.id) is not None:
                     step("rm.records")
-                    self.remove_record(c.id, None)
-        self.notify()
-
-    def remove_record(self, container_id: str, exit_code: int | None) -> None:
-        # Endpoints still recorded here belong to a start that never reached
-        # the kernel; those of an ended container are with the reaper.
-        self.endpoints.drop_records_active(container_id)
-        self.store.delete_container(container_id)
-        if exit_code is not None:
-            self._removed_exit[container_id] = exit_code
-            while len(self._removed_exit) > 1000:
-                self._removed_exit.pop(next(iter(self._removed_exit)))
-        shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
+                    self.exits.remove_record(c.id, None)
+        self.changes.notify()

@@ -120,7 +120,7 @@ class Images:
                 out.append((c.name, c.state is ContainerState.RUNNING))
         return out
 
-    def list(self, wanted: ImageFilter) -> list[Image]:
+    def matching(self, wanted: ImageFilter) -> list[Image]:
         images = self.store.images()
         before = [self.get(r) for r in wanted.before]
         since = [self.get(r) for r in wanted.since]
@@ -252,12 +252,12 @@ class Images:
             manifests.HistoryEntry(view.created, "", "", False) for _ in image.layers
         ]
         layers = list(image.layers)
-        items = []
+        items: list[tuple[manifests.HistoryEntry, int]] = []
         for entry in entries:
             size = 0
             if not entry.empty_layer and layers:
                 size = layers.pop(0).size
-            items.append([entry, size])
+            items.append((entry, size))
         out = []
         for i, (entry, size) in enumerate(reversed(items)):
             out.append(

@@ -1,4 +1,4 @@
-"""Connect and disconnect a running container, mixed into the Engine.
+"""Connect and disconnect a running container: NetworkAttach.
 
 This module owns the checks of a connect (a bridge-mode container, running,
 not yet on that network, not a pre-defined network), the next free ethN,
@@ -7,21 +7,46 @@ failure), the release of disconnect, and the container's resolv.conf
 refreshed after either.
 
 Addresses and plugging are endpoints.py's; resolv.conf's text is
-container_env.py's.
+containers/env.py's.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
+from collections.abc import Callable
 
+from dockyard.engine.containers.env import ContainerFiles
+from dockyard.engine.coordination import Intents
+from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, InvalidArgument, NotFound
-from dockyard.model import Endpoint, ModeKind
+from dockyard.model import Endpoint, EndpointOwner, ModeKind
+from dockyard.store import Store
 
 
 class NetworkAttach:
-    """connect, disconnect; uses the Engine's store, lock, endpoints,
-    sandboxes, intents and ensure_dns, and container_env's resolv.conf."""
+    """connect, disconnect."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lock: threading.RLock,
+        endpoints: Endpoints,
+        sandboxes: Sandboxes,
+        intents: Intents,
+        files: ContainerFiles,
+        ensure_dns: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.endpoints = endpoints
+        self.sandboxes = sandboxes
+        self.intents = intents
+        self.files = files
+        self.ensure_dns = ensure_dns
 
     # -- network connect / disconnect ---------------------------------------------
 
@@ -56,20 +81,21 @@ class NetworkAttach:
             used = {ep.ifname for ep in self.store.endpoints(container_id=c.id, state=None)}
             ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
             undo = Undo()
-            with self.intent("connect", f"{c.id}/{ifname}"):
+            me = EndpointOwner.container(c.id)
+            with self.intents.under("connect", f"{c.id}/{ifname}"):
                 try:
-                    undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
-                    endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
+                    undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname), "connect.records")
+                    endpoint, _ = self.endpoints.record(me, network, ifname, ip, (), aliases)
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal
                         for ep in current
                     )
                     self.endpoints.plug(network, endpoint, (), self.sandboxes.pin(c.id), undo, not has_route)
-                except BaseException:
-                    undo.run()
+                except BaseException as e:
+                    undo.rollback(e, f"connect of container {c.name} to network {network.name}")
                     raise
                 step("connect.done")
-            self._refresh_resolv_conf(c)
+            self.files.refresh_resolv_conf(c)
         return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
@@ -83,6 +109,6 @@ class NetworkAttach:
                 raise NotFound(f"container {c.name} is not connected to network {network.name}")
             step("disconnect.begin")
             # Off the network when the command returns: the veth goes now, not by the reaper.
-            self.endpoints.release(c.id, only=found[0], now=True)
-            self._refresh_resolv_conf(c)
+            self.endpoints.release(EndpointOwner.container(c.id), only=found[0], now=True)
+            self.files.refresh_resolv_conf(c)
             step("disconnect.done")

@@ -1,21 +1,27 @@
-"""Network create, rm and prune as use cases, mixed into the Engine.
+"""Network create, rm and prune as use cases: NetworkChanges.
 
-This module owns running networks.py's create, remove, prune and the
-default bridge's configuration under the engine's lock, then keeping the
-resolver (started while user networks exist, again if it died) and the
+This module owns running networks/service.py's create, remove, prune and
+the default bridge's configuration under the engine's lock, then keeping
+the resolver (started while user networks exist, again if it died) and the
 bridges' forwarding firewall in step with the networks.
 
-The networks' own logic (names, subnets, drivers' bridges) is networks.py's;
-the resolver process is the daemon's (DnsSync is what the engine needs of it).
+The networks' own logic (names, subnets, drivers' bridges) is
+networks/service.py's; the resolver process is the daemon's (DnsSync is
+what the engine needs of it); the forwarding firewall is the drivers'
+(drivers.ForwardFirewall).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Protocol
 
-from dockyard.engine.networks.service import NetworkSpec
+from dockyard.drivers import ForwardFirewall
+from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.model import DriverName, Network
+from dockyard.store import Store
 
 
 class DnsSync(Protocol):
@@ -27,7 +33,23 @@ class DnsSync(Protocol):
 
 
 class NetworkChanges:
-    """Network use cases; uses the Engine's lock, networks, store, drivers and dns."""
+    """Network use cases, and what follows a change of the networks."""
+
+    def __init__(
+        self,
+        store: Store,
+        lock: threading.RLock,
+        networks: Networks,
+        endpoints: Endpoints,
+        forward: ForwardFirewall,
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.networks = networks
+        self.endpoints = endpoints
+        self.forward = forward
+        # The resolver process of user networks, when the daemon runs one (set after start-up).
+        self.dns: DnsSync | None = None
 
     def networks_changed(self) -> list[str]:
         """Keep the resolver and the neighbours' firewall in step with the networks."""
@@ -42,29 +64,28 @@ class NetworkChanges:
 
     def sync_forward(self) -> list[str]:
         bridges = {n.bridge for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.bridge}
-        bridge_driver = self.drivers[DriverName.BRIDGE]
-        return list(bridge_driver.sync_forward(bridges))
+        return self.forward.sync_forward(bridges)
 
     # -- networks ------------------------------------------------------------------
 
-    def network_create(self, spec: NetworkSpec) -> Network:
+    def create(self, spec: NetworkSpec) -> Network:
         with self.lock:
             network = self.networks.create(spec)
         self.networks_changed()
         return network
 
-    def network_remove(self, ref: str) -> Network:
+    def remove(self, ref: str) -> Network:
         with self.lock:
             # The veths of containers that just ended go first: `rm -f web;
             # network rm n1` leaves no link nor address of n1 behind.
-            self.settle()
+            self.endpoints.settle()
             network = self.networks.remove(ref)
         self.networks_changed()
         return network
 
-    def network_prune(self) -> list[str]:
+    def prune(self) -> list[str]:
         with self.lock:
-            self.settle()  # as network_remove; prune also skips networks with endpoints
+            self.endpoints.settle()  # as remove; prune also skips networks with endpoints
             removed = self.networks.prune()
         self.networks_changed()
         return removed

@@ -11,18 +11,17 @@ after a reboot or a crash is reconcile.py's.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dockyard.drivers import Driver
-from dockyard.engine.steps import step
+from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Network, check_name
+from dockyard.model import DriverName, Network, OwnerKind, check_name
 from dockyard.policy import ipam
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
@@ -38,31 +37,36 @@ class Networks:
         settings: DaemonSettings,
         store: Store,
         kernel: Kernel,
-        drivers: dict[DriverName, Driver],
-        attached: Callable[[Network], list[str]],
+        drivers: Mapping[DriverName, Driver],
     ) -> None:
         self.settings = settings
         self.store = store
         self.k = kernel
         self.drivers = drivers
-        # Names of the containers attached to a network (the engine knows).
-        self.attached = attached
-        # Names of endpoint owners that are not containers (CNI attachments): see name_owners.
-        self._owner_names: list[Callable[[], dict[str, str]]] = []
+        # Labels of the endpoint owners that are not containers (CNI attachments): see name_owners.
+        self._owner_names: dict[OwnerKind, Callable[[], dict[str, str]]] = {}
 
     # -- who is attached -------------------------------------------------
 
-    def name_owners(self, names: Callable[[], dict[str, str]]) -> None:
-        """Let another kind of endpoint owner name its own (owner id -> name) in users()."""
-        self._owner_names.append(names)
+    def name_owners(self, kind: OwnerKind, names: Callable[[], dict[str, str]]) -> None:
+        """Let the owners of another kind name their own (owner key -> label) in users()."""
+        self._owner_names[kind] = names
 
     def users(self, network: Network) -> list[str]:
         """Who is attached, for messages: container names, and what other owners call theirs."""
-        names: dict[str, str] = {}
-        for source in self._owner_names:
-            # `attached` names an endpoint without a container by its owner's first 12 characters.
-            names.update((owner[:12], name) for owner, name in source().items())
-        return [names.get(name, name) for name in self.attached(network)]
+        labels: dict[OwnerKind, dict[str, str]] = {}
+        out = []
+        for ep in self.store.endpoints(network_id=network.id):
+            owner = ep.owner
+            if owner.kind is OwnerKind.CONTAINER:
+                c = self.store.find_container(owner.key)
+                out.append(c.name if c else owner.short)
+                continue
+            if owner.kind not in labels:
+                source = self._owner_names.get(owner.kind)
+                labels[owner.kind] = source() if source else {}
+            out.append(labels[owner.kind].get(owner.key, owner.short))
+        return out
 
     # -- what is taken ---------------------------------------------------
 
@@ -228,9 +232,11 @@ class Networks:
         step("network.create.recorded")
         try:
             self.drivers[DriverName.BRIDGE].create_network(network)
-        except BaseException:
-            with contextlib.suppress(DockyardError):
+        except BaseException as e:
+            try:
                 self.drivers[DriverName.BRIDGE].delete_network(network)
+            except DockyardError as undo_error:
+                report_rollback(e, f"creation of network {network.name}", [undo_error])
             self.store.delete_network(network.id)
             raise
         finally:
@@ -256,11 +262,13 @@ class Networks:
             with self.store.transaction():
                 self.store.delete_network(network.id)
                 self.store.done_intent(intent)
-        except BaseException:
+        except BaseException as e:
             # The network stays, as recorded: make its kernel side whole again,
             # and drop the intent so that no later gc finishes what failed.
-            with contextlib.suppress(DockyardError):
+            try:
                 self.drivers[network.driver].create_network(network)
+            except DockyardError as undo_error:
+                report_rollback(e, f"removal of network {network.name}", [undo_error])
             self.store.done_intent(intent)
             raise
         return network
@@ -268,7 +276,7 @@ class Networks:
     def prune(self) -> list[str]:
         removed = []
         for network in self.store.networks():
-            if network.builtin or self.attached(network) or self.store.endpoint_count(network.id):
+            if network.builtin or self.store.endpoint_count(network.id):
                 continue
             self.remove(network.id)
             removed.append(network.name)
@@ -279,7 +287,7 @@ class Networks:
     def get(self, ref: str) -> Network:
         return self.store.get_network(ref)
 
-    def list(self, wanted: NetworkFilter | None = None) -> list[Network]:
+    def matching(self, wanted: NetworkFilter | None = None) -> list[Network]:
         """Every network, or those `wanted` (network ls --filter) matches."""
         return [n for n in self.store.networks() if wanted is None or wanted.matches(n)]
 

@@ -55,7 +55,7 @@ def _whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-class ContainerFiles:
+class ContainerArchive:
     """diff, cp and export of containers; uses the store, the images and the paths."""
 
     def __init__(self, store: Store, images: Images, paths: Paths) -> None:
