@@ -184,6 +184,45 @@ class Endpoint:
     aliases: tuple[str, ...] = ()
 
 
+class RestartName(enum.StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    UNLESS_STOPPED = "unless-stopped"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """--restart: what the engine does when the container's process exits."""
+
+    name: RestartName = RestartName.NO
+    max_retries: int = 0  # on-failure only; 0: no limit
+
+    def __str__(self) -> str:
+        if self.name is RestartName.ON_FAILURE and self.max_retries:
+            return f"{self.name}:{self.max_retries}"
+        return self.name.value
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """-v /host:/container[:ro], or a Mounts entry of type bind."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """One more network to join at start (NetworkingConfig beyond the first, or a second --network)."""
+
+    network: str
+    ip: ipaddress.IPv4Address | None = None
+    aliases: tuple[str, ...] = ()
+    mac: str = ""
+
+
 @dataclass(frozen=True)
 class ContainerConfig:
     cmd: tuple[str, ...]
@@ -208,6 +247,18 @@ class ContainerConfig:
     no_new_privileges: bool = False
     init: bool = False
     pids_limit: int = 0  # 0: unlimited
+    # What Docker's clients ask beside (issue 13).
+    image: str = ""  # the image named at create, as given (no root of its own yet)
+    image_id: str = ""  # its id, when the store had it at create (rmi then refuses it)
+    labels: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[BindMount, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address or "host-gateway")
+    sysctls: tuple[tuple[str, str], ...] = ()  # net.* only, set in the container's netns
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    networks: tuple[EndpointRequest, ...] = ()  # joined at start, after the mode's network
+    mac: str = ""  # the first network's endpoint MAC
+    stop_signal: str = ""  # "" : SIGTERM
+    stop_timeout: int | None = None  # None: the engine's 10 s
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,9 @@ def test_rm_refuses_an_image_a_container_names(tmp_path: Path) -> None:
     store.add_image(image)
     images.add_names(image.id, ["busybox:latest"])
     # The hook: a container made from an image records its id under `image` in its config.
-    text = config_to_json(ContainerConfig(cmd=("sh",)))
-    store.add_container(Container(id="c" * 64, name="user", config=ContainerConfig(cmd=("sh",))))
-    store._q(
-        "UPDATE containers SET config=? WHERE id=?", (text[:-1] + f', "image": "{image.id}"}}', "c" * 64)
-    )
+    config = ContainerConfig(cmd=("sh",), image="busybox", image_id=image.id)
+    assert f'"image": "{image.id}"' in config_to_json(config)
+    store.add_container(Container(id="c" * 64, name="user", config=config))
     assert images.users(image) == [("user", False)]
     with pytest.raises(Conflict, match="used by stopped container user"):
         images.remove(image.id)

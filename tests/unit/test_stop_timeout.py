@@ -20,9 +20,12 @@ from dockyard.engine import STOP_TIMEOUT, Engine
 
 
 def _engine_stand_in(calls: list[tuple[str, object]]) -> SimpleNamespace:
-    container = SimpleNamespace(id="c1", running=True)
+    config = SimpleNamespace(stop_signal="", stop_timeout=None)
+    container = SimpleNamespace(id="c1", running=True, config=config)
     return SimpleNamespace(
         store=SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container),
+        restart_policies=SimpleNamespace(stopped_by_user=lambda cid: None),
+        events=SimpleNamespace(container=lambda *args, **attributes: None),
         _signal=lambda c, sig: calls.append(("signal", sig)),
         # The container stays up through the grace, as one ignoring SIGTERM would.
         wait_exit=lambda cid, grace: calls.append(("wait", grace)) and False,

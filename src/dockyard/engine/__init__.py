@@ -41,9 +41,11 @@ from dockyard.engine.containers.confine import ContainerConfine
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
 from dockyard.engine.containers.execs import ExecInstance, Execs
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
+from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.events import Events
 from dockyard.engine.images import Images
 from dockyard.engine.networks.attach import NetworkAttach
 from dockyard.engine.networks.changes import DnsSync, NetworkChanges
@@ -98,6 +100,9 @@ class Engine(
         self.shim = shim or ShimClient(self.paths, self._on_shim_exit)
         self.execs = Execs(self.shim)
         self.images = Images(settings, store)
+        # docker events, and --restart's timers (issue 13).
+        self.events = Events()
+        self.restart_policies = RestartPolicies(self)
         # The resolver process of user networks, when the daemon runs one.
         self.dns: DnsSync | None = None
         self.lock = threading.RLock()
@@ -150,6 +155,7 @@ class Engine(
         self.endpoints.settle()
 
     def close(self) -> None:
+        self.restart_policies.close()
         self.endpoints.close()
         self.shim.close()
         self._exit_queue.put(None)

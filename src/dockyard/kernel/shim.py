@@ -34,11 +34,11 @@ from dockyard.kernel import files, netns
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
-# The requests this shim understands: 2 added confinement (kernel/spawn.py).
+# The requests this shim understands: 2 added confinement (kernel/spawn.py), 3 volumes.
 # A daemon finding an older shim (one left running by the previous version
 # for the containers it started) starts a new one, which takes over the
 # socket's path; the older one serves its containers until they end.
-VERSION = 2
+VERSION = 3
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
 # How long a fresh shim waits for its daemon to connect before giving up.

@@ -46,6 +46,8 @@ class SpawnRequest:
     new_uts: bool = True
     hostname: str = ""
     binds: list[tuple[str, str]] = field(default_factory=list)
+    # -v and Mounts of type bind: [host path, container path, read-only], in the container's root.
+    volumes: list[list] = field(default_factory=list)
     mount_sys: bool = False
     # Directories whose mounts (other sandboxes' pins) this mount table drops.
     detach_under: list[str] = field(default_factory=list)
@@ -143,7 +145,7 @@ def _isolate(req: SpawnRequest) -> None:
         # The host's tree, the other sandboxes' pins with it, leaves this mount
         # table at pivot_root: nothing to detach one by one.
         try:
-            rootfs.pivot(rootfs.build(req.rootfs, req.hidden, req.binds, req.privileged))
+            rootfs.pivot(rootfs.build(req.rootfs, req.hidden, req.binds, req.privileged, req.volumes))
         except (rootfs.RootfsError, OSError) as e:
             raise SpawnFailure(
                 "rootfs", getattr(e, "errno", 0) or 0, f"cannot make the container's root: {e}"

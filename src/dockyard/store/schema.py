@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS containers (
     error TEXT NOT NULL DEFAULT '',
     netns_owner TEXT NOT NULL DEFAULT ''
 );
+-- A container's restart bookkeeping (--restart): kept apart from its row so that
+-- databases from before have it without a migration; absent means none.
+CREATE TABLE IF NOT EXISTS container_restarts (
+    container_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL DEFAULT 0,
+    manually_stopped INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
     container_id TEXT NOT NULL,

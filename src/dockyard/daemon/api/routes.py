@@ -14,19 +14,23 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.daemon.api import docker
+from dockyard.daemon.api import create_fields, docker
 from dockyard.daemon.api.cni import CniRoutes
+from dockyard.daemon.api.containers import ContainerRoutes, configured_networks, image_id
+from dockyard.daemon.api.events import EventRoutes
+from dockyard.daemon.api.host_info import host_facts
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
+from dockyard.daemon.api.versions import API_VERSION, MIN_API_VERSION, check_version
 from dockyard.engine import Engine
 from dockyard.engine.cni.attachments import Attachment, Attachments
+from dockyard.engine.containers import requests
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.model import Container, DriverName, Endpoint, EndpointRequest, ModeKind, Network
+from dockyard.policy.container_filters import PruneFilter
 from dockyard.settings import parse_bip, parse_bridge_name
 
-API_VERSION = "1.41"
-MIN_API_VERSION = "1.24"
 # `docker version` shows Go's names for the architecture.
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
@@ -61,7 +65,6 @@ class Api:
         r("GET", r"/version", self.version)
         r("GET", r"/info", self.info)
         r("POST", r"/containers/create", self.create)
-        r("GET", r"/containers/json", self.ps)
         r("GET", r"/containers/(?P<ref>[^/]+)/json", self.inspect)
         r("POST", r"/containers/(?P<ref>[^/]+)/start", self.start)
         r("POST", r"/containers/(?P<ref>[^/]+)/wait", self.wait)
@@ -94,11 +97,14 @@ class Api:
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
+        ContainerRoutes(engine, self._endpoints, self._mode_network).register(r)
+        EventRoutes(engine.events).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
 
     def handle(self, req: Request) -> Response:
+        check_version(req.path)
         # Every command does the cheap part of reconciliation (throttled, in the engine).
         self.e.on_request()
         allowed = False
@@ -156,8 +162,10 @@ class Api:
                 "Containers": len(containers),
                 "ContainersRunning": sum(1 for c in containers if c.running),
                 "ContainersStopped": sum(1 for c in containers if not c.running),
+                "ContainersPaused": 0,
                 "DockerRootDir": str(self.e.paths.root),
                 "Name": "dockyard",
+                **host_facts(),
                 **self.info_extra,
             },
         )
@@ -221,16 +229,6 @@ class Api:
         c, warnings = self.e.create(config, name)
         return Response(201, {"Id": c.id, "Warnings": warnings})
 
-    def ps(self, req: Request) -> Response:
-        show_all = req.flag("all")
-        out = []
-        for c in self.e.store.containers():
-            if not show_all and not c.running:
-                continue
-            bindings = [b for _, b in self.e.store.ports(c.id)]
-            out.append(docker.container_summary(c, self._endpoints(c), bindings, self._mode_network(c)))
-        return Response(200, out)
-
     def inspect(self, req: Request, ref: str) -> Response:
         c = self.e.get(ref)
         bindings = [b for _, b in self.e.store.ports(c.id)]
@@ -245,16 +243,23 @@ class Api:
                     owner = ""
             sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
         log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
+        extra = {
+            "ImageId": image_id(self.e, c),
+            "RestartCount": self.e.store.restart_state(c.id)[0],
+            "Restarting": self.e.restart_policies.restarting(c.id),
+            "Configured": configured_networks(self.e, c),
+        }
         return Response(
             200,
             docker.container_inspect(
-                c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c)
+                c, self._endpoints(c), bindings, sandbox_key, log, view, self._mode_network(c), extra
             ),
         )
 
     def start(self, req: Request, ref: str) -> Response:
         fds = req.take_fds()
         try:
+            self.e.restart_policies.started_by_user(ref)
             self.e.start(ref, fds or None)
         finally:
             for fd in fds:
@@ -342,24 +347,43 @@ class Api:
     def network_create(self, req: Request) -> Response:
         spec = docker.network_spec(req.json())
         n = self.e.network_create(spec)
+        self.e.events.network("create", n)
         return Response(201, {"Id": n.id, "Warning": ""})
 
     def network_remove(self, req: Request, ref: str) -> Response:
+        n = self.e.networks.get(ref)
         self.e.network_remove(ref)
+        self.e.events.network("destroy", n)
         return Response(204)
 
     def network_prune(self, req: Request) -> Response:
-        return Response(200, {"NetworksDeleted": self.e.network_prune()})
+        wanted = PruneFilter.parse(req.query.get("filters"))
+        before = {n.name: n for n in self.e.networks.list()}
+        removed = self.e.network_prune(wanted)
+        for name in removed:
+            self.e.events.network("destroy", before[name])
+        return Response(200, {"NetworksDeleted": removed or None})
 
     def network_connect(self, req: Request, ref: str) -> Response:
         body = req.json()
         endpoint = body.get("EndpointConfig") or {}
         ip = docker.requested_ip(endpoint)
         aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
-        self.e.connect(ref, str(body.get("Container") or ""), ip, aliases)
+        mac = create_fields.mac_address(endpoint.get("MacAddress"), "MacAddress")
+        c = self.e.get(str(body.get("Container") or ""))
+        if not c.running:
+            # Docker keeps it for the container's next start.
+            n = self.e.networks.get(ref)
+            requests.connect_later(self.e, c, n, EndpointRequest(n.name, ip, aliases, mac))
+            return Response(200)
+        self.e.connect(ref, c.id, ip, aliases, mac)
         return Response(200)
 
     def network_disconnect(self, req: Request, ref: str) -> Response:
         body = req.json()
-        self.e.disconnect(ref, str(body.get("Container") or ""), bool(body.get("Force")))
+        c = self.e.get(str(body.get("Container") or ""))
+        if not c.running:
+            requests.disconnect_later(self.e, c, self.e.networks.get(ref))
+            return Response(200)
+        self.e.disconnect(ref, c.id, bool(body.get("Force")))
         return Response(200)

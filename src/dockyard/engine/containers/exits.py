@@ -59,6 +59,9 @@ class ContainerExits:
             with self.endpoints.reaping_after():
                 self.teardown(c)
                 self.finish(c, status)
+            self.events.container("die", c, exitCode=str(status))
+            if not c.config.auto_remove:
+                self.restart_policies.exited(c, status)
 
     def finish(self, c: Container, status: int, error: str = "") -> None:
         self.store.update_container(

@@ -25,6 +25,13 @@ from dockyard.model import Container
 STOP_TIMEOUT = 10
 
 
+def stop_signal(text: str) -> int:
+    """--stop-signal as recorded (a name or a number); SIGTERM when none was given."""
+    if not text:
+        return int(signal.SIGTERM)
+    return int(text) if text.isdigit() else int(signal.Signals[text])
+
+
 class ContainerStop:
     """stop, kill, rm; uses the Engine's store, lock, paths, endpoints,
     intents and notify, and container_exits' wait_exit."""
@@ -40,6 +47,8 @@ class ContainerStop:
         c = self.store.get_container(ref)
         if not c.running:
             raise Conflict(f"container {c.name} is not running")
+        self.restart_policies.stopped_by_user(c.id)
+        self.events.container("kill", c, signal=str(int(sig)))
         self._signal(c, sig)
         return c
 
@@ -47,14 +56,19 @@ class ContainerStop:
         c = self.store.get_container(ref)
         if not c.running:
             return c
-        grace = STOP_TIMEOUT if timeout is None else timeout
+        self.restart_policies.stopped_by_user(c.id)
+        if timeout is None:
+            timeout = c.config.stop_timeout
+        grace = STOP_TIMEOUT if timeout is None or timeout < 0 else timeout
         step("stop.sigterm")
-        self._signal(c, signal.SIGTERM)
+        self._signal(c, stop_signal(c.config.stop_signal))
         if grace > 0 and self.wait_exit(c.id, grace):
+            self.events.container("stop", c)
             return self.store.find_container(c.id) or c
         step("stop.sigkill")
         self._signal(c, signal.SIGKILL)
         self.wait_exit(c.id, None)
+        self.events.container("stop", c)
         return self.store.find_container(c.id) or c
 
     def remove(self, ref: str, force: bool = False) -> None:
@@ -79,7 +93,10 @@ class ContainerStop:
         # Endpoints still recorded here belong to a start that never reached
         # the kernel; those of an ended container are with the reaper.
         self.endpoints.drop_records_active(container_id)
+        c = self.store.find_container(container_id)
         self.store.delete_container(container_id)
+        if c is not None:
+            self.events.container("destroy", c)
         if exit_code is not None:
             self._removed_exit[container_id] = exit_code
             while len(self._removed_exit) > 1000:

@@ -31,6 +31,7 @@ class NetworkAttach:
         container_ref: str,
         ip: ipaddress.IPv4Address | None = None,
         aliases: tuple[str, ...] = (),
+        mac: str = "",
     ) -> Endpoint:
         """Plug a running container into one more network: a new ethN appears."""
         network = self.store.get_network(network_ref)
@@ -59,7 +60,7 @@ class NetworkAttach:
             with self.intent("connect", f"{c.id}/{ifname}"):
                 try:
                     undo.push(lambda: self.endpoints.drop_records(c.id, only_ifname=ifname))
-                    endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases)
+                    endpoint, _ = self.endpoints.record(c.id, network, ifname, ip, (), aliases, mac)
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal
                         for ep in current
@@ -70,6 +71,7 @@ class NetworkAttach:
                     raise
                 step("connect.done")
             self._refresh_resolv_conf(c)
+            self.events.network("connect", network, c.id)
         return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
@@ -78,11 +80,11 @@ class NetworkAttach:
             c = self.store.get_container(container_ref)
             found = [ep for ep in self.store.endpoints(container_id=c.id) if ep.network_id == network.id]
             if not found:
-                if force:
-                    return
+                # Even with -f, as Docker: force is for a container gone, not for a non-member.
                 raise NotFound(f"container {c.name} is not connected to network {network.name}")
             step("disconnect.begin")
             # Off the network when the command returns: the veth goes now, not by the reaper.
             self.endpoints.release(c.id, only=found[0], now=True)
             self._refresh_resolv_conf(c)
             step("disconnect.done")
+            self.events.network("disconnect", network, c.id)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from dockyard.engine.networks.service import NetworkSpec
 from dockyard.model import DriverName, Network
+from dockyard.policy.container_filters import PruneFilter
 
 
 class DnsSync(Protocol):
@@ -62,10 +63,10 @@ class NetworkChanges:
         self.networks_changed()
         return network
 
-    def network_prune(self) -> list[str]:
+    def network_prune(self, wanted: PruneFilter | None = None) -> list[str]:
         with self.lock:
             self.settle()  # as network_remove; prune also skips networks with endpoints
-            removed = self.networks.prune()
+            removed = self.networks.prune(wanted)
         self.networks_changed()
         return removed
 
