@@ -111,9 +111,8 @@ IPAM_REFUSED = {"IPv6Address": "--ip6 (dockyard networks are IPv4)", "LinkLocalI
 
 
 def _zero(value: Any) -> bool:
-    return value in (None, "", 0, False, [], {}) or (
-        isinstance(value, dict) and all(map(_zero, value.values()))
-    )
+    # Strict: {"/x": ""} (--tmpfs /x) asks for something; structured defaults are checked by name.
+    return value is None or value is False or (type(value) in (str, int, float, list, dict) and not value)
 
 
 def _refuse(where: str, body: Json, honoured: tuple[str, ...], refused: dict[str, str]) -> None:

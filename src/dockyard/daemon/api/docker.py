@@ -21,6 +21,7 @@ from dockyard.model import (
     Container,
     ContainerConfig,
     Endpoint,
+    ModeKind,
     Network,
     NetworkMode,
     PortBinding,
@@ -224,6 +225,8 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     first, further = create_fields.endpoint_requests(body.get("NetworkingConfig"), mode)
     ip = first.ip if first else None
     aliases: list[str] = list(first.aliases) if first else []
+    if ip is not None and mode.kind is ModeKind.BRIDGE:
+        raise InvalidArgument("user specified IP address is supported on user defined networks only")
     mac = (first.mac if first else "") or create_fields.mac_address(body.get("MacAddress"), "MacAddress")
     if mac and mode.network_name is None:
         raise InvalidArgument(f"--mac-address cannot be used with the {mode.kind.value} network mode")

@@ -53,8 +53,7 @@ def _matches(event: Json, values: dict[str, tuple[str, ...]]) -> bool:
         and any_of(
             "container",
             lambda v: (
-                (event["Type"] == "container"
-                and (actor["ID"].startswith(v) or attrs.get("name") == v))
+                (event["Type"] == "container" and (actor["ID"].startswith(v) or attrs.get("name") == v))
                 or attrs.get("container", "") == v
             ),
         )
