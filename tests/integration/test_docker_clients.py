@@ -327,3 +327,40 @@ def test_restart_policies_after_exit_and_after_a_daemon_restart(
     assert json.loads(docker.ok("inspect", "always"))[0]["State"]["Pid"] != pid
     assert not json.loads(docker.ok("inspect", "unless"))[0]["State"]["Running"]
     docker.ok("rm", "-f", "always", "unless", "flaky")
+
+
+def test_dockyards_own_cli_has_the_same_flags(lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    lab.dy_ok("network", "create", "--subnet", "10.67.0.0/24", "--label", "keep=no", "first")
+    lab.dy_ok("network", "create", "--subnet", "10.68.0.0/24", "second")
+    lab.dy_ok("network", "create", "--label", "keep=no", "spare")
+    script = "cat /etc/hosts > /out/hosts; ip -o link > /out/links; sleep 300"
+    lab.run_d(
+        "--name", "flags", "--init", "--label", "role=test", "-v", f"{out}:/out", "--restart", "unless-stopped",
+        "--add-host", "db.example:10.1.2.3", "--sysctl", "net.ipv4.ip_unprivileged_port_start=80",
+        "--net", "first", "--net", "second", "--mac-address", "02:42:0a:43:00:05", "sh", "-c", script,
+    )  # fmt: skip
+    lab.eventually(lambda: (out / "links").exists() and "eth1" in (out / "links").read_text(), what="links")
+    assert "02:42:0a:43:00:05" in (out / "links").read_text()
+    assert "10.1.2.3\tdb.example" in (out / "hosts").read_text()
+    info = lab.inspect("flags")
+    assert info["Config"]["Labels"] == {"role": "test"}
+    assert info["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped", "MaximumRetryCount": 0}
+    assert set(info["NetworkSettings"]["Networks"]) == {"first", "second"}
+    assert lab.dy_ok("ps", "-q", "-f", "label=role=test").split() == [info["Id"][:12]]
+    assert lab.dy_ok("ps", "-q", "-f", "label=role=other").split() == []
+    r = lab.dy("ps", "-f", "color=red")
+    assert r.returncode == 125 and "invalid filter 'color'" in r.stderr
+    assert "sleep 300" in lab.dy_ok("top", "flags")
+    lab.dy_ok("rename", "flags", "renamed")
+    lab.dy_ok("restart", "-t", "1", "renamed")
+    assert lab.inspect("renamed")["State"]["Running"]
+    lab.dy_ok("network", "prune", "--filter", "label=keep=no")
+    names = lab.dy_ok("network", "ls")
+    assert "spare" not in names and "first" in names  # in use: kept
+    lab.dy_ok("rm", "-f", "renamed")
+    lab.run_d("--name", "ended", "true")
+    lab.eventually(lambda: "Exited" in lab.dy_ok("ps", "-a"), what="exit")
+    assert "Deleted Containers" in lab.dy_ok("container", "prune", "-f")
+    assert lab.dy_ok("ps", "-aq") == ""
