@@ -4,7 +4,8 @@ Pure. Filters come as JSON, {"key": ["value", ...]} (or Docker's older
 {"key": {"value": true}}); a key not documented for the endpoint is refused
 by name ("invalid filter 'x'"), never ignored: `docker rm $(docker ps -aq -f
 status=exited)` must not reach running containers. Values of one key are
-alternatives (any may match); different keys must all match.
+alternatives (any may match), but for `label`, whose values must all match;
+different keys must all match.
 
 What a container is matched against (its networks, its image) is handed in
 as a ContainerFacts by the caller, which knows the store.
@@ -213,8 +214,9 @@ class ContainerFilter:
             return False
         if since is not None and not c.created > since.created:
             return False
+        # label's values must all match (Docker's MatchKVList); another key's, any of them.
         return all(
-            any(self._one(key, v, c, facts) for v in given)
+            (all if key == "label" else any)(self._one(key, v, c, facts) for v in given)
             for key, given in self.values.items()
             if key not in ("before", "since")
         )
