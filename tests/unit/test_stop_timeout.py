@@ -10,6 +10,7 @@ wire in tests/integration/test_lifecycle.py; the SIGKILL after the grace, with
 from __future__ import annotations
 
 import signal
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +26,7 @@ def _engine_stand_in(calls: list[tuple[str, object]]) -> SimpleNamespace:
     return SimpleNamespace(
         store=SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container),
         restart_policies=SimpleNamespace(stopped_by_user=lambda cid: None),
+        lock=threading.RLock(),
         events=SimpleNamespace(container=lambda *args, **attributes: None),
         _signal=lambda c, sig: calls.append(("signal", sig)),
         # The container stays up through the grace, as one ignoring SIGTERM would.

@@ -131,19 +131,22 @@ class RestartPolicies:
         with self._lock:
             if self._timers.pop(container_id, None) is None or self._closed:
                 return
-        c = self.e.store.find_container(container_id)
-        if c is None or c.running:
-            return
-        count, manual = self.e.store.restart_state(container_id)
-        if manual:
-            return
-        self.e.store.set_restart_state(container_id, count + 1, False)
         try:
-            self.e.start(container_id)
+            # Under the engine's lock: a stop or rm marks the container before it acts,
+            # so a restart either starts before it (and is stopped by it) or not at all.
+            with self.e.lock:
+                c = self.e.store.find_container(container_id)
+                if c is None or c.running:
+                    return
+                count, manual = self.e.store.restart_state(container_id)
+                if manual:
+                    return
+                self.e.store.set_restart_state(container_id, count + 1, False)
+                self.e.start(container_id)
         except NotFound:
             return
         except DockyardError as e:
-            log.warning("container %s: restart (policy %s) failed: %s", c.name, c.config.restart, e)
+            log.warning("container %s: a restart by its policy failed: %s", container_id[:12], e)
             # A start that fails is not an exit: Docker tries again on the policy's terms.
             again = self.e.store.find_container(container_id)
             if again is not None and not again.running:

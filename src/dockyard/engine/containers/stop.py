@@ -54,9 +54,12 @@ class ContainerStop:
 
     def stop(self, ref: str, timeout: int | None = None) -> Container:
         c = self.store.get_container(ref)
+        # Also one waiting for its policy's restart: it stays stopped.
+        self.restart_policies.stopped_by_user(c.id)
+        with self.lock:  # a restart under way has finished: c is as it now is
+            c = self.store.get_container(c.id)
         if not c.running:
             return c
-        self.restart_policies.stopped_by_user(c.id)
         if timeout is None:
             timeout = c.config.stop_timeout
         grace = STOP_TIMEOUT if timeout is None or timeout < 0 else timeout
@@ -78,6 +81,10 @@ class ContainerStop:
                 f"you cannot remove a running container {c.short_id}; stop the container "
                 "before attempting removal or force remove (rm -f)"
             )
+        # No restart policy brings it back meanwhile (rm -f of an --restart always container).
+        self.restart_policies.stopped_by_user(c.id)
+        with self.lock:  # a restart under way has finished: c is as it now is
+            c = self.store.get_container(c.id)
         with self.intent("rm", c.id):
             if c.running:
                 step("rm.kill")
