@@ -84,7 +84,7 @@ class NetworkMode:
                     f"invalid network mode {value!r}: give a container's name or id after 'container:'"
                 )
             return cls(ModeKind.CONTAINER, target)
-        check_name(value, "network")
+        check_network_name(value)
         return cls(ModeKind.NETWORK, value)
 
     def __str__(self) -> str:
@@ -102,6 +102,24 @@ class NetworkMode:
         if self.kind is ModeKind.NETWORK:
             return self.target
         return None
+
+
+# libnetwork's rule for network names (moby/libnetwork#1560): word characters at both
+# ends, spaces, dots and dashes between ("test 01"). Docker's container rule is taken too.
+NETWORK_NAME_RE = re.compile(r"^[a-zA-Z0-9_]+[ .a-zA-Z0-9_-]*[a-zA-Z0-9_]+\Z")
+
+
+def check_network_name(name: str) -> str:
+    if (
+        isinstance(name, str)
+        and len(name) <= NAME_MAX
+        and (NETWORK_NAME_RE.match(name) or NAME_RE.match(name))
+    ):
+        return name
+    raise InvalidArgument(
+        f"invalid network name {name!r}: use letters, digits, '_', '.', '-' and spaces between them, "
+        "at least two characters"
+    )
 
 
 def check_name(name: str, what: str) -> str:

@@ -364,3 +364,23 @@ def test_dockyards_own_cli_has_the_same_flags(lab: Lab, tmp_path: Path) -> None:
     lab.eventually(lambda: "Exited" in lab.dy_ok("ps", "-a"), what="exit")
     assert "Deleted Containers" in lab.dy_ok("container", "prune", "-f")
     assert lab.dy_ok("ps", "-aq") == ""
+
+
+def test_network_names_as_docker_decides(lab: Lab, docker: DockerCli) -> None:
+    # libnetwork's rule: spaces between word characters, not at the ends.
+    docker.ok("network", "create", "test 01")
+    docker.ok("run", "-d", "--init", "--name", "spaced", "--network", "test 01", "busybox", "sleep", "300")
+    info = json.loads(docker.ok("inspect", "spaced"))[0]
+    assert info["NetworkSettings"]["Networks"]["test 01"]["IPAddress"]
+    assert _names(docker.ok("ps", "-q", "-f", "network=test 01")) == [info["Id"][:12]]
+    docker.fails("network", "create", "trailing ", message="invalid network name")
+    docker.fails("network", "create", "a/b", message="invalid network name")
+    docker.ok("rm", "-f", "spaced")
+    docker.ok("network", "rm", "test 01")
+    # A non-member's disconnect fails, -f or not (Docker's error).
+    docker.ok("network", "create", "other")
+    docker.ok("run", "-d", "--init", "--name", "outsider", "busybox", "sleep", "300")
+    docker.fails(
+        "network", "disconnect", "-f", "other", "outsider", message="is not connected to network other"
+    )
+    docker.ok("rm", "-f", "outsider")

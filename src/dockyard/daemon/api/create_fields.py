@@ -27,6 +27,7 @@ from dockyard.model import (
     RestartName,
     RestartPolicy,
     check_name,
+    check_network_name,
 )
 
 Json = dict[str, Any]
@@ -409,6 +410,6 @@ def endpoint_requests(
                 raise InvalidArgument(
                     f"container cannot be connected to network {name}: it uses the {mode_name} network mode"
                 )
-            check_name(name, "network")
+            check_network_name(name)
             rest.append(req)
     return first, tuple(rest)

@@ -26,7 +26,7 @@ from dockyard.model import (
     NetworkMode,
     PortBinding,
     PortRequest,
-    check_name,
+    check_network_name,
 )
 from dockyard.policy import ipam, ports
 
@@ -173,7 +173,7 @@ def network_spec(body: Any) -> NetworkSpec:
     name = _text(body.get("Name"), "Name")
     if not name:
         raise InvalidArgument("a network needs a name")
-    check_name(name, "network")
+    check_network_name(name)
     configs = _object(body.get("IPAM"), "IPAM").get("Config")
     if configs is None:
         configs = []

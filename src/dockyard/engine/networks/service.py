@@ -22,7 +22,7 @@ from dockyard.drivers import Driver
 from dockyard.engine.steps import step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Network, check_name
+from dockyard.model import DriverName, Network, check_network_name
 from dockyard.policy import ipam
 from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
@@ -179,7 +179,7 @@ class Networks:
 
     def create(self, spec: NetworkSpec) -> Network:
         """`network create`: validate everything, record, then make the bridge."""
-        check_name(spec.name, "network")
+        check_network_name(spec.name)
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
