@@ -105,6 +105,8 @@ def connect_later(engine: Any, c: Container, network: Network, req: EndpointRequ
         raise InvalidArgument(
             f"container {c.name} uses the {mode} network mode and cannot be connected to other networks"
         )
+    if network.builtin:
+        raise InvalidArgument(f"containers cannot be connected to the pre-defined network {network.name}")
     if network.name == mode.network_name or any(r.network == network.name for r in c.config.networks):
         raise Conflict(f"container {c.name} is already connected to network {network.name}")
     engine.endpoints.check_request(network, req.ip, False)
