@@ -384,3 +384,32 @@ def test_network_names_as_docker_decides(lab: Lab, docker: DockerCli) -> None:
         "network", "disconnect", "-f", "other", "outsider", message="is not connected to network other"
     )
     docker.ok("rm", "-f", "outsider")
+
+
+def test_a_followed_event_stream_and_the_stop_signal(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    follower = subprocess.Popen(
+        [DOCKER, "events", "--filter", "container=signalled", "--format", "{{.Action}}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=docker.env,
+    )
+    try:
+        script = 'trap "echo got > /out/sig; exit 0" USR1; echo up > /out/up; while true; do sleep 0.1; done'
+        docker.ok(
+            "run", "-d", "--name", "signalled", "--stop-signal", "USR1", "-v", f"{out}:/out",
+            "busybox", "sh", "-c", script,
+        )  # fmt: skip
+        lab.eventually(lambda: (out / "up").exists(), what="the trap set")
+        docker.ok("stop", "-t", "30", "signalled")
+        # SIGUSR1, not SIGTERM: the trap ran and the container exited 0 long before the 30 s.
+        assert (out / "sig").read_text() == "got\n"
+        assert json.loads(docker.ok("inspect", "signalled"))[0]["State"]["ExitCode"] == 0
+        docker.ok("rm", "signalled")
+        assert follower.stdout is not None
+        seen = [follower.stdout.readline().strip() for _ in range(5)]
+        assert seen == ["create", "start", "die", "stop", "destroy"], seen
+    finally:
+        follower.kill()
+        follower.wait()

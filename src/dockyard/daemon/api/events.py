@@ -100,7 +100,13 @@ class EventRoutes:
                 return False
             return _matches(event, values)
 
-        def write_all(write: Callable[[bytes], None]) -> None:
+        def write_all(send: Callable[[bytes], None]) -> None:
+            def write(line: bytes) -> None:
+                # The sender holds back its last piece (streams.py): a blank after each
+                # event lets the event itself go at once. JSON readers skip blanks.
+                send(line)
+                send(b" ")
+
             with self.events.listen() as (past, incoming):
                 # Without since, Docker sends only what comes from now on.
                 for event in past if since is not None else []:
