@@ -84,7 +84,7 @@ class NetworkMode:
                     f"invalid network mode {value!r}: give a container's name or id after 'container:'"
                 )
             return cls(ModeKind.CONTAINER, target)
-        check_name(value, "network")
+        check_network_name(value)
         return cls(ModeKind.NETWORK, value)
 
     def __str__(self) -> str:
@@ -102,6 +102,24 @@ class NetworkMode:
         if self.kind is ModeKind.NETWORK:
             return self.target
         return None
+
+
+# libnetwork's rule for network names (moby/libnetwork#1560): word characters at both
+# ends, spaces, dots and dashes between ("test 01"). Docker's container rule is taken too.
+NETWORK_NAME_RE = re.compile(r"^[a-zA-Z0-9_]+[ .a-zA-Z0-9_-]*[a-zA-Z0-9_]+\Z")
+
+
+def check_network_name(name: str) -> str:
+    if (
+        isinstance(name, str)
+        and len(name) <= NAME_MAX
+        and (NETWORK_NAME_RE.match(name) or NAME_RE.match(name))
+    ):
+        return name
+    raise InvalidArgument(
+        f"invalid network name {name!r}: use letters, digits, '_', '.', '-' and spaces between them, "
+        "at least two characters"
+    )
 
 
 def check_name(name: str, what: str) -> str:
@@ -222,6 +240,45 @@ class Endpoint:
     aliases: tuple[str, ...] = ()
 
 
+class RestartName(enum.StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    UNLESS_STOPPED = "unless-stopped"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """--restart: what the engine does when the container's process exits."""
+
+    name: RestartName = RestartName.NO
+    max_retries: int = 0  # on-failure only; 0: no limit
+
+    def __str__(self) -> str:
+        if self.name is RestartName.ON_FAILURE and self.max_retries:
+            return f"{self.name}:{self.max_retries}"
+        return self.name.value
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """-v /host:/container[:ro], or a Mounts entry of type bind."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """One more network to join at start (NetworkingConfig beyond the first, or a second --network)."""
+
+    network: str
+    ip: ipaddress.IPv4Address | None = None
+    aliases: tuple[str, ...] = ()
+    mac: str = ""
+
+
 @dataclass(frozen=True)
 class ContainerConfig:
     cmd: tuple[str, ...]
@@ -246,10 +303,18 @@ class ContainerConfig:
     no_new_privileges: bool = False
     init: bool = False
     pids_limit: int = 0  # 0: unlimited
-    # The image as the user named it, and its id: the container's root is its
-    # layers. Both "" when a command of the host's runs over the host's tree.
-    image: str = ""
-    image_id: str = ""
+    # What Docker's clients ask beside (issue 13).
+    image: str = ""  # the image named at create, as given (no root of its own yet)
+    image_id: str = ""  # its id, when the store had it at create (rmi then refuses it)
+    labels: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[BindMount, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address or "host-gateway")
+    sysctls: tuple[tuple[str, str], ...] = ()  # net.* only, set in the container's netns
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    networks: tuple[EndpointRequest, ...] = ()  # joined at start, after the mode's network
+    mac: str = ""  # the first network's endpoint MAC
+    stop_signal: str = ""  # "" : SIGTERM
+    stop_timeout: int | None = None  # None: the engine's 10 s
 
 
 @dataclass(frozen=True)

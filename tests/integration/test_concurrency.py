@@ -100,12 +100,14 @@ def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
     [
         (["-p", "8080:80"], "Bind for 0.0.0.0:8080/tcp failed: port is already allocated"),
         (["--name", "same"], 'the container name "/same" is already in use'),
-        (["--ip", "172.17.0.99"], "address 172.17.0.99 is already in use"),
+        (["--net", "racers", "--ip", "10.65.0.99"], "address 10.65.0.99 is already in use"),
     ],
     ids=["host-port", "name", "ip"],
 )
 def test_one_winner_when_runs_race_for_the_same_thing(lab: Lab, contested: list[str], refusal: str) -> None:
     lab.dy_ok("ps")
+    if "--net" in contested:  # an address is chosen on a user network only, as with Docker
+        lab.dy_ok("network", "create", "--subnet", "10.65.0.0/24", "racers")
     n = 8
     results = _all(lab, [_cmd(lab, "run", "-d", *contested, "sleep", "300") for _ in range(n)])
     winners = [r for r in results if r.returncode == 0]
@@ -118,11 +120,12 @@ def test_one_winner_when_runs_race_for_the_same_thing(lab: Lab, contested: list[
     winner = winners[0].stdout.strip()
     info = lab.inspect(winner)
     assert info["State"]["Running"]
-    address = info["NetworkSettings"]["IPAddress"]
+    network = "racers" if "--net" in contested else "bridge"
+    address = info["NetworkSettings"]["Networks"][network]["IPAddress"]
     if "--name" in contested:
         assert info["Name"] == "/same"
     if "--ip" in contested:
-        assert address == "172.17.0.99"
+        assert address == "10.65.0.99"
     # Nothing half-made by the losers: one record, one veth, one sandbox pin, one
     # container directory, only the winner's port elements, and nothing for gc.
     assert lab.dy_ok("ps", "-aq", "--no-trunc").split() == [winner]

@@ -71,20 +71,29 @@ def test_name_in_use(lab: Lab) -> None:
 
 
 def test_ip_outside_the_subnet_or_taken(lab: Lab) -> None:
-    lab.run_d("--name", "pinned", "--ip", "172.17.0.50", "sleep", "300")
-    assert lab.ip_of("pinned") == "172.17.0.50"
+    # As Docker: an address is chosen on a user network only.
+    _fails(
+        lab, "run", "--rm", "--ip", "172.17.0.50", "true", message="user specified IP address is supported"
+    )
+    lab.dy_ok("network", "create", "--subnet", "10.66.0.0/16", "--gateway", "10.66.0.1", "pinning")
+    lab.run_d("--name", "pinned", "--net", "pinning", "--ip", "10.66.0.50", "sleep", "300")
+    assert lab.inspect("pinned")["NetworkSettings"]["Networks"]["pinning"]["IPAddress"] == "10.66.0.50"
+    net = ("--net", "pinning")
     _fails(
         lab,
         "run",
         "--rm",
+        *net,
         "--ip",
         "10.0.0.5",
         "true",
-        message="is not a usable address of subnet 172.17.0.0/16",
+        message="is not a usable address of subnet 10.66.0.0/16",
     )
-    _fails(lab, "run", "--rm", "--ip", "172.17.0.50", "true", message="address 172.17.0.50 is already in use")
-    _fails(lab, "run", "--rm", "--ip", "172.17.0.1", "true", message="gateway")
-    _fails(lab, "run", "--rm", "--ip", "not-an-ip", "true", message="invalid --ip")
+    _fails(
+        lab, "run", "--rm", *net, "--ip", "10.66.0.50", "true", message="address 10.66.0.50 is already in use"
+    )
+    _fails(lab, "run", "--rm", *net, "--ip", "10.66.0.1", "true", message="gateway")
+    _fails(lab, "run", "--rm", *net, "--ip", "not-an-ip", "true", message="invalid --ip")
 
 
 def test_host_port_already_published_or_used(lab: Lab) -> None:

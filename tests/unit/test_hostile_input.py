@@ -39,6 +39,7 @@ from dockyard.model import (
     NetworkMode,
     Protocol,
     check_name,
+    check_network_name,
 )
 from dockyard.policy import ipam, ports
 from dockyard.settings import DaemonSettings, load_settings, parse_bip, parse_bridge_name
@@ -316,6 +317,14 @@ def assert_valid_name(name: str) -> None:
     assert DOCKER_NAME.fullmatch(name) and len(name) <= NAME_MAX, name
 
 
+# libnetwork's: word characters at the ends, spaces, dots and dashes between (or Docker's container rule).
+NETWORK_NAME = re.compile(r"[a-zA-Z0-9_]+[ .a-zA-Z0-9_-]*[a-zA-Z0-9_]+")
+
+
+def assert_valid_network_name(name: str) -> None:
+    assert (NETWORK_NAME.fullmatch(name) or DOCKER_NAME.fullmatch(name)) and len(name) <= NAME_MAX, name
+
+
 def assert_valid_ifname(name: str) -> None:
     assert 1 <= len(name.encode()) <= 15 and not IFNAME_BAD.search(name) and name not in (".", ".."), name
 
@@ -323,7 +332,7 @@ def assert_valid_ifname(name: str) -> None:
 def assert_valid_mode(mode: NetworkMode) -> None:
     assert isinstance(mode.kind, ModeKind)
     if mode.kind is ModeKind.NETWORK:
-        assert_valid_name(mode.target)
+        assert_valid_network_name(mode.target)
     elif mode.kind is ModeKind.CONTAINER:
         assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", mode.target) and len(mode.target) <= NAME_MAX
     else:
@@ -365,7 +374,7 @@ def assert_valid_config(cfg: ContainerConfig, aliases: list[str]) -> None:
 
 
 def assert_valid_spec(spec: NetworkSpec) -> None:
-    assert_valid_name(spec.name)
+    assert_valid_network_name(spec.name)
     assert isinstance(spec.driver, str) and isinstance(spec.internal, bool)
     for net in (spec.subnet, spec.ip_range):
         assert net is None or (isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30)
@@ -503,9 +512,24 @@ def test_names_that_escape_root_or_inject_text_are_refused(name: str) -> None:
         with pytest.raises(InvalidArgument) as info:
             check_name(name, what)
         assert_one_line(info.value)
-    if name:  # "" is the default mode
+    # "" is the default mode; "a b" and "_web" are network names (libnetwork's rule).
+    if name and name not in ("a b", "_web"):
         with pytest.raises(InvalidArgument):
             NetworkMode.parse(name)
+
+
+@pytest.mark.parametrize("name", ["a b", "_web", "test 01", "x_", "net.1"])
+def test_network_names_docker_takes(name: str) -> None:
+    assert check_network_name(name) == name and NetworkMode.parse(name).target == name
+
+
+@pytest.mark.parametrize(
+    "name", ["a ", " a", "a\tb", "a\nb", "-a b", "a b-", "w", "a/b", "a" * (NAME_MAX + 1)]
+)
+def test_network_names_docker_refuses(name: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_network_name(name)
+    assert_one_line(info.value)
 
 
 @fast

@@ -52,6 +52,18 @@ def test_filters_match_as_dockers(filters: object, expected: list[str]) -> None:
     assert _names(filters) == expected
 
 
+def test_dangling_and_scope() -> None:
+    def names(filters: object, used: set[str]) -> list[str]:
+        wanted = NetworkFilter.parse(json.dumps(filters))
+        return [n.name for n in NETWORKS if wanted.matches(n, n.name in used)]
+
+    # Dangling: custom networks no container is on; the pre-defined ones never are.
+    assert names({"dangling": ["true"]}, {"front"}) == ["back"]
+    assert names({"dangling": ["false"]}, {"front"}) == ["bridge", "host", "none", "front"]
+    assert names({"scope": ["local"]}, set()) == [n.name for n in NETWORKS]
+    assert names({"scope": ["swarm"]}, set()) == []
+
+
 def test_no_filters_at_all() -> None:
     for text in (None, ""):
         assert all(NetworkFilter.parse(text).matches(n) for n in NETWORKS)
@@ -62,7 +74,9 @@ def test_no_filters_at_all() -> None:
     [
         ("not json", "expected a JSON object"),
         ('["name"]', "expected a JSON object"),
-        ('{"scope": ["local"]}', "invalid filter 'scope'"),
+        ('{"color": ["red"]}', "invalid filter 'color'"),
+        ('{"scope": ["galaxy"]}', "invalid filter 'scope'"),
+        ('{"dangling": ["maybe"]}', "invalid filter 'dangling=maybe'"),
         ('{"name": "front"}', "must be a list of strings"),  # not split into letters
         ('{"name": [5]}', "must be a list of strings"),
         ('{"name": {"front": false}}', "must be a list of strings"),

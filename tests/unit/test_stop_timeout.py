@@ -27,12 +27,21 @@ class RecordingStop(ContainerStop):
     """ContainerStop with its signals recorded instead of sent."""
 
     def __init__(self, calls: list[tuple[str, object]]) -> None:
-        container = SimpleNamespace(id="c1", running=True)
+        config = SimpleNamespace(stop_signal="", stop_timeout=None)
+        container = SimpleNamespace(id="c1", running=True, config=config)
         store = SimpleNamespace(get_container=lambda ref: container, find_container=lambda cid: container)
         # The container stays up through the grace, as one ignoring SIGTERM would.
         exits = SimpleNamespace(wait_exit=lambda cid, grace: calls.append(("wait", grace)) and False)
+        events = SimpleNamespace(container=lambda *args, **attributes: None)
+        restarts = SimpleNamespace(stopped_by_user=lambda cid: None)
         super().__init__(
-            cast(Any, store), threading.RLock(), cast(Any, None), cast(Any, None), cast(Any, exits)
+            cast(Any, store),
+            threading.RLock(),
+            cast(Any, None),
+            cast(Any, None),
+            cast(Any, exits),
+            cast(Any, events),
+            cast(Any, restarts),
         )
         self.calls = calls
 

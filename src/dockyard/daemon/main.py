@@ -124,6 +124,10 @@ class Daemon:
                 self.settings.api_idle_timeout,
             )
             server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            # --restart: what should run does, once the daemon serves (it may take a while).
+            threading.Thread(
+                target=engine.restart_policies.startup, name="restore-restarts", daemon=True
+            ).start()
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.

@@ -44,10 +44,12 @@ from dockyard.engine.containers.confine import Confinement
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerFiles
 from dockyard.engine.containers.execs import ExecInstance, Execs
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
+from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.coordination import Changes, Intents
 from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.events import Events
 from dockyard.engine.images import Images
 from dockyard.engine.networks.attach import NetworkAttach
 from dockyard.engine.networks.changes import DnsSync, NetworkChanges
@@ -61,6 +63,7 @@ from dockyard.kernel.cgroups import Cgroups
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.model import Container, ContainerConfig, Endpoint, ImageRun, Network, OwnerKind
 from dockyard.policy import rules
+from dockyard.policy.container_filters import PruneFilter
 from dockyard.settings import DaemonSettings
 from dockyard.store import Store
 
@@ -94,13 +97,25 @@ class Engine:
         self.lock = threading.RLock()
         self.changes = Changes()
         self.intents = Intents(store)
+        # docker events, and --restart's timers (issue 13): the policies act through
+        # this façade (start), so they take the engine itself.
+        self.events = Events()
+        self.restart_policies = RestartPolicies(self)
         self.endpoints = Endpoints(store, kernel, self.drivers)
         self.networks = Networks(settings, store, kernel, self.drivers)
         self.network_changes = NetworkChanges(
             store, self.lock, self.networks, self.endpoints, self.drivers.forward
         )
         self.exits = ContainerExits(
-            store, self.lock, self.paths, self.endpoints, self.sandboxes, self.cgroups, self.changes
+            store,
+            self.lock,
+            self.paths,
+            self.endpoints,
+            self.sandboxes,
+            self.cgroups,
+            self.changes,
+            self.events,
+            self.restart_policies,
         )
         self.shim = shim or ShimClient(self.paths, self.exits.on_shim_exit)
         self.execs = Execs(self.shim)
@@ -109,7 +124,9 @@ class Engine:
         self.images = Images(settings, store)
         self.archive = ContainerArchive(store, self.images, self.paths)
         self.confinement = Confinement(self.paths, self.cgroups, self.images)
-        self.stopper = ContainerStop(store, self.lock, self.intents, self.changes, self.exits)
+        self.stopper = ContainerStop(
+            store, self.lock, self.intents, self.changes, self.exits, self.events, self.restart_policies
+        )
         self.runner = ContainerRun(
             store=store,
             lock=self.lock,
@@ -124,6 +141,7 @@ class Engine:
             exits=self.exits,
             intents=self.intents,
             changes=self.changes,
+            events=self.events,
             ensure_dns=self.network_changes.ensure_dns,
         )
         self.attach = NetworkAttach(
@@ -133,6 +151,7 @@ class Engine:
             sandboxes=self.sandboxes,
             intents=self.intents,
             files=self.files,
+            events=self.events,
             ensure_dns=self.network_changes.ensure_dns,
         )
         self.requests = RequestCheck(store, self.lock, self.endpoints, self.exits)
@@ -221,6 +240,7 @@ class Engine:
         self.endpoints.settle()
 
     def close(self) -> None:
+        self.restart_policies.close()
         self.endpoints.close()
         self.shim.close()
         self.exits.close()
@@ -305,8 +325,8 @@ class Engine:
     def network_remove(self, ref: str) -> Network:
         return self.network_changes.remove(ref)
 
-    def network_prune(self) -> list[str]:
-        return self.network_changes.prune()
+    def network_prune(self, wanted: PruneFilter | None = None) -> list[str]:
+        return self.network_changes.prune(wanted)
 
     def configure_default_bridge(self, bridge: str, bip: ipaddress.IPv4Interface | None) -> Network:
         return self.network_changes.configure_default_bridge(bridge, bip)
@@ -326,8 +346,9 @@ class Engine:
         container_ref: str,
         ip: ipaddress.IPv4Address | None = None,
         aliases: tuple[str, ...] = (),
+        mac: str = "",
     ) -> Endpoint:
-        return self.attach.connect(network_ref, container_ref, ip, aliases)
+        return self.attach.connect(network_ref, container_ref, ip, aliases, mac)
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
         self.attach.disconnect(network_ref, container_ref, force)

@@ -94,8 +94,9 @@ class Endpoints:
         requested_ip: ipaddress.IPv4Address | None = None,
         port_requests: tuple[PortRequest, ...] = (),
         aliases: tuple[str, ...] = (),
+        mac: str = "",
     ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
-        """Choose address and host ports and store them: the intent."""
+        """Choose address and host ports and store them: the intent. mac: --mac-address, or derived."""
         assert network.subnet is not None
         reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
         allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
@@ -125,7 +126,7 @@ class Endpoints:
                 ifname=ifname,
                 address=ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}"),
                 gateway=network.gateway,
-                mac=mac_for(address),
+                mac=mac or mac_for(address),
                 host_ifname="veth" + eid[:7],
                 aliases=aliases,
             )

@@ -125,9 +125,14 @@ def resolv_conf(
     return "\n".join(lines) + "\n"
 
 
-def hosts_file(address: ipaddress.IPv4Address | None, names: Iterable[str]) -> str:
+def hosts_file(
+    address: ipaddress.IPv4Address | None, names: Iterable[str], extra: Iterable[tuple[str, str]] = ()
+) -> str:
+    """extra: --add-host's (address, name), after the container's own line, as Docker writes them."""
     text = HOSTS_HEADER
     unique = list(dict.fromkeys(n for n in names if n))
+    for extra_address, name in extra:
+        text += f"{extra_address}\t{name}\n"
     if address is not None and unique:
         text += f"{address}\t{' '.join(unique)}\n"
     return text
@@ -140,6 +145,7 @@ def write_network_files(
     address: ipaddress.IPv4Address | None,
     names: Iterable[str],
     resolv_text: str,
+    extra_hosts: Iterable[tuple[str, str]] = (),
 ) -> dict[str, Path]:
     """Write hosts, hostname and resolv.conf under root; return {container path: file}.
 
@@ -147,7 +153,7 @@ def write_network_files(
     (kernel/files.py); readable by all, as a container's /etc files are.
     """
     wanted = {
-        "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names])),
+        "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names], extra_hosts)),
         "/etc/hostname": (directory / "hostname", hostname + "\n"),
         "/etc/resolv.conf": (directory / "resolv.conf", resolv_text),
     }

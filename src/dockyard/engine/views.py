@@ -62,6 +62,13 @@ class Views:
     def ports(self, c: Container) -> list[PortBinding]:
         return [b for _, b in self.store.ports(c.id)]
 
+    def network_named(self, name: str) -> Network | None:
+        return self.store.find_network(name)
+
+    def restart_count(self, c: Container) -> int:
+        """How often its restart policy has started it again (inspect's RestartCount)."""
+        return self.store.restart_state(c.id)[0]
+
     def mode_network(self, c: Container) -> Network | None:
         """The host or none network of a container in that mode (Docker lists it there)."""
         name = {ModeKind.HOST: "host", ModeKind.NONE: "none"}.get(c.config.network_mode.kind)

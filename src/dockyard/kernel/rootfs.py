@@ -305,6 +305,34 @@ def inside(new_root: str, path: str, make: str = "") -> str:
             continue
         current = candidate
     return current
+def _volume_target(new_root: str, source: str, target: str) -> str:
+    """The mount point of a -v in the new root, made if missing; never through a symbolic link
+    of the container's tree (which would lead the mount, or a new directory, onto the host's)."""
+    path = new_root
+    parts = [p for p in target.split("/") if p]
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if i < len(parts) - 1 or os.path.isdir(source):
+                os.mkdir(path, 0o755)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise RootfsError(
+                f"cannot mount {source} on {target}: {target} is a symbolic link in the container"
+            )
+    return path
+
+
+def _volumes(new_root: str, volumes: list[list]) -> None:
+    for source, target, read_only in volumes:
+        where = _volume_target(new_root, source, target)
+        _mount(source, where, None, netns.MS_BIND)
+        # nodev as every mount of the container's (see the module's docstring); ro if asked.
+        _mount(None, where, None, MS_REMOUNT | netns.MS_BIND | NOSUID | NODEV | (RDONLY if read_only else 0))
 
 
 def build(
@@ -314,11 +342,12 @@ def build(
     privileged: bool,
     lowers: list[str] | None = None,
     init_binary: str = "",
+    volumes: list[list] | None = None,
 ) -> str:
     """Mount the container's root and everything in it; return where it is (pivot() enters it).
 
     lowers: an image's layers, top first; without them the host's `/` (and
-    its other file systems) is the lower layer.
+    its other file systems) is the lower layer. volumes: -v's binds.
     """
     layer = layer_dir(container_dir)
     os.makedirs(layer, mode=0o700, exist_ok=True)
@@ -332,6 +361,7 @@ def build(
     for source, target in binds:
         kind = "dir" if os.path.isdir(source) else "file"
         _mount(source, inside(new_root, target, kind), None, netns.MS_BIND)
+    _volumes(new_root, volumes or [])
     for top in ("/proc", "/sys", "/dev"):
         # Mounted by their plain paths below: an image's symlink there would lead them elsewhere.
         if inside(new_root, top, "dir") != new_root + top:

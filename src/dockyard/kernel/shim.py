@@ -37,7 +37,7 @@ from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
 # The requests this shim understands: 2 added confinement (kernel/spawn.py),
-# 3 an image's layers as the root and --init bound into it.
+# 3 volumes, an image's layers as the root and --init bound into it.
 # A daemon finding an older shim (one left running by the previous version
 # for the containers it started) starts a new one, which takes over the
 # socket's path; the older one serves its containers until they end.

@@ -46,6 +46,8 @@ class SpawnRequest:
     new_uts: bool = True
     hostname: str = ""
     binds: list[tuple[str, str]] = field(default_factory=list)
+    # -v and Mounts of type bind: [host path, container path, read-only], in the container's root.
+    volumes: list[list] = field(default_factory=list)
     mount_sys: bool = False
     # Directories whose mounts (other sandboxes' pins) this mount table drops.
     detach_under: list[str] = field(default_factory=list)
@@ -149,7 +151,13 @@ def _isolate(req: SpawnRequest) -> None:
         try:
             rootfs.pivot(
                 rootfs.build(
-                    req.rootfs, req.hidden, req.binds, req.privileged, req.lowers, req.init_binary
+                    req.rootfs,
+                    req.hidden,
+                    req.binds,
+                    req.privileged,
+                    req.lowers,
+                    req.init_binary,
+                    req.volumes,
                 )
             )
         except (rootfs.RootfsError, OSError) as e:

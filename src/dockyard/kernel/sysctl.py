@@ -7,9 +7,11 @@ host's values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from dockyard.errors import KernelError
+from dockyard.kernel import netns
 
 PROC_SYS = Path("/proc/sys")
 
@@ -58,3 +60,16 @@ def ipv6_off(ifname: str) -> None:
 def local_port_range() -> tuple[int, int]:
     lo, hi = read("net.ipv4.ip_local_port_range").split()
     return int(lo), int(hi)
+
+
+def write_in_netns(pin: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
+    """net.* values in the network namespace pinned at pin (a container's --sysctl)."""
+    with netns.entered(pin):
+        for key, value in pairs:
+            path = _path(key)
+            if not path.exists():
+                raise KernelError(f"cannot set sysctl {key}={value}: no such key in a network namespace")
+            try:
+                path.write_text(value)
+            except OSError as e:
+                raise KernelError(f"cannot set sysctl {key}={value}: {e.strerror}") from e

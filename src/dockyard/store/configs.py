@@ -8,10 +8,14 @@ import threading
 from collections import OrderedDict
 
 from dockyard.model import (
+    BindMount,
     ContainerConfig,
+    EndpointRequest,
     NetworkMode,
     PortRequest,
     Protocol,
+    RestartName,
+    RestartPolicy,
 )
 
 
@@ -50,9 +54,17 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "no_new_privileges": cfg.no_new_privileges,
             "init": cfg.init,
             "pids_limit": cfg.pids_limit,
-            # `image` holds the id: the images' records find their users by it.
-            "image": cfg.image_id,
+            "image": cfg.image_id,  # what images' users() looks for
             "image_name": cfg.image,
+            "labels": [list(kv) for kv in cfg.labels],
+            "mounts": [[m.source, m.target, m.read_only] for m in cfg.mounts],
+            "extra_hosts": [list(kv) for kv in cfg.extra_hosts],
+            "sysctls": [list(kv) for kv in cfg.sysctls],
+            "restart": [str(cfg.restart.name), cfg.restart.max_retries],
+            "networks": [[n.network, str(n.ip or ""), list(n.aliases), n.mac] for n in cfg.networks],
+            "mac": cfg.mac,
+            "stop_signal": cfg.stop_signal,
+            "stop_timeout": cfg.stop_timeout,
         }
     )
 
@@ -112,6 +124,21 @@ def _parse_config(text: str) -> ContainerConfig:
         no_new_privileges=d.get("no_new_privileges", False),
         init=d.get("init", False),
         pids_limit=int(d.get("pids_limit", 0)),
+        # Rows written before issue 13's fields: Docker's defaults.
         image=d.get("image_name", ""),
         image_id=d.get("image", ""),
+        labels=tuple((k, v) for k, v in d.get("labels", ())),
+        mounts=tuple(BindMount(src, dst, bool(ro)) for src, dst, ro in d.get("mounts", ())),
+        extra_hosts=tuple((k, v) for k, v in d.get("extra_hosts", ())),
+        sysctls=tuple((k, v) for k, v in d.get("sysctls", ())),
+        restart=RestartPolicy(
+            RestartName(d.get("restart", ["no", 0])[0]), int(d.get("restart", ["no", 0])[1])
+        ),
+        networks=tuple(
+            EndpointRequest(name, addr_or_none(ip), tuple(aliases), mac)
+            for name, ip, aliases, mac in d.get("networks", ())
+        ),
+        mac=d.get("mac", ""),
+        stop_signal=d.get("stop_signal", ""),
+        stop_timeout=d.get("stop_timeout"),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from dockyard.errors import Conflict, NotFound
 from dockyard.model import (
     Container,
+    ContainerConfig,
     ContainerState,
 )
 from dockyard.store.configs import config_from_json, config_to_json
@@ -102,3 +103,34 @@ class ContainerRecords(Database):
 
     def delete_container(self, container_id: str) -> None:
         self._q("DELETE FROM containers WHERE id=?", (container_id,))
+        self._q("DELETE FROM container_restarts WHERE container_id=?", (container_id,))
+
+    def update_config(self, container_id: str, config: ContainerConfig) -> None:
+        self._q("UPDATE containers SET config=? WHERE id=?", (config_to_json(config), container_id))
+
+    def rename_container(self, container_id: str, name: str) -> None:
+        try:
+            self._q("UPDATE containers SET name=? WHERE id=?", (name, container_id))
+        except Conflict:
+            raise Conflict(
+                f'the container name "/{name}" is already in use; remove that container '
+                "or choose another name"
+            ) from None
+
+    # -- restart bookkeeping (--restart) ---------------------------------
+
+    def restart_state(self, container_id: str) -> tuple[int, bool]:
+        """(restarts so far, stopped by a user) of a container; (0, False) when never set."""
+        rows = self._q(
+            "SELECT count, manually_stopped FROM container_restarts WHERE container_id=?", (container_id,)
+        )
+        return (int(rows[0][0]), bool(rows[0][1])) if rows else (0, False)
+
+    def set_restart_state(self, container_id: str, count: int, manually_stopped: bool) -> None:
+        self._q(
+            "INSERT INTO container_restarts(container_id, count, manually_stopped) VALUES(?,?,?)"
+            " ON CONFLICT(container_id) DO UPDATE SET count=excluded.count,"
+            " manually_stopped=excluded.manually_stopped",
+            (container_id, count, int(manually_stopped)),
+        )
+

@@ -37,6 +37,13 @@ CREATE TABLE IF NOT EXISTS containers (
     error TEXT NOT NULL DEFAULT '',
     netns_owner TEXT NOT NULL DEFAULT ''
 );
+-- A container's restart bookkeeping (--restart): kept apart from its row so that
+-- databases from before have it without a migration; absent means none.
+CREATE TABLE IF NOT EXISTS container_restarts (
+    container_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL DEFAULT 0,
+    manually_stopped INTEGER NOT NULL DEFAULT 0
+);
 -- container_id is the owner's key: a container's id, or a CNI attachment's
 -- owner key when owner_kind is 'cni' (the ports' container_id likewise).
 CREATE TABLE IF NOT EXISTS endpoints (

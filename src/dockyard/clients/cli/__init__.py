@@ -81,7 +81,7 @@ class _OnlyOne:
 
 
 def build_parser(argv: list[str] | None = None) -> Parser:
-    from dockyard.clients.cli import containers, daemon, images, network, run
+    from dockyard.clients.cli import container_verbs, containers, daemon, images, network, run
 
     p = Parser(prog="dockyard", description="Run processes as containers, wired up the way Docker does.")
     p.add_argument("--root", help="state directory (env DOCKYARD_ROOT, default /var/lib/dockyard)")
@@ -97,6 +97,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     sub = _OnlyOne(real, command_word(argv) if argv is not None else None)
     run.register(sub)
     containers.register(sub)
+    container_verbs.register(sub)
     network.register(sub)
     daemon.register(sub)
     images.register(sub)

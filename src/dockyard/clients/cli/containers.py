@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.clients.cli import output
+from dockyard.clients.cli import container_verbs, output
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
@@ -18,6 +18,10 @@ def register(sub: Any) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers (default: running)")
     p.add_argument("-q", "--quiet", action="store_true", help="only ids")
     p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    p.add_argument(
+        "-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help="Docker's ps filters"
+    )
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N", help="the last N created (all states)")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("inspect", help="low-level information on containers (JSON)")
@@ -64,7 +68,10 @@ def _each(refs: list[str], fn: Any) -> int:
 
 
 def cmd_ps(client: Any, args: argparse.Namespace) -> int:
-    items = client.containers(all=args.all)
+    query = {**container_verbs.filters_query(args.filter), **({"all": "1"} if args.all else {})}
+    if args.last >= 0:
+        query["limit"] = str(args.last)
+    items = client.request("GET", "/containers/json", query=query or None)
     if args.quiet:
         for c in items:
             print(c["Id"] if args.no_trunc else c["Id"][:12])

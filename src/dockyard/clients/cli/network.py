@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dockyard.clients.api import quote
-from dockyard.clients.cli import output
+from dockyard.clients.cli import container_verbs, output
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
@@ -48,6 +48,7 @@ def register(sub: Any) -> None:
 
     p = nsub.add_parser("prune", help="remove every unused user network")
     p.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="label, label!, until")
     p.set_defaults(func=cmd_prune)
 
     p = nsub.add_parser("connect", help="connect a running container to a network")
@@ -138,7 +139,8 @@ def cmd_rm(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(client: Any, args: argparse.Namespace) -> int:
-    removed = client.request("POST", "/networks/prune")["NetworksDeleted"] or []
+    query = container_verbs.filters_query(args.filter) or None
+    removed = client.request("POST", "/networks/prune", query=query)["NetworksDeleted"] or []
     if removed:
         print("Deleted Networks:")
         for name in removed:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from dockyard.clients.cli import run_fields
 from dockyard.errors import DockyardError, InvalidArgument
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
@@ -41,9 +42,10 @@ def register(sub: Any) -> None:
         "--net",
         "--network",
         dest="network",
-        default="bridge",
+        action="append",
+        default=None,
         metavar="MODE",
-        help="bridge (default), none, host, container:<name|id>, or a network's name",
+        help="bridge (default), none, host, container:<name|id>, or a network's name (again: joined too)",
     )
     p.add_argument(
         "-p",
@@ -121,6 +123,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="accepted for Docker compatibility: the caller's terminal is used",
     )
+    run_fields.add_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
     p.set_defaults(func=cmd_run)
 
@@ -184,6 +187,8 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
     command = _command(args.command)
     if not command:
         raise InvalidArgument("'dockyard run' requires a command to run: dockyard run [OPTIONS] CMD [ARG...]")
+    networks = args.network or ["bridge"]
+    args.network = networks[0]
     body: dict[str, Any] = {
         "Cmd": command,
         "Env": _env(args.env),
@@ -216,6 +221,7 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
         if args.network_alias:
             endpoint["Aliases"] = args.network_alias
         body["NetworkingConfig"] = {"EndpointsConfig": {args.network: endpoint}}
+    run_fields.apply(body, args, networks)
     created = client.create(body, args.name)
     for warning in created.get("Warnings") or []:
         print(f"WARNING: {warning}", file=sys.stderr)

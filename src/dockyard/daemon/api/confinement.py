@@ -20,15 +20,12 @@ Json = dict[str, Any]
 # HostConfig fields with no effect in dockyard: refused unless empty or zero.
 NOT_IMPLEMENTED = (
     "PidMode",
-    "IpcMode",
     "UsernsMode",
-    "CgroupnsMode",
     "ReadonlyRootfs",
     "Devices",
     "DeviceCgroupRules",
     "Ulimits",
-    "Sysctls",
-)
+)  # IpcMode, CgroupnsMode and Sysctls: create_fields.py
 
 
 def _strings(raw: Any, what: str) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.daemon.api import confinement
+from dockyard.daemon.api import confinement, create_fields
 from dockyard.engine.networks.service import NetworkSpec
 from dockyard.engine.views import Member
 from dockyard.errors import InvalidArgument
@@ -23,11 +23,12 @@ from dockyard.model import (
     ContainerConfig,
     Endpoint,
     ImageRun,
+    ModeKind,
     Network,
     NetworkMode,
     PortBinding,
     PortRequest,
-    check_name,
+    check_network_name,
 )
 from dockyard.policy import ipam, ports
 
@@ -174,7 +175,7 @@ def network_spec(body: Any) -> NetworkSpec:
     name = _text(body.get("Name"), "Name")
     if not name:
         raise InvalidArgument("a network needs a name")
-    check_name(name, "network")
+    check_network_name(name)
     configs = _object(body.get("IPAM"), "IPAM").get("Config")
     if configs is None:
         configs = []
@@ -241,14 +242,16 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     cmd = _strings(body.get("Cmd"), "Cmd", one_string=True)
     entrypoint = _strings(body.get("Entrypoint"), "Entrypoint", one_string=True)
     mode = NetworkMode.parse(_text(host.get("NetworkMode"), "HostConfig.NetworkMode") or "bridge")
-    ip = None
-    aliases: list[str] = []
-    networking = _object(body.get("NetworkingConfig"), "NetworkingConfig")
-    for _name, ep in _object(networking.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig").items():
-        ip = requested_ip(ep) or ip
-        aliases.extend(_strings(_object(ep, "EndpointConfig").get("Aliases"), "Aliases"))
-    for alias in aliases:
-        check_name(alias, "network alias")
+    create_fields.check_all(body, host)
+    first, further = create_fields.endpoint_requests(body.get("NetworkingConfig"), mode)
+    ip = first.ip if first else None
+    aliases: list[str] = list(first.aliases) if first else []
+    if ip is not None and mode.kind is ModeKind.BRIDGE:
+        raise InvalidArgument("user specified IP address is supported on user defined networks only")
+    mac = (first.mac if first else "") or create_fields.mac_address(body.get("MacAddress"), "MacAddress")
+    if mac and mode.network_name is None:
+        raise InvalidArgument(f"--mac-address cannot be used with the {mode.kind.value} network mode")
+    auto_remove = _flag(host.get("AutoRemove"), "HostConfig.AutoRemove")
     dns = [ipam.parse_address(server, "--dns") for server in _strings(host.get("Dns"), "HostConfig.Dns")]
     dns_search = _strings(host.get("DnsSearch"), "HostConfig.DnsSearch")
     dns_options = _strings(host.get("DnsOptions"), "HostConfig.DnsOptions")
@@ -264,7 +267,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
         env=tuple(env),
         workdir=_text(body.get("WorkingDir"), "WorkingDir"),
         hostname=_hostname(body.get("Hostname")),
-        auto_remove=_flag(host.get("AutoRemove"), "HostConfig.AutoRemove"),
+        auto_remove=auto_remove,
         network_mode=mode,
         ports=port_requests(
             host.get("PortBindings"),
@@ -279,6 +282,16 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
         dns_search=tuple(dns_search),
         dns_options=tuple(dns_options),
         **confinement.fields(body, host),
+        image=_text(body.get("Image"), "Image"),
+        labels=create_fields.labels(body.get("Labels")),
+        mounts=create_fields.binds(host.get("Binds"), host.get("Mounts")),
+        extra_hosts=create_fields.extra_hosts(host.get("ExtraHosts")),
+        sysctls=create_fields.sysctls(host.get("Sysctls"), mode),
+        restart=create_fields.restart_policy(host.get("RestartPolicy"), auto_remove),
+        networks=further,
+        mac=mac,
+        stop_signal=create_fields.stop_signal(body.get("StopSignal")),
+        stop_timeout=create_fields.stop_timeout(body.get("StopTimeout")),
     )
     return config, aliases
 
@@ -309,9 +322,23 @@ def published_ports(bindings: list[PortBinding]) -> Json:
     return out
 
 
-def _endpoint_json(ep: Endpoint, network: Network) -> Json:
+def _requested(c: Container | None, network: Network) -> tuple[str, str]:
+    """(address, MAC) c's config asked for on network: what inspect echoes in IPAMConfig."""
+    if c is None:
+        return "", ""
+    cfg = c.config
+    if cfg.network_mode.network_name == network.name:
+        return str(cfg.ip or ""), cfg.mac
+    for req in cfg.networks:
+        if req.network in (network.name, network.id):
+            return str(req.ip or ""), req.mac
+    return "", ""
+
+
+def _endpoint_json(ep: Endpoint, network: Network, c: Container | None = None) -> Json:
+    ip, _ = _requested(c, network)
     return {
-        "IPAMConfig": None,
+        "IPAMConfig": {"IPv4Address": ip} if ip else None,
         "Links": None,
         "Aliases": list(ep.aliases) or None,
         "NetworkID": network.id,
@@ -351,10 +378,38 @@ def _mode_endpoint_json(c: Container, network: Network) -> Json:
     }
 
 
+def _configured_json(c: Container, name: str, network: Network | None) -> Json:
+    """A network c's config names, not joined (c is not running): Docker shows it without address."""
+    ip, mac = _requested(c, network) if network is not None else ("", "")
+    aliases = list(c.config.aliases) if name == c.config.network_mode.network_name else []
+    aliases += [a for r in c.config.networks if r.network == name for a in r.aliases]
+    return {
+        "IPAMConfig": {"IPv4Address": ip} if ip else None,
+        "Links": None,
+        "Aliases": aliases or None,
+        "NetworkID": network.id if network is not None else "",
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": mac,
+        "DriverOpts": None,
+    }
+
+
 def _networks_json(
-    c: Container, endpoints: list[tuple[Endpoint, Network]], mode_network: Network | None
+    c: Container,
+    endpoints: list[tuple[Endpoint, Network]],
+    mode_network: Network | None,
+    configured: dict[str, Network | None] | None = None,
 ) -> Json:
-    out = {n.name: _endpoint_json(ep, n) for ep, n in endpoints}
+    out = {n.name: _endpoint_json(ep, n, c) for ep, n in endpoints}
+    if not c.running:
+        for name, network in (configured or {}).items():
+            out.setdefault(name, _configured_json(c, name, network))
     if mode_network is not None:
         out[mode_network.name] = _mode_endpoint_json(c, mode_network)
     return out
@@ -368,7 +423,11 @@ def container_inspect(
     log_path: str,
     netns_view: list[tuple[Endpoint, Network]] | None = None,
     mode_network: Network | None = None,
+    extra: Json | None = None,
 ) -> Json:
+    """extra: what the engine knows beside the record (ImageId, RestartCount, Restarting,
+    Configured: the networks its config names, by name)."""
+    extra = extra or {}
     # A container: joiner shows the target's endpoints, as its interfaces are the target's.
     view = endpoints if netns_view is None else netns_view
     # Docker's top-level IPAddress & co. describe the default bridge only.
@@ -384,11 +443,13 @@ def container_inspect(
         "Created": c.created,
         "Path": c.config.cmd[0] if c.config.cmd else "",
         "Args": list(c.config.cmd[1:]),
+        "Image": extra.get("ImageId") or c.config.image,
+        "RestartCount": extra.get("RestartCount", 0),
         "State": {
-            "Status": c.state.value,
+            "Status": "restarting" if extra.get("Restarting") else c.state.value,
             "Running": c.running,
             "Paused": False,
-            "Restarting": False,
+            "Restarting": bool(extra.get("Restarting")),
             "OOMKilled": False,
             "Dead": False,
             "Pid": c.pid if c.running else 0,
@@ -398,7 +459,6 @@ def container_inspect(
             "FinishedAt": c.finished_at or "0001-01-01T00:00:00Z",
         },
         "Name": "/" + c.name,
-        "Image": c.config.image_id,
         "LogPath": log_path,
         "HostnamePath": "",
         "HostsPath": "",
@@ -408,8 +468,12 @@ def container_inspect(
             "Env": list(c.config.env),
             "Cmd": list(c.config.cmd),
             "WorkingDir": c.config.workdir,
-            "Image": c.config.image,
             "ExposedPorts": {_port_key(r): {} for r in c.config.ports} or None,
+            "Image": c.config.image,
+            "Labels": dict(c.config.labels),
+            "MacAddress": c.config.mac,
+            "StopSignal": c.config.stop_signal or None,
+            "StopTimeout": c.config.stop_timeout,
             **confined_config,
         },
         "HostConfig": {
@@ -419,8 +483,18 @@ def container_inspect(
             "Dns": [str(x) for x in c.config.dns],
             "DnsSearch": list(c.config.dns_search),
             "DnsOptions": list(c.config.dns_options),
+            "Binds": [f"{m.source}:{m.target}{':ro' if m.read_only else ''}" for m in c.config.mounts]
+            or None,
+            "ExtraHosts": [f"{name}:{address}" for name, address in c.config.extra_hosts] or None,
+            "Sysctls": dict(c.config.sysctls) or None,
+            "RestartPolicy": {
+                "Name": c.config.restart.name.value,
+                "MaximumRetryCount": c.config.restart.max_retries,
+            },
+            "LogConfig": {"Type": "json-file", "Config": {}},
             **confined_host,
         },
+        "Mounts": mounts_json(c),
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": c.netns_owner or (c.id if sandbox_key else ""),
@@ -431,9 +505,23 @@ def container_inspect(
             "IPAddress": str(legacy.address.ip) if legacy else "",
             "IPPrefixLen": legacy.address.network.prefixlen if legacy else 0,
             "MacAddress": legacy.mac if legacy else "",
-            "Networks": _networks_json(c, endpoints, mode_network),
+            "Networks": _networks_json(c, endpoints, mode_network, extra.get("Configured")),
         },
     }
+
+
+def mounts_json(c: Container) -> list[Json]:
+    return [
+        {
+            "Type": "bind",
+            "Source": m.source,
+            "Destination": m.target,
+            "Mode": "ro" if m.read_only else "",
+            "RW": not m.read_only,
+            "Propagation": "rprivate",
+        }
+        for m in c.config.mounts
+    ]
 
 
 def container_summary(
@@ -441,12 +529,16 @@ def container_summary(
     endpoints: list[tuple[Endpoint, Network]],
     bindings: list[PortBinding],
     mode_network: Network | None = None,
+    configured: dict[str, Network | None] | None = None,
+    image_id: str = "",
 ) -> Json:
     return {
         "Id": c.id,
         "Names": ["/" + c.name],
         "Image": c.config.image,
-        "ImageID": c.config.image_id,
+        "ImageID": image_id,
+        "Labels": dict(c.config.labels),
+        "Mounts": mounts_json(c),
         "Command": " ".join(c.config.cmd),
         "Created": _epoch(c.created),
         "State": c.state.value,
@@ -461,7 +553,7 @@ def container_summary(
             for b in (bindings if c.running else [])
         ],
         "HostConfig": {"NetworkMode": str(c.config.network_mode)},
-        "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network)},
+        "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network, configured)},
     }
 
 

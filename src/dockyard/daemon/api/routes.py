@@ -15,21 +15,24 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.daemon.api import docker
+from dockyard.daemon.api import create_fields, docker
 from dockyard.daemon.api.archive import ArchiveRoutes
 from dockyard.daemon.api.cni import CniRoutes
+from dockyard.daemon.api.containers import ContainerRoutes, configured_networks, image_id
+from dockyard.daemon.api.events import EventRoutes
+from dockyard.daemon.api.host_info import host_facts
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
+from dockyard.daemon.api.versions import API_VERSION, MIN_API_VERSION, check_version
 from dockyard.engine import Engine
+from dockyard.engine.containers import requests
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import Network
+from dockyard.model import EndpointRequest, Network
+from dockyard.policy.container_filters import PruneFilter
 from dockyard.settings import parse_bip, parse_bridge_name
 
 log = logging.getLogger(__name__)
-
-API_VERSION = "1.41"
-MIN_API_VERSION = "1.24"
 # `docker version` shows Go's names for the architecture.
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 Route = tuple[str, re.Pattern[str], Callable[..., Response]]
@@ -64,7 +67,6 @@ class Api:
         r("GET", r"/version", self.version)
         r("GET", r"/info", self.info)
         r("POST", r"/containers/create", self.create)
-        r("GET", r"/containers/json", self.ps)
         r("GET", r"/containers/(?P<ref>[^/]+)/json", self.inspect)
         r("POST", r"/containers/(?P<ref>[^/]+)/start", self.start)
         r("POST", r"/containers/(?P<ref>[^/]+)/wait", self.wait)
@@ -96,11 +98,14 @@ class Api:
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
         ArchiveRoutes(engine.archive).register(r)
+        ContainerRoutes(engine, engine.views.endpoints, engine.views.mode_network).register(r)
+        EventRoutes(engine.events).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
 
     def handle(self, req: Request) -> Response:
+        check_version(req.path)
         # Every command does the cheap part of reconciliation (throttled, in the engine).
         self.e.on_request()
         allowed = False
@@ -156,8 +161,10 @@ class Api:
                 "Containers": len(containers),
                 "ContainersRunning": sum(1 for c in containers if c.running),
                 "ContainersStopped": sum(1 for c in containers if not c.running),
+                "ContainersPaused": 0,
                 "DockerRootDir": str(self.e.paths.root),
                 "Name": "dockyard",
+                **host_facts(),
                 **self.info_extra,
             },
         )
@@ -199,17 +206,17 @@ class Api:
         c, warnings = self.e.create(config, name, docker.image_run(body))
         return Response(201, {"Id": c.id, "Warnings": warnings})
 
-    def ps(self, req: Request) -> Response:
-        out = []
-        for c in self.e.containers(running_only=not req.flag("all")):
-            v = self.e.summary(c)
-            out.append(docker.container_summary(c, v.endpoints, v.ports, v.mode_network))
-        return Response(200, out)
-
     def inspect(self, req: Request, ref: str) -> Response:
         v = self.e.inspect(ref)
+        c = v.container
+        extra = {
+            "ImageId": image_id(self.e, c),
+            "RestartCount": self.e.views.restart_count(c),
+            "Restarting": self.e.restart_policies.restarting(c.id),
+            "Configured": configured_networks(self.e, c),
+        }
         out = docker.container_inspect(
-            v.container, v.endpoints, v.ports, v.sandbox_key, v.log_path, v.shared, v.mode_network
+            c, v.endpoints, v.ports, v.sandbox_key, v.log_path, v.shared, v.mode_network, extra
         )
         out["GraphDriver"] = {"Name": "overlay", "Data": self.e.archive.layout(v.container)}
         return Response(200, out)
@@ -217,6 +224,7 @@ class Api:
     def start(self, req: Request, ref: str) -> Response:
         fds = req.take_fds()
         try:
+            self.e.restart_policies.started_by_user(ref)
             self.e.start(ref, fds or None)
         finally:
             for fd in fds:
@@ -288,24 +296,43 @@ class Api:
     def network_create(self, req: Request) -> Response:
         spec = docker.network_spec(req.json())
         n = self.e.network_create(spec)
+        self.e.events.network("create", n)
         return Response(201, {"Id": n.id, "Warning": ""})
 
     def network_remove(self, req: Request, ref: str) -> Response:
+        n = self.e.networks.get(ref)
         self.e.network_remove(ref)
+        self.e.events.network("destroy", n)
         return Response(204)
 
     def network_prune(self, req: Request) -> Response:
-        return Response(200, {"NetworksDeleted": self.e.network_prune()})
+        wanted = PruneFilter.parse(req.query.get("filters"))
+        before = {n.name: n for n in self.e.network_list()}
+        removed = self.e.network_prune(wanted)
+        for name in removed:
+            self.e.events.network("destroy", before[name])
+        return Response(200, {"NetworksDeleted": removed or None})
 
     def network_connect(self, req: Request, ref: str) -> Response:
         body = req.json()
         endpoint = body.get("EndpointConfig") or {}
         ip = docker.requested_ip(endpoint)
         aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
-        self.e.connect(ref, str(body.get("Container") or ""), ip, aliases)
+        mac = create_fields.mac_address(endpoint.get("MacAddress"), "MacAddress")
+        c = self.e.get(str(body.get("Container") or ""))
+        if not c.running:
+            # Docker keeps it for the container's next start.
+            n = self.e.networks.get(ref)
+            requests.connect_later(self.e, c, n, EndpointRequest(n.name, ip, aliases, mac))
+            return Response(200)
+        self.e.connect(ref, c.id, ip, aliases, mac)
         return Response(200)
 
     def network_disconnect(self, req: Request, ref: str) -> Response:
         body = req.json()
-        self.e.disconnect(ref, str(body.get("Container") or ""), bool(body.get("Force")))
+        c = self.e.get(str(body.get("Container") or ""))
+        if not c.running:
+            requests.disconnect_later(self.e, c, self.e.networks.get(ref))
+            return Response(200)
+        self.e.disconnect(ref, c.id, bool(body.get("Force")))
         return Response(200)

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from dockyard.engine import sandbox
+from dockyard.engine.containers import requests
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
 from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
@@ -54,7 +55,9 @@ class ContainerFiles:
         resolv = self.resolv_conf(c, [network] if network is not None else [])
         extra = [c.name] if address is not None else []
         directory = self.paths.container_dir(c.id)
-        return sandbox.write_network_files(self.paths.root, directory, hostname, address, extra, resolv)
+        return sandbox.write_network_files(
+            self.paths.root, directory, hostname, address, extra, resolv, requests.extra_host_lines(self, c)
+        )
 
     def resolv_conf(self, c: Container, networks: list[Network]) -> str:
         """resolv.conf for a container on these networks (in the order it joined them).

@@ -23,8 +23,10 @@ import time
 from collections.abc import Callable
 
 from dockyard.engine.containers.execs import KEY_PREFIX, Execs
+from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.coordination import Changes
 from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.events import Events
 from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import step
 from dockyard.kernel import files, procs
@@ -52,6 +54,8 @@ class ContainerExits:
         sandboxes: Sandboxes,
         cgroups: Cgroups,
         changes: Changes,
+        events: Events,
+        restarts: RestartPolicies,
     ) -> None:
         self.store = store
         self.lock = lock
@@ -60,6 +64,8 @@ class ContainerExits:
         self.sandboxes = sandboxes
         self.cgroups = cgroups
         self.changes = changes
+        self.events = events
+        self.restarts = restarts
         # The exec instances, once the shim that runs them is made (attach_execs).
         self.execs: Execs | None = None
         # Exit codes of auto-removed containers, for waiters that come late.
@@ -104,6 +110,9 @@ class ContainerExits:
             with self.endpoints.reaping_after():
                 self.teardown(c)
                 self.finish(c, status)
+            self.events.container("die", c, exitCode=str(status))
+            if not c.config.auto_remove:
+                self.restarts.exited(c, status)
 
     def finish(self, c: Container, status: int, error: str = "") -> None:
         self.store.update_container(
@@ -133,7 +142,10 @@ class ContainerExits:
         # Endpoints still recorded here belong to a start that never reached
         # the kernel; those of an ended container are with the reaper.
         self.endpoints.drop_records_active(EndpointOwner.container(container_id))
+        c = self.store.find_container(container_id)
         self.store.delete_container(container_id)
+        if c is not None:
+            self.events.container("destroy", c)
         if exit_code is not None:
             self._removed_exit[container_id] = exit_code
             while len(self._removed_exit) > 1000:

@@ -19,12 +19,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from dockyard.engine.containers import names
+from dockyard.engine.containers import names, requests
 from dockyard.engine.containers.confine import Confinement
 from dockyard.engine.containers.env import ContainerFiles
 from dockyard.engine.containers.exits import ContainerExits
 from dockyard.engine.coordination import Changes, Intents
 from dockyard.engine.endpoints import Endpoints, new_id
+from dockyard.engine.events import Events
 from dockyard.engine.images import Images
 from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import Undo, step
@@ -69,6 +70,7 @@ class ContainerRun:
         exits: ContainerExits,
         intents: Intents,
         changes: Changes,
+        events: Events,
         ensure_dns: Callable[[], None],
     ) -> None:
         self.store = store
@@ -84,6 +86,7 @@ class ContainerRun:
         self.exits = exits
         self.intents = intents
         self.changes = changes
+        self.events = events
         # The resolver, started again if user networks need it and it died (networks/changes.py).
         self.ensure_dns = ensure_dns
 
@@ -118,9 +121,13 @@ class ContainerRun:
                 if given:
                     raise InvalidArgument(f"conflicting options: {what} and the container type network mode")
             self.store.get_container(mode.target)
-        if mode.network_name is not None:
-            network = self.store.get_network(mode.network_name)
+        # A network missing now is start's error (404 "network X not found"), as Docker's:
+        # at create, a 404 makes the docker CLI look for the image instead.
+        network = self.store.find_network(mode.network_name) if mode.network_name is not None else None
+        if network is not None:
             self.endpoints.check_request(network, config.ip, bool(config.ports))
+        requests.check(self, config)
+        config = requests.with_image_id(self, config)
         self.confinement.check(config)
         with self.lock, self.store.transaction():
             if name is None:
@@ -128,6 +135,7 @@ class ContainerRun:
             container = Container(id=new_id(), name=name, config=config, created=now())
             self.store.add_container(container)
         self.paths.container_dir(container.id).mkdir(parents=True, exist_ok=True)
+        self.events.container("create", container)
         return container, warnings
 
     # -- start -------------------------------------------------------------
@@ -143,7 +151,9 @@ class ContainerRun:
             undo = Undo()
             with self.intents.under("start", c.id):
                 try:
-                    return self._start(c, stdio, undo)
+                    started = self._start(c, stdio, undo)
+                    self.events.container("start", started)
+                    return started
                 except (CommandNotFound, CommandNotRunnable) as e:
                     undo.rollback(e, f"start of container {c.name}")
                     self.exits.finish(c, e.exit_code, str(e))
@@ -181,14 +191,18 @@ class ContainerRun:
             network = self.store.get_network(mode.network_name)
             undo.push(lambda: self.endpoints.drop_records(me), "run.records")
             endpoint, bindings = self.endpoints.record(
-                me, network, "eth0", c.config.ip, c.config.ports, c.config.aliases
+                me, network, "eth0", c.config.ip, c.config.ports, c.config.aliases, c.config.mac
             )
         if owner == c.id:
             step("run.sandbox")
             undo.push(lambda: self.sandboxes.remove(c.id), "run.sandbox")
             self.sandboxes.create(c.id)
+            requests.apply_sysctls(c, self.sandboxes.pin(c.id))
         if endpoint is not None and network is not None:
             self.endpoints.plug(network, endpoint, bindings, self.sandboxes.pin(c.id), undo)
+        if c.config.networks:
+            routed = endpoint is not None and network is not None and not network.internal
+            requests.plug_further(self, c, self.sandboxes.pin(c.id), routed, undo)
         target = self.store.find_container(owner) if owner and owner != c.id else None
         hostname = c.config.hostname or c.short_id
         if target is not None:
@@ -204,6 +218,7 @@ class ContainerRun:
             new_uts=mode.kind is not ModeKind.HOST,
             hostname=hostname,
             binds=[(str(path), target_path) for target_path, path in files.items()],
+            volumes=[[m.source, m.target, m.read_only] for m in c.config.mounts],
             log_path="" if stdio else str(self.paths.container_log(c.id)),
             exit_file=str(self.paths.exit_file(c.id)),
             **self.confinement.start_fields(c),

@@ -17,7 +17,9 @@ import signal
 import threading
 
 from dockyard.engine.containers.exits import ContainerExits
+from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.coordination import Changes, Intents
+from dockyard.engine.events import Events
 from dockyard.engine.steps import step
 from dockyard.errors import Conflict
 from dockyard.kernel import procs
@@ -27,17 +29,33 @@ from dockyard.store import Store
 STOP_TIMEOUT = 10
 
 
+def stop_signal(text: str) -> int:
+    """--stop-signal as recorded (a name or a number); SIGTERM when none was given."""
+    if not text:
+        return int(signal.SIGTERM)
+    return int(text) if text.isdigit() else int(signal.Signals[text])
+
+
 class ContainerStop:
     """stop, kill, rm."""
 
     def __init__(
-        self, store: Store, lock: threading.RLock, intents: Intents, changes: Changes, exits: ContainerExits
+        self,
+        store: Store,
+        lock: threading.RLock,
+        intents: Intents,
+        changes: Changes,
+        exits: ContainerExits,
+        events: Events,
+        restarts: RestartPolicies,
     ) -> None:
         self.store = store
         self.lock = lock
         self.intents = intents
         self.changes = changes
         self.exits = exits
+        self.events = events
+        self.restarts = restarts
 
     def send(self, c: Container, sig: int) -> None:
         if procs.alive(c.pid, self.store.pid_start(c.id)):
@@ -48,21 +66,31 @@ class ContainerStop:
         c = self.store.get_container(ref)
         if not c.running:
             raise Conflict(f"container {c.name} is not running")
+        self.restarts.stopped_by_user(c.id)
+        self.events.container("kill", c, signal=str(int(sig)))
         self.send(c, sig)
         return c
 
     def stop(self, ref: str, timeout: int | None = None) -> Container:
         c = self.store.get_container(ref)
+        # Also one waiting for its policy's restart: it stays stopped.
+        self.restarts.stopped_by_user(c.id)
+        with self.lock:  # a restart under way has finished: c is as it now is
+            c = self.store.get_container(c.id)
         if not c.running:
             return c
-        grace = STOP_TIMEOUT if timeout is None else timeout
+        if timeout is None:
+            timeout = c.config.stop_timeout
+        grace = STOP_TIMEOUT if timeout is None or timeout < 0 else timeout
         step("stop.sigterm")
-        self.send(c, signal.SIGTERM)
+        self.send(c, stop_signal(c.config.stop_signal))
         if grace > 0 and self.exits.wait_exit(c.id, grace):
+            self.events.container("stop", c)
             return self.store.find_container(c.id) or c
         step("stop.sigkill")
         self.send(c, signal.SIGKILL)
         self.exits.wait_exit(c.id, None)
+        self.events.container("stop", c)
         return self.store.find_container(c.id) or c
 
     def remove(self, ref: str, force: bool = False) -> None:
@@ -72,6 +100,10 @@ class ContainerStop:
                 f"you cannot remove a running container {c.short_id}; stop the container "
                 "before attempting removal or force remove (rm -f)"
             )
+        # No restart policy brings it back meanwhile (rm -f of an --restart always container).
+        self.restarts.stopped_by_user(c.id)
+        with self.lock:  # a restart under way has finished: c is as it now is
+            c = self.store.get_container(c.id)
         with self.intents.under("rm", c.id):
             if c.running:
                 step("rm.kill")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dockyard.engine.containers.env import ContainerFiles
 from dockyard.engine.coordination import Intents
 from dockyard.engine.endpoints import Endpoints
+from dockyard.engine.events import Events
 from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, InvalidArgument, NotFound
@@ -38,6 +39,7 @@ class NetworkAttach:
         sandboxes: Sandboxes,
         intents: Intents,
         files: ContainerFiles,
+        events: Events,
         ensure_dns: Callable[[], None],
     ) -> None:
         self.store = store
@@ -46,6 +48,7 @@ class NetworkAttach:
         self.sandboxes = sandboxes
         self.intents = intents
         self.files = files
+        self.events = events
         self.ensure_dns = ensure_dns
 
     # -- network connect / disconnect ---------------------------------------------
@@ -56,6 +59,7 @@ class NetworkAttach:
         container_ref: str,
         ip: ipaddress.IPv4Address | None = None,
         aliases: tuple[str, ...] = (),
+        mac: str = "",
     ) -> Endpoint:
         """Plug a running container into one more network: a new ethN appears."""
         network = self.store.get_network(network_ref)
@@ -85,7 +89,7 @@ class NetworkAttach:
             with self.intents.under("connect", f"{c.id}/{ifname}"):
                 try:
                     undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname), "connect.records")
-                    endpoint, _ = self.endpoints.record(me, network, ifname, ip, (), aliases)
+                    endpoint, _ = self.endpoints.record(me, network, ifname, ip, (), aliases, mac)
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal
                         for ep in current
@@ -96,6 +100,7 @@ class NetworkAttach:
                     raise
                 step("connect.done")
             self.files.refresh_resolv_conf(c)
+            self.events.network("connect", network, c.id)
         return endpoint
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
@@ -104,11 +109,11 @@ class NetworkAttach:
             c = self.store.get_container(container_ref)
             found = [ep for ep in self.store.endpoints(container_id=c.id) if ep.network_id == network.id]
             if not found:
-                if force:
-                    return
+                # Even with -f, as Docker: force is for a container gone, not for a non-member.
                 raise NotFound(f"container {c.name} is not connected to network {network.name}")
             step("disconnect.begin")
             # Off the network when the command returns: the veth goes now, not by the reaper.
             self.endpoints.release(EndpointOwner.container(c.id), only=found[0], now=True)
             self.files.refresh_resolv_conf(c)
             step("disconnect.done")
+            self.events.network("disconnect", network, c.id)

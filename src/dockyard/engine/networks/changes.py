@@ -21,6 +21,7 @@ from dockyard.drivers import ForwardFirewall
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.model import DriverName, Network
+from dockyard.policy.container_filters import PruneFilter
 from dockyard.store import Store
 
 
@@ -83,10 +84,10 @@ class NetworkChanges:
         self.networks_changed()
         return network
 
-    def prune(self) -> list[str]:
+    def prune(self, wanted: PruneFilter | None = None) -> list[str]:
         with self.lock:
             self.endpoints.settle()  # as remove; prune also skips networks with endpoints
-            removed = self.networks.prune()
+            removed = self.networks.prune(wanted)
         self.networks_changed()
         return removed
 

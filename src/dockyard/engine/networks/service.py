@@ -21,8 +21,9 @@ from dockyard.drivers import Driver
 from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Network, OwnerKind, check_name
+from dockyard.model import DriverName, Network, OwnerKind, check_network_name
 from dockyard.policy import ipam
+from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
 
@@ -178,7 +179,7 @@ class Networks:
 
     def create(self, spec: NetworkSpec) -> Network:
         """`network create`: validate everything, record, then make the bridge."""
-        check_name(spec.name, "network")
+        check_network_name(spec.name)
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
@@ -273,10 +274,15 @@ class Networks:
             raise
         return network
 
-    def prune(self) -> list[str]:
+    def in_use(self, network: Network) -> bool:
+        return bool(self.store.endpoint_count(network.id))
+
+    def prune(self, wanted: PruneFilter | None = None) -> list[str]:
         removed = []
         for network in self.store.networks():
-            if network.builtin or self.store.endpoint_count(network.id):
+            if network.builtin or self.in_use(network):
+                continue
+            if wanted is not None and not wanted.matches(network.labels, network.created):
                 continue
             self.remove(network.id)
             removed.append(network.name)
@@ -289,7 +295,9 @@ class Networks:
 
     def matching(self, wanted: NetworkFilter | None = None) -> list[Network]:
         """Every network, or those `wanted` (network ls --filter) matches."""
-        return [n for n in self.store.networks() if wanted is None or wanted.matches(n)]
+        if wanted is None:
+            return self.store.networks()
+        return [n for n in self.store.networks() if wanted.matches(n, wanted.needs_use and self.in_use(n))]
 
     def user_networks(self) -> list[Network]:
         """Networks with DNS by name: every bridge network but the default one."""
@@ -339,7 +347,8 @@ class BridgeOptions:
         return cls(**values)  # type: ignore[arg-type]
 
 
-FILTER_KEYS = ("name", "id", "driver", "type", "label")
+FILTER_KEYS = ("name", "id", "driver", "type", "label", "dangling", "scope")
+SCOPES = ("local", "global", "swarm")
 
 
 @dataclass(frozen=True)
@@ -375,15 +384,34 @@ class NetworkFilter:
             for value in given:
                 if key == "type" and value not in ("builtin", "custom"):
                     raise InvalidArgument(f"invalid filter 'type'={value!r}: use builtin or custom")
+                if key == "scope" and value not in SCOPES:
+                    raise InvalidArgument(f"invalid filter 'scope'={value!r}: use {', '.join(SCOPES)}")
+            if key == "dangling":
+                dangling_check(given)
             if given:
                 values.append((key, tuple(given)))
         return cls(tuple(values))
 
-    def matches(self, n: Network) -> bool:
-        return all(any(self._one(key, v, n) for v in given) for key, given in self.values)
+    @property
+    def needs_use(self) -> bool:
+        return any(key == "dangling" for key, _ in self.values)
+
+    def matches(self, n: Network, in_use: bool = False) -> bool:
+        """in_use: a container is on n (dangling= asks; the caller knows)."""
+        for key, given in self.values:
+            if key == "dangling":
+                wanted = dangling_check(given)
+                # Docker's dangling networks: custom ones without a container.
+                if wanted is not None and wanted != (not n.builtin and not in_use):
+                    return False
+            elif not any(self._one(key, v, n) for v in given):
+                return False
+        return True
 
     @staticmethod
     def _one(key: str, value: str, n: Network) -> bool:
+        if key == "scope":
+            return value == "local"  # every dockyard network is local
         if key == "name":
             return value in n.name
         if key == "id":
