@@ -100,10 +100,12 @@ DATA = {"model", "errors", "settings", "locations"}
 LAYERS: dict[str, set[str]] = {
     "clients": set(),
     # The process is the composition root: it builds the store, the kernel and the engine.
-    "daemon": {"engine", "drivers", "policy", "kernel", "store", "dns"},
-    "engine": {"drivers", "policy", "kernel", "store", "dns"},
+    "daemon": {"engine", "cluster", "drivers", "policy", "kernel", "store", "dns"},
+    "engine": {"cluster", "drivers", "policy", "kernel", "store", "dns"},
     "dns": {"store"},
     "drivers": {"kernel", "policy"},
+    # What several hosts share (etcd): below the engine, beside the drivers; pure policy only.
+    "cluster": {"policy"},
     "policy": set(),
     "kernel": set(),
     "store": set(),
@@ -113,6 +115,8 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "daemon": set(),
     "policy": set(),
     "drivers": set(),
+    # The cluster module speaks etcd's JSON gateway over the stdlib (http.client, ssl).
+    "cluster": set(),
     "store": set(),
     "kernel": {"pyroute2", "nftables"},
     "engine": None,
