@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark tini iputils-ping
+APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark tini iputils-ping etcd-server
 # make bench only: the reference tools dockyard is measured against.
 BENCH_PACKAGES := docker.io containernetworking-plugins netavark podman crun iperf3 busybox-static
 STAMP_APT := $(VENV)/.apt-done
@@ -18,11 +18,21 @@ PYTEST_PARALLEL ?= -n 4
 
 all: test
 
+# etcd-server is for the tests' own clusters (tests/etcd_lab.py, in namespaces): its install must
+# not leave an etcd running in the root namespace, so the same guard as docker.io's below.
+# "installed", not just known to dpkg: a package removed but not purged is known, without binaries.
 $(STAMP_APT): Makefile
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q ' installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:" $$missing; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  rc=$$?; [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; \
+	  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	    systemctl disable --now etcd.service >/dev/null 2>&1 || true; fi; \
+	  [ $$rc -eq 0 ]; \
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@touch $@
