@@ -52,17 +52,28 @@ class Member:
     addr: str
     data: Path
     log: Path
+    port: int = CLIENT_PORT
+    peer_port: int = PEER_PORT
+    scheme: str = "http"
+    # Further etcd flags (a standalone member's TLS files, ...).
+    args: tuple[str, ...] = ()
+    # The member's cluster: None for the lab's three, else this member alone.
+    alone: bool = False
     proc: subprocess.Popen[bytes] | None = None
     # Every PID this member ever had, for the leak check.
     pids: list[int] = field(default_factory=list)
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.addr}:{CLIENT_PORT}"
+        return f"{self.scheme}://{self.addr}:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.addr}:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
-        return f"{self.addr}:{CLIENT_PORT}"
+        return f"{self.addr}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -88,6 +99,8 @@ class EtcdLab:
             )
             for i in range(1, hosts + 1)
         ]
+        # Standalone single-member clusters a test asked for (standalone()).
+        self.extra: list[Member] = []
         self.mounted = False
 
     @property
@@ -138,17 +151,18 @@ class EtcdLab:
         leaks: list[str] = []
         # SIGKILL: the data goes with the tmpfs, and the last member left of a cluster takes
         # 7 s to end on SIGTERM (it waits for peers that are gone).
-        for m in self.members:
+        everyone = self.members + self.extra
+        for m in everyone:
             if m.running:
                 assert m.proc is not None
                 m.proc.kill()
-        for m in self.members:
+        for m in everyone:
             if m.proc is not None:
                 try:
                     m.proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     leaks.append(f"etcd {m.name} (pid {m.proc.pid}) survived SIGKILL for 10 s")
-        for m in self.members:
+        for m in everyone:
             for pid in m.pids:
                 if pid_alive(pid):
                     leaks.append(f"process {pid} ({m.name}) still running")
@@ -176,7 +190,8 @@ class EtcdLab:
     def start(self, m: Member, initial: bool = False) -> None:
         """Start (or restart, on its data directory) one member in its host's namespace."""
         assert not m.running, f"{m.name} is already running"
-        cluster = ",".join(f"{o.name}=http://{o.addr}:{PEER_PORT}" for o in self.members)
+        peers = [m] if m.alone else self.members
+        cluster = ",".join(f"{o.name}={o.peer_url}" for o in peers)
         m.data.mkdir(exist_ok=True)
         cmd = [
             "nsenter", f"--net=/run/netns/{m.ns}", ETCD,
@@ -184,17 +199,39 @@ class EtcdLab:
             "--data-dir", str(m.data),
             "--listen-client-urls", m.client_url,
             "--advertise-client-urls", m.client_url,
-            "--listen-peer-urls", f"http://{m.addr}:{PEER_PORT}",
-            "--initial-advertise-peer-urls", f"http://{m.addr}:{PEER_PORT}",
+            "--listen-peer-urls", m.peer_url,
+            "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", cluster,
-            "--initial-cluster-token", f"dyt-{self.tag}",
+            "--initial-cluster-token", f"dyt-{self.tag}-{m.name}" if m.alone else f"dyt-{self.tag}",
             "--initial-cluster-state", "new" if initial else "existing",
             "--logger", "zap", "--log-outputs", "stderr",
+            *m.args,
         ]  # fmt: skip
         with open(m.log, "ab") as log:
             # nsenter execs etcd in place (no fork without --pid): the child's PID is etcd's.
             m.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         m.pids.append(m.proc.pid)
+
+    def standalone(
+        self, host: int, name: str, port: int, args: tuple[str, ...] = (), scheme: str = "http"
+    ) -> Member:
+        """A single-member cluster of its own on a host (its own ports), stopped at teardown."""
+        base = self.members[host]
+        m = Member(
+            name=name,
+            ns=base.ns,
+            addr=base.addr,
+            data=self.data_root / name,
+            log=self.tmp / f"etcd-{name}.log",
+            port=port,
+            peer_port=port + 1,
+            scheme=scheme,
+            args=args,
+            alone=True,
+        )
+        self.extra.append(m)
+        self.start(m, initial=True)
+        return m
 
     def kill(self, m: Member) -> None:
         """SIGKILL one member, as a crash would, and reap it."""

@@ -15,15 +15,17 @@ import ipaddress
 import os
 import secrets
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
 from dockyard.cluster import Cluster, ClusterListener, EndpointRecord, HostRecord, NetworkRecord, StoreConfig
-from dockyard.cluster.etcd import EtcdClient, prefix_end
+from dockyard.cluster.etcd import EtcdClient, EtcdError, prefix_end
 from dockyard.errors import ClusterUnavailable, Conflict, NotFound
 from etcd_lab import EtcdLab
 
@@ -597,3 +599,105 @@ def test_an_unreachable_store_is_one_clear_error_and_no_registration(hosts: Host
         assert not cluster.watch.connected
     finally:
         cluster.stop()
+
+
+# -- TLS and auth -------------------------------------------------------------------------------------
+
+
+def _pki(where: Path, server_ip: str) -> dict[str, Path]:
+    """A CA, a server certificate for server_ip and a client certificate (EC keys: quick)."""
+    where.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=where)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=dyt-ca")
+    for name, subject, ext in (
+        # The server's certificate is also what etcd's gateway presents to its own gRPC server.
+        (
+            "server",
+            "/CN=dyt-server",
+            f"subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth,clientAuth\n",
+        ),
+        # No CommonName: with auth on, etcd's gateway refuses a client certificate that has one
+        # (a CN cannot stand for the user through the gateway).
+        ("client", "/O=dyt-client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (where / f"{name}.ext").write_text(ext)
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        run(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+    return {n: where / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+def test_tls_client_certificates_and_user_auth(hosts: Hosts, etcd_lab: EtcdLab, tmp_path: Path) -> None:
+    host = etcd_lab.members[0]
+    pki = _pki(tmp_path / "pki", host.addr)
+    tls_flags = (
+        "--cert-file", str(pki["server.crt"]), "--key-file", str(pki["server.key"]),
+        "--trusted-ca-file", str(pki["ca.crt"]), "--client-cert-auth",
+        "--auth-token-ttl", "1",
+    )  # fmt: skip
+    member = etcd_lab.standalone(0, "tls", 2479, tls_flags, scheme="https")
+    url = f"etcd://{member.endpoint}"
+    dial = etcd_lab.dialer(host)
+
+    def client(**kw: str) -> EtcdClient:
+        config = StoreConfig.parse(url, ca=str(pki["ca.crt"]), **kw)
+        return EtcdClient(dataclasses.replace(config, deadline=5.0), dial=dial)
+
+    try:
+        tls = client(cert=str(pki["client.crt"]), key=str(pki["client.key"]))
+        tls.put("/t", b"1")  # retried until the member listens
+        assert tls.get("/t").value == b"1"  # type: ignore[union-attr]
+        no_cert = EtcdClient(
+            dataclasses.replace(StoreConfig.parse(url, ca=str(pki["ca.crt"])), deadline=1.0), dial=dial
+        )
+        with pytest.raises(ClusterUnavailable, match=f"cluster store unreachable: {member.endpoint} "):
+            no_cert.put("/t", b"2")  # no client certificate: the handshake fails
+
+        # etcd's user/password auth on top.
+        tls.call("/v3/auth/user/add", {"name": "root", "password": "pw"})
+        tls.call("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        tls.call("/v3/auth/enable", {})
+        certs = {"cert": str(pki["client.crt"]), "key": str(pki["client.key"])}
+        with pytest.raises(ClusterUnavailable, match=r"refused user 'root': .*authentication failed"):
+            client(username="root", password="wrong", **certs).put("/t", b"3")
+        with pytest.raises(EtcdError):
+            client(**certs).put("/t", b"4")  # no user: auth is on, the request is refused
+        authed = client(username="root", password="pw", **certs)
+        authed.put("/t", b"5")
+        first = dict(authed._tokens)
+        # The token lives 1 s without use (--auth-token-ttl): a request after a pause finds it
+        # expired, and the client authenticates again; no request fails.
+        for _ in range(8):
+            time.sleep(1.5)  # the TTL etcd was given: nothing here to wait on but the clock
+            authed.put("/t", b"6")
+            if authed._tokens != first:
+                break
+        assert authed._tokens != first, "the token was never renewed"
+
+        # The whole module over TLS and auth: the watch's stream carries the token too.
+        config = StoreConfig.parse(url, ca=str(pki["ca.crt"]), username="root", password="pw", **certs)
+        cluster = Cluster(
+            config,
+            HostRecord("tls-host", IPv4Address(host.addr)),
+            root=hosts.root,
+            dial=dial,
+            ttl=TTL,
+            idle=0.5,
+        )
+        cluster.start()
+        try:
+            wait_for(lambda: cluster.session.alive and cluster.view.ready.is_set(), 10, "registered")
+            net = cluster.networks.create("secure", subnet=IPv4Network("10.20.0.0/24"))
+            wait_for(lambda: cluster.view.network("secure") == net, 5, "the watch saw it")
+            # Past the token's TTL, the stream's next opening authenticates again.
+            assert cluster.ipam.claim(net, "e" * 64) == IPv4Address("10.20.0.2")
+        finally:
+            cluster.stop()
+    finally:
+        etcd_lab.kill(member)

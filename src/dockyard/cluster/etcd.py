@@ -56,13 +56,13 @@ def prefix_end(prefix: str) -> str:
     return (raw[:-1] + bytes([raw[-1] + 1])).decode()
 
 
-class EtcdError(Exception):
+class EtcdError(DockyardError):
     """etcd refused a request (not a member down: that is retried, then ClusterUnavailable)."""
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{message} (code {code})")
+        super().__init__(f"the cluster store refused a request: {message}")
         self.code = code
-        self.message = message
+        self.reason = message
 
 
 class Compacted(EtcdError):
@@ -530,7 +530,8 @@ def _error(data: bytes, status: int) -> tuple[int, str]:
     try:
         d = json.loads(data)
     except ValueError:
-        return UNAVAILABLE if status >= 500 else 0, f"HTTP {status}"
+        text = data[:120].decode("utf-8", "replace").strip()
+        return UNAVAILABLE if status >= 500 else 0, f"HTTP {status}" + (f": {text}" if text else "")
     if isinstance(d.get("error"), dict):  # a stream's error shape
         d = d["error"]
         return int(d.get("grpc_code", 0)), str(d.get("message", status))

@@ -222,6 +222,7 @@ class HostSession:
         failover runs until the lease would expire), so an election costs no lease."""
         period = max(self.ttl / 3, 0.3)
         pause = period
+        failing = False
         while not self._stop.wait(pause):
             pause = period
             if not self.lease:
@@ -235,9 +236,14 @@ class HostSession:
             try:
                 left = self.client.keepalive(self.lease, timeout=max(self._confirmed + self.ttl - sent, 1.0))
             except ClusterUnavailable as e:
-                log.warning("lease keep-alive failed: %s", e)
+                # Once per outage, not once per try.
+                (log.debug if failing else log.warning)("lease keep-alive failed: %s", e)
+                failing = True
                 pause = 0.1
                 continue
+            if failing:
+                log.warning("lease keep-alive works again")
+                failing = False
             if left > 0:
                 self._confirmed = sent
                 continue

@@ -98,8 +98,9 @@ class WatchLoop:
                 log.warning("watch: revision %d was compacted; listing everything again", self.revision)
                 must_list = True
             except DockyardError as e:
+                # Once per outage, not once per try.
+                (log.warning if self.connected or pause == 0.05 else log.debug)("watch: %s", e)
                 self.connected = False
-                log.warning("watch: %s", e)
                 self._stop.wait(pause)
                 pause = min(pause * 2, 1.0)
             except Exception:
