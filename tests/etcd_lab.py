@@ -205,6 +205,8 @@ class EtcdLab:
             "--initial-cluster-token", f"dyt-{self.tag}-{m.name}" if m.alone else f"dyt-{self.tag}",
             "--initial-cluster-state", "new" if initial else "existing",
             "--logger", "zap", "--log-outputs", "stderr",
+            # A member back from a partition does not force an election (etcd 3.5's default).
+            "--pre-vote",
             *m.args,
         ]  # fmt: skip
         with open(m.log, "ab") as log:

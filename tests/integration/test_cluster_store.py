@@ -572,6 +572,30 @@ def test_a_host_cut_off_never_comes_back_to_a_duplicate(hosts: Hosts, etcd_lab: 
     assert h1.ipam.holder(net.id, lost.address).host_id == h1.host.id  # type: ignore[union-attr]
 
 
+def test_an_endpoint_withdrawn_while_the_store_is_away_goes_when_it_answers(
+    hosts: Hosts, etcd_lab: EtcdLab
+) -> None:
+    h1 = hosts.make(0)
+    h2 = hosts.make(1, ttl=10, deadline=1.0)  # a cut shorter than the TTL: the lease survives
+    net = h1.networks.create("away", subnet=IPv4Network("10.22.0.0/24"))
+    ep = attach(h2, net)
+    wait_for(lambda: len(h1.view.endpoints(net.id)) == 1, 5, "published")
+    etcd_lab.set_link(etcd_lab.members[1], up=False)
+    try:
+        h2.session.withdraw(net.id, ep.id)  # the container goes; no error for an absent store
+        with pytest.raises(ClusterUnavailable):
+            h2.ipam.release(net.id, ep.address, ep.id)
+        assert len(h1.view.endpoints(net.id)) == 1
+    finally:
+        etcd_lab.set_link(etcd_lab.members[1], up=True)
+    wait_for(lambda: h1.view.endpoints(net.id) == [], 8, "the withdrawal reached the store")
+    assert h2.session.renewals == 0 and h2.session.alive
+    # The release the store missed: the engine's gc finds this host's claims and frees them.
+    assert h2.ipam.mine() == [(net.id, ep.address, ep.id)]
+    assert h2.ipam.release(net.id, ep.address, ep.id)
+    assert h2.ipam.mine() == []
+
+
 def test_an_unreachable_store_is_one_clear_error_and_no_registration(hosts: Hosts, etcd_lab: EtcdLab) -> None:
     members = etcd_lab.members
     config = dataclasses.replace(
@@ -695,8 +719,16 @@ def test_tls_client_certificates_and_user_auth(hosts: Hosts, etcd_lab: EtcdLab, 
             wait_for(lambda: cluster.session.alive and cluster.view.ready.is_set(), 10, "registered")
             net = cluster.networks.create("secure", subnet=IPv4Network("10.20.0.0/24"))
             wait_for(lambda: cluster.view.network("secure") == net, 5, "the watch saw it")
-            # Past the token's TTL, the stream's next opening authenticates again.
             assert cluster.ipam.claim(net, "e" * 64) == IPv4Address("10.20.0.2")
+            # The member restarts: every token it gave is gone. The keep-alive, the watch's new
+            # stream and the next requests authenticate again.
+            streams = cluster.watch.streams
+            etcd_lab.kill(member)
+            etcd_lab.start(member)
+            wait_for(lambda: cluster.watch.streams > streams and cluster.watch.connected, 15, "watch back")
+            again = cluster.networks.create("secure2", subnet=IPv4Network("10.21.0.0/24"))
+            wait_for(lambda: cluster.view.network("secure2") == again, 5, "the new stream saw it")
+            wait_for(lambda: cluster.session.alive, 10, "the keep-alive authenticated again")
         finally:
             cluster.stop()
     finally:

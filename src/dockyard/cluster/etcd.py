@@ -305,7 +305,10 @@ class EtcdClient:
                 return self._attempt(only, path, body, timeout or self.config.attempt_timeout)
             except _Retry as e:
                 raise ClusterUnavailable(f"cluster store unreachable: {self.name(only)} ({e})") from None
-        deadline = time.monotonic() + (timeout or self.config.deadline)
+        total = timeout or self.config.deadline
+        deadline = time.monotonic() + total
+        # One member that hangs must not eat the whole deadline: each gets its share at most.
+        attempt = min(self.config.attempt_timeout, max(total / len(self.config.endpoints), 0.2))
         tried: dict[str, str] = {}
         pause = 0.05
         while True:
@@ -314,7 +317,7 @@ class EtcdClient:
                 if left <= 0:
                     break
                 try:
-                    answer = self._attempt(index, path, body, min(self.config.attempt_timeout, left))
+                    answer = self._attempt(index, path, body, min(attempt, left))
                 except _Retry as e:
                     tried[self.name(index)] = str(e)
                     continue
@@ -418,11 +421,19 @@ class EtcdClient:
 
     # -- what the watch needs of the transport ----------------------------------------------
 
+    def forget_token(self, index: int) -> None:
+        """The member refused our token (it expired, or the member restarted): get a new one."""
+        with self._lock:
+            self._tokens.pop(index, None)
+
     def connect_raw(self, index: int, timeout: float) -> tuple[socket.socket, dict[str, str]]:
         """A socket to one member (TLS-wrapped when configured) and the headers a request needs."""
         host, port = self.config.endpoints[index]
         headers = {"Host": f"{host}:{port}"}
-        token = self._token(index, timeout)
+        try:
+            token = self._token(index, timeout)
+        except (_Retry, http.client.HTTPException) as e:
+            raise ConnectionError(f"cannot authenticate: {e}") from None
         if token:
             headers["Authorization"] = token
         sock = self.dial((host, port), timeout)

@@ -117,6 +117,21 @@ class GlobalIpam:
                 out[IPv4Address(parsed.parts[1])] = claim
         return out
 
+    def mine(self) -> list[tuple[str, IPv4Address, str]]:
+        """(network id, address, endpoint id) of every claim this host holds, in every network:
+        the engine's gc releases those no local endpoint owns (a release the store missed)."""
+        prefix = self.keys.prefix(Kind.CLAIM)
+        out = []
+        for kv in self.client.prefix(prefix).kvs:
+            parsed = self.keys.parse(kv.key)
+            claim = _decoded(kv.value)
+            if parsed is not None and claim is not None and claim.host_id == self.host_id:
+                try:
+                    out.append((parsed.parts[0], IPv4Address(parsed.parts[1]), claim.endpoint_id))
+                except ValueError:
+                    continue
+        return out
+
     def _used(self, network_id: str) -> tuple[set[IPv4Address], IPv4Address | None]:
         """The network's claimed addresses and its cursor, read in one round trip."""
         prefix = self.keys.prefix(Kind.CLAIM, network_id)

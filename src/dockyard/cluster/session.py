@@ -68,6 +68,8 @@ class HostSession:
         self._confirmed = 0.0  # monotonic time the store last confirmed the lease
         self._lock = threading.RLock()
         self._published: dict[tuple[str, str], EndpointRecord] = {}
+        # Withdrawn while the store did not answer: deleted once it does.
+        self._stale: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Times the lease was found expired and made again (tests and logs).
@@ -130,6 +132,7 @@ class HostSession:
             # The lease is this host's only once every endpoint is back: a registration cut
             # short leaves lease 0, and the keep-alive thread registers again from the start.
             self.lease = 0
+            self._stale.clear()  # withdrawn records went with the lapsed lease
             for ep in list(self._published.values()):
                 why = self._republish(ep, lease)
                 if why is not None:
@@ -176,10 +179,28 @@ class HostSession:
             self._published[(ep.network_id, ep.id)] = ep
 
     def withdraw(self, network_id: str, endpoint_id: str) -> None:
-        """Stop publishing an endpoint (its address stays claimed until GlobalIpam.release)."""
+        """Stop publishing an endpoint (its address stays claimed until GlobalIpam.release).
+
+        Never fails for an absent store: the container is going either way. The record is
+        deleted when the store answers again, or goes with this lease if that lapses first.
+        """
         with self._lock:
             self._published.pop((network_id, endpoint_id), None)
-            self.client.delete(self.keys.endpoint(network_id, endpoint_id))
+            self._stale.add((network_id, endpoint_id))
+        if self.alive:  # else the keep-alive thread does it, without making the caller wait
+            self._flush_stale()
+
+    def _flush_stale(self) -> None:
+        with self._lock:
+            stale = list(self._stale)
+        for network_id, endpoint_id in stale:
+            try:
+                self.client.delete(self.keys.endpoint(network_id, endpoint_id))
+            except ClusterUnavailable as e:
+                log.warning("endpoint %s stays published until the store answers: %s", endpoint_id[:12], e)
+                return
+            with self._lock:
+                self._stale.discard((network_id, endpoint_id))
 
     def published(self) -> list[EndpointRecord]:
         with self._lock:
@@ -246,6 +267,8 @@ class HostSession:
                 failing = False
             if left > 0:
                 self._confirmed = sent
+                if self._stale:
+                    self._flush_stale()
                 continue
             log.warning("lease %x of host %s expired; registering again", self.lease, self.host.id)
             try:

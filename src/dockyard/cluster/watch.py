@@ -125,14 +125,20 @@ class WatchLoop:
         self._stream = stream
         self.connected = True
         self.member = stream.where
+        created = False
         try:
             while not self._stop.is_set():
                 try:
                     message = stream.next(self.idle)
                 except StreamEnded as e:
                     log.info("watch: %s; resuming from revision %d", e, self.revision)
+                    if not created:
+                        # A stream closed before it was created: etcd's gateway does that to a
+                        # token it no longer knows (a restarted member), without a word.
+                        self.client.forget_token(index)
                     self._next = index + 1
                     return
+                created = created or bool(message and message.get("created"))
                 if message is None:
                     if not self._alive(index):
                         self._next = index + 1
@@ -160,6 +166,7 @@ class WatchLoop:
                 stream = WatchStream.open(self.client, index, request, self.client.config.attempt_timeout)
             except StreamEnded as e:
                 reasons.append(str(e))
+                self.client.forget_token(index)
                 continue
             except DockyardError as e:  # auth refused on that member
                 reasons.append(f"{self.client.name(index)}: {e}")
