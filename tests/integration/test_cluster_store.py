@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.cluster import Cluster, ClusterListener, EndpointRecord, HostRecord, NetworkRecord, StoreConfig
-from dockyard.cluster.etcd import EtcdClient, EtcdError, prefix_end
+from dockyard.cluster.etcd import EtcdClient, EtcdError
+from dockyard.cluster.wire import prefix_end
 from dockyard.errors import ClusterUnavailable, Conflict, NotFound
 from etcd_lab import EtcdLab
 

@@ -13,11 +13,11 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from dockyard.cluster.config import StoreConfig
-from dockyard.cluster.etcd import KV, Event, EventType, b64, prefix_end
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, EndpointRecord, HostRecord, NetworkRecord, RecordError
 from dockyard.cluster.stream import StreamEnded, WatchStream
 from dockyard.cluster.view import ClusterListener, ClusterView
+from dockyard.cluster.wire import KV, Event, EventType, b64, prefix_end
 from dockyard.errors import InvalidArgument
 
 # -- the store's URL ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ can decide alone: global networks, their addresses, which host runs which
 endpoint, and which hosts are alive. The parts, one job each:
 
     config.py    --cluster-store etcd://h:p[,h:p...], TLS files, user/password
-    etcd.py      the v3 JSON gateway client: failover, auth, txn builders
+    wire.py      etcd's JSON shapes: kv, events, txn conditions and operations
+    etcd.py      the v3 JSON gateway client: failover, TLS, auth
     stream.py    one watch stream on one member
     keys.py      the key layout
     records.py   the values (JSON) under the keys

@@ -22,21 +22,11 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from dockyard.cluster.etcd import (
-    Delete,
-    EtcdClient,
-    Get,
-    Put,
-    absent,
-    created_at,
-    exists,
-    lease_is,
-    mod_is,
-    prefix_end,
-)
+from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, NetworkRecord, RecordError
 from dockyard.cluster.session import HostSession
+from dockyard.cluster.wire import Delete, Get, Put, absent, created_at, exists, lease_is, mod_is, prefix_end
 from dockyard.errors import ClusterUnavailable, Conflict, NotFound
 from dockyard.policy import ipam
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dockyard.cluster.etcd import prefix_end
+from dockyard.cluster.wire import prefix_end
 
 ROOT = "/dockyard/v1/"
 

@@ -17,18 +17,10 @@ import secrets
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
 
-from dockyard.cluster.etcd import (
-    Delete,
-    EtcdClient,
-    Get,
-    Put,
-    exists,
-    none_under,
-    prefix_end,
-    unchanged_under,
-)
+from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, NetworkRecord, RecordError
+from dockyard.cluster.wire import Delete, Get, Put, exists, none_under, prefix_end, unchanged_under
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import check_name
 from dockyard.policy import ipam

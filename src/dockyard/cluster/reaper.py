@@ -30,18 +30,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from dockyard.cluster.etcd import (
-    KV,
-    Delete,
-    EtcdClient,
-    Get,
-    Put,
-    absent,
-    mod_is,
-    prefix_end,
-)
+from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, Gone, RecordError
+from dockyard.cluster.wire import KV, Delete, Get, Put, absent, mod_is, prefix_end
 from dockyard.errors import DockyardError
 
 log = logging.getLogger("dockyard.cluster")

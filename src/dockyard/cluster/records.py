@@ -7,9 +7,8 @@ know (a newer daemon may add some) and rejects a record missing one it needs
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 
@@ -199,17 +198,3 @@ class Gone:
             return cls(str(d["seen_by"]), int(d["grace"]), int(d.get("lease", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"gone: {e}") from None
-
-
-def parse_address(text: str) -> IPv4Address:
-    return ipaddress.IPv4Address(text)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the watch knows at one revision (the view's cache, for a resync)."""
-
-    revision: int
-    networks: dict[str, NetworkRecord] = field(default_factory=dict)
-    hosts: dict[str, HostRecord] = field(default_factory=dict)
-    endpoints: dict[tuple[str, str], EndpointRecord] = field(default_factory=dict)

@@ -28,18 +28,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from dockyard.cluster.etcd import (
-    Compare,
-    Delete,
-    EtcdClient,
-    Get,
-    Put,
-    absent,
-    exists,
-    lease_is,
-)
+from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys
 from dockyard.cluster.records import Claim, EndpointRecord, HostRecord, RecordError
+from dockyard.cluster.wire import Compare, Delete, Get, Put, absent, exists, lease_is
 from dockyard.errors import ClusterUnavailable, Conflict, DockyardError
 
 log = logging.getLogger("dockyard.cluster")

@@ -28,9 +28,9 @@ import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from dockyard.cluster.etcd import KV, Event, EventType
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import EndpointRecord, HostRecord, NetworkRecord, RecordError
+from dockyard.cluster.wire import KV, Event, EventType
 
 log = logging.getLogger("dockyard.cluster")
 

@@ -30,10 +30,11 @@ import logging
 import threading
 import time
 
-from dockyard.cluster.etcd import Compacted, EtcdClient, Event, b64
+from dockyard.cluster.etcd import Compacted, EtcdClient
 from dockyard.cluster.keys import Keys
 from dockyard.cluster.stream import StreamEnded, WatchStream
 from dockyard.cluster.view import ClusterView
+from dockyard.cluster.wire import Event, b64
 from dockyard.errors import ClusterUnavailable, DockyardError
 
 log = logging.getLogger("dockyard.cluster")
