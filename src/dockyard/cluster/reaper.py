@@ -11,8 +11,8 @@ they stay. Any daemon's sweep that finds claims of a host with no record:
    lengthens a lease, never shortens it;
 2. once `grace/<id>` has expired, frees the claims: txns of at most 100
    claims, each succeeding only if the host record is still absent, the
-   mark is the same one, the timer is gone and each claim unchanged; then
-   removes the mark.
+   mark is the same one, the timer is gone and each claim unchanged; the
+   last of them removes the mark too.
 
 A host that comes back (session.py) deletes its mark and timer in the
 same txn that puts its record, so a sweep racing with it fails its
@@ -109,9 +109,11 @@ class Reaper:
     def _free(self, host: str, mark: KV, claims: list[KV]) -> int | None:
         """Free a gone host's claims; None when it came back or anything changed meanwhile."""
         host_key, gone_key, grace_key = self.keys.host(host), self.keys.gone(host), self.keys.grace(host)
+        batches = [claims[i : i + BATCH] for i in range(0, len(claims), BATCH)] or [[]]
         done = 0
-        for i in range(0, len(claims), BATCH):
-            batch = claims[i : i + BATCH]
+        for n, batch in enumerate(batches):
+            # The last batch removes the mark too: a peer that sees the claims gone sees the mark gone.
+            last = [Delete(gone_key)] if n == len(batches) - 1 else []
             result = self.client.txn(
                 [
                     absent(host_key),
@@ -119,15 +121,11 @@ class Reaper:
                     absent(grace_key),
                     *(mod_is(kv.key, kv.mod_revision) for kv in batch),
                 ],
-                [Delete(kv.key) for kv in batch],
+                [*(Delete(kv.key) for kv in batch), *last],
             )
             if not result.succeeded:
                 return None
             done += len(batch)
-        result = self.client.txn(
-            [absent(host_key), mod_is(gone_key, mark.mod_revision)],
-            [Delete(gone_key)],
-        )
         if done:
             log.warning("host %s gone past its grace period: %d addresses freed", host, done)
-        return done if result.succeeded else None
+        return done
