@@ -30,6 +30,9 @@ from dockyard.settings import AddressPool
 DEFAULT_POOL = AddressPool(ipaddress.IPv4Network("10.0.0.0/8"), 24)
 OVERLAY = "overlay"
 ATTEMPTS = 8
+# Docker's first VXLAN id is 4097 (4096 and below were left to others); 24 bits in all.
+FIRST_VNI = 4097
+LAST_VNI = (1 << 24) - 1
 
 
 class Networks:
@@ -105,6 +108,7 @@ class Networks:
                 mtu=mtu,
                 labels=tuple(sorted(labels)),
                 created_by=self.host_id,
+                vni=_free_vni(networks),
             )
             key = self.keys.network(network_id)
             result = self.client.txn(
@@ -158,6 +162,17 @@ class Networks:
             except RecordError:
                 continue  # not ours to judge here; the watch logs it
         return result.revision, out
+
+
+def _free_vni(networks: list[NetworkRecord]) -> int:
+    """The lowest VXLAN id no network has (the create txn makes it unique: nothing changed since)."""
+    used = {n.vni for n in networks}
+    vni = FIRST_VNI
+    while vni in used:
+        vni += 1
+    if vni > LAST_VNI:
+        raise Conflict("no VXLAN network identifier left for a new overlay network")
+    return vni
 
 
 def _match(ref: str, networks: list[NetworkRecord]) -> NetworkRecord:

@@ -44,6 +44,7 @@ class NetworkRecord:
     mtu: int | None = None  # None: the underlay's less 50, each host's own
     labels: tuple[tuple[str, str], ...] = ()
     created_by: str = ""  # host id
+    vni: int = 0  # the VXLAN network identifier, unique in the cluster
     # The etcd create revision of this record (not stored: read with it). A claim compares it,
     # so that a network removed and made again is never claimed into by a stale caller.
     revision: int = 0
@@ -61,6 +62,7 @@ class NetworkRecord:
                 "mtu": self.mtu,
                 "labels": dict(self.labels),
                 "created_by": self.created_by,
+                "vni": self.vni,
             }
         )
 
@@ -79,6 +81,7 @@ class NetworkRecord:
                 mtu=int(d["mtu"]) if d.get("mtu") is not None else None,
                 labels=tuple(sorted((str(k), str(v)) for k, v in (d.get("labels") or {}).items())),
                 created_by=str(d.get("created_by", "")),
+                vni=int(d.get("vni", 0)),
                 revision=revision,
             )
         except (KeyError, TypeError, ValueError) as e:

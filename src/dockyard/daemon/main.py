@@ -109,6 +109,10 @@ class Daemon:
         kernel = Kernel(Netlink(), Nft(), PortHolds(), LegacyForward())
         store = Store(self.paths.database)
         engine = Engine(self.settings, store, kernel)
+        from dockyard.engine import cluster as engine_cluster
+
+        # Before restore: the overlay driver makes overlay networks' kernel side again.
+        overlay = engine_cluster.attach(engine)
         # Before restore looks at the pins: an older root's move under the new mount.
         engine.sandboxes.prepare()
         try:
@@ -124,6 +128,8 @@ class Daemon:
             engine.shim.connect()
             engine.dns = DnsProcess(self.paths)
             engine.networks_changed()
+            if overlay is not None:
+                overlay.start()
             info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
             api = Api(engine, self.request_stop, info)
             limits = Limits(
@@ -137,13 +143,16 @@ class Daemon:
             with contextlib.suppress(Exception):
                 engine.sandboxes.release()
             raise
-        monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
+        monitor = threading.Thread(target=self._monitor, args=(engine, overlay), name="monitor", daemon=True)
         monitor.start()
         print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
         serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
         serving.start()
         self._stop.wait()
         self.server.shutdown()
+        if overlay is not None:
+            with contextlib.suppress(Exception):
+                overlay.stop()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
             with contextlib.suppress(Exception):
@@ -173,10 +182,17 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     entry.unlink()
 
-    def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
+    def _monitor(self, engine, overlay) -> None:  # type: ignore[no-untyped-def]
         """The cheap check when no command comes: exits the shim could not
-        report (for instance after the shim died), releases that failed."""
+        report (for instance after the shim died), releases that failed;
+        overlay networks' FDB and neighbour tables against the cluster's view."""
         while not self._stop.wait(MONITOR_INTERVAL):
+            if overlay is not None:
+                try:
+                    for change in overlay.reconcile():
+                        print(f"dockyardd: overlay: {change}", file=sys.stderr, flush=True)
+                except Exception as e:
+                    print(f"dockyardd: overlay reconcile: {e}", file=sys.stderr, flush=True)
             with contextlib.suppress(Exception):
                 engine.check()
             # A resolver that died comes back.
@@ -204,6 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bip", default=None, help="the default bridge's address with prefix, e.g. 10.10.0.1/24"
     )
+    parser.add_argument(
+        "--cluster-store",
+        default=None,
+        metavar="etcd://HOST:PORT[,HOST:PORT...]",
+        help="overlay networks' store",
+    )
+    parser.add_argument(
+        "--cluster-advertise", default=None, metavar="ADDRESS|INTERFACE", help="this host's VTEP address"
+    )
+    parser.add_argument(
+        "--cluster-store-opt",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="kv.cacertfile, kv.certfile, kv.keyfile, kv.username, kv.password, kv.prefix",
+    )
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -223,7 +255,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(ip netns add NAME) or give an existing one to --host-netns"
                 )
             netns.enter_for_process(target)
-        settings = load_settings(root, args.host_netns, args.bridge, args.bip)
+        settings = load_settings(
+            root,
+            args.host_netns,
+            args.bridge,
+            args.bip,
+            args.cluster_store,
+            args.cluster_advertise,
+            args.cluster_store_opt,
+        )
         lock_fd = _lock_root(paths)
         _raise_fd_limit()
         daemon = Daemon(settings)

@@ -39,7 +39,7 @@ from dockyard.engine.cni.attachments import Attachments
 from dockyard.engine.containers.execs import KEY_PREFIX, container_of_key
 from dockyard.errors import DockyardError
 from dockyard.kernel import procs, sysctl
-from dockyard.model import ContainerState, DriverName, ModeKind
+from dockyard.model import ContainerState, ModeKind
 from dockyard.policy import rules
 from dockyard.store import now
 
@@ -126,7 +126,7 @@ class Reconciler:
         self._remake_bridge_table()
         # After a reboot the bridges are gone: make every one again (idempotent).
         for network in self.e.store.networks():
-            if network.driver is DriverName.BRIDGE:
+            if network.bridged and network.driver in self.e.drivers:
                 self.e.drivers[network.driver].create_network(network)
         return self.gc()
 
@@ -171,7 +171,7 @@ class Reconciler:
                 self._log(f"container {c.name}: removed")
             e.settle()
             for network in e.store.networks():
-                if network.driver is DriverName.BRIDGE:
+                if network.bridged and network.driver in e.drivers:
                     with contextlib.suppress(DockyardError):
                         e.drivers[network.driver].delete_network(network)
                     self._log(f"network {network.name}: bridge {network.bridge} removed")
@@ -428,7 +428,7 @@ class Reconciler:
         e = self.e
         owned = {ep.host_ifname for ep in e.store.endpoints(state=None)}
         for network in e.store.networks():
-            if network.driver is not DriverName.BRIDGE:
+            if not network.bridged:
                 continue
             for port in e.k.netlink.bridge_ports(network.bridge):
                 if port.startswith("veth") and port not in owned:
@@ -439,7 +439,7 @@ class Reconciler:
         e = self.e
         el = rules.Elements()
         for network in e.store.networks():
-            if network.driver is DriverName.BRIDGE and network.subnet is not None:
+            if network.bridged and network.subnet is not None:
                 el.update(rules.elements_of_network(network))
         for c in e.store.containers():
             if not c.running:

@@ -41,7 +41,7 @@ class NetworkChanges:
             self.dns.sync(True)
 
     def sync_forward(self) -> list[str]:
-        bridges = {n.bridge for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.bridge}
+        bridges = {n.bridge for n in self.store.networks() if n.bridged and n.bridge}
         bridge_driver = self.drivers[DriverName.BRIDGE]
         return list(bridge_driver.sync_forward(bridges))
 

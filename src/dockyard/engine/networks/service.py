@@ -17,6 +17,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dockyard.drivers import Driver
 from dockyard.engine.steps import step
@@ -28,6 +29,14 @@ from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
 
 BUILTIN_NAMES = ("bridge", "host", "none")
+
+
+class OverlayNetworks(Protocol):
+    """engine/cluster.py's part in network create and rm."""
+
+    def create(self, spec: NetworkSpec) -> Network: ...
+
+    def remove(self, network: Network) -> None: ...
 
 
 def new_id() -> str:
@@ -51,6 +60,8 @@ class Networks:
         self.attached = attached
         # Names of endpoint owners that are not containers (CNI attachments): see name_owners.
         self._owner_names: list[Callable[[], dict[str, str]]] = []
+        # Global (overlay) networks, when the daemon is in a cluster (engine/cluster.py).
+        self.overlay: OverlayNetworks | None = None
 
     # -- who is attached -------------------------------------------------
 
@@ -179,6 +190,15 @@ class Networks:
     def create(self, spec: NetworkSpec) -> Network:
         """`network create`: validate everything, record, then make the bridge."""
         check_name(spec.name, "network")
+        if spec.driver == "overlay":
+            if self.overlay is None:
+                raise InvalidArgument(
+                    "overlay networks need a cluster: start dockyardd with --cluster-store etcd://HOST:PORT "
+                    "and --cluster-advertise ADDRESS|INTERFACE"
+                )
+            return self.overlay.create(spec)
+        if spec.attachable:
+            raise InvalidArgument("--attachable is for overlay networks")
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
@@ -252,6 +272,11 @@ class Networks:
                 f"error while removing network: network {network.name} id {network.id} has active "
                 f"endpoints ({', '.join(users)})"
             )
+        if network.driver is DriverName.OVERLAY:
+            if self.overlay is None:
+                raise InvalidArgument(f"network {network.name} is global: this daemon is not in its cluster")
+            self.overlay.remove(network)
+            return network
         intent = self.store.add_intent("network.rm", network.id)
         try:
             step("network.rm.begin")
@@ -274,6 +299,8 @@ class Networks:
         for network in self.store.networks():
             if network.builtin or self.attached(network) or self.store.endpoint_count(network.id):
                 continue
+            if network.driver is DriverName.OVERLAY:
+                continue  # global: other hosts may use it; `network rm` asks the cluster
             self.remove(network.id)
             removed.append(network.name)
         return removed
@@ -404,5 +431,6 @@ class NetworkSpec:
     ip_range: ipaddress.IPv4Network | None = None
     aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
     internal: bool = False
+    attachable: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()

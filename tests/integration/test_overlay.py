@@ -1,0 +1,230 @@
+"""Overlay networks across hosts: dockyard daemons on the etcd lab's hosts, one network, many hosts.
+
+Each host of the etcd lab (its own network namespace on the 192.0.2.0/24
+underlay, an etcd member in it) runs a dockyard daemon of its own root,
+started with --cluster-store (every member) and --cluster-advertise (the
+host's underlay interface or address) from its daemon.json, under a key
+prefix of the test's own. Containers on different hosts reach each other
+over VXLAN; what each host's kernel holds (FDB and neighbour entries,
+links) is read in that host's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from etcd_lab import EtcdLab
+from lab import PROBE, Lab, sh
+
+UNDERLAY_MTU = 1500
+
+
+class Host(Lab):
+    """A dockyard root on one of the etcd lab's hosts (the namespace is the etcd lab's)."""
+
+    def __init__(self, tmp: Path, ns: str, addr: str) -> None:
+        super().__init__(tmp)
+        self.host = ns
+        self.addr = addr
+        self.own_namespaces = ()
+
+    def configure(self, store: str, advertise: str, prefix: str) -> None:
+        self.root.mkdir(parents=True, mode=0o700)
+        (self.root / "daemon.json").write_text(
+            json.dumps(
+                {
+                    "cluster-store": store,
+                    "cluster-advertise": advertise,
+                    "cluster-store-opts": {"kv.prefix": prefix},
+                }
+            )
+        )
+
+    def fdb(self, dev: str) -> dict[str, str]:
+        """MAC -> VTEP of the device's own entries."""
+        r = sh("ip", "netns", "exec", self.host, "bridge", "-j", "fdb", "show", "dev", dev, check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
+
+    def neighbours(self, dev: str) -> dict[str, str]:
+        r = sh("ip", "-n", self.host, "-j", "neigh", "show", "dev", dev, check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["dst"]: e.get("lladdr", "") for e in json.loads(r.stdout or "[]")}
+
+    def address_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def mac_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["MacAddress"]
+
+
+@pytest.fixture
+def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
+    etcd_lab.ensure_all_running()
+    prefix = f"dyt-{secrets.token_hex(4)}"
+    store = "etcd://" + ",".join(etcd_lab.endpoints)
+    made = []
+    for i, m in enumerate(etcd_lab.members):
+        h = Host(tmp_path / f"host{i + 1}", m.ns, m.addr)
+        # One host names its underlay interface, the others their address: both forms.
+        h.configure(store, "und0" if i == 0 else m.addr, prefix)
+        made.append(h)
+    leaks: list[str] = []
+    try:
+        yield made
+    finally:
+        for h in made:
+            if (h.root / "dockyard.db").exists():
+                ids = h.dy("ps", "-aq", "--no-trunc").stdout.split()
+                if ids:
+                    h.dy("rm", "-f", *ids)
+                h.dy("system", "reset", "-f")
+            leaks += [f"{h.host}: {leak}" for leak in h.teardown()]
+    assert not leaks, f"left behind: {leaks}"
+
+
+def _network_links(h: Host, network_id: str) -> list[str]:
+    """The links this network made on a host, by its id (never by a prefix alone)."""
+    return [name for name in h.links() if name in (f"dy-{network_id[:12]}", f"vx-{network_id[:12]}")]
+
+
+def _ls(h: Host) -> dict[str, tuple[str, str, str]]:
+    """network ls: name -> (short id, driver, scope)."""
+    out = {}
+    for line in h.dy_ok("network", "ls").splitlines()[1:]:
+        short, name, driver, scope = line.split()
+        out[name] = (short, driver, scope)
+    return out
+
+
+def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok(
+        "network", "create", "-d", "overlay", "--subnet", "10.50.0.0/24", "--attachable", "ov1"
+    ).strip()
+    vx = f"vx-{net_id[:12]}"
+
+    # Global: seen by name and id on every daemon, SCOPE global, made once.
+    for h in hosts:
+        h.eventually(lambda h=h: "ov1" in _ls(h), 10, f"ov1 on {h.host}")
+        assert _ls(h)["ov1"] == (net_id[:12], "overlay", "global")
+        assert json.loads(h.dy_ok("network", "inspect", "ov1"))[0]["Id"] == net_id
+    info = json.loads(b.dy_ok("network", "inspect", net_id))[0]
+    assert (info["Scope"], info["Driver"], info["IPAM"]["Config"][0]["Subnet"]) == (
+        "global",
+        "overlay",
+        "10.50.0.0/24",
+    )
+    again = c.dy("network", "create", "-d", "overlay", "ov1")
+    assert again.returncode == 125 and "already exists" in again.stderr
+
+    # The VXLAN device: the network's VNI, port 4789, the host's VTEP, no learning, MTU underlay - 50.
+    details = json.loads(sh("ip", "-n", b.host, "-d", "-j", "link", "show", vx).stdout)[0]
+    data = details["linkinfo"]["info_data"]
+    assert data["port"] == 4789 and data["local"] == b.addr and data["learning"] is False
+    assert data["id"] == int(info["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
+    assert details["mtu"] == UNDERLAY_MTU - 50
+
+    a.serve("--name", "srv", "--net", "ov1", proto="tcp", port=80)
+    srv_ip, srv_mac = a.address_on("srv", "ov1"), a.mac_on("srv", "ov1")
+    b.run_d("--name", "cli", "--net", "ov1", "sleep", "300")
+    cli_ip = b.address_on("cli", "ov1")
+    assert srv_ip != cli_ip
+
+    # Host B's kernel knows srv at host A's VTEP (programmed from the watch).
+    b.eventually(lambda: b.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host B")
+    assert b.neighbours(vx).get(srv_ip) == srv_mac
+
+    # Across hosts, by address: ICMP and TCP; the container's MTU is the overlay's.
+    ping = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", srv_ip)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    answer = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", srv_ip, "80", "--timeout", "2")
+    assert f"peer={cli_ip}:" in answer  # not masqueraded: the overlay is one L2 segment
+    eth0 = json.loads(b.dy_ok("exec", "cli", "ip", "-j", "link", "show", "eth0"))[0]
+    assert eth0["mtu"] == UNDERLAY_MTU - 50
+    # A full-size packet with DF set fits; one byte more does not.
+    payload = UNDERLAY_MTU - 50 - 28
+    fits = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(payload), srv_ip)
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    too_big = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(payload + 1), srv_ip)
+    assert too_big.returncode != 0
+
+    # Refused while any host has an endpoint on it, from a host that has none.
+    refused = c.dy("network", "rm", "ov1")
+    assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
+
+    # rm frees the claim and the remote entries.
+    a.dy_ok("rm", "-f", "srv")
+    b.eventually(lambda: srv_mac not in b.fdb(vx), 5, "srv's FDB entry gone from host B")
+    b.eventually(lambda: srv_ip not in b.neighbours(vx), 5, "srv's neighbour entry gone from host B")
+    c.run_d("--name", "reuse", "--net", "ov1", "--ip", srv_ip, "sleep", "300")
+    assert c.address_on("reuse", "ov1") == srv_ip
+    taken = a.dy("run", "-d", "--net", "ov1", "--ip", srv_ip, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+
+    b.dy_ok("rm", "-f", "cli")
+    c.dy_ok("rm", "-f", "reuse")
+    b.dy_ok("network", "rm", "ov1")
+    for h in hosts:
+        h.eventually(lambda h=h: "ov1" not in _ls(h), 10, f"ov1 gone from {h.host}")
+        h.eventually(lambda h=h: not _network_links(h, net_id), 5, f"ov1's links gone from {h.host}")
+
+
+def test_concurrent_runs_on_two_hosts_never_get_the_same_address(hosts: list[Host]) -> None:
+    a, b, _ = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.51.0.0/26", "race")
+    b.eventually(lambda: "race" in _ls(b), 10, "race on host B")
+    per_host = 6
+    ids: dict[str, list[str]] = {a.host: [], b.host: []}
+    errors: list[str] = []
+
+    def runs(h: Host) -> None:
+        for _ in range(per_host):
+            r = h.dy("run", "-d", "--net", "race", "sleep", "300")
+            if r.returncode != 0:
+                errors.append(r.stderr)
+            else:
+                ids[h.host].append(r.stdout.strip().splitlines()[-1])
+
+    threads = [threading.Thread(target=runs, args=(h,)) for h in (a, b) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    addresses = [h.address_on(cid, "race") for h in (a, b) for cid in ids[h.host]]
+    assert len(addresses) == 4 * per_host
+    assert len(set(addresses)) == len(addresses), sorted(addresses)
+
+
+def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:
+    a = hosts[0]
+    r = a.dy("network", "create", "-d", "overlay", "--opt", "encrypted", "secret")
+    assert r.returncode == 125 and "ESP" in r.stderr, r.stderr
+    r = a.dy("network", "create", "-d", "overlay", "--opt", "com.docker.network.bridge.name=x", "odd")
+    assert r.returncode == 125 and "not supported by the overlay driver" in r.stderr, r.stderr
+    assert "secret" not in _ls(a) and "odd" not in _ls(a)
+    # An MTU asked for is every host's.
+    a.dy_ok("network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.mtu=1400", "small")
+    b = hosts[1]
+    b.eventually(lambda: "small" in _ls(b), 10, "small on host B")
+    b.run_d("--name", "mtu1", "--net", "small", "sleep", "300")
+    eth0 = json.loads(b.dy_ok("exec", "mtu1", "ip", "-j", "link", "show", "eth0"))[0]
+    assert eth0["mtu"] == 1400
+    b.dy_ok("rm", "-f", "mtu1")
+    a.dy_ok("network", "rm", "small")
+
+
+def test_without_a_cluster_store_overlay_is_refused_and_nothing_changes(lab: Lab) -> None:
+    r = lab.dy("network", "create", "-d", "overlay", "ov")
+    assert r.returncode == 125 and "--cluster-store" in r.stderr, r.stderr
+    assert "ov" not in lab.dy_ok("network", "ls")
