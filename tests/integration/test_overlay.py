@@ -144,6 +144,12 @@ def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(host
     b.eventually(lambda: b.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host B")
     assert b.neighbours(vx).get(srv_ip) == srv_mac
 
+    # By name across hosts: host B's resolver answers from its copy of the watch's cache.
+    named = b.dy("exec", "cli", "getent", "ahostsv4", "srv")
+    assert named.returncode == 0 and named.stdout.split()[0] == srv_ip, named.stdout + named.stderr
+    by_name = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", "srv", "80", "--timeout", "2")
+    assert f"peer={cli_ip}:" in by_name
+
     # Across hosts, by address: ICMP and TCP; the container's MTU is the overlay's.
     ping = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", srv_ip)
     assert ping.returncode == 0, ping.stdout + ping.stderr

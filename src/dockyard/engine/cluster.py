@@ -41,7 +41,7 @@ from dockyard.kernel import files
 from dockyard.kernel.vxlan import Vxlan
 from dockyard.model import DriverName, Endpoint, Network
 from dockyard.settings import DaemonSettings
-from dockyard.store import now
+from dockyard.store import RemoteEndpoint, now
 
 if TYPE_CHECKING:
     from dockyard.engine import Engine
@@ -157,6 +157,10 @@ class EngineCluster(ClusterListener):
         records = {n.id: n for n in self.cluster.view.networks()}
         for record in records.values():
             self.mirror(record)
+        # The resolver's copy of other hosts' names, whole again where it differs.
+        wanted = {_remote(ep) for network_id in records for ep in self.cluster.view.endpoints(network_id)}
+        if set(self.e.store.remote_endpoints()) != wanted:
+            self.e.store.replace_remote_endpoints(wanted)
         for network in self.e.store.networks():
             if network.driver is DriverName.OVERLAY and network.id not in records:
                 self.unmirror(network.id)
@@ -205,12 +209,15 @@ class EngineCluster(ClusterListener):
 
     def endpoint_added(self, ep: EndpointRecord) -> None:
         self.driver.endpoint_added(ep)
+        self.e.store.put_remote_endpoint(_remote(ep))
 
     def endpoint_updated(self, old: EndpointRecord, new: EndpointRecord) -> None:
         self.driver.endpoint_updated(old, new)
+        self.e.store.put_remote_endpoint(_remote(new))
 
     def endpoint_removed(self, ep: EndpointRecord, successor: EndpointRecord | None) -> None:
         self.driver.endpoint_removed(ep, successor)
+        self.e.store.delete_remote_endpoint(ep.id)
 
     # -- networks -----------------------------------------------------------------------------------
 
@@ -347,6 +354,10 @@ class EngineCluster(ClusterListener):
             name=c.name if c is not None else "",
             aliases=ep.aliases,
         )
+
+
+def _remote(ep: EndpointRecord) -> RemoteEndpoint:
+    return RemoteEndpoint(ep.id, ep.network_id, ep.address, ep.dns_names)
 
 
 def attach(engine: Engine) -> EngineCluster | None:

@@ -22,10 +22,27 @@ from dockyard.store.dns_lookups import DnsLookups
 from dockyard.store.endpoints import EndpointRecords
 from dockyard.store.networks import NetworkRecords
 from dockyard.store.ports import PortRecords
+from dockyard.store.remote_endpoints import RemoteEndpoint, RemoteEndpointRecords
 from dockyard.store.schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "Database", "Store", "config_from_json", "config_to_json", "now"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Database",
+    "RemoteEndpoint",
+    "Store",
+    "config_from_json",
+    "config_to_json",
+    "now",
+]
 
 
-class Store(NetworkRecords, ContainerRecords, EndpointRecords, PortRecords, AttachmentRecords, DnsLookups):
+class Store(
+    NetworkRecords,
+    ContainerRecords,
+    EndpointRecords,
+    PortRecords,
+    AttachmentRecords,
+    RemoteEndpointRecords,
+    DnsLookups,
+):
     """The state database: every table's records, on one connection under one lock."""

@@ -104,4 +104,13 @@ CREATE TABLE IF NOT EXISTS attachments (
     created TEXT NOT NULL,
     UNIQUE (network, container_id, ifname)
 );
+-- Other hosts' endpoints on overlay networks, copied from the cluster's watch
+-- (remote_endpoints.py): what the resolver answers for names on other hosts.
+CREATE TABLE IF NOT EXISTS remote_endpoints (
+    id TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    address INTEGER NOT NULL,
+    names TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """

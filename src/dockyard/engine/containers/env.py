@@ -18,7 +18,7 @@ from pathlib import Path
 from dockyard.engine import sandbox
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
-from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.model import Container, Endpoint, ModeKind, Network
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ContainerEnv:
         """
         cfg = c.config
         for network in networks:
-            if network.driver is DriverName.BRIDGE and network.name != "bridge" and network.gateway:
+            if network.bridged and network.name != "bridge" and network.gateway:
                 return sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
         return sandbox.resolv_conf(
             sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options

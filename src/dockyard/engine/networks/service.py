@@ -315,8 +315,8 @@ class Networks:
         return [n for n in self.store.networks() if wanted is None or wanted.matches(n)]
 
     def user_networks(self) -> list[Network]:
-        """Networks with DNS by name: every bridge network but the default one."""
-        return [n for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.name != "bridge"]
+        """Networks with DNS by name: every bridge network but the default one, and overlay networks."""
+        return [n for n in self.store.networks() if n.bridged and n.name != "bridge"]
 
 
 def _bool_option(key: str, value: str) -> bool:
