@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from etcd_lab import EtcdLab
-from lab import PROBE, Lab, sh
+from lab import PROBE, REPO, Lab, sh
 
 UNDERLAY_MTU = 1500
+VXLAN_PROBE = str(REPO / "tests" / "tools" / "vxlan_probe.py")
 
 
 class Host(Lab):
@@ -210,6 +211,62 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_address(hosts: list[Hos
     addresses = [h.address_on(cid, "race") for h in (a, b) for cid in ids[h.host]]
     assert len(addresses) == 4 * per_host
     assert len(set(addresses)) == len(addresses), sorted(addresses)
+
+
+def test_vxlan_from_an_address_that_is_no_live_vtep_is_dropped(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.52.0.0/24", "guarded").strip()
+    for h in (b, c):  # every daemon up: host C's VTEP is a live one
+        h.eventually(lambda h=h: "guarded" in _ls(h), 10, f"guarded on {h.host}")
+
+    def guard_vteps() -> set[str]:
+        r = sh("ip", "netns", "exec", b.host, "nft", "-j", "list", "set", "ip", "dockyard_vxlan", "vteps")
+        body = next(o["set"] for o in json.loads(r.stdout)["nftables"] if "set" in o)
+        return set(body.get("elem", []))
+
+    b.eventually(lambda: guard_vteps() == {a.addr, c.addr}, 10, "host B lets in hosts A and C")
+    vni = json.loads(b.dy_ok("network", "inspect", "guarded"))[0]["Options"][
+        "com.docker.network.driver.overlay.vxlanid_list"
+    ]
+    b.run_d("--name", "target", "--net", "guarded", sys.executable, "-u", VXLAN_PROBE, "listen", "9999")
+    ip, mac = b.address_on("target", "guarded"), b.mac_on("target", "guarded")
+    b.eventually(lambda: "listening" in b.dy_ok("logs", "target"), 10, "the listener is up")
+
+    def inject(src: str, payload: str) -> None:
+        r = c.in_host(sys.executable, VXLAN_PROBE, "inject", src, b.addr, vni, mac, ip, "9999", payload)
+        assert r.returncode == 0 and int(r.stdout) > 0, r.stdout + r.stderr  # the packet was sent
+
+    # From a live host's VTEP (host C's), a frame goes in: the forged packet is well made.
+    inject(c.addr, "from-a-vtep")
+    b.eventually(lambda: "got from-a-vtep" in b.dy_ok("logs", "target"), 5, "a VTEP's frame arrives")
+    # From an address of the underlay that is no VTEP: dropped before it is decapsulated.
+    stranger = "192.0.2.99"
+    sh("ip", "-n", c.host, "addr", "add", f"{stranger}/24", "dev", "und0")
+    try:
+        for _ in range(3):
+            inject(stranger, "from-a-stranger")
+        inject(c.addr, "after-the-stranger")  # ordered behind the stranger's, on the same path
+        b.eventually(lambda: "got after-the-stranger" in b.dy_ok("logs", "target"), 5, "the later frame")
+        assert "from-a-stranger" not in b.dy_ok("logs", "target")
+    finally:
+        sh("ip", "-n", c.host, "addr", "del", f"{stranger}/24", "dev", "und0")
+    guard = json.loads(
+        sh("ip", "netns", "exec", b.host, "nft", "-j", "list", "table", "ip", "dockyard_vxlan").stdout
+    )
+    vteps = next(o["set"] for o in guard["nftables"] if "set" in o)
+    assert set(vteps["elem"]) == {a.addr, c.addr}
+
+    b.dy_ok("rm", "-f", "target")
+    a.dy_ok("network", "rm", "guarded")
+    for h in hosts:
+        h.eventually(lambda h=h: not _network_links(h, net_id), 10, f"guarded's links gone from {h.host}")
+        # The guard's table goes with the host's last overlay network.
+        assert (
+            sh(
+                "ip", "netns", "exec", h.host, "nft", "list", "table", "ip", "dockyard_vxlan", check=False
+            ).returncode
+            != 0
+        )
 
 
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:

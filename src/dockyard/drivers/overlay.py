@@ -33,6 +33,7 @@ from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel
 from dockyard.kernel.vxlan import Vxlan
 from dockyard.model import Network
+from dockyard.policy.rules import vxlan_guard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class RemoteEndpoints(Protocol):
     def fdb(self, network_id: str) -> dict[str, ipaddress.IPv4Address]: ...
 
     def neighbours(self, network_id: str) -> dict[ipaddress.IPv4Address, str]: ...
+
+    def vteps(self) -> set[ipaddress.IPv4Address]: ...
 
 
 def vxlan_name(network: Network | str) -> str:
@@ -86,6 +89,7 @@ class OverlayDriver(BridgeDriver):
             super().delete_network(network)
             raise
         self._here.add(network.id)
+        self.sync_guard()
         self.sync(network.id)
 
     def delete_network(self, network: Network) -> None:
@@ -96,6 +100,12 @@ class OverlayDriver(BridgeDriver):
         except DockyardError as e:
             errors.append(e)
         super().delete_network(network)
+        if not self._here:
+            try:
+                if self.k.nft.table_exists(vxlan_guard.FAMILY, vxlan_guard.TABLE):
+                    self.k.nft.apply_text(vxlan_guard.delete_text(), "remove the VXLAN guard")
+            except DockyardError as e:
+                errors.append(e)
         if errors:
             raise KernelError(f"removing network {network.name}: {errors[0]}")
 
@@ -119,12 +129,32 @@ class OverlayDriver(BridgeDriver):
 
     def network_removed(self, network) -> None: ...  # type: ignore[no-untyped-def]
 
-    def host_added(self, host) -> None: ...  # type: ignore[no-untyped-def]
+    def host_added(self, host) -> None:  # type: ignore[no-untyped-def]
+        self.sync_guard()
 
     def host_removed(self, host) -> None:  # type: ignore[no-untyped-def]
-        # Its endpoints go with its lease (each heard as removed); this only catches a lag.
+        # Its VXLAN is dropped from now on; its endpoints go with its lease (each heard as
+        # removed): the sync only catches a lag.
+        self.sync_guard()
         for network_id in list(self._here):
             self.sync(network_id)
+
+    # -- the VXLAN guard --------------------------------------------------------------------------------
+
+    def sync_guard(self) -> list[str]:
+        """The guard's table while an overlay network is here, its set the view's live VTEPs."""
+        if not self._here:
+            return []
+        with self._tables:
+            wanted = self.view.vteps()
+            listing = self.k.nft.list_table(vxlan_guard.FAMILY, vxlan_guard.TABLE)
+            if listing is None:
+                self.k.nft.apply_text(vxlan_guard.table_text(self.vtep, wanted), "add the VXLAN guard")
+                return [f"VXLAN guard: made, {len(wanted)} VTEP(s) let in"]
+            if _set_elements(listing) != wanted:
+                self.k.nft.apply_text(vxlan_guard.set_text(wanted), "update the VXLAN guard's VTEPs")
+                return [f"VXLAN guard: {len(wanted)} VTEP(s) let in"]
+        return []
 
     # -- reconcile -----------------------------------------------------------------------------------
 
@@ -158,9 +188,21 @@ class OverlayDriver(BridgeDriver):
 
     def sync_all(self) -> list[str]:
         out: list[str] = []
+        try:
+            out += self.sync_guard()
+        except DockyardError as e:
+            log.warning("overlay reconcile of the VXLAN guard: %s", e)
         for network_id in sorted(self._here):
             try:
                 out += self.sync(network_id)
             except DockyardError as e:
                 log.warning("overlay reconcile of %s: %s", vxlan_name(network_id), e)
         return out
+
+
+def _set_elements(listing: list[dict]) -> set[ipaddress.IPv4Address]:
+    for obj in listing:
+        body = obj.get("set")
+        if body and body.get("name") == vxlan_guard.SET:
+            return {ipaddress.IPv4Address(e) for e in body.get("elem", []) if isinstance(e, str)}
+    return set()
