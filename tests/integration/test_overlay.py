@@ -12,7 +12,9 @@ links) is read in that host's namespace.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -267,6 +269,56 @@ def test_vxlan_from_an_address_that_is_no_live_vtep_is_dropped(hosts: list[Host]
             ).returncode
             != 0
         )
+
+
+def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back(hosts: list[Host]) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.53.0.0/24", "heal").strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: "heal" in _ls(b), 10, "heal on host B")
+    a.run_d("--name", "onA", "--net", "heal", "sleep", "300")
+    b.run_d("--name", "onB", "--net", "heal", "sleep", "300")
+    mac_a, ip_a = a.mac_on("onA", "heal"), a.address_on("onA", "heal")
+    b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 5, "onA's entry on host B")
+
+    # The periodic reconcile: an entry lost is put back, one nobody published goes.
+    stray = "02:42:0a:35:00:fe"
+    sh("ip", "netns", "exec", b.host, "bridge", "fdb", "del", mac_a, "dev", vx, "dst", a.addr, "self")
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        b.host,
+        "bridge",
+        "fdb",
+        "add",
+        stray,
+        "dev",
+        vx,
+        "dst",
+        "192.0.2.77",
+        "self",
+        "permanent",
+    )
+    assert mac_a not in b.fdb(vx) and stray in b.fdb(vx)
+    b.eventually(
+        lambda: b.fdb(vx).get(mac_a) == a.addr and stray not in b.fdb(vx), 10, "host B's FDB repaired"
+    )
+
+    # Host A's daemon dies: its lease lapses and every peer forgets its endpoints and its VTEP.
+    pid = int((a.root / "dockyardd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    b.eventually(
+        lambda: mac_a not in b.fdb(vx) and ip_a not in b.neighbours(vx), 20, "onA's entries gone from host B"
+    )
+    # It comes back (any command starts it): what it still runs is published again.
+    assert a.inspect("onA")["State"]["Running"]
+    b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 15, "onA's entry back on host B")
+    b.eventually(
+        lambda: b.dy("exec", "onB", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0,
+        10,
+        "onB reaches onA again",
+    )
 
 
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:

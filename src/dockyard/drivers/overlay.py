@@ -51,6 +51,8 @@ class RemoteEndpoints(Protocol):
 
     def vteps(self) -> set[ipaddress.IPv4Address]: ...
 
+    def wait_ready(self, timeout: float) -> bool: ...
+
 
 def vxlan_name(network: Network | str) -> str:
     network_id = network if isinstance(network, str) else network.id
@@ -148,6 +150,8 @@ class OverlayDriver(BridgeDriver):
         with self._tables:
             wanted = self.view.vteps()
             listing = self.k.nft.list_table(vxlan_guard.FAMILY, vxlan_guard.TABLE)
+            if listing is not None and not self.view.wait_ready(0):
+                return []  # as in sync: the set the kernel holds until the view knows better
             if listing is None:
                 self.k.nft.apply_text(vxlan_guard.table_text(self.vtep, wanted), "add the VXLAN guard")
                 return [f"VXLAN guard: made, {len(wanted)} VTEP(s) let in"]
@@ -160,7 +164,9 @@ class OverlayDriver(BridgeDriver):
 
     def sync(self, network_id: str) -> list[str]:
         """Make the network's FDB and neighbour tables what the view says; return what changed."""
-        if network_id not in self._here:
+        if network_id not in self._here or not self.view.wait_ready(0):
+            # Before the first listing the view knows nothing: what the kernel holds (a
+            # daemon restarted) keeps the overlay working until it does.
             return []
         dev = vxlan_name(network_id)
         changes: list[str] = []
