@@ -321,6 +321,29 @@ def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back
     )
 
 
+def test_published_ports_egress_and_isolation_on_an_overlay_network(hosts: list[Host]) -> None:
+    a, _, c = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.54.0.0/24", "pub")
+    c.eventually(lambda: "pub" in _ls(c), 10, "pub on host C")
+    a.serve("--name", "web", "--net", "pub", "-p", "8080:80", proto="tcp", port=80)
+    # A published port on host A reaches its overlay container from host C, over the underlay.
+    answer = a.wait_answer(c.host, "tcp", a.addr, 8080)
+    assert f"peer={c.addr}:" in answer
+    # Egress through the container's own host, masqueraded there: host C sees host A's address.
+    c.spawn_in(c.host, sys.executable, PROBE, "serve", "tcp", "7070")
+    a.eventually(lambda: a.ask(c.host, "tcp", c.addr, 7070, timeout=0.5) is not None, 10, "host C's server")
+    out = a.dy_ok("exec", "web", sys.executable, PROBE, "ask", "tcp", c.addr, "7070", "--timeout", "2")
+    assert f"peer={a.addr}:" in out
+    # Isolation: a container of a bridge network on the same host does not reach it.
+    a.dy_ok("network", "create", "--subnet", "10.55.0.0/24", "localnet")
+    a.run_d("--name", "outsider", "--net", "localnet", "sleep", "300")
+    web_ip = a.address_on("web", "pub")
+    r = a.dy("exec", "outsider", sys.executable, PROBE, "ask", "tcp", web_ip, "80", "--timeout", "1")
+    assert r.returncode != 0, r.stdout
+    # ... while it does reach the world: the attempt above was a real one.
+    a.dy_ok("exec", "outsider", sys.executable, PROBE, "ask", "tcp", c.addr, "7070", "--timeout", "2")
+
+
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:
     a = hosts[0]
     r = a.dy("network", "create", "-d", "overlay", "--opt", "encrypted", "secret")
