@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.cluster import EtcdClient, StoreConfig
+from dockyard.cluster.keys import Keys
+from dockyard.cluster.records import Claim
 from etcd_lab import EtcdLab
 from lab import PROBE, REPO, Lab, sh
 
@@ -37,8 +40,10 @@ class Host(Lab):
         self.host = ns
         self.addr = addr
         self.own_namespaces = ()
+        self.prefix = ""
 
     def configure(self, store: str, advertise: str, prefix: str) -> None:
+        self.prefix = prefix
         self.root.mkdir(parents=True, mode=0o700)
         (self.root / "daemon.json").write_text(
             json.dumps(
@@ -342,6 +347,34 @@ def test_published_ports_egress_and_isolation_on_an_overlay_network(hosts: list[
     assert r.returncode != 0, r.stdout
     # ... while it does reach the world: the attempt above was a real one.
     a.dy_ok("exec", "outsider", sys.executable, PROBE, "ask", "tcp", c.addr, "7070", "--timeout", "2")
+
+
+def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
+    hosts: list[Host], etcd_lab: EtcdLab
+) -> None:
+    a, b, _ = hosts
+    r = a.dy("daemon", "start", env={"DOCKYARD_CLAIM_GC_INTERVAL": "0.5"})
+    assert r.returncode == 0, r.stderr
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.56.0.0/24", "leaky").strip()
+    a.run_d("--name", "kept", "--net", "leaky", "sleep", "300")
+    kept_ip = a.address_on("kept", "leaky")
+    # A claim of host A's that no endpoint of host A owns: a release the store missed.
+    client = EtcdClient(
+        StoreConfig.parse("etcd://" + etcd_lab.members[0].endpoint), dial=etcd_lab.dialer(etcd_lab.members[0])
+    )
+    try:
+        keys = Keys(f"/{a.prefix}/v1/")
+        host_id = (a.root / "cluster-host-id").read_text().strip()
+        leaked = keys.claim(net_id, "10.56.0.77")
+        client.put(leaked, Claim(host_id, "f" * 64).encode())
+        a.eventually(lambda: client.get(leaked) is None, 10, "the leaked claim freed")
+        assert client.get(keys.claim(net_id, kept_ip)) is not None
+    finally:
+        client.close()
+    b.eventually(lambda: "leaky" in _ls(b), 10, "leaky on host B")
+    taken = b.dy("run", "-d", "--net", "leaky", "--ip", kept_ip, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+    b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
 
 
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:

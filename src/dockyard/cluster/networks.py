@@ -70,7 +70,9 @@ class Networks:
         labels: Iterable[tuple[str, str]] = (),
         network_id: str | None = None,
         pools: Iterable[AddressPool] = (DEFAULT_POOL,),
+        avoid: Iterable[tuple[str, IPv4Network]] = (),
     ) -> NetworkRecord:
+        """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet)."""
         check_name(name, "network")
         if subnet is not None:
             ipam.check_usable(subnet)
@@ -91,7 +93,7 @@ class Networks:
                 raise Conflict(f"network id {network_id} is already in use")
             if any(n.name == name for n in networks):
                 raise Conflict(f"network with name {name} already exists")
-            taken = [(f"network {n.name}", n.subnet) for n in networks]
+            taken = [(f"network {n.name}", n.subnet) for n in networks] + list(avoid)
             if subnet is None:
                 chosen = ipam.first_free_subnet(pools, taken)
             else:

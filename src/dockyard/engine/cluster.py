@@ -26,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +55,10 @@ HOST_ID_FILE = "cluster-host-id"
 # Options `network create -d overlay` takes; anything else is refused, never ignored.
 MTU_OPTION = "com.docker.network.driver.mtu"
 ENCRYPTED_OPTION = "encrypted"
+# How often this host's claims are compared with its endpoints (seconds); a claim is freed
+# when two comparisons in a row find no endpoint of its, so a start between its claim and
+# its record is never taken for a leak.
+CLAIM_GC_INTERVAL = float(os.environ.get("DOCKYARD_CLAIM_GC_INTERVAL") or 30.0)
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ class EngineCluster(ClusterListener):
         engine.networks.overlay = self
         engine.endpoints.cluster = self
         self._synced = threading.Event()
+        self._orphans: set[tuple[str, ipaddress.IPv4Address, str]] = set()
+        self._claims_checked = time.monotonic()
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -150,7 +158,24 @@ class EngineCluster(ClusterListener):
         if not self.cluster.view.ready.is_set():
             return []
         self.sync()
-        return self.driver.sync_all()
+        return self.driver.sync_all() + self.free_orphan_claims()
+
+    def free_orphan_claims(self) -> list[str]:
+        """Free this host's claims that no endpoint here owns (a release the store missed, a
+        claim made just before a crash), once two passes in a row have found them so."""
+        if time.monotonic() - self._claims_checked < CLAIM_GC_INTERVAL or not self.cluster.session.alive:
+            return []
+        self._claims_checked = time.monotonic()
+        owned = {ep.id for ep in self.e.store.endpoints(state=None)}
+        orphans = {claim for claim in self.cluster.ipam.mine() if claim[2] not in owned}
+        due, self._orphans = orphans & self._orphans, orphans - self._orphans
+        out = []
+        for network_id, address, endpoint_id in sorted(due):
+            if self.cluster.ipam.release(network_id, address, endpoint_id):
+                out.append(
+                    f"address {address} of network {network_id[:12]}: claim freed, no endpoint here owns it"
+                )
+        return out
 
     def sync(self) -> None:
         """Mirror every global network; drop mirrors of networks gone; publish what runs here."""
@@ -243,11 +268,6 @@ class EngineCluster(ClusterListener):
         if self.e.store.find_network(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
         self.cluster.require()
-        local = [(f"network {n.name}", n.subnet) for n in self.e.store.networks() if n.subnet is not None]
-        if spec.subnet is not None:
-            from dockyard.policy import ipam
-
-            ipam.check_overlap(spec.subnet, [t for t in local if t[1] is not None])
         record = self.cluster.networks.create(
             spec.name,
             subnet=spec.subnet,
@@ -256,6 +276,8 @@ class EngineCluster(ClusterListener):
             attachable=spec.attachable,
             mtu=mtu,
             labels=spec.labels,
+            # This host's networks and routes too (another host's are its own to report).
+            avoid=self.e.networks.taken_subnets(),
         )
         network = self.mirror(record)
         if network is None:
