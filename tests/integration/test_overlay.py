@@ -377,6 +377,50 @@ def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
     b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
 
 
+def test_without_the_store_running_containers_keep_talking_and_new_overlay_work_is_refused(
+    hosts: list[Host], etcd_lab: EtcdLab
+) -> None:
+    a, b, _ = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "steady")
+    b.eventually(lambda: "steady" in _ls(b), 10, "steady on host B")
+    a.run_d("--name", "sa", "--net", "steady", "sleep", "300")
+    b.run_d("--name", "sb", "--net", "steady", "sleep", "300")
+    ip_a = a.address_on("sa", "steady")
+    b.eventually(
+        lambda: b.dy("exec", "sb", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0, 10, "sb reaches sa"
+    )
+
+    for m in etcd_lab.members:  # the whole store goes
+        etcd_lab.kill(m)
+    try:
+        # Once the store has not confirmed the host within its lease, new overlay work is refused.
+        def refused() -> bool:
+            r = b.dy("run", "-d", "--net", "steady", "sleep", "300")
+            assert r.returncode != 0 or not r.stdout, "a run went through without the store"
+            return r.returncode == 125 and "cluster store" in r.stderr
+
+        b.eventually(refused, 30, "overlay work refused")
+        r = a.dy("network", "create", "-d", "overlay", "later")
+        assert r.returncode == 125 and "cluster store" in r.stderr, r.stderr
+        # What runs keeps talking, across hosts, with what the kernels were told.
+        ping = b.dy("exec", "sb", "ping", "-c", "1", "-W", "2", ip_a)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Local work goes on.
+        b.run_d("--name", "local1", "sleep", "300")
+    finally:
+        etcd_lab.ensure_all_running()
+    # The store back: overlay work again, and the peers know each other again.
+    b.eventually(
+        lambda: b.dy("run", "-d", "--name", "sb2", "--net", "steady", "sleep", "300").returncode == 0,
+        30,
+        "run again",
+    )
+    ip_b2 = b.address_on("sb2", "steady")
+    a.eventually(
+        lambda: a.dy("exec", "sa", "ping", "-c", "1", "-W", "1", ip_b2).returncode == 0, 20, "sa reaches sb2"
+    )
+
+
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:
     a = hosts[0]
     r = a.dy("network", "create", "-d", "overlay", "--opt", "encrypted", "secret")
