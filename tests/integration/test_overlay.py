@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class Host(Lab):
 
     def fdb(self, dev: str) -> dict[str, str]:
         """MAC -> VTEP of the device's own entries."""
-        r = sh("ip", "netns", "exec", self.host, "bridge", "-j", "fdb", "show", "dev", dev, check=False)
+        r = self.in_host("bridge", "-j", "fdb", "show", "dev", dev)
         if r.returncode != 0:
             return {}
         return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
@@ -144,9 +145,20 @@ def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(host
 
     a.serve("--name", "srv", "--net", "ov1", proto="tcp", port=80)
     srv_ip, srv_mac = a.address_on("srv", "ov1"), a.mac_on("srv", "ov1")
+    c.dy_ok("network", "ls")  # host C's daemon up, its kernel programmed from the watch
+    before = set(c.fdb(vx))
+    started = time.monotonic()
     b.run_d("--name", "cli", "--net", "ov1", "sleep", "300")
-    cli_ip = b.address_on("cli", "ov1")
+    returned = time.monotonic()
+    c.eventually(lambda: set(c.fdb(vx)) - before, 5, "cli's entry on host C")
+    seen = time.monotonic()
+    cli_ip, cli_mac = b.address_on("cli", "ov1"), b.mac_on("cli", "ov1")
     assert srv_ip != cli_ip
+    assert set(c.fdb(vx)) - before == {cli_mac}
+    print(
+        f"\nrun on host B: returned after {(returned - started) * 1000:.0f} ms; its entry on host C "
+        f"{'was there when it returned' if seen - returned < 0.05 else f'{(seen - returned) * 1000:.0f} ms later'}"
+    )
 
     # Host B's kernel knows srv at host A's VTEP (programmed from the watch).
     b.eventually(lambda: b.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host B")
