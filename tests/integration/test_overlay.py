@@ -98,6 +98,10 @@ def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
                     h.dy("rm", "-f", *ids)
                 h.dy("system", "reset", "-f")
             leaks += [f"{h.host}: {leak}" for leak in h.teardown()]
+            # The host namespace is the etcd lab's: what dockyard made in it must be gone.
+            leaks += [f"{h.host}: link {name}" for name in h.links() if name not in ("lo", "und0")]
+            tables = sh("ip", "netns", "exec", h.host, "nft", "list", "tables").stdout.split("\n")
+            leaks += [f"{h.host}: {t}" for t in tables if t.strip()]
     assert not leaks, f"left behind: {leaks}"
 
 
