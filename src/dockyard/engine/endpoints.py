@@ -218,9 +218,12 @@ class Endpoints:
         The ports of an endpoint being released stay: they name the elements
         and hold a failed release must still remove."""
         with self.store.transaction():
-            for ep in self.store.endpoints(container_id=owner):
+            gone = self.store.endpoints(container_id=owner)
+            for ep in gone:
                 self.store.delete_endpoint(ep.id)
                 self.store.delete_ports(owner, ep.id)
+        for ep in gone:
+            self._unclaim(self.store.find_network(ep.network_id), ep)
 
     # -- plug --------------------------------------------------------------
 
