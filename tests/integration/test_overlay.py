@@ -11,6 +11,7 @@ links) is read in that host's namespace.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -22,6 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from cni_runtime import Runtime, Sandboxes, plugin_dir
 
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys
@@ -435,6 +440,42 @@ def test_without_the_store_running_containers_keep_talking_and_new_overlay_work_
     a.eventually(
         lambda: a.dy("exec", "sa", "ping", "-c", "1", "-W", "1", ip_b2).returncode == 0, 20, "sa reaches sb2"
     )
+
+
+def test_dockyard_cni_attaches_to_an_overlay_network(hosts: list[Host], tmp_path: Path) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.58.0.0/24", "podnet").strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: "podnet" in _ls(b), 10, "podnet on host B")
+    a.run_d("--name", "peer", "--net", "podnet", "sleep", "300")
+    peer_ip = a.address_on("peer", "podnet")
+
+    # A runtime on host B (Podman, say) adds a pod to the existing overlay network by its name.
+    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
+    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "podnet",
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
+    }
+    try:
+        netns = pods.new()
+        result = rt.add(conflist, "pod1", netns)
+        pod_ip = result["ips"][0]["address"].split("/")[0]
+        pod_mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
+        assert ipaddress.IPv4Address(pod_ip) in ipaddress.IPv4Network("10.58.0.0/24") and pod_ip != peer_ip
+        a.eventually(lambda: a.fdb(vx).get(pod_mac) == b.addr, 5, "the pod's entry on host A")
+        ping = sh("ip", "netns", "exec", Path(netns).name, "ping", "-c", "1", "-W", "2", peer_ip, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Its address is the cluster's: host A cannot have it.
+        taken = a.dy("run", "-d", "--net", "podnet", "--ip", pod_ip, "sleep", "300")
+        assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+        rt.delete(conflist, "pod1", netns)
+        a.eventually(lambda: pod_mac not in a.fdb(vx), 5, "the pod's entry gone from host A")
+        a.run_d("--name", "after", "--net", "podnet", "--ip", pod_ip, "sleep", "300")
+    finally:
+        Lab.made |= set(pods.names)
+        pods.close()
 
 
 def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:

@@ -44,7 +44,7 @@ from dockyard.engine.steps import Undo, step
 from dockyard.errors import DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import netlink, reads
 from dockyard.kernel import netns as nsmod
-from dockyard.model import DriverName, Endpoint, Network, PortBinding, PortRequest
+from dockyard.model import Endpoint, Network, PortBinding, PortRequest
 from dockyard.policy import rules
 
 if TYPE_CHECKING:
@@ -331,7 +331,7 @@ class Attachments:
                 networks.add(a.network_id)
         for network_id in sorted(networks):
             network = e.store.find_network(network_id)
-            if network is None or network.driver is not DriverName.BRIDGE:
+            if network is None or not network.bridged or network.driver not in e.drivers:
                 continue
             try:
                 e.drivers[network.driver].create_network(network)  # idempotent
