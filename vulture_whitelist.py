@@ -27,7 +27,12 @@ _.parse_constant
 # dnslib's DNSHeader.tc is a property: assigning it sets the TC bit of a truncated reply.
 _.tc
 
-# ImageConfig.stop_signal is the image's StopSignal, parsed and checked with the
-# rest of its config and part of what `Images.runtime_config` gives containers
-# on images (engine/images/__init__.py): `stop` will send it.
-_.stop_signal
+
+# The cluster's counters and etcd's compaction are what tests/integration/test_cluster_store.py
+# observes (a watch resumed without a full listing, a lease renewed, a compaction survived);
+# EventType.PUT is etcd's event type, matched by value when a watch event is parsed.
+_.compact
+_.renewals
+_.lists
+_.streams
+_.PUT

@@ -74,6 +74,8 @@ class Lab:
         self.root = tmp / "root"
         self.procs: list[subprocess.Popen[str]] = []
         self.pids_seen: set[int] = set()
+        # Removed at teardown: a lab on a host namespace another fixture made leaves it be.
+        self.own_namespaces: tuple[str, ...] = (self.host, self.up)
 
     # -- set-up and teardown ----------------------------------------------------
 
@@ -148,7 +150,7 @@ class Lab:
         links = self.links()
         leaks += [f"link {name} in host namespace" for name in links if name.startswith("veth")]
         leaks += self._cgroup_leaks()
-        for ns in (self.host, self.up):
+        for ns in self.own_namespaces:
             sh("ip", "netns", "del", ns, check=False)
         return leaks
 

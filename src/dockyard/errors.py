@@ -60,6 +60,16 @@ class DaemonUnavailable(DockyardError):
     kind = "DaemonUnavailable"
 
 
+class ClusterUnavailable(DockyardError):
+    """The cluster store (etcd) cannot be reached, or this host's place in it is lost.
+
+    Running containers keep working; new work that needs the store is refused.
+    """
+
+    http_status = 503
+    kind = "ClusterUnavailable"
+
+
 class CommandNotRunnable(DockyardError):
     """The container's command exists but cannot be executed."""
 
@@ -85,6 +95,7 @@ ERROR_KINDS: dict[str, type[DockyardError]] = {
         Conflict,
         KernelError,
         DaemonUnavailable,
+        ClusterUnavailable,
         CommandNotRunnable,
         CommandNotFound,
     )

@@ -26,6 +26,7 @@ class DriverName(enum.StrEnum):
     BRIDGE = "bridge"
     HOST = "host"
     NONE = "null"
+    OVERLAY = "overlay"
 
 
 class Protocol(enum.StrEnum):
@@ -187,6 +188,15 @@ class Network:
     @property
     def builtin(self) -> bool:
         return self.name in ("bridge", "host", "none")
+
+    @property
+    def bridged(self) -> bool:
+        """Endpoints are veths on a bridge of this host (an overlay network has one per host too)."""
+        return self.driver in (DriverName.BRIDGE, DriverName.OVERLAY)
+
+    @property
+    def scope(self) -> str:
+        return "global" if self.driver is DriverName.OVERLAY else "local"
 
 
 class OwnerKind(enum.StrEnum):

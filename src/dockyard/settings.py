@@ -142,6 +142,12 @@ class DaemonSettings:
     # Registries pulled from over plain HTTP when HTTPS fails: host[:port] or a CIDR
     # (Docker's key); loopback ones always are.
     insecure_registries: tuple[str, ...] = ()
+    # Overlay networks: etcd://host:port[,host:port...], this host's VTEP (an address or an
+    # interface), and Docker's kv.* options (TLS files; dockyard's own kv.username,
+    # kv.password, kv.prefix). None: no cluster, and nothing changes.
+    cluster_store: str | None = None
+    cluster_advertise: str | None = None
+    cluster_store_opts: tuple[tuple[str, str], ...] = ()
 
     @property
     def paths(self) -> Paths:
@@ -235,15 +241,56 @@ def read_daemon_json(path: Path) -> dict[str, object]:
     return data
 
 
+CLUSTER_STORE_OPTS = ("kv.cacertfile", "kv.certfile", "kv.keyfile", "kv.username", "kv.password", "kv.prefix")
+
+
+def _cluster(
+    data: dict[str, object], store: str | None, advertise: str | None, opts: list[str] | None
+) -> dict[str, object]:
+    """--cluster-store, --cluster-advertise, --cluster-store-opt (or daemon.json's keys), checked."""
+    out: dict[str, object] = {}
+    for key, flag in (("cluster-store", store), ("cluster-advertise", advertise)):
+        value = flag if flag is not None else data.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InvalidArgument(f"daemon.json: {key} must be a non-empty string")
+        out[key.replace("-", "_")] = value
+    raw = data.get("cluster-store-opts", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise InvalidArgument("daemon.json: cluster-store-opts must be an object of strings")
+    pairs = dict(raw)
+    for item in opts or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"invalid --cluster-store-opt {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    for key in pairs:
+        if key not in CLUSTER_STORE_OPTS:
+            raise InvalidArgument(
+                f"cluster store option {key} is not supported: use {', '.join(CLUSTER_STORE_OPTS)}"
+            )
+    out["cluster_store_opts"] = tuple(sorted(pairs.items()))
+    if out["cluster_store"] and not out["cluster_advertise"]:
+        raise InvalidArgument(
+            "--cluster-store needs --cluster-advertise ADDRESS|INTERFACE (this host's VTEP)"
+        )
+    if not out["cluster_store"] and (out["cluster_advertise"] or pairs):
+        raise InvalidArgument("--cluster-advertise and --cluster-store-opt need --cluster-store")
+    return out
+
+
 def load_settings(
     root: Path,
     host_netns: str | None = None,
     bridge: str | None = None,
     bip: str | None = None,
+    cluster_store: str | None = None,
+    cluster_advertise: str | None = None,
+    cluster_store_opts: list[str] | None = None,
 ) -> DaemonSettings:
     """daemon.json under root, then the flags, which win."""
     data = read_daemon_json(Paths(root).daemon_json)
     kwargs: dict[str, object] = {"root": root, "host_netns": host_netns}
+    kwargs.update(_cluster(data, cluster_store, cluster_advertise, cluster_store_opts))
     for key in ("bridge", "bip"):
         # A list or a number must not turn into a name such as "['x']" or "True".
         if data.get(key) is not None and not isinstance(data[key], str):

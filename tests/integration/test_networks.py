@@ -217,7 +217,8 @@ def test_bad_network_input(lab: Lab) -> None:
         (("--subnet", "10.50.0.0/24", "--ip-range", "10.60.0.0/25", "bad3"), "not within subnet"),
         (("-o", "com.docker.network.bridge.enable_icc=maybe", "bad4"), "use true or false"),
         (("-o", "com.docker.network.bridge.name=a-very-long-bridge-name", "bad5"), "1 to 15 bytes"),
-        (("-d", "overlay", "bad6"), "not supported"),
+        (("-d", "overlay", "bad6"), "overlay networks need a cluster"),
+        (("-d", "ipvlan", "bad7"), "not supported"),
         (("bad/name",), "invalid network name"),
     ):
         r = lab.dy("network", "create", *args)

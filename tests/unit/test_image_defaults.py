@@ -14,6 +14,7 @@ IMAGE = ImageConfig(
     env=("PATH=/usr/bin:/bin", "NGINX_VERSION=1.25"),
     workdir="/srv",
     user="www",
+    stop_signal="SIGQUIT",
     exposed_ports=("80/tcp", "443/tcp"),
 )
 
@@ -43,6 +44,7 @@ def test_the_requests_fields_win_and_the_images_fill_in() -> None:
     )
     assert out.env == ("PATH=/usr/bin:/bin", "NGINX_VERSION=mine", "A=1")
     assert (out.workdir, out.user, out.image, out.image_id) == ("/srv", "www", "nginx", "sha256:" + "a" * 64)
+    assert out.stop_signal == "SIGQUIT"
     # -P: the image's exposed ports too, the one -p publishes kept as asked.
     assert [(p.container_port, p.host_port) for p in out.ports] == [(80, 8080), (443, 0)]
     given = image_defaults.container_config(

@@ -100,12 +100,14 @@ DATA = {"model", "errors", "settings", "locations", "logconfig"}
 LAYERS: dict[str, set[str]] = {
     "clients": set(),
     # The process is the composition root: it builds the store, the kernel and the engine.
-    "daemon": {"engine", "drivers", "policy", "kernel", "store", "dns", "images"},
-    "engine": {"drivers", "policy", "kernel", "store", "dns", "images"},
+    "daemon": {"engine", "cluster", "drivers", "policy", "kernel", "store", "dns", "images"},
+    "engine": {"cluster", "drivers", "policy", "kernel", "store", "dns", "images"},
     "dns": {"store"},
     # Image content: files and HTTP, never the store (engine/images joins the two).
     "images": {"policy"},
     "drivers": {"kernel", "policy"},
+    # What several hosts share (etcd): below the engine, beside the drivers; pure policy only.
+    "cluster": {"policy"},
     "policy": set(),
     "kernel": set(),
     "store": set(),
@@ -115,6 +117,8 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "daemon": set(),
     "policy": set(),
     "drivers": set(),
+    # The cluster module speaks etcd's JSON gateway over the stdlib (http.client, ssl).
+    "cluster": set(),
     "store": set(),
     "kernel": {"pyroute2", "nftables"},
     "engine": None,

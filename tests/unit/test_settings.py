@@ -339,3 +339,66 @@ def test_any_value_under_one_docker_key_gives_settings_or_invalid_argument(
 ) -> None:
     # One key at a time, so that each key's checks are reached, not only the first ones.
     _load_or_invalid(tmp_path, {key: value}, ensure_ascii)
+
+
+# -- the cluster (overlay networks) ------------------------------------------------------------------
+
+
+def test_without_cluster_options_there_is_no_cluster(tmp_path: Path) -> None:
+    s = load_settings(tmp_path)
+    assert (s.cluster_store, s.cluster_advertise, s.cluster_store_opts) == (None, None, ())
+
+
+def test_cluster_options_from_daemon_json_and_flags(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "cluster-store": "etcd://10.0.0.1:2379,10.0.0.2:2379",
+            "cluster-advertise": "eth0",
+            "cluster-store-opts": {"kv.cacertfile": "/etc/ca.pem", "kv.prefix": "lab"},
+        },
+    )
+    s = load_settings(tmp_path)
+    assert s.cluster_store == "etcd://10.0.0.1:2379,10.0.0.2:2379"
+    assert s.cluster_advertise == "eth0"
+    assert s.cluster_store_opts == (("kv.cacertfile", "/etc/ca.pem"), ("kv.prefix", "lab"))
+    # A flag wins over daemon.json; an option flag adds to (or replaces one of) daemon.json's.
+    s = load_settings(
+        tmp_path, cluster_advertise="192.0.2.7", cluster_store_opts=["kv.prefix=other", "kv.username=dy"]
+    )
+    assert s.cluster_advertise == "192.0.2.7"
+    assert dict(s.cluster_store_opts) == {
+        "kv.cacertfile": "/etc/ca.pem",
+        "kv.prefix": "other",
+        "kv.username": "dy",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "flags", "fragment"),
+    [
+        ({"cluster-store": "etcd://h:2379"}, {}, "needs --cluster-advertise"),
+        ({"cluster-advertise": "eth0"}, {}, "need --cluster-store"),
+        ({}, {"cluster_store_opts": ["kv.prefix=x"]}, "need --cluster-store"),
+        ({"cluster-store": 5, "cluster-advertise": "eth0"}, {}, "cluster-store must be a non-empty string"),
+        ({"cluster-store": "etcd://h", "cluster-advertise": "eth0", "cluster-store-opts": []}, {}, "object"),
+        (
+            {
+                "cluster-store": "etcd://h",
+                "cluster-advertise": "eth0",
+                "cluster-store-opts": {"kv.path": "/x"},
+            },
+            {},
+            "cluster store option kv.path is not supported",
+        ),
+        (
+            {"cluster-store": "etcd://h", "cluster-advertise": "eth0"},
+            {"cluster_store_opts": ["x"]},
+            "KEY=VALUE",
+        ),
+    ],
+)
+def test_bad_cluster_options_are_refused(tmp_path: Path, data: dict, flags: dict, fragment: str) -> None:
+    _write(tmp_path, data)
+    with pytest.raises(InvalidArgument, match=fragment):
+        load_settings(tmp_path, **flags)

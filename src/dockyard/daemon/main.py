@@ -103,6 +103,10 @@ class Daemon:
         kernel = Kernel(Netlink(), Nft(), PortHolds(), LegacyForward())
         store = Store(self.paths.database)
         engine = Engine(self.settings, store, kernel)
+        from dockyard.engine import cluster as engine_cluster
+
+        # Before restore: the overlay driver makes overlay networks' kernel side again.
+        overlay = engine_cluster.attach(engine)
         # Before restore looks at the pins: an older root's move under the new mount.
         engine.sandboxes.prepare()
         try:
@@ -117,6 +121,8 @@ class Daemon:
             engine.shim.connect()
             engine.dns = DnsProcess(self.paths)
             engine.networks_changed()
+            if overlay is not None:
+                overlay.start()
             info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
             api = Api(engine, self.request_stop, info)
             limits = Limits(
@@ -136,13 +142,18 @@ class Daemon:
             except Exception:  # the start's own error is the one to raise; this one is logged
                 log.exception("cannot release the sandboxes' mount after a failed start")
             raise
-        monitor = threading.Thread(target=self._monitor, args=(engine,), name="monitor", daemon=True)
+        monitor = threading.Thread(target=self._monitor, args=(engine, overlay), name="monitor", daemon=True)
         monitor.start()
         log.info("dockyardd %d serving %s", os.getpid(), self.paths.socket)
         serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
         serving.start()
         self._stop.wait()
         server.shutdown()
+        if overlay is not None:
+            try:
+                overlay.stop()
+            except Exception:  # stopping goes on: the resolver, the cgroups, the engine
+                log.exception("cannot stop the overlay's watch")
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
             if engine.dns is not None:
@@ -175,20 +186,27 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     entry.unlink()
 
-    def _monitor(self, engine) -> None:  # type: ignore[no-untyped-def]
+    def _monitor(self, engine, overlay) -> None:  # type: ignore[no-untyped-def]
         """The cheap check when no command comes: exits the shim could not
         report (for instance after the shim died), releases that failed; a
         resolver that died comes back; another tool may set iptables' FORWARD
-        policy to DROP at any time."""
+        policy to DROP at any time; overlay networks' FDB and neighbour tables
+        against the cluster's view."""
 
         def sync_forward() -> None:
             for change in engine.sync_forward():
                 log.info("%s", change)
 
+        def sync_overlay() -> None:
+            if overlay is not None:
+                for change in overlay.reconcile():
+                    log.info("overlay: %s", change)
+
         checks = (
             ("recording exits and retrying releases", engine.check),
             ("restarting the DNS resolver", engine.ensure_dns),
             ("keeping iptables FORWARD in step", sync_forward),
+            ("keeping overlay networks' tables in step", sync_overlay),
         )
         while not self._stop.wait(MONITOR_INTERVAL):
             for what, check in checks:
@@ -228,6 +246,22 @@ def main(argv: list[str] | None = None) -> int:
         "--bip", default=None, help="the default bridge's address with prefix, e.g. 10.10.0.1/24"
     )
     parser.add_argument(
+        "--cluster-store",
+        default=None,
+        metavar="etcd://HOST:PORT[,HOST:PORT...]",
+        help="overlay networks' store",
+    )
+    parser.add_argument(
+        "--cluster-advertise", default=None, metavar="ADDRESS|INTERFACE", help="this host's VTEP address"
+    )
+    parser.add_argument(
+        "--cluster-store-opt",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="kv.cacertfile, kv.certfile, kv.keyfile, kv.username, kv.password, kv.prefix",
+    )
+    parser.add_argument(
         "--log-level",
         choices=logconfig.LEVELS,
         default="info",
@@ -253,7 +287,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(ip netns add NAME) or give an existing one to --host-netns"
                 )
             netns.enter_for_process(target)
-        settings = load_settings(root, args.host_netns, args.bridge, args.bip)
+        settings = load_settings(
+            root,
+            args.host_netns,
+            args.bridge,
+            args.bip,
+            args.cluster_store,
+            args.cluster_advertise,
+            args.cluster_store_opt,
+        )
         lock_fd = _lock_root(paths)
         _raise_fd_limit()
         daemon = Daemon(settings)

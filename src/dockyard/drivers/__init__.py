@@ -32,6 +32,10 @@ class Drivers(Mapping[DriverName, Driver]):
             DriverName.NONE: NoEndpointDriver("none"),
         }
 
+    def add(self, name: DriverName, driver: Driver) -> None:
+        """A driver known only once the daemon is configured for it (overlay: a cluster)."""
+        self._by_name[name] = driver
+
     def __getitem__(self, name: DriverName) -> Driver:
         return self._by_name[name]
 

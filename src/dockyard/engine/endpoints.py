@@ -33,6 +33,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from dockyard.drivers import Driver
 from dockyard.engine.steps import Undo, step
@@ -56,6 +57,21 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
+class GlobalEndpoints(Protocol):
+    """engine/cluster.py's part for an endpoint on an overlay network: its address is the
+    cluster's (claimed in etcd), it is published once plugged and withdrawn when released."""
+
+    def claim(
+        self, network: Network, endpoint_id: str, requested: ipaddress.IPv4Address | None
+    ) -> ipaddress.IPv4Address: ...
+
+    def unclaim(self, network_id: str, address: ipaddress.IPv4Address, endpoint_id: str) -> None: ...
+
+    def publish(self, endpoint: Endpoint) -> None: ...
+
+    def withdraw(self, endpoint: Endpoint) -> None: ...
+
+
 class Endpoints:
     def __init__(self, store: Store, kernel: Kernel, drivers: Mapping[DriverName, Driver]) -> None:
         self.store = store
@@ -63,6 +79,8 @@ class Endpoints:
         self.drivers = drivers
         # (network, endpoint, gate): the reaper starts on an endpoint once its gate is open.
         self._reap_queue: queue.Queue[tuple[Network, Endpoint, threading.Event | None] | None] = queue.Queue()
+        # Set when the daemon is in a cluster (engine/cluster.py).
+        self.cluster: GlobalEndpoints | None = None
         # Endpoints handed to the reaper and not done yet: a retry leaves them to it.
         self._queued: set[str] = set()
         # The gate of the reaping_after block this thread is in, if any.
@@ -76,7 +94,7 @@ class Endpoints:
         self, network: Network, requested_ip: ipaddress.IPv4Address | None, publishing: bool
     ) -> None:
         """Checks that need no lock: the address fits, the network takes ports."""
-        if network.driver is not DriverName.BRIDGE:
+        if not network.bridged:
             raise InvalidArgument(f"network {network.name} takes no endpoints")
         if requested_ip is not None:
             assert network.subnet is not None
@@ -104,6 +122,45 @@ class Endpoints:
             # Taken, or still held by the veth of a container that just ended
             # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
             self.settle()
+        eid = new_id()
+        claimed = self._claim(network, eid, requested_ip)
+        try:
+            return self._record(
+                owner, network, ifname, allocator, eid, claimed, requested_ip, port_requests, aliases, mac
+            )
+        except BaseException:
+            if claimed is not None and self.cluster is not None:
+                self.cluster.unclaim(network.id, claimed, eid)
+            raise
+
+    def _claim(
+        self, network: Network, eid: str, requested_ip: ipaddress.IPv4Address | None
+    ) -> ipaddress.IPv4Address | None:
+        """An overlay network's address, claimed in the cluster; None for a local network."""
+        if network.driver is not DriverName.OVERLAY:
+            return None
+        if self.cluster is None:
+            raise InvalidArgument(f"network {network.name} is global: this daemon is not in its cluster")
+        return self.cluster.claim(network, eid, requested_ip)
+
+    def _unclaim(self, network: Network | None, ep: Endpoint) -> None:
+        if network is not None and network.driver is DriverName.OVERLAY and self.cluster is not None:
+            self.cluster.unclaim(network.id, ep.address.ip, ep.id)
+
+    def _record(
+        self,
+        owner: EndpointOwner,
+        network: Network,
+        ifname: str,
+        allocator: ipam.AddressAllocator,
+        eid: str,
+        claimed: ipaddress.IPv4Address | None,
+        requested_ip: ipaddress.IPv4Address | None,
+        port_requests: tuple[PortRequest, ...],
+        aliases: tuple[str, ...],
+        mac: str,
+    ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
+        assert network.subnet is not None
         with self.store.transaction():
             if self.store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS - 1:
                 raise Conflict(
@@ -113,12 +170,13 @@ class Endpoints:
             def used(a: ipaddress.IPv4Address) -> bool:
                 return self.store.address_used(network.id, a)
 
-            if requested_ip is not None:
+            if claimed is not None:
+                address = claimed
+            elif requested_ip is not None:
                 address = allocator.check_requested(requested_ip, used)
             else:
                 address = allocator.allocate(used, self.store.ip_cursor(network.id))
                 self.store.set_ip_cursor(network.id, address)
-            eid = new_id()
             endpoint = Endpoint(
                 id=eid,
                 owner=owner,
@@ -162,12 +220,16 @@ class Endpoints:
 
     def drop_records(self, owner: EndpointOwner, only_ifname: str | None = None) -> None:
         """Forget endpoints that never reached the kernel (a failed or cut-short start)."""
+        gone = []
         with self.store.transaction():
             for ep in self.store.endpoints(container_id=owner.key):
                 if only_ifname is None or ep.ifname == only_ifname:
                     self.store.delete_endpoint(ep.id)
                     self.store.delete_ports(owner.key, ep.id)
                     self.k.holds.unreserve(ep.id)
+                    gone.append(ep)
+        for ep in gone:
+            self._unclaim(self.store.find_network(ep.network_id), ep)
 
     def drop_records_active(self, owner: EndpointOwner) -> None:
         """Forget endpoints not yet handed to the reaper (those never reached the kernel).
@@ -175,9 +237,12 @@ class Endpoints:
         The ports of an endpoint being released stay: they name the elements
         and hold a failed release must still remove."""
         with self.store.transaction():
-            for ep in self.store.endpoints(container_id=owner.key):
+            gone = self.store.endpoints(container_id=owner.key)
+            for ep in gone:
                 self.store.delete_endpoint(ep.id)
                 self.store.delete_ports(owner.key, ep.id)
+        for ep in gone:
+            self._unclaim(self.store.find_network(ep.network_id), ep)
 
     # -- plug --------------------------------------------------------------
 
@@ -194,6 +259,11 @@ class Endpoints:
         step("endpoint.join")
         undo.push(lambda: driver.leave(network, endpoint), "endpoint.join")
         driver.join(network, endpoint, sandbox, default_route)
+        if network.driver is DriverName.OVERLAY and self.cluster is not None:
+            # Before the container starts: its peers program it as soon as they hear.
+            cluster = self.cluster
+            undo.push(lambda: cluster.withdraw(endpoint))
+            cluster.publish(endpoint)
         step("endpoint.publish")
         undo.push(lambda: driver.unpublish(endpoint, bindings), "endpoint.publish")
         try:
@@ -226,12 +296,15 @@ class Endpoints:
                 self.store.delete_endpoint(ep.id)
                 continue
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
+            if network.driver is DriverName.OVERLAY and self.cluster is not None:
+                self.cluster.withdraw(ep)
             self.drivers[network.driver].unpublish(ep, bindings)
             self.store.delete_ports(owner.key, ep.id)
             if now:
                 self.drivers[network.driver].leave(network, ep)
                 step("endpoint.unplugged")
                 self.store.delete_endpoint(ep.id)
+                self._unclaim(network, ep)
                 continue
             self._queued.add(ep.id)
             self._reap_queue.put((network, ep, getattr(self._local, "gate", None)))
@@ -269,6 +342,7 @@ class Endpoints:
             with self.store.transaction():
                 self.store.delete_ports(ep.owner.key, ep.id)
                 self.store.delete_endpoint(ep.id)
+            self._unclaim(network, ep)
             out.append((ep, None))
         return out
 
@@ -292,6 +366,7 @@ class Endpoints:
                     continue
                 step("endpoint.reaped")
                 self.store.delete_endpoint(ep.id)
+                self._unclaim(network, ep)
             finally:
                 if item is not None:
                     self._queued.discard(item[1].id)

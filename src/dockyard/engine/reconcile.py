@@ -160,7 +160,7 @@ class Reconciler:
         self._remake_bridge_table()
         # After a reboot the bridges are gone: make every one again (idempotent).
         for network in self.store.networks():
-            if network.driver is DriverName.BRIDGE:
+            if network.bridged and network.driver in self.drivers:
                 self.drivers[network.driver].create_network(network)
         return self.gc()
 
@@ -204,7 +204,7 @@ class Reconciler:
                 self._log(f"container {c.name}: removed")
             self.endpoints.settle()
             for network in self.store.networks():
-                if network.driver is DriverName.BRIDGE:
+                if network.bridged and network.driver in self.drivers:
                     with contextlib.suppress(DockyardError):
                         self.drivers[network.driver].delete_network(network)
                     self._log(f"network {network.name}: bridge {network.bridge} removed")
@@ -451,7 +451,7 @@ class Reconciler:
     def _veths(self) -> None:
         owned = {ep.host_ifname for ep in self.store.endpoints(state=None)}
         for network in self.store.networks():
-            if network.driver is not DriverName.BRIDGE:
+            if not network.bridged:
                 continue
             for port in self.k.netlink.bridge_ports(network.bridge):
                 if port.startswith("veth") and port not in owned:
@@ -461,7 +461,7 @@ class Reconciler:
     def desired_elements(self) -> rules.Elements:
         el = rules.Elements()
         for network in self.store.networks():
-            if network.driver is DriverName.BRIDGE and network.subnet is not None:
+            if network.bridged and network.subnet is not None:
                 el.update(rules.elements_of_network(network))
         for c in self.store.containers():
             if not c.running:

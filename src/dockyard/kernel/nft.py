@@ -92,3 +92,5 @@ class Nft:
         data = json.loads(out) if out else {"nftables": []}
         return list(data.get("nftables", []))
 
+    def table_exists(self, family: str, name: str) -> bool:
+        return self.list_table(family, name) is not None

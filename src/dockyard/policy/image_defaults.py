@@ -4,8 +4,8 @@ Pure logic. Docker's rules (moby daemon/create.go, merge in
 daemon/commit.go): an entrypoint given replaces the image's and drops the
 image's command unless a command is given too; a command given replaces the
 image's; the environment is the image's with the request's variables over
-it, by name; the working directory and the user are the request's when
-given; -P publishes the image's exposed ports as well as the request's.
+it, by name; the working directory, the user and the stop signal are the
+request's when given; -P publishes the image's exposed ports as well as the request's.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def container_config(
         env=environment(image.env, cfg.env),
         workdir=cfg.workdir or image.workdir,
         user=cfg.user or image.user,
+        stop_signal=cfg.stop_signal or image.stop_signal,
         ports=requests,
         image=run.name,
         image_id=image_id,

@@ -23,9 +23,18 @@ from dockyard.store.endpoints import EndpointRecords
 from dockyard.store.images import ImageRecords
 from dockyard.store.networks import NetworkRecords
 from dockyard.store.ports import PortRecords
+from dockyard.store.remote_endpoints import RemoteEndpoint, RemoteEndpointRecords
 from dockyard.store.schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "Database", "Store", "config_from_json", "config_to_json", "now"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Database",
+    "RemoteEndpoint",
+    "Store",
+    "config_from_json",
+    "config_to_json",
+    "now",
+]
 
 
 class Store(
@@ -36,5 +45,6 @@ class Store(
     PortRecords,
     AttachmentRecords,
     ImageRecords,
+    RemoteEndpointRecords,
 ):
     """The state database: every table's records, on one connection under one lock."""

@@ -19,14 +19,14 @@ class DnsLookups(NetworkRecords, ContainerRecords):
     # an answer reflects the store as it is at the moment of the query.
 
     def dns_networks(self) -> list[Network]:
-        """Networks that get DNS by name: user-defined bridge networks with a gateway.
+        """Networks that get DNS by name: user-defined bridge and overlay networks with a gateway.
 
         The default `bridge` network has none, as in Docker.
         """
         rows = self._q(
             f"SELECT {self._NET_COLS} FROM networks"
-            " WHERE driver=? AND name!='bridge' AND gateway IS NOT NULL ORDER BY created, name",
-            (str(DriverName.BRIDGE),),
+            " WHERE driver IN (?, ?) AND name!='bridge' AND gateway IS NOT NULL ORDER BY created, name",
+            (str(DriverName.BRIDGE), str(DriverName.OVERLAY)),
         )
         return [self._network(r) for r in rows]
 
@@ -46,7 +46,13 @@ class DnsLookups(NetworkRecords, ContainerRecords):
             " ORDER BY e.rowid",
             (network_id, key, key, key, key),
         )
-        return [ipaddress.IPv4Address(r[0]) for r in rows]
+        # On an overlay network, other hosts' containers too (the watch's copy), after this host's.
+        remote = self._q(
+            "SELECT r.address FROM remote_endpoints r WHERE r.network_id=?"
+            " AND EXISTS (SELECT 1 FROM json_each(r.names) AS n WHERE n.value=?) ORDER BY r.address",
+            (network_id, key),
+        )
+        return [ipaddress.IPv4Address(r[0]) for r in rows + remote]
 
     def dns_networks_of(self, container_id: str) -> list[Network]:
         """The bridge networks (the default one too) where a container has an active endpoint.
@@ -57,8 +63,8 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         cols = ", ".join(f"n.{col.strip()}" for col in self._NET_COLS.split(","))
         rows = self._q(
             f"SELECT {cols} FROM networks n JOIN endpoints e ON e.network_id = n.id"
-            " WHERE e.container_id=? AND e.state='active' AND n.driver=? ORDER BY e.rowid",
-            (container_id, str(DriverName.BRIDGE)),
+            " WHERE e.container_id=? AND e.state='active' AND n.driver IN (?, ?) ORDER BY e.rowid",
+            (container_id, str(DriverName.BRIDGE), str(DriverName.OVERLAY)),
         )
         return [self._network(r) for r in rows]
 

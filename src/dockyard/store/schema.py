@@ -151,4 +151,13 @@ CREATE TABLE IF NOT EXISTS image_names (
     added TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_names_image ON image_names(image_id);
+-- Other hosts' endpoints on overlay networks, copied from the cluster's watch
+-- (remote_endpoints.py): what the resolver answers for names on other hosts.
+CREATE TABLE IF NOT EXISTS remote_endpoints (
+    id TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    address INTEGER NOT NULL,
+    names TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """

@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ip-range", default="", metavar="CIDR")
     p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP")
     p.add_argument("--internal", action="store_true", help="no route out, nothing masqueraded")
+    p.add_argument("--attachable", action="store_true", help="overlay: containers may attach (always so)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="K=V", help="driver option")
     p.add_argument("name", metavar="NAME")
@@ -94,11 +95,12 @@ def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
     return failed
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
+def _pairs(items: list[str], flag: str, bare: bool = False) -> dict[str, str]:
+    """KEY=VALUE items; bare: a KEY alone is KEY="" (Docker's `--opt encrypted`)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if (not sep and not bare) or not key:
             raise InvalidArgument(f"invalid {flag} {item!r}: expected KEY=VALUE")
         out[key] = value
     return out
@@ -118,8 +120,9 @@ def cmd_create(client: Any, args: argparse.Namespace) -> int:
         "Name": args.name,
         "Driver": args.driver,
         "Internal": args.internal,
+        "Attachable": args.attachable,
         "Labels": _pairs(args.label, "--label"),
-        "Options": _pairs(args.opt, "--opt"),
+        "Options": _pairs(args.opt, "--opt", bare=args.driver == "overlay"),
         "IPAM": {"Driver": "default", "Config": [ipam_config] if ipam_config else []},
     }
     print(client.request("POST", "/networks/create", body)["Id"])

@@ -345,7 +345,7 @@ class Attachments:
                 networks.add(a.network_id)
         for network_id in sorted(networks):
             network = self.store.find_network(network_id)
-            if network is None or network.driver is not DriverName.BRIDGE:
+            if network is None or not network.bridged or network.driver not in self.drivers:
                 continue
             try:
                 self.drivers[network.driver].create_network(network)  # idempotent

@@ -19,7 +19,7 @@ from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.networks.changes import NetworkChanges
 from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
-from dockyard.model import DriverName, Network
+from dockyard.model import Network
 from dockyard.policy import ipam
 from dockyard.settings import Paths
 from dockyard.store import Store
@@ -130,7 +130,7 @@ class ConfigNetworks:
 
     def compatible(self, network: Network, net: NetConf) -> None:
         """The existing network must be what the config says, where it says anything."""
-        if network.driver is not DriverName.BRIDGE:
+        if not network.bridged:  # a bridge network, or an overlay network (one across hosts)
             raise CniError(
                 CODE_INVALID_CONFIG,
                 f"network {network.name} uses the {network.driver} driver: it takes no endpoints",

@@ -19,7 +19,7 @@ from dockyard.engine import sandbox
 from dockyard.engine.containers import requests
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
-from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
+from dockyard.model import Container, Endpoint, ModeKind, Network
 from dockyard.settings import DaemonSettings, Paths
 from dockyard.store import Store
 
@@ -69,7 +69,7 @@ class ContainerFiles:
         """
         cfg = c.config
         for network in networks:
-            if network.driver is DriverName.BRIDGE and network.name != "bridge" and network.gateway:
+            if network.bridged and network.name != "bridge" and network.gateway:
                 return sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
         return sandbox.resolv_conf(
             sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options

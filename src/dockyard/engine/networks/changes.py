@@ -20,7 +20,7 @@ from typing import Protocol
 from dockyard.drivers import ForwardFirewall
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.networks.service import Networks, NetworkSpec
-from dockyard.model import DriverName, Network
+from dockyard.model import Network
 from dockyard.policy.container_filters import PruneFilter
 from dockyard.store import Store
 
@@ -64,7 +64,7 @@ class NetworkChanges:
             self.dns.sync(True)
 
     def sync_forward(self) -> list[str]:
-        bridges = {n.bridge for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.bridge}
+        bridges = {n.bridge for n in self.store.networks() if n.bridged and n.bridge}
         return self.forward.sync_forward(bridges)
 
     # -- networks ------------------------------------------------------------------

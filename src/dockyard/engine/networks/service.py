@@ -16,6 +16,7 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from dockyard.drivers import Driver
 from dockyard.engine.steps import report_rollback, step
@@ -26,6 +27,14 @@ from dockyard.policy import ipam
 from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
+
+
+class OverlayNetworks(Protocol):
+    """engine/cluster.py's part in network create and rm."""
+
+    def create(self, spec: NetworkSpec) -> Network: ...
+
+    def remove(self, network: Network) -> None: ...
 
 
 def new_id() -> str:
@@ -46,6 +55,8 @@ class Networks:
         self.drivers = drivers
         # Labels of the endpoint owners that are not containers (CNI attachments): see name_owners.
         self._owner_names: dict[OwnerKind, Callable[[], dict[str, str]]] = {}
+        # Global (overlay) networks, when the daemon is in a cluster (engine/cluster.py).
+        self.overlay: OverlayNetworks | None = None
 
     # -- who is attached -------------------------------------------------
 
@@ -180,6 +191,15 @@ class Networks:
     def create(self, spec: NetworkSpec) -> Network:
         """`network create`: validate everything, record, then make the bridge."""
         check_network_name(spec.name)
+        if spec.driver == "overlay":
+            if self.overlay is None:
+                raise InvalidArgument(
+                    "overlay networks need a cluster: start dockyardd with --cluster-store etcd://HOST:PORT "
+                    "and --cluster-advertise ADDRESS|INTERFACE"
+                )
+            return self.overlay.create(spec)
+        if spec.attachable:
+            raise InvalidArgument("--attachable is for overlay networks")
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
@@ -255,6 +275,11 @@ class Networks:
                 f"error while removing network: network {network.name} id {network.id} has active "
                 f"endpoints ({', '.join(users)})"
             )
+        if network.driver is DriverName.OVERLAY:
+            if self.overlay is None:
+                raise InvalidArgument(f"network {network.name} is global: this daemon is not in its cluster")
+            self.overlay.remove(network)
+            return network
         intent = self.store.add_intent("network.rm", network.id)
         try:
             step("network.rm.begin")
@@ -284,6 +309,8 @@ class Networks:
                 continue
             if wanted is not None and not wanted.matches(network.labels, network.created):
                 continue
+            if network.driver is DriverName.OVERLAY:
+                continue  # global: other hosts may use it; `network rm` asks the cluster
             self.remove(network.id)
             removed.append(network.name)
         return removed
@@ -300,8 +327,8 @@ class Networks:
         return [n for n in self.store.networks() if wanted.matches(n, wanted.needs_use and self.in_use(n))]
 
     def user_networks(self) -> list[Network]:
-        """Networks with DNS by name: every bridge network but the default one."""
-        return [n for n in self.store.networks() if n.driver is DriverName.BRIDGE and n.name != "bridge"]
+        """Networks with DNS by name: every bridge network but the default one, and overlay networks."""
+        return [n for n in self.store.networks() if n.bridged and n.name != "bridge"]
 
 
 def _bool_option(key: str, value: str) -> bool:
@@ -436,5 +463,6 @@ class NetworkSpec:
     ip_range: ipaddress.IPv4Network | None = None
     aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
     internal: bool = False
+    attachable: bool = False
     labels: tuple[tuple[str, str], ...] = ()
     options: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,193 @@
+"""Global networks: made once for the whole cluster, seen by name and id on every host.
+
+Create is optimistic: list the networks at revision R, check the name and the
+subnet against them, then one txn that succeeds only if no network was made
+or changed after R; a race with another create is retried against the new
+list. That makes both the name and the subnet unique cluster-wide without
+an index to keep in step. Remove is one txn that succeeds only while no
+address of the network is claimed and no endpoint published, so a network
+never goes from under a container on any host (claims outlive a dead host's
+lease: a network keeps its addresses through the grace period too).
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+import secrets
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network
+
+from dockyard.cluster.etcd import EtcdClient
+from dockyard.cluster.keys import Keys, Kind
+from dockyard.cluster.records import Claim, NetworkRecord, RecordError
+from dockyard.cluster.wire import Delete, Get, Put, exists, none_under, prefix_end, unchanged_under
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.model import check_name
+from dockyard.policy import ipam
+from dockyard.settings import AddressPool
+
+# Docker's default for overlay networks: /24s out of 10.0.0.0/8.
+DEFAULT_POOL = AddressPool(ipaddress.IPv4Network("10.0.0.0/8"), 24)
+OVERLAY = "overlay"
+ATTEMPTS = 8
+# Docker's first VXLAN id is 4097 (4096 and below were left to others); 24 bits in all.
+FIRST_VNI = 4097
+LAST_VNI = (1 << 24) - 1
+
+
+class Networks:
+    def __init__(self, client: EtcdClient, keys: Keys, host_id: str) -> None:
+        self.client = client
+        self.keys = keys
+        self.host_id = host_id
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def list(self) -> list[NetworkRecord]:
+        return self._list()[1]
+
+    def get(self, network_id: str) -> NetworkRecord | None:
+        kv = self.client.get(self.keys.network(network_id))
+        if kv is None:
+            return None
+        return NetworkRecord.decode(kv.value, kv.create_revision)
+
+    def find(self, ref: str) -> NetworkRecord:
+        """By id, then name, then unique id prefix (Docker's order)."""
+        return _match(ref, self.list())
+
+    # -- create ----------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        subnet: IPv4Network | None = None,
+        gateway: IPv4Address | None = None,
+        internal: bool = False,
+        attachable: bool = False,
+        mtu: int | None = None,
+        labels: Iterable[tuple[str, str]] = (),
+        network_id: str | None = None,
+        pools: Iterable[AddressPool] = (DEFAULT_POOL,),
+        avoid: Iterable[tuple[str, IPv4Network]] = (),
+    ) -> NetworkRecord:
+        """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet)."""
+        check_name(name, "network")
+        if subnet is not None:
+            ipam.check_usable(subnet)
+        if gateway is not None:
+            if subnet is None:
+                raise InvalidArgument("a gateway needs a subnet: give --subnet too")
+            ipam.check_in_subnet(gateway, subnet, "gateway")
+        if mtu is not None and not 68 <= mtu <= 65535:
+            raise InvalidArgument(f"invalid MTU {mtu}: expected 68 to 65535")
+        network_id = network_id or secrets.token_hex(32)
+        pools = tuple(pools)
+        for _ in range(ATTEMPTS):
+            revision, networks = self._list()
+            mine = next((n for n in networks if n.id == network_id), None)
+            if mine is not None:
+                if mine.created_by == self.host_id and mine.name == name:
+                    return mine  # an earlier attempt of ours went through; its answer was lost
+                raise Conflict(f"network id {network_id} is already in use")
+            if any(n.name == name for n in networks):
+                raise Conflict(f"network with name {name} already exists")
+            taken = [(f"network {n.name}", n.subnet) for n in networks] + list(avoid)
+            if subnet is None:
+                chosen = ipam.first_free_subnet(pools, taken)
+            else:
+                ipam.check_overlap(subnet, taken)
+                chosen = subnet
+            record = NetworkRecord(
+                id=network_id,
+                name=name,
+                driver=OVERLAY,
+                subnet=chosen,
+                gateway=gateway or ipam.first_host(chosen),
+                internal=internal,
+                attachable=attachable,
+                mtu=mtu,
+                labels=tuple(sorted(labels)),
+                created_by=self.host_id,
+                vni=_free_vni(networks),
+            )
+            key = self.keys.network(network_id)
+            result = self.client.txn(
+                [unchanged_under(self.keys.prefix(Kind.NETWORK), revision)],
+                [Put(key, record.encode())],
+            )
+            if result.succeeded:
+                return NetworkRecord.decode(record.encode(), result.revision)
+        raise Conflict(
+            f"network {name} could not be created: other networks kept being made at once; try again"
+        )
+
+    # -- remove ------------------------------------------------------------------------------------
+
+    def remove(self, network_id: str) -> None:
+        """Remove a network no host uses; Conflict naming the hosts that still do."""
+        key = self.keys.network(network_id)
+        claims = self.keys.prefix(Kind.CLAIM, network_id)
+        endpoints = self.keys.prefix(Kind.ENDPOINT, network_id)
+        result = self.client.txn(
+            [exists(key), none_under(claims), none_under(endpoints)],
+            [Delete(key), Delete(self.keys.cursor(network_id))],
+            [Get(key), Get(claims, prefix_end(claims)), Get(endpoints, prefix_end(endpoints))],
+        )
+        if result.succeeded:
+            return
+        network, held, published = result.ranges
+        if not network:
+            raise NotFound(f"network {network_id} not found")
+        name = NetworkRecord.decode(network[0].value).name
+        hosts: set[str] = set()
+        for kv in held:
+            try:
+                hosts.add(Claim.decode(kv.value).host_id)
+            except RecordError:
+                hosts.add("?")
+        count = max(len(held), len(published))
+        raise Conflict(
+            f"error while removing network: network {name} has active endpoints "
+            f"({count} on host{'s' if len(hosts) != 1 else ''} {', '.join(sorted(hosts))})"
+        )
+
+    # -- inside ---------------------------------------------------------------------------------------
+
+    def _list(self) -> tuple[int, builtins.list[NetworkRecord]]:
+        result = self.client.prefix(self.keys.prefix(Kind.NETWORK))
+        out = []
+        for kv in result.kvs:
+            try:
+                out.append(NetworkRecord.decode(kv.value, kv.create_revision))
+            except RecordError:
+                continue  # not ours to judge here; the watch logs it
+        return result.revision, out
+
+
+def _free_vni(networks: list[NetworkRecord]) -> int:
+    """The lowest VXLAN id no network has (the create txn makes it unique: nothing changed since)."""
+    used = {n.vni for n in networks}
+    vni = FIRST_VNI
+    while vni in used:
+        vni += 1
+    if vni > LAST_VNI:
+        raise Conflict("no VXLAN network identifier left for a new overlay network")
+    return vni
+
+
+def _match(ref: str, networks: list[NetworkRecord]) -> NetworkRecord:
+    for n in networks:
+        if n.id == ref:
+            return n
+    for n in networks:
+        if n.name == ref:
+            return n
+    found = [n for n in networks if ref and n.id.startswith(ref)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise Conflict(f"network {ref} is ambiguous ({len(found)} matches found based on ID prefix)")
+    raise NotFound(f"network {ref} not found")

@@ -1,0 +1,203 @@
+"""What is stored under each key (keys.py), as frozen dataclasses and their JSON.
+
+The JSON is compact with sorted keys; a reader ignores fields it does not
+know (a newer daemon may add some) and rejects a record missing one it needs
+(RecordError: the watch skips such a key and logs it, it never stops).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+
+class RecordError(ValueError):
+    """A value that is not the record its key says."""
+
+
+def _dump(d: dict) -> bytes:
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _load(raw: bytes, what: str) -> dict:
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        raise RecordError(f"{what}: not JSON") from None
+    if not isinstance(d, dict):
+        raise RecordError(f"{what}: not an object")
+    return d
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    """A global (overlay) network, the same on every host."""
+
+    id: str
+    name: str
+    driver: str
+    subnet: IPv4Network
+    gateway: IPv4Address
+    internal: bool = False
+    attachable: bool = False
+    mtu: int | None = None  # None: the underlay's less 50, each host's own
+    labels: tuple[tuple[str, str], ...] = ()
+    created_by: str = ""  # host id
+    vni: int = 0  # the VXLAN network identifier, unique in the cluster
+    # The etcd create revision of this record (not stored: read with it). A claim compares it,
+    # so that a network removed and made again is never claimed into by a stale caller.
+    revision: int = 0
+
+    def encode(self) -> bytes:
+        return _dump(
+            {
+                "id": self.id,
+                "name": self.name,
+                "driver": self.driver,
+                "subnet": str(self.subnet),
+                "gateway": str(self.gateway),
+                "internal": self.internal,
+                "attachable": self.attachable,
+                "mtu": self.mtu,
+                "labels": dict(self.labels),
+                "created_by": self.created_by,
+                "vni": self.vni,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes, revision: int = 0) -> NetworkRecord:
+        d = _load(raw, "network")
+        try:
+            return cls(
+                id=str(d["id"]),
+                name=str(d["name"]),
+                driver=str(d["driver"]),
+                subnet=IPv4Network(d["subnet"]),
+                gateway=IPv4Address(d["gateway"]),
+                internal=bool(d.get("internal", False)),
+                attachable=bool(d.get("attachable", False)),
+                mtu=int(d["mtu"]) if d.get("mtu") is not None else None,
+                labels=tuple(sorted((str(k), str(v)) for k, v in (d.get("labels") or {}).items())),
+                created_by=str(d.get("created_by", "")),
+                vni=int(d.get("vni", 0)),
+                revision=revision,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"network: {e}") from None
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A live host: where its VXLAN tunnels end (VTEP)."""
+
+    id: str
+    vtep: IPv4Address
+    name: str = ""  # the machine's hostname, for messages
+
+    def encode(self) -> bytes:
+        return _dump({"id": self.id, "vtep": str(self.vtep), "name": self.name})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> HostRecord:
+        d = _load(raw, "host")
+        try:
+            return cls(str(d["id"]), IPv4Address(d["vtep"]), str(d.get("name", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"host: {e}") from None
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    """One container on one global network, as every other host needs to know it."""
+
+    network_id: str
+    id: str
+    host_id: str
+    vtep: IPv4Address
+    mac: str  # aa:bb:cc:dd:ee:ff, lower case
+    address: IPv4Address
+    container_id: str = ""
+    name: str = ""  # the container's name, for DNS
+    aliases: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return _dump(
+            {
+                "network_id": self.network_id,
+                "id": self.id,
+                "host_id": self.host_id,
+                "vtep": str(self.vtep),
+                "mac": self.mac,
+                "address": str(self.address),
+                "container_id": self.container_id,
+                "name": self.name,
+                "aliases": list(self.aliases),
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> EndpointRecord:
+        d = _load(raw, "endpoint")
+        try:
+            return cls(
+                network_id=str(d["network_id"]),
+                id=str(d["id"]),
+                host_id=str(d["host_id"]),
+                vtep=IPv4Address(d["vtep"]),
+                mac=str(d["mac"]).lower(),
+                address=IPv4Address(d["address"]),
+                container_id=str(d.get("container_id", "")),
+                name=str(d.get("name", "")),
+                aliases=tuple(str(a) for a in d.get("aliases") or ()),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"endpoint: {e}") from None
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        """The names this endpoint answers to on its network: its name, its aliases, its short id."""
+        names = [n for n in (self.name, *self.aliases) if n]
+        if self.container_id:
+            names.append(self.container_id[:12])
+        return tuple(dict.fromkeys(n.lower() for n in names))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An address held: by which host, for which endpoint. Not under a lease."""
+
+    host_id: str
+    endpoint_id: str
+
+    def encode(self) -> bytes:
+        return _dump({"host": self.host_id, "endpoint": self.endpoint_id})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Claim:
+        d = _load(raw, "claim")
+        try:
+            return cls(str(d["host"]), str(d["endpoint"]))
+        except (KeyError, TypeError) as e:
+            raise RecordError(f"claim: {e}") from None
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A host seen gone: who saw it and the grace period it was given, in seconds."""
+
+    seen_by: str
+    grace: int
+    lease: int = 0  # the grace timer's lease (grace/<host> lives under it)
+
+    def encode(self) -> bytes:
+        return _dump({"seen_by": self.seen_by, "grace": self.grace, "lease": self.lease})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Gone:
+        d = _load(raw, "gone")
+        try:
+            return cls(str(d["seen_by"]), int(d["grace"]), int(d.get("lease", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"gone: {e}") from None

@@ -1,0 +1,183 @@
+"""Typed verbs over netlink for the overlay driver: VXLAN devices, their FDB and neighbour entries.
+
+A VXLAN device of dockyard's is made with learning off (no entry comes
+from what arrives: a forged source cannot point a MAC at itself) and
+`proxy` (the device answers ARP for the addresses in its neighbour table,
+so no broadcast crosses the underlay), and without any all-zeros FDB
+entry: nothing is flooded. Every remote MAC is a static FDB entry
+(`self`, `permanent`, with the VTEP as `dst`) set by `replace`: `append`
+would add a second destination to the entry and keep the old VTEP, which
+is how a MAC that moved hosts keeps going to the old one.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dockyard.errors import Conflict, KernelError
+from dockyard.kernel.netlink import Netlink
+
+VXLAN_PORT = 4789
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+
+
+def _fail(e: NetlinkError, what: str) -> KernelError:
+    return KernelError(f"cannot {what}: {e.args[1] if len(e.args) > 1 else e}")
+
+
+class Vxlan:
+    """VXLAN devices in the namespace of a Netlink handle (the host's)."""
+
+    def __init__(self, netlink: Netlink) -> None:
+        self.nl = netlink
+
+    @property
+    def _ipr(self) -> Any:
+        return self.nl._ipr
+
+    def ensure(
+        self, name: str, vni: int, local: ipaddress.IPv4Address, bridge: str, mtu: int, owner: str
+    ) -> bool:
+        """Create the device if missing, on the bridge, up. True when created here."""
+        created = False
+        with self.nl._lock:
+            bridge_idx = self.nl.index(bridge)
+            if bridge_idx is None:
+                raise KernelError(f"bridge {bridge} does not exist")
+            idx = self.nl.index(name)
+            if idx is None:
+                try:
+                    self._ipr.link(
+                        "add",
+                        ifname=name,
+                        kind="vxlan",
+                        vxlan_id=vni,
+                        vxlan_local=str(local),
+                        vxlan_port=VXLAN_PORT,
+                        vxlan_learning=0,
+                        vxlan_proxy=1,
+                        mtu=mtu,
+                    )
+                except NetlinkError as e:
+                    if e.code == errno.EEXIST:
+                        raise Conflict(
+                            f"cannot create VXLAN device {name} (id {vni}): a device with this id "
+                            "and port exists already on this host"
+                        ) from e
+                    raise _fail(e, f"create VXLAN device {name} (id {vni})") from e
+                created = True
+                idx = self.nl.index(name)
+                if idx is None:
+                    raise KernelError(f"VXLAN device {name} vanished while being created")
+                try:
+                    self._ipr.link("set", index=idx, ifalias=owner)
+                except NetlinkError as e:
+                    raise _fail(e, f"mark VXLAN device {name}") from e
+            elif self.nl._alias(idx) != owner:
+                raise Conflict(f"a link named {name} already exists and is not this dockyard root's")
+            try:
+                self._ipr.link("set", index=idx, master=bridge_idx, state="up")
+            except NetlinkError as e:
+                raise _fail(e, f"attach {name} to {bridge}") from e
+        return created
+
+    def delete(self, name: str, owner: str) -> bool:
+        with self.nl._lock:
+            idx = self.nl.index(name)
+            if idx is None or self.nl._alias(idx) != owner:
+                return False
+        return self.nl.delete_link(name)
+
+    # -- remote endpoints ----------------------------------------------------------------------
+
+    def _index(self, name: str) -> int | None:
+        with self.nl._lock:
+            return self.nl.index(name)
+
+    def fdb_replace(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self._ipr.fdb(
+                "replace", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF, state=NUD_PERMANENT
+            )
+        except NetlinkError as e:
+            raise _fail(e, f"point {mac} to {vtep} on {name}") from e
+
+    def fdb_delete(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self._ipr.fdb("del", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF)
+        except NetlinkError as e:
+            if e.code not in (errno.ENOENT, errno.ENODEV):
+                raise _fail(e, f"remove {mac} from {name}") from e
+
+    def neigh_replace(self, name: str, address: ipaddress.IPv4Address, mac: str) -> None:
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self._ipr.neigh("replace", dst=str(address), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+        except NetlinkError as e:
+            raise _fail(e, f"add neighbour {address} on {name}") from e
+
+    def neigh_delete(self, name: str, address: ipaddress.IPv4Address) -> None:
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self._ipr.neigh("del", dst=str(address), ifindex=idx)
+        except NetlinkError as e:
+            if e.code not in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
+                raise _fail(e, f"remove neighbour {address} from {name}") from e
+
+    def fdb(self, name: str) -> dict[str, ipaddress.IPv4Address]:
+        """The device's own (`self`) entries with a destination: MAC -> VTEP."""
+        idx = self._index(name)
+        if idx is None:
+            return {}
+        out = {}
+        for msg in self.nl._dump(self._ipr.fdb, "dump", ifindex=idx):
+            dst = msg.get_attr("NDA_DST")
+            if msg["ifindex"] == idx and dst and msg["flags"] & NTF_SELF:
+                out[str(msg.get_attr("NDA_LLADDR")).lower()] = ipaddress.IPv4Address(dst)
+        return out
+
+    def neighbours(self, name: str) -> dict[ipaddress.IPv4Address, str]:
+        """The device's permanent neighbour entries: address -> MAC."""
+        idx = self._index(name)
+        if idx is None:
+            return {}
+        out = {}
+        for msg in self.nl._dump(self._ipr.neigh, "dump", ifindex=idx):
+            dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+            if msg["ifindex"] == idx and dst and mac and msg["state"] & NUD_PERMANENT:
+                out[ipaddress.IPv4Address(dst)] = str(mac).lower()
+        return out
+
+    def mtu_of_address(self, address: ipaddress.IPv4Address) -> int | None:
+        """The MTU of the link that holds address (the underlay's), None when no link has it."""
+        for dev, iface in self.nl.addresses():
+            if iface.ip == address:
+                with self.nl._lock:
+                    idx = self.nl.index(dev)
+                    if idx is None:
+                        return None
+                    (msg,) = self._ipr.get_links(idx)
+                return int(msg.get_attr("IFLA_MTU"))
+        return None
+
+    def address_of(self, ifname: str) -> ipaddress.IPv4Address | None:
+        """The first IPv4 address of a link (--cluster-advertise IFACE)."""
+        for dev, iface in self.nl.addresses():
+            if dev == ifname:
+                return iface.ip
+        return None

@@ -1,0 +1,502 @@
+"""Overlay networks across hosts: dockyard daemons on the etcd lab's hosts, one network, many hosts.
+
+Each host of the etcd lab (its own network namespace on the 192.0.2.0/24
+underlay, an etcd member in it) runs a dockyard daemon of its own root,
+started with --cluster-store (every member) and --cluster-advertise (the
+host's underlay interface or address) from its daemon.json, under a key
+prefix of the test's own. Containers on different hosts reach each other
+over VXLAN; what each host's kernel holds (FDB and neighbour entries,
+links) is read in that host's namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from cni_runtime import Runtime, Sandboxes, plugin_dir
+
+from dockyard.cluster import EtcdClient, StoreConfig
+from dockyard.cluster.keys import Keys
+from dockyard.cluster.records import Claim
+from etcd_lab import EtcdLab
+from lab import PROBE, REPO, Lab, sh
+
+UNDERLAY_MTU = 1500
+VXLAN_PROBE = str(REPO / "tests" / "tools" / "vxlan_probe.py")
+
+
+class Host(Lab):
+    """A dockyard root on one of the etcd lab's hosts (the namespace is the etcd lab's)."""
+
+    def __init__(self, tmp: Path, ns: str, addr: str) -> None:
+        super().__init__(tmp)
+        self.host = ns
+        self.addr = addr
+        self.own_namespaces = ()
+        self.prefix = ""
+
+    def configure(self, store: str, advertise: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.root.mkdir(parents=True, mode=0o700)
+        (self.root / "daemon.json").write_text(
+            json.dumps(
+                {
+                    "cluster-store": store,
+                    "cluster-advertise": advertise,
+                    "cluster-store-opts": {"kv.prefix": prefix},
+                }
+            )
+        )
+
+    def fdb(self, dev: str) -> dict[str, str]:
+        """MAC -> VTEP of the device's own entries."""
+        r = self.in_host("bridge", "-j", "fdb", "show", "dev", dev)
+        if r.returncode != 0:
+            return {}
+        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
+
+    def neighbours(self, dev: str) -> dict[str, str]:
+        r = sh("ip", "-n", self.host, "-j", "neigh", "show", "dev", dev, check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["dst"]: e.get("lladdr", "") for e in json.loads(r.stdout or "[]")}
+
+    def address_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def mac_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["MacAddress"]
+
+
+@pytest.fixture
+def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
+    etcd_lab.ensure_all_running()
+    prefix = f"dyt-{secrets.token_hex(4)}"
+    store = "etcd://" + ",".join(etcd_lab.endpoints)
+    made = []
+    for i, m in enumerate(etcd_lab.members):
+        h = Host(tmp_path / f"host{i + 1}", m.ns, m.addr)
+        # One host names its underlay interface, the others their address: both forms.
+        h.configure(store, "und0" if i == 0 else m.addr, prefix)
+        made.append(h)
+    leaks: list[str] = []
+    try:
+        yield made
+    finally:
+        for h in made:
+            if (h.root / "dockyard.db").exists():
+                ids = h.dy("ps", "-aq", "--no-trunc").stdout.split()
+                if ids:
+                    h.dy("rm", "-f", *ids)
+                h.dy("system", "reset", "-f")
+            leaks += [f"{h.host}: {leak}" for leak in h.teardown()]
+            # The host namespace is the etcd lab's: what dockyard made in it must be gone.
+            leaks += [f"{h.host}: link {name}" for name in h.links() if name not in ("lo", "und0")]
+            tables = sh("ip", "netns", "exec", h.host, "nft", "list", "tables").stdout.split("\n")
+            leaks += [f"{h.host}: {t}" for t in tables if t.strip()]
+    assert not leaks, f"left behind: {leaks}"
+
+
+def _network_links(h: Host, network_id: str) -> list[str]:
+    """The links this network made on a host, by its id (never by a prefix alone)."""
+    return [name for name in h.links() if name in (f"dy-{network_id[:12]}", f"vx-{network_id[:12]}")]
+
+
+def _ls(h: Host) -> dict[str, tuple[str, str, str]]:
+    """network ls: name -> (short id, driver, scope)."""
+    out = {}
+    for line in h.dy_ok("network", "ls").splitlines()[1:]:
+        short, name, driver, scope = line.split()
+        out[name] = (short, driver, scope)
+    return out
+
+
+def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok(
+        "network", "create", "-d", "overlay", "--subnet", "10.50.0.0/24", "--attachable", "ov1"
+    ).strip()
+    vx = f"vx-{net_id[:12]}"
+
+    # Global: seen by name and id on every daemon, SCOPE global, made once.
+    for h in hosts:
+        h.eventually(lambda h=h: "ov1" in _ls(h), 10, f"ov1 on {h.host}")
+        assert _ls(h)["ov1"] == (net_id[:12], "overlay", "global")
+        assert json.loads(h.dy_ok("network", "inspect", "ov1"))[0]["Id"] == net_id
+    info = json.loads(b.dy_ok("network", "inspect", net_id))[0]
+    assert (info["Scope"], info["Driver"], info["IPAM"]["Config"][0]["Subnet"]) == (
+        "global",
+        "overlay",
+        "10.50.0.0/24",
+    )
+    again = c.dy("network", "create", "-d", "overlay", "ov1")
+    assert again.returncode == 125 and "already exists" in again.stderr
+
+    # The VXLAN device: the network's VNI, port 4789, the host's VTEP, no learning, MTU underlay - 50.
+    details = json.loads(sh("ip", "-n", b.host, "-d", "-j", "link", "show", vx).stdout)[0]
+    data = details["linkinfo"]["info_data"]
+    assert data["port"] == 4789 and data["local"] == b.addr and data["learning"] is False
+    assert data["id"] == int(info["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
+    assert details["mtu"] == UNDERLAY_MTU - 50
+
+    a.serve("--name", "srv", "--net", "ov1", proto="tcp", port=80)
+    srv_ip, srv_mac = a.address_on("srv", "ov1"), a.mac_on("srv", "ov1")
+    c.dy_ok("network", "ls")  # host C's daemon up, its kernel programmed from the watch
+    before = set(c.fdb(vx))
+    started = time.monotonic()
+    b.run_d("--name", "cli", "--net", "ov1", "sleep", "300")
+    returned = time.monotonic()
+    c.eventually(lambda: set(c.fdb(vx)) - before, 5, "cli's entry on host C")
+    seen = time.monotonic()
+    cli_ip, cli_mac = b.address_on("cli", "ov1"), b.mac_on("cli", "ov1")
+    assert srv_ip != cli_ip
+    assert set(c.fdb(vx)) - before == {cli_mac}
+    print(
+        f"\nrun on host B: returned after {(returned - started) * 1000:.0f} ms; its entry on host C "
+        f"{'was there when it returned' if seen - returned < 0.05 else f'{(seen - returned) * 1000:.0f} ms later'}"
+    )
+
+    # Host B's kernel knows srv at host A's VTEP (programmed from the watch).
+    b.eventually(lambda: b.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host B")
+    assert b.neighbours(vx).get(srv_ip) == srv_mac
+
+    # By name across hosts: host B's resolver answers from its copy of the watch's cache.
+    named = b.dy("exec", "cli", "getent", "ahostsv4", "srv")
+    assert named.returncode == 0 and named.stdout.split()[0] == srv_ip, named.stdout + named.stderr
+    by_name = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", "srv", "80", "--timeout", "2")
+    assert f"peer={cli_ip}:" in by_name
+
+    # Across hosts, by address: ICMP and TCP; the container's MTU is the overlay's.
+    ping = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", srv_ip)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    answer = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", srv_ip, "80", "--timeout", "2")
+    assert f"peer={cli_ip}:" in answer  # not masqueraded: the overlay is one L2 segment
+    eth0 = json.loads(b.dy_ok("exec", "cli", "ip", "-j", "link", "show", "eth0"))[0]
+    assert eth0["mtu"] == UNDERLAY_MTU - 50
+    # A full-size packet with DF set fits; one byte more does not.
+    payload = UNDERLAY_MTU - 50 - 28
+    fits = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(payload), srv_ip)
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    too_big = b.dy("exec", "cli", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(payload + 1), srv_ip)
+    assert too_big.returncode != 0
+
+    # Refused while any host has an endpoint on it, from a host that has none.
+    refused = c.dy("network", "rm", "ov1")
+    assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
+
+    # rm frees the claim and the remote entries.
+    a.dy_ok("rm", "-f", "srv")
+    b.eventually(lambda: srv_mac not in b.fdb(vx), 5, "srv's FDB entry gone from host B")
+    b.eventually(lambda: srv_ip not in b.neighbours(vx), 5, "srv's neighbour entry gone from host B")
+    c.run_d("--name", "reuse", "--net", "ov1", "--ip", srv_ip, "sleep", "300")
+    assert c.address_on("reuse", "ov1") == srv_ip
+    taken = a.dy("run", "-d", "--net", "ov1", "--ip", srv_ip, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+
+    b.dy_ok("rm", "-f", "cli")
+    c.dy_ok("rm", "-f", "reuse")
+    b.dy_ok("network", "rm", "ov1")
+    for h in hosts:
+        h.eventually(lambda h=h: "ov1" not in _ls(h), 10, f"ov1 gone from {h.host}")
+        h.eventually(lambda h=h: not _network_links(h, net_id), 5, f"ov1's links gone from {h.host}")
+
+
+def test_concurrent_runs_on_two_hosts_never_get_the_same_address(hosts: list[Host]) -> None:
+    a, b, _ = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.51.0.0/26", "race")
+    b.eventually(lambda: "race" in _ls(b), 10, "race on host B")
+    per_host = 6
+    ids: dict[str, list[str]] = {a.host: [], b.host: []}
+    errors: list[str] = []
+
+    def runs(h: Host) -> None:
+        for _ in range(per_host):
+            r = h.dy("run", "-d", "--net", "race", "sleep", "300")
+            if r.returncode != 0:
+                errors.append(r.stderr)
+            else:
+                ids[h.host].append(r.stdout.strip().splitlines()[-1])
+
+    threads = [threading.Thread(target=runs, args=(h,)) for h in (a, b) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    addresses = [h.address_on(cid, "race") for h in (a, b) for cid in ids[h.host]]
+    assert len(addresses) == 4 * per_host
+    assert len(set(addresses)) == len(addresses), sorted(addresses)
+
+
+def test_vxlan_from_an_address_that_is_no_live_vtep_is_dropped(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.52.0.0/24", "guarded").strip()
+    for h in (b, c):  # every daemon up: host C's VTEP is a live one
+        h.eventually(lambda h=h: "guarded" in _ls(h), 10, f"guarded on {h.host}")
+
+    def guard_vteps() -> set[str]:
+        r = sh("ip", "netns", "exec", b.host, "nft", "-j", "list", "set", "ip", "dockyard_vxlan", "vteps")
+        body = next(o["set"] for o in json.loads(r.stdout)["nftables"] if "set" in o)
+        return set(body.get("elem", []))
+
+    b.eventually(lambda: guard_vteps() == {a.addr, c.addr}, 10, "host B lets in hosts A and C")
+    vni = json.loads(b.dy_ok("network", "inspect", "guarded"))[0]["Options"][
+        "com.docker.network.driver.overlay.vxlanid_list"
+    ]
+    b.run_d("--name", "target", "--net", "guarded", sys.executable, "-u", VXLAN_PROBE, "listen", "9999")
+    ip, mac = b.address_on("target", "guarded"), b.mac_on("target", "guarded")
+    b.eventually(lambda: "listening" in b.dy_ok("logs", "target"), 10, "the listener is up")
+
+    def inject(src: str, payload: str) -> None:
+        r = c.in_host(sys.executable, VXLAN_PROBE, "inject", src, b.addr, vni, mac, ip, "9999", payload)
+        assert r.returncode == 0 and int(r.stdout) > 0, r.stdout + r.stderr  # the packet was sent
+
+    # From a live host's VTEP (host C's), a frame goes in: the forged packet is well made.
+    inject(c.addr, "from-a-vtep")
+    b.eventually(lambda: "got from-a-vtep" in b.dy_ok("logs", "target"), 5, "a VTEP's frame arrives")
+    # From an address of the underlay that is no VTEP: dropped before it is decapsulated.
+    stranger = "192.0.2.99"
+    sh("ip", "-n", c.host, "addr", "add", f"{stranger}/24", "dev", "und0")
+    try:
+        for _ in range(3):
+            inject(stranger, "from-a-stranger")
+        inject(c.addr, "after-the-stranger")  # ordered behind the stranger's, on the same path
+        b.eventually(lambda: "got after-the-stranger" in b.dy_ok("logs", "target"), 5, "the later frame")
+        assert "from-a-stranger" not in b.dy_ok("logs", "target")
+    finally:
+        sh("ip", "-n", c.host, "addr", "del", f"{stranger}/24", "dev", "und0")
+    guard = json.loads(
+        sh("ip", "netns", "exec", b.host, "nft", "-j", "list", "table", "ip", "dockyard_vxlan").stdout
+    )
+    vteps = next(o["set"] for o in guard["nftables"] if "set" in o)
+    assert set(vteps["elem"]) == {a.addr, c.addr}
+
+    b.dy_ok("rm", "-f", "target")
+    a.dy_ok("network", "rm", "guarded")
+    for h in hosts:
+        h.eventually(lambda h=h: not _network_links(h, net_id), 10, f"guarded's links gone from {h.host}")
+        # The guard's table goes with the host's last overlay network.
+        assert (
+            sh(
+                "ip", "netns", "exec", h.host, "nft", "list", "table", "ip", "dockyard_vxlan", check=False
+            ).returncode
+            != 0
+        )
+
+
+def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back(hosts: list[Host]) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.53.0.0/24", "heal").strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: "heal" in _ls(b), 10, "heal on host B")
+    a.run_d("--name", "onA", "--net", "heal", "sleep", "300")
+    b.run_d("--name", "onB", "--net", "heal", "sleep", "300")
+    mac_a, ip_a = a.mac_on("onA", "heal"), a.address_on("onA", "heal")
+    b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 5, "onA's entry on host B")
+
+    # The periodic reconcile: an entry lost is put back, one nobody published goes.
+    stray = "02:42:0a:35:00:fe"
+    sh("ip", "netns", "exec", b.host, "bridge", "fdb", "del", mac_a, "dev", vx, "dst", a.addr, "self")
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        b.host,
+        "bridge",
+        "fdb",
+        "add",
+        stray,
+        "dev",
+        vx,
+        "dst",
+        "192.0.2.77",
+        "self",
+        "permanent",
+    )
+    assert mac_a not in b.fdb(vx) and stray in b.fdb(vx)
+    b.eventually(
+        lambda: b.fdb(vx).get(mac_a) == a.addr and stray not in b.fdb(vx), 10, "host B's FDB repaired"
+    )
+
+    # Host A's daemon dies: its lease lapses and every peer forgets its endpoints and its VTEP.
+    pid = int((a.root / "dockyardd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    b.eventually(
+        lambda: mac_a not in b.fdb(vx) and ip_a not in b.neighbours(vx), 20, "onA's entries gone from host B"
+    )
+    # It comes back (any command starts it): what it still runs is published again.
+    assert a.inspect("onA")["State"]["Running"]
+    b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 15, "onA's entry back on host B")
+    b.eventually(
+        lambda: b.dy("exec", "onB", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0,
+        10,
+        "onB reaches onA again",
+    )
+
+
+def test_published_ports_egress_and_isolation_on_an_overlay_network(hosts: list[Host]) -> None:
+    a, _, c = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.54.0.0/24", "pub")
+    c.eventually(lambda: "pub" in _ls(c), 10, "pub on host C")
+    a.serve("--name", "web", "--net", "pub", "-p", "8080:80", proto="tcp", port=80)
+    # A published port on host A reaches its overlay container from host C, over the underlay.
+    answer = a.wait_answer(c.host, "tcp", a.addr, 8080)
+    assert f"peer={c.addr}:" in answer
+    # Egress through the container's own host, masqueraded there: host C sees host A's address.
+    c.spawn_in(c.host, sys.executable, PROBE, "serve", "tcp", "7070")
+    a.eventually(lambda: a.ask(c.host, "tcp", c.addr, 7070, timeout=0.5) is not None, 10, "host C's server")
+    out = a.dy_ok("exec", "web", sys.executable, PROBE, "ask", "tcp", c.addr, "7070", "--timeout", "2")
+    assert f"peer={a.addr}:" in out
+    # Isolation: a container of a bridge network on the same host does not reach it.
+    a.dy_ok("network", "create", "--subnet", "10.55.0.0/24", "localnet")
+    a.run_d("--name", "outsider", "--net", "localnet", "sleep", "300")
+    web_ip = a.address_on("web", "pub")
+    r = a.dy("exec", "outsider", sys.executable, PROBE, "ask", "tcp", web_ip, "80", "--timeout", "1")
+    assert r.returncode != 0, r.stdout
+    # ... while it does reach the world: the attempt above was a real one.
+    a.dy_ok("exec", "outsider", sys.executable, PROBE, "ask", "tcp", c.addr, "7070", "--timeout", "2")
+
+
+def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
+    hosts: list[Host], etcd_lab: EtcdLab
+) -> None:
+    a, b, _ = hosts
+    r = a.dy("daemon", "start", env={"DOCKYARD_CLAIM_GC_INTERVAL": "0.5"})
+    assert r.returncode == 0, r.stderr
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.56.0.0/24", "leaky").strip()
+    a.run_d("--name", "kept", "--net", "leaky", "sleep", "300")
+    kept_ip = a.address_on("kept", "leaky")
+    # A claim of host A's that no endpoint of host A owns: a release the store missed.
+    client = EtcdClient(
+        StoreConfig.parse("etcd://" + etcd_lab.members[0].endpoint), dial=etcd_lab.dialer(etcd_lab.members[0])
+    )
+    try:
+        keys = Keys(f"/{a.prefix}/v1/")
+        host_id = (a.root / "cluster-host-id").read_text().strip()
+        leaked = keys.claim(net_id, "10.56.0.77")
+        client.put(leaked, Claim(host_id, "f" * 64).encode())
+        a.eventually(lambda: client.get(leaked) is None, 10, "the leaked claim freed")
+        assert client.get(keys.claim(net_id, kept_ip)) is not None
+    finally:
+        client.close()
+    b.eventually(lambda: "leaky" in _ls(b), 10, "leaky on host B")
+    taken = b.dy("run", "-d", "--net", "leaky", "--ip", kept_ip, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+    b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
+
+
+def test_without_the_store_running_containers_keep_talking_and_new_overlay_work_is_refused(
+    hosts: list[Host], etcd_lab: EtcdLab
+) -> None:
+    a, b, _ = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "steady")
+    b.eventually(lambda: "steady" in _ls(b), 10, "steady on host B")
+    a.run_d("--name", "sa", "--net", "steady", "sleep", "300")
+    b.run_d("--name", "sb", "--net", "steady", "sleep", "300")
+    ip_a = a.address_on("sa", "steady")
+    b.eventually(
+        lambda: b.dy("exec", "sb", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0, 10, "sb reaches sa"
+    )
+
+    for m in etcd_lab.members:  # the whole store goes
+        etcd_lab.kill(m)
+    try:
+        # Once the store has not confirmed the host within its lease, new overlay work is refused.
+        def refused() -> bool:
+            r = b.dy("run", "-d", "--net", "steady", "sleep", "300")
+            assert r.returncode != 0 or not r.stdout, "a run went through without the store"
+            return r.returncode == 125 and "cluster store" in r.stderr
+
+        b.eventually(refused, 30, "overlay work refused")
+        r = a.dy("network", "create", "-d", "overlay", "later")
+        assert r.returncode == 125 and "cluster store" in r.stderr, r.stderr
+        # What runs keeps talking, across hosts, with what the kernels were told.
+        ping = b.dy("exec", "sb", "ping", "-c", "1", "-W", "2", ip_a)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Local work goes on.
+        b.run_d("--name", "local1", "sleep", "300")
+    finally:
+        etcd_lab.ensure_all_running()
+    # The store back: overlay work again, and the peers know each other again.
+    b.eventually(
+        lambda: b.dy("run", "-d", "--name", "sb2", "--net", "steady", "sleep", "300").returncode == 0,
+        30,
+        "run again",
+    )
+    ip_b2 = b.address_on("sb2", "steady")
+    a.eventually(
+        lambda: a.dy("exec", "sa", "ping", "-c", "1", "-W", "1", ip_b2).returncode == 0, 20, "sa reaches sb2"
+    )
+
+
+def test_dockyard_cni_attaches_to_an_overlay_network(hosts: list[Host], tmp_path: Path) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.58.0.0/24", "podnet").strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: "podnet" in _ls(b), 10, "podnet on host B")
+    a.run_d("--name", "peer", "--net", "podnet", "sleep", "300")
+    peer_ip = a.address_on("peer", "podnet")
+
+    # A runtime on host B (Podman, say) adds a pod to the existing overlay network by its name.
+    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
+    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "podnet",
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
+    }
+    try:
+        netns = pods.new()
+        result = rt.add(conflist, "pod1", netns)
+        pod_ip = result["ips"][0]["address"].split("/")[0]
+        pod_mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
+        assert ipaddress.IPv4Address(pod_ip) in ipaddress.IPv4Network("10.58.0.0/24") and pod_ip != peer_ip
+        a.eventually(lambda: a.fdb(vx).get(pod_mac) == b.addr, 5, "the pod's entry on host A")
+        ping = sh("ip", "netns", "exec", Path(netns).name, "ping", "-c", "1", "-W", "2", peer_ip, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Its address is the cluster's: host A cannot have it.
+        taken = a.dy("run", "-d", "--net", "podnet", "--ip", pod_ip, "sleep", "300")
+        assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+        rt.delete(conflist, "pod1", netns)
+        a.eventually(lambda: pod_mac not in a.fdb(vx), 5, "the pod's entry gone from host A")
+        a.run_d("--name", "after", "--net", "podnet", "--ip", pod_ip, "sleep", "300")
+    finally:
+        Lab.made |= set(pods.names)
+        pods.close()
+
+
+def test_overlay_options_the_driver_cannot_honour_are_refused(hosts: list[Host]) -> None:
+    a = hosts[0]
+    r = a.dy("network", "create", "-d", "overlay", "--opt", "encrypted", "secret")
+    assert r.returncode == 125 and "ESP" in r.stderr, r.stderr
+    r = a.dy("network", "create", "-d", "overlay", "--opt", "com.docker.network.bridge.name=x", "odd")
+    assert r.returncode == 125 and "not supported by the overlay driver" in r.stderr, r.stderr
+    assert "secret" not in _ls(a) and "odd" not in _ls(a)
+    # An MTU asked for is every host's.
+    a.dy_ok("network", "create", "-d", "overlay", "--opt", "com.docker.network.driver.mtu=1400", "small")
+    b = hosts[1]
+    b.eventually(lambda: "small" in _ls(b), 10, "small on host B")
+    b.run_d("--name", "mtu1", "--net", "small", "sleep", "300")
+    eth0 = json.loads(b.dy_ok("exec", "mtu1", "ip", "-j", "link", "show", "eth0"))[0]
+    assert eth0["mtu"] == 1400
+    b.dy_ok("rm", "-f", "mtu1")
+    a.dy_ok("network", "rm", "small")
+
+
+def test_without_a_cluster_store_overlay_is_refused_and_nothing_changes(lab: Lab) -> None:
+    r = lab.dy("network", "create", "-d", "overlay", "ov")
+    assert r.returncode == 125 and "--cluster-store" in r.stderr, r.stderr
+    assert "ov" not in lab.dy_ok("network", "ls")
