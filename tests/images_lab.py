@@ -28,7 +28,12 @@ with warnings.catch_warnings():
     import crypt  # bcrypt for the registry's htpasswd (Python 3.11 has it)
 
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
-BUSYBOX_LINKS = ("sh", "ls", "cat", "echo", "true", "mount", "stat")
+# Every applet busybox has (sh, sleep, cat, nc, httpd, ...): what tests run in containers on it.
+BUSYBOX_LINKS = tuple(
+    name
+    for name in subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    if name != "busybox"
+)
 # Without it a registry answers with a converted schema 1 manifest.
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 TOKEN_REGISTRY = str(REPO / "tests" / "tools" / "token_registry.py")
