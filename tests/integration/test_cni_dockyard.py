@@ -1155,31 +1155,3 @@ def test_check_with_a_malformed_prev_result_is_code_7(env: Env, prev: dict[str, 
     assert status == 400 and error["code"] == 7 and "prevResult" in error["msg"], error
     env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
     env.settle()
-
-
-FALLBACK_PROBE = """
-import io, os, sys, json, socket
-sys.modules["_json"] = None  # as on an interpreter without CPython's C halves
-sys.modules["_socket"] = None
-from dockyard.clients.cni import plugin as cni
-assert cni._json is None and cni._socket is socket, (cni._json, cni._socket)
-assert cni.loads(cni.dumps({"a": [1, "é"]})) == {"a": [1, "é"]}
-try:
-    cni.loads("[" * 100000)
-except ValueError as e:
-    assert "nested too deeply" in str(e)
-conf = sys.argv[1].encode()
-for command in ("ADD", "CHECK", "DEL"):
-    stdin = conf if command != "CHECK" else conf[:-1] + b', "prevResult": ' + last.encode() + b"}"
-    out = io.StringIO()
-    assert cni.main(dict(os.environ, CNI_COMMAND=command), io.BytesIO(stdin), out) == 0, out.getvalue()
-    last = out.getvalue().strip() or last
-print(last)
-"""
-
-
-def test_plugin_works_without_the_private_c_modules(env: Env) -> None:
-    out, netns = _probe_an_add(env, FALLBACK_PROBE, "ctr-1")
-    assert json.loads(out)["interfaces"][2]["sandbox"] == netns
-    env.settle()
-    assert env.attachments() == [] and env.host_veths() == []
