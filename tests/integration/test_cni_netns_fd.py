@@ -187,7 +187,12 @@ def test_a_daemon_started_in_another_mount_namespace_attaches_the_runtimes(
     assert attachments(lab) == [] and host_veths(lab) == []
 
 
-def test_a_del_whose_namespace_is_gone_frees_everything(lab: Lab, rt: Runtime, sandboxes: Sandboxes) -> None:
+@pytest.mark.parametrize("then", ["gone", "another namespace"])
+def test_a_del_whose_namespace_is_gone_frees_everything(
+    lab: Lab, rt: Runtime, sandboxes: Sandboxes, then: str
+) -> None:
+    """Gone, or its path now naming another namespace (a reused pid's /proc/<pid>/ns/net;
+    here the daemon's own, which an ADD would refuse): the DEL frees by the records."""
     net = conflist(lab)
     net["plugins"][0]["subnet"] = "10.61.0.0/30"  # one address: the next ADD needs it freed
     first = sandboxes.new()
@@ -196,7 +201,8 @@ def test_a_del_whose_namespace_is_gone_frees_everything(lab: Lab, rt: Runtime, s
     assert lab.map_elements("publish_any")
     sandboxes.remove(first)  # the container's namespace is gone before the DEL
     assert not os.path.exists(first)
-    rt.delete(net, "ctr-1", first, prev_result=result, runtime_config=ports)
+    named = first if then == "gone" else f"/run/netns/{lab.host}"
+    rt.delete(net, "ctr-1", named, prev_result=result, runtime_config=ports)
     Client(str(lab.root), autostart=False).settle()
     assert attachments(lab) == [] and host_veths(lab) == []
     assert lab.map_elements("publish_any") == []

@@ -9,9 +9,9 @@ config error begins with the JSON path of the bad value in the runtime's
 config (the plugin says where the keys it folded came from, `sources`).
 
 ADD and CHECK come with one descriptor, the network namespace the plugin
-opened (SCM_RIGHTS); DEL with one or none (a namespace already gone). It
-is handed to the engine as is, checked there by identity; the path in the
-body is only a name.
+opened (SCM_RIGHTS). It is handed to the engine as is, checked there by
+identity; the path in the body is only a name. DEL may come with one or
+none (a namespace already gone) and needs none.
 routes.py registers `CniRoutes`' handlers with the rest of the API.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.daemon.api.http import Request, Response
-from dockyard.engine.cni.attachments import Attached, Attachments, AttachRequest, check_netns
+from dockyard.engine.cni.attachments import Attached, Attachments, AttachRequest
 from dockyard.engine.cni.checks import AttachmentChecks, Expected
 from dockyard.engine.cni.networks import (
     DEFAULT_ROUTE,
@@ -449,10 +449,10 @@ class CniRoutes:
         return result(self.attachments.add(attach_request(d, _netns_fd(fds))))
 
     def _delete(self, d: Json, fds: list[int]) -> None:
+        # The namespace's descriptor, when it still exists, is not needed: DEL frees by the
+        # records, whatever the namespace became (gone, or a reused pid's /proc/<pid>/ns/net
+        # naming another one, the host's even), and must not fail for it.
         net = d.get("network") or {}
-        fd = _netns_fd(fds)
-        if fd is not None:
-            check_netns(str(d.get("netns") or ""), fd)
         self.attachments.delete(
             str(net.get("name") or ""), str(d.get("containerId") or ""), str(d.get("ifname") or "")
         )
