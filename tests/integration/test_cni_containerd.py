@@ -121,7 +121,10 @@ class Containerd:
     def __init__(self, lab: Lab, base: Path) -> None:
         self.lab = lab
         self.base = base
-        self.address = base / "containerd.sock"
+        # In the tmpfs on /run/containerd of its mount namespace, where ctr (entering it) finds it:
+        # a unix socket's path must be short, and a test's directory may not be. Named by the lab,
+        # so that its shims, which carry it on their command line, are told from another run's.
+        self.address = Path(f"/run/containerd/dyk-{lab.host[-6:]}.sock")
         for d in ("root", "state", "net.d"):
             (base / d).mkdir(parents=True)
         conflist = {
