@@ -114,6 +114,9 @@ THIN_CLIENT_MODULES = {
     "dockyard.clients.wire",
     "dockyard.errors",
     "dockyard.locations",
+    # The HTTP framing, shared with the daemon: stdlib only.
+    "dockyard.wire",
+    "dockyard.wire.http",
 }
 
 
@@ -167,6 +170,9 @@ def test_the_cli_is_a_thin_client(lab: Lab, tmp_path: Path) -> None:
             modules,
         )
         assert not {"dockyard.engine", "dockyard.store", "pyroute2", "nftables"} & modules, what
+        if what == "--help":  # no daemon to talk to: no client, socket, JSON or shutil either
+            heavy = {"dockyard.clients.api", "dockyard.wire.http", "socket", "json", "shutil"}
+            assert not heavy & (modules - baseline), sorted(heavy & modules)
 
 
 def test_the_monitor_logs_a_failure_with_its_traceback_and_goes_on(lab: Lab) -> None:

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,16 @@ def stub_plugin(directory: Path, name: str = "stub") -> Path:
 
 class Runtime:
     def __init__(
-        self, bin_dirs: list[str | Path], prefix: list[str] | None = None, timeout: float = 60
+        self,
+        bin_dirs: list[str | Path],
+        prefix: list[str] | None = None,
+        timeout: float = 60,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.bin_dirs = [str(d) for d in bin_dirs]
         self.prefix = list(prefix or [])
         self.timeout = timeout
+        self.preexec = preexec  # run in each plugin's process before its exec (bench: unshare -m)
         self.log: list[Outcome] = []
 
     # -- one execution ------------------------------------------------------------
@@ -149,6 +155,7 @@ class Runtime:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={k: v for k, v in env.items() if v != "" or k == "CNI_COMMAND"},
+            preexec_fn=self.preexec,
         )
 
     def start(self, plugin_type: str, env: dict[str, str], stdin: Json) -> subprocess.Popen[bytes]:

@@ -97,20 +97,23 @@ DATA = {"model", "errors", "settings", "locations", "logconfig"}
 
 # Each folder of src/dockyard and what it may import of dockyard, besides itself and DATA.
 # The order is the layers' order, top to bottom: a folder imports only folders below it.
+# wire (the HTTP framing and CNI's codes and paths, shared by the daemon and its clients)
+# is the bottom leaf: every layer may import it, and it imports nothing of dockyard.
 LAYERS: dict[str, set[str]] = {
-    "clients": set(),
+    "clients": {"wire"},
     # The process is the composition root: it builds the store, the kernel and the engine.
-    "daemon": {"engine", "cluster", "drivers", "policy", "kernel", "store", "dns", "images"},
-    "engine": {"cluster", "drivers", "policy", "kernel", "store", "dns", "images"},
-    "dns": {"store"},
+    "daemon": {"engine", "cluster", "drivers", "policy", "kernel", "store", "dns", "images", "wire"},
+    "engine": {"cluster", "drivers", "policy", "kernel", "store", "dns", "images", "wire"},
+    "dns": {"store", "wire"},
     # Image content: files and HTTP, never the store (engine/images joins the two).
-    "images": {"policy"},
-    "drivers": {"kernel", "policy"},
+    "images": {"policy", "wire"},
+    "drivers": {"kernel", "policy", "wire"},
     # What several hosts share (etcd): below the engine, beside the drivers; pure policy only.
-    "cluster": {"policy"},
-    "policy": set(),
-    "kernel": set(),
-    "store": set(),
+    "cluster": {"policy", "wire"},
+    "policy": {"wire"},
+    "kernel": {"wire"},
+    "store": {"wire"},
+    "wire": set(),
 }
 THIRD_PARTY: dict[str, set[str] | None] = {
     "clients": set(),
@@ -124,6 +127,7 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "engine": None,
     "dns": None,
     "images": {"zstandard"},
+    "wire": set(),
 }
 
 
@@ -151,7 +155,7 @@ def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
 
 def test_the_api_only_parses_and_formats() -> None:
     """No kernel, no SQL: the API calls the engine's use cases."""
-    _check(_modules("daemon.api"), {"daemon.api", "engine", "policy", *DATA}, allow_third_party=set())
+    _check(_modules("daemon.api"), {"daemon.api", "engine", "policy", "wire", *DATA}, allow_third_party=set())
 
 
 def test_the_api_asks_the_engine_never_its_records() -> None:
@@ -183,6 +187,11 @@ def test_pure_policy_does_no_io() -> None:
 
 def test_the_data_leaves_import_no_layer() -> None:
     _check(_modules(*DATA), set(DATA), allow_third_party=set())
+
+
+def test_the_wire_imports_nothing_of_dockyard() -> None:
+    """The framing is the clients' too: no error tree, no settings, only the stdlib."""
+    _check(_modules("wire"), {"wire"}, allow_third_party=set())
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,19 @@ import json
 
 from dockyard.clients.wire import Connection, decode, quote, urlencode
 from dockyard.errors import DaemonUnavailable, DockyardError
+from dockyard.wire.http import (
+    CHUNKED,
+    LAST_CHUNK,
+    ChunkedDecoder,
+    FramingError,
+    body_length,
+    chunk,
+    request_head,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any, BinaryIO
 
 CHUNK = 256 * 1024
@@ -57,18 +66,17 @@ class ImageCalls:
         """Send a request (its body chunked from a file) on a new connection; its head is read."""
         conn: Connection = self._connect()  # type: ignore[attr-defined]
         try:
-            lines = [f"{method} {target} HTTP/1.1", "Host: dockyard", "Connection: close"]
-            lines += [f"{k}: {v}" for k, v in headers.items()]
+            fields = {"Host": "dockyard", "Connection": "close", **headers}
             if body is not None:
-                lines.append("Transfer-Encoding: chunked")
+                fields["Transfer-Encoding"] = "chunked"
             else:
-                lines.append("Content-Length: 0")
+                fields["Content-Length"] = "0"
             try:
-                conn.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+                conn.sock.sendall(request_head(method, target, fields))
                 if body is not None:
-                    while chunk := body.read(CHUNK):
-                        conn.sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                    conn.sock.sendall(b"0\r\n\r\n")
+                    while piece := body.read(CHUNK):
+                        conn.sock.sendall(chunk(piece))
+                    conn.sock.sendall(LAST_CHUNK)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the daemon answered early (an error): its answer says why
             status, head = conn.read_head(None)
@@ -80,30 +88,52 @@ class ImageCalls:
             raise
         return conn
 
+    @staticmethod
+    def _pieces(conn: Connection) -> Iterator[bytes]:
+        """The answer's body as it comes, chunked or not (headers read already)."""
+        stream = conn.stream
+        try:
+            chunked = body_length(conn.headers, response=True) == CHUNKED  # type: ignore[attr-defined]
+            decoder = ChunkedDecoder() if chunked else None
+            data, stream.buf = stream.buf, b""
+            while True:
+                if decoder is not None:
+                    data = decoder.feed(data)
+                if data:
+                    yield data
+                if decoder is not None and decoder.done:
+                    return
+                data = stream.recv()
+                if not data:
+                    if decoder is not None:
+                        raise DaemonUnavailable("the daemon closed the connection mid-answer")
+                    return
+        except FramingError as e:
+            raise DaemonUnavailable(f"the daemon's answer is not HTTP/1.1: {e}") from None
+        except OSError as e:
+            raise DaemonUnavailable(f"the daemon closed the connection mid-answer: {e.strerror}") from None
+
     def _messages(self, conn: Connection, on_message: Callable[[dict[str, Any]], None]) -> None:
         """Docker's JSON message stream, message by message; its error raised."""
         try:
             pending = b""
-            while True:
-                if b"\n" not in conn.buf:
-                    chunk = conn.sock.recv(CHUNK)
-                    if not chunk:
-                        break
-                    conn.buf += chunk
-                    continue
-                line, conn.buf = conn.buf.split(b"\n", 1)
-                line = (pending + line).strip()
-                pending = b""
-                if not line:
-                    continue
-                message = json.loads(line)
-                if isinstance(message, dict) and message.get("error"):
-                    raise DockyardError(str(message["error"]))
-                on_message(message)
-            if conn.buf.strip():
-                on_message(json.loads(conn.buf))
+            for piece in self._pieces(conn):
+                pending += piece
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._message(line, on_message)
+            self._message(pending, on_message)
         finally:
             conn.close()
+
+    @staticmethod
+    def _message(line: bytes, on_message: Callable[[dict[str, Any]], None]) -> None:
+        if not line.strip():
+            return
+        message = json.loads(line)
+        if isinstance(message, dict) and message.get("error"):
+            raise DockyardError(str(message["error"]))
+        on_message(message)
 
     def image_pull(
         self,
@@ -147,12 +177,7 @@ class ImageCalls:
         query = "&".join(f"names={quote(n)}" for n in names)
         conn = self._open("GET", "/images/get?" + query, {}, None)
         try:
-            if conn.buf:
-                out.write(conn.buf)
-                conn.buf = b""
-            while chunk := conn.sock.recv(CHUNK):
-                out.write(chunk)
-        except OSError as e:
-            raise DaemonUnavailable(f"the daemon closed the connection mid-answer: {e.strerror}") from None
+            for piece in self._pieces(conn):
+                out.write(piece)
         finally:
             conn.close()

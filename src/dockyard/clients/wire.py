@@ -1,6 +1,7 @@
 """The client's side of the wire: one HTTP/1.1 connection to the daemon, and its timeouts.
 
-Stdlib only, and light: every command pays for these imports. Nothing
+Stdlib only, and light: every command that talks to the daemon pays for
+these imports. The framing is dockyard.wire.http's, the daemon's too. Nothing
 waits forever on a daemon that does not answer: connecting gives up after
 CONNECT_TIMEOUT (a full listen backlog is tried again until then), and an
 answer must begin within the read timeout (DOCKYARD_CLIENT_TIMEOUT,
@@ -17,6 +18,15 @@ import socket
 import time
 
 from dockyard.errors import DaemonUnavailable, DockyardError, from_wire
+from dockyard.wire.http import (
+    FramingError,
+    Incomplete,
+    Stream,
+    body_length,
+    parse_response_head,
+    request_head,
+    send_message,
+)
 
 # Every import here is paid by every command: no typing, pathlib or urllib.
 TYPE_CHECKING = False
@@ -85,7 +95,7 @@ class Connection:
             self.sock.close()
             raise
         self.sock.settimeout(timeout)
-        self.buf = b""
+        self.stream = Stream(self.sock)
         self.used = time.monotonic()
         self.keep_alive: float | None = None  # the daemon's Keep-Alive timeout, once told
 
@@ -102,7 +112,7 @@ class Connection:
 
     def stale(self) -> bool:
         """Whether the daemon closed it, or is about to (idle nearly as long as it keeps one)."""
-        if self.buf:
+        if self.stream.buf:
             return True  # bytes nobody asked for: not a connection to go on with
         if self.keep_alive is not None and time.monotonic() - self.used >= self.keep_alive - 1:
             return True
@@ -118,54 +128,42 @@ class Connection:
             self.sock.settimeout(timeout)
 
     def send(
-        self, method: str, target: str, body: Any = None, fds: list[int] | None = None, close: bool = False
+        self,
+        method: str,
+        target: str,
+        body: Any = None,
+        fds: list[int] | None = None,
+        close: bool = False,
+        fields: dict[str, str] | None = None,
     ) -> None:
+        """One request with a JSON body (or none); `fds` go with it (SCM_RIGHTS)."""
         data = b"" if body is None else json.dumps(body).encode()
-        head = (
-            f"{method} {target} HTTP/1.1\r\nHost: dockyard\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
-        ).encode()
-        if fds:
-            import array
-
-            self.sock.sendmsg([head + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        else:
-            self.sock.sendall(head + data)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
+        head = {"Host": "dockyard", "Content-Type": "application/json", "Content-Length": str(len(data))}
+        if close:
+            head["Connection"] = "close"
+        head.update(fields or {})
+        send_message(self.sock, request_head(method, target, head) + data, fds)
 
     def read_head(self, timeout: float | None = None) -> tuple[int, dict[str, str]]:
         """Status and headers; TimeoutError when nothing comes for `timeout` seconds."""
         self.sock.settimeout(timeout)
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
+        try:
+            head = self.stream.read_head()
+            if head is None:
                 raise DaemonUnavailable("the daemon closed the connection (see daemon.log)")
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
+            return parse_response_head(head)
+        except Incomplete:
+            raise DaemonUnavailable("the daemon closed the connection mid-answer (see daemon.log)") from None
+        except FramingError as e:
+            raise DaemonUnavailable(f"the daemon's answer is not HTTP/1.1: {e}") from None
 
     def read_body(self, headers: dict[str, str]) -> bytes:
-        if "content-length" in headers:
-            n = int(headers["content-length"])
-            while len(self.buf) < n:
-                if not self._fill():
-                    raise DaemonUnavailable("the daemon closed the connection mid-answer")
-            body, self.buf = self.buf[:n], self.buf[n:]
-            return body
-        while self._fill():
-            pass
-        body, self.buf = self.buf, b""
-        return body
+        try:
+            return self.stream.read_body(body_length(headers, response=True))
+        except Incomplete:
+            raise DaemonUnavailable("the daemon closed the connection mid-answer") from None
+        except FramingError as e:
+            raise DaemonUnavailable(f"the daemon's answer is not HTTP/1.1: {e}") from None
 
 
 def decode(status: int, headers: dict[str, str], body: bytes) -> Any:

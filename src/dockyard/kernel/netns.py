@@ -8,6 +8,13 @@ a file under $ROOT/netns, so it outlives any process and can be joined
 (Docker's SandboxKey). Entering a namespace is done per thread and always
 undone (`entered`): a netlink socket opened inside stays bound to it.
 
+A namespace handed over by a client (dockyard-cni passes CNI_NETNS open,
+SCM_RIGHTS) is known by its descriptor alone: `netns_kind` and
+`is_own_netns` judge it by identity (NS_GET_NSTYPE, st_dev/st_ino), and
+`by_descriptor` names it for the functions here and in netlink.py as
+/proc/self/fd/N, a link to the open file itself that resolves the same in
+any mount namespace; the client's path is never opened.
+
 The pin directory is a mount point of its own (a bind mount onto itself,
 private then shared, as `ip netns` makes /run/netns): a new container's
 mount namespace copies every pin, and drops them all with one lazy
@@ -20,6 +27,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -42,6 +50,8 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -237,6 +247,26 @@ def release_own_mount(directory: Path) -> bool:
     return True
 
 
-def same_netns(a: str | Path, b: str | Path) -> bool:
-    sa, sb = os.stat(str(a)), os.stat(str(b))
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def netns_kind(fd: int) -> str:
+    """"netns" for a network namespace, else what the descriptor is ("a mount namespace", ...)."""
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:  # ENOTTY: not a namespace file at all
+        return "not a namespace"
+    if kind == CLONE_NEWNET:
+        return "netns"
+    names = {CLONE_NEWNS: "mount", CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWPID: "pid"}
+    return f"a {names.get(kind, 'non-network')} namespace"
+
+
+def is_own_netns(fd: int) -> bool:
+    """Whether the descriptor is this process's own (the host's) network namespace, by identity."""
+    a, b = os.fstat(fd), os.stat("/proc/self/ns/net")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def by_descriptor(fd: int) -> Path:
+    """A path to the namespace open on fd, valid while fd is: /proc/self/fd/N."""
+    return Path(f"/proc/self/fd/{fd}")

@@ -23,8 +23,33 @@ class UsageError(Exception):
     pass
 
 
+def _terminal_width() -> int:
+    """shutil.get_terminal_size()'s columns, without importing shutil (and bz2, lzma, fnmatch)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's formatter, told the width: its own way of asking imports shutil."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(prog, indent_increment, max_help_position, width or _terminal_width() - 2)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as dockyard errors (exit 125, one line)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -67,6 +92,8 @@ class _OnlyOne:
 
     Building every command's arguments costs ~12 ms, a fifth of a `run`;
     the others get a bare entry, enough for argparse's choices and help.
+    wanted None builds them all; "" (no command named: `dockyard --help`)
+    none.
     """
 
     def __init__(self, sub: object, wanted: str | None) -> None:
@@ -94,7 +121,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     real = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub = _OnlyOne(real, command_word(argv) if argv is not None else None)
+    sub = _OnlyOne(real, (command_word(argv) or "") if argv is not None else None)
     run.register(sub)
     containers.register(sub)
     container_verbs.register(sub)

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dockyard.clients.api import quote
-from dockyard.clients.cli import container_verbs, output
+from dockyard.clients.cli import output
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
     from typing import Any
+
+
+def quote(text: str) -> str:
+    # The API client's, loaded by the time a command runs; not at import (`--help`).
+    from dockyard.clients.wire import quote as url_quote
+
+    return url_quote(text)
 
 
 def register(sub: Any) -> None:
@@ -142,6 +148,8 @@ def cmd_rm(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(client: Any, args: argparse.Namespace) -> int:
+    from dockyard.clients.cli import container_verbs  # not at import: `--help` stays light
+
     query = container_verbs.filters_query(args.filter) or None
     removed = client.request("POST", "/networks/prune", query=query)["NetworksDeleted"] or []
     if removed:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -33,6 +31,8 @@ def one_line(text: object) -> str:
 
 
 def json_array(items: list[Any], out: TextIO) -> None:
+    import json  # only inspect prints JSON: the other commands do not pay for it
+
     out.write(json.dumps(items, indent=4) + "\n")
 
 

@@ -4,7 +4,14 @@ Parses the plugin's JSON (already stripped of CNI's envelope by cni.py)
 into the typed requests of engine/cni (attachments.py, checks.py), and
 renders what ADD made as a CNI 1.1.0 result; cni.py converts it to the
 version the runtime asked for and merges it with prevResult. Errors carry
-their CNI code: {"message", "kind", "cni": {"code", "msg", "details"}}.
+their CNI code: {"message", "kind", "cni": {"code", "msg", "details"}}; a
+config error begins with the JSON path of the bad value in the runtime's
+config (the plugin says where the keys it folded came from, `sources`).
+
+ADD and CHECK come with one descriptor, the network namespace the plugin
+opened (SCM_RIGHTS). It is handed to the engine as is, checked there by
+identity; the path in the body is only a name. DEL may come with one or
+none (a namespace already gone) and needs none.
 routes.py registers `CniRoutes`' handlers with the rest of the API.
 """
 
@@ -20,11 +27,6 @@ from dockyard.daemon.api.http import Request, Response
 from dockyard.engine.cni.attachments import Attached, Attachments, AttachRequest
 from dockyard.engine.cni.checks import AttachmentChecks, Expected
 from dockyard.engine.cni.networks import (
-    CODE_CONFLICT,
-    CODE_DECODE,
-    CODE_INVALID_CONFIG,
-    CODE_KERNEL,
-    CODE_UNKNOWN_CONTAINER,
     DEFAULT_ROUTE,
     CniError,
     NetConf,
@@ -33,10 +35,20 @@ from dockyard.engine.cni.networks import (
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError, NotFound
 from dockyard.model import PortRequest, Protocol
 from dockyard.policy import ipam
+from dockyard.wire.cni import (
+    CODE_CONFLICT,
+    CODE_DECODE,
+    CODE_INTERNAL,
+    CODE_INVALID_CONFIG,
+    CODE_INVALID_ENV,
+    CODE_KERNEL,
+    CODE_UNKNOWN_CONTAINER,
+    SOURCES,
+)
+from dockyard.wire.cni import path as json_path
 
 log = logging.getLogger(__name__)
 
-CODE_INTERNAL = 999
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 Json = dict[str, Any]
@@ -81,10 +93,12 @@ def _body(req: Request) -> Json:
     return body
 
 
-def _handler(fn: Callable[[Json], Any]) -> Callable[[Request], Response]:
+def _handler(fn: Callable[[Json, list[int]], Any]) -> Callable[[Request], Response]:
+    """A route: the body parsed, the descriptors passed with it (closed by the server after)."""
+
     def handle(req: Request) -> Response:
         try:
-            out = fn(_body(req))
+            out = fn(_body(req), req.fds)
         except Exception as e:
             return cni_error(e)
         return Response(200, out) if out is not None else Response(204)
@@ -92,38 +106,83 @@ def _handler(fn: Callable[[Json], Any]) -> Callable[[Request], Response]:
     return handle
 
 
+def _netns_fd(fds: list[int]) -> int | None:
+    """The namespace's descriptor: the one passed, None when none was."""
+    if len(fds) > 1:
+        raise CniError(
+            CODE_INVALID_ENV, f"{len(fds)} descriptors came with the request; one is the network namespace"
+        )
+    return fds[0] if fds else None
+
+
+class _Where:
+    """The JSON path of each key in the runtime's config, for error messages."""
+
+    def __init__(self, d: Json, prefix: str = "") -> None:
+        sources = d.get(SOURCES)
+        self.sources = sources if isinstance(sources, dict) else {}
+        self.prefix = prefix
+
+    def __call__(self, key: str, *more: str | int) -> str:
+        base = self.sources.get(key)
+        if not isinstance(base, str):
+            base = json_path(self.prefix, key) if self.prefix else key
+        return json_path(base, *more)
+
+    def at(self, key: str, index: int) -> str:
+        """The path of the index-th value of a key gathered from several places (ips)."""
+        listed = self.sources.get(key)
+        if isinstance(listed, list) and index < len(listed) and isinstance(listed[index], str):
+            return listed[index]
+        return json_path(key, index)
+
+
+def _at(where: str, parse: Callable[..., Any], *args: Any) -> Any:
+    """parse(*args), its InvalidArgument prefixed with the JSON path of the value."""
+    try:
+        return parse(*args)
+    except InvalidArgument as e:
+        raise CniError(CODE_INVALID_CONFIG, f"{where}: {e}") from None
+
+
 # -- parsing ------------------------------------------------------------------
 
 
-def _bool(d: Json, key: str) -> bool | None:
+def _bool(d: Json, key: str, where: _Where) -> bool | None:
     value = d.get(key)
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise InvalidArgument(f"{key} must be true or false, not {value!r}")
+        raise CniError(CODE_INVALID_CONFIG, f"{where(key)}: must be true or false, not {value!r}")
     return value
 
 
-def _ip_range(subnet: ipaddress.IPv4Network | None, start: str, end: str) -> ipaddress.IPv4Network | None:
+def _ip_range(
+    subnet: ipaddress.IPv4Network | None, start: str, end: str, where: _Where
+) -> ipaddress.IPv4Network | None:
     """rangeStart..rangeEnd as one CIDR block (dockyard allocates from an ip range)."""
     if not start and not end:
         return None
+    at = where("rangeStart" if start else "rangeEnd")
     if subnet is None:
-        raise InvalidArgument("rangeStart and rangeEnd need a subnet")
-    lo = ipam.parse_address(start, "rangeStart") if start else subnet.network_address
-    hi = ipam.parse_address(end, "rangeEnd") if end else subnet.broadcast_address
+        raise CniError(CODE_INVALID_CONFIG, f"{at}: rangeStart and rangeEnd need a subnet")
+    lo = (
+        _at(where("rangeStart"), ipam.parse_address, start, "rangeStart") if start else subnet.network_address
+    )
+    hi = _at(where("rangeEnd"), ipam.parse_address, end, "rangeEnd") if end else subnet.broadcast_address
     for what, a in (("rangeStart", lo), ("rangeEnd", hi)):
         if a not in subnet:
-            raise InvalidArgument(f"{what} {a} is not within subnet {subnet}")
+            raise CniError(CODE_INVALID_CONFIG, f"{where(what)}: {a} is not within subnet {subnet}")
     if lo > hi:
-        raise InvalidArgument(f"rangeStart {lo} is after rangeEnd {hi}")
+        raise CniError(CODE_INVALID_CONFIG, f"{where('rangeStart')}: {lo} is after rangeEnd {hi}")
     if int(lo) <= int(subnet.network_address) + 1 and int(hi) >= int(subnet.broadcast_address) - 1:
         return None
     blocks = list(ipaddress.summarize_address_range(lo, hi))
     if len(blocks) != 1:
-        raise InvalidArgument(
-            f"rangeStart {lo} to rangeEnd {hi} is not one CIDR block: dockyard allocates from a range "
-            f"such as {blocks[0]}; put rangeStart and rangeEnd on the bounds of one"
+        raise CniError(
+            CODE_INVALID_CONFIG,
+            f"{where('rangeStart')}: rangeStart {lo} to rangeEnd {hi} is not one CIDR block: dockyard "
+            f"allocates from a range such as {blocks[0]}; put rangeStart and rangeEnd on the bounds of one",
         )
     return blocks[0]
 
@@ -131,70 +190,88 @@ def _ip_range(subnet: ipaddress.IPv4Network | None, start: str, end: str) -> ipa
 def net_conf(d: Json) -> NetConf:
     name = d.get("name")
     if not isinstance(name, str) or not name:
-        raise CniError(CODE_INVALID_CONFIG, "the network configuration has no name")
-    subnet = ipam.parse_subnet(str(d["subnet"]), "subnet") if d.get("subnet") else None
-    ip_range = _ip_range(subnet, str(d.get("rangeStart") or ""), str(d.get("rangeEnd") or ""))
-    gateway = ipam.parse_address(str(d["gateway"]), "gateway") if d.get("gateway") else None
+        raise CniError(CODE_INVALID_CONFIG, "name: the network configuration has no name")
+    where = _Where(d)
+    subnet = _at(where("subnet"), ipam.parse_subnet, str(d["subnet"]), "subnet") if d.get("subnet") else None
+    ip_range = _ip_range(subnet, str(d.get("rangeStart") or ""), str(d.get("rangeEnd") or ""), where)
+    gateway = (
+        _at(where("gateway"), ipam.parse_address, str(d["gateway"]), "gateway") if d.get("gateway") else None
+    )
     mtu = d.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
-        raise InvalidArgument(f"mtu must be a number from 68 to 65535, not {mtu!r}")
+        raise CniError(CODE_INVALID_CONFIG, f"{where('mtu')}: must be a number from 68 to 65535, not {mtu!r}")
     bridge = d.get("bridge")
     if bridge is not None and not isinstance(bridge, str):
-        raise InvalidArgument(f"bridge must be an interface name, not {bridge!r}")
-    is_gateway = _bool(d, "isGateway")
-    default_gateway = _bool(d, "isDefaultGateway")
+        raise CniError(CODE_INVALID_CONFIG, f"{where('bridge')}: must be an interface name, not {bridge!r}")
+    is_gateway = _bool(d, "isGateway", where)
+    default_gateway = _bool(d, "isDefaultGateway", where)
     # The default route: isDefaultGateway when given (it implies isGateway), else
     # isGateway, else Docker's way: yes (docs/cni.md says why).
     if default_gateway is not None:
         default_route = default_gateway
     else:
         default_route = True if is_gateway is None else is_gateway
-    hairpin = _bool(d, "hairpinMode")
+    hairpin = _bool(d, "hairpinMode", where)
     return NetConf(
         name=name,
         bridge=bridge or None,
         subnet=subnet,
         ip_range=ip_range,
         gateway=gateway,
-        ip_masq=_bool(d, "ipMasq"),
+        ip_masq=_bool(d, "ipMasq", where),
         mtu=mtu,
         default_route=default_route,
         hairpin=True if hairpin is None else hairpin,
-        routes=_routes(d.get("routes")),
+        routes=_routes(d.get("routes"), where),
     )
 
 
-def _routes(items: Any) -> tuple[Route, ...]:
+def _routes(items: Any, where: _Where) -> tuple[Route, ...]:
     """ipam.routes: [{"dst": CIDR, "gw": address (optional)}], IPv4."""
     if items is None:
         return ()
     if not isinstance(items, list):
-        raise InvalidArgument(f'ipam routes must be a list of {{"dst", "gw"}} objects, not {items!r}')
+        raise CniError(
+            CODE_INVALID_CONFIG,
+            f'{where("routes")}: must be a list of {{"dst", "gw"}} objects, not {items!r}',
+        )
     out = []
-    for r in items:
+    for i, r in enumerate(items):
         if not isinstance(r, dict) or not isinstance(r.get("dst"), str):
-            raise InvalidArgument(
-                f'invalid ipam route {r!r}: give {{"dst": "10.9.0.0/16", "gw": "10.88.0.1"}}'
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"{where('routes', i)}: invalid route {r!r}: "
+                'give {"dst": "10.9.0.0/16", "gw": "10.88.0.1"}',
             )
         try:
             dst = ipaddress.ip_network(r["dst"], strict=False)
         except ValueError:
-            raise InvalidArgument(f"invalid dst {r['dst']!r} in an ipam route: give a CIDR") from None
+            raise CniError(
+                CODE_INVALID_CONFIG, f"{where('routes', i, 'dst')}: invalid dst {r['dst']!r}: give a CIDR"
+            ) from None
         if dst.version != 4:
-            raise InvalidArgument(f"ipam route to {dst} is IPv6: dockyard networks are IPv4")
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"{where('routes', i, 'dst')}: route to {dst} is IPv6: dockyard networks are IPv4",
+            )
         gw = r.get("gw")
         if gw is not None and not isinstance(gw, str):
-            raise InvalidArgument(f"invalid gw {gw!r} in the ipam route to {dst}")
-        via = ipam.parse_address(gw, f"gw of the ipam route to {dst}") if gw else None
+            raise CniError(
+                CODE_INVALID_CONFIG, f"{where('routes', i, 'gw')}: invalid gw {gw!r} of the route to {dst}"
+            )
+        via = (
+            _at(where("routes", i, "gw"), ipam.parse_address, gw, f"gw of the route to {dst}") if gw else None
+        )
         out.append((ipaddress.IPv4Network(dst), via))
     return tuple(out)
 
 
-def _ports(items: Any) -> tuple[PortRequest, ...]:
+def _ports(items: Any, where: _Where) -> tuple[PortRequest, ...]:
     out = []
-    for m in items or ():
+    for i, m in enumerate(items or ()):
+        at = where("portMappings", i)
         if not isinstance(m, dict):
-            raise InvalidArgument(f"a portMappings entry must be an object, not {m!r}")
+            raise CniError(CODE_INVALID_CONFIG, f"{at}: a port mapping must be an object, not {m!r}")
         host_ip_text = str(m.get("hostIP") or "")
         if ":" in host_ip_text:
             continue  # an IPv6 mapping: dockyard publishes IPv4 only
@@ -202,52 +279,65 @@ def _ports(items: Any) -> tuple[PortRequest, ...]:
             host_port, container_port = int(m["hostPort"]), int(m["containerPort"])
             proto = Protocol(str(m.get("protocol") or "tcp").lower())
         except (KeyError, TypeError, ValueError):
-            raise InvalidArgument(
-                f"invalid portMappings entry {m}: give hostPort, containerPort, protocol"
+            raise CniError(
+                CODE_INVALID_CONFIG, f"{at}: invalid port mapping {m}: give hostPort, containerPort, protocol"
             ) from None
         for what, port in (("hostPort", host_port), ("containerPort", container_port)):
             if not 1 <= port <= 65535:
-                raise InvalidArgument(f"invalid {what} {port} in portMappings: ports run from 1 to 65535")
+                raise CniError(
+                    CODE_INVALID_CONFIG,
+                    f"{json_path(at, what)}: invalid {what} {port}: ports run from 1 to 65535",
+                )
         host_ip = None
         if host_ip_text not in ("", "0.0.0.0"):
-            host_ip = ipam.parse_address(host_ip_text, "hostIP in portMappings")
+            host_ip = _at(json_path(at, "hostIP"), ipam.parse_address, host_ip_text, "hostIP")
         out.append(PortRequest(container_port, proto, host_port, host_ip))
     return tuple(out)
 
 
-def _requested_ip(items: Any) -> ipaddress.IPv4Address | None:
+def _requested_ip(items: Any, where: _Where) -> ipaddress.IPv4Address | None:
     found = []
-    for text in items or ():
+    for i, text in enumerate(items or ()):
         try:
             iface = ipaddress.ip_interface(str(text))
         except ValueError:
-            raise InvalidArgument(f"invalid address {text!r} asked for (ips / IP)") from None
+            raise CniError(
+                CODE_INVALID_CONFIG, f"{where.at('ips', i)}: invalid address {text!r} asked for"
+            ) from None
         if iface.version == 4:
             found.append(iface.ip)
     if len(found) > 1:
-        raise InvalidArgument(f"{len(found)} IPv4 addresses asked for; dockyard gives one per interface")
+        raise CniError(
+            CODE_INVALID_CONFIG,
+            f"ips: {len(found)} IPv4 addresses asked for; dockyard gives one per interface",
+        )
     return found[0] if found else None
 
 
-def _mac(text: Any) -> str | None:
+def _mac(text: Any, where: _Where) -> str | None:
     if not text:
         return None
     if not isinstance(text, str) or not MAC_RE.match(text):
-        raise InvalidArgument(f"invalid MAC address {text!r}: six hex octets such as 02:42:0a:01:00:05")
+        raise CniError(
+            CODE_INVALID_CONFIG,
+            f"{where('mac')}: invalid MAC address {text!r}: six hex octets such as 02:42:0a:01:00:05",
+        )
     if int(text[:2], 16) & 1:
-        raise InvalidArgument(f"MAC address {text} is a multicast address")
+        raise CniError(CODE_INVALID_CONFIG, f"{where('mac')}: MAC address {text} is a multicast address")
     return text.lower()
 
 
-def attach_request(d: Json) -> AttachRequest:
+def attach_request(d: Json, netns_fd: int | None = None) -> AttachRequest:
+    where = _Where(d)
     return AttachRequest(
         net=net_conf(d.get("network") or {}),
         container_id=str(d.get("containerId") or ""),
         ifname=str(d.get("ifname") or ""),
         netns=str(d.get("netns") or ""),
-        ip=_requested_ip(d.get("ips")),
-        mac=_mac(d.get("mac")),
-        ports=_ports(d.get("portMappings")),
+        ip=_requested_ip(d.get("ips"), where),
+        mac=_mac(d.get("mac"), where),
+        ports=_ports(d.get("portMappings"), where),
+        netns_fd=netns_fd,
     )
 
 
@@ -356,28 +446,31 @@ class CniRoutes:
         self.status = _handler(self._status)
         self.listing = _handler(self._listing)
 
-    def _add(self, d: Json) -> Json:
-        return result(self.attachments.add(attach_request(d)))
+    def _add(self, d: Json, fds: list[int]) -> Json:
+        return result(self.attachments.add(attach_request(d, _netns_fd(fds))))
 
-    def _delete(self, d: Json) -> None:
+    def _delete(self, d: Json, fds: list[int]) -> None:
+        # The namespace's descriptor, when it still exists, is not needed: DEL frees by the
+        # records, whatever the namespace became (gone, or a reused pid's /proc/<pid>/ns/net
+        # naming another one, the host's even), and must not fail for it.
         net = d.get("network") or {}
         self.attachments.delete(
             str(net.get("name") or ""), str(d.get("containerId") or ""), str(d.get("ifname") or "")
         )
 
-    def _check(self, d: Json) -> None:
-        req = attach_request(d)
+    def _check(self, d: Json, fds: list[int]) -> None:
+        req = attach_request(d, _netns_fd(fds))
         self.checks.check(req, expected(d.get("prevResult"), req.ifname))
 
-    def _gc(self, d: Json) -> Json:
+    def _gc(self, d: Json, fds: list[int]) -> Json:
         valid = {(str(v[0]), str(v[1])) for v in d.get("valid") or ()}
         net = d.get("network") or {}
         return {"Removed": self.attachments.gc(str(net.get("name") or ""), valid)}
 
-    def _status(self, d: Json) -> None:
+    def _status(self, d: Json, fds: list[int]) -> None:
         self.checks.status(net_conf(d.get("network") or {}))
 
-    def _listing(self, d: Json) -> Json:
+    def _listing(self, d: Json, fds: list[int]) -> Json:
         return {
             "Attachments": [
                 {

@@ -1,15 +1,18 @@
-"""HTTP/1.1 on a unix socket, with descriptor passing: requests, responses, one connection.
+"""The daemon's side of HTTP/1.1 on its unix socket: requests, responses, one connection.
 
 Why not http.server: a foreground `run` and `exec` hand the client's own
-stdin, stdout and stderr to the daemon with the request (SCM_RIGHTS), so
-the request must be read with recvmsg. Requests are tiny JSON documents;
-keep-alive is supported. A handler may answer with a deferred body: the
-status line and headers go out at once and the body when it is ready
-(Docker's wait endpoint works this way).
+stdin, stdout and stderr to the daemon with the request, and dockyard-cni
+its network namespace (SCM_RIGHTS), so the request must be read with
+recvmsg. Requests are tiny JSON documents; keep-alive is supported. A
+handler may answer with a deferred body: the status line and headers go
+out at once and the body when it is ready (Docker's wait endpoint works
+this way).
 
-Accepting, the connection cap, idle timeouts and the worker threads are
-server.py's; this module serves one connection (serve), each read and
-write bounded in time.
+The framing itself (heads, lengths, chunks, descriptors) is
+dockyard.wire.http's, shared with the clients; a request it cannot frame
+is answered 400 and the connection closed. Accepting, the connection cap,
+idle timeouts and the worker threads are server.py's; this module serves
+one connection (serve), each read and write bounded in time.
 
 Only root may talk to the daemon: the peer's credentials are checked on
 every connection (SO_PEERCRED), on top of the socket's 0600 mode.
@@ -17,7 +20,6 @@ every connection (SO_PEERCRED), on top of the socket's 0600 mode.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import json
 import os
@@ -30,27 +32,22 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dockyard.daemon.api.streams import BodyReader, StreamSender
+from dockyard.wire.http import (
+    CHUNKED,
+    MAX_FDS,
+    FramingError,
+    Incomplete,
+    Stream,
+    body_length,
+    parse_request_head,
+    response_head,
+)
 
-MAX_HEADER = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
-MAX_FDS = 8
 PEER_CHECK_TIMEOUT = 5.0
 # Statuses whose responses carry no content, whatever the request (RFC 9110 15.3.5, 15.4.5);
 # a 204 must not send Content-Length either (8.6).
 BODILESS = (204, 304)
-
-REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    304: "Not Modified",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 @dataclass
@@ -107,67 +104,51 @@ def encode(body: Any, content_type: str) -> bytes:
     return (json.dumps(body) + "\n").encode()
 
 
-class Conn:
+class Conn(Stream):
     """One client connection: its socket, what was read ahead, descriptors received."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.fds: list[int] = []
+        super().__init__(sock, MAX_FDS)
+        # Each read must be done by then (None: no bound); set per request and per body read.
+        self.deadline: float | None = None
         self.checked = False  # the peer's credentials
         # In the server's counts of open and busy connections (server.py).
         self.counted = False
         self.busy = False
 
-    def _fill(self, deadline: float | None) -> bool:
-        if deadline is not None:
-            left = deadline - time.monotonic()
+    def recv(self) -> bytes:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the request did not come in time")
             self.sock.settimeout(left)
-        fds = array.array("i")
-        data, ancdata, _flags, _addr = self.sock.recvmsg(
-            65536, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_CMSG_CLOEXEC
-        )
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-        self.fds.extend(fds)
-        if not data:
-            return False
-        self.buf += data
-        return True
+        return super().recv()
 
     def read_request(self, deadline: float | None = None, timeout: float = 60.0) -> Request | None:
-        """The next request, None at the end of the stream or for one too large.
+        """The next request, None at the end of the stream (or one cut short).
 
         TimeoutError when the whole request has not come by `deadline`;
-        ValueError for one that is not HTTP.
+        FramingError for one that is not HTTP/1.1 as wire.http reads it.
+        A body that is chunked or larger than MAX_BODY is left to the
+        handler as a stream, each of its reads bounded by `timeout`.
         """
-        while b"\r\n\r\n" not in self.buf:
-            if len(self.buf) > MAX_HEADER or not self._fill(deadline):
+        self.deadline = deadline
+        try:
+            head = self.read_head()
+            if head is None:
                 return None
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        stream = None
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            stream = BodyReader(self, None, timeout)
-            length = 0
-        elif length > MAX_BODY:
-            stream = BodyReader(self, length, timeout)
-            length = 0
-        if length < 0:
+            method, target, _version, headers = parse_request_head(head)
+            length = body_length(headers)
+            stream = None
+            if length == CHUNKED:
+                stream = BodyReader(self, None, timeout)
+                length = 0
+            elif length > MAX_BODY:
+                stream = BodyReader(self, length, timeout)
+                length = 0
+            body = self.read_exact(length)
+        except Incomplete:
             return None
-        while len(self.buf) < length:
-            if not self._fill(deadline):
-                return None
-        body, self.buf = self.buf[:length], self.buf[length:]
         parts = urlsplit(target)
         multi = parse_qs(parts.query, keep_blank_values=True)
         query = {k: v[-1] for k, v in multi.items()}
@@ -175,10 +156,7 @@ class Conn:
         return Request(method.upper(), unquote(parts.path), query, headers, body, fds, stream, multi)
 
     def send(self, status: int, headers: dict[str, str], body: bytes | None, timeout: float | None) -> None:
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.send_raw(data + (body or b""), timeout)
+        self.send_raw(response_head(status, headers) + (body or b""), timeout)
 
     def send_raw(self, data: bytes, timeout: float | None) -> None:
         """Send it all; TimeoutError when the client takes nothing for `timeout` seconds.
@@ -231,7 +209,7 @@ def serve(
         if peer_uid(sock) != 0:
             # The request is read before the refusal: answering and closing first
             # would fail the peer's send (EPIPE) before it could see why.
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, FramingError):
                 conn.read_request(time.monotonic() + PEER_CHECK_TIMEOUT)
             body = error_body("permission denied: only root may use the dockyard daemon")
             leaving()
@@ -240,7 +218,19 @@ def serve(
             )
             return False
     while True:
-        req = conn.read_request(time.monotonic() + timeout, timeout)
+        try:
+            req = conn.read_request(time.monotonic() + timeout, timeout)
+        except FramingError as e:
+            # Where this request ends is unknown: say why, and read nothing more.
+            leaving()
+            body = error_body(f"malformed request: {e}", "InvalidArgument")
+            fields = {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Connection": "close",
+            }
+            conn.send(400, fields, body, timeout)
+            return False
         if req is None:
             return False
         keep = req.headers.get("connection", "").lower() != "close"

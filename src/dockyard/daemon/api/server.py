@@ -28,8 +28,8 @@ Under pressure:
   to 1 s) and tries again. It is logged; it never ends the loop.
 - A worker thread that cannot be started: that connection is answered 503.
 
-How requests are served (routes, errors as JSON) is the handler's; the
-wire format is http.py's.
+How requests are served (routes, errors as JSON) is the handler's; one
+connection's requests are http.py's, and their framing dockyard.wire.http's.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.daemon.api.http import Conn, Handler, Response, error_body, serve
+from dockyard.wire.http import response_head
 
 log = logging.getLogger(__name__)
 
@@ -309,13 +310,15 @@ class UnixHTTPServer:
     def _refuse(self, conn: Conn, message: str) -> None:
         """503 and close; the client reads it even after its send failed (unix sockets keep it)."""
         body = error_body(message, "DaemonUnavailable")
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-        )
+        fields = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+            "Retry-After": "1",
+            "Connection": "close",
+        }
         with contextlib.suppress(OSError):
             conn.sock.setblocking(False)
-            conn.sock.send(head.encode() + body)
+            conn.sock.send(response_head(503, fields) + body)
         self._count_out(conn, closing=True)
         conn.close()
         self._pressure["refused"] += 1

@@ -18,67 +18,55 @@ from __future__ import annotations
 import time
 
 from dockyard.errors import InvalidArgument
+from dockyard.wire.http import ChunkedDecoder, FramingError
 
 CHUNK = 256 * 1024
 
 
 class BodyReader:
-    """A request body read from the connection: `length` bytes, or chunked when None."""
+    """A request body read from the connection: `length` bytes, or chunked when None.
+
+    read(n) gives at most n bytes (a file object for tarfile), b"" at the end.
+    """
 
     def __init__(self, conn, length: int | None, timeout: float) -> None:  # type: ignore[no-untyped-def]
         self.conn = conn  # http.Conn: its read-ahead buffer and socket
-        self.left = length  # bytes of the body (or of the current chunk) still to read
-        self.chunked = length is None
+        self.left = length  # bytes of a body by length still to read
+        self.decoder = ChunkedDecoder() if length is None else None
         self.timeout = timeout
-        self.done = length == 0
+        self.ready = b""  # read and decoded, not yet taken
+        self.done = length == 0  # the whole body is off the connection
 
-    def _fill(self) -> None:
-        if not self.conn._fill(time.monotonic() + self.timeout):
-            raise InvalidArgument("the request's body was cut short")
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.conn.buf:
-            if len(self.conn.buf) > 4096:
-                raise InvalidArgument("invalid chunked request body")
-            self._fill()
-        line, self.conn.buf = self.conn.buf.split(b"\r\n", 1)
-        return line
-
-    def _next_chunk(self) -> None:
-        if self.left == 0 and self.chunked and not self.done:
-            size_text = self._line().split(b";", 1)[0].strip()
+    def _advance(self) -> None:
+        conn = self.conn
+        if conn.buf:
+            data, conn.buf = conn.buf, b""
+        else:
+            conn.deadline = time.monotonic() + self.timeout
+            data = conn.recv()
+            if not data:
+                raise InvalidArgument("the request's body was cut short")
+        if self.decoder is not None:
             try:
-                self.left = int(size_text, 16)
-            except ValueError:
-                raise InvalidArgument("invalid chunked request body") from None
-            if self.left == 0:
-                while self._line():  # trailers, up to the empty line
-                    pass
+                self.ready += self.decoder.feed(data)
+            except FramingError as e:
+                raise InvalidArgument(f"invalid chunked request body: {e}") from None
+            if self.decoder.done:
                 self.done = True
+                conn.buf = self.decoder.rest
+            return
+        assert self.left is not None
+        self.ready += data[: self.left]
+        conn.buf = data[self.left :]
+        self.left -= len(data) - len(conn.buf)
+        self.done = self.left == 0
 
     def read(self, n: int = -1) -> bytes:
-        if self.done:
-            return b""
-        if self.chunked and self.left is None:
-            self.left = 0
-        self._next_chunk()
-        if self.done:
-            return b""
-        assert self.left is not None
-        want = self.left if n < 0 else min(n, self.left, CHUNK * 4)
-        if not self.conn.buf:
-            self._fill()
-        data, self.conn.buf = self.conn.buf[:want], self.conn.buf[want:]
-        self.left -= len(data)
-        if self.left == 0:
-            if self.chunked:
-                while len(self.conn.buf) < 2:
-                    self._fill()
-                if self.conn.buf[:2] != b"\r\n":
-                    raise InvalidArgument("invalid chunked request body")
-                self.conn.buf = self.conn.buf[2:]
-            else:
-                self.done = True
+        while not self.ready and not self.done:
+            self._advance()
+        if n < 0:
+            n = len(self.ready)
+        data, self.ready = self.ready[:n], self.ready[n:]
         return data
 
     def read_all(self, limit: int) -> bytes:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -33,8 +32,6 @@ from pathlib import Path
 from dockyard.drivers import Driver
 from dockyard.engine.cni.networks import (
     CNI_LABEL,
-    CODE_INVALID_CONFIG,
-    CODE_INVALID_ENV,
     DEFAULT_ROUTE,
     CniError,
     ConfigNetworks,
@@ -50,10 +47,16 @@ from dockyard.kernel import netns as nsmod
 from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, OwnerKind, PortBinding, PortRequest
 from dockyard.policy import rules
 from dockyard.store import Store
+from dockyard.wire.cni import CODE_INVALID_CONFIG, CODE_INVALID_ENV
 
 
 @dataclass(frozen=True)
 class AttachRequest:
+    """One ADD or CHECK. `netns` is CNI_NETNS as the runtime gave it, for records and
+    messages only; the namespace itself is `netns_fd`, the descriptor dockyard-cni opened
+    and passed (the daemon never opens the runtime's path: it may be mounted where the
+    daemon cannot see it). The descriptor is the API's, open for the request's time."""
+
     net: NetConf
     container_id: str
     ifname: str
@@ -61,6 +64,32 @@ class AttachRequest:
     ip: ipaddress.IPv4Address | None = None
     mac: str | None = None
     ports: tuple[PortRequest, ...] = ()
+    netns_fd: int | None = None
+
+    @property
+    def sandbox(self) -> Path:
+        """The namespace to work in: the passed descriptor (checked by check_netns first)."""
+        assert self.netns_fd is not None
+        return nsmod.by_descriptor(self.netns_fd)
+
+
+def check_netns(netns: str, fd: int | None) -> None:
+    """The descriptor passed for CNI_NETNS must be a network namespace, and not the daemon's own.
+
+    Judged by identity (the namespace's type and inode), never by the path,
+    which the daemon does not open.
+    """
+    if fd is None:
+        raise CniError(
+            CODE_INVALID_ENV,
+            f"no descriptor of CNI_NETNS {netns} came with the request: dockyard-cni opens the "
+            "namespace and passes it (SCM_RIGHTS); a plugin older than the daemon does not",
+        )
+    kind = nsmod.netns_kind(fd)
+    if kind != "netns":
+        raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {netns} is not a network namespace: it is {kind}")
+    if nsmod.is_own_netns(fd):
+        raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {netns} is the host's own network namespace")
 
 
 @dataclass(frozen=True)
@@ -157,22 +186,14 @@ class Attachments:
 
     # -- ADD -------------------------------------------------------------
 
-    def _check_netns(self, path: str) -> None:
-        if not os.path.exists(path):
-            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} does not exist")
-        if not reads.is_network_namespace(path):
-            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
-        if nsmod.same_netns(path, "/proc/self/ns/net"):
-            raise CniError(CODE_INVALID_ENV, f"CNI_NETNS {path} is the host's own network namespace")
-
     def _ifname_taken(self, req: AttachRequest) -> bool:
         try:
-            return req.ifname in netlink.sandbox_links(Path(req.netns))
+            return req.ifname in netlink.sandbox_links(req.sandbox)
         except (OSError, DockyardError):
             return False
 
     def add(self, req: AttachRequest) -> Attached:
-        self._check_netns(req.netns)
+        check_netns(req.netns, req.netns_fd)
         owner = owner_key(req.net.name, req.container_id, req.ifname)
         with self.lock:
             if self.find(owner) is not None:
@@ -252,11 +273,11 @@ class Attachments:
                 self.store.add_ports(owner, endpoint.id, bindings)
             undo.push(lambda: self._forget(owner), "cni.add.records")
             step("cni.add.recorded")
-            self.endpoints.plug(network, endpoint, bindings, Path(req.netns), undo, default_route)
+            self.endpoints.plug(network, endpoint, bindings, req.sandbox, undo, default_route)
             self.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
             # Both go with the veth pair, which the undo of plug deletes.
             if extra:
-                netlink.add_sandbox_routes(Path(req.netns), req.ifname, list(extra))
+                netlink.add_sandbox_routes(req.sandbox, req.ifname, list(extra))
             if not req.net.hairpin:
                 self.k.netlink.set_hairpin(endpoint.host_ifname, False)
             step("cni.add.plugged")
@@ -296,6 +317,8 @@ class Attachments:
         self.store.delete_attachment(owner)
 
     def delete(self, network: str, container_id: str, ifname: str) -> None:
+        """DEL: frees everything by the records alone, whatever became of the namespace (a
+        descriptor passed with it is checked by the API, never needed)."""
         with self.lock:
             step("cni.del.begin")
             self._release(owner_key(network, container_id, ifname))

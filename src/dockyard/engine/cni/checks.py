@@ -20,12 +20,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dockyard.engine.cni.attachments import Attachments, AttachRequest, owner_key
+from dockyard.engine.cni.attachments import Attachments, AttachRequest, check_netns, owner_key
 from dockyard.engine.cni.networks import (
-    CODE_CHECK_FAILED,
-    CODE_LIMITED,
-    CODE_NOT_AVAILABLE,
-    CODE_UNKNOWN_CONTAINER,
     CniError,
     NetConf,
     Route,
@@ -37,6 +33,7 @@ from dockyard.kernel import reads
 from dockyard.model import Endpoint, EndpointOwner, Network
 from dockyard.policy import ipam, rules
 from dockyard.settings import DaemonSettings
+from dockyard.wire.cni import CODE_CHECK_FAILED, CODE_LIMITED, CODE_NOT_AVAILABLE, CODE_UNKNOWN_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -49,19 +46,26 @@ class Expected:
 
 
 def sandbox_problems(
-    netns: Path, ifname: str, ep: Endpoint, routes: list[Route], guarded_mac: str | None = None
+    netns: Path,
+    ifname: str,
+    ep: Endpoint,
+    routes: list[Route],
+    guarded_mac: str | None = None,
+    label: str = "",
 ) -> list[str]:
     """What is missing or different in the sandbox, as readable phrases.
 
     ep carries what the interface must have (its MAC and address, prevResult's
     where that gives them); routes are those the sandbox must hold;
-    guarded_mac is the only MAC the interface's bridge port lets through.
+    guarded_mac is the only MAC the interface's bridge port lets through;
+    label names the namespace in the phrases (CNI_NETNS as the runtime gave it).
     """
+    label = label or str(netns)
     if not os.path.exists(netns) or not reads.is_network_namespace(netns):
-        return [f"network namespace {netns} is gone"]
+        return [f"network namespace {label} is gone"]
     found = reads.sandbox_interface(netns, ifname)
     if found is None:
-        return [f"interface {ifname} is missing from {netns}"]
+        return [f"interface {ifname} is missing from {label}"]
     problems = []
     if not found.up:
         problems.append(f"interface {ifname} is down")
@@ -101,6 +105,7 @@ class AttachmentChecks:
     # -- CHECK -------------------------------------------------------------
 
     def check(self, req: AttachRequest, expected: Expected) -> None:
+        check_netns(req.netns, req.netns_fd)
         owner = owner_key(req.net.name, req.container_id, req.ifname)
         a = self.attachments.find(owner)
         if a is None:
@@ -123,7 +128,7 @@ class AttachmentChecks:
         want = replace(ep, mac=expected.mac or ep.mac, address=expected.address or ep.address)
         routes: list[Route] = list(expected.routes)
         routes += [r for r in routes_of(req.net, network) if r not in routes]
-        problems += sandbox_problems(Path(req.netns), req.ifname, want, routes, ep.mac)
+        problems += sandbox_problems(req.sandbox, req.ifname, want, routes, ep.mac, req.netns)
         if not self.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
         elif ep.host_ifname not in self.k.netlink.bridge_ports(network.bridge):

@@ -1,4 +1,4 @@
-"""The dockyard network a CNI config names, and the CNI error codes of the daemon's side.
+"""The dockyard network a CNI config names, and the CNI error of the daemon's side.
 
 A config maps onto a dockyard network by its `name`: the network is used
 when it exists and agrees with the config where the config says anything,
@@ -6,7 +6,8 @@ and made on the first ADD otherwise (as `dockyard network create` would,
 labelled dev.dockyard.cni=true). This module owns that mapping (`NetConf`,
 `ConfigNetworks`), the container's routes a config asks for (`routes_of`),
 and the "no address left" check; attachments.py and checks.py build the
-verbs on it. Network creation itself is networks/service.py's.
+verbs on it. Network creation itself is networks/service.py's; the codes
+are dockyard.wire.cni's, shared with the plugin.
 """
 
 from __future__ import annotations
@@ -23,23 +24,12 @@ from dockyard.model import Network
 from dockyard.policy import ipam
 from dockyard.settings import Paths
 from dockyard.store import Store
+from dockyard.wire.cni import CODE_INVALID_CONFIG, CODE_TRY_AGAIN
 
 log = logging.getLogger(__name__)
 
 CNI_LABEL = ("dev.dockyard.cni", "true")
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
-
-# The spec's well-known codes, and dockyard-cni's own (100 and up, docs/cni.md).
-CODE_UNKNOWN_CONTAINER = 3
-CODE_INVALID_ENV = 4
-CODE_DECODE = 6
-CODE_INVALID_CONFIG = 7
-CODE_TRY_AGAIN = 11
-CODE_NOT_AVAILABLE = 50
-CODE_LIMITED = 51
-CODE_CONFLICT = 100
-CODE_KERNEL = 101
-CODE_CHECK_FAILED = 102
 
 Route = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]
 ResolvedRoute = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]
