@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from dockyard.clients.api import quote
 from dockyard.clients.cli import output
 from dockyard.errors import DockyardError, InvalidArgument
 
@@ -23,6 +21,8 @@ def filters_query(items: list[str]) -> dict[str, str]:
         if not sep or not key:
             raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
         wanted.setdefault(key, []).append(value)
+    import json  # not at import: `--help` stays light
+
     return {"filters": json.dumps(wanted)} if wanted else {}
 
 
@@ -55,7 +55,7 @@ def cmd_restart(client: Any, args: argparse.Namespace) -> int:
     for ref in args.refs:
         try:
             query = {"t": args.time} if args.time is not None else None
-            client.request("POST", f"/containers/{quote(ref)}/restart", query=query)
+            client.request("POST", f"/containers/{output.quote(ref)}/restart", query=query)
             print(ref)
         except DockyardError as e:
             print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
@@ -64,13 +64,13 @@ def cmd_restart(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_rename(client: Any, args: argparse.Namespace) -> int:
-    client.request("POST", f"/containers/{quote(args.ref)}/rename", query={"name": args.name})
+    client.request("POST", f"/containers/{output.quote(args.ref)}/rename", query={"name": args.name})
     return 0
 
 
 def cmd_top(client: Any, args: argparse.Namespace) -> int:
     query = {"ps_args": " ".join(args.ps_args)} if args.ps_args else None
-    answer = client.request("GET", f"/containers/{quote(args.ref)}/top", query=query)
+    answer = client.request("GET", f"/containers/{output.quote(args.ref)}/top", query=query)
     output.table(answer["Titles"], answer["Processes"] or [], sys.stdout)
     return 0
 

@@ -13,13 +13,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def quote(text: str) -> str:
-    # The API client's, loaded by the time a command runs; not at import (`--help`).
-    from dockyard.clients.wire import quote as url_quote
-
-    return url_quote(text)
-
-
 def register(sub: Any) -> None:
     net = sub.add_parser("network", help="manage networks")
     nsub = net.add_subparsers(dest="network_command", metavar="COMMAND", parser_class=type(net))
@@ -139,7 +132,7 @@ def cmd_rm(client: Any, args: argparse.Namespace) -> int:
     failed = 0
     for ref in args.refs:
         try:
-            client.request("DELETE", f"/networks/{quote(ref)}")
+            client.request("DELETE", f"/networks/{output.quote(ref)}")
             print(ref)
         except DockyardError as e:
             print(f"dockyard: {output.one_line(e)}", file=sys.stderr)
@@ -165,7 +158,7 @@ def cmd_connect(client: Any, args: argparse.Namespace) -> int:
         endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
     client.request(
         "POST",
-        f"/networks/{quote(args.network)}/connect",
+        f"/networks/{output.quote(args.network)}/connect",
         {"Container": args.container, "EndpointConfig": endpoint},
     )
     return 0
@@ -174,7 +167,7 @@ def cmd_connect(client: Any, args: argparse.Namespace) -> int:
 def cmd_disconnect(client: Any, args: argparse.Namespace) -> int:
     client.request(
         "POST",
-        f"/networks/{quote(args.network)}/disconnect",
+        f"/networks/{output.quote(args.network)}/disconnect",
         {"Container": args.container, "Force": args.force},
     )
     return 0

@@ -36,6 +36,14 @@ def json_array(items: list[Any], out: TextIO) -> None:
     out.write(json.dumps(items, indent=4) + "\n")
 
 
+def quote(text: str) -> str:
+    """A name in a request's path. The API client's, loaded by the time a command runs;
+    not at import (`--help` stays light)."""
+    from dockyard.clients.wire import quote as url_quote
+
+    return url_quote(text)
+
+
 def quoted_command(command: str, width: int = 20) -> str:
     if len(command) > width:
         command = command[: width - 1] + "…"
