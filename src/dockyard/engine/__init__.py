@@ -110,6 +110,8 @@ class Engine(
         self._removed_exit: dict[str, int] = {}
         self._check_lock = threading.Lock()
         self._last_check = float("-inf")
+        self._check_cursor = 0  # where the check's round of the containers is
+        self._check_generation = -1  # the shim's connection the check last read every container under
         # What the start-up reconciliation removed and did not remove, until
         # the first `system gc` reports it (that command often started the daemon).
         self.startup_report: object | None = None  # a reconcile.Report
