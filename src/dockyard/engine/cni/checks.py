@@ -114,7 +114,7 @@ class AttachmentChecks:
         problems += sandbox_problems(Path(req.netns), req.ifname, want, routes, ep.mac)
         if not e.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
-        elif ep.host_ifname not in e.k.netlink.bridge_ports(network.bridge):
+        elif not e.k.netlink.is_port_of(ep.host_ifname, network.bridge):
             problems.append(f"host interface {ep.host_ifname} is missing from bridge {network.bridge}")
         problems += self._port_problems(owner, ep, network)
         if problems:
