@@ -213,6 +213,22 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def cpu_ms(pids: Iterable[int]) -> tuple[float, float]:
+    """The user and system CPU time processes have used so far, in ms (their threads
+    included, their children not): what they did themselves, and what the kernel
+    did on their behalf."""
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    return user * tick, system * tick
+
+
 def memory_of(pids: Iterable[int]) -> dict[str, float]:
     """Summed RSS and PSS of processes, in MiB, and how many there were."""
     rss = pss = count = 0

@@ -225,7 +225,8 @@ def _chooser(
     local_range: tuple[int, int] = (40000, 40099),
     seed: int = 0,
 ) -> HostPortChooser:
-    return HostPortChooser(taken or {}, probe, local_range, random.Random(seed))
+    held = taken or {}
+    return HostPortChooser(lambda key: held.get(key, ()), probe, local_range, random.Random(seed))
 
 
 def test_explicit_port_is_given_as_asked() -> None:

@@ -154,7 +154,7 @@ class Engine:
             events=self.events,
             ensure_dns=self.network_changes.ensure_dns,
         )
-        self.requests = RequestCheck(store, self.lock, self.endpoints, self.exits)
+        self.requests = RequestCheck(store, self.lock, self.endpoints, self.exits, self.shim)
         config_networks = ConfigNetworks(
             store, self.paths, self.networks, self.network_changes, self.endpoints
         )

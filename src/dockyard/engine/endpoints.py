@@ -206,16 +206,24 @@ class Endpoints:
         endpoint's hold at publish (kernel/holds.py), which binds no port twice."""
         if not requests:
             return ()
-        taken: dict[ports.Key, list[ipaddress.IPv4Address | None]] = {}
-        for _, b in self.store.ports():
-            taken.setdefault((b.host_port, b.proto), []).append(b.host_ip)
+        # What is published on the ports asked for by number, in one read; a
+        # random port is looked up as it is tried. Never every published port.
+        asked = [p for r in requests if r.host_port for p in (r.host_port, r.host_port_end or r.host_port)]
+        lo, hi = (min(asked), max(asked)) if asked else (0, -1)
+        known = self.store.port_holders(lo, hi) if asked else {}
+
+        def holders(key: ports.Key) -> list[ipaddress.IPv4Address | None]:
+            if lo <= key[0] <= hi:
+                return known.get(key, [])
+            return self.store.port_holders(key[0]).get(key, [])
+
         if network.host_binding is not None:
             # com.docker.network.bridge.host_binding_ipv4: the default host address.
             requests = tuple(
                 r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
             )
         reserve = functools.partial(self.k.holds.reserve, endpoint_id)
-        chooser = ports.HostPortChooser(taken, reserve, self.k.holds.local_port_range())
+        chooser = ports.HostPortChooser(holders, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)
 
     def drop_records(self, owner: EndpointOwner, only_ifname: str | None = None) -> None:

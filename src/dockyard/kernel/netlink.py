@@ -135,6 +135,15 @@ class Netlink:
             links = self._dump(self._ipr.get_links)
         return [str(_attr(m, "IFLA_IFNAME")) for m in links if _attr(m, "IFLA_MASTER") == idx]
 
+    def is_port_of(self, port: str, bridge: str) -> bool:
+        """Whether link `port` is a port of `bridge`: two lookups, not a dump of every link."""
+        with self._lock:
+            idx, bridge_idx = self.index(port), self.index(bridge)
+            if idx is None or bridge_idx is None:
+                return False
+            (msg,) = self._ipr.get_links(idx)
+        return bool(_attr(msg, "IFLA_MASTER") == bridge_idx)
+
     def _dump(self, fn: Any, *args: Any, **kwargs: Any) -> list[Any]:
         for attempt in range(_DUMP_RETRIES):
             try:

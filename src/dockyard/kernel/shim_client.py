@@ -40,6 +40,10 @@ class ShimClient:
         self._reader: threading.Thread | None = None
         self._connect_lock = threading.Lock()
         self.closed = False
+        # Counts connections made and lost: exits may have gone unreported
+        # since it last changed (a shim that died, or one from before this
+        # connection), so the engine's check then looks at every container.
+        self.generation = 0
 
     # -- connection ------------------------------------------------------
 
@@ -89,6 +93,7 @@ class ShimClient:
             if sock is None:
                 raise KernelError(f"cannot start the container shim (see {self.paths.daemon_log})")
             self._sock = sock
+            self.generation += 1
             self._reader = threading.Thread(target=self._read_loop, name="shim-reader", daemon=True)
             self._reader.start()
 
@@ -132,6 +137,7 @@ class ShimClient:
             event.set()
         if self._sock is sock:
             self._sock = None
+        self.generation += 1
 
     def request(
         self, msg: dict[str, Any], fds: list[int] | None = None, timeout: float = 30.0

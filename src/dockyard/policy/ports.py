@@ -198,29 +198,33 @@ def refused(
 class HostPortChooser:
     """Picks host ports for one container against what is already published.
 
-    `taken` maps (port, proto) to the host addresses holding it (None for
-    every address). `probe` asks the host whether a port is free of
-    other processes. An address that is not the host's fails at its first
-    probe: every port of it would fail alike, so no range is scanned.
+    `holders(key)` gives the host addresses already publishing (port, proto)
+    (None for every address): asked per port tried, so that a choice costs
+    the same however many ports are published. `probe` asks the host whether
+    a port is free of other processes. An address that is not the host's
+    fails at its first probe: every port of it would fail alike, so no range
+    is scanned.
     """
 
     def __init__(
         self,
-        taken: dict[Key, list[ipaddress.IPv4Address | None]],
+        holders: Callable[[Key], Iterable[ipaddress.IPv4Address | None]],
         probe: BindProbe,
         local_range: tuple[int, int],
         rng: random.Random | None = None,
     ) -> None:
-        self._taken = {k: list(v) for k, v in taken.items()}
+        self._holders = holders
+        self._chosen: dict[Key, list[ipaddress.IPv4Address | None]] = {}
         self._probe = probe
         self._range = local_range
         self._rng = rng or random.Random()
 
     def _clashes(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
-        return any(overlaps(ip, other) for other in self._taken.get((port, proto), ()))
+        key = (port, proto)
+        return any(overlaps(ip, other) for other in (*self._holders(key), *self._chosen.get(key, ())))
 
     def _take(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> None:
-        self._taken.setdefault((port, proto), []).append(ip)
+        self._chosen.setdefault((port, proto), []).append(ip)
 
     def _free(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
         if self._clashes(ip, port, proto):

@@ -62,7 +62,10 @@ class ContainerRecords(Database):
     def find_container(self, ref: str) -> Container | None:
         rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE id=? OR name=?", (ref, ref))
         if not rows and ref and all(ch in "0123456789abcdef" for ch in ref):
-            rows = self._q(f"SELECT {self._CT_COLS} FROM containers WHERE id LIKE ?", (ref + "%",))
+            # A range of the id's index (LIKE would read every row): ids are lowercase hex, below 'g'.
+            rows = self._q(
+                f"SELECT {self._CT_COLS} FROM containers WHERE id >= ? AND id < ? LIMIT 2", (ref, ref + "g")
+            )
             if len(rows) > 1:
                 raise Conflict(f"container id prefix {ref!r} is ambiguous; give more characters")
         return self._container(rows[0]) if rows else None
@@ -134,3 +137,12 @@ class ContainerRecords(Database):
             (container_id, count, int(manually_stopped)),
         )
 
+    def running_processes(self, after: int = 0, limit: int = -1) -> list[tuple[int, str, int, int]]:
+        """(rowid, id, pid, pid start) of containers recorded running, by rowid after `after`,
+        at most `limit` of them: what the engine's check reads, no config parsed."""
+        rows = self._q(
+            "SELECT rowid, id, pid, pid_start FROM containers"
+            " WHERE rowid > ? AND state = 'running' ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 
 from dockyard.errors import Conflict
 from dockyard.model import (
     PortBinding,
+    Protocol,
 )
 from dockyard.store.configs import addr_or_none, protocol_of
 from dockyard.store.database import Database
@@ -63,6 +65,19 @@ class PortRecords(Database):
         return [
             (r[0], PortBinding(int(r[4]), protocol_of(r[3]), int(r[2]), addr_or_none(r[1]))) for r in rows
         ]
+
+    def port_holders(
+        self, lo: int, hi: int | None = None
+    ) -> dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]]:
+        """The host addresses publishing each (port, proto) of ports lo to hi (None: every address)."""
+        rows = self._q(
+            "SELECT host_port, proto, host_ip FROM ports WHERE host_port BETWEEN ? AND ?",
+            (lo, lo if hi is None else hi),
+        )
+        out: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {}
+        for r in rows:
+            out.setdefault((int(r[0]), protocol_of(r[1])), []).append(addr_or_none(r[2]))
+        return out
 
     def delete_ports(self, container_id: str, endpoint_id: str | None = None) -> None:
         if endpoint_id is None:

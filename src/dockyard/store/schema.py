@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (network_id, address)
 );
 CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
+-- The engine's check looks for endpoints left 'releasing' with every request.
+CREATE INDEX IF NOT EXISTS endpoints_state ON endpoints(state);
 -- Endpoints per network (every state), kept by the two triggers: a lease checks
 -- its network's count, and COUNT(*) would read the network's whole index each
 -- time, pushing the pages the lease needs out of the cache (bench/networks.py).
@@ -89,6 +91,8 @@ CREATE TABLE IF NOT EXISTS ports (
     PRIMARY KEY (host_ip, host_port, proto)
 );
 CREATE INDEX IF NOT EXISTS ports_container ON ports(container_id);
+-- Who holds a host port, whatever the address: asked for each port a start chooses.
+CREATE INDEX IF NOT EXISTS ports_host_port ON ports(host_port, proto);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -131,7 +131,7 @@ class AttachmentChecks:
         problems += sandbox_problems(req.sandbox, req.ifname, want, routes, ep.mac, req.netns)
         if not self.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
-        elif ep.host_ifname not in self.k.netlink.bridge_ports(network.bridge):
+        elif not self.k.netlink.is_port_of(ep.host_ifname, network.bridge):
             problems.append(f"host interface {ep.host_ifname} is missing from bridge {network.bridge}")
         problems += self._port_problems(a.endpoint_owner, ep, network)
         if problems:
