@@ -92,8 +92,9 @@ def _check(modules: list[str], allowed_ours: set[str], allow_third_party: set[st
     assert not bad, "\n".join(sorted(bad))
 
 
-# Leaves every layer may import: the nouns, the errors, the settings and where $ROOT is.
-DATA = {"model", "errors", "settings", "locations"}
+# Leaves every layer may import: the nouns, the errors, the settings, where $ROOT is,
+# and what the kernel was read to hold (observed).
+DATA = {"model", "errors", "settings", "locations", "observed"}
 
 # Each folder of src/dockyard and what it may import of dockyard, besides itself and DATA.
 # The order is the layers' order, top to bottom: a folder imports only folders below it.

@@ -85,12 +85,15 @@ class Daemon:
         self.paths = settings.paths
         self._stop = threading.Event()
         self.server = None
+        self.metrics_listener = None
 
     def run(self) -> None:
         try:
             from dockyard.daemon.api.routes import Api
             from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
+            from dockyard.daemon.metrics import Metrics, MetricsListener
             from dockyard.engine import Engine
+            from dockyard.engine.explain import Explainer
             from dockyard.engine.reconcile import Reconciler
             from dockyard.kernel import Kernel
             from dockyard.kernel.dns_process import DnsProcess
@@ -116,6 +119,7 @@ class Daemon:
             reconciler.startup()
             report = reconciler.report
             report.removed += engine.images.gc()
+            report.removed += Explainer(engine).gc()
             for line in report.removed + report.restored:
                 print(f"dockyardd: restore: {line}", file=sys.stderr, flush=True)
             for line in report.not_removed:
@@ -126,12 +130,17 @@ class Daemon:
             engine.dns = DnsProcess(self.paths)
             engine.networks_changed()
             info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
-            api = Api(engine, self.request_stop, info)
+            metrics = Metrics(engine)
+            metrics.repairs(len(report.removed), len(report.restored), len(report.not_removed))
+            api = Api(engine, self.request_stop, info, metrics.text)
+            metrics.know(api.routes)
             limits = Limits(
                 self.settings.api_max_connections or default_max_connections(),
                 self.settings.api_idle_timeout,
             )
-            self.server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            self.server = UnixHTTPServer(self.paths.socket, metrics.wrap(api.handle), api.error, limits)
+            if self.settings.metrics_addr is not None:
+                self.metrics_listener = MetricsListener(self.settings.metrics_addr, metrics.text)
         except BaseException:
             # A start refused (a bridge of another root, a subnet taken) leaves the root as
             # it found it: no mount of the pins' directory while nothing is pinned.
@@ -143,7 +152,11 @@ class Daemon:
         print(f"dockyardd {os.getpid()} serving {self.paths.socket}", file=sys.stderr, flush=True)
         serving = threading.Thread(target=self.server.serve_forever, name="api", daemon=True)
         serving.start()
+        if self.metrics_listener is not None:
+            self.metrics_listener.start()
         self._stop.wait()
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
         self.server.shutdown()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):

@@ -16,10 +16,12 @@ from typing import Any
 
 from dockyard.daemon.api import docker
 from dockyard.daemon.api.cni import CniRoutes
+from dockyard.daemon.api.explain import ExplainRoutes
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
 from dockyard.engine import Engine
 from dockyard.engine.cni.attachments import Attachment, Attachments
+from dockyard.engine.explain import Explainer
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import Container, DriverName, Endpoint, ModeKind, Network
@@ -50,7 +52,13 @@ def _signal_number(text: str) -> int:
 
 
 class Api:
-    def __init__(self, engine: Engine, shutdown: Callable[[], None], info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        shutdown: Callable[[], None],
+        info: dict[str, Any],
+        metrics_text: Callable[[], str] | None = None,
+    ) -> None:
         self.e = engine
         self.shutdown = shutdown
         self.info_extra = info
@@ -94,6 +102,9 @@ class Api:
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
+        # explain, trace, graph and /metrics (api/explain.py).
+        self.explainer = Explainer(engine)
+        ExplainRoutes(self.explainer, metrics_text).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
@@ -167,6 +178,7 @@ class Api:
 
         report = system_gc(self.e)
         report.removed += self.e.images.gc()
+        report.removed += self.explainer.gc()
         return Response(
             200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
         )
