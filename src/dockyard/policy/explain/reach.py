@@ -365,6 +365,10 @@ class _Walk:
             stop = self._forward(iif, oif, dnat)
             if stop is not None:
                 return stop
+        if not local_origin and host.bridge_nf and dnat and iif == oif and s.member is not None:
+            stop = self._bridged_dnat(oif, s.member)
+            if stop is not None:
+                return stop
         reply_to = self._postrouting(src, oif, dnat, local_origin)
         if oif != self.target.network.bridge or target_addr != self.target.address:
             who = self.view.network_of_bridge(oif)
@@ -372,6 +376,29 @@ class _Walk:
             return self.verdict(False, f"it goes to {target_addr} by {elsewhere}, not to {self.target.name}")
         self.hop(f"bridge {oif}", f"delivered by the bridge to {self.target.endpoint.host_ifname}", "bridge")
         return self._deliver(target_addr, target_port, reply_to)
+
+    def _bridged_dnat(self, bridge: str, m: Member) -> Verdict | None:
+        """With br_netfilter, a frame DNATed to a member of the bridge it came from is
+        bridged back out, port to port: the bridge's own rules apply to it."""
+        el = self.el
+        port = m.endpoint.host_ifname
+        self.hop(
+            f"bridge {bridge}",
+            "br_netfilter: the DNATed frame goes back out of the bridge it came in by, port to port",
+            "bridge",
+        )
+        if port in el.no_icc_ports:
+            obj = words.set_element("no_icc_ports", port, words.BRIDGE)
+            self.hop(f"{words.BRIDGE} forward (filter, 0)", f"`iifname @no_icc_ports drop` ({obj})", "drop")
+            return self.verdict(False, f"dropped: icc is off, also for hairpin traffic ({obj})")
+        if port == self.target.endpoint.host_ifname:
+            lk = self.host.link(port)
+            if lk is not None and not lk.hairpin:
+                self.hop(f"bridge {bridge}", f"{port}'s hairpin mode is off", "drop")
+                return self.verdict(
+                    False, f"dropped by the bridge: {port} is not in hairpin mode, it sends nothing back out"
+                )
+        return None
 
     def _forward(self, iif: str, oif: str, dnat: bool) -> Verdict | None:
         el = self.el

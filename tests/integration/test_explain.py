@@ -1,0 +1,211 @@
+"""`dockyard explain` against reality: every answer it gives about a port, a real packet confirms.
+
+A lab with the shapes explain has to tell apart: a port published on every
+address and one on 127.0.0.1 only, a user network and the default bridge
+(isolated from each other), an --internal network, a network with icc off.
+For each target, explain answers for every source it knows (the outside,
+the host, its loopback, every container) and every way in (the published
+ports, the container's own address); for each answer the test sends a real
+TCP connection from that source to that destination and checks that it is
+answered exactly when explain said so. The outside routes the containers'
+subnets through the host, so that "dropped" is the firewall's doing, not a
+missing route.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from lab import HOST_ADDR, UP_ADDR, Lab
+
+# Connect from a given source address (bound), print the answer; exit 1 when none comes.
+ASK = r"""
+import socket, sys
+src, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if src:
+        s.bind((src, 0))
+    s.connect((host, port))
+    data = s.recv(4096)
+    s.close()
+except OSError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+sys.stdout.write(data.decode())
+sys.exit(0 if data else 1)
+"""
+
+
+def _explain(lab: Lab, *args: str) -> dict:
+    return json.loads(lab.dy_ok("explain", *args, "--format", "json"))
+
+
+def _answered(lab: Lab, containers: dict[str, str], verdict: dict) -> bool:
+    """Send a real connection from the verdict's source to its destination."""
+    host, _, rest = verdict["dst"].rpartition(":")
+    port = rest.split("/")[0]
+    src = verdict["src"]
+    timeout = "1.5"
+    if verdict["source_kind"] == "outside":
+        r = lab.in_up(sys.executable, "-c", ASK, src, host, port, timeout)
+    elif verdict["source_kind"] in ("host", "loopback"):
+        r = lab.in_host(sys.executable, "-c", ASK, src, host, port, timeout)
+    else:
+        r = lab.dy("exec", containers[src], sys.executable, "-c", ASK, src, host, port, timeout)
+    return r.returncode == 0 and "peer=" in r.stdout
+
+
+def _lab_of_shapes(lab: Lab) -> dict[str, str]:
+    """Containers by address: web and quiet on front, other on the default bridge, lonely on an
+    internal network, a1 and a2 on a network with icc off; each serves TCP 80."""
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.dy_ok("network", "create", "--subnet", "10.32.0.0/24", "--internal", "back")
+    lab.dy_ok(
+        "network",
+        "create",
+        "--subnet",
+        "10.33.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "noicc",
+    )
+    lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    lab.serve("--name", "quiet", "--net", "front", "-p", "127.0.0.1:8081:80")
+    lab.serve("--name", "other")
+    lab.serve("--name", "lonely", "--net", "back")
+    lab.serve("--name", "a1", "--net", "noicc", "-p", "8090:80")
+    lab.serve("--name", "a2", "--net", "noicc", "-p", "8091:80")
+    # The outside sends the containers' subnets to the host: "dropped" must be the firewall's.
+    for subnet in ("172.17.0.0/16", "10.31.0.0/24", "10.32.0.0/24", "10.33.0.0/24"):
+        lab.in_up("ip", "route", "add", subnet, "via", HOST_ADDR)
+    names = ("web", "quiet", "other", "lonely", "a1", "a2")
+    by_addr = {}
+    for name in names:
+        info = lab.inspect(name)
+        for net in info["NetworkSettings"]["Networks"].values():
+            by_addr[net["IPAddress"]] = name
+    return by_addr
+
+
+def _addr(by_addr: dict[str, str], name: str) -> str:
+    return next(a for a, n in by_addr.items() if n == name)
+
+
+def test_every_answer_about_a_port_is_what_a_real_packet_does(lab: Lab) -> None:
+    by_addr = _lab_of_shapes(lab)
+    checked = {True: 0, False: 0}
+    kinds = set()
+    wrong = []
+    for target in ("web", "quiet", "a2", "lonely"):
+        report = _explain(lab, target, "--port", "80/tcp")
+        assert report["mismatches"] == [], report["mismatches"]
+        verdicts = report["verdicts"]
+        assert verdicts, f"explain {target} --port 80 gave no verdict"
+        for v in verdicts:
+            real = _answered(lab, by_addr, v)
+            checked[real] += 1
+            kinds.add(v["source_kind"])
+            if real != v["answered"]:
+                wrong.append(
+                    f"{target}: from {v['source']} to {v['dst']}: explain said "
+                    f"{'answered' if v['answered'] else 'not: ' + v['decided_by']}, a real packet was "
+                    f"{'answered' if real else 'not answered'}"
+                )
+    assert not wrong, "\n".join(wrong)
+    # Both kinds of answer were put to the test, from every kind of source.
+    assert checked[True] >= 10 and checked[False] >= 10, checked
+    assert kinds == {"outside", "host", "loopback", "container"}, kinds
+
+
+def test_explain_names_the_deciding_element(lab: Lab) -> None:
+    by_addr = _lab_of_shapes(lab)
+    web = _addr(by_addr, "web")
+    # From outside, the published port: DNATed by the exact element.
+    report = _explain(lab, "web", "--port", "80", "--from", UP_ADDR)
+    published = next(v for v in report["verdicts"] if v["dst"] == f"{HOST_ADDR}:8080/tcp")
+    assert published["answered"]
+    assert published["decided_by"] == f"inet dockyard map publish_any {{ tcp . 8080 : {web} . 80 }}"
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{web}:80/tcp")
+    assert not direct["reaches"]
+    assert "oifname @bridges drop" in direct["decided_by"]
+    # 127.0.0.1 publishing from outside: no DNAT on the host's address.
+    report = _explain(lab, "quiet", "--port", "80", "--from", UP_ADDR)
+    dsts = {v["dst"]: v for v in report["verdicts"]}
+    assert "127.0.0.1:8081/tcp" in dsts, dsts  # a port on 127.0.0.1 is named with its own address
+    # From another network, by container name: isolation decides.
+    report = _explain(lab, "web", "--port", "80", "--from", "other")
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{web}:80/tcp")
+    assert not direct["reaches"] and "oifname @bridges drop" in direct["decided_by"]
+    # icc off: the bridge table's element decides.
+    report = _explain(lab, "a2", "--port", "80", "--from", "a1")
+    a2 = _addr(by_addr, "a2")
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{a2}:80/tcp")
+    assert not direct["reaches"]
+    assert "no_icc_ports" in direct["decided_by"] or "icc_pairs" in direct["decided_by"], direct
+    # An internal network's member has no way to the host's address.
+    report = _explain(lab, "web", "--port", "80", "--from", "lonely")
+    for v in report["verdicts"]:
+        assert not v["reaches"], v
+
+
+def test_explain_a_container_reads_the_kernel(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    cid = lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    report = _explain(lab, "web")
+    assert report["mismatches"] == []
+    claims = {c["topic"]: c for s in report["sections"] for c in s["claims"]}
+    info = lab.inspect(cid)
+    net = info["NetworkSettings"]["Networks"]["front"]
+    links = {link["ifname"]: link for link in json.loads(lab.in_host("ip", "-j", "link").stdout)}
+    # The namespace's inode is the pin's.
+    pid = info["State"]["Pid"]
+    inode = lab.in_host("stat", "-L", "-c", "%i", f"/proc/{pid}/ns/net").stdout.strip()
+    assert f"net:[{inode}]" in claims["namespace"]["text"]
+    # The peer named is the host link whose peer is the container's eth0, on the network's bridge.
+    peer = next(name for name in links if name.startswith("veth") and name in claims["peer"]["text"])
+    bridge = next(name for name in links if name.startswith("dy-"))
+    assert links[peer]["master"] == bridge
+    assert f"bridge {bridge}" in claims["bridge"]["text"]
+    assert net["MacAddress"] in claims["interface"]["text"]
+    # Every element named is in the table the kernel lists.
+    dnat = claims["dnat"]["objects"][0]
+    assert dnat == f"inet dockyard map publish_any {{ tcp . 8080 : {net['IPAddress']} . 80 }}"
+    assert ["tcp", 8080] in [item[0]["concat"] for item in lab.map_elements("publish_any")]
+    # A resolver on the network's gateway.
+    assert f"{net['Gateway']}:53" in claims["dns"]["text"]
+
+
+def test_a_mismatch_between_records_and_kernel_is_reported(lab: Lab) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    # Someone removes the published port's element behind dockyard's back.
+    elem = "{ tcp . 8080 }"
+    r = lab.in_host("nft", "delete", "element", "inet", "dockyard", "publish_any", elem)
+    assert r.returncode == 0, r.stderr
+    report = _explain(lab, "web", "--port", "80", "--from", UP_ADDR)
+    assert any("8080" in m for m in report["mismatches"]), report["mismatches"]
+    published = [v for v in report["verdicts"] if v["dst"].endswith(":8080/tcp")]
+    assert published == [], "with the element gone, explain offers no published way in"
+    text = lab.dy_ok("explain", "web")
+    assert "records and kernel differ" in text
+    # And a real packet agrees: the port no longer answers from outside.
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1.0) is None
+
+
+def test_explain_a_network_and_errors(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.serve("--name", "web", "--net", "front")
+    report = _explain(lab, "front")
+    text = json.dumps(report)
+    assert "web's eth0" in text and "10.31.0.1/24" in text
+    assert report["mismatches"] == []
+    r = lab.dy("explain", "nosuch")
+    assert r.returncode == 125 and r.stderr.startswith("dockyard: no such container or network: nosuch")
+    r = lab.dy("explain", "web", "--port", "70000")
+    assert r.returncode == 125 and "invalid" in r.stderr
+    r = lab.dy("explain", "front", "--port", "80")
+    assert r.returncode == 125 and "name a container" in r.stderr
+    r = lab.dy("explain", "web", "--port", "80", "--from", "not-an-address")
+    assert r.returncode == 125 and "--from" in r.stderr
