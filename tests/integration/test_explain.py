@@ -15,6 +15,7 @@ missing route.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 from lab import HOST_ADDR, UP_ADDR, Lab
@@ -209,3 +210,99 @@ def test_explain_a_network_and_errors(lab: Lab) -> None:
     assert r.returncode == 125 and "name a container" in r.stderr
     r = lab.dy("explain", "web", "--port", "80", "--from", "not-an-address")
     assert r.returncode == 125 and "--from" in r.stderr
+
+
+# -- trace ---------------------------------------------------------------------------
+
+
+def _ruleset(lab: Lab) -> dict:
+    r = lab.in_host("nft", "-j", "list", "ruleset")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _trace_while(lab: Lab, to: str, send) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
+    """Run `dockyard trace` from the outside to `to`; once it says it traces, list the tables
+    and call send(); return its report and the tables seen meanwhile."""
+    p = subprocess.Popen(
+        lab.dy_cmd("trace", "--from", UP_ADDR, "--to", to, "--timeout", "20", "--format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(p)
+    assert p.stderr is not None
+    said = p.stderr.readline()
+    assert said.startswith("dockyard: tracing"), said
+    tables = lab.in_host("nft", "list", "tables").stdout.splitlines()
+    send()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return json.loads(out), tables
+
+
+def _steps(report: dict) -> list[dict]:
+    return [s for pkt in report["packets"] for s in pkt["steps"]]
+
+
+def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    web = lab.ip_of("web") or lab.inspect("web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
+    before = _ruleset(lab)
+
+    answers: list[str | None] = []
+    report, tables = _trace_while(
+        lab, f"{HOST_ADDR}:8080/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", HOST_ADDR, 8080))
+    )
+    assert answers[0] and answers[0].startswith(f"peer={UP_ADDR}:"), answers  # the packet was sent
+    # While it traced, the tables of its own were there; afterwards the ruleset is as it was.
+    assert any("dockyard-trace-" in t for t in tables), tables
+    assert _ruleset(lab) == before
+    first = report["packets"][0]
+    assert f"ip daddr {HOST_ADDR}" in first["packet"] and "tcp dport 8080" in first["packet"]
+    hooks = [(s["hook"], s["chain"], s["rule"]) for s in first["steps"]]
+    nat = next(h for h in hooks if h[1] == "prerouting" and h[0].startswith("prerouting (nat"))
+    assert "jump publish" in nat[2], hooks
+    dnat = next(h for h in hooks if h[1] == "publish")
+    assert "dnat" in dnat[2] and "@publish_any" in dnat[2], hooks
+    # After the DNAT the packet is forwarded into the bridge as a DNATed packet.
+    assert any(h[0].startswith("forward") and "ct status dnat accept" in h[2] for h in hooks), hooks
+    assert not any(s["verdict"].startswith("drop") for s in _steps(report))
+    assert report["nat"].startswith(f"DNAT: {HOST_ADDR}:8080 -> {web}:80"), report["nat"]
+
+    # Straight at the container's address from outside: dropped by isolation, no NAT.
+    answers.clear()
+    report, tables = _trace_while(
+        lab, f"{web}:80/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0))
+    )
+    assert answers == [None]
+    assert any("dockyard-trace-" in t for t in tables), tables
+    assert _ruleset(lab) == before
+    drops = [s for s in _steps(report) if s["verdict"] == "drop"]
+    assert drops and all(s["chain"] == "forward" and s["rule"] == "oifname @bridges drop" for s in drops)
+    assert report["packets"][0]["fate"] == "dropped in inet dockyard forward by `oifname @bridges drop`"
+    assert report["nat"].startswith("conntrack recorded no connection"), report["nat"]
+
+
+def test_trace_with_a_probe_from_a_container(lab: Lab) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    lab.serve("--name", "client")
+    client = lab.ip_of("client")
+    web = lab.ip_of("web")
+    before = _ruleset(lab)
+    out = lab.dy_ok("trace", "--from", client, "--to", f"{HOST_ADDR}:8080/tcp", "--probe")
+    assert _ruleset(lab) == before
+    assert out.startswith(f"trace of {client} -> {HOST_ADDR}:8080/tcp\nprobe: connected\n"), out
+    # The frame first meets the bridge table's guard of the container's port, then the DNAT.
+    assert "bridge dockyard ports [prerouting (filter, -300)]: iifname . ip saddr @port_addrs accept" in out
+    assert "inet dockyard publish [jumped to]: dnat ip to meta l4proto . th dport map @publish_any" in out
+    assert f"conntrack: DNAT: {HOST_ADDR}:8080 -> {web}:80" in out
+    assert "nothing of it is left" in out
+    # Bad input: one line, exit 125, nothing made.
+    r = lab.dy("trace", "--from", client, "--to", "nowhere")
+    assert r.returncode == 125 and r.stderr.startswith("dockyard: invalid --to 'nowhere'"), r.stderr
+    r = lab.dy("trace", "--from", "203.0.113.9", "--to", f"{web}:80/tcp", "--probe")
+    assert r.returncode == 125 and "cannot send a probe from 203.0.113.9" in r.stderr, r.stderr
+    assert _ruleset(lab) == before

@@ -18,6 +18,7 @@ from dockyard.observed import ConntrackEntry, TraceLine
 from dockyard.policy.rules.trace import PREFIX
 
 Hooks = dict[tuple[str, str, str], tuple[str, str, int]]
+_IP_ID = re.compile(r"\bip id (\d+)\b")
 _CT_EVENT = re.compile(r"^\s*\[(?P<event>[A-Z]+)\]\s+(?P<proto>\S+)\s+\d+\s+(?P<rest>.*)$")
 
 
@@ -94,6 +95,11 @@ def parse_conntrack(line: str) -> ConntrackEntry | None:
     )
 
 
+def _ip_id(packet: str) -> str:
+    m = _IP_ID.search(packet)
+    return m.group(1) if m else ""
+
+
 def _hook(hooks: Hooks, line: TraceLine) -> str:
     found = hooks.get((line.family, line.table, line.chain))
     if found is None:
@@ -111,11 +117,26 @@ def summarize(
     probe: str = "",
 ) -> TraceReport:
     report = TraceReport(flow=flow, tables=tables, conntrack=conntrack, probe=probe)
-    packets: dict[str, TracedPacket] = {}
+    # A trace id is not a packet: the kernel derives it from the buffer's address, which a
+    # later packet of the flow may reuse, and a packet routed out of a bridge may get a new
+    # one. The monitor prints the packet's headers at each hook it enters; their IPv4 id
+    # tells one packet from the next (a forwarded packet keeps it).
+    packets: list[TracedPacket] = []
+    current: dict[str, TracedPacket] = {}  # trace id -> the packet its lines now belong to
+    by_ip_id: dict[str, TracedPacket] = {}
     for line in lines:
-        pkt = packets.get(line.trace_id)
+        pkt = current.get(line.trace_id)
+        if line.kind == "packet":
+            ident = _ip_id(line.text)
+            if ident and ident != _ip_id(pkt.packet if pkt else ""):
+                pkt = by_ip_id.get(ident)
+                if pkt is None:
+                    pkt = by_ip_id[ident] = TracedPacket(line.trace_id, line.text)
+                    packets.append(pkt)
+                current[line.trace_id] = pkt
         if pkt is None:
-            pkt = packets[line.trace_id] = TracedPacket(line.trace_id, "")
+            pkt = current[line.trace_id] = TracedPacket(line.trace_id, "")
+            packets.append(pkt)
         if line.kind == "packet":
             if not pkt.packet:
                 pkt.packet = line.text
@@ -127,7 +148,7 @@ def summarize(
                 line.family, line.table, line.chain, _hook(hooks, line), line.kind, line.text, line.verdict
             )
         )
-    for pkt in packets.values():
+    for pkt in packets:
         drop = next((s for s in pkt.steps if s.verdict.startswith("drop")), None)
         if drop is not None:
             what = f"`{drop.rule}`" if drop.rule else "the chain's policy"
