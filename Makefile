@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark tini iputils-ping docker-registry skopeo
+APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark tini iputils-ping docker-registry skopeo graphviz conntrack curl
 # make bench only: the reference tools dockyard is measured against.
 BENCH_PACKAGES := docker.io containernetworking-plugins netavark podman crun iperf3 busybox-static
 STAMP_APT := $(VENV)/.apt-done
