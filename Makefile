@@ -14,7 +14,7 @@ STAMP_BENCH := $(VENV)/.bench-apt-done
 # test runs its scripts one after another). PYTEST_PARALLEL= runs the tests one by one.
 PYTEST_PARALLEL ?= -n 4
 
-.PHONY: all deps demo test unit integration lint bench bench-smoke clean
+.PHONY: all deps demo pictures test unit integration lint bench bench-smoke clean
 
 all: test
 
@@ -37,7 +37,11 @@ deps: $(STAMP_PIP)
 	@$(PY) -m compileall -q src >/dev/null
 
 demo: deps
-	$(PY) demo/tour.py
+	$(PY) demo/tour.py --pictures demo/pictures
+
+# The pictures docs/usage.md and the README show: the tour's topology at each step.
+pictures: deps
+	$(PY) demo/tour.py --pictures docs/pictures
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
