@@ -240,3 +240,33 @@ def test_the_metrics_text_parses_and_counts() -> None:
     assert samples[("dockyard_reconcile_runs_total", ())] == 1
     for name in families:
         assert name.startswith("dockyard_")
+
+
+def test_a_vxlan_device_is_drawn_with_the_link_it_sends_through_and_its_remote() -> None:
+    from dockyard.observed import Vxlan
+
+    host = Namespace(
+        inode=1,
+        links=(
+            Link(2, "up0", "veth", "5e:00:00:00:00:01", True, 1500),
+            Link(3, "br0", "bridge", "02:00:00:00:00:01", True, 1450),
+            Link(
+                4,
+                "vx0",
+                "vxlan",
+                "02:00:00:00:00:02",
+                True,
+                1450,
+                master=3,
+                vxlan=Vxlan(42, 4789, A("198.51.100.1"), A("198.51.100.9"), device=2),
+            ),
+        ),
+    )
+    g = graph.build(host, [], [], Elements())
+    assert {(e.a, e.b, e.kind, e.label) for e in g.edges} == {
+        ("host/4", "host/3", "master", "port"),
+        ("host/4", "host/2", "vxlan-dev", "sends through"),
+        ("host/4", "remote/198.51.100.9", "vxlan-remote", "vni 42"),
+    }
+    assert g.node("host/4").label == "vx0\nvxlan 42 :4789\nlocal 198.51.100.1"  # type: ignore[union-attr]
+    assert g.node("remote/198.51.100.9").kind == "remote"  # type: ignore[union-attr]
