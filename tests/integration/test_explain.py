@@ -14,11 +14,15 @@ missing route.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from lab import HOST_ADDR, UP_ADDR, Lab
+from lab import HOST_ADDR, UP_ADDR, Lab, pid_alive
 
 # Connect from a given source address (bound), print the answer; exit 1 when none comes.
 ASK = r"""
@@ -306,3 +310,52 @@ def test_trace_with_a_probe_from_a_container(lab: Lab) -> None:
     r = lab.dy("trace", "--from", "203.0.113.9", "--to", f"{web}:80/tcp", "--probe")
     assert r.returncode == 125 and "cannot send a probe from 203.0.113.9" in r.stderr, r.stderr
     assert _ruleset(lab) == before
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def test_a_trace_cut_short_by_a_daemon_crash_leaves_nothing_running_and_gc_removes_its_tables(
+    lab: Lab,
+) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    # A trace table of another root, which must be left alone.
+    foreign = "dockyard-trace-000000000000-abcdef"
+    assert lab.in_host("nft", "add", "table", "inet", foreign).returncode == 0
+    try:
+        p = subprocess.Popen(
+            lab.dy_cmd("trace", "--from", UP_ADDR, "--to", f"{HOST_ADDR}:8080/tcp", "--timeout", "60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lab.procs.append(p)
+        assert p.stderr is not None
+        said = p.stderr.readline()
+        ours = said.split("(tables ")[1].split(")")[0]
+        tables = lab.in_host("nft", "list", "tables").stdout
+        assert f"table inet {ours}" in tables and f"table bridge {ours}" in tables
+        daemon = int((lab.root / "dockyardd.pid").read_text())
+        # The trace's watchers, among the daemon's children: `nft monitor` and `conntrack -E`.
+        argv = {c: Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0") for c in _children(daemon)}
+        watchers = {c: a for c, a in argv.items() if Path(a[0].decode()).name in ("nft", "conntrack")}
+        assert sorted(Path(a[0].decode()).name for a in watchers.values()) == ["conntrack", "nft"], argv
+        os.kill(daemon, signal.SIGKILL)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 125 and err.startswith("dockyard:"), err
+        # The watchers died with the daemon; its tables stayed until the next start's gc.
+        lab.eventually(lambda: not any(pid_alive(w) for w in watchers), timeout=5, what="the watchers ended")
+        assert f"table inet {ours}" in lab.in_host("nft", "list", "tables").stdout
+        lab.dy_ok("ps")  # starts the daemon again
+        tables = lab.in_host("nft", "list", "tables").stdout
+        assert ours not in tables
+        assert f"table inet {foreign}" in tables
+        # And the container it adopted still answers through its published port.
+        assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080)
+    finally:
+        lab.in_host("nft", "delete", "table", "inet", foreign)

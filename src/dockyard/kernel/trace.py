@@ -74,9 +74,18 @@ def _subscribed(pid: int) -> bool:
 
 
 class _Reader:
-    """A child process whose output lines are collected on a thread of their own."""
+    """A child process whose output lines are collected on a thread of their own.
+
+    It is started under `setpriv --pdeathsig KILL` (util-linux) where that is
+    installed: should the daemon die mid-trace, the kernel ends its watchers
+    too, rather than leaving an `nft monitor` running for ever (the next
+    start's gc deletes the trace's tables)."""
 
     def __init__(self, argv: list[str]) -> None:
+        self.name = os.path.basename(argv[0])
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            argv = [setpriv, "--pdeathsig", "KILL", *argv]
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -87,10 +96,10 @@ class _Reader:
                 bufsize=1,
             )
         except OSError as e:
-            raise KernelError(f"cannot run {argv[0]}: {e.strerror}") from e
+            raise KernelError(f"cannot run {self.name}: {e.strerror}") from e
         self.lines: list[str] = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, name=f"trace-{argv[0]}", daemon=True)
+        self._thread = threading.Thread(target=self._read, name=f"trace-{self.name}", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
@@ -163,15 +172,13 @@ class Watch:
             for r in readers:
                 if r.proc.poll() is not None:
                     said = " ".join(r.taken())[:200]
-                    raise KernelError(f"{r.proc.args[0]} ended at once: {said or 'it said nothing'}")
+                    raise KernelError(f"{r.name} ended at once: {said or 'it said nothing'}")
                 if not _subscribed(r.proc.pid):
                     waiting.append(r)
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                raise KernelError(
-                    f"{waiting[0].proc.args[0]} did not start listening within {READY_TIMEOUT} s"
-                )
+                raise KernelError(f"{waiting[0].name} did not start listening within {READY_TIMEOUT} s")
             time.sleep(0.01)
 
     def monitor_lines(self) -> list[str]:
