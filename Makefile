@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables iptables util-linux procps python3-venv iperf3 podman crun busybox-static containernetworking-plugins netavark tini iputils-ping docker-registry skopeo \
-	etcd-server docker.io docker-compose containerd
+	etcd-server docker.io docker-compose containerd graphviz conntrack curl
 # make bench only: the reference tools dockyard is measured against.
 BENCH_PACKAGES := docker.io containernetworking-plugins netavark podman crun iperf3 busybox-static
 STAMP_APT := $(VENV)/.apt-done
@@ -15,7 +15,7 @@ STAMP_BENCH := $(VENV)/.bench-apt-done
 # test runs its scripts one after another). PYTEST_PARALLEL= runs the tests one by one.
 PYTEST_PARALLEL ?= -n 4
 
-.PHONY: all deps demo test unit integration lint bench bench-smoke clean
+.PHONY: all deps demo pictures test unit integration lint bench bench-smoke clean
 
 all: test
 
@@ -49,7 +49,11 @@ deps: $(STAMP_PIP)
 	@$(PY) -m compileall -q src >/dev/null
 
 demo: deps
-	$(PY) demo/tour.py
+	$(PY) demo/tour.py --pictures demo/pictures
+
+# The pictures docs/usage.md and the README show: the tour's topology at each step.
+pictures: deps
+	$(PY) demo/tour.py --pictures docs/pictures
 
 # Dead code fails the build: vulture_whitelist.py lists what is used where vulture cannot see.
 VULTURE := $(VENV)/bin/vulture src vulture_whitelist.py --min-confidence 60

@@ -10,6 +10,13 @@ published port. Each section opens with one line on what it shows, and
 each claim is checked: the tour exits 1 when one does not hold, 130 when
 interrupted. It removes everything it made, also on Ctrl-C.
 
+At each step `dockyard explain` tells the path of the new container's
+packets as the kernel shows it (the tour checks that it agrees with the
+records and with what the requests did), and, with `--pictures DIR` (or
+$DOCKYARD_TOUR_PICTURES), `dockyard graph` draws the host's topology into
+DIR/<step>.svg: `make demo` keeps them in demo/pictures, `make pictures`
+draws docs/pictures, which the README and docs/usage.md show.
+
 It owns the narration and the checks; the lab is the integration tests'
 (tests/lab.py, through demo/netlab.py), and demo/httpecho.py the HTTP ends
 that report addresses.
@@ -17,6 +24,7 @@ that report addresses.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
@@ -89,8 +97,9 @@ def echo_output(text: str) -> None:
 
 
 class Tour:
-    def __init__(self, lab: ScriptLab) -> None:
+    def __init__(self, lab: ScriptLab, pictures: Path | None = None) -> None:
         self.lab = lab
+        self.pictures = pictures
         self.failures: list[str] = []
 
     # Commands, printed as they run, with their output.
@@ -146,12 +155,32 @@ class Tour:
             time.sleep(0.05)
         raise StepFailed(f"the server in the container did not answer on {addr}:{port} within 10 s")
 
+    def explain(self, *args: str) -> str:
+        """`dockyard explain ARGS`, shown; the kernel must match the records."""
+        out = self.dy("explain", *args)
+        self.check(
+            out.rstrip().endswith("the kernel matches the records"),
+            f"`dockyard explain {' '.join(args)}` found the kernel and the records apart",
+        )
+        return out
+
+    def picture(self, name: str) -> None:
+        """The host's topology at this step, drawn by `dockyard graph` (with --pictures)."""
+        if self.pictures is None:
+            return
+        path = self.pictures / f"{name}.svg"
+        self.dy("graph", "-o", str(path))
+        self.check(path.read_bytes().lstrip().startswith(b"<?xml"), f"{path} should be an SVG picture")
+        note(f"the topology at this step, drawn by Graphviz: {path}")
+
     # Sections.
 
-    def run_section(self, title: str, shows: str, body: Callable[[], None]) -> None:
+    def run_section(self, title: str, shows: str, body: Callable[[], None], picture: str = "") -> None:
         section(title, shows)
         try:
             body()
+            if picture:
+                self.picture(picture)
         except (StepFailed, LabError) as e:
             print(f"  !! FAILED: {e}")
             self.failures.append(f"{title}: {e}")
@@ -181,6 +210,9 @@ class Tour:
         note("only lo, and no route at all")
         self.dy("exec", "tour-none", PY, ECHO, "get", UP_URL, fail=True)
         note("nothing outside the container can be reached")
+        out = self.explain("tour-none")
+        self.check("only lo" in out, "explain should say that tour-none has only lo")
+        note("explain reads the same from the kernel: a namespace of its own with only lo")
 
     def bridge(self) -> None:
         self.start("--name", "tour-web", "-p", f"{PUBLISHED}:80", PY, ECHO, "serve", "80", "tour-web")
@@ -214,6 +246,20 @@ class Tour:
         self.check(f"saw {UP_ADDR}:" in answer, f"tour-web should see the upstream's own address {UP_ADDR}")
         note(f"in: {HOST_ADDR}:{PUBLISHED} was DNATed to {addr}:80, which saw {UP_ADDR}, the upstream itself")
 
+        out = self.explain("tour-web", "--port", f"{PUBLISHED}/tcp", "--from", UP_ADDR)
+        element = f"inet dockyard map publish_any {{ tcp . {PUBLISHED} : {addr} . 80 }}"
+        said = " ".join(out.split())
+        self.check(
+            f"to {HOST_ADDR}:{PUBLISHED}/tcp: REACHES {addr}:80, answered: {element}" in said,
+            f"explain should say that {UP_ADDR} reaches {HOST_ADDR}:{PUBLISHED} by the element {element}",
+        )
+        self.check(
+            f"to {addr}:80/tcp: DOES NOT REACH it" in said,
+            f"explain should say that {UP_ADDR} cannot reach {addr}:80 directly",
+        )
+        note(f"explain names the element that DNATs {HOST_ADDR}:{PUBLISHED}, the one the request above took,")
+        note(f"and the rule that drops a packet sent straight at {addr} from outside")
+
     def host(self) -> None:
         self.start("--name", "tour-host", "--net", "host", "sleep", "infinity")
         inside = self.dy("exec", "tour-host", "ip", "-br", "addr")
@@ -231,6 +277,9 @@ class Tour:
             f"the request should leave from and be seen from {HOST_ADDR}",
         )
         note(f"out: it left from {HOST_ADDR} and the upstream saw {HOST_ADDR}: no NAT, no veth, no bridge")
+        out = self.explain("tour-host")
+        self.check("uses the host's network namespace" in out, "explain should say tour-host uses the host's")
+        note("explain: the host's own namespace, nothing of dockyard's tables concerns it")
 
     def container(self) -> None:
         web_addr, web_mac = self.address_of("tour-web")
@@ -259,6 +308,12 @@ class Tour:
             "tour-web at 127.0.0.1:80 " in out, "tour-side should reach tour-web's server on 127.0.0.1"
         )
         note("tour-side reaches tour-web's server on 127.0.0.1: one network namespace, two containers")
+        out = self.explain("tour-side")
+        self.check(
+            "shares the network namespace of tour-web" in out and web_addr in out,
+            "explain should say tour-side shares tour-web's namespace, eth0 and address",
+        )
+        note("explain: tour-side's path is tour-web's, read from the one namespace they share")
 
     def tour(self) -> None:
         self.lab_intro()
@@ -266,25 +321,31 @@ class Tour:
             "1. --net none",
             "a network namespace with only lo in it: no route, a request out fails.",
             self.none,
+            "1-none",
         )
         self.run_section(
             "2. --net bridge (the default)",
             f"eth0 in {BRIDGE_NET}, default route via {GATEWAY}, requests out masqueraded to "
             f"{HOST_ADDR}, and -p {PUBLISHED}:80 reached from the upstream with its own address kept.",
             self.bridge,
+            "2-bridge",
         )
         self.run_section(
             "3. --net host",
             "the host namespace itself: the host's interfaces and routes, and no NAT on the way out.",
             self.host,
+            "3-host",
         )
         self.run_section(
             "4. --net container:tour-web",
             "a second container in tour-web's namespace: the same eth0, address and routes, the same way "
             "out, and talking to tour-web over 127.0.0.1.",
             self.container,
+            "4-container",
         )
-        section("All four", "each driver's container, side by side.")
+        self.run_section("All four", "each driver's container, side by side.", self.all_four, "all-four")
+
+    def all_four(self) -> None:
         self.dy("ps")
 
 
@@ -302,14 +363,25 @@ def addresses_of(brief: str, name: str) -> list[str]:
     return []
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    p = argparse.ArgumentParser(description="Docker's four network drivers, in a throwaway lab.")
+    p.add_argument(
+        "--pictures",
+        default=os.environ.get("DOCKYARD_TOUR_PICTURES", ""),
+        metavar="DIR",
+        help="draw the topology at each step into DIR/<step>.svg (needs Graphviz)",
+    )
+    args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("tour: needs root (it makes network namespaces); try: sudo make demo", file=sys.stderr)
         return 1
+    pictures = Path(args.pictures).resolve() if args.pictures else None
+    if pictures is not None:
+        pictures.mkdir(parents=True, exist_ok=True)
     raise_on_termination()
     lab = ScriptLab("dytour")
-    tour = Tour(lab)
+    tour = Tour(lab, pictures)
     status = 0
     try:
         lab.setup()

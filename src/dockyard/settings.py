@@ -148,6 +148,8 @@ class DaemonSettings:
     cluster_store: str | None = None
     cluster_advertise: str | None = None
     cluster_store_opts: tuple[tuple[str, str], ...] = ()
+    # Docker's metrics-addr: where the daemon serves Prometheus metrics over TCP (None: not at all).
+    metrics_addr: tuple[str, int] | None = None
 
     @property
     def paths(self) -> Paths:
@@ -338,4 +340,26 @@ def load_settings(
         if not isinstance(registries, list) or not all(isinstance(r, str) and r for r in registries):
             raise InvalidArgument("daemon.json: insecure-registries must be a list of host[:port] or CIDR")
         kwargs["insecure_registries"] = tuple(registries)
+    if "metrics-addr" in data:
+        kwargs["metrics_addr"] = parse_metrics_addr(data["metrics-addr"])
     return DaemonSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def parse_metrics_addr(raw: object) -> tuple[str, int] | None:
+    """daemon.json's metrics-addr: "IP:PORT" (an IPv4 address), or "" for none."""
+    if raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise InvalidArgument('daemon.json: metrics-addr must be a string such as "127.0.0.1:9323"')
+    host, sep, port = raw.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port) if port.isascii() and port.isdigit() else -1
+    except ValueError:
+        number = -1
+    if not sep or not 1 <= number <= 65535:
+        raise InvalidArgument(
+            f"daemon.json: invalid metrics-addr {raw!r}: give an IPv4 address and a port, "
+            'such as "127.0.0.1:9323"'
+        )
+    return host, number

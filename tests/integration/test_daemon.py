@@ -110,6 +110,7 @@ THIN_CLIENT_MODULES = {
     "dockyard.clients",
     "dockyard.clients.api",
     "dockyard.clients.daemon_control",
+    "dockyard.clients.explain_calls",
     "dockyard.clients.image_calls",
     "dockyard.clients.wire",
     "dockyard.errors",

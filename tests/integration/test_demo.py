@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lab import REPO
@@ -97,7 +98,11 @@ def _tour(tmp_path: Path, interrupt_at: str | None = None) -> tuple[int, str, st
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            env={**os.environ, LEDGER: str(tmp_path / "ledger")},
+            env={
+                **os.environ,
+                LEDGER: str(tmp_path / "ledger"),
+                "DOCKYARD_TOUR_PICTURES": str(tmp_path / "pics"),
+            },
         )
         watchdog = threading.Timer(240, p.kill)
         watchdog.start()
@@ -143,6 +148,12 @@ def test_the_tour_passes_and_leaves_nothing(tmp_path: Path) -> None:
     side = out.split("4. --net container:tour-web")[1]
     assert "$ dockyard exec tour-side ip route" in side
     assert "$ dockyard exec tour-side python3 demo/httpecho.py get http://198.51.100.2:8000/" in side
+    # explain at each step, and the picture of each step, drawn by Graphviz.
+    for name in ("tour-none", "tour-web --port 8080/tcp --from 198.51.100.2", "tour-host", "tour-side"):
+        assert f"$ dockyard explain {name}\n" in out
+    for step in ("1-none", "2-bridge", "3-host", "4-container", "all-four"):
+        svg = ET.parse(tmp_path / "pics" / f"{step}.svg").getroot()
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     _nothing_left(tmp_path, out, err)
 
 

@@ -92,8 +92,9 @@ def _check(modules: list[str], allowed_ours: set[str], allow_third_party: set[st
     assert not bad, "\n".join(sorted(bad))
 
 
-# Leaves every layer may import: the nouns, the errors, the settings, where $ROOT is, the log format.
-DATA = {"model", "errors", "settings", "locations", "logconfig"}
+# Leaves every layer may import: the nouns, the errors, the settings, where $ROOT is, the log
+# format, and what the kernel was read to hold (observed).
+DATA = {"model", "errors", "settings", "locations", "logconfig", "observed"}
 
 # Each folder of src/dockyard and what it may import of dockyard, besides itself and DATA.
 # The order is the layers' order, top to bottom: a folder imports only folders below it.

@@ -23,6 +23,7 @@ from dockyard.model import (
     ContainerState,
     DriverName,
     Endpoint,
+    EndpointOwner,
     Network,
     PortBinding,
     Protocol,
@@ -41,7 +42,7 @@ def _cid(i: int) -> str:
 def _endpoint(network: Network, owner: str, i: int) -> Endpoint:
     return Endpoint(
         id=hashlib.sha256(b"e%d" % i).hexdigest(),
-        container_id=owner,
+        owner=EndpointOwner.container(owner),
         network_id=network.id,
         ifname="eth0",
         address=ipaddress.IPv4Interface(f"{NET.network_address + 2 + i}/{NET.prefixlen}"),

@@ -29,6 +29,7 @@ import os
 
 from dockyard import locations
 from dockyard.clients.daemon_control import DaemonControl
+from dockyard.clients.explain_calls import ExplainCalls
 from dockyard.clients.image_calls import ImageCalls
 from dockyard.clients.wire import (
     STOP_GRACE,
@@ -57,7 +58,7 @@ class ClientPaths:
         self.daemon_log = os.path.join(root, locations.DAEMON_LOG)
 
 
-class Client(DaemonControl, ImageCalls):
+class Client(DaemonControl, ImageCalls, ExplainCalls):
     def __init__(
         self,
         root: str | os.PathLike[str] | None = None,

@@ -21,11 +21,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dockyard import logconfig
 from dockyard.errors import DockyardError
 from dockyard.kernel import files
 from dockyard.settings import DaemonSettings, Paths, load_settings, root_from_env
+
+if TYPE_CHECKING:
+    from dockyard.daemon.metrics import MetricsListener
 
 # How often the monitor does the cheap check without a request (seconds);
 # DOCKYARD_MONITOR_INTERVAL changes it, for tests that need it out of the way.
@@ -81,12 +85,15 @@ class Daemon:
         # The monitor's last failure of each check, so that a failure repeated
         # every round is told in full once, then in one line.
         self._last_failure: dict[str, str] = {}
+        self.metrics_listener: MetricsListener | None = None
 
     def run(self) -> None:
         try:
             from dockyard.daemon.api.routes import Api
             from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
+            from dockyard.daemon.metrics import Metrics, MetricsListener
             from dockyard.engine import Engine
+            from dockyard.engine.explain import Explainer
             from dockyard.kernel import Kernel
             from dockyard.kernel.dns_process import DnsProcess
             from dockyard.kernel.holds import PortHolds
@@ -112,6 +119,7 @@ class Daemon:
         try:
             report = engine.restore()
             report.removed += engine.images.gc()
+            report.removed += Explainer(engine).gc()
             for line in report.removed + report.restored:
                 log.info("restore: %s", line)
             for line in report.not_removed:
@@ -124,12 +132,17 @@ class Daemon:
             if overlay is not None:
                 overlay.start()
             info = {"HostNetns": self.settings.host_netns or "", "DaemonPid": os.getpid()}
-            api = Api(engine, self.request_stop, info)
+            metrics = Metrics(engine)
+            metrics.repairs(len(report.removed), len(report.restored), len(report.not_removed))
+            api = Api(engine, self.request_stop, info, metrics.text)
+            metrics.know(api.routes)
             limits = Limits(
                 self.settings.api_max_connections or default_max_connections(),
                 self.settings.api_idle_timeout,
             )
-            server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            server = UnixHTTPServer(self.paths.socket, metrics.wrap(api.handle), api.error, limits)
+            if self.settings.metrics_addr is not None:
+                self.metrics_listener = MetricsListener(self.settings.metrics_addr, metrics.text)
             # --restart: what should run does, once the daemon serves (it may take a while).
             threading.Thread(
                 target=engine.restart_policies.startup, name="restore-restarts", daemon=True
@@ -147,7 +160,11 @@ class Daemon:
         log.info("dockyardd %d serving %s", os.getpid(), self.paths.socket)
         serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
         serving.start()
+        if self.metrics_listener is not None:
+            self.metrics_listener.start()
         self._stop.wait()
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
         server.shutdown()
         if overlay is not None:
             try:

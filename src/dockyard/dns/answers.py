@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from dnslib import OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from dockyard.dns.messages import Address, pack, ptr_address, reply_to
+from dockyard.dns.stats import Stats
 from dockyard.dns.upstreams import Upstreams
 from dockyard.errors import DockyardError
 from dockyard.model import Container, Network
@@ -115,6 +116,7 @@ class Resolver:
     def __init__(self, store: Store, upstreams: Upstreams) -> None:
         self.store = store
         self.upstreams = upstreams
+        self.stats: Stats | None = None  # counts for the metrics (serving.py sets it)
 
     def resolve(self, network: Network, source: Address, data: bytes, tcp: bool) -> bytes | Forward | None:
         """The reply to one query, or what to forward, or None for what deserves no answer."""
@@ -202,4 +204,6 @@ class Resolver:
     def forward(self, fwd: Forward) -> bytes:
         """The first upstream answer, relayed unchanged; SERVFAIL when none comes."""
         answer = self.upstreams.ask(fwd.query.data, fwd.servers, fwd.query.tcp)
+        if self.stats is not None:
+            self.stats.forward(answer is not None)
         return answer if answer is not None else fwd.query.reply(RCODE.SERVFAIL, aa=0)

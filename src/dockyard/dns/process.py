@@ -23,6 +23,7 @@ from dockyard import logconfig
 from dockyard.dns import PID_FILE
 from dockyard.dns.answers import Resolver
 from dockyard.dns.serving import Server
+from dockyard.dns.stats import FILE as STATS_FILE
 from dockyard.dns.upstreams import Upstreams
 from dockyard.errors import DockyardError
 from dockyard.settings import Paths
@@ -37,6 +38,7 @@ class Process:
         self.store = Store(Paths(root).database)
         upstreams = Upstreams(root, resolv_conf, lambda: self.server.bound)
         self.server = Server(self.store, Resolver(self.store, upstreams))
+        self.server.stats.path = root / STATS_FILE
         self.stopping = False
 
     def run(self) -> int:
@@ -59,6 +61,7 @@ class Process:
             log.error("%s", e)
             return 1
         finally:
+            self.server.stats.flush(force=True)
             with contextlib.suppress(OSError):
                 pid_path.unlink()
             os.close(pid_fd)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from dockyard.dns.answers import Forward, Resolver, may_ask
 from dockyard.dns.messages import Address, frame
+from dockyard.dns.stats import Stats
 from dockyard.errors import DockyardError
 from dockyard.model import Network
 from dockyard.store import Store
@@ -142,6 +143,8 @@ class Server:
             s.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.refused: collections.Counter[str] = collections.Counter()
+        # Counts for the daemon's metrics (stats.py); the process gives it its file.
+        self.stats = resolver.stats = Stats(None)
         self._logged = 0.0
         self._resume_at: float | None = None
 
@@ -231,6 +234,8 @@ class Server:
                 due.append(retry_at)
             if self.refused:
                 due.append(self._logged + LOG_EVERY)
+            if (flush_at := self.stats.due()) is not None:
+                due.append(flush_at)
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
             for key, _events in self.selector.select(timeout):
                 key.data()
@@ -244,6 +249,7 @@ class Server:
             if now >= retry_at:
                 retry_at = now + RETRY_INTERVAL
             self._log_refusals(now)
+            self.stats.flush(now)
 
     def _log_refusals(self, now: float) -> None:
         if self.refused and now >= self._logged + LOG_EVERY:
@@ -260,10 +266,13 @@ class Server:
             except OSError:  # BlockingIOError: drained
                 return
             source = Address(host)
+            name = listener.network.name
             if not may_ask(listener.network, source):
                 self.refused["UDP queries from outside their network (dropped)"] += 1
+                self.stats.query(name, "udp", "refused")
                 continue
             outcome = self.resolver.resolve(listener.network, source, data, tcp=False)
+            self.stats.query(name, "udp", _outcome(outcome))
             if isinstance(outcome, Forward):
                 if not self._in_worker(source, self._forward_udp, listener.udp, outcome, (host, port)):
                     self.refused["UDP queries to forward while workers were busy (dropped)"] += 1
@@ -292,6 +301,7 @@ class Server:
             if not may_ask(listener.network, source):
                 conn.close()  # before it takes anything
                 self.refused["TCP connections from outside their network"] += 1
+                self.stats.query(listener.network.name, "tcp", "refused")
                 continue
             if self.tcp_open[source] >= MAX_TCP_PER_SOURCE:
                 conn.close()
@@ -366,6 +376,7 @@ class Server:
         keep = False
         try:
             outcome = self.resolver.resolve(client.listener.network, client.source, message, tcp=True)
+            self.stats.query(client.listener.network.name, "tcp", _outcome(outcome))
             if isinstance(outcome, Forward):
                 outcome = self.resolver.forward(outcome)
             if outcome is not None:
@@ -429,3 +440,10 @@ class Server:
                 self.busy_of[source] -= 1
             return False
         return True
+
+
+def _outcome(outcome: bytes | Forward | None) -> str:
+    """A query's outcome, as the metrics count it (stats.py)."""
+    if isinstance(outcome, Forward):
+        return "forwarded"
+    return "dropped" if outcome is None else "answered"

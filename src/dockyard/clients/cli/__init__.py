@@ -108,7 +108,7 @@ class _OnlyOne:
 
 
 def build_parser(argv: list[str] | None = None) -> Parser:
-    from dockyard.clients.cli import container_verbs, containers, daemon, images, network, run
+    from dockyard.clients.cli import container_verbs, containers, daemon, explain, images, network, run
 
     p = Parser(prog="dockyard", description="Run processes as containers, wired up the way Docker does.")
     p.add_argument("--root", help="state directory (env DOCKYARD_ROOT, default /var/lib/dockyard)")
@@ -128,6 +128,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     network.register(sub)
     daemon.register(sub)
     images.register(sub)
+    explain.register(sub)
     return p
 
 

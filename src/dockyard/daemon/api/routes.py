@@ -20,12 +20,14 @@ from dockyard.daemon.api.archive import ArchiveRoutes
 from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.containers import ContainerRoutes, configured_networks, image_id
 from dockyard.daemon.api.events import EventRoutes
+from dockyard.daemon.api.explain import ExplainRoutes
 from dockyard.daemon.api.host_info import host_facts
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
 from dockyard.daemon.api.versions import API_VERSION, MIN_API_VERSION, check_version
 from dockyard.engine import Engine
 from dockyard.engine.containers import requests
+from dockyard.engine.explain import Explainer
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 from dockyard.model import EndpointRequest, Network
@@ -56,7 +58,13 @@ def _signal_number(text: str) -> int:
 
 
 class Api:
-    def __init__(self, engine: Engine, shutdown: Callable[[], None], info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        shutdown: Callable[[], None],
+        info: dict[str, Any],
+        metrics_text: Callable[[], str] | None = None,
+    ) -> None:
         self.e = engine
         self.shutdown = shutdown
         self.info_extra = info
@@ -100,6 +108,9 @@ class Api:
         ArchiveRoutes(engine.archive).register(r)
         ContainerRoutes(engine, engine.views.endpoints, engine.views.mode_network).register(r)
         EventRoutes(engine.events).register(r)
+        # explain, trace, graph and /metrics (api/explain.py).
+        self.explainer = Explainer(engine)
+        ExplainRoutes(self.explainer, metrics_text).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
@@ -172,6 +183,7 @@ class Api:
     def gc(self, req: Request) -> Response:
         report = self.e.gc()
         report.removed += self.e.images.gc()
+        report.removed += self.explainer.gc()
         return Response(
             200, {"Removed": report.removed, "NotRemoved": report.not_removed, "Restored": report.restored}
         )

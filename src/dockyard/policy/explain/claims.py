@@ -1,0 +1,380 @@
+"""The claims of explain's path, one topic each, read from the kernel and checked against the records. Pure.
+
+Each function adds to a Section the claim of one topic: the container's
+interface, its veth peer, the bridge, its routes, the way out
+(masquerade), each published port's DNAT element, hairpin, isolation,
+anti-spoofing, the resolver, and dockyard's tables themselves. A claim
+names the kernel objects it rests on; where the records expect what the
+kernel does not show (or shows otherwise), it carries the difference in
+`mismatch`. paths.py puts them together for a container or a network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dockyard.model import Network, PortBinding, Protocol
+from dockyard.observed import Link, Namespace
+from dockyard.policy.explain import words
+from dockyard.policy.explain.report import Member, Section, View
+from dockyard.policy.rules.elements import endpoint_elements, publish_elements
+
+DNS_PORT = 53
+
+
+def _held(host: Namespace, b: PortBinding) -> bool:
+    """Whether a host socket holds the published port (the daemon's hold)."""
+    want = {ipaddress.IPv4Address("0.0.0.0"), b.host_ip} if b.host_ip else {ipaddress.IPv4Address("0.0.0.0")}
+    return any(s.proto is b.proto and s.port == b.host_port and s.address in want for s in host.sockets)
+
+
+def rules_claims(view: View, section: Section) -> None:
+    if view.tables.inet is None:
+        section.add(
+            "tables",
+            "the table inet dockyard does not exist in this namespace: nothing is DNATed, masqueraded "
+            "or isolated by dockyard",
+            ["table inet dockyard"],
+            mismatch="table inet dockyard is missing ('dockyard system gc' makes it again)",
+        )
+    elif not view.inet_rules_ok:
+        section.add(
+            "tables",
+            "the chains and rules of inet dockyard differ from dockyard's own: what follows assumes them",
+            ["table inet dockyard"],
+            mismatch="the rules of inet dockyard were changed by hand or by another tool",
+        )
+    if view.tables.bridge is None:
+        section.add(
+            "tables",
+            "the table bridge dockyard does not exist: no port is guarded and icc=false is not enforced",
+            ["table bridge dockyard"],
+            mismatch="table bridge dockyard is missing",
+        )
+    elif not view.bridge_rules_ok:
+        section.add(
+            "tables",
+            "the chains and rules of bridge dockyard differ from dockyard's own",
+            ["table bridge dockyard"],
+            mismatch="the rules of bridge dockyard were changed by hand or by another tool",
+        )
+    others = [f"{f} {n}" for f, n in view.tables.others]
+    if others:
+        section.add(
+            "tables",
+            f"other tables see the same packets and are not read here: {', '.join(others)}",
+            others,
+        )
+
+
+def interface(s: Section, m: Member, eth: Link | None) -> None:
+    ep = m.endpoint
+    if eth is None:
+        s.add(
+            "interface",
+            f"no interface {ep.ifname} in the container's namespace",
+            [f"link {ep.ifname} in net:[{m.sandbox.inode if m.sandbox else '?'}]"],
+            mismatch=f"the records give {m.name} {ep.ifname} with {ep.address}; its namespace has none",
+        )
+        return
+    bad = []
+    if eth.mac != ep.mac.lower():
+        bad.append(f"MAC {eth.mac}, the records {ep.mac}")
+    if ep.address not in eth.addresses:
+        bad.append(f"addresses {words.addresses(eth)}, the records {ep.address}")
+    if not eth.up:
+        bad.append("it is down")
+    s.add(
+        "interface",
+        f"in the container: {eth.name} {words.addresses(eth)}, MAC {eth.mac}, "
+        f"{'up' if eth.up else 'DOWN'}, MTU {eth.mtu}",
+        [words.link(eth)],
+        mismatch="; ".join(bad),
+    )
+
+
+def peer(s: Section, m: Member, eth: Link | None, veth: Link | None, bridge: Link | None) -> None:
+    ep, n = m.endpoint, m.network
+    if veth is None:
+        s.add(
+            "peer",
+            f"its veth peer {ep.host_ifname} does not exist in the host",
+            [f"link {ep.host_ifname}"],
+            mismatch=f"the records name {ep.host_ifname} as the host end, the host has no such link",
+        )
+        return
+    bad = []
+    paired = eth is not None and veth.peer_index == eth.index and eth.peer_index == veth.index
+    if eth is not None and not paired:
+        bad.append(f"{veth.name} is not the peer of the container's {eth.name}")
+    on_bridge = bridge is not None and veth.master == bridge.index
+    if not on_bridge:
+        bad.append(f"{veth.name} is not a port of {n.bridge}")
+    hairpin = "hairpin on" if veth.hairpin else "hairpin off"
+    peer = f"the peer of {eth.name} (index {eth.index})" if paired and eth else "a veth"
+    s.add(
+        "peer",
+        f"in the host: {veth.name} (index {veth.index}), {peer}, a port of bridge {n.bridge} "
+        f"({hairpin}), {'up' if veth.up else 'DOWN'}",
+        [words.link(veth)],
+        mismatch="; ".join(bad),
+    )
+
+
+def bridge(s: Section, n: Network, bridge: Link | None) -> None:
+    if bridge is None:
+        s.add(
+            "bridge",
+            f"the bridge {n.bridge} does not exist",
+            [f"link {n.bridge}"],
+            mismatch=f"network {n.name} should have bridge {n.bridge}",
+        )
+        return
+    gw = ipaddress.IPv4Interface(f"{n.gateway}/{n.subnet.prefixlen}") if n.gateway and n.subnet else None
+    bad = []
+    if gw is not None and gw not in bridge.addresses:
+        bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the gateway {gw}")
+    if not bridge.up:
+        bad.append(f"{n.bridge} is down")
+    s.add(
+        "bridge",
+        f"bridge {n.bridge}: {words.addresses(bridge)}, {'up' if bridge.up else 'DOWN'}, MTU {bridge.mtu}; "
+        f"the gateway {n.gateway} of {n.subnet} is the host's address on it",
+        [words.link(bridge)],
+        mismatch="; ".join(bad),
+    )
+
+
+def routes(s: Section, m: Member) -> None:
+    if m.sandbox is None:
+        return
+    mine = [r for r in m.sandbox.routes if r.dev == m.endpoint.ifname]
+    default = next((r for r in m.sandbox.routes if r.dst.prefixlen == 0), None)
+    text = "; ".join(words.route_text(r) for r in mine) or "none"
+    mismatch = ""
+    if m.network.internal:
+        note = "no default route: an internal network has no way out"
+    elif default is not None and default.dev == m.endpoint.ifname:
+        note = f"the default route goes to the gateway {default.gateway}"
+    elif default is not None:
+        note = f"the default route leaves by {default.dev}, another network"
+    else:
+        note = "no default route"
+        mismatch = f"{m.name} has no default route"
+    s.add("routes", f"routes through {m.endpoint.ifname}: {text} ({note})", [], mismatch)
+
+
+def _expect(view: View, s: Section, topic: str, present: bool, text: str, absent: str, obj: str) -> None:
+    s.add(topic, text if present else absent, [obj], "" if present else f"missing: {obj}")
+
+
+def out(view: View, s: Section, n: Network) -> None:
+    el, subnet = view.elements, n.subnet
+    if subnet is None:
+        return
+    if n.internal:
+        _expect(
+            view,
+            s,
+            "out",
+            n.bridge in el.internal,
+            f"internal: nothing leaves {n.bridge} for another interface, nothing comes in from one "
+            f"({words.set_element('internal', n.bridge)}; forward: `iifname @internal oifname != "
+            "@internal drop` and its mirror)",
+            f"internal in the records, but {n.bridge} is not in the set internal: its traffic is not cut off",
+            words.set_element("internal", n.bridge),
+        )
+        return
+    if not n.masquerade:
+        s.add("out", f"leaving the host, its packets keep their source (masquerade off for {n.name})")
+        return
+    fwd = "net.ipv4.ip_forward=1" if view.host.forwarding else "net.ipv4.ip_forward=0: nothing is routed out"
+    _expect(
+        view,
+        s,
+        "out",
+        subnet in el.masq_nets,
+        f"out: routed by the host ({fwd}) and masqueraded to the address of the interface it leaves by "
+        f"({words.set_element('masq_nets', subnet)}; postrouting: `ip saddr @masq_nets oifname != "
+        "@bridges masquerade`)",
+        f"out: routed, but {subnet} is not in masq_nets: it leaves with its own address",
+        words.set_element("masq_nets", subnet),
+    )
+
+
+def published(view: View, s: Section, m: Member) -> None:
+    el = view.elements
+    want = publish_elements(m.address, m.bindings)
+    for b in m.bindings:
+        target = (m.address, b.container_port)
+        if b.host_ip is None:
+            obj = words.publish_any(b.proto, b.host_port, target)
+            found = el.publish_any.get((b.proto, b.host_port))
+        else:
+            obj = words.publish_addr(b.host_ip, b.proto, b.host_port, target)
+            found = el.publish_addr.get((b.host_ip, b.proto, b.host_port))
+        held = _held(view.host, b)
+        hold = (
+            "held by the daemon (a socket bound in the host, never accepting)"
+            if held
+            else "not held (no socket of the daemon's on it)"
+        )
+        where = "every host address" if b.host_ip is None else str(b.host_ip)
+        if found == target:
+            s.add(
+                "dnat",
+                f"in: {b.proto} port {b.host_port} on {where} is DNATed to {m.address}:{b.container_port} "
+                f"({obj}; nat prerouting and output: `fib daddr type local jump publish`); the host port is "
+                f"{hold}",
+                [obj],
+            )
+        else:
+            actual = f"it points to {found[0]}:{found[1]}" if found else "it is absent"
+            s.add(
+                "dnat",
+                f"in: {b} is published in the records, but the element {obj} is not there ({actual})",
+                [obj],
+                mismatch=f"published port {b} has no DNAT element ({actual})",
+            )
+    # Elements pointing at this container that the records do not know.
+    stray = [words.publish_any(p, hp, t) for (p, hp), t in el.publish_any.items() if t[0] == m.address] + [
+        words.publish_addr(h, p, hp, t) for (h, p, hp), t in el.publish_addr.items() if t[0] == m.address
+    ]
+    known = {words.publish_any(p, hp, t) for (p, hp), t in want.publish_any.items()} | {
+        words.publish_addr(h, p, hp, t) for (h, p, hp), t in want.publish_addr.items()
+    }
+    for obj in stray:
+        if obj not in known:
+            s.add(
+                "dnat",
+                f"in: {obj} sends traffic to {m.name}, and no published port of its records says so",
+                [obj],
+                mismatch=f"stray DNAT element {obj}",
+            )
+    if not m.bindings:
+        s.add("dnat", "in: no port is published: from outside the host nothing reaches it")
+
+
+def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
+    if n.subnet is None:
+        return
+    pair = (n.subnet, n.bridge)
+    obj = words.set_element("bridge_nets", f"{n.subnet} . {n.bridge}")
+    port = ""
+    if veth is not None:
+        port = f"; its bridge port's hairpin mode is {'on' if veth.hairpin else 'off'}"
+    _expect(
+        view,
+        s,
+        "hairpin",
+        pair in view.elements.bridge_nets,
+        f"hairpin: a member of {n.name} reaching a port published back into {n.bridge} is masqueraded "
+        f"to the gateway, so that the reply comes back through the host ({obj}; postrouting: "
+        f"`ct status dnat ip saddr . oifname @bridge_nets masquerade`){port}",
+        f"hairpin: {n.subnet} . {n.bridge} is not in bridge_nets: hairpin traffic is not masqueraded",
+        obj,
+    )
+
+
+def isolation(view: View, s: Section, m: Member) -> None:
+    n, el = m.network, view.elements
+    bridges = words.set_element("bridges", n.bridge)
+    _expect(
+        view,
+        s,
+        "isolation",
+        n.bridge in el.bridges,
+        f"isolation: into {n.bridge} only replies and DNATed packets are forwarded; anything else routed "
+        f"at it, from outside or from another network, is dropped ({bridges}; forward: `oifname @bridges "
+        "drop`)",
+        f"isolation: {n.bridge} is not in the set bridges: other networks and the outside are not kept out",
+        bridges,
+    )
+    if n.icc:
+        pair = words.set_element("icc_pairs", f"{n.bridge} . {n.bridge}")
+        _expect(
+            view,
+            s,
+            "isolation",
+            (n.bridge, n.bridge) in el.icc_pairs,
+            f"members of {n.name} reach each other directly, bridged port to port "
+            f"({pair}{', with br_netfilter' if view.host.bridge_nf else ''})",
+            f"icc is on for {n.name}, but {n.bridge} . {n.bridge} is not in icc_pairs",
+            pair,
+        )
+    else:
+        port = m.endpoint.host_ifname
+        obj = words.set_element("no_icc_ports", port, words.BRIDGE)
+        _expect(
+            view,
+            s,
+            "isolation",
+            port in el.no_icc_ports,
+            f"icc off: nothing it sends is bridged to another member of {n.name} ({obj}; bridge forward: "
+            "`iifname @no_icc_ports drop`)",
+            f"icc is off for {n.name}, but {port} is not in no_icc_ports",
+            obj,
+        )
+
+
+def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
+    el, ep = view.elements, m.endpoint
+    port = ep.host_ifname
+    want = endpoint_elements(ep, m.network.icc)
+    objs = [
+        words.set_element("guarded_ports", port, words.BRIDGE),
+        words.set_element("port_macs", f"{port} . {ep.mac.lower()}", words.BRIDGE),
+        words.set_element("port_addrs", f"{port} . {ep.address.ip}", words.BRIDGE),
+    ]
+    missing = [
+        o
+        for o, ok in zip(
+            objs,
+            (
+                port in el.guarded_ports,
+                want.port_macs <= el.port_macs,
+                want.port_addrs <= el.port_addrs,
+            ),
+            strict=True,
+        )
+        if not ok
+    ]
+    if eth is not None and eth.mac != ep.mac.lower():
+        missing.append(f"the container's {eth.name} sends from {eth.mac}, which the guard drops")
+    s.add(
+        "anti-spoofing",
+        f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, for IPv4 and ARP, "
+        f"the address {ep.address.ip}; anything else, IPv6 included, is dropped (bridge dockyard ports, "
+        "prerouting -300)",
+        objs,
+        mismatch="; ".join(f"missing: {o}" if o.startswith("bridge ") else o for o in missing),
+    )
+
+
+def dns(view: View, s: Section, n: Network, who_asks: str, nameservers: tuple[str, ...] = ()) -> None:
+    servers = ", ".join(nameservers) or "none"
+    if n.name == "bridge":
+        s.add(
+            "dns",
+            f"DNS: the default bridge has no DNS by name (as Docker's); /etc/resolv.conf names {servers}",
+        )
+        return
+    gw = n.gateway
+    if gw is None:
+        return
+    obj = words.set_element("dns_gateways", gw)
+    listening = [f"{sk.proto}" for sk in view.host.sockets if sk.port == DNS_PORT and sk.address == gw]
+    who = f"the resolver (PID {view.resolver_pid})" if view.resolver_pid else "no resolver process"
+    bad = []
+    if gw not in view.elements.dns_gateways:
+        bad.append(f"missing: {obj}")
+    if Protocol.UDP.value not in listening:
+        bad.append(f"nothing listens on {gw}:53/udp")
+    names = f"; /etc/resolv.conf names {servers}" if nameservers else ""
+    s.add(
+        "dns",
+        f"DNS: {who} answers on {gw}:53 ({'/'.join(sorted(listening)) or 'no socket'}) with the names of "
+        f"every user network {who_asks} is on; port 53 of the gateway is never DNATed ({obj}){names}",
+        [obj, f"socket {gw}:53"],
+        mismatch="; ".join(bad),
+    )

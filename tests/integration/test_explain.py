@@ -1,0 +1,361 @@
+"""`dockyard explain` against reality: every answer it gives about a port, a real packet confirms.
+
+A lab with the shapes explain has to tell apart: a port published on every
+address and one on 127.0.0.1 only, a user network and the default bridge
+(isolated from each other), an --internal network, a network with icc off.
+For each target, explain answers for every source it knows (the outside,
+the host, its loopback, every container) and every way in (the published
+ports, the container's own address); for each answer the test sends a real
+TCP connection from that source to that destination and checks that it is
+answered exactly when explain said so. The outside routes the containers'
+subnets through the host, so that "dropped" is the firewall's doing, not a
+missing route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lab import HOST_ADDR, UP_ADDR, Lab, pid_alive
+
+# Connect from a given source address (bound), print the answer; exit 1 when none comes.
+ASK = r"""
+import socket, sys
+src, host, port, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if src:
+        s.bind((src, 0))
+    s.connect((host, port))
+    data = s.recv(4096)
+    s.close()
+except OSError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+sys.stdout.write(data.decode())
+sys.exit(0 if data else 1)
+"""
+
+
+def _explain(lab: Lab, *args: str) -> dict:
+    return json.loads(lab.dy_ok("explain", *args, "--format", "json"))
+
+
+def _answered(lab: Lab, containers: dict[str, str], verdict: dict) -> bool:
+    """Send a real connection from the verdict's source to its destination."""
+    host, _, rest = verdict["dst"].rpartition(":")
+    port = rest.split("/")[0]
+    src = verdict["src"]
+    timeout = "1.5"
+    if verdict["source_kind"] == "outside":
+        r = lab.in_up(sys.executable, "-c", ASK, src, host, port, timeout)
+    elif verdict["source_kind"] in ("host", "loopback"):
+        r = lab.in_host(sys.executable, "-c", ASK, src, host, port, timeout)
+    else:
+        r = lab.dy("exec", containers[src], sys.executable, "-c", ASK, src, host, port, timeout)
+    return r.returncode == 0 and "peer=" in r.stdout
+
+
+def _lab_of_shapes(lab: Lab) -> dict[str, str]:
+    """Containers by address: web and quiet on front, other on the default bridge, lonely on an
+    internal network, a1 and a2 on a network with icc off; each serves TCP 80."""
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.dy_ok("network", "create", "--subnet", "10.32.0.0/24", "--internal", "back")
+    lab.dy_ok(
+        "network",
+        "create",
+        "--subnet",
+        "10.33.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "noicc",
+    )
+    lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    lab.serve("--name", "quiet", "--net", "front", "-p", "127.0.0.1:8081:80")
+    lab.serve("--name", "other")
+    lab.serve("--name", "lonely", "--net", "back")
+    lab.serve("--name", "a1", "--net", "noicc", "-p", "8090:80")
+    lab.serve("--name", "a2", "--net", "noicc", "-p", "8091:80")
+    # The outside sends the containers' subnets to the host: "dropped" must be the firewall's.
+    for subnet in ("172.17.0.0/16", "10.31.0.0/24", "10.32.0.0/24", "10.33.0.0/24"):
+        lab.in_up("ip", "route", "add", subnet, "via", HOST_ADDR)
+    names = ("web", "quiet", "other", "lonely", "a1", "a2")
+    by_addr = {}
+    for name in names:
+        info = lab.inspect(name)
+        for net in info["NetworkSettings"]["Networks"].values():
+            by_addr[net["IPAddress"]] = name
+    return by_addr
+
+
+def _addr(by_addr: dict[str, str], name: str) -> str:
+    return next(a for a, n in by_addr.items() if n == name)
+
+
+def test_every_answer_about_a_port_is_what_a_real_packet_does(lab: Lab) -> None:
+    by_addr = _lab_of_shapes(lab)
+    checked = {True: 0, False: 0}
+    kinds = set()
+    wrong = []
+    for target in ("web", "quiet", "a2", "lonely"):
+        report = _explain(lab, target, "--port", "80/tcp")
+        assert report["mismatches"] == [], report["mismatches"]
+        verdicts = report["verdicts"]
+        assert verdicts, f"explain {target} --port 80 gave no verdict"
+        for v in verdicts:
+            real = _answered(lab, by_addr, v)
+            checked[real] += 1
+            kinds.add(v["source_kind"])
+            if real != v["answered"]:
+                wrong.append(
+                    f"{target}: from {v['source']} to {v['dst']}: explain said "
+                    f"{'answered' if v['answered'] else 'not: ' + v['decided_by']}, a real packet was "
+                    f"{'answered' if real else 'not answered'}"
+                )
+    assert not wrong, "\n".join(wrong)
+    # Both kinds of answer were put to the test, from every kind of source.
+    assert checked[True] >= 10 and checked[False] >= 10, checked
+    assert kinds == {"outside", "host", "loopback", "container"}, kinds
+
+
+def test_explain_names_the_deciding_element(lab: Lab) -> None:
+    by_addr = _lab_of_shapes(lab)
+    web = _addr(by_addr, "web")
+    # From outside, the published port: DNATed by the exact element.
+    report = _explain(lab, "web", "--port", "80", "--from", UP_ADDR)
+    published = next(v for v in report["verdicts"] if v["dst"] == f"{HOST_ADDR}:8080/tcp")
+    assert published["answered"]
+    assert published["decided_by"] == f"inet dockyard map publish_any {{ tcp . 8080 : {web} . 80 }}"
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{web}:80/tcp")
+    assert not direct["reaches"]
+    assert "oifname @bridges drop" in direct["decided_by"]
+    # 127.0.0.1 publishing from outside: no DNAT on the host's address.
+    report = _explain(lab, "quiet", "--port", "80", "--from", UP_ADDR)
+    dsts = {v["dst"]: v for v in report["verdicts"]}
+    assert "127.0.0.1:8081/tcp" in dsts, dsts  # a port on 127.0.0.1 is named with its own address
+    # From another network, by container name: isolation decides.
+    report = _explain(lab, "web", "--port", "80", "--from", "other")
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{web}:80/tcp")
+    assert not direct["reaches"] and "oifname @bridges drop" in direct["decided_by"]
+    # icc off: the bridge table's element decides.
+    report = _explain(lab, "a2", "--port", "80", "--from", "a1")
+    a2 = _addr(by_addr, "a2")
+    direct = next(v for v in report["verdicts"] if v["dst"] == f"{a2}:80/tcp")
+    assert not direct["reaches"]
+    assert "no_icc_ports" in direct["decided_by"] or "icc_pairs" in direct["decided_by"], direct
+    # An internal network's member has no way to the host's address.
+    report = _explain(lab, "web", "--port", "80", "--from", "lonely")
+    for v in report["verdicts"]:
+        assert not v["reaches"], v
+
+
+def test_explain_a_container_reads_the_kernel(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    cid = lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    report = _explain(lab, "web")
+    assert report["mismatches"] == []
+    claims = {c["topic"]: c for s in report["sections"] for c in s["claims"]}
+    info = lab.inspect(cid)
+    net = info["NetworkSettings"]["Networks"]["front"]
+    links = {link["ifname"]: link for link in json.loads(lab.in_host("ip", "-j", "link").stdout)}
+    # The namespace's inode is the pin's.
+    pid = info["State"]["Pid"]
+    inode = lab.in_host("stat", "-L", "-c", "%i", f"/proc/{pid}/ns/net").stdout.strip()
+    assert f"net:[{inode}]" in claims["namespace"]["text"]
+    # The peer named is the host link whose peer is the container's eth0, on the network's bridge.
+    peer = next(name for name in links if name.startswith("veth") and name in claims["peer"]["text"])
+    bridge = next(name for name in links if name.startswith("dy-"))
+    assert links[peer]["master"] == bridge
+    assert f"bridge {bridge}" in claims["bridge"]["text"]
+    assert net["MacAddress"] in claims["interface"]["text"]
+    # Every element named is in the table the kernel lists.
+    dnat = claims["dnat"]["objects"][0]
+    assert dnat == f"inet dockyard map publish_any {{ tcp . 8080 : {net['IPAddress']} . 80 }}"
+    assert ["tcp", 8080] in [item[0]["concat"] for item in lab.map_elements("publish_any")]
+    # A resolver on the network's gateway.
+    assert f"{net['Gateway']}:53" in claims["dns"]["text"]
+
+
+def test_a_mismatch_between_records_and_kernel_is_reported(lab: Lab) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    # Someone removes the published port's element behind dockyard's back.
+    elem = "{ tcp . 8080 }"
+    r = lab.in_host("nft", "delete", "element", "inet", "dockyard", "publish_any", elem)
+    assert r.returncode == 0, r.stderr
+    report = _explain(lab, "web", "--port", "80", "--from", UP_ADDR)
+    assert any("8080" in m for m in report["mismatches"]), report["mismatches"]
+    published = [v for v in report["verdicts"] if v["dst"].endswith(":8080/tcp")]
+    assert published == [], "with the element gone, explain offers no published way in"
+    text = lab.dy_ok("explain", "web")
+    assert "records and kernel differ" in text
+    # And a real packet agrees: the port no longer answers from outside.
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1.0) is None
+
+
+def test_explain_a_network_and_errors(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.serve("--name", "web", "--net", "front")
+    report = _explain(lab, "front")
+    text = json.dumps(report)
+    assert "web's eth0" in text and "10.31.0.1/24" in text
+    assert report["mismatches"] == []
+    r = lab.dy("explain", "nosuch")
+    assert r.returncode == 125 and r.stderr.startswith("dockyard: no such container or network: nosuch")
+    r = lab.dy("explain", "web", "--port", "70000")
+    assert r.returncode == 125 and "invalid" in r.stderr
+    r = lab.dy("explain", "front", "--port", "80")
+    assert r.returncode == 125 and "name a container" in r.stderr
+    r = lab.dy("explain", "web", "--port", "80", "--from", "not-an-address")
+    assert r.returncode == 125 and "--from" in r.stderr
+
+
+# -- trace ---------------------------------------------------------------------------
+
+
+def _ruleset(lab: Lab) -> dict:
+    r = lab.in_host("nft", "-j", "list", "ruleset")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _trace_while(lab: Lab, to: str, send) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
+    """Run `dockyard trace` from the outside to `to`; once it says it traces, list the tables
+    and call send(); return its report and the tables seen meanwhile."""
+    p = subprocess.Popen(
+        lab.dy_cmd("trace", "--from", UP_ADDR, "--to", to, "--timeout", "20", "--format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(p)
+    assert p.stderr is not None
+    said = p.stderr.readline()
+    assert said.startswith("dockyard: tracing"), said
+    tables = lab.in_host("nft", "list", "tables").stdout.splitlines()
+    send()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return json.loads(out), tables
+
+
+def _steps(report: dict) -> list[dict]:
+    return [s for pkt in report["packets"] for s in pkt["steps"]]
+
+
+def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+    lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
+    web = lab.ip_of("web") or lab.inspect("web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
+    lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
+    before = _ruleset(lab)
+
+    answers: list[str | None] = []
+    report, tables = _trace_while(
+        lab, f"{HOST_ADDR}:8080/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", HOST_ADDR, 8080))
+    )
+    assert answers[0] and answers[0].startswith(f"peer={UP_ADDR}:"), answers  # the packet was sent
+    # While it traced, the tables of its own were there; afterwards the ruleset is as it was.
+    assert any("dockyard-trace-" in t for t in tables), tables
+    assert _ruleset(lab) == before
+    first = report["packets"][0]
+    assert f"ip daddr {HOST_ADDR}" in first["packet"] and "tcp dport 8080" in first["packet"]
+    hooks = [(s["hook"], s["chain"], s["rule"]) for s in first["steps"]]
+    nat = next(h for h in hooks if h[1] == "prerouting" and h[0].startswith("prerouting (nat"))
+    assert "jump publish" in nat[2], hooks
+    dnat = next(h for h in hooks if h[1] == "publish")
+    assert "dnat" in dnat[2] and "@publish_any" in dnat[2], hooks
+    # After the DNAT the packet is forwarded into the bridge as a DNATed packet.
+    assert any(h[0].startswith("forward") and "ct status dnat accept" in h[2] for h in hooks), hooks
+    assert not any(s["verdict"].startswith("drop") for s in _steps(report))
+    assert report["nat"].startswith(f"DNAT: {HOST_ADDR}:8080 -> {web}:80"), report["nat"]
+
+    # Straight at the container's address from outside: dropped by isolation, no NAT.
+    answers.clear()
+    report, tables = _trace_while(
+        lab, f"{web}:80/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0))
+    )
+    assert answers == [None]
+    assert any("dockyard-trace-" in t for t in tables), tables
+    assert _ruleset(lab) == before
+    drops = [s for s in _steps(report) if s["verdict"] == "drop"]
+    assert drops and all(s["chain"] == "forward" and s["rule"] == "oifname @bridges drop" for s in drops)
+    assert report["packets"][0]["fate"] == "dropped in inet dockyard forward by `oifname @bridges drop`"
+    assert report["nat"].startswith("conntrack recorded no connection"), report["nat"]
+
+
+def test_trace_with_a_probe_from_a_container(lab: Lab) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    lab.serve("--name", "client")
+    client = lab.ip_of("client")
+    web = lab.ip_of("web")
+    before = _ruleset(lab)
+    out = lab.dy_ok("trace", "--from", client, "--to", f"{HOST_ADDR}:8080/tcp", "--probe")
+    assert _ruleset(lab) == before
+    assert out.startswith(f"trace of {client} -> {HOST_ADDR}:8080/tcp\nprobe: connected\n"), out
+    # The frame first meets the bridge table's guard of the container's port, then the DNAT.
+    assert "bridge dockyard ports [prerouting (filter, -300)]: iifname . ip saddr @port_addrs accept" in out
+    assert "inet dockyard publish [jumped to]: dnat ip to meta l4proto . th dport map @publish_any" in out
+    assert f"conntrack: DNAT: {HOST_ADDR}:8080 -> {web}:80" in out
+    assert "nothing of it is left" in out
+    # Bad input: one line, exit 125, nothing made.
+    r = lab.dy("trace", "--from", client, "--to", "nowhere")
+    assert r.returncode == 125 and r.stderr.startswith("dockyard: invalid --to 'nowhere'"), r.stderr
+    r = lab.dy("trace", "--from", "203.0.113.9", "--to", f"{web}:80/tcp", "--probe")
+    assert r.returncode == 125 and "cannot send a probe from 203.0.113.9" in r.stderr, r.stderr
+    assert _ruleset(lab) == before
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def test_a_trace_cut_short_by_a_daemon_crash_leaves_nothing_running_and_gc_removes_its_tables(
+    lab: Lab,
+) -> None:
+    lab.serve("--name", "web", "-p", "8080:80")
+    # A trace table of another root, which must be left alone.
+    foreign = "dockyard-trace-000000000000-abcdef"
+    assert lab.in_host("nft", "add", "table", "inet", foreign).returncode == 0
+    try:
+        p = subprocess.Popen(
+            lab.dy_cmd("trace", "--from", UP_ADDR, "--to", f"{HOST_ADDR}:8080/tcp", "--timeout", "60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lab.procs.append(p)
+        assert p.stderr is not None
+        said = p.stderr.readline()
+        ours = said.split("(tables ")[1].split(")")[0]
+        tables = lab.in_host("nft", "list", "tables").stdout
+        assert f"table inet {ours}" in tables and f"table bridge {ours}" in tables
+        daemon = int((lab.root / "dockyardd.pid").read_text())
+        # The trace's watchers, among the daemon's children: `nft monitor` and `conntrack -E`.
+        argv = {c: Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0") for c in _children(daemon)}
+        watchers = {c: a for c, a in argv.items() if Path(a[0].decode()).name in ("nft", "conntrack")}
+        assert sorted(Path(a[0].decode()).name for a in watchers.values()) == ["conntrack", "nft"], argv
+        os.kill(daemon, signal.SIGKILL)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 125 and err.startswith("dockyard:"), err
+        # The watchers died with the daemon; its tables stayed until the next start's gc.
+        lab.eventually(lambda: not any(pid_alive(w) for w in watchers), timeout=5, what="the watchers ended")
+        assert f"table inet {ours}" in lab.in_host("nft", "list", "tables").stdout
+        lab.dy_ok("ps")  # starts the daemon again
+        tables = lab.in_host("nft", "list", "tables").stdout
+        assert ours not in tables
+        assert f"table inet {foreign}" in tables
+        # And the container it adopted still answers through its published port.
+        assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080)
+    finally:
+        lab.in_host("nft", "delete", "table", "inet", foreign)
