@@ -208,6 +208,10 @@ class ContainerConfig:
     no_new_privileges: bool = False
     init: bool = False
     pids_limit: int = 0  # 0: unlimited
+    # Stdio, as Docker's -t and -i give it (the shim holds it: kernel/relay.py).
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,13 @@ from collections.abc import Iterator
 
 from dockyard.drivers import Driver, registry
 from dockyard.engine import sandbox
+from dockyard.engine.containers.attach import Attaching
+from dockyard.engine.containers.attach import Client as AttachedClient
 from dockyard.engine.containers.confine import ContainerConfine
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerEnv
-from dockyard.engine.containers.execs import ExecInstance, Execs
+from dockyard.engine.containers.execs import ExecInstance, Execs, exec_fields, exec_relay
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
+from dockyard.engine.containers.logs import Logs
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.endpoints import Endpoints
@@ -101,7 +104,9 @@ class Engine(
         # The resolver process of user networks, when the daemon runs one.
         self.dns: DnsSync | None = None
         self.lock = threading.RLock()
+        self.attaching = Attaching(self.shim, self.paths, store, self.lock)
         self.changed = threading.Condition()
+        self.logs = Logs(store, self.paths, self.changed)
         self._generation = 0
         self._exit_queue: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
         self._exit_worker = threading.Thread(target=self._exit_loop, name="exits", daemon=True)
@@ -162,12 +167,26 @@ class Engine(
     ) -> ExecInstance:
         return self.execs.create(self.store.get_container(ref), cmd, env, workdir)
 
-    def exec_start(self, exec_id: str, stdio: list[int] | None) -> ExecInstance:
+    def exec_start(
+        self, exec_id: str, stdio: list[int] | None, clients: list[AttachedClient] | None = None
+    ) -> ExecInstance:
+        """Start an exec with the caller's `stdio`, or attached `clients` (closed here), or detached."""
         inst = self.execs.get(exec_id)
-        c = self.store.get_container(inst.container_id)
-        self.execs.start(
-            inst, c, self.environment(c, c.config.hostname or c.short_id), stdio, self.process_fields(c)
-        )
+        try:
+            c = self.store.get_container(inst.container_id)
+            relay = None if stdio else exec_relay(inst.opts, clients or [])
+            self.execs.start(
+                inst,
+                c,
+                self.environment(c, c.config.hostname or c.short_id),
+                stdio,
+                exec_fields(self.process_fields(c), inst.opts),
+                relay,
+                [cl.sock.fileno() for cl in clients or []],
+            )
+        finally:
+            for client in clients or []:
+                client.close()
         return inst
 
     def exec_wait(self, exec_id: str) -> int:

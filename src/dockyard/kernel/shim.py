@@ -9,8 +9,15 @@ daemon. A restarted daemon reconnects and reads the exit files of what
 ended while it was away. The shim ends when it has no children and no
 daemon. Stdlib only.
 
+A process spawned with `relay` has its stdio held here (relay.py): pipes,
+or a pty whose master its child sends back, copied to the container's log
+and to the clients attached to it (the sockets of hijacked API
+connections, handed over by the daemon). Its output is read to the end
+before its exit is reported, and its clients' streams end after that.
+
 Wire: SOCK_SEQPACKET on $ROOT/shim.sock, one JSON object per message; the
-descriptors of a foreground container's stdio ride along (SCM_RIGHTS).
+descriptors of a foreground container's stdio, or the sockets of attached
+clients, ride along (SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -30,17 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import KernelError
-from dockyard.kernel import files, netns
+from dockyard.kernel import files, logfile, netns
+from dockyard.kernel.relay import Relay, Watches, detach_keys
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
-# The requests this shim understands: 2 added confinement (kernel/spawn.py).
+# The requests this shim understands: 2 added confinement (kernel/spawn.py),
+# 3 stdio relays (attach, resize, spawn with relay, SpawnRequest.tty).
 # A daemon finding an older shim (one left running by the previous version
 # for the containers it started) starts a new one, which takes over the
 # socket's path; the older one serves its containers until they end.
-VERSION = 2
+VERSION = 3
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 8
+MAX_FDS = 64
 # How long a fresh shim waits for its daemon to connect before giving up.
 FIRST_CLIENT_TIMEOUT = 10.0
 
@@ -71,6 +80,7 @@ class Child:
     pid: int
     pidfd: int
     exit_file: str
+    relay: Relay | None = None
 
 
 def _exit_status(info: os.waitid_result) -> int:
@@ -93,6 +103,10 @@ class Shim:
         self.sel = selectors.DefaultSelector()
         self.clients: set[socket.socket] = set()
         self.children: dict[int, Child] = {}  # by pidfd
+        self.watches = Watches(self.sel)
+        # Relays of running processes by key, and of ended ones still sending their end.
+        self.relays: dict[str, Relay] = {}
+        self.lingering: list[Relay] = []
         self.ever_connected = False
         self.started = time.monotonic()
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -117,7 +131,7 @@ class Shim:
             self.listener = self._listen()
 
     def should_exit(self) -> bool:
-        if self.children or self.clients:
+        if self.children or self.clients or self.lingering:
             return False
         if not self.ever_connected:
             return time.monotonic() - self.started > FIRST_CLIENT_TIMEOUT
@@ -128,8 +142,10 @@ class Shim:
             events = self.sel.select(timeout=1.0)
             if not events:
                 self._keep_socket()
-            for key, _ in events:
-                if key.data == "listen":
+            for key, mask in events:
+                if callable(key.data):  # a relay's descriptor
+                    key.data(mask)
+                elif key.data == "listen":
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     self.clients.add(conn)
                     self.ever_connected = True
@@ -138,6 +154,11 @@ class Shim:
                     self._on_client(key.fileobj)  # type: ignore[arg-type]
                 else:
                     self._on_exit(key.fileobj)  # type: ignore[arg-type]
+            if self.lingering:
+                now = time.monotonic()
+                for relay in self.lingering:
+                    relay.expire(now)
+                self.lingering = [r for r in self.lingering if not r.done]
         self.close()
 
     def close(self) -> None:
@@ -186,7 +207,17 @@ class Shim:
         if op == "list":
             return {"ok": True, "children": [{"key": c.key, "pid": c.pid} for c in self.children.values()]}
         if op == "spawn":
-            return self._spawn(SpawnRequest.from_json(msg["request"]), fds)
+            return self._spawn(SpawnRequest.from_json(msg["request"]), fds, msg.get("relay"))
+        if op == "relayed":
+            return {"ok": str(msg["key"]) in self.relays}
+        if op == "attach":
+            return self._attach(str(msg["key"]), msg, fds)
+        if op == "resize":
+            relay = self.relays.get(str(msg["key"]))
+            if relay is None or not relay.tty:
+                return {"ok": False, "error": f"{msg['key']} has no terminal"}
+            relay.resize(int(msg["height"]), int(msg["width"]))
+            return {"ok": True}
         if op == "kill":
             return self._kill(str(msg["key"]), int(msg["pid"]), int(msg.get("signal", signal.SIGKILL)))
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -201,7 +232,19 @@ class Shim:
                 return {"ok": True}
         return {"ok": False, "error": f"process {pid} of {key} is not a child of the shim"}
 
-    def _spawn(self, req: SpawnRequest, fds: list[int]) -> dict:
+    def _attach(self, key: str, msg: dict, fds: list[int]) -> dict:
+        relay = self.relays.get(key)
+        if relay is None or not fds:
+            return {"ok": False, "error": f"{key} has no stdio to attach to"}
+        _attach_client(relay, msg, fds[0])
+        return {"ok": True}
+
+    def _spawn(self, req: SpawnRequest, fds: list[int], relay_spec: dict | None = None) -> dict:
+        # With a relay, the descriptors passed are the attached clients' sockets;
+        # the child's stdio are made here (pipes), or by the child itself (a pty).
+        ends = _Ends(req, relay_spec) if relay_spec is not None else None
+        child_fds = ends.child if ends is not None else fds
+        console = ends.console_child if ends is not None else -1
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             with self._pid_namespace(req):
@@ -209,10 +252,12 @@ class Shim:
                 if pid == 0:  # the child: never returns
                     os.close(read_end)
                     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                    run_child(req, fds, write_end)
+                    run_child(req, child_fds, write_end, console)
         except OSError as e:
             os.close(read_end)
             os.close(write_end)
+            if ends is not None:
+                ends.close_all()
             return {
                 "ok": False,
                 "stage": "pidns",
@@ -220,16 +265,26 @@ class Shim:
                 "error": f"cannot fork the container: {e}",
             }
         os.close(write_end)
+        if ends is not None:
+            ends.close_child()
         chunks = []
         while chunk := os.read(read_end, 65536):
             chunks.append(chunk)
         os.close(read_end)
         if chunks:
             os.waitpid(pid, 0)
+            if ends is not None:
+                ends.close_all()
             failure = json.loads(b"".join(chunks))
             return {"ok": False, **failure}
+        relay = None
+        if ends is not None and relay_spec is not None:
+            relay = ends.relay(self.watches, relay_spec)
+            for spec, fd in zip(relay_spec.get("attach") or [], fds, strict=False):
+                _attach_client(relay, spec, fd)
+            self.relays[req.key] = relay
         pidfd = os.pidfd_open(pid)
-        self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file)
+        self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file, relay)
         self.sel.register(pidfd, selectors.EVENT_READ, "child")
         return {"ok": True, "pid": pid}
 
@@ -266,6 +321,9 @@ class Shim:
         # sees the process gone from /proc finds its exit file already there.
         info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
         code = _exit_status(info) if info is not None else 137
+        if child.relay is not None:
+            # Its output is whole in the log before its exit is known.
+            child.relay.drain()
         if child.exit_file:
             with contextlib.suppress(OSError):
                 _write_exit(self.paths.root, child.exit_file, child.pid, code)
@@ -281,6 +339,95 @@ class Shim:
                 send_message(conn, event)
             except OSError:
                 self._drop(conn)
+        if child.relay is not None:
+            # The clients' streams end after the exit is reported.
+            child.relay.end()
+            if self.relays.get(child.key) is child.relay:
+                del self.relays[child.key]
+            if not child.relay.done:
+                self.lingering.append(child.relay)
+
+
+def _attach_client(relay: Relay, spec: dict, fd: int) -> None:
+    """Hand one client's socket (a dup of `fd`: the caller closes its own) to a relay."""
+    sock = socket.socket(fileno=os.dup(fd))
+    keys = spec.get("keys")
+    replay = None
+    if spec.get("logs") and relay.log_path:
+        replay = list(logfile.Reader(relay.log_path).read())
+    relay.attach(
+        sock,
+        bool(spec.get("stdin")),
+        bool(spec.get("stdout")),
+        bool(spec.get("stderr")),
+        detach_keys(keys) if keys else None,
+        bytes.fromhex(spec.get("pending") or ""),
+        replay,
+    )
+
+
+class _Ends:
+    """The stdio of a relayed child: the child's ends, and the shim's."""
+
+    def __init__(self, req: SpawnRequest, spec: dict) -> None:
+        self.tty = bool(spec.get("tty"))
+        req.tty = self.tty
+        self.child: list[int] = []
+        self.parent: list[int] = []  # stdin's writing end (or -1), stdout's and stderr's reading ends
+        self.console_child = self.console_parent = -1
+        if self.tty:
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.console_parent, self.console_child = a.detach(), b.detach()
+            os.set_inheritable(self.console_child, False)
+            return
+        if spec.get("stdin"):
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        else:
+            stdin_r, stdin_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.child = [stdin_r, out_w, err_w]
+        self.parent = [stdin_w, out_r, err_r]
+
+    def close_child(self) -> None:
+        for fd in [*self.child, self.console_child]:
+            if fd >= 0:
+                os.close(fd)
+        self.child, self.console_child = [], -1
+
+    def close_all(self) -> None:
+        self.close_child()
+        for fd in [*self.parent, self.console_parent]:
+            if fd >= 0:
+                os.close(fd)
+        self.parent, self.console_parent = [], -1
+
+    def relay(self, watches: Watches, spec: dict) -> Relay:
+        log_path = str(spec.get("log") or "")
+        log = logfile.Writer(files.open_private(Path(log_path), 0o600, append=True)) if log_path else None
+        if self.tty:
+            # The child sent its pty's master before it exec'd: the message waits here.
+            console = socket.socket(fileno=self.console_parent)
+            self.console_parent = -1
+            console.setblocking(False)
+            try:
+                _data, fds = recv_message(console)
+            except OSError:
+                fds = []
+            finally:
+                console.close()
+            master = fds[0] if fds else -1
+            stdin, outputs = master, ({master: 1} if fds else {})
+        else:
+            stdin, out_r, err_r = self.parent
+            outputs = {out_r: 1, err_r: 2}
+        self.parent = []
+        relay = Relay(watches, self.tty, stdin, outputs, log, bool(spec.get("stdin_once")))
+        relay.log_path = log_path
+        size = spec.get("size")
+        if self.tty and size:
+            relay.resize(int(size[0]), int(size[1]))
+        return relay
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,9 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "no_new_privileges": cfg.no_new_privileges,
             "init": cfg.init,
             "pids_limit": cfg.pids_limit,
+            "tty": cfg.tty,
+            "open_stdin": cfg.open_stdin,
+            "stdin_once": cfg.stdin_once,
         }
     )
 
@@ -109,4 +112,7 @@ def _parse_config(text: str) -> ContainerConfig:
         no_new_privileges=d.get("no_new_privileges", False),
         init=d.get("init", False),
         pids_limit=int(d.get("pids_limit", 0)),
+        tty=d.get("tty", False),
+        open_stdin=d.get("open_stdin", False),
+        stdin_once=d.get("stdin_once", False),
     )

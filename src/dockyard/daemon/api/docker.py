@@ -257,6 +257,9 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
         dns=tuple(dns),
         dns_search=tuple(dns_search),
         dns_options=tuple(dns_options),
+        tty=_flag(body.get("Tty"), "Tty"),
+        open_stdin=_flag(body.get("OpenStdin"), "OpenStdin"),
+        stdin_once=_flag(body.get("StdinOnce"), "StdinOnce"),
         **confinement.fields(body, host),
     )
     return config, aliases
@@ -387,6 +390,12 @@ def container_inspect(
             "Cmd": list(c.config.cmd),
             "WorkingDir": c.config.workdir,
             "ExposedPorts": {_port_key(r): {} for r in c.config.ports} or None,
+            "Tty": c.config.tty,
+            "OpenStdin": c.config.open_stdin,
+            "StdinOnce": c.config.stdin_once,
+            "AttachStdin": c.config.open_stdin and not c.config.detach,
+            "AttachStdout": not c.config.detach,
+            "AttachStderr": not c.config.detach,
             **confined_config,
         },
         "HostConfig": {
@@ -396,6 +405,8 @@ def container_inspect(
             "Dns": [str(x) for x in c.config.dns],
             "DnsSearch": list(c.config.dns_search),
             "DnsOptions": list(c.config.dns_options),
+            # The shim writes Docker's json-file format (kernel/logfile.py).
+            "LogConfig": {"Type": "json-file", "Config": {}},
             **confined_host,
         },
         "NetworkSettings": {

@@ -40,6 +40,7 @@ PEER_CHECK_TIMEOUT = 5.0
 BODILESS = (204, 304)
 
 REASONS = {
+    101: "UPGRADED",  # Docker's words for its attach protocol's upgrade
     200: "OK",
     201: "Created",
     204: "No Content",
@@ -94,6 +95,10 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # Called after the headers went out with a write(bytes) to send the body piece by piece.
     stream: Callable[[Callable[[bytes], None]], None] | None = None
+    # Takes the connection over once the status line and headers went out (Docker's
+    # hijacked attach and exec streams, followed logs): called with the socket and what
+    # was read ahead of it; the socket is closed here when it returns (keep a dup).
+    hijack: Callable[[Any, bytes], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -254,6 +259,16 @@ def serve(
                     os.close(fd)
         if req.stream is not None and not req.stream.done and not req.stream.drain():
             keep = False  # the body's rest could not be read: the connection cannot go on
+        if resp.hijack is not None:
+            headers = {"Content-Type": resp.content_type, **resp.headers}
+            if resp.status != 101:
+                headers["Connection"] = "close"
+            conn.send(resp.status, headers, None, timeout)
+            leaving()
+            ahead, conn.buf = conn.buf, b""
+            with contextlib.suppress(OSError):
+                resp.hijack(conn.sock, ahead)
+            return False
         if resp.stream is not None:
             conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
             sender = StreamSender(conn.send_raw, timeout)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dockyard.daemon.api import docker
+from dockyard.daemon.api.attach import AttachRoutes
 from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.http import Request, Response
 from dockyard.daemon.api.images import ImageRoutes
@@ -67,10 +68,7 @@ class Api:
         r("POST", r"/containers/(?P<ref>[^/]+)/wait", self.wait)
         r("POST", r"/containers/(?P<ref>[^/]+)/stop", self.stop)
         r("POST", r"/containers/(?P<ref>[^/]+)/kill", self.kill)
-        r("GET", r"/containers/(?P<ref>[^/]+)/logs", self.logs)
         r("DELETE", r"/containers/(?P<ref>[^/]+)", self.remove)
-        r("POST", r"/containers/(?P<ref>[^/]+)/exec", self.exec_create)
-        r("POST", r"/exec/(?P<ref>[^/]+)/start", self.exec_start)
         r("GET", r"/networks", self.networks)
         r("POST", r"/networks/create", self.network_create)
         r("POST", r"/networks/prune", self.network_prune)
@@ -94,6 +92,7 @@ class Api:
         r("POST", r"/dockyard/cni/status", cni.status)
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
+        AttachRoutes(engine).register(r)
 
     def _route(self, method: str, pattern: str, fn: Callable[..., Response]) -> None:
         self.routes.append((method, re.compile(f"^(?:/v[0-9.]+)?{pattern}$"), fn))
@@ -244,7 +243,7 @@ class Api:
                 if target is None or target.config.network_mode.kind is ModeKind.HOST:
                     owner = ""
             sandbox_key = str(self.e.paths.sandbox_pin(owner)) if owner else ""
-        log = str(self.e.paths.container_log(c.id)) if c.config.detach else ""
+        log = str(self.e.paths.container_log(c.id))
         return Response(
             200,
             docker.container_inspect(
@@ -286,35 +285,9 @@ class Api:
         self.e.kill(ref, _signal_number(req.query.get("signal", "")))
         return Response(204)
 
-    def logs(self, req: Request, ref: str) -> Response:
-        c = self.e.get(ref)
-        path = self.e.paths.container_log(c.id)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        return Response(200, data, "application/octet-stream")
-
     def remove(self, req: Request, ref: str) -> Response:
         self.e.remove(ref, force=req.flag("force"))
         return Response(204)
-
-    def exec_create(self, req: Request, ref: str) -> Response:
-        body = req.json()
-        cmd = body.get("Cmd") or []
-        inst = self.e.exec_create(
-            ref, tuple(str(x) for x in cmd), tuple(body.get("Env") or ()), str(body.get("WorkingDir") or "")
-        )
-        return Response(201, {"Id": inst.id})
-
-    def exec_start(self, req: Request, ref: str) -> Response:
-        fds = req.take_fds()
-        try:
-            self.e.exec_start(ref, fds or None)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return Response(200, deferred=lambda: {"ExitCode": self.e.exec_wait(ref)})
 
     # -- networks ------------------------------------------------------------
 

@@ -35,6 +35,11 @@ class ContainerExits:
     # -- exits and teardown --------------------------------------------------
 
     def _on_shim_exit(self, key: str, pid: int, status: int) -> None:
+        if key.startswith(KEY_PREFIX):
+            # At once, in the shim's order: an exec's inspect after its stream ended
+            # (shim.barrier) finds its exit code.
+            self.execs.exited(key, status)
+            return
         self._exit_queue.put((key, pid, status))
 
     def _exit_loop(self) -> None:

@@ -85,10 +85,12 @@ class ContainerRun:
                     return self._start(c, stdio, undo)
                 except (CommandNotFound, CommandNotRunnable) as e:
                     undo.run()
+                    self.attaching.forget(c.id)
                     self.finish(c, e.exit_code, str(e))
                     raise
                 except BaseException:
                     undo.run()
+                    self.attaching.forget(c.id)
                     raise
 
     def _resolve_sandbox(self, c: Container) -> tuple[str, str]:
@@ -140,14 +142,21 @@ class ContainerRun:
             new_uts=mode.kind is not ModeKind.HOST,
             hostname=hostname,
             binds=[(str(path), target_path) for target_path, path in files.items()],
-            log_path="" if stdio else str(self.paths.container_log(c.id)),
             exit_file=str(self.paths.exit_file(c.id)),
             **self.start_fields(c),
         )
         with contextlib.suppress(FileNotFoundError):
             self.paths.exit_file(c.id).unlink()
         step("run.spawn")
-        pid = self.shim.spawn(req, stdio)
+        if stdio:  # the caller's own descriptors (the dockyard CLI's foreground run)
+            pid = self.shim.spawn(req, stdio)
+        else:  # the shim holds its stdio: the log, and the clients attached (attach.py)
+            relay, clients = self.attaching.relay_for(c)
+            try:
+                pid = self.shim.spawn(req, [cl.sock.fileno() for cl in clients], relay)
+            finally:
+                for client in clients:
+                    client.close()
         # The process runs: if recording it fails, it must not run on unowned.
         undo.push(lambda: self.shim.kill(c.id, pid))
         step("run.spawned")

@@ -85,3 +85,5 @@ class ContainerStop:
             while len(self._removed_exit) > 1000:
                 self._removed_exit.pop(next(iter(self._removed_exit)))
         shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
+        self.attaching.forget(container_id)
+        self.execs.forget(container_id)
