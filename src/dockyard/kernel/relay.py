@@ -291,10 +291,11 @@ class Relay:
             self._drop(a)
 
     def _client_eof(self, a: Attachment) -> None:
+        # A half-close (the docker CLI closes its writing side at its stdin's end,
+        # or at once without stdin) or a client gone: only a send can tell.
         a.reading = False
         if not a.stdin:
-            # Without stdin a client never half-closes: it has gone.
-            self._drop(a)
+            self._update_client(a)
             return
         if self.stdin_once and not self.tty:
             self.stdin_closing = True

@@ -92,7 +92,10 @@ def unix_ns(text: str, name: str) -> int:
     return int(seconds) * 1_000_000_000 + int(fraction[:9].ljust(9, "0") or 0)
 
 
-def _upgrade(req: Request, raw: bool, hijack: Callable[[socket.socket, bytes], None]) -> Response:
+Hijack = Callable[[socket.socket, bytes, Callable[[], None]], None]
+
+
+def _upgrade(req: Request, raw: bool, hijack: Hijack) -> Response:
     """Docker's answer to a stream request: 101 when the client asked to upgrade, else 200."""
     content_type = RAW if raw else MUX
     if req.headers.get("upgrade", "").lower() == "tcp":
@@ -146,15 +149,16 @@ class AttachRoutes:
             self.e.attaching.check(c)
         tty = c.config.tty
 
-        def hijack(sock: socket.socket, ahead: bytes) -> None:
+        def hijack(sock: socket.socket, ahead: bytes, head: Callable[[], None]) -> None:
             if not stream:  # the log, then the end
-                query = LogQuery(stdout=stdout, stderr=stderr)
-                with _own(sock) as out:
-                    out.settimeout(SEND_TIMEOUT)
-                    self._send_logs(c, query, out, tty)
+                head()
+                sock.settimeout(SEND_TIMEOUT)
+                self._send_logs(c, LogQuery(stdout=stdout, stderr=stderr), sock, tty)
                 return
             client = Client(_own(sock), stdin, stdout, stderr, logs, keys, ahead)
-            self.e.attaching.attach(c.id, client)
+            # The answer goes out once the client is in place: the docker CLI starts the
+            # container as soon as it has it, and must not miss its first output.
+            self.e.attaching.attach(c.id, client, head)
 
         return _upgrade(req, tty, hijack)
 
@@ -191,7 +195,8 @@ class AttachRoutes:
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
         tty = c.config.tty
 
-        def hijack(sock: socket.socket, _ahead: bytes) -> None:
+        def hijack(sock: socket.socket, _ahead: bytes, head: Callable[[], None]) -> None:
+            head()
             sock.settimeout(SEND_TIMEOUT)
             self._send_logs(c, query, sock, tty)
 
@@ -269,7 +274,8 @@ class AttachRoutes:
             self.e.exec_start(ref, None, [])
             return Response(200, b"", "text/plain")
 
-        def hijack(sock: socket.socket, ahead: bytes) -> None:
+        def hijack(sock: socket.socket, ahead: bytes, head: Callable[[], None]) -> None:
+            head()
             client = Client(_own(sock), opts.stdin, opts.stdout, opts.stderr, False, opts.detach_keys, ahead)
             out = _own(sock)
             try:

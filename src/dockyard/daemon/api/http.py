@@ -95,10 +95,12 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # Called after the headers went out with a write(bytes) to send the body piece by piece.
     stream: Callable[[Callable[[bytes], None]], None] | None = None
-    # Takes the connection over once the status line and headers went out (Docker's
-    # hijacked attach and exec streams, followed logs): called with the socket and what
-    # was read ahead of it; the socket is closed here when it returns (keep a dup).
-    hijack: Callable[[Any, bytes], None] | None = None
+    # Takes the connection over (Docker's hijacked attach and exec streams, followed
+    # logs): called with the socket, what was read ahead of it, and a function that sends
+    # the status line and headers, which it calls once it is ready for the stream (an
+    # error raised before is answered as any other). The socket is closed here when it
+    # returns (keep a dup).
+    hijack: Callable[[Any, bytes, Callable[[], None]], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -215,6 +217,44 @@ def error_body(message: str, kind: str = "DockyardError") -> bytes:
     return encode({"message": message, "kind": kind}, "application/json")
 
 
+def _hijack(
+    conn: Conn,
+    resp: Response,
+    error_handler: Callable[[BaseException], Response],
+    timeout: float,
+    leaving: Callable[[], None],
+) -> None:
+    headers = {"Content-Type": resp.content_type, **resp.headers}
+    if resp.status != 101:
+        headers["Connection"] = "close"
+    sent = False
+
+    def head() -> None:
+        nonlocal sent
+        if not sent:
+            sent = True
+            leaving()
+            conn.send(resp.status, headers, None, timeout)
+
+    ahead, conn.buf = conn.buf, b""
+    try:
+        resp.hijack(conn.sock, ahead, head)  # type: ignore[misc]
+    except OSError:
+        return
+    except BaseException as e:
+        if sent:
+            raise
+        failure = error_handler(e)
+        body = encode(failure.body, failure.content_type)
+        leaving()
+        answer = {"Content-Type": failure.content_type, "Content-Length": str(len(body))}
+        with contextlib.suppress(OSError):
+            conn.send(failure.status, {**answer, "Connection": "close"}, body, timeout)
+        return
+    with contextlib.suppress(OSError):
+        head()
+
+
 def serve(
     conn: Conn,
     handler: Handler,
@@ -260,14 +300,7 @@ def serve(
         if req.stream is not None and not req.stream.done and not req.stream.drain():
             keep = False  # the body's rest could not be read: the connection cannot go on
         if resp.hijack is not None:
-            headers = {"Content-Type": resp.content_type, **resp.headers}
-            if resp.status != 101:
-                headers["Connection"] = "close"
-            conn.send(resp.status, headers, None, timeout)
-            leaving()
-            ahead, conn.buf = conn.buf, b""
-            with contextlib.suppress(OSError):
-                resp.hijack(conn.sock, ahead)
+            _hijack(conn, resp, error_handler, timeout, leaving)
             return False
         if resp.stream is not None:
             conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.errors import Conflict, InvalidArgument
+from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.kernel import relay as relay_keys
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.model import Container
@@ -86,14 +87,24 @@ class Attaching:
                 "dockyard): its output cannot be attached to"
             )
 
-    def attach(self, container_id: str, client: Client) -> None:
+    def attach(self, container_id: str, client: Client, ready: Callable[[], None]) -> None:
         """Hand the client to the running container's relay, or keep it for its start.
 
-        Its socket is closed (its stream ends) when neither can be.
+        `ready` is called once the client is sure to see every output from its
+        start on (the API's answer: the client starts the container after it);
+        the client's socket is closed (its stream ends) when it cannot be attached.
         """
         with self.engine_lock:
             c = self.store.find_container(container_id)
-            if c is not None and not c.running:
+            if c is None:
+                client.close()
+                raise NotFound(f"No such container: {container_id}")
+            try:
+                ready()
+            except BaseException:
+                client.close()
+                raise
+            if not c.running:
                 with self._lock:
                     self._waiting.setdefault(c.id, []).append(client)
                 return
