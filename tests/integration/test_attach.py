@@ -96,6 +96,17 @@ def test_run_t_gives_the_container_a_terminal(docker: DockerCli) -> None:
     # One raw stream: the terminal turns \n into \r\n, and the name is the container's own pts.
     assert (r.returncode, r.stdout) == (5, b"/dev/pts/0\r\n"), r.stderr
 
+    # The terminal's size is what the client says (the CLI's resize calls), for execs too.
+    docker.ok("run", "-d", "-t", "--name", "term", "busybox", "sleep", "300")
+    _api(docker, "POST", "/containers/term/resize?h=33&w=111", None)
+    assert docker.ok("exec", "term", "stty", "-F", "/dev/pts/0", "size") == "33 111\n"
+    r = docker.run("exec", "-t", "term", "sh", "-c", "tty; exit 2")
+    assert (r.returncode, r.stdout) == (2, b"/dev/pts/1\r\n"), r.stderr
+    # A container without a terminal has none to resize: refused (409).
+    docker.ok("run", "-d", "--name", "plain", "busybox", "sleep", "300")
+    assert _status(docker, "POST", "/containers/plain/resize?h=10&w=10") == 409
+    docker.ok("rm", "-f", "term", "plain")
+
 
 def test_start_a_and_attach_follow_the_container(lab: Lab, docker: DockerCli) -> None:
     docker.ok("create", "--name", "once", "busybox", "sh", "-c", "echo first; echo second >&2; exit 4")
@@ -157,6 +168,16 @@ def _api(docker: DockerCli, method: str, path: str, body: object = None) -> byte
     conn.close()
     assert answer.status < 300, (method, path, answer.status, payload)
     return payload
+
+
+def _status(docker: DockerCli, method: str, path: str) -> int:
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    conn.request(method, f"/v1.41{path}")
+    status = conn.getresponse().status
+    conn.close()
+    return status
 
 
 def test_logs_keep_the_streams_apart_with_tail_timestamps_and_follow(docker: DockerCli) -> None:

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.errors import KernelError
-from dockyard.kernel import files, logfile, netns
-from dockyard.kernel.relay import Relay, Watches, detach_keys
+from dockyard.kernel import files, netns
+from dockyard.kernel.relay import Relay, Watches
+from dockyard.kernel.shim_stdio import StdioEnds, attach_client
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
@@ -236,13 +237,13 @@ class Shim:
         relay = self.relays.get(key)
         if relay is None or not fds:
             return {"ok": False, "error": f"{key} has no stdio to attach to"}
-        _attach_client(relay, msg, fds[0])
+        attach_client(relay, msg, fds[0])
         return {"ok": True}
 
     def _spawn(self, req: SpawnRequest, fds: list[int], relay_spec: dict | None = None) -> dict:
         # With a relay, the descriptors passed are the attached clients' sockets;
         # the child's stdio are made here (pipes), or by the child itself (a pty).
-        ends = _Ends(req, relay_spec) if relay_spec is not None else None
+        ends = StdioEnds(req, relay_spec) if relay_spec is not None else None
         child_fds = ends.child if ends is not None else fds
         console = ends.console_child if ends is not None else -1
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -281,7 +282,7 @@ class Shim:
         if ends is not None and relay_spec is not None:
             relay = ends.relay(self.watches, relay_spec)
             for spec, fd in zip(relay_spec.get("attach") or [], fds, strict=False):
-                _attach_client(relay, spec, fd)
+                attach_client(relay, spec, fd)
             self.relays[req.key] = relay
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file, relay)
@@ -346,88 +347,6 @@ class Shim:
                 del self.relays[child.key]
             if not child.relay.done:
                 self.lingering.append(child.relay)
-
-
-def _attach_client(relay: Relay, spec: dict, fd: int) -> None:
-    """Hand one client's socket (a dup of `fd`: the caller closes its own) to a relay."""
-    sock = socket.socket(fileno=os.dup(fd))
-    keys = spec.get("keys")
-    replay = None
-    if spec.get("logs") and relay.log_path:
-        replay = list(logfile.Reader(relay.log_path).read())
-    relay.attach(
-        sock,
-        bool(spec.get("stdin")),
-        bool(spec.get("stdout")),
-        bool(spec.get("stderr")),
-        detach_keys(keys) if keys else None,
-        bytes.fromhex(spec.get("pending") or ""),
-        replay,
-    )
-
-
-class _Ends:
-    """The stdio of a relayed child: the child's ends, and the shim's."""
-
-    def __init__(self, req: SpawnRequest, spec: dict) -> None:
-        self.tty = bool(spec.get("tty"))
-        req.tty = self.tty
-        self.child: list[int] = []
-        self.parent: list[int] = []  # stdin's writing end (or -1), stdout's and stderr's reading ends
-        self.console_child = self.console_parent = -1
-        if self.tty:
-            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self.console_parent, self.console_child = a.detach(), b.detach()
-            os.set_inheritable(self.console_child, False)
-            return
-        if spec.get("stdin"):
-            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-        else:
-            stdin_r, stdin_w = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC), -1
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self.child = [stdin_r, out_w, err_w]
-        self.parent = [stdin_w, out_r, err_r]
-
-    def close_child(self) -> None:
-        for fd in [*self.child, self.console_child]:
-            if fd >= 0:
-                os.close(fd)
-        self.child, self.console_child = [], -1
-
-    def close_all(self) -> None:
-        self.close_child()
-        for fd in [*self.parent, self.console_parent]:
-            if fd >= 0:
-                os.close(fd)
-        self.parent, self.console_parent = [], -1
-
-    def relay(self, watches: Watches, spec: dict) -> Relay:
-        log_path = str(spec.get("log") or "")
-        log = logfile.Writer(files.open_private(Path(log_path), 0o600, append=True)) if log_path else None
-        if self.tty:
-            # The child sent its pty's master before it exec'd: the message waits here.
-            console = socket.socket(fileno=self.console_parent)
-            self.console_parent = -1
-            console.setblocking(False)
-            try:
-                _data, fds = recv_message(console)
-            except OSError:
-                fds = []
-            finally:
-                console.close()
-            master = fds[0] if fds else -1
-            stdin, outputs = master, ({master: 1} if fds else {})
-        else:
-            stdin, out_r, err_r = self.parent
-            outputs = {out_r: 1, err_r: 2}
-        self.parent = []
-        relay = Relay(watches, self.tty, stdin, outputs, log, bool(spec.get("stdin_once")))
-        relay.log_path = log_path
-        size = spec.get("size")
-        if self.tty and size:
-            relay.resize(int(size[0]), int(size[1]))
-        return relay
 
 
 def main(argv: list[str] | None = None) -> int:
