@@ -133,6 +133,11 @@ def test_exec_attached_detached_and_with_stdin(docker: DockerCli) -> None:
     assert (r.returncode, r.stdout) == (0, b"SHOUT\n"), r.stderr
     r = docker.run("exec", "-e", "WHO=there", "-w", "/tmp", "box", "sh", "-c", 'echo "$WHO $(pwd)"')
     assert r.stdout == b"there /tmp\n"
+    r = docker.run("exec", "-u", "nobody", "box", "id", "-u")
+    assert (r.returncode, r.stdout) == (0, b"65534\n"), r.stderr
+    plain = _cap_eff(docker.ok("exec", "box", "cat", "/proc/self/status"))
+    privileged = _cap_eff(docker.ok("exec", "--privileged", "box", "cat", "/proc/self/status"))
+    assert privileged != plain and privileged & plain == plain
     r = docker.run("exec", "box", "no-such-command-here")
     assert r.returncode == 127 and b"executable file not found" in r.stdout + r.stderr
     # Detached: the exit code is in the exec's inspect once it ended.
@@ -154,6 +159,10 @@ def test_exec_attached_detached_and_with_stdin(docker: DockerCli) -> None:
     ]
     assert info["Pid"] > 0
     docker.ok("rm", "-f", "box")
+
+
+def _cap_eff(status: str) -> int:
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
 
 
 def _api(docker: DockerCli, method: str, path: str, body: object = None) -> bytes:
@@ -240,7 +249,44 @@ def test_docker_py_run_exec_run_and_logs(docker_py: object) -> None:
         code, (stdout, stderr) = box.exec_run(["sh", "-c", "echo o; echo e >&2"], demux=True)
         assert (code, stdout, stderr) == (0, b"o\n", b"e\n")
         box.exec_run(["sh", "-c", "echo logged > /proc/1/fd/1"])
+        assert box.attrs["HostConfig"]["LogConfig"]["Type"] == "json-file"
         assert box.logs() == b"logged\n"
         assert box.logs(stdout=False) == b""
     finally:
         box.remove(force=True)
+    # attach before start, as docker-py's users do: the whole output, then the end.
+    once = client.containers.create("busybox", ["sh", "-c", "echo a; echo b >&2"])  # type: ignore[attr-defined]
+    stream = once.attach(stream=True, stdout=True, stderr=True)
+    once.start()
+    assert b"".join(stream) in (b"a\nb\n", b"b\na\n")
+    assert once.wait()["StatusCode"] == 0
+    once.remove()
+
+
+def test_detach_keys_end_the_session_and_leave_the_container_running(lab: Lab, docker: DockerCli) -> None:
+    docker.ok("run", "-d", "-i", "-t", "--name", "shell", "busybox", "sh")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    sock.sendall(
+        b"POST /v1.41/containers/shell/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+        b"Host: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 UPGRADED\r\n")
+    assert b"Content-Type: application/vnd.docker.raw-stream" in head
+    sock.sendall(b"echo mark-$((40+2))\n")
+    seen = b""
+    while b"mark-42" not in seen:
+        chunk = sock.recv(4096)
+        assert chunk, seen
+        seen += chunk
+    sock.sendall(b"\x10\x11")  # ctrl-p ctrl-q
+    while sock.recv(4096):  # the stream ends
+        pass
+    sock.close()
+    info = json.loads(docker.ok("inspect", "shell"))[0]
+    assert info["State"]["Running"] and info["Config"]["Tty"] and info["Config"]["OpenStdin"]
+    docker.ok("rm", "-f", "shell")
