@@ -5,18 +5,22 @@ judges: a foreground `run` prints the container's output and exits with
 its code, `--rm` leaves nothing, stdin reaches the container with -i, -t
 gives it a terminal, `start -a` and `attach` follow a container's output,
 exec runs attached, detached and with stdin, and logs keep stdout and
-stderr apart, with --tail, -t and -f. Containers run host commands (the
-image name is recorded; containers do not run on images yet).
+stderr apart, with --tail, -t and -f. Each test imports its busybox image
+first (busybox-static and the links its commands need, /etc/passwd with
+nobody), so that the commands are the image's wherever containers run on
+images, and the host's same commands where they do not yet.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,10 +60,42 @@ class DockerCli:
         )
 
 
+APPLETS = ("sh", "cat", "echo", "tr", "id", "stty", "tty", "sleep", "test", "true", "ls")
+
+
+def busybox_image() -> bytes:
+    """A root file system with what these tests run."""
+    buf = io.BytesIO()
+
+    def add(name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o644
+        t.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.add("/bin/busybox", "bin/busybox")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            t.addfile(info)
+        for directory, mode in (("tmp", 0o1777), ("etc", 0o755)):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            t.addfile(info)
+        add(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        add("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+    return buf.getvalue()
+
+
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
     lab.dy_ok("ps")  # the daemon is up
-    return DockerCli(lab, tmp_path)
+    cli = DockerCli(lab, tmp_path)
+    cli.ok("import", "-", "busybox:latest", input=busybox_image())
+    return cli
 
 
 def _names(docker: DockerCli) -> list[str]:
@@ -228,10 +264,9 @@ def test_logs_keep_the_streams_apart_with_tail_timestamps_and_follow(docker: Doc
 
 
 @pytest.fixture
-def docker_py(lab: Lab) -> Iterator[object]:
+def docker_py(lab: Lab, docker: DockerCli) -> Iterator[object]:
     import docker as docker_module
 
-    lab.dy_ok("ps")
     client = docker_module.DockerClient(base_url=f"unix://{lab.root}/dockyard.sock", version="1.41")
     try:
         yield client
