@@ -44,11 +44,12 @@ from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
 # The requests this shim understands: 2 added confinement (kernel/spawn.py),
-# 3 stdio relays (attach, resize, spawn with relay, SpawnRequest.tty).
+# 3 an image's layers as the root (another branch's), 4 stdio relays (attach,
+# relayed, resize, spawn with relay, SpawnRequest.tty).
 # A daemon finding an older shim (one left running by the previous version
 # for the containers it started) starts a new one, which takes over the
 # socket's path; the older one serves its containers until they end.
-VERSION = 3
+VERSION = 4
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 64
 # How long a fresh shim waits for its daemon to connect before giving up.
