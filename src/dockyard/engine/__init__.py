@@ -17,6 +17,10 @@ themselves are mixed into the Engine from modules of one job each:
 - network_attach.py: connect and disconnect of a running container;
 - request_check.py: the cheap check run with requests.
 
+Composed, not mixed in: containers/attach.py (clients attached to a
+container's stdio, its terminal's size), containers/logs.py (its log read
+back), containers/execs.py (exec instances).
+
 The networks' own logic is networks.py's; gc and restore after a crash or
 reboot are reconcile.py's.
 
