@@ -179,7 +179,7 @@ class Relay:
         stream = self.outputs[fd]
         if self.log is not None:
             self.log.write(stream, data)
-        for a in self.attachments:
+        for a in list(self.attachments):  # a failed send drops one
             a.queue(stream, data)
             self._flush(a)
         if any(len(a.out) > HIGH for a in self.attachments) and not self.paused:
@@ -210,7 +210,7 @@ class Relay:
             if self.stdin_closing:
                 self._close_stdin()
                 return
-            for a in self.attachments:
+            for a in list(self.attachments):
                 self._update_client(a)
         if self.stdin_fd >= 0:
             self._update(self.stdin_fd)
