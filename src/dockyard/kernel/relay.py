@@ -277,6 +277,9 @@ class Relay:
                 self._client_eof(a)
             elif data:
                 self._from_client(a, data)
+                if len(self.stdin_buf) > HIGH:  # the process reads slowly: so do its clients
+                    for other in list(self.attachments):
+                        self._update_client(other)
         if not a.closed and mask & WRITE:
             self._flush(a)
 
