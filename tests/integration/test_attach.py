@@ -116,7 +116,8 @@ def test_foreground_run_prints_the_output_and_passes_the_exit_code(docker: Docke
 
 
 def test_run_i_passes_stdin_and_closes_it_at_its_end(docker: DockerCli) -> None:
-    data = b"".join(b"line %d\n" % i for i in range(20000))
+    # More than the shim queues either way (1 MiB): stdin and output are throttled, never lost.
+    data = b"".join(b"line %d\n" % i for i in range(800000))
     r = docker.run("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done >&2", input=data)
     assert r.returncode == 0, r.stderr
     assert r.stdout == data and r.stderr == b"done\n"
