@@ -326,6 +326,11 @@ class ContainerConfig:
     stop_signal: str = ""  # "" : SIGTERM
     stop_timeout: int | None = None  # None: the engine's 10 s
 
+    # Stdio, as Docker's -t and -i give it (the shim holds it: kernel/relay.py).
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+
 
 @dataclass(frozen=True)
 class ImageRun:

@@ -77,7 +77,10 @@ def test_state_files_are_private_even_in_a_root_made_with_looser_modes(lab: Lab)
 
     cid = lab.run_d("--name", "logs", "sh", "-c", "echo hello; sleep 300")
     container_log = lab.root / "containers" / cid / "container.log"
-    lab.eventually(lambda: container_log.read_text() == "hello\n", what="the container's output")
+    lab.eventually(
+        lambda: [json.loads(line)["log"] for line in container_log.read_text().splitlines()] == ["hello\n"],
+        what="the container's output (json-file: one entry per line)",
+    )
     assert _mode(lab.root) == 0o700
     assert {p.name: _mode(p) for p in (db, log, container_log)} == {
         "dockyard.db": 0o600,

@@ -23,6 +23,7 @@ from dockyard.model import (
     ContainerState,
     DriverName,
     Endpoint,
+    EndpointOwner,
     Network,
     PortBinding,
     Protocol,
@@ -60,7 +61,7 @@ def _container(cid: str, name: str) -> Container:
 def _member(net: Network, cid: str, name: str, n: int, bindings: tuple[PortBinding, ...]) -> explain.Member:
     ep = Endpoint(
         id=f"e{n}",
-        container_id=cid,
+        owner=EndpointOwner.container(cid),
         network_id=net.id,
         ifname="eth0",
         address=IF(f"10.31.0.{n}/24"),

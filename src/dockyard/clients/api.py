@@ -235,8 +235,21 @@ class Client(DaemonControl, ImageCalls, ExplainCalls):
     def containers(self, all: bool = False) -> list[dict[str, Any]]:
         return self.request("GET", "/containers/json", query={"all": "1"} if all else None)
 
-    def logs(self, ref: str) -> bytes:
-        return self.request("GET", f"/containers/{quote(ref)}/logs")
+    def logs(self, ref: str) -> list[tuple[int, bytes]]:
+        """A container's log as (stream, bytes): 1 stdout, 2 stderr (all stdout with a TTY)."""
+        conn = self.deferred("GET", f"/containers/{quote(ref)}/logs", {"stdout": "1", "stderr": "1"})
+        try:
+            body = conn.read_body(conn.headers)  # type: ignore[attr-defined]
+        finally:
+            conn.close()
+        if not conn.headers.get("content-type", "").endswith("multiplexed-stream"):  # type: ignore[attr-defined]
+            return [(1, body)] if body else []
+        out, at = [], 0
+        while at + 8 <= len(body):
+            stream, length = body[at], int.from_bytes(body[at + 4 : at + 8], "big")
+            out.append((stream, body[at + 8 : at + 8 + length]))
+            at += 8 + length
+        return out
 
     def exec_create(self, ref: str, cmd: list[str], env: list[str] | None = None, workdir: str = "") -> str:
         body = {"Cmd": cmd, "Env": env or [], "WorkingDir": workdir}

@@ -11,7 +11,9 @@ daemon and its API:
   the change notification and the intents (coordination.py);
 - containers/: create and start (run.py), what a process sees (env.py,
   ContainerFiles), what confines it (confine.py), how it ends (exits.py),
-  stop, kill and rm (stop.py);
+  stop, kill and rm (stop.py), clients attached to its stdio and its
+  terminal's size (attach.py), its log read back (logs.py), exec instances
+  (execs.py), its files (archive.py: diff, cp, export);
 - networks/: the networks' own logic (service.py), their use cases and what
   follows a change (changes.py), connect and disconnect (attach.py);
 - cni/: CNI attachments (attachments.py), their networks (networks.py),
@@ -40,10 +42,13 @@ from dockyard.engine.cni.attachments import Attachments
 from dockyard.engine.cni.checks import AttachmentChecks
 from dockyard.engine.cni.networks import ConfigNetworks
 from dockyard.engine.containers.archive import ContainerArchive
+from dockyard.engine.containers.attach import Attaching
+from dockyard.engine.containers.attach import Client as AttachedClient
 from dockyard.engine.containers.confine import Confinement
 from dockyard.engine.containers.env import DEFAULT_PATH, NETWORK_FILES, ContainerFiles
-from dockyard.engine.containers.execs import ExecInstance, Execs
+from dockyard.engine.containers.execs import ExecInstance, Execs, exec_fields, exec_relay
 from dockyard.engine.containers.exits import EXIT_UNKNOWN, ContainerExits
+from dockyard.engine.containers.logs import Logs
 from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
@@ -119,7 +124,9 @@ class Engine:
         )
         self.shim = shim or ShimClient(self.paths, self.exits.on_shim_exit)
         self.execs = Execs(self.shim)
-        self.exits.attach_execs(self.execs)
+        self.attaching = Attaching(self.shim, self.paths, store, self.lock)
+        self.logs = Logs(store, self.paths, self.changes)
+        self.exits.attach_stdio(self.execs, self.attaching)
         self.files = ContainerFiles(settings, self.paths, store)
         self.images = Images(settings, store)
         self.archive = ContainerArchive(store, self.images, self.paths)
@@ -138,6 +145,7 @@ class Engine:
             files=self.files,
             confinement=self.confinement,
             images=self.images,
+            attaching=self.attaching,
             exits=self.exits,
             intents=self.intents,
             changes=self.changes,
@@ -283,13 +291,6 @@ class Engine:
         """What ps shows of a container (inspect's view, sandbox key aside)."""
         return self.views.inspect(c)
 
-    def log_bytes(self, ref: str) -> bytes:
-        """A detached container's output so far."""
-        try:
-            return self.views.log_path(self.get(ref)).read_bytes()
-        except FileNotFoundError:
-            return b""
-
     # -- exec ----------------------------------------------------------------
 
     def exec_create(
@@ -297,11 +298,26 @@ class Engine:
     ) -> ExecInstance:
         return self.execs.create(self.store.get_container(ref), cmd, env, workdir)
 
-    def exec_start(self, exec_id: str, stdio: list[int] | None) -> ExecInstance:
+    def exec_start(
+        self, exec_id: str, stdio: list[int] | None, clients: list[AttachedClient] | None = None
+    ) -> ExecInstance:
+        """Start an exec with the caller's `stdio`, or attached `clients` (closed here), or detached."""
         inst = self.execs.get(exec_id)
-        c = self.store.get_container(inst.container_id)
-        env = self.files.environment(c, c.config.hostname or c.short_id)
-        self.execs.start(inst, c, env, stdio, self.confinement.process_fields(c))
+        try:
+            c = self.store.get_container(inst.container_id)
+            relay = None if stdio else exec_relay(inst.opts, clients or [])
+            self.execs.start(
+                inst,
+                c,
+                self.files.environment(c, c.config.hostname or c.short_id),
+                stdio,
+                exec_fields(self.confinement.process_fields(c), inst.opts),
+                relay,
+                [cl.sock.fileno() for cl in clients or []],
+            )
+        finally:
+            for client in clients or []:
+                client.close()
         return inst
 
     def exec_wait(self, exec_id: str) -> int:

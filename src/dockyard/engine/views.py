@@ -34,7 +34,7 @@ class ContainerView:
     sandbox_key: str
     # container: mode: the target's endpoints, which are this container's view of the network.
     shared: EndpointView | None
-    # A detached container's log file; "" for one attached to the client's terminal.
+    # The container's log file (the shim writes it whether or not a client is attached).
     log_path: str
     mode_network: Network | None
 
@@ -98,7 +98,7 @@ class Views:
             ports=self.ports(c),
             sandbox_key=sandbox_key,
             shared=shared,
-            log_path=str(self.log_path(c)) if c.config.detach else "",
+            log_path=str(self.log_path(c)),
             mode_network=self.mode_network(c),
         )
 

@@ -9,8 +9,15 @@ daemon. A restarted daemon reconnects and reads the exit files of what
 ended while it was away. The shim ends when it has no children and no
 daemon. Stdlib only.
 
+A process spawned with `relay` has its stdio held here (relay.py): pipes,
+or a pty whose master its child sends back, copied to the container's log
+and to the clients attached to it (the sockets of hijacked API
+connections, handed over by the daemon). Its output is read to the end
+before its exit is reported, and its clients' streams end after that.
+
 Wire: SOCK_SEQPACKET on $ROOT/shim.sock, one JSON object per message; the
-descriptors of a foreground container's stdio ride along (SCM_RIGHTS).
+descriptors of a foreground container's stdio, or the sockets of attached
+clients, ride along (SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -33,17 +40,20 @@ from pathlib import Path
 from dockyard import logconfig
 from dockyard.errors import KernelError
 from dockyard.kernel import files, netns
+from dockyard.kernel.relay import Relay, Watches
+from dockyard.kernel.shim_stdio import StdioEnds, attach_client
 from dockyard.kernel.spawn import SpawnRequest, run_child
 from dockyard.settings import Paths
 
 # The requests this shim understands: 2 added confinement (kernel/spawn.py),
-# 3 volumes, an image's layers as the root and --init bound into it.
+# 3 volumes, an image's layers as the root and --init bound into it, 4 stdio
+# relays (attach, relayed, resize, spawn with relay, SpawnRequest.tty).
 # A daemon finding an older shim (one left running by the previous version
 # for the containers it started) starts a new one, which takes over the
 # socket's path; the older one serves its containers until they end.
-VERSION = 3
+VERSION = 4
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 8
+MAX_FDS = 64
 # How long a fresh shim waits for its daemon to connect before giving up.
 FIRST_CLIENT_TIMEOUT = 10.0
 
@@ -74,6 +84,7 @@ class Child:
     pid: int
     pidfd: int
     exit_file: str
+    relay: Relay | None = None
 
 
 def _exit_status(info: os.waitid_result) -> int:
@@ -96,6 +107,10 @@ class Shim:
         self.sel = selectors.DefaultSelector()
         self.clients: set[socket.socket] = set()
         self.children: dict[int, Child] = {}  # by pidfd
+        self.watches = Watches(self.sel)
+        # Relays of running processes by key, and of ended ones still sending their end.
+        self.relays: dict[str, Relay] = {}
+        self.lingering: list[Relay] = []
         self.ever_connected = False
         self.started = time.monotonic()
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -120,7 +135,7 @@ class Shim:
             self.listener = self._listen()
 
     def should_exit(self) -> bool:
-        if self.children or self.clients:
+        if self.children or self.clients or self.lingering:
             return False
         if not self.ever_connected:
             return time.monotonic() - self.started > FIRST_CLIENT_TIMEOUT
@@ -131,8 +146,10 @@ class Shim:
             events = self.sel.select(timeout=1.0)
             if not events:
                 self._keep_socket()
-            for key, _ in events:
-                if key.data == "listen":
+            for key, mask in events:
+                if callable(key.data):  # a relay's descriptor
+                    key.data(mask)
+                elif key.data == "listen":
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     self.clients.add(conn)
                     self.ever_connected = True
@@ -141,6 +158,11 @@ class Shim:
                     self._on_client(key.fileobj)  # type: ignore[arg-type]
                 else:
                     self._on_exit(key.fileobj)  # type: ignore[arg-type]
+            if self.lingering:
+                now = time.monotonic()
+                for relay in self.lingering:
+                    relay.expire(now)
+                self.lingering = [r for r in self.lingering if not r.done]
         self.close()
 
     def close(self) -> None:
@@ -189,7 +211,17 @@ class Shim:
         if op == "list":
             return {"ok": True, "children": [{"key": c.key, "pid": c.pid} for c in self.children.values()]}
         if op == "spawn":
-            return self._spawn(SpawnRequest.from_json(msg["request"]), fds)
+            return self._spawn(SpawnRequest.from_json(msg["request"]), fds, msg.get("relay"))
+        if op == "relayed":
+            return {"ok": str(msg["key"]) in self.relays}
+        if op == "attach":
+            return self._attach(str(msg["key"]), msg, fds)
+        if op == "resize":
+            relay = self.relays.get(str(msg["key"]))
+            if relay is None or not relay.tty:
+                return {"ok": False, "error": f"{msg['key']} has no terminal"}
+            relay.resize(int(msg["height"]), int(msg["width"]))
+            return {"ok": True}
         if op == "kill":
             return self._kill(str(msg["key"]), int(msg["pid"]), int(msg.get("signal", signal.SIGKILL)))
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -204,7 +236,19 @@ class Shim:
                 return {"ok": True}
         return {"ok": False, "error": f"process {pid} of {key} is not a child of the shim"}
 
-    def _spawn(self, req: SpawnRequest, fds: list[int]) -> dict:
+    def _attach(self, key: str, msg: dict, fds: list[int]) -> dict:
+        relay = self.relays.get(key)
+        if relay is None or not fds:
+            return {"ok": False, "error": f"{key} has no stdio to attach to"}
+        attach_client(relay, msg, fds[0])
+        return {"ok": True}
+
+    def _spawn(self, req: SpawnRequest, fds: list[int], relay_spec: dict | None = None) -> dict:
+        # With a relay, the descriptors passed are the attached clients' sockets;
+        # the child's stdio are made here (pipes), or by the child itself (a pty).
+        ends = StdioEnds(req, relay_spec) if relay_spec is not None else None
+        child_fds = ends.child if ends is not None else fds
+        console = ends.console_child if ends is not None else -1
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             with self._pid_namespace(req):
@@ -212,10 +256,12 @@ class Shim:
                 if pid == 0:  # the child: never returns
                     os.close(read_end)
                     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                    run_child(req, fds, write_end)
+                    run_child(req, child_fds, write_end, console)
         except OSError as e:
             os.close(read_end)
             os.close(write_end)
+            if ends is not None:
+                ends.close_all()
             return {
                 "ok": False,
                 "stage": "pidns",
@@ -223,16 +269,26 @@ class Shim:
                 "error": f"cannot fork the container: {e}",
             }
         os.close(write_end)
+        if ends is not None:
+            ends.close_child()
         chunks = []
         while chunk := os.read(read_end, 65536):
             chunks.append(chunk)
         os.close(read_end)
         if chunks:
             os.waitpid(pid, 0)
+            if ends is not None:
+                ends.close_all()
             failure = json.loads(b"".join(chunks))
             return {"ok": False, **failure}
+        relay = None
+        if ends is not None and relay_spec is not None:
+            relay = ends.relay(self.watches, relay_spec)
+            for spec, fd in zip(relay_spec.get("attach") or [], fds, strict=False):
+                attach_client(relay, spec, fd)
+            self.relays[req.key] = relay
         pidfd = os.pidfd_open(pid)
-        self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file)
+        self.children[pidfd] = Child(req.key, pid, pidfd, req.exit_file, relay)
         self.sel.register(pidfd, selectors.EVENT_READ, "child")
         return {"ok": True, "pid": pid}
 
@@ -269,6 +325,9 @@ class Shim:
         # sees the process gone from /proc finds its exit file already there.
         info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
         code = _exit_status(info) if info is not None else 137
+        if child.relay is not None:
+            # Its output is whole in the log before its exit is known.
+            child.relay.drain()
         if child.exit_file:
             with contextlib.suppress(OSError):
                 _write_exit(self.paths.root, child.exit_file, child.pid, code)
@@ -284,6 +343,13 @@ class Shim:
                 send_message(conn, event)
             except OSError:
                 self._drop(conn)
+        if child.relay is not None:
+            # The clients' streams end after the exit is reported.
+            child.relay.end()
+            if self.relays.get(child.key) is child.relay:
+                del self.relays[child.key]
+            if not child.relay.done:
+                self.lingering.append(child.relay)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,8 +166,16 @@ class ShimClient:
 
     # -- verbs -----------------------------------------------------------
 
-    def spawn(self, req: SpawnRequest, fds: list[int] | None = None) -> int:
-        reply = self.request({"op": "spawn", "request": req.to_json()}, fds)
+    def spawn(
+        self, req: SpawnRequest, fds: list[int] | None = None, relay: dict[str, Any] | None = None
+    ) -> int:
+        """Fork the process; `fds` are its stdio, or with `relay` the sockets of its attached
+        clients (relay: {"tty", "stdin", "stdin_once", "log", "size", "attach": [one per
+        socket: {"stdin", "stdout", "stderr", "logs", "keys", "pending"}]})."""
+        msg: dict[str, Any] = {"op": "spawn", "request": req.to_json()}
+        if relay is not None:
+            msg["relay"] = relay
+        reply = self.request(msg, fds)
         if reply.get("ok"):
             return int(reply["pid"])
         error = str(reply.get("error", "cannot start the command"))
@@ -180,6 +188,19 @@ class ShimClient:
         if reply.get("stage") == "user":
             raise InvalidArgument(error)
         raise KernelError(error)
+
+    def attach(self, key: str, sock_fd: int, spec: dict[str, Any]) -> bool:
+        """Hand a client's socket to the relay of a running process; False when it has none."""
+        reply = self.request({"op": "attach", "key": key, **spec}, [sock_fd])
+        return bool(reply.get("ok"))
+
+    def resize(self, key: str, height: int, width: int) -> bool:
+        reply = self.request({"op": "resize", "key": key, "height": height, "width": width})
+        return bool(reply.get("ok"))
+
+    def barrier(self) -> None:
+        """Returns once every message the shim sent before now has been handled (exits included)."""
+        self.request({"op": "ping"})
 
     def children(self) -> dict[str, int]:
         return dict(self.processes())

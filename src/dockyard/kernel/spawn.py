@@ -22,11 +22,15 @@ predates them is served as it was.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import resource
+import socket
+import termios
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +82,10 @@ class SpawnRequest:
     cgroups: list[str] = field(default_factory=list)
     # RLIMIT_NOFILE (soft, hard); [] keeps the shim's.
     nofile: list[int] = field(default_factory=list)
+    # A pty for stdin, stdout and stderr, made in the container's own devpts
+    # (so its name resolves there, as runc makes it); its master goes to the
+    # shim over the console socket.
+    tty: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -199,6 +207,24 @@ def _host_root(req: SpawnRequest) -> None:
             raise SpawnFailure("mount", e.errno or 0, f"cannot mount /sys: {e.strerror}") from e
 
 
+def _console(console: int) -> None:
+    """A pty in the container's /dev/pts as stdin, stdout and stderr; its master to the shim."""
+    try:
+        master, slave = os.openpty()
+    except OSError as e:
+        raise SpawnFailure("tty", e.errno or 0, f"cannot make the container's terminal: {e.strerror}") from e
+    try:
+        socket.socket(fileno=os.dup(console)).sendmsg(
+            [b"pty"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))]
+        )
+    finally:
+        os.close(master)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    if slave > 2:
+        os.close(slave)
+
+
 def _become_user(req: SpawnRequest) -> dict[str, str]:
     """Limits, user, groups and capabilities; the environment's HOME for that user."""
     if req.nofile:
@@ -226,8 +252,12 @@ def _become_user(req: SpawnRequest) -> dict[str, str]:
     return {"HOME": who.home}
 
 
-def run_child(req: SpawnRequest, fds: list[int], error_fd: int) -> None:
-    """Never returns: execs the command or reports why not on error_fd and exits."""
+def run_child(req: SpawnRequest, fds: list[int], error_fd: int, console: int = -1) -> None:
+    """Never returns: execs the command or reports why not on error_fd and exits.
+
+    `fds` are its stdin, stdout and stderr; with a tty, `console` is where
+    the pty's master goes (made once the container's /dev is there).
+    """
     try:
         _stdio(req, fds)
         try:
@@ -240,8 +270,12 @@ def run_child(req: SpawnRequest, fds: list[int], error_fd: int) -> None:
             _join(req.join_pid)
         else:
             _isolate(req)
+        if req.tty:
+            _console(console)
         home = _become_user(req)
         os.setsid()
+        if req.tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         cwd = req.cwd or "/"
         try:
             os.chdir(cwd)

@@ -65,6 +65,9 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "mac": cfg.mac,
             "stop_signal": cfg.stop_signal,
             "stop_timeout": cfg.stop_timeout,
+            "tty": cfg.tty,
+            "open_stdin": cfg.open_stdin,
+            "stdin_once": cfg.stdin_once,
         }
     )
 
@@ -141,4 +144,7 @@ def _parse_config(text: str) -> ContainerConfig:
         mac=d.get("mac", ""),
         stop_signal=d.get("stop_signal", ""),
         stop_timeout=d.get("stop_timeout"),
+        tty=d.get("tty", False),
+        open_stdin=d.get("open_stdin", False),
+        stdin_once=d.get("stdin_once", False),
     )

@@ -39,6 +39,7 @@ UNTIL_CLOSE = -1
 LAST_CHUNK = b"0\r\n\r\n"
 
 REASONS = {
+    101: "UPGRADED",  # Docker's words for its attach protocol's upgrade
     200: "OK",
     201: "Created",
     204: "No Content",

@@ -107,9 +107,11 @@ def cmd_inspect(client: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(client: Any, args: argparse.Namespace) -> int:
-    data = client.logs(args.ref)
-    sys.stdout.buffer.write(data if isinstance(data, bytes) else str(data).encode())
-    sys.stdout.flush()
+    # Docker's way: what the container wrote to stderr goes to stderr.
+    for stream, data in client.logs(args.ref):
+        out = sys.stderr if stream == 2 else sys.stdout
+        out.buffer.write(data)
+        out.flush()
     return 0
 
 

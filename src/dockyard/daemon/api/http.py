@@ -50,6 +50,7 @@ PEER_CHECK_TIMEOUT = 5.0
 BODILESS = (204, 304)
 
 
+
 @dataclass
 class Request:
     method: str
@@ -91,6 +92,12 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # Called after the headers went out with a write(bytes) to send the body piece by piece.
     stream: Callable[[Callable[[bytes], None]], None] | None = None
+    # Takes the connection over (Docker's hijacked attach and exec streams, followed
+    # logs): called with the socket, what was read ahead of it, and a function that sends
+    # the status line and headers, which it calls once it is ready for the stream (an
+    # error raised before is answered as any other). The socket is closed here when it
+    # returns (keep a dup).
+    hijack: Callable[[Any, bytes, Callable[[], None]], None] | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -188,6 +195,44 @@ def error_body(message: str, kind: str = "DockyardError") -> bytes:
     return encode({"message": message, "kind": kind}, "application/json")
 
 
+def _hijack(
+    conn: Conn,
+    resp: Response,
+    error_handler: Callable[[BaseException], Response],
+    timeout: float,
+    leaving: Callable[[], None],
+) -> None:
+    headers = {"Content-Type": resp.content_type, **resp.headers}
+    if resp.status != 101:
+        headers["Connection"] = "close"
+    sent = False
+
+    def head() -> None:
+        nonlocal sent
+        if not sent:
+            sent = True
+            leaving()
+            conn.send(resp.status, headers, None, timeout)
+
+    ahead, conn.buf = conn.buf, b""
+    try:
+        resp.hijack(conn.sock, ahead, head)  # type: ignore[misc]
+    except OSError:
+        return
+    except BaseException as e:
+        if sent:
+            raise
+        failure = error_handler(e)
+        body = encode(failure.body, failure.content_type)
+        leaving()
+        answer = {"Content-Type": failure.content_type, "Content-Length": str(len(body))}
+        with contextlib.suppress(OSError):
+            conn.send(failure.status, {**answer, "Connection": "close"}, body, timeout)
+        return
+    with contextlib.suppress(OSError):
+        head()
+
+
 def serve(
     conn: Conn,
     handler: Handler,
@@ -244,6 +289,9 @@ def serve(
                     os.close(fd)
         if req.stream is not None and not req.stream.done and not req.stream.drain():
             keep = False  # the body's rest could not be read: the connection cannot go on
+        if resp.hijack is not None:
+            _hijack(conn, resp, error_handler, timeout, leaving)
+            return False
         if resp.stream is not None:
             conn.send(
                 resp.status,

@@ -17,6 +17,7 @@ from typing import Any
 
 from dockyard.daemon.api import create_fields, docker
 from dockyard.daemon.api.archive import ArchiveRoutes
+from dockyard.daemon.api.attach import AttachRoutes
 from dockyard.daemon.api.cni import CniRoutes
 from dockyard.daemon.api.containers import ContainerRoutes, configured_networks, image_id
 from dockyard.daemon.api.events import EventRoutes
@@ -80,10 +81,7 @@ class Api:
         r("POST", r"/containers/(?P<ref>[^/]+)/wait", self.wait)
         r("POST", r"/containers/(?P<ref>[^/]+)/stop", self.stop)
         r("POST", r"/containers/(?P<ref>[^/]+)/kill", self.kill)
-        r("GET", r"/containers/(?P<ref>[^/]+)/logs", self.logs)
         r("DELETE", r"/containers/(?P<ref>[^/]+)", self.remove)
-        r("POST", r"/containers/(?P<ref>[^/]+)/exec", self.exec_create)
-        r("POST", r"/exec/(?P<ref>[^/]+)/start", self.exec_start)
         r("GET", r"/networks", self.networks)
         r("POST", r"/networks/create", self.network_create)
         r("POST", r"/networks/prune", self.network_prune)
@@ -106,6 +104,7 @@ class Api:
         r("GET", r"/dockyard/cni/attachments", cni.listing)
         ImageRoutes(engine.images).register(r)
         ArchiveRoutes(engine.archive).register(r)
+        AttachRoutes(engine).register(r)
         ContainerRoutes(engine, engine.views.endpoints, engine.views.mode_network).register(r)
         EventRoutes(engine.events).register(r)
         # explain, trace, graph and /metrics (api/explain.py).
@@ -268,29 +267,9 @@ class Api:
         self.e.kill(ref, _signal_number(req.query.get("signal", "")))
         return Response(204)
 
-    def logs(self, req: Request, ref: str) -> Response:
-        return Response(200, self.e.log_bytes(ref), "application/octet-stream")
-
     def remove(self, req: Request, ref: str) -> Response:
         self.e.remove(ref, force=req.flag("force"))
         return Response(204)
-
-    def exec_create(self, req: Request, ref: str) -> Response:
-        body = req.json()
-        cmd = body.get("Cmd") or []
-        inst = self.e.exec_create(
-            ref, tuple(str(x) for x in cmd), tuple(body.get("Env") or ()), str(body.get("WorkingDir") or "")
-        )
-        return Response(201, {"Id": inst.id})
-
-    def exec_start(self, req: Request, ref: str) -> Response:
-        fds = req.take_fds()
-        try:
-            self.e.exec_start(ref, fds or None)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return Response(200, deferred=lambda: {"ExitCode": self.e.exec_wait(ref)})
 
     # -- networks ------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from dockyard.engine.containers.attach import Attaching
 from dockyard.engine.containers.execs import KEY_PREFIX, Execs
 from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.coordination import Changes
@@ -66,21 +67,29 @@ class ContainerExits:
         self.changes = changes
         self.events = events
         self.restarts = restarts
-        # The exec instances, once the shim that runs them is made (attach_execs).
+        # The exec instances and attached clients, once the shim is made (attach_stdio).
         self.execs: Execs | None = None
+        self.attaching: Attaching | None = None
         # Exit codes of auto-removed containers, for waiters that come late.
         self._removed_exit: dict[str, int] = {}
         self._queue: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._exit_loop, name="exits", daemon=True)
         self._worker.start()
 
-    def attach_execs(self, execs: Execs) -> None:
-        """The shim reports exits here, and execs need the shim: the two meet after both are made."""
+    def attach_stdio(self, execs: Execs, attaching: Attaching) -> None:
+        """The shim reports exits here, and execs and attached clients need the shim: they
+        meet after all are made."""
         self.execs = execs
+        self.attaching = attaching
 
     # -- exits and teardown --------------------------------------------------
 
     def on_shim_exit(self, key: str, pid: int, status: int) -> None:
+        if key.startswith(KEY_PREFIX) and self.execs is not None:
+            # At once, in the shim's order: an exec's inspect after its stream ended
+            # (shim.barrier) finds its exit code.
+            self.execs.exited(key, status)
+            return
         self._queue.put((key, pid, status))
 
     def _exit_loop(self) -> None:
@@ -151,6 +160,10 @@ class ContainerExits:
             while len(self._removed_exit) > 1000:
                 self._removed_exit.pop(next(iter(self._removed_exit)))
         shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
+        if self.attaching is not None:
+            self.attaching.forget(container_id)
+        if self.execs is not None:
+            self.execs.forget(container_id)
 
     def exit_status_from_file(self, container_id: str) -> int:
         try:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from dockyard.engine.containers import names, requests
+from dockyard.engine.containers.attach import Attaching
 from dockyard.engine.containers.confine import Confinement
 from dockyard.engine.containers.env import ContainerFiles
 from dockyard.engine.containers.exits import ContainerExits
@@ -67,6 +68,7 @@ class ContainerRun:
         files: ContainerFiles,
         confinement: Confinement,
         images: Images,
+        attaching: Attaching,
         exits: ContainerExits,
         intents: Intents,
         changes: Changes,
@@ -83,6 +85,7 @@ class ContainerRun:
         self.files = files
         self.confinement = confinement
         self.images = images
+        self.attaching = attaching
         self.exits = exits
         self.intents = intents
         self.changes = changes
@@ -156,10 +159,12 @@ class ContainerRun:
                     return started
                 except (CommandNotFound, CommandNotRunnable) as e:
                     undo.rollback(e, f"start of container {c.name}")
+                    self.attaching.forget(c.id)
                     self.exits.finish(c, e.exit_code, str(e))
                     raise
                 except BaseException as e:
                     undo.rollback(e, f"start of container {c.name}")
+                    self.attaching.forget(c.id)
                     raise
 
     def _resolve_sandbox(self, c: Container) -> tuple[str, str]:
@@ -219,14 +224,21 @@ class ContainerRun:
             hostname=hostname,
             binds=[(str(path), target_path) for target_path, path in files.items()],
             volumes=[[m.source, m.target, m.read_only] for m in c.config.mounts],
-            log_path="" if stdio else str(self.paths.container_log(c.id)),
             exit_file=str(self.paths.exit_file(c.id)),
             **self.confinement.start_fields(c),
         )
         with contextlib.suppress(FileNotFoundError):
             self.paths.exit_file(c.id).unlink()
         step("run.spawn")
-        pid = self.shim.spawn(req, stdio)
+        if stdio:  # the caller's own descriptors (the dockyard CLI's foreground run)
+            pid = self.shim.spawn(req, stdio)
+        else:  # the shim holds its stdio: the log, and the clients attached (attach.py)
+            relay, clients = self.attaching.relay_for(c)
+            try:
+                pid = self.shim.spawn(req, [cl.sock.fileno() for cl in clients], relay)
+            finally:
+                for client in clients:
+                    client.close()
         # The process runs: if recording it fails, it must not run on unowned.
         undo.push(lambda: self.shim.kill(c.id, pid), "run.process")
         step("run.spawned")
