@@ -13,8 +13,6 @@ import json
 from dockyard.clients.wire import quote
 from dockyard.errors import DaemonUnavailable, from_wire
 
-CHUNK = 65536
-
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,25 +45,20 @@ class ExplainCalls:
         )
         try:
             conn.sock.settimeout(None)  # the daemon bounds the wait (timeout, and each probe)
-            while True:
-                if b"\n" not in conn.buf:
-                    chunk = conn.sock.recv(CHUNK)
-                    if not chunk:
-                        break
-                    conn.buf += chunk
-                    continue
-                line, conn.buf = conn.buf.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                if "error" in message:
-                    raise from_wire(str(message.get("kind", "DockyardError")), str(message["error"]))
-                if "report" in message:
-                    return dict(message["report"])
-                if on_ready is not None:
-                    on_ready(message)
-        except OSError as e:
-            raise DaemonUnavailable(f"the daemon closed the connection mid-trace: {e.strerror}") from None
+            pending = b""
+            for piece in self._pieces(conn):  # type: ignore[attr-defined]  # the answer as it comes
+                pending += piece
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "error" in message:
+                        raise from_wire(str(message.get("kind", "DockyardError")), str(message["error"]))
+                    if "report" in message:
+                        return dict(message["report"])
+                    if on_ready is not None:
+                        on_ready(message)
         finally:
             conn.close()
         raise DaemonUnavailable("the daemon ended the trace without a report (see its log)")

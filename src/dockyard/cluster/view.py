@@ -217,8 +217,12 @@ class ClusterView:
             return sorted((h for h in self._all(HostRecord) if h.id != self.local_host), key=lambda h: h.id)
 
     def vteps(self) -> set[IPv4Address]:
-        """Where VXLAN may come from: every other live host's VTEP."""
-        return {h.vtep for h in self.hosts()}
+        """Where VXLAN may come from: every other live host's VTEP, and the VTEP of every
+        remote endpoint (published under its host's lease, so as live as the host: an
+        endpoint may be heard before its host's record, when that host has just started)."""
+        with self._lock:
+            remote = {e.vtep for e in self._all(EndpointRecord) if e.host_id != self.local_host}
+        return {h.vtep for h in self.hosts()} | remote
 
     def endpoints(self, network_id: str, *, remote_only: bool = True) -> list[EndpointRecord]:
         with self._lock:

@@ -117,6 +117,8 @@ class OverlayDriver(BridgeDriver):
         if ep.network_id not in self._here:
             return
         dev = vxlan_name(ep.network_id)
+        # Its host's VXLAN is let in before traffic to it is sent there (its answers come back).
+        self.sync_guard()
         with self._tables:
             self.vxlan.fdb_replace(dev, ep.mac, ep.vtep)
             self.vxlan.neigh_replace(dev, ep.address, ep.mac)

@@ -8,10 +8,7 @@ process (no library is imported into the client).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
 import sys
 
 from dockyard.errors import DockyardError, InvalidArgument
@@ -52,6 +49,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_explain(client: Any, args: argparse.Namespace) -> int:
+    import json  # not at import: `--help` stays light
+
     if args.source and not args.port:
         raise InvalidArgument("--from needs --port: say which port of the container")
     report = client.explain(args.ref, args.port, args.source)
@@ -119,6 +118,8 @@ def _wrapped(text: str, indent: str, width: int = 100) -> str:
 
 
 def cmd_trace(client: Any, args: argparse.Namespace) -> int:
+    import json  # not at import: `--help` stays light
+
     def ready(message: dict[str, Any]) -> None:
         what = "sending the probe" if args.probe else f"send a packet now; waiting up to {args.timeout:g} s"
         print(
@@ -160,6 +161,8 @@ def print_trace(report: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_graph(client: Any, args: argparse.Namespace) -> int:
+    import json  # not at import: `--help` stays light
+
     fmt = args.format
     if not fmt:
         ext = os.path.splitext(args.output)[1].lower().lstrip(".")
@@ -185,6 +188,9 @@ def cmd_graph(client: Any, args: argparse.Namespace) -> int:
 
 def render(dot: str, fmt: str) -> bytes:
     """DOT to SVG or PNG by Graphviz's dot command."""
+    import shutil
+    import subprocess  # not at import: `--help` stays light
+
     tool = shutil.which("dot")
     if tool is None:
         raise DockyardError(
