@@ -28,6 +28,8 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
 )
 IFNAME_MAX = 15
 DEFAULT_API_IDLE_TIMEOUT = 60.0
+# Where dockerd looks for plugins (Docker's /run/docker/plugins/*.sock).
+DEFAULT_DOCKER_PLUGIN_SOCKET = Path("/run/docker/plugins/dockyard.sock")
 
 # Ranges that hold no container's address (RFC 6890): what an address there
 # means is fixed elsewhere. A network on loopback would, for one, make its
@@ -142,6 +144,9 @@ class DaemonSettings:
     # Registries pulled from over plain HTTP when HTTPS fails: host[:port] or a CIDR
     # (Docker's key); loopback ones always are.
     insecure_registries: tuple[str, ...] = ()
+    # Docker's network and IPAM plugin (daemon/plugin.py): served when asked, on this socket.
+    docker_plugin: bool = False
+    docker_plugin_socket: Path = DEFAULT_DOCKER_PLUGIN_SOCKET
 
     @property
     def paths(self) -> Paths:
@@ -240,6 +245,7 @@ def load_settings(
     host_netns: str | None = None,
     bridge: str | None = None,
     bip: str | None = None,
+    docker_plugin: bool = False,
 ) -> DaemonSettings:
     """daemon.json under root, then the flags, which win."""
     data = read_daemon_json(Paths(root).daemon_json)
@@ -291,4 +297,14 @@ def load_settings(
         if not isinstance(registries, list) or not all(isinstance(r, str) and r for r in registries):
             raise InvalidArgument("daemon.json: insecure-registries must be a list of host[:port] or CIDR")
         kwargs["insecure_registries"] = tuple(registries)
+    if "docker-plugin" in data and not isinstance(data["docker-plugin"], bool):
+        raise InvalidArgument("daemon.json: docker-plugin must be true or false")
+    kwargs["docker_plugin"] = docker_plugin or bool(data.get("docker-plugin", False))
+    if "docker-plugin-socket" in data:
+        sock = data["docker-plugin-socket"]
+        if not isinstance(sock, str) or not sock.startswith("/") or not sock.endswith(".sock"):
+            raise InvalidArgument(
+                "daemon.json: docker-plugin-socket must be an absolute path ending in .sock"
+            )
+        kwargs["docker_plugin_socket"] = Path(sock)
     return DaemonSettings(**kwargs)  # type: ignore[arg-type]

@@ -124,6 +124,7 @@ class Daemon:
                 self.settings.api_idle_timeout,
             )
             server = UnixHTTPServer(self.paths.socket, api.handle, api.error, limits)
+            plugin_server = self._plugin_server(engine, limits) if self.settings.docker_plugin else None
             # --restart: what should run does, once the daemon serves (it may take a while).
             threading.Thread(
                 target=engine.restart_policies.startup, name="restore-restarts", daemon=True
@@ -141,8 +142,15 @@ class Daemon:
         log.info("dockyardd %d serving %s", os.getpid(), self.paths.socket)
         serving = threading.Thread(target=server.serve_forever, name="api", daemon=True)
         serving.start()
+        if plugin_server is not None:
+            log.info("serving Docker's plugin protocol on %s", plugin_server.path)
+            threading.Thread(target=plugin_server.serve_forever, name="docker-plugin", daemon=True).start()
         self._stop.wait()
         server.shutdown()
+        if plugin_server is not None:
+            plugin_server.shutdown()
+            with contextlib.suppress(OSError):
+                plugin_server.path.unlink()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
             if engine.dns is not None:
@@ -162,6 +170,16 @@ class Daemon:
         kernel.netlink.close()
         if info.get("reset"):
             self._forget_state()
+
+    def _plugin_server(self, engine, limits):  # type: ignore[no-untyped-def]
+        """Docker's network and IPAM plugin (issue 17) on its own socket, which Docker finds."""
+        from dockyard.daemon.api.server import UnixHTTPServer
+        from dockyard.daemon.plugin import PluginApi
+
+        path = self.settings.docker_plugin_socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plugin = PluginApi(engine.docker_plugin)
+        return UnixHTTPServer(path, plugin.handle, plugin.error, limits)
 
     def _forget_state(self) -> None:
         """After `system reset`: only daemon.json (the user's settings) and the log stay."""
@@ -234,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         help="what the daemon log says (default info; --debug means debug)",
     )
     parser.add_argument("--debug", action="store_true", help="log at debug level; tracebacks on errors")
+    parser.add_argument(
+        "--docker-plugin",
+        action="store_true",
+        help="serve Docker's network and IPAM plugin protocol (daemon.json docker-plugin-socket)",
+    )
     args = parser.parse_args(argv)
     logconfig.configure("debug" if args.debug else args.log_level)
     try:
@@ -253,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(ip netns add NAME) or give an existing one to --host-netns"
                 )
             netns.enter_for_process(target)
-        settings = load_settings(root, args.host_netns, args.bridge, args.bip)
+        settings = load_settings(root, args.host_netns, args.bridge, args.bip, args.docker_plugin)
         lock_fd = _lock_root(paths)
         _raise_fd_limit()
         daemon = Daemon(settings)
