@@ -75,6 +75,9 @@ class PrivateDockerd:
         self.plugins = plugins
         self.sock = self.base / "exec" / "docker.sock"
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        # The containers' cgroups, under a parent of this dockerd's own: the containers
+        # live in mount namespaces of their own, and outlive their shims.
+        self.cgroup_parent = "dyk-" + self.base.name[4:]
         self.proc: subprocess.Popen[bytes] | None = None
         self.mnt: int | None = None
         self.key = Path("/etc/docker/key.json")
@@ -110,6 +113,7 @@ class PrivateDockerd:
             *("--config-file", str(self.base / "daemon.json")),
             *("--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec")),
             *("--host", f"unix://{self.sock}", "--pidfile", str(self.base / "dockerd.pid")),
+            *("--cgroup-parent", self.cgroup_parent),
             *("--bridge", "none", "--iptables=false", "--ip-forward=false", "--log-level", "info"),
         ]
         with open(self.base / "dockerd.log", "ab") as log:
@@ -127,16 +131,50 @@ class PrivateDockerd:
             time.sleep(0.2)
         raise AssertionError(f"dockerd did not answer within {timeout} s{self.log_tail()}")
 
+    def cgroups(self) -> list[Path]:
+        """The containers' cgroup directories, deepest first, in every hierarchy."""
+        found: list[Path] = []
+        for top in Path("/sys/fs/cgroup").iterdir():
+            parent = top / self.cgroup_parent
+            if parent.is_dir():
+                found += [*sorted((p for p in parent.rglob("*") if p.is_dir()), reverse=True), parent]
+        return found
+
     def processes(self) -> dict[int, str]:
-        """pid -> name of dockerd and all it started (its mount namespace's)."""
+        """pid -> name of dockerd, all it started (its mount namespace's) and the containers."""
+        pids: set[int] = set()
+        if self.mnt is not None:
+            pids |= {int(e) for e in os.listdir("/proc") if e.isdigit() and _mnt_inode(int(e)) == self.mnt}
+        for cgroup in self.cgroups():
+            with contextlib.suppress(OSError):
+                pids |= {int(p) for p in (cgroup / "cgroup.procs").read_text().split()}
         out = {}
-        if self.mnt is None:
-            return out
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and _mnt_inode(int(entry)) == self.mnt:
-                with contextlib.suppress(OSError):
-                    out[int(entry)] = Path(f"/proc/{entry}/comm").read_text().strip()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                out[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
         return out
+
+    def _remove_cgroups(self) -> list[str]:
+        left = []
+        for cgroup in self.cgroups():
+            try:
+                cgroup.rmdir()
+            except OSError as e:
+                left.append(f"cgroup {cgroup}: {e}")
+        return left
+
+    def kill(self) -> list[str]:
+        """SIGKILL dockerd and everything of its own (a crash); what could not be killed."""
+        assert self.proc is not None
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and set(self.processes()) & set(pids):
+            time.sleep(0.1)
+        return [f"process {pid} survived SIGKILL" for pid in set(self.processes()) & set(pids)]
 
     def stop(self) -> list[str]:
         """Stop dockerd by PID (and whatever of its own outlives it); what went wrong."""
@@ -160,6 +198,10 @@ class PrivateDockerd:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             problems.append(f"docker process {pid} outlived dockerd; killed")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and set(self.processes()) & pids:
+            time.sleep(0.1)
+        problems += self._remove_cgroups()
         shutil.rmtree(self.base, ignore_errors=True)
         if not self.key_existed:
             self.key.unlink(missing_ok=True)

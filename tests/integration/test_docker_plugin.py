@@ -95,3 +95,122 @@ def test_docker_runs_a_published_container_on_a_dockyard_network(lab: Lab, docke
     dockerd.docker_ok("network", "rm", "dnet")
     assert f"docker-{net_id[:12]}" not in dockyard_networks(lab)
     assert inside
+
+
+def address_in(dockerd: PrivateDockerd, cid: str, ifname: str) -> str:
+    """The IPv4 address with prefix the container sees on ifname."""
+    out = dockerd.docker_ok("exec", cid, "ip", "-4", "-o", "addr", "show", ifname)
+    return out.split("inet ")[1].split()[0]
+
+
+def members(lab: Lab, network: str) -> dict[str, str]:
+    """Who `dockyard network inspect` lists on a network: name -> IPv4 address."""
+    info = json.loads(lab.dy_ok("network", "inspect", network))[0]
+    return {m["Name"]: m["IPv4Address"] for m in info["Containers"].values()}
+
+
+def host_veths(lab: Lab) -> list[str]:
+    return [name for name in lab.links() if name.startswith("veth")]
+
+
+def test_docker_ipam_connect_and_disconnect(lab: Lab, dockerd: PrivateDockerd) -> None:
+    # Docker's own IPAM with a subnet, next to one from dockyard's IPAM.
+    net2 = dockerd.docker_ok(
+        "network", "create", "-d", "dockyard", "--subnet", "10.77.0.0/24", "dnet2"
+    ).strip()
+    net1 = dockerd.docker_ok(
+        "network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet1"
+    ).strip()
+    name1, name2 = f"docker-{net1[:12]}", f"docker-{net2[:12]}"
+    assert dockyard_networks(lab)[name2] == "bridge"
+    info2 = json.loads(lab.dy_ok("network", "inspect", name2))[0]
+    assert info2["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.1"}]
+    cid = dockerd.docker_ok("run", "-d", "--network", "dnet1", "busybox", "sleep", "600").strip()
+    eth0 = address_in(dockerd, cid, "eth0")
+    assert members(lab, name1) == {f"docker:{endpoint_of(dockerd, cid, 'dnet1')[:12]}": eth0}
+    gateway1 = json.loads(lab.dy_ok("network", "inspect", name1))[0]["IPAM"]["Config"][0]["Gateway"]
+    assert f"default via {gateway1} dev eth0" in dockerd.docker_ok("exec", cid, "ip", "route")
+
+    dockerd.docker_ok("network", "connect", "--ip", "10.77.0.9", "dnet2", cid)
+    assert address_in(dockerd, cid, "eth1") == "10.77.0.9/24"
+    assert members(lab, name2) == {f"docker:{endpoint_of(dockerd, cid, 'dnet2')[:12]}": "10.77.0.9/24"}
+    # The bridge answers its gateway address through the veth dockyard made.
+    dockerd.docker_ok("exec", cid, "ping", "-c", "1", "-W", "5", "10.77.0.1")
+    assert len(host_veths(lab)) == 2
+
+    dockerd.docker_ok("network", "disconnect", "dnet2", cid)
+    assert "eth1" not in dockerd.docker_ok("exec", cid, "ip", "-o", "link")
+    assert members(lab, name2) == {}
+    assert len(host_veths(lab)) == 1
+
+    dockerd.docker_ok("rm", "-f", cid)
+    lab.eventually(lambda: not host_veths(lab), timeout=10, what="the veth of the removed container gone")
+    dockerd.docker_ok("network", "rm", "dnet1", "dnet2")
+    assert not {name1, name2} & set(dockyard_networks(lab))
+
+
+def endpoint_of(dockerd: PrivateDockerd, cid: str, network: str) -> str:
+    info = json.loads(dockerd.docker_ok("inspect", cid))[0]
+    return info["NetworkSettings"]["Networks"][network]["EndpointID"]
+
+
+def test_what_dockyard_does_not_do_is_refused_with_its_reason(lab: Lab, dockerd: PrivateDockerd) -> None:
+    r = dockerd.docker("network", "create", "-d", "dockyard", "-o", "com.example.color=blue", "bad1")
+    assert r.returncode != 0
+    assert "network option com.example.color is not supported by dockyard" in r.stderr
+    r = dockerd.docker("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "--ipv6", "bad2")
+    assert r.returncode != 0
+    assert "IPv6" in r.stderr and "dockyard" in r.stderr
+    r = dockerd.docker(
+        "network",
+        "create",
+        "-d",
+        "dockyard",
+        "--ipam-driver",
+        "dockyard",
+        "--ip-range",
+        "10.78.0.0/25",
+        "--subnet",
+        "10.78.0.0/24",
+        "bad3",
+    )
+    assert r.returncode != 0
+    assert "--ip-range is not supported by dockyard's IPAM" in r.stderr
+    # Nothing of them was made.
+    assert not [n for n in dockyard_networks(lab) if n.startswith("docker-")]
+    assert dockerd.docker_ok("network", "ls", "-q", "--filter", "driver=dockyard") == ""
+
+
+def test_a_dockyardd_restart_keeps_the_port_and_killing_dockerd_leaves_nothing(
+    lab: Lab, dockerd: PrivateDockerd
+) -> None:
+    dockerd.docker_ok("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet")
+    dockerd.docker_ok(
+        "run",
+        "-d",
+        "--network",
+        "dnet",
+        "-p",
+        "127.0.0.1:8081:80",
+        "-p",
+        "8082:80",
+        "busybox",
+        "sh",
+        "-c",
+        f"echo {PAGE} > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    )
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8082/") == PAGE
+    # 127.0.0.1 is the host's own loopback: not published to the upstream.
+    r = lab.in_up(sys.executable, "-c", FETCH, f"http://{HOST_ADDR}:8081/", timeout=10)
+    assert r.returncode != 0
+    r = lab.in_host(sys.executable, "-c", FETCH, "http://127.0.0.1:8081/", timeout=10)
+    assert r.returncode == 0 and r.stdout.strip() == PAGE
+
+    lab.dy_ok("daemon", "stop")
+    lab.dy_ok("network", "ls")  # a new dockyardd: its gc keeps the Docker endpoint's maps
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8082/") == PAGE
+
+    # dockerd and all it started, killed: the container's netns goes, and its veth with it.
+    problems = dockerd.kill()
+    assert problems == []
+    lab.eventually(lambda: not host_veths(lab), timeout=20, what="the killed container's veth gone")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.drivers import Driver
-from dockyard.engine.cni.attachments import owner_key
+from dockyard.engine.cni.attachments import DOCKER_ENDPOINT, owner_key
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.networks.changes import NetworkChanges
 from dockyard.engine.networks.service import Networks, NetworkSpec
@@ -206,7 +206,9 @@ class DockerPlugin:
         owner = self._owner(network, endpoint_id)
         ifname = "dk" + endpoint_id[:11]
         with self.lock, self.store.transaction():
-            self.store.add_attachment(owner.key, network.id, network.name, endpoint_id, ifname, "docker")
+            self.store.add_attachment(
+                owner.key, network.id, network.name, endpoint_id, ifname, DOCKER_ENDPOINT
+            )
             endpoint, _ = self.endpoints.record(
                 owner, network, ifname, ip, mac=mac or str(options.get(MAC_OPTION) or "")
             )

@@ -51,6 +51,10 @@ from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, OwnerKi
 from dockyard.policy import rules
 from dockyard.store import Store
 
+# The netns of an attachment that is a Docker endpoint (engine/docker_plugin.py):
+# Docker keeps the namespace, and its container id is the endpoint's id.
+DOCKER_ENDPOINT = "docker"
+
 
 @dataclass(frozen=True)
 class AttachRequest:
@@ -95,6 +99,8 @@ class Attachment:
 
     @property
     def label(self) -> str:
+        if self.netns == DOCKER_ENDPOINT:
+            return f"docker:{self.container_id[:12]}"
         return f"cni:{self.container_id[:12]}/{self.ifname}"
 
     # As a member of a network (network inspect), next to containers: an id and a name.
