@@ -8,6 +8,7 @@ imported into it. Ports are reached from the upstream namespace.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,54 @@ def test_a_dockyardd_restart_keeps_the_port_and_killing_dockerd_leaves_nothing(
     problems = dockerd.kill()
     assert problems == []
     lab.eventually(lambda: not host_veths(lab), timeout=20, what="the killed container's veth gone")
+
+
+def plugin_call(sock: Path, path: str, body: bytes) -> tuple[int, dict]:
+    """One POST as dockerd's plugin client makes it, on the plugin socket."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(30)
+    conn.connect(str(sock))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    conn.sendall(head.encode() + body)
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    conn.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_the_plugin_socket_answers_in_docker_s_shapes(lab: Lab, tmp_path: Path) -> None:
+    sock = tmp_path / "plugins" / "dockyard.sock"
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(json.dumps({"docker-plugin-socket": str(sock)}))
+    lab.dy_ok("network", "ls")
+    assert not sock.exists()  # off unless asked
+    lab.dy_ok("daemon", "stop")
+    (lab.root / "daemon.json").write_text(
+        json.dumps({"docker-plugin": True, "docker-plugin-socket": str(sock)})
+    )
+    lab.dy_ok("network", "ls")
+    assert plugin_call(sock, "/Plugin.Activate", b"{}") == (
+        200,
+        {"Implements": ["NetworkDriver", "IpamDriver"]},
+    )
+    assert plugin_call(sock, "/NetworkDriver.GetCapabilities", b"{}") == (
+        200,
+        {"Scope": "local", "ConnectivityScope": "local"},
+    )
+    status, answer = plugin_call(sock, "/NetworkDriver.Nope", b"{}")
+    assert status == 404 and "NetworkDriver.Nope" in answer["Err"]
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", b"not json")
+    assert status == 400 and "not JSON" in answer["Err"]
+    request = {"AddressSpace": "dockyard-local", "Pool": "", "SubPool": "", "Options": {}, "V6": True}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
+    assert status == 400 and "IPv6 pools are not supported" in answer["Err"]
+    request = {"PoolID": "10.1.0.0/16", "Address": "", "Options": {}}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps(request).encode())
+    assert status == 400 and answer == {"Err": "pool 10.1.0.0/16 is not one of dockyard's"}
+    lab.dy_ok("daemon", "stop")
+    assert not sock.exists()
