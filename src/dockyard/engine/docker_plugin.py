@@ -205,6 +205,10 @@ class DockerPlugin:
         self.endpoints.check_request(network, ip, False)
         owner = self._owner(network, endpoint_id)
         ifname = "dk" + endpoint_id[:11]
+        if self.store.address_used(network.id, ip):
+            # Held by a veth on its way out, maybe: settled here, before the
+            # transaction below, which the reaper would wait for.
+            self.endpoints.settle()
         with self.lock, self.store.transaction():
             self.store.add_attachment(
                 owner.key, network.id, network.name, endpoint_id, ifname, DOCKER_ENDPOINT
@@ -252,7 +256,7 @@ class DockerPlugin:
         self.endpoints.check_request(network, None, True)
         with self.lock:
             if self.endpoints.bindings(endpoint.owner, endpoint.id):
-                raise Conflict(f"endpoint {endpoint_id[:12]} already has published ports")
+                return  # published already: Docker retries a call whose answer it did not get
             try:
                 bindings = self.endpoints.choose_ports(network, requests, endpoint.id)
                 self.store.add_ports(endpoint.owner.key, endpoint.id, bindings)
