@@ -28,6 +28,8 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
 )
 IFNAME_MAX = 15
 DEFAULT_API_IDLE_TIMEOUT = 60.0
+# Where dockerd looks for plugins (Docker's /run/docker/plugins/*.sock).
+DEFAULT_DOCKER_PLUGIN_SOCKET = Path("/run/docker/plugins/dockyard.sock")
 
 # Ranges that hold no container's address (RFC 6890): what an address there
 # means is fixed elsewhere. A network on loopback would, for one, make its
@@ -150,6 +152,9 @@ class DaemonSettings:
     cluster_store_opts: tuple[tuple[str, str], ...] = ()
     # Docker's metrics-addr: where the daemon serves Prometheus metrics over TCP (None: not at all).
     metrics_addr: tuple[str, int] | None = None
+    # Docker's network and IPAM plugin (daemon/plugin.py): served when asked, on this socket.
+    docker_plugin: bool = False
+    docker_plugin_socket: Path = DEFAULT_DOCKER_PLUGIN_SOCKET
 
     @property
     def paths(self) -> Paths:
@@ -288,6 +293,7 @@ def load_settings(
     cluster_store: str | None = None,
     cluster_advertise: str | None = None,
     cluster_store_opts: list[str] | None = None,
+    docker_plugin: bool = False,
 ) -> DaemonSettings:
     """daemon.json under root, then the flags, which win."""
     data = read_daemon_json(Paths(root).daemon_json)
@@ -342,6 +348,16 @@ def load_settings(
         kwargs["insecure_registries"] = tuple(registries)
     if "metrics-addr" in data:
         kwargs["metrics_addr"] = parse_metrics_addr(data["metrics-addr"])
+    if "docker-plugin" in data and not isinstance(data["docker-plugin"], bool):
+        raise InvalidArgument("daemon.json: docker-plugin must be true or false")
+    kwargs["docker_plugin"] = docker_plugin or bool(data.get("docker-plugin", False))
+    if "docker-plugin-socket" in data:
+        sock = data["docker-plugin-socket"]
+        if not isinstance(sock, str) or not sock.startswith("/") or not sock.endswith(".sock"):
+            raise InvalidArgument(
+                "daemon.json: docker-plugin-socket must be an absolute path ending in .sock"
+            )
+        kwargs["docker_plugin_socket"] = Path(sock)
     return DaemonSettings(**kwargs)  # type: ignore[arg-type]
 
 

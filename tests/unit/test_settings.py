@@ -402,3 +402,27 @@ def test_bad_cluster_options_are_refused(tmp_path: Path, data: dict, flags: dict
     _write(tmp_path, data)
     with pytest.raises(InvalidArgument, match=fragment):
         load_settings(tmp_path, **flags)
+
+
+def test_the_docker_plugin_is_off_unless_asked(tmp_path: Path) -> None:
+    s = load_settings(tmp_path)
+    assert (s.docker_plugin, s.docker_plugin_socket) == (False, Path("/run/docker/plugins/dockyard.sock"))
+    assert load_settings(tmp_path, docker_plugin=True).docker_plugin  # --docker-plugin
+    _write(tmp_path, {"docker-plugin": True, "docker-plugin-socket": "/srv/plugins/dy.sock"})
+    s = load_settings(tmp_path)
+    assert (s.docker_plugin, s.docker_plugin_socket) == (True, Path("/srv/plugins/dy.sock"))
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"docker-plugin": "yes"}, "docker-plugin must be true or false"),
+        ({"docker-plugin-socket": "plugins/dy.sock"}, "docker-plugin-socket must be an absolute path"),
+        ({"docker-plugin-socket": "/run/docker/plugins/dy"}, "ending in .sock"),
+        ({"docker-plugin-socket": 7}, "docker-plugin-socket must be"),
+    ],
+)
+def test_bad_docker_plugin_keys(tmp_path: Path, data: dict[str, object], fragment: str) -> None:
+    _write(tmp_path, data)
+    with pytest.raises(InvalidArgument, match=fragment):
+        load_settings(tmp_path)

@@ -143,6 +143,7 @@ class Daemon:
             server = UnixHTTPServer(self.paths.socket, metrics.wrap(api.handle), api.error, limits)
             if self.settings.metrics_addr is not None:
                 self.metrics_listener = MetricsListener(self.settings.metrics_addr, metrics.text)
+            plugin_server = self._plugin_server(engine, limits) if self.settings.docker_plugin else None
             # --restart: what should run does, once the daemon serves (it may take a while).
             threading.Thread(
                 target=engine.restart_policies.startup, name="restore-restarts", daemon=True
@@ -162,6 +163,9 @@ class Daemon:
         serving.start()
         if self.metrics_listener is not None:
             self.metrics_listener.start()
+        if plugin_server is not None:
+            log.info("serving Docker's plugin protocol on %s", plugin_server.path)
+            threading.Thread(target=plugin_server.serve_forever, name="docker-plugin", daemon=True).start()
         self._stop.wait()
         if self.metrics_listener is not None:
             self.metrics_listener.close()
@@ -171,6 +175,10 @@ class Daemon:
                 overlay.stop()
             except Exception:  # stopping goes on: the resolver, the cgroups, the engine
                 log.exception("cannot stop the overlay's watch")
+        if plugin_server is not None:
+            plugin_server.shutdown()
+            with contextlib.suppress(OSError):
+                plugin_server.path.unlink()
         # The resolver, like the shim, lives on only for containers that do.
         if not any(c.running for c in store.containers()):
             if engine.dns is not None:
@@ -190,6 +198,16 @@ class Daemon:
         kernel.netlink.close()
         if info.get("reset"):
             self._forget_state()
+
+    def _plugin_server(self, engine, limits):  # type: ignore[no-untyped-def]
+        """Docker's network and IPAM plugin (issue 17) on its own socket, which Docker finds."""
+        from dockyard.daemon.api.server import UnixHTTPServer
+        from dockyard.daemon.plugin import PluginApi
+
+        path = self.settings.docker_plugin_socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plugin = PluginApi(engine.docker_plugin)
+        return UnixHTTPServer(path, plugin.handle, plugin.error, limits)
 
     def _forget_state(self) -> None:
         """After `system reset`: only daemon.json (the user's settings) and the log stay."""
@@ -285,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         help="what the daemon log says (default info; --debug means debug)",
     )
     parser.add_argument("--debug", action="store_true", help="log at debug level; tracebacks on errors")
+    parser.add_argument(
+        "--docker-plugin",
+        action="store_true",
+        help="serve Docker's network and IPAM plugin protocol (daemon.json docker-plugin-socket)",
+    )
     args = parser.parse_args(argv)
     logconfig.configure("debug" if args.debug else args.log_level)
     try:
@@ -312,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             args.cluster_store,
             args.cluster_advertise,
             args.cluster_store_opt,
+            args.docker_plugin,
         )
         lock_fd = _lock_root(paths)
         _raise_fd_limit()

@@ -20,7 +20,8 @@ daemon and its API:
   CHECK and STATUS (checks.py);
 - reconcile.py: gc, the start-up restore and reset; request_check.py: the
   cheap check run with requests;
-- views.py: what ps, inspect and network ls show.
+- views.py: what ps, inspect and network ls show;
+- docker_plugin.py: what dockerd asks of dockyard as its network and IPAM plugin.
 
 Order in every mutation (style.md 3.4): validate first, in pure code; then,
 under the engine's write lock, record the intent in one store transaction
@@ -53,6 +54,7 @@ from dockyard.engine.containers.restarts import RestartPolicies
 from dockyard.engine.containers.run import ContainerRun
 from dockyard.engine.containers.stop import STOP_TIMEOUT, ContainerStop
 from dockyard.engine.coordination import Changes, Intents
+from dockyard.engine.docker_plugin import DockerPlugin
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.events import Events
 from dockyard.engine.images import Images
@@ -178,6 +180,16 @@ class Engine:
         # Attachments are among a network's users, by their labels.
         self.networks.name_owners(OwnerKind.CNI, self.cni.labels)
         self.views = Views(store, self.paths, self.networks, self.cni)
+        # dockerd's network and IPAM plugin (issue 17): its endpoints are recorded as attachments.
+        self.docker_plugin = DockerPlugin(
+            settings=settings,
+            store=store,
+            lock=self.lock,
+            drivers=self.drivers,
+            endpoints=self.endpoints,
+            networks=self.networks,
+            network_changes=self.network_changes,
+        )
         # What the start-up reconciliation removed and did not remove, until
         # the first `system gc` reports it (that command often started the daemon).
         self.startup_report: Report | None = None

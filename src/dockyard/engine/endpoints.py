@@ -199,6 +199,12 @@ class Endpoints:
         step("endpoint.recorded")
         return endpoint, bindings
 
+    def choose_ports(
+        self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str
+    ) -> tuple[PortBinding, ...]:
+        """Host ports for an endpoint already recorded (Docker's plugin publishes after join)."""
+        return self._choose_ports(network, requests, endpoint_id)
+
     def _choose_ports(
         self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str
     ) -> tuple[PortBinding, ...]:

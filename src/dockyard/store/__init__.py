@@ -19,6 +19,7 @@ from dockyard.store.configs import config_from_json, config_to_json
 from dockyard.store.containers import ContainerRecords
 from dockyard.store.database import Database, now
 from dockyard.store.dns_lookups import DnsLookups
+from dockyard.store.docker_ipam import DockerIpamRecords
 from dockyard.store.endpoints import EndpointRecords
 from dockyard.store.images import ImageRecords
 from dockyard.store.networks import NetworkRecords
@@ -44,6 +45,7 @@ class Store(
     EndpointRecords,
     PortRecords,
     AttachmentRecords,
+    DockerIpamRecords,
     ImageRecords,
     RemoteEndpointRecords,
 ):

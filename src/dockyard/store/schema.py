@@ -121,6 +121,18 @@ CREATE TABLE IF NOT EXISTS attachments (
     created TEXT NOT NULL,
     UNIQUE (network, container_id, ifname)
 );
+-- Docker's IPAM plugin (engine/docker_plugin.py): the pools dockerd asked for
+-- (RequestPool), and the addresses given in them (RequestAddress).
+CREATE TABLE IF NOT EXISTS docker_pools (
+    id TEXT PRIMARY KEY,
+    subnet TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS docker_pool_addresses (
+    pool_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (pool_id, address)
+);
 -- Images (images.py). An image is its config, byte for byte (its sha256 is the
 -- id), the manifest it came with, and its layers bottom first; the blobs and
 -- the extracted layer directories are files under $ROOT/images, kept while a

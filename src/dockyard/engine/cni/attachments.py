@@ -49,6 +49,10 @@ from dockyard.policy import rules
 from dockyard.store import Store
 from dockyard.wire.cni import CODE_INVALID_CONFIG, CODE_INVALID_ENV
 
+# The netns of an attachment that is a Docker endpoint (engine/docker_plugin.py):
+# Docker keeps the namespace, and its container id is the endpoint's id.
+DOCKER_ENDPOINT = "docker"
+
 
 @dataclass(frozen=True)
 class AttachRequest:
@@ -124,6 +128,8 @@ class Attachment:
 
     @property
     def label(self) -> str:
+        if self.netns == DOCKER_ENDPOINT:
+            return f"docker:{self.container_id[:12]}"
         return f"cni:{self.container_id[:12]}/{self.ifname}"
 
     # As a member of a network (network inspect), next to containers: an id and a name.

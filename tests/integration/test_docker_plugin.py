@@ -1,0 +1,268 @@
+"""dockyard as Docker's network and IPAM plugin (issue 17), driven through the real docker CLI.
+
+A private dockerd (tests/docker_lab.py) runs in the lab's host namespace and
+finds dockyardd's plugin socket in its /run/docker/plugins; busybox is
+imported into it. Ports are reached from the upstream namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docker_lab import PrivateDockerd, busybox_rootfs, why_not
+from lab import HOST_ADDR, Lab
+
+PAGE = "served-through-dockyard"
+FETCH = (
+    "import sys, urllib.request;print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())"
+)
+
+
+@pytest.fixture
+def dockerd(lab: Lab, tmp_path: Path) -> Iterator[PrivateDockerd]:
+    reason = why_not()
+    if reason:
+        pytest.fail(f"Debian's docker.io is needed for this test: {reason}")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(
+        json.dumps({"docker-plugin": True, "docker-plugin-socket": str(plugins / "dockyard.sock")})
+    )
+    lab.dy_ok("network", "ls")  # starts dockyardd, which serves the plugin socket
+    assert (plugins / "dockyard.sock").exists()
+    d = PrivateDockerd(lab.host, plugins)
+    try:
+        d.start()
+        r = d.docker("import", "-c", "ENV PATH=/bin", "-", "busybox", input=busybox_rootfs(), timeout=300)
+        assert r.returncode == 0, r.stderr
+        yield d
+    finally:
+        problems = d.stop()
+        assert not problems, problems
+
+
+def fetch_from_upstream(lab: Lab, url: str, deadline: float = 20.0) -> str:
+    answer: list[str] = []
+
+    def answered() -> bool:
+        r = lab.in_up(sys.executable, "-c", FETCH, url, timeout=10)
+        if r.returncode == 0:
+            answer.append(r.stdout.strip())
+        return r.returncode == 0
+
+    lab.eventually(answered, timeout=deadline, what=f"{url} answers from upstream")
+    return answer[0]
+
+
+def dockyard_networks(lab: Lab) -> dict[str, str]:
+    """`dockyard network ls`: name -> driver."""
+    rows = [line.split() for line in lab.dy_ok("network", "ls").splitlines()[1:]]
+    return {row[1]: row[2] for row in rows}
+
+
+def test_docker_runs_a_published_container_on_a_dockyard_network(lab: Lab, dockerd: PrivateDockerd) -> None:
+    net_id = dockerd.docker_ok(
+        "network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet"
+    ).strip()
+    assert f"docker-{net_id[:12]}" in dockyard_networks(lab)
+    cid = dockerd.docker_ok(
+        "run",
+        "-d",
+        "--network",
+        "dnet",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sh",
+        "-c",
+        f"echo {PAGE} > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    ).strip()
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8080/") == PAGE
+    names = dockerd.processes().values()
+    assert "docker-proxy" not in names, sorted(names)
+    # The container's address is the one dockyard recorded on its network.
+    inside = dockerd.docker_ok("exec", cid, "ip", "-4", "-o", "addr", "show", "eth0")
+    members = json.loads(lab.dy_ok("network", "inspect", f"docker-{net_id[:12]}"))[0]
+    assert members
+
+    dockerd.docker_ok("rm", "-f", cid)
+    dockerd.docker_ok("network", "rm", "dnet")
+    assert f"docker-{net_id[:12]}" not in dockyard_networks(lab)
+    assert inside
+
+
+def address_in(dockerd: PrivateDockerd, cid: str, ifname: str) -> str:
+    """The IPv4 address with prefix the container sees on ifname."""
+    out = dockerd.docker_ok("exec", cid, "ip", "-4", "-o", "addr", "show", ifname)
+    return out.split("inet ")[1].split()[0]
+
+
+def members(lab: Lab, network: str) -> dict[str, str]:
+    """Who `dockyard network inspect` lists on a network: name -> IPv4 address."""
+    info = json.loads(lab.dy_ok("network", "inspect", network))[0]
+    return {m["Name"]: m["IPv4Address"] for m in info["Containers"].values()}
+
+
+def host_veths(lab: Lab) -> list[str]:
+    return [name for name in lab.links() if name.startswith("veth")]
+
+
+def test_docker_ipam_connect_and_disconnect(lab: Lab, dockerd: PrivateDockerd) -> None:
+    # Docker's own IPAM with a subnet, next to one from dockyard's IPAM.
+    net2 = dockerd.docker_ok(
+        "network", "create", "-d", "dockyard", "--subnet", "10.77.0.0/24", "dnet2"
+    ).strip()
+    net1 = dockerd.docker_ok(
+        "network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet1"
+    ).strip()
+    name1, name2 = f"docker-{net1[:12]}", f"docker-{net2[:12]}"
+    assert dockyard_networks(lab)[name2] == "bridge"
+    info2 = json.loads(lab.dy_ok("network", "inspect", name2))[0]
+    assert info2["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.1"}]
+    cid = dockerd.docker_ok("run", "-d", "--network", "dnet1", "busybox", "sleep", "600").strip()
+    eth0 = address_in(dockerd, cid, "eth0")
+    assert members(lab, name1) == {f"docker:{endpoint_of(dockerd, cid, 'dnet1')[:12]}": eth0}
+    gateway1 = json.loads(lab.dy_ok("network", "inspect", name1))[0]["IPAM"]["Config"][0]["Gateway"]
+    assert f"default via {gateway1} dev eth0" in dockerd.docker_ok("exec", cid, "ip", "route")
+
+    dockerd.docker_ok("network", "connect", "--ip", "10.77.0.9", "dnet2", cid)
+    assert address_in(dockerd, cid, "eth1") == "10.77.0.9/24"
+    assert members(lab, name2) == {f"docker:{endpoint_of(dockerd, cid, 'dnet2')[:12]}": "10.77.0.9/24"}
+    # The bridge answers its gateway address through the veth dockyard made.
+    dockerd.docker_ok("exec", cid, "ping", "-c", "1", "-W", "5", "10.77.0.1")
+    assert len(host_veths(lab)) == 2
+
+    dockerd.docker_ok("network", "disconnect", "dnet2", cid)
+    assert "eth1" not in dockerd.docker_ok("exec", cid, "ip", "-o", "link")
+    assert members(lab, name2) == {}
+    assert len(host_veths(lab)) == 1
+
+    dockerd.docker_ok("rm", "-f", cid)
+    lab.eventually(lambda: not host_veths(lab), timeout=10, what="the veth of the removed container gone")
+    dockerd.docker_ok("network", "rm", "dnet1", "dnet2")
+    assert not {name1, name2} & set(dockyard_networks(lab))
+
+
+def endpoint_of(dockerd: PrivateDockerd, cid: str, network: str) -> str:
+    info = json.loads(dockerd.docker_ok("inspect", cid))[0]
+    return info["NetworkSettings"]["Networks"][network]["EndpointID"]
+
+
+def test_what_dockyard_does_not_do_is_refused_with_its_reason(lab: Lab, dockerd: PrivateDockerd) -> None:
+    r = dockerd.docker("network", "create", "-d", "dockyard", "-o", "com.example.color=blue", "bad1")
+    assert r.returncode != 0
+    assert "network option com.example.color is not supported by dockyard" in r.stderr
+    r = dockerd.docker("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "--ipv6", "bad2")
+    assert r.returncode != 0
+    assert "IPv6" in r.stderr and "dockyard" in r.stderr
+    r = dockerd.docker(
+        "network",
+        "create",
+        "-d",
+        "dockyard",
+        "--ipam-driver",
+        "dockyard",
+        "--ip-range",
+        "10.78.0.0/25",
+        "--subnet",
+        "10.78.0.0/24",
+        "bad3",
+    )
+    assert r.returncode != 0
+    assert "--ip-range is not supported by dockyard's IPAM" in r.stderr
+    # Nothing of them was made.
+    assert not [n for n in dockyard_networks(lab) if n.startswith("docker-")]
+    assert dockerd.docker_ok("network", "ls", "-q", "--filter", "driver=dockyard") == ""
+
+
+def test_a_dockyardd_restart_keeps_the_port_and_killing_dockerd_leaves_nothing(
+    lab: Lab, dockerd: PrivateDockerd
+) -> None:
+    dockerd.docker_ok("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet")
+    dockerd.docker_ok(
+        "run",
+        "-d",
+        "--network",
+        "dnet",
+        "-p",
+        "127.0.0.1:8081:80",
+        "-p",
+        "8082:80",
+        "busybox",
+        "sh",
+        "-c",
+        f"echo {PAGE} > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    )
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8082/") == PAGE
+    # 127.0.0.1 is the host's own loopback: not published to the upstream.
+    r = lab.in_up(sys.executable, "-c", FETCH, f"http://{HOST_ADDR}:8081/", timeout=10)
+    assert r.returncode != 0
+    r = lab.in_host(sys.executable, "-c", FETCH, "http://127.0.0.1:8081/", timeout=10)
+    assert r.returncode == 0 and r.stdout.strip() == PAGE
+
+    lab.dy_ok("daemon", "stop")
+    lab.dy_ok("network", "ls")  # a new dockyardd: its gc keeps the Docker endpoint's maps
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8082/") == PAGE
+
+    # dockerd and all it started, killed: the container's netns goes, and its veth with it.
+    problems = dockerd.kill()
+    assert problems == []
+    lab.eventually(lambda: not host_veths(lab), timeout=20, what="the killed container's veth gone")
+
+
+def plugin_call(sock: Path, path: str, body: bytes) -> tuple[int, dict]:
+    """One POST as dockerd's plugin client makes it, on the plugin socket."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(30)
+    conn.connect(str(sock))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    conn.sendall(head.encode() + body)
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    conn.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_the_plugin_socket_answers_in_docker_s_shapes(lab: Lab, tmp_path: Path) -> None:
+    sock = tmp_path / "plugins" / "dockyard.sock"
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(json.dumps({"docker-plugin-socket": str(sock)}))
+    lab.dy_ok("network", "ls")
+    assert not sock.exists()  # off unless asked
+    lab.dy_ok("daemon", "stop")
+    (lab.root / "daemon.json").write_text(
+        json.dumps({"docker-plugin": True, "docker-plugin-socket": str(sock)})
+    )
+    lab.dy_ok("network", "ls")
+    assert plugin_call(sock, "/Plugin.Activate", b"{}") == (
+        200,
+        {"Implements": ["NetworkDriver", "IpamDriver"]},
+    )
+    assert plugin_call(sock, "/NetworkDriver.GetCapabilities", b"{}") == (
+        200,
+        {"Scope": "local", "ConnectivityScope": "local"},
+    )
+    status, answer = plugin_call(sock, "/NetworkDriver.Nope", b"{}")
+    assert status == 404 and "NetworkDriver.Nope" in answer["Err"]
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", b"not json")
+    assert status == 400 and "not JSON" in answer["Err"]
+    request = {"AddressSpace": "dockyard-local", "Pool": "", "SubPool": "", "Options": {}, "V6": True}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
+    assert status == 400 and "IPv6 pools are not supported" in answer["Err"]
+    request = {"PoolID": "10.1.0.0/16", "Address": "", "Options": {}}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps(request).encode())
+    assert status == 400 and answer == {"Err": "pool 10.1.0.0/16 is not one of dockyard's"}
+    lab.dy_ok("daemon", "stop")
+    assert not sock.exists()
