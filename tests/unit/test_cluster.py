@@ -82,10 +82,13 @@ def _net() -> NetworkRecord:
     return NetworkRecord("n" * 64, "ov", "overlay", IPv4Network("10.1.0.0/24"), IPv4Address("10.1.0.1"))
 
 
+# The VTEPs of the hosts the tests name ("me" and "h2", as their host records say).
+VTEPS = {"me": IPv4Address("192.0.2.11"), "h2": IPv4Address("192.0.2.12")}
+
+
 def _ep(ep_id: str, host: str, mac: str, addr: str, name: str = "") -> EndpointRecord:
-    return EndpointRecord(
-        "n" * 64, ep_id, host, IPv4Address("192.0.2.9"), mac, IPv4Address(addr), "c" * 64, name, ("alias",)
-    )
+    vtep = VTEPS.get(host, IPv4Address("192.0.2.9"))
+    return EndpointRecord("n" * 64, ep_id, host, vtep, mac, IPv4Address(addr), "c" * 64, name, ("alias",))
 
 
 def test_records_go_through_json_and_refuse_what_they_are_not() -> None:
@@ -303,3 +306,18 @@ def test_a_listener_that_raises_does_not_stop_the_view() -> None:
     ep = _ep("e1", "h2", "02:00:00:00:00:02", "10.1.0.3")
     view.apply([_put(K.endpoint(ep.network_id, ep.id), ep.encode(), 3)])
     assert view.endpoints(ep.network_id) == [ep] and view.revision == 3
+
+
+def test_an_endpoint_heard_before_its_host_lets_its_vtep_in() -> None:
+    """A host just started may publish its first endpoint before its own record reaches us:
+    its VXLAN is let in from the endpoint on (traffic to it is already sent there)."""
+    view = ClusterView(K, "me", Calls(), on_host_gone=lambda: None)
+    net = _net()
+    early = _ep("e-early", "h3", "02:00:00:00:00:03", "10.1.0.4")
+    view.reset(
+        [_kv(K.network(net.id), net.encode(), 2), _kv(K.endpoint(net.id, early.id), early.encode(), 3)], 3
+    )
+    assert view.hosts() == [] and view.vteps() == {IPv4Address("192.0.2.9")}
+    mine = _ep("e-mine", "me", "02:00:00:00:00:01", "10.1.0.2")
+    view.reset([_kv(K.endpoint(net.id, mine.id), mine.encode(), 4)], 4)
+    assert view.vteps() == set(), "this host's own endpoints are not a way in"
