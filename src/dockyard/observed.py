@@ -24,6 +24,8 @@ class Vxlan:
     local: ipaddress.IPv4Address | None = None
     remote: ipaddress.IPv4Address | None = None  # a fixed peer (or group); None when learnt
     device: int | None = None  # the index of the link it sends through
+    # The VTEPs its forwarding entries send to (an overlay's other hosts), from `bridge fdb`.
+    peers: tuple[ipaddress.IPv4Address, ...] = ()
 
 
 @dataclass(frozen=True)

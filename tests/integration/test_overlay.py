@@ -172,6 +172,12 @@ def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(host
     # Host B's kernel knows srv at host A's VTEP (programmed from the watch).
     b.eventually(lambda: b.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host B")
     assert b.neighbours(vx).get(srv_ip) == srv_mac
+    # dockyard graph draws host A as a remote VTEP of host B's VXLAN device (read from the kernel).
+    drawn = json.loads(b.dy_ok("graph", "--format", "json"))
+    vx_node = next(n["id"] for n in drawn["nodes"] if n.get("name") == vx)
+    assert {"a": vx_node, "b": f"remote/{a.addr}"}.items() <= next(
+        e for e in drawn["edges"] if e["b"] == f"remote/{a.addr}"
+    ).items()
 
     # By name across hosts: host B's resolver answers from its copy of the watch's cache.
     named = b.dy("exec", "cli", "getent", "ahostsv4", "srv")

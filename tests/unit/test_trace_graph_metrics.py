@@ -270,3 +270,24 @@ def test_a_vxlan_device_is_drawn_with_the_link_it_sends_through_and_its_remote()
     }
     assert g.node("host/4").label == "vx0\nvxlan 42 :4789\nlocal 198.51.100.1"  # type: ignore[union-attr]
     assert g.node("remote/198.51.100.9").kind == "remote"  # type: ignore[union-attr]
+
+
+def test_an_overlay_s_other_hosts_are_drawn_from_the_vxlan_device_s_forwarding_entries() -> None:
+    from dockyard.observed import Vxlan
+
+    peers = (A("192.0.2.12"), A("192.0.2.13"))
+    host = Namespace(
+        inode=1,
+        links=(
+            Link(3, "dy-ov", "bridge", "02:00:00:00:00:01", True, 1450),
+            Link(
+                4, "vx-ov", "vxlan", "02:00:00:00:00:02", True, 1450, master=3, vxlan=Vxlan(4097, peers=peers)
+            ),
+        ),
+    )
+    g = graph.build(host, [], [], Elements())
+    assert {(e.a, e.b, e.kind) for e in g.edges if e.kind == "vxlan-remote"} == {
+        ("host/4", "remote/192.0.2.12", "vxlan-remote"),
+        ("host/4", "remote/192.0.2.13", "vxlan-remote"),
+    }
+    assert "remote VTEP" in g.node("remote/192.0.2.13").label  # type: ignore[union-attr]

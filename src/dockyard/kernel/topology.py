@@ -98,7 +98,18 @@ def _sysctl_flag(key: str) -> bool:
         return False
 
 
-def _vxlan(info: Any) -> Vxlan | None:
+def _vtep_peers(ipr: IPRoute, index: int) -> tuple[ipaddress.IPv4Address, ...]:
+    """The destinations of a VXLAN device's own forwarding entries: the VTEPs it sends to."""
+    peers: set[ipaddress.IPv4Address] = set()
+    with contextlib.suppress(NetlinkError):
+        for m in ipr.fdb("dump", ifindex=index):
+            dst = m.get_attr("NDA_DST")
+            if m["ifindex"] == index and dst and dst != "0.0.0.0":
+                peers.add(ipaddress.IPv4Address(dst))
+    return tuple(sorted(peers))
+
+
+def _vxlan(info: Any, peers: tuple[ipaddress.IPv4Address, ...] = ()) -> Vxlan | None:
     data = info.get_attr("IFLA_INFO_DATA") if info else None
     if data is None:
         return None
@@ -110,6 +121,7 @@ def _vxlan(info: Any) -> Vxlan | None:
         local=ipaddress.IPv4Address(local) if local else None,
         remote=ipaddress.IPv4Address(remote) if remote and remote != "0.0.0.0" else None,
         device=data.get_attr("IFLA_VXLAN_LINK") or None,
+        peers=peers,
     )
 
 
@@ -145,7 +157,7 @@ def _links(ipr: IPRoute) -> tuple[Link, ...]:
                 alias=str(m.get_attr("IFLA_IFALIAS") or ""),
                 addresses=tuple(addresses.get(idx, ())),
                 hairpin=hairpin.get(idx) if m.get_attr("IFLA_MASTER") else None,
-                vxlan=_vxlan(info) if kind == "vxlan" else None,
+                vxlan=_vxlan(info, _vtep_peers(ipr, idx)) if kind == "vxlan" else None,
             )
         )
     return tuple(out)

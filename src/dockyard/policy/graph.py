@@ -6,12 +6,12 @@ host's other links), the containers in each namespace (a `container:` one
 shares its target's cluster, a `host` one sits in the host's), and the
 published ports as the map elements give them. Edges: a veth's two ends,
 a port to its bridge, a VXLAN device to the link it sends through and to
-a fixed remote endpoint, a published port to the interface it DNATs to.
+its remote VTEPs, a published port to the interface it DNATs to.
 
-Remote hosts of an overlay come with the overlay driver (not built yet):
-today a VXLAN device found in the host is drawn with its VNI, port, local
-address and, when it has a fixed one, its remote; the peers an overlay
-would learn through etcd are not drawn.
+An overlay network's other hosts are drawn as remote VTEPs: the VXLAN
+device's fixed remote, if it has one, and the destinations of its own
+forwarding entries (what the overlay driver programs from etcd), read from
+the kernel like the rest.
 
 The graph is data first (`Graph`, JSON-able, compared by the tests with
 `ip -j link` and the records); `to_dot` renders it. Rendering DOT to SVG or
@@ -128,10 +128,11 @@ def build(
                 g.edges.append(
                     Edge(f"host/{lk.index}", f"host/{lk.vxlan.device}", "vxlan-dev", "sends through")
                 )
-            if lk.vxlan.remote is not None:
-                rid = f"remote/{lk.vxlan.remote}"
+            remotes = [lk.vxlan.remote] if lk.vxlan.remote is not None else []
+            for remote in [*remotes, *(p for p in lk.vxlan.peers if p not in remotes)]:
+                rid = f"remote/{remote}"
                 if g.node(rid) is None:
-                    g.nodes.append(Node(rid, "remote", f"remote VTEP\n{lk.vxlan.remote}"))
+                    g.nodes.append(Node(rid, "remote", f"remote VTEP\n{remote}"))
                 g.edges.append(Edge(f"host/{lk.index}", rid, "vxlan-remote", f"vni {lk.vxlan.vni}"))
     for c in host_mode:
         if only is None:
