@@ -325,6 +325,9 @@ class ContainerConfig:
     mac: str = ""  # the first network's endpoint MAC
     stop_signal: str = ""  # "" : SIGTERM
     stop_timeout: int | None = None  # None: the engine's 10 s
+    # Its first network (network_mode's) was disconnected while it was not running
+    # (Compose does so to connect it again with its aliases): it starts without it.
+    network_left: bool = False
 
     # Stdio, as Docker's -t and -i give it (the shim holds it: kernel/relay.py).
     tty: bool = False

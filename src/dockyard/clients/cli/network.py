@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ip-range", default="", metavar="CIDR")
     p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP")
     p.add_argument("--internal", action="store_true", help="no route out, nothing masqueraded")
-    p.add_argument("--attachable", action="store_true", help="overlay: containers may attach (always so)")
+    p.add_argument("--attachable", action="store_true", help="containers may attach (always so)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="K=V", help="driver option")
     p.add_argument("name", metavar="NAME")

@@ -18,7 +18,7 @@ from dockyard.policy.container_filters import ContainerFacts, ContainerFilter, P
 def configured_networks(c: Container) -> list[str]:
     """The networks c's config puts it on, in the order it joins them."""
     first = c.config.network_mode.network_name
-    return ([first] if first else []) + [r.network for r in c.config.networks]
+    return ([first] if first and not c.config.network_left else []) + [r.network for r in c.config.networks]
 
 
 def facts(engine: Any, c: Container, with_image: bool = False) -> ContainerFacts:

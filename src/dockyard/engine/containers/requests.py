@@ -34,6 +34,15 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def check_start(c: Container) -> None:
+    """What start refuses of a container that left its first network while it was not running."""
+    if c.config.network_left and c.config.ports:
+        raise InvalidArgument(
+            f"container {c.name} publishes its ports on {c.config.network_mode.network_name}, which it "
+            "left: connect it to that network again"
+        )
+
+
 def check(engine: Any, config: ContainerConfig) -> None:
     """Refusals of the fields before the container is recorded."""
     root = str(engine.paths.root)
@@ -117,9 +126,14 @@ def connect_later(engine: Any, c: Container, network: Network, req: EndpointRequ
         )
     if network.builtin:
         raise InvalidArgument(f"containers cannot be connected to the pre-defined network {network.name}")
-    if network.name == mode.network_name or any(r.network == network.name for r in c.config.networks):
+    first = network.name == mode.network_name
+    if (first and not c.config.network_left) or any(r.network == network.name for r in c.config.networks):
         raise Conflict(f"container {c.name} is already connected to network {network.name}")
     engine.endpoints.check_request(network, req.ip, False)
+    if first:  # back on the first network it left, with what this connect asks
+        config = replace(c.config, network_left=False, aliases=req.aliases, ip=req.ip, mac=req.mac)
+        engine.store.update_config(c.id, config)
+        return
     engine.store.update_config(c.id, replace(c.config, networks=(*c.config.networks, req)))
 
 
@@ -129,8 +143,7 @@ def disconnect_later(engine: Any, c: Container, network: Network) -> None:
     if len(kept) != len(c.config.networks):
         engine.store.update_config(c.id, replace(c.config, networks=kept))
         return
-    if c.config.network_mode.network_name == network.name:
-        raise InvalidArgument(
-            f"container {c.name} is not running: its first network ({network.name}) is left by removing it"
-        )
+    if c.config.network_mode.network_name == network.name and not c.config.network_left:
+        engine.store.update_config(c.id, replace(c.config, network_left=True, aliases=(), ip=None, mac=""))
+        return
     raise NotFound(f"container {c.name} is not connected to network {network.name}")

@@ -192,7 +192,8 @@ class ContainerRun:
         bindings: tuple[PortBinding, ...] = ()
         me = EndpointOwner.container(c.id)
         step("run.begin")
-        if mode.network_name is not None:
+        requests.check_start(c)
+        if mode.network_name is not None and not c.config.network_left:
             network = self.store.get_network(mode.network_name)
             undo.push(lambda: self.endpoints.drop_records(me), "run.records")
             endpoint, bindings = self.endpoints.record(

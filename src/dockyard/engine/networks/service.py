@@ -198,8 +198,8 @@ class Networks:
                     "and --cluster-advertise ADDRESS|INTERFACE"
                 )
             return self.overlay.create(spec)
-        if spec.attachable:
-            raise InvalidArgument("--attachable is for overlay networks")
+        # --attachable asks that any container may join: a local network always lets one
+        # (Compose sends it for every network it makes).
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
