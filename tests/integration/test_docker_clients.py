@@ -7,10 +7,12 @@ Containers run on a busybox image each test imports (busybox-static's applets).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -395,8 +397,10 @@ def test_network_names_as_docker_decides(lab: Lab, docker: DockerCli) -> None:
 def test_a_followed_event_stream_and_the_stop_signal(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
+    # --since a moment before: the events of the run are there even if the follower subscribes late.
+    since = f"{time.time() - 1:.3f}"
     follower = subprocess.Popen(
-        [DOCKER, "events", "--filter", "container=signalled", "--format", "{{.Action}}"],
+        [DOCKER, "events", "--since", since, "--filter", "container=signalled", "--format", "{{.Action}}"],
         stdout=subprocess.PIPE,
         text=True,
         env=docker.env,
@@ -414,7 +418,14 @@ def test_a_followed_event_stream_and_the_stop_signal(lab: Lab, docker: DockerCli
         assert json.loads(docker.ok("inspect", "signalled"))[0]["State"]["ExitCode"] == 0
         docker.ok("rm", "signalled")
         assert follower.stdout is not None
-        seen = [follower.stdout.readline().strip() for _ in range(5)]
+        seen: list[str] = []
+        # Read by a thread: the wait for the fifth line is bounded, never a test that hangs.
+        lines = follower.stdout
+        reader = threading.Thread(
+            target=lambda: seen.extend(x.strip() for x in itertools.islice(lines, 5)), daemon=True
+        )
+        reader.start()
+        reader.join(30)
         assert seen == ["create", "start", "die", "stop", "destroy"], seen
     finally:
         follower.kill()
