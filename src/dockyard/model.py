@@ -333,6 +333,8 @@ class ContainerConfig:
     tty: bool = False
     open_stdin: bool = False
     stdin_once: bool = False
+    # HostConfig.ConsoleSize (height, width): the pty's window size at start; (0, 0) the kernel's.
+    console_size: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)

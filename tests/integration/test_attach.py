@@ -327,3 +327,91 @@ def test_detach_keys_end_the_session_and_leave_the_container_running(lab: Lab, d
     info = json.loads(docker.ok("inspect", "shell"))[0]
     assert info["State"]["Running"] and info["Config"]["Tty"] and info["Config"]["OpenStdin"]
     docker.ok("rm", "-f", "shell")
+
+
+def _call(docker: DockerCli, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+    """A raw API call; its status and body, whatever the status."""
+    conn = http.client.HTTPConnection("localhost", timeout=30)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    payload = answer.read()
+    conn.close()
+    return answer.status, payload
+
+
+def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
+    """HostConfig.ConsoleSize (docker-py's and the docker CLI's) sizes the pty before the command
+    runs, and an exec's ConsoleSize (at create, or at start) its own."""
+    created = json.loads(
+        _api(
+            docker,
+            "POST",
+            "/containers/create?name=sized",
+            {"Image": "busybox", "Cmd": ["stty", "size"], "Tty": True, "HostConfig": {"ConsoleSize": [24, 99]}},
+        )
+    )
+    _api(docker, "POST", f"/containers/{created['Id']}/start")
+    assert json.loads(_api(docker, "POST", "/containers/sized/wait"))["StatusCode"] == 0
+    assert docker.ok("logs", "sized") == "24 99\r\n"
+    info = json.loads(docker.ok("inspect", "sized"))[0]
+    assert info["HostConfig"]["ConsoleSize"] == [24, 99]
+    # A size that is not [height, width] is refused by name, and nothing is made.
+    status, body = _call(
+        docker,
+        "POST",
+        "/containers/create",
+        {"Image": "busybox", "Cmd": ["true"], "Tty": True, "HostConfig": {"ConsoleSize": [-1, 80]}},
+    )
+    assert status == 400 and b"HostConfig.ConsoleSize" in body, body
+    assert _names(docker) == ["sized"]
+
+    docker.ok("run", "-d", "-t", "--name", "term", "busybox", "sleep", "300")
+    spec = {"Cmd": ["stty", "size"], "Tty": True, "AttachStdout": True, "ConsoleSize": [10, 20]}
+    exec_id = json.loads(_api(docker, "POST", "/containers/term/exec", spec))["Id"]
+    assert _api(docker, "POST", f"/exec/{exec_id}/start", {"Tty": True}) == b"10 20\r\n"
+    exec_id = json.loads(_api(docker, "POST", "/containers/term/exec", spec))["Id"]
+    started = _api(docker, "POST", f"/exec/{exec_id}/start", {"Tty": True, "ConsoleSize": [11, 21]})
+    assert started == b"11 21\r\n"
+    # A field exec does not know is refused by name, never dropped.
+    status, body = _call(docker, "POST", "/containers/term/exec", {**spec, "Privilege": True})
+    assert status == 400 and b"Privilege is not a field dockyard knows" in body, body
+    docker.ok("rm", "-f", "sized", "term")
+
+
+def test_logs_details_prefix_each_line_as_docker_does(docker: DockerCli) -> None:
+    # Docker writes the log driver's extra attributes (key=value,...) and a space before each
+    # line; the json-file log has none here, so the prefix is the space alone.
+    docker.ok("run", "--name", "talker", "busybox", "sh", "-c", "echo out1; echo err1 >&2; echo out2")
+    r = docker.run("logs", "--details", "talker")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b" out1\n out2\n", b" err1\n")
+    r = docker.run("logs", "--details", "-t", "talker")
+    stamp, rest = r.stdout.decode().splitlines()[0].split(" ", 1)
+    assert stamp.endswith("Z") and rest == " out1"
+    docker.ok("rm", "talker")
+
+
+def test_query_parameters_dockyard_does_not_honour_are_refused_by_name(docker: DockerCli) -> None:
+    docker.ok("create", "--name", "idle", "busybox", "sleep", "300")
+    for method, path, name in (
+        ("GET", "/containers/json?size=1", b"size"),
+        ("GET", "/containers/idle/json?size=true", b"size"),
+        ("POST", "/containers/idle/start?checkpoint=c1", b"checkpoint"),
+        ("POST", "/containers/idle/stop?signal=SIGINT", b"signal"),
+        ("POST", "/containers/idle/restart?signal=SIGINT", b"signal"),
+        ("DELETE", "/containers/idle?link=1", b"link"),
+        ("POST", "/containers/create?platform=linux/s390x", b"platform"),
+    ):
+        body = {"Image": "busybox", "Cmd": ["true"]} if path.startswith("/containers/create") else None
+        status, answer = _call(docker, method, path, body)
+        assert status == 400 and name + b" " in answer and b"not supported by dockyard" in answer, (
+            path,
+            status,
+            answer,
+        )
+    # Their zero values ask for nothing: accepted.
+    assert _call(docker, "GET", "/containers/json?size=0")[0] == 200
+    assert _call(docker, "DELETE", "/containers/idle?link=false&v=1")[0] == 204
+    assert _names(docker) == []

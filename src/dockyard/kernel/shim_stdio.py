@@ -55,6 +55,9 @@ class StdioEnds:
     def __init__(self, req: SpawnRequest, spec: dict) -> None:
         self.tty = bool(spec.get("tty"))
         req.tty = self.tty
+        size = spec.get("size")
+        if self.tty and size:
+            req.tty_size = [int(size[0]), int(size[1])]
         self.child: list[int] = []
         self.parent: list[int] = []  # stdin's writing end (or -1), stdout's and stderr's reading ends
         self.console_child = self.console_parent = -1
@@ -107,7 +110,4 @@ class StdioEnds:
         self.parent = []
         relay = Relay(watches, self.tty, stdin, outputs, log, bool(spec.get("stdin_once")))
         relay.log_path = log_path
-        size = spec.get("size")
-        if self.tty and size:
-            relay.resize(int(size[0]), int(size[1]))
         return relay

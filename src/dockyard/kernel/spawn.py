@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import termios
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,8 @@ class SpawnRequest:
     # (so its name resolves there, as runc makes it); its master goes to the
     # shim over the console socket.
     tty: bool = False
+    # That pty's window size (rows, columns), set before the command runs; [] the kernel's 0x0.
+    tty_size: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -207,12 +210,22 @@ def _host_root(req: SpawnRequest) -> None:
             raise SpawnFailure("mount", e.errno or 0, f"cannot mount /sys: {e.strerror}") from e
 
 
-def _console(console: int) -> None:
-    """A pty in the container's /dev/pts as stdin, stdout and stderr; its master to the shim."""
+def _console(console: int, size: list[int]) -> None:
+    """A pty in the container's /dev/pts as stdin, stdout and stderr; its master to the shim.
+
+    Its window size is set here, before the exec: the command's first look at it
+    (`stty size`) sees it, which a resize from the shim after the start may not beat.
+    """
     try:
         master, slave = os.openpty()
     except OSError as e:
         raise SpawnFailure("tty", e.errno or 0, f"cannot make the container's terminal: {e.strerror}") from e
+    try:
+        if size:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    except OSError as e:
+        os.close(master)
+        raise SpawnFailure("tty", e.errno or 0, f"cannot size the container's terminal: {e.strerror}") from e
     try:
         socket.socket(fileno=os.dup(console)).sendmsg(
             [b"pty"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))]
@@ -271,7 +284,7 @@ def run_child(req: SpawnRequest, fds: list[int], error_fd: int, console: int = -
         else:
             _isolate(req)
         if req.tty:
-            _console(console)
+            _console(console, req.tty_size)
         home = _become_user(req)
         os.setsid()
         if req.tty:

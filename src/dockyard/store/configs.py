@@ -69,6 +69,7 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "tty": cfg.tty,
             "open_stdin": cfg.open_stdin,
             "stdin_once": cfg.stdin_once,
+            "console_size": list(cfg.console_size),
         }
     )
 
@@ -149,4 +150,5 @@ def _parse_config(text: str) -> ContainerConfig:
         tty=d.get("tty", False),
         open_stdin=d.get("open_stdin", False),
         stdin_once=d.get("stdin_once", False),
+        console_size=(int(d.get("console_size", (0, 0))[0]), int(d.get("console_size", (0, 0))[1])),
     )

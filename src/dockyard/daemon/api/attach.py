@@ -20,6 +20,7 @@ Parses and formats only; the use cases are the engine's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import socket
@@ -27,6 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from dockyard.daemon.api import create_fields
 from dockyard.daemon.api.http import Request, Response
 from dockyard.engine import Engine
 from dockyard.engine.containers.attach import Client, check_detach_keys
@@ -38,6 +40,14 @@ MUX = "application/vnd.docker.multiplexed-stream"
 RAW = "application/vnd.docker.raw-stream"
 SEND_TIMEOUT = 60.0  # seconds a logs client may take nothing before it is dropped
 FLUSH_AT = 64 * 1024
+# POST /containers/{id}/exec's fields, all read; Detach is the docker CLI's `exec -d`, which
+# takes effect at the exec's start (its body says it again), as in Docker; Container is the
+# old API's (docker-py sends it), which must name the path's container.
+EXEC_FIELDS = (
+    "Cmd", "Env", "WorkingDir", "User", "Privileged", "Tty", "ConsoleSize", "AttachStdin",
+    "AttachStdout", "AttachStderr", "DetachKeys", "Detach", "Container",
+)  # fmt: skip
+EXEC_START_FIELDS = ("Detach", "Tty", "ConsoleSize")
 
 
 def _frame(stream: int, data: bytes) -> bytes:
@@ -190,6 +200,7 @@ class AttachRoutes:
             since_ns=unix_ns(req.query.get("since") or "0", "since"),
             until_ns=unix_ns(req.query.get("until") or "0", "until"),
             timestamps=_flag(req, "timestamps"),
+            details=_flag(req, "details"),
         )
         if not query.stdout and not query.stderr:
             raise InvalidArgument("Bad parameters: you must choose at least one stream")
@@ -226,6 +237,8 @@ class AttachRoutes:
         body = req.json()
         if not isinstance(body, dict):
             raise InvalidArgument("the request body must be a JSON object")
+        create_fields.refuse("", body, EXEC_FIELDS, {})
+        _body_flag(body, "Detach")
         env = _strings(body, "Env")
         for item in env:
             if "=" not in item or item.startswith("="):
@@ -241,12 +254,17 @@ class AttachRoutes:
             stdout=_body_flag(body, "AttachStdout", True),
             stderr=_body_flag(body, "AttachStderr", True),
             detach_keys=check_detach_keys(_text(body, "DetachKeys")),
+            console_size=create_fields.console_size(body.get("ConsoleSize"), "ConsoleSize"),
         )
         if options.user:
             from dockyard.policy import security
 
             security.parse_user(options.user)
-        inst = self.e.execs.create(self.e.get(ref), options.cmd, options=options)
+        c = self.e.get(ref)
+        named = _text(body, "Container")
+        if named and self.e.get(named).id != c.id:
+            raise InvalidArgument(f"Container {named!r} is not the container of the path, {ref!r}")
+        inst = self.e.execs.create(c, options.cmd, options=options)
         return Response(201, {"Id": inst.id})
 
     def exec_start(self, req: Request, ref: str) -> Response:
@@ -261,15 +279,20 @@ class AttachRoutes:
         body = req.json() or {}
         if not isinstance(body, dict):
             raise InvalidArgument("the request body must be a JSON object")
+        create_fields.refuse("", body, EXEC_START_FIELDS, {})
         inst = self.e.execs.get(ref)
-        opts = inst.opts
-        if _body_flag(body, "Tty", opts.tty) != opts.tty:
+        size = body.get("ConsoleSize")
+        size = None if size is None else create_fields.console_size(size, "ConsoleSize")
+        if _body_flag(body, "Tty", inst.opts.tty) != inst.opts.tty:
             raise InvalidArgument("Tty at exec start differs from the exec's own")
         if inst.started:
             raise Conflict(f"exec instance {inst.id} has already been started")
         c = self.e.get(inst.container_id)
         if not c.running:
             raise Conflict(f"container {c.id} is not running")
+        if size is not None:  # the size at start wins over the one at create
+            inst.options = dataclasses.replace(inst.opts, console_size=size)
+        opts = inst.opts
         if _body_flag(body, "Detach"):
             self.e.exec_start(ref, None, [])
             return Response(200, b"", "text/plain")

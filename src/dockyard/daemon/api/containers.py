@@ -44,6 +44,18 @@ def _refusal(message: str) -> Callable[..., Response]:
     return refuse
 
 
+def refuse_query(req: Request, name: str, why: str) -> None:
+    """A query parameter Docker has and dockyard does not honour: refused by name when it asks
+    for something (Docker's booleans: anything but "", 0, no, false, none)."""
+    value = req.query.get(name)
+    if value is not None and value.lower() not in ("", "0", "no", "false", "none"):
+        raise InvalidArgument(f"{name} is not supported by dockyard: {why}")
+
+
+SIZE_REFUSED = "it does not account a container's disk use (docker ps -s, inspect -s)"
+SIGNAL_REFUSED = "the stop signal is the container's StopSignal (set it at create)"
+
+
 def _int_query(req: Request, name: str, default: int) -> int:
     text = req.query.get(name)
     if text in (None, ""):
@@ -78,6 +90,7 @@ class ContainerRoutes:
 
     def ps(self, req: Request) -> Response:
         wanted = ContainerFilter.parse(req.query.get("filters"))
+        refuse_query(req, "size", SIZE_REFUSED)
         limit = _int_query(req, "limit", -1)
         out = []
         for c in prune.select(self.e, wanted, req.flag("all"), limit):
@@ -99,6 +112,7 @@ class ContainerRoutes:
         return Response(200, {"ContainersDeleted": prune.prune(self.e, wanted) or None, "SpaceReclaimed": 0})
 
     def restart(self, req: Request, ref: str) -> Response:
+        refuse_query(req, "signal", SIGNAL_REFUSED)
         timeout = _int_query(req, "t", -1)
         restarts.restart(self.e, ref, None if timeout < 0 else timeout)
         return Response(204)

@@ -29,6 +29,8 @@ from dockyard.model import (
     check_name,
     check_network_name,
 )
+from dockyard.policy import manifests
+from dockyard.policy.manifests import Platform
 
 Json = dict[str, Any]
 
@@ -116,7 +118,8 @@ def _zero(value: Any) -> bool:
     return value is None or value is False or (type(value) in (str, int, float, list, dict) and not value)
 
 
-def _refuse(where: str, body: Json, honoured: tuple[str, ...], refused: dict[str, str]) -> None:
+def refuse(where: str, body: Json, honoured: tuple[str, ...], refused: dict[str, str]) -> None:
+    """Refuse, by name, each field of body not honoured and not at its zero value."""
     for key, value in body.items():
         if key in honoured or _zero(value):
             continue
@@ -153,8 +156,8 @@ def _strings(raw: Any, what: str) -> list[str]:
 
 def check_all(body: Json, host: Json) -> None:
     """Refuse every field that asks for what dockyard does not do."""
-    _refuse("", body, CONFIG_HONOURED, CONFIG_REFUSED)
-    _refuse("HostConfig.", host, HOST_HONOURED, HOST_REFUSED)
+    refuse("", body, CONFIG_HONOURED, CONFIG_REFUSED)
+    refuse("HostConfig.", host, HOST_HONOURED, HOST_REFUSED)
     healthcheck = _object(body.get("Healthcheck"), "Healthcheck")
     if healthcheck.get("Test") not in (None, [], ["NONE"]):
         raise InvalidArgument("Healthcheck is not supported by dockyard: health checks")
@@ -361,6 +364,34 @@ def stop_signal(raw: Any) -> str:
     return name
 
 
+def console_size(raw: Any, what: str = "HostConfig.ConsoleSize") -> tuple[int, int]:
+    """[height, width] of a TTY's window at start (Docker's `[2]uint`); [0, 0] or null: none.
+
+    Accepted without a TTY too, as Docker does: the docker CLI sends its own
+    terminal's size whenever it has one, -t or not; there is no window to size then.
+    """
+    if raw is None:
+        return (0, 0)
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFF for x in raw)
+    ):
+        raise InvalidArgument(f"invalid {what} {raw!r}: expected [height, width], each 0 to 65535")
+    return (raw[0], raw[1])
+
+
+def check_platform(text: str, host: Platform) -> None:
+    """create's `platform` query (--platform): dockyard runs the host's own platform's images."""
+    if not text:
+        return
+    wanted = manifests.parse_platform(text, host)
+    if (wanted.os, wanted.architecture) != (host.os, host.architecture):
+        raise InvalidArgument(
+            f"platform {text!r} is not supported by dockyard: this host runs {host} images only"
+        )
+
+
 def stop_timeout(raw: Any) -> int | None:
     if raw is None:
         return None
@@ -391,13 +422,13 @@ def endpoint_requests(
 ) -> tuple[EndpointRequest | None, tuple[EndpointRequest, ...]]:
     """NetworkingConfig.EndpointsConfig: the mode's network's settings, and the further networks."""
     networking = _object(raw, "NetworkingConfig")
-    _refuse("NetworkingConfig.", networking, ("EndpointsConfig",), {})
+    refuse("NetworkingConfig.", networking, ("EndpointsConfig",), {})
     first: EndpointRequest | None = None
     rest: list[EndpointRequest] = []
     mode_name = str(mode)
     for name, ep in _object(networking.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig").items():
         ep = _object(ep, f"EndpointsConfig[{name!r}]")
-        _refuse(f"EndpointsConfig[{name!r}].", ep, ENDPOINT_HONOURED + ENDPOINT_OUTPUT, ENDPOINT_REFUSED)
+        refuse(f"EndpointsConfig[{name!r}].", ep, ENDPOINT_HONOURED + ENDPOINT_OUTPUT, ENDPOINT_REFUSED)
         aliases = tuple(_strings(ep.get("Aliases"), "Aliases"))
         for alias in aliases:
             check_name(alias, "network alias")

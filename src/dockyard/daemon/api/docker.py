@@ -286,6 +286,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
         tty=_flag(body.get("Tty"), "Tty"),
         open_stdin=_flag(body.get("OpenStdin"), "OpenStdin"),
         stdin_once=_flag(body.get("StdinOnce"), "StdinOnce"),
+        console_size=create_fields.console_size(host.get("ConsoleSize")),
         **confinement.fields(body, host),
         image=_text(body.get("Image"), "Image"),
         labels=create_fields.labels(body.get("Labels")),
@@ -504,6 +505,7 @@ def container_inspect(
             },
             # The shim writes Docker's json-file format (kernel/logfile.py).
             "LogConfig": {"Type": "json-file", "Config": {}},
+            "ConsoleSize": list(c.config.console_size),
             **confined_host,
         },
         "Mounts": mounts_json(c),

@@ -19,7 +19,15 @@ from dockyard.daemon.api import create_fields, docker
 from dockyard.daemon.api.archive import ArchiveRoutes
 from dockyard.daemon.api.attach import AttachRoutes
 from dockyard.daemon.api.cni import CniRoutes
-from dockyard.daemon.api.containers import ContainerRoutes, configured_networks, image_id
+from dockyard.daemon.api.containers import (
+    SIGNAL_REFUSED,
+    SIZE_REFUSED,
+    ContainerRoutes,
+    configured_networks,
+    image_id,
+    refuse_query,
+)
+from dockyard.daemon.api.create_fields import check_platform
 from dockyard.daemon.api.events import EventRoutes
 from dockyard.daemon.api.explain import ExplainRoutes
 from dockyard.daemon.api.host_info import host_facts
@@ -213,11 +221,13 @@ class Api:
     def create(self, req: Request) -> Response:
         body = req.json()
         config, _aliases = docker.container_config(body)
+        check_platform(req.query.get("platform") or "", self.e.images.platform)
         name = req.query.get("name") or None
         c, warnings = self.e.create(config, name, docker.image_run(body))
         return Response(201, {"Id": c.id, "Warnings": warnings})
 
     def inspect(self, req: Request, ref: str) -> Response:
+        refuse_query(req, "size", SIZE_REFUSED)
         v = self.e.inspect(ref)
         c = v.container
         extra = {
@@ -235,6 +245,9 @@ class Api:
     def start(self, req: Request, ref: str) -> Response:
         fds = req.take_fds()
         try:
+            refuse_query(req, "checkpoint", "checkpoints (CRIU)")
+            refuse_query(req, "checkpoint-dir", "checkpoints (CRIU)")
+            refuse_query(req, "detachKeys", "give detachKeys to attach, where they are read")
             self.e.restart_policies.started_by_user(ref)
             self.e.start(ref, fds or None)
         finally:
@@ -250,6 +263,7 @@ class Api:
         return Response(200, deferred=lambda: {"StatusCode": self.e.wait(c.id, condition), "Error": None})
 
     def stop(self, req: Request, ref: str) -> Response:
+        refuse_query(req, "signal", SIGNAL_REFUSED)
         t = req.query.get("t")
         timeout = None
         if t not in (None, ""):
@@ -268,6 +282,8 @@ class Api:
         return Response(204)
 
     def remove(self, req: Request, ref: str) -> Response:
+        # v (anonymous volumes too) has nothing more to remove: dockyard makes none.
+        refuse_query(req, "link", "--link (no container has links)")
         self.e.remove(ref, force=req.flag("force"))
         return Response(204)
 

@@ -119,13 +119,15 @@ class Attaching:
         closes them once the spawn took their sockets)."""
         with self._lock:
             clients = self._waiting.pop(c.id, [])
-        spec = {
+        spec: dict[str, Any] = {
             "tty": c.config.tty,
             "stdin": c.config.open_stdin,
             "stdin_once": c.config.stdin_once,
             "log": str(self.paths.container_log(c.id)),
             "attach": [cl.spec() for cl in clients],
         }
+        if any(c.config.console_size):
+            spec["size"] = list(c.config.console_size)
         return spec, clients
 
     def forget(self, container_id: str) -> None:

@@ -56,6 +56,7 @@ class ExecOptions:
     stdout: bool = True
     stderr: bool = True
     detach_keys: str = ""
+    console_size: tuple[int, int] = (0, 0)  # (height, width) of its pty at start
 
 
 @dataclass
@@ -94,13 +95,16 @@ def exec_relay(opts: ExecOptions, clients: list[Any]) -> dict[str, Any] | None:
     """The shim's relay request for an exec with these attached clients; None: /dev/null."""
     if not clients and not opts.tty:
         return None
-    return {
+    relay: dict[str, Any] = {
         "tty": opts.tty,
         "stdin": opts.stdin and bool(clients),
         "stdin_once": True,
         "log": "",
         "attach": [cl.spec() for cl in clients],
     }
+    if any(opts.console_size):
+        relay["size"] = list(opts.console_size)
+    return relay
 
 
 class Execs:

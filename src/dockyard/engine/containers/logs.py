@@ -35,6 +35,10 @@ class LogQuery:
     since_ns: int = 0
     until_ns: int = 0  # 0: no limit
     timestamps: bool = False
+    # Docker's `details`: each line after the log driver's extra attributes (key=value,...)
+    # and a space; dockyard's json-file log records none (no --log-opt labels/env), so the
+    # prefix is the space alone, exactly as Docker prints for a container with none.
+    details: bool = False
 
     def wants(self, entry: logfile.Entry) -> bool:
         if (entry.stream == 1 and not self.stdout) or (entry.stream == 2 and not self.stderr):
@@ -44,9 +48,10 @@ class LogQuery:
         return not (self.until_ns and entry.time_ns > self.until_ns)
 
     def render(self, entry: logfile.Entry) -> bytes:
+        data = b" " + entry.data if self.details else entry.data
         if self.timestamps:
-            return logfile.timestamp(entry.time_ns).encode() + b" " + entry.data
-        return entry.data
+            return logfile.timestamp(entry.time_ns).encode() + b" " + data
+        return data
 
 
 Write = Callable[[int, bytes], None]  # stream number, bytes
