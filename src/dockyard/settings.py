@@ -285,6 +285,26 @@ def _cluster(
     return out
 
 
+# Every daemon.json key load_settings reads; any other is refused by name, as dockerd does.
+KNOWN_KEYS = (
+    "bridge", "bip", "mtu", "icc", "ip-masq", "dns", "default-address-pools",
+    "insecure-registries", "metrics-addr", "cluster-store", "cluster-advertise",
+    "cluster-store-opts", "api-max-connections", "api-idle-timeout", "docker-plugin",
+    "docker-plugin-socket",
+)  # fmt: skip
+
+
+def check_keys(data: dict[str, object]) -> None:
+    """dockerd's refusal of a key it does not know (a misspelt one would be dropped silently)."""
+    # A key that would break the line (a newline, a control character) is shown quoted.
+    unknown = sorted(key if key.isprintable() else repr(key) for key in data if key not in KNOWN_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            "daemon.json: the following directives don't match any configuration option: "
+            + ", ".join(unknown)
+        )
+
+
 def load_settings(
     root: Path,
     host_netns: str | None = None,
@@ -297,6 +317,7 @@ def load_settings(
 ) -> DaemonSettings:
     """daemon.json under root, then the flags, which win."""
     data = read_daemon_json(Paths(root).daemon_json)
+    check_keys(data)
     kwargs: dict[str, object] = {"root": root, "host_netns": host_netns}
     kwargs.update(_cluster(data, cluster_store, cluster_advertise, cluster_store_opts))
     for key in ("bridge", "bip"):

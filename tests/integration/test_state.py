@@ -72,6 +72,10 @@ def test_the_state_database_is_in_wal_mode(lab: Lab) -> None:
         ('{"bip": "10.10.0.1/24",', "is not valid JSON"),
         ('{"mtu": "big"}', "daemon.json: mtu must be an integer"),
         ('["bridge"]', "must hold a JSON object"),
+        (
+            '{"mtu": 1400, "bridge-name": "br0"}',
+            "daemon.json: the following directives don't match any configuration option: bridge-name",
+        ),
     ],
 )
 def test_a_broken_daemon_json_is_one_line_exit_125(lab: Lab, text: str, says: str) -> None:

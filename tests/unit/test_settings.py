@@ -14,6 +14,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.settings import (
     DEFAULT_BRIDGE,
     DEFAULT_POOLS,
+    KNOWN_KEYS,
     AddressPool,
     DaemonSettings,
     load_settings,
@@ -79,9 +80,48 @@ def test_the_apis_own_keys(tmp_path: Path) -> None:
     assert load_settings(tmp_path).api_idle_timeout == 30.0
 
 
-def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
-    _write(tmp_path, {"log-level": "debug", "mtu": 9000})
-    assert load_settings(tmp_path) == DaemonSettings(root=tmp_path, mtu=9000)
+def test_unknown_keys_are_refused_by_name_as_dockerd_does(tmp_path: Path) -> None:
+    # A misspelt key would otherwise be dropped, and its setting silently not made.
+    _write(tmp_path, {"log-level": "debug", "mtu": 9000, "bridg": "br-typo"})
+    with pytest.raises(InvalidArgument) as e:
+        load_settings(tmp_path)
+    assert str(e.value) == (
+        "daemon.json: the following directives don't match any configuration option: bridg, log-level"
+    )
+    _write(tmp_path, {"a\nb": 1})
+    with pytest.raises(InvalidArgument) as e:
+        load_settings(tmp_path)
+    assert str(e.value).endswith("option: 'a\\nb'") and "\n" not in str(e.value)
+
+
+def test_every_key_the_daemon_knows_is_accepted(tmp_path: Path) -> None:
+    every = {
+        "bridge": "br-json",
+        "bip": "10.77.0.1/16",
+        "mtu": 1400,
+        "icc": False,
+        "ip-masq": False,
+        "dns": ["192.0.2.53"],
+        "default-address-pools": [{"base": "10.123.0.0/16", "size": 24}],
+        "insecure-registries": ["registry.lab:5000"],
+        "metrics-addr": "127.0.0.1:9323",
+        "cluster-store": "etcd://192.0.2.10:2379",
+        "cluster-advertise": "192.0.2.1",
+        "cluster-store-opts": {"kv.prefix": "/lab"},
+        "api-max-connections": 64,
+        "api-idle-timeout": 2.5,
+        "docker-plugin": True,
+        "docker-plugin-socket": "/run/docker/plugins/dockyard.sock",
+    }
+    assert sorted(every) == sorted(KNOWN_KEYS)
+    _write(tmp_path, every)
+    s = load_settings(tmp_path)
+    assert (s.bridge, s.metrics_addr, s.cluster_store, s.docker_plugin) == (
+        "br-json",
+        ("127.0.0.1", 9323),
+        "etcd://192.0.2.10:2379",
+        True,
+    )
 
 
 def test_flags_override_daemon_json(tmp_path: Path) -> None:
