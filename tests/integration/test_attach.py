@@ -350,7 +350,12 @@ def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
             docker,
             "POST",
             "/containers/create?name=sized",
-            {"Image": "busybox", "Cmd": ["stty", "size"], "Tty": True, "HostConfig": {"ConsoleSize": [24, 99]}},
+            {
+                "Image": "busybox",
+                "Cmd": ["stty", "size"],
+                "Tty": True,
+                "HostConfig": {"ConsoleSize": [24, 99]},
+            },
         )
     )
     _api(docker, "POST", f"/containers/{created['Id']}/start")

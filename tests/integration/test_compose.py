@@ -9,9 +9,11 @@ leak check). The services run on a busybox image the test imports.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -50,11 +52,25 @@ PROJECT = textwrap.dedent(
 )
 
 
+# Services with no command: each runs its image's own Cmd, with its image's Env and WorkingDir.
+DEFAULTS_PROJECT = textwrap.dedent(
+    """
+    version: "3.8"
+    services:
+      site:
+        image: site:1
+        ports: ["8081:80"]
+      probe:
+        image: probe:1
+    """
+)
+
+
 class Compose:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path, project: str = PROJECT) -> None:
         self.dir = tmp / "project"
         self.dir.mkdir()
-        (self.dir / "docker-compose.yml").write_text(PROJECT)
+        (self.dir / "docker-compose.yml").write_text(project)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
         self.env["DOCKER_HOST"] = f"unix://{lab.root}/dockyard.sock"
         self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
@@ -75,15 +91,30 @@ class Compose:
         return r.stdout
 
 
+def _import(c: Compose, name: str, tarball: bytes, *changes: str) -> None:
+    args = [arg for change in changes for arg in ("-c", change)]
+    r = subprocess.run([DOCKER, "import", *args, "-", name], input=tarball, capture_output=True, env=c.env)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.fixture
 def compose(lab: Lab, tmp_path: Path) -> Compose:
     lab.dy_ok("ps")  # the daemon is up
     c = Compose(lab, tmp_path)
-    r = subprocess.run(
-        [DOCKER, "import", "-", "busybox:latest"], input=busybox_tarball(), capture_output=True, env=c.env
-    )
-    assert r.returncode == 0, r.stderr
+    _import(c, "busybox:latest", busybox_tarball())
     return c
+
+
+def _with_file(tarball: bytes, name: str, data: bytes) -> bytes:
+    """The root file system tarball with one file more."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o644
+        dst.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def test_a_compose_project_comes_up_works_and_goes(lab: Lab, compose: Compose) -> None:
@@ -110,3 +141,36 @@ def test_a_compose_project_comes_up_works_and_goes(lab: Lab, compose: Compose) -
     assert lab.dy_ok("ps", "-aq").split() == []
     networks = {line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]}
     assert not {"demo_front", "demo_private"} & networks
+
+
+def test_services_without_a_command_run_their_images_defaults(lab: Lab, tmp_path: Path) -> None:
+    """Compose's usual case: `image:` and no `command:` (issue 14). site's image serves its own
+    page (its Cmd, from its WorkingDir); probe's reaches site by name, at the address its Env gives."""
+    lab.dy_ok("ps")
+    c = Compose(lab, tmp_path, DEFAULTS_PROJECT)
+    _import(
+        c,
+        "site:1",
+        _with_file(busybox_tarball(), "www/index.html", b"served by the image's own command\n"),
+        'CMD ["httpd", "-f", "-p", "80", "-h", "."]',
+        "WORKDIR /www",
+    )
+    _import(
+        c,
+        "probe:1",
+        busybox_tarball(),
+        "ENV TARGET=http://site/",
+        'CMD ["sh", "-c", "while true; do wget -q -O- $TARGET || echo missed; sleep 1; done"]',
+    )
+    c.ok("up", "-d")
+    info = lab.inspect("demo_site_1")
+    assert info["Config"]["Cmd"] == ["httpd", "-f", "-p", "80", "-h", "."] and info["State"]["Running"]
+    page = lab.in_ns(lab.up, "curl", "-sS", "--max-time", "10", f"http://{HOST_ADDR}:8081/")
+    assert page.returncode == 0 and page.stdout == "served by the image's own command\n", page.stderr
+    lab.eventually(
+        lambda: "served by the image's own command" in c.ok("logs", "probe"),
+        20,
+        "probe reaching site by name",
+    )
+    c.ok("down")
+    assert lab.dy_ok("ps", "-aq").split() == []

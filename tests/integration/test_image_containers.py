@@ -101,6 +101,14 @@ def test_the_images_config_gives_the_defaults(lab: Lab, docker: DockerCli) -> No
     )
     # An entrypoint given drops the image's command.
     assert _run(lab, docker, "--entrypoint", "echo", "greeter:1") == (0, "\n")
+    # `docker run --rm IMAGE` in the foreground: the image's command and environment, its exit
+    # status passed through, and nothing left.
+    _import(docker, "exiter:1", 'CMD ["sh", "-c", "echo $GREETING from $PWD; echo to-err >&2; exit 3"]',
+            "ENV GREETING=hi", "WORKDIR /tmp")  # fmt: skip
+    before = docker.ok("ps", "-aq").split()
+    r = docker.run("run", "--rm", "exiter:1")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"hi from /tmp\n", b"to-err\n")
+    assert docker.ok("ps", "-aq").split() == before
     # The two-layer image: its upper layer's whiteout hides the lower's file, the opaque directory its content.
     archive, _, _ = multi_layer_archive("multi:1", base=busybox_tarball())
     docker.ok("load", input=archive)
