@@ -16,10 +16,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import shutil
 import socket
-import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -27,38 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from docker_cli import DockerCli
 from lab import Lab
-
-DOCKER = shutil.which("docker") or "/usr/bin/docker"
-
-
-class DockerCli:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
-        self.env["DOCKER_HOST"] = f"unix://{lab.root}/dockyard.sock"
-
-    def run(
-        self, *args: str, input: bytes | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [DOCKER, *args], capture_output=True, env=self.env, input=input, timeout=timeout
-        )
-
-    def ok(self, *args: str, input: bytes | None = None) -> str:
-        r = self.run(*args, input=input)
-        assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr.decode())
-        return r.stdout.decode()
-
-    def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [DOCKER, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env,
-        )
-
 
 APPLETS = ("sh", "cat", "echo", "tr", "id", "stty", "tty", "sleep", "test", "true", "ls")
 
@@ -92,9 +59,8 @@ def busybox_image() -> bytes:
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")  # the daemon is up
-    cli = DockerCli(lab, tmp_path)
-    cli.ok("import", "-", "busybox:latest", input=busybox_image())
+    cli = DockerCli.for_lab(lab, tmp_path)
+    cli.import_image("busybox:latest", tarball=busybox_image())
     return cli
 
 
@@ -206,7 +172,7 @@ def _api(docker: DockerCli, method: str, path: str, body: object = None) -> byte
     """A raw API call on the daemon's socket (what the docker CLI does not expose)."""
     conn = http.client.HTTPConnection("localhost", timeout=30)
     conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    conn.sock.connect(docker.socket_path)
     data = json.dumps(body).encode() if body is not None else None
     conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
     answer = conn.getresponse()
@@ -219,7 +185,7 @@ def _api(docker: DockerCli, method: str, path: str, body: object = None) -> byte
 def _status(docker: DockerCli, method: str, path: str) -> int:
     conn = http.client.HTTPConnection("localhost", timeout=30)
     conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    conn.sock.connect(docker.socket_path)
     conn.request(method, f"/v1.41{path}")
     status = conn.getresponse().status
     conn.close()
@@ -304,7 +270,7 @@ def test_detach_keys_end_the_session_and_leave_the_container_running(lab: Lab, d
     docker.ok("run", "-d", "-i", "-t", "--name", "shell", "busybox", "sh")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
-    sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    sock.connect(docker.socket_path)
     sock.sendall(
         b"POST /v1.41/containers/shell/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
         b"Host: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
@@ -333,7 +299,7 @@ def _call(docker: DockerCli, method: str, path: str, body: object = None) -> tup
     """A raw API call; its status and body, whatever the status."""
     conn = http.client.HTTPConnection("localhost", timeout=30)
     conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.env["DOCKER_HOST"].removeprefix("unix://"))
+    conn.sock.connect(docker.socket_path)
     data = json.dumps(body).encode() if body is not None else None
     conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
     answer = conn.getresponse()

@@ -10,7 +10,6 @@ leak check). The services run on a busybox image the test imports.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import tarfile
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from docker_cli import DockerCli
 from images_lab import busybox_tarball
 from lab import HOST_ADDR, Lab
 
 COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
-DOCKER = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else (shutil.which("docker") or "docker")
 PROJECT = textwrap.dedent(
     """
     version: "3.8"
@@ -71,9 +70,8 @@ class Compose:
         self.dir = tmp / "project"
         self.dir.mkdir()
         (self.dir / "docker-compose.yml").write_text(project)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
-        self.env["DOCKER_HOST"] = f"unix://{lab.root}/dockyard.sock"
-        self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
+        self.docker = DockerCli(lab, tmp)
+        self.env = self.docker.env
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -91,17 +89,11 @@ class Compose:
         return r.stdout
 
 
-def _import(c: Compose, name: str, tarball: bytes, *changes: str) -> None:
-    args = [arg for change in changes for arg in ("-c", change)]
-    r = subprocess.run([DOCKER, "import", *args, "-", name], input=tarball, capture_output=True, env=c.env)
-    assert r.returncode == 0, r.stderr
-
-
 @pytest.fixture
 def compose(lab: Lab, tmp_path: Path) -> Compose:
     lab.dy_ok("ps")  # the daemon is up
     c = Compose(lab, tmp_path)
-    _import(c, "busybox:latest", busybox_tarball())
+    c.docker.import_image("busybox:latest")
     return c
 
 
@@ -148,17 +140,14 @@ def test_services_without_a_command_run_their_images_defaults(lab: Lab, tmp_path
     page (its Cmd, from its WorkingDir); probe's reaches site by name, at the address its Env gives."""
     lab.dy_ok("ps")
     c = Compose(lab, tmp_path, DEFAULTS_PROJECT)
-    _import(
-        c,
+    c.docker.import_image(
         "site:1",
-        _with_file(busybox_tarball(), "www/index.html", b"served by the image's own command\n"),
         'CMD ["httpd", "-f", "-p", "80", "-h", "."]',
         "WORKDIR /www",
+        tarball=_with_file(busybox_tarball(), "www/index.html", b"served by the image's own command\n"),
     )
-    _import(
-        c,
+    c.docker.import_image(
         "probe:1",
-        busybox_tarball(),
         "ENV TARGET=http://site/",
         'CMD ["sh", "-c", "while true; do wget -q -O- $TARGET || echo missed; sleep 1; done"]',
     )

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from images_lab import busybox_tarball
-from integration.test_images import DockerCli
+from docker_cli import DockerCli
 from lab import Lab
 
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")  # the daemon is up
-    cli = DockerCli(lab, tmp_path)
-    cli.ok("import", "-", "busybox:latest", input=busybox_tarball())
-    return cli
+    return DockerCli.for_lab(lab, tmp_path, busybox=True)
 
 
 def _finished(docker: DockerCli, *args: str) -> str:
@@ -44,7 +40,9 @@ def test_diff_shows_what_the_container_changed(lab: Lab, docker: DockerCli) -> N
 
 
 def test_cp_out_of_and_into_a_stopped_container(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
-    cid = _finished(docker, "--name", "box", "busybox", "sh", "-c", "mkdir /data; echo hello > /data/greeting")
+    cid = _finished(
+        docker, "--name", "box", "busybox", "sh", "-c", "mkdir /data; echo hello > /data/greeting"
+    )
     out = tmp_path / "out"
     docker.ok("cp", "box:/data", str(out))
     assert (out / "greeting").read_text() == "hello\n"
@@ -65,7 +63,9 @@ def test_cp_out_of_and_into_a_stopped_container(lab: Lab, docker: DockerCli, tmp
 
 def test_cp_with_a_running_container_sees_its_mounts(lab: Lab, docker: DockerCli, tmp_path: Path) -> None:
     docker.ok("run", "-d", "--name", "live", "--init", "busybox", "sh", "-c", "echo up > /tmp/up; sleep 300")
-    lab.eventually(lambda: docker.run("cp", "live:/tmp/up", str(tmp_path / "up")).returncode == 0, 20, "the file")
+    lab.eventually(
+        lambda: docker.run("cp", "live:/tmp/up", str(tmp_path / "up")).returncode == 0, 20, "the file"
+    )
     assert (tmp_path / "up").read_text() == "up\n"
     # /etc/hosts is the engine's bind mount in the running root.
     docker.ok("cp", "live:/etc/hosts", str(tmp_path / "hosts"))
@@ -83,7 +83,9 @@ def test_a_link_in_the_container_never_leads_to_the_hosts_files(
     host_dir = tmp_path / "host-secret"
     host_dir.mkdir()
     (host_dir / "secret").write_text("host only\n")
-    _finished(docker, "--name", "sneaky", "busybox", "sh", "-c", f"ln -s {host_dir} /tmp/link; ls -l /tmp/link")
+    _finished(
+        docker, "--name", "sneaky", "busybox", "sh", "-c", f"ln -s {host_dir} /tmp/link; ls -l /tmp/link"
+    )
     # The attempt is real: the link is in the container, pointing at the host's directory.
     assert str(host_dir) in lab.dy_ok("logs", "sneaky")
     r = docker.run("cp", "sneaky:/tmp/link/secret", str(tmp_path / "stolen"))

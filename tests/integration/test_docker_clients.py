@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -18,43 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from images_lab import busybox_tarball
+from docker_cli import DOCKER, DockerCli
 from lab import Lab
-
-DOCKER = shutil.which("docker") or "/usr/bin/docker"
-
-
-class DockerCli:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
-        self.env["DOCKER_HOST"] = f"unix://{lab.root}/dockyard.sock"
-
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([DOCKER, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
-
-    def ok(self, *args: str) -> str:
-        r = self.run(*args)
-        assert r.returncode == 0, (args, r.stderr)
-        return r.stdout
-
-    def fails(self, *args: str, message: str) -> str:
-        r = self.run(*args)
-        assert r.returncode != 0, (args, r.stdout)
-        assert message in r.stderr, (args, r.stderr)
-        return r.stderr
 
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")  # the daemon is up
-    cli = DockerCli(lab, tmp_path)
     # The image every test runs: busybox-static's applets (containers run on it).
-    r = subprocess.run(
-        [DOCKER, "import", "-", "busybox:latest"], input=busybox_tarball(), capture_output=True, env=cli.env
-    )
-    assert r.returncode == 0, r.stderr
-    return cli
+    return DockerCli.for_lab(lab, tmp_path, busybox=True)
 
 
 def _names(out: str) -> list[str]:

@@ -15,20 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from docker_cli import DockerCli
 from images_lab import busybox_tarball, multi_layer_archive
-from integration.test_images import DockerCli
 from lab import Lab
 
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")  # the daemon is up
-    return DockerCli(lab, tmp_path)
-
-
-def _import(docker: DockerCli, name: str, *changes: str, tarball: bytes | None = None) -> str:
-    args = [arg for change in changes for arg in ("-c", change)]
-    return docker.ok("import", *args, "-", name, input=tarball or busybox_tarball()).strip()
+    return DockerCli.for_lab(lab, tmp_path)
 
 
 def _run(lab: Lab, docker: DockerCli, *args: str) -> tuple[int, str]:
@@ -40,7 +34,7 @@ def _run(lab: Lab, docker: DockerCli, *args: str) -> tuple[int, str]:
 
 
 def test_the_root_is_the_images_and_the_host_tree_is_gone(lab: Lab, docker: DockerCli) -> None:
-    image_id = _import(docker, "busybox:latest")
+    image_id = docker.import_image("busybox:latest")
     code, out = _run(
         lab,
         docker,
@@ -84,8 +78,7 @@ def test_the_root_is_the_images_and_the_host_tree_is_gone(lab: Lab, docker: Dock
 
 
 def test_the_images_config_gives_the_defaults(lab: Lab, docker: DockerCli) -> None:
-    _import(
-        docker,
+    docker.import_image(
         "greeter:1",
         'CMD ["sh", "-c", "echo $GREETING from $PWD"]',
         "ENV GREETING=hello",
@@ -103,8 +96,12 @@ def test_the_images_config_gives_the_defaults(lab: Lab, docker: DockerCli) -> No
     assert _run(lab, docker, "--entrypoint", "echo", "greeter:1") == (0, "\n")
     # `docker run --rm IMAGE` in the foreground: the image's command and environment, its exit
     # status passed through, and nothing left.
-    _import(docker, "exiter:1", 'CMD ["sh", "-c", "echo $GREETING from $PWD; echo to-err >&2; exit 3"]',
-            "ENV GREETING=hi", "WORKDIR /tmp")  # fmt: skip
+    docker.import_image(
+        "exiter:1",
+        'CMD ["sh", "-c", "echo $GREETING from $PWD; echo to-err >&2; exit 3"]',
+        "ENV GREETING=hi",
+        "WORKDIR /tmp",
+    )
     before = docker.ok("ps", "-aq").split()
     r = docker.run("run", "--rm", "exiter:1")
     assert (r.returncode, r.stdout, r.stderr) == (3, b"hi from /tmp\n", b"to-err\n")
@@ -124,14 +121,14 @@ def test_a_missing_image_is_reported_and_nothing_is_made(lab: Lab, docker: Docke
     assert r.returncode != 0 and "No such image: nosuch:1" in r.stderr.decode()
     assert docker.ok("ps", "-aq") == ""
     # An image without a command, and none given: refused.
-    _import(docker, "bare:1")
+    docker.import_image("bare:1")
     r = docker.run("create", "bare:1")
     assert r.returncode != 0 and "no command specified" in r.stderr.decode()
     assert docker.ok("ps", "-aq") == ""
 
 
 def test_an_image_in_use_is_kept_until_its_container_goes(lab: Lab, docker: DockerCli) -> None:
-    _import(docker, "busybox:latest")
+    docker.import_image("busybox:latest")
     cid = docker.ok("create", "--name", "user", "busybox", "true").strip()
     r = docker.run("rmi", "busybox")
     # Untagged, kept for its container (Docker's way), which still starts.
@@ -144,7 +141,7 @@ def test_an_image_in_use_is_kept_until_its_container_goes(lab: Lab, docker: Dock
 
 
 def test_init_is_bound_into_an_images_root(lab: Lab, docker: DockerCli) -> None:
-    _import(docker, "busybox:latest")
+    docker.import_image("busybox:latest")
     code, out = _run(lab, docker, "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '")
     assert code == 0 and out.split()[0] == "/dev/init", out
 
@@ -161,7 +158,7 @@ def test_an_images_symlink_cannot_lead_the_engines_files_out_of_its_root(
         link.type = tarfile.SYMTYPE
         link.linkname = str(host_dir)
         t.addfile(link)
-    _import(docker, "evil:1", tarball=buf.getvalue())
+    docker.import_image("evil:1", tarball=buf.getvalue())
     code, out = _run(lab, docker, "evil:1", "sh", "-c", "cat /etc/hosts; cat /etc/hostname")
     # The attempt was made (the image's /etc does point there) and the files are the container's.
     assert code == 0 and "127.0.0.1" in out, out

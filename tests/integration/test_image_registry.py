@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from docker_cli import DockerCli
 from images_lab import TOKEN_REGISTRY, Registry, busybox_tarball, multi_layer_archive, sha256
-from integration.test_images import DockerCli
 from lab import Lab
 
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")
-    return DockerCli(lab, tmp_path)
+    return DockerCli.for_lab(lab, tmp_path)
 
 
 def _archives(docker: DockerCli, tmp: Path) -> tuple[Path, str, Path, str, list[str]]:

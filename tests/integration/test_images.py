@@ -11,42 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from docker_cli import DockerCli
 from images_lab import LOWER, busybox_tarball, multi_layer_archive
 from lab import Lab
-
-DOCKER = shutil.which("docker") or "/usr/bin/docker"
-
-
-class DockerCli:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env["DOCKER_CONFIG"] = str(tmp / "docker-config")
-        self.env["DOCKER_HOST"] = f"unix://{lab.root}/dockyard.sock"
-
-    def run(
-        self, *args: str, input: bytes | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [DOCKER, *args], capture_output=True, env=self.env, input=input, timeout=timeout
-        )
-
-    def ok(self, *args: str, input: bytes | None = None) -> str:
-        r = self.run(*args, input=input)
-        assert r.returncode == 0, (args, r.stderr.decode())
-        return r.stdout.decode()
 
 
 @pytest.fixture
 def docker(lab: Lab, tmp_path: Path) -> DockerCli:
-    lab.dy_ok("ps")  # the daemon is up
-    return DockerCli(lab, tmp_path)
+    return DockerCli.for_lab(lab, tmp_path)
 
 
 def _files(root: Path) -> set[str]:
