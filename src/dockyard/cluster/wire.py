@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 def b64(text: str | bytes) -> str:
@@ -99,10 +100,12 @@ class Compare:
             "VALUE": "value",
         }[self.target]
         value = b64(self.value) if isinstance(self.value, bytes) else str(self.value)
-        d = {"key": b64(self.key), "target": self.target, "result": self.result, field_name: value}
-        if self.range_end is not None:
-            d["range_end"] = b64(self.range_end)
-        return d
+        return {
+            **_key_range(self.key, self.range_end),
+            "target": self.target,
+            "result": self.result,
+            field_name: value,
+        }
 
 
 def absent(key: str) -> Compare:
@@ -148,28 +151,34 @@ class Put:
         return {"request_put": d}
 
 
-@dataclass(frozen=True)
-class Delete:
-    key: str
-    range_end: str | None = None
-
-    def wire(self) -> dict:
-        d = {"key": b64(self.key)}
-        if self.range_end is not None:
-            d["range_end"] = b64(self.range_end)
-        return {"request_delete_range": d}
+def _key_range(key: str, range_end: str | None) -> dict:
+    """A key, or with range_end the keys [key, range_end): how each request names its keys."""
+    d = {"key": b64(key)}
+    if range_end is not None:
+        d["range_end"] = b64(range_end)
+    return d
 
 
 @dataclass(frozen=True)
-class Get:
+class _OnKeys:
+    """An operation on a key or a range of keys, sent as etcd's `request` of its kind."""
+
     key: str
     range_end: str | None = None
+    request: ClassVar[str]
 
     def wire(self) -> dict:
-        d = {"key": b64(self.key)}
-        if self.range_end is not None:
-            d["range_end"] = b64(self.range_end)
-        return {"request_range": d}
+        return {self.request: _key_range(self.key, self.range_end)}
+
+
+@dataclass(frozen=True)
+class Delete(_OnKeys):
+    request: ClassVar[str] = "request_delete_range"
+
+
+@dataclass(frozen=True)
+class Get(_OnKeys):
+    request: ClassVar[str] = "request_range"
 
 
 Op = Put | Delete | Get
