@@ -30,6 +30,7 @@ from typing import Any
 
 from dockyard.daemon.api import create_fields
 from dockyard.daemon.api.http import Request, Response
+from dockyard.daemon.api.json_types import flag, strings, text
 from dockyard.engine import Engine
 from dockyard.engine.containers.attach import Client, check_detach_keys
 from dockyard.engine.containers.execs import ExecInstance, ExecOptions
@@ -63,35 +64,6 @@ def _flag(req: Request, name: str, default: bool = False) -> bool:
     if value.lower() in ("0", "false", "no"):
         return False
     raise InvalidArgument(f"invalid value {value!r} for {name}: expected 1/true or 0/false")
-
-
-def _body_flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    raw = body.get(name)
-    if raw is None:
-        return default
-    if not isinstance(raw, bool):
-        raise InvalidArgument(f"{name} must be true or false")
-    return raw
-
-
-def _strings(body: dict[str, Any], name: str) -> tuple[str, ...]:
-    raw = body.get(name)
-    if raw is None:
-        return ()
-    if isinstance(raw, str) and name == "Cmd":
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(x, str) and "\0" not in x for x in raw):
-        raise InvalidArgument(f"{name} must be a list of strings")
-    return tuple(raw)
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    raw = body.get(name)
-    if raw is None:
-        return ""
-    if not isinstance(raw, str) or "\0" in raw:
-        raise InvalidArgument(f"{name} must be a string")
-    return raw
 
 
 def unix_ns(text: str, name: str) -> int:
@@ -238,22 +210,22 @@ class AttachRoutes:
         if not isinstance(body, dict):
             raise InvalidArgument("the request body must be a JSON object")
         create_fields.refuse("", body, EXEC_FIELDS, {})
-        _body_flag(body, "Detach")
-        env = _strings(body, "Env")
+        flag(body.get("Detach"), "Detach")
+        env = tuple(strings(body.get("Env"), "Env"))
         for item in env:
             if "=" not in item or item.startswith("="):
                 raise InvalidArgument(f"invalid environment variable {item!r}: expected KEY=VALUE")
         options = ExecOptions(
-            cmd=_strings(body, "Cmd"),
+            cmd=tuple(strings(body.get("Cmd"), "Cmd", one_string=True)),
             env=env,
-            workdir=_text(body, "WorkingDir"),
-            user=_text(body, "User"),
-            privileged=_body_flag(body, "Privileged"),
-            tty=_body_flag(body, "Tty"),
-            stdin=_body_flag(body, "AttachStdin"),
-            stdout=_body_flag(body, "AttachStdout", True),
-            stderr=_body_flag(body, "AttachStderr", True),
-            detach_keys=check_detach_keys(_text(body, "DetachKeys")),
+            workdir=text(body.get("WorkingDir"), "WorkingDir"),
+            user=text(body.get("User"), "User"),
+            privileged=flag(body.get("Privileged"), "Privileged"),
+            tty=flag(body.get("Tty"), "Tty"),
+            stdin=flag(body.get("AttachStdin"), "AttachStdin"),
+            stdout=flag(body.get("AttachStdout"), "AttachStdout", True),
+            stderr=flag(body.get("AttachStderr"), "AttachStderr", True),
+            detach_keys=check_detach_keys(text(body.get("DetachKeys"), "DetachKeys")),
             console_size=create_fields.console_size(body.get("ConsoleSize"), "ConsoleSize"),
         )
         if options.user:
@@ -261,7 +233,7 @@ class AttachRoutes:
 
             security.parse_user(options.user)
         c = self.e.get(ref)
-        named = _text(body, "Container")
+        named = text(body.get("Container"), "Container")
         if named and self.e.get(named).id != c.id:
             raise InvalidArgument(f"Container {named!r} is not the container of the path, {ref!r}")
         inst = self.e.execs.create(c, options.cmd, options=options)
@@ -283,7 +255,7 @@ class AttachRoutes:
         inst = self.e.execs.get(ref)
         size = body.get("ConsoleSize")
         size = None if size is None else create_fields.console_size(size, "ConsoleSize")
-        if _body_flag(body, "Tty", inst.opts.tty) != inst.opts.tty:
+        if flag(body.get("Tty"), "Tty", inst.opts.tty) != inst.opts.tty:
             raise InvalidArgument("Tty at exec start differs from the exec's own")
         if inst.started:
             raise Conflict(f"exec instance {inst.id} has already been started")
@@ -293,7 +265,7 @@ class AttachRoutes:
         if size is not None:  # the size at start wins over the one at create
             inst.options = dataclasses.replace(inst.opts, console_size=size)
         opts = inst.opts
-        if _body_flag(body, "Detach"):
+        if flag(body.get("Detach"), "Detach"):
             self.e.exec_start(ref, None, [])
             return Response(200, b"", "text/plain")
 

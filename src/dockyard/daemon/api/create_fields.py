@@ -19,6 +19,9 @@ import re
 import signal
 from typing import Any
 
+from dockyard.daemon.api.json_types import json_object as _object
+from dockyard.daemon.api.json_types import strings as _strings
+from dockyard.daemon.api.json_types import text as _text
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
     BindMount,
@@ -128,30 +131,6 @@ def refuse(where: str, body: Json, honoured: tuple[str, ...], refused: dict[str,
             name = key if key.isidentifier() else repr(key)
             raise InvalidArgument(f"{where}{name} is not a field dockyard knows: refused, not ignored")
         raise InvalidArgument(f"{where}{key} is not supported by dockyard: {what}")
-
-
-def _object(raw: Any, what: str) -> Json:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"{what} must be a JSON object")
-    return raw
-
-
-def _text(raw: Any, what: str) -> str:
-    if raw is None:
-        return ""
-    if not isinstance(raw, str) or "\0" in raw:
-        raise InvalidArgument(f"{what} must be a string without NUL")
-    return raw
-
-
-def _strings(raw: Any, what: str) -> list[str]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidArgument(f"{what} must be a list of strings")
-    return [_text(x, what) for x in raw]
 
 
 def check_all(body: Json, host: Json) -> None:

@@ -15,6 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.daemon.api import confinement, create_fields
+from dockyard.daemon.api.json_types import flag as _flag
+from dockyard.daemon.api.json_types import json_object as _object
+from dockyard.daemon.api.json_types import strings as _strings
+from dockyard.daemon.api.json_types import text as _text
 from dockyard.engine.networks.service import NetworkSpec
 from dockyard.engine.views import Member
 from dockyard.errors import InvalidArgument
@@ -68,51 +72,13 @@ def status_text(c: Container) -> str:
 # -- requests ---------------------------------------------------------------
 #
 # A body may come from any client, so each field is checked for Docker's JSON
-# type before it is used: a bad body is an InvalidArgument that names the
-# field, never a TypeError in the daemon. null counts as absent.
+# type before it is used (json_types.py): a bad body is an InvalidArgument
+# that names the field, never a TypeError in the daemon.
 
 # The kernel's HOST_NAME_MAX: sethostname refuses a longer name.
 HOSTNAME_MAX = 64
 # A host name goes into /etc/hosts and /etc/hostname: no white space, no line breaks.
 HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
-
-
-def _object(raw: Any, what: str) -> Json:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"{what} must be a JSON object")
-    return raw
-
-
-def _text(raw: Any, what: str) -> str:
-    """A string; NUL is refused, as no argv, file name or kernel name can hold it."""
-    if raw is None:
-        return ""
-    if not isinstance(raw, str):
-        raise InvalidArgument(f"{what} must be a string")
-    if "\0" in raw:
-        raise InvalidArgument(f"invalid {what} {raw!r}: it may not contain NUL")
-    return raw
-
-
-def _strings(raw: Any, what: str, one_string: bool = False) -> list[str]:
-    """A list of strings; Docker's Cmd and Entrypoint also take a single string."""
-    if raw is None:
-        return []
-    if one_string and isinstance(raw, str):
-        raw = [raw] if raw else []
-    if not isinstance(raw, list):
-        raise InvalidArgument(f"{what} must be a list of strings")
-    return [_text(item, what) for item in raw]
-
-
-def _flag(raw: Any, what: str, default: bool = False) -> bool:
-    if raw is None:
-        return default
-    if not isinstance(raw, bool):
-        raise InvalidArgument(f"{what} must be true or false")
-    return raw
 
 
 def port_requests(
