@@ -160,3 +160,29 @@ def test_image_filters() -> None:
     )
     with pytest.raises(InvalidArgument, match="invalid filter 'until'"):
         ImageFilter.parse(json.dumps({"until": ["1h"]}))
+
+
+@pytest.mark.parametrize(
+    ("repo", "tag", "name"),
+    [
+        ("web", "", "docker.io/library/web:latest"),
+        ("web:2", "", "docker.io/library/web:2"),
+        ("web", "3", "docker.io/library/web:3"),
+        ("registry.lab:5000/team/web", "", "registry.lab:5000/team/web:latest"),
+    ],
+)
+def test_the_name_docker_tag_and_import_give(repo: str, tag: str, name: str) -> None:
+    assert str(references.tag_target(repo, tag, "no digests here")) == name
+
+
+@pytest.mark.parametrize(
+    ("repo", "tag", "message"),
+    [
+        ("web:2", "3", "invalid reference format: web:2:3"),
+        ("web@sha256:" + "a" * 64, "", "no digests here: web@sha256:"),
+        ("web", "bad tag", "invalid tag format"),
+    ],
+)
+def test_a_name_docker_tag_and_import_refuse(repo: str, tag: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        references.tag_target(repo, tag, "no digests here")

@@ -130,6 +130,19 @@ def parse(text: str, default_tag: bool = True) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
+def tag_target(repo: str, tag: str, digest_refused: str) -> Reference:
+    """The name `docker tag` and `docker import` give an image: repo (maybe with its own :tag)
+    and tag, `latest` when neither has one; a digest is refused with `digest_refused`."""
+    target = parse(repo, default_tag=False)
+    if target.digest:
+        raise InvalidArgument(f"{digest_refused}: {repo}")
+    if tag:
+        if target.tag:
+            raise InvalidArgument(f"invalid reference format: {repo}:{tag}")
+        return target.with_tag(check_tag(tag))
+    return target if target.tag else target.with_tag(DEFAULT_TAG)
+
+
 def check_tag(tag: str) -> str:
     if not TAG_RE.match(tag):
         raise InvalidArgument(f"invalid tag format: {tag!r}")

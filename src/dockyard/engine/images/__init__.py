@@ -142,15 +142,7 @@ class Images:
     def tag(self, ref: str, repo: str, tag: str) -> str:
         """`docker tag`: repo (maybe with :tag) and tag; the new name, normalized."""
         image = self.get(ref)
-        target = references.parse(repo, default_tag=False)
-        if target.digest:
-            raise InvalidArgument(f"refusing to create a tag with a digest reference: {repo}")
-        if tag:
-            if target.tag:
-                raise InvalidArgument(f"invalid reference format: {repo}:{tag}")
-            target = target.with_tag(references.check_tag(tag))
-        elif not target.tag:
-            target = target.with_tag(references.DEFAULT_TAG)
+        target = references.tag_target(repo, tag, "refusing to create a tag with a digest reference")
         with self.lock:
             self.store.set_image_name(str(target), image.id, TAG)
         return str(target)

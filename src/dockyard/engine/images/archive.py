@@ -134,17 +134,7 @@ def import_tarball(
     images: Images, body: BinaryIO, repo: str, tag: str, message: str, change: list[str], platform: str
 ) -> str:
     """`docker import`: a root file system tarball as a one-layer image; its id."""
-    target_ref = None
-    if repo:
-        target_ref = references.parse(repo, default_tag=False)
-        if target_ref.digest:
-            raise InvalidArgument(f"cannot import to a digest reference: {repo}")
-        if tag:
-            if target_ref.tag:
-                raise InvalidArgument(f"invalid reference format: {repo}:{tag}")
-            target_ref = target_ref.with_tag(references.check_tag(tag))
-        elif not target_ref.tag:
-            target_ref = target_ref.with_tag(references.DEFAULT_TAG)
+    target_ref = references.tag_target(repo, tag, "cannot import to a digest reference") if repo else None
     config_part = changes.apply(change)
     wanted = manifests.parse_platform(platform, images.platform) if platform else images.platform
     placed: list[str] = []
