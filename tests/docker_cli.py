@@ -8,8 +8,11 @@ with DOCKER_HOST at the lab's socket and a DOCKER_CONFIG of the test's own
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -72,6 +75,18 @@ class DockerCli:
             stderr=subprocess.PIPE,
             env=self.env,
         )
+
+    def api(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        """A raw Engine API call on the same socket (what the CLI does not expose): status, body."""
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(self.socket_path)
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        payload = answer.read()
+        conn.close()
+        return answer.status, payload
 
     def import_image(self, name: str, *changes: str, tarball: bytes | None = None) -> str:
         """`docker import` (busybox-static's tree unless told), with Dockerfile `changes`; its id."""

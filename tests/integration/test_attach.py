@@ -13,7 +13,6 @@ images, and the host's same commands where they do not yet.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import socket
@@ -169,27 +168,14 @@ def _cap_eff(status: str) -> int:
 
 
 def _api(docker: DockerCli, method: str, path: str, body: object = None) -> bytes:
-    """A raw API call on the daemon's socket (what the docker CLI does not expose)."""
-    conn = http.client.HTTPConnection("localhost", timeout=30)
-    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.socket_path)
-    data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
-    answer = conn.getresponse()
-    payload = answer.read()
-    conn.close()
-    assert answer.status < 300, (method, path, answer.status, payload)
+    """A raw API call that must succeed; its body."""
+    status, payload = docker.api(method, path, body)
+    assert status < 300, (method, path, status, payload)
     return payload
 
 
 def _status(docker: DockerCli, method: str, path: str) -> int:
-    conn = http.client.HTTPConnection("localhost", timeout=30)
-    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.socket_path)
-    conn.request(method, f"/v1.41{path}")
-    status = conn.getresponse().status
-    conn.close()
-    return status
+    return docker.api(method, path)[0]
 
 
 def test_logs_keep_the_streams_apart_with_tail_timestamps_and_follow(docker: DockerCli) -> None:
@@ -295,19 +281,6 @@ def test_detach_keys_end_the_session_and_leave_the_container_running(lab: Lab, d
     docker.ok("rm", "-f", "shell")
 
 
-def _call(docker: DockerCli, method: str, path: str, body: object = None) -> tuple[int, bytes]:
-    """A raw API call; its status and body, whatever the status."""
-    conn = http.client.HTTPConnection("localhost", timeout=30)
-    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.sock.connect(docker.socket_path)
-    data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, f"/v1.41{path}", data, {"Content-Type": "application/json"})
-    answer = conn.getresponse()
-    payload = answer.read()
-    conn.close()
-    return answer.status, payload
-
-
 def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
     """HostConfig.ConsoleSize (docker-py's and the docker CLI's) sizes the pty before the command
     runs, and an exec's ConsoleSize (at create, or at start) its own."""
@@ -330,8 +303,7 @@ def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
     info = json.loads(docker.ok("inspect", "sized"))[0]
     assert info["HostConfig"]["ConsoleSize"] == [24, 99]
     # A size that is not [height, width] is refused by name, and nothing is made.
-    status, body = _call(
-        docker,
+    status, body = docker.api(
         "POST",
         "/containers/create",
         {"Image": "busybox", "Cmd": ["true"], "Tty": True, "HostConfig": {"ConsoleSize": [-1, 80]}},
@@ -347,7 +319,7 @@ def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
     started = _api(docker, "POST", f"/exec/{exec_id}/start", {"Tty": True, "ConsoleSize": [11, 21]})
     assert started == b"11 21\r\n"
     # A field exec does not know is refused by name, never dropped.
-    status, body = _call(docker, "POST", "/containers/term/exec", {**spec, "Privilege": True})
+    status, body = docker.api("POST", "/containers/term/exec", {**spec, "Privilege": True})
     assert status == 400 and b"Privilege is not a field dockyard knows" in body, body
     docker.ok("rm", "-f", "sized", "term")
 
@@ -376,13 +348,13 @@ def test_query_parameters_dockyard_does_not_honour_are_refused_by_name(docker: D
         ("POST", "/containers/create?platform=linux/s390x", b"platform"),
     ):
         body = {"Image": "busybox", "Cmd": ["true"]} if path.startswith("/containers/create") else None
-        status, answer = _call(docker, method, path, body)
+        status, answer = docker.api(method, path, body)
         assert status == 400 and name + b" " in answer and b"not supported by dockyard" in answer, (
             path,
             status,
             answer,
         )
     # Their zero values ask for nothing: accepted.
-    assert _call(docker, "GET", "/containers/json?size=0")[0] == 200
-    assert _call(docker, "DELETE", "/containers/idle?link=false&v=1")[0] == 204
+    assert docker.api("GET", "/containers/json?size=0")[0] == 200
+    assert docker.api("DELETE", "/containers/idle?link=false&v=1")[0] == 204
     assert _names(docker) == []
