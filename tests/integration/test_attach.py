@@ -354,6 +354,10 @@ def test_query_parameters_dockyard_does_not_honour_are_refused_by_name(docker: D
             status,
             answer,
         )
+    # A body at start (the HostConfig of API < 1.24): refused as Docker refuses it, not dropped.
+    status, answer = docker.api("POST", "/containers/idle/start", {"HostConfig": {"Privileged": True}})
+    assert status == 400 and b"non-empty request body" in answer, answer
+    assert not json.loads(docker.ok("inspect", "idle"))[0]["State"]["Running"]
     # Their zero values ask for nothing: accepted.
     assert docker.api("GET", "/containers/json?size=0")[0] == 200
     assert docker.api("DELETE", "/containers/idle?link=false&v=1")[0] == 204

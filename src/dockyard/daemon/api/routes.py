@@ -248,6 +248,11 @@ class Api:
             refuse_query(req, "checkpoint", "checkpoints (CRIU)")
             refuse_query(req, "checkpoint-dir", "checkpoints (CRIU)")
             refuse_query(req, "detachKeys", "give detachKeys to attach, where they are read")
+            if req.json():  # a HostConfig at start: Docker's own refusal, not a silent drop
+                raise InvalidArgument(
+                    "starting container with non-empty request body was deprecated since API v1.22 "
+                    "and removed in v1.24"
+                )
             self.e.restart_policies.started_by_user(ref)
             self.e.start(ref, fds or None)
         finally:
