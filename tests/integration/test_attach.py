@@ -13,17 +13,23 @@ images, and the host's same commands where they do not yet.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
+import select
 import socket
+import struct
+import subprocess
 import tarfile
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from docker_cli import DockerCli
+from docker_cli import DOCKER, DockerCli
 from lab import Lab
 
 APPLETS = ("sh", "cat", "echo", "tr", "id", "stty", "tty", "sleep", "test", "true", "ls")
@@ -322,6 +328,50 @@ def test_console_size_is_the_terminal_size_at_start(docker: DockerCli) -> None:
     status, body = docker.api("POST", "/containers/term/exec", {**spec, "Privilege": True})
     assert status == 400 and b"Privilege is not a field dockyard knows" in body, body
     docker.ok("rm", "-f", "sized", "term")
+
+
+def _on_terminal(docker: DockerCli, rows: int, cols: int, *args: str) -> tuple[int, bytes]:
+    """The docker CLI on a terminal of that size (a pty of the test's): its status and output."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(
+        [DOCKER, *args], stdin=slave, stdout=slave, stderr=slave, env=docker.env, start_new_session=True
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: every end of the terminal is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(timeout=30), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_the_docker_clis_terminal_size_is_the_containers_from_its_start(docker: DockerCli) -> None:
+    # The docker CLI sends its terminal's size as HostConfig.ConsoleSize; the command's first look
+    # at its own terminal sees it (a resize after the start could come too late for it).
+    code, out = _on_terminal(docker, 37, 101, "create", "-t", "--name", "sized", "busybox", "stty", "size")
+    assert code == 0, out
+    assert json.loads(docker.ok("inspect", "sized"))[0]["HostConfig"]["ConsoleSize"] == [37, 101]
+    # Two terminals' line disciplines on the way (the container's, the test's): \r\r\n.
+    code, out = _on_terminal(docker, 37, 101, "start", "-a", "sized")
+    assert (code, out.replace(b"\r", b"")) == (0, b"37 101\n"), out
+    code, out = _on_terminal(docker, 29, 83, "run", "-t", "--rm", "busybox", "stty", "size")
+    assert (code, out.replace(b"\r", b"")) == (0, b"29 83\n"), out
+    docker.ok("rm", "sized")
 
 
 def test_logs_details_prefix_each_line_as_docker_does(docker: DockerCli) -> None:
