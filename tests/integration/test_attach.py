@@ -412,3 +412,39 @@ def test_query_parameters_dockyard_does_not_honour_are_refused_by_name(docker: D
     assert docker.api("GET", "/containers/json?size=0")[0] == 200
     assert docker.api("DELETE", "/containers/idle?link=false&v=1")[0] == 204
     assert _names(docker) == []
+
+
+def test_an_exec_starts_once_its_client_has_taken_the_head(docker: DockerCli) -> None:
+    """docker-py parses the 101 head through a buffered reader, then reads the raw socket: output
+    sent along with the head stays in that buffer, lost. A client that reads the head late, as
+    docker-py does on a loaded machine, still finds the whole output on the socket."""
+    docker.ok("run", "-d", "--name", "late", "busybox", "sleep", "300")
+    status, body = docker.api(
+        "POST", "/containers/late/exec", {"Cmd": ["echo", "after-the-head"], "AttachStdout": True}
+    )
+    assert status == 201, body
+    exec_id = json.loads(body)["Id"]
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(docker.socket_path)
+        payload = b'{"Detach": false, "Tty": false}'
+        sock.sendall(
+            f"POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\n"
+            f"Upgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        # The head is there, unread; an exec started now would write behind it.
+        select.select([sock], [], [], 30)
+        time.sleep(0.3)
+        status, answer = docker.api("GET", f"/exec/{exec_id}/json")
+        state = json.loads(answer)
+        assert (status, state["Running"], state["ExitCode"]) == (200, False, None), "not started yet"
+        head = sock.makefile("rb")  # buffered: takes whatever has arrived, as http.client does
+        lines = []
+        while (line := head.readline()) not in (b"\r\n", b""):
+            lines.append(line)
+        assert lines[0].startswith(b"HTTP/1.1 101"), lines
+        sock.settimeout(30)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data == struct.pack(">BxxxL", 1, 15) + b"after-the-head\n"

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import select
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +94,26 @@ def _own(sock: socket.socket) -> socket.socket:
     dup = socket.socket(fileno=os.dup(sock.fileno()))
     dup.setblocking(True)
     return dup
+
+
+# A client may lose what follows the head it reads: docker-py parses the head through a
+# buffered reader and then reads the raw socket, so output arriving with the head stays in
+# that buffer, unseen. Docker hides the race behind an exec's slow start; ours starts in
+# milliseconds, so an exec starts once the client has taken the head (a unix socket's
+# SIOCOUTQ counts what the peer has not read yet), or after HEAD_READ_BOUND seconds.
+SIOCOUTQ = 0x5411
+HEAD_READ_BOUND = 5.0
+
+
+def _head_taken(sock: socket.socket) -> None:
+    if sock.family != socket.AF_UNIX:
+        return
+    deadline = time.monotonic() + HEAD_READ_BOUND
+    with contextlib.suppress(OSError):
+        while struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.001)
 
 
 def _gone(sock: socket.socket) -> bool:
@@ -271,6 +293,7 @@ class AttachRoutes:
 
         def hijack(sock: socket.socket, ahead: bytes, head: Callable[[], None]) -> None:
             head()
+            _head_taken(sock)
             client = Client(_own(sock), opts.stdin, opts.stdout, opts.stderr, False, opts.detach_keys, ahead)
             out = _own(sock)
             try:
