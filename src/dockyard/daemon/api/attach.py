@@ -156,6 +156,7 @@ class AttachRoutes:
         def hijack(sock: socket.socket, ahead: bytes, head: Callable[[], None]) -> None:
             if not stream:  # the log, then the end
                 head()
+                _head_taken(sock)
                 sock.settimeout(SEND_TIMEOUT)
                 self._send_logs(c, LogQuery(stdout=stdout, stderr=stderr), sock, tty)
                 return
