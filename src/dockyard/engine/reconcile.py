@@ -503,3 +503,12 @@ class Reconciler:
                     # A host process may have taken a port while no daemon held it.
                     for err in self.k.holds.hold_each(ep.id, bindings):
                         log.warning("container %s: %s; the port stays published but is not held", c.name, err)
+        # A foreign runtime's attachments (CNI, Docker's endpoints) publish ports too: held alike.
+        for a in self.attachments.all():
+            if a.state != "ready":
+                continue
+            for ep in self.store.endpoints(container_id=a.owner):
+                bindings = list(self.endpoints.bindings(a.endpoint_owner, ep.id))
+                if bindings and ep.id not in held:
+                    for err in self.k.holds.hold_each(ep.id, bindings):
+                        log.warning("%s: %s; the port stays published but is not held", a.label, err)
