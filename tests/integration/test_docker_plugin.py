@@ -262,6 +262,10 @@ def test_the_plugin_socket_answers_in_docker_s_shapes(lab: Lab, tmp_path: Path) 
     request = {"AddressSpace": "dockyard-local", "Pool": "", "SubPool": "", "Options": {}, "V6": True}
     status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
     assert status == 400 and "IPv6 pools are not supported" in answer["Err"]
+    # A multi-host network's pool: dockyard's records are this host's, so it is refused, not split.
+    request = {"AddressSpace": "dockyard-global", "Pool": "", "SubPool": "", "Options": {}, "V6": False}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
+    assert status == 400 and "Docker's default IPAM" in answer["Err"]
     request = {"PoolID": "10.1.0.0/16", "Address": "", "Options": {}}
     status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps(request).encode())
     assert status == 400 and answer == {"Err": "pool 10.1.0.0/16 is not one of dockyard's"}
