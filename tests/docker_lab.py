@@ -248,11 +248,19 @@ class PrivateDockerd:
         """SIGKILL dockerd and everything of its own (a crash); what could not be killed."""
         assert self.proc is not None
         pids = set(self.processes())
-        for pid in pids:
+        # dockerd first: alive a moment longer, it would see its containers die and tear their
+        # networking down through the plugin, which is not what a crash does.
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        for pid in pids - {self.proc.pid}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        return [f"process {pid} survived SIGKILL" for pid in self._wait_gone(pids, 20)]
+        left = [f"process {pid} survived SIGKILL" for pid in self._wait_gone(pids, 20)]
+        # A restarted dockerd takes a containerd whose pid file names a live process for its own
+        # and waits for its socket; a killed containerd not yet reaped (or its PID used again)
+        # is one. The exec root is a /run of its own: gone, as after a reboot.
+        (self.base / "exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+        return left
 
     def stop(self, keep: bool = False, remove_containers: bool = False) -> list[str]:
         """Stop dockerd by PID (and whatever of its own outlives it); what went wrong.

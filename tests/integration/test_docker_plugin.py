@@ -1,8 +1,12 @@
-"""dockyard as Docker's network and IPAM plugin (issue 17), driven through the real docker CLI.
+"""dockyard as Docker's network and IPAM plugin (issue 17), driven through the real docker CLI
+and docker-py.
 
 A private dockerd (tests/docker_lab.py) runs in the lab's host namespace and
 finds dockyardd's plugin socket in its /run/docker/plugins; busybox is
-imported into it. Ports are reached from the upstream namespace.
+imported into it. Ports are reached from the upstream namespace; either
+daemon is restarted and killed, and what is left is looked for in what the
+test made (its network's endpoints, the port maps, the host's veths, the
+held ports).
 """
 
 from __future__ import annotations
