@@ -5,16 +5,13 @@ test's list). Each tool runs inside a network namespace the benchmark made
 (its host namespace), with its state under a directory of the benchmark's,
 and is stopped by PID at the end; nothing of it reaches the root namespace.
 
-- dockerd (Debian's docker.io, 20.10): `ip netns exec` would mount a fresh
-  /sys that hides the cgroup mounts dockerd needs ("Devices cgroup isn't
-  mounted"), and plain `nsenter --net` would leave the root namespace's /sys
-  (its /sys/class/net) in view. So dockerd starts in a private mount
-  namespace of its own: the cgroup tree is set aside, a sysfs of the lab's
-  network namespace is mounted on /sys, and the cgroup tree moved back on
-  top. Its overlay mounts stay in that mount namespace, and every process it
-  starts (containerd, shims, docker-proxy) is found through it. What dockerd
-  writes outside its roots whatever it is told (/etc/docker/key.json,
-  /run/docker) is removed afterwards when it was not there before.
+- dockerd (Debian's docker.io, 20.10): the integration tests' private
+  dockerd (tests/docker_lab.py: a private mount namespace with the lab's
+  /sys and the cgroup tree kept, its own roots, socket and daemon.json, a
+  private /run/docker), with Docker's bridge and docker-proxy as users run
+  them; every process it starts (containerd, shims, docker-proxy) is found
+  through its mount namespace for the memory and process counts, and killed
+  by PID if it outlives dockerd.
 - Podman 4.3 (netavark backend, crun): its own --root/--runroot, a
   containers.conf of the benchmark's (CONTAINERS_CONF), `--cgroups=disabled`
   (cgroups cannot be made inside the namespace here), and crun behind a
@@ -33,62 +30,25 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import tarfile
-import time
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import (
-    BenchError,
-    memory_of,
-    namespace_inode,
-    process_name,
-    processes_in_namespace,
-    run_cmd,
-    start_time,
-)
+from _common import REPO, BenchError, memory_of, process_name, run_cmd
 
-BUSYBOX = Path("/bin/busybox")
+sys.path.insert(1, str(REPO / "tests"))  # the private dockerd is the integration tests'
+
+import docker_lab
+from docker_lab import BUSYBOX, DockerFailed, PrivateDockerd, busybox_rootfs
+
 NETNS_DIR = Path("/run/netns")
-
-
-def _docker_client() -> str | None:
-    # Debian's client matches its daemon; another client earlier on PATH may not.
-    if os.access("/usr/bin/docker", os.X_OK):
-        return "/usr/bin/docker"
-    return shutil.which("docker")
 
 
 def rootfs_tar(dest: Path, extra: Sequence[str] = ()) -> Path:
     """A tar of busybox-static with its applet links, /tmp, and `extra` binaries with their libraries."""
     if not BUSYBOX.exists():
         raise BenchError(f"{BUSYBOX} is missing: apt-get install busybox-static (make bench does)")
-    applets = run_cmd([str(BUSYBOX), "--list"], "busybox --list").split()
-    members: dict[str, str] = {}  # path in the image -> the host file it copies
-    for binary in extra:
-        path = shutil.which(binary) or binary
-        members[path.lstrip("/")] = os.path.realpath(path)
-        ldd = subprocess.run(["ldd", path], capture_output=True, text=True, check=False)
-        for line in ldd.stdout.splitlines():
-            libs = [w for w in line.split() if w.startswith("/")]
-            if libs:
-                members[libs[0].lstrip("/")] = os.path.realpath(libs[0])
-    with tarfile.open(dest, "w") as tar:
-        for name, mode in (("bin", 0o755), ("tmp", 0o1777), ("etc", 0o755), ("proc", 0o555), ("sys", 0o555)):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
-        tar.add(str(BUSYBOX), arcname="bin/busybox")
-        for applet in applets:
-            if applet == "busybox" or f"bin/{applet}" in members:
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(link)
-        for arcname, source in sorted(members.items()):
-            tar.add(source, arcname=arcname)
+    dest.write_bytes(busybox_rootfs(extra))
     return dest
 
 
@@ -107,107 +67,53 @@ class _Outside:
                     path.unlink(missing_ok=True)
 
 
-def _stop_pids(pids: dict[int, int], timeout: float = 10) -> list[int]:
-    """SIGKILL what is still alive of these (pid -> start time) after a grace time; those killed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(start_time(p) == s for p, s in pids.items()):
-        time.sleep(0.1)
-    killed = []
-    for pid, started in pids.items():
-        if start_time(pid) == started:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    return killed
-
-
 # -- Docker --------------------------------------------------------------------------
-
-_DOCKERD_SCRIPT = (
-    # $1: an empty directory to hold the cgroup tree while /sys is replaced.
-    'mount --rbind /sys/fs/cgroup "$1" && mount -t sysfs sysfs /sys && '
-    'mount --move "$1" /sys/fs/cgroup && shift && exec "$@"'
-)
 
 
 class PrivateDocker:
-    """A dockerd of the benchmark's own inside network namespace `netns`, state under `base`."""
+    """A dockerd of the benchmark's own inside network namespace `netns`, state under `base`.
 
-    def __init__(self, netns: str, base: Path, bip: str = "192.0.2.1/24") -> None:
-        self.netns = netns
-        self.base = base
-        self.bip = bip
-        self.sock = base / "exec" / "docker.sock"
-        self.client = _docker_client() or "docker"
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.mnt_ns: int | None = None
-        self.outside = _Outside([Path("/etc/docker/key.json"), Path("/run/docker")])
+    The confined dockerd itself is the integration tests' (tests/docker_lab.py,
+    one place for both); this adds the bench's ways: failures as BenchError,
+    processes counted by part, memory.
+    """
+
+    def __init__(
+        self, netns: str, base: Path, bip: str = "192.0.2.1/24", plugins: Path | None = None
+    ) -> None:
+        self.d = PrivateDockerd(netns, base, plugins=plugins, bip=bip, log_level="warn")
+        self.env = self.d.env
 
     @staticmethod
     def why_not() -> str | None:
         """None when a side-by-side run is possible, else the reason it is not."""
-        if _docker_client() is None:
-            return "no docker client (apt-get install docker.io; make bench does)"
-        if not shutil.which("dockerd"):
-            return "no dockerd (apt-get install docker.io; make bench does)"
-        if not BUSYBOX.exists():
-            return f"no {BUSYBOX} for its image (apt-get install busybox-static)"
-        return None
+        why = docker_lab.why_not()
+        return f"{why}; make bench installs them" if why else None
 
     def version(self) -> str:
-        with contextlib.suppress(BenchError):
-            return run_cmd(["dockerd", "--version"], "dockerd --version").strip()
-        return "?"
+        return self.d.version()
 
     def argv(self, *args: str) -> list[str]:
-        return [self.client, *args]
+        return self.d.argv(*args)
 
     def docker(self, *args: str, timeout: float = 120) -> str:
-        return run_cmd(self.argv(*args), f"docker {args[0]}", timeout=timeout, env=self.env)
+        try:
+            return self.d.docker_ok(*args, timeout=timeout)
+        except DockerFailed as e:
+            raise BenchError(str(e)) from None
 
     def start(self, timeout: float = 60) -> None:
-        for d in ("exec", "data", "cgroup-hold"):
-            (self.base / d).mkdir(parents=True, exist_ok=True)
-        (self.base / "daemon.json").write_text("{}\n")  # not the host's /etc/docker/daemon.json
-        cmd = [
-            *("unshare", "--mount", "--propagation", "private"),
-            *("nsenter", f"--net={NETNS_DIR / self.netns}"),
-            *("sh", "-c", _DOCKERD_SCRIPT, "sh", str(self.base / "cgroup-hold")),
-            "dockerd",
-            *("--config-file", str(self.base / "daemon.json")),
-            *("--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec")),
-            *("--host", f"unix://{self.sock}", "--pidfile", str(self.base / "dockerd.pid")),
-            *("--bip", self.bip, "--log-level", "warn"),
-        ]
-        with open(self.base / "dockerd.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"dockerd exited {self.proc.returncode}; see {self.base / 'dockerd.log'}")
-            if self.mnt_ns is None:
-                self.mnt_ns = self._own_mount_ns()
-            probe = subprocess.run(self.argv("info"), capture_output=True, env=self.env, timeout=30)
-            if probe.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise BenchError(f"dockerd did not answer within {timeout:.0f} s; see {self.base / 'dockerd.log'}")
-
-    def _own_mount_ns(self) -> int | None:
-        """The mount namespace of dockerd once it runs (unshare, nsenter and sh exec into it)."""
-        assert self.proc is not None
-        inode = namespace_inode(self.proc.pid, "mnt")
-        return inode if inode != namespace_inode(os.getpid(), "mnt") else None
+        try:
+            self.d.start(timeout)
+        except DockerFailed as e:
+            raise BenchError(str(e)) from None
 
     def import_image(self, tar: Path, name: str) -> None:
         self.docker("import", "-c", "ENV PATH=/bin:/usr/bin", str(tar), name, timeout=300)
 
     def processes(self) -> list[int]:
-        """dockerd and everything it started: containerd, shims, docker-proxy, containers."""
-        return processes_in_namespace("mnt", self.mnt_ns) if self.mnt_ns else []
+        """dockerd and everything it started: containerd, shims, docker-proxy (not the containers)."""
+        return self.d.daemon_processes()
 
     def memory(self) -> dict[str, float]:
         return memory_of(self.processes())
@@ -224,28 +130,7 @@ class PrivateDocker:
 
     def stop(self) -> list[str]:
         """Remove every container, stop dockerd by its PID, remove its state; what went wrong."""
-        problems: list[str] = []
-        if self.proc is None:
-            return problems
-        pids = {p: s for p in self.processes() if (s := start_time(p)) is not None}
-        if self.proc.poll() is None:
-            with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
-                ids = self.docker("ps", "-aq", timeout=60).split()
-                if ids:
-                    self.docker("rm", "-f", *ids, timeout=600)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                problems.append(f"dockerd (pid {self.proc.pid}) ignored SIGTERM for 60 s; killed")
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        killed = _stop_pids(pids)
-        if killed:
-            problems.append(f"docker processes {killed} outlived dockerd; killed")
-        shutil.rmtree(self.base, ignore_errors=True)
-        self.outside.remove_new()
-        return problems
+        return self.d.stop(remove_containers=True)
 
 
 # -- Podman --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ SCRIPTS = (
     "networks",
     "dns_latency",
     "robustness",
+    "docker_plugin",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),

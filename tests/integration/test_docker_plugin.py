@@ -1,13 +1,19 @@
-"""dockyard as Docker's network and IPAM plugin (issue 17), driven through the real docker CLI.
+"""dockyard as Docker's network and IPAM plugin (issue 17), driven through the real docker CLI
+and docker-py.
 
 A private dockerd (tests/docker_lab.py) runs in the lab's host namespace and
 finds dockyardd's plugin socket in its /run/docker/plugins; busybox is
-imported into it. Ports are reached from the upstream namespace.
+imported into it. Ports are reached from the upstream namespace; either
+daemon is restarted and killed, and what is left is looked for in what the
+test made (its network's endpoints, the port maps, the host's veths, the
+held ports).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_lab import PrivateDockerd, busybox_rootfs, why_not
+from docker_lab import PrivateDockerd, why_not
 from lab import HOST_ADDR, Lab
 
 PAGE = "served-through-dockyard"
@@ -37,11 +43,10 @@ def dockerd(lab: Lab, tmp_path: Path) -> Iterator[PrivateDockerd]:
     )
     lab.dy_ok("network", "ls")  # starts dockyardd, which serves the plugin socket
     assert (plugins / "dockyard.sock").exists()
-    d = PrivateDockerd(lab.host, plugins)
+    d = PrivateDockerd(lab.host, plugins=plugins)
     try:
         d.start()
-        r = d.docker("import", "-c", "ENV PATH=/bin", "-", "busybox", input=busybox_rootfs(), timeout=300)
-        assert r.returncode == 0, r.stderr
+        d.import_busybox()
         yield d
     finally:
         problems = d.stop()
@@ -261,8 +266,189 @@ def test_the_plugin_socket_answers_in_docker_s_shapes(lab: Lab, tmp_path: Path) 
     request = {"AddressSpace": "dockyard-local", "Pool": "", "SubPool": "", "Options": {}, "V6": True}
     status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
     assert status == 400 and "IPv6 pools are not supported" in answer["Err"]
+    # A multi-host network's pool: dockyard's records are this host's, so it is refused, not split.
+    request = {"AddressSpace": "dockyard-global", "Pool": "", "SubPool": "", "Options": {}, "V6": False}
+    status, answer = plugin_call(sock, "/IpamDriver.RequestPool", json.dumps(request).encode())
+    assert status == 400 and "Docker's default IPAM" in answer["Err"]
     request = {"PoolID": "10.1.0.0/16", "Address": "", "Options": {}}
     status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps(request).encode())
     assert status == 400 and answer == {"Err": "pool 10.1.0.0/16 is not one of dockyard's"}
     lab.dy_ok("daemon", "stop")
     assert not sock.exists()
+
+
+def test_docker_py_drives_every_verb(lab: Lab, dockerd: PrivateDockerd) -> None:
+    import docker
+    from docker.types import IPAMConfig, IPAMPool
+
+    client = docker.DockerClient(base_url=f"unix://{dockerd.sock}", version="auto", timeout=120)
+    try:
+        net1 = client.networks.create(
+            "pynet1",
+            driver="dockyard",
+            ipam=IPAMConfig(driver="dockyard", pool_configs=[IPAMPool(subnet="10.79.0.0/24")]),
+        )
+        net2 = client.networks.create(
+            "pynet2", driver="dockyard", ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.80.0.0/24")])
+        )
+        name1, name2 = f"docker-{net1.id[:12]}", f"docker-{net2.id[:12]}"
+        assert {name1, name2} <= set(dockyard_networks(lab))
+        info1 = json.loads(lab.dy_ok("network", "inspect", name1))[0]
+        assert info1["IPAM"]["Config"][0]["Subnet"] == "10.79.0.0/24"
+
+        container = client.containers.run(
+            "busybox",
+            ["sh", "-c", f"echo {PAGE} > /tmp/index.html && exec httpd -f -p 80 -h /tmp"],
+            network="pynet1",
+            ports={"80/tcp": 8083},
+            detach=True,
+        )
+        assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8083/") == PAGE
+        container.reload()
+        address = container.attrs["NetworkSettings"]["Networks"]["pynet1"]["IPAddress"]
+        assert address.startswith("10.79.0.")
+        assert list(members(lab, name1).values()) == [f"{address}/24"]
+
+        net2.connect(container, ipv4_address="10.80.0.7")
+        assert address_in(dockerd, container.id, "eth1") == "10.80.0.7/24"
+        assert list(members(lab, name2).values()) == ["10.80.0.7/24"]
+        net2.disconnect(container)
+        assert members(lab, name2) == {}
+        assert "eth1" not in dockerd.docker_ok("exec", container.id, "ip", "-o", "link")
+
+        container.remove(force=True)
+        lab.eventually(lambda: not host_veths(lab), timeout=10, what="the removed container's veth gone")
+        assert lab.map_elements("publish_any") == []
+        net1.remove()
+        net2.remove()
+        assert not {name1, name2} & set(dockyard_networks(lab))
+    finally:
+        client.close()
+
+
+HOLD_PROBE = (
+    "import socket, sys\n"
+    "s = socket.socket()\n"
+    "try:\n"
+    "    s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+    "except OSError as e:\n"
+    "    print(e.errno)\n"
+    "else:\n"
+    "    print('free')\n"
+)
+
+
+def port_held(lab: Lab, port: int) -> bool:
+    """Whether a host process in the lab's host namespace is refused the port (EADDRINUSE)."""
+    r = lab.in_host(sys.executable, "-c", HOLD_PROBE, str(port))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip() == "98"
+
+
+def docker_members(lab: Lab) -> list[str]:
+    """Every Docker endpoint dockyard has, on any of its networks."""
+    found = []
+    for name in dockyard_networks(lab):
+        if name.startswith("docker-"):
+            found += list(members(lab, name))
+    return found
+
+
+def serve_published(dockerd: PrivateDockerd, network: str, port: int, *extra: str) -> str:
+    return dockerd.docker_ok(
+        "run",
+        "-d",
+        "--network",
+        network,
+        "-p",
+        f"{port}:80",
+        *extra,
+        "busybox",
+        "sh",
+        "-c",
+        f"echo {PAGE} > /tmp/index.html && exec httpd -f -p 80 -h /tmp",
+    ).strip()
+
+
+def test_the_published_port_survives_a_dockerd_restart_and_a_dockerd_crash_once(
+    lab: Lab, dockerd: PrivateDockerd
+) -> None:
+    dockerd.docker_ok("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet")
+    serve_published(dockerd, "dnet", 8084, "--restart", "always")
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8084/") == PAGE
+    assert port_held(lab, 8084)
+
+    # A clean restart: dockerd stops the container (Leave, Revoke, DeleteEndpoint), then runs it again.
+    assert dockerd.stop(keep=True) == []
+    assert docker_members(lab) == [] and lab.map_elements("publish_any") == []
+    assert not port_held(lab, 8084)
+    dockerd.start()
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8084/") == PAGE
+    assert len(docker_members(lab)) == 1 and len(lab.map_elements("publish_any")) == 1
+    assert port_held(lab, 8084)
+
+    # A crash: dockerd and all it started killed; the container's netns (and its veth) go with it.
+    assert dockerd.kill() == []
+    lab.eventually(lambda: not host_veths(lab), timeout=20, what="the killed container's veth gone")
+    # dockyard still holds what Docker asked for: it cannot know Docker died.
+    assert len(docker_members(lab)) == 1 and port_held(lab, 8084)
+    # The restarted dockerd cleans its stale endpoint up through the plugin and runs the container again.
+    dockerd.start()
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8084/") == PAGE
+    lab.eventually(
+        lambda: len(docker_members(lab)) == 1, timeout=20, what="one Docker endpoint after the crash"
+    )
+    assert len(lab.map_elements("publish_any")) == 1 and len(host_veths(lab)) == 1
+
+    ids = dockerd.docker_ok("ps", "-aq").split()
+    dockerd.docker_ok("rm", "-f", *ids)
+    dockerd.docker_ok("network", "rm", "dnet")
+    assert docker_members(lab) == [] and lab.map_elements("publish_any") == []
+    assert not port_held(lab, 8084)
+    lab.eventually(lambda: not host_veths(lab), timeout=10, what="no veth left")
+    assert not [n for n in dockyard_networks(lab) if n.startswith("docker-")]
+
+
+def test_a_dockyardd_crash_keeps_the_holds_and_ports_and_leaves_nothing(
+    lab: Lab, dockerd: PrivateDockerd
+) -> None:
+    dockerd.docker_ok("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet")
+    cid = serve_published(dockerd, "dnet", 8085)
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8085/") == PAGE
+    pid = int((lab.root / "dockyardd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    lab.eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="dockyardd gone")
+    # The kernel's maps serve on without the daemon.
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8085/") == PAGE
+
+    lab.dy_ok("network", "ls")  # a new dockyardd, on the same plugin socket
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8085/") == PAGE
+    assert port_held(lab, 8085)
+    assert len(docker_members(lab)) == 1 and len(lab.map_elements("publish_any")) == 1
+
+    # Docker reaches the new daemon: a second container published, then everything removed.
+    second = serve_published(dockerd, "dnet", 8086)
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8086/") == PAGE
+    assert len(docker_members(lab)) == 2 and len(lab.map_elements("publish_any")) == 2
+    dockerd.docker_ok("rm", "-f", cid, second)
+    dockerd.docker_ok("network", "rm", "dnet")
+    assert docker_members(lab) == [] and lab.map_elements("publish_any") == []
+    assert not port_held(lab, 8085) and not port_held(lab, 8086)
+    lab.eventually(lambda: not host_veths(lab), timeout=10, what="no veth left")
+
+
+def test_a_thousand_port_range_starts_no_process(lab: Lab, dockerd: PrivateDockerd) -> None:
+    dockerd.docker_ok("network", "create", "-d", "dockyard", "--ipam-driver", "dockyard", "dnet")
+    idle = dockerd.processes()
+    cid = dockerd.docker_ok(
+        "run", "-d", "--network", "dnet", "-p", "20000-20999:20000-20999", "busybox", "sleep", "600"
+    ).strip()
+    running = dockerd.processes()
+    added = {pid: name for pid, name in running.items() if pid not in idle}
+    # The container's own process and its shim: no docker-proxy, nothing per port.
+    assert sorted(added.values()) == ["containerd-shim", "sleep"], added
+    assert len(lab.map_elements("publish_any")) == 1000
+    assert port_held(lab, 20000) and port_held(lab, 20999)
+    dockerd.docker_ok("rm", "-f", cid)
+    assert lab.map_elements("publish_any") == []
+    dockerd.docker_ok("network", "rm", "dnet")

@@ -165,6 +165,11 @@ class Daemon:
             self.metrics_listener.start()
         if plugin_server is not None:
             log.info("serving Docker's plugin protocol on %s", plugin_server.path)
+            if overlay is not None:
+                # Docker keeps a global network's endpoints and addresses in its own cluster store
+                # (20.10's --cluster-store, etcd's v2 API), dockyard in etcd's v3: two allocators
+                # for one network. So Docker gets dockyard's local bridge networks only.
+                log.warning("the overlay driver is not offered to Docker: only `-d dockyard` (local scope)")
             threading.Thread(target=plugin_server.serve_forever, name="docker-plugin", daemon=True).start()
         self._stop.wait()
         if self.metrics_listener is not None:

@@ -292,7 +292,14 @@ class DockerPlugin:
             raise InvalidArgument(
                 "IPv6 pools are not supported by dockyard's IPAM: create the network without --ipv6"
             )
-        if space not in (LOCAL_SPACE, GLOBAL_SPACE, ""):
+        if space == GLOBAL_SPACE:
+            # Docker asks in the global space for a multi-host network (a global driver's, swarm's):
+            # its addresses must be unique on every host, and these records are this host's alone.
+            raise InvalidArgument(
+                "dockyard's IPAM keeps its pools on this host only: give a multi-host (global) "
+                "network Docker's default IPAM (no --ipam-driver)"
+            )
+        if space not in (LOCAL_SPACE, ""):
             raise InvalidArgument(f"address space {space} is not dockyard's ({LOCAL_SPACE})")
         if sub_pool:
             raise InvalidArgument("--ip-range is not supported by dockyard's IPAM")

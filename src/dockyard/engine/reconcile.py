@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from dockyard.drivers import Driver
-from dockyard.engine.cni.attachments import Attachments
+from dockyard.engine.cni.attachments import DOCKER_ENDPOINT, Attachments
 from dockyard.engine.containers.execs import KEY_PREFIX, container_of_key
 from dockyard.engine.containers.exits import ContainerExits
 from dockyard.engine.containers.stop import ContainerStop
@@ -503,3 +503,13 @@ class Reconciler:
                     # A host process may have taken a port while no daemon held it.
                     for err in self.k.holds.hold_each(ep.id, bindings):
                         log.warning("container %s: %s; the port stays published but is not held", c.name, err)
+        # Docker's endpoints publish ports too, and Docker holds none for a remote driver: held
+        # alike. A CNI attachment's ports are its runtime's to hold, as with portmap.
+        for a in self.attachments.all():
+            if a.state != "ready" or a.netns != DOCKER_ENDPOINT:
+                continue
+            for ep in self.store.endpoints(container_id=a.owner):
+                bindings = list(self.endpoints.bindings(a.endpoint_owner, ep.id))
+                if bindings and ep.id not in held:
+                    for err in self.k.holds.hold_each(ep.id, bindings):
+                        log.warning("%s: %s; the port stays published but is not held", a.label, err)
