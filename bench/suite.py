@@ -42,6 +42,8 @@ SCRIPTS = (
     "networks",
     "dns_latency",
     "robustness",
+    "images",
+    "overlay",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),
