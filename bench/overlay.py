@@ -266,6 +266,10 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
     reach = reachability(cluster, args.runs)
     print(f"  throughput: {args.rounds} rounds of {args.seconds} s ...", file=sys.stderr, flush=True)
     gbits = throughput(cluster, args.rounds, args.seconds)
+    # What the bench made, removed as a user would before the hosts are emptied.
+    h1.dy_ok("rm", "-f", "iperf-cli")
+    h3.dy_ok("rm", "-f", "iperf-srv", "prober")
+    h1.dy_ok("network", "rm", OVERLAY, BRIDGE)
     raw = {
         "runs": args.runs,
         "rounds": args.rounds,
