@@ -27,7 +27,17 @@ rules are fixed and whose elements grow):
 Every plugin (and netavark) runs in a mount namespace of its own, made
 private in its process before the exec, as a runtime's harness under
 `unshare -m` runs it: dockyard-cni opens CNI_NETNS there and passes the
-descriptor to the daemon. What passing it costs is measured apart too (a
+descriptor to the daemon.
+
+dockyard-cni also runs a second way, side by side with the first in the same
+rounds (its own lab, daemon and subnet): as an independent harness built on
+`ip netns exec` runs it (issue 20). The attachments' namespaces are made in
+a private mount namespace of the harness (a process `unshare --mount
+--propagation private` started, where `ip netns add` mounts them), so that
+from the daemon's mount namespace /run/netns/<name> is an empty file; each
+plugin process enters that mount namespace before its exec. The daemon
+works only on the descriptor the plugin passes. Its ADD and DEL are printed
+beside the plain way's, with their ratio. What passing it costs is measured apart too (a
 note and the JSON's `descriptor`): one request's message over a unix
 socket pair, plainly and with the namespace opened, passed with
 SCM_RIGHTS and closed on both ends.
@@ -70,14 +80,25 @@ from cni_runtime import REFERENCE_DIR, Runtime, plugin_dir
 from _common import BenchError, cpu_ms, rotated, run_cmd
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import Run, ScriptLab, main, options
+from netlab import NETNS_DIR, record
 
 NETAVARK = Path("/usr/lib/podman/netavark")
 CNI_VERSION = "1.0.0"  # the newest the reference plugins here speak
-PORT_BASE = {"dockyard": 20000, "reference": 30000, "netavark": 40000}
-SUBNETS = {"dockyard": "10.201.0.0/16", "reference": "10.202.0.0/16", "netavark": "10.203.0.0/16"}
+PORT_BASE = {"dockyard": 20000, "reference": 30000, "netavark": 40000, "private": 50000}
+SUBNETS = {
+    "dockyard": "10.201.0.0/16",
+    "reference": "10.202.0.0/16",
+    "netavark": "10.203.0.0/16",
+    "private": "10.204.0.0/16",
+}
 GOAL_AT_50_MS = 20.0  # issue 19: ADD around the 50th
 GOAL_GROWTH = 1.10  # issue 7: the last tenth of the largest count against the first
-LABELS = {"dockyard": "dockyard-cni", "reference": "bridge+host-local+portmap", "netavark": "netavark"}
+LABELS = {
+    "dockyard": "dockyard-cni",
+    "private": "dockyard-cni, netns in the harness's mount namespace",
+    "reference": "bridge+host-local+portmap",
+    "netavark": "netavark",
+}
 
 
 @dataclass
@@ -294,6 +315,69 @@ class Dockyard(ChainTool):
         return cpu_ms([pid]) if pid else None
 
 
+class PrivateNetns(Dockyard):
+    """dockyard-cni as a harness on `ip netns exec` runs it: the attachments' namespaces mounted
+    only in the harness's private mount namespace, every plugin process run in it."""
+
+    name = "private"
+
+    def __init__(self, lab: ScriptLab, work: Path) -> None:
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        lab.remember_pid(self.holder.pid)
+        ours = os.stat("/proc/self/ns/mnt").st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{self.holder.pid}/ns/mnt").st_ino == ours:
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("`unshare --mount` made no mount namespace of its own")
+            time.sleep(0.005)
+        self.mnt = f"/proc/{self.holder.pid}/ns/mnt"
+        # Started from this process's mount namespace, not by a plugin's first ADD from the harness's.
+        lab.start_daemon()
+        super().__init__(lab, work)
+        self.rt.preexec = self.enter_harness
+
+    def enter_harness(self) -> None:
+        """In a plugin's process, before its exec: the harness's mount namespace."""
+        from dockyard.kernel import netns
+
+        fd = os.open(self.mnt, os.O_RDONLY | os.O_CLOEXEC)
+        netns.setns(fd, netns.CLONE_NEWNS)
+        os.close(fd)
+
+    def in_harness(self, *argv: str) -> None:
+        run_cmd(["nsenter", f"--mount={self.mnt}", *argv], f"{argv[0]} in the harness's mount namespace")
+
+    def netns(self, i: int) -> str:
+        if i not in self.namespaces:
+            name = self.lab.host.replace("-h-", f"-c{i}-")
+            record("netns", name)
+            self.lab.extra_netns.append(name)
+            self.in_harness("ip", "netns", "add", name)
+            path = NETNS_DIR / name
+            if not os.path.exists(path) or os.path.getsize(path) != 0 or os.path.ismount(path):
+                raise BenchError(f"{path} should be an empty file outside the harness's mount namespace")
+            self.namespaces[i] = str(path)
+        return self.namespaces[i]
+
+    def stop(self) -> list[str]:
+        """The namespaces deleted where they are mounted, then the harness stopped by its PID."""
+        problems = []
+        for path in self.namespaces.values():
+            try:
+                self.in_harness("ip", "netns", "del", Path(path).name)
+            except BenchError as e:
+                problems.append(str(e))
+        self.namespaces.clear()
+        if self.holder.poll() is None:
+            self.holder.kill()
+        self.holder.wait(timeout=10)
+        return problems
+
+
 class Reference(ChainTool):
     name = "reference"
 
@@ -389,7 +473,7 @@ class Netavark(Tool):
 
 
 def wanted_tools(run: Run, args: argparse.Namespace) -> list[type[Tool]]:
-    tools: list[type[Tool]] = [Dockyard]
+    tools: list[type[Tool]] = [Dockyard, PrivateNetns]
     for cls, skip, present in (
         (Reference, args.no_reference, (REFERENCE_DIR / "bridge").exists()),
         (Netavark, args.no_netavark, NETAVARK.exists()),
@@ -409,7 +493,10 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
         lab = run.lab()
         lab.in_host("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         (run.work / cls.name).mkdir()
-        tools.append(cls(lab, run.work / cls.name))
+        tool = cls(lab, run.work / cls.name)
+        if isinstance(tool, PrivateNetns):
+            run.daemons.append(tool)  # stopped before the labs go
+        tools.append(tool)
     print(f"cni_bench: {', '.join(t.name for t in tools)}; counts {args.counts}", file=sys.stderr, flush=True)
     warm_up = max(args.counts)  # an attachment number no count reaches (they run 0 to count - 1)
     for tool in tools:  # one untimed ADD and DEL per tool: daemons, bridges and caches are made here
@@ -487,7 +574,7 @@ def build_report(done: list[Attachments], counts: list[int], tools: list[str]) -
     for a in done:
         m, fw = a.summary(), a.firewall
         size = f"{fw.get('iptables_rules', 0) + fw.get('nft_rules', 0)}"
-        if a.tool == "dockyard":
+        if a.tool in ("dockyard", "private"):
             size += f" + {fw.get('set_map_elements', 0)} elements"
         firsts = (m["add_first_tenth"], m["add_last_tenth"], m["add_at_50"], m["del_median"])
         rows.append([f"{a.count}", LABELS[a.tool], spread(a.add_ms), *(ms(x) for x in firsts), size])
@@ -501,6 +588,14 @@ def build_report(done: list[Attachments], counts: list[int], tools: list[str]) -
                     x, y = a[key], b[key]
                     cells.append(times(x / y) if x is not None and y else "-")
                 ratio_rows.append(cells)
+    for count in counts:
+        if ("dockyard", count) in got and ("private", count) in got:
+            a, b = got[("private", count)].summary(), got[("dockyard", count)].summary()
+            cells = [f"{count}", "netns in the harness's mount namespace / plain"]
+            for key in ("add_median", "add_at_50", "add_last_tenth", "del_median"):
+                x, y = a[key], b[key]
+                cells.append(times(x / y) if x is not None and y else "-")
+            ratio_rows.append(cells)
     largest = max(counts)
     step = max(1, largest // 10)
     plots = [
@@ -585,6 +680,19 @@ def goals(got: dict[tuple[str, int], Attachments], counts: list[int]) -> list[Go
                 dy_at_50 <= GOAL_AT_50_MS,
                 f"{dy_at_50:.1f} ms",
                 ", ".join(others) or "no reference tool run",
+            )
+        )
+    private = got.get(("private", at)) if at else None
+    if dy is not None and private is not None and (p_at_50 := private.at_50()) is not None:
+        plain = dy.at_50() or 0.0
+        out.append(
+            Goal(
+                f"with the namespace only in the harness's mount namespace (issue 20), ADD around the 50th "
+                f"within {GOAL_AT_50_MS:.0f} ms",
+                p_at_50 <= GOAL_AT_50_MS,
+                f"{p_at_50:.1f} ms; DEL {statistics.median(private.del_ms):.1f} ms",
+                f"the plain way {plain:.1f} ms ({times(p_at_50 / plain) if plain else '-'}); "
+                f"DEL {statistics.median(dy.del_ms):.1f} ms",
             )
         )
     largest = max(counts)

@@ -43,6 +43,8 @@ SCRIPTS = (
     "dns_latency",
     "robustness",
     "docker_plugin",
+    "images",
+    "overlay",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),

@@ -16,6 +16,11 @@ tour, the benchmark and the tests stand on one lab. A script adds:
   directory and process a lab makes is written there before it is made, so
   that a test running a script checks exactly what that script made (never
   names by a prefix that another run may share).
+
+`ClusterLab` is the same for several hosts: tests/etcd_lab.py's three host
+namespaces on one underlay with their etcd cluster, and a dockyard daemon
+per host on one overlay store (its `OverlayHost`s, as test_overlay.py uses
+them), recorded in the ledger and torn down with what each part left.
 """
 
 from __future__ import annotations
@@ -36,9 +41,19 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
 from lab import HOST_ADDR, UP_ADDR, Lab
 
-__all__ = ["HOST_ADDR", "HOST_IF", "UP_ADDR", "Interrupted", "LabError", "ScriptLab"]
+__all__ = [
+    "HOST_ADDR",
+    "HOST_IF",
+    "UP_ADDR",
+    "ClusterLab",
+    "Interrupted",
+    "LabError",
+    "OverlayHost",
+    "ScriptLab",
+]
 
 HOST_IF = "up0"  # the host namespace's link to the upstream (tests/lab.py names it)
 NETNS_DIR = Path("/run/netns")
@@ -307,6 +322,79 @@ class ScriptLab(Lab):
         if self.tmp.exists():
             left.append(f"directory {self.tmp}")
         return left
+
+
+class ClusterLab:
+    """Three hosts on an underlay (192.0.2.11-13), an etcd member on each, a dockyard root on
+    each naming them all as its cluster store. `setup`, `start_daemons`, then `teardown`."""
+
+    def __init__(self, tag: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"dockyard-{tag}-"))
+        record("dir", str(self.tmp))
+        self.etcd = EtcdLab(self.tmp / "etcd", prefix=f"{tag}-")
+        self.hosts: list[OverlayHost] = []
+        self.pids: dict[int, int] = {}  # pid -> start time, recorded in the ledger
+
+    def setup(self) -> None:
+        (self.tmp / "etcd").mkdir()
+        record("netns", *self.etcd.namespaces)  # first: a Ctrl-C right after still finds them
+        try:
+            self.etcd.setup()
+        finally:
+            for m in self.etcd.members:
+                if m.proc is not None:
+                    self.remember_pid(m.proc.pid)
+        self.hosts = overlay_hosts(self.etcd, self.tmp)
+        for h in self.hosts:
+            h.dockyard = venv_dockyard()
+
+    def start_daemons(self) -> None:
+        """Every host's dockyardd (started as a command starts it), its PIDs recorded."""
+        for h in self.hosts:
+            try:
+                r = h.dy("daemon", "start", timeout=60)
+            except subprocess.TimeoutExpired as e:
+                raise LabError(f"dockyardd on {h.host} did not start within 60 s") from e
+            for name in ("dockyardd.pid", "shim.pid", "dns.pid"):
+                pid = h._read_pid(name)
+                if pid:
+                    self.remember_pid(pid)
+            if r.returncode != 0:
+                raise LabError(f"dockyardd on {h.host} did not start: {r.stderr.strip()}")
+
+    def remember_pid(self, pid: int) -> None:
+        started = start_time(pid)
+        if started is not None and self.pids.get(pid) != started:
+            record("process", f"{pid} {started}")
+            self.pids[pid] = started
+
+    def remember_container(self, h: OverlayHost, ref: str) -> None:
+        with contextlib.suppress(LabError, ValueError, KeyError, IndexError, AssertionError):
+            pid = int(json.loads(h.dy_ok("inspect", ref))[0]["State"]["Pid"] or 0)
+            if pid:
+                self.remember_pid(pid)
+
+    def stop(self) -> list[str]:
+        """As a benchmark's reference daemon stops (bench/_script.py's Run): torn down."""
+        return self.teardown()
+
+    def teardown(self) -> list[str]:
+        """Every host emptied and its daemon stopped, the etcd cluster stopped, the namespaces
+        and the directory removed; what had to be forced or was left."""
+        problems: list[str] = []
+        with signals_ignored():
+            for h in self.hosts:
+                try:
+                    problems += h.empty()
+                except (subprocess.SubprocessError, OSError, AssertionError) as e:
+                    problems.append(f"{h.host}: emptying it: {e}")
+            problems += self.etcd.teardown()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            alive = [pid for pid, started in self.pids.items() if start_time(pid) == started]
+            problems += [f"left behind: process {pid} ({cmdline(pid)})" for pid in alive]
+            if self.tmp.exists():
+                problems.append(f"left behind: directory {self.tmp}")
+        return problems
 
 
 def wait_for_line(proc: subprocess.Popen[str], timeout: float) -> str:

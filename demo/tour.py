@@ -1,5 +1,7 @@
 """The dockyard tour: Docker's four network drivers, one container each, in a
-throwaway lab (`make demo`, or `.venv/bin/python demo/tour.py`, as root).
+throwaway lab (`make demo`, or `.venv/bin/python demo/tour.py`, as root),
+then one overlay network across three hosts (demo/multihost.py; leave it out
+with --no-multihost).
 
 It builds a host namespace where dockyardd runs and an upstream namespace
 that plays the outside world (TEST-NET addresses, never linked to a real
@@ -36,6 +38,8 @@ from pathlib import Path
 DEMO = Path(__file__).resolve().parent
 sys.path.insert(0, str(DEMO))
 
+from multihost import MultiHostTour  # noqa: E402
+from narrate import ECHO, PY, StepFailed, echo_output, heading, note, section, shown  # noqa: E402
 from netlab import (  # noqa: E402
     HOST_ADDR,
     UP_ADDR,
@@ -46,51 +50,11 @@ from netlab import (  # noqa: E402
     wait_for_line,
 )
 
-ECHO = str(DEMO / "httpecho.py")
-PY = sys.executable
 UP_PORT = 8000
 UP_URL = f"http://{UP_ADDR}:{UP_PORT}/"
 BRIDGE_NET = ipaddress.IPv4Network("172.17.0.0/16")
 GATEWAY = "172.17.0.1"
 PUBLISHED = 8080
-INDENT = "    "
-
-
-class StepFailed(Exception):
-    """A claim of the tour did not hold (or a command behind it failed)."""
-
-
-# -- printing ------------------------------------------------------------------
-
-
-def heading(title: str) -> None:
-    print()
-    print(title)
-    print("=" * len(title))
-
-
-def section(title: str, shows: str) -> None:
-    print()
-    print(title)
-    print("-" * len(title))
-    print(f"Shows: {shows}")
-    print()
-
-
-def note(text: str) -> None:
-    print(f"  -> {text}")
-
-
-def shown(cmd: list[str]) -> str:
-    """A command as a reader would type it: python3 and demo/httpecho.py, not full paths."""
-    words = ["python3" if w == PY else "demo/httpecho.py" if w == ECHO else w for w in cmd]
-    return " ".join(words)
-
-
-def echo_output(text: str) -> None:
-    lines = text.rstrip("\n").splitlines()
-    for line in lines or ["(nothing)"]:
-        print(f"{INDENT}{line}".rstrip())
 
 
 # -- the tour ------------------------------------------------------------------
@@ -372,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="draw the topology at each step into DIR/<step>.svg (needs Graphviz)",
     )
+    p.add_argument(
+        "--no-multihost",
+        dest="multihost",
+        action="store_false",
+        help="leave out part 2, the overlay network across three hosts (an etcd cluster)",
+    )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("tour: needs root (it makes network namespaces); try: sudo make demo", file=sys.stderr)
@@ -382,10 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     raise_on_termination()
     lab = ScriptLab("dytour")
     tour = Tour(lab, pictures)
+    multi = MultiHostTour(pictures) if args.multihost else None
     status = 0
     try:
         lab.setup()
         tour.tour()
+        if multi is not None:
+            multi.tour()
     except (StepFailed, LabError) as e:
         print(f"  !! FAILED: {e}")
         tour.failures.append(str(e))
@@ -400,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         print("$ dockyard rm -f <every container>;  dockyard daemon stop")
         print(f"$ ip netns del {lab.host};  ip netns del {lab.up};  rm -r {lab.tmp}")
         problems = lab.teardown()
+        if multi is not None:
+            problems += multi.teardown()
+            tour.failures += multi.failures
         for problem in problems:
             print(f"  !! {problem}")
         if not problems:
@@ -412,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {failure}")
         return 1
     print("\nall four drivers behaved as described")
+    if multi is not None:
+        print("and one overlay network spanned three hosts, as described")
     return 0
 
 

@@ -18,6 +18,12 @@ the test's, unlike `ip netns exec`), its data directory on a tmpfs the lab
 mounts under the test's directory (etcd preallocates 128 MB of WAL per
 member: on disk that is slow and worn for nothing). Every process is
 stopped by its PID; `teardown` returns what it had to clean up itself.
+
+`OverlayHost` is a dockyard root on one of these hosts (its daemon.json
+names the cluster store and the VTEP) and `overlay_hosts` makes one per
+host: the overlay tests, the overlay benchmark (bench/overlay.py) and the
+tour's multi-host part (demo/) stand on these same hosts, the scripts
+through demo/netlab.py.
 """
 
 from __future__ import annotations
@@ -329,3 +335,78 @@ class EtcdLab:
         """Cut a host off the underlay (its switch port down), or put it back."""
         port = f"p{self.members.index(m) + 1}"
         sh("ip", "-n", self.switch, "link", "set", port, "up" if up else "down")
+
+
+# -- dockyard on the hosts ---------------------------------------------------------------
+
+
+class OverlayHost(Lab):
+    """A dockyard root on one of the etcd lab's hosts (the namespace is the etcd lab's: its
+    teardown leaves the namespace be)."""
+
+    def __init__(self, tmp: Path, ns: str, addr: str) -> None:
+        super().__init__(tmp)
+        self.host = ns
+        self.addr = addr
+        self.own_namespaces = ()
+        self.prefix = ""
+
+    def configure(self, store: str, advertise: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.root.mkdir(parents=True, mode=0o700)
+        (self.root / "daemon.json").write_text(
+            json.dumps(
+                {
+                    "cluster-store": store,
+                    "cluster-advertise": advertise,
+                    "cluster-store-opts": {"kv.prefix": prefix},
+                }
+            )
+        )
+
+    def fdb(self, dev: str) -> dict[str, str]:
+        """MAC -> VTEP of the device's own entries."""
+        r = self.in_host("bridge", "-j", "fdb", "show", "dev", dev)
+        if r.returncode != 0:
+            return {}
+        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
+
+    def neighbours(self, dev: str) -> dict[str, str]:
+        r = sh("ip", "-n", self.host, "-j", "neigh", "show", "dev", dev, check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["dst"]: e.get("lladdr", "") for e in json.loads(r.stdout or "[]")}
+
+    def address_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def mac_on(self, ref: str, network: str) -> str:
+        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["MacAddress"]
+
+    def empty(self) -> list[str]:
+        """Every container removed, the root reset, the daemon stopped; what was left behind in
+        the host's namespace (dockyard's links and tables) and of the lab."""
+        if (self.root / "dockyard.db").exists():
+            ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                self.dy("rm", "-f", *ids)
+            self.dy("system", "reset", "-f")
+        leaks = [f"{self.host}: {leak}" for leak in self.teardown()]
+        leaks += [f"{self.host}: link {name}" for name in self.links() if name not in ("lo", "und0")]
+        tables = sh("ip", "netns", "exec", self.host, "nft", "list", "tables").stdout.split("\n")
+        leaks += [f"{self.host}: {t}" for t in tables if t.strip()]
+        return leaks
+
+
+def overlay_hosts(etcd: EtcdLab, tmp: Path, prefix: str | None = None) -> list[OverlayHost]:
+    """A dockyard root per host of the lab, its daemon.json naming every member and a key
+    prefix of its own (`prefix`, or a fresh one); the daemons start with their first command."""
+    prefix = prefix or f"dyt-{secrets.token_hex(4)}"
+    store = "etcd://" + ",".join(etcd.endpoints)
+    made = []
+    for i, m in enumerate(etcd.members):
+        h = OverlayHost(tmp / f"host{i + 1}", m.ns, m.addr)
+        # One host names its underlay interface, the others their address: both forms.
+        h.configure(store, "und0" if i == 0 else m.addr, prefix)
+        made.append(h)
+    return made

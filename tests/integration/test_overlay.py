@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -31,82 +30,26 @@ from cni_runtime import Runtime, Sandboxes, plugin_dir
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys
 from dockyard.cluster.records import Claim
-from etcd_lab import EtcdLab
+from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
 from lab import PROBE, REPO, Lab, sh
 
 UNDERLAY_MTU = 1500
 VXLAN_PROBE = str(REPO / "tests" / "tools" / "vxlan_probe.py")
 
 
-class Host(Lab):
-    """A dockyard root on one of the etcd lab's hosts (the namespace is the etcd lab's)."""
-
-    def __init__(self, tmp: Path, ns: str, addr: str) -> None:
-        super().__init__(tmp)
-        self.host = ns
-        self.addr = addr
-        self.own_namespaces = ()
-        self.prefix = ""
-
-    def configure(self, store: str, advertise: str, prefix: str) -> None:
-        self.prefix = prefix
-        self.root.mkdir(parents=True, mode=0o700)
-        (self.root / "daemon.json").write_text(
-            json.dumps(
-                {
-                    "cluster-store": store,
-                    "cluster-advertise": advertise,
-                    "cluster-store-opts": {"kv.prefix": prefix},
-                }
-            )
-        )
-
-    def fdb(self, dev: str) -> dict[str, str]:
-        """MAC -> VTEP of the device's own entries."""
-        r = self.in_host("bridge", "-j", "fdb", "show", "dev", dev)
-        if r.returncode != 0:
-            return {}
-        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
-
-    def neighbours(self, dev: str) -> dict[str, str]:
-        r = sh("ip", "-n", self.host, "-j", "neigh", "show", "dev", dev, check=False)
-        if r.returncode != 0:
-            return {}
-        return {e["dst"]: e.get("lladdr", "") for e in json.loads(r.stdout or "[]")}
-
-    def address_on(self, ref: str, network: str) -> str:
-        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-    def mac_on(self, ref: str, network: str) -> str:
-        return self.inspect(ref)["NetworkSettings"]["Networks"][network]["MacAddress"]
+Host = OverlayHost
 
 
 @pytest.fixture
 def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
     etcd_lab.ensure_all_running()
-    prefix = f"dyt-{secrets.token_hex(4)}"
-    store = "etcd://" + ",".join(etcd_lab.endpoints)
-    made = []
-    for i, m in enumerate(etcd_lab.members):
-        h = Host(tmp_path / f"host{i + 1}", m.ns, m.addr)
-        # One host names its underlay interface, the others their address: both forms.
-        h.configure(store, "und0" if i == 0 else m.addr, prefix)
-        made.append(h)
+    made = overlay_hosts(etcd_lab, tmp_path)
     leaks: list[str] = []
     try:
         yield made
     finally:
         for h in made:
-            if (h.root / "dockyard.db").exists():
-                ids = h.dy("ps", "-aq", "--no-trunc").stdout.split()
-                if ids:
-                    h.dy("rm", "-f", *ids)
-                h.dy("system", "reset", "-f")
-            leaks += [f"{h.host}: {leak}" for leak in h.teardown()]
-            # The host namespace is the etcd lab's: what dockyard made in it must be gone.
-            leaks += [f"{h.host}: link {name}" for name in h.links() if name not in ("lo", "und0")]
-            tables = sh("ip", "netns", "exec", h.host, "nft", "list", "tables").stdout.split("\n")
-            leaks += [f"{h.host}: {t}" for t in tables if t.strip()]
+            leaks += h.empty()
     assert not leaks, f"left behind: {leaks}"
 
 
@@ -506,3 +449,85 @@ def test_without_a_cluster_store_overlay_is_refused_and_nothing_changes(lab: Lab
     r = lab.dy("network", "create", "-d", "overlay", "ov")
     assert r.returncode == 125 and "--cluster-store" in r.stderr, r.stderr
     assert "ov" not in lab.dy_ok("network", "ls")
+
+
+def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.59.0.0/24", "joinme").strip()
+    vx = f"vx-{net_id[:12]}"
+    for h in (b, c):
+        h.eventually(lambda h=h: "joinme" in _ls(h), 10, f"joinme on {h.host}")
+    a.run_d("--name", "srv", "--net", "joinme", "sleep", "300")
+    srv_ip = a.address_on("srv", "joinme")
+    # A container of the default bridge on host B joins the overlay network while it runs.
+    b.run_d("--name", "late", "sleep", "300")
+    c_before = set(c.fdb(vx))
+    b.dy_ok("network", "connect", "joinme", "late")
+    late_ip, late_mac = b.address_on("late", "joinme"), b.mac_on("late", "joinme")
+    assert ipaddress.IPv4Address(late_ip) in ipaddress.IPv4Network("10.59.0.0/24") and late_ip != srv_ip
+    assert b.inspect("late")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]  # it keeps its bridge
+    # Published to the other hosts: their kernels know it at host B's VTEP.
+    a.eventually(lambda: a.fdb(vx).get(late_mac) == b.addr, 5, "late's FDB entry on host A")
+    c.eventually(lambda: set(c.fdb(vx)) - c_before == {late_mac}, 5, "late's FDB entry on host C")
+    ping = b.dy("exec", "late", "ping", "-c", "1", "-W", "2", srv_ip)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    named = b.dy("exec", "late", "getent", "ahostsv4", "srv")
+    assert named.returncode == 0 and named.stdout.split()[0] == srv_ip, named.stdout + named.stderr
+    # The address is the cluster's while it is attached.
+    taken = c.dy("run", "-d", "--net", "joinme", "--ip", late_ip, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+
+    b.dy_ok("network", "disconnect", "joinme", "late")
+    assert "joinme" not in b.inspect("late")["NetworkSettings"]["Networks"]
+    links = json.loads(b.dy_ok("exec", "late", "ip", "-j", "link", "show"))
+    assert [link["ifname"] for link in links] == ["lo", "eth0"], links  # its overlay interface is gone
+    a.eventually(lambda: late_mac not in a.fdb(vx), 5, "late's FDB entry gone from host A")
+    a.eventually(lambda: late_ip not in a.neighbours(vx), 5, "late's neighbour entry gone from host A")
+    c.eventually(lambda: late_mac not in c.fdb(vx), 5, "late's FDB entry gone from host C")
+    # Its address is free for any host again, and the network can go once its last endpoint has.
+    c.run_d("--name", "heir", "--net", "joinme", "--ip", late_ip, "sleep", "300")
+    refused = b.dy("network", "rm", "joinme")
+    assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
+    # Connected again (a second time on the same container), then removed with the container.
+    b.dy_ok("network", "connect", "joinme", "late")
+    again_mac = b.mac_on("late", "joinme")
+    a.eventually(lambda: a.fdb(vx).get(again_mac) == b.addr, 5, "late's entry on host A again")
+    b.dy_ok("rm", "-f", "late")
+    a.eventually(lambda: again_mac not in a.fdb(vx), 5, "late's entry gone with the container")
+    a.dy_ok("rm", "-f", "srv")
+    c.dy_ok("rm", "-f", "heir")
+    b.dy_ok("network", "rm", "joinme")
+    for h in hosts:
+        h.eventually(lambda h=h: not _network_links(h, net_id), 10, f"joinme's links gone from {h.host}")
+
+
+def test_an_internal_overlay_network_spans_hosts_and_reaches_nothing_else(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    a.dy_ok("network", "create", "-d", "overlay", "--internal", "--subnet", "10.60.0.0/24", "sealed")
+    b.eventually(lambda: "sealed" in _ls(b), 10, "sealed on host B")
+    assert json.loads(b.dy_ok("network", "inspect", "sealed"))[0]["Internal"] is True
+    a.run_d("--name", "ia", "--net", "sealed", "sleep", "300")
+    b.run_d("--name", "ib", "--net", "sealed", "sleep", "300")
+    ip_a = a.address_on("ia", "sealed")
+    # Across hosts, inside the network: it works.
+    b.eventually(
+        lambda: b.dy("exec", "ib", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0, 10, "ib reaches ia"
+    )
+    # No way out: no default route, and a server on host C's underlay address is not reached ...
+    routes = b.dy_ok("exec", "ib", "ip", "route")
+    assert "default" not in routes, routes
+    c.spawn_in(c.host, sys.executable, PROBE, "serve", "tcp", "7071")
+    b.eventually(lambda: b.ask(b.host, "tcp", c.addr, 7071, timeout=0.5) is not None, 10, "host C's server")
+    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", c.addr, "7071", "--timeout", "1")
+    assert out.returncode != 0, out.stdout
+    # ... nor is host B's own address on the underlay, through the network's gateway.
+    b.spawn_in(b.host, sys.executable, PROBE, "serve", "tcp", "7072")
+    b.eventually(lambda: b.ask(b.host, "tcp", b.addr, 7072, timeout=0.5) is not None, 10, "host B's server")
+    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", b.addr, "7072", "--timeout", "1")
+    assert out.returncode != 0, out.stdout
+    # The attempts were real ones: a container of an ordinary overlay network on host B reaches both.
+    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.61.0.0/24", "open")
+    b.eventually(lambda: "open" in _ls(b), 10, "open on host B")
+    b.run_d("--name", "ob", "--net", "open", "sleep", "300")
+    for addr, port in ((c.addr, "7071"), (b.addr, "7072")):
+        b.dy_ok("exec", "ob", sys.executable, PROBE, "ask", "tcp", addr, port, "--timeout", "2")

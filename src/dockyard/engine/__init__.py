@@ -248,6 +248,8 @@ class Engine:
 
     def reset(self) -> list[str]:
         """`system reset`: remove all dockyard made in the kernel (the daemon then forgets its state)."""
+        if self.networks.overlay is not None:
+            self.networks.overlay.hold()  # no global network mirrored again meanwhile
         return self.reconciler().reset()
 
     def check(self) -> bool:

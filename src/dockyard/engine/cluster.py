@@ -129,6 +129,8 @@ class EngineCluster(ClusterListener):
         engine.networks.overlay = self
         engine.endpoints.cluster = self
         self._synced = threading.Event()
+        # Set by `system reset`: no global network is mirrored here again (see hold()).
+        self._held = False
         self._orphans: set[tuple[str, ipaddress.IPv4Address, str]] = set()
         self._claims_checked = time.monotonic()
 
@@ -148,6 +150,15 @@ class EngineCluster(ClusterListener):
         except Exception:
             log.exception("first sync with the cluster failed; the reconcile tries again")
         self._synced.set()
+
+    def hold(self) -> None:
+        """From `system reset` on, mirror no global network again: reset removes every mirror and
+        the daemon then forgets its state and stops, but the network records stay in the cluster,
+        so the watch or the periodic reconcile would otherwise make a removed mirror's bridge and
+        VXLAN device again in between, and nothing would ever remove them. Under the engine's
+        lock: a mirror being made finishes first, and reset removes it."""
+        with self.e.lock:
+            self._held = True
 
     def stop(self) -> None:
         running = any(c.running for c in self.e.store.containers())
@@ -293,7 +304,7 @@ class EngineCluster(ClusterListener):
         """This host's copy of a global network and its kernel side; None when it cannot be had."""
         with self.e.lock:
             present = self.e.store.find_network(record.id)
-            if present is not None:
+            if present is not None or self._held:
                 return present
             clash = self.e.store.find_network(record.name)
             if clash is not None:

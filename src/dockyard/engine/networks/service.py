@@ -36,6 +36,8 @@ class OverlayNetworks(Protocol):
 
     def remove(self, network: Network) -> None: ...
 
+    def hold(self) -> None: ...
+
 
 def new_id() -> str:
     return secrets.token_hex(32)
