@@ -81,6 +81,19 @@ REFERENCE = "Docker 20.10 with a 101-port range: 202 processes and 665 MB"
 DOCKER_MIB_PER_PORT = 665 / 101  # the reference, until this run has measured its own
 MEMORY_MARGIN_MIB = 2048.0  # left free for the machine's other jobs
 THREADS_PER_PROXY = 8  # PIDs a docker-proxy takes (its Go threads: 6-8 seen), for the room check
+# Where a 1,000-port range's extra time goes, printed when the range goal is missed: py-spy on
+# dockyardd under this script and each step timed alone in a scratch namespace (2026-12-06, this
+# machine kind, under load; CPU milliseconds per 1,000 ports). Measured, not assumed: re-measure
+# after changing the publishing path.
+PROFILE = (
+    "where a 1,000-port range's extra time goes (py-spy on dockyardd; each step timed alone): "
+    "the host-port holds, one socket, bind and listen per port (~5.5 ms of kernel CPU: socket "
+    "allocation and its LSM hooks more than the bind; one bound socket per port is the "
+    "mechanism, Linux has no batch bind), and their 1,000 closes at rm (~4.5 ms); the "
+    "port chooser's per-port Python (policy/ports.py, a PortBinding per port: ~4-5 ms); the "
+    "1,000 rows in one executemany (~2-3 ms); the map elements, one nf_tables netlink batch "
+    "built with struct (~2.5 ms, 20-25 ms when libnftables parsed them from JSON)"
+)
 
 
 @dataclass(frozen=True)
@@ -641,7 +654,15 @@ def build_report(
         ),
         tables=tables(st, nth),
         goals=goals(st, nth),
-        notes=[f"reference figures measured on this machine kind earlier: {REFERENCE}"],
+        notes=[
+            f"reference figures measured on this machine kind earlier: {REFERENCE}",
+            *(
+                [PROFILE]
+                if ratio(st.m("dockyard", CASES[-1].label), st.m("dockyard", CASES[0].label))
+                > GOAL_RANGE_START
+                else []
+            ),
+        ],
         plots=plots(st, nth),
     )
 
