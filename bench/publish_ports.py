@@ -57,6 +57,7 @@ from typing import Any
 
 from _common import (
     BenchError,
+    cpu_ms,
     descendants,
     mem_available_mib,
     memory_of,
@@ -159,6 +160,14 @@ class Dockyard:
             total += len(maps[0].get("elem", []))
         return total
 
+    def daemon_cpu_ms(self) -> float:
+        """User and system CPU dockyardd has used so far, its ended threads included
+        (the API's run one per connection): in clock ticks of 10 ms, so a case's
+        figure is the mean over its rounds, not one start's."""
+        pid = self.lab.pid_of("dockyardd.pid")
+        user, system = cpu_ms([pid] if pid else [])
+        return user + system
+
     def daemon_fds(self) -> int:
         try:
             return len(os.listdir(f"/proc/{self.lab.pid_of('dockyardd.pid')}/fd"))
@@ -215,6 +224,7 @@ class Sample:
     elements: int | None = None  # dockyard: port map elements while it runs
     elements_after_rm: int | None = None
     fds_added: int | None = None  # dockyard: dockyardd's added descriptors (host-port holds)
+    cpu_ms: float | None = None  # dockyard: dockyardd's user + system CPU during the start command
 
 
 def start_once(tool: Tool, case: PortCase, round_no: int) -> Sample:
@@ -225,7 +235,9 @@ def start_once(tool: Tool, case: PortCase, round_no: int) -> Sample:
     dockyard = tool if isinstance(tool, Dockyard) else None
     fds_before = dockyard.daemon_fds() if dockyard else 0
     timeout = 1800 if case.big and not dockyard else 120
+    cpu_before = dockyard.daemon_cpu_ms() if dockyard else 0.0
     start_ms = timed(tool.run_argv(NAME, case.spec), f"{tool.name} run -d {case.label}", timeout, tool.env)
+    cpu = dockyard.daemon_cpu_ms() - cpu_before if dockyard else None
     try:
         cpid = tool.container_pid(NAME)
         time.sleep(SETTLE_S)
@@ -250,6 +262,7 @@ def start_once(tool: Tool, case: PortCase, round_no: int) -> Sample:
         elements=elements,
         elements_after_rm=dockyard.elements() if dockyard else None,
         fds_added=fds_added,
+        cpu_ms=cpu,
     )
 
 
@@ -431,6 +444,17 @@ class Starts:
     def ran(self, tool: str, label: str) -> bool:
         return bool(self.samples.get((tool, label)))
 
+    def cpu(self, label: str) -> float:
+        """dockyardd's CPU per start of a case, the mean of its rounds (clock ticks are 10 ms)."""
+        values = self.of("dockyard", label, "cpu_ms")
+        return statistics.fmean(values) if values else 0.0
+
+    def cpu_cell(self, label: str) -> str | None:
+        if not self.ran("dockyard", label):
+            return None
+        bare = self.cpu(CASES[0].label)
+        return f"{self.cpu(label):.1f} ({ratio(self.cpu(label), bare):.2f}x no port)"
+
     def median(self, fmt: str, attr: str = "start_ms") -> Cell:
         """A cell: the median of attr, formatted, where the tool ran the case."""
         return lambda t, lbl: fmt.format(self.m(t, lbl, attr)) if self.ran(t, lbl) else None
@@ -523,6 +547,7 @@ def tables(st: Starts, nth: list[NthPort]) -> list[Table]:
                     lambda t, lbl: f"{max(st.of(t, lbl, 'elements_after_rm')):g}" if st.ran(t, lbl) else None,
                 ),
                 ("daemon fds", dockyard, st.median("{:+g}", "fds_added")),
+                ("daemon CPU ms a start (mean)", dockyard, lambda t, lbl: st.cpu_cell(lbl)),
             ],
             "case",
         ),
@@ -572,7 +597,8 @@ def goals(st: Starts, nth: list[NthPort]) -> list[Goal]:
             f"A 1,000-port range starts within {GOAL_RANGE_START:g} times a start with no port",
             ratio(dy, dy_bare) <= GOAL_RANGE_START,
             f"{ratio(dy, dy_bare):.2f}x, paired {statistics.median(paired or [0]):.2f}x "
-            f"({dy:.1f} against {dy_bare:.1f} ms)",
+            f"({dy:.1f} against {dy_bare:.1f} ms); dockyardd's CPU "
+            f"{ratio(st.cpu(big), st.cpu(bare)):.2f}x ({st.cpu(big):.1f} against {st.cpu(bare):.1f} ms)",
             side_start,
         ),
         Goal(
