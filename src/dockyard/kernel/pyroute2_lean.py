@@ -9,6 +9,11 @@ running its __init__, so that `from pyroute2.iproute.linux import IPRoute`
 loads only what IPRoute needs. Whoever asks the package itself for a name
 (`from pyroute2 import NDB`) gets the whole library then, as usual: the
 first such lookup runs the real __init__ in place.
+
+pyroute2 runs on asyncio, which imports ssl (6 MB with libssl): asyncio is
+loaded without it, and ssl stays a placeholder until one of its names is
+used (a registry's or etcd's HTTPS), so that modules that only import it
+(pyroute2's probe_msg, http.client) do not load it.
 """
 
 from __future__ import annotations
