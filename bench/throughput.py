@@ -287,6 +287,8 @@ def baseline_flows(run: Run, port: int) -> list[Flow]:
         run_cmd(argv, "kernel baseline")
 
     host = ["ip", "netns", "exec", lab.host]
+    # A new namespace inherits the root's forwarding, which may be off: the hairpin is routed.
+    sh(*host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     sh(*host, "ip", "link", "add", BASELINE_BRIDGE, "type", "bridge")
     sh(*host, "ip", "addr", "add", f"{BASELINE_NET}.1/24", "dev", BASELINE_BRIDGE)
     sh(*host, "ip", "link", "set", BASELINE_BRIDGE, "up")
