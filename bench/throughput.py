@@ -31,6 +31,15 @@ min-max; the ratios are of medians, and against b also paired (the median of
 the per-round ratios, in which drift cancels out: the goals on c/b and e/b
 are judged on it).
 
+g. Kernel-only baseline (unless --no-baseline): flows b and e through a
+   bridge, two namespaces and hand-written nft rules doing only what a
+   hairpin needs (`ip daddr HOST tcp dport PORT dnat to SERVER`, then
+   `ct status dnat ... masquerade` on the way back into the bridge), in a
+   lab of their own, in the same rounds as the tools' flows. Its e/b is
+   what the kernel itself gives a DNAT+masquerade hairpin on this machine:
+   dockyard's e/b is printed beside it, and the difference is what
+   dockyard's own rules cost (its port guard, its forward chain).
+
 f. Crowd: flows b and d with N other endpoints on the same bridge (N
    `dockyard run -d -p P:80 sleep infinity` containers, one published port
    each, so the firewall holds N more map elements), against the same flows
@@ -52,6 +61,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +81,9 @@ MAX_CROWD = 1000  # a bridge holds at most 1,024 ports
 GOAL_PUBLISHED = 0.95  # c/b and e/b at least this (issues 7 and 19)
 GOAL_CROWD = 0.05  # a flow with the crowd within this of the flow alone
 TOOLS = ("dockyard", "docker")
+BASELINE = "kernel"  # g.: the hand-written rules' flows carry this as their tool
+BASELINE_NET = "198.19.0"  # RFC 2544's range again (Docker has 198.18.0.0/16), inside its lab only
+BASELINE_BRIDGE = "kb0"
 # kind -> (row label, short label for plots)
 KINDS = {
     "c2c": ("a. container -> container", "a. c2c"),
@@ -266,6 +279,60 @@ def measure_crowd(flows: list[Flow], crowds: list[Crowd], args: argparse.Namespa
     }
 
 
+def baseline_flows(run: Run, port: int) -> list[Flow]:
+    """g.: a bridge with a client and a server namespace, and only the rules a hairpin needs."""
+    lab = run.lab()
+
+    def sh(*argv: str) -> None:
+        run_cmd(argv, "kernel baseline")
+
+    host = ["ip", "netns", "exec", lab.host]
+    # A new namespace inherits the root's forwarding, which may be off: the hairpin is routed.
+    sh(*host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh(*host, "ip", "link", "add", BASELINE_BRIDGE, "type", "bridge")
+    sh(*host, "ip", "addr", "add", f"{BASELINE_NET}.1/24", "dev", BASELINE_BRIDGE)
+    sh(*host, "ip", "link", "set", BASELINE_BRIDGE, "up")
+    ends = {}
+    for role, last in (("c", 2), ("s", 3)):
+        ns = f"{lab.host}{role}"
+        lab.add_netns(ns)
+        inside = ["ip", "netns", "exec", ns]
+        sh(*host, "ip", "link", "add", f"kv{role}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh(*host, "ip", "link", "set", f"kv{role}", "master", BASELINE_BRIDGE, "up")
+        sh(*inside, "ip", "addr", "add", f"{BASELINE_NET}.{last}/24", "dev", "eth0")
+        sh(*inside, "ip", "link", "set", "eth0", "up")
+        sh(*inside, "ip", "link", "set", "lo", "up")
+        sh(*inside, "ip", "route", "add", "default", "via", f"{BASELINE_NET}.1")
+        ends[role] = (inside, f"{BASELINE_NET}.{last}")
+    server = ends["s"][1]
+    rules = f"""
+        table ip hairpin {{
+            chain prerouting {{
+                type nat hook prerouting priority -100; policy accept;
+                ip daddr {HOST_ADDR} tcp dport {port} dnat to {server}:{port}
+            }}
+            chain postrouting {{
+                type nat hook postrouting priority 100; policy accept;
+                ct status dnat ip saddr {BASELINE_NET}.0/24 oifname "{BASELINE_BRIDGE}" masquerade
+            }}
+        }}
+    """
+    (lab.tmp / "hairpin.nft").write_text(rules)
+    sh(*host, "nft", "-f", str(lab.tmp / "hairpin.nft"))
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{lab.host}s", "iperf3", "-s", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lab.procs.append(proc)  # the lab's teardown stops it, by its PID
+    lab.remember_pid(proc.pid)
+    client = [*ends["c"][0], "iperf3", "-c"]
+    return [
+        Flow(BASELINE, "direct", "no NAT", [*host, "iperf3", "-c", server, "-p", str(port)]),
+        Flow(BASELINE, "hairpin", "hand-written DNAT + masquerade", [*client, HOST_ADDR, "-p", str(port)]),
+    ]
+
+
 def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
     if not shutil.which("iperf3"):
         raise BenchError("no iperf3 (apt-get install iperf3; make bench does)")
@@ -305,8 +372,10 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
             crowds.append(Crowd("docker", docker_lab.host, run_d, [IMAGE, "sleep", "100000"], rm, docker.env))
         elif args.crowd:
             run.notes.append("docker: f. not measured (--crowd-docker to add it: heavy)")
+    if not args.no_baseline:
+        flows += baseline_flows(run, args.port)
     # Flow by flow, tool by tool: dockyard a, docker a, dockyard b, docker b, ...
-    flows.sort(key=lambda f: (list(KINDS).index(f.kind), TOOLS.index(f.tool)))
+    flows.sort(key=lambda f: (list(KINDS).index(f.kind), (*TOOLS, BASELINE).index(f.tool)))
     print(f"warming up {len(flows)} flows (1 s each) ...", flush=True)
     for flow in flows:
         warm_up(flow)
@@ -363,6 +432,9 @@ def build_report(flows: list[Flow], crowd: dict[str, Any] | None, args: argparse
                 f"docker ({by[('docker', kind)].path}) {d:.2f} of its direct (paired); "
                 f"dockyard {ratio(med[('dockyard', kind)], med[('docker', kind)]):.2f}x docker"
             )
+        if kind == "hairpin" and (BASELINE, "hairpin") in by:
+            k = paired(by[(BASELINE, "hairpin")].gbps, by[(BASELINE, "direct")].gbps)
+            side += f"; kernel-only baseline (g.) {k:.2f} of its direct (paired)"
         of_medians = ratio(med[("dockyard", kind)], med[("dockyard", "direct")])
         goals.append(
             Goal(
@@ -398,6 +470,8 @@ def build_report(flows: list[Flow], crowd: dict[str, Any] | None, args: argparse
         )
     ]
     notes = [f"reference figures measured on this machine kind earlier: {REFERENCE}"]
+    if (BASELINE, "hairpin") in by:
+        tables.append(baseline_table(by))
     if crowd is not None:
         crowd_report(crowd, args, tables, goals, plots, notes)
     return Report(
@@ -414,6 +488,23 @@ def build_report(flows: list[Flow], crowd: dict[str, Any] | None, args: argparse
         goals=goals,
         notes=notes,
         plots=plots,
+    )
+
+
+def baseline_table(by: dict[tuple[str, str], Flow]) -> Table:
+    """g.: the kernel-only hairpin beside dockyard's, each over its own direct flow."""
+    rows = []
+    for tool, what in (("dockyard", "dockyard's rules"), (BASELINE, "hand-written minimal rules (g.)")):
+        b, e = by[(tool, "direct")].gbps, by[(tool, "hairpin")].gbps
+        rows.append([what, cell(b), cell(e), f"{paired(e, b):.3f}"])
+    k = paired(by[(BASELINE, "hairpin")].gbps, by[(BASELINE, "direct")].gbps)
+    d = paired(by[("dockyard", "hairpin")].gbps, by[("dockyard", "direct")].gbps)
+    rows.append(["dockyard / kernel-only (e/b over e/b)", "", "", f"{ratio(d, k):.3f}"])
+    return Table(
+        "g. hairpin against a kernel-only baseline: the same DNAT + masquerade hairpin with nothing "
+        "else, in the same rounds (Gbit/s, median (min-max))",
+        ["rules", "b. direct", "e. hairpin", "e/b (paired)"],
+        rows,
     )
 
 
@@ -523,6 +614,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--crowd", type=int, default=500, help="other endpoints for f.; 0: no f. (default 500)")
     p.add_argument("--crowd-jobs", type=int, default=8, help="crowd containers started at once (default 8)")
     p.add_argument("--crowd-docker", action="store_true", help="also measure f. for Docker (heavy)")
+    p.add_argument("--no-baseline", action="store_true", help="no g. (the kernel-only hairpin baseline)")
     args = p.parse_args(argv)
     if args.smoke:
         args.rounds, args.seconds, args.omit, args.crowd, args.crowd_jobs = 1, 1, 0, 3, 3

@@ -20,7 +20,6 @@ its path).
 from __future__ import annotations
 
 import contextlib
-import http.server
 import re
 import threading
 import time
@@ -223,6 +222,8 @@ class MetricsListener:
     """`metrics-addr`: GET /metrics over plain HTTP on one TCP address, and nothing else."""
 
     def __init__(self, address: tuple[str, int], text: Callable[[], str]) -> None:
+        import http.server  # only with metrics-addr: it brings email, html, mimetypes (daemon memory)
+
         content_type = "text/plain; version=0.0.4; charset=utf-8"
 
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -19,12 +19,40 @@ from pathlib import Path
 
 from dockyard.drivers.base import DriverErrors
 from dockyard.errors import DockyardError, KernelError
-from dockyard.kernel import Kernel, sysctl
+from dockyard.kernel import Kernel, nftnl, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
 from dockyard.policy import rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 log = logging.getLogger(__name__)
+
+# The publish maps' types, as rules.TABLE_TEXT declares them (a unit test
+# compares): their elements go over netlink without libnftables (nftnl.py).
+PUBLISH_ANY_KEY = ("inet_proto", "inet_service")
+PUBLISH_ADDR_KEY = ("ipv4_addr", "inet_proto", "inet_service")
+PUBLISH_TARGET = ("ipv4_addr", "inet_service")
+
+
+def publish_changes(
+    address: ipaddress.IPv4Address, bindings: tuple[PortBinding, ...], add: bool
+) -> list[nftnl.SetChange]:
+    """The publish maps' elements of an endpoint's bindings, encoded (data only to add)."""
+    out: list[nftnl.SetChange] = []
+    every = [b for b in bindings if b.host_ip is None]
+    one = [b for b in bindings if b.host_ip is not None]
+    for name, types, chosen, keys in (
+        ("publish_any", PUBLISH_ANY_KEY, every, [(b.proto, b.host_port) for b in every]),
+        ("publish_addr", PUBLISH_ADDR_KEY, one, [(b.host_ip, b.proto, b.host_port) for b in one]),
+    ):
+        if not keys:
+            continue
+        encoded = nftnl.encode_rows(types, keys)  # type: ignore[arg-type]
+        if add:
+            targets = nftnl.encode_rows(PUBLISH_TARGET, [(address, b.container_port) for b in chosen])
+            out.append((rules.FAMILY, rules.TABLE, name, list(zip(encoded, targets, strict=True))))
+        else:
+            out.append((rules.FAMILY, rules.TABLE, name, [(k, None) for k in encoded]))
+    return out
 
 
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
@@ -144,9 +172,7 @@ class BridgeDriver:
             changes.append(f"iptables-legacy FORWARD: accepted {bridge}, the policy being DROP")
         return changes
 
-    def join(
-        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> None:
+    def join(self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(
             rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),
@@ -169,11 +195,7 @@ class BridgeDriver:
             return
         self.k.holds.hold(endpoint.id, list(bindings))
         try:
-            el = rules.publish_elements(endpoint.address.ip, bindings)
-            self.k.nft.apply(
-                rules.element_commands("add", el, self.owner),
-                f"publish ports of {endpoint.owner.short}",
-            )
+            self.k.nft.change_elements(True, publish_changes(endpoint.address.ip, bindings, True), self.owner)
         except DockyardError:
             self.k.holds.release(endpoint.id)
             raise
@@ -181,7 +203,11 @@ class BridgeDriver:
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         try:
             if bindings:
-                self._delete_elements(rules.publish_elements(endpoint.address.ip, bindings))
+                try:
+                    self.k.nft.change_elements(False, publish_changes(endpoint.address.ip, bindings, False))
+                except KernelError:
+                    # Some were gone already (a crash between steps): delete what is left.
+                    self._delete_elements(rules.publish_elements(endpoint.address.ip, bindings))
         finally:
             self.k.holds.release(endpoint.id)
 

@@ -12,6 +12,7 @@ HoldRefused carrying one); the words a user reads are ports.py's.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 import threading
@@ -58,13 +59,19 @@ def _open(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> socke
         raise
     try:
         # No SO_REUSEADDR: a bound socket without it conflicts with any other bind.
-        sock.bind((str(ip) if ip else "0.0.0.0", port))
+        sock.bind((_text(ip), port))
         if kind == socket.SOCK_STREAM:
             sock.listen(0)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+@functools.lru_cache(maxsize=64)
+def _text(ip: ipaddress.IPv4Address | None) -> str:
+    # A range binds one address a thousand times: str() of it once.
+    return str(ip) if ip else "0.0.0.0"
 
 
 def _try(
@@ -110,12 +117,20 @@ class PortHolds:
         return probe(ip, port, proto)
 
     def reserve(self, owner: str, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
-        """A probe that keeps the port bound for the owner's next hold when it is free."""
+        """A probe that keeps the port bound for the owner's next hold when it is free.
+
+        Called once per port of a range (a thousand times for `-p 10000-10999`):
+        a bind is the kernel's cost, everything around it is kept to a dict
+        lookup or two."""
         status, sock = _try(ip, port, proto)
         if sock is not None:
+            key = (ip, port, proto)
             with self._lock:
-                old = self._reserved.setdefault(owner, {}).pop((ip, port, proto), None)
-                self._reserved[owner][(ip, port, proto)] = sock
+                mine = self._reserved.get(owner)
+                if mine is None:
+                    mine = self._reserved[owner] = {}
+                old = mine.get(key)
+                mine[key] = sock
             if old is not None:
                 old.close()
         return status

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from dockyard.errors import KernelError
+from dockyard.kernel import nftnl
 
 try:
     import nftables
@@ -47,6 +48,15 @@ class Nft:
         self._ctx.set_json_output(True)
         self._ctx.set_handle_output(False)
         self._lock = threading.Lock()
+        try:
+            self._elements = nftnl.ElementSocket()
+        except OSError as e:
+            raise KernelError(f"cannot open an nf_tables netlink socket: {e.strerror or e}") from e
+
+    def change_elements(self, add: bool, changes: list[nftnl.SetChange], comment: str = "") -> None:
+        """Add or delete elements of sets and maps in one batch, straight over
+        netlink (nftnl.py): a port range's thousand elements without libnftables."""
+        self._elements.change(add, changes, comment)
 
     def apply(self, commands: list[dict[str, Any]], what: str) -> None:
         """Apply commands as one atomic batch."""

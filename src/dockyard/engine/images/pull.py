@@ -17,16 +17,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.engine.images import Images
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.images.content import DigestMismatch
 from dockyard.images.extract import extract
-from dockyard.images.registry import Credentials, Registry, is_insecure_by_default
 from dockyard.model import Image, ImageLayer
 from dockyard.policy import manifests, references
 from dockyard.store import now
+
+if TYPE_CHECKING:
+    # Imported by the calls that need them: http.client (and email) only once
+    # a pull, a login or an auth header comes, not in every daemon (its memory).
+    from dockyard.images.registry import Credentials, Registry
 
 Emit = Callable[[dict[str, Any]], None]
 # At most this often a layer's progress is told (Docker's CLI redraws on each message).
@@ -57,6 +61,8 @@ class _Progress:
 
 
 def insecure(images: Images, host: str) -> bool:
+    from dockyard.images.registry import is_insecure_by_default
+
     if is_insecure_by_default(host):
         return True
     import ipaddress
@@ -73,6 +79,8 @@ def insecure(images: Images, host: str) -> bool:
 
 def credentials(header: str) -> Credentials | None:
     """Docker's X-Registry-Auth header, parsed."""
+    from dockyard.images.registry import Credentials
+
     return Credentials.from_header(header)
 
 
@@ -84,6 +92,8 @@ def login(images: Images, server: str, username: str, password: str) -> None:
         host = references.DEFAULT_REGISTRY_HOST
     if not username:
         raise InvalidArgument("login needs a username")
+    from dockyard.images.registry import Credentials, Registry
+
     Registry(host, Credentials(username, password), insecure(images, host)).check_login()
 
 
@@ -110,6 +120,8 @@ def pull(
             "pulling every tag of a repository (docker pull -a) is not supported; give a tag"
         )
     wanted = manifests.parse_platform(platform, images.platform) if platform else images.platform
+    from dockyard.images.registry import Registry
+
     registry = Registry(ref.registry_host, credentials, insecure(images, ref.registry_host))
     with images.busy():
         return _pull(images, registry, ref, wanted, emit)
