@@ -41,11 +41,16 @@ class BridgeDriver:
         # The daemon's monitor syncs FORWARD without the engine's lock: two syncs
         # at once would both find a rule missing and both add it.
         self._forward_lock = threading.Lock()
+        # Networks in Docker's routed IPv6 mode (every network passes create_network at start):
+        # unpublish, handed no network, renders their endpoints' ports as create did.
+        self._routed6: set[str] = set()
 
     def _network_elements(self, network: Network) -> rules.Elements:
         return rules.elements_of_network(network)
 
     def create_network(self, network: Network) -> None:
+        if rules.routed6(network):
+            self._routed6.add(network.id)
         created = self.k.netlink.ensure_bridge(
             network.bridge, _gateway_iface(network), network.mtu, self.owner
         )
@@ -67,6 +72,7 @@ class BridgeDriver:
             raise
 
     def delete_network(self, network: Network) -> None:
+        self._routed6.discard(network.id)
         errors: list[Exception] = []
         try:
             self._delete_elements(self._network_elements(network))
@@ -169,7 +175,7 @@ class BridgeDriver:
             return
         self.k.holds.hold(endpoint.id, list(bindings))
         try:
-            el = rules.publish_elements(endpoint.address.ip, bindings)
+            el = rules.endpoint_publish_elements(network, endpoint, bindings)
             self.k.nft.apply(
                 rules.element_commands("add", el, self.owner),
                 f"publish ports of {endpoint.owner.short}",
@@ -181,7 +187,13 @@ class BridgeDriver:
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         try:
             if bindings:
-                self._delete_elements(rules.publish_elements(endpoint.address.ip, bindings))
+                el = rules.publish_elements(
+                    endpoint.address.ip if endpoint.address is not None else None,
+                    bindings,
+                    endpoint.address6.ip if endpoint.address6 is not None else None,
+                    routed=endpoint.network_id in self._routed6,
+                )
+                self._delete_elements(el)
         finally:
             self.k.holds.release(endpoint.id)
 

@@ -461,15 +461,16 @@ class Reconciler:
     def desired_elements(self) -> rules.Elements:
         el = rules.Elements()
         for network in self.store.networks():
-            if network.bridged and network.subnet is not None:
+            if network.bridged and (network.subnet is not None or network.subnet6 is not None):
                 el.update(rules.elements_of_network(network))
         for c in self.store.containers():
             if not c.running:
                 continue
             for ep in self.store.endpoints(container_id=c.id):
-                el.update(rules.publish_elements(ep.address.ip, self.endpoints.bindings(ep.owner, ep.id)))
                 found = self.store.find_network(ep.network_id)
                 if found is not None:
+                    bindings = self.endpoints.bindings(ep.owner, ep.id)
+                    el.update(rules.endpoint_publish_elements(found, ep, bindings))
                     el.update(rules.endpoint_elements(ep, found.icc))
         el.update(self.attachments.desired_elements())
         return el

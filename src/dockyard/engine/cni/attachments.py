@@ -393,7 +393,9 @@ class Attachments:
                 continue
             for ep in self.store.endpoints(container_id=a.owner):
                 el.update(
-                    rules.publish_elements(ep.address.ip, self.endpoints.bindings(a.endpoint_owner, ep.id))
+                    rules.endpoint_publish_elements(
+                        network, ep, self.endpoints.bindings(a.endpoint_owner, ep.id)
+                    )
                 )
                 el.update(rules.endpoint_elements(ep, network.icc))
         return el

@@ -146,7 +146,7 @@ class AttachmentChecks:
             out.append(f"the guard of host interface {ep.host_ifname} is missing from nftables")
         bindings = self.endpoints.bindings(owner, ep.id)
         for b in bindings:
-            missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
+            missing = rules.endpoint_publish_elements(network, ep, (b,)).minus(present)
             if not missing.empty():
                 out.append(f"port mapping {b} is missing from nftables")
         return out
