@@ -197,6 +197,12 @@ class Database:
 
     # -- intents ---------------------------------------------------------
 
+    def meta_value(self, key: str, make: str) -> str:
+        """The meta row `key`, written as `make` the first time it is asked for (and kept)."""
+        with self.transaction():
+            self._q("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)", (key, make))
+            return str(self._q("SELECT value FROM meta WHERE key=?", (key,))[0][0])
+
     def add_intent(self, op: str, subject: str) -> int:
         with self._lock:
             try:
