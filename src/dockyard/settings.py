@@ -141,7 +141,7 @@ class DaemonSettings:
     mtu: int = 1500
     icc: bool = True
     ip_masq: bool = True
-    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
     default_address_pools: tuple[AddressPool, ...] = field(
         default_factory=lambda: tuple(AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS)
     )
@@ -383,9 +383,9 @@ def load_settings(
     if "dns" in data:
         raw = data["dns"]
         if not isinstance(raw, list):
-            raise InvalidArgument("daemon.json: dns must be a list of IPv4 addresses")
+            raise InvalidArgument("daemon.json: dns must be a list of IP addresses")
         try:
-            kwargs["dns"] = tuple(ipaddress.IPv4Address(str(x)) for x in raw)
+            kwargs["dns"] = tuple(ipaddress.ip_address(str(x)) for x in raw)
         except ValueError as e:
             raise InvalidArgument(f"daemon.json: dns: {e}") from None
     if "default-address-pools" in data:

@@ -58,7 +58,10 @@ def scenario(family: str = "ipv4") -> list[tuple[str, Step]]:
         ("run --rm", lambda lab, ctx: lab.dy_ok("run", "--rm", "--name", "once", "--net", "none", "true")),
         ("run -d --rm", _run_stubborn),
         ("stop, to SIGKILL", lambda lab, ctx: lab.dy_ok("stop", "-t", "0", "stubborn")),
-        ("run -d", lambda lab, ctx: lab.dy_ok("run", "-d", "--name", "doomed", "--net", "none", "sleep", "300")),
+        (
+            "run -d",
+            lambda lab, ctx: lab.dy_ok("run", "-d", "--name", "doomed", "--net", "none", "sleep", "300"),
+        ),
         ("rm -f", lambda lab, ctx: lab.dy_ok("rm", "-f", "doomed")),
         ("network rm 2", lambda lab, ctx: lab.dy_ok("network", "rm", "n2")),
         ("network rm", lambda lab, ctx: lab.dy_ok("network", "rm", "n1")),

@@ -10,6 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from lab import Lab
 
 SUBNET6 = "2001:db8:1::/64"
@@ -157,7 +158,14 @@ def test_network_connect_with_ip6(lab: Lab) -> None:
         (("--ipv6", "--subnet", SUBNET6, "--gateway", "2001:db8:2::1"), "no matching subnet"),
         (("--ipv6", "--subnet", "2001:db8:1::/64"), "overlaps network taken"),
     ],
-    ids=["subnet6-without-ipv6", "second-ipv6-subnet", "host-bits", "link-local", "gateway-outside", "overlap"],
+    ids=[
+        "subnet6-without-ipv6",
+        "second-ipv6-subnet",
+        "host-bits",
+        "link-local",
+        "gateway-outside",
+        "overlap",
+    ],
 )
 def test_bad_ipv6_network_input_is_refused_and_changes_nothing(
     lab: Lab, args: tuple[str, ...], message: str
@@ -188,3 +196,75 @@ def test_ip6_outside_the_subnet_is_refused_and_changes_nothing(lab: Lab) -> None
         r = lab.dy("run", "-d", "--net", net, "--ip6", ip6, "sleep", "60")
         assert r.returncode == 125 and message in r.stderr, r.stderr
     assert lab.dy_ok("ps", "-aq") == ps
+
+
+# One DNS query, printed as "rcode:record,record": from a container (over IPv4 or IPv6) or the host.
+DIG = (
+    "import socket, sys\n"
+    "from dnslib import QTYPE, DNSRecord\n"
+    "server, name, qtype = sys.argv[1:4]\n"
+    "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(3)\n"
+    "s.sendto(DNSRecord.question(name, qtype).pack(), (server, 53))\n"
+    "reply = DNSRecord.parse(s.recv(4096))\n"
+    "print(str(reply.header.rcode) + ':' + ','.join(str(rr.rdata) for rr in reply.rr))\n"
+)
+# An upstream resolver on an IPv6 address: every AAAA question gets 2001:db8:53::99.
+UPSTREAM6 = (
+    "import socket, sys\n"
+    "from dnslib import AAAA, QTYPE, RR, DNSRecord\n"
+    "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+    "s.bind((sys.argv[1], 53))\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    data, peer = s.recvfrom(4096)\n"
+    "    q = DNSRecord.parse(data); r = q.reply()\n"
+    "    if q.q.qtype == QTYPE.AAAA:\n"
+    "        r.add_answer(RR(q.q.qname, QTYPE.AAAA, rdata=AAAA('2001:db8:53::99'), ttl=60))\n"
+    "    s.sendto(r.pack(), peer)\n"
+)
+
+
+def _dig(lab: Lab, where: str | None, server: str, name: str, qtype: str) -> str:
+    cmd = (sys.executable, "-c", DIG, server, name, qtype)
+    r = lab.dy("exec", where, *cmd) if where else lab.in_host(*cmd)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_dns_answers_aaaa_and_ipv6_ptr_and_listens_on_the_ipv6_gateway(lab: Lab) -> None:
+    _net(lab, "--ipv6", "--subnet", SUBNET6, "--subnet", SUBNET4)
+    lab.run_d("--name", "web", "--net", "dual", "--network-alias", "www", "sleep", "60")
+    lab.run_d("--name", "asker", "--net", "dual", "sleep", "60")
+    web6 = _settings(lab, "web", "dual")["GlobalIPv6Address"]
+    # Asked over IPv4 on the gateway: AAAA by name and by alias, A unchanged, PTR of the IPv6 address.
+    assert _dig(lab, "asker", "10.1.0.1", "web", "AAAA") == f"0:{web6}"
+    assert _dig(lab, "asker", "10.1.0.1", "www", "AAAA") == f"0:{web6}"
+    assert _dig(lab, "asker", "10.1.0.1", "web", "A") == "0:10.1.0.2"
+    ptr = ipaddress.IPv6Address(web6).reverse_pointer
+    assert _dig(lab, "asker", "10.1.0.1", ptr, "PTR") == "0:web."
+    # A container on an IPv4-only network: AAAA of a name there is empty, not an error.
+    _net(lab, "--subnet", "10.2.0.0/24", name="only4")
+    lab.run_d("--name", "four", "--net", "only4", "sleep", "60")
+    assert _dig(lab, "four", "10.2.0.1", "four", "AAAA") == "0:"
+    # The resolver listens on the IPv6 gateway: asked there (from the host, whose source is
+    # the gateway itself, one of the network's own), it answers the same.
+    assert _dig(lab, None, "2001:db8:1::1", "web", "AAAA") == f"0:{web6}"
+    # /etc/hosts has the container's IPv6 address too.
+    hosts = _in_container(lab, "web", "cat", "/etc/hosts")
+    assert f"{web6}\t" in hosts
+
+
+def test_dns_forwards_to_an_ipv6_upstream(lab: Lab) -> None:
+    # The outside on IPv6: a link host <-> upstream and a resolver beyond it (2001:db8::/32).
+    lab.in_host("ip", "addr", "add", "2001:db8:f6::1/64", "dev", "up0", "nodad")
+    lab.in_up("ip", "addr", "add", "2001:db8:f6::2/64", "dev", "eth0", "nodad")
+    lab.in_up("ip", "addr", "add", "2001:db8:53::53/128", "dev", "lo")
+    lab.in_host("ip", "route", "add", "2001:db8:53::/64", "via", "2001:db8:f6::2")
+    server = lab.spawn_in(lab.up, sys.executable, "-c", UPSTREAM6, "2001:db8:53::53")
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(json.dumps({"dns": ["2001:db8:53::53"]}))
+    _net(lab, "--ipv6", "--subnet", SUBNET6, "--subnet", SUBNET4)
+    lab.run_d("--name", "asker", "--net", "dual", "sleep", "60")
+    assert _dig(lab, "asker", "10.1.0.1", "far.example.test", "AAAA") == "0:2001:db8:53::99"

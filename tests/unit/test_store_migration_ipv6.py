@@ -133,7 +133,10 @@ def test_a_dual_stack_network_is_kept_whole(tmp_path: Path) -> None:
             subnet=ipaddress.IPv4Network("10.1.0.0/24"),
             gateway=ipaddress.IPv4Address("10.1.0.1"),
             bridge="dy-dual",
-            aux_addresses=(("a", ipaddress.IPv4Address("10.1.0.5")), ("b", ipaddress.IPv6Address("2001:db8:1::5"))),
+            aux_addresses=(
+                ("a", ipaddress.IPv4Address("10.1.0.5")),
+                ("b", ipaddress.IPv6Address("2001:db8:1::5")),
+            ),
             created="2026-01-01T00:00:00.000000Z",
             enable_ipv6=True,
             subnet6=ipaddress.IPv6Network("2001:db8:1::/64"),
