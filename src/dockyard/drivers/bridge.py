@@ -2,7 +2,8 @@
 
 Host side of a network: the bridge with the gateway address, route_localnet
 on it (so 127.0.0.1-published ports can be DNATed into it), no IPv6 on it
-(no router advertisement taken), and the network's elements in the
+unless the network has IPv6 (then its IPv6 gateway address; never a router
+advertisement taken), and the network's elements in the
 `inet dockyard` sets. Per endpoint: its port's guard in `bridge dockyard`
 (the port, its MAC, its address: what the port may send), then a veth pair
 whose host end sits on the bridge and whose other end is created directly
@@ -33,6 +34,12 @@ def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
     return ipaddress.IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}")
 
 
+def _gateway6_iface(network: Network) -> ipaddress.IPv6Interface | None:
+    if not network.enable_ipv6 or network.subnet6 is None or network.gateway6 is None:
+        return None
+    return ipaddress.IPv6Interface(f"{network.gateway6}/{network.subnet6.prefixlen}")
+
+
 class BridgeDriver:
     def __init__(self, kernel: Kernel, owner: str) -> None:
         self.k = kernel
@@ -51,12 +58,18 @@ class BridgeDriver:
     def create_network(self, network: Network) -> None:
         if rules.routed6(network):
             self._routed6.add(network.id)
+        gateway6 = _gateway6_iface(network)
         created = self.k.netlink.ensure_bridge(
-            network.bridge, _gateway_iface(network), network.mtu, self.owner
+            network.bridge, _gateway_iface(network), network.mtu, self.owner, gateway6
         )
         try:
             sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")
-            sysctl.ipv6_off(network.bridge)
+            if gateway6 is None:
+                sysctl.ipv6_off(network.bridge)
+            else:
+                # The host routes between its networks and the outside for IPv6 too
+                # (net.ipv4.ip_forward's twin, set as Docker sets it: once a network has IPv6).
+                sysctl.write("net.ipv6.conf.all.forwarding", "1")
             self.k.nft.apply(
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
@@ -150,9 +163,7 @@ class BridgeDriver:
             changes.append(f"iptables-legacy FORWARD: accepted {bridge}, the policy being DROP")
         return changes
 
-    def join(
-        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> None:
+    def join(self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(
             rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),
@@ -167,7 +178,9 @@ class BridgeDriver:
             gateway=endpoint.gateway,
             mac=endpoint.mac,
             mtu=network.mtu,
-            default_route=default_route and endpoint.gateway is not None and not network.internal,
+            default_route=default_route and not network.internal,
+            address6=endpoint.address6,
+            gateway6=endpoint.gateway6,
         )
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:

@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--hostname", "-h", dest="hostname", default="", help="container host name")
     p.add_argument("--ip", default="", help="IPv4 address for the container")
+    p.add_argument("--ip6", default="", help="IPv6 address for the container")
     p.add_argument(
         "--network-alias",
         action="append",
@@ -214,10 +215,12 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
             "PidsLimit": args.pids_limit,
         },
     }
-    if args.ip or args.network_alias:
+    if args.ip or args.ip6 or args.network_alias:
         endpoint: dict[str, Any] = {}
-        if args.ip:
-            endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+        if args.ip or args.ip6:
+            endpoint["IPAMConfig"] = ({"IPv4Address": args.ip} if args.ip else {}) | (
+                {"IPv6Address": args.ip6} if args.ip6 else {}
+            )
         if args.network_alias:
             endpoint["Aliases"] = args.network_alias
         body["NetworkingConfig"] = {"EndpointsConfig": {args.network: endpoint}}

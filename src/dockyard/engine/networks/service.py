@@ -23,9 +23,9 @@ from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, OwnerKind, check_network_name
-from dockyard.policy import ipam
+from dockyard.policy import ipam, ipam6
 from dockyard.policy.container_filters import PruneFilter, dangling_check
-from dockyard.settings import DaemonSettings, parse_bridge_name
+from dockyard.settings import AddressPool6, DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
 
 
@@ -97,6 +97,57 @@ class Networks:
                 out.append((f"a route of the host via {dev}", dst))
         return out
 
+    def taken_subnets6(
+        self, exclude_network: str = "", exclude_bridges: tuple[str, ...] = ()
+    ) -> list[tuple[str, ipaddress.IPv6Network]]:
+        """IPv6 subnets a new network must not overlap: other networks' and the host's routes."""
+        out: list[tuple[str, ipaddress.IPv6Network]] = []
+        ours = set(exclude_bridges)
+        for n in self.store.networks():
+            if n.subnet6 is not None and n.id != exclude_network:
+                out.append((f"network {n.name}", n.subnet6))
+            if n.bridge:
+                ours.add(n.bridge)
+        for dev, dst in self.k.netlink.routes6():
+            if dev not in ours:
+                out.append((f"a route of the host via {dev}", dst))
+        return out
+
+    def pools6(self) -> tuple[AddressPool6, ...]:
+        """daemon.json's IPv6 default-address-pools, else this daemon's own ULA /48 (Docker 27)."""
+        if self.settings.default_address_pools6:
+            return self.settings.default_address_pools6
+        return (ipam6.ula_pool(self.store.meta_value("ula_seed", secrets.token_hex(16))),)
+
+    def ipam6(
+        self,
+        spec: NetworkSpec,
+        taken: list[tuple[str, ipaddress.IPv6Network]],
+    ) -> tuple[ipaddress.IPv6Network | None, ipaddress.IPv6Address | None]:
+        """The IPv6 subnet and gateway of a network asked for with spec (None, None without --ipv6)."""
+        aux6 = [(k, a) for k, a in spec.aux_addresses if a.version == 6]
+        if not spec.enable_ipv6:
+            given = spec.subnet6 or spec.gateway6 or spec.ip_range6 or (aux6[0][1] if aux6 else None)
+            if given is not None:
+                raise InvalidArgument(
+                    f"IPv6 address {given} given but IPv6 is not enabled on this network: add --ipv6"
+                )
+            return None, None
+        if spec.subnet6 is not None:
+            ipam6.check_overlap6(spec.subnet6, taken)
+            subnet6 = spec.subnet6
+        else:
+            if spec.gateway6 is not None or spec.ip_range6 is not None or aux6:
+                raise InvalidArgument("an IPv6 --gateway, --ip-range or --aux-address needs an IPv6 --subnet")
+            subnet6 = ipam6.first_free_subnet6(self.pools6(), taken)
+        gateway6 = spec.gateway6 or ipam6.first_host6(subnet6)
+        ipam.check_in_subnet(gateway6, subnet6, "gateway")
+        if spec.ip_range6 is not None and not spec.ip_range6.subnet_of(subnet6):
+            raise InvalidArgument(f"ip-range {spec.ip_range6} is not within subnet {subnet6}")
+        for aux_name, addr in aux6:
+            ipam.check_in_subnet(addr, subnet6, f"aux-address {aux_name}")
+        return subnet6, gateway6
+
     # -- the built-in networks -------------------------------------------
 
     def _default_bridge(
@@ -115,6 +166,7 @@ class Networks:
             # apply to the default bridge too when no --bip is given.
             subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
             gateway = ipam.first_host(subnet)
+        subnet6, gateway6 = self._default_bridge6(current, bridge)
         return Network(
             id=current.id if current else new_id(),
             name="bridge",
@@ -134,7 +186,35 @@ class Networks:
                 ("com.docker.network.driver.mtu", str(self.settings.mtu)),
             ),
             created=current.created if current else now(),
+            enable_ipv6=subnet6 is not None,
+            subnet6=subnet6,
+            gateway6=gateway6,
         )
+
+    def _default_bridge6(
+        self, current: Network | None, bridge: str
+    ) -> tuple[ipaddress.IPv6Network | None, ipaddress.IPv6Address | None]:
+        """daemon.json's ipv6 and fixed-cidr-v6 on the default bridge: exactly fixed-cidr-v6,
+        else what it had, else a /64 of the IPv6 default pools (Docker 27)."""
+        if not self.settings.ipv6:
+            return None, None
+        if self.settings.fixed_cidr_v6 is not None:
+            subnet6 = self.settings.fixed_cidr_v6
+        elif current is not None and current.subnet6 is not None:
+            subnet6 = current.subnet6
+        else:
+            exclude = (current.bridge,) if current else ()
+            taken = self.taken_subnets6(
+                exclude_network=current.id if current else "", exclude_bridges=(*exclude, bridge)
+            )
+            subnet6 = ipam6.first_free_subnet6(self.pools6(), taken)
+        return subnet6, ipam6.first_host6(subnet6)
+
+    def _default_bridge6_changed(self, current: Network) -> bool:
+        if current.enable_ipv6 != self.settings.ipv6:
+            return True
+        wanted = self.settings.fixed_cidr_v6
+        return self.settings.ipv6 and wanted is not None and wanted != current.subnet6
 
     def ensure_builtin(self) -> None:
         with self.store.transaction():
@@ -150,6 +230,7 @@ class Networks:
             current is not None
             and bridge == current.bridge
             and (bip is None or (bip.ip == current.gateway and bip.network == current.subnet))
+            and not self._default_bridge6_changed(current)
         ):
             return current
         if current is not None:
@@ -171,11 +252,21 @@ class Networks:
             ):
                 if net.overlaps(wanted.subnet):
                     raise Conflict(f"--bip {bip} overlaps {what} ({net})")
+        if wanted.subnet6 is not None and self.settings.fixed_cidr_v6 is not None:
+            for what, net6 in self.taken_subnets6(
+                exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
+            ):
+                if net6.overlaps(wanted.subnet6):
+                    raise Conflict(f"fixed-cidr-v6 {wanted.subnet6} overlaps {what} ({net6})")
         driver = self.drivers[DriverName.BRIDGE]
         if (
             current is not None
             and current.bridge
-            and (current.bridge != wanted.bridge or current.subnet != wanted.subnet)
+            and (
+                current.bridge != wanted.bridge
+                or current.subnet != wanted.subnet
+                or current.subnet6 != wanted.subnet6
+            )
         ):
             driver.delete_network(current)
         driver.create_network(wanted)
@@ -192,6 +283,8 @@ class Networks:
         """`network create`: validate everything, record, then make the bridge."""
         check_network_name(spec.name)
         if spec.driver == "overlay":
+            if spec.enable_ipv6 or not spec.enable_ipv4:
+                raise InvalidArgument("--ipv6 and --ipv4=false are not supported with the overlay driver")
             if self.overlay is None:
                 raise InvalidArgument(
                     "overlay networks need a cluster: start dockyardd with --cluster-store etcd://HOST:PORT "
@@ -214,6 +307,9 @@ class Networks:
                 raise Conflict(f"bridge {bridge} is already used by network {other.name}")
         if opts.bridge and self.k.netlink.link_exists(bridge) and not self.k.netlink.is_bridge(bridge):
             raise Conflict(f"{bridge} exists on the host and is not a bridge")
+        if not spec.enable_ipv4:
+            raise InvalidArgument("--ipv4=false (an IPv6-only network) is not supported yet: give IPv4 too")
+        subnet6, gateway6 = self.ipam6(spec, self.taken_subnets6(exclude_bridges=(bridge,)))
         taken = self.taken_subnets(exclude_bridges=(bridge,))
         if spec.subnet is not None:
             ipam.check_usable(spec.subnet)
@@ -228,7 +324,8 @@ class Networks:
         if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
             raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
         for aux_name, addr in spec.aux_addresses:
-            ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+            if addr.version == 4:
+                ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
         network = Network(
             id=network_id,
             name=spec.name,
@@ -246,6 +343,10 @@ class Networks:
             labels=spec.labels,
             aux_addresses=spec.aux_addresses,
             created=now(),
+            enable_ipv6=spec.enable_ipv6,
+            subnet6=subnet6,
+            gateway6=gateway6,
+            ip_range6=spec.ip_range6,
         )
         with self.store.transaction():
             self.store.add_network(network)
@@ -461,7 +562,14 @@ class NetworkSpec:
     subnet: ipaddress.IPv4Network | None = None
     gateway: ipaddress.IPv4Address | None = None
     ip_range: ipaddress.IPv4Network | None = None
-    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address], ...] = ()
+    # --ipv6, and IPv6's IPAM (subnet6 None: one from the IPv6 default pools).
+    enable_ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
+    # --ipv4=false: an IPv6-only network.
+    enable_ipv4: bool = True
     internal: bool = False
     attachable: bool = False
     labels: tuple[tuple[str, str], ...] = ()
