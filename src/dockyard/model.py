@@ -139,15 +139,23 @@ class PortBinding:
     container_port: int
     proto: Protocol
     host_port: int
-    # None: every host address (Docker's 0.0.0.0).
-    host_ip: ipaddress.IPv4Address | None = None
+    # None: every host address of each family the endpoint has (Docker's -p 8080:80);
+    # 0.0.0.0: every IPv4 address only, :: every IPv6 address only.
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
     @property
     def host_ip_text(self) -> str:
         return str(self.host_ip) if self.host_ip else "0.0.0.0"
 
+    @property
+    def host_text(self) -> str:
+        """Address and port as Docker prints them: an IPv6 address in brackets."""
+        if self.host_ip is not None and self.host_ip.version == 6:
+            return f"[{self.host_ip}]:{self.host_port}"
+        return f"{self.host_ip_text}:{self.host_port}"
+
     def __str__(self) -> str:
-        return f"{self.host_ip_text}:{self.host_port}->{self.container_port}/{self.proto}"
+        return f"{self.host_text}->{self.container_port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class PortRequest:
     container_port: int
     proto: Protocol
     host_port: int = 0
-    host_ip: ipaddress.IPv4Address | None = None
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     # A host range for one container port: any free port from host_port to this.
     host_port_end: int = 0
 

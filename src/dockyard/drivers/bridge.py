@@ -22,10 +22,15 @@ from dockyard.drivers.base import DriverErrors
 from dockyard.errors import DockyardError, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
-from dockyard.policy import rules
+from dockyard.policy import ports, rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 log = logging.getLogger(__name__)
+
+
+def endpoint_families(endpoint: Endpoint) -> ports.Families:
+    """The address families an endpoint has: those a port on every address is published on."""
+    return ports.families(endpoint.address is not None, endpoint.address6 is not None)
 
 
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
@@ -70,6 +75,7 @@ class BridgeDriver:
                 # The host routes between its networks and the outside for IPv6 too
                 # (net.ipv4.ip_forward's twin, set as Docker sets it: once a network has IPv6).
                 sysctl.write("net.ipv6.conf.all.forwarding", "1")
+                self.k.netlink.ensure_loopback6_route(network.bridge)
             self.k.nft.apply(
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
@@ -186,7 +192,7 @@ class BridgeDriver:
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         if not bindings:
             return
-        self.k.holds.hold(endpoint.id, list(bindings))
+        self.k.holds.hold(endpoint.id, list(bindings), endpoint_families(endpoint))
         try:
             el = rules.endpoint_publish_elements(network, endpoint, bindings)
             self.k.nft.apply(

@@ -277,7 +277,7 @@ class Endpoints:
         lo, hi = (min(asked), max(asked)) if asked else (0, -1)
         known = self.store.port_holders(lo, hi) if asked else {}
 
-        def holders(key: ports.Key) -> list[ipaddress.IPv4Address | None]:
+        def holders(key: ports.Key) -> list[ports.HostIp | None]:
             if lo <= key[0] <= hi:
                 return known.get(key, [])
             return self.store.port_holders(key[0]).get(key, [])
@@ -287,7 +287,9 @@ class Endpoints:
             requests = tuple(
                 r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
             )
-        reserve = functools.partial(self.k.holds.reserve, endpoint_id)
+        has6 = network.enable_ipv6 and network.subnet6 is not None
+        every = ports.families(network.subnet is not None, has6)
+        reserve = functools.partial(self.k.holds.reserve, endpoint_id, families=every)
         chooser = ports.HostPortChooser(holders, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)
 

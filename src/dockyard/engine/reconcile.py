@@ -50,7 +50,7 @@ from dockyard.kernel import Kernel, procs, sysctl
 from dockyard.kernel.cgroups import Cgroups
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.model import ContainerState, DriverName, EndpointOwner, ModeKind
-from dockyard.policy import rules
+from dockyard.policy import ports, rules
 from dockyard.settings import Paths
 from dockyard.store import Store, now
 
@@ -502,5 +502,6 @@ class Reconciler:
                 bindings = list(self.endpoints.bindings(ep.owner, ep.id))
                 if bindings and ep.id not in held:
                     # A host process may have taken a port while no daemon held it.
-                    for err in self.k.holds.hold_each(ep.id, bindings):
+                    every = ports.families(ep.address is not None, ep.address6 is not None)
+                    for err in self.k.holds.hold_each(ep.id, bindings, every):
                         log.warning("container %s: %s; the port stays published but is not held", c.name, err)

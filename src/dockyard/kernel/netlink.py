@@ -13,6 +13,7 @@ import errno
 import functools
 import hashlib
 import ipaddress
+import socket
 import threading
 import types
 from collections.abc import Iterator
@@ -401,6 +402,33 @@ class Netlink:
                 self._ipr.brport("set", index=idx, mode=int(on))
             except NetlinkError as e:
                 raise _fail(e, f"set hairpin mode of {port}") from e
+
+    def ensure_loopback6_route(self, bridge: str) -> None:
+        """A local route for ::1 through the bridge (in table local, behind lo's).
+
+        What route_localnet is to 127.0.0.1 publishing: the reply to a host
+        connection to ::1 that was DNATed into the bridge comes back DNATed to
+        ::1, and without a local ::1 route on the interface it arrived by the
+        kernel finds no route for it (IPv6 looks loopback up on that interface
+        only). Nothing from the wire is addressed to ::1 past the kernel's
+        own check (RFC 4291, before any hook); the route goes with the bridge.
+        """
+        with self._lock:
+            idx = self.index(bridge)
+            if idx is None:
+                raise KernelError(f"cannot route ::1 through {bridge}: no such link")
+            try:
+                self._ipr.route(
+                    "replace",
+                    family=socket.AF_INET6,
+                    dst="::1/128",
+                    oif=idx,
+                    table=255,
+                    type="local",
+                    priority=1024,
+                )
+            except NetlinkError as e:
+                raise _fail(e, f"route ::1 through {bridge}") from e
 
 
 @contextlib.contextmanager

@@ -18,7 +18,14 @@ from dockyard.model import Endpoint, Network, PortBinding, Protocol
 from dockyard.policy.rules.expr import Json
 from dockyard.policy.rules.table import BRIDGE_FAMILY, FAMILY, TABLE
 
-BRIDGE_SETS_NAMES = ("guarded_ports", "port_macs", "port_addrs", "port_addrs6", "port_targets6", "no_icc_ports")
+BRIDGE_SETS_NAMES = (
+    "guarded_ports",
+    "port_macs",
+    "port_addrs",
+    "port_addrs6",
+    "port_targets6",
+    "no_icc_ports",
+)
 MAPS = ("publish_any", "publish_addr", "publish_any6", "publish_addr6")
 
 PublishAnyKey = tuple[Protocol, int]
@@ -238,19 +245,8 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     if el.bridges:
         out["bridges"] = sorted(el.bridges)
-    for six, nets, bridge_nets, gateways in (
-        ("", el.masq_nets, el.bridge_nets, el.dns_gateways),
-        ("6", el.masq_nets6, el.bridge_nets6, el.dns_gateways6),
-    ):
-        if nets:
-            out["masq_nets" + six] = [_prefix(n) for n in sorted(nets)]  # type: ignore[type-var]
-        if bridge_nets:
-            out["bridge_nets" + six] = [
-                {"concat": [_prefix(n), b]}
-                for n, b in sorted(bridge_nets)  # type: ignore[type-var]
-            ]
-        if gateways:
-            out["dns_gateways" + six] = [str(a) for a in sorted(gateways)]  # type: ignore[type-var]
+    _nets_json(out, "", el.masq_nets, el.bridge_nets, el.dns_gateways)
+    _nets_json(out, "6", el.masq_nets6, el.bridge_nets6, el.dns_gateways6)
     if el.icc_pairs:
         out["icc_pairs"] = [{"concat": [a, b]} for a, b in sorted(el.icc_pairs)]
     if el.internal:
@@ -300,6 +296,16 @@ def _elem_json(el: Elements) -> dict[str, list[Any]]:
 
 def _prefix(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Json:
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _nets_json(out: dict[str, list[Any]], six: str, nets: Any, bridge_nets: Any, gateways: Any) -> None:
+    """masq_nets, bridge_nets and dns_gateways of one family (six: "" or "6")."""
+    if nets:
+        out["masq_nets" + six] = [_prefix(n) for n in sorted(nets)]
+    if bridge_nets:
+        out["bridge_nets" + six] = [{"concat": [_prefix(n), b]} for n, b in sorted(bridge_nets)]
+    if gateways:
+        out["dns_gateways" + six] = [str(a) for a in sorted(gateways)]
 
 
 def _net(item: Any) -> Any:
