@@ -6,7 +6,9 @@ was left behind.
 
     upstream (dyt-u-XXXX)                  host (dyt-h-XXXX)
       eth0 198.51.100.2/24  <-- veth -->     up0 198.51.100.1/24, default via .2
+           2001:db8::2/64                        2001:db8::1/64, default via 2001:db8::2
       lo 203.0.113.1/24 (the world)          dockyard0 ... containers
+         2001:db8:ffff::1/64
 
 Nothing here touches the root namespace, and traffic only flows between
 addresses of these namespaces. The tour (demo/) and the benchmark (bench/)
@@ -33,6 +35,10 @@ PROBE = str(REPO / "tests" / "tools" / "probe.py")
 HOST_ADDR = "198.51.100.1"
 UP_ADDR = "198.51.100.2"
 WORLD_ADDR = "203.0.113.1"
+# IPv6 (documentation addresses, 2001:db8::/32): the same roles.
+HOST_ADDR6 = "2001:db8::1"
+UP_ADDR6 = "2001:db8::2"
+WORLD_ADDR6 = "2001:db8:ffff::1"
 PREFIX = "dyt-"
 
 
@@ -107,6 +113,11 @@ class Lab:
         sh("ip", "-n", self.up, "link", "set", "eth0", "up")
         # The world beyond the upstream (this kernel has no dummy links).
         sh("ip", "-n", self.up, "addr", "add", f"{WORLD_ADDR}/24", "dev", "lo")
+        # IPv6 beside it, without duplicate address detection (usable at once).
+        sh("ip", "-n", self.host, "addr", "add", f"{HOST_ADDR6}/64", "dev", "up0", "nodad")
+        sh("ip", "-n", self.host, "-6", "route", "add", "default", "via", UP_ADDR6)
+        sh("ip", "-n", self.up, "addr", "add", f"{UP_ADDR6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", self.up, "addr", "add", f"{WORLD_ADDR6}/64", "dev", "lo")
 
     def teardown(self) -> list[str]:
         """Remove everything; return what was left behind (leaks)."""

@@ -132,7 +132,10 @@ def port_requests(
             host_ip = _text(fields.get("HostIp"), "HostIp")
             host_port = _text(fields.get("HostPort"), "HostPort")
             if ":" in host_ip:
-                raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IPv4 address")
+                # IPv6, in brackets in the spec; anything else with a colon is refused there.
+                if "[" in host_ip or "]" in host_ip:
+                    raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IP address")
+                host_ip = f"[{host_ip}]"
             if ":" in host_port:
                 raise InvalidArgument(f"invalid HostPort {host_port!r}: expected a port or a range")
             spec = (
@@ -353,10 +356,23 @@ def requested_bindings(cfg: ContainerConfig) -> Json:
     return out
 
 
-def published_ports(bindings: list[PortBinding]) -> Json:
+def _host_ips(b: PortBinding, ipv6: bool) -> list[str]:
+    """The host addresses a binding shows, as Docker shows them: one on every address
+    is 0.0.0.0 and, where the container has IPv6, :: beside it."""
+    if b.host_ip is None and ipv6:
+        return ["0.0.0.0", "::"]
+    return [b.host_ip_text]
+
+
+def _has_ipv6(endpoints: list[tuple[Endpoint, Network]]) -> bool:
+    return any(ep.address6 is not None for ep, _ in endpoints)
+
+
+def published_ports(bindings: list[PortBinding], ipv6: bool = False) -> Json:
     out: Json = {}
     for b in bindings:
-        out.setdefault(_port_key(b), []).append({"HostIp": b.host_ip_text, "HostPort": str(b.host_port)})
+        for ip in _host_ips(b, ipv6):
+            out.setdefault(_port_key(b), []).append({"HostIp": ip, "HostPort": str(b.host_port)})
     return out
 
 
@@ -475,7 +491,7 @@ def container_inspect(
     legacy = next((ep for ep, n in view if n.name == "bridge"), None)
     ports_json: Json = {}
     if c.running:
-        ports_json = published_ports(bindings)
+        ports_json = published_ports(bindings, _has_ipv6(view))
         for r in c.config.ports:
             ports_json.setdefault(_port_key(r), None)
     confined_config, confined_host = confinement.inspect(c.config)
@@ -596,12 +612,13 @@ def container_summary(
         "Status": status_text(c),
         "Ports": [
             {
-                "IP": b.host_ip_text,
+                "IP": ip,
                 "PrivatePort": b.container_port,
                 "PublicPort": b.host_port,
                 "Type": str(b.proto),
             }
             for b in (bindings if c.running else [])
+            for ip in _host_ips(b, _has_ipv6(endpoints))
         ],
         "HostConfig": {"NetworkMode": str(c.config.network_mode)},
         "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network, configured)},
