@@ -458,18 +458,24 @@ def sandbox_links(sandbox: Path) -> list[str]:
 def add_sandbox_routes(
     sandbox: Path,
     ifname: str,
-    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
+    routes: list[
+        tuple[
+            ipaddress.IPv4Network | ipaddress.IPv6Network,
+            ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+        ]
+    ],
 ) -> None:
-    """Routes through ifname in the sandbox: via a gateway, or on-link when it is None."""
+    """Routes (either family) through ifname in the sandbox: via a gateway, or on-link when it is None."""
     with sandbox_netlink(sandbox) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise KernelError(f"cannot add routes in {sandbox}: no interface {ifname}")
         for dst, gw in routes:
             try:
+                family = AF_INET6 if dst.version == 6 else 2
                 if gw is None:
-                    ipr.route("add", dst=str(dst), oif=found[0], scope=253)  # RT_SCOPE_LINK
+                    ipr.route("add", dst=str(dst), oif=found[0], scope=253, family=family)  # RT_SCOPE_LINK
                 else:
-                    ipr.route("add", dst=str(dst), gateway=str(gw), oif=found[0])
+                    ipr.route("add", dst=str(dst), gateway=str(gw), oif=found[0], family=family)
             except NetlinkError as e:
                 raise _fail(e, f"add route to {dst} via {gw or ifname} in {sandbox}") from e
