@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.kernel.cgroups import Cgroups
@@ -40,6 +41,35 @@ HOST_ADDR6 = "2001:db8::1"
 UP_ADDR6 = "2001:db8::2"
 WORLD_ADDR6 = "2001:db8:ffff::1"
 PREFIX = "dyt-"
+
+
+# A dual-stack user network the IPv6 twins of the tests run on (made by Lab.family).
+NET6 = "2001:db8:1::/64"
+NET6_V4 = "10.1.0.0/24"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One address family as a test sees it: where the host and the upstream are,
+    the host's loopback, and the `run` arguments that put a container on a network
+    of that family (the default bridge for IPv4, a dual-stack network for IPv6)."""
+
+    name: str
+    host: str
+    up: str
+    loopback: str
+    run_args: tuple[str, ...]
+    network: str
+    subnet: str
+    gateway: str
+
+    def addr(self, info: dict) -> str:
+        """A container's address of this family, from its inspect."""
+        net = info["NetworkSettings"]["Networks"][self.network]
+        return net["IPAddress"] if self.name == "ipv4" else net["GlobalIPv6Address"]
+
+    def hostport(self, host: str, port: int | str) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def sh(
@@ -222,6 +252,15 @@ class Lab:
     def ip_of(self, ref: str) -> str:
         return self.inspect(ref)["NetworkSettings"]["IPAddress"]
 
+    def family(self, name: str) -> Family:
+        """The family a parametrized test runs on; for IPv6 its dual-stack network is made."""
+        if name == "ipv4":
+            return Family("ipv4", HOST_ADDR, UP_ADDR, "127.0.0.1", (), "bridge", "172.17.0.0/16", "172.17.0.1")
+        self.dy_ok("network", "create", "--ipv6", "--subnet", NET6, "--subnet", NET6_V4, "d6")
+        return Family(
+            "ipv6", HOST_ADDR6, UP_ADDR6, "::1", ("--net", "d6"), "d6", NET6, NET6.replace("::/64", "::1")
+        )
+
     def in_ns(self, ns: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["nsenter", f"--net=/run/netns/{ns}", *cmd], capture_output=True, text=True, timeout=timeout
@@ -273,7 +312,11 @@ class Lab:
         cid = self.run_d(*run_args, sys.executable, PROBE, "serve", proto, str(port))
         info = self.inspect(cid)
         self.pids_seen.add(info["State"]["Pid"])
-        addr = info["NetworkSettings"]["IPAddress"]
+        # The default bridge's address, or on a network with IPv6 its IPv6 one.
+        nets = info["NetworkSettings"]["Networks"]
+        addr = info["NetworkSettings"]["IPAddress"] or next(
+            (n["GlobalIPv6Address"] for n in nets.values() if n.get("GlobalIPv6Address")), ""
+        )
         if addr:
             self.wait_answer(self.host, proto, addr, port)
         return cid

@@ -19,13 +19,24 @@ import threading
 from pathlib import Path
 
 from dockyard.drivers.base import DriverErrors
-from dockyard.errors import DockyardError, KernelError
+from dockyard.errors import DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import Kernel, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
 from dockyard.policy import ports, rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 log = logging.getLogger(__name__)
+
+
+LOOPBACK6 = ipaddress.IPv6Address("::1")
+
+
+def _bridged_ip6_netfilter() -> bool:
+    """Whether br_netfilter passes bridged IPv6 through the inet hooks in this namespace."""
+    try:
+        return sysctl.read("net.bridge.bridge-nf-call-ip6tables") == "1"
+    except DockyardError:
+        return False  # no br_netfilter here
 
 
 def endpoint_families(endpoint: Endpoint) -> ports.Families:
@@ -192,6 +203,13 @@ class BridgeDriver:
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         if not bindings:
             return
+        if any(b.host_ip == LOOPBACK6 for b in bindings) and _bridged_ip6_netfilter():
+            # br_netfilter undoes the NAT of the reply at the bridge, before IPv6's own
+            # check drops any packet to ::1 that did not come by lo (RFC 4291).
+            raise InvalidArgument(
+                "cannot publish on ::1 while net.bridge.bridge-nf-call-ip6tables is 1 "
+                "(br_netfilter): publish on another address, or set it to 0"
+            )
         self.k.holds.hold(endpoint.id, list(bindings), endpoint_families(endpoint))
         try:
             el = rules.endpoint_publish_elements(network, endpoint, bindings)

@@ -289,6 +289,7 @@ class Endpoints:
             )
         has6 = network.enable_ipv6 and network.subnet6 is not None
         every = ports.families(network.subnet is not None, has6)
+        ports.check_families(requests, every, network.name)
         reserve = functools.partial(self.k.holds.reserve, endpoint_id, families=every)
         chooser = ports.HostPortChooser(holders, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)

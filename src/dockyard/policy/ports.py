@@ -240,6 +240,16 @@ def _hint(ip: HostIp | None, port: int) -> str:
     return ""
 
 
+def check_families(requests: Iterable[PortRequest], every: Families, network: str) -> None:
+    """Refuse a host address of a family the endpoint lacks: nothing could answer there."""
+    for r in requests:
+        if r.host_ip is not None and r.host_ip.version not in every:
+            raise InvalidArgument(
+                f"cannot publish on {where(r.host_ip, r.host_port or '').rstrip(':')}: network {network} "
+                f"has no IPv{r.host_ip.version}"
+            )
+
+
 def not_local(ip: HostIp | None) -> InvalidArgument:
     # Docker's words, from its proxy's bind: "cannot assign requested address".
     return InvalidArgument(

@@ -126,7 +126,7 @@ def _parse_config(text: str) -> ContainerConfig:
         auto_remove=d["auto_remove"],
         network_mode=NetworkMode.parse(d["network_mode"]),
         ports=tuple(
-            PortRequest(int(c), protocol_of(pr), int(h), addr_or_none(ip), int(end))
+            PortRequest(int(c), protocol_of(pr), int(h), ipaddress.ip_address(ip) if ip else None, int(end))
             for c, pr, h, ip, end in d["ports"]
         ),
         ip=addr_or_none(d["ip"]),
