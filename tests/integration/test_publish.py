@@ -244,26 +244,31 @@ def lab_cmd(lab: Lab) -> list[str]:
     return [*DOCKYARD, "--root", str(lab.root), "--host-netns", lab.host]
 
 
-# Prints "ready", then watches IPv4 frames arriving on IFACE for TCP SYNs from
-# SRC (to DST when given); at the first one to STOP_PORT it prints every
-# destination port it saw a SYN for, in order, and exits.
+# Prints "ready", then watches IPv4 and IPv6 frames arriving on IFACE for TCP
+# SYNs from SRC (to DST when given); at the first one to STOP_PORT it prints
+# every destination port it saw a SYN for, in order, and exits.
 SYN_WATCH = textwrap.dedent("""
-    import socket, sys
-    iface, src, stop_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    dst = sys.argv[4] if len(sys.argv) > 4 else None
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    import ipaddress, socket, sys
+    iface, src, stop_port = sys.argv[1], ipaddress.ip_address(sys.argv[2]), int(sys.argv[3])
+    dst = ipaddress.ip_address(sys.argv[4]) if len(sys.argv) > 4 else None
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     s.bind((iface, 0))
     s.settimeout(20)
     print("ready", flush=True)
     seen = []
     while True:
         frame, addr = s.recvfrom(4096)
-        ip = frame[14:]
-        if addr[2] == socket.PACKET_OUTGOING or ip[9] != 6 or socket.inet_ntoa(ip[12:16]) != src:
+        if addr[2] == socket.PACKET_OUTGOING:
             continue
-        if dst and socket.inet_ntoa(ip[16:20]) != dst:
+        kind, ip = frame[12:14], frame[14:]
+        if kind == b"\\x08\\x00" and ip[9] == 6:
+            saddr, daddr, tcp = ip[12:16], ip[16:20], ip[(ip[0] & 15) * 4:]
+        elif kind == b"\\x86\\xdd" and ip[6] == 6:
+            saddr, daddr, tcp = ip[8:24], ip[24:40], ip[40:]
+        else:
             continue
-        tcp = ip[(ip[0] & 15) * 4:]
+        if ipaddress.ip_address(saddr) != src or (dst and ipaddress.ip_address(daddr) != dst):
+            continue
         if tcp[13] & 0x12 != 0x02:  # a SYN, not a SYN-ACK
             continue
         dport = int.from_bytes(tcp[2:4], "big")
@@ -282,58 +287,69 @@ def _watch(lab: Lab, cmd: list[str]) -> subprocess.Popen[str]:
     return p
 
 
-def test_unpublished_ports_are_not_reachable_even_with_a_route(lab: Lab) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unpublished_ports_are_not_reachable_even_with_a_route(lab: Lab, family: str) -> None:
+    fam = lab.family(family)
     # One container serving two ports: 81 published, 80 not.
     py = sys.executable
     cid = lab.run_d(
-        "--name", "hidden", "-p", "8080:81",
+        "--name", "hidden", *fam.run_args, "-p", "8080:81",
         "sh", "-c", f"{py} {PROBE} serve tcp 81 & exec {py} {PROBE} serve tcp 80",
     )  # fmt: skip
-    ip = lab.ip_of(cid)
+    ip = fam.addr(lab.inspect(cid))
     lab.pids_seen.add(lab.inspect(cid)["State"]["Pid"])
     for port in (80, 81):
         lab.wait_answer(lab.host, "tcp", ip, port)
-    r = lab.in_up("ip", "route", "add", "172.17.0.0/16", "via", HOST_ADDR)
+    r = lab.in_up("ip", "route", "add", fam.subnet, "via", fam.host)
     assert r.returncode == 0, r.stderr
     in_host = ["nsenter", f"--net=/run/netns/{lab.host}"]
-    at_host = _watch(lab, [*in_host, py, "-c", SYN_WATCH, "up0", UP_ADDR, "80", ip])
-    at_container = _watch(lab, [*lab_cmd(lab), "exec", cid, py, "-c", SYN_WATCH, "eth0", UP_ADDR, "81"])
+    at_host = _watch(lab, [*in_host, py, "-c", SYN_WATCH, "up0", fam.up, "80", ip])
+    at_container = _watch(lab, [*lab_cmd(lab), "exec", cid, py, "-c", SYN_WATCH, "eth0", fam.up, "81"])
     # Docker's direct-routing hole: the container's own port from outside.
     direct = lab.in_up(py, PROBE, "ask", "tcp", ip, "80", "--timeout", "1")
     assert direct.returncode == 1 and "timed out" in direct.stderr, (direct.stdout, direct.stderr)
     # The SYN did come through the route to the host, which dropped it.
     assert at_host.stdout is not None and at_host.stdout.readline().strip() == "80"
     # Control: the published port of the same container answers from outside...
-    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    assert lab.wait_answer(lab.up, "tcp", fam.host, 8080).startswith(f"peer={fam.hostport(fam.up, '')}")
     # ... and is the only SYN from outside the container ever saw, the direct ones having come first.
     assert at_container.stdout is not None and at_container.stdout.readline().strip() == "81"
     # The host itself still reaches the unpublished port, as with Docker.
     assert lab.ask(lab.host, "tcp", ip, 80)
 
 
-def test_localhost_publishing_is_not_reachable_from_outside(lab: Lab) -> None:
-    lab.serve("--name", "lh", "-p", "127.0.0.1:8080:80", "-p", "8081:80")
-    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1) is None
+@pytest.mark.parametrize("family", FAMILIES)
+def test_localhost_publishing_is_not_reachable_from_outside(lab: Lab, family: str) -> None:
+    fam = lab.family(family)
+    if family == "ipv6":
+        _no_bridged_ip6_netfilter(lab)
+    lo = fam.hostport(fam.loopback, 8080)
+    lab.serve("--name", "lh", *fam.run_args, "-p", f"{lo}:80", "-p", "8081:80")
+    assert lab.ask(lab.up, "tcp", fam.host, 8080, timeout=1) is None
+    assert lab.wait_answer(lab.host, "tcp", fam.loopback, 8080)  # it is published, on the loopback
     host_mac = json.loads(lab.in_host("ip", "-j", "link", "show", "up0").stdout)[0]["address"]
+    ip = "IP" if family == "ipv4" else "IPv6"
     probe = textwrap.dedent(f"""
         import sys
-        from scapy.all import Ether, IP, TCP, srp1, conf
+        from scapy.all import Ether, IP, IPv6, TCP, srp1, conf
         conf.verb = 0
         def syn(dst, port):
-            pkt = Ether(dst="{host_mac}")/IP(src="{UP_ADDR}", dst=dst)/TCP(sport=40000 + port % 1000, dport=port, flags="S")
+            pkt = Ether(dst="{host_mac}")/{ip}(src="{fam.up}", dst=dst)/TCP(sport=40000 + port % 1000, dport=port, flags="S")
             answer = srp1(pkt, iface="eth0", timeout=2)
             return bool(answer is not None and answer.haslayer(TCP) and answer[TCP].flags & 0x12 == 0x12)
         # Positive control: the same crafted SYN to a port published on every address.
-        print(syn("{HOST_ADDR}", 8081), syn("127.0.0.1", 8080), syn("127.0.0.1", 8081))
+        print(syn("{fam.host}", 8081), syn("{fam.loopback}", 8080), syn("{fam.loopback}", 8081))
     """)
-    # With route_localnet on everywhere (what kube-proxy once set), the CVE-2020-8558 setting.
-    for setting in ("0", "1"):
-        lab.in_host(
-            "sysctl",
-            "-qw",
-            f"net.ipv4.conf.all.route_localnet={setting}",
-            f"net.ipv4.conf.up0.route_localnet={setting}",
-        )
+    # IPv4: also with route_localnet on everywhere (what kube-proxy once set), the
+    # CVE-2020-8558 setting; IPv6 has no such setting.
+    for setting in ("0", "1") if family == "ipv4" else ("",):
+        if setting:
+            lab.in_host(
+                "sysctl",
+                "-qw",
+                f"net.ipv4.conf.all.route_localnet={setting}",
+                f"net.ipv4.conf.up0.route_localnet={setting}",
+            )
         r = lab.in_up(sys.executable, "-c", probe, timeout=60)
         assert r.stdout.split() == ["True", "False", "False"], (setting, r.stdout, r.stderr)
 

@@ -13,6 +13,7 @@ assert masquerading and source-address preservation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import selectors
 import socket
@@ -39,10 +40,8 @@ def _bound(proto: str, bind: str, port: int) -> socket.socket:
 def serve(proto: str, port: int, bind: str | None, name: str) -> None:
     socks = [_bound(proto, bind, port)] if bind else [_bound(proto, "0.0.0.0", port)]
     if not bind and socket.has_ipv6 and os.path.exists("/proc/net/if_inet6"):
-        try:
+        with contextlib.suppress(OSError):  # IPv6 off in this namespace
             socks.append(_bound(proto, "::", port))
-        except OSError:
-            pass  # IPv6 off in this namespace
     sel = selectors.DefaultSelector()
     for srv in socks:
         sel.register(srv, selectors.EVENT_READ)
