@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, Lab, pid_alive
+from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, Lab, pid_alive
 
 FAMILIES = ["ipv4", "ipv6"]
 
@@ -591,3 +591,38 @@ def test_port_picks_one_protocol(lab: Lab) -> None:
     assert lab.dy_ok("port", "pp", "80").split() == ["0.0.0.0:8080"]  # tcp, as Docker defaults
     r = lab.dy("port", "pp", "80/sctp")
     assert r.returncode == 125 and r.stderr.strip() == "dockyard: no public port '80/sctp' published for pp"
+
+
+# -- Docker's routed IPv6 mode ------------------------------------------------------------------------
+
+ROUTED = "com.docker.network.bridge.gateway_mode_ipv6=routed"
+
+
+def test_routed_ipv6_reaches_published_container_ports_without_nat(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--ipv6", "--subnet", "2001:db8:5::/64", "-o", ROUTED, "routed")
+    py = sys.executable
+    cid = lab.run_d(
+        "--name", "r1", "--net", "routed", "-p", "8080:80",
+        "sh", "-c", f"{py} {PROBE} serve tcp 81 & exec {py} {PROBE} serve tcp 80",
+    )  # fmt: skip
+    lab.pids_seen.add(lab.inspect(cid)["State"]["Pid"])
+    addr6 = lab.inspect(cid)["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
+    for port in (80, 81):
+        lab.wait_answer(lab.host, "tcp", addr6, port)
+    r = lab.in_up("ip", "-6", "route", "add", "2001:db8:5::/64", "via", HOST_ADDR6)
+    assert r.returncode == 0, r.stderr
+    # The published container port, at the container's own address, with the client's address kept.
+    assert lab.wait_answer(lab.up, "tcp", addr6, 80).startswith(f"peer=[{UP_ADDR6}]:")
+    # Any other port is dropped (a timeout: the SYN went out and nothing came back).
+    direct = lab.in_up(py, PROBE, "ask", "tcp", addr6, "81", "--timeout", "1")
+    assert direct.returncode == 1 and "timed out" in direct.stderr, (direct.stdout, direct.stderr)
+    # No NAT66 on the way out either: the upstream sees the container's address.
+    lab.spawn_in(lab.up, py, PROBE, "serve", "tcp", "7000", "--bind", UP_ADDR6)
+    lab.wait_answer(lab.up, "tcp", UP_ADDR6, 7000)
+    out = lab.dy("exec", "r1", py, PROBE, "ask", "tcp", UP_ADDR6, "7000")
+    assert out.returncode == 0 and out.stdout.startswith(f"peer=[{addr6}]:"), out
+    # IPv4 stays NATed as ever.
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    assert lab.map_elements("routed6") == [{"concat": [addr6, "tcp", 80]}]
+    lab.dy_ok("rm", "-f", "r1")
+    assert lab.map_elements("routed6") == []

@@ -6,16 +6,20 @@ import dataclasses
 import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dockyard.errors import InvalidArgument
 from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, Protocol
 from dockyard.policy.rules import (
     BRIDGE_LISTING,
     CHAINS,
+    GATEWAY_MODE_IPV6,
     RULES,
     SETS,
     Elements,
+    check_gateway_mode6,
     element_commands,
     elements_of_network,
     endpoint_elements,
@@ -222,6 +226,15 @@ def test_a_dual_stack_network_gets_each_familys_elements() -> None:
     assert not routed.masq_nets6 and routed.masq_nets and routed.bridge_nets6
     internal = elements_of_network(_network(internal=True))
     assert not internal.masq_nets6 and not internal.masq_nets
+
+
+def test_gateway_modes_other_than_nat_and_routed_are_refused_by_name() -> None:
+    for mode in ("nat", "routed"):
+        check_gateway_mode6([(GATEWAY_MODE_IPV6, mode)])
+    for mode in ("nat-unprotected", "isolated", "Routed", ""):
+        with pytest.raises(InvalidArgument) as info:
+            check_gateway_mode6([("com.docker.network.bridge.name", "br9"), (GATEWAY_MODE_IPV6, mode)])
+        assert GATEWAY_MODE_IPV6 in str(info.value) and repr(mode) in str(info.value)
 
 
 def test_every_address_publishes_on_each_family_the_endpoint_has() -> None:
