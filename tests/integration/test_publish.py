@@ -48,7 +48,10 @@ def test_fixed_forms(lab: Lab, spec: str, expected: list[str]) -> None:
         ("0.0.0.0:8080:80", ["80/tcp -> 0.0.0.0:8080"]),
         ("[::]:8080:80", ["80/tcp -> [::]:8080"]),
         (f"[{HOST_ADDR6}]:8081:80/udp", [f"80/udp -> [{HOST_ADDR6}]:8081"]),
-        (f"[{HOST_ADDR6}]:9010-9011:80-81", [f"80/tcp -> [{HOST_ADDR6}]:9010", f"81/tcp -> [{HOST_ADDR6}]:9011"]),
+        (
+            f"[{HOST_ADDR6}]:9010-9011:80-81",
+            [f"80/tcp -> [{HOST_ADDR6}]:9010", f"81/tcp -> [{HOST_ADDR6}]:9011"],
+        ),
     ],
 )
 def test_fixed_forms_on_a_dual_stack_network(lab: Lab, spec: str, expected: list[str]) -> None:
@@ -626,3 +629,22 @@ def test_routed_ipv6_reaches_published_container_ports_without_nat(lab: Lab) -> 
     assert lab.map_elements("routed6") == [{"concat": [addr6, "tcp", 80]}]
     lab.dy_ok("rm", "-f", "r1")
     assert lab.map_elements("routed6") == []
+
+
+@pytest.mark.parametrize("mode", ["nat-unprotected", "isolated", "bogus"])
+def test_other_ipv6_gateway_modes_are_refused_by_name(lab: Lab, mode: str) -> None:
+    before = lab.dy_ok("network", "ls"), sorted(lab.links())
+    r = lab.dy(
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "2001:db8:6::/64",
+        "-o",
+        f"{ROUTED.split('=')[0]}={mode}",
+        "m1",
+    )
+    assert r.returncode == 125, r
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("dockyard: ") and "gateway_mode_ipv6" in line and repr(mode) in line, line
+    assert (lab.dy_ok("network", "ls"), sorted(lab.links())) == before
