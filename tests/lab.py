@@ -255,7 +255,9 @@ class Lab:
     def family(self, name: str) -> Family:
         """The family a parametrized test runs on; for IPv6 its dual-stack network is made."""
         if name == "ipv4":
-            return Family("ipv4", HOST_ADDR, UP_ADDR, "127.0.0.1", (), "bridge", "172.17.0.0/16", "172.17.0.1")
+            return Family(
+                "ipv4", HOST_ADDR, UP_ADDR, "127.0.0.1", (), "bridge", "172.17.0.0/16", "172.17.0.1"
+            )
         self.dy_ok("network", "create", "--ipv6", "--subnet", NET6, "--subnet", NET6_V4, "d6")
         return Family(
             "ipv6", HOST_ADDR6, UP_ADDR6, "::1", ("--net", "d6"), "d6", NET6, NET6.replace("::/64", "::1")

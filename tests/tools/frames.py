@@ -62,7 +62,9 @@ def describe(frame: bytes) -> str:
             if body[40] in (135, 136) and len(body) >= 64:  # neighbour solicitation, advertisement
                 line += f" target={ipaddress.IPv6Address(body[48:64])}"
         if nh == 17 and len(body) >= 48:
-            line += f" udp dport={int.from_bytes(body[42:44], 'big')} data={body[48:].decode('ascii', 'replace')}"
+            line += (
+                f" udp dport={int.from_bytes(body[42:44], 'big')} data={body[48:].decode('ascii', 'replace')}"
+            )
         return line
     return f"ether src={src} type=0x{etype:04x}"
 
