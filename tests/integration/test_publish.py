@@ -436,7 +436,8 @@ def test_a_thousand_ports_start_without_a_process_per_port(lab: Lab) -> None:
 BIND = textwrap.dedent("""
     import socket, sys
     proto, ip, port, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "reuse"
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
     if reuse:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -489,17 +490,50 @@ def _daemon_down(lab: Lab, how: str) -> None:
     lab.eventually(lambda: not pid_alive(pid), what=f"dockyardd {pid} gone")
 
 
+def test_ipv6_ports_are_held_per_family_while_published(lab: Lab) -> None:
+    fam = lab.family("ipv6")
+    lab.run_d(
+        "--name", "held", *fam.run_args, "-p", f"[{HOST_ADDR6}]:8086:80", "-p", "8087:53/udp",
+        "-p", "0.0.0.0:8088:80", "-p", "[::]:8089:80", "sleep", "300",
+    )  # fmt: skip
+    for proto, ip, port in (
+        ("tcp", HOST_ADDR6, 8086),
+        ("tcp", "::", 8086),  # every IPv6 address includes this one
+        ("udp", "0.0.0.0", 8087),  # on both families: one dual-stack hold
+        ("udp", "::", 8087),
+        ("udp", HOST_ADDR6, 8087),
+        ("udp", HOST_ADDR, 8087),
+        ("tcp", "0.0.0.0", 8088),
+        ("tcp", HOST_ADDR6, 8089),
+    ):
+        for reuse in (False, True):
+            assert _host_bind(lab, proto, ip, port, reuse) == IN_USE, (proto, ip, port, reuse)
+    # Control: a hold is for its address and family only...
+    assert _host_bind(lab, "tcp", "::1", 8086) == "bound"
+    assert _host_bind(lab, "tcp", HOST_ADDR, 8086) == "bound"
+    assert _host_bind(lab, "tcp", "::1", 8088) == "bound"  # 0.0.0.0 is IPv4 only
+    assert _host_bind(lab, "tcp", "127.0.0.1", 8089) == "bound"  # [::] is IPv6 only
+    # ... and goes with the container.
+    lab.dy_ok("stop", "-t", "0", "held")
+    assert _host_bind(lab, "udp", "::", 8087) == "bound"
+    assert _host_bind(lab, "tcp", HOST_ADDR6, 8086) == "bound"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_holds_are_taken_again_when_the_daemon_comes_back(lab: Lab, how: str) -> None:
-    lab.run_d("--name", "web", "-p", "8088:80", "-p", "127.0.0.1:8089:53/udp", "sleep", "300")
-    assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == IN_USE
+def test_holds_are_taken_again_when_the_daemon_comes_back(lab: Lab, how: str, family: str) -> None:
+    fam = lab.family(family)
+    every = "0.0.0.0" if family == "ipv4" else "::"
+    lab.run_d("--name", "web", *fam.run_args, "-p", "8088:80", "-p", "127.0.0.1:8089:53/udp", "sleep", "300")
+    assert _host_bind(lab, "tcp", every, 8088) == IN_USE
     _daemon_down(lab, how)
     # The holds were the daemon's sockets: with it gone, the ports are free...
-    assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == "bound"
+    assert _host_bind(lab, "tcp", every, 8088) == "bound"
     assert _host_bind(lab, "udp", "127.0.0.1", 8089) == "bound"
     assert "started" in lab.dy_ok("daemon", "start")
-    # ... and the next daemon, adopting the running container, takes them again.
+    # ... and the next daemon, adopting the running container, takes them again (both families).
     assert lab.inspect("web")["State"]["Running"] is True
+    assert _host_bind(lab, "tcp", every, 8088) == IN_USE
     assert _host_bind(lab, "tcp", "0.0.0.0", 8088) == IN_USE
     assert _host_bind(lab, "udp", "127.0.0.1", 8089) == IN_USE
     assert "WARNING" not in (lab.root / "daemon.log").read_text()
