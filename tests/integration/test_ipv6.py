@@ -270,3 +270,37 @@ def test_dns_forwards_to_an_ipv6_upstream(lab: Lab) -> None:
     _net(lab, "--ipv6", "--subnet", SUBNET6, "--subnet", SUBNET4)
     lab.run_d("--name", "asker", "--net", "dual", "sleep", "60")
     assert _dig(lab, "asker", "10.1.0.1", "far.example.test", "AAAA") == "0:2001:db8:53::99"
+
+
+@pytest.mark.parametrize("fixed", ["2001:db8:7::/64", None], ids=["fixed-cidr-v6", "from-the-pool"])
+def test_daemon_json_ipv6_on_the_default_bridge(lab: Lab, fixed: str | None) -> None:
+    lab.root.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, object] = {"ipv6": True, "ip6tables": True}
+    if fixed:
+        settings["fixed-cidr-v6"] = fixed
+    (lab.root / "daemon.json").write_text(json.dumps(settings))
+    bridge = json.loads(lab.dy_ok("network", "inspect", "bridge"))[0]
+    assert bridge["EnableIPv6"] is True
+    (config6,) = [c for c in bridge["IPAM"]["Config"] if ":" in c["Subnet"]]
+    subnet = ipaddress.IPv6Network(config6["Subnet"])
+    if fixed:
+        assert subnet == ipaddress.IPv6Network(fixed)
+    else:
+        assert subnet.prefixlen == 64 and subnet.subnet_of(ipaddress.IPv6Network("fd00::/8"))
+    gateway = str(subnet.network_address + 1)
+    assert config6["Gateway"] == gateway
+    assert f"{gateway}/64" in lab.in_host("ip", "-6", "-o", "addr", "show", "dev", "dockyard0").stdout
+    lab.run_d("--name", "plain", "sleep", "60")
+    top = lab.inspect("plain")["NetworkSettings"]
+    assert top["GlobalIPv6Address"] == str(subnet.network_address + 2)
+    assert top["GlobalIPv6PrefixLen"] == 64 and top["IPv6Gateway"] == gateway
+    assert top["Networks"]["bridge"]["GlobalIPv6Address"] == top["GlobalIPv6Address"]
+    routes = _in_container(lab, "plain", "ip", "-6", "route", "show", "default")
+    assert f"via {gateway} dev eth0" in routes
+
+
+def test_ip6tables_false_is_refused_by_name(lab: Lab) -> None:
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(json.dumps({"ipv6": True, "ip6tables": False}))
+    r = lab.dy("network", "ls")
+    assert r.returncode != 0 and '"ip6tables": false is not supported' in r.stderr, r.stderr
