@@ -304,3 +304,19 @@ def test_ip6tables_false_is_refused_by_name(lab: Lab) -> None:
     (lab.root / "daemon.json").write_text(json.dumps({"ipv6": True, "ip6tables": False}))
     r = lab.dy("network", "ls")
     assert r.returncode != 0 and '"ip6tables": false is not supported' in r.stderr, r.stderr
+
+
+def test_after_a_reboot_the_bridge_has_its_ipv6_gateway_and_the_leases_are_free(lab: Lab) -> None:
+    from test_restore import _reboot  # what a reboot does to the host, as the restore tests do it
+
+    n = _net(lab, "--ipv6", "--subnet", SUBNET6)
+    bridge = "dy-" + n["Id"][:12]
+    lab.run_d("--name", "db", "--net", "dual", "--ip6", "2001:db8:1::5", "sleep", "300")
+    _reboot(lab)
+    assert bridge not in lab.links()
+    assert lab.inspect("db")["State"]["Status"] == "exited"
+    # The next command restores the bridge with its IPv6 gateway; the exited container's
+    # IPv6 address is free again and works.
+    assert "2001:db8:1::1/64" in lab.in_host("ip", "-6", "-o", "addr", "show", "dev", bridge).stdout
+    lab.run_d("--name", "db2", "--net", "dual", "--ip6", "2001:db8:1::5", "sleep", "300")
+    assert "2001:db8:1::5/64" in _in_container(lab, "db2", "ip", "-6", "-o", "addr", "show", "dev", "eth0")
