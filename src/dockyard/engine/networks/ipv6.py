@@ -59,11 +59,17 @@ class NetworkIpv6:
         """The IPv6 subnet and gateway of a network asked for with spec (None, None without --ipv6)."""
         aux6 = [(k, a) for k, a in spec.aux_addresses if a.version == 6]
         if not spec.enable_ipv6:
-            given = spec.subnet6 or spec.gateway6 or spec.ip_range6 or (aux6[0][1] if aux6 else None)
-            if given is not None:
-                raise InvalidArgument(
-                    f"IPv6 address {given} given but IPv6 is not enabled on this network: add --ipv6"
-                )
+            given = (
+                ("subnet", spec.subnet6),
+                ("gateway", spec.gateway6),
+                ("ip-range", spec.ip_range6),
+                *(("aux-address", a) for _, a in aux6),
+            )
+            for what, value in given:
+                if value is not None:
+                    raise InvalidArgument(
+                        f"IPv6 {what} {value} given but IPv6 is not enabled on this network: add --ipv6"
+                    )
             return None, None
         if spec.subnet6 is not None:
             ipam6.check_overlap6(spec.subnet6, taken)
