@@ -138,10 +138,16 @@ def _ipam_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
     nets = [_network_of(s, "--subnet") for s in args.subnet]
 
     def owner(value: str, flag: str, key: str) -> dict[str, Any]:
+        """The entry a value goes with: the subnet of its family that holds it, else the
+        first of its family (the daemon then says why it does not fit)."""
         where = _network_of(value, flag)
-        for cfg, net in zip(configs, nets, strict=True):
-            if where.version == net.version and where.subnet_of(net) and key not in cfg:  # type: ignore[arg-type]
+        family = [(cfg, net) for cfg, net in zip(configs, nets, strict=True) if net.version == where.version]
+        free = [(cfg, net) for cfg, net in family if not key or key not in cfg]
+        for cfg, net in free:
+            if where.subnet_of(net):  # type: ignore[arg-type]
                 return cfg
+        if free:
+            return free[0][0]
         if not configs:
             raise InvalidArgument(f"{flag} {value} needs a --subnet")
         raise InvalidArgument(f"no matching subnet for {flag} {value}")

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dockyard.drivers import Driver
+from dockyard.engine.networks.ipv6 import NetworkIpv6
 from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, OwnerKind, check_network_name
-from dockyard.policy import ipam, ipam6
+from dockyard.policy import ipam
 from dockyard.policy.container_filters import PruneFilter, dangling_check
-from dockyard.settings import AddressPool6, DaemonSettings, parse_bridge_name
+from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
 
 
@@ -57,6 +58,7 @@ class Networks:
         self._owner_names: dict[OwnerKind, Callable[[], dict[str, str]]] = {}
         # Global (overlay) networks, when the daemon is in a cluster (engine/cluster.py).
         self.overlay: OverlayNetworks | None = None
+        self.ipv6 = NetworkIpv6(settings, store, kernel)
 
     # -- who is attached -------------------------------------------------
 
@@ -97,57 +99,6 @@ class Networks:
                 out.append((f"a route of the host via {dev}", dst))
         return out
 
-    def taken_subnets6(
-        self, exclude_network: str = "", exclude_bridges: tuple[str, ...] = ()
-    ) -> list[tuple[str, ipaddress.IPv6Network]]:
-        """IPv6 subnets a new network must not overlap: other networks' and the host's routes."""
-        out: list[tuple[str, ipaddress.IPv6Network]] = []
-        ours = set(exclude_bridges)
-        for n in self.store.networks():
-            if n.subnet6 is not None and n.id != exclude_network:
-                out.append((f"network {n.name}", n.subnet6))
-            if n.bridge:
-                ours.add(n.bridge)
-        for dev, dst in self.k.netlink.routes6():
-            if dev not in ours:
-                out.append((f"a route of the host via {dev}", dst))
-        return out
-
-    def pools6(self) -> tuple[AddressPool6, ...]:
-        """daemon.json's IPv6 default-address-pools, else this daemon's own ULA /48 (Docker 27)."""
-        if self.settings.default_address_pools6:
-            return self.settings.default_address_pools6
-        return (ipam6.ula_pool(self.store.meta_value("ula_seed", secrets.token_hex(16))),)
-
-    def ipam6(
-        self,
-        spec: NetworkSpec,
-        taken: list[tuple[str, ipaddress.IPv6Network]],
-    ) -> tuple[ipaddress.IPv6Network | None, ipaddress.IPv6Address | None]:
-        """The IPv6 subnet and gateway of a network asked for with spec (None, None without --ipv6)."""
-        aux6 = [(k, a) for k, a in spec.aux_addresses if a.version == 6]
-        if not spec.enable_ipv6:
-            given = spec.subnet6 or spec.gateway6 or spec.ip_range6 or (aux6[0][1] if aux6 else None)
-            if given is not None:
-                raise InvalidArgument(
-                    f"IPv6 address {given} given but IPv6 is not enabled on this network: add --ipv6"
-                )
-            return None, None
-        if spec.subnet6 is not None:
-            ipam6.check_overlap6(spec.subnet6, taken)
-            subnet6 = spec.subnet6
-        else:
-            if spec.gateway6 is not None or spec.ip_range6 is not None or aux6:
-                raise InvalidArgument("an IPv6 --gateway, --ip-range or --aux-address needs an IPv6 --subnet")
-            subnet6 = ipam6.first_free_subnet6(self.pools6(), taken)
-        gateway6 = spec.gateway6 or ipam6.first_host6(subnet6)
-        ipam.check_in_subnet(gateway6, subnet6, "gateway")
-        if spec.ip_range6 is not None and not spec.ip_range6.subnet_of(subnet6):
-            raise InvalidArgument(f"ip-range {spec.ip_range6} is not within subnet {subnet6}")
-        for aux_name, addr in aux6:
-            ipam.check_in_subnet(addr, subnet6, f"aux-address {aux_name}")
-        return subnet6, gateway6
-
     # -- the built-in networks -------------------------------------------
 
     def _default_bridge(
@@ -166,7 +117,7 @@ class Networks:
             # apply to the default bridge too when no --bip is given.
             subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
             gateway = ipam.first_host(subnet)
-        subnet6, gateway6 = self._default_bridge6(current, bridge)
+        subnet6, gateway6 = self.ipv6.default_bridge(current, bridge)
         return Network(
             id=current.id if current else new_id(),
             name="bridge",
@@ -191,31 +142,6 @@ class Networks:
             gateway6=gateway6,
         )
 
-    def _default_bridge6(
-        self, current: Network | None, bridge: str
-    ) -> tuple[ipaddress.IPv6Network | None, ipaddress.IPv6Address | None]:
-        """daemon.json's ipv6 and fixed-cidr-v6 on the default bridge: exactly fixed-cidr-v6,
-        else what it had, else a /64 of the IPv6 default pools (Docker 27)."""
-        if not self.settings.ipv6:
-            return None, None
-        if self.settings.fixed_cidr_v6 is not None:
-            subnet6 = self.settings.fixed_cidr_v6
-        elif current is not None and current.subnet6 is not None:
-            subnet6 = current.subnet6
-        else:
-            exclude = (current.bridge,) if current else ()
-            taken = self.taken_subnets6(
-                exclude_network=current.id if current else "", exclude_bridges=(*exclude, bridge)
-            )
-            subnet6 = ipam6.first_free_subnet6(self.pools6(), taken)
-        return subnet6, ipam6.first_host6(subnet6)
-
-    def _default_bridge6_changed(self, current: Network) -> bool:
-        if current.enable_ipv6 != self.settings.ipv6:
-            return True
-        wanted = self.settings.fixed_cidr_v6
-        return self.settings.ipv6 and wanted is not None and wanted != current.subnet6
-
     def ensure_builtin(self) -> None:
         with self.store.transaction():
             for name, driver in (("host", DriverName.HOST), ("none", DriverName.NONE)):
@@ -230,7 +156,7 @@ class Networks:
             current is not None
             and bridge == current.bridge
             and (bip is None or (bip.ip == current.gateway and bip.network == current.subnet))
-            and not self._default_bridge6_changed(current)
+            and not self.ipv6.default_bridge_changed(current)
         ):
             return current
         if current is not None:
@@ -253,7 +179,7 @@ class Networks:
                 if net.overlaps(wanted.subnet):
                     raise Conflict(f"--bip {bip} overlaps {what} ({net})")
         if wanted.subnet6 is not None and self.settings.fixed_cidr_v6 is not None:
-            for what, net6 in self.taken_subnets6(
+            for what, net6 in self.ipv6.taken(
                 exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
             ):
                 if net6.overlaps(wanted.subnet6):
@@ -309,7 +235,7 @@ class Networks:
             raise Conflict(f"{bridge} exists on the host and is not a bridge")
         if not spec.enable_ipv4:
             raise InvalidArgument("--ipv4=false (an IPv6-only network) is not supported yet: give IPv4 too")
-        subnet6, gateway6 = self.ipam6(spec, self.taken_subnets6(exclude_bridges=(bridge,)))
+        subnet6, gateway6 = self.ipv6.of_spec(spec, self.ipv6.taken(exclude_bridges=(bridge,)))
         taken = self.taken_subnets(exclude_bridges=(bridge,))
         if spec.subnet is not None:
             ipam.check_usable(spec.subnet)
