@@ -119,6 +119,7 @@ def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
                 codes.CODE_INVALID_CONFIG,
                 f"{json_path(*at, 'ranges', i)}: must be a list of ranges, not {dumps(range_set)}",
             )
+        set_version = 0  # the family of the set's first range: every other one must share it
         for j, r in enumerate(range_set):
             here = (*at, "ranges", i, j)
             if not isinstance(r, dict):
@@ -131,7 +132,15 @@ def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
                     codes.CODE_INVALID_CONFIG,
                     f"{json_path(*here, 'subnet')}: must be a CIDR string, not {dumps(subnet)}",
                 )
-            found[6 if ":" in subnet else 4].append((r, here))
+            version = 6 if ":" in subnet else 4
+            if set_version and version != set_version:
+                raise PluginError(
+                    codes.CODE_INVALID_CONFIG,
+                    f"{json_path(*here, 'subnet')}: IPv{version} subnet {subnet} in a range set of "
+                    f"IPv{set_version} ranges: give each family a range set of its own",
+                )
+            set_version = version
+            found[version].append((r, here))
     if len(found[4]) != 1 or len(found[6]) > 1:
         counts = f"{len(found[4])} IPv4 and {len(found[6])} IPv6 ranges"
         raise PluginError(
