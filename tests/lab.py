@@ -6,7 +6,9 @@ was left behind.
 
     upstream (dyt-u-XXXX)                  host (dyt-h-XXXX)
       eth0 198.51.100.2/24  <-- veth -->     up0 198.51.100.1/24, default via .2
+           2001:db8::2/64                        2001:db8::1/64, default via 2001:db8::2
       lo 203.0.113.1/24 (the world)          dockyard0 ... containers
+         2001:db8:ffff::1/64
 
 Nothing here touches the root namespace, and traffic only flows between
 addresses of these namespaces. The tour (demo/) and the benchmark (bench/)
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.kernel.cgroups import Cgroups
@@ -33,7 +36,40 @@ PROBE = str(REPO / "tests" / "tools" / "probe.py")
 HOST_ADDR = "198.51.100.1"
 UP_ADDR = "198.51.100.2"
 WORLD_ADDR = "203.0.113.1"
+# IPv6 (documentation addresses, 2001:db8::/32): the same roles.
+HOST_ADDR6 = "2001:db8::1"
+UP_ADDR6 = "2001:db8::2"
+WORLD_ADDR6 = "2001:db8:ffff::1"
 PREFIX = "dyt-"
+
+
+# A dual-stack user network the IPv6 twins of the tests run on (made by Lab.family).
+NET6 = "2001:db8:1::/64"
+NET6_V4 = "10.1.0.0/24"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One address family as a test sees it: where the host and the upstream are,
+    the host's loopback, and the `run` arguments that put a container on a network
+    of that family (the default bridge for IPv4, a dual-stack network for IPv6)."""
+
+    name: str
+    host: str
+    up: str
+    loopback: str
+    run_args: tuple[str, ...]
+    network: str
+    subnet: str
+    gateway: str
+
+    def addr(self, info: dict) -> str:
+        """A container's address of this family, from its inspect."""
+        net = info["NetworkSettings"]["Networks"][self.network]
+        return net["IPAddress"] if self.name == "ipv4" else net["GlobalIPv6Address"]
+
+    def hostport(self, host: str, port: int | str) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def sh(
@@ -107,6 +143,11 @@ class Lab:
         sh("ip", "-n", self.up, "link", "set", "eth0", "up")
         # The world beyond the upstream (this kernel has no dummy links).
         sh("ip", "-n", self.up, "addr", "add", f"{WORLD_ADDR}/24", "dev", "lo")
+        # IPv6 beside it, without duplicate address detection (usable at once).
+        sh("ip", "-n", self.host, "addr", "add", f"{HOST_ADDR6}/64", "dev", "up0", "nodad")
+        sh("ip", "-n", self.host, "-6", "route", "add", "default", "via", UP_ADDR6)
+        sh("ip", "-n", self.up, "addr", "add", f"{UP_ADDR6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", self.up, "addr", "add", f"{WORLD_ADDR6}/64", "dev", "lo")
 
     def teardown(self) -> list[str]:
         """Remove everything; return what was left behind (leaks)."""
@@ -211,6 +252,17 @@ class Lab:
     def ip_of(self, ref: str) -> str:
         return self.inspect(ref)["NetworkSettings"]["IPAddress"]
 
+    def family(self, name: str) -> Family:
+        """The family a parametrized test runs on; for IPv6 its dual-stack network is made."""
+        if name == "ipv4":
+            return Family(
+                "ipv4", HOST_ADDR, UP_ADDR, "127.0.0.1", (), "bridge", "172.17.0.0/16", "172.17.0.1"
+            )
+        self.dy_ok("network", "create", "--ipv6", "--subnet", NET6, "--subnet", NET6_V4, "d6")
+        return Family(
+            "ipv6", HOST_ADDR6, UP_ADDR6, "::1", ("--net", "d6"), "d6", NET6, NET6.replace("::/64", "::1")
+        )
+
     def in_ns(self, ns: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["nsenter", f"--net=/run/netns/{ns}", *cmd], capture_output=True, text=True, timeout=timeout
@@ -262,7 +314,11 @@ class Lab:
         cid = self.run_d(*run_args, sys.executable, PROBE, "serve", proto, str(port))
         info = self.inspect(cid)
         self.pids_seen.add(info["State"]["Pid"])
-        addr = info["NetworkSettings"]["IPAddress"]
+        # The default bridge's address, or on a network with IPv6 its IPv6 one.
+        nets = info["NetworkSettings"]["Networks"]
+        addr = info["NetworkSettings"]["IPAddress"] or next(
+            (n["GlobalIPv6Address"] for n in nets.values() if n.get("GlobalIPv6Address")), ""
+        )
         if addr:
             self.wait_answer(self.host, proto, addr, port)
         return cid

@@ -139,15 +139,23 @@ class PortBinding:
     container_port: int
     proto: Protocol
     host_port: int
-    # None: every host address (Docker's 0.0.0.0).
-    host_ip: ipaddress.IPv4Address | None = None
+    # None: every host address of each family the endpoint has (Docker's -p 8080:80);
+    # 0.0.0.0: every IPv4 address only, :: every IPv6 address only.
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
     @property
     def host_ip_text(self) -> str:
         return str(self.host_ip) if self.host_ip else "0.0.0.0"
 
+    @property
+    def host_text(self) -> str:
+        """Address and port as Docker prints them: an IPv6 address in brackets."""
+        if self.host_ip is not None and self.host_ip.version == 6:
+            return f"[{self.host_ip}]:{self.host_port}"
+        return f"{self.host_ip_text}:{self.host_port}"
+
     def __str__(self) -> str:
-        return f"{self.host_ip_text}:{self.host_port}->{self.container_port}/{self.proto}"
+        return f"{self.host_text}->{self.container_port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class PortRequest:
     container_port: int
     proto: Protocol
     host_port: int = 0
-    host_ip: ipaddress.IPv4Address | None = None
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     # A host range for one container port: any free port from host_port to this.
     host_port_end: int = 0
 
@@ -167,6 +175,7 @@ class Network:
     id: str
     name: str
     driver: DriverName
+    # IPv4: subnet is None on an IPv6-only network (--ipv4=false) and on host/none.
     subnet: ipaddress.IPv4Network | None = None
     gateway: ipaddress.IPv4Address | None = None
     ip_range: ipaddress.IPv4Network | None = None
@@ -178,8 +187,18 @@ class Network:
     host_binding: ipaddress.IPv4Address | None = None
     options: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
-    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address], ...] = ()
     created: str = ""
+    # IPv6 (--ipv6): subnet6 and gateway6 are set whenever enable_ipv6 is.
+    enable_ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
+
+    @property
+    def enable_ipv4(self) -> bool:
+        """False on an IPv6-only network (--ipv4=false) and on host/none."""
+        return self.subnet is not None
 
     @property
     def short_id(self) -> str:
@@ -248,6 +267,9 @@ class Endpoint:
     mac: str
     host_ifname: str
     aliases: tuple[str, ...] = ()
+    # On a network with IPv6: the endpoint's IPv6 address and the network's IPv6 gateway.
+    address6: ipaddress.IPv6Interface | None = None
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 class RestartName(enum.StrEnum):
@@ -287,6 +309,7 @@ class EndpointRequest:
     ip: ipaddress.IPv4Address | None = None
     aliases: tuple[str, ...] = ()
     mac: str = ""
+    ip6: ipaddress.IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +322,7 @@ class ContainerConfig:
     network_mode: NetworkMode = field(default_factory=lambda: NetworkMode(ModeKind.BRIDGE))
     ports: tuple[PortRequest, ...] = ()
     ip: ipaddress.IPv4Address | None = None
+    ip6: ipaddress.IPv6Address | None = None  # --ip6
     detach: bool = False
     aliases: tuple[str, ...] = ()
     dns: tuple[ipaddress.IPv4Address, ...] = ()

@@ -122,6 +122,14 @@ class AddressPool:
 
 
 @dataclass(frozen=True)
+class AddressPool6:
+    """An IPv6 default address pool: base cut into /size subnets (policy/ipam6.py)."""
+
+    base: ipaddress.IPv6Network
+    size: int
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     """The daemon's configuration, after daemon.json and flags."""
 
@@ -133,10 +141,15 @@ class DaemonSettings:
     mtu: int = 1500
     icc: bool = True
     ip_masq: bool = True
-    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
     default_address_pools: tuple[AddressPool, ...] = field(
         default_factory=lambda: tuple(AddressPool(ipaddress.IPv4Network(b), s) for b, s in DEFAULT_POOLS)
     )
+    # default-address-pools' IPv6 entries; none: Docker 27's ULA /48 of this daemon (policy/ipam6.py).
+    default_address_pools6: tuple[AddressPool6, ...] = ()
+    # daemon.json's ipv6 and fixed-cidr-v6: IPv6 on the default bridge.
+    ipv6: bool = False
+    fixed_cidr_v6: ipaddress.IPv6Network | None = None
     # dockyard's own keys (Docker has none): the API's cap of open connections (None: from
     # the descriptor limit) and how long an idle connection is kept, in seconds.
     api_max_connections: int | None = None
@@ -202,10 +215,12 @@ def parse_bip(value: str) -> ipaddress.IPv4Interface:
     return iface
 
 
-def _pools(raw: object) -> tuple[AddressPool, ...]:
+def _pools(raw: object) -> tuple[tuple[AddressPool, ...], tuple[AddressPool6, ...]]:
+    """default-address-pools: its IPv4 entries and its IPv6 ones (a base with a colon)."""
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument("daemon.json: default-address-pools must be a non-empty list")
     pools = []
+    pools6 = []
     for item in raw:
         if not isinstance(item, dict) or "base" not in item or "size" not in item:
             raise InvalidArgument('daemon.json: each default-address-pools entry needs "base" and "size"')
@@ -214,6 +229,9 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
         raw_size = item["size"]
         if not isinstance(item["base"], str) or not isinstance(raw_size, int) or isinstance(raw_size, bool):
             raise InvalidArgument(f"daemon.json: invalid address pool {item!r}")
+        if ":" in item["base"]:
+            pools6.append(_pool6(item, raw_size))
+            continue
         try:
             base = ipaddress.IPv4Network(item["base"])
         except ValueError:
@@ -225,7 +243,50 @@ def _pools(raw: object) -> tuple[AddressPool, ...]:
         if why is not None:
             raise InvalidArgument(f"daemon.json: invalid address pool {base}: {why}")
         pools.append(AddressPool(base, size))
-    return tuple(pools)
+    return tuple(pools), tuple(pools6)
+
+
+def _pool6(item: dict[str, object], size: int) -> AddressPool6:
+    try:
+        base = ipaddress.IPv6Network(str(item["base"]))
+    except ValueError:
+        raise InvalidArgument(f"daemon.json: invalid address pool {item!r}") from None
+    if not base.prefixlen <= size <= 126:
+        raise InvalidArgument(f"daemon.json: pool {base} cannot be cut into /{size} subnets")
+    if base.is_link_local or base.is_multicast or base.is_loopback or base.prefixlen < 8:
+        raise InvalidArgument(
+            f"daemon.json: invalid address pool {base}: no container may have an address there"
+        )
+    return AddressPool6(base, size)
+
+
+def _ipv6_keys(data: dict[str, object]) -> dict[str, object]:
+    """ipv6, fixed-cidr-v6 and ip6tables: the default bridge's IPv6."""
+    out: dict[str, object] = {}
+    for key in ("ipv6", "ip6tables"):
+        if key in data and not isinstance(data[key], bool):
+            raise InvalidArgument(f"daemon.json: {key} must be true or false")
+    if data.get("ip6tables") is False:
+        # Docker's ip6tables=false leaves IPv6 forwarding unfirewalled: dockyard's
+        # isolation and publishing are one nftables table for both families.
+        raise InvalidArgument('daemon.json: "ip6tables": false is not supported (the firewall covers IPv6)')
+    out["ipv6"] = bool(data.get("ipv6", False))
+    cidr = data.get("fixed-cidr-v6")
+    if cidr is not None:
+        try:
+            if not isinstance(cidr, str):
+                raise ValueError(cidr)
+            net = ipaddress.IPv6Network(cidr)
+        except ValueError:
+            raise InvalidArgument(
+                f"daemon.json: invalid fixed-cidr-v6 {cidr!r}: expected an IPv6 CIDR such as 2001:db8:1::/64"
+            ) from None
+        if net.prefixlen > 126 or net.is_link_local or net.is_multicast or net.is_loopback:
+            raise InvalidArgument(
+                f"daemon.json: invalid fixed-cidr-v6 {cidr!r}: it holds no container's address"
+            )
+        out["fixed_cidr_v6"] = net
+    return out
 
 
 def read_daemon_json(path: Path) -> dict[str, object]:
@@ -343,13 +404,18 @@ def load_settings(
     if "dns" in data:
         raw = data["dns"]
         if not isinstance(raw, list):
-            raise InvalidArgument("daemon.json: dns must be a list of IPv4 addresses")
+            raise InvalidArgument("daemon.json: dns must be a list of IP addresses")
         try:
-            kwargs["dns"] = tuple(ipaddress.IPv4Address(str(x)) for x in raw)
+            kwargs["dns"] = tuple(ipaddress.ip_address(str(x)) for x in raw)
         except ValueError as e:
             raise InvalidArgument(f"daemon.json: dns: {e}") from None
     if "default-address-pools" in data:
-        kwargs["default_address_pools"] = _pools(data["default-address-pools"])
+        pools, pools6 = _pools(data["default-address-pools"])
+        # As Docker: a family without entries keeps its defaults.
+        if pools:
+            kwargs["default_address_pools"] = pools
+        kwargs["default_address_pools6"] = pools6
+    kwargs.update(_ipv6_keys(data))
     if "api-max-connections" in data:
         cap = data["api-max-connections"]
         if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= 1_000_000:

@@ -13,10 +13,11 @@ Step = Callable[[Lab, dict[str, str]], object]
 STUBBORN = ("sh", "-c", "trap '' TERM; echo ready; sleep 300 & wait")
 
 
-def _run(lab: Lab, ctx: dict[str, str]) -> None:
+def _run(lab: Lab, ctx: dict[str, str], family: str = "ipv4") -> None:
     # --init: the probe is not PID 1, so stop's SIGTERM ends it (143), as before PID namespaces.
+    ip6 = ("--ip6", "fd00:88::10") if family == "dual" else ()
     out = lab.dy_ok(
-        "run", "-d", "--init", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10",
+        "run", "-d", "--init", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10", *ip6,
         sys.executable, PROBE, "serve", "tcp", "80",
     )  # fmt: skip
     ctx["cid"] = out.strip().splitlines()[-1]
@@ -28,20 +29,43 @@ def _run_stubborn(lab: Lab, ctx: dict[str, str]) -> None:
     lab.eventually(lambda: "ready" in lab.dy_ok("logs", "stubborn"), what="the trap set")
 
 
-SCENARIO: list[tuple[str, Step]] = [
-    ("network create", lambda lab, ctx: lab.dy_ok("network", "create", "--subnet", "10.88.0.0/24", "n1")),
-    ("run", _run),
-    ("network create 2", lambda lab, ctx: lab.dy_ok("network", "create", "--subnet", "10.89.0.0/24", "n2")),
-    ("network connect", lambda lab, ctx: lab.dy_ok("network", "connect", "n2", ctx["cid"])),
-    ("network disconnect", lambda lab, ctx: lab.dy_ok("network", "disconnect", "n2", ctx["cid"])),
-    ("stop", lambda lab, ctx: lab.dy_ok("stop", "-t", "1", ctx["cid"])),
-    ("rm", lambda lab, ctx: lab.dy_ok("rm", ctx["cid"])),
-    # --rm: the container goes when it ends (foreground), or when it is stopped.
-    ("run --rm", lambda lab, ctx: lab.dy_ok("run", "--rm", "--name", "once", "--net", "none", "true")),
-    ("run -d --rm", _run_stubborn),
-    ("stop, to SIGKILL", lambda lab, ctx: lab.dy_ok("stop", "-t", "0", "stubborn")),
-    ("run -d", lambda lab, ctx: lab.dy_ok("run", "-d", "--name", "doomed", "--net", "none", "sleep", "300")),
-    ("rm -f", lambda lab, ctx: lab.dy_ok("rm", "-f", "doomed")),
-    ("network rm 2", lambda lab, ctx: lab.dy_ok("network", "rm", "n2")),
-    ("network rm", lambda lab, ctx: lab.dy_ok("network", "rm", "n1")),
-]
+def _ipv6(family: str, subnet6: str) -> tuple[str, ...]:
+    """A network's IPv6 flags in the dual-stack variant: the same scenario, every endpoint with both."""
+    return ("--ipv6", "--subnet", subnet6) if family == "dual" else ()
+
+
+def scenario(family: str = "ipv4") -> list[tuple[str, Step]]:
+    """The scenario on IPv4 networks, or on dual-stack ones (family "dual")."""
+    return [
+        (
+            "network create",
+            lambda lab, ctx: lab.dy_ok(
+                "network", "create", "--subnet", "10.88.0.0/24", *_ipv6(family, "fd00:88::/64"), "n1"
+            ),
+        ),
+        ("run", lambda lab, ctx: _run(lab, ctx, family)),
+        (
+            "network create 2",
+            lambda lab, ctx: lab.dy_ok(
+                "network", "create", "--subnet", "10.89.0.0/24", *_ipv6(family, "fd00:89::/64"), "n2"
+            ),
+        ),
+        ("network connect", lambda lab, ctx: lab.dy_ok("network", "connect", "n2", ctx["cid"])),
+        ("network disconnect", lambda lab, ctx: lab.dy_ok("network", "disconnect", "n2", ctx["cid"])),
+        ("stop", lambda lab, ctx: lab.dy_ok("stop", "-t", "1", ctx["cid"])),
+        ("rm", lambda lab, ctx: lab.dy_ok("rm", ctx["cid"])),
+        # --rm: the container goes when it ends (foreground), or when it is stopped.
+        ("run --rm", lambda lab, ctx: lab.dy_ok("run", "--rm", "--name", "once", "--net", "none", "true")),
+        ("run -d --rm", _run_stubborn),
+        ("stop, to SIGKILL", lambda lab, ctx: lab.dy_ok("stop", "-t", "0", "stubborn")),
+        (
+            "run -d",
+            lambda lab, ctx: lab.dy_ok("run", "-d", "--name", "doomed", "--net", "none", "sleep", "300"),
+        ),
+        ("rm -f", lambda lab, ctx: lab.dy_ok("rm", "-f", "doomed")),
+        ("network rm 2", lambda lab, ctx: lab.dy_ok("network", "rm", "n2")),
+        ("network rm", lambda lab, ctx: lab.dy_ok("network", "rm", "n1")),
+    ]
+
+
+SCENARIO = scenario()

@@ -359,6 +359,59 @@ def test_runtime_config_ips_and_mac(env: Env) -> None:
     env.settle()
 
 
+DUAL_RANGES = [
+    [{"subnet": "10.55.0.0/24"}],
+    [{"subnet": "2001:db8:55::/64", "rangeStart": "2001:db8:55::100", "rangeEnd": "2001:db8:55::1ff"}],
+]
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])
+def test_dual_stack_ranges_add_check_del(env: Env, version: str) -> None:
+    """ranges with a range set per family: both addresses and default routes, in the result
+    (in each version's shape) and in the sandbox; CHECK finds them; DEL frees both."""
+    conflist = env.conflist(version, subnet=None, ranges=DUAL_RANGES)
+    netns = env.sandboxes.new()
+    rc = {"ips": ["2001:db8:55::1a0/64"]}  # the ips capability, IPv6 alone: IPv4 is chosen
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    ips = {ip["address"]: ip for ip in result["ips"]}
+    assert set(ips) == {"10.55.0.2/24", "2001:db8:55::1a0/64"}
+    assert ips["2001:db8:55::1a0/64"]["gateway"] == "2001:db8:55::1"
+    assert ips["2001:db8:55::1a0/64"]["interface"] == ips["10.55.0.2/24"]["interface"] == 2
+    if version == "0.4.0":
+        assert {ip["version"] for ip in result["ips"]} == {"4", "6"}
+    assert {(r["dst"], r["gw"]) for r in result["routes"]} == {
+        ("0.0.0.0/0", "10.55.0.1"),
+        ("::/0", "2001:db8:55::1"),
+    }
+    name = ns_name(netns)
+    (link,) = ip_json("-n", name, "-6", "addr", "show", "eth0")
+    assert "2001:db8:55::1a0" in [a["local"] for a in link["addr_info"]]
+    default6 = ip_json("-n", name, "-6", "route", "show", "default")
+    assert [(r["gateway"], r["dev"]) for r in default6] == [("2001:db8:55::1", "eth0")]
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result)
+    # A second ADD asking for the same IPv6 address is refused; without asking, the next one.
+    other = env.sandboxes.new()
+    taken = env.exec("ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, rc), "ctr-2", other)
+    assert taken.exit_code != 0 and "2001:db8:55::1a0" in taken.json["msg"], taken
+    second = env.rt.add(conflist, "ctr-3", other)
+    assert "2001:db8:55::100/64" in {ip["address"] for ip in second["ips"]}
+    # CHECK sees an IPv6 address gone.
+    subprocess.run(["ip", "-n", name, "addr", "del", "2001:db8:55::1a0/64", "dev", "eth0"], check=True)
+    broken = env.exec(
+        "CHECK", Runtime.plugin_conf(conflist, conflist["plugins"][0], result, None), "ctr-1", netns
+    )
+    assert broken.exit_code != 0 and "2001:db8:55::1a0/64 is missing" in broken.json["msg"], broken
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result)
+    env.rt.delete(conflist, "ctr-3", other, prev_result=second)
+    env.settle()
+    # DEL freed the lease: the address can be had again.
+    again = env.rt.add(conflist, "ctr-4", netns, runtime_config=rc)
+    assert "2001:db8:55::1a0/64" in {ip["address"] for ip in again["ips"]}
+    env.rt.delete(conflist, "ctr-4", netns, prev_result=again)
+    env.settle()
+    assert env.host_veths() == []
+
+
 def test_cni_args_as_podman_sends_them(env: Env) -> None:
     conflist = env.conflist()
     netns = env.sandboxes.new()
@@ -416,7 +469,12 @@ def test_ranges_and_ipam_section(env: Env) -> None:
     "changes,code,named",
     [
         ({"ipam": {"type": "dhcp"}}, 7, "ipam.type: 'dhcp'"),
-        ({"ranges": [[{"subnet": "fd00::/64"}]]}, 7, "ranges[0][0].subnet: IPv6"),
+        ({"ranges": [[{"subnet": "fd00::/64"}]]}, 7, "ranges: gives 0 IPv4 and 1 IPv6 ranges"),
+        (
+            {"ranges": [[{"subnet": "10.47.0.0/24"}], [{"subnet": "fd00::/64"}, {"subnet": "fd01::/64"}]]},
+            7,
+            "ranges: gives 1 IPv4 and 2 IPv6 ranges",
+        ),
         (
             {"ranges": [[{"subnet": "10.47.0.0/24", "rangeStart": "10.47.0.10", "rangeEnd": "10.47.0.100"}]]},
             7,
@@ -429,7 +487,11 @@ def test_ranges_and_ipam_section(env: Env) -> None:
         ),
         ({"subnet": None, "ipam": {"ranges": [[{"subnet": 5}]]}}, 7, "ipam.ranges[0][0].subnet: must be"),
         ({"subnet": None, "ipam": {"ranges": [[], [{}]]}}, 7, "ipam.ranges[0]: must be a list of ranges"),
-        ({"subnet": None, "ipam": {"subnet": "10.54.0.0/24", "gateway": "10.54.0.x"}}, 7, "ipam.gateway: invalid"),
+        (
+            {"subnet": None, "ipam": {"subnet": "10.54.0.0/24", "gateway": "10.54.0.x"}},
+            7,
+            "ipam.gateway: invalid",
+        ),
         ({"subnet": "10.54.0.1/24"}, 7, "subnet: invalid subnet '10.54.0.1/24': host bits"),
         ({"subnet": "127.0.0.0/24"}, 7, "loopback"),
         ({"subnet": "169.254.1.0/24"}, 7, "link-local"),
@@ -901,7 +963,7 @@ def test_ipam_routes(env: Env) -> None:
     "routes,named",
     [
         ([{"dst": "192.0.2.0/24", "gw": "10.99.0.1"}], "10.99.0.1"),
-        ([{"dst": "fd00::/64"}], "ipam.routes[0].dst: route to fd00::/64 is IPv6"),
+        ([{"dst": "fd00::/64"}], "route to fd00::/64 has no gw, and network dynet no IPv6 gateway"),
         ([{"dst": "192.0.2.0/24"}, {"dst": "not-a-cidr"}], "ipam.routes[1].dst: invalid dst 'not-a-cidr'"),
         ([{"gw": "10.47.0.1"}], "ipam.routes[0]: invalid route"),
         ([{"dst": "192.0.2.0/24", "gw": "x"}], "ipam.routes[0].gw: invalid gw"),

@@ -50,6 +50,9 @@ IMAGE = "localhost/dyk-busybox:latest"
 NETWORK = "dynet"
 SUBNET = "10.61.0.0/24"
 GATEWAY = "10.61.0.1"
+# The dual-stack variant's IPv6 range set (CNI's ranges: one set per family).
+SUBNET6 = "2001:db8:61::/64"
+GATEWAY6 = "2001:db8:61::1"
 # Written by podman (through libcni and c/image) outside the roots it is given.
 OUTSIDE = (Path("/var/lib/cni"), Path("/var/lib/containers"), Path("/var/cache/containers"))
 
@@ -69,9 +72,10 @@ def _hybrid_cgroup_v2_with_controllers() -> bool:
 class Podman:
     """Podman confined to a directory, in the lab's host namespace."""
 
-    def __init__(self, lab: Lab, base: Path) -> None:
+    def __init__(self, lab: Lab, base: Path, dual: bool = False) -> None:
         self.lab = lab
         self.base = base
+        self.dual = dual
         self.existed = {p: p.exists() for p in OUTSIDE}
         self.netns_seen: set[str] = set()
         self.env = dict(os.environ, CONTAINERS_CONF=str(base / "containers.conf"))
@@ -89,7 +93,11 @@ class Podman:
                 {
                     "type": "dockyard",
                     "bridge": "cni-podman9",
-                    "subnet": SUBNET,
+                    **(
+                        {"ranges": [[{"subnet": SUBNET}], [{"subnet": SUBNET6}]]}
+                        if self.dual
+                        else {"subnet": SUBNET}
+                    ),
                     "ipMasq": True,
                     "dataDir": str(self.lab.root),
                     "capabilities": {"portMappings": True, "ips": True, "mac": True},
@@ -218,9 +226,10 @@ def outside_paths_ours() -> Iterator[None]:
         os.close(fd)
 
 
-def test_podman_container_networked_by_dockyard_cni(lab: Lab, outside_paths_ours: None) -> None:
+@pytest.mark.parametrize("family", ["ipv4", "dual"])
+def test_podman_container_networked_by_dockyard_cni(lab: Lab, outside_paths_ours: None, family: str) -> None:
     # Podman wants a run root of at most 50 characters: pytest's tmp_path is too long.
-    podman = Podman(lab, Path(tempfile.mkdtemp(prefix="dyk-podman-")))
+    podman = Podman(lab, Path(tempfile.mkdtemp(prefix="dyk-podman-")), dual=family == "dual")
     try:
         podman.import_image()
         assert NETWORK in podman("network", "ls", "--format", "{{.Name}}").split()
@@ -252,6 +261,14 @@ def test_podman_container_networked_by_dockyard_cni(lab: Lab, outside_paths_ours
         # Inside the container: the address and the default route dockyard-cni gave.
         assert f"{address}/24" in podman("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0")
         assert f"default via {GATEWAY}" in podman("exec", "web", "ip", "route")
+        if family == "dual":
+            # Dual stack: podman shows the IPv6 address dockyard-cni gave, which the container has,
+            # with its default IPv6 route.
+            address6 = net["GlobalIPv6Address"]
+            assert address6.startswith("2001:db8:61::") and net["GlobalIPv6PrefixLen"] == 64
+            assert net["IPv6Gateway"] == GATEWAY6
+            assert f"{address6}/64" in podman("exec", "web", "ip", "-o", "-6", "addr", "show", "eth0")
+            assert f"default via {GATEWAY6}" in podman("exec", "web", "ip", "-6", "route")
 
         # dockyard records the attachment in the network podman named.
         members = json.loads(lab.dy_ok("network", "inspect", NETWORK))[0]["Containers"]

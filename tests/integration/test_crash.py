@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 
 import pytest
-from crash_scenario import SCENARIO
+from crash_scenario import SCENARIO, scenario
 
 from dockyard.clients.api import Client
 from dockyard.errors import DaemonUnavailable
@@ -274,6 +274,17 @@ def _assert_consistent(lab: Lab) -> None:
     assert len(_veths(lab)) == len(endpoints), (_veths(lab), endpoints)
     addresses = [net["IPAddress"] for net in endpoints]
     assert len(set(addresses)) == len(addresses)
+    addresses6 = [net["GlobalIPv6Address"] for net in endpoints if net["GlobalIPv6Address"]]
+    assert len(set(addresses6)) == len(addresses6)
+    # Each IPv6 address the state gives is the one the container's interface has, once.
+    for i in running:
+        for net in i["NetworkSettings"]["Networks"].values():
+            if net["GlobalIPv6Address"]:
+                seen = subprocess.run(
+                    ["nsenter", f"--net={i['NetworkSettings']['SandboxKey']}", "ip", "-6", "-o", "addr"],
+                    capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+                assert seen.count(f" {net['GlobalIPv6Address']}/{net['GlobalIPv6PrefixLen']} ") == 1, seen
     pins = sorted(os.listdir(lab.root / "netns")) if (lab.root / "netns").exists() else []
     assert pins == sorted(i["NetworkSettings"]["SandboxKey"].rsplit("/", 1)[1] for i in running)
     shim = int((lab.root / "shim.pid").read_text())
@@ -304,11 +315,18 @@ def test_the_scenario_passes_the_steps_tested(lab: Lab) -> None:
     assert traced == TRACE
 
 
+# The scenario's two families: IPv4 networks, and dual-stack ones (the same steps, each
+# endpoint leasing and configuring an IPv6 address beside its IPv4 one).
+FAMILIES = ("ipv4", "dual")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("fault", _points())
-def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str) -> None:
+def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str, family: str) -> None:
+    steps = scenario(family)
     daemon = _daemon(lab, {"DOCKYARD_FAULT": fault})
     ctx: dict[str, str] = {}
-    for _label, op in SCENARIO:
+    for _label, op in steps:
         try:
             op(lab, ctx)
         except AssertionError:
@@ -346,9 +364,9 @@ def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str) -> None:
     assert bind.returncode == 0, bind.stderr
     names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
     assert sorted(names) == ["bridge", "host", "none"]
-    # ...and the same operations, same address and port included, succeed again.
+    # ...and the same operations, same addresses and port included, succeed again.
     ctx = {}
-    for _label, op in SCENARIO:
+    for _label, op in steps:
         op(lab, ctx)
     assert lab.dy_ok("ps", "-aq") == ""
     _assert_consistent(lab)

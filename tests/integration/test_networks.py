@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
 
-from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+import pytest
+
+from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, Lab
+
+FAMILIES = ["ipv4", "ipv6"]
+_subnets6 = itertools.count(10)
 
 UPSTREAM_DNS_TOOL = str(Path(__file__).resolve().parents[1] / "tools" / "upstream_dns.py")
 UPSTREAM_DNS = "203.0.113.53"
 EXT_NAME, EXT_ADDR = "ext.example.test", "203.0.113.99"
 
 
-def _net_ip(lab: Lab, ref: str, network: str) -> str:
-    return lab.inspect(ref)["NetworkSettings"]["Networks"][network]["IPAddress"]
+def _net_ip(lab: Lab, ref: str, network: str, family: str = "ipv4") -> str:
+    net = lab.inspect(ref)["NetworkSettings"]["Networks"][network]
+    return net["IPAddress"] if family == "ipv4" else net["GlobalIPv6Address"]
 
 
-def _serve_on(lab: Lab, name: str, network: str, *extra: str) -> str:
+def _create(lab: Lab, family: str, *args: str) -> None:
+    """network create, with an IPv6 subnet of its own beside the IPv4 one for the IPv6 twin."""
+    v6 = ("--ipv6", "--subnet", f"2001:db8:{next(_subnets6)}::/64") if family == "ipv6" else ()
+    lab.dy_ok("network", "create", *v6, *args)
+
+
+def _outside(family: str) -> tuple[str, str]:
+    """(the upstream's address, how a masqueraded peer from the host shows) for a family."""
+    return (UP_ADDR, f"peer={HOST_ADDR}:") if family == "ipv4" else (UP_ADDR6, f"peer=[{HOST_ADDR6}]:")
+
+
+def _serve_on(lab: Lab, name: str, network: str, *extra: str, family: str = "ipv4") -> str:
     lab.run_d("--name", name, "--net", network, *extra, sys.executable, PROBE, "serve", "tcp", "80")
-    ip = _net_ip(lab, name, network)
+    ip = _net_ip(lab, name, network, family)
     lab.wait_answer(lab.host, "tcp", ip, 80)
     return ip
 
@@ -29,9 +47,10 @@ def _ask_from(lab: Lab, name: str, host: str, port: int = 80) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def _upstream_server(lab: Lab, port: int = 7000) -> None:
-    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", str(port), "--bind", UP_ADDR)
-    lab.wait_answer(lab.up, "tcp", UP_ADDR, port)
+def _upstream_server(lab: Lab, port: int = 7000, family: str = "ipv4") -> None:
+    up, _ = _outside(family)
+    lab.spawn_in(lab.up, sys.executable, PROBE, "serve", "tcp", str(port), "--bind", up)
+    lab.wait_answer(lab.up, "tcp", up, port)
 
 
 def _upstream_dns(lab: Lab) -> None:
@@ -250,17 +269,22 @@ def test_a_released_address_is_reused_only_after_the_rest(lab: Lab) -> None:
     assert _net_ip(lab, pinned, "small") == "10.71.0.2"
 
 
-def test_two_networks_are_isolated_but_both_reach_out(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "left")
-    lab.dy_ok("network", "create", "right")
-    left_ip = _serve_on(lab, "ll", "left")
-    right_ip = _serve_on(lab, "rr", "right")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_networks_are_isolated_but_both_reach_out(lab: Lab, family: str) -> None:
+    _create(lab, family, "left")
+    _create(lab, family, "right")
+    left_ip = _serve_on(lab, "ll", "left", family=family)
+    right_ip = _serve_on(lab, "rr", "right", family=family)
+    # Each reaches its own network's members (the control), not the other network's.
+    lab.run_d("--name", "l2", "--net", "left", "sleep", "300")
+    assert _ask_from(lab, "l2", left_ip) is not None
     assert _ask_from(lab, "ll", right_ip) is None
     assert _ask_from(lab, "rr", left_ip) is None
-    _upstream_server(lab)
+    _upstream_server(lab, family=family)
+    up, masqueraded = _outside(family)
     for name in ("ll", "rr"):
-        answer = _ask_from(lab, name, UP_ADDR, 7000)
-        assert answer is not None and answer.startswith(f"peer={HOST_ADDR}:")
+        answer = _ask_from(lab, name, up, 7000)
+        assert answer is not None and answer.startswith(masqueraded), answer
 
 
 def test_the_default_bridge_and_a_user_network_are_isolated_both_ways(lab: Lab) -> None:
@@ -319,41 +343,43 @@ def test_connect_with_ip_and_alias_and_refusals(lab: Lab) -> None:
     assert r.returncode == 125 and "cannot be connected" in r.stderr
 
 
-def test_internal_network(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "--internal", "vault")
-    assert json.loads(lab.dy_ok("network", "inspect", "vault"))[0]["Internal"] is True
-    ip = _serve_on(lab, "v1", "vault")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_internal_network(lab: Lab, family: str) -> None:
+    _create(lab, family, "--internal", "vault")
+    info = json.loads(lab.dy_ok("network", "inspect", "vault"))[0]
+    assert info["Internal"] is True
+    ip = _serve_on(lab, "v1", "vault", family=family)
     # NET_ADMIN: below, the container adds a route by hand (not in Docker's default set).
     lab.run_d("--name", "v2", "--net", "vault", "--cap-add", "NET_ADMIN", "sleep", "300")
     assert _ask_from(lab, "v2", ip) is not None
-    routes = json.loads(lab.dy_ok("exec", "v2", "ip", "-j", "route"))
+    six = ("-6",) if family == "ipv6" else ()
+    routes = json.loads(lab.dy_ok("exec", "v2", "ip", "-j", *six, "route"))
     assert not [r for r in routes if r["dst"] == "default"]
-    _upstream_server(lab)
-    assert _ask_from(lab, "v2", UP_ADDR, 7000) is None
+    _upstream_server(lab, family=family)
+    up, _ = _outside(family)
+    assert _ask_from(lab, "v2", up, 7000) is None
     # Even with a route added by hand, nothing leaves.
-    lab.dy_ok(
-        "exec",
-        "v2",
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        json.loads(lab.dy_ok("network", "inspect", "vault"))[0]["IPAM"]["Config"][0]["Gateway"],
+    gateway = next(
+        c["Gateway"] for c in info["IPAM"]["Config"] if (":" in c["Gateway"]) == (family == "ipv6")
     )
-    assert _ask_from(lab, "v2", UP_ADDR, 7000) is None
+    lab.dy_ok("exec", "v2", "ip", *six, "route", "add", "default", "via", gateway)
+    assert _ask_from(lab, "v2", up, 7000) is None
     r = lab.dy("run", "--rm", "--net", "vault", "-p", "8080:80", "true")
     assert r.returncode == 125 and "internal" in r.stderr
 
 
-def test_icc_false_isolates_members_but_not_the_outside(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "lonely")
-    ip = _serve_on(lab, "s1", "lonely", "-p", "8080:80")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_icc_false_isolates_members_but_not_the_outside(lab: Lab, family: str) -> None:
+    _create(lab, family, "-o", "com.docker.network.bridge.enable_icc=false", "lonely")
+    ip = _serve_on(lab, "s1", "lonely", "-p", "8080:80", family=family)
     lab.run_d("--name", "s2", "--net", "lonely", "sleep", "300")
     assert _ask_from(lab, "s2", ip) is None
-    _upstream_server(lab)
-    assert (_ask_from(lab, "s2", UP_ADDR, 7000) or "").startswith(f"peer={HOST_ADDR}:")
-    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    _upstream_server(lab, family=family)
+    up, masqueraded = _outside(family)
+    host = HOST_ADDR if family == "ipv4" else HOST_ADDR6
+    assert (_ask_from(lab, "s2", up, 7000) or "").startswith(masqueraded)
+    upstream_peer = f"peer={UP_ADDR}:" if family == "ipv4" else f"peer=[{UP_ADDR6}]:"
+    assert lab.wait_answer(lab.up, "tcp", host, 8080).startswith(upstream_peer)
 
 
 def test_masquerade_off_keeps_the_container_address(lab: Lab) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import HOST_ADDR, PROBE, REPO, UP_ADDR, Lab
+from lab import HOST_ADDR, HOST_ADDR6, PROBE, REPO, UP_ADDR, UP_ADDR6, Lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -64,11 +64,12 @@ def _port_of(host_netns: str, netns: str, ifname: str) -> str:
     return port
 
 
-def _box(lab: Lab, ref: str, network: str = "bridge", ifname: str = "eth0") -> Box:
+def _box(lab: Lab, ref: str, network: str = "bridge", ifname: str = "eth0", family: str = "ipv4") -> Box:
     info = lab.inspect(ref)
     netns = info["NetworkSettings"]["SandboxKey"]
     net = info["NetworkSettings"]["Networks"][network]
-    return Box(netns, net["IPAddress"], net["MacAddress"], _port_of(_host(lab), netns, ifname), ifname)
+    ip = net["IPAddress"] if family == "ipv4" else net["GlobalIPv6Address"]
+    return Box(netns, ip, net["MacAddress"], _port_of(_host(lab), netns, ifname), ifname)
 
 
 def _host(lab: Lab) -> str:
@@ -112,7 +113,7 @@ class Watch:
 # Sends the scapy frames given as arguments, in order, out of IFACE (argv[1]).
 SEND = textwrap.dedent("""
     import sys
-    from scapy.all import ARP, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, IP, IPv6, UDP, Ether, conf, sendp
+    from scapy.all import ARP, ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr, IP, IPv6, UDP, Ether, conf, sendp
     conf.verb = 0
     frames = [eval(text) for text in sys.argv[2:]]
     sendp(frames, iface=sys.argv[1])
@@ -133,7 +134,16 @@ def _arp(op: int, sender: Box, spa: str, dst_mac: str, tpa: str) -> str:
 
 
 def _udp(sender: Box, dst_mac: str, src: str, dst: str, data: str, dport: int = 5000) -> str:
-    return f"Ether(src={sender.mac!r}, dst={dst_mac!r})/IP(src={src!r}, dst={dst!r})/UDP(sport=4000, dport={dport})/{data!r}"
+    ip = "IPv6" if ":" in src else "IP"
+    return f"Ether(src={sender.mac!r}, dst={dst_mac!r})/{ip}(src={src!r}, dst={dst!r})/UDP(sport=4000, dport={dport})/{data!r}"
+
+
+def _na(sender: Box, src: str, target: str) -> str:
+    """An unsolicited neighbour advertisement (override set): target is at sender's MAC."""
+    return (
+        f"Ether(src={sender.mac!r}, dst='33:33:00:00:00:01')/IPv6(src={src!r}, dst='ff02::1', hlim=255)/"
+        f"ICMPv6ND_NA(tgt={target!r}, R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr={sender.mac!r})"
+    )
 
 
 def _page(lab: Lab) -> str:
@@ -226,28 +236,39 @@ def test_a_frame_with_another_source_mac_goes_nowhere(lab: Lab) -> None:
 # -- IPv4 sources --------------------------------------------------------------------------------------
 
 
-def test_a_packet_with_another_source_address_never_leaves(lab: Lab) -> None:
-    lab.serve("--name", "attacker")  # answered from the host: A knows the gateway's MAC
-    lab.run_d("--name", "victim", "sleep", "300")
-    a, b = _box(lab, "attacker"), _box(lab, "victim")
-    gateway_mac = _mac_of(_host(lab), "dockyard0")
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_packet_with_another_source_address_never_leaves(lab: Lab, family: str) -> None:
+    fam = lab.family(family)
+    lab.serve("--name", "attacker", *fam.run_args)  # answered from the host: A knows the gateway's MAC
+    lab.run_d("--name", "victim", *fam.run_args, "sleep", "300")
+    a, b = (_box(lab, n, fam.network, family=family) for n in ("attacker", "victim"))
+    gateway_mac = _mac_of(_host(lab), "dockyard0" if family == "ipv4" else _network_bridge(lab, fam.network))
+    up, host, foreign = (
+        (UP_ADDR, HOST_ADDR, "10.99.0.1") if family == "ipv4" else (UP_ADDR6, HOST_ADDR6, "2001:db8:99::1")
+    )
     upstream = Watch(lab, f"/run/netns/{lab.up}", "eth0", until="data=control")
     port = Watch(lab, _host(lab), a.port, until="data=control")
     # With NET_ADMIN the container may take B's address as its own, and send from it.
-    r = _nsenter(a.netns, "ip", "addr", "add", f"{b.ip}/32", "dev", "eth0")
+    own = (
+        ("-6", "addr", "add", f"{b.ip}/128", "dev", "eth0", "nodad")
+        if family == "ipv6"
+        else ("addr", "add", f"{b.ip}/32", "dev", "eth0")
+    )
+    r = _nsenter(a.netns, "ip", *own)
     assert r.returncode == 0, r.stderr
+    af = "AF_INET6" if family == "ipv6" else "AF_INET"
     bound = (
-        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-        f"s.bind(({b.ip!r}, 4001)); s.sendto(b'spoofed-bound', ({UP_ADDR!r}, 5000))"
+        f"import socket; s = socket.socket(socket.{af}, socket.SOCK_DGRAM); "
+        f"s.bind(({b.ip!r}, 4001)); s.sendto(b'spoofed-bound', ({up!r}, 5000))"
     )
     r = _nsenter(a.netns, sys.executable, "-c", bound)
     assert r.returncode == 0, r.stderr
     # With NET_RAW, any source; then A's own packet, as the control.
     _send(
         a.netns,
-        _udp(a, gateway_mac, b.ip, UP_ADDR, "spoofed-raw"),
-        _udp(a, gateway_mac, "10.99.0.1", UP_ADDR, "spoofed-foreign"),
-        _udp(a, gateway_mac, a.ip, UP_ADDR, "control"),
+        _udp(a, gateway_mac, b.ip, up, "spoofed-raw"),
+        _udp(a, gateway_mac, foreign, up, "spoofed-foreign"),
+        _udp(a, gateway_mac, a.ip, up, "control"),
     )
     sent = port.lines()
     for data in ("spoofed-bound", "spoofed-raw", "spoofed-foreign"):
@@ -257,7 +278,37 @@ def test_a_packet_with_another_source_address_never_leaves(lab: Lab) -> None:
     assert [line for line in seen if "data=" in line] == [
         next(line for line in seen if "data=control" in line)
     ], seen
-    assert f"from={HOST_ADDR} " in seen[-1]
+    assert f"from={host} " in seen[-1]
+
+
+def test_a_forged_neighbour_advertisement_does_not_take_another_ones_address(lab: Lab) -> None:
+    """NDP as ARP: an advertisement saying B's IPv6 address is at A's MAC never passes A's port."""
+    fam = lab.family("ipv6")
+    lab.serve("--name", "victim", *fam.run_args)  # the host has asked for B's MAC already
+    lab.run_d("--name", "attacker", *fam.run_args, "sleep", "300")
+    a, b = (_box(lab, n, fam.network, family="ipv6") for n in ("attacker", "victim"))
+    bridge = _network_bridge(lab, fam.network)
+    assert _neigh(_host(lab), b.ip) == b.mac
+    control = f"icmp6 type=136 target={a.ip}"
+    at_bridge = Watch(lab, _host(lab), bridge, until=control)
+    port = Watch(lab, _host(lab), a.port, until=control)
+    # From A's own address (which passes), and from its link-local one; then A's own, as the control.
+    link_local = next(
+        x["local"]
+        for x in _ip_json(a.netns, "-6", "addr", "show", "dev", "eth0")[0]["addr_info"]
+        if x["local"].startswith("fe80:")
+    )
+    _send(a.netns, _na(a, a.ip, b.ip), _na(a, link_local, b.ip), _na(a, a.ip, a.ip))
+    forged = f"icmp6 type=136 target={b.ip}"
+    sent = port.lines()
+    assert len([line for line in sent if forged in line]) == 2, sent
+    passed = at_bridge.lines()
+    assert [line for line in passed if forged in line] == [], passed
+    assert [line for line in passed if control in line] != []
+    assert _neigh(_host(lab), b.ip) == b.mac
+    assert lab.wait_answer(lab.host, "tcp", b.ip, 80).endswith(
+        f"name={lab.inspect('victim')['Config']['Hostname']}"
+    )
 
 
 def test_a_user_network_endpoint_is_guarded_too(lab: Lab) -> None:
@@ -321,8 +372,13 @@ def _ra(sender_mac: str, prefix: str) -> str:
     )
 
 
+# The lab's own IPv6 on the host's upstream link: no advertisement's doing.
+LAB_IPV6 = [HOST_ADDR6, UP_ADDR6]
+
+
 def _ipv6_taken(netns: str) -> list[str]:
-    """What a router advertisement would have given: global addresses and default routes."""
+    """What a router advertisement would have given: global addresses and default routes
+    (in the host, beside the lab's own address and default route)."""
     links = _ip_json(netns, "-6", "addr", "show", "scope", "global")
     addrs = [a["local"] for link in links for a in link.get("addr_info", []) if "local" in a]
     routes = [str(r.get("gateway", r["dst"])) for r in _ip_json(netns, "-6", "route", "show", "default")]
@@ -352,7 +408,7 @@ def test_a_router_advertisement_from_a_container_reaches_no_one(lab: Lab) -> Non
         # Nothing of A's IPv6 passed its port (the router advertisement least of all).
         lines = watch.lines()
         assert [line for line in lines if line.startswith(f"ip6 src={a.mac} ")] == [], (watch.what, lines)
-    assert _ipv6_taken(_host(lab)) == []
+    assert _ipv6_taken(_host(lab)) == LAB_IPV6
     assert _ipv6_taken(c.netns) == []
 
 
@@ -376,7 +432,7 @@ def test_an_advertisement_that_reaches_the_bridge_or_a_container_is_not_taken(la
         at_bridge = Watch(lab, _host(lab), bridge, until="icmp6 type=134")
         _send(_host(lab), _ra(rogue_mac, "2001:db8:bad::"), iface="dyt-rogue1")
         assert at_c.lines() and at_bridge.lines()
-        assert _ipv6_taken(_host(lab)) == []
+        assert _ipv6_taken(_host(lab)) == LAB_IPV6
         assert _ipv6_taken(c.netns) == []
     finally:
         lab.in_host("ip", "link", "del", "dyt-rogue1")

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from lab import HOST_ADDR, PROBE, UP_ADDR, Lab
+import pytest
+
+from lab import PROBE, Lab
+
+FAMILIES = ["ipv4", "ipv6"]
 
 
 def _no_br_netfilter(lab: Lab) -> None:
@@ -25,22 +29,29 @@ def _ask_from(lab: Lab, name: str, host: str, port: int = 80) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def test_members_talk_and_hairpin_works(lab: Lab) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_members_talk_and_hairpin_works(lab: Lab, family: str) -> None:
     _no_br_netfilter(lab)
-    lab.serve("--name", "srv", "-p", "8080:80")
-    lab.run_d("--name", "cli", "sleep", "300")
-    assert _ask_from(lab, "cli", lab.ip_of("srv")) is not None
-    assert (_ask_from(lab, "cli", HOST_ADDR, 8080) or "").startswith("peer=172.17.0.1:")
-    assert (_ask_from(lab, "srv", HOST_ADDR, 8080) or "").startswith("peer=172.17.0.1:")
-    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    fam = lab.family(family)
+    gateway = f"peer={fam.hostport(fam.gateway, '')}"
+    lab.serve("--name", "srv", *fam.run_args, "-p", "8080:80")
+    lab.run_d("--name", "cli", *fam.run_args, "sleep", "300")
+    assert _ask_from(lab, "cli", fam.addr(lab.inspect("srv"))) is not None
+    assert (_ask_from(lab, "cli", fam.host, 8080) or "").startswith(gateway)
+    assert (_ask_from(lab, "srv", fam.host, 8080) or "").startswith(gateway)
+    assert lab.wait_answer(lab.up, "tcp", fam.host, 8080).startswith(f"peer={fam.hostport(fam.up, '')}")
 
 
-def test_icc_false_and_isolation_hold(lab: Lab) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_icc_false_and_isolation_hold(lab: Lab, family: str) -> None:
     _no_br_netfilter(lab)
-    lab.dy_ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "lonely")
-    lab.dy_ok("network", "create", "other")
+    six = ("--ipv6", "--subnet", "2001:db8:3::/64") if family == "ipv6" else ()
+    lab.dy_ok("network", "create", *six, "-o", "com.docker.network.bridge.enable_icc=false", "lonely")
+    six = ("--ipv6", "--subnet", "2001:db8:4::/64") if family == "ipv6" else ()
+    lab.dy_ok("network", "create", *six, "other")
     lab.run_d("--name", "s1", "--net", "lonely", sys.executable, PROBE, "serve", "tcp", "80")
-    s1 = lab.inspect("s1")["NetworkSettings"]["Networks"]["lonely"]["IPAddress"]
+    net = lab.inspect("s1")["NetworkSettings"]["Networks"]["lonely"]
+    s1 = net["IPAddress"] if family == "ipv4" else net["GlobalIPv6Address"]
     lab.wait_answer(lab.host, "tcp", s1, 80)
     lab.run_d("--name", "s2", "--net", "lonely", "sleep", "300")
     lab.run_d("--name", "o1", "--net", "other", "sleep", "300")

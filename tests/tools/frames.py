@@ -8,7 +8,7 @@ runs in:
 
     arp src=MAC op=1|2 sha=MAC spa=IP tha=MAC tpa=IP
     ip src=MAC from=IP to=IP proto=N [udp dport=N data=TEXT]
-    ip6 src=MAC from=IP to=IP nh=N [icmp6 type=N]
+    ip6 src=MAC from=IP to=IP nh=N [icmp6 type=N [target=IP]] [udp dport=N data=TEXT]
     ether src=MAC type=0xNNNN
 
 It exits 0 after printing the first line that contains TEXT, or 1 after S
@@ -59,6 +59,12 @@ def describe(frame: bytes) -> str:
         )
         if nh == 58 and len(body) > 40:
             line += f" icmp6 type={body[40]}"
+            if body[40] in (135, 136) and len(body) >= 64:  # neighbour solicitation, advertisement
+                line += f" target={ipaddress.IPv6Address(body[48:64])}"
+        if nh == 17 and len(body) >= 48:
+            line += (
+                f" udp dport={int.from_bytes(body[42:44], 'big')} data={body[48:].decode('ascii', 'replace')}"
+            )
         return line
     return f"ether src={src} type=0x{etype:04x}"
 

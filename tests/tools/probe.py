@@ -2,6 +2,8 @@
 
     probe.py serve tcp|udp PORT [--bind IP]   answer each request with
                                               "peer=IP:PORT local=IP:PORT name=NAME"
+                                              (IPv6 as [IP]:PORT); without --bind on
+                                              0.0.0.0 and, where the host has IPv6, ::
     probe.py ask tcp|udp HOST PORT            print the answer; exit 1 on failure
 
 The answer carries the peer address as the server saw it, so tests can
@@ -11,31 +13,50 @@ assert masquerading and source-address preservation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import selectors
 import socket
 import sys
 
 
-def serve(proto: str, port: int, bind: str, name: str) -> None:
+def _text(addr: tuple) -> str:  # type: ignore[type-arg]
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def _bound(proto: str, bind: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    srv = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     if proto == "tcp":
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind((bind, port))
+    srv.bind((bind, port))
+    if proto == "tcp":
         srv.listen(64)
-        print(f"listening tcp {bind}:{port}", flush=True)
-        while True:
-            conn, peer = srv.accept()
-            local = conn.getsockname()
-            conn.sendall(f"peer={peer[0]}:{peer[1]} local={local[0]}:{local[1]} name={name}\n".encode())
-            conn.close()
-    else:
-        srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        srv.bind((bind, port))
-        print(f"listening udp {bind}:{port}", flush=True)
-        while True:
-            _data, peer = srv.recvfrom(2048)
-            local = srv.getsockname()
-            srv.sendto(f"peer={peer[0]}:{peer[1]} local={local[0]}:{local[1]} name={name}\n".encode(), peer)
+    return srv
+
+
+def serve(proto: str, port: int, bind: str | None, name: str) -> None:
+    socks = [_bound(proto, bind, port)] if bind else [_bound(proto, "0.0.0.0", port)]
+    if not bind and socket.has_ipv6 and os.path.exists("/proc/net/if_inet6"):
+        with contextlib.suppress(OSError):  # IPv6 off in this namespace
+            socks.append(_bound(proto, "::", port))
+    sel = selectors.DefaultSelector()
+    for srv in socks:
+        sel.register(srv, selectors.EVENT_READ)
+    print(f"listening {proto} {bind or '0.0.0.0'}:{port}", flush=True)
+    while True:
+        for key, _ in sel.select():
+            srv = key.fileobj  # type: ignore[assignment]
+            if proto == "tcp":
+                conn, peer = srv.accept()
+                conn.sendall(f"peer={_text(peer)} local={_text(conn.getsockname())} name={name}\n".encode())
+                conn.close()
+            else:
+                _data, peer = srv.recvfrom(2048)
+                answer = f"peer={_text(peer)} local={_text(srv.getsockname())} name={name}\n"
+                srv.sendto(answer.encode(), peer)
 
 
 def ask(proto: str, host: str, port: int, timeout: float) -> int:
@@ -44,7 +65,8 @@ def ask(proto: str, host: str, port: int, timeout: float) -> int:
             with socket.create_connection((host, port), timeout=timeout) as s:
                 data = s.recv(4096)
         else:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
                 s.settimeout(timeout)
                 s.sendto(b"hello", (host, port))
                 data, _ = s.recvfrom(4096)
@@ -61,7 +83,7 @@ def main() -> int:
     s = sub.add_parser("serve")
     s.add_argument("proto", choices=["tcp", "udp"])
     s.add_argument("port", type=int)
-    s.add_argument("--bind", default="0.0.0.0")
+    s.add_argument("--bind", default=None)
     s.add_argument("--name", default=os.uname().nodename)
     a = sub.add_parser("ask")
     a.add_argument("proto", choices=["tcp", "udp"])

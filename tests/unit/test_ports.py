@@ -24,6 +24,7 @@ from dockyard.policy.ports import (
 )
 
 IP = ipaddress.IPv4Address
+IP6 = ipaddress.IPv6Address
 TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
 
 
@@ -41,8 +42,12 @@ TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
         ("8000-8002:7000-7002", PortSpec(7000, 7002, TCP, 8000, 8002)),
         ("10.0.0.5:8000-8002:7000-7002", PortSpec(7000, 7002, TCP, 8000, 8002, IP("10.0.0.5"))),
         ("8000-8010:80", PortSpec(80, 80, TCP, 8000, 8010)),
-        # Docker's 0.0.0.0 is "every address": the same as giving none.
-        ("0.0.0.0:8080:80", PortSpec(80, 80, TCP, 8080, 8080)),
+        # Docker's 0.0.0.0 is every IPv4 address (and only IPv4), :: every IPv6 address.
+        ("0.0.0.0:8080:80", PortSpec(80, 80, TCP, 8080, 8080, IP("0.0.0.0"))),
+        ("[::]:8080:80", PortSpec(80, 80, TCP, 8080, 8080, IP6("::"))),
+        ("[2001:db8::1]:8080:80", PortSpec(80, 80, TCP, 8080, 8080, IP6("2001:db8::1"))),
+        ("[::1]::80/udp", PortSpec(80, 80, UDP, 0, 0, IP6("::1"))),
+        ("[fd00::5]:9000-9001:80-81", PortSpec(80, 81, TCP, 9000, 9001, IP6("fd00::5"))),
         # Host port 0: choose one, as with no host port at all.
         ("0:80", PortSpec(80, 80, TCP)),
         ("1:65535", PortSpec(65535, 65535, TCP, 1, 1)),
@@ -85,7 +90,16 @@ def test_protocol_suffix_applies_to_every_form(body: str, suffix: str, proto: Pr
         ("1.2.3:80:80", "invalid host address '1.2.3'"),
         ("::80", "invalid host address ''"),
         ("1.2.3.4:80:80:80", "expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"),
-        ("[::1]:80:80", "IPv6 host addresses are not supported"),
+        ("::1:80:80", "put an IPv6 address in brackets"),
+        ("2001:db8::1:8080:80", "put an IPv6 address in brackets"),
+        ("[::1]:80", "expected [IPv6]:HOSTPORT:CONTAINERPORT"),
+        ("[::1]8080:80", "expected [IPv6]:HOSTPORT:CONTAINERPORT"),
+        ("[::1:8080:80", "expected [IPv6]:HOSTPORT:CONTAINERPORT"),
+        ("[10.0.0.1]:8080:80", "invalid host address '10.0.0.1'"),
+        ("[::ffff:10.0.0.1]:8080:80", "is not supported"),
+        ("[fe80::1%eth0]:8080:80", "is not supported"),
+        ("[ff02::1]:8080:80", "multicast"),
+        ("[nope]:8080:80", "invalid host address 'nope'"),
         ("81-80", "ends before it starts"),
         ("0-5:80", "invalid host port '0-5'"),
         ("80-", "invalid container port '80-'"),
@@ -164,7 +178,9 @@ _port_text = st.one_of(
 )
 _spec_like = st.builds(
     lambda ip, host, cont, proto: "".join(x for x in (ip, host, cont, proto) if x is not None),
-    st.sampled_from([None, "", "127.0.0.1:", "0.0.0.0:", "1.2.3:", "[::1]:", ":"]),
+    st.sampled_from(
+        [None, "", "127.0.0.1:", "0.0.0.0:", "1.2.3:", "[::1]:", "[::]:", "[2001:db8::1]:", "::1:", "[", ":"]
+    ),
     st.one_of(st.none(), _port_text.map(lambda t: t + ":")),
     _port_text,
     st.sampled_from([None, "/tcp", "/udp", "/sctp", "/icmp", "/", "/TCP"]),
@@ -198,6 +214,23 @@ def test_any_text_gives_valid_ports_or_invalid_argument(text: str) -> None:
 @given(_spec_like)
 def test_spec_shaped_text_gives_valid_ports_or_invalid_argument(text: str) -> None:
     _assert_port_spec_or_invalid(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.ip_addresses(v=6).filter(lambda a: not a.is_multicast and a.ipv4_mapped is None),
+    st.integers(min_value=0, max_value=PORT_MAX),
+    st.integers(min_value=1, max_value=PORT_MAX),
+    st.sampled_from(["", "/tcp", "/udp", "/sctp"]),
+)
+def test_any_ipv6_host_address_in_brackets_is_kept(
+    address: ipaddress.IPv6Address, host: int, container: int, suffix: str
+) -> None:
+    """Whichever way the address is written (compressed or not), it comes back as itself."""
+    for text in (address.compressed, address.exploded):
+        spec = parse_port_spec(f"[{text}]:{host or ''}:{container}{suffix}")
+        assert (spec.host_ip, spec.host_start, spec.container_start) == (address, host, container)
+        assert all(r.host_ip == address for r in spec.requests())
 
 
 # --- HostPortChooser -------------------------------------------------------------------------------
@@ -254,10 +287,22 @@ def test_same_port_other_protocol_is_free() -> None:
         (IP("10.0.0.1"), None, True),  # every address includes the held one
         (IP("10.0.0.1"), IP("10.0.0.1"), True),
         (IP("10.0.0.1"), IP("10.0.0.2"), False),
+        # Every address of one family (0.0.0.0, ::) overlaps that family only.
+        (IP("0.0.0.0"), IP("10.0.0.1"), True),
+        (IP("0.0.0.0"), IP6("::"), False),
+        (IP6("::"), IP6("2001:db8::1"), True),
+        (IP6("::"), IP("10.0.0.1"), False),
+        (IP6("::1"), IP6("::1"), True),
+        (IP6("::1"), IP6("2001:db8::1"), False),
+        (None, IP6("::1"), True),  # every address of both families
+        (IP6("::"), None, True),
+        (IP("127.0.0.1"), IP6("::1"), False),
     ],
 )
 def test_every_address_overlaps_a_specific_one(
-    held: ipaddress.IPv4Address | None, asked: ipaddress.IPv4Address | None, clash: bool
+    held: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    asked: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    clash: bool,
 ) -> None:
     assert overlaps(held, asked) is clash
     chooser = _chooser({(8080, TCP): [held]})

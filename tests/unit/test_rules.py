@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.model import Endpoint, EndpointOwner, PortBinding, Protocol
+from dockyard.errors import InvalidArgument
+from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, Protocol
 from dockyard.policy.rules import (
     BRIDGE_LISTING,
     CHAINS,
+    GATEWAY_MODE_IPV6,
     RULES,
     SETS,
     Elements,
+    check_gateway_mode6,
     element_commands,
+    elements_of_network,
     endpoint_elements,
+    endpoint_publish_elements,
     expected_listing,
+    link_local,
     network_elements,
     parse_listed_elements,
     publish_elements,
@@ -26,6 +34,8 @@ from dockyard.policy.rules import (
 
 NET = ipaddress.IPv4Network
 IP = ipaddress.IPv4Address
+NET6 = ipaddress.IPv6Network
+IP6 = ipaddress.IPv6Address
 TCP, UDP, SCTP = Protocol.TCP, Protocol.UDP, Protocol.SCTP
 
 
@@ -162,6 +172,95 @@ def test_endpoint_elements_guard_its_port_whatever_the_network() -> None:
     isolated = endpoint_elements(_endpoint(), icc=False)
     assert isolated.minus(guard) == Elements(no_icc_ports={"veth1"})
     assert isolated.count() == 4
+
+
+def _dual(mac: str = "02:42:AC:11:00:02") -> Endpoint:
+    return dataclasses.replace(
+        _endpoint(mac), address6=ipaddress.IPv6Interface("2001:db8:1::2/64"), gateway6=IP6("2001:db8:1::1")
+    )
+
+
+def test_link_local_is_the_kernels_eui64_of_the_mac() -> None:
+    # What a kernel with addr_gen_mode 0 gives eth0 of MAC 02:42:ac:11:00:02.
+    assert link_local("02:42:ac:11:00:02") == IP6("fe80::42:acff:fe11:2")
+    assert link_local("00:16:3e:00:00:01") == IP6("fe80::216:3eff:fe00:1")
+
+
+def test_an_endpoint_with_ipv6_may_send_from_its_address_and_link_local_only() -> None:
+    own = {("veth1", IP6("2001:db8:1::2")), ("veth1", IP6("fe80::42:acff:fe11:2"))}
+    el = endpoint_elements(_dual(), icc=True)
+    assert el.port_addrs6 == own and el.port_targets6 == own
+    assert el.minus(endpoint_elements(_endpoint(), icc=True)).count() == 4
+    # Without IPv6, none at all.
+    assert not endpoint_elements(_endpoint(), icc=True).port_addrs6
+
+
+def _network(**kw: Any) -> Network:
+    base = dict(
+        id="n" * 64,
+        name="n1",
+        driver=DriverName.BRIDGE,
+        subnet=NET("10.1.0.0/24"),
+        gateway=IP("10.1.0.1"),
+        bridge="dy-nnnnnnnnnnnn",
+        enable_ipv6=True,
+        subnet6=NET6("2001:db8:1::/64"),
+        gateway6=IP6("2001:db8:1::1"),
+    )
+    return Network(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_a_dual_stack_network_gets_each_familys_elements() -> None:
+    el = elements_of_network(_network())
+    assert el.masq_nets6 == {NET6("2001:db8:1::/64")} and el.masq_nets == {NET("10.1.0.0/24")}
+    assert el.bridge_nets6 == {(NET6("2001:db8:1::/64"), "dy-nnnnnnnnnnnn")}
+    assert el.dns_gateways6 == {IP6("2001:db8:1::1")} and el.dns_gateways == {IP("10.1.0.1")}
+    # IPv6 only: no IPv4 element at all, the bridge and its icc still.
+    only6 = elements_of_network(_network(subnet=None, gateway=None))
+    assert not (only6.masq_nets or only6.bridge_nets or only6.dns_gateways)
+    assert only6.bridges == {"dy-nnnnnnnnnnnn"} and only6.icc_pairs == {("dy-nnnnnnnnnnnn",) * 2}
+    # Routed: no NAT66 (NAT44 stays); internal: no NAT at all.
+    routed = elements_of_network(
+        _network(options=(("com.docker.network.bridge.gateway_mode_ipv6", "routed"),))
+    )
+    assert not routed.masq_nets6 and routed.masq_nets and routed.bridge_nets6
+    internal = elements_of_network(_network(internal=True))
+    assert not internal.masq_nets6 and not internal.masq_nets
+
+
+def test_gateway_modes_other_than_nat_and_routed_are_refused_by_name() -> None:
+    for mode in ("nat", "routed"):
+        check_gateway_mode6([(GATEWAY_MODE_IPV6, mode)])
+    for mode in ("nat-unprotected", "isolated", "Routed", ""):
+        with pytest.raises(InvalidArgument) as info:
+            check_gateway_mode6([("com.docker.network.bridge.name", "br9"), (GATEWAY_MODE_IPV6, mode)])
+        assert GATEWAY_MODE_IPV6 in str(info.value) and repr(mode) in str(info.value)
+
+
+def test_every_address_publishes_on_each_family_the_endpoint_has() -> None:
+    bindings = [
+        PortBinding(80, TCP, 8080),  # both families
+        PortBinding(81, TCP, 8081, IP("0.0.0.0")),  # IPv4 only
+        PortBinding(82, TCP, 8082, IP6("::")),  # IPv6 only
+        PortBinding(83, UDP, 8083, IP6("::1")),
+        PortBinding(84, UDP, 8084, IP("127.0.0.1")),
+    ]
+    a4, a6 = IP("10.1.0.2"), IP6("2001:db8:1::2")
+    assert endpoint_publish_elements(_network(), _dual(), bindings) == Elements(
+        publish_any={(TCP, 8080): (IP("172.17.0.2"), 80), (TCP, 8081): (IP("172.17.0.2"), 81)},
+        publish_addr={(IP("127.0.0.1"), UDP, 8084): (IP("172.17.0.2"), 84)},
+        publish_any6={(TCP, 8080): (a6, 80), (TCP, 8082): (a6, 82)},
+        publish_addr6={(IP6("::1"), UDP, 8083): (a6, 83)},
+    )
+    # An endpoint without IPv6 publishes its IPv4 half only (and an IPv6 address nowhere).
+    assert publish_elements(a4, bindings) == Elements(
+        publish_any={(TCP, 8080): (a4, 80), (TCP, 8081): (a4, 81)},
+        publish_addr={(IP("127.0.0.1"), UDP, 8084): (a4, 84)},
+    )
+    # Routed: the IPv6 half opens the container's own ports, no DNAT.
+    assert publish_elements(None, bindings, a6, routed=True) == Elements(
+        routed6={(a6, TCP, 80), (a6, TCP, 82), (a6, UDP, 83)}
+    )
 
 
 def test_publish_elements_split_every_address_from_one_address() -> None:
@@ -307,8 +406,25 @@ _ports = st.integers(min_value=1, max_value=65535)
 _protos = st.sampled_from(list(Protocol))
 _targets = st.tuples(_addrs, _ports)
 _macs = st.builds(lambda raw: ":".join(f"{b:02x}" for b in raw), st.binary(min_size=6, max_size=6))
+_nets6 = st.builds(
+    lambda a, p: NET6(f"{IP6(a)}/{p}", strict=False),
+    st.integers(min_value=0, max_value=2**128 - 1),
+    st.integers(min_value=16, max_value=128),
+)
+_addrs6 = st.builds(IP6, st.integers(min_value=0, max_value=2**128 - 1))
 _elements = st.builds(
     Elements,
+    masq_nets6=st.sets(_nets6, max_size=3),
+    bridge_nets6=st.sets(st.tuples(_nets6, _names), max_size=3),
+    dns_gateways=st.sets(_addrs, max_size=3),
+    dns_gateways6=st.sets(_addrs6, max_size=3),
+    routed6=st.sets(st.tuples(_addrs6, _protos, _ports), max_size=3),
+    publish_any6=st.dictionaries(st.tuples(_protos, _ports), st.tuples(_addrs6, _ports), max_size=3),
+    publish_addr6=st.dictionaries(
+        st.tuples(_addrs6, _protos, _ports), st.tuples(_addrs6, _ports), max_size=3
+    ),
+    port_addrs6=st.sets(st.tuples(_names, _addrs6), max_size=3),
+    port_targets6=st.sets(st.tuples(_names, _addrs6), max_size=3),
     bridges=st.sets(_names, max_size=4),
     masq_nets=st.sets(_nets, max_size=4),
     bridge_nets=st.sets(st.tuples(_nets, _names), max_size=4),

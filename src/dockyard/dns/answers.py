@@ -11,8 +11,11 @@ What a query gets:
   `name.<search domain of the asker>` too. Read fresh from the store on
   every query, so a container that joins or leaves is resolvable or gone at
   once. TTL 600, as Docker's.
-- AAAA and other types of a local name: an empty NOERROR answer (no IPv6).
-- PTR of an address of one of those networks: the container's name.
+- AAAA: likewise, the IPv6 addresses of those containers on networks with
+  IPv6 (the same name, alias and network rules); other types of a local
+  name, and AAAA where it has no IPv6: an empty NOERROR answer.
+- PTR of an address (IPv4, or IPv6 under ip6.arpa) of one of those
+  networks: the container's name.
 - Anything else is forwarded (upstreams.py); none answering is SERVFAIL. A
   single-label name that matches nothing here is NXDOMAIN at once, never
   forwarded (no public resolver knows one); with no server at all, a longer
@@ -29,7 +32,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from dnslib import OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from dnslib import AAAA, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from dockyard.dns.messages import Address, pack, ptr_address, reply_to
 from dockyard.dns.stats import Stats
@@ -53,6 +56,8 @@ def may_ask(network: Network, source: Address) -> bool:
     address itself, which is in the subnet. Anything else (another
     network's member, the LAN) is not this network's business.
     """
+    if source.version == 6:
+        return network.subnet6 is not None and source in network.subnet6
     return network.subnet is not None and source in network.subnet
 
 
@@ -146,13 +151,16 @@ class Resolver:
         name = str(question.qname).rstrip(".").lower()
         if question.qtype == QTYPE.PTR and (address := ptr_address(name)) is not None:
             for network in query.networks:
-                if network.subnet is not None and address in network.subnet:
+                subnet = network.subnet6 if address.version == 6 else network.subnet
+                if subnet is not None and address in subnet:
                     return self._reverse(query, network, address)
         elif name and (addresses := self._lookup(query, name)):
             reply = reply_to(query.request)
-            if question.qtype in (QTYPE.A, QTYPE.ANY):
-                for address in addresses:
+            for address in addresses:
+                if address.version == 4 and question.qtype in (QTYPE.A, QTYPE.ANY):
                     reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(str(address)), ttl=LOCAL_TTL))
+                if address.version == 6 and question.qtype in (QTYPE.AAAA, QTYPE.ANY):
+                    reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(str(address)), ttl=LOCAL_TTL))
             return pack(reply, query.request, query.tcp)
         if name and "." not in name and question.qtype != QTYPE.PTR:
             # A single label is a container's kind of name: ours to answer, and
@@ -165,7 +173,7 @@ class Resolver:
         return query.reply(rcode, aa=int(rcode == RCODE.NXDOMAIN))
 
     def _first(self, networks: list[Network], name: str) -> list[Address]:
-        """The addresses `name` has on the first of these networks that knows it."""
+        """The addresses (IPv4, then IPv6) `name` has on the first of these networks that knows it."""
         for network in networks:
             found = self.store.dns_addresses(network.id, name)
             if found:

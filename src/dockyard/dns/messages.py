@@ -15,7 +15,9 @@ from dnslib import QTYPE, RCODE, DNSHeader, DNSRecord
 UDP_LIMIT = 512  # without EDNS0
 PTR_SUFFIX = ".in-addr.arpa"
 
-Address = ipaddress.IPv4Address
+# Either family: a gateway, a source, a PTR's subject (IPv6 on networks that have it).
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+PTR6_SUFFIX = ".ip6.arpa"
 
 
 def reply_to(request: DNSRecord, rcode: int = RCODE.NOERROR, aa: int = 1) -> DNSRecord:
@@ -43,14 +45,19 @@ def pack(reply: DNSRecord, request: DNSRecord, tcp: bool) -> bytes:
 
 
 def ptr_address(name: str) -> Address | None:
-    """The address a `w.z.y.x.in-addr.arpa` name asks about, if it is one."""
+    """The address a `w.z.y.x.in-addr.arpa` (or 32-nibble `...ip6.arpa`) name asks about, if it is one."""
+    if name.endswith(PTR6_SUFFIX):
+        nibbles = name[: -len(PTR6_SUFFIX)].split(".")
+        if len(nibbles) != 32 or not all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+            return None
+        return ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16))
     if not name.endswith(PTR_SUFFIX):
         return None
     parts = name[: -len(PTR_SUFFIX)].split(".")
     if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 for p in parts):
         return None
     try:
-        return Address(".".join(reversed(parts)))
+        return ipaddress.IPv4Address(".".join(reversed(parts)))
     except ValueError:
         return None
 

@@ -33,6 +33,7 @@ import collections
 import contextlib
 import errno
 import functools
+import ipaddress
 import logging
 import os
 import selectors
@@ -63,6 +64,7 @@ ACCEPT_BURST = 64
 RETRY_INTERVAL = 2.0  # between attempts to bind a gateway that failed
 LOG_EVERY = 10.0  # seconds between two lines counting refusals
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -104,9 +106,12 @@ class TcpClient:
 
 
 def _bind(address: Address, kind: socket.SocketKind) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, kind)
+    sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, kind)
     try:
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        if address.version == 6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((str(address), PORT))
@@ -173,7 +178,9 @@ class Server:
                 raise DockyardError(f"cannot read the networks: {e}") from e
             log.warning("%s: cannot read networks, keeping the current ones: %s", why, e)
             return bool(self.listeners or self.unbound)
-        wanted = {n.gateway: n for n in networks if n.gateway is not None}
+        # Each gateway of each network: the IPv4 one, and the IPv6 one where the network has IPv6.
+        wanted: dict[Address, Network] = {n.gateway: n for n in networks if n.gateway is not None}
+        wanted |= {n.gateway6: n for n in networks if n.gateway6 is not None}
         for gateway in [g for g in self.listeners if g not in wanted]:
             listener = self.listeners.pop(gateway)
             self.selector.unregister(listener.udp)
@@ -262,10 +269,12 @@ class Server:
     def _on_udp(self, listener: Listener) -> None:
         for _ in range(64):  # drain a burst, then let the other sockets have a turn
             try:
-                data, (host, port) = listener.udp.recvfrom(65535)
+                # An IPv6 socket's peer is (host, port, flowinfo, scope id).
+                data, peer = listener.udp.recvfrom(65535)
             except OSError:  # BlockingIOError: drained
                 return
-            source = Address(host)
+            host, port = peer[0], peer[1]
+            source = ipaddress.ip_address(host)
             name = listener.network.name
             if not may_ask(listener.network, source):
                 self.refused["UDP queries from outside their network (dropped)"] += 1
@@ -290,14 +299,15 @@ class Server:
     def _on_accept(self, listener: Listener) -> None:
         for _ in range(ACCEPT_BURST):
             try:
-                conn, (host, _port) = listener.tcp.accept()
+                conn, peer = listener.tcp.accept()
+                host = peer[0]
             except BlockingIOError:
                 return
             except OSError as e:
                 if e.errno in OUT_OF_RESOURCES:
                     self._short_of_descriptors(listener, e)
                 return
-            source = Address(host)
+            source = ipaddress.ip_address(host)
             if not may_ask(listener.network, source):
                 conn.close()  # before it takes anything
                 self.refused["TCP connections from outside their network"] += 1

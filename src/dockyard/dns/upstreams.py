@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PORT = 53
 FORWARD_TIMEOUT = 2.0
 
-Address = ipaddress.IPv4Address
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 T = TypeVar("T")
 
 
@@ -68,13 +68,16 @@ class FileWatch(Generic[T]):
 
 
 def nameservers(text: str) -> tuple[Address, ...]:
-    """The IPv4 `nameserver` lines of a resolv.conf."""
-    servers = []
+    """The `nameserver` lines of a resolv.conf, IPv4 and IPv6 (a link-local one, which
+    needs its interface's scope, reaches nothing from this namespace: left out)."""
+    servers: list[Address] = []
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 2 and words[0] == "nameserver":
             with contextlib.suppress(ValueError):
-                servers.append(Address(words[1]))
+                server = ipaddress.ip_address(words[1])
+                if not server.is_link_local:
+                    servers.append(server)
     return tuple(servers)
 
 
@@ -87,7 +90,9 @@ class Upstreams:
         self._host = FileWatch(resolv_conf, self._read_host_dns)
 
     def servers(self, asker: Container | None) -> tuple[Address, ...]:
-        servers = tuple(s for s in asker.config.dns if not s.is_loopback) if asker else ()
+        servers: tuple[Address, ...] = (
+            tuple(s for s in asker.config.dns if not s.is_loopback) if asker else ()
+        )
         servers = servers or self._daemon.get() or self._host.get()
         own = self.own()
         return tuple(s for s in servers if s not in own)
@@ -124,7 +129,8 @@ class Upstreams:
 def _ask_udp(data: bytes, server: Address) -> bytes | None:
     """The server's answer to `data`, or None when it gives none in time."""
     deadline = time.monotonic() + FORWARD_TIMEOUT
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if server.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         try:
             sock.connect((str(server), PORT))
             sock.send(data)

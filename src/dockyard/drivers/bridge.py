@@ -2,7 +2,8 @@
 
 Host side of a network: the bridge with the gateway address, route_localnet
 on it (so 127.0.0.1-published ports can be DNATed into it), no IPv6 on it
-(no router advertisement taken), and the network's elements in the
+unless the network has IPv6 (then its IPv6 gateway address; never a router
+advertisement taken), and the network's elements in the
 `inet dockyard` sets. Per endpoint: its port's guard in `bridge dockyard`
 (the port, its MAC, its address: what the port may send), then a veth pair
 whose host end sits on the bridge and whose other end is created directly
@@ -18,47 +19,73 @@ import threading
 from pathlib import Path
 
 from dockyard.drivers.base import DriverErrors
-from dockyard.errors import DockyardError, KernelError
+from dockyard.errors import DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import Kernel, nftnl, sysctl
 from dockyard.model import Endpoint, Network, PortBinding
-from dockyard.policy import rules
+from dockyard.policy import ports, rules
 from dockyard.policy.rules.forward import legacy_accept_specs, legacy_policy_drop, legacy_rules_of
 
 log = logging.getLogger(__name__)
 
-# The publish maps' types, as rules.TABLE_TEXT declares them (a unit test
-# compares): their elements go over netlink without libnftables (nftnl.py).
+# The publish maps' and routed6's types, as rules.TABLE_TEXT declares them (a
+# test compares): their elements go over netlink without libnftables (nftnl.py).
 PUBLISH_ANY_KEY = ("inet_proto", "inet_service")
 PUBLISH_ADDR_KEY = ("ipv4_addr", "inet_proto", "inet_service")
 PUBLISH_TARGET = ("ipv4_addr", "inet_service")
+PUBLISH_ADDR6_KEY = ("ipv6_addr", "inet_proto", "inet_service")
+PUBLISH_TARGET6 = ("ipv6_addr", "inet_service")
+PUBLISHED: tuple[tuple[str, tuple[str, ...], tuple[str, ...] | None], ...] = (
+    ("publish_any", PUBLISH_ANY_KEY, PUBLISH_TARGET),
+    ("publish_addr", PUBLISH_ADDR_KEY, PUBLISH_TARGET),
+    ("publish_any6", PUBLISH_ANY_KEY, PUBLISH_TARGET6),
+    ("publish_addr6", PUBLISH_ADDR6_KEY, PUBLISH_TARGET6),
+    ("routed6", PUBLISH_ADDR6_KEY, None),
+)
 
 
-def publish_changes(
-    address: ipaddress.IPv4Address, bindings: tuple[PortBinding, ...], add: bool
-) -> list[nftnl.SetChange]:
-    """The publish maps' elements of an endpoint's bindings, encoded (data only to add)."""
+def publish_changes(el: rules.Elements, add: bool) -> list[nftnl.SetChange]:
+    """Published ports' elements (rules.publish_elements'), encoded: data only to add."""
     out: list[nftnl.SetChange] = []
-    every = [b for b in bindings if b.host_ip is None]
-    one = [b for b in bindings if b.host_ip is not None]
-    for name, types, chosen, keys in (
-        ("publish_any", PUBLISH_ANY_KEY, every, [(b.proto, b.host_port) for b in every]),
-        ("publish_addr", PUBLISH_ADDR_KEY, one, [(b.host_ip, b.proto, b.host_port) for b in one]),
-    ):
-        if not keys:
+    for name, key_types, data_types in PUBLISHED:
+        part = getattr(el, name)
+        if not part:
             continue
-        encoded = nftnl.encode_rows(types, keys)  # type: ignore[arg-type]
-        if add:
-            targets = nftnl.encode_rows(PUBLISH_TARGET, [(address, b.container_port) for b in chosen])
+        keys = list(part)
+        encoded = nftnl.encode_rows(key_types, keys)
+        if add and data_types is not None:
+            targets = nftnl.encode_rows(data_types, [part[k] for k in keys])
             out.append((rules.FAMILY, rules.TABLE, name, list(zip(encoded, targets, strict=True))))
         else:
             out.append((rules.FAMILY, rules.TABLE, name, [(k, None) for k in encoded]))
     return out
 
 
+LOOPBACK6 = ipaddress.IPv6Address("::1")
+
+
+def _bridged_ip6_netfilter() -> bool:
+    """Whether br_netfilter passes bridged IPv6 through the inet hooks in this namespace."""
+    try:
+        return sysctl.read("net.bridge.bridge-nf-call-ip6tables") == "1"
+    except DockyardError:
+        return False  # no br_netfilter here
+
+
+def endpoint_families(endpoint: Endpoint) -> ports.Families:
+    """The address families an endpoint has: those a port on every address is published on."""
+    return ports.families(endpoint.address is not None, endpoint.address6 is not None)
+
+
 def _gateway_iface(network: Network) -> ipaddress.IPv4Interface | None:
     if network.subnet is None or network.gateway is None:
         return None
     return ipaddress.IPv4Interface(f"{network.gateway}/{network.subnet.prefixlen}")
+
+
+def _gateway6_iface(network: Network) -> ipaddress.IPv6Interface | None:
+    if not network.enable_ipv6 or network.subnet6 is None or network.gateway6 is None:
+        return None
+    return ipaddress.IPv6Interface(f"{network.gateway6}/{network.subnet6.prefixlen}")
 
 
 class BridgeDriver:
@@ -69,17 +96,32 @@ class BridgeDriver:
         # The daemon's monitor syncs FORWARD without the engine's lock: two syncs
         # at once would both find a rule missing and both add it.
         self._forward_lock = threading.Lock()
+        # Networks in Docker's routed IPv6 mode (every network passes create_network at start):
+        # unpublish, handed no network, renders their endpoints' ports as create did.
+        self._routed6: set[str] = set()
 
     def _network_elements(self, network: Network) -> rules.Elements:
         return rules.elements_of_network(network)
 
     def create_network(self, network: Network) -> None:
+        # Before any kernel work: the caller's rollback then leaves nothing behind.
+        # (Its natural home is the option parsing in engine/networks, before the record.)
+        rules.check_gateway_mode6(network.options)
+        if rules.routed6(network):
+            self._routed6.add(network.id)
+        gateway6 = _gateway6_iface(network)
         created = self.k.netlink.ensure_bridge(
-            network.bridge, _gateway_iface(network), network.mtu, self.owner
+            network.bridge, _gateway_iface(network), network.mtu, self.owner, gateway6
         )
         try:
             sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")
-            sysctl.ipv6_off(network.bridge)
+            if gateway6 is None:
+                sysctl.ipv6_off(network.bridge)
+            else:
+                # The host routes between its networks and the outside for IPv6 too
+                # (net.ipv4.ip_forward's twin, set as Docker sets it: once a network has IPv6).
+                sysctl.write("net.ipv6.conf.all.forwarding", "1")
+                self.k.netlink.ensure_loopback6_route(network.bridge)
             self.k.nft.apply(
                 rules.element_commands("add", self._network_elements(network), self.owner),
                 f"add network {network.name}",
@@ -95,6 +137,7 @@ class BridgeDriver:
             raise
 
     def delete_network(self, network: Network) -> None:
+        self._routed6.discard(network.id)
         errors: list[Exception] = []
         try:
             self._delete_elements(self._network_elements(network))
@@ -187,15 +230,25 @@ class BridgeDriver:
             gateway=endpoint.gateway,
             mac=endpoint.mac,
             mtu=network.mtu,
-            default_route=default_route and endpoint.gateway is not None and not network.internal,
+            default_route=default_route and not network.internal,
+            address6=endpoint.address6,
+            gateway6=endpoint.gateway6,
         )
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         if not bindings:
             return
-        self.k.holds.hold(endpoint.id, list(bindings))
+        if any(b.host_ip == LOOPBACK6 for b in bindings) and _bridged_ip6_netfilter():
+            # br_netfilter undoes the NAT of the reply at the bridge, before IPv6's own
+            # check drops any packet to ::1 that did not come by lo (RFC 4291).
+            raise InvalidArgument(
+                "cannot publish on ::1 while net.bridge.bridge-nf-call-ip6tables is 1 "
+                "(br_netfilter): publish on another address, or set it to 0"
+            )
+        self.k.holds.hold(endpoint.id, list(bindings), endpoint_families(endpoint))
         try:
-            self.k.nft.change_elements(True, publish_changes(endpoint.address.ip, bindings, True), self.owner)
+            el = rules.endpoint_publish_elements(network, endpoint, bindings)
+            self.k.nft.change_elements(True, publish_changes(el, True), self.owner)
         except DockyardError:
             self.k.holds.release(endpoint.id)
             raise
@@ -203,11 +256,17 @@ class BridgeDriver:
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         try:
             if bindings:
+                el = rules.publish_elements(
+                    endpoint.address.ip if endpoint.address is not None else None,
+                    bindings,
+                    endpoint.address6.ip if endpoint.address6 is not None else None,
+                    routed=endpoint.network_id in self._routed6,
+                )
                 try:
-                    self.k.nft.change_elements(False, publish_changes(endpoint.address.ip, bindings, False))
+                    self.k.nft.change_elements(False, publish_changes(el, False))
                 except KernelError:
                     # Some were gone already (a crash between steps): delete what is left.
-                    self._delete_elements(rules.publish_elements(endpoint.address.ip, bindings))
+                    self._delete_elements(el)
         finally:
             self.k.holds.release(endpoint.id)
 

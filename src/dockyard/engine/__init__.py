@@ -377,8 +377,9 @@ class Engine:
         ip: ipaddress.IPv4Address | None = None,
         aliases: tuple[str, ...] = (),
         mac: str = "",
+        ip6: ipaddress.IPv6Address | None = None,
     ) -> Endpoint:
-        return self.attach.connect(network_ref, container_ref, ip, aliases, mac)
+        return self.attach.connect(network_ref, container_ref, ip, aliases, mac, ip6)
 
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
         self.attach.disconnect(network_ref, container_ref, force)

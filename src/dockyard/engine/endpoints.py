@@ -91,9 +91,13 @@ class Endpoints:
     # -- record ------------------------------------------------------------
 
     def check_request(
-        self, network: Network, requested_ip: ipaddress.IPv4Address | None, publishing: bool
+        self,
+        network: Network,
+        requested_ip: ipaddress.IPv4Address | None,
+        publishing: bool,
+        requested_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
-        """Checks that need no lock: the address fits, the network takes ports."""
+        """Checks that need no lock: the addresses fit, the network takes ports."""
         if not network.bridged:
             raise InvalidArgument(f"network {network.name} takes no endpoints")
         if requested_ip is not None:
@@ -101,6 +105,14 @@ class Endpoints:
             ipam.check_in_subnet(requested_ip, network.subnet, "--ip")
             if requested_ip == network.gateway:
                 raise Conflict(f"address {requested_ip} is the gateway of network {network.name}")
+        if requested_ip6 is not None:
+            if network.subnet6 is None:
+                raise InvalidArgument(
+                    f"--ip6 {requested_ip6}: network {network.name} has no IPv6 (create it with --ipv6)"
+                )
+            ipam.check_in_subnet(requested_ip6, network.subnet6, "--ip6")
+            if requested_ip6 == network.gateway6:
+                raise Conflict(f"address {requested_ip6} is the gateway of network {network.name}")
         if publishing and network.internal:
             raise InvalidArgument(f"network {network.name} is internal: ports cannot be published")
 
@@ -113,12 +125,25 @@ class Endpoints:
         port_requests: tuple[PortRequest, ...] = (),
         aliases: tuple[str, ...] = (),
         mac: str = "",
+        requested_ip6: ipaddress.IPv6Address | None = None,
     ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
-        """Choose address and host ports and store them: the intent. mac: --mac-address, or derived."""
+        """Choose addresses and host ports and store them: the intent. mac: --mac-address, or derived.
+
+        On a network with IPv6 the endpoint leases an IPv6 address beside its
+        IPv4 one, in the same transaction, under the same rules."""
         assert network.subnet is not None
-        reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
+        reserved = [
+            a for a in (network.gateway, network.gateway6, *(a for _, a in network.aux_addresses)) if a
+        ]
         allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
-        if requested_ip is not None and self.store.address_used(network.id, requested_ip):
+        allocator6 = (
+            ipam.AddressAllocator(network.subnet6, reserved, network.ip_range6)
+            if network.subnet6 is not None
+            else None
+        )
+        if (requested_ip is not None and self.store.address_used(network.id, requested_ip)) or (
+            requested_ip6 is not None and self.store.address6_used(network.id, requested_ip6)
+        ):
             # Taken, or still held by the veth of a container that just ended
             # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
             self.settle()
@@ -126,7 +151,16 @@ class Endpoints:
         claimed = self._claim(network, eid, requested_ip)
         try:
             return self._record(
-                owner, network, ifname, allocator, eid, claimed, requested_ip, port_requests, aliases, mac
+                owner,
+                network,
+                ifname,
+                (allocator, allocator6),
+                eid,
+                claimed,
+                (requested_ip, requested_ip6),
+                port_requests,
+                aliases,
+                mac,
             )
         except BaseException:
             if claimed is not None and self.cluster is not None:
@@ -152,10 +186,10 @@ class Endpoints:
         owner: EndpointOwner,
         network: Network,
         ifname: str,
-        allocator: ipam.AddressAllocator,
+        allocators: tuple[ipam.AddressAllocator, ipam.AddressAllocator | None],
         eid: str,
         claimed: ipaddress.IPv4Address | None,
-        requested_ip: ipaddress.IPv4Address | None,
+        requested: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
         port_requests: tuple[PortRequest, ...],
         aliases: tuple[str, ...],
         mac: str,
@@ -170,6 +204,8 @@ class Endpoints:
             def used(a: ipaddress.IPv4Address) -> bool:
                 return self.store.address_used(network.id, a)
 
+            allocator, allocator6 = allocators
+            requested_ip, requested_ip6 = requested
             if claimed is not None:
                 address = claimed
             elif requested_ip is not None:
@@ -177,6 +213,7 @@ class Endpoints:
             else:
                 address = allocator.allocate(used, self.store.ip_cursor(network.id))
                 self.store.set_ip_cursor(network.id, address)
+            address6 = self._lease6(network, allocator6, requested_ip6)
             endpoint = Endpoint(
                 id=eid,
                 owner=owner,
@@ -187,6 +224,8 @@ class Endpoints:
                 mac=mac or mac_for(address),
                 host_ifname="veth" + eid[:7],
                 aliases=aliases,
+                address6=address6,
+                gateway6=network.gateway6 if address6 is not None else None,
             )
             self.store.add_endpoint(endpoint)
             try:
@@ -198,6 +237,26 @@ class Endpoints:
                 raise
         step("endpoint.recorded")
         return endpoint, bindings
+
+    def _lease6(
+        self,
+        network: Network,
+        allocator6: ipam.AddressAllocator | None,
+        requested_ip6: ipaddress.IPv6Address | None,
+    ) -> ipaddress.IPv6Interface | None:
+        """The endpoint's IPv6 address (in record's transaction), None on a network without IPv6."""
+        if allocator6 is None or network.subnet6 is None:
+            return None
+
+        def used6(a: ipaddress.IPv6Address) -> bool:
+            return self.store.address6_used(network.id, a)
+
+        if requested_ip6 is not None:
+            address6 = allocator6.check_requested(requested_ip6, used6)
+        else:
+            address6 = allocator6.allocate(used6, self.store.ip6_cursor(network.id))
+            self.store.set_ip6_cursor(network.id, address6)
+        return ipaddress.IPv6Interface(f"{address6}/{network.subnet6.prefixlen}")
 
     def choose_ports(
         self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str
@@ -218,7 +277,7 @@ class Endpoints:
         lo, hi = (min(asked), max(asked)) if asked else (0, -1)
         known = self.store.port_holders(lo, hi) if asked else {}
 
-        def holders(key: ports.Key) -> list[ipaddress.IPv4Address | None]:
+        def holders(key: ports.Key) -> list[ports.HostIp | None]:
             if lo <= key[0] <= hi:
                 return known.get(key, [])
             return self.store.port_holders(key[0]).get(key, [])
@@ -228,7 +287,10 @@ class Endpoints:
             requests = tuple(
                 r if r.host_ip is not None else replace(r, host_ip=network.host_binding) for r in requests
             )
-        reserve = functools.partial(self.k.holds.reserve, endpoint_id)
+        has6 = network.enable_ipv6 and network.subnet6 is not None
+        every = ports.families(network.subnet is not None, has6)
+        ports.check_families(requests, every, network.name)
+        reserve = functools.partial(self.k.holds.reserve, endpoint_id, families=every)
         chooser = ports.HostPortChooser(holders, reserve, self.k.holds.local_port_range())
         return chooser.choose(requests)
 

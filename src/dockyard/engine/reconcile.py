@@ -50,7 +50,7 @@ from dockyard.kernel import Kernel, procs, sysctl
 from dockyard.kernel.cgroups import Cgroups
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.model import ContainerState, DriverName, EndpointOwner, ModeKind
-from dockyard.policy import rules
+from dockyard.policy import ports, rules
 from dockyard.settings import Paths
 from dockyard.store import Store, now
 
@@ -461,15 +461,16 @@ class Reconciler:
     def desired_elements(self) -> rules.Elements:
         el = rules.Elements()
         for network in self.store.networks():
-            if network.bridged and network.subnet is not None:
+            if network.bridged and (network.subnet is not None or network.subnet6 is not None):
                 el.update(rules.elements_of_network(network))
         for c in self.store.containers():
             if not c.running:
                 continue
             for ep in self.store.endpoints(container_id=c.id):
-                el.update(rules.publish_elements(ep.address.ip, self.endpoints.bindings(ep.owner, ep.id)))
                 found = self.store.find_network(ep.network_id)
                 if found is not None:
+                    bindings = self.endpoints.bindings(ep.owner, ep.id)
+                    el.update(rules.endpoint_publish_elements(found, ep, bindings))
                     el.update(rules.endpoint_elements(ep, found.icc))
         el.update(self.attachments.desired_elements())
         return el
@@ -501,7 +502,8 @@ class Reconciler:
                 bindings = list(self.endpoints.bindings(ep.owner, ep.id))
                 if bindings and ep.id not in held:
                     # A host process may have taken a port while no daemon held it.
-                    for err in self.k.holds.hold_each(ep.id, bindings):
+                    every = ports.families(ep.address is not None, ep.address6 is not None)
+                    for err in self.k.holds.hold_each(ep.id, bindings, every):
                         log.warning("container %s: %s; the port stays published but is not held", c.name, err)
         # Docker's endpoints publish ports too, and Docker holds none for a remote driver: held
         # alike. A CNI attachment's ports are its runtime's to hold, as with portmap.

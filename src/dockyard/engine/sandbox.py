@@ -86,7 +86,7 @@ class Sandboxes:
 
 def resolv_conf(
     host_text: str,
-    dns: Iterable[ipaddress.IPv4Address] = (),
+    dns: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
     search: Iterable[str] = (),
     options: Iterable[str] = (),
 ) -> str:
@@ -126,15 +126,20 @@ def resolv_conf(
 
 
 def hosts_file(
-    address: ipaddress.IPv4Address | None, names: Iterable[str], extra: Iterable[tuple[str, str]] = ()
+    address: ipaddress.IPv4Address | None,
+    names: Iterable[str],
+    extra: Iterable[tuple[str, str]] = (),
+    address6: ipaddress.IPv6Address | None = None,
 ) -> str:
-    """extra: --add-host's (address, name), after the container's own line, as Docker writes them."""
+    """extra: --add-host's (address, name), after the container's own line(s), as Docker
+    writes them; address6: its IPv6 address on a network with IPv6, a line of its own."""
     text = HOSTS_HEADER
     unique = list(dict.fromkeys(n for n in names if n))
     for extra_address, name in extra:
         text += f"{extra_address}\t{name}\n"
-    if address is not None and unique:
-        text += f"{address}\t{' '.join(unique)}\n"
+    for own in (address, address6):
+        if own is not None and unique:
+            text += f"{own}\t{' '.join(unique)}\n"
     return text
 
 
@@ -146,6 +151,7 @@ def write_network_files(
     names: Iterable[str],
     resolv_text: str,
     extra_hosts: Iterable[tuple[str, str]] = (),
+    address6: ipaddress.IPv6Address | None = None,
 ) -> dict[str, Path]:
     """Write hosts, hostname and resolv.conf under root; return {container path: file}.
 
@@ -153,7 +159,7 @@ def write_network_files(
     (kernel/files.py); readable by all, as a container's /etc files are.
     """
     wanted = {
-        "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names], extra_hosts)),
+        "/etc/hosts": (directory / "hosts", hosts_file(address, [hostname, *names], extra_hosts, address6)),
         "/etc/hostname": (directory / "hostname", hostname + "\n"),
         "/etc/resolv.conf": (directory / "resolv.conf", resolv_text),
     }

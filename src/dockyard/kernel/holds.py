@@ -5,6 +5,12 @@ host so that no host process can bind it, and so that publishing a port a
 host process already uses fails. Each hold is a bound socket (listening for
 TCP) that never accepts: DNAT sends the traffic to the container first.
 
+A port on every address (host_ip None) is held on each family its
+endpoint has: 0.0.0.0 for IPv4 only, :: with IPV6_V6ONLY for IPv6 only, and
+one dual-stack :: socket (V6ONLY off) for both, which conflicts with any
+bind of the port on either family. An explicit 0.0.0.0 or :: is its own
+family only.
+
 Mechanism only: this module says what the kernel answered (a BindStatus, or
 HoldRefused carrying one); the words a user reads are ports.py's.
 """
@@ -21,6 +27,11 @@ from dockyard.errors import KernelError
 from dockyard.kernel import sysctl
 from dockyard.model import BindStatus, PortBinding, Protocol
 
+HostIp = ipaddress.IPv4Address | ipaddress.IPv6Address
+# The address families a port on every address (host_ip None) is held on: 4, 6 or both.
+Families = frozenset[int]
+IPV4_ONLY: Families = frozenset({4})
+
 _KINDS = {
     Protocol.TCP: (socket.SOCK_STREAM, socket.IPPROTO_TCP),
     Protocol.UDP: (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
@@ -29,8 +40,23 @@ _KINDS = {
 _REFUSED = {errno.EADDRINUSE: BindStatus.IN_USE, errno.EADDRNOTAVAIL: BindStatus.NOT_LOCAL}
 
 
-def _where(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> str:
+def _where(ip: HostIp | None, port: int, proto: Protocol) -> str:
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"[{ip}]:{port}/{proto}"
     return f"{ip or '0.0.0.0'}:{port}/{proto}"
+
+
+# A range binds one address a thousand times: its text is made once.
+@functools.lru_cache(maxsize=64)
+def _address(ip: HostIp | None, families: Families) -> tuple[int, str, bool]:
+    """(address family, address to bind, IPv6 only) for a host address."""
+    if ip is None:
+        if 6 not in families:
+            return socket.AF_INET, "0.0.0.0", False
+        return socket.AF_INET6, "::", 4 not in families
+    if isinstance(ip, ipaddress.IPv6Address):
+        return socket.AF_INET6, str(ip), True
+    return socket.AF_INET, str(ip), False
 
 
 class HoldRefused(KernelError):
@@ -44,22 +70,27 @@ class HoldRefused(KernelError):
         self.status = status
 
 
-def _open(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> socket.socket | None:
+def _open(
+    ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY
+) -> socket.socket | None:
     """A socket bound to the port, or None when the kernel has no such protocol.
 
     Without SCTP in the kernel no host process can take an SCTP port
     either, so there is nothing to hold.
     """
     kind, number = _KINDS[proto]
+    family, address, v6only = _address(ip, families)
     try:
-        sock = socket.socket(socket.AF_INET, kind, number)
+        sock = socket.socket(family, kind, number)
     except OSError as e:
         if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EAFNOSUPPORT):
             return None
         raise
     try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         # No SO_REUSEADDR: a bound socket without it conflicts with any other bind.
-        sock.bind((_text(ip), port))
+        sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(0)
     except OSError:
@@ -68,18 +99,12 @@ def _open(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> socke
     return sock
 
 
-@functools.lru_cache(maxsize=64)
-def _text(ip: ipaddress.IPv4Address | None) -> str:
-    # A range binds one address a thousand times: str() of it once.
-    return str(ip) if ip else "0.0.0.0"
-
-
 def _try(
-    ip: ipaddress.IPv4Address | None, port: int, proto: Protocol
+    ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY
 ) -> tuple[BindStatus, socket.socket | None]:
     """What a bind answered, with the bound socket when it is free."""
     try:
-        sock = _open(ip, port, proto)
+        sock = _open(ip, port, proto, families)
     except OSError as e:
         status = _REFUSED.get(e.errno or 0)
         if status is None:
@@ -88,15 +113,15 @@ def _try(
     return BindStatus.FREE, sock
 
 
-def probe(ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
+def probe(ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY) -> BindStatus:
     """Whether the host could bind the port now, and if not, why."""
-    status, sock = _try(ip, port, proto)
+    status, sock = _try(ip, port, proto, families)
     if sock is not None:
         sock.close()
     return status
 
 
-Where = tuple[ipaddress.IPv4Address | None, int, Protocol]
+Where = tuple[HostIp | None, int, Protocol]
 
 
 class PortHolds:
@@ -113,16 +138,21 @@ class PortHolds:
         self._reserved: dict[str, dict[Where, socket.socket]] = {}
         self._lock = threading.Lock()
 
-    def probe(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
-        return probe(ip, port, proto)
+    def probe(
+        self, ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY
+    ) -> BindStatus:
+        return probe(ip, port, proto, families)
 
-    def reserve(self, owner: str, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> BindStatus:
-        """A probe that keeps the port bound for the owner's next hold when it is free.
+    def reserve(
+        self, owner: str, ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY
+    ) -> BindStatus:
+        """A probe that keeps the port bound for the owner's next hold when it is free
+        (`families`: those of the owner's endpoint, for a port on every address).
 
         Called once per port of a range (a thousand times for `-p 10000-10999`):
         a bind is the kernel's cost, everything around it is kept to a dict
         lookup or two."""
-        status, sock = _try(ip, port, proto)
+        status, sock = _try(ip, port, proto, families)
         if sock is not None:
             key = (ip, port, proto)
             with self._lock:
@@ -146,8 +176,11 @@ class PortHolds:
         """The host's ephemeral range, where random host ports come from."""
         return sysctl.local_port_range()
 
-    def hold(self, owner: str, bindings: list[PortBinding]) -> None:
-        """Take every binding's host port, or none of them (HoldRefused names the first refused)."""
+    def hold(self, owner: str, bindings: list[PortBinding], families: Families = IPV4_ONLY) -> None:
+        """Take every binding's host port, or none of them (HoldRefused names the first refused).
+
+        A reservation is taken over as it is: the owner's families do not change
+        between its probe and its hold."""
         taken: list[socket.socket] = []
         with self._lock:
             reserved = self._reserved.get(owner, {})
@@ -160,7 +193,7 @@ class PortHolds:
                     taken.append(sock)
                     continue
                 try:
-                    sock = _open(b.host_ip, b.host_port, b.proto)
+                    sock = _open(b.host_ip, b.host_port, b.proto, families)
                 except OSError as e:
                     status = _REFUSED.get(e.errno or 0)
                     if status is not None:
@@ -179,7 +212,9 @@ class PortHolds:
         with self._lock:
             self._held.setdefault(owner, []).extend(taken)
 
-    def hold_each(self, owner: str, bindings: list[PortBinding]) -> list[KernelError]:
+    def hold_each(
+        self, owner: str, bindings: list[PortBinding], families: Families = IPV4_ONLY
+    ) -> list[KernelError]:
         """Take what can be taken, one binding at a time; the refusals, for the caller to report.
 
         For holds taken again at restore: one port a host process grabbed
@@ -188,7 +223,7 @@ class PortHolds:
         refused: list[KernelError] = []
         for b in bindings:
             try:
-                self.hold(owner, [b])
+                self.hold(owner, [b], families)
             except KernelError as e:
                 refused.append(e)
         return refused

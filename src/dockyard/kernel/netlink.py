@@ -13,6 +13,7 @@ import errno
 import functools
 import hashlib
 import ipaddress
+import socket
 import threading
 import types
 from collections.abc import Iterator
@@ -27,6 +28,10 @@ from dockyard.errors import Conflict, KernelError
 from dockyard.kernel import netns, sysctl
 
 RT_TABLE_MAIN = 254
+AF_INET6 = 10
+# An IPv6 address given by the engine is its alone (the lease says so): no duplicate
+# address detection, which would keep it "tentative", unusable, for a second or more.
+IFA_F_NODAD = 0x02
 # pyroute2 dumps can be interrupted by concurrent changes; retry a few times.
 _DUMP_RETRIES = 5
 
@@ -167,6 +172,22 @@ class Netlink:
             out.append((dev, ipaddress.IPv4Network(f"{dst}/{m['dst_len']}", strict=False)))
         return out
 
+    def routes6(self) -> list[tuple[str, ipaddress.IPv6Network]]:
+        """IPv6 routes of the main table as (device, destination): default, link-local
+        and multicast routes excluded (every link has those)."""
+        with self._lock:
+            msgs = self._dump(self._ipr.get_routes, family=AF_INET6, table=RT_TABLE_MAIN)
+            names = {m["index"]: str(_attr(m, "IFLA_IFNAME")) for m in self._dump(self._ipr.get_links)}
+        out = []
+        for m in msgs:
+            if m["dst_len"] == 0:
+                continue
+            dst = ipaddress.IPv6Network(f"{_attr(m, 'RTA_DST')}/{m['dst_len']}", strict=False)
+            if dst.is_link_local or dst.is_multicast or dst.is_loopback:
+                continue
+            out.append((names.get(_attr(m, "RTA_OIF"), ""), dst))
+        return out
+
     def addresses(self) -> list[tuple[str, ipaddress.IPv4Interface]]:
         with self._lock:
             msgs = self._dump(self._ipr.get_addr, family=2)
@@ -185,8 +206,19 @@ class Netlink:
         (msg,) = self._ipr.get_links(idx)
         return str(_attr(msg, "IFLA_IFALIAS") or "")
 
-    def ensure_bridge(self, name: str, gateway: ipaddress.IPv4Interface | None, mtu: int, owner: str) -> bool:
-        """Create the bridge if missing, give it its gateway address, bring it up.
+    def ensure_bridge(
+        self,
+        name: str,
+        gateway: ipaddress.IPv4Interface | None,
+        mtu: int,
+        owner: str,
+        gateway6: ipaddress.IPv6Interface | None = None,
+    ) -> bool:
+        """Create the bridge if missing, give it its gateway address(es), bring it up.
+
+        With gateway6 the bridge has IPv6 on (no router advertisement taken)
+        and the IPv6 gateway address, without duplicate address detection;
+        without it, no IPv6 at all (the caller turns it off).
 
         The bridge carries its owner's mark as its alias: a bridge of the
         same name that is not this owner's (another dockyard root's, or
@@ -227,11 +259,29 @@ class Netlink:
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise _fail(e, f"add {gateway} to bridge {name}") from e
+            if gateway6 is not None:
+                self._add_address6(idx, gateway6, f"bridge {name}")
             try:
                 self._ipr.link("set", index=idx, state="up")
             except NetlinkError as e:
                 raise _fail(e, f"bring bridge {name} up") from e
         return created
+
+    def _add_address6(self, idx: int, address: ipaddress.IPv6Interface, where: str) -> None:
+        """An IPv6 address on a host link (its IPv6 turned on first), without DAD."""
+        name = str(_attr(self._ipr.get_links(idx)[0], "IFLA_IFNAME"))
+        sysctl.ipv6_on(name)
+        try:
+            self._ipr.addr(
+                "add",
+                index=idx,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                flags=IFA_F_NODAD,
+            )
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise _fail(e, f"add {address} to {where}") from e
 
     def delete_bridge(self, name: str, owner: str) -> bool:
         """Delete the bridge if it is this owner's; True when it was deleted."""
@@ -283,9 +333,14 @@ class Netlink:
         mac: str,
         mtu: int,
         default_route: bool = True,
+        address6: ipaddress.IPv6Interface | None = None,
+        gateway6: ipaddress.IPv6Address | None = None,
     ) -> None:
-        """A veth pair: host end on the bridge, the other end `ifname` in the sandbox,
-        without IPv6 (no network has it yet)."""
+        """A veth pair: host end on the bridge, the other end `ifname` in the sandbox.
+
+        Without address6 the sandbox's end has no IPv6; with it, IPv6 on, the
+        address without DAD and a default IPv6 route via gateway6. Either way
+        it takes no router advertisement: only the engine configures it."""
         with self._lock:
             bridge_idx = self.index(bridge)
             if bridge_idx is None:
@@ -313,14 +368,27 @@ class Netlink:
                 raise _fail(e, f"attach {host_ifname} to {bridge}") from e
         # Before the interface is up: it never takes a router advertisement.
         with netns.entered(sandbox):
-            sysctl.ipv6_off(ifname)
+            if address6 is None:
+                sysctl.ipv6_off(ifname)
+            else:
+                sysctl.ipv6_on(ifname)
         with sandbox_netlink(sandbox) as ns_ipr:
             try:
                 idx = ns_ipr.link_lookup(ifname=ifname)[0]
                 ns_ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
+                if address6 is not None:
+                    ns_ipr.addr(
+                        "add",
+                        index=idx,
+                        address=str(address6.ip),
+                        prefixlen=address6.network.prefixlen,
+                        flags=IFA_F_NODAD,
+                    )
                 ns_ipr.link("set", index=idx, state="up")
                 if default_route and gateway is not None:
                     ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+                if default_route and gateway6 is not None and address6 is not None:
+                    ns_ipr.route("add", dst="::/0", gateway=str(gateway6), oif=idx, family=AF_INET6)
             except NetlinkError as e:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
 
@@ -334,6 +402,33 @@ class Netlink:
                 self._ipr.brport("set", index=idx, mode=int(on))
             except NetlinkError as e:
                 raise _fail(e, f"set hairpin mode of {port}") from e
+
+    def ensure_loopback6_route(self, bridge: str) -> None:
+        """A local route for ::1 through the bridge (in table local, behind lo's).
+
+        What route_localnet is to 127.0.0.1 publishing: the reply to a host
+        connection to ::1 that was DNATed into the bridge comes back DNATed to
+        ::1, and without a local ::1 route on the interface it arrived by the
+        kernel finds no route for it (IPv6 looks loopback up on that interface
+        only). Nothing from the wire is addressed to ::1 past the kernel's
+        own check (RFC 4291, before any hook); the route goes with the bridge.
+        """
+        with self._lock:
+            idx = self.index(bridge)
+            if idx is None:
+                raise KernelError(f"cannot route ::1 through {bridge}: no such link")
+            try:
+                self._ipr.route(
+                    "replace",
+                    family=socket.AF_INET6,
+                    dst="::1/128",
+                    oif=idx,
+                    table=255,
+                    type="local",
+                    priority=1024,
+                )
+            except NetlinkError as e:
+                raise _fail(e, f"route ::1 through {bridge}") from e
 
 
 @contextlib.contextmanager
@@ -363,18 +458,24 @@ def sandbox_links(sandbox: Path) -> list[str]:
 def add_sandbox_routes(
     sandbox: Path,
     ifname: str,
-    routes: list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]],
+    routes: list[
+        tuple[
+            ipaddress.IPv4Network | ipaddress.IPv6Network,
+            ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+        ]
+    ],
 ) -> None:
-    """Routes through ifname in the sandbox: via a gateway, or on-link when it is None."""
+    """Routes (either family) through ifname in the sandbox: via a gateway, or on-link when it is None."""
     with sandbox_netlink(sandbox) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise KernelError(f"cannot add routes in {sandbox}: no interface {ifname}")
         for dst, gw in routes:
             try:
+                family = AF_INET6 if dst.version == 6 else 2
                 if gw is None:
-                    ipr.route("add", dst=str(dst), oif=found[0], scope=253)  # RT_SCOPE_LINK
+                    ipr.route("add", dst=str(dst), oif=found[0], scope=253, family=family)  # RT_SCOPE_LINK
                 else:
-                    ipr.route("add", dst=str(dst), gateway=str(gw), oif=found[0])
+                    ipr.route("add", dst=str(dst), gateway=str(gw), oif=found[0], family=family)
             except NetlinkError as e:
                 raise _fail(e, f"add route to {dst} via {gw or ifname} in {sandbox}") from e

@@ -28,7 +28,10 @@ NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 CLONE_NEWNET = 0x40000000
 IFF_UP = 1
 
-Route = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]
+# (destination, gateway or None), of either family.
+Route = tuple[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, ipaddress.IPv4Address | ipaddress.IPv6Address | None
+]
 
 
 def link_mac(name: str) -> str:
@@ -59,8 +62,8 @@ def is_network_namespace(path: str | Path) -> bool:
 class SandboxInterface:
     mac: str
     up: bool
-    addresses: frozenset[ipaddress.IPv4Interface]
-    # The sandbox's IPv4 routes of the main table, whatever their device.
+    addresses: frozenset[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+    # The sandbox's routes of the main table (both families), whatever their device.
     routes: frozenset[Route]
 
 
@@ -73,19 +76,21 @@ def sandbox_interface(netns: Path, ifname: str) -> SandboxInterface | None:
         idx = found[0]
         (link,) = ipr.get_links(idx)
         addresses = frozenset(
-            ipaddress.IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in ipr.get_addr(family=socket.AF_INET, index=idx)
+            ipaddress.ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+            for family in (socket.AF_INET, socket.AF_INET6)
+            for m in ipr.get_addr(family=family, index=idx)
         )
-        routes = set()
-        for m in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN):
-            dst = m.get_attr("RTA_DST") or "0.0.0.0"
-            gw = m.get_attr("RTA_GATEWAY")
-            routes.add(
-                (
-                    ipaddress.IPv4Network(f"{dst}/{m['dst_len']}", strict=False),
-                    ipaddress.IPv4Address(gw) if gw else None,
+        routes: set[Route] = set()
+        for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            for m in ipr.get_routes(family=family, table=RT_TABLE_MAIN):
+                dst = m.get_attr("RTA_DST") or anywhere
+                gw = m.get_attr("RTA_GATEWAY")
+                routes.add(
+                    (
+                        ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False),
+                        ipaddress.ip_address(gw) if gw else None,
+                    )
                 )
-            )
     return SandboxInterface(
         mac=str(link.get_attr("IFLA_ADDRESS") or "").lower(),
         up=bool(link["flags"] & IFF_UP),

@@ -57,6 +57,14 @@ def ipv6_off(ifname: str) -> None:
     write(interface_key(ifname, "disable_ipv6", "ipv6"), "1")
 
 
+def ipv6_on(ifname: str) -> None:
+    """IPv6 on ifname, in the current namespace, and still no router advertisement taken:
+    the engine gives the address and the default route (CVE-2020-13401 stays closed).
+    accept_ra goes first, so that no advertisement is taken in between."""
+    write(interface_key(ifname, "accept_ra", "ipv6"), "0")
+    write(interface_key(ifname, "disable_ipv6", "ipv6"), "0")
+
+
 def local_port_range() -> tuple[int, int]:
     lo, hi = read("net.ipv4.ip_local_port_range").split()
     return int(lo), int(hi)

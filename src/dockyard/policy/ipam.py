@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard.settings import AddressPool, unusable_because
 
 IPv4Net = ipaddress.IPv4Network
 IPv4Addr = ipaddress.IPv4Address
+# Either family: the allocator and the checks in a subnet serve both (ipam6.py has IPv6's own parts).
+AnyNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+AnyAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_subnet(text: str, what: str = "subnet") -> IPv4Net:
@@ -86,50 +90,64 @@ def first_host(subnet: IPv4Net) -> IPv4Addr:
     return subnet.network_address + 1
 
 
-def check_in_subnet(address: IPv4Addr, subnet: IPv4Net, what: str) -> None:
-    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+def _unusable(subnet: AnyNet) -> tuple[AnyAddr, ...]:
+    """A subnet's addresses no host may have: IPv4's network and broadcast addresses,
+    IPv6's subnet-router anycast address (IPv6 has no broadcast; Docker gives the last one)."""
+    if subnet.version == 4:
+        return (subnet.network_address, subnet.broadcast_address)
+    return (subnet.network_address,)
+
+
+def check_in_subnet(address: AnyAddr, subnet: AnyNet, what: str) -> None:
+    if address.version != subnet.version or address not in subnet or address in _unusable(subnet):
         raise InvalidArgument(f"{what} {address} is not a usable address of subnet {subnet}")
 
 
 class AddressAllocator:
-    """Next-fit allocation over one network's range."""
+    """Next-fit allocation over one network's range, of either family."""
 
     def __init__(
         self,
-        subnet: IPv4Net,
-        reserved: Iterable[IPv4Addr],
-        ip_range: IPv4Net | None = None,
+        subnet: AnyNet,
+        reserved: Iterable[AnyAddr],
+        ip_range: AnyNet | None = None,
     ) -> None:
         self.subnet = subnet
         self.range = ip_range or subnet
-        self.reserved = frozenset(reserved) | {subnet.network_address, subnet.broadcast_address}
+        self.reserved = frozenset(a for a in reserved if a.version == subnet.version) | set(_unusable(subnet))
         lo = int(self.range.network_address)
         hi = int(self.range.broadcast_address)
-        # Never hand out the network or broadcast address of the subnet.
+        # Never hand out the network (or IPv4's broadcast) address of the subnet.
         self._lo = max(lo, int(subnet.network_address) + 1)
-        self._hi = min(hi, int(subnet.broadcast_address) - 1)
+        self._hi = min(hi, int(subnet.broadcast_address) - (1 if subnet.version == 4 else 0))
 
     @property
     def capacity(self) -> int:
         n = self._hi - self._lo + 1
         return n - sum(1 for r in self.reserved if self._lo <= int(r) <= self._hi)
 
-    def allocate(self, is_used: Callable[[IPv4Addr], bool], cursor: IPv4Addr | None) -> IPv4Addr:
-        """The next free address after `cursor`, wrapping once around the range."""
+    def allocate(self, is_used: Callable[[Any], bool], cursor: AnyAddr | None) -> Any:
+        """The next free address after `cursor`, wrapping once around the range.
+
+        Any: the address is of the subnet's family (the caller's own type)."""
         span = self._hi - self._lo + 1
+        family = f"IPv{self.subnet.version}"
         if span <= 0:
-            raise Conflict(f"no available IPv4 addresses in {self.range}")
+            raise Conflict(f"no available {family} addresses in {self.range}")
         start = int(cursor) + 1 if cursor is not None else self._lo
         if not self._lo <= start <= self._hi:
             start = self._lo
+        make = IPv4Addr if self.subnet.version == 4 else ipaddress.IPv6Address
+        # range(), not a loop to span: an IPv6 range is 2**64 wide, and the
+        # search ends at the first free address after the cursor.
         for i in range(span):
-            candidate = IPv4Addr(self._lo + (start - self._lo + i) % span)
+            candidate = make(self._lo + (start - self._lo + i) % span)
             if candidate in self.reserved or is_used(candidate):
                 continue
             return candidate
-        raise Conflict(f"no available IPv4 addresses left in {self.range}")
+        raise Conflict(f"no available {family} addresses left in {self.range}")
 
-    def check_requested(self, address: IPv4Addr, is_used: Callable[[IPv4Addr], bool]) -> IPv4Addr:
+    def check_requested(self, address: Any, is_used: Callable[[Any], bool]) -> Any:
         check_in_subnet(address, self.subnet, "requested address")
         if address in self.reserved:
             raise Conflict(f"address {address} is reserved on this network (gateway or aux address)")

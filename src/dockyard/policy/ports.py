@@ -7,7 +7,10 @@ and words every refusal a user reads, the ones the kernel layer reports too.
 Forms, as `docker run -p` takes them:
     CPORT   HPORT:CPORT   IP:HPORT:CPORT   IP::CPORT
     C1-C2   H1-H2:C1-C2   IP:H1-H2:C1-C2   H1-H2:CPORT (one port from the range)
-each with an optional /tcp (the default), /udp or /sctp.
+each with an optional /tcp (the default), /udp or /sctp; an IPv6 IP in
+brackets ([::1]:8080:80). Without an IP a port is published on every
+address of each family the container's network has (Docker's way);
+0.0.0.0 means every IPv4 address only, [::] every IPv6 address only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.model import BindStatus, PortBinding, PortRequest, Protocol
 
 PORT_MAX = 65535
+HostIp = ipaddress.IPv4Address | ipaddress.IPv6Address
+# The address families "every address" (host_ip None) stands for on an endpoint.
+Families = frozenset[int]
+IPV4_ONLY: Families = frozenset({4})
+
+
+def families(has_ipv4: bool, has_ipv6: bool) -> Families:
+    """The families of an endpoint (or a network's endpoints): 4, 6 or both."""
+    return frozenset(f for f, has in ((4, has_ipv4), (6, has_ipv6)) if has)
+
+
+def where(ip: HostIp | None, port: int | str) -> str:
+    """ADDRESS:PORT as Docker prints it: IPv6 in brackets, every address as 0.0.0.0."""
+    if ip is not None and ip.version == 6:
+        return f"[{ip}]:{port}"
+    return f"{ip or '0.0.0.0'}:{port}"
 
 
 @dataclass(frozen=True)
@@ -32,7 +51,7 @@ class PortSpec:
     proto: Protocol
     host_start: int = 0  # 0: choose
     host_end: int = 0
-    host_ip: ipaddress.IPv4Address | None = None
+    host_ip: HostIp | None = None
 
     def requests(self) -> list[PortRequest]:
         """One request per container port; a host range for one port stays a range."""
@@ -101,28 +120,41 @@ def parse_port_spec(spec: str) -> PortSpec:
     proto = _parse_proto(proto_text, spec) if slash else Protocol.TCP
     if not body:
         raise InvalidArgument(f"invalid port spec {spec!r}: no container port given")
-    host_ip: ipaddress.IPv4Address | None = None
+    host_ip: HostIp | None = None
     host_text = ""
-    # IPv6 host addresses come as [addr]:h:c; dockyard is IPv4 only for now.
     if body.startswith("["):
-        raise InvalidArgument(f"invalid port spec {spec!r}: IPv6 host addresses are not supported")
-    parts = body.split(":")
-    if len(parts) == 1:
-        container_text = parts[0]
-    elif len(parts) == 2:
+        # [IPv6]:HOSTPORT:CPORT or [IPv6]::CPORT: the brackets keep the address's colons apart.
+        ip_text, bracket, rest = body[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: expected [IPv6]:HOSTPORT:CONTAINERPORT[/PROTO]"
+            )
+        host_ip = _parse_host_ip(ip_text, 6, spec)
+        parts = rest[1:].split(":")
+        if len(parts) != 2:
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: expected [IPv6]:HOSTPORT:CONTAINERPORT[/PROTO]"
+            )
         host_text, container_text = parts
-        if host_text == "":
-            raise InvalidArgument(f"invalid port spec {spec!r}: no host port before ':'")
-    elif len(parts) == 3:
-        ip_text, host_text, container_text = parts
-        try:
-            host_ip = ipaddress.IPv4Address(ip_text)
-        except ValueError:
-            raise InvalidArgument(f"invalid port spec {spec!r}: invalid host address {ip_text!r}") from None
-        if host_ip == ipaddress.IPv4Address("0.0.0.0"):
-            host_ip = None
     else:
-        raise InvalidArgument(f"invalid port spec {spec!r}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]")
+        parts = body.split(":")
+        if len(parts) == 1:
+            container_text = parts[0]
+        elif len(parts) == 2:
+            host_text, container_text = parts
+            if host_text == "":
+                raise InvalidArgument(f"invalid port spec {spec!r}: no host port before ':'")
+        elif len(parts) == 3:
+            ip_text, host_text, container_text = parts
+            host_ip = _parse_host_ip(ip_text, 4, spec)
+        elif _looks_ipv6(parts):
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: put an IPv6 address in brackets, as in [::1]:8080:80"
+            )
+        else:
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: expected [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]"
+            )
     c_lo, c_hi = _parse_range(container_text, "container port", spec, allow_zero=False)
     h_lo = h_hi = 0
     if host_text:
@@ -135,6 +167,33 @@ def parse_port_spec(spec: str) -> PortSpec:
                 f"and the container range {container_len}; they must be equal"
             )
     return PortSpec(c_lo, c_hi, proto, h_lo, h_hi, host_ip)
+
+
+def _parse_host_ip(text: str, version: int, spec: str) -> HostIp:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid port spec {spec!r}: invalid host address {text!r}") from None
+    if ip.version != version:
+        # An IPv4 address in brackets, or IPv4-mapped forms: one spelling per family.
+        raise InvalidArgument(f"invalid port spec {spec!r}: invalid host address {text!r}")
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped is not None or ip.scope_id):
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: host address {text!r} is not supported "
+            "(give the IPv4 address itself, and no zone)"
+        )
+    if ip.is_multicast:
+        raise InvalidArgument(f"invalid port spec {spec!r}: host address {text!r} is a multicast address")
+    return ip
+
+
+def _looks_ipv6(parts: list[str]) -> bool:
+    """An IPv6 address without brackets: more colons than any IPv4 form has."""
+    try:
+        ipaddress.IPv6Address(":".join(parts[:-2]))
+    except ValueError:
+        return False
+    return True
 
 
 def parse_expose(spec: str) -> list[tuple[int, Protocol]]:
@@ -158,17 +217,22 @@ def publish_all(
     return tuple(out)
 
 
-def overlaps(a_ip: ipaddress.IPv4Address | None, b_ip: ipaddress.IPv4Address | None) -> bool:
-    """Two bindings of one port clash when either is on every address or both on the same."""
-    return a_ip is None or b_ip is None or a_ip == b_ip
+def overlaps(a_ip: HostIp | None, b_ip: HostIp | None) -> bool:
+    """Two bindings of one port clash when either is on every address, or both are of
+    one family and either is on every address of it (0.0.0.0, ::), or both on the same."""
+    if a_ip is None or b_ip is None:
+        return True
+    if a_ip.version != b_ip.version:
+        return False
+    return a_ip == b_ip or a_ip.is_unspecified or b_ip.is_unspecified
 
 
-BindProbe = Callable[[ipaddress.IPv4Address | None, int, Protocol], BindStatus]
+BindProbe = Callable[[HostIp | None, int, Protocol], BindStatus]
 Key = tuple[int, Protocol]
 
 
-def _hint(ip: ipaddress.IPv4Address | None, port: int) -> str:
-    if port == 53 and ip is None:
+def _hint(ip: HostIp | None, port: int) -> str:
+    if port == 53 and (ip is None or ip.is_unspecified):
         return (
             " (where user networks exist, dockyard's resolver listens on port 53 of each gateway:"
             " publish on one host address, as in -p ADDR:53:53/udp)"
@@ -176,21 +240,29 @@ def _hint(ip: ipaddress.IPv4Address | None, port: int) -> str:
     return ""
 
 
-def not_local(ip: ipaddress.IPv4Address | None) -> InvalidArgument:
+def check_families(requests: Iterable[PortRequest], every: Families, network: str) -> None:
+    """Refuse a host address of a family the endpoint lacks: nothing could answer there."""
+    for r in requests:
+        if r.host_ip is not None and r.host_ip.version not in every:
+            raise InvalidArgument(
+                f"cannot publish on {where(r.host_ip, r.host_port or '').rstrip(':')}: network {network} "
+                f"has no IPv{r.host_ip.version}"
+            )
+
+
+def not_local(ip: HostIp | None) -> InvalidArgument:
     # Docker's words, from its proxy's bind: "cannot assign requested address".
     return InvalidArgument(
         f"cannot publish on {ip}: it is not an address of this host (cannot assign requested address)"
     )
 
 
-def refused(
-    ip: ipaddress.IPv4Address | None, port: int, proto: Protocol, status: BindStatus
-) -> DockyardError:
+def refused(ip: HostIp | None, port: int, proto: Protocol, status: BindStatus) -> DockyardError:
     """The error for a host port the host would not bind."""
     if status is BindStatus.NOT_LOCAL:
         return not_local(ip)
     return Conflict(
-        f"cannot publish {ip or '0.0.0.0'}:{port}/{proto}: address already in use by another process"
+        f"cannot publish {where(ip, port)}/{proto}: address already in use by another process"
         + _hint(ip, port)
     )
 
@@ -208,25 +280,25 @@ class HostPortChooser:
 
     def __init__(
         self,
-        holders: Callable[[Key], Iterable[ipaddress.IPv4Address | None]],
+        holders: Callable[[Key], Iterable[HostIp | None]],
         probe: BindProbe,
         local_range: tuple[int, int],
         rng: random.Random | None = None,
     ) -> None:
         self._holders = holders
-        self._chosen: dict[Key, list[ipaddress.IPv4Address | None]] = {}
+        self._chosen: dict[Key, list[HostIp | None]] = {}
         self._probe = probe
         self._range = local_range
         self._rng = rng or random.Random()
 
-    def _clashes(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
+    def _clashes(self, ip: HostIp | None, port: int, proto: Protocol) -> bool:
         key = (port, proto)
         return any(overlaps(ip, other) for other in (*self._holders(key), *self._chosen.get(key, ())))
 
-    def _take(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> None:
+    def _take(self, ip: HostIp | None, port: int, proto: Protocol) -> None:
         self._chosen.setdefault((port, proto), []).append(ip)
 
-    def _free(self, ip: ipaddress.IPv4Address | None, port: int, proto: Protocol) -> bool:
+    def _free(self, ip: HostIp | None, port: int, proto: Protocol) -> bool:
         if self._clashes(ip, port, proto):
             return False
         status = self._probe(ip, port, proto)
@@ -241,8 +313,8 @@ class HostPortChooser:
             if req.host_port and not req.host_port_end:
                 port = req.host_port
                 if self._clashes(ip, port, req.proto):
-                    where = f"{ip or '0.0.0.0'}:{port}/{req.proto}"
-                    raise Conflict(f"Bind for {where} failed: port is already allocated")
+                    taken = f"{where(ip, port)}/{req.proto}"
+                    raise Conflict(f"Bind for {taken} failed: port is already allocated")
                 status = self._probe(ip, port, req.proto)
                 if status is not BindStatus.FREE:
                     raise refused(ip, port, req.proto, status)
@@ -254,16 +326,15 @@ class HostPortChooser:
             out.append(PortBinding(req.container_port, req.proto, port, ip))
         return tuple(out)
 
-    def _first_free(self, ip: ipaddress.IPv4Address | None, proto: Protocol, lo: int, hi: int) -> int:
+    def _first_free(self, ip: HostIp | None, proto: Protocol, lo: int, hi: int) -> int:
         for port in range(lo, hi + 1):
             if self._free(ip, port, proto):
                 return port
         raise Conflict(
-            f"Bind for {ip or '0.0.0.0'}:{lo}-{hi}/{proto} failed: every port of the range "
-            "is already allocated"
+            f"Bind for {where(ip, f'{lo}-{hi}')}/{proto} failed: every port of the range is already allocated"
         )
 
-    def _random_free(self, ip: ipaddress.IPv4Address | None, proto: Protocol) -> int:
+    def _random_free(self, ip: HostIp | None, proto: Protocol) -> int:
         lo, hi = self._range
         span = hi - lo + 1
         start = self._rng.randrange(span)

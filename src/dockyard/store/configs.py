@@ -27,6 +27,19 @@ def addr_or_none(text: str | None) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(text) if text else None
 
 
+def net6_or_none(text: str | None) -> ipaddress.IPv6Network | None:
+    return ipaddress.IPv6Network(text) if text else None
+
+
+def addr6_or_none(text: str | None) -> ipaddress.IPv6Address | None:
+    return ipaddress.IPv6Address(text) if text else None
+
+
+def text_or_none(value: object) -> str | None:
+    """An address or network as a column holds it: its canonical text, NULL for none."""
+    return str(value) if value is not None else None
+
+
 def config_to_json(cfg: ContainerConfig) -> str:
     return json.dumps(
         {
@@ -41,6 +54,7 @@ def config_to_json(cfg: ContainerConfig) -> str:
                 for p in cfg.ports
             ],
             "ip": str(cfg.ip or ""),
+            "ip6": str(cfg.ip6 or ""),
             "detach": cfg.detach,
             "aliases": list(cfg.aliases),
             "dns": [str(x) for x in cfg.dns],
@@ -61,7 +75,9 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "extra_hosts": [list(kv) for kv in cfg.extra_hosts],
             "sysctls": [list(kv) for kv in cfg.sysctls],
             "restart": [str(cfg.restart.name), cfg.restart.max_retries],
-            "networks": [[n.network, str(n.ip or ""), list(n.aliases), n.mac] for n in cfg.networks],
+            "networks": [
+                [n.network, str(n.ip or ""), list(n.aliases), n.mac, str(n.ip6 or "")] for n in cfg.networks
+            ],
             "mac": cfg.mac,
             "stop_signal": cfg.stop_signal,
             "stop_timeout": cfg.stop_timeout,
@@ -111,10 +127,11 @@ def _parse_config(text: str) -> ContainerConfig:
         auto_remove=d["auto_remove"],
         network_mode=NetworkMode.parse(d["network_mode"]),
         ports=tuple(
-            PortRequest(int(c), protocol_of(pr), int(h), addr_or_none(ip), int(end))
+            PortRequest(int(c), protocol_of(pr), int(h), ipaddress.ip_address(ip) if ip else None, int(end))
             for c, pr, h, ip, end in d["ports"]
         ),
         ip=addr_or_none(d["ip"]),
+        ip6=addr6_or_none(d.get("ip6")),
         detach=d.get("detach", False),
         aliases=tuple(d.get("aliases", ())),
         dns=tuple(ipaddress.IPv4Address(x) for x in d.get("dns", ())),
@@ -140,8 +157,9 @@ def _parse_config(text: str) -> ContainerConfig:
             RestartName(d.get("restart", ["no", 0])[0]), int(d.get("restart", ["no", 0])[1])
         ),
         networks=tuple(
-            EndpointRequest(name, addr_or_none(ip), tuple(aliases), mac)
-            for name, ip, aliases, mac in d.get("networks", ())
+            # Rows from before IPv6 have four fields.
+            EndpointRequest(name, addr_or_none(ip), tuple(aliases), mac, addr6_or_none(ip6[0] if ip6 else ""))
+            for name, ip, aliases, mac, *ip6 in d.get("networks", ())
         ),
         mac=d.get("mac", ""),
         stop_signal=d.get("stop_signal", ""),

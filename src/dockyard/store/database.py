@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError
-from dockyard.store.schema import SCHEMA, SCHEMA_VERSION
+from dockyard.store.schema import COLUMNS_3, SCHEMA, SCHEMA_VERSION
 
 
 def now() -> str:
@@ -81,6 +81,7 @@ class Database:
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='endpoint_counts'"
             ).fetchone()
             self._add_owner_kind()
+            self._add_columns(COLUMNS_3)
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -121,6 +122,28 @@ class Database:
             self._db.execute(
                 f"UPDATE endpoints SET owner_kind='cni' WHERE container_id LIKE 'cni-%'{attached}"
             )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _add_columns(self, columns: dict[str, tuple[tuple[str, str], ...]]) -> None:
+        """Add what a newer schema's tables have and an older database's lack, in one transaction.
+
+        Schema 2 to 3 (IPv6): the new columns' defaults say "no IPv6", which is
+        what every network and endpoint of an older database was."""
+        missing = []
+        for table, wanted in columns.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                continue  # a new database: SCHEMA makes the table whole
+            missing += [(table, name, decl) for name, decl in wanted if name not in have]
+        if not missing:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, name, decl in missing:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -173,6 +196,12 @@ class Database:
                 raise self._unusable(e) from e
 
     # -- intents ---------------------------------------------------------
+
+    def meta_value(self, key: str, make: str) -> str:
+        """The meta row `key`, written as `make` the first time it is asked for (and kept)."""
+        with self.transaction():
+            self._q("INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)", (key, make))
+            return str(self._q("SELECT value FROM meta WHERE key=?", (key,))[0][0])
 
     def add_intent(self, op: str, subject: str) -> int:
         with self._lock:

@@ -30,8 +30,11 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         )
         return [self._network(r) for r in rows]
 
-    def dns_addresses(self, network_id: str, name: str) -> list[ipaddress.IPv4Address]:
-        """Addresses on a network of the containers that `name` designates there.
+    def dns_addresses(
+        self, network_id: str, name: str
+    ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Addresses on a network of the containers that `name` designates there: their
+        IPv4 addresses, then their IPv6 ones (on a network with IPv6).
 
         A container matches by name, by an alias of its endpoint on that network,
         or by its 12-hex short id (a full id, 64 characters, cannot be one DNS
@@ -39,7 +42,7 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         """
         key = name.lower()
         rows = self._q(
-            "SELECT e.address FROM endpoints e JOIN containers c ON c.id = e.container_id"
+            "SELECT e.address, e.address6 FROM endpoints e JOIN containers c ON c.id = e.container_id"
             " WHERE e.network_id=? AND e.state='active' AND ("
             " lower(c.name)=? OR (length(?)=12 AND substr(c.id, 1, 12)=?)"
             " OR EXISTS (SELECT 1 FROM json_each(e.aliases) AS a WHERE lower(a.value)=?))"
@@ -52,7 +55,10 @@ class DnsLookups(NetworkRecords, ContainerRecords):
             " AND EXISTS (SELECT 1 FROM json_each(r.names) AS n WHERE n.value=?) ORDER BY r.address",
             (network_id, key),
         )
-        return [ipaddress.IPv4Address(r[0]) for r in rows + remote]
+        found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+            ipaddress.IPv4Address(r[0]) for r in rows + remote
+        ]
+        return found + [ipaddress.IPv6Address(r[1]) for r in rows if r[1]]
 
     def dns_networks_of(self, container_id: str) -> list[Network]:
         """The bridge networks (the default one too) where a container has an active endpoint.
@@ -68,12 +74,15 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         )
         return [self._network(r) for r in rows]
 
-    def dns_container_at(self, network_id: str, address: ipaddress.IPv4Address) -> Container | None:
-        """The container with an active endpoint at `address` on a network, if any."""
+    def dns_container_at(
+        self, network_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> Container | None:
+        """The container with an active endpoint at `address` (either family) on a network, if any."""
         cols = ", ".join(f"c.{col.strip()}" for col in self._CT_COLS.split(","))
+        column, value = ("address6", str(address)) if address.version == 6 else ("address", int(address))
         rows = self._q(
             f"SELECT {cols} FROM containers c JOIN endpoints e ON e.container_id = c.id"
-            " WHERE e.network_id=? AND e.address=? AND e.state='active'",
-            (network_id, int(address)),
+            f" WHERE e.network_id=? AND e.{column}=? AND e.state='active'",
+            (network_id, value),
         )
         return self._container(rows[0]) if rows else None

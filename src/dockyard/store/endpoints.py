@@ -9,7 +9,7 @@ from typing import Any
 
 from dockyard.errors import Conflict
 from dockyard.model import Endpoint, EndpointOwner, OwnerKind
-from dockyard.store.configs import addr_or_none
+from dockyard.store.configs import addr6_or_none, addr_or_none, text_or_none
 from dockyard.store.database import Database
 
 
@@ -18,7 +18,7 @@ class EndpointRecords(Database):
 
     _EP_COLS = (
         "id, container_id, network_id, ifname, address, prefixlen, gateway, mac, host_ifname, aliases,"
-        " owner_kind"
+        " owner_kind, address6, prefixlen6, gateway6"
     )
 
     def _endpoint(self, row: sqlite3.Row | tuple[Any, ...]) -> Endpoint:
@@ -32,12 +32,14 @@ class EndpointRecords(Database):
             mac=row[7],
             host_ifname=row[8],
             aliases=tuple(json.loads(row[9])),
+            address6=ipaddress.IPv6Interface(f"{row[11]}/{row[12]}") if row[11] else None,
+            gateway6=addr6_or_none(row[13]),
         )
 
     def add_endpoint(self, e: Endpoint) -> None:
         try:
             self._q(
-                f"INSERT INTO endpoints({self._EP_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO endpoints({self._EP_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.id,
                     e.owner.key,
@@ -50,9 +52,14 @@ class EndpointRecords(Database):
                     e.host_ifname,
                     json.dumps(list(e.aliases)),
                     str(e.owner.kind),
+                    text_or_none(e.address6.ip if e.address6 else None),
+                    e.address6.network.prefixlen if e.address6 else None,
+                    text_or_none(e.gateway6),
                 ),
             )
         except Conflict:
+            if e.address6 is not None and self.address6_used(e.network_id, e.address6.ip):
+                raise Conflict(f"address {e.address6.ip} is already in use") from None
             raise Conflict(f"address {e.address.ip} is already in use") from None
 
     def endpoints(
@@ -75,6 +82,11 @@ class EndpointRecords(Database):
     def address_used(self, network_id: str, address: ipaddress.IPv4Address) -> bool:
         return bool(
             self._q("SELECT 1 FROM endpoints WHERE network_id=? AND address=?", (network_id, int(address)))
+        )
+
+    def address6_used(self, network_id: str, address: ipaddress.IPv6Address) -> bool:
+        return bool(
+            self._q("SELECT 1 FROM endpoints WHERE network_id=? AND address6=?", (network_id, str(address)))
         )
 
     def set_endpoint_state(self, endpoint_id: str, state: str) -> None:

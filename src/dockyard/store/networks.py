@@ -12,7 +12,7 @@ from dockyard.model import (
     DriverName,
     Network,
 )
-from dockyard.store.configs import addr_or_none, net_or_none
+from dockyard.store.configs import addr6_or_none, addr_or_none, net6_or_none, net_or_none, text_or_none
 from dockyard.store.database import Database, now
 
 
@@ -21,7 +21,7 @@ class NetworkRecords(Database):
 
     _NET_COLS = (
         "id, name, driver, subnet, gateway, ip_range, bridge, internal, icc, masquerade, mtu, "
-        "host_binding, options, labels, aux, created"
+        "host_binding, options, labels, aux, created, enable_ipv6, subnet6, gateway6, ip_range6"
     )
 
     def _network(self, row: sqlite3.Row | tuple[Any, ...]) -> Network:
@@ -40,14 +40,18 @@ class NetworkRecords(Database):
             host_binding=addr_or_none(row[11]),
             options=tuple(tuple(x) for x in json.loads(row[12])),  # type: ignore[misc]
             labels=tuple(tuple(x) for x in json.loads(row[13])),  # type: ignore[misc]
-            aux_addresses=tuple((k, ipaddress.IPv4Address(v)) for k, v in json.loads(row[14])),
+            aux_addresses=tuple((k, ipaddress.ip_address(v)) for k, v in json.loads(row[14])),
             created=row[15],
+            enable_ipv6=bool(row[16]),
+            subnet6=net6_or_none(row[17]),
+            gateway6=addr6_or_none(row[18]),
+            ip_range6=net6_or_none(row[19]),
         )
 
     def add_network(self, n: Network) -> None:
         try:
             self._q(
-                f"INSERT INTO networks({self._NET_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO networks({self._NET_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     n.id,
                     n.name,
@@ -65,6 +69,10 @@ class NetworkRecords(Database):
                     json.dumps(n.labels),
                     json.dumps([(k, str(v)) for k, v in n.aux_addresses]),
                     n.created or now(),
+                    int(n.enable_ipv6),
+                    text_or_none(n.subnet6),
+                    text_or_none(n.gateway6),
+                    text_or_none(n.ip_range6),
                 ),
             )
         except Conflict:
@@ -104,3 +112,10 @@ class NetworkRecords(Database):
 
     def set_ip_cursor(self, network_id: str, address: ipaddress.IPv4Address) -> None:
         self._q("UPDATE networks SET ip_cursor=? WHERE id=?", (int(address), network_id))
+
+    def ip6_cursor(self, network_id: str) -> ipaddress.IPv6Address | None:
+        rows = self._q("SELECT ip6_cursor FROM networks WHERE id=?", (network_id,))
+        return addr6_or_none(rows[0][0]) if rows else None
+
+    def set_ip6_cursor(self, network_id: str, address: ipaddress.IPv6Address) -> None:
+        self._q("UPDATE networks SET ip6_cursor=? WHERE id=?", (str(address), network_id))

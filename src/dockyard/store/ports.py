@@ -10,8 +10,15 @@ from dockyard.model import (
     PortBinding,
     Protocol,
 )
-from dockyard.store.configs import addr_or_none, protocol_of
+from dockyard.store.configs import protocol_of
 from dockyard.store.database import Database
+
+HostIp = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _host_ip(text: str) -> HostIp | None:
+    """A stored host_ip: '' for every address, else an address of either family."""
+    return ipaddress.ip_address(text) if text else None
 
 
 class PortRecords(Database):
@@ -51,7 +58,7 @@ class PortRecords(Database):
                 self._q(self._ADD_PORT, row)
             except Conflict:
                 raise Conflict(
-                    f"Bind for {b.host_ip_text}:{b.host_port}/{b.proto} failed: port is already allocated"
+                    f"Bind for {b.host_text}/{b.proto} failed: port is already allocated"
                 ) from None
 
     def ports(self, container_id: str | None = None) -> list[tuple[str, PortBinding]]:
@@ -62,21 +69,17 @@ class PortRecords(Database):
             if container_id is None
             else self._q(sql + " WHERE container_id=? ORDER BY rowid", (container_id,))
         )
-        return [
-            (r[0], PortBinding(int(r[4]), protocol_of(r[3]), int(r[2]), addr_or_none(r[1]))) for r in rows
-        ]
+        return [(r[0], PortBinding(int(r[4]), protocol_of(r[3]), int(r[2]), _host_ip(r[1]))) for r in rows]
 
-    def port_holders(
-        self, lo: int, hi: int | None = None
-    ) -> dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]]:
+    def port_holders(self, lo: int, hi: int | None = None) -> dict[tuple[int, Protocol], list[HostIp | None]]:
         """The host addresses publishing each (port, proto) of ports lo to hi (None: every address)."""
         rows = self._q(
             "SELECT host_port, proto, host_ip FROM ports WHERE host_port BETWEEN ? AND ?",
             (lo, lo if hi is None else hi),
         )
-        out: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {}
+        out: dict[tuple[int, Protocol], list[HostIp | None]] = {}
         for r in rows:
-            out.setdefault((int(r[0]), protocol_of(r[1])), []).append(addr_or_none(r[2]))
+            out.setdefault((int(r[0]), protocol_of(r[1])), []).append(_host_ip(r[2]))
         return out
 
     def delete_ports(self, container_id: str, endpoint_id: str | None = None) -> None:

@@ -1,7 +1,25 @@
 """The state database's tables, triggers and indexes, and the schema's version."""
 
 # 2: endpoints.owner_kind (an endpoint's owner is a container or a CNI attachment).
-SCHEMA_VERSION = 2
+# 3: IPv6 (issue 15): networks.enable_ipv6/subnet6/gateway6/ip_range6/ip6_cursor,
+#    endpoints.address6/prefixlen6/gateway6 (database.py migrates; COLUMNS_3 lists them).
+SCHEMA_VERSION = 3
+
+# The columns schema 3 added, per table: what the migration adds to an older database.
+COLUMNS_3 = {
+    "networks": (
+        ("enable_ipv6", "INTEGER NOT NULL DEFAULT 0"),
+        ("subnet6", "TEXT"),
+        ("gateway6", "TEXT"),
+        ("ip_range6", "TEXT"),
+        ("ip6_cursor", "TEXT"),
+    ),
+    "endpoints": (
+        ("address6", "TEXT"),
+        ("prefixlen6", "INTEGER"),
+        ("gateway6", "TEXT"),
+    ),
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
@@ -20,7 +38,13 @@ CREATE TABLE IF NOT EXISTS networks (
     labels TEXT NOT NULL DEFAULT '[]',
     aux TEXT NOT NULL DEFAULT '[]',
     created TEXT NOT NULL,
-    ip_cursor INTEGER
+    ip_cursor INTEGER,
+    enable_ipv6 INTEGER NOT NULL DEFAULT 0,
+    subnet6 TEXT,
+    gateway6 TEXT,
+    ip_range6 TEXT,
+    -- The last IPv6 address given (text: an IPv6 address does not fit SQLite's integers).
+    ip6_cursor TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS networks_bridge ON networks(bridge) WHERE bridge != '';
 CREATE TABLE IF NOT EXISTS containers (
@@ -61,8 +85,14 @@ CREATE TABLE IF NOT EXISTS endpoints (
     state TEXT NOT NULL DEFAULT 'active',
     -- 'container' or 'cni' (model.OwnerKind); added by schema 2 (database.py migrates).
     owner_kind TEXT NOT NULL DEFAULT 'container',
+    -- The IPv6 address (compressed text, one spelling per address) on a network with IPv6.
+    address6 TEXT,
+    prefixlen6 INTEGER,
+    gateway6 TEXT,
     UNIQUE (network_id, address)
 );
+-- An IPv6 address is leased once per network, as an IPv4 one (NULLs are distinct).
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_address6 ON endpoints(network_id, address6);
 CREATE INDEX IF NOT EXISTS endpoints_container ON endpoints(container_id);
 -- The engine's check looks for endpoints left 'releasing' with every request.
 CREATE INDEX IF NOT EXISTS endpoints_state ON endpoints(state);

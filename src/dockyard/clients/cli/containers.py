@@ -153,9 +153,9 @@ def cmd_port(client: Any, args: argparse.Namespace) -> int:
         if wanted and key != wanted:
             continue
         for b in binds or []:
-            lines.append(
-                f"{b['HostIp']}:{b['HostPort']}" if wanted else f"{key} -> {b['HostIp']}:{b['HostPort']}"
-            )
+            # Docker's way: an IPv6 address in brackets, [::]:8080.
+            host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
+            lines.append(f"{host}:{b['HostPort']}" if wanted else f"{key} -> {host}:{b['HostPort']}")
     if wanted and not lines:
         raise NotFound(f"no public port '{wanted}' published for {args.ref}")
     for line in lines:

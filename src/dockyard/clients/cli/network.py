@@ -10,6 +10,7 @@ from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
+    import ipaddress
     from typing import Any
 
 
@@ -31,9 +32,24 @@ def register(sub: Any) -> None:
 
     p = nsub.add_parser("create", help="create a network")
     p.add_argument("-d", "--driver", default="bridge")
-    p.add_argument("--subnet", default="", metavar="CIDR")
-    p.add_argument("--gateway", default="", metavar="IP")
-    p.add_argument("--ip-range", default="", metavar="CIDR")
+    # Each may be given once per family; gateways, ranges and aux addresses go with the
+    # subnet that holds them (Docker's CLI pairs them so).
+    p.add_argument("--subnet", action="append", default=[], metavar="CIDR")
+    p.add_argument("--gateway", action="append", default=[], metavar="IP")
+    p.add_argument("--ip-range", action="append", default=[], metavar="CIDR")
+    # Docker's boolean flags: --ipv6 alone, or --ipv6=true|false (never taking the next word,
+    # which is the network's name); the explicit forms are options of their own.
+    for family, default in (("ipv6", False), ("ipv4", True)):
+        p.add_argument(
+            f"--{family}",
+            action="store_true",
+            default=default,
+            help=f"enable {family[:2].upper()}{family[2:]}",
+        )
+        for word, value in (("true", True), ("1", True), ("false", False), ("0", False)):
+            p.add_argument(
+                f"--{family}={word}", dest=family, action="store_const", const=value, help=argparse.SUPPRESS
+            )
     p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP")
     p.add_argument("--internal", action="store_true", help="no route out, nothing masqueraded")
     p.add_argument("--attachable", action="store_true", help="containers may attach (always so)")
@@ -53,6 +69,7 @@ def register(sub: Any) -> None:
 
     p = nsub.add_parser("connect", help="connect a running container to a network")
     p.add_argument("--ip", default="")
+    p.add_argument("--ip6", default="")
     p.add_argument("--alias", action="append", default=[], metavar="NAME")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
@@ -105,16 +122,46 @@ def _pairs(items: list[str], flag: str, bare: bool = False) -> dict[str, str]:
     return out
 
 
+def _network_of(text: str, flag: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    import ipaddress  # not at import: `--help` stays light
+
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(f"invalid {flag} {text!r}: expected a CIDR such as 10.1.0.0/24") from None
+
+
+def _ipam_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--subnet, --gateway, --ip-range and --aux-address as IPAM.Config entries: one per subnet,
+    each other value with the subnet that holds it (the daemon checks the rest)."""
+    configs: list[dict[str, Any]] = [{"Subnet": s} for s in args.subnet]
+    nets = [_network_of(s, "--subnet") for s in args.subnet]
+
+    def owner(value: str, flag: str, key: str) -> dict[str, Any]:
+        """The entry a value goes with: the subnet of its family that holds it, else the
+        first of its family (the daemon then says why it does not fit)."""
+        where = _network_of(value, flag)
+        family = [(cfg, net) for cfg, net in zip(configs, nets, strict=True) if net.version == where.version]
+        free = [(cfg, net) for cfg, net in family if not key or key not in cfg]
+        for cfg, net in free:
+            if where.subnet_of(net):  # type: ignore[arg-type]
+                return cfg
+        if free:
+            return free[0][0]
+        if not configs:
+            raise InvalidArgument(f"{flag} {value} needs a --subnet")
+        raise InvalidArgument(f"no matching subnet for {flag} {value}")
+
+    for gateway in args.gateway:
+        owner(gateway, "--gateway", "Gateway")["Gateway"] = gateway
+    for ip_range in args.ip_range:
+        owner(ip_range, "--ip-range", "IPRange")["IPRange"] = ip_range
+    for name, address in _pairs(args.aux_address, "--aux-address").items():
+        owner(address, "--aux-address", "").setdefault("AuxiliaryAddresses", {})[name] = address
+    return configs
+
+
 def cmd_create(client: Any, args: argparse.Namespace) -> int:
-    ipam_config: dict[str, Any] = {}
-    if args.subnet:
-        ipam_config["Subnet"] = args.subnet
-    if args.gateway:
-        ipam_config["Gateway"] = args.gateway
-    if args.ip_range:
-        ipam_config["IPRange"] = args.ip_range
-    if args.aux_address:
-        ipam_config["AuxiliaryAddresses"] = _pairs(args.aux_address, "--aux-address")
     body = {
         "Name": args.name,
         "Driver": args.driver,
@@ -122,7 +169,9 @@ def cmd_create(client: Any, args: argparse.Namespace) -> int:
         "Attachable": args.attachable,
         "Labels": _pairs(args.label, "--label"),
         "Options": _pairs(args.opt, "--opt", bare=args.driver == "overlay"),
-        "IPAM": {"Driver": "default", "Config": [ipam_config] if ipam_config else []},
+        "IPAM": {"Driver": "default", "Config": _ipam_configs(args)},
+        "EnableIPv6": args.ipv6,
+        "EnableIPv4": args.ipv4,
     }
     print(client.request("POST", "/networks/create", body)["Id"])
     return 0
@@ -154,8 +203,10 @@ def cmd_prune(client: Any, args: argparse.Namespace) -> int:
 
 def cmd_connect(client: Any, args: argparse.Namespace) -> int:
     endpoint: dict[str, Any] = {"Aliases": args.alias}
-    if args.ip:
-        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.ip or args.ip6:
+        endpoint["IPAMConfig"] = ({"IPv4Address": args.ip} if args.ip else {}) | (
+            {"IPv6Address": args.ip6} if args.ip6 else {}
+        )
     client.request(
         "POST",
         f"/networks/{output.quote(args.network)}/connect",

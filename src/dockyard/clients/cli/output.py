@@ -59,6 +59,7 @@ def ports_text(ports: list[dict[str, Any]]) -> str:
     i = 0
     while i < len(items):
         ip, proto, pub, priv = items[i]
+        ip = f"[{ip}]" if ":" in ip else ip
         j = i
         while (
             j + 1 < len(items)

@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--hostname", "-h", dest="hostname", default="", help="container host name")
     p.add_argument("--ip", default="", help="IPv4 address for the container")
+    p.add_argument("--ip6", default="", help="IPv6 address for the container")
     p.add_argument(
         "--network-alias",
         action="append",
@@ -156,12 +157,19 @@ def _command(words: list[str]) -> list[str]:
     return words
 
 
+def _bracketed(body: str) -> list[str]:
+    """[IPv6]:HOSTPORT:CPORT as its three parts; anything else whole, for the daemon to refuse."""
+    ip, bracket, rest = body[1:].partition("]")
+    parts = rest[1:].split(":") if bracket and rest.startswith(":") else []
+    return [ip, *parts] if len(parts) == 2 else [body]
+
+
 def _port_bindings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
     """-p specs to Docker's HostConfig.PortBindings; the daemon validates them."""
     out: dict[str, list[dict[str, str]]] = {}
     for spec in specs:
         body, slash, proto = spec.partition("/")
-        parts = body.rsplit(":", 2) if not body.startswith("[") else [body]
+        parts = body.rsplit(":", 2) if not body.startswith("[") else _bracketed(body)
         container = parts[-1] + (slash + proto if slash else "")
         host_port = parts[-2] if len(parts) >= 2 else ""
         host_ip = parts[-3] if len(parts) == 3 else ""
@@ -214,10 +222,12 @@ def cmd_run(client: Any, args: argparse.Namespace) -> int:
             "PidsLimit": args.pids_limit,
         },
     }
-    if args.ip or args.network_alias:
+    if args.ip or args.ip6 or args.network_alias:
         endpoint: dict[str, Any] = {}
-        if args.ip:
-            endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+        if args.ip or args.ip6:
+            endpoint["IPAMConfig"] = ({"IPv4Address": args.ip} if args.ip else {}) | (
+                {"IPv6Address": args.ip6} if args.ip6 else {}
+            )
         if args.network_alias:
             endpoint["Aliases"] = args.network_alias
         body["NetworkingConfig"] = {"EndpointsConfig": {args.network: endpoint}}

@@ -102,21 +102,24 @@ def _typed(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], what: 
     return value
 
 
-def _ranges(ranges: Any, at: tuple) -> tuple[dict[str, Any], tuple]:
-    """The one IPv4 range of ipam's (or the config's) ranges, and its JSON path."""
+def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
+    """The range of each family in ipam's (or the config's) ranges, and its JSON path:
+    {4: ..., 6: ...}. A dual-stack config has two range sets, one per family (the CNI
+    host-local way); a dockyard network takes one range of each family."""
     where = json_path(*at, "ranges")
     if not isinstance(ranges, list) or not ranges:
         raise PluginError(
             codes.CODE_INVALID_CONFIG,
             f'{where}: must be a list of range sets: [[{{"subnet": "10.1.0.0/24"}}]]',
         )
-    found = []
+    found: dict[int, list[tuple[dict[str, Any], tuple]]] = {4: [], 6: []}
     for i, range_set in enumerate(ranges):
         if not isinstance(range_set, list) or not range_set:
             raise PluginError(
                 codes.CODE_INVALID_CONFIG,
                 f"{json_path(*at, 'ranges', i)}: must be a list of ranges, not {dumps(range_set)}",
             )
+        set_version = 0  # the family of the set's first range: every other one must share it
         for j, r in enumerate(range_set):
             here = (*at, "ranges", i, j)
             if not isinstance(r, dict):
@@ -129,19 +132,22 @@ def _ranges(ranges: Any, at: tuple) -> tuple[dict[str, Any], tuple]:
                     codes.CODE_INVALID_CONFIG,
                     f"{json_path(*here, 'subnet')}: must be a CIDR string, not {dumps(subnet)}",
                 )
-            if ":" in subnet:
+            version = 6 if ":" in subnet else 4
+            if set_version and version != set_version:
                 raise PluginError(
                     codes.CODE_INVALID_CONFIG,
-                    f"{json_path(*here, 'subnet')}: IPv6 ranges are not supported: "
-                    "dockyard networks are IPv4",
+                    f"{json_path(*here, 'subnet')}: IPv{version} subnet {subnet} in a range set of "
+                    f"IPv{set_version} ranges: give each family a range set of its own",
                 )
-            found.append((r, here))
-    if len(found) != 1:
+            set_version = version
+            found[version].append((r, here))
+    if len(found[4]) != 1 or len(found[6]) > 1:
+        counts = f"{len(found[4])} IPv4 and {len(found[6])} IPv6 ranges"
         raise PluginError(
             codes.CODE_INVALID_CONFIG,
-            f"{where}: gives {len(found)} IPv4 ranges; a dockyard network takes one",
+            f"{where}: gives {counts}; a dockyard network takes one IPv4 range and at most one IPv6 range",
         )
-    return found[0]
+    return {version: items[0] for version, items in found.items() if items}
 
 
 def network_of(conf: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +173,8 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
     at = () if conf.get("ranges") is not None else ("ipam",)
     ranges = (ipam if at else conf).get("ranges")
     if ranges is not None:
-        r, here = _ranges(ranges, at)
+        by_family = _ranges(ranges, at)
+        r, here = by_family[4]
         if net["subnet"] is not None and net["subnet"] != r["subnet"]:
             raise PluginError(
                 codes.CODE_INVALID_CONFIG,
@@ -178,6 +185,13 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
             if r.get(key) is not None:
                 net[key] = _typed(r, key, str, "a string", here)
                 sources[key] = json_path(*here, key)
+        if 6 in by_family:
+            # The IPv6 range set: the same keys, each with a 6 (subnet6, gateway6, ...).
+            r6, here6 = by_family[6]
+            for key in FOLDED:
+                if r6.get(key) is not None:
+                    net[key + "6"] = _typed(r6, key, str, "a string", here6)
+                    sources[key + "6"] = json_path(*here6, key)
     net["bridge"] = _typed(conf, "bridge", str, "an interface name")
     net["mtu"] = _typed(conf, "mtu", int, "a number")
     for key in ("ipMasq", "isGateway", "isDefaultGateway", "hairpinMode"):

@@ -26,7 +26,10 @@ def format_result(result: dict[str, Any], version: str, dns: dict[str, Any]) -> 
             for key in ("mtu", "socketPath", "pciID"):
                 x.pop(key, None)
         interfaces.append(x)
-    ips = [({"version": "4", **ip} if v < (1, 0, 0) else dict(ip)) for ip in result.get("ips", [])]
+    ips = [
+        ({"version": "6" if ":" in ip["address"] else "4", **ip} if v < (1, 0, 0) else dict(ip))
+        for ip in result.get("ips", [])
+    ]
     routes = []
     for route in result.get("routes", []):
         routes.append(route if v >= (1, 1, 0) else {k: route[k] for k in ("dst", "gw") if k in route})

@@ -28,13 +28,14 @@ from dockyard.engine.cni.attachments import Attached, Attachments, AttachRequest
 from dockyard.engine.cni.checks import AttachmentChecks, Expected
 from dockyard.engine.cni.networks import (
     DEFAULT_ROUTE,
+    DEFAULT_ROUTE6,
     CniError,
     NetConf,
     Route,
 )
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError, NotFound
 from dockyard.model import PortRequest, Protocol
-from dockyard.policy import ipam
+from dockyard.policy import ipam, ipam6
 from dockyard.wire.cni import (
     CODE_CONFLICT,
     CODE_DECODE,
@@ -157,31 +158,30 @@ def _bool(d: Json, key: str, where: _Where) -> bool | None:
     return value
 
 
-def _ip_range(
-    subnet: ipaddress.IPv4Network | None, start: str, end: str, where: _Where
-) -> ipaddress.IPv4Network | None:
-    """rangeStart..rangeEnd as one CIDR block (dockyard allocates from an ip range)."""
+def _ip_range(subnet: Any, start: str, end: str, where: _Where, suffix: str = "") -> Any:
+    """rangeStart..rangeEnd as one CIDR block (dockyard allocates from an ip range); of IPv4's
+    range set, or IPv6's (suffix "6": the keys dockyard-cni folded that set's values into)."""
+    start_key, end_key = "rangeStart" + suffix, "rangeEnd" + suffix
     if not start and not end:
         return None
-    at = where("rangeStart" if start else "rangeEnd")
+    at = where(start_key if start else end_key)
     if subnet is None:
         raise CniError(CODE_INVALID_CONFIG, f"{at}: rangeStart and rangeEnd need a subnet")
-    lo = (
-        _at(where("rangeStart"), ipam.parse_address, start, "rangeStart") if start else subnet.network_address
-    )
-    hi = _at(where("rangeEnd"), ipam.parse_address, end, "rangeEnd") if end else subnet.broadcast_address
-    for what, a in (("rangeStart", lo), ("rangeEnd", hi)):
+    parse = ipam6.parse_address6 if suffix else ipam.parse_address
+    lo = _at(where(start_key), parse, start, "rangeStart") if start else subnet.network_address
+    hi = _at(where(end_key), parse, end, "rangeEnd") if end else subnet.broadcast_address
+    for what, a in ((start_key, lo), (end_key, hi)):
         if a not in subnet:
             raise CniError(CODE_INVALID_CONFIG, f"{where(what)}: {a} is not within subnet {subnet}")
     if lo > hi:
-        raise CniError(CODE_INVALID_CONFIG, f"{where('rangeStart')}: {lo} is after rangeEnd {hi}")
+        raise CniError(CODE_INVALID_CONFIG, f"{where(start_key)}: {lo} is after rangeEnd {hi}")
     if int(lo) <= int(subnet.network_address) + 1 and int(hi) >= int(subnet.broadcast_address) - 1:
         return None
     blocks = list(ipaddress.summarize_address_range(lo, hi))
     if len(blocks) != 1:
         raise CniError(
             CODE_INVALID_CONFIG,
-            f"{where('rangeStart')}: rangeStart {lo} to rangeEnd {hi} is not one CIDR block: dockyard "
+            f"{where(start_key)}: rangeStart {lo} to rangeEnd {hi} is not one CIDR block: dockyard "
             f"allocates from a range such as {blocks[0]}; put rangeStart and rangeEnd on the bounds of one",
         )
     return blocks[0]
@@ -196,6 +196,18 @@ def net_conf(d: Json) -> NetConf:
     ip_range = _ip_range(subnet, str(d.get("rangeStart") or ""), str(d.get("rangeEnd") or ""), where)
     gateway = (
         _at(where("gateway"), ipam.parse_address, str(d["gateway"]), "gateway") if d.get("gateway") else None
+    )
+    # The IPv6 range set of a dual-stack config (dockyard-cni folds it into these keys).
+    subnet6 = (
+        _at(where("subnet6"), ipam6.parse_subnet6, str(d["subnet6"]), "subnet") if d.get("subnet6") else None
+    )
+    ip_range6 = _ip_range(
+        subnet6, str(d.get("rangeStart6") or ""), str(d.get("rangeEnd6") or ""), where, suffix="6"
+    )
+    gateway6 = (
+        _at(where("gateway6"), ipam6.parse_address6, str(d["gateway6"]), "gateway")
+        if d.get("gateway6")
+        else None
     )
     mtu = d.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
@@ -223,11 +235,14 @@ def net_conf(d: Json) -> NetConf:
         default_route=default_route,
         hairpin=True if hairpin is None else hairpin,
         routes=_routes(d.get("routes"), where),
+        subnet6=subnet6,
+        ip_range6=ip_range6,
+        gateway6=gateway6,
     )
 
 
 def _routes(items: Any, where: _Where) -> tuple[Route, ...]:
-    """ipam.routes: [{"dst": CIDR, "gw": address (optional)}], IPv4."""
+    """ipam.routes: [{"dst": CIDR, "gw": address (optional)}], of either family."""
     if items is None:
         return ()
     if not isinstance(items, list):
@@ -249,20 +264,14 @@ def _routes(items: Any, where: _Where) -> tuple[Route, ...]:
             raise CniError(
                 CODE_INVALID_CONFIG, f"{where('routes', i, 'dst')}: invalid dst {r['dst']!r}: give a CIDR"
             ) from None
-        if dst.version != 4:
-            raise CniError(
-                CODE_INVALID_CONFIG,
-                f"{where('routes', i, 'dst')}: route to {dst} is IPv6: dockyard networks are IPv4",
-            )
         gw = r.get("gw")
         if gw is not None and not isinstance(gw, str):
             raise CniError(
                 CODE_INVALID_CONFIG, f"{where('routes', i, 'gw')}: invalid gw {gw!r} of the route to {dst}"
             )
-        via = (
-            _at(where("routes", i, "gw"), ipam.parse_address, gw, f"gw of the route to {dst}") if gw else None
-        )
-        out.append((ipaddress.IPv4Network(dst), via))
+        parse = ipam6.parse_address6 if dst.version == 6 else ipam.parse_address
+        via = _at(where("routes", i, "gw"), parse, gw, f"gw of the route to {dst}") if gw else None
+        out.append((dst, via))
     return tuple(out)
 
 
@@ -295,8 +304,11 @@ def _ports(items: Any, where: _Where) -> tuple[PortRequest, ...]:
     return tuple(out)
 
 
-def _requested_ip(items: Any, where: _Where) -> ipaddress.IPv4Address | None:
-    found = []
+def _requested_ips(
+    items: Any, where: _Where
+) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+    """The `ips` capability: at most one address per family."""
+    found: dict[int, list[Any]] = {4: [], 6: []}
     for i, text in enumerate(items or ()):
         try:
             iface = ipaddress.ip_interface(str(text))
@@ -304,14 +316,14 @@ def _requested_ip(items: Any, where: _Where) -> ipaddress.IPv4Address | None:
             raise CniError(
                 CODE_INVALID_CONFIG, f"{where.at('ips', i)}: invalid address {text!r} asked for"
             ) from None
-        if iface.version == 4:
-            found.append(iface.ip)
-    if len(found) > 1:
-        raise CniError(
-            CODE_INVALID_CONFIG,
-            f"ips: {len(found)} IPv4 addresses asked for; dockyard gives one per interface",
-        )
-    return found[0] if found else None
+        found[iface.version].append(iface.ip)
+    for version, addresses in found.items():
+        if len(addresses) > 1:
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"ips: {len(addresses)} IPv{version} addresses asked for; dockyard gives one per family",
+            )
+    return (found[4] or [None])[0], (found[6] or [None])[0]
 
 
 def _mac(text: Any, where: _Where) -> str | None:
@@ -329,12 +341,14 @@ def _mac(text: Any, where: _Where) -> str | None:
 
 def attach_request(d: Json, netns_fd: int | None = None) -> AttachRequest:
     where = _Where(d)
+    ip, ip6 = _requested_ips(d.get("ips"), where)
     return AttachRequest(
         net=net_conf(d.get("network") or {}),
         container_id=str(d.get("containerId") or ""),
         ifname=str(d.get("ifname") or ""),
         netns=str(d.get("netns") or ""),
-        ip=_requested_ip(d.get("ips"), where),
+        ip=ip,
+        ip6=ip6,
         mac=_mac(d.get("mac"), where),
         ports=_ports(d.get("portMappings"), where),
         netns_fd=netns_fd,
@@ -369,6 +383,7 @@ def expected(prev: Any, ifname: str) -> Expected:
     if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac)):
         raise _prev_error(f"interface {ifname} has MAC {mac!r}")
     address = None
+    address6 = None
     for ip in _list_of_objects(prev, "ips"):
         at = ip.get("interface")
         if at is not None and (type(at) is not int or not 0 <= at < len(interfaces)):
@@ -384,7 +399,9 @@ def expected(prev: Any, ifname: str) -> Expected:
             raise _prev_error(f"address {text!r} of {ifname}") from None
         if iface.version == 4:
             address = ipaddress.IPv4Interface(str(iface))
-    routes = []
+        else:
+            address6 = ipaddress.IPv6Interface(str(iface))
+    routes: list[Route] = []
     for r in _list_of_objects(prev, "routes"):
         dst_text, gw_text = r.get("dst"), r.get("gw")
         try:
@@ -394,9 +411,10 @@ def expected(prev: Any, ifname: str) -> Expected:
             gw = ipaddress.ip_address(gw_text) if gw_text is not None else None
         except ValueError:
             raise _prev_error(f"route {r}") from None
-        if dst == DEFAULT_ROUTE and (gw is None or gw.version == 4):
-            routes.append((DEFAULT_ROUTE, gw))
-    return Expected(address=address, mac=mac, routes=tuple(routes))
+        for default in (DEFAULT_ROUTE, DEFAULT_ROUTE6):
+            if dst == default and (gw is None or gw.version == default.version):
+                routes.append((default, gw))
+    return Expected(address=address, mac=mac, routes=tuple(routes), address6=address6)
 
 
 # -- results ------------------------------------------------------------------
@@ -419,13 +437,20 @@ def result(a: Attached) -> Json:
     if ep.gateway is not None:
         ip["gateway"] = str(ep.gateway)
     ip["interface"] = 2
+    ips = [ip]
+    if ep.address6 is not None:  # dual stack: the IPv6 address after the IPv4 one
+        ip6: Json = {"address": str(ep.address6)}
+        if ep.gateway6 is not None:
+            ip6["gateway"] = str(ep.gateway6)
+        ip6["interface"] = 2
+        ips.append(ip6)
     return {
         "interfaces": [
             _iface(n.bridge, a.bridge_mac, n.mtu),
             _iface(ep.host_ifname, a.host_mac, n.mtu),
             _iface(ep.ifname, ep.mac, n.mtu, a.netns),
         ],
-        "ips": [ip],
+        "ips": ips,
         "routes": [{"dst": str(dst), "gw": str(gw)} for dst, gw in a.routes],
     }
 

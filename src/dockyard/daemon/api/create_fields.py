@@ -113,7 +113,7 @@ ENDPOINT_OUTPUT = (
     "GlobalIPv6Address", "GlobalIPv6PrefixLen", "DNSNames",
 )  # fmt: skip
 ENDPOINT_REFUSED = {"Links": "--link", "DriverOpts": "endpoint driver options", "GwPriority": "--gw-priority"}
-IPAM_REFUSED = {"IPv6Address": "--ip6 (dockyard networks are IPv4)", "LinkLocalIPs": "--link-local-ip"}
+IPAM_REFUSED = {"LinkLocalIPs": "--link-local-ip"}
 
 
 def _zero(value: Any) -> bool:
@@ -379,10 +379,24 @@ def stop_timeout(raw: Any) -> int | None:
     return raw
 
 
+def _ipam6(ep: Json, network: str) -> ipaddress.IPv6Address | None:
+    text = _text(_object(ep.get("IPAMConfig"), "IPAMConfig").get("IPv6Address"), "IPAMConfig.IPv6Address")
+    if not text:
+        return None
+    try:
+        if "%" in text:
+            raise ValueError(text)
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid --ip6 {text!r} for network {network}: expected an IPv6 address"
+        ) from None
+
+
 def _ipam(ep: Json, network: str) -> ipaddress.IPv4Address | None:
     ipam_cfg = _object(ep.get("IPAMConfig"), "IPAMConfig")
     for key, value in ipam_cfg.items():
-        if key != "IPv4Address" and not _zero(value):
+        if key not in ("IPv4Address", "IPv6Address") and not _zero(value):
             what = IPAM_REFUSED.get(key, key)
             raise InvalidArgument(f"IPAMConfig.{key} is not supported by dockyard: {what}")
     text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
@@ -411,7 +425,9 @@ def endpoint_requests(
         aliases = tuple(_strings(ep.get("Aliases"), "Aliases"))
         for alias in aliases:
             check_name(alias, "network alias")
-        req = EndpointRequest(name, _ipam(ep, name), aliases, mac_address(ep.get("MacAddress"), "MacAddress"))
+        req = EndpointRequest(
+            name, _ipam(ep, name), aliases, mac_address(ep.get("MacAddress"), "MacAddress"), _ipam6(ep, name)
+        )
         # The CLI names the mode's network "default" when --network was not given.
         if name == mode_name or (name == "default" and mode_name == "bridge"):
             first = req

@@ -35,7 +35,7 @@ from dockyard.model import (
     PortRequest,
     check_network_name,
 )
-from dockyard.policy import ipam, ports
+from dockyard.policy import ipam, ipam6, ports
 
 Json = dict[str, Any]
 
@@ -98,7 +98,10 @@ def port_requests(
             host_ip = _text(fields.get("HostIp"), "HostIp")
             host_port = _text(fields.get("HostPort"), "HostPort")
             if ":" in host_ip:
-                raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IPv4 address")
+                # IPv6, in brackets in the spec; anything else with a colon is refused there.
+                if "[" in host_ip or "]" in host_ip:
+                    raise InvalidArgument(f"invalid HostIp {host_ip!r}: expected an IP address")
+                host_ip = f"[{host_ip}]"
             if ":" in host_port:
                 raise InvalidArgument(f"invalid HostPort {host_port!r}: expected a port or a range")
             spec = (
@@ -125,6 +128,12 @@ def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
         raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
 
 
+def requested_ip6(endpoint: Any) -> ipaddress.IPv6Address | None:
+    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
+    text = _text(ipam_cfg.get("IPv6Address"), "IPAMConfig.IPv6Address")
+    return ipam6.parse_address6(text, "--ip6") if text else None
+
+
 def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
     """An object of strings (Labels, Options, AuxiliaryAddresses), sorted by key."""
     out = []
@@ -148,25 +157,50 @@ def network_spec(body: Any) -> NetworkSpec:
         configs = []
     if not isinstance(configs, list):
         raise InvalidArgument("IPAM.Config must be a list")
-    if len(configs) > 1:
-        raise InvalidArgument("dockyard networks take one IPv4 subnet")
-    cfg = _object(configs[0], "IPAM.Config entry") if configs else {}
-    subnet_text = _text(cfg.get("Subnet"), "IPAM.Config Subnet")
-    gateway_text = _text(cfg.get("Gateway"), "IPAM.Config Gateway")
-    range_text = _text(cfg.get("IPRange"), "IPAM.Config IPRange")
-    subnet = ipam.parse_subnet(subnet_text, "--subnet") if subnet_text else None
-    gateway = ipam.parse_address(gateway_text, "--gateway") if gateway_text else None
-    ip_range = ipam.parse_subnet(range_text, "--ip-range") if range_text else None
-    aux = []
-    for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
-        aux.append((key, ipam.parse_address(value, f"--aux-address {key!r}")))
+    enable_ipv6 = _flag(body.get("EnableIPv6"), "EnableIPv6")
+    enable_ipv4 = _flag(body.get("EnableIPv4"), "EnableIPv4", default=True)
+    ipam_v4: dict[str, Any] = {}
+    ipam_v6: dict[str, Any] = {}
+    aux: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
+    for raw_cfg in configs:
+        cfg = _object(raw_cfg, "IPAM.Config entry")
+        subnet_text = _text(cfg.get("Subnet"), "IPAM.Config Subnet")
+        gateway_text = _text(cfg.get("Gateway"), "IPAM.Config Gateway")
+        range_text = _text(cfg.get("IPRange"), "IPAM.Config IPRange")
+        # Each entry is one family's, decided by its values (as Docker decides it).
+        v6 = ipam6.is_ipv6(subnet_text or gateway_text or range_text)
+        parsed = ipam_v6 if v6 else ipam_v4
+        if parsed:
+            family = "IPv6" if v6 else "IPv4"
+            raise InvalidArgument(
+                f"subnet {subnet_text or '(default)'} is a second {family} subnet: a dockyard network takes "
+                f"at most one {family} subnet"
+            )
+        parsed["subnet"] = ipam6.parse_any_subnet(subnet_text, "--subnet") if subnet_text else None
+        parsed["gateway"] = ipam6.parse_any_address(gateway_text, "--gateway") if gateway_text else None
+        parsed["ip_range"] = ipam6.parse_any_subnet(range_text, "--ip-range") if range_text else None
+        for what, value in (("--gateway", parsed["gateway"]), ("--ip-range", parsed["ip_range"])):
+            if (
+                value is not None
+                and parsed["subnet"] is not None
+                and value.version != parsed["subnet"].version
+            ):
+                raise InvalidArgument(f"{what} {value} is not of subnet {parsed['subnet']}'s family")
+        parsed["given"] = True
+        for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
+            aux.append((key, ipam6.parse_any_address(value, f"--aux-address {key!r}")))
     return NetworkSpec(
         name=name,
         driver=_text(body.get("Driver"), "Driver") or "bridge",
-        subnet=subnet,
-        gateway=gateway,
-        ip_range=ip_range,
+        subnet=ipam_v4.get("subnet"),
+        gateway=ipam_v4.get("gateway"),
+        ip_range=ipam_v4.get("ip_range"),
         aux_addresses=tuple(aux),
+        enable_ipv6=enable_ipv6,
+        subnet6=ipam_v6.get("subnet"),
+        gateway6=ipam_v6.get("gateway"),
+        ip_range6=ipam_v6.get("ip_range"),
+        enable_ipv4=enable_ipv4,
         internal=_flag(body.get("Internal"), "Internal"),
         attachable=_flag(body.get("Attachable"), "Attachable"),
         labels=_pairs(body.get("Labels"), "Labels"),
@@ -213,8 +247,9 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     create_fields.check_all(body, host)
     first, further = create_fields.endpoint_requests(body.get("NetworkingConfig"), mode)
     ip = first.ip if first else None
+    ip6 = first.ip6 if first else None
     aliases: list[str] = list(first.aliases) if first else []
-    if ip is not None and mode.kind is ModeKind.BRIDGE:
+    if (ip is not None or ip6 is not None) and mode.kind is ModeKind.BRIDGE:
         raise InvalidArgument("user specified IP address is supported on user defined networks only")
     mac = (first.mac if first else "") or create_fields.mac_address(body.get("MacAddress"), "MacAddress")
     if mac and mode.network_name is None:
@@ -243,6 +278,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
             _flag(host.get("PublishAllPorts"), "HostConfig.PublishAllPorts"),
         ),
         ip=ip,
+        ip6=ip6,
         # An explicit null detaches, as before; absent means attached.
         detach=not _flag(body.get("AttachStdout", True), "AttachStdout"),
         aliases=tuple(aliases),
@@ -287,30 +323,46 @@ def requested_bindings(cfg: ContainerConfig) -> Json:
     return out
 
 
-def published_ports(bindings: list[PortBinding]) -> Json:
+def _host_ips(b: PortBinding, ipv6: bool) -> list[str]:
+    """The host addresses a binding shows, as Docker shows them: one on every address
+    is 0.0.0.0 and, where the container has IPv6, :: beside it."""
+    if b.host_ip is None and ipv6:
+        return ["0.0.0.0", "::"]
+    return [b.host_ip_text]
+
+
+def _has_ipv6(endpoints: list[tuple[Endpoint, Network]]) -> bool:
+    return any(ep.address6 is not None for ep, _ in endpoints)
+
+
+def published_ports(bindings: list[PortBinding], ipv6: bool = False) -> Json:
     out: Json = {}
     for b in bindings:
-        out.setdefault(_port_key(b), []).append({"HostIp": b.host_ip_text, "HostPort": str(b.host_port)})
+        for ip in _host_ips(b, ipv6):
+            out.setdefault(_port_key(b), []).append({"HostIp": ip, "HostPort": str(b.host_port)})
     return out
 
 
-def _requested(c: Container | None, network: Network) -> tuple[str, str]:
-    """(address, MAC) c's config asked for on network: what inspect echoes in IPAMConfig."""
+def _requested(c: Container | None, network: Network) -> tuple[Json | None, str]:
+    """(IPAMConfig, MAC) c's config asked for on network: what inspect echoes (--ip, --ip6)."""
     if c is None:
-        return "", ""
+        return None, ""
     cfg = c.config
     if cfg.network_mode.network_name == network.name:
-        return str(cfg.ip or ""), cfg.mac
-    for req in cfg.networks:
-        if req.network in (network.name, network.id):
-            return str(req.ip or ""), req.mac
-    return "", ""
+        ip, ip6, mac = cfg.ip, cfg.ip6, cfg.mac
+    else:
+        req = next((r for r in cfg.networks if r.network in (network.name, network.id)), None)
+        if req is None:
+            return None, ""
+        ip, ip6, mac = req.ip, req.ip6, req.mac
+    ipam_config = ({"IPv4Address": str(ip)} if ip else {}) | ({"IPv6Address": str(ip6)} if ip6 else {})
+    return ipam_config or None, mac
 
 
 def _endpoint_json(ep: Endpoint, network: Network, c: Container | None = None) -> Json:
-    ip, _ = _requested(c, network)
+    ipam_config, _ = _requested(c, network)
     return {
-        "IPAMConfig": {"IPv4Address": ip} if ip else None,
+        "IPAMConfig": ipam_config,
         "Links": None,
         "Aliases": list(ep.aliases) or None,
         "NetworkID": network.id,
@@ -318,9 +370,9 @@ def _endpoint_json(ep: Endpoint, network: Network, c: Container | None = None) -
         "Gateway": str(ep.gateway or ""),
         "IPAddress": str(ep.address.ip),
         "IPPrefixLen": ep.address.network.prefixlen,
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": str(ep.gateway6 or ""),
+        "GlobalIPv6Address": str(ep.address6.ip) if ep.address6 else "",
+        "GlobalIPv6PrefixLen": ep.address6.network.prefixlen if ep.address6 else 0,
         "MacAddress": ep.mac,
         "DriverOpts": None,
     }
@@ -352,11 +404,11 @@ def _mode_endpoint_json(c: Container, network: Network) -> Json:
 
 def _configured_json(c: Container, name: str, network: Network | None) -> Json:
     """A network c's config names, not joined (c is not running): Docker shows it without address."""
-    ip, mac = _requested(c, network) if network is not None else ("", "")
+    ipam_config, mac = _requested(c, network) if network is not None else (None, "")
     aliases = list(c.config.aliases) if name == c.config.network_mode.network_name else []
     aliases += [a for r in c.config.networks if r.network == name for a in r.aliases]
     return {
-        "IPAMConfig": {"IPv4Address": ip} if ip else None,
+        "IPAMConfig": ipam_config,
         "Links": None,
         "Aliases": aliases or None,
         "NetworkID": network.id if network is not None else "",
@@ -406,7 +458,7 @@ def container_inspect(
     legacy = next((ep for ep, n in view if n.name == "bridge"), None)
     ports_json: Json = {}
     if c.running:
-        ports_json = published_ports(bindings)
+        ports_json = published_ports(bindings, _has_ipv6(view))
         for r in c.config.ports:
             ports_json.setdefault(_port_key(r), None)
     confined_config, confined_host = confinement.inspect(c.config)
@@ -484,6 +536,9 @@ def container_inspect(
             "Gateway": str(legacy.gateway or "") if legacy else "",
             "IPAddress": str(legacy.address.ip) if legacy else "",
             "IPPrefixLen": legacy.address.network.prefixlen if legacy else 0,
+            "IPv6Gateway": str(legacy.gateway6 or "") if legacy else "",
+            "GlobalIPv6Address": str(legacy.address6.ip) if legacy and legacy.address6 else "",
+            "GlobalIPv6PrefixLen": legacy.address6.network.prefixlen if legacy and legacy.address6 else 0,
             "MacAddress": legacy.mac if legacy else "",
             "Networks": _networks_json(c, endpoints, mode_network, extra.get("Configured")),
         },
@@ -525,12 +580,13 @@ def container_summary(
         "Status": status_text(c),
         "Ports": [
             {
-                "IP": b.host_ip_text,
+                "IP": ip,
                 "PrivatePort": b.container_port,
                 "PublicPort": b.host_port,
                 "Type": str(b.proto),
             }
             for b in (bindings if c.running else [])
+            for ip in _host_ips(b, _has_ipv6(endpoints))
         ],
         "HostConfig": {"NetworkMode": str(c.config.network_mode)},
         "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network, configured)},
@@ -542,12 +598,19 @@ def container_summary(
 
 def network_inspect(n: Network, members: list[Member], mode_members: tuple[Container, ...] = ()) -> Json:
     ipam_config = []
-    if n.subnet is not None:
-        entry: Json = {"Subnet": str(n.subnet), "Gateway": str(n.gateway or "")}
-        if n.ip_range is not None:
-            entry["IPRange"] = str(n.ip_range)
-        if n.aux_addresses:
-            entry["AuxiliaryAddresses"] = {k: str(v) for k, v in n.aux_addresses}
+    # One entry per family, IPv4 first, each with its own aux addresses (as Docker shows them).
+    for version, subnet, gateway, ip_range in (
+        (4, n.subnet, n.gateway, n.ip_range),
+        (6, n.subnet6, n.gateway6, n.ip_range6),
+    ):
+        if subnet is None:
+            continue
+        entry: Json = {"Subnet": str(subnet), "Gateway": str(gateway or "")}
+        if ip_range is not None:
+            entry["IPRange"] = str(ip_range)
+        aux = {k: str(v) for k, v in n.aux_addresses if v.version == version}
+        if aux:
+            entry["AuxiliaryAddresses"] = aux
         ipam_config.append(entry)
     return {
         "Name": n.name,
@@ -555,7 +618,8 @@ def network_inspect(n: Network, members: list[Member], mode_members: tuple[Conta
         "Created": n.created,
         "Scope": n.scope,
         "Driver": n.driver.value,
-        "EnableIPv6": False,
+        "EnableIPv4": n.enable_ipv4 or not n.bridged,
+        "EnableIPv6": n.enable_ipv6,
         "IPAM": {"Driver": "default", "Options": None, "Config": ipam_config},
         "Internal": n.internal,
         "Attachable": n.driver is DriverName.OVERLAY,
@@ -568,7 +632,7 @@ def network_inspect(n: Network, members: list[Member], mode_members: tuple[Conta
                 "EndpointID": ep.id,
                 "MacAddress": ep.mac,
                 "IPv4Address": str(ep.address),
-                "IPv6Address": "",
+                "IPv6Address": str(ep.address6 or ""),
             }
             for c, ep in members
         }

@@ -328,16 +328,16 @@ class Api:
     def network_connect(self, req: Request, ref: str) -> Response:
         body = req.json()
         endpoint = body.get("EndpointConfig") or {}
-        ip = docker.requested_ip(endpoint)
+        ip, ip6 = docker.requested_ip(endpoint), docker.requested_ip6(endpoint)
         aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
         mac = create_fields.mac_address(endpoint.get("MacAddress"), "MacAddress")
         c = self.e.get(str(body.get("Container") or ""))
         if not c.running:
             # Docker keeps it for the container's next start.
             n = self.e.networks.get(ref)
-            requests.connect_later(self.e, c, n, EndpointRequest(n.name, ip, aliases, mac))
+            requests.connect_later(self.e, c, n, EndpointRequest(n.name, ip, aliases, mac, ip6))
             return Response(200)
-        self.e.connect(ref, c.id, ip, aliases, mac)
+        self.e.connect(ref, c.id, ip, aliases, mac, ip6)
         return Response(200)
 
     def network_disconnect(self, req: Request, ref: str) -> Response:

@@ -33,6 +33,7 @@ from dockyard.drivers import Driver
 from dockyard.engine.cni.networks import (
     CNI_LABEL,
     DEFAULT_ROUTE,
+    DEFAULT_ROUTE6,
     CniError,
     ConfigNetworks,
     NetConf,
@@ -69,6 +70,7 @@ class AttachRequest:
     mac: str | None = None
     ports: tuple[PortRequest, ...] = ()
     netns_fd: int | None = None
+    ip6: ipaddress.IPv6Address | None = None  # the `ips` capability's IPv6 address
 
     @property
     def sandbox(self) -> Path:
@@ -221,7 +223,7 @@ class Attachments:
 
     def _add_to(self, network: Network, req: AttachRequest, owner: str) -> Attached:
         try:
-            self.endpoints.check_request(network, req.ip, bool(req.ports))
+            self.endpoints.check_request(network, req.ip, bool(req.ports), req.ip6)
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
         routes = routes_of(req.net, network)
@@ -255,9 +257,11 @@ class Attachments:
     ) -> Endpoint:
         """Record, then plug; on any failure undo all of it."""
         undo = Undo()
-        # The driver makes the default route via the gateway; any other route is added here.
+        # The driver makes the default routes via the gateways (IPv4's and, on a network
+        # with IPv6, IPv6's, together); any other route is added here.
+        defaults = [(DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6)]
         default_route = (DEFAULT_ROUTE, network.gateway) in routes
-        extra = [r for r in routes if r != (DEFAULT_ROUTE, network.gateway)]
+        extra = [r for r in routes if r not in defaults]
         step("cni.add.begin")
         try:
             with self.store.transaction():
@@ -265,7 +269,7 @@ class Attachments:
                     owner, network.id, network.name, req.container_id, req.ifname, req.netns
                 )
                 endpoint, _ = self.endpoints.record(
-                    EndpointOwner.attachment(owner), network, req.ifname, req.ip
+                    EndpointOwner.attachment(owner), network, req.ifname, req.ip, requested_ip6=req.ip6
                 )
                 if req.mac:
                     self.store.set_endpoint_mac(endpoint.id, req.mac)
@@ -393,7 +397,9 @@ class Attachments:
                 continue
             for ep in self.store.endpoints(container_id=a.owner):
                 el.update(
-                    rules.publish_elements(ep.address.ip, self.endpoints.bindings(a.endpoint_owner, ep.id))
+                    rules.endpoint_publish_elements(
+                        network, ep, self.endpoints.bindings(a.endpoint_owner, ep.id)
+                    )
                 )
                 el.update(rules.endpoint_elements(ep, network.icc))
         return el

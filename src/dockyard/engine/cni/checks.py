@@ -43,6 +43,7 @@ class Expected:
     address: ipaddress.IPv4Interface | None = None
     mac: str | None = None
     routes: tuple[Route, ...] = ()
+    address6: ipaddress.IPv6Interface | None = None
 
 
 def sandbox_problems(
@@ -77,8 +78,9 @@ def sandbox_problems(
             f"interface {ifname} has MAC {found.mac}, but its bridge port lets only {guarded_mac.lower()} "
             "through: give the MAC to dockyard (runtimeConfig.mac, CNI_ARGS MAC=)"
         )
-    if ep.address not in found.addresses:
-        problems.append(f"address {ep.address} is missing from {ifname}")
+    for address in (ep.address, ep.address6):
+        if address is not None and address not in found.addresses:
+            problems.append(f"address {address} is missing from {ifname}")
     for dst, gw in routes:
         if not any(d == dst and (gw is None or g == gw) for d, g in found.routes):
             problems.append(f"route to {dst}" + (f" via {gw}" if gw else "") + " is missing")
@@ -125,7 +127,16 @@ class AttachmentChecks:
         ep = eps[0]
         if expected.address is not None and expected.address != ep.address:
             problems.append(f"prevResult gives {expected.address}, but {ep.address} is recorded")
-        want = replace(ep, mac=expected.mac or ep.mac, address=expected.address or ep.address)
+        if expected.address6 is not None and expected.address6 != ep.address6:
+            problems.append(
+                f"prevResult gives {expected.address6}, but {ep.address6 or 'no IPv6 address'} is recorded"
+            )
+        want = replace(
+            ep,
+            mac=expected.mac or ep.mac,
+            address=expected.address or ep.address,
+            address6=expected.address6 or ep.address6,
+        )
         routes: list[Route] = list(expected.routes)
         routes += [r for r in routes_of(req.net, network) if r not in routes]
         problems += sandbox_problems(req.sandbox, req.ifname, want, routes, ep.mac, req.netns)
@@ -146,7 +157,7 @@ class AttachmentChecks:
             out.append(f"the guard of host interface {ep.host_ifname} is missing from nftables")
         bindings = self.endpoints.bindings(owner, ep.id)
         for b in bindings:
-            missing = rules.publish_elements(ep.address.ip, (b,)).minus(present)
+            missing = rules.endpoint_publish_elements(network, ep, (b,)).minus(present)
             if not missing.empty():
                 out.append(f"port mapping {b} is missing from nftables")
         return out

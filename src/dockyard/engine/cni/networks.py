@@ -30,9 +30,13 @@ log = logging.getLogger(__name__)
 
 CNI_LABEL = ("dev.dockyard.cni", "true")
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
+DEFAULT_ROUTE6 = ipaddress.IPv6Network("::/0")
 
-Route = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]
-ResolvedRoute = tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]
+AnyNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+AnyAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+# A route of either family: (destination, gw or None); resolved, the gw is always there.
+Route = tuple[AnyNet, AnyAddr | None]
+ResolvedRoute = tuple[AnyNet, AnyAddr]
 
 
 class CniError(DockyardError):
@@ -67,6 +71,10 @@ class NetConf:
     default_route: bool = True
     hairpin: bool = True
     routes: tuple[Route, ...] = ()
+    # The IPv6 range set of a dual-stack config (ranges: one set per family).
+    subnet6: ipaddress.IPv6Network | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
@@ -75,31 +83,37 @@ def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
     Checked against the network (a gw on the subnet, not the subnet's own
     route) before anything changes.
     """
-    gateway = network.gateway
     out: list[ResolvedRoute] = []
     for dst, gw in net.routes:
+        # Each family's routes go via that family's gateway and subnet.
+        gateway, subnet = (
+            (network.gateway6, network.subnet6) if dst.version == 6 else (network.gateway, network.subnet)
+        )
         via = gw or gateway
         if via is None:
             raise CniError(
-                CODE_INVALID_CONFIG, f"route to {dst} has no gw, and network {network.name} no gateway"
+                CODE_INVALID_CONFIG,
+                f"route to {dst} has no gw, and network {network.name} no IPv{dst.version} gateway",
             )
-        if network.subnet is not None and via not in network.subnet:
+        if subnet is None or via.version != dst.version or via not in subnet:
             raise CniError(
                 CODE_INVALID_CONFIG,
-                f"route to {dst} via {via}: the gw must be on subnet {network.subnet} of network "
-                f"{network.name}",
+                f"route to {dst} via {via}: the gw must be on "
+                + (f"subnet {subnet}" if subnet is not None else f"an IPv{dst.version} subnet")
+                + f" of network {network.name}",
             )
-        if dst == network.subnet:
+        if dst == subnet:
             raise CniError(CODE_INVALID_CONFIG, f"route to {dst}: the interface's subnet is routed already")
         if all(d != dst for d, _ in out):
             out.append((dst, via))
-    if (
-        net.default_route
-        and gateway is not None
-        and not network.internal
-        and all(d != DEFAULT_ROUTE for d, _ in out)
-    ):
-        out.append((DEFAULT_ROUTE, gateway))
+    for default, gateway in ((DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6)):
+        if (
+            net.default_route
+            and gateway is not None
+            and not network.internal
+            and all(d != default for d, _ in out)
+        ):
+            out.append((default, gateway))
     return out
 
 
@@ -130,6 +144,9 @@ class ConfigNetworks:
             ("subnet", net.subnet, network.subnet),
             ("ip range", net.ip_range, network.ip_range),
             ("gateway", net.gateway, network.gateway),
+            ("IPv6 subnet", net.subnet6, network.subnet6),
+            ("IPv6 ip range", net.ip_range6, network.ip_range6),
+            ("IPv6 gateway", net.gateway6, network.gateway6),
             ("ipMasq", net.ip_masq, network.masquerade),
             ("mtu", net.mtu, network.mtu),
         )
@@ -153,6 +170,10 @@ class ConfigNetworks:
             subnet=net.subnet,
             gateway=net.gateway,
             ip_range=net.ip_range,
+            enable_ipv6=net.subnet6 is not None,
+            subnet6=net.subnet6,
+            gateway6=net.gateway6,
+            ip_range6=net.ip_range6,
             labels=(CNI_LABEL,),
             options=tuple(options),
         )

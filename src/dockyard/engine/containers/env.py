@@ -55,8 +55,16 @@ class ContainerFiles:
         resolv = self.resolv_conf(c, [network] if network is not None else [])
         extra = [c.name] if address is not None else []
         directory = self.paths.container_dir(c.id)
+        address6 = endpoint.address6.ip if endpoint and endpoint.address6 else None
         return sandbox.write_network_files(
-            self.paths.root, directory, hostname, address, extra, resolv, requests.extra_host_lines(self, c)
+            self.paths.root,
+            directory,
+            hostname,
+            address,
+            extra,
+            resolv,
+            requests.extra_host_lines(self, c),
+            address6,
         )
 
     def resolv_conf(self, c: Container, networks: list[Network]) -> str:

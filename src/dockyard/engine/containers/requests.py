@@ -83,10 +83,17 @@ def plug_further(engine: Any, c: Container, pin: Path, has_default_route: bool, 
     out = []
     for i, req in enumerate(c.config.networks, start=1):
         network = engine.store.get_network(req.network)
-        engine.endpoints.check_request(network, req.ip, False)
+        engine.endpoints.check_request(network, req.ip, False, req.ip6)
         ifname = f"eth{i}"
         endpoint, _ = engine.endpoints.record(
-            EndpointOwner.container(c.id), network, ifname, req.ip, (), req.aliases, req.mac
+            EndpointOwner.container(c.id),
+            network,
+            ifname,
+            req.ip,
+            (),
+            req.aliases,
+            req.mac,
+            requested_ip6=req.ip6,
         )
         route = not has_default_route and not network.internal
         engine.endpoints.plug(network, endpoint, (), pin, undo, route)
@@ -129,9 +136,11 @@ def connect_later(engine: Any, c: Container, network: Network, req: EndpointRequ
     first = network.name == mode.network_name
     if (first and not c.config.network_left) or any(r.network == network.name for r in c.config.networks):
         raise Conflict(f"container {c.name} is already connected to network {network.name}")
-    engine.endpoints.check_request(network, req.ip, False)
+    engine.endpoints.check_request(network, req.ip, False, req.ip6)
     if first:  # back on the first network it left, with what this connect asks
-        config = replace(c.config, network_left=False, aliases=req.aliases, ip=req.ip, mac=req.mac)
+        config = replace(
+            c.config, network_left=False, aliases=req.aliases, ip=req.ip, ip6=req.ip6, mac=req.mac
+        )
         engine.store.update_config(c.id, config)
         return
     engine.store.update_config(c.id, replace(c.config, networks=(*c.config.networks, req)))

@@ -128,7 +128,7 @@ class ContainerRun:
         # at create, a 404 makes the docker CLI look for the image instead.
         network = self.store.find_network(mode.network_name) if mode.network_name is not None else None
         if network is not None:
-            self.endpoints.check_request(network, config.ip, bool(config.ports))
+            self.endpoints.check_request(network, config.ip, bool(config.ports), config.ip6)
         requests.check(self, config)
         config = requests.with_image_id(self, config)
         self.confinement.check(config)
@@ -197,7 +197,14 @@ class ContainerRun:
             network = self.store.get_network(mode.network_name)
             undo.push(lambda: self.endpoints.drop_records(me), "run.records")
             endpoint, bindings = self.endpoints.record(
-                me, network, "eth0", c.config.ip, c.config.ports, c.config.aliases, c.config.mac
+                me,
+                network,
+                "eth0",
+                c.config.ip,
+                c.config.ports,
+                c.config.aliases,
+                c.config.mac,
+                requested_ip6=c.config.ip6,
             )
         if owner == c.id:
             step("run.sandbox")

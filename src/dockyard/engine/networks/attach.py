@@ -60,6 +60,7 @@ class NetworkAttach:
         ip: ipaddress.IPv4Address | None = None,
         aliases: tuple[str, ...] = (),
         mac: str = "",
+        ip6: ipaddress.IPv6Address | None = None,
     ) -> Endpoint:
         """Plug a running container into one more network: a new ethN appears."""
         network = self.store.get_network(network_ref)
@@ -78,7 +79,7 @@ class NetworkAttach:
                 )
             if not c.running:
                 raise Conflict(f"container {c.name} is not running; start it before connecting it")
-            self.endpoints.check_request(network, ip, False)
+            self.endpoints.check_request(network, ip, False, ip6)
             current = self.store.endpoints(container_id=c.id)
             if any(ep.network_id == network.id for ep in current):
                 raise Conflict(f"container {c.name} is already connected to network {network.name}")
@@ -89,7 +90,9 @@ class NetworkAttach:
             with self.intents.under("connect", f"{c.id}/{ifname}"):
                 try:
                     undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname), "connect.records")
-                    endpoint, _ = self.endpoints.record(me, network, ifname, ip, (), aliases, mac)
+                    endpoint, _ = self.endpoints.record(
+                        me, network, ifname, ip, (), aliases, mac, requested_ip6=ip6
+                    )
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal
                         for ep in current

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dockyard.drivers import Driver
+from dockyard.engine.networks.ipv6 import NetworkIpv6
 from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
@@ -59,6 +60,7 @@ class Networks:
         self._owner_names: dict[OwnerKind, Callable[[], dict[str, str]]] = {}
         # Global (overlay) networks, when the daemon is in a cluster (engine/cluster.py).
         self.overlay: OverlayNetworks | None = None
+        self.ipv6 = NetworkIpv6(settings, store, kernel)
 
     # -- who is attached -------------------------------------------------
 
@@ -117,6 +119,7 @@ class Networks:
             # apply to the default bridge too when no --bip is given.
             subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
             gateway = ipam.first_host(subnet)
+        subnet6, gateway6 = self.ipv6.default_bridge(current, bridge)
         return Network(
             id=current.id if current else new_id(),
             name="bridge",
@@ -136,6 +139,9 @@ class Networks:
                 ("com.docker.network.driver.mtu", str(self.settings.mtu)),
             ),
             created=current.created if current else now(),
+            enable_ipv6=subnet6 is not None,
+            subnet6=subnet6,
+            gateway6=gateway6,
         )
 
     def ensure_builtin(self) -> None:
@@ -152,6 +158,7 @@ class Networks:
             current is not None
             and bridge == current.bridge
             and (bip is None or (bip.ip == current.gateway and bip.network == current.subnet))
+            and not self.ipv6.default_bridge_changed(current)
         ):
             return current
         if current is not None:
@@ -173,11 +180,21 @@ class Networks:
             ):
                 if net.overlaps(wanted.subnet):
                     raise Conflict(f"--bip {bip} overlaps {what} ({net})")
+        if wanted.subnet6 is not None and self.settings.fixed_cidr_v6 is not None:
+            for what, net6 in self.ipv6.taken(
+                exclude_network=wanted.id, exclude_bridges=(bridge, *((current.bridge,) if current else ()))
+            ):
+                if net6.overlaps(wanted.subnet6):
+                    raise Conflict(f"fixed-cidr-v6 {wanted.subnet6} overlaps {what} ({net6})")
         driver = self.drivers[DriverName.BRIDGE]
         if (
             current is not None
             and current.bridge
-            and (current.bridge != wanted.bridge or current.subnet != wanted.subnet)
+            and (
+                current.bridge != wanted.bridge
+                or current.subnet != wanted.subnet
+                or current.subnet6 != wanted.subnet6
+            )
         ):
             driver.delete_network(current)
         driver.create_network(wanted)
@@ -194,6 +211,8 @@ class Networks:
         """`network create`: validate everything, record, then make the bridge."""
         check_network_name(spec.name)
         if spec.driver == "overlay":
+            if spec.enable_ipv6 or not spec.enable_ipv4:
+                raise InvalidArgument("--ipv6 and --ipv4=false are not supported with the overlay driver")
             if self.overlay is None:
                 raise InvalidArgument(
                     "overlay networks need a cluster: start dockyardd with --cluster-store etcd://HOST:PORT "
@@ -216,6 +235,9 @@ class Networks:
                 raise Conflict(f"bridge {bridge} is already used by network {other.name}")
         if opts.bridge and self.k.netlink.link_exists(bridge) and not self.k.netlink.is_bridge(bridge):
             raise Conflict(f"{bridge} exists on the host and is not a bridge")
+        if not spec.enable_ipv4:
+            raise InvalidArgument("--ipv4=false (an IPv6-only network) is not supported yet: give IPv4 too")
+        subnet6, gateway6 = self.ipv6.of_spec(spec, self.ipv6.taken(exclude_bridges=(bridge,)))
         taken = self.taken_subnets(exclude_bridges=(bridge,))
         if spec.subnet is not None:
             ipam.check_usable(spec.subnet)
@@ -230,7 +252,8 @@ class Networks:
         if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
             raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
         for aux_name, addr in spec.aux_addresses:
-            ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+            if addr.version == 4:
+                ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
         network = Network(
             id=network_id,
             name=spec.name,
@@ -248,6 +271,10 @@ class Networks:
             labels=spec.labels,
             aux_addresses=spec.aux_addresses,
             created=now(),
+            enable_ipv6=spec.enable_ipv6,
+            subnet6=subnet6,
+            gateway6=gateway6,
+            ip_range6=spec.ip_range6,
         )
         with self.store.transaction():
             self.store.add_network(network)
@@ -463,7 +490,14 @@ class NetworkSpec:
     subnet: ipaddress.IPv4Network | None = None
     gateway: ipaddress.IPv4Address | None = None
     ip_range: ipaddress.IPv4Network | None = None
-    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address], ...] = ()
+    aux_addresses: tuple[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address], ...] = ()
+    # --ipv6, and IPv6's IPAM (subnet6 None: one from the IPv6 default pools).
+    enable_ipv6: bool = False
+    subnet6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
+    # --ipv4=false: an IPv6-only network.
+    enable_ipv4: bool = True
     internal: bool = False
     attachable: bool = False
     labels: tuple[tuple[str, str], ...] = ()

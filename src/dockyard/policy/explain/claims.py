@@ -24,7 +24,9 @@ DNS_PORT = 53
 
 def _held(host: Namespace, b: PortBinding) -> bool:
     """Whether a host socket holds the published port (the daemon's hold)."""
-    want = {ipaddress.IPv4Address("0.0.0.0"), b.host_ip} if b.host_ip else {ipaddress.IPv4Address("0.0.0.0")}
+    # On every address: 0.0.0.0, or one dual-stack :: socket when the endpoint has IPv6 too.
+    every: set[object] = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")}
+    want = every | {b.host_ip} if b.host_ip else every
     return any(s.proto is b.proto and s.port == b.host_port and s.address in want for s in host.sockets)
 
 
@@ -207,7 +209,9 @@ def published(view: View, s: Section, m: Member) -> None:
     want = publish_elements(m.address, m.bindings)
     for b in m.bindings:
         target = (m.address, b.container_port)
-        if b.host_ip is None:
+        if isinstance(b.host_ip, ipaddress.IPv6Address):
+            continue  # the IPv6 half (publish_any6, publish_addr6) is not explained yet
+        if b.host_ip is None or b.host_ip.is_unspecified:
             obj = words.publish_any(b.proto, b.host_port, target)
             found = el.publish_any.get((b.proto, b.host_port))
         else:

@@ -29,47 +29,32 @@ def _rule(chain: str, *expr: Json) -> Json:
     return {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
 
 
+def _set(name: str, ctype: str | list[str], interval: bool = False) -> Json:
+    body: Json = {"family": FAMILY, "name": name, "table": TABLE, "type": ctype}
+    if interval:
+        body["flags"] = ["interval"]
+    return {"set": body}
+
+
+def _map(name: str, ctype: list[str], data: str) -> Json:
+    return {"map": {"family": FAMILY, "name": name, "table": TABLE, "type": ctype, "map": data}}
+
+
 SETS: tuple[Json, ...] = (
-    {"set": {"family": FAMILY, "name": "bridges", "table": TABLE, "type": "ifname"}},
-    {
-        "set": {
-            "family": FAMILY,
-            "name": "masq_nets",
-            "table": TABLE,
-            "type": "ipv4_addr",
-            "flags": ["interval"],
-        }
-    },
-    {
-        "set": {
-            "family": FAMILY,
-            "name": "bridge_nets",
-            "table": TABLE,
-            "type": ["ipv4_addr", "ifname"],
-            "flags": ["interval"],
-        }
-    },
-    {"set": {"family": FAMILY, "name": "icc_pairs", "table": TABLE, "type": ["ifname", "ifname"]}},
-    {"set": {"family": FAMILY, "name": "dns_gateways", "table": TABLE, "type": "ipv4_addr"}},
-    {"set": {"family": FAMILY, "name": "internal", "table": TABLE, "type": "ifname"}},
-    {
-        "map": {
-            "family": FAMILY,
-            "name": "publish_any",
-            "table": TABLE,
-            "type": ["inet_proto", "inet_service"],
-            "map": "ipv4_addr . inet_service",
-        }
-    },
-    {
-        "map": {
-            "family": FAMILY,
-            "name": "publish_addr",
-            "table": TABLE,
-            "type": ["ipv4_addr", "inet_proto", "inet_service"],
-            "map": "ipv4_addr . inet_service",
-        }
-    },
+    _set("bridges", "ifname"),
+    _set("masq_nets", "ipv4_addr", interval=True),
+    _set("masq_nets6", "ipv6_addr", interval=True),
+    _set("bridge_nets", ["ipv4_addr", "ifname"], interval=True),
+    _set("bridge_nets6", ["ipv6_addr", "ifname"], interval=True),
+    _set("icc_pairs", ["ifname", "ifname"]),
+    _set("dns_gateways", "ipv4_addr"),
+    _set("dns_gateways6", "ipv6_addr"),
+    _set("internal", "ifname"),
+    _set("routed6", ["ipv6_addr", "inet_proto", "inet_service"]),
+    _map("publish_any", ["inet_proto", "inet_service"], "ipv4_addr . inet_service"),
+    _map("publish_addr", ["ipv4_addr", "inet_proto", "inet_service"], "ipv4_addr . inet_service"),
+    _map("publish_any6", ["inet_proto", "inet_service"], "ipv6_addr . inet_service"),
+    _map("publish_addr6", ["ipv6_addr", "inet_proto", "inet_service"], "ipv6_addr . inet_service"),
 )
 
 
@@ -90,8 +75,22 @@ CHAINS: tuple[Json, ...] = (
 )
 
 _TO_ANY_ADDR = {"concat": [meta("l4proto"), payload("th", "dport")]}
-_TO_ONE_ADDR = {"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")]}
-_FROM_OWN_BRIDGE = {"concat": [payload("ip", "saddr"), meta("oifname")]}
+
+
+def _to_one_addr(ip: str) -> Json:
+    return {"concat": [payload(ip, "daddr"), meta("l4proto"), payload("th", "dport")]}
+
+
+def _from_own_bridge(ip: str) -> Json:
+    return {"concat": [payload(ip, "saddr"), meta("oifname")]}
+
+
+def _dnat(ip: str, key: Json, data: str) -> Json:
+    return {"dnat": {"family": ip, "addr": {"map": {"key": key, "data": data}}}}
+
+
+# The IPv4 set or map of each name, and its IPv6 twin.
+_FAMILIES = (("ip", ""), ("ip6", "6"))
 _BRIDGE_PAIR = {"concat": [meta("iifname"), meta("oifname")]}
 
 RULES: tuple[Json, ...] = (
@@ -100,44 +99,65 @@ RULES: tuple[Json, ...] = (
     *(
         _rule(
             "publish",
-            match(payload("ip", "daddr"), "@dns_gateways"),
+            match(payload(ip, "daddr"), f"@dns_gateways{six}"),
             match(payload(proto, "dport"), 53),
             {"return": None},
         )
+        for ip, six in _FAMILIES
         for proto in ("udp", "tcp")
     ),
     # Published ports: DNAT whatever is addressed to the host itself, in one
-    # map lookup each; a port bound to one address is looked up first.
-    _rule(
-        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ONE_ADDR, "data": "@publish_addr"}}}}
-    ),
-    _rule(
-        "publish", {"dnat": {"family": "ip", "addr": {"map": {"key": _TO_ANY_ADDR, "data": "@publish_any"}}}}
+    # map lookup each; a port bound to one address is looked up first. The
+    # IPv4 DNAT does nothing to an IPv6 packet (and the other way round):
+    # the kernel's inet NAT applies a family's translation to its own only.
+    *(
+        rule
+        for ip, six in _FAMILIES
+        for rule in (
+            _rule("publish", _dnat(ip, _to_one_addr(ip), f"@publish_addr{six}")),
+            _rule("publish", _dnat(ip, _TO_ANY_ADDR, f"@publish_any{six}")),
+        )
     ),
     _rule("prerouting", _fib_daddr_local(), {"jump": {"target": "publish"}}),
     # The host's own connections, 127.0.0.1 included: no userland proxy.
     _rule("output", _fib_daddr_local(), {"jump": {"target": "publish"}}),
     # 127.0.0.1 published ports leave through a bridge with a loopback source:
     # give them the bridge's address, or the reply has nowhere to go.
+    # ::1's likewise (a container drops whatever comes from ::1, RFC 4291),
+    # and the reply, DNATed back to ::1, is let in by the bridge's local
+    # route for ::1 (the driver's: IPv6 has no route_localnet).
     _rule(
         "postrouting",
         match(payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
         match(meta("oifname"), "@bridges"),
         {"masquerade": None},
     ),
-    # Hairpin: a container reaching a port published back into its own
-    # bridge must see the reply come from the host, not from its peer.
     _rule(
         "postrouting",
-        match({"ct": {"key": "status"}}, "dnat", "in"),
-        match(_FROM_OWN_BRIDGE, "@bridge_nets"),
+        match(payload("ip6", "saddr"), "::1"),
+        match(meta("oifname"), "@bridges"),
         {"masquerade": None},
     ),
-    _rule(
-        "postrouting",
-        match(payload("ip", "saddr"), "@masq_nets"),
-        match(meta("oifname"), "@bridges", "!="),
-        {"masquerade": None},
+    # Hairpin: a container reaching a port published back into its own
+    # bridge must see the reply come from the host, not from its peer.
+    *(
+        _rule(
+            "postrouting",
+            match({"ct": {"key": "status"}}, "dnat", "in"),
+            match(_from_own_bridge(ip), f"@bridge_nets{six}"),
+            {"masquerade": None},
+        )
+        for ip, six in _FAMILIES
+    ),
+    # Out to the world: NAT44 and NAT66 (a routed IPv6 network is in no masq_nets6).
+    *(
+        _rule(
+            "postrouting",
+            match(payload(ip, "saddr"), f"@masq_nets{six}"),
+            match(meta("oifname"), "@bridges", "!="),
+            {"masquerade": None},
+        )
+        for ip, six in _FAMILIES
     ),
     # The perimeter: into a bridge only replies and published ports pass.
     # Anything else routed at a container network is dropped, which also
@@ -171,6 +191,14 @@ RULES: tuple[Json, ...] = (
     # too, as bridge -> same bridge: allowed unless icc is off. Without it
     # they never come here, and the bridge table below keeps icc=false.
     _rule("forward", match(_BRIDGE_PAIR, "@icc_pairs"), {"accept": None}),
+    # Docker's routed IPv6 mode (gateway_mode_ipv6=routed): the container's
+    # own address is reached without NAT, on its published ports only.
+    _rule(
+        "forward",
+        match(meta("oifname"), "@bridges"),
+        match(_to_one_addr("ip6"), "@routed6"),
+        {"accept": None},
+    ),
     _rule("forward", match(meta("oifname"), "@bridges"), {"drop": None}),
     # CVE-2020-8558: nothing from the wire may reach 127.0.0.0/8, even
     # where route_localnet lets the kernel route it (it is on for our
@@ -201,17 +229,27 @@ delete table inet dockyard
 table inet dockyard {
     set bridges { type ifname; }
     set masq_nets { type ipv4_addr; flags interval; }
+    set masq_nets6 { type ipv6_addr; flags interval; }
     set bridge_nets { type ipv4_addr . ifname; flags interval; }
+    set bridge_nets6 { type ipv6_addr . ifname; flags interval; }
     set icc_pairs { type ifname . ifname; }
     set dns_gateways { type ipv4_addr; }
+    set dns_gateways6 { type ipv6_addr; }
     set internal { type ifname; }
+    set routed6 { type ipv6_addr . inet_proto . inet_service; }
     map publish_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
     map publish_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+    map publish_any6 { type inet_proto . inet_service : ipv6_addr . inet_service; }
+    map publish_addr6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }
     chain publish {
         ip daddr @dns_gateways udp dport 53 return
         ip daddr @dns_gateways tcp dport 53 return
+        ip6 daddr @dns_gateways6 udp dport 53 return
+        ip6 daddr @dns_gateways6 tcp dport 53 return
         dnat ip to ip daddr . meta l4proto . th dport map @publish_addr
         dnat ip to meta l4proto . th dport map @publish_any
+        dnat ip6 to ip6 daddr . meta l4proto . th dport map @publish_addr6
+        dnat ip6 to meta l4proto . th dport map @publish_any6
     }
     chain prerouting {
         type nat hook prerouting priority -100; policy accept;
@@ -224,8 +262,11 @@ table inet dockyard {
     chain postrouting {
         type nat hook postrouting priority 100; policy accept;
         ip saddr 127.0.0.0/8 oifname @bridges masquerade
+        ip6 saddr ::1 oifname @bridges masquerade
         ct status dnat ip saddr . oifname @bridge_nets masquerade
+        ct status dnat ip6 saddr . oifname @bridge_nets6 masquerade
         ip saddr @masq_nets oifname != @bridges masquerade
+        ip6 saddr @masq_nets6 oifname != @bridges masquerade
     }
     chain forward {
         type filter hook forward priority 0; policy accept;
@@ -234,6 +275,7 @@ table inet dockyard {
         oifname @bridges ct state established,related accept
         oifname @bridges ct status dnat accept
         iifname . oifname @icc_pairs accept
+        oifname @bridges ip6 daddr . meta l4proto . th dport @routed6 accept
         oifname @bridges drop
     }
     chain localnet {
@@ -253,10 +295,13 @@ table inet dockyard {
 # bridge port receives, bridged or bound for the host alike (prerouting,
 # before the bridge learns the source MAC and before br_netfilter and
 # conntrack): its MAC only, IPv4 from its address only, ARP saying only its
-# own address and MAC; nothing else (IPv6 included: no network has it yet,
-# and the router advertisement rule stays for when one does). Ports that
-# are no dockyard endpoint's are left alone (another tool's bridges share
-# these hooks). Three elements per endpoint; the rules never change.
+# own address and MAC; IPv6 from its own address or its MAC's link-local
+# one (or :: for duplicate address detection of its own), neighbour
+# advertisements for those only (NDP as ARP), no router advertisement nor
+# redirect; nothing else (an endpoint without IPv6 sends no IPv6 at all).
+# Ports that are no dockyard endpoint's are left alone (another tool's
+# bridges share these hooks). Three elements per endpoint, seven with IPv6;
+# the rules never change.
 BRIDGE_TABLE_TEXT = """
 add table bridge dockyard
 delete table bridge dockyard
@@ -264,6 +309,8 @@ table bridge dockyard {
     set guarded_ports { type ifname; }
     set port_macs { type ifname . ether_addr; }
     set port_addrs { type ifname . ipv4_addr; }
+    set port_addrs6 { type ifname . ipv6_addr; }
+    set port_targets6 { typeof iifname . @th,64,128; }
     set no_icc_ports { type ifname; }
     chain ports {
         type filter hook prerouting priority -300; policy accept;
@@ -273,6 +320,10 @@ table bridge dockyard {
         arp htype 1 arp ptype ip arp hlen 6 arp plen 4 \\
             iifname . arp saddr ether @port_macs iifname . arp saddr ip @port_addrs accept
         icmpv6 type nd-router-advert drop
+        icmpv6 type nd-redirect drop
+        icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @port_targets6 drop
+        iifname . ip6 saddr @port_addrs6 accept
+        ip6 saddr :: icmpv6 type nd-neighbor-solicit iifname . @th,64,128 @port_targets6 accept
         drop
     }
     chain forward {
@@ -309,11 +360,20 @@ def _from_port(what: Json) -> Json:
     return {"concat": [meta("iifname"), what]}
 
 
+# A neighbour solicitation's or advertisement's target address (RFC 4861
+# 4.3, 4.4: after type, code, checksum and 32 bits of flags). nft 1.0.6 has
+# no name for it (`icmpv6 taddr` came later), hence the raw offset and the
+# integer-typed set port_targets6 beside port_addrs6.
+_ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
+
+
 # `table bridge dockyard` as `nft -j list` prints it.
 BRIDGE_LISTING: tuple[Json, ...] = (
     _bridge_set("guarded_ports", "ifname"),
     _bridge_set("port_macs", ["ifname", "ether_addr"]),
     _bridge_set("port_addrs", ["ifname", "ipv4_addr"]),
+    _bridge_set("port_addrs6", ["ifname", "ipv6_addr"]),
+    _bridge_set("port_targets6", ["ifname", "integer"]),
     _bridge_set("no_icc_ports", "ifname"),
     _bridge_chain("ports", "prerouting", -300),
     _bridge_chain("forward", "forward", 0),
@@ -333,6 +393,23 @@ BRIDGE_LISTING: tuple[Json, ...] = (
     # CVE-2020-13401: a container's router advertisement would give the
     # host and its neighbours addresses and a default route through it.
     _bridge_rule("ports", match(payload("icmpv6", "type"), "nd-router-advert"), {"drop": None}),
+    _bridge_rule("ports", match(payload("icmpv6", "type"), "nd-redirect"), {"drop": None}),
+    # NDP as ARP: a neighbour advertisement only for the port's own addresses.
+    _bridge_rule(
+        "ports",
+        match(payload("icmpv6", "type"), "nd-neighbor-advert"),
+        match(_from_port(_ND_TARGET), "@port_targets6", "!="),
+        {"drop": None},
+    ),
+    _bridge_rule("ports", match(_from_port(payload("ip6", "saddr")), "@port_addrs6"), {"accept": None}),
+    # Duplicate address detection: a solicitation from :: for one of its own addresses.
+    _bridge_rule(
+        "ports",
+        match(payload("ip6", "saddr"), "::"),
+        match(payload("icmpv6", "type"), "nd-neighbor-solicit"),
+        match(_from_port(_ND_TARGET), "@port_targets6"),
+        {"accept": None},
+    ),
     _bridge_rule("ports", {"drop": None}),
     _bridge_rule("forward", match(meta("iifname"), "@no_icc_ports"), {"drop": None}),
 )
