@@ -372,6 +372,7 @@ class Endpoints:
                 network, ep, gate = item
                 if gate is not None:
                     gate.wait()
+                step("endpoint.reaping")
                 try:
                     self.drivers[network.driver].leave(network, ep)
                 except DockyardError as e:
