@@ -286,31 +286,10 @@ class Netlink:
     ) -> None:
         """A veth pair: host end on the bridge, the other end `ifname` in the sandbox,
         without IPv6 (no network has it yet)."""
-        with self._lock:
-            bridge_idx = self.index(bridge)
-            if bridge_idx is None:
-                raise KernelError(f"bridge {bridge} does not exist")
-            with open(sandbox, "rb") as ns:
-                try:
-                    self._ipr.link(
-                        "add",
-                        ifname=host_ifname,
-                        kind="veth",
-                        mtu=mtu,
-                        peer={"ifname": ifname, "net_ns_fd": ns.fileno(), "address": mac, "mtu": mtu},
-                    )
-                except NetlinkError as e:
-                    raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
-            try:
-                idx = self.index(host_ifname)
-                self._ipr.link("set", index=idx, master=bridge_idx)
-                # Where br_netfilter is on, a container reaching its own
-                # published port gets the DNATed frame back through the
-                # port it came in on; the bridge sends it only in hairpin mode.
-                self._ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
-                self._ipr.link("set", index=idx, state="up")
-            except NetlinkError as e:
-                raise _fail(e, f"attach {host_ifname} to {bridge}") from e
+        with self._lock, open(sandbox, "rb") as ns:
+            # One trip to the netlink thread for the whole host side: each call
+            # made apart waits for that thread to be scheduled again.
+            self._ipr.call(self._plug_host_side, host_ifname, bridge, ifname, ns.fileno(), mac, mtu)
         # Before the interface is up: it never takes a router advertisement.
         with netns.entered(sandbox):
             sysctl.ipv6_off(ifname)
@@ -323,6 +302,35 @@ class Netlink:
                     ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
             except NetlinkError as e:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
+
+    def _plug_host_side(
+        self, host_ifname: str, bridge: str, ifname: str, ns_fd: int, mac: str, mtu: int
+    ) -> None:
+        """create_endpoint's host side, on the netlink thread (self._ipr's IPRoute called directly)."""
+        ipr = self._ipr._ipr
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            raise KernelError(f"bridge {bridge} does not exist")
+        try:
+            ipr.link(
+                "add",
+                ifname=host_ifname,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": ifname, "net_ns_fd": ns_fd, "address": mac, "mtu": mtu},
+            )
+        except NetlinkError as e:
+            raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
+        try:
+            (idx,) = ipr.link_lookup(ifname=host_ifname)
+            ipr.link("set", index=idx, master=found[0])
+            # Where br_netfilter is on, a container reaching its own
+            # published port gets the DNATed frame back through the
+            # port it came in on; the bridge sends it only in hairpin mode.
+            ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
+            ipr.link("set", index=idx, state="up")
+        except NetlinkError as e:
+            raise _fail(e, f"attach {host_ifname} to {bridge}") from e
 
     def set_hairpin(self, port: str, on: bool) -> None:
         """Hairpin mode of a bridge port: whether frames may leave by the port they came in."""
