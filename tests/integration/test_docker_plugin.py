@@ -562,7 +562,7 @@ def test_a_crash_between_leave_and_delete_endpoint_leaves_nothing(lab: Lab, tmp_
 
 
 def test_a_join_after_a_leave_gets_the_endpoint_back(lab: Lab, tmp_path: Path) -> None:
-    """libnetwork's Sandbox.Refresh (a running container renamed) calls Leave then Join on one
+    """libnetwork's Sandbox.Refresh calls Leave then Join on one
     endpoint: the Join waits for the reaper (held 5 s here) and makes the veth again, with the
     endpoint's address and MAC."""
     _, sock = plugin_daemon(lab, tmp_path, {"DOCKYARD_DELAY": "endpoint.reaping=5"})

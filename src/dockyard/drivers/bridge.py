@@ -145,7 +145,7 @@ class BridgeDriver:
         return changes
 
     def join(
-        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
+        self, network: Network, endpoint: Endpoint, sandbox: Path | None, default_route: bool = True
     ) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(

@@ -33,7 +33,6 @@ import ipaddress
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dockyard.drivers import Driver
@@ -68,8 +67,6 @@ DOCKER_NETWORK_KEYS = (GENERIC, "com.docker.network.enable_ipv6", "com.docker.ne
 ENDPOINT_KEYS = (PORTMAP, EXPOSED, MAC_OPTION)
 PROTOCOLS = {6: Protocol.TCP, 17: Protocol.UDP, 132: Protocol.SCTP}
 NUMBERS = {p: n for n, p in PROTOCOLS.items()}
-# Where Docker finds the container's side of a veth before moving it: this daemon's host namespace.
-HOST_SANDBOX = Path("/proc/thread-self/ns/net")
 
 
 @dataclass(frozen=True)
@@ -252,13 +249,15 @@ class DockerPlugin:
             self._rejoin(network, self._endpoint(network, endpoint_id, left=True))
         endpoint = self._endpoint(network, endpoint_id)
         with self.lock:
-            self.drivers[network.driver].join(network, endpoint, HOST_SANDBOX, default_route=False)
+            # The container's side stays in this daemon's host namespace, where Docker finds it
+            # and moves it, which drops any address or state: Docker configures it in the container.
+            self.drivers[network.driver].join(network, endpoint, None, default_route=False)
         return Joined(endpoint.ifname, None if network.internal else endpoint.gateway)
 
     def _rejoin(self, network: Network, left: Endpoint) -> None:
-        """A Join after a Leave (libnetwork's Sandbox.Refresh, as `docker rename` of a running
-        container does): once the reaper has taken the old veth, the endpoint is recorded
-        again with its address and MAC."""
+        """A Join after a Leave on one endpoint (libnetwork's Sandbox.Refresh does so): once
+        the reaper has taken the old veth, the endpoint is recorded again with its address
+        and MAC."""
         self.endpoints.settle()
         with self.lock, self.store.transaction():
             self.endpoints.record(left.owner, network, left.ifname, left.address.ip, mac=left.mac)

@@ -276,7 +276,7 @@ class Netlink:
         self,
         host_ifname: str,
         bridge: str,
-        sandbox: Path,
+        sandbox: Path | None,
         ifname: str,
         address: ipaddress.IPv4Interface,
         gateway: ipaddress.IPv4Address | None,
@@ -285,11 +285,15 @@ class Netlink:
         default_route: bool = True,
     ) -> None:
         """A veth pair: host end on the bridge, the other end `ifname` in the sandbox,
-        without IPv6 (no network has it yet)."""
-        with self._lock, open(sandbox, "rb") as ns:
+        without IPv6 (no network has it yet). With no sandbox, the other end stays
+        in this namespace as it was made, for the caller to move and configure."""
+        with self._lock, contextlib.ExitStack() as stack:
+            ns_fd = None if sandbox is None else stack.enter_context(open(sandbox, "rb")).fileno()
             # One trip to the netlink thread for the whole host side: each call
             # made apart waits for that thread to be scheduled again.
-            self._ipr.call(self._plug_host_side, host_ifname, bridge, ifname, ns.fileno(), mac, mtu)
+            self._ipr.call(self._plug_host_side, host_ifname, bridge, ifname, ns_fd, mac, mtu)
+        if sandbox is None:
+            return
         # Before the interface is up: it never takes a router advertisement.
         with netns.entered(sandbox):
             sysctl.ipv6_off(ifname)
@@ -304,21 +308,18 @@ class Netlink:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
 
     def _plug_host_side(
-        self, host_ifname: str, bridge: str, ifname: str, ns_fd: int, mac: str, mtu: int
+        self, host_ifname: str, bridge: str, ifname: str, ns_fd: int | None, mac: str, mtu: int
     ) -> None:
         """create_endpoint's host side, on the netlink thread (self._ipr's IPRoute called directly)."""
         ipr = self._ipr._ipr
         found = ipr.link_lookup(ifname=bridge)
         if not found:
             raise KernelError(f"bridge {bridge} does not exist")
+        peer: dict[str, object] = {"ifname": ifname, "address": mac, "mtu": mtu}
+        if ns_fd is not None:
+            peer["net_ns_fd"] = ns_fd
         try:
-            ipr.link(
-                "add",
-                ifname=host_ifname,
-                kind="veth",
-                mtu=mtu,
-                peer={"ifname": ifname, "net_ns_fd": ns_fd, "address": mac, "mtu": mtu},
-            )
+            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
         except NetlinkError as e:
             raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
         try:
