@@ -43,6 +43,7 @@ SCRIPTS = (
     "dns_latency",
     "robustness",
     "docker_plugin",
+    "docker_plugin_calls",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),
