@@ -13,7 +13,9 @@ order (RequestAddress, CreateEndpoint, Join, ProgramExternalConnectivity
 with no ports, then RevokeExternalConnectivity, Leave, DeleteEndpoint,
 ReleaseAddress), each timed from its request sent to its answer read. The
 veth Join makes stays in the lab's host namespace (Docker would move it
-into the container), which Leave removes as it would. Reported: each
+into the container and back before Leave). Rounds follow each other at
+once unless --pause spaces them (a container's life; back to back, a Join
+shares the kernel with the removal of the veth before it). Reported: each
 call's median and p10-p90, and a round's total; never asserted.
 """
 
