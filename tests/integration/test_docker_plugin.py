@@ -585,3 +585,30 @@ def test_a_join_after_a_leave_gets_the_endpoint_back(lab: Lab, tmp_path: Path) -
     docker.remove(pool, endpoint_id, address)
     lab.eventually(lambda: set(lab.links()) == before, timeout=20, what="the veth removed")
     assert db_rows(lab, "endpoints") == 0 and db_rows(lab, "attachments") == 0
+
+
+def test_dockyard_ipam_gives_addresses_next_fit(lab: Lab, tmp_path: Path) -> None:
+    """An address given back is not the next one given: its veth may still be on its way out
+    (Leave hands it to the reaper), which a CreateEndpoint with it would have to wait for."""
+    _, sock = plugin_daemon(lab, tmp_path, {})
+    docker = DirectPlugin(sock)
+    request = {"AddressSpace": DirectPlugin.SPACE, "Pool": "10.95.0.0/29", "SubPool": "", "Options": {}}
+    pool = docker.call("/IpamDriver.RequestPool", {**request, "V6": False})["PoolID"]
+
+    def take() -> str:
+        return str(docker.call("/IpamDriver.RequestAddress", {"PoolID": pool, "Options": {}})["Address"])
+
+    def give_back(address: str) -> None:
+        docker.call("/IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address.split("/")[0]})
+
+    first = take()
+    give_back(first)
+    taken = [take() for _ in range(5)]  # the /29's other five hosts, then the first again
+    assert first == "10.95.0.1/29" and taken == [f"10.95.0.{n}/29" for n in (2, 3, 4, 5, 6)]
+    give_back(taken[1])
+    assert take() == "10.95.0.1/29" and take() == "10.95.0.3/29"  # wrapped around, the free ones
+    status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps({"PoolID": pool}).encode())
+    assert status == 400 and answer == {"Err": "no address left in pool 10.95.0.0/29"}
+    for n in range(1, 7):
+        give_back(f"10.95.0.{n}")
+    docker.call("/IpamDriver.ReleasePool", {"PoolID": pool})
