@@ -45,6 +45,7 @@ SCRIPTS = (
     "docker_plugin",
     "images",
     "overlay",
+    "docker_plugin_calls",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),

@@ -61,14 +61,16 @@ ADD_FIRST = [
     "cni.add.done",
 ]
 ADD = ADD_FIRST[2:]
-DEL = ["cni.del.begin", "endpoint.release", "cni.del.done", "endpoint.reaped"]
+DEL = ["cni.del.begin", "endpoint.release", "cni.del.done", "endpoint.reaping", "endpoint.reaped"]
 # GC releasing two attachments; the reaper's steps may come between the others.
 GC = [
     "cni.gc.begin",
     "endpoint.release",
     "endpoint.release",
     "cni.gc.done",
+    "endpoint.reaping",
     "endpoint.reaped",
+    "endpoint.reaping",
     "endpoint.reaped",
 ]
 
@@ -91,7 +93,9 @@ GC_POINTS = {
     "endpoint.release@1": "ac",
     "endpoint.release@2": "a",
     "cni.gc.done@1": "a",
+    "endpoint.reaping@1": "a",
     "endpoint.reaped@1": "a",
+    "endpoint.reaping@2": "a",
     "endpoint.reaped@2": "a",
 }
 POINTS: dict[str, dict[str, str | None]] = {"ADD": ADD_POINTS, "DEL": DEL_POINTS, "GC": GC_POINTS}
@@ -306,7 +310,7 @@ def _round(r: Round, verb: str, fault: str) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"the daemon never reached {fault}")
     assert daemon.returncode == -9, (fault, daemon.returncode)
-    if not fault.startswith("endpoint.reaped"):  # the reaper's: the verb may have answered
+    if not fault.startswith("endpoint.reap"):  # the reaper's: the verb may have answered
         assert failed is not None, fault
 
     # A new daemon settles what was cut short: the one a dockyard command starts

@@ -54,6 +54,7 @@ TRACE = [
     "exit.teardown",
     "endpoint.release",
     "teardown.sandbox",
+    "endpoint.reaping",
     "endpoint.reaped",
     "rm.records",
     # run --rm, in the foreground: the container goes when it ends.
@@ -120,7 +121,7 @@ GC_SAYS: dict[str, list[str]] = {
         ]
         for p in ("endpoint.release@2", "teardown.sandbox@1")
     },
-    "endpoint.reaped@1": [rf"endpoint {VETH}: released 10\.88\.0\.10"],
+    **{p: [rf"endpoint {VETH}: released 10\.88\.0\.10"] for p in ("endpoint.reaping@1", "endpoint.reaped@1")},
     "rm.records@1": ["container web: finished a removal cut short"],
     # run --rm (once), run -d --rm + stop (stubborn), run -d + rm -f (doomed)
     **{

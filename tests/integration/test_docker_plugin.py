@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -452,3 +454,161 @@ def test_a_thousand_port_range_starts_no_process(lab: Lab, dockerd: PrivateDocke
     dockerd.docker_ok("rm", "-f", cid)
     assert lab.map_elements("publish_any") == []
     dockerd.docker_ok("network", "rm", "dnet")
+
+
+class DirectPlugin:
+    """dockerd's calls made straight to the plugin socket, for what dockerd cannot be made to do on
+    cue (a Join after a Leave, a crash between two calls); every answer must be a success."""
+
+    NET = "c" * 64
+    SPACE = "dockyard-local"
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = sock
+
+    def call(self, path: str, body: dict) -> dict:
+        status, answer = plugin_call(self.sock, path, json.dumps(body).encode())
+        assert status == 200 and "Err" not in answer, (path, status, answer)
+        return answer
+
+    def network(self, subnet: str) -> str:
+        request = {"AddressSpace": self.SPACE, "Pool": subnet, "SubPool": "", "Options": {}, "V6": False}
+        pool = self.call("/IpamDriver.RequestPool", request)["PoolID"]
+        gateway_request = {"RequestAddressType": "com.docker.network.gateway"}
+        gateway = self.call(
+            "/IpamDriver.RequestAddress", {"PoolID": pool, "Address": "", "Options": gateway_request}
+        )["Address"]
+        self.call(
+            "/NetworkDriver.CreateNetwork",
+            {
+                "NetworkID": self.NET,
+                "Options": {"com.docker.network.generic": {}},
+                "IPv4Data": [{"AddressSpace": self.SPACE, "Pool": pool, "Gateway": gateway}],
+                "IPv6Data": [],
+            },
+        )
+        return pool
+
+    def endpoint(self, pool: str, endpoint_id: str) -> str:
+        address = self.call("/IpamDriver.RequestAddress", {"PoolID": pool, "Address": "", "Options": {}})
+        self.call(
+            "/NetworkDriver.CreateEndpoint",
+            {"NetworkID": self.NET, "EndpointID": endpoint_id, "Interface": {"Address": address["Address"]}},
+        )
+        return str(address["Address"])
+
+    def ep(self, path: str, endpoint_id: str) -> dict:
+        return self.call(path, {"NetworkID": self.NET, "EndpointID": endpoint_id, "Options": {}})
+
+    def remove(self, pool: str, endpoint_id: str, address: str) -> None:
+        self.ep("/NetworkDriver.DeleteEndpoint", endpoint_id)
+        self.call("/IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address.split("/")[0]})
+        self.call("/NetworkDriver.DeleteNetwork", {"NetworkID": self.NET})
+        self.call("/IpamDriver.ReleasePool", {"PoolID": pool})
+
+
+def plugin_daemon(lab: Lab, tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], Path]:
+    """dockyardd serving the plugin socket, started with env (a delayed step)."""
+    sock = tmp_path / "plugins" / "dockyard.sock"
+    sock.parent.mkdir()
+    lab.root.mkdir(parents=True, exist_ok=True)
+    (lab.root / "daemon.json").write_text(
+        json.dumps({"docker-plugin": True, "docker-plugin-socket": str(sock)})
+    )
+    cmd = [sys.executable, "-m", "dockyard.daemon.main", "--root", str(lab.root), "--host-netns", lab.host]
+    p = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+    )
+    lab.procs.append(p)
+    lab.eventually(sock.exists, timeout=30, what="the plugin socket served")
+    return p, sock
+
+
+def db_rows(lab: Lab, table: str) -> int:
+    db = sqlite3.connect(lab.root / "dockyard.db")
+    try:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_crash_between_leave_and_delete_endpoint_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
+    """Leave hands the veth to the reaper (held here): the daemon killed before it ran, the next
+    one removes the veth and the endpoint's records at its start, and Docker's DeleteEndpoint,
+    retried, then succeeds."""
+    daemon, sock = plugin_daemon(lab, tmp_path, {"DOCKYARD_DELAY": "endpoint.reaping=600"})
+    before = set(lab.links())  # the daemon's default bridge
+    docker = DirectPlugin(sock)
+    pool = docker.network("10.93.0.0/24")
+    endpoint_id = "e" * 64
+    address = docker.endpoint(pool, endpoint_id)
+    src = docker.ep("/NetworkDriver.Join", endpoint_id)["InterfaceName"]["SrcName"]
+    made = set(lab.links()) - before
+    assert src in made and len(made) == 3  # the network's bridge, the veth's two ends
+    docker.ep("/NetworkDriver.RevokeExternalConnectivity", endpoint_id)
+    docker.ep("/NetworkDriver.Leave", endpoint_id)
+    assert set(lab.links()) - before == made  # Leave answered; the veth is still the reaper's
+    assert db_rows(lab, "endpoints") == 1
+
+    daemon.kill()
+    daemon.wait(timeout=10)
+    lab.dy_ok("network", "ls")  # a new dockyardd: its start finishes the release
+    lab.eventually(lambda: src not in lab.links(), timeout=10, what="the left veth removed")
+    assert db_rows(lab, "endpoints") == 0
+    docker.remove(pool, endpoint_id, address)  # Docker's retry
+    assert set(lab.links()) == before
+    assert db_rows(lab, "attachments") == 0 and db_rows(lab, "docker_pools") == 0
+    assert not [n for n in dockyard_networks(lab) if n.startswith("docker-")]
+
+
+def test_a_join_after_a_leave_gets_the_endpoint_back(lab: Lab, tmp_path: Path) -> None:
+    """libnetwork's Sandbox.Refresh calls Leave then Join on one
+    endpoint: the Join waits for the reaper (held 5 s here) and makes the veth again, with the
+    endpoint's address and MAC."""
+    _, sock = plugin_daemon(lab, tmp_path, {"DOCKYARD_DELAY": "endpoint.reaping=5"})
+    before = set(lab.links())
+    docker = DirectPlugin(sock)
+    pool = docker.network("10.94.0.0/24")
+    endpoint_id = "f" * 64
+    address = docker.endpoint(pool, endpoint_id)
+    info = docker.ep("/NetworkDriver.EndpointOperInfo", endpoint_id)["Value"]
+    src = docker.ep("/NetworkDriver.Join", endpoint_id)["InterfaceName"]["SrcName"]
+    docker.ep("/NetworkDriver.Leave", endpoint_id)
+    assert src in lab.links()  # still the reaper's
+    assert docker.ep("/NetworkDriver.Join", endpoint_id)["InterfaceName"]["SrcName"] == src
+    link = json.loads(lab.in_host("ip", "-j", "link", "show", src).stdout)[0]
+    assert link["address"] == info["com.docker.network.endpoint.macaddress"]
+    assert docker.ep("/NetworkDriver.EndpointOperInfo", endpoint_id)["Value"] == info
+    network = json.loads(lab.dy_ok("network", "inspect", f"docker-{DirectPlugin.NET[:12]}"))[0]
+    assert address in json.dumps(network)
+    docker.ep("/NetworkDriver.Leave", endpoint_id)
+    docker.remove(pool, endpoint_id, address)
+    lab.eventually(lambda: set(lab.links()) == before, timeout=20, what="the veth removed")
+    assert db_rows(lab, "endpoints") == 0 and db_rows(lab, "attachments") == 0
+
+
+def test_dockyard_ipam_gives_addresses_next_fit(lab: Lab, tmp_path: Path) -> None:
+    """An address given back is not the next one given: its veth may still be on its way out
+    (Leave hands it to the reaper), which a CreateEndpoint with it would have to wait for."""
+    _, sock = plugin_daemon(lab, tmp_path, {})
+    docker = DirectPlugin(sock)
+    request = {"AddressSpace": DirectPlugin.SPACE, "Pool": "10.95.0.0/29", "SubPool": "", "Options": {}}
+    pool = docker.call("/IpamDriver.RequestPool", {**request, "V6": False})["PoolID"]
+
+    def take() -> str:
+        return str(docker.call("/IpamDriver.RequestAddress", {"PoolID": pool, "Options": {}})["Address"])
+
+    def give_back(address: str) -> None:
+        docker.call("/IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address.split("/")[0]})
+
+    first = take()
+    give_back(first)
+    taken = [take() for _ in range(5)]  # the /29's other five hosts, then the first again
+    assert first == "10.95.0.1/29" and taken == [f"10.95.0.{n}/29" for n in (2, 3, 4, 5, 6)]
+    give_back(taken[1])
+    assert take() == "10.95.0.1/29" and take() == "10.95.0.3/29"  # wrapped around, the free ones
+    status, answer = plugin_call(sock, "/IpamDriver.RequestAddress", json.dumps({"PoolID": pool}).encode())
+    assert status == 400 and answer == {"Err": "no address left in pool 10.95.0.0/29"}
+    for n in range(1, 7):
+        give_back(f"10.95.0.{n}")
+    docker.call("/IpamDriver.ReleasePool", {"PoolID": pool})

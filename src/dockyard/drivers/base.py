@@ -21,8 +21,12 @@ class Driver(Protocol):
     def delete_network(self, network: Network) -> None: ...
 
     def join(
-        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
-    ) -> None: ...
+        self, network: Network, endpoint: Endpoint, sandbox: Path | None, default_route: bool = True
+    ) -> None:
+        """The endpoint's interface in sandbox; with None, its peer left unconfigured in the
+        daemon's namespace for the caller to move (Docker's Join moves it, which drops any
+        address, state or sysctl set before)."""
+        ...
 
     def publish(self, network: Network, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
 

@@ -215,7 +215,9 @@ class BridgeDriver:
             changes.append(f"iptables-legacy FORWARD: accepted {bridge}, the policy being DROP")
         return changes
 
-    def join(self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True) -> None:
+    def join(
+        self, network: Network, endpoint: Endpoint, sandbox: Path | None, default_route: bool = True
+    ) -> None:
         # Before the port exists, so that no frame passes before the guard holds.
         self.k.nft.apply(
             rules.element_commands("add", rules.endpoint_elements(endpoint, network.icc), self.owner),

@@ -24,7 +24,7 @@ class NoEndpointDriver:
         raise InvalidArgument(f"{network.name} is a pre-defined network and cannot be removed")
 
     def join(
-        self, network: Network, endpoint: Endpoint, sandbox: Path, default_route: bool = True
+        self, network: Network, endpoint: Endpoint, sandbox: Path | None, default_route: bool = True
     ) -> None:
         raise InvalidArgument(f"the {self.name} network takes no endpoints")
 

@@ -13,9 +13,12 @@ module answers in dockyard's terms:
   CreateEndpoint records it with the address Docker's IPAM (or ours) gave;
   Join makes the veth pair, the bridge side attached and guarded, the other
   side left in the daemon's host namespace under a temporary name for Docker
-  to move into the container; Leave removes both; ProgramExternalConnectivity
+  to move into the container; Leave hands the pair to the engine's reaper
+  (engine/endpoints.py), as an ended container's, so that no call waits for
+  the kernel's RCU grace period; ProgramExternalConnectivity
   publishes Docker's port bindings with dockyard's kernel-only maps (no
-  docker-proxy); DeleteEndpoint forgets it;
+  docker-proxy); DeleteEndpoint forgets it (its veth goes to the reaper too
+  when no Leave came);
 - IPAM: pools (RequestPool) from daemon.json's default-address-pools unless
   Docker names one, and addresses in them (RequestAddress), recorded in the
   store (store/docker_ipam.py).
@@ -30,7 +33,6 @@ import ipaddress
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dockyard.drivers import Driver
@@ -65,8 +67,6 @@ DOCKER_NETWORK_KEYS = (GENERIC, "com.docker.network.enable_ipv6", "com.docker.ne
 ENDPOINT_KEYS = (PORTMAP, EXPOSED, MAC_OPTION)
 PROTOCOLS = {6: Protocol.TCP, 17: Protocol.UDP, 132: Protocol.SCTP}
 NUMBERS = {p: n for n, p in PROTOCOLS.items()}
-# Where Docker finds the container's side of a veth before moving it: this daemon's host namespace.
-HOST_SANDBOX = Path("/proc/thread-self/ns/net")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,10 @@ class DockerPlugin:
         self.endpoints = endpoints
         self.networks = networks
         self.network_changes = network_changes
+        # Endpoints between Leave and DeleteEndpoint (owner key -> record as it was), whose
+        # records the reaper may have dropped already: what a Join after a Leave records again.
+        self._left: dict[str, Endpoint] = {}
+        self._cursors: dict[str, ipaddress.IPv4Address] = {}  # pool -> the address given last
 
     # -- networks --------------------------------------------------------------
 
@@ -187,8 +191,12 @@ class DockerPlugin:
     def _owner(network: Network, endpoint_id: str) -> EndpointOwner:
         return EndpointOwner.attachment(owner_key(network.name, endpoint_id, "docker"))
 
-    def _endpoint(self, network: Network, endpoint_id: str) -> Endpoint:
-        found = self.store.endpoints(container_id=self._owner(network, endpoint_id).key)
+    def _endpoint(self, network: Network, endpoint_id: str, left: bool = False) -> Endpoint:
+        """The endpoint's record; with left, also one whose veth Leave handed to the reaper."""
+        key = self._owner(network, endpoint_id).key
+        found = self.store.endpoints(container_id=key)
+        if not found and left:
+            found = [self._left[key]] if key in self._left else []
         if not found:
             raise NotFound(f"endpoint {endpoint_id[:12]} not found on network {network.name}")
         return found[0]
@@ -220,30 +228,56 @@ class DockerPlugin:
         return endpoint
 
     def delete_endpoint(self, docker_net: str, endpoint_id: str) -> None:
+        """Forget the endpoint; its veth, if Leave did not hand it over, goes to the reaper too."""
         network = self.network_of(docker_net)
         owner = self._owner(network, endpoint_id)
         with self.lock:
-            self.endpoints.release(owner, now=True)
+            self._left.pop(owner.key, None)
+            self.endpoints.release(owner)
             self.store.delete_attachment(owner.key)
 
     def oper_info(self, docker_net: str, endpoint_id: str) -> tuple[Endpoint, tuple[PortBinding, ...]]:
         network = self.network_of(docker_net)
-        endpoint = self._endpoint(network, endpoint_id)
+        endpoint = self._endpoint(network, endpoint_id, left=True)
         return endpoint, self.endpoints.bindings(endpoint.owner, endpoint.id)
 
     def join(self, docker_net: str, endpoint_id: str) -> Joined:
         """The veth pair, bridge side attached and guarded; Docker moves the other side."""
         network = self.network_of(docker_net)
+        key = self._owner(network, endpoint_id).key
+        if not self.store.endpoints(container_id=key):
+            self._rejoin(network, self._endpoint(network, endpoint_id, left=True))
         endpoint = self._endpoint(network, endpoint_id)
         with self.lock:
-            self.drivers[network.driver].join(network, endpoint, HOST_SANDBOX, default_route=False)
+            # The container's side stays in this daemon's host namespace, where Docker finds it
+            # and moves it, which drops any address or state: Docker configures it in the container.
+            self.drivers[network.driver].join(network, endpoint, None, default_route=False)
         return Joined(endpoint.ifname, None if network.internal else endpoint.gateway)
 
+    def _rejoin(self, network: Network, left: Endpoint) -> None:
+        """A Join after a Leave on one endpoint (libnetwork's Sandbox.Refresh does so): once
+        the reaper has taken the old veth, the endpoint is recorded again with its address
+        and MAC."""
+        self.endpoints.settle()
+        with self.lock, self.store.transaction():
+            self.endpoints.record(left.owner, network, left.ifname, left.address.ip, mac=left.mac)
+            self._left.pop(left.owner.key, None)
+
     def leave(self, docker_net: str, endpoint_id: str) -> None:
+        """Hand the veth to the reaper, as `rm` does for a container that ended.
+
+        Deleting a veth waits for an RCU grace period (15-40 ms here), which
+        Docker would wait for on every container stop. Its ports went already
+        (RevokeExternalConnectivity; released again here if not); its address
+        stays recorded, 'releasing', until the link is gone, and a daemon that
+        dies before finishes the release at its restart (retry_releasing).
+        The endpoint is still Docker's until DeleteEndpoint: a Join may follow."""
         network = self.network_of(docker_net)
-        endpoint = self._endpoint(network, endpoint_id)
+        owner = self._owner(network, endpoint_id)
         with self.lock:
-            self.drivers[network.driver].leave(network, endpoint)
+            for endpoint in self.store.endpoints(container_id=owner.key):
+                self._left[owner.key] = endpoint
+            self.endpoints.release(owner)
 
     def program_external(self, docker_net: str, endpoint_id: str, options: Mapping[str, Any]) -> None:
         """Publish Docker's port bindings with dockyard's maps (exposed ports need nothing)."""
@@ -277,7 +311,7 @@ class DockerPlugin:
 
     def revoke_external(self, docker_net: str, endpoint_id: str) -> None:
         network = self.network_of(docker_net)
-        endpoint = self._endpoint(network, endpoint_id)
+        endpoint = self._endpoint(network, endpoint_id, left=True)
         with self.lock:
             bindings = self.endpoints.bindings(endpoint.owner, endpoint.id)
             self.drivers[network.driver].unpublish(endpoint, bindings)
@@ -325,6 +359,7 @@ class DockerPlugin:
     def release_pool(self, pool_id: str) -> None:
         with self.lock:
             self.store.delete_docker_pool(pool_id)
+            self._cursors.pop(pool_id, None)
 
     def request_address(
         self, pool_id: str, address: str, options: Mapping[str, Any]
@@ -340,9 +375,15 @@ class DockerPlugin:
                 ip = ipam.parse_address(address, "address")
                 ipam.check_in_subnet(ip, subnet, "address")
             else:
-                ip = next((h for h in subnet.hosts() if h not in used), None)  # type: ignore[assignment]
-                if ip is None:
-                    raise Conflict(f"no address left in pool {subnet}")
+                # Next-fit, as dockyard's own networks: the address a container just gave back
+                # is still held by its veth on the reaper's queue, which a CreateEndpoint with
+                # it would have to wait for.
+                allocator = ipam.AddressAllocator(subnet, ())
+                try:
+                    ip = allocator.allocate(lambda a: a in used, self._cursors.get(pool_id))
+                except Conflict:
+                    raise Conflict(f"no address left in pool {subnet}") from None
+                self._cursors[pool_id] = ip
             self.store.add_docker_pool_address(pool_id, ip)
         return ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}")
 

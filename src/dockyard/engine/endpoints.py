@@ -434,6 +434,7 @@ class Endpoints:
                 network, ep, gate = item
                 if gate is not None:
                     gate.wait()
+                step("endpoint.reaping")
                 try:
                     self.drivers[network.driver].leave(network, ep)
                 except DockyardError as e:

@@ -326,7 +326,7 @@ class Netlink:
         self,
         host_ifname: str,
         bridge: str,
-        sandbox: Path,
+        sandbox: Path | None,
         ifname: str,
         address: ipaddress.IPv4Interface,
         gateway: ipaddress.IPv4Address | None,
@@ -340,32 +340,16 @@ class Netlink:
 
         Without address6 the sandbox's end has no IPv6; with it, IPv6 on, the
         address without DAD and a default IPv6 route via gateway6. Either way
-        it takes no router advertisement: only the engine configures it."""
-        with self._lock:
-            bridge_idx = self.index(bridge)
-            if bridge_idx is None:
-                raise KernelError(f"bridge {bridge} does not exist")
-            with open(sandbox, "rb") as ns:
-                try:
-                    self._ipr.link(
-                        "add",
-                        ifname=host_ifname,
-                        kind="veth",
-                        mtu=mtu,
-                        peer={"ifname": ifname, "net_ns_fd": ns.fileno(), "address": mac, "mtu": mtu},
-                    )
-                except NetlinkError as e:
-                    raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
-            try:
-                idx = self.index(host_ifname)
-                self._ipr.link("set", index=idx, master=bridge_idx)
-                # Where br_netfilter is on, a container reaching its own
-                # published port gets the DNATed frame back through the
-                # port it came in on; the bridge sends it only in hairpin mode.
-                self._ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
-                self._ipr.link("set", index=idx, state="up")
-            except NetlinkError as e:
-                raise _fail(e, f"attach {host_ifname} to {bridge}") from e
+        it takes no router advertisement: only the engine configures it. With
+        no sandbox, the other end stays in this namespace as it was made, for
+        the caller to move and configure."""
+        with self._lock, contextlib.ExitStack() as stack:
+            ns_fd = None if sandbox is None else stack.enter_context(open(sandbox, "rb")).fileno()
+            # One trip to the netlink thread for the whole host side: each call
+            # made apart waits for that thread to be scheduled again.
+            self._ipr.call(self._plug_host_side, host_ifname, bridge, ifname, ns_fd, mac, mtu)
+        if sandbox is None:
+            return
         # Before the interface is up: it never takes a router advertisement.
         with netns.entered(sandbox):
             if address6 is None:
@@ -391,6 +375,32 @@ class Netlink:
                     ns_ipr.route("add", dst="::/0", gateway=str(gateway6), oif=idx, family=AF_INET6)
             except NetlinkError as e:
                 raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
+
+    def _plug_host_side(
+        self, host_ifname: str, bridge: str, ifname: str, ns_fd: int | None, mac: str, mtu: int
+    ) -> None:
+        """create_endpoint's host side, on the netlink thread (self._ipr's IPRoute called directly)."""
+        ipr = self._ipr._ipr
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            raise KernelError(f"bridge {bridge} does not exist")
+        peer: dict[str, object] = {"ifname": ifname, "address": mac, "mtu": mtu}
+        if ns_fd is not None:
+            peer["net_ns_fd"] = ns_fd
+        try:
+            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
+        except NetlinkError as e:
+            raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
+        try:
+            (idx,) = ipr.link_lookup(ifname=host_ifname)
+            ipr.link("set", index=idx, master=found[0])
+            # Where br_netfilter is on, a container reaching its own
+            # published port gets the DNATed frame back through the
+            # port it came in on; the bridge sends it only in hairpin mode.
+            ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
+            ipr.link("set", index=idx, state="up")
+        except NetlinkError as e:
+            raise _fail(e, f"attach {host_ifname} to {bridge}") from e
 
     def set_hairpin(self, port: str, on: bool) -> None:
         """Hairpin mode of a bridge port: whether frames may leave by the port they came in."""
