@@ -42,6 +42,7 @@ SCRIPTS = (
     "networks",
     "dns_latency",
     "robustness",
+    "ipv6",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),
