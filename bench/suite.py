@@ -46,6 +46,7 @@ SCRIPTS = (
     "images",
     "overlay",
     "docker_plugin_calls",
+    "ipv6",
 )
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),
