@@ -10,6 +10,7 @@ be run again and succeeds.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -195,6 +196,13 @@ def _nft_sets(lab: Lab) -> dict[str, list[str]]:
     return out
 
 
+def _link_local(mac: str) -> str:
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80, *[0] * 6, *eui])))
+
+
 def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str]]:
     """What the tables must hold, worked out from what inspect shows (not from dockyard's rules)."""
     want: dict[str, list[object]] = {
@@ -212,6 +220,15 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
             "port_macs",
             "port_addrs",
             "no_icc_ports",
+            # IPv6's twins (dual-stack networks), and routed mode's set (the scenario has none).
+            "masq_nets6",
+            "bridge_nets6",
+            "dns_gateways6",
+            "publish_any6",
+            "publish_addr6",
+            "port_addrs6",
+            "port_targets6",
+            "routed6",
         )
     }
     names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
@@ -223,19 +240,21 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
         if opts.get("com.docker.network.bridge.enable_icc", "true") != "true":
             no_icc.add(n["Name"])
         bridge = opts.get("com.docker.network.bridge.name") or "dy-" + n["Id"][:12]
-        config = n["IPAM"]["Config"][0]
-        address, _, length = config["Subnet"].partition("/")
-        subnet = {"prefix": {"addr": address, "len": int(length)}}
         want["bridges"].append(bridge)
-        want["bridge_nets"].append({"concat": [subnet, bridge]})
         if opts.get("com.docker.network.bridge.enable_icc", "true") == "true":
             want["icc_pairs"].append({"concat": [bridge, bridge]})
         if n["Internal"]:
             want["internal"].append(bridge)
-        elif opts.get("com.docker.network.bridge.enable_ip_masquerade", "true") == "true":
-            want["masq_nets"].append(subnet)
-        if n["Name"] != "bridge":
-            want["dns_gateways"].append(config["Gateway"])
+        for config in n["IPAM"]["Config"]:
+            address, _, length = config["Subnet"].partition("/")
+            subnet = {"prefix": {"addr": address, "len": int(length)}}
+            six = "6" if ":" in address else ""
+            want["bridge_nets" + six].append({"concat": [subnet, bridge]})
+            masquerade = opts.get("com.docker.network.bridge.enable_ip_masquerade", "true") == "true"
+            if not n["Internal"] and masquerade:
+                want["masq_nets" + six].append(subnet)
+            if n["Name"] != "bridge":
+                want["dns_gateways" + six].append(config["Gateway"])
     for i in running:
         for name, net in i["NetworkSettings"]["Networks"].items():
             if not net["IPAddress"]:
@@ -245,17 +264,25 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
             want["guarded_ports"].append(port)
             want["port_macs"].append({"concat": [port, net["MacAddress"]]})
             want["port_addrs"].append({"concat": [port, net["IPAddress"]]})
+            if net["GlobalIPv6Address"]:
+                # Its own address and the link-local one its MAC gives (EUI-64, RFC 4291).
+                for addr in (net["GlobalIPv6Address"], _link_local(net["MacAddress"])):
+                    want["port_addrs6"].append({"concat": [port, addr]})
+                    want["port_targets6"].append(
+                        {"concat": [port, f"0x{int(ipaddress.IPv6Address(addr)):032x}"]}
+                    )
             if name in no_icc:
                 want["no_icc_ports"].append(port)
         own = i["NetworkSettings"]["Networks"].get(i["HostConfig"]["NetworkMode"])
         for port, binds in (i["NetworkSettings"]["Ports"] or {}).items():
             container_port, proto = port.split("/")
-            target = {"concat": [own["IPAddress"], int(container_port)]}
             for b in binds or []:
-                if b["HostIp"] in ("", "0.0.0.0"):
-                    want["publish_any"].append([{"concat": [proto, int(b["HostPort"])]}, target])
+                six = "6" if ":" in b["HostIp"] else ""
+                target = {"concat": [own["GlobalIPv6Address" if six else "IPAddress"], int(container_port)]}
+                if b["HostIp"] in ("", "0.0.0.0", "::"):
+                    want["publish_any" + six].append([{"concat": [proto, int(b["HostPort"])]}, target])
                 else:
-                    want["publish_addr"].append(
+                    want["publish_addr" + six].append(
                         [{"concat": [b["HostIp"], proto, int(b["HostPort"])]}, target]
                     )
     return {name: sorted(_key(item) for item in items) for name, items in want.items()}
