@@ -17,7 +17,7 @@ from dockyard.model import Network, PortBinding, Protocol
 from dockyard.observed import Link, Namespace
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Member, Section, View
-from dockyard.policy.rules.elements import endpoint_elements, publish_elements
+from dockyard.policy.rules.elements import ANY6, endpoint_elements, endpoint_publish_elements, routed6
 
 DNS_PORT = 53
 
@@ -84,6 +84,8 @@ def interface(s: Section, m: Member, eth: Link | None) -> None:
         bad.append(f"MAC {eth.mac}, the records {ep.mac}")
     if ep.address not in eth.addresses:
         bad.append(f"addresses {words.addresses(eth)}, the records {ep.address}")
+    if ep.address6 is not None and ep.address6 not in eth.addresses6:
+        bad.append(f"addresses {words.addresses(eth)}, the records {ep.address6}")
     if not eth.up:
         bad.append("it is down")
     s.add(
@@ -136,12 +138,18 @@ def bridge(s: Section, n: Network, bridge: Link | None) -> None:
     bad = []
     if gw is not None and gw not in bridge.addresses:
         bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the gateway {gw}")
+    gw6 = None
+    if n.enable_ipv6 and n.gateway6 is not None and n.subnet6 is not None:
+        gw6 = ipaddress.IPv6Interface(f"{n.gateway6}/{n.subnet6.prefixlen}")
+    if gw6 is not None and gw6 not in bridge.addresses6:
+        bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the IPv6 gateway {gw6}")
     if not bridge.up:
         bad.append(f"{n.bridge} is down")
+    six = f"; the IPv6 gateway {n.gateway6} of {n.subnet6} too" if gw6 is not None else ""
     s.add(
         "bridge",
         f"bridge {n.bridge}: {words.addresses(bridge)}, {'up' if bridge.up else 'DOWN'}, MTU {bridge.mtu}; "
-        f"the gateway {n.gateway} of {n.subnet} is the host's address on it",
+        f"the gateway {n.gateway} of {n.subnet} is the host's address on it{six}",
         [words.link(bridge)],
         mismatch="; ".join(bad),
     )
@@ -204,50 +212,100 @@ def out(view: View, s: Section, n: Network) -> None:
     )
 
 
+def _dnat_claim(
+    s: Section, b: PortBinding, obj: str, found: object, target: tuple[object, int], where: str, hold: str
+) -> None:
+    addr, port = target
+    shown = f"[{addr}]:{port}" if isinstance(addr, ipaddress.IPv6Address) else f"{addr}:{port}"
+    if found == target:
+        s.add(
+            "dnat",
+            f"in: {b.proto} port {b.host_port} on {where} is DNATed to {shown} "
+            f"({obj}; nat prerouting and output: `fib daddr type local jump publish`); the host port is "
+            f"{hold}",
+            [obj],
+        )
+        return
+    actual = f"it points to {found[0]}:{found[1]}" if isinstance(found, tuple) else "it is absent"
+    s.add(
+        "dnat",
+        f"in: {b} is published in the records, but the element {obj} is not there ({actual})",
+        [obj],
+        mismatch=f"published port {b} has no DNAT element ({actual})",
+    )
+
+
 def published(view: View, s: Section, m: Member) -> None:
+    """Each binding's element per family the endpoint has: publish_any/publish_addr for IPv4,
+    publish_any6/publish_addr6 for IPv6 (or, on a routed IPv6 network, routed6)."""
     el = view.elements
-    want = publish_elements(m.address, m.bindings)
+    want = endpoint_publish_elements(m.network, m.endpoint, m.bindings)
+    address6 = m.address6
+    routed = address6 is not None and routed6(m.network)
     for b in m.bindings:
-        target = (m.address, b.container_port)
-        if isinstance(b.host_ip, ipaddress.IPv6Address):
-            continue  # the IPv6 half (publish_any6, publish_addr6) is not explained yet
-        if b.host_ip is None or b.host_ip.is_unspecified:
-            obj = words.publish_any(b.proto, b.host_port, target)
-            found = el.publish_any.get((b.proto, b.host_port))
-        else:
-            obj = words.publish_addr(b.host_ip, b.proto, b.host_port, target)
-            found = el.publish_addr.get((b.host_ip, b.proto, b.host_port))
         held = _held(view.host, b)
         hold = (
             "held by the daemon (a socket bound in the host, never accepting)"
             if held
             else "not held (no socket of the daemon's on it)"
         )
-        where = "every host address" if b.host_ip is None else str(b.host_ip)
-        if found == target:
+        hip = b.host_ip
+        if hip is None or hip.version == 4:
+            target = (m.address, b.container_port)
+            if hip is None or hip.is_unspecified:
+                obj = words.publish_any(b.proto, b.host_port, target)
+                found: object = el.publish_any.get((b.proto, b.host_port))
+            else:
+                assert isinstance(hip, ipaddress.IPv4Address)
+                obj = words.publish_addr(hip, b.proto, b.host_port, target)
+                found = el.publish_addr.get((hip, b.proto, b.host_port))
+            where = "every host address" if hip is None else str(hip)
+            if hip is None and address6 is not None and not routed:
+                where = "every host IPv4 address"
+            _dnat_claim(s, b, obj, found, target, where, hold)
+        if address6 is None or (hip is not None and hip.version == 4):
+            continue
+        if routed:
+            obj = words.routed6(address6, b.proto, b.container_port)
+            there = (address6, b.proto, b.container_port) in el.routed6
             s.add(
                 "dnat",
-                f"in: {b.proto} port {b.host_port} on {where} is DNATed to {m.address}:{b.container_port} "
-                f"({obj}; nat prerouting and output: `fib daddr type local jump publish`); the host port is "
-                f"{hold}",
+                f"in: routed IPv6 (no NAT66): {b.proto} port {b.container_port} of [{address6}] is open "
+                f"from outside, at the container's own address ({obj}; forward: "
+                "`ip6 daddr . meta l4proto . th dport @routed6 accept`)"
+                if there
+                else f"in: {b} is published in the records, but the element {obj} is not there",
                 [obj],
+                mismatch="" if there else f"published port {b} has no routed6 element",
             )
+            continue
+        target6 = (address6, b.container_port)
+        if hip is None or hip == ANY6:
+            obj = words.publish_any6(b.proto, b.host_port, target6)
+            found = el.publish_any6.get((b.proto, b.host_port))
+            where = "every host IPv6 address" if hip is None else "::"
         else:
-            actual = f"it points to {found[0]}:{found[1]}" if found else "it is absent"
-            s.add(
-                "dnat",
-                f"in: {b} is published in the records, but the element {obj} is not there ({actual})",
-                [obj],
-                mismatch=f"published port {b} has no DNAT element ({actual})",
-            )
+            assert isinstance(hip, ipaddress.IPv6Address)
+            obj = words.publish_addr6(hip, b.proto, b.host_port, target6)
+            found = el.publish_addr6.get((hip, b.proto, b.host_port))
+            where = f"[{hip}]"
+        _dnat_claim(s, b, obj, found, target6, where, hold)
     # Elements pointing at this container that the records do not know.
-    stray = [words.publish_any(p, hp, t) for (p, hp), t in el.publish_any.items() if t[0] == m.address] + [
-        words.publish_addr(h, p, hp, t) for (h, p, hp), t in el.publish_addr.items() if t[0] == m.address
-    ]
-    known = {words.publish_any(p, hp, t) for (p, hp), t in want.publish_any.items()} | {
-        words.publish_addr(h, p, hp, t) for (h, p, hp), t in want.publish_addr.items()
-    }
-    for obj in stray:
+    stray = (
+        [words.publish_any(p, hp, t) for (p, hp), t in el.publish_any.items() if t[0] == m.address]
+        + [words.publish_addr(h, p, hp, t) for (h, p, hp), t in el.publish_addr.items() if t[0] == m.address]
+        + [words.publish_any6(p, hp, t) for (p, hp), t in el.publish_any6.items() if t[0] == address6]
+        + [words.publish_addr6(h, p, hp, t) for (h, p, hp), t in el.publish_addr6.items() if t[0] == address6]
+        + [words.routed6(a, p, cp) for a, p, cp in el.routed6 if a == address6]
+    )
+    known = (
+        {words.publish_any(p, hp, t) for (p, hp), t in want.publish_any.items()}
+        | {words.publish_addr(h, p, hp, t) for (h, p, hp), t in want.publish_addr.items()}
+        | {words.publish_any6(p, hp, t) for (p, hp), t in want.publish_any6.items()}
+        | {words.publish_addr6(h, p, hp, t) for (h, p, hp), t in want.publish_addr6.items()}
+        | {words.routed6(a, p, cp) for a, p, cp in want.routed6}
+    )
+    for obj in sorted(stray):
         if obj not in known:
             s.add(
                 "dnat",
@@ -330,25 +388,25 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
         words.set_element("port_macs", f"{port} . {ep.mac.lower()}", words.BRIDGE),
         words.set_element("port_addrs", f"{port} . {ep.address.ip}", words.BRIDGE),
     ]
-    missing = [
-        o
-        for o, ok in zip(
-            objs,
-            (
-                port in el.guarded_ports,
-                want.port_macs <= el.port_macs,
-                want.port_addrs <= el.port_addrs,
-            ),
-            strict=True,
+    oks = [port in el.guarded_ports, want.port_macs <= el.port_macs, want.port_addrs <= el.port_addrs]
+    six = "anything else, IPv6 included, is dropped"
+    if ep.address6 is not None:
+        objs += [
+            words.set_element("port_addrs6", f"{port} . {a}", words.BRIDGE)
+            for _, a in sorted(want.port_addrs6)
+        ]
+        oks += [(port, a) in el.port_addrs6 for _, a in sorted(want.port_addrs6)]
+        six = (
+            f"for IPv6 its address {ep.address6.ip} or its link-local one, and a neighbour advertisement "
+            "must target one of them; anything else is dropped"
         )
-        if not ok
-    ]
+    missing = [o for o, ok in zip(objs, oks, strict=True) if not ok]
     if eth is not None and eth.mac != ep.mac.lower():
         missing.append(f"the container's {eth.name} sends from {eth.mac}, which the guard drops")
     s.add(
         "anti-spoofing",
         f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, for IPv4 and ARP, "
-        f"the address {ep.address.ip}; anything else, IPv6 included, is dropped (bridge dockyard ports, "
+        f"the address {ep.address.ip}; {six} (bridge dockyard ports, "
         "prerouting -300)",
         objs,
         mismatch="; ".join(f"missing: {o}" if o.startswith("bridge ") else o for o in missing),
