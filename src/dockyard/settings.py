@@ -351,7 +351,7 @@ KNOWN_KEYS = (
     "bridge", "bip", "mtu", "icc", "ip-masq", "dns", "default-address-pools",
     "insecure-registries", "metrics-addr", "cluster-store", "cluster-advertise",
     "cluster-store-opts", "api-max-connections", "api-idle-timeout", "docker-plugin",
-    "docker-plugin-socket",
+    "docker-plugin-socket", "ipv6", "fixed-cidr-v6", "ip6tables",
 )  # fmt: skip
 
 

@@ -112,6 +112,9 @@ def test_every_key_the_daemon_knows_is_accepted(tmp_path: Path) -> None:
         "api-idle-timeout": 2.5,
         "docker-plugin": True,
         "docker-plugin-socket": "/run/docker/plugins/dockyard.sock",
+        "ipv6": True,
+        "fixed-cidr-v6": "2001:db8:7::/64",
+        "ip6tables": True,
     }
     assert sorted(every) == sorted(KNOWN_KEYS)
     _write(tmp_path, every)
@@ -122,6 +125,7 @@ def test_every_key_the_daemon_knows_is_accepted(tmp_path: Path) -> None:
         "etcd://192.0.2.10:2379",
         True,
     )
+    assert (s.ipv6, str(s.fixed_cidr_v6)) == (True, "2001:db8:7::/64")
 
 
 def test_flags_override_daemon_json(tmp_path: Path) -> None:
