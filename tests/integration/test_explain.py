@@ -220,6 +220,18 @@ def test_explain_a_dual_stack_container_names_its_ipv6_elements(lab: Lab) -> Non
     assert "held by the daemon" in held["text"], held["text"]
     guard = by_topic["anti-spoofing"]["objects"]
     assert any(o.startswith("bridge dockyard set port_addrs6") and addr6 in o for o in guard), guard
+    # The way out, hairpin and DNS: each family's element.
+    named = {o for c in claims for o in c["objects"]}
+    for obj in (
+        "inet dockyard set masq_nets6 { 2001:db8:31::/64 }",
+        "inet dockyard set dns_gateways6 { " + net["IPv6Gateway"] + " }",
+    ):
+        assert obj in named, (obj, named)
+    assert any(o.startswith("inet dockyard set bridge_nets6 { 2001:db8:31::/64 . ") for o in named), named
+    assert f"[{net['IPv6Gateway']}]:53 (tcp/udp)" in " ".join(
+        c["text"] for c in claims if c["topic"] == "dns"
+    )
+    assert _explain(lab, "d6")["mismatches"] == []
     # Every element named is in the table the kernel lists, and a real packet goes its way.
     assert [["tcp", 8080], {"concat": [addr6, 80]}] in [
         [item[0]["concat"], item[1]] for item in lab.map_elements("publish_any6")
@@ -244,6 +256,8 @@ def test_explain_a_routed_ipv6_container_names_its_routed6_element(lab: Lab) -> 
     routed = next(c for c in dnat if obj in c["objects"])
     assert "no NAT66" in routed["text"]
     assert not any("publish_any6" in o for c in dnat for o in c["objects"])
+    out = [c["text"] for s in report["sections"] for c in s["claims"] if c["topic"] == "out"]
+    assert any("no NAT66" in text for text in out), out
     assert lab.map_elements("routed6") == [{"concat": [addr6, "tcp", 80]}]
 
 

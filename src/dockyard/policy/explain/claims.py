@@ -2,32 +2,24 @@
 
 Each function adds to a Section the claim of one topic: the container's
 interface, its veth peer, the bridge, its routes, the way out
-(masquerade), each published port's DNAT element, hairpin, isolation,
+(masquerade), hairpin, isolation,
 anti-spoofing, the resolver, and dockyard's tables themselves. A claim
 names the kernel objects it rests on; where the records expect what the
 kernel does not show (or shows otherwise), it carries the difference in
-`mismatch`. paths.py puts them together for a container or a network.
+`mismatch`. Published ports are published.py's. paths.py puts them together for a container or a network.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from dockyard.model import Network, PortBinding, Protocol
-from dockyard.observed import Link, Namespace
+from dockyard.model import Network, Protocol
+from dockyard.observed import Link
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Member, Section, View
-from dockyard.policy.rules.elements import ANY6, endpoint_elements, endpoint_publish_elements, routed6
+from dockyard.policy.rules.elements import endpoint_elements, routed6
 
 DNS_PORT = 53
-
-
-def _held(host: Namespace, b: PortBinding) -> bool:
-    """Whether a host socket holds the published port (the daemon's hold)."""
-    # On every address: 0.0.0.0, or one dual-stack :: socket when the endpoint has IPv6 too.
-    every: set[object] = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")}
-    want = every | {b.host_ip} if b.host_ip else every
-    return any(s.proto is b.proto and s.port == b.host_port and s.address in want for s in host.sockets)
 
 
 def rules_claims(view: View, section: Section) -> None:
@@ -210,111 +202,33 @@ def out(view: View, s: Section, n: Network) -> None:
         f"out: routed, but {subnet} is not in masq_nets: it leaves with its own address",
         words.set_element("masq_nets", subnet),
     )
+    out6(view, s, n)
 
 
-def _dnat_claim(
-    s: Section, b: PortBinding, obj: str, found: object, target: tuple[object, int], where: str, hold: str
-) -> None:
-    addr, port = target
-    shown = f"[{addr}]:{port}" if isinstance(addr, ipaddress.IPv6Address) else f"{addr}:{port}"
-    if found == target:
+def out6(view: View, s: Section, n: Network) -> None:
+    """The IPv6 half of the way out: NAT66 (masq_nets6), or none on a routed network."""
+    el, subnet6 = view.elements, n.subnet6
+    if not n.enable_ipv6 or subnet6 is None or n.internal:
+        return
+    obj = words.set_element("masq_nets6", subnet6)
+    if routed6(n):
         s.add(
-            "dnat",
-            f"in: {b.proto} port {b.host_port} on {where} is DNATed to {shown} "
-            f"({obj}; nat prerouting and output: `fib daddr type local jump publish`); the host port is "
-            f"{hold}",
+            "out",
+            f"out on IPv6: routed mode, no NAT66: {subnet6} leaves with the containers' own addresses",
             [obj],
+            mismatch=f"{subnet6} is in masq_nets6 on a routed network" if subnet6 in el.masq_nets6 else "",
         )
         return
-    actual = f"it points to {found[0]}:{found[1]}" if isinstance(found, tuple) else "it is absent"
-    s.add(
-        "dnat",
-        f"in: {b} is published in the records, but the element {obj} is not there ({actual})",
-        [obj],
-        mismatch=f"published port {b} has no DNAT element ({actual})",
+    _expect(
+        view,
+        s,
+        "out",
+        subnet6 in el.masq_nets6,
+        f"out on IPv6: masqueraded (NAT66) to the address of the interface it leaves by ({obj}; "
+        "postrouting: `ip6 saddr @masq_nets6 oifname != @bridges masquerade`)",
+        f"out on IPv6: routed, but {subnet6} is not in masq_nets6: it leaves with its own address",
+        obj,
     )
-
-
-def published(view: View, s: Section, m: Member) -> None:
-    """Each binding's element per family the endpoint has: publish_any/publish_addr for IPv4,
-    publish_any6/publish_addr6 for IPv6 (or, on a routed IPv6 network, routed6)."""
-    el = view.elements
-    want = endpoint_publish_elements(m.network, m.endpoint, m.bindings)
-    address6 = m.address6
-    routed = address6 is not None and routed6(m.network)
-    for b in m.bindings:
-        held = _held(view.host, b)
-        hold = (
-            "held by the daemon (a socket bound in the host, never accepting)"
-            if held
-            else "not held (no socket of the daemon's on it)"
-        )
-        hip = b.host_ip
-        if hip is None or hip.version == 4:
-            target = (m.address, b.container_port)
-            if hip is None or hip.is_unspecified:
-                obj = words.publish_any(b.proto, b.host_port, target)
-                found: object = el.publish_any.get((b.proto, b.host_port))
-            else:
-                assert isinstance(hip, ipaddress.IPv4Address)
-                obj = words.publish_addr(hip, b.proto, b.host_port, target)
-                found = el.publish_addr.get((hip, b.proto, b.host_port))
-            where = "every host address" if hip is None else str(hip)
-            if hip is None and address6 is not None and not routed:
-                where = "every host IPv4 address"
-            _dnat_claim(s, b, obj, found, target, where, hold)
-        if address6 is None or (hip is not None and hip.version == 4):
-            continue
-        if routed:
-            obj = words.routed6(address6, b.proto, b.container_port)
-            there = (address6, b.proto, b.container_port) in el.routed6
-            s.add(
-                "dnat",
-                f"in: routed IPv6 (no NAT66): {b.proto} port {b.container_port} of [{address6}] is open "
-                f"from outside, at the container's own address ({obj}; forward: "
-                "`ip6 daddr . meta l4proto . th dport @routed6 accept`)"
-                if there
-                else f"in: {b} is published in the records, but the element {obj} is not there",
-                [obj],
-                mismatch="" if there else f"published port {b} has no routed6 element",
-            )
-            continue
-        target6 = (address6, b.container_port)
-        if hip is None or hip == ANY6:
-            obj = words.publish_any6(b.proto, b.host_port, target6)
-            found = el.publish_any6.get((b.proto, b.host_port))
-            where = "every host IPv6 address" if hip is None else "::"
-        else:
-            assert isinstance(hip, ipaddress.IPv6Address)
-            obj = words.publish_addr6(hip, b.proto, b.host_port, target6)
-            found = el.publish_addr6.get((hip, b.proto, b.host_port))
-            where = f"[{hip}]"
-        _dnat_claim(s, b, obj, found, target6, where, hold)
-    # Elements pointing at this container that the records do not know.
-    stray = (
-        [words.publish_any(p, hp, t) for (p, hp), t in el.publish_any.items() if t[0] == m.address]
-        + [words.publish_addr(h, p, hp, t) for (h, p, hp), t in el.publish_addr.items() if t[0] == m.address]
-        + [words.publish_any6(p, hp, t) for (p, hp), t in el.publish_any6.items() if t[0] == address6]
-        + [words.publish_addr6(h, p, hp, t) for (h, p, hp), t in el.publish_addr6.items() if t[0] == address6]
-        + [words.routed6(a, p, cp) for a, p, cp in el.routed6 if a == address6]
-    )
-    known = (
-        {words.publish_any(p, hp, t) for (p, hp), t in want.publish_any.items()}
-        | {words.publish_addr(h, p, hp, t) for (h, p, hp), t in want.publish_addr.items()}
-        | {words.publish_any6(p, hp, t) for (p, hp), t in want.publish_any6.items()}
-        | {words.publish_addr6(h, p, hp, t) for (h, p, hp), t in want.publish_addr6.items()}
-        | {words.routed6(a, p, cp) for a, p, cp in want.routed6}
-    )
-    for obj in sorted(stray):
-        if obj not in known:
-            s.add(
-                "dnat",
-                f"in: {obj} sends traffic to {m.name}, and no published port of its records says so",
-                [obj],
-                mismatch=f"stray DNAT element {obj}",
-            )
-    if not m.bindings:
-        s.add("dnat", "in: no port is published: from outside the host nothing reaches it")
 
 
 def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
@@ -336,6 +250,19 @@ def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
         f"hairpin: {n.subnet} . {n.bridge} is not in bridge_nets: hairpin traffic is not masqueraded",
         obj,
     )
+    if n.enable_ipv6 and n.subnet6 is not None:
+        obj6 = words.set_element("bridge_nets6", f"{n.subnet6} . {n.bridge}")
+        _expect(
+            view,
+            s,
+            "hairpin",
+            (n.subnet6, n.bridge) in view.elements.bridge_nets6,
+            f"hairpin on IPv6 alike ({obj6}; postrouting: `ct status dnat ip6 saddr . oifname "
+            "@bridge_nets6 masquerade`)",
+            f"hairpin: {n.subnet6} . {n.bridge} is not in bridge_nets6: IPv6 hairpin traffic is not "
+            "masqueraded",
+            obj6,
+        )
 
 
 def isolation(view: View, s: Section, m: Member) -> None:
@@ -438,5 +365,26 @@ def dns(view: View, s: Section, n: Network, who_asks: str, nameservers: tuple[st
         f"DNS: {who} answers on {gw}:53 ({'/'.join(sorted(listening)) or 'no socket'}) with the names of "
         f"every user network {who_asks} is on; port 53 of the gateway is never DNATed ({obj}){names}",
         [obj, f"socket {gw}:53"],
+        mismatch="; ".join(bad),
+    )
+    if n.enable_ipv6 and n.gateway6 is not None:
+        _dns6(view, s, n.gateway6)
+
+
+def _dns6(view: View, s: Section, gw6: ipaddress.IPv6Address) -> None:
+    obj = words.set_element("dns_gateways6", gw6)
+    listening = sorted(
+        {f"{sk.proto}" for sk in view.host.sockets if sk.port == DNS_PORT and sk.address == gw6}
+    )
+    bad = []
+    if gw6 not in view.elements.dns_gateways6:
+        bad.append(f"missing: {obj}")
+    if Protocol.UDP.value not in listening:
+        bad.append(f"nothing listens on [{gw6}]:53/udp")
+    s.add(
+        "dns",
+        f"DNS on IPv6: the resolver answers on [{gw6}]:53 ({'/'.join(listening) or 'no socket'}) too; "
+        f"port 53 of the IPv6 gateway is never DNATed ({obj})",
+        [obj, f"socket [{gw6}]:53"],
         mismatch="; ".join(bad),
     )
