@@ -325,7 +325,7 @@ class ContainerConfig:
     ip6: ipaddress.IPv6Address | None = None  # --ip6
     detach: bool = False
     aliases: tuple[str, ...] = ()
-    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()  # --dns, either family
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     # Confinement, as Docker's flags give it (policy/security.py checks them).

@@ -45,6 +45,7 @@ class Link:
     peer_elsewhere: bool = False
     alias: str = ""
     addresses: tuple[ipaddress.IPv4Interface, ...] = ()
+    addresses6: tuple[ipaddress.IPv6Interface, ...] = ()  # link-local ones included
     hairpin: bool | None = None  # a bridge port's hairpin mode; None for other links
     vxlan: Vxlan | None = None
 
@@ -64,7 +65,7 @@ class Socket:
     """A socket waiting for traffic: a TCP or SCTP listener, or a bound UDP socket."""
 
     proto: Protocol
-    address: ipaddress.IPv4Address  # 0.0.0.0 for any
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address  # 0.0.0.0 or :: for any
     port: int
 
 

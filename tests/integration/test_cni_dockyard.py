@@ -39,7 +39,7 @@ from cni_runtime import (
 
 from dockyard.clients.api import Client
 from dockyard.clients.cni import plugin as plugin
-from lab import HOST_ADDR, PROBE, UP_ADDR, WORLD_ADDR, Lab, pid_alive
+from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, WORLD_ADDR, Lab, pid_alive
 
 SUBNET = "10.47.0.0/24"
 GATEWAY = "10.47.0.1"
@@ -295,6 +295,75 @@ def test_check_reports_a_missing_port_mapping(env: Env) -> None:
     assert failed.value.error["code"] == 102 and "8083" in failed.value.error["msg"], failed.value
     env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=ports)
     env.settle()
+
+
+def test_port_mappings_on_ipv6_host_addresses_are_published_on_ipv6(env: Env) -> None:
+    """portMappings with hostIP :: or an IPv6 address are published on IPv6 only, 0.0.0.0 on
+    IPv4 only, "" on both (portmap's and -p's meaning); a real connection from upstream
+    answers exactly where they say, CHECK sees an IPv6 element gone, and a mapping that
+    overlaps one of another family's "every address" is refused."""
+    conflist = env.conflist(subnet=None, ranges=DUAL_RANGES)
+    netns = env.sandboxes.new()
+    rc = {
+        "portMappings": [
+            {"hostPort": 8086, "containerPort": 80, "protocol": "tcp", "hostIP": "::"},
+            {"hostPort": 8087, "containerPort": 80, "protocol": "tcp", "hostIP": HOST_ADDR6},
+            {"hostPort": 8088, "containerPort": 80, "protocol": "tcp", "hostIP": "0.0.0.0"},
+            {"hostPort": 8089, "containerPort": 80, "protocol": "tcp", "hostIP": ""},
+        ]
+    }
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    addr6 = next(ip["address"] for ip in result["ips"] if ":" in ip["address"]).split("/")[0]
+    env.lab.spawn_in(ns_name(netns), sys.executable, PROBE, "serve", "tcp", "80")
+    lab = env.lab
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR6, 8086).startswith(f"peer=[{UP_ADDR6}]:")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR6, 8087).startswith(f"peer=[{UP_ADDR6}]:")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8088).startswith(f"peer={UP_ADDR}:")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8089).startswith(f"peer={UP_ADDR}:")
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR6, 8089).startswith(f"peer=[{UP_ADDR6}]:")
+    # Each family only where it was asked: the other answers nothing (the container would).
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8086, timeout=1) is None
+    assert lab.ask(lab.up, "tcp", HOST_ADDR6, 8088, timeout=1) is None
+    assert sorted(key["concat"][-1] for key, _ in lab.map_elements("publish_any6")) == [8086, 8089]
+    assert [key["concat"] for key, _ in lab.map_elements("publish_addr6")] == [[HOST_ADDR6, "tcp", 8087]]
+    assert {target["concat"][0] for _, target in lab.map_elements("publish_any6")} == {addr6}
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    # A second attachment: "" on 8088 overlaps 0.0.0.0's IPv4 (code 100); 0.0.0.0 on 8086 does not.
+    other = env.sandboxes.new()
+    clash = {"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]}
+    plugin_conf = Runtime.plugin_conf(conflist, conflist["plugins"][0], None, clash)
+    taken = env.exec("ADD", plugin_conf, "ctr-2", other)
+    assert taken.exit_code != 0 and taken.json["code"] == 100, taken
+    assert taken.json["msg"] == "Bind for 0.0.0.0:8088/tcp failed: port is already allocated", taken
+    beside = {
+        "portMappings": [{"hostPort": 8086, "containerPort": 80, "protocol": "tcp", "hostIP": "0.0.0.0"}]
+    }
+    second = env.rt.add(conflist, "ctr-3", other, runtime_config=beside)
+    # CHECK sees an IPv6 element removed behind dockyard's back.
+    r = lab.in_host("nft", "delete", "element", "inet", "dockyard", "publish_any6", "{ tcp . 8086 }")
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(PluginFailed) as failed:
+        env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    assert failed.value.error["code"] == 102 and "[::]:8086" in failed.value.error["msg"], failed.value
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.rt.delete(conflist, "ctr-3", other, prev_result=second, runtime_config=beside)
+    env.settle()
+    assert lab.map_elements("publish_any6") == [] and lab.map_elements("publish_addr6") == []
+    assert env.published() == set() and env.host_veths() == []
+
+
+def test_an_ipv6_port_mapping_on_an_ipv4_network_is_refused_by_name(env: Env) -> None:
+    conflist = env.conflist()
+    netns = env.sandboxes.new()
+    rc = {"portMappings": [{"hostPort": 8086, "containerPort": 80, "protocol": "tcp", "hostIP": "::"}]}
+    outcome = env.exec("ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, rc), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7, outcome
+    assert outcome.json["msg"] == f"cannot publish on [::]:8086: network {NETWORK} has no IPv6", outcome
+    env.settle()
+    # The network the ADD would have made is not left either.
+    assert NETWORK not in env.lab.dy_ok("network", "ls")
+    assert env.published() == set() and env.host_veths() == []
+    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
 
 
 # -- shared state with the dockyard CLI ----------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from docker_lab import PrivateDockerd, why_not
+from dockyard.engine.docker_plugin import PORTMAP
 from lab import HOST_ADDR, Lab
 
 PAGE = "served-through-dockyard"
@@ -612,3 +613,38 @@ def test_dockyard_ipam_gives_addresses_next_fit(lab: Lab, tmp_path: Path) -> Non
     for n in range(1, 7):
         give_back(f"10.95.0.{n}")
     docker.call("/IpamDriver.ReleasePool", {"PoolID": pool})
+
+
+def test_an_ipv6_host_ip_is_refused_by_name_on_an_ipv4_network(lab: Lab, tmp_path: Path) -> None:
+    """ProgramExternalConnectivity with an IPv6 HostIP (`::` or an address): the network has no
+    IPv6 (dockyard's Docker networks are IPv4 only), so it is refused naming the binding and the
+    missing family, in one line of {"Err": ...}, and nothing is published; IPv4 still is."""
+    _, sock = plugin_daemon(lab, tmp_path, {})
+    docker = DirectPlugin(sock)
+    pool = docker.network("10.95.0.0/24")
+    endpoint_id = "a" * 64
+    address = docker.endpoint(pool, endpoint_id)
+    docker.ep("/NetworkDriver.Join", endpoint_id)
+    name = f"docker-{DirectPlugin.NET[:12]}"
+
+    def program(host_ip: str) -> tuple[int, dict]:
+        binding = {"Proto": 6, "Port": 80, "HostIP": host_ip, "HostPort": 8080}
+        body = {"NetworkID": DirectPlugin.NET, "EndpointID": endpoint_id, "Options": {PORTMAP: [binding]}}
+        return plugin_call(sock, "/NetworkDriver.ProgramExternalConnectivity", json.dumps(body).encode())
+
+    for host_ip, shown in (("::", "[::]:8080"), ("2001:db8::1", "[2001:db8::1]:8080")):
+        status, answer = program(host_ip)
+        assert status != 200 and answer == {"Err": f"cannot publish on {shown}: network {name} has no IPv6"}
+    status, answer = program("not-an-address")
+    assert status != 200 and answer == {
+        "Err": "invalid HostIP 'not-an-address': expected an IPv4 or IPv6 address"
+    }
+    assert lab.map_elements("publish_any6") == [] and lab.map_elements("publish_addr6") == []
+    assert lab.map_elements("publish_any") == [] and db_rows(lab, "ports") == 0
+    # The same endpoint publishes on IPv4 afterwards: the refusals left nothing reserved.
+    assert program(HOST_ADDR) == (200, {})
+    assert [item[0]["concat"] for item in lab.map_elements("publish_addr")] == [[HOST_ADDR, "tcp", 8080]]
+    docker.ep("/NetworkDriver.RevokeExternalConnectivity", endpoint_id)
+    docker.ep("/NetworkDriver.Leave", endpoint_id)
+    docker.remove(pool, endpoint_id, address)
+    assert lab.map_elements("publish_addr") == []

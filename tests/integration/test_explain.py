@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab import HOST_ADDR, UP_ADDR, Lab, pid_alive
+from lab import HOST_ADDR, HOST_ADDR6, UP_ADDR, Lab, pid_alive
 
 # Connect from a given source address (bound), print the answer; exit 1 when none comes.
 ASK = r"""
@@ -197,6 +197,68 @@ def test_a_mismatch_between_records_and_kernel_is_reported(lab: Lab) -> None:
     assert "records and kernel differ" in text
     # And a real packet agrees: the port no longer answers from outside.
     assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1.0) is None
+
+
+def test_explain_a_dual_stack_container_names_its_ipv6_elements(lab: Lab) -> None:
+    lab.dy_ok("network", "create", "--ipv6", "--subnet", "2001:db8:31::/64", "--subnet", "10.31.0.0/24", "d6")
+    lab.serve("--name", "web", "--net", "d6", "-p", "8080:80", "-p", f"[{HOST_ADDR6}]:8081:80")
+    net = lab.inspect("web")["NetworkSettings"]["Networks"]["d6"]
+    addr6 = net["GlobalIPv6Address"]
+    report = _explain(lab, "web")
+    assert report["mismatches"] == [], report["mismatches"]
+    claims = [c for s in report["sections"] for c in s["claims"]]
+    by_topic = {c["topic"]: c for c in claims}
+    assert f"{addr6}/64" in by_topic["interface"]["text"]
+    assert f"the IPv6 gateway {net['IPv6Gateway']}" in by_topic["bridge"]["text"]
+    dnat = [o for c in claims if c["topic"] == "dnat" for o in c["objects"]]
+    any6 = f"inet dockyard map publish_any6 {{ tcp . 8080 : {addr6} . 80 }}"
+    addr6_el = f"inet dockyard map publish_addr6 {{ {HOST_ADDR6} . tcp . 8081 : {addr6} . 80 }}"
+    assert any6 in dnat and addr6_el in dnat, dnat
+    assert f"inet dockyard map publish_any {{ tcp . 8080 : {net['IPAddress']} . 80 }}" in dnat
+    # The dual-stack [::] hold of 8080 is seen.
+    held = next(c for c in claims if c["topic"] == "dnat" and any6 in c["objects"])
+    assert "held by the daemon" in held["text"], held["text"]
+    guard = by_topic["anti-spoofing"]["objects"]
+    assert any(o.startswith("bridge dockyard set port_addrs6") and addr6 in o for o in guard), guard
+    # The way out, hairpin and DNS: each family's element.
+    named = {o for c in claims for o in c["objects"]}
+    for obj in (
+        "inet dockyard set masq_nets6 { 2001:db8:31::/64 }",
+        "inet dockyard set dns_gateways6 { " + net["IPv6Gateway"] + " }",
+    ):
+        assert obj in named, (obj, named)
+    assert any(o.startswith("inet dockyard set bridge_nets6 { 2001:db8:31::/64 . ") for o in named), named
+    assert f"[{net['IPv6Gateway']}]:53 (tcp/udp)" in " ".join(
+        c["text"] for c in claims if c["topic"] == "dns"
+    )
+    assert _explain(lab, "d6")["mismatches"] == []
+    # Every element named is in the table the kernel lists, and a real packet goes its way.
+    assert [["tcp", 8080], {"concat": [addr6, 80]}] in [
+        [item[0]["concat"], item[1]] for item in lab.map_elements("publish_any6")
+    ]
+    assert lab.wait_answer(lab.up, "tcp", HOST_ADDR6, 8081).startswith("peer=")
+    # Someone removes the IPv6 element behind dockyard's back: explain says so.
+    r = lab.in_host("nft", "delete", "element", "inet", "dockyard", "publish_any6", "{ tcp . 8080 }")
+    assert r.returncode == 0, r.stderr
+    mismatches = _explain(lab, "web")["mismatches"]
+    assert any("8080" in m and "no DNAT element" in m for m in mismatches), mismatches
+
+
+def test_explain_a_routed_ipv6_container_names_its_routed6_element(lab: Lab) -> None:
+    mode = "com.docker.network.bridge.gateway_mode_ipv6=routed"
+    lab.dy_ok("network", "create", "--ipv6", "--subnet", "2001:db8:5::/64", "-o", mode, "routed")
+    lab.serve("--name", "r1", "--net", "routed", "-p", "8080:80")
+    addr6 = lab.inspect("r1")["NetworkSettings"]["Networks"]["routed"]["GlobalIPv6Address"]
+    report = _explain(lab, "r1")
+    assert report["mismatches"] == [], report["mismatches"]
+    dnat = [c for s in report["sections"] for c in s["claims"] if c["topic"] == "dnat"]
+    obj = f"inet dockyard set routed6 {{ {addr6} . tcp . 80 }}"
+    routed = next(c for c in dnat if obj in c["objects"])
+    assert "no NAT66" in routed["text"]
+    assert not any("publish_any6" in o for c in dnat for o in c["objects"])
+    out = [c["text"] for s in report["sections"] for c in s["claims"] if c["topic"] == "out"]
+    assert any("no NAT66" in text for text in out), out
+    assert lab.map_elements("routed6") == [{"concat": [addr6, "tcp", 80]}]
 
 
 def test_explain_a_network_and_errors(lab: Lab) -> None:

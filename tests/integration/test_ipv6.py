@@ -280,6 +280,40 @@ def test_dns_forwards_to_an_ipv6_upstream(lab: Lab) -> None:
     assert _dig(lab, "asker", "10.1.0.1", "far.example.test", "AAAA") == "0:2001:db8:53::99"
 
 
+def test_dns_with_an_ipv6_server_is_written_and_forwarded_to(lab: Lab) -> None:
+    """--dns 2001:db8:53::53: on the default bridge it is the resolv.conf's nameserver, as
+    Docker writes it; on a user network the resolver forwards the container's questions there."""
+    out = lab.dy_ok(
+        "run", "--rm", "--dns", "2001:db8:53::53", "--dns", "203.0.113.53", "cat", "/etc/resolv.conf"
+    )
+    assert [line for line in out.splitlines() if line.startswith("nameserver")] == [
+        "nameserver 2001:db8:53::53",
+        "nameserver 203.0.113.53",
+    ]
+    lab.in_host("ip", "addr", "add", "2001:db8:f6::1/64", "dev", "up0", "nodad")
+    lab.in_up("ip", "addr", "add", "2001:db8:f6::2/64", "dev", "eth0", "nodad")
+    lab.in_up("ip", "addr", "add", "2001:db8:53::53/128", "dev", "lo")
+    lab.in_host("ip", "route", "add", "2001:db8:53::/64", "via", "2001:db8:f6::2")
+    server = lab.spawn_in(lab.up, sys.executable, "-c", UPSTREAM6, "2001:db8:53::53")
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    _net(lab, "--ipv6", "--subnet", SUBNET6, "--subnet", SUBNET4)
+    lab.run_d("--name", "asker", "--net", "dual", "--dns", "2001:db8:53::53", "sleep", "60")
+    assert lab.inspect("asker")["HostConfig"]["Dns"] == ["2001:db8:53::53"]
+    assert _dig(lab, "asker", "10.1.0.1", "far.example.test", "AAAA") == "0:2001:db8:53::99"
+    # Read back from the store by a daemon started afresh.
+    lab.dy_ok("daemon", "stop")
+    assert lab.inspect("asker")["HostConfig"]["Dns"] == ["2001:db8:53::53"]
+
+
+@pytest.mark.parametrize("server", ["fe80::1%eth0", "2001:db8::zz", "nameserver"])
+def test_a_bad_dns_server_is_refused_by_name(lab: Lab, server: str) -> None:
+    before = lab.dy_ok("ps", "-aq")
+    r = lab.dy("run", "-d", "--dns", server, "sleep", "60")
+    assert r.returncode == 125, r
+    assert r.stderr.splitlines() == [f"dockyard: invalid --dns {server!r}: expected an IPv4 or IPv6 address"]
+    assert lab.dy_ok("ps", "-aq") == before
+
+
 @pytest.mark.parametrize("fixed", ["2001:db8:7::/64", None], ids=["fixed-cidr-v6", "from-the-pool"])
 def test_daemon_json_ipv6_on_the_default_bridge(lab: Lab, fixed: str | None) -> None:
     lab.root.mkdir(parents=True, exist_ok=True)

@@ -739,6 +739,18 @@ def test_bridge_names_the_kernel_would_change_or_refuse(name: str) -> None:
     assert_one_line(info.value)
 
 
+@pytest.mark.parametrize("mode", ["nat-unprotected", "isolated", "", "NAT", "routed "])
+def test_an_ipv6_gateway_mode_is_refused_when_the_options_are_parsed(mode: str) -> None:
+    """Before anything is recorded: create_network parses the options first of all."""
+    key = "com.docker.network.bridge.gateway_mode_ipv6"
+    with pytest.raises(InvalidArgument) as info:
+        BridgeOptions.parse(((key, mode),))
+    assert_one_line(info.value)
+    assert key in str(info.value) and repr(mode) in str(info.value)
+    for good in ("nat", "routed"):
+        assert BridgeOptions.parse(((key, good),)) == BridgeOptions()
+
+
 @pytest.mark.parametrize(
     "mtu", ["1_500", " 1500", "1500 ", "\u0661\u0665\u0660\u0660", "+1500", "1e3", "9" * 5000]
 )

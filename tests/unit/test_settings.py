@@ -125,6 +125,7 @@ def test_every_key_the_daemon_knows_is_accepted(tmp_path: Path) -> None:
         "etcd://192.0.2.10:2379",
         True,
     )
+    assert (s.ipv6, str(s.fixed_cidr_v6)) == (True, "2001:db8:7::/64")
 
 
 def test_flags_override_daemon_json(tmp_path: Path) -> None:

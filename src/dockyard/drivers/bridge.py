@@ -104,9 +104,6 @@ class BridgeDriver:
         return rules.elements_of_network(network)
 
     def create_network(self, network: Network) -> None:
-        # Before any kernel work: the caller's rollback then leaves nothing behind.
-        # (Its natural home is the option parsing in engine/networks, before the record.)
-        rules.check_gateway_mode6(network.options)
         if rules.routed6(network):
             self._routed6.add(network.id)
         gateway6 = _gateway6_iface(network)

@@ -88,6 +88,20 @@ def _interface(text: str, what: str) -> ipaddress.IPv4Interface:
         raise InvalidArgument(f"invalid {what} {text!r}: an IPv4 address with prefix") from None
 
 
+def _host_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A binding's HostIP: none (or 0.0.0.0, what older dockerd sends for none) is every
+    address of the endpoint's families; `::` and an IPv6 address are IPv6 only, as in Docker.
+    Whether the endpoint has that family is the port chooser's to say (ports.check_families)."""
+    if text in (None, "", "0.0.0.0"):
+        return None
+    try:
+        if not isinstance(text, str):
+            raise ValueError(text)
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid HostIP {text!r}: expected an IPv4 or IPv6 address") from None
+
+
 def _port_requests(raw: object) -> tuple[PortRequest, ...]:
     if raw is None:
         return ()
@@ -100,8 +114,7 @@ def _port_requests(raw: object) -> tuple[PortRequest, ...]:
         proto = PROTOCOLS.get(b.get("Proto", 6))
         if proto is None:
             raise InvalidArgument(f"protocol number {b.get('Proto')} is not supported: tcp, udp or sctp")
-        host_ip_text = b.get("HostIP") or ""
-        host_ip = None if host_ip_text in ("", "0.0.0.0") else ipam.parse_address(host_ip_text, "HostIP")
+        host_ip = _host_ip(b.get("HostIP"))
         out.append(
             PortRequest(
                 container_port=int(b.get("Port", 0)),

@@ -2,8 +2,8 @@
 
 `namespace(path)` gives one namespace as `observed.Namespace`: its nsfs
 inode, its links (kind, MAC, state, master, a veth's peer index, a bridge
-port's hairpin mode, a VXLAN device's settings), IPv4 addresses and routes
-of the main table, the sockets waiting for traffic (TCP and SCTP listeners,
+port's hairpin mode, a VXLAN device's settings), IPv4 and IPv6 addresses, IPv4
+routes of the main table, the sockets waiting for traffic (TCP and SCTP listeners,
 bound UDP sockets, from /proc/thread-self/net/*), and the sysctls that
 decide a path (ip_forward, route_localnet per interface, br_netfilter's
 bridge-nf-call-iptables). `path=None` reads the calling thread's own
@@ -37,7 +37,12 @@ RT_TABLE_MAIN = 254
 IFF_UP = 1
 TCP_LISTEN = "0A"
 # /proc/net files of waiting sockets: TCP and SCTP listeners, UDP sockets bound to a port.
-_SOCKET_FILES = (("tcp", Protocol.TCP), ("udp", Protocol.UDP))
+_SOCKET_FILES = (
+    ("tcp", Protocol.TCP),
+    ("udp", Protocol.UDP),
+    ("tcp6", Protocol.TCP),
+    ("udp6", Protocol.UDP),
+)
 
 
 @contextlib.contextmanager
@@ -52,10 +57,15 @@ def _inside(path: Path | None) -> Iterator[None]:
         raise KernelError(f"cannot enter the network namespace {path}: {e.strerror}") from e
 
 
-def _hex_address(text: str) -> tuple[ipaddress.IPv4Address, int]:
-    """`0100007F:1F90` of /proc/net/tcp: a little-endian address and a port."""
+def _hex_address(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """`0100007F:1F90` of /proc/net/tcp: an address in host order and a port; tcp6's
+    address is four such 32-bit words."""
     addr, port = text.split(":")
-    return ipaddress.IPv4Address(bytes.fromhex(addr)[::-1]), int(port, 16)
+    raw = bytes.fromhex(addr)
+    if len(raw) == 16:
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        return ipaddress.IPv6Address(words), int(port, 16)
+    return ipaddress.IPv4Address(raw[::-1]), int(port, 16)
 
 
 def _sockets() -> tuple[Socket, ...]:
@@ -131,6 +141,11 @@ def _links(ipr: IPRoute) -> tuple[Link, ...]:
         addresses.setdefault(m["index"], []).append(
             ipaddress.IPv4Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
         )
+    addresses6: dict[int, list[ipaddress.IPv6Interface]] = {}
+    for m in ipr.get_addr(family=socket.AF_INET6):
+        addresses6.setdefault(m["index"], []).append(
+            ipaddress.IPv6Interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+        )
     hairpin: dict[int, bool] = {}
     with contextlib.suppress(NetlinkError):
         for m in ipr.get_links(family=socket.AF_BRIDGE):
@@ -156,6 +171,7 @@ def _links(ipr: IPRoute) -> tuple[Link, ...]:
                 peer_elsewhere=m.get_attr("IFLA_LINK_NETNSID") is not None,
                 alias=str(m.get_attr("IFLA_IFALIAS") or ""),
                 addresses=tuple(addresses.get(idx, ())),
+                addresses6=tuple(addresses6.get(idx, ())),
                 hairpin=hairpin.get(idx) if m.get_attr("IFLA_MASTER") else None,
                 vxlan=_vxlan(info, _vtep_peers(ipr, idx)) if kind == "vxlan" else None,
             )

@@ -134,7 +134,7 @@ def _parse_config(text: str) -> ContainerConfig:
         ip6=addr6_or_none(d.get("ip6")),
         detach=d.get("detach", False),
         aliases=tuple(d.get("aliases", ())),
-        dns=tuple(ipaddress.IPv4Address(x) for x in d.get("dns", ())),
+        dns=tuple(ipaddress.ip_address(x) for x in d.get("dns", ())),
         dns_search=tuple(d.get("dns_search", ())),
         dns_options=tuple(d.get("dns_options", ())),
         # Rows written before confinement have none of these: Docker's defaults.

@@ -282,8 +282,6 @@ def _ports(items: Any, where: _Where) -> tuple[PortRequest, ...]:
         if not isinstance(m, dict):
             raise CniError(CODE_INVALID_CONFIG, f"{at}: a port mapping must be an object, not {m!r}")
         host_ip_text = str(m.get("hostIP") or "")
-        if ":" in host_ip_text:
-            continue  # an IPv6 mapping: dockyard publishes IPv4 only
         try:
             host_port, container_port = int(m["hostPort"]), int(m["containerPort"])
             proto = Protocol(str(m.get("protocol") or "tcp").lower())
@@ -297,9 +295,12 @@ def _ports(items: Any, where: _Where) -> tuple[PortRequest, ...]:
                     CODE_INVALID_CONFIG,
                     f"{json_path(at, what)}: invalid {what} {port}: ports run from 1 to 65535",
                 )
-        host_ip = None
-        if host_ip_text not in ("", "0.0.0.0"):
-            host_ip = _at(json_path(at, "hostIP"), ipam.parse_address, host_ip_text, "hostIP")
+        # As portmap and -p: "" is every address of each family the container has,
+        # 0.0.0.0 every IPv4 one, :: every IPv6 one, an address its own family.
+        host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        if host_ip_text:
+            parse = ipam6.parse_address6 if ":" in host_ip_text else ipam.parse_address
+            host_ip = _at(json_path(at, "hostIP"), parse, host_ip_text, "hostIP")
         out.append(PortRequest(container_port, proto, host_port, host_ip))
     return tuple(out)
 

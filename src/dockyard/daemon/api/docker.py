@@ -35,7 +35,7 @@ from dockyard.model import (
     PortRequest,
     check_network_name,
 )
-from dockyard.policy import ipam, ipam6, ports
+from dockyard.policy import ipam6, ports
 
 Json = dict[str, Any]
 
@@ -126,6 +126,14 @@ def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
         return ipaddress.IPv4Address(text)
     except ValueError:
         raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
+
+
+def _dns_server(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A --dns server: an address of either family, as Docker takes it (no IPv6 zone)."""
+    try:
+        return ipam6.parse_any_address(text, "--dns")
+    except InvalidArgument:
+        raise InvalidArgument(f"invalid --dns {text!r}: expected an IPv4 or IPv6 address") from None
 
 
 def requested_ip6(endpoint: Any) -> ipaddress.IPv6Address | None:
@@ -255,7 +263,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     if mac and mode.network_name is None:
         raise InvalidArgument(f"--mac-address cannot be used with the {mode.kind.value} network mode")
     auto_remove = _flag(host.get("AutoRemove"), "HostConfig.AutoRemove")
-    dns = [ipam.parse_address(server, "--dns") for server in _strings(host.get("Dns"), "HostConfig.Dns")]
+    dns = [_dns_server(server) for server in _strings(host.get("Dns"), "HostConfig.Dns")]
     dns_search = _strings(host.get("DnsSearch"), "HostConfig.DnsSearch")
     dns_options = _strings(host.get("DnsOptions"), "HostConfig.DnsOptions")
     for word in [*dns_search, *dns_options]:

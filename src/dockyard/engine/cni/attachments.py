@@ -42,11 +42,11 @@ from dockyard.engine.cni.networks import (
 )
 from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.steps import Undo, step
-from dockyard.errors import DockyardError, InvalidArgument, KernelError
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError
 from dockyard.kernel import Kernel, netlink, reads
 from dockyard.kernel import netns as nsmod
 from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, OwnerKind, PortBinding, PortRequest
-from dockyard.policy import rules
+from dockyard.policy import ports, rules
 from dockyard.store import Store
 from dockyard.wire.cni import CODE_INVALID_CONFIG, CODE_INVALID_ENV
 
@@ -224,6 +224,10 @@ class Attachments:
     def _add_to(self, network: Network, req: AttachRequest, owner: str) -> Attached:
         try:
             self.endpoints.check_request(network, req.ip, bool(req.ports), req.ip6)
+            # A mapping on `::` or an IPv6 address needs the network's IPv6, as -p does.
+            has6 = network.enable_ipv6 and network.subnet6 is not None
+            every = ports.families(network.subnet is not None, has6)
+            ports.check_families(req.ports, every, network.name)
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
         routes = routes_of(req.net, network)
@@ -280,6 +284,7 @@ class Attachments:
                 bindings = tuple(
                     PortBinding(r.container_port, r.proto, r.host_port, r.host_ip) for r in req.ports
                 )
+                self._check_free(bindings)
                 self.store.add_ports(owner, endpoint.id, bindings)
             undo.push(lambda: self._forget(owner), "cni.add.records")
             step("cni.add.recorded")
@@ -297,6 +302,19 @@ class Attachments:
             raise
         step("cni.add.done")
         return endpoint
+
+    def _check_free(self, bindings: tuple[PortBinding, ...]) -> None:
+        """Refuse a mapping that overlaps one already published (or another of its own), by
+        family (ports.overlaps): "" and 0.0.0.0, or "" and ::, would be one map element with
+        two owners. One read for the ports asked."""
+        if not bindings:
+            return
+        held = self.store.port_holders(min(b.host_port for b in bindings), max(b.host_port for b in bindings))
+        for b in bindings:
+            taken = held.setdefault((b.host_port, b.proto), [])
+            if any(ports.overlaps(h, b.host_ip) for h in taken):
+                raise Conflict(f"Bind for {b.host_text}/{b.proto} failed: port is already allocated")
+            taken.append(b.host_ip)
 
     @staticmethod
     def _attached(

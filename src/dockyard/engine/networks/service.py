@@ -24,7 +24,7 @@ from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, OwnerKind, check_network_name
-from dockyard.policy import ipam
+from dockyard.policy import ipam, rules
 from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
@@ -392,6 +392,8 @@ class BridgeOptions:
             elif key == "com.docker.network.bridge.host_binding_ipv4":
                 addr = ipam.parse_address(value, f"value for {key}")
                 values["host_binding"] = None if addr == ipaddress.IPv4Address("0.0.0.0") else addr
+            elif key == rules.GATEWAY_MODE_IPV6:
+                rules.check_gateway_mode6(((key, value),))  # read where the network is (rules.routed6)
             elif key == "com.docker.network.driver.mtu":
                 # ASCII digits only, as Docker's Atoi: int() also takes " 1500", "1_500", Arabic digits.
                 mtu = int(value) if value.isascii() and value.isdigit() and len(value) <= 5 else 0

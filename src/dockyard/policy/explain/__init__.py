@@ -4,6 +4,7 @@
     words.py   how kernel objects are named (elements as nft prints them, links, routes)
     paths.py   a container's or a network's path: interfaces, peer, bridge, elements, DNS
     claims.py  the claims of a path, one topic each, with their mismatches
+    published.py  the claims of the published ports, per family
     sources.py where packets come from (a source by address) and the ways in to a port
     reach.py   whether a packet from a source reaches a port, and what decides
     traced.py  what a traced packet met, in order, and conntrack's view of its NAT

@@ -2,32 +2,24 @@
 
 Each function adds to a Section the claim of one topic: the container's
 interface, its veth peer, the bridge, its routes, the way out
-(masquerade), each published port's DNAT element, hairpin, isolation,
+(masquerade), hairpin, isolation,
 anti-spoofing, the resolver, and dockyard's tables themselves. A claim
 names the kernel objects it rests on; where the records expect what the
 kernel does not show (or shows otherwise), it carries the difference in
-`mismatch`. paths.py puts them together for a container or a network.
+`mismatch`. Published ports are published.py's. paths.py puts them together for a container or a network.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from dockyard.model import Network, PortBinding, Protocol
-from dockyard.observed import Link, Namespace
+from dockyard.model import Network, Protocol
+from dockyard.observed import Link
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Member, Section, View
-from dockyard.policy.rules.elements import endpoint_elements, publish_elements
+from dockyard.policy.rules.elements import endpoint_elements, routed6
 
 DNS_PORT = 53
-
-
-def _held(host: Namespace, b: PortBinding) -> bool:
-    """Whether a host socket holds the published port (the daemon's hold)."""
-    # On every address: 0.0.0.0, or one dual-stack :: socket when the endpoint has IPv6 too.
-    every: set[object] = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::")}
-    want = every | {b.host_ip} if b.host_ip else every
-    return any(s.proto is b.proto and s.port == b.host_port and s.address in want for s in host.sockets)
 
 
 def rules_claims(view: View, section: Section) -> None:
@@ -84,6 +76,8 @@ def interface(s: Section, m: Member, eth: Link | None) -> None:
         bad.append(f"MAC {eth.mac}, the records {ep.mac}")
     if ep.address not in eth.addresses:
         bad.append(f"addresses {words.addresses(eth)}, the records {ep.address}")
+    if ep.address6 is not None and ep.address6 not in eth.addresses6:
+        bad.append(f"addresses {words.addresses(eth)}, the records {ep.address6}")
     if not eth.up:
         bad.append("it is down")
     s.add(
@@ -136,12 +130,18 @@ def bridge(s: Section, n: Network, bridge: Link | None) -> None:
     bad = []
     if gw is not None and gw not in bridge.addresses:
         bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the gateway {gw}")
+    gw6 = None
+    if n.enable_ipv6 and n.gateway6 is not None and n.subnet6 is not None:
+        gw6 = ipaddress.IPv6Interface(f"{n.gateway6}/{n.subnet6.prefixlen}")
+    if gw6 is not None and gw6 not in bridge.addresses6:
+        bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the IPv6 gateway {gw6}")
     if not bridge.up:
         bad.append(f"{n.bridge} is down")
+    six = f"; the IPv6 gateway {n.gateway6} of {n.subnet6} too" if gw6 is not None else ""
     s.add(
         "bridge",
         f"bridge {n.bridge}: {words.addresses(bridge)}, {'up' if bridge.up else 'DOWN'}, MTU {bridge.mtu}; "
-        f"the gateway {n.gateway} of {n.subnet} is the host's address on it",
+        f"the gateway {n.gateway} of {n.subnet} is the host's address on it{six}",
         [words.link(bridge)],
         mismatch="; ".join(bad),
     )
@@ -202,61 +202,33 @@ def out(view: View, s: Section, n: Network) -> None:
         f"out: routed, but {subnet} is not in masq_nets: it leaves with its own address",
         words.set_element("masq_nets", subnet),
     )
+    out6(view, s, n)
 
 
-def published(view: View, s: Section, m: Member) -> None:
-    el = view.elements
-    want = publish_elements(m.address, m.bindings)
-    for b in m.bindings:
-        target = (m.address, b.container_port)
-        if isinstance(b.host_ip, ipaddress.IPv6Address):
-            continue  # the IPv6 half (publish_any6, publish_addr6) is not explained yet
-        if b.host_ip is None or b.host_ip.is_unspecified:
-            obj = words.publish_any(b.proto, b.host_port, target)
-            found = el.publish_any.get((b.proto, b.host_port))
-        else:
-            obj = words.publish_addr(b.host_ip, b.proto, b.host_port, target)
-            found = el.publish_addr.get((b.host_ip, b.proto, b.host_port))
-        held = _held(view.host, b)
-        hold = (
-            "held by the daemon (a socket bound in the host, never accepting)"
-            if held
-            else "not held (no socket of the daemon's on it)"
+def out6(view: View, s: Section, n: Network) -> None:
+    """The IPv6 half of the way out: NAT66 (masq_nets6), or none on a routed network."""
+    el, subnet6 = view.elements, n.subnet6
+    if not n.enable_ipv6 or subnet6 is None or n.internal:
+        return
+    obj = words.set_element("masq_nets6", subnet6)
+    if routed6(n):
+        s.add(
+            "out",
+            f"out on IPv6: routed mode, no NAT66: {subnet6} leaves with the containers' own addresses",
+            [obj],
+            mismatch=f"{subnet6} is in masq_nets6 on a routed network" if subnet6 in el.masq_nets6 else "",
         )
-        where = "every host address" if b.host_ip is None else str(b.host_ip)
-        if found == target:
-            s.add(
-                "dnat",
-                f"in: {b.proto} port {b.host_port} on {where} is DNATed to {m.address}:{b.container_port} "
-                f"({obj}; nat prerouting and output: `fib daddr type local jump publish`); the host port is "
-                f"{hold}",
-                [obj],
-            )
-        else:
-            actual = f"it points to {found[0]}:{found[1]}" if found else "it is absent"
-            s.add(
-                "dnat",
-                f"in: {b} is published in the records, but the element {obj} is not there ({actual})",
-                [obj],
-                mismatch=f"published port {b} has no DNAT element ({actual})",
-            )
-    # Elements pointing at this container that the records do not know.
-    stray = [words.publish_any(p, hp, t) for (p, hp), t in el.publish_any.items() if t[0] == m.address] + [
-        words.publish_addr(h, p, hp, t) for (h, p, hp), t in el.publish_addr.items() if t[0] == m.address
-    ]
-    known = {words.publish_any(p, hp, t) for (p, hp), t in want.publish_any.items()} | {
-        words.publish_addr(h, p, hp, t) for (h, p, hp), t in want.publish_addr.items()
-    }
-    for obj in stray:
-        if obj not in known:
-            s.add(
-                "dnat",
-                f"in: {obj} sends traffic to {m.name}, and no published port of its records says so",
-                [obj],
-                mismatch=f"stray DNAT element {obj}",
-            )
-    if not m.bindings:
-        s.add("dnat", "in: no port is published: from outside the host nothing reaches it")
+        return
+    _expect(
+        view,
+        s,
+        "out",
+        subnet6 in el.masq_nets6,
+        f"out on IPv6: masqueraded (NAT66) to the address of the interface it leaves by ({obj}; "
+        "postrouting: `ip6 saddr @masq_nets6 oifname != @bridges masquerade`)",
+        f"out on IPv6: routed, but {subnet6} is not in masq_nets6: it leaves with its own address",
+        obj,
+    )
 
 
 def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
@@ -278,6 +250,19 @@ def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
         f"hairpin: {n.subnet} . {n.bridge} is not in bridge_nets: hairpin traffic is not masqueraded",
         obj,
     )
+    if n.enable_ipv6 and n.subnet6 is not None:
+        obj6 = words.set_element("bridge_nets6", f"{n.subnet6} . {n.bridge}")
+        _expect(
+            view,
+            s,
+            "hairpin",
+            (n.subnet6, n.bridge) in view.elements.bridge_nets6,
+            f"hairpin on IPv6 alike ({obj6}; postrouting: `ct status dnat ip6 saddr . oifname "
+            "@bridge_nets6 masquerade`)",
+            f"hairpin: {n.subnet6} . {n.bridge} is not in bridge_nets6: IPv6 hairpin traffic is not "
+            "masqueraded",
+            obj6,
+        )
 
 
 def isolation(view: View, s: Section, m: Member) -> None:
@@ -330,25 +315,25 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
         words.set_element("port_macs", f"{port} . {ep.mac.lower()}", words.BRIDGE),
         words.set_element("port_addrs", f"{port} . {ep.address.ip}", words.BRIDGE),
     ]
-    missing = [
-        o
-        for o, ok in zip(
-            objs,
-            (
-                port in el.guarded_ports,
-                want.port_macs <= el.port_macs,
-                want.port_addrs <= el.port_addrs,
-            ),
-            strict=True,
+    oks = [port in el.guarded_ports, want.port_macs <= el.port_macs, want.port_addrs <= el.port_addrs]
+    six = "anything else, IPv6 included, is dropped"
+    if ep.address6 is not None:
+        objs += [
+            words.set_element("port_addrs6", f"{port} . {a}", words.BRIDGE)
+            for _, a in sorted(want.port_addrs6)
+        ]
+        oks += [(port, a) in el.port_addrs6 for _, a in sorted(want.port_addrs6)]
+        six = (
+            f"for IPv6 its address {ep.address6.ip} or its link-local one, and a neighbour advertisement "
+            "must target one of them; anything else is dropped"
         )
-        if not ok
-    ]
+    missing = [o for o, ok in zip(objs, oks, strict=True) if not ok]
     if eth is not None and eth.mac != ep.mac.lower():
         missing.append(f"the container's {eth.name} sends from {eth.mac}, which the guard drops")
     s.add(
         "anti-spoofing",
         f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, for IPv4 and ARP, "
-        f"the address {ep.address.ip}; anything else, IPv6 included, is dropped (bridge dockyard ports, "
+        f"the address {ep.address.ip}; {six} (bridge dockyard ports, "
         "prerouting -300)",
         objs,
         mismatch="; ".join(f"missing: {o}" if o.startswith("bridge ") else o for o in missing),
@@ -380,5 +365,26 @@ def dns(view: View, s: Section, n: Network, who_asks: str, nameservers: tuple[st
         f"DNS: {who} answers on {gw}:53 ({'/'.join(sorted(listening)) or 'no socket'}) with the names of "
         f"every user network {who_asks} is on; port 53 of the gateway is never DNATed ({obj}){names}",
         [obj, f"socket {gw}:53"],
+        mismatch="; ".join(bad),
+    )
+    if n.enable_ipv6 and n.gateway6 is not None:
+        _dns6(view, s, n.gateway6)
+
+
+def _dns6(view: View, s: Section, gw6: ipaddress.IPv6Address) -> None:
+    obj = words.set_element("dns_gateways6", gw6)
+    listening = sorted(
+        {f"{sk.proto}" for sk in view.host.sockets if sk.port == DNS_PORT and sk.address == gw6}
+    )
+    bad = []
+    if gw6 not in view.elements.dns_gateways6:
+        bad.append(f"missing: {obj}")
+    if Protocol.UDP.value not in listening:
+        bad.append(f"nothing listens on [{gw6}]:53/udp")
+    s.add(
+        "dns",
+        f"DNS on IPv6: the resolver answers on [{gw6}]:53 ({'/'.join(listening) or 'no socket'}) too; "
+        f"port 53 of the IPv6 gateway is never DNATed ({obj})",
+        [obj, f"socket [{gw6}]:53"],
         mismatch="; ".join(bad),
     )

@@ -14,7 +14,7 @@ of each topic are claims.py's; this module puts them in order.
 from __future__ import annotations
 
 from dockyard.model import Container, DriverName, ModeKind, Network
-from dockyard.policy.explain import claims, words
+from dockyard.policy.explain import claims, published, words
 from dockyard.policy.explain.report import Member, Report, Section, View
 from dockyard.policy.rules.elements import elements_of_network
 
@@ -90,7 +90,7 @@ def _member_section(view: View, m: Member) -> Section:
     claims.bridge(s, n, bridge)
     claims.routes(s, m)
     claims.out(view, s, n)
-    claims.published(view, s, m)
+    published.published(view, s, m)
     claims.hairpin(view, s, n, veth)
     claims.isolation(view, s, m)
     claims.guard(view, s, m, eth)

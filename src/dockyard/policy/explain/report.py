@@ -37,6 +37,11 @@ class Member:
         return self.endpoint.address.ip
 
     @property
+    def address6(self) -> ipaddress.IPv6Address | None:
+        """Its IPv6 address, on a network with IPv6."""
+        return self.endpoint.address6.ip if self.endpoint.address6 is not None else None
+
+    @property
     def name(self) -> str:
         return self.container.name
 

@@ -29,6 +29,20 @@ def publish_addr(
     return element(INET, "map", "publish_addr", f"{host_ip} . {proto} . {port} : {target[0]} . {target[1]}")
 
 
+def publish_any6(proto: Protocol, port: int, target: tuple[ipaddress.IPv6Address, int]) -> str:
+    return element(INET, "map", "publish_any6", f"{proto} . {port} : {target[0]} . {target[1]}")
+
+
+def publish_addr6(
+    host_ip: ipaddress.IPv6Address, proto: Protocol, port: int, target: tuple[ipaddress.IPv6Address, int]
+) -> str:
+    return element(INET, "map", "publish_addr6", f"{host_ip} . {proto} . {port} : {target[0]} . {target[1]}")
+
+
+def routed6(address: ipaddress.IPv6Address, proto: Protocol, port: int) -> str:
+    return set_element("routed6", f"{address} . {proto} . {port}")
+
+
 def rule(table: str, chain: str, text: str) -> str:
     return f"{table} {chain}: `{text}`"
 
@@ -38,7 +52,9 @@ def link(lk: Link) -> str:
 
 
 def addresses(lk: Link) -> str:
-    return ", ".join(str(a) for a in lk.addresses) or "no IPv4 address"
+    """Its IPv4 addresses, then its global IPv6 ones (a link-local address is every link's)."""
+    six = [a for a in lk.addresses6 if not a.ip.is_link_local]
+    return ", ".join(str(a) for a in (*lk.addresses, *six)) or "no IPv4 address"
 
 
 def route_text(r: Route) -> str:
