@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.daemon.api import confinement, create_fields
+from dockyard.daemon.api import confinement, create_fields, endpoint_settings
 from dockyard.daemon.api.json_types import flag as _flag
 from dockyard.daemon.api.json_types import json_object as _object
 from dockyard.daemon.api.json_types import strings as _strings
@@ -115,23 +115,6 @@ def port_requests(
     # Exposed ports are checked even without -P, as Docker checks --expose.
     exposed_ports = [p for key in _object(exposed, "ExposedPorts") for p in ports.parse_expose(str(key))]
     return ports.publish_all(out, exposed_ports) if publish_all else tuple(out)
-
-
-def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
-    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
-    text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
-    if not text:
-        return None
-    try:
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
-
-
-def requested_ip6(endpoint: Any) -> ipaddress.IPv6Address | None:
-    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
-    text = _text(ipam_cfg.get("IPv6Address"), "IPAMConfig.IPv6Address")
-    return ipam6.parse_address6(text, "--ip6") if text else None
 
 
 def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
@@ -245,7 +228,7 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     entrypoint = _strings(body.get("Entrypoint"), "Entrypoint", one_string=True)
     mode = NetworkMode.parse(_text(host.get("NetworkMode"), "HostConfig.NetworkMode") or "bridge")
     create_fields.check_all(body, host)
-    first, further = create_fields.endpoint_requests(body.get("NetworkingConfig"), mode)
+    first, further = endpoint_settings.endpoint_requests(body.get("NetworkingConfig"), mode)
     ip = first.ip if first else None
     ip6 = first.ip6 if first else None
     aliases: list[str] = list(first.aliases) if first else []

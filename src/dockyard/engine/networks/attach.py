@@ -3,7 +3,8 @@
 This module owns the checks of a connect (a bridge-mode container, running,
 not yet on that network, not a pre-defined network), the next free ethN,
 the endpoint recorded and plugged under an intent (undone whole on
-failure), the release of disconnect, and the container's resolv.conf
+failure), the release of disconnect (with -f, also of an endpoint whose container is
+gone, as Docker's ForceEndpointDelete), and the container's resolv.conf
 refreshed after either.
 
 Addresses and plugging are endpoints.py's; resolv.conf's text is
@@ -23,7 +24,7 @@ from dockyard.engine.events import Events
 from dockyard.engine.sandbox import Sandboxes
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, InvalidArgument, NotFound
-from dockyard.model import Endpoint, EndpointOwner, ModeKind
+from dockyard.model import Endpoint, EndpointOwner, ModeKind, Network
 from dockyard.store import Store
 
 
@@ -109,6 +110,9 @@ class NetworkAttach:
     def disconnect(self, network_ref: str, container_ref: str, force: bool = False) -> None:
         network = self.store.get_network(network_ref)
         with self.lock:
+            if force and self.store.find_container(container_ref) is None:
+                self._delete_left_behind(network, container_ref)
+                return
             c = self.store.get_container(container_ref)
             found = [ep for ep in self.store.endpoints(container_id=c.id) if ep.network_id == network.id]
             if not found:
@@ -120,3 +124,21 @@ class NetworkAttach:
             self.files.refresh_resolv_conf(c)
             step("disconnect.done")
             self.events.network("disconnect", network, c.id)
+
+    def _delete_left_behind(self, network: Network, container_ref: str) -> None:
+        """disconnect -f of a container that is gone (Docker's ForceEndpointDelete): its endpoint
+        on the network, left behind, released; none there is Docker's error, not found."""
+        found = [
+            ep
+            for ep in self.store.endpoints(network_id=network.id)
+            if ep.owner.container_id is not None
+            and ep.owner.key.startswith(container_ref)
+            and self.store.find_container(ep.owner.key) is None
+        ]
+        if len({ep.owner.key for ep in found}) != 1:
+            # A name cannot be matched once its container is gone; an id prefix must be unique.
+            raise NotFound(
+                f"no such container: {container_ref}, and no endpoint of it on network {network.name}"
+            )
+        self.endpoints.release(found[0].owner, only=found[0], now=True)
+        self.events.network("disconnect", network, found[0].owner.key)
