@@ -240,3 +240,20 @@ def test_disconnect_force_deletes_the_endpoint_a_gone_container_left(lab: Lab, d
         lab.eventually(lambda: not Path(f"/proc/{pid}").exists(), what="the lost container's process gone")
         lab.dy_ok("system", "gc")
     docker.ok("network", "rm", "app")
+
+
+def test_aliases_on_the_default_bridge_are_refused_as_docker_does(docker: DockerCli) -> None:
+    # The docker CLI refuses it before asking (its words); another client's body gets the same from the daemon.
+    docker.fails(
+        "run", "-d", "--network-alias", "web", "busybox", "sleep", "300",
+        message="network-scoped aliases are only supported for user-defined networks",
+    )  # fmt: skip
+    body = {
+        "Image": "busybox",
+        "Cmd": ["sleep", "300"],
+        "HostConfig": {"NetworkMode": "bridge"},
+        "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}},
+    }
+    status, answer = docker.api("POST", "/containers/create?name=aliased", body)
+    assert status == 400 and b"network-scoped aliases are only supported for user-defined networks" in answer
+    assert docker.ok("ps", "-aq") == ""

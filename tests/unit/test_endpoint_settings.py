@@ -143,3 +143,15 @@ def test_disconnect_bodies() -> None:
         with pytest.raises(InvalidArgument) as info:
             endpoint_settings.disconnect_body(body)
         assert message in _one_line(info.value)
+
+
+@pytest.mark.parametrize("mode", ["bridge", "host", "none", "container:other"])
+def test_aliases_only_on_user_networks(mode: str) -> None:
+    body = {
+        "Cmd": ["true"],
+        "HostConfig": {"NetworkMode": mode},
+        "NetworkingConfig": {"EndpointsConfig": {mode: {"Aliases": ["web"]}}},
+    }
+    with pytest.raises(InvalidArgument) as info:
+        docker.container_config(body)
+    assert "network-scoped aliases are only supported for user-defined networks" in _one_line(info.value)

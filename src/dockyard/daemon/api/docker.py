@@ -234,6 +234,9 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     aliases: list[str] = list(first.aliases) if first else []
     if (ip is not None or ip6 is not None) and mode.kind is ModeKind.BRIDGE:
         raise InvalidArgument("user specified IP address is supported on user defined networks only")
+    if aliases and (mode.kind is ModeKind.BRIDGE or mode.network_name is None):
+        # Docker's rule: the default bridge has no names to resolve them by, nor host, none or container:.
+        raise InvalidArgument("network-scoped aliases are only supported for user-defined networks")
     mac = (first.mac if first else "") or create_fields.mac_address(body.get("MacAddress"), "MacAddress")
     if mac and mode.network_name is None:
         raise InvalidArgument(f"--mac-address cannot be used with the {mode.kind.value} network mode")
