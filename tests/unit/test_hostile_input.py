@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import dockyard.clients.cli
 from dockyard.clients.api import Client
-from dockyard.daemon.api import docker
+from dockyard.daemon.api import docker, endpoint_settings
 from dockyard.engine.networks.service import BridgeOptions, NetworkSpec
 from dockyard.errors import DaemonUnavailable, DockyardError, InvalidArgument
 from dockyard.model import (
@@ -680,9 +680,9 @@ def test_container_bodies_refused_with_a_reason(body: Json, fragment: str) -> No
 @fast
 @given(json_values)
 def test_any_json_as_a_requested_endpoint(value: Any) -> None:
-    # POST /networks/{id}/connect's EndpointConfig.
-    got = unchanged(docker.requested_ip, value)
-    assert got is None or isinstance(got, ipaddress.IPv4Address)
+    # POST /networks/{id}/connect's EndpointConfig (and each of create's EndpointsConfig).
+    got = unchanged(lambda raw: endpoint_settings.endpoint_request(raw, "net", "EndpointConfig"), value)
+    assert got is None or got.ip is None or isinstance(got.ip, ipaddress.IPv4Address)
 
 
 # -- the API's bodies: POST /networks/create, and the bridge driver's options ------------------------------

@@ -7,9 +7,10 @@ dockyard does not do is refused with a 400 that names it, never dropped. A
 field Docker does not have is refused too when it holds a value.
 
 This module also parses the fields issue 13 added: Image, Labels, Binds and
-Mounts of type bind, ExtraHosts, Sysctls (net.*), RestartPolicy,
-NetworkingConfig's further networks and MAC addresses, StopSignal and
-StopTimeout. Their meaning is the engine's.
+Mounts of type bind, ExtraHosts, Sysctls (net.*), RestartPolicy, the MAC
+address, StopSignal and StopTimeout. Their meaning is the engine's.
+NetworkingConfig's endpoints are endpoint_settings.py's (network connect
+sends the same object).
 """
 
 from __future__ import annotations
@@ -25,12 +26,9 @@ from dockyard.daemon.api.json_types import text as _text
 from dockyard.errors import InvalidArgument
 from dockyard.model import (
     BindMount,
-    EndpointRequest,
     NetworkMode,
     RestartName,
     RestartPolicy,
-    check_name,
-    check_network_name,
 )
 from dockyard.policy import manifests
 from dockyard.policy.manifests import Platform
@@ -106,14 +104,6 @@ HOST_REFUSED = {
     "IOMaximumIOps": "--io-maxiops",
     "IOMaximumBandwidth": "--io-maxbandwidth",
 }
-ENDPOINT_HONOURED = ("IPAMConfig", "Aliases", "MacAddress")
-# What Docker reports back in an endpoint (inspect's shape): sent by some clients, read by none.
-ENDPOINT_OUTPUT = (
-    "NetworkID", "EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "IPv6Gateway",
-    "GlobalIPv6Address", "GlobalIPv6PrefixLen", "DNSNames",
-)  # fmt: skip
-ENDPOINT_REFUSED = {"Links": "--link", "DriverOpts": "endpoint driver options", "GwPriority": "--gw-priority"}
-IPAM_REFUSED = {"LinkLocalIPs": "--link-local-ip"}
 
 
 def _zero(value: Any) -> bool:
@@ -377,65 +367,3 @@ def stop_timeout(raw: Any) -> int | None:
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise InvalidArgument("StopTimeout must be a whole number of seconds")
     return raw
-
-
-def _ipam6(ep: Json, network: str) -> ipaddress.IPv6Address | None:
-    text = _text(_object(ep.get("IPAMConfig"), "IPAMConfig").get("IPv6Address"), "IPAMConfig.IPv6Address")
-    if not text:
-        return None
-    try:
-        if "%" in text:
-            raise ValueError(text)
-        return ipaddress.IPv6Address(text)
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid --ip6 {text!r} for network {network}: expected an IPv6 address"
-        ) from None
-
-
-def _ipam(ep: Json, network: str) -> ipaddress.IPv4Address | None:
-    ipam_cfg = _object(ep.get("IPAMConfig"), "IPAMConfig")
-    for key, value in ipam_cfg.items():
-        if key not in ("IPv4Address", "IPv6Address") and not _zero(value):
-            what = IPAM_REFUSED.get(key, key)
-            raise InvalidArgument(f"IPAMConfig.{key} is not supported by dockyard: {what}")
-    text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
-    if not text:
-        return None
-    try:
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid --ip {text!r} for network {network}: expected an IPv4 address"
-        ) from None
-
-
-def endpoint_requests(
-    raw: Any, mode: NetworkMode
-) -> tuple[EndpointRequest | None, tuple[EndpointRequest, ...]]:
-    """NetworkingConfig.EndpointsConfig: the mode's network's settings, and the further networks."""
-    networking = _object(raw, "NetworkingConfig")
-    refuse("NetworkingConfig.", networking, ("EndpointsConfig",), {})
-    first: EndpointRequest | None = None
-    rest: list[EndpointRequest] = []
-    mode_name = str(mode)
-    for name, ep in _object(networking.get("EndpointsConfig"), "NetworkingConfig.EndpointsConfig").items():
-        ep = _object(ep, f"EndpointsConfig[{name!r}]")
-        refuse(f"EndpointsConfig[{name!r}].", ep, ENDPOINT_HONOURED + ENDPOINT_OUTPUT, ENDPOINT_REFUSED)
-        aliases = tuple(_strings(ep.get("Aliases"), "Aliases"))
-        for alias in aliases:
-            check_name(alias, "network alias")
-        req = EndpointRequest(
-            name, _ipam(ep, name), aliases, mac_address(ep.get("MacAddress"), "MacAddress"), _ipam6(ep, name)
-        )
-        # The CLI names the mode's network "default" when --network was not given.
-        if name == mode_name or (name == "default" and mode_name == "bridge"):
-            first = req
-        else:
-            if mode.network_name is None:
-                raise InvalidArgument(
-                    f"container cannot be connected to network {name}: it uses the {mode_name} network mode"
-                )
-            check_network_name(name)
-            rest.append(req)
-    return first, tuple(rest)

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.daemon.api import confinement, create_fields
+from dockyard.daemon.api import confinement, create_fields, endpoint_settings
 from dockyard.daemon.api.json_types import flag as _flag
 from dockyard.daemon.api.json_types import json_object as _object
 from dockyard.daemon.api.json_types import strings as _strings
@@ -117,29 +117,12 @@ def port_requests(
     return ports.publish_all(out, exposed_ports) if publish_all else tuple(out)
 
 
-def requested_ip(endpoint: Any) -> ipaddress.IPv4Address | None:
-    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
-    text = _text(ipam_cfg.get("IPv4Address"), "IPAMConfig.IPv4Address")
-    if not text:
-        return None
-    try:
-        return ipaddress.IPv4Address(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid --ip {text!r}: expected an IPv4 address") from None
-
-
 def _dns_server(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """A --dns server: an address of either family, as Docker takes it (no IPv6 zone)."""
     try:
         return ipam6.parse_any_address(text, "--dns")
     except InvalidArgument:
         raise InvalidArgument(f"invalid --dns {text!r}: expected an IPv4 or IPv6 address") from None
-
-
-def requested_ip6(endpoint: Any) -> ipaddress.IPv6Address | None:
-    ipam_cfg = _object(_object(endpoint, "EndpointConfig").get("IPAMConfig"), "IPAMConfig")
-    text = _text(ipam_cfg.get("IPv6Address"), "IPAMConfig.IPv6Address")
-    return ipam6.parse_address6(text, "--ip6") if text else None
 
 
 def _pairs(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
@@ -253,12 +236,15 @@ def container_config(body: Any) -> tuple[ContainerConfig, list[str]]:
     entrypoint = _strings(body.get("Entrypoint"), "Entrypoint", one_string=True)
     mode = NetworkMode.parse(_text(host.get("NetworkMode"), "HostConfig.NetworkMode") or "bridge")
     create_fields.check_all(body, host)
-    first, further = create_fields.endpoint_requests(body.get("NetworkingConfig"), mode)
+    first, further = endpoint_settings.endpoint_requests(body.get("NetworkingConfig"), mode)
     ip = first.ip if first else None
     ip6 = first.ip6 if first else None
     aliases: list[str] = list(first.aliases) if first else []
     if (ip is not None or ip6 is not None) and mode.kind is ModeKind.BRIDGE:
         raise InvalidArgument("user specified IP address is supported on user defined networks only")
+    if aliases and (mode.kind is ModeKind.BRIDGE or mode.network_name is None):
+        # Docker's rule: the default bridge has no names to resolve them by, nor host, none or container:.
+        raise InvalidArgument("network-scoped aliases are only supported for user-defined networks")
     mac = (first.mac if first else "") or create_fields.mac_address(body.get("MacAddress"), "MacAddress")
     if mac and mode.network_name is None:
         raise InvalidArgument(f"--mac-address cannot be used with the {mode.kind.value} network mode")

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.daemon.api import create_fields, docker
+from dockyard.daemon.api import docker, endpoint_settings
 from dockyard.daemon.api.archive import ArchiveRoutes
 from dockyard.daemon.api.attach import AttachRoutes
 from dockyard.daemon.api.cni import CniRoutes
@@ -39,7 +39,7 @@ from dockyard.engine.containers import requests
 from dockyard.engine.explain import Explainer
 from dockyard.engine.networks.service import NetworkFilter
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
-from dockyard.model import EndpointRequest, Network
+from dockyard.model import Network
 from dockyard.policy.container_filters import PruneFilter
 from dockyard.settings import parse_bip, parse_bridge_name
 
@@ -326,25 +326,29 @@ class Api:
         return Response(200, {"NetworksDeleted": removed or None})
 
     def network_connect(self, req: Request, ref: str) -> Response:
-        body = req.json()
-        endpoint = body.get("EndpointConfig") or {}
-        ip, ip6 = docker.requested_ip(endpoint), docker.requested_ip6(endpoint)
-        aliases = tuple(str(a) for a in endpoint.get("Aliases") or ())
-        mac = create_fields.mac_address(endpoint.get("MacAddress"), "MacAddress")
-        c = self.e.get(str(body.get("Container") or ""))
+        n = self.e.networks.get(ref)
+        container, wanted = endpoint_settings.connect_body(req.json(), n.name)
+        c = self.e.get(container)
         if not c.running:
             # Docker keeps it for the container's next start.
-            n = self.e.networks.get(ref)
-            requests.connect_later(self.e, c, n, EndpointRequest(n.name, ip, aliases, mac, ip6))
+            requests.connect_later(self.e, c, n, wanted)
             return Response(200)
-        self.e.connect(ref, c.id, ip, aliases, mac, ip6)
+        self.e.connect(n.id, c.id, wanted.ip, wanted.aliases, wanted.mac, wanted.ip6)
         return Response(200)
 
     def network_disconnect(self, req: Request, ref: str) -> Response:
-        body = req.json()
-        c = self.e.get(str(body.get("Container") or ""))
-        if not c.running:
-            requests.disconnect_later(self.e, c, self.e.networks.get(ref))
+        n = self.e.networks.get(ref)
+        container, force = endpoint_settings.disconnect_body(req.json())
+        try:
+            c = self.e.get(container)
+        except NotFound:
+            if not force:
+                raise
+            # Docker's -f: the endpoint a container left behind when it went, deleted.
+            self.e.disconnect(n.id, container, True)
             return Response(200)
-        self.e.disconnect(ref, c.id, bool(body.get("Force")))
+        if not c.running:
+            requests.disconnect_later(self.e, c, n)
+            return Response(200)
+        self.e.disconnect(n.id, c.id, force)
         return Response(200)
