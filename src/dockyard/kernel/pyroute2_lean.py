@@ -66,12 +66,16 @@ def install() -> bool:
             del sys.modules["ssl"]
         sys.modules["ssl"] = _DeferredSsl("ssl")
     spec = importlib.util.find_spec("pyroute2")
-    if spec is None or spec.loader is None:
-        return False  # not installed: the import that needs it says so
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        # Not installed, or not the package (a module in its place): the import that
+        # needs it says what is wrong.
+        return False
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader
 
     def __getattr__(name: str) -> Any:  # the module's own (PEP 562)
+        if name.startswith("__"):  # the import system's questions (__path__...): no submodule
+            raise AttributeError(name)
         # `from pyroute2 import netns` inside the library: a submodule, loaded alone.
         if importlib.util.find_spec(f"pyroute2.{name}") is not None:
             return importlib.import_module(f"pyroute2.{name}")
