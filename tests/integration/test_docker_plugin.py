@@ -448,8 +448,9 @@ def test_a_thousand_port_range_starts_no_process(lab: Lab, dockerd: PrivateDocke
     ).strip()
     running = dockerd.processes()
     added = {pid: name for pid, name in running.items() if pid not in idle}
-    # The container's own process and its shim: no docker-proxy, nothing per port.
-    assert sorted(added.values()) == ["containerd-shim", "sleep"], added
+    # The container's own process and its shim (found only while it is still a child of
+    # containerd: it daemonizes): no docker-proxy, nothing per port.
+    assert "sleep" in added.values() and set(added.values()) <= {"containerd-shim", "sleep"}, added
     assert len(lab.map_elements("publish_any")) == 1000
     assert port_held(lab, 20000) and port_held(lab, 20999)
     dockerd.docker_ok("rm", "-f", cid)
