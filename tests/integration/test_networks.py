@@ -217,6 +217,23 @@ def test_inspect_and_rm_take_several_names(lab: Lab) -> None:
     assert sorted(names) == ["bridge", "host", "n3", "none"]
 
 
+def test_a_name_is_taken_by_a_name_never_by_an_id_prefix(lab: Lab) -> None:
+    # Ids are random hex: a short hex name is, now and then, the prefix of a network's id
+    # (the host network's id began with "d6" once, and creating "d6" was refused).
+    def inspect(ref: str) -> dict:
+        return json.loads(lab.dy_ok("network", "inspect", ref))[0]
+
+    host_id = inspect("host")["Id"]
+    prefix = host_id[:2]
+    assert inspect(prefix)["Name"] == "host"
+    made = lab.dy_ok("network", "create", prefix).strip()
+    # The name now names the new network; the id, whole, still names the host network.
+    assert inspect(prefix)["Id"] == made
+    assert inspect(host_id)["Name"] == "host"
+    r = lab.dy("network", "create", prefix)
+    assert r.returncode == 125 and f"network with name {prefix} already exists" in r.stderr
+
+
 def test_overlapping_subnets_are_refused_naming_the_conflict(lab: Lab) -> None:
     lab.dy_ok("network", "create", "--subnet", "10.40.0.0/16", "first")
     r = lab.dy("network", "create", "--subnet", "10.40.5.0/24", "second")

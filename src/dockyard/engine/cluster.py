@@ -276,7 +276,7 @@ class EngineCluster(ClusterListener):
                 )
             else:
                 raise InvalidArgument(f"option {key} is not supported by the overlay driver")
-        if self.e.store.find_network(spec.name) is not None:
+        if self.e.store.network_named(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
         self.cluster.require()
         record = self.cluster.networks.create(

@@ -72,7 +72,7 @@ class Views:
     def mode_network(self, c: Container) -> Network | None:
         """The host or none network of a container in that mode (Docker lists it there)."""
         name = {ModeKind.HOST: "host", ModeKind.NONE: "none"}.get(c.config.network_mode.kind)
-        return self.store.find_network(name) if name else None
+        return self.store.network_named(name) if name else None
 
     def sandbox(self, c: Container) -> tuple[str, EndpointView | None]:
         """(sandbox key, the target's endpoints in container: mode)."""

@@ -84,9 +84,15 @@ class NetworkRecords(Database):
         self._q("DELETE FROM networks WHERE id=?", (n.id,))
         self.add_network(n)
 
+    def network_named(self, name: str) -> Network | None:
+        """The network of this exact name: a name is taken only by a name, never by an id prefix."""
+        rows = self._q(f"SELECT {self._NET_COLS} FROM networks WHERE name=?", (name,))
+        return self._network(rows[0]) if rows else None
+
     def find_network(self, ref: str) -> Network | None:
+        """By name or id, then by id prefix (ids are lowercase hex)."""
         rows = self._q(f"SELECT {self._NET_COLS} FROM networks WHERE name=? OR id=?", (ref, ref))
-        if not rows and len(ref) >= 1:
+        if not rows and ref and all(ch in "0123456789abcdef" for ch in ref):
             rows = self._q(f"SELECT {self._NET_COLS} FROM networks WHERE id LIKE ?", (ref + "%",))
             if len(rows) > 1:
                 raise Conflict(f"network id prefix {ref!r} is ambiguous")

@@ -113,7 +113,7 @@ def extra_host_lines(engine: Any, c: Container) -> list[tuple[str, str]]:
     out = []
     for name, address in c.config.extra_hosts:
         if address == "host-gateway":
-            bridge = engine.store.find_network("bridge")
+            bridge = engine.store.network_named("bridge")
             if bridge is None or bridge.gateway is None:
                 raise InvalidArgument("--add-host host-gateway: the default bridge has no gateway")
             address = str(bridge.gateway)

@@ -147,13 +147,13 @@ class Networks:
     def ensure_builtin(self) -> None:
         with self.store.transaction():
             for name, driver in (("host", DriverName.HOST), ("none", DriverName.NONE)):
-                if self.store.find_network(name) is None:
+                if self.store.network_named(name) is None:
                     self.store.add_network(Network(id=new_id(), name=name, driver=driver, created=now()))
         self.configure_default_bridge(self.settings.bridge, self.settings.bip)
 
     def configure_default_bridge(self, bridge: str, bip: ipaddress.IPv4Interface | None) -> Network:
         """Make the default bridge match --bridge/--bip; refused while containers are attached."""
-        current = self.store.find_network("bridge")
+        current = self.store.network_named("bridge")
         if (
             current is not None
             and bridge == current.bridge
@@ -225,7 +225,7 @@ class Networks:
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
             )
-        if self.store.find_network(spec.name) is not None:
+        if self.store.network_named(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
         opts = BridgeOptions.parse(spec.options)
         network_id = new_id()
