@@ -131,9 +131,10 @@ def test_cri_pod_sandbox_gets_its_published_port_from_dockyard(
         port_mappings=[(80, 8080, "")],
         cgroup_parent=cgroup,
     )
-    pod = cri.run_pod_sandbox(config)
-    removed = False
+    pod, removed = "", False
     try:
+        # runc makes the cgroup parent before the pod may fail to start: removed below either way.
+        pod = cri.run_pod_sandbox(config)
         status = cri.pod_sandbox_status(pod)
         assert status["state"] == SANDBOX_READY, status
         pid, address = status["info"]["pid"], status["ip"]
@@ -184,7 +185,7 @@ def test_cri_pod_sandbox_gets_its_published_port_from_dockyard(
         assert not pid_alive(pid)
         assert c.ctr_ok("container", "ls", "-q", namespace=CRI_NAMESPACE).split() == []
     finally:
-        if not removed:  # the assertion that failed says why; its pod is not left running
+        if pod and not removed:  # the assertion that failed says why; its pod is not left running
             with contextlib.suppress(grpc.RpcError):
                 cri.stop_pod_sandbox(pod)
                 cri.remove_pod_sandbox(pod)
