@@ -65,3 +65,17 @@ def test_the_daemon_names_the_runtimes_json_path(conf: dict[str, Any], changes: 
     with pytest.raises(CniError) as refused:
         api.attach_request(body)
     assert refused.value.code == CODE_INVALID_CONFIG and str(refused.value).startswith(path), str(refused.value)
+
+
+def test_port_mappings_keys_are_read_in_any_case_as_go_plugins_read_them() -> None:
+    # containerd's go-cni sends its PortMapping struct untagged: {"HostPort": ..., "HostIP": ...}.
+    mapping = {"HostPort": 8080, "ContainerPort": 80, "Protocol": "udp", "HostIP": "10.1.0.9"}
+    body = {
+        "network": plugin.network_of({"name": "n", "subnet": "10.1.0.0/24"}),
+        **plugin.attachment_of({"runtimeConfig": {"portMappings": [mapping]}}, {}),
+    }
+    (port,) = api.attach_request(body).ports
+    assert (port.host_port, port.container_port, port.proto.value, str(port.host_ip)) == (8080, 80, "udp", "10.1.0.9")
+    # The exact key wins over another case of it.
+    body["portMappings"] = [{"hostPort": 8081, "HOSTPORT": 1, "containerPort": 80}]
+    assert [p.host_port for p in api.attach_request(body).ports] == [8081]

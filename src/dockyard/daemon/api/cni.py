@@ -275,16 +275,25 @@ def _routes(items: Any, where: _Where) -> tuple[Route, ...]:
     return tuple(out)
 
 
+def _keys_as_go_reads_them(m: Json, names: tuple[str, ...]) -> Json:
+    """`m` with each of `names` also found in any case, as Go's encoding/json (every Go plugin)
+    matches them: containerd's go-cni sends portMappings as {"HostPort": 8080, ...} (its
+    PortMapping struct has no json tags). The exact key wins."""
+    folded = {k.lower(): k for k in m if isinstance(k, str)}
+    return {**{n: m[folded[n.lower()]] for n in names if n not in m and n.lower() in folded}, **m}
+
+
 def _ports(items: Any, where: _Where) -> tuple[PortRequest, ...]:
     out = []
     for i, m in enumerate(items or ()):
         at = where("portMappings", i)
         if not isinstance(m, dict):
             raise CniError(CODE_INVALID_CONFIG, f"{at}: a port mapping must be an object, not {m!r}")
-        host_ip_text = str(m.get("hostIP") or "")
+        k = _keys_as_go_reads_them(m, ("hostPort", "containerPort", "protocol", "hostIP"))
+        host_ip_text = str(k.get("hostIP") or "")
         try:
-            host_port, container_port = int(m["hostPort"]), int(m["containerPort"])
-            proto = Protocol(str(m.get("protocol") or "tcp").lower())
+            host_port, container_port = int(k["hostPort"]), int(k["containerPort"])
+            proto = Protocol(str(k.get("protocol") or "tcp").lower())
         except (KeyError, TypeError, ValueError):
             raise CniError(
                 CODE_INVALID_CONFIG, f"{at}: invalid port mapping {m}: give hostPort, containerPort, protocol"
