@@ -133,6 +133,14 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     ]["IPAddress"]
     assert client_address != address  # Docker's global IPAM: one address once in the cluster
     a.docker.docker_ok("exec", server, "ping", "-c", "1", "-W", "5", client_address)
+
+    # dockyardd restarted on host A: the new daemon publishes Docker's endpoint again (the old
+    # one left it to it, as it does a running container's), so host B still reaches the server.
+    a.dy.dy_ok("daemon", "stop")
+    a.dy.dy_ok("network", "ls")
+    b.dy.eventually(lambda: b.dy.fdb(vx).get(mac) == a.dy.addr, 10, "the server's FDB entry kept on host B")
+    fetched = b.docker.docker_ok("exec", client, "sh", "-c", get)
+    assert fetched.rstrip().endswith(PAGE), fetched
     # Both dockerds list both containers (the other host's as Docker's `ep-` entries).
     for host in docker_hosts:
         containers = json.loads(host.docker.docker_ok("network", "inspect", "gnet"))[0]["Containers"]
