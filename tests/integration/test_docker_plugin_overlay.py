@@ -102,6 +102,17 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
             {"Implements": ["NetworkDriver"]},
         )
 
+    # What the overlay driver does not do is refused by name, and nothing is made.
+    r = a.docker.docker(
+        "network", "create", "-d", "dockyard-overlay", "-o", "com.docker.network.bridge.name=br9", "bad1"
+    )
+    assert r.returncode != 0
+    assert "option com.docker.network.bridge.name is not supported by the overlay driver" in r.stderr
+    r = a.docker.docker("network", "create", "-d", "dockyard-overlay", "--ipam-driver", "dockyard", "bad2")
+    assert r.returncode != 0 and "dockyard's IPAM keeps its pools on this host only" in r.stderr
+    assert not [n for n in dockyard_networks(a.dy) if n.startswith("docker-")]
+    assert a.docker.docker_ok("network", "ls", "-q", "--filter", "driver=dockyard-overlay") == ""
+
     net_id = a.docker.docker_ok(
         "network", "create", "-d", "dockyard-overlay", "--subnet", "10.61.0.0/24", "gnet"
     ).strip()
