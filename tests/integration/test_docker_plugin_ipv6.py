@@ -242,6 +242,11 @@ def test_the_plugin_answers_ipv6_calls_in_docker_s_shapes(lab: Lab, tmp_path: Pa
     ep = {"NetworkID": net, "EndpointID": endpoint, "Options": {}}
     status, joined = call("/NetworkDriver.Join", ep)
     assert status == 200 and joined["Gateway"] == "10.96.0.1" and joined["GatewayIPv6"] == "2001:db8:e::1"
+    # A Join after a Leave (libnetwork's Sandbox.Refresh) records the endpoint again with both
+    # of its addresses, once the reaper has taken the old veth.
+    assert call("/NetworkDriver.Leave", ep) == (200, {})
+    assert call("/NetworkDriver.Join", ep) == (200, joined)
+    assert members6(lab, f"docker-{net[:12]}") == ["2001:db8:e::2/64"]
     for path in ("/NetworkDriver.Leave", "/NetworkDriver.DeleteEndpoint"):
         assert call(path, ep) == (200, {})
     assert call("/NetworkDriver.DeleteNetwork", {"NetworkID": net}) == (200, {})
