@@ -529,8 +529,21 @@ def plugin_daemon(lab: Lab, tmp_path: Path, env: dict[str, str]) -> tuple[subpro
         cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
     )
     lab.procs.append(p)
-    lab.eventually(sock.exists, timeout=30, what="the plugin socket served")
+    lab.eventually(lambda: listening(sock), timeout=30, what="the plugin socket served")
     return p, sock
+
+
+def listening(sock: Path) -> bool:
+    """Whether the socket takes a connection: its file exists from bind(), a moment before
+    listen(), when a connection is refused."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(sock))
+    except OSError:
+        return False
+    finally:
+        conn.close()
+    return True
 
 
 def db_rows(lab: Lab, table: str) -> int:

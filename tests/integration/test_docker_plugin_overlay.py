@@ -14,12 +14,13 @@ and the network removed on the other host leaves nothing.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_docker_plugin import PAGE, plugin_call
+from test_docker_plugin import FETCH, PAGE, plugin_call
 
 from docker_lab import PrivateDockerd, why_not
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
@@ -125,7 +126,9 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
         host.dy.eventually(lambda h=host: name in dockyard_networks(h.dy), 10, f"{name} on {host.dy.host}")
         assert dockyard_networks(host.dy)[name] == ("overlay", "global")
 
-    server = a.docker.docker_ok("run", "-d", "--network", "gnet", "busybox", "sh", "-c", SERVE).strip()
+    server = a.docker.docker_ok(
+        "run", "-d", "--network", "gnet", "-p", "8088:80", "busybox", "sh", "-c", SERVE
+    ).strip()
     settings = json.loads(a.docker.docker_ok("inspect", server))[0]["NetworkSettings"]["Networks"]["gnet"]
     address, mac = settings["IPAddress"], settings["MacAddress"]
     assert address.startswith("10.61.0.")
@@ -144,6 +147,12 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     ]["IPAddress"]
     assert client_address != address  # Docker's global IPAM: one address once in the cluster
     a.docker.docker_ok("exec", server, "ping", "-c", "1", "-W", "5", client_address)
+
+    # -p on the overlay network: published on host A with dockyard's maps (no docker-proxy),
+    # reached from host B's namespace at host A's underlay address.
+    r = b.dy.in_host(sys.executable, "-c", FETCH, f"http://{a.dy.addr}:8088/")
+    assert r.returncode == 0 and r.stdout.strip() == PAGE, r.stderr
+    assert "docker-proxy" not in a.docker.processes().values()
 
     # dockyardd restarted on host A: the new daemon publishes Docker's endpoint again (the old
     # one left it to it, as it does a running container's), so host B still reaches the server.

@@ -124,7 +124,7 @@ class PluginApi:
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.plugin.delete_network(body["NetworkID"])
+        self.plugin.delete_network(body["NetworkID"], self.driver)
         return {}
 
     def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -208,9 +208,9 @@ class DockerPlugin:
                 return n
         return None
 
-    def network_of(self, docker_id: str) -> Network:
+    def network_of(self, docker_id: str, wait: bool = True) -> Network:
         found = self._find(docker_id)
-        if found is None and self.networks.overlay is not None:
+        if found is None and wait and self.networks.overlay is not None:
             # A global network Docker made on another host: this host's mirror comes with the
             # cluster's watch, which may be a moment behind Docker's own store.
             deadline = time.monotonic() + MIRROR_WAIT
@@ -264,11 +264,13 @@ class DockerPlugin:
         )
         return self.network_changes.create(spec)
 
-    def delete_network(self, docker_id: str) -> None:
+    def delete_network(self, docker_id: str, driver: DriverName = DriverName.BRIDGE) -> None:
+        """Remove it; one not found is gone already (Docker retries a delete). A global one made
+        on another host a moment ago is waited for, as for its endpoints."""
         try:
-            network = self.network_of(docker_id)
+            network = self.network_of(docker_id, wait=driver is DriverName.OVERLAY)
         except NotFound:
-            return  # already gone: Docker retries a delete
+            return
         self.network_changes.remove(network.id)
 
     # -- endpoints -------------------------------------------------------------
