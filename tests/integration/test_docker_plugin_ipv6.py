@@ -65,7 +65,18 @@ def test_a_dual_stack_network_from_dockyard_s_ipam_serves_a_published_port_on_ip
     assert {"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"} in info["IPAM"]["Config"]
 
     cid = dockerd.docker_ok(
-        "run", "-d", "--network", "v6net", "-p", "8080:80", "busybox", "sh", "-c", SERVE
+        "run",
+        "-d",
+        "--network",
+        "v6net",
+        "-p",
+        "8080:80",
+        "-p",
+        "0.0.0.0:8081:80",
+        "busybox",
+        "sh",
+        "-c",
+        SERVE,
     ).strip()
     # The container has the IPv6 address dockyard recorded, and its default route via the gateway.
     inside = addresses6(dockerd, cid, "eth0")
@@ -83,7 +94,11 @@ def test_a_dual_stack_network_from_dockyard_s_ipam_serves_a_published_port_on_ip
     assert fetch_from_upstream(lab, f"http://[{HOST_ADDR6}]:8080/") == PAGE
     assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8080/") == PAGE
     assert "docker-proxy" not in dockerd.processes().values()
-    assert len(lab.map_elements("publish_any6")) == 1 and len(lab.map_elements("publish_any")) == 1
+    # -p 0.0.0.0:8081:80 is IPv4 only, as with Docker's bridge.
+    assert fetch_from_upstream(lab, f"http://{HOST_ADDR}:8081/") == PAGE
+    r = lab.in_up(sys.executable, "-c", FETCH, f"http://[{HOST_ADDR6}]:8081/", timeout=10)
+    assert r.returncode != 0
+    assert len(lab.map_elements("publish_any6")) == 1 and len(lab.map_elements("publish_any")) == 2
 
     dockerd.docker_ok("rm", "-f", cid)
     assert lab.map_elements("publish_any6") == [] and lab.map_elements("publish_any") == []

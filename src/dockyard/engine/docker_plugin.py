@@ -136,10 +136,11 @@ def _pool_data(data: list[Any], family: str) -> tuple[ipam.AnyNet | None, ipam.A
 
 
 def _host_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A binding's HostIP: none (or 0.0.0.0, what older dockerd sends for none) is every
-    address of the endpoint's families; `::` and an IPv6 address are IPv6 only, as in Docker.
-    Whether the endpoint has that family is the port chooser's to say (ports.check_families)."""
-    if text in (None, "", "0.0.0.0"):
+    """A binding's HostIP: none is every address of the endpoint's families (dockerd 20.10
+    sends "" for `-p 8080:80`); `0.0.0.0` (`-p 0.0.0.0:8080:80`, as sent) is IPv4 only, `::`
+    and an IPv6 address IPv6 only, as in Docker. Whether the endpoint has that family is the
+    port chooser's to say (ports.check_families)."""
+    if text in (None, ""):
         return None
     try:
         if not isinstance(text, str):
