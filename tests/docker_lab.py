@@ -46,11 +46,13 @@ NETNS_DIR = Path("/run/netns")
 
 _SCRIPT = (
     # $1: an empty directory to hold the cgroup tree while /sys is replaced; $2: the plugin
-    # directory to bind on /run/docker/plugins, or "" for none.
+    # directory to bind on /run/docker/plugins, or "" for none; $3: a host name of dockerd's
+    # own (in a UTS namespace of its own), or "" for the machine's.
     'mount --rbind /sys/fs/cgroup "$1" && mount -t sysfs sysfs /sys && '
     'mount --move "$1" /sys/fs/cgroup && mkdir -p /run/docker && '
     "mount -t tmpfs -o mode=0700 tmpfs /run/docker && mkdir /run/docker/plugins && "
-    '{ [ -z "$2" ] || mount --bind "$2" /run/docker/plugins; } && shift 2 && exec "$@"'
+    '{ [ -z "$2" ] || mount --bind "$2" /run/docker/plugins; } && '
+    '{ [ -z "$3" ] || hostname "$3"; } && shift 3 && exec "$@"'
 )
 
 
@@ -125,6 +127,8 @@ class PrivateDockerd:
         bip: str | None = None,
         log_level: str = "info",
         userland_proxy: bool = True,
+        config: dict[str, object] | None = None,
+        hostname: str = "",
     ) -> None:
         self.netns = netns
         # containerd's sockets go under the exec root: a unix socket path has at most 104 bytes.
@@ -133,6 +137,11 @@ class PrivateDockerd:
         self.bip = bip
         self.log_level = log_level
         self.userland_proxy = userland_proxy
+        # Further daemon.json keys (a cluster store, ...).
+        self.config = dict(config or {})
+        # Two dockerds of one cluster store must not share the machine's name (their gossip
+        # refuses a name twice): each gets its own, in a UTS namespace of its own.
+        self.hostname = hostname
         self.sock = self.base / "exec" / "docker.sock"
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
         # The containers' cgroups, under a parent of this dockerd's own.
@@ -179,16 +188,17 @@ class PrivateDockerd:
         for d in ("exec", "data", "cgroup-hold"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
         # Not the host's /etc/docker/daemon.json.
-        (self.base / "daemon.json").write_text(json.dumps({"userland-proxy": self.userland_proxy}) + "\n")
+        config = {"userland-proxy": self.userland_proxy, **self.config}
+        (self.base / "daemon.json").write_text(json.dumps(config) + "\n")
         if self.bip:
             network = ["--bip", self.bip]
         else:
             network = ["--bridge", "none", "--iptables=false", "--ip-forward=false"]
         plugins = str(self.plugins) if self.plugins else ""
         cmd = [
-            *("unshare", "--mount", "--propagation", "private"),
+            *("unshare", "--mount", *(("--uts",) if self.hostname else ()), "--propagation", "private"),
             *("nsenter", f"--net={NETNS_DIR / self.netns}"),
-            *("sh", "-c", _SCRIPT, "sh", str(self.base / "cgroup-hold"), plugins),
+            *("sh", "-c", _SCRIPT, "sh", str(self.base / "cgroup-hold"), plugins, self.hostname),
             DOCKERD,
             *("--config-file", str(self.base / "daemon.json")),
             *("--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec")),

@@ -158,7 +158,7 @@ class Daemon:
             server = UnixHTTPServer(self.paths.socket, metrics.wrap(api.handle), api.error, limits)
             if self.settings.metrics_addr is not None:
                 self.metrics_listener = MetricsListener(self.settings.metrics_addr, metrics.text)
-            plugin_server = self._plugin_server(engine, limits) if self.settings.docker_plugin else None
+            plugin_servers = self._plugin_servers(engine, limits, overlay is not None)
             # --restart: what should run does, once the daemon serves (it may take a while).
             threading.Thread(
                 target=engine.restart_policies.startup, name="restore-restarts", daemon=True
@@ -178,13 +178,8 @@ class Daemon:
         serving.start()
         if self.metrics_listener is not None:
             self.metrics_listener.start()
-        if plugin_server is not None:
+        for plugin_server in plugin_servers:
             log.info("serving Docker's plugin protocol on %s", plugin_server.path)
-            if overlay is not None:
-                # Docker keeps a global network's endpoints and addresses in its own cluster store
-                # (20.10's --cluster-store, etcd's v2 API), dockyard in etcd's v3: two allocators
-                # for one network. So Docker gets dockyard's local bridge networks only.
-                log.warning("the overlay driver is not offered to Docker: only `-d dockyard` (local scope)")
             threading.Thread(target=plugin_server.serve_forever, name="docker-plugin", daemon=True).start()
         self._stop.wait()
         if self.metrics_listener is not None:
@@ -195,7 +190,7 @@ class Daemon:
                 overlay.stop()
             except Exception:  # stopping goes on: the resolver, the cgroups, the engine
                 log.exception("cannot stop the overlay's watch")
-        if plugin_server is not None:
+        for plugin_server in plugin_servers:
             plugin_server.shutdown()
             with contextlib.suppress(OSError):
                 plugin_server.path.unlink()
@@ -219,15 +214,20 @@ class Daemon:
         if info.get("reset"):
             self._forget_state()
 
-    def _plugin_server(self, engine, limits):  # type: ignore[no-untyped-def]
-        """Docker's network and IPAM plugin (issue 17) on its own socket, which Docker finds."""
+    def _plugin_servers(self, engine, limits, overlay: bool) -> list:  # type: ignore[no-untyped-def]
+        """Docker's network and IPAM plugin (issue 17) on its own socket, which Docker finds;
+        in a cluster, the overlay driver too, a global-scope plugin on a socket beside it."""
+        if not self.settings.docker_plugin:
+            return []
         from dockyard.daemon.api.server import UnixHTTPServer
-        from dockyard.daemon.plugin import PluginApi
+        from dockyard.daemon.plugin import PluginApi, overlay_socket
 
         path = self.settings.docker_plugin_socket
         path.parent.mkdir(parents=True, exist_ok=True)
-        plugin = PluginApi(engine.docker_plugin)
-        return UnixHTTPServer(path, plugin.handle, plugin.error, limits)
+        apis = [(path, PluginApi(engine.docker_plugin))]
+        if overlay:
+            apis.append((overlay_socket(path), PluginApi(engine.docker_plugin, overlay=True)))
+        return [UnixHTTPServer(where, api.handle, api.error, limits) for where, api in apis]
 
     def _forget_state(self) -> None:
         """After `system reset`: only daemon.json (the user's settings) and the log stay."""

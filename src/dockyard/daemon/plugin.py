@@ -6,6 +6,12 @@ call to /<Interface>.<Method>. This module owns that wire: it reads each
 request, asks engine/docker_plugin.py, and answers with Docker's shapes;
 every failure is {"Err": "<message>"}, the shape Docker shows its user.
 The HTTP framing and the server are the API's (api/http.py, api/server.py).
+
+A plugin has one scope, so the overlay driver (where the daemon is in a
+cluster) is a plugin of its own on a second socket, `dockyard-overlay`: a
+NetworkDriver of scope global, whose networks are dockyard overlay
+networks and whose addresses are Docker's default IPAM's (its global
+address space, kept in dockerd's cluster store).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dockyard.daemon.api.http import Request, Response
@@ -25,20 +32,30 @@ from dockyard.engine.docker_plugin import (
     DockerPlugin,
 )
 from dockyard.errors import DockyardError
+from dockyard.model import DriverName
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
 
+def overlay_socket(path: Path) -> Path:
+    """The overlay driver's socket beside the plugin's: Docker names a plugin by its socket,
+    so /run/docker/plugins/dockyard-overlay.sock is the driver `dockyard-overlay`."""
+    return path.with_name(f"{path.stem}-overlay{path.suffix}")
+
+
 class PluginApi:
     """One handler for every call dockerd makes; the engine's DockerPlugin does the work."""
 
-    def __init__(self, plugin: DockerPlugin) -> None:
+    def __init__(self, plugin: DockerPlugin, overlay: bool = False) -> None:
         self.plugin = plugin
+        self.driver = DriverName.OVERLAY if overlay else DriverName.BRIDGE
+        scope = "global" if overlay else "local"
+        implements = ["NetworkDriver"] if overlay else ["NetworkDriver", "IpamDriver"]
         self.calls: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-            "/Plugin.Activate": lambda _: {"Implements": ["NetworkDriver", "IpamDriver"]},
-            "/NetworkDriver.GetCapabilities": lambda _: {"Scope": "local", "ConnectivityScope": "local"},
+            "/Plugin.Activate": lambda _: {"Implements": implements},
+            "/NetworkDriver.GetCapabilities": lambda _: {"Scope": scope, "ConnectivityScope": scope},
             "/NetworkDriver.CreateNetwork": self.create_network,
             "/NetworkDriver.DeleteNetwork": self.delete_network,
             "/NetworkDriver.CreateEndpoint": self.create_endpoint,
@@ -48,11 +65,16 @@ class PluginApi:
             "/NetworkDriver.Leave": self.leave,
             "/NetworkDriver.ProgramExternalConnectivity": self.program_external,
             "/NetworkDriver.RevokeExternalConnectivity": self.revoke_external,
-            # Discovery (other nodes) and swarm's network allocation: nothing for a local driver.
+            # Discovery (other nodes: dockyard's cluster knows its hosts) and swarm's network
+            # allocation (classic --cluster-store networks are made by CreateNetwork): nothing to do.
             "/NetworkDriver.DiscoverNew": lambda _: {},
             "/NetworkDriver.DiscoverDelete": lambda _: {},
             "/NetworkDriver.AllocateNetwork": lambda _: {},
             "/NetworkDriver.FreeNetwork": lambda _: {},
+        }
+        if overlay:
+            return  # a global network's addresses are Docker's default IPAM's
+        self.calls |= {
             "/IpamDriver.GetCapabilities": lambda _: {"RequiresMACAddress": False},
             "/IpamDriver.GetDefaultAddressSpaces": lambda _: {
                 "LocalDefaultAddressSpace": LOCAL_SPACE,
@@ -97,26 +119,31 @@ class PluginApi:
             body.get("Options") or {},
             body.get("IPv4Data") or [],
             body.get("IPv6Data") or [],
+            self.driver,
         )
         return {}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.plugin.delete_network(body["NetworkID"])
+        self.plugin.delete_network(body["NetworkID"], self.driver)
         return {}
 
     def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         iface = body.get("Interface") or {}
-        if iface.get("AddressIPv6"):
-            raise DockyardError("IPv6 is not supported by dockyard networks")
         endpoint = self.plugin.create_endpoint(
             body["NetworkID"],
             body["EndpointID"],
             iface.get("Address") or "",
             iface.get("MacAddress") or "",
             body.get("Options") or {},
+            iface.get("AddressIPv6") or "",
         )
-        # Docker set what it gave; the MAC is ours to tell when it gave none.
-        return {} if iface.get("MacAddress") else {"Interface": {"MacAddress": endpoint.mac}}
+        # Docker set what it gave; the MAC (and an IPv6 address leased here) are ours to tell.
+        told: dict[str, str] = {}
+        if not iface.get("MacAddress"):
+            told["MacAddress"] = endpoint.mac
+        if not iface.get("AddressIPv6") and endpoint.address6 is not None:
+            told["AddressIPv6"] = str(endpoint.address6)
+        return {"Interface": told} if told else {}
 
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         self.plugin.delete_endpoint(body["NetworkID"], body["EndpointID"])
@@ -142,6 +169,8 @@ class PluginApi:
         out: dict[str, Any] = {"InterfaceName": {"SrcName": joined.src_name, "DstPrefix": "eth"}}
         if joined.gateway is not None:
             out["Gateway"] = str(joined.gateway)
+        if joined.gateway6 is not None:
+            out["GatewayIPv6"] = str(joined.gateway6)
         return out
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:

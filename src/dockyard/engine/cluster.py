@@ -161,8 +161,21 @@ class EngineCluster(ClusterListener):
             self._held = True
 
     def stop(self) -> None:
-        running = any(c.running for c in self.e.store.containers())
+        running = bool(self._live_owners())
         self.cluster.stop(revoke=not running)
+
+    def _live_owners(self) -> list[str]:
+        """Whose endpoints this host keeps published: its running containers, and the overlay
+        attachments of foreign runtimes (Docker's plugin, CNI), which live while their runtime
+        says so; a daemon stopping leaves their records to the next one, which adopts them."""
+        running = [c.id for c in self.e.store.containers() if c.running]
+        overlays = {n.id for n in self.e.store.networks() if n.driver is DriverName.OVERLAY}
+        attached = {
+            ep.owner.key
+            for ep in self.e.store.endpoints()
+            if ep.owner.container_id is None and ep.network_id in overlays
+        }
+        return running + sorted(attached)
 
     def reconcile(self) -> list[str]:
         """The periodic part: the mirror and every network's FDB and neighbour tables."""
@@ -206,10 +219,8 @@ class EngineCluster(ClusterListener):
         published = {(r.network_id, r.id) for r in self.cluster.session.published()}
         if not self.cluster.session.alive:
             return
-        for c in self.e.store.containers():
-            if not c.running:
-                continue
-            for ep in self.e.store.endpoints(container_id=c.id):
+        for owner in self._live_owners():
+            for ep in self.e.store.endpoints(container_id=owner):
                 network = self.e.store.find_network(ep.network_id)
                 if network is None or network.driver is not DriverName.OVERLAY:
                     continue

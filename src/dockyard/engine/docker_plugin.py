@@ -21,7 +21,25 @@ module answers in dockyard's terms:
   when no Leave came);
 - IPAM: pools (RequestPool) from daemon.json's default-address-pools unless
   Docker names one, and addresses in them (RequestAddress), recorded in the
-  store (store/docker_ipam.py).
+  store (store/docker_ipam.py);
+- IPv6 (`docker network create --ipv6`): the network is dual-stack, its IPv6
+  subnet and gateway those Docker's IPAM (or ours: RequestPool with V6, from
+  the IPv6 default pools) gave; the endpoint records Docker's IPv6 address
+  beside its IPv4 one, Join names the IPv6 gateway (Docker sets the
+  container's default IPv6 route through it), and published ports serve both
+  families. An IPv6-only network (no IPv4 data) is refused: a dockyard
+  endpoint has an IPv4 address;
+- the overlay driver, when the daemon is in a cluster, is a second driver
+  (`docker network create -d dockyard-overlay`, its own socket, scope
+  global): dockerd 20.10 keeps such a network, its endpoints and its
+  addresses in its own cluster store (--cluster-store, etcd's v2 API) and
+  calls CreateNetwork on the one host where it is made, then CreateEndpoint
+  and Join on whichever host runs a container. The network becomes a
+  dockyard overlay network (the cluster's record, etcd v3), which every
+  dockyardd of the cluster mirrors; an endpoint claims in the cluster the
+  address Docker's global IPAM gave (unique in Docker's store, so the claim
+  agrees) and is published to the other hosts once joined, as a
+  container's is.
 
 Every refusal is a DockyardError whose message the plugin sends back as
 {"Err": ...}; options dockyard does not implement are refused by name.
@@ -31,6 +49,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +62,7 @@ from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.engine.steps import Undo
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, PortRequest, Protocol
-from dockyard.policy import ipam
+from dockyard.policy import ipam, ipam6
 from dockyard.settings import DaemonSettings
 from dockyard.store import Store
 
@@ -65,6 +84,9 @@ NETWORK_OPTIONS = (
 # Network options Docker adds itself; any other is refused.
 DOCKER_NETWORK_KEYS = (GENERIC, "com.docker.network.enable_ipv6", "com.docker.network.internal")
 ENDPOINT_KEYS = (PORTMAP, EXPOSED, MAC_OPTION)
+# How long a host waits for its mirror of a global network made on another host (the
+# cluster's watch brings it in milliseconds; a store that does not answer, never).
+MIRROR_WAIT = 10.0
 PROTOCOLS = {6: Protocol.TCP, 17: Protocol.UDP, 132: Protocol.SCTP}
 NUMBERS = {p: n for n, p in PROTOCOLS.items()}
 
@@ -73,6 +95,7 @@ NUMBERS = {p: n for n, p in PROTOCOLS.items()}
 class Joined:
     src_name: str
     gateway: ipaddress.IPv4Address | None
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 def _refuse_unknown(options: Mapping[str, Any], known: tuple[str, ...], what: str) -> None:
@@ -88,11 +111,36 @@ def _interface(text: str, what: str) -> ipaddress.IPv4Interface:
         raise InvalidArgument(f"invalid {what} {text!r}: an IPv4 address with prefix") from None
 
 
+def _interface6(text: str, what: str) -> ipaddress.IPv6Interface:
+    try:
+        return ipaddress.IPv6Interface(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid {what} {text!r}: an IPv6 address with prefix") from None
+
+
+def _pool_data(data: list[Any], family: str) -> tuple[ipam.AnyNet | None, ipam.AnyAddr | None]:
+    """The subnet and gateway of CreateNetwork's IPv4Data or IPv6Data (None, None when empty)."""
+    if len(data) > 1:
+        flag = "IPv6 --subnet" if family == "IPv6" else "IPv4 --subnet"
+        raise InvalidArgument(f"a dockyard network has one {family} subnet: give one {flag}")
+    if not data:
+        return None, None
+    parse = _interface6 if family == "IPv6" else _interface
+    pool = parse(str(data[0].get("Pool", "")), f"{family} pool")
+    if pool.network.network_address != pool.ip:
+        raise InvalidArgument(f"invalid {family} pool {pool}: host bits set")
+    gateway = parse(str(data[0]["Gateway"]), f"{family} gateway").ip if data[0].get("Gateway") else None
+    if data[0].get("AuxAddresses"):
+        raise InvalidArgument("--aux-address is not supported by dockyard's Docker plugin")
+    return pool.network, gateway
+
+
 def _host_ip(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A binding's HostIP: none (or 0.0.0.0, what older dockerd sends for none) is every
-    address of the endpoint's families; `::` and an IPv6 address are IPv6 only, as in Docker.
-    Whether the endpoint has that family is the port chooser's to say (ports.check_families)."""
-    if text in (None, "", "0.0.0.0"):
+    """A binding's HostIP: none is every address of the endpoint's families (dockerd 20.10
+    sends "" for `-p 8080:80`); `0.0.0.0` (`-p 0.0.0.0:8080:80`, as sent) is IPv4 only, `::`
+    and an IPv6 address IPv6 only, as in Docker. Whether the endpoint has that family is the
+    port chooser's to say (ports.check_families)."""
+    if text in (None, ""):
         return None
     try:
         if not isinstance(text, str):
@@ -151,51 +199,79 @@ class DockerPlugin:
         # Endpoints between Leave and DeleteEndpoint (owner key -> record as it was), whose
         # records the reaper may have dropped already: what a Join after a Leave records again.
         self._left: dict[str, Endpoint] = {}
-        self._cursors: dict[str, ipaddress.IPv4Address] = {}  # pool -> the address given last
+        self._cursors: dict[str, ipam.AnyAddr] = {}  # pool -> the address given last
 
     # -- networks --------------------------------------------------------------
 
-    def network_of(self, docker_id: str) -> Network:
+    def _find(self, docker_id: str) -> Network | None:
         for n in self.store.networks():
             if (ID_LABEL, docker_id) in n.labels:
                 return n
-        raise NotFound(f"network {docker_id[:12]} is not a dockyard network")
+        return None
+
+    def network_of(self, docker_id: str, wait: bool = True) -> Network:
+        found = self._find(docker_id)
+        if found is None and wait and self.networks.overlay is not None:
+            # A global network Docker made on another host: this host's mirror comes with the
+            # cluster's watch, which may be a moment behind Docker's own store.
+            deadline = time.monotonic() + MIRROR_WAIT
+            while found is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                found = self._find(docker_id)
+        if found is None:
+            raise NotFound(f"network {docker_id[:12]} is not a dockyard network")
+        return found
 
     def create_network(
-        self, docker_id: str, options: Mapping[str, Any], ipv4: list[Any], ipv6: list[Any]
+        self,
+        docker_id: str,
+        options: Mapping[str, Any],
+        ipv4: list[Any],
+        ipv6: list[Any],
+        driver: DriverName = DriverName.BRIDGE,
     ) -> Network:
+        """A bridge network, or with driver OVERLAY a global one (whose -o options are the
+        overlay driver's to take or refuse by name)."""
         _refuse_unknown(options, DOCKER_NETWORK_KEYS, "network")
-        if options.get("com.docker.network.enable_ipv6") or ipv6:
-            raise InvalidArgument("IPv6 is not supported by dockyard networks: create it without --ipv6")
         generic = options.get(GENERIC) or {}
-        _refuse_unknown(generic, NETWORK_OPTIONS, "network")
-        if len(ipv4) > 1:
-            raise InvalidArgument("a dockyard network has one IPv4 subnet: give one --subnet")
-        subnet = gateway = None
-        if ipv4:
-            pool = _interface(str(ipv4[0].get("Pool", "")), "pool")
-            if pool.network.network_address != pool.ip:
-                raise InvalidArgument(f"invalid pool {pool}: host bits set")
-            subnet = pool.network
-            if ipv4[0].get("Gateway"):
-                gateway = _interface(str(ipv4[0]["Gateway"]), "gateway").ip
-            if ipv4[0].get("AuxAddresses"):
-                raise InvalidArgument("--aux-address is not supported by dockyard's Docker plugin")
+        if driver is DriverName.BRIDGE:
+            _refuse_unknown(generic, NETWORK_OPTIONS, "network")
+        subnet, gateway = _pool_data(ipv4, "IPv4")
+        subnet6, gateway6 = _pool_data(ipv6, "IPv6")
+        enable_ipv6 = bool(options.get("com.docker.network.enable_ipv6", False))
+        if subnet6 is not None and not enable_ipv6:
+            raise InvalidArgument(
+                f"IPv6 subnet {subnet6} given but IPv6 is not enabled on this network: add --ipv6"
+            )
+        if enable_ipv6 and subnet6 is None:
+            raise InvalidArgument("--ipv6 without an IPv6 pool: Docker's IPAM gave the network none")
+        if subnet is None and subnet6 is not None:
+            raise InvalidArgument("an IPv6-only network is not supported by dockyard's Docker plugin")
+        assert subnet is None or isinstance(subnet, ipaddress.IPv4Network)
+        assert gateway is None or isinstance(gateway, ipaddress.IPv4Address)
+        assert subnet6 is None or isinstance(subnet6, ipaddress.IPv6Network)
+        assert gateway6 is None or isinstance(gateway6, ipaddress.IPv6Address)
         spec = NetworkSpec(
             name="docker-" + docker_id[:12],
+            driver=driver.value,
             subnet=subnet,
             gateway=gateway,
+            enable_ipv6=enable_ipv6,
+            subnet6=subnet6,
+            gateway6=gateway6,
             internal=bool(options.get("com.docker.network.internal", False)),
             labels=((ID_LABEL, docker_id),),
             options=tuple((str(k), str(v)) for k, v in generic.items()),
         )
         return self.network_changes.create(spec)
 
-    def delete_network(self, docker_id: str) -> None:
+    def delete_network(self, docker_id: str, driver: DriverName = DriverName.BRIDGE) -> None:
+        """Remove it; one not found is gone already (Docker retries a delete). A global one made
+        on another host a moment ago is waited for, as for its endpoints."""
         try:
-            network = self.network_of(docker_id)
+            network = self.network_of(docker_id, wait=driver is DriverName.OVERLAY)
         except NotFound:
-            return  # already gone: Docker retries a delete
+            return
         self.network_changes.remove(network.id)
 
     # -- endpoints -------------------------------------------------------------
@@ -215,18 +291,34 @@ class DockerPlugin:
         return found[0]
 
     def create_endpoint(
-        self, docker_net: str, endpoint_id: str, address: str, mac: str, options: Mapping[str, Any]
+        self,
+        docker_net: str,
+        endpoint_id: str,
+        address: str,
+        mac: str,
+        options: Mapping[str, Any],
+        address6: str = "",
     ) -> Endpoint:
-        """Record the endpoint with Docker's address (and MAC, else one derived from the address)."""
+        """Record the endpoint with Docker's addresses (and MAC, else one derived from the address).
+
+        On an IPv6 network without an IPv6 address from Docker, one is leased
+        here: the caller tells Docker which."""
         _refuse_unknown(options, ENDPOINT_KEYS, "endpoint")
         network = self.network_of(docker_net)
         if not address:
             raise InvalidArgument("the endpoint has no IPv4 address: Docker's IPAM must give one")
         ip = _interface(address, "address").ip
-        self.endpoints.check_request(network, ip, False)
+        ip6 = _interface6(address6, "IPv6 address").ip if address6 else None
+        if ip6 is not None and network.subnet6 is None:
+            raise InvalidArgument(
+                f"IPv6 address {ip6} given but network {network.name} has no IPv6: create it with --ipv6"
+            )
+        self.endpoints.check_request(network, ip, False, ip6)
         owner = self._owner(network, endpoint_id)
         ifname = "dk" + endpoint_id[:11]
-        if self.store.address_used(network.id, ip):
+        if self.store.address_used(network.id, ip) or (
+            ip6 is not None and self.store.address6_used(network.id, ip6)
+        ):
             # Held by a veth on its way out, maybe: settled here, before the
             # transaction below, which the reaper would wait for.
             self.endpoints.settle()
@@ -235,7 +327,7 @@ class DockerPlugin:
                 owner.key, network.id, network.name, endpoint_id, ifname, DOCKER_ENDPOINT
             )
             endpoint, _ = self.endpoints.record(
-                owner, network, ifname, ip, mac=mac or str(options.get(MAC_OPTION) or "")
+                owner, network, ifname, ip, mac=mac or str(options.get(MAC_OPTION) or ""), requested_ip6=ip6
             )
             self.store.set_attachment_state(owner.key, "ready")
         return endpoint
@@ -264,8 +356,20 @@ class DockerPlugin:
         with self.lock:
             # The container's side stays in this daemon's host namespace, where Docker finds it
             # and moves it, which drops any address or state: Docker configures it in the container.
-            self.drivers[network.driver].join(network, endpoint, None, default_route=False)
-        return Joined(endpoint.ifname, None if network.internal else endpoint.gateway)
+            driver = self.drivers[network.driver]
+            driver.join(network, endpoint, None, default_route=False)
+            cluster = self.endpoints.cluster
+            if network.driver is DriverName.OVERLAY and cluster is not None:
+                # The other hosts program it (FDB, neighbour) as soon as they hear, as a
+                # container's; Leave withdraws it (Endpoints.release).
+                try:
+                    cluster.publish(endpoint)
+                except BaseException:
+                    driver.leave(network, endpoint)
+                    raise
+        if network.internal:
+            return Joined(endpoint.ifname, None)
+        return Joined(endpoint.ifname, endpoint.gateway, endpoint.gateway6)
 
     def _rejoin(self, network: Network, left: Endpoint) -> None:
         """A Join after a Leave on one endpoint (libnetwork's Sandbox.Refresh does so): once
@@ -273,7 +377,14 @@ class DockerPlugin:
         and MAC."""
         self.endpoints.settle()
         with self.lock, self.store.transaction():
-            self.endpoints.record(left.owner, network, left.ifname, left.address.ip, mac=left.mac)
+            self.endpoints.record(
+                left.owner,
+                network,
+                left.ifname,
+                left.address.ip,
+                mac=left.mac,
+                requested_ip6=left.address6.ip if left.address6 is not None else None,
+            )
             self._left.pop(left.owner.key, None)
 
     def leave(self, docker_net: str, endpoint_id: str) -> None:
@@ -334,11 +445,7 @@ class DockerPlugin:
 
     def request_pool(
         self, space: str, pool: str, sub_pool: str, options: Mapping[str, Any], v6: bool
-    ) -> ipaddress.IPv4Network:
-        if v6:
-            raise InvalidArgument(
-                "IPv6 pools are not supported by dockyard's IPAM: create the network without --ipv6"
-            )
+    ) -> ipam.AnyNet:
         if space == GLOBAL_SPACE:
             # Docker asks in the global space for a multi-host network (a global driver's, swarm's):
             # its addresses must be unique on every host, and these records are this host's alone.
@@ -352,18 +459,44 @@ class DockerPlugin:
             raise InvalidArgument("--ip-range is not supported by dockyard's IPAM")
         _refuse_unknown(options, (), "IPAM")
         with self.lock:
-            taken = self.networks.taken_subnets()
-            taken += [(f"pool {s} given to Docker", s) for s in self.store.docker_pools().values()]
-            if pool:
-                subnet = _interface(pool, "subnet").network
-                ipam.check_usable(subnet)
-                ipam.check_overlap(subnet, taken)
-            else:
-                subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
+            subnet = self._free_pool6(pool) if v6 else self._free_pool(pool)
             self.store.add_docker_pool(str(subnet), subnet)
         return subnet
 
-    def _pool(self, pool_id: str) -> ipaddress.IPv4Network:
+    def _free_pool(self, pool: str) -> ipaddress.IPv4Network:
+        """Docker's IPv4 --subnet if free, else the first free one of the default pools."""
+        taken = self.networks.taken_subnets()
+        taken += [
+            (f"pool {s} given to Docker", s)
+            for s in self.store.docker_pools().values()
+            if isinstance(s, ipaddress.IPv4Network)
+        ]
+        if not pool:
+            return ipam.first_free_subnet(self.settings.default_address_pools, taken)
+        if ipam6.is_ipv6(pool):
+            raise InvalidArgument(f"subnet {pool} is IPv6 but Docker asked for an IPv4 pool")
+        subnet = _interface(pool, "subnet").network
+        ipam.check_usable(subnet)
+        ipam.check_overlap(subnet, taken)
+        return subnet
+
+    def _free_pool6(self, pool: str) -> ipaddress.IPv6Network:
+        """Docker's IPv6 --subnet if free, else a /64 of the IPv6 default pools (as `--ipv6`)."""
+        taken = self.networks.ipv6.taken()
+        taken += [
+            (f"pool {s} given to Docker", s)
+            for s in self.store.docker_pools().values()
+            if isinstance(s, ipaddress.IPv6Network)
+        ]
+        if not pool:
+            return ipam6.first_free_subnet6(self.networks.ipv6.pools(), taken)
+        if not ipam6.is_ipv6(pool):
+            raise InvalidArgument(f"subnet {pool} is IPv4 but Docker asked for an IPv6 pool")
+        subnet = ipam6.parse_subnet6(pool)
+        ipam6.check_overlap6(subnet, taken)
+        return subnet
+
+    def _pool(self, pool_id: str) -> ipam.AnyNet:
         found = self.store.docker_pools().get(pool_id)
         if found is None:
             raise NotFound(f"pool {pool_id} is not one of dockyard's")
@@ -376,7 +509,7 @@ class DockerPlugin:
 
     def request_address(
         self, pool_id: str, address: str, options: Mapping[str, Any]
-    ) -> ipaddress.IPv4Interface:
+    ) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
         _refuse_unknown(options, ("RequestAddressType",), "IPAM address")
         kind = options.get("RequestAddressType")
         if kind not in (None, GATEWAY_REQUEST):
@@ -384,8 +517,9 @@ class DockerPlugin:
         with self.lock:
             subnet = self._pool(pool_id)
             used = self.store.docker_pool_addresses(pool_id)
+            ip: ipam.AnyAddr
             if address:
-                ip = ipam.parse_address(address, "address")
+                ip = ipam6.parse_address6(address) if subnet.version == 6 else ipam.parse_address(address)
                 ipam.check_in_subnet(ip, subnet, "address")
             else:
                 # Next-fit, as dockyard's own networks: the address a container just gave back
@@ -398,9 +532,10 @@ class DockerPlugin:
                     raise Conflict(f"no address left in pool {subnet}") from None
                 self._cursors[pool_id] = ip
             self.store.add_docker_pool_address(pool_id, ip)
-        return ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}")
+        return ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}")  # type: ignore[return-value]
 
     def release_address(self, pool_id: str, address: str) -> None:
         with self.lock:
-            self._pool(pool_id)
-            self.store.delete_docker_pool_address(pool_id, ipam.parse_address(address, "address"))
+            subnet = self._pool(pool_id)
+            parse = ipam6.parse_address6 if subnet.version == 6 else ipam.parse_address
+            self.store.delete_docker_pool_address(pool_id, parse(address, "address"))
