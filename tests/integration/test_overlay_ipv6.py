@@ -24,7 +24,7 @@ from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
-from lab import PROBE, REPO
+from lab import PROBE, REPO, sh
 
 FRAMES = str(REPO / "tests" / "tools" / "frames.py")
 Host = OverlayHost
@@ -115,6 +115,10 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
         h.eventually(lambda h=h, ip6=ip6: ip6 in h.neighbours(vx), 5, f"{ip6} on {h.host}")
         assert h.neighbours(vx)[ip6] == mac
     assert srv6 not in a.neighbours(vx)
+    # An IPv6 entry lost (someone flushed it) is put back by the periodic reconcile, as an IPv4 one.
+    sh("ip", "-n", c.host, "-6", "neigh", "del", srv6, "dev", vx)
+    assert srv6 not in c.neighbours(vx)
+    c.eventually(lambda: c.neighbours(vx).get(srv6) == srv_mac, 10, "srv's IPv6 entry repaired on host C")
 
     # Across hosts over IPv6: ICMPv6 and TCP, not masqueraded (one L2 segment).
     ping = b.dy("exec", "cli", "ping", "-6", "-c", "1", "-W", "2", srv6)
