@@ -420,7 +420,7 @@ class _Walk:
         )
         if listener is not None:
             text = (
-                f"a host socket on {listener.address}:{port}/{d.proto} takes it "
+                f"a host socket on {_hostport(listener.address, port)}/{d.proto} takes it "
                 f"(the host itself, not {self.target.name})"
             )
         else:
@@ -457,7 +457,11 @@ class _Walk:
             return self.verdict(
                 True, f"it arrives, but nothing in {t.name} waits on {port}/{d.proto}", target=target
             )
-        self.hop(f"{t.name}: sockets", f"a socket on {listener.address}:{port}/{d.proto} takes it", "answer")
+        self.hop(
+            f"{t.name}: sockets",
+            f"a socket on {_hostport(listener.address, port)}/{d.proto} takes it",
+            "answer",
+        )
         if self.reply_lost:
             self.hop(f"bridge {t.network.bridge}", self.reply_lost, "drop")
             return self.verdict(True, self.reply_lost, target=target)
