@@ -20,11 +20,15 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from cni_runtime import Runtime, Sandboxes, plugin_dir
+
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
-from lab import PROBE, REPO, sh
+from lab import PROBE, REPO, Lab, sh
 
 FRAMES = str(REPO / "tests" / "tools" / "frames.py")
 Host = OverlayHost
@@ -216,3 +220,54 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: lis
         r = c.dy("network", "create", "-d", "overlay", *args, "refused6")
         assert r.returncode == 125 and words in r.stderr and "\n" not in r.stderr.strip(), r.stderr
     assert not _seen(c, "refused6")
+
+
+def test_dockyard_cni_attaches_to_a_dual_stack_overlay_network(hosts: list[Host], tmp_path: Path) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok(
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--ipv6",
+        "--subnet",
+        "10.64.0.0/24",
+        "--subnet",
+        "fd00:64::/64",
+        "pods6",
+    ).strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: _seen(b, "pods6"), 10, "pods6 on host B")
+    a.run_d("--name", "peer", "--net", "pods6", "sleep", "300")
+    peer6 = _net6(a, "peer", "pods6")[0]
+
+    # A runtime on host B adds a pod to the existing network by its name: both families.
+    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
+    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "pods6",
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
+    }
+    try:
+        netns = pods.new()
+        result = rt.add(conflist, "pod1", netns)
+        addresses = [ipaddress.ip_interface(i["address"]) for i in result["ips"]]
+        assert sorted(x.version for x in addresses) == [4, 6], result["ips"]
+        pod6 = next(str(x.ip) for x in addresses if x.version == 6)
+        assert ipaddress.IPv6Address(pod6) in ipaddress.IPv6Network("fd00:64::/64") and pod6 != peer6
+        pod_mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
+        a.eventually(lambda: a.neighbours(vx).get(pod6) == pod_mac, 5, "the pod's IPv6 entry on host A")
+        ping = sh(
+            "ip", "netns", "exec", Path(netns).name, "ping", "-6", "-c", "1", "-W", "2", peer6, check=False
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Its IPv6 address is the cluster's: host A cannot have it until the pod goes.
+        taken = a.dy("run", "-d", "--net", "pods6", "--ip6", pod6, "sleep", "300")
+        assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+        rt.delete(conflist, "pod1", netns)
+        a.eventually(lambda: pod6 not in a.neighbours(vx), 5, "the pod's IPv6 entry gone from host A")
+        a.run_d("--name", "after", "--net", "pods6", "--ip6", pod6, "sleep", "300")
+    finally:
+        Lab.made |= set(pods.names)
+        pods.close()
