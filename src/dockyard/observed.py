@@ -61,6 +61,16 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Route6:
+    """An IPv6 route of the main table."""
+
+    dst: ipaddress.IPv6Network
+    dev: str
+    gateway: ipaddress.IPv6Address | None = None
+    prefsrc: ipaddress.IPv6Address | None = None
+
+
+@dataclass(frozen=True)
 class Socket:
     """A socket waiting for traffic: a TCP or SCTP listener, or a bound UDP socket."""
 
@@ -83,6 +93,11 @@ class Namespace:
     # br_netfilter: frames bridged port to port also pass the inet hooks
     # (net.bridge.bridge-nf-call-iptables=1 in this namespace).
     bridge_nf: bool = False
+    # IPv6's twins: the main table's IPv6 routes, net.ipv6.conf.all.forwarding and
+    # net.bridge.bridge-nf-call-ip6tables.
+    routes6: tuple[Route6, ...] = ()
+    forwarding6: bool = False
+    bridge_nf6: bool = False
 
     def link(self, name: str) -> Link | None:
         return next((lk for lk in self.links if lk.name == name), None)

@@ -28,6 +28,7 @@ from dockyard.cluster import Cluster, ClusterListener, EndpointRecord, HostRecor
 from dockyard.cluster.etcd import EtcdClient, EtcdError
 from dockyard.cluster.wire import prefix_end
 from dockyard.errors import ClusterUnavailable, Conflict, NotFound
+from dockyard.settings import AddressPool6
 from etcd_lab import EtcdLab
 
 TTL = 2  # etcd's shortest lease
@@ -736,3 +737,77 @@ def test_tls_client_certificates_and_user_auth(hosts: Hosts, etcd_lab: EtcdLab, 
             cluster.stop()
     finally:
         etcd_lab.kill(member)
+
+
+# -- dual stack ------------------------------------------------------------------------------------
+
+
+def test_ipv6_addresses_are_claimed_published_and_taken_again_as_ipv4_ones_are(hosts: Hosts) -> None:
+    h1, h2 = hosts.make(0), hosts.make(1)
+    net = h1.networks.create(
+        "ds", subnet=IPv4Network("10.21.0.0/24"), ipv6=True, subnet6=ipaddress.IPv6Network("fd00:21::/64")
+    )
+    assert (net.subnet6, net.gateway6) == (
+        ipaddress.IPv6Network("fd00:21::/64"),
+        ipaddress.IPv6Address("fd00:21::1"),
+    )
+    wait_for(lambda: h2.view.network("ds") is not None, 5, "ds seen by host 2")
+    assert h2.view.network("ds").subnet6 == net.subnet6  # type: ignore[union-attr]
+    # IPv6 subnets are unique in the cluster too; --ipv6 alone takes the next free /64 of the pools.
+    with pytest.raises(Conflict, match="overlaps network ds"):
+        h2.networks.create("clash", ipv6=True, subnet6=ipaddress.IPv6Network("fd00:21::/48"))
+    pools6 = (AddressPool6(ipaddress.IPv6Network("fd00:21::/48"), 64),)
+    auto = h2.networks.create("auto6", ipv6=True, pools6=pools6)
+    assert auto.subnet6 == ipaddress.IPv6Network("fd00:21:0:1::/64")
+
+    # Two hosts claiming IPv6 addresses at once: none given twice, never the gateway.
+    got: dict[str, list[ipaddress.IPv6Address]] = {"h1": [], "h2": []}
+
+    def claims(name: str, cluster: Cluster) -> None:
+        for _ in range(12):
+            got[name].append(cluster.ipam.claim6(net, secrets.token_hex(32)))
+
+    threads = [threading.Thread(target=claims, args=(n, c)) for n, c in (("h1", h1), ("h2", h2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = got["h1"] + got["h2"]
+    assert len(set(every)) == len(every) == 24 and net.gateway6 not in every
+    held = h1.ipam.claims(net.id)
+    assert {held[a].host_id for a in got["h2"]} == {h2.host.id}
+
+    # An endpoint holds a claim per family; it is published only while both are its own.
+    ep_id = secrets.token_hex(32)
+    ep = dataclasses.replace(
+        endpoint(h2, net, ep_id, h2.ipam.claim(net, ep_id), "web"), address6=h2.ipam.claim6(net, ep_id)
+    )
+    h2.session.publish(ep)
+    wait_for(lambda: ep.address6 in h1.view.neighbours(net.id), 5, "the IPv6 neighbour on host 1")
+    assert h1.view.neighbours(net.id)[ep.address6] == ep.mac  # type: ignore[index]
+    # One whose IPv4 claim is its own but whose IPv6 address is web's is refused, naming it.
+    stray_id = secrets.token_hex(32)
+    stray = dataclasses.replace(ep, id=stray_id, address=h2.ipam.claim(net, stray_id))
+    with pytest.raises(Conflict, match=f"address {ep.address6} on network .* not claimed by this host"):
+        h2.session.publish(stray)
+    # The IPv6 claim freed behind its back (as the reaper would): adopting takes it again.
+    client = hosts.client(0)
+    try:
+        client.delete(h1.keys.claim(net.id, ep.address6))
+        h2.session.adopt(ep)
+        assert h1.ipam.holder(net.id, ep.address6).endpoint_id == ep_id  # type: ignore[arg-type,union-attr]
+        # Given to another meanwhile: a conflict naming the IPv6 address, never published.
+        client.delete(h1.keys.claim(net.id, ep.address6))
+        assert h1.ipam.claim6(net, secrets.token_hex(32), ep.address6) == ep.address6
+        h2.session.withdraw(net.id, ep_id)
+        with pytest.raises(Conflict, match=f"address {ep.address6} was given to host {h1.host.id}"):
+            h2.session.adopt(ep)
+    finally:
+        client.close()
+    # The network stays while any claim of either family lives; release frees them.
+    for address, holder in h1.ipam.claims(net.id).items():
+        owner = h1 if holder.host_id == h1.host.id else h2
+        assert owner.ipam.release(net.id, address, holder.endpoint_id)
+    assert h1.ipam.claims(net.id) == {}
+    h1.networks.remove(net.id)
+    h2.networks.remove(auto.id)

@@ -8,7 +8,8 @@ import json
 import socket
 import threading
 import time
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -106,6 +107,63 @@ def test_records_go_through_json_and_refuse_what_they_are_not() -> None:
     for bad in (b"", b"[]", b'{"id": "h"}', b'{"id": "h", "vtep": "not an address"}'):
         with pytest.raises(RecordError):
             HostRecord.decode(bad)
+
+
+# What the previous version (IPv4 only) wrote for _net() and _ep("e1", ...): its reader knows only these.
+PREVIOUS_NET = (
+    b'{"attachable":false,"created_by":"","driver":"overlay","gateway":"10.1.0.1","id":"'
+    + b"n" * 64
+    + b'","internal":false,"labels":{},"mtu":null,"name":"ov","subnet":"10.1.0.0/24","vni":0}'
+)
+PREVIOUS_EP = (
+    b'{"address":"10.1.0.2","aliases":["alias"],"container_id":"'
+    + b"c" * 64
+    + b'","host_id":"h1","id":"e1","mac":"02:42:0a:01:00:02","name":"Web","network_id":"'
+    + b"n" * 64
+    + b'","vtep":"192.0.2.9"}'
+)
+
+
+def test_dual_stack_records_are_the_previous_format_plus_optional_fields() -> None:
+    net, ep = _net(), _ep("e1", "h1", "02:42:0a:01:00:02", "10.1.0.2", "Web")
+    # IPv4 only: byte for byte what the previous version wrote, and read back the same.
+    assert net.encode() == PREVIOUS_NET and ep.encode() == PREVIOUS_EP
+    assert NetworkRecord.decode(PREVIOUS_NET) == net and NetworkRecord.decode(PREVIOUS_NET).subnet6 is None
+    assert EndpointRecord.decode(PREVIOUS_EP) == ep and EndpointRecord.decode(PREVIOUS_EP).address6 is None
+    # Dual stack: the same fields plus the IPv6 ones (a previous reader ignores fields it does
+    # not know: it sees the IPv4 network and endpoint), and a round trip keeps them.
+    net6 = replace(net, subnet6=IPv6Network("fd00:20::/64"), gateway6=IPv6Address("fd00:20::1"))
+    ep6 = replace(ep, address6=IPv6Address("fd00:20::2"))
+    assert NetworkRecord.decode(net6.encode()) == net6 and EndpointRecord.decode(ep6.encode()) == ep6
+    wire_net, wire_ep = json.loads(net6.encode()), json.loads(ep6.encode())
+    assert (wire_net.pop("subnet6"), wire_net.pop("gateway6")) == ("fd00:20::/64", "fd00:20::1")
+    assert wire_ep.pop("address6") == "fd00:20::2"
+    assert wire_net == json.loads(PREVIOUS_NET) and wire_ep == json.loads(PREVIOUS_EP)
+    with pytest.raises(RecordError):
+        NetworkRecord.decode(json.dumps(json.loads(net6.encode()) | {"subnet6": "10.0.0.0/8"}).encode())
+
+
+def test_the_view_programs_ipv6_neighbours_beside_ipv4_ones() -> None:
+    view = ClusterView(K, "me", ClusterListener())
+    net = _net()
+    theirs = replace(_ep("e2", "h2", "02:00:00:00:00:02", "10.1.0.3"), address6=IPv6Address("fd00:20::3"))
+    v4only = _ep("e3", "h2", "02:00:00:00:00:03", "10.1.0.4")
+    view.reset(
+        [
+            _kv(K.network(net.id), net.encode(), 2),
+            _kv(K.endpoint(net.id, theirs.id), theirs.encode(), 3),
+            _kv(K.endpoint(net.id, v4only.id), v4only.encode(), 4),
+        ],
+        4,
+    )
+    assert view.neighbours(net.id) == {
+        IPv4Address("10.1.0.3"): theirs.mac,
+        IPv6Address("fd00:20::3"): theirs.mac,
+        IPv4Address("10.1.0.4"): v4only.mac,
+    }
+    # Claims of both families live under the network's claim prefix; the IPv6 cursor is its own.
+    assert K.claim(net.id, IPv6Address("fd00:20::3")).startswith(K.prefix(Kind.CLAIM, net.id))
+    assert K.cursor(net.id, 6) != K.cursor(net.id) and K.parse(K.cursor(net.id, 6)) is not None
 
 
 # -- the watch stream's bytes -------------------------------------------------------------------------

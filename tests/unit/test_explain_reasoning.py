@@ -28,7 +28,7 @@ from dockyard.model import (
     PortBinding,
     Protocol,
 )
-from dockyard.observed import Link, Namespace, Route, Socket, Tables
+from dockyard.observed import Link, Namespace, Route, Route6, Socket, Tables
 from dockyard.policy import explain
 from dockyard.policy.explain.args import parse_flow, parse_port
 from dockyard.policy.rules.elements import Elements, elements_of_network, endpoint_elements, publish_elements
@@ -230,6 +230,113 @@ def test_a_spoofed_source_is_dropped_by_the_guard() -> None:
         "no element bridge dockyard set port_addrs { veth0000003 . 10.31.0.3 }"
         in v["10.31.0.2:80/tcp"].decided_by
     )
+
+
+# -- IPv6 ----------------------------------------------------------------------------------------
+
+A6 = ipaddress.IPv6Address
+IF6 = ipaddress.IPv6Interface
+OUTSIDE6 = A6("2001:db8::2")
+HOST6 = A6("2001:db8::1")
+
+
+def _view6(bridge_nf6: bool = False, **host_changes: object) -> explain.View:
+    """_view with IPv6 beside IPv4: the network dual stack (2001:db8:31::/64), each member an
+    IPv6 address and socket, the host an IPv6 uplink and routes; web also publishes [::]:8082."""
+    v4 = _view()
+    net = dataclasses.replace(
+        v4.networks[0],
+        enable_ipv6=True,
+        subnet6=ipaddress.IPv6Network("2001:db8:31::/64"),
+        gateway6=A6("2001:db8:31::1"),
+    )
+    members = []
+    for m in v4.members:
+        n = int(str(m.address).rsplit(".", 1)[1])
+        ep = dataclasses.replace(m.endpoint, address6=IF6(f"2001:db8:31::{n}/64"), gateway6=net.gateway6)
+        assert m.sandbox is not None
+        eth = dataclasses.replace(m.sandbox.links[1], addresses6=(ep.address6,))
+        sandbox = dataclasses.replace(
+            m.sandbox,
+            links=(m.sandbox.links[0], eth),
+            routes6=(
+                Route6(ipaddress.IPv6Network("::/0"), "eth0", gateway=net.gateway6),
+                Route6(net.subnet6, "eth0"),
+            ),  # type: ignore[arg-type]
+            sockets=(*m.sandbox.sockets, Socket(Protocol.TCP, A6("::"), 80)),
+        )
+        bindings = m.bindings + ((PortBinding(80, Protocol.TCP, 8082, A6("::")),) if m.name == "web" else ())
+        members.append(dataclasses.replace(m, endpoint=ep, network=net, sandbox=sandbox, bindings=bindings))
+    host = v4.host
+    links = tuple(
+        dataclasses.replace(lk, addresses6=(IF6(f"{HOST6}/64"),))
+        if lk.name == "up0"
+        else dataclasses.replace(lk, addresses6=(IF6("2001:db8:31::1/64"),))
+        if lk.name == BRIDGE
+        else lk
+        for lk in host.links
+    )
+    host = dataclasses.replace(
+        host,
+        links=links,
+        routes6=(
+            Route6(ipaddress.IPv6Network("::/0"), "up0", gateway=OUTSIDE6),
+            Route6(ipaddress.IPv6Network("2001:db8::/64"), "up0"),
+            Route6(ipaddress.IPv6Network("2001:db8:31::/64"), BRIDGE),
+        ),
+        sockets=(*host.sockets, Socket(Protocol.TCP, A6("::"), 8080), Socket(Protocol.TCP, A6("::"), 8082)),
+        forwarding6=True,
+        bridge_nf6=bridge_nf6,
+    )
+    host = dataclasses.replace(host, **host_changes)  # type: ignore[arg-type]
+    el = elements_of_network(net)
+    for m in members:
+        el.update(endpoint_elements(m.endpoint, net.icc))
+        el.update(publish_elements(m.address, m.bindings, m.address6))
+    return dataclasses.replace(v4, host=host, elements=el, networks=(net,), members=tuple(members))
+
+
+def test_ipv6_sources_reach_the_ipv6_address_by_the_ipv6_maps() -> None:
+    view = _view6()
+    web = next(m for m in view.members if m.name == "web")
+    sources = explain.default_sources(view, web)
+    assert {OUTSIDE6, HOST6, A6("::1"), A6("2001:db8:31::2"), A6("2001:db8:31::3")} <= set(sources)
+    v = _verdicts(view, "web", OUTSIDE6)  # type: ignore[arg-type]
+    assert set(v) == {f"[{HOST6}]:8080/tcp", f"[{HOST6}]:8082/tcp", "[2001:db8:31::2]:80/tcp"}
+    published = v[f"[{HOST6}]:8082/tcp"]
+    assert published.answered and published.target == "[2001:db8:31::2]:80"
+    assert published.decided_by == "inet dockyard map publish_any6 { tcp . 8082 : 2001:db8:31::2 . 80 }"
+    direct = v["[2001:db8:31::2]:80/tcp"]
+    assert not direct.reaches and "`oifname @bridges drop`" in direct.decided_by
+    # [::]:8082 is IPv6's only: an IPv4 source is offered no 8082.
+    assert not any(d.endswith(":8082/tcp") for d in _verdicts(view, "web", OUTSIDE))
+    # Another member, bridged; its guard is port_addrs6's; a forged source is dropped by it.
+    v = _verdicts(view, "web", A6("2001:db8:31::3"))  # type: ignore[arg-type]
+    assert v["[2001:db8:31::2]:80/tcp"].answered
+    assert "port_addrs6 { veth0000003 . 2001:db8:31::3 }" in " ".join(
+        h.text for h in v["[2001:db8:31::2]:80/tcp"].hops
+    )
+    el = Elements()
+    el.update(view.elements)
+    el.port_addrs6.discard(("veth0000003", A6("2001:db8:31::3")))
+    v = _verdicts(dataclasses.replace(view, elements=el), "web", A6("2001:db8:31::3"))  # type: ignore[arg-type]
+    assert (
+        "no element bridge dockyard set port_addrs6 { veth0000003 . 2001:db8:31::3 }"
+        in v["[2001:db8:31::2]:80/tcp"].decided_by
+    )
+    # Without IPv6 forwarding nothing from outside is routed in.
+    v = _verdicts(_view6(forwarding6=False), "web", OUTSIDE6)  # type: ignore[arg-type]
+    assert "net.ipv6.conf.all.forwarding is 0" in v[f"[{HOST6}]:8080/tcp"].decided_by
+
+
+def test_ipv6_loopback_is_answered_unless_br_netfilter_loses_the_reply() -> None:
+    v = _verdicts(_view6(), "web", A6("::1"))  # type: ignore[arg-type]
+    loop = v["[::1]:8080/tcp"]
+    assert loop.answered and "publish_any6" in loop.decided_by
+    assert any("saddr ::1 oifname @bridges masquerade" in h.text for h in loop.hops)
+    v = _verdicts(_view6(bridge_nf6=True), "web", A6("::1"))  # type: ignore[arg-type]
+    loop = v["[::1]:8080/tcp"]
+    assert loop.reaches and not loop.answered and "bridge-nf-call-ip6tables=1" in loop.decided_by
 
 
 def test_sources_are_understood_by_address() -> None:

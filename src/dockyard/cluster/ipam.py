@@ -14,13 +14,19 @@ claim moves in its txn: a released address is reused only after the rest
 of the subnet. The gateway is reserved, never claimed: it is the same on
 every host.
 
+A dual-stack network's IPv6 addresses are claimed the same way, under the
+same prefix (`ipam/<network>/<IPv6 address>`: a network is not removed
+while either family's claim lives, and the reaper frees both), after a
+cursor of their own (`cursors6/<network>`).
+
 A claim goes only with `release` (its endpoint removed) or with the reaper
 (its host gone for longer than the grace period).
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
 
 from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
@@ -29,6 +35,8 @@ from dockyard.cluster.session import HostSession
 from dockyard.cluster.wire import Delete, Get, Put, absent, created_at, exists, lease_is, mod_is, prefix_end
 from dockyard.errors import ClusterUnavailable, Conflict, NotFound
 from dockyard.policy import ipam
+
+Address = IPv4Address | IPv6Address
 
 
 class GlobalIpam:
@@ -46,10 +54,29 @@ class GlobalIpam:
     ) -> IPv4Address:
         """Claim `address`, or the next free one, for this host's endpoint."""
         allocator = ipam.AddressAllocator(network.subnet, [network.gateway])
+        return self._claim(network, endpoint_id, address, allocator, 4)
+
+    def claim6(
+        self, network: NetworkRecord, endpoint_id: str, address: IPv6Address | None = None
+    ) -> IPv6Address:
+        """claim's IPv6 twin, on a dual-stack network."""
+        if network.subnet6 is None or network.gateway6 is None:
+            raise Conflict(f"network {network.name} has no IPv6")
+        allocator = ipam.AddressAllocator(network.subnet6, [network.gateway6])
+        return self._claim(network, endpoint_id, address, allocator, 6)
+
+    def _claim(
+        self,
+        network: NetworkRecord,
+        endpoint_id: str,
+        address: Address | None,
+        allocator: ipam.AddressAllocator,
+        version: int,
+    ) -> Any:
         if address is not None:
             allocator.check_requested(address, lambda _: False)
         lease = self.session.require_lease()
-        used, cursor = self._used(network.id) if address is None else (set(), None)
+        used, cursor = self._used(network.id, version) if address is None else (set(), None)
         mine = Claim(self.host_id, endpoint_id).encode()
         net_key = self.keys.network(network.id)
         host_key = self.keys.host(self.host_id)
@@ -59,7 +86,7 @@ class GlobalIpam:
             key = self.keys.claim(network.id, candidate)
             result = self.client.txn(
                 [absent(key), net_same, lease_is(host_key, lease)],
-                [Put(key, mine), Put(self.keys.cursor(network.id), str(candidate).encode())],
+                [Put(key, mine), Put(self.keys.cursor(network.id, version), str(candidate).encode())],
                 [Get(key), Get(net_key), Get(host_key)],
             )
             if result.succeeded:
@@ -75,9 +102,11 @@ class GlobalIpam:
                 raise Conflict(f"address {address} is already in use on network {network.name}")
             used.add(candidate)
             cursor = candidate
-        raise Conflict(f"no available IPv4 addresses left in network {network.name} ({network.subnet})")
+        raise Conflict(
+            f"no available IPv{version} addresses left in network {network.name} ({allocator.subnet})"
+        )
 
-    def release(self, network_id: str, address: IPv4Address, endpoint_id: str) -> bool:
+    def release(self, network_id: str, address: Address, endpoint_id: str) -> bool:
         """Free this endpoint's claim, and its published record with it. False when the claim
         was not (or no longer) this endpoint's: nothing of another's is touched."""
         key = self.keys.claim(network_id, address)
@@ -93,21 +122,23 @@ class GlobalIpam:
                 return True
         return False
 
-    def holder(self, network_id: str, address: IPv4Address) -> Claim | None:
+    def holder(self, network_id: str, address: Address) -> Claim | None:
         kv = self.client.get(self.keys.claim(network_id, address))
         return _decoded(kv.value) if kv is not None else None
 
-    def claims(self, network_id: str) -> dict[IPv4Address, Claim]:
+    def claims(self, network_id: str) -> dict[Address, Claim]:
+        """Every claim of the network, of both families."""
         prefix = self.keys.prefix(Kind.CLAIM, network_id)
         out = {}
         for kv in self.client.prefix(prefix).kvs:
             parsed = self.keys.parse(kv.key)
             claim = _decoded(kv.value)
-            if parsed is not None and claim is not None:
-                out[IPv4Address(parsed.parts[1])] = claim
+            address = _address(parsed.parts[1]) if parsed is not None else None
+            if address is not None and claim is not None:
+                out[address] = claim
         return out
 
-    def mine(self) -> list[tuple[str, IPv4Address, str]]:
+    def mine(self) -> list[tuple[str, Address, str]]:
         """(network id, address, endpoint id) of every claim this host holds, in every network:
         the engine's gc releases those no local endpoint owns (a release the store missed)."""
         prefix = self.keys.prefix(Kind.CLAIM)
@@ -116,30 +147,33 @@ class GlobalIpam:
             parsed = self.keys.parse(kv.key)
             claim = _decoded(kv.value)
             if parsed is not None and claim is not None and claim.host_id == self.host_id:
-                try:
-                    out.append((parsed.parts[0], IPv4Address(parsed.parts[1]), claim.endpoint_id))
-                except ValueError:
-                    continue
+                address = _address(parsed.parts[1])
+                if address is not None:
+                    out.append((parsed.parts[0], address, claim.endpoint_id))
         return out
 
-    def _used(self, network_id: str) -> tuple[set[IPv4Address], IPv4Address | None]:
-        """The network's claimed addresses and its cursor, read in one round trip."""
+    def _used(self, network_id: str, version: int = 4) -> tuple[set[Address], Address | None]:
+        """The network's claimed addresses of one family and its cursor, read in one round trip."""
         prefix = self.keys.prefix(Kind.CLAIM, network_id)
-        result = self.client.txn([], [Get(prefix, prefix_end(prefix)), Get(self.keys.cursor(network_id))])
+        result = self.client.txn(
+            [], [Get(prefix, prefix_end(prefix)), Get(self.keys.cursor(network_id, version))]
+        )
         claims, cursor = result.ranges
         used = set()
         for kv in claims:
             parsed = self.keys.parse(kv.key)
-            if parsed is not None:
-                try:
-                    used.add(IPv4Address(parsed.parts[1]))
-                except ValueError:
-                    continue
-        try:
-            at = IPv4Address(cursor[0].value.decode()) if cursor else None
-        except ValueError:
-            at = None
-        return used, at
+            address = _address(parsed.parts[1]) if parsed is not None else None
+            if address is not None and address.version == version:
+                used.add(address)
+        at = _address(cursor[0].value.decode(errors="replace")) if cursor else None
+        return used, at if at is not None and at.version == version else None
+
+
+def _address(text: str) -> Address | None:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
 
 
 def _decoded(raw: bytes) -> Claim | None:

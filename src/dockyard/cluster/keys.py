@@ -2,7 +2,8 @@
 
     <root>networks/<network id>              the global network's record
     <root>cursors/<network id>               next-fit's cursor: the address given last
-    <root>ipam/<network id>/<address>        a claim: which host's endpoint holds it
+    <root>cursors6/<network id>              the same for the network's IPv6 addresses
+    <root>ipam/<network id>/<address>        a claim: which host's endpoint holds it (either family)
     <root>endpoints/<network id>/<endpoint>  a published endpoint, under its host's lease
     <root>hosts/<host id>                    a live host (its VTEP), under its lease
     <root>gone/<host id>                     a host seen gone (no lease): its claims wait
@@ -27,6 +28,7 @@ ROOT = "/dockyard/v1/"
 class Kind(enum.StrEnum):
     NETWORK = "networks"
     CURSOR = "cursors"
+    CURSOR6 = "cursors6"
     CLAIM = "ipam"
     ENDPOINT = "endpoints"
     HOST = "hosts"
@@ -58,8 +60,8 @@ class Keys:
     def network(self, network_id: str) -> str:
         return self.prefix(Kind.NETWORK) + _part(network_id)
 
-    def cursor(self, network_id: str) -> str:
-        return self.prefix(Kind.CURSOR) + _part(network_id)
+    def cursor(self, network_id: str, version: int = 4) -> str:
+        return self.prefix(Kind.CURSOR6 if version == 6 else Kind.CURSOR) + _part(network_id)
 
     def claim(self, network_id: str, address: object) -> str:
         return self.prefix(Kind.CLAIM, _part(network_id)) + _part(str(address))

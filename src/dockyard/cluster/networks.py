@@ -4,7 +4,8 @@ Create is optimistic: list the networks at revision R, check the name and the
 subnet against them, then one txn that succeeds only if no network was made
 or changed after R; a race with another create is retried against the new
 list. That makes both the name and the subnet unique cluster-wide without
-an index to keep in step. Remove is one txn that succeeds only while no
+an index to keep in step. A dual-stack network's IPv6 subnet is checked and
+chosen the same way, beside its IPv4 one, in the same txn. Remove is one txn that succeeds only while no
 address of the network is claimed and no endpoint published, so a network
 never goes from under a container on any host (claims outlive a dead host's
 lease: a network keeps its addresses through the grace period too).
@@ -16,7 +17,7 @@ import builtins
 import ipaddress
 import secrets
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
@@ -24,8 +25,8 @@ from dockyard.cluster.records import Claim, NetworkRecord, RecordError
 from dockyard.cluster.wire import Delete, Get, Put, exists, none_under, prefix_end, unchanged_under
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.model import check_name
-from dockyard.policy import ipam
-from dockyard.settings import AddressPool
+from dockyard.policy import ipam, ipam6
+from dockyard.settings import AddressPool, AddressPool6
 
 # Docker's default for overlay networks: /24s out of 10.0.0.0/8.
 DEFAULT_POOL = AddressPool(ipaddress.IPv4Network("10.0.0.0/8"), 24)
@@ -72,8 +73,15 @@ class Networks:
         network_id: str | None = None,
         pools: Iterable[AddressPool] = (DEFAULT_POOL,),
         avoid: Iterable[tuple[str, IPv4Network]] = (),
+        ipv6: bool = False,
+        subnet6: IPv6Network | None = None,
+        gateway6: IPv6Address | None = None,
+        pools6: Iterable[AddressPool6] = (),
+        avoid6: Iterable[tuple[str, IPv6Network]] = (),
     ) -> NetworkRecord:
-        """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet)."""
+        """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet).
+        ipv6: dual stack, subnet6 (else the first free one of pools6) beside the IPv4 subnet;
+        avoid6 is avoid's IPv6 twin."""
         check_name(name, "network")
         if subnet is not None:
             ipam.check_usable(subnet)
@@ -83,8 +91,18 @@ class Networks:
             ipam.check_in_subnet(gateway, subnet, "gateway")
         if mtu is not None and not 68 <= mtu <= 65535:
             raise InvalidArgument(f"invalid MTU {mtu}: expected 68 to 65535")
+        if not ipv6 and (subnet6 is not None or gateway6 is not None):
+            raise InvalidArgument("an IPv6 subnet or gateway needs --ipv6")
+        if gateway6 is not None:
+            if subnet6 is None:
+                raise InvalidArgument("an IPv6 --gateway needs an IPv6 --subnet")
+            ipam.check_in_subnet(gateway6, subnet6, "gateway")
+        if ipv6 and subnet6 is None and not pools6:
+            raise InvalidArgument("--ipv6 without an IPv6 --subnet needs IPv6 default address pools")
         network_id = network_id or secrets.token_hex(32)
         pools = tuple(pools)
+        pools6 = tuple(pools6)
+        avoid6 = tuple(avoid6)
         for _ in range(ATTEMPTS):
             revision, networks = self._list()
             mine = next((n for n in networks if n.id == network_id), None)
@@ -100,6 +118,15 @@ class Networks:
             else:
                 ipam.check_overlap(subnet, taken)
                 chosen = subnet
+            chosen6: IPv6Network | None = None
+            if ipv6:
+                taken6 = [(f"network {n.name}", n.subnet6) for n in networks if n.subnet6 is not None]
+                taken6 += avoid6
+                if subnet6 is None:
+                    chosen6 = ipam6.first_free_subnet6(pools6, taken6)
+                else:
+                    ipam6.check_overlap6(subnet6, taken6)
+                    chosen6 = subnet6
             record = NetworkRecord(
                 id=network_id,
                 name=name,
@@ -112,6 +139,8 @@ class Networks:
                 labels=tuple(sorted(labels)),
                 created_by=self.host_id,
                 vni=_free_vni(networks),
+                subnet6=chosen6,
+                gateway6=(gateway6 or ipam6.first_host6(chosen6)) if chosen6 is not None else None,
             )
             key = self.keys.network(network_id)
             result = self.client.txn(
@@ -133,7 +162,7 @@ class Networks:
         endpoints = self.keys.prefix(Kind.ENDPOINT, network_id)
         result = self.client.txn(
             [exists(key), none_under(claims), none_under(endpoints)],
-            [Delete(key), Delete(self.keys.cursor(network_id))],
+            [Delete(key), Delete(self.keys.cursor(network_id)), Delete(self.keys.cursor(network_id, 6))],
             [Get(key), Get(claims, prefix_end(claims)), Get(endpoints, prefix_end(endpoints))],
         )
         if result.succeeded:

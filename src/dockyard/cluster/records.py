@@ -3,13 +3,19 @@
 The JSON is compact with sorted keys; a reader ignores fields it does not
 know (a newer daemon may add some) and rejects a record missing one it needs
 (RecordError: the watch skips such a key and logs it, it never stops).
+
+Compatibility: records gain fields only as optional ones, written only when
+set, so the format is not versioned: a record of an IPv4-only network or
+endpoint is byte for byte what the previous version wrote, and a daemon of
+the previous version reads a dual-stack one (`subnet6`/`gateway6` on a
+network, `address6` on an endpoint) as its IPv4 part alone.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 
 class RecordError(ValueError):
@@ -48,10 +54,15 @@ class NetworkRecord:
     # The etcd create revision of this record (not stored: read with it). A claim compares it,
     # so that a network removed and made again is never claimed into by a stale caller.
     revision: int = 0
+    # IPv6 (--ipv6): both set on a dual-stack network, neither on an IPv4-only one.
+    subnet6: IPv6Network | None = None
+    gateway6: IPv6Address | None = None
 
     def encode(self) -> bytes:
+        six = {} if self.subnet6 is None else {"subnet6": str(self.subnet6), "gateway6": str(self.gateway6)}
         return _dump(
-            {
+            six
+            | {
                 "id": self.id,
                 "name": self.name,
                 "driver": self.driver,
@@ -83,6 +94,8 @@ class NetworkRecord:
                 created_by=str(d.get("created_by", "")),
                 vni=int(d.get("vni", 0)),
                 revision=revision,
+                subnet6=IPv6Network(d["subnet6"]) if d.get("subnet6") else None,
+                gateway6=IPv6Address(d["gateway6"]) if d.get("subnet6") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"network: {e}") from None
@@ -121,10 +134,13 @@ class EndpointRecord:
     container_id: str = ""
     name: str = ""  # the container's name, for DNS
     aliases: tuple[str, ...] = ()
+    address6: IPv6Address | None = None  # on a dual-stack network
 
     def encode(self) -> bytes:
+        six = {} if self.address6 is None else {"address6": str(self.address6)}
         return _dump(
-            {
+            six
+            | {
                 "network_id": self.network_id,
                 "id": self.id,
                 "host_id": self.host_id,
@@ -151,6 +167,7 @@ class EndpointRecord:
                 container_id=str(d.get("container_id", "")),
                 name=str(d.get("name", "")),
                 aliases=tuple(str(a) for a in d.get("aliases") or ()),
+                address6=IPv6Address(d["address6"]) if d.get("address6") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"endpoint: {e}") from None

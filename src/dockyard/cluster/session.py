@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 
 from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys
@@ -143,19 +144,26 @@ class HostSession:
             raise ValueError(f"endpoint {ep.id} is host {ep.host_id}'s, not {self.host.id}'s")
         with self._lock:
             lease = self.require_lease()
-            claim_key = self.keys.claim(ep.network_id, ep.address)
+            claim_keys = _claim_keys(self.keys, ep)
             result = self.client.txn(
-                [lease_is(self.keys.host(self.host.id), lease), _claim_is(claim_key, self.host.id, ep.id)],
+                [
+                    lease_is(self.keys.host(self.host.id), lease),
+                    *(_claim_is(k, self.host.id, ep.id) for k in claim_keys),
+                ],
                 [Put(self.keys.endpoint(ep.network_id, ep.id), ep.encode(), lease)],
-                [Get(self.keys.host(self.host.id)), Get(claim_key)],
+                [Get(self.keys.host(self.host.id)), *(Get(k) for k in claim_keys)],
             )
             if not result.succeeded:
-                host, claim = result.ranges
+                host, *claims = result.ranges
                 if not host or host[0].lease != lease:
                     self._confirmed = 0.0
                     raise ClusterUnavailable("this host's lease in the cluster store lapsed; try again")
+                mine = Claim(self.host.id, ep.id).encode()
+                address, claim = next(
+                    (a, c) for a, c in zip(_addresses(ep), claims, strict=True) if not c or c[0].value != mine
+                )
                 raise Conflict(
-                    f"address {ep.address} on network {ep.network_id[:12]} is not claimed by this host"
+                    f"address {address} on network {ep.network_id[:12]} is not claimed by this host"
                     + (f" (held by {_holder(claim[0].value)})" if claim else "")
                 )
             self._published[(ep.network_id, ep.id)] = ep
@@ -199,33 +207,47 @@ class HostSession:
             return list(self._published.values())
 
     def _republish(self, ep: EndpointRecord, lease: int) -> str | None:
-        """Publish ep again if its claim is still (or again) this host's; else why not."""
-        claim_key = self.keys.claim(ep.network_id, ep.address)
+        """Publish ep again if its claims (one per address family) are still, or again, this
+        host's; else why not."""
+        claim_keys = _claim_keys(self.keys, ep)
         host_key = self.keys.host(self.host.id)
+        net_key = self.keys.network(ep.network_id)
         ep_key = self.keys.endpoint(ep.network_id, ep.id)
         mine = Claim(self.host.id, ep.id).encode()
-        kept = self.client.txn(
-            [lease_is(host_key, lease), _claim_is(claim_key, self.host.id, ep.id)],
+        result = self.client.txn(
+            [lease_is(host_key, lease), *(_claim_is(k, self.host.id, ep.id) for k in claim_keys)],
             [Put(ep_key, ep.encode(), lease)],
+            [*(Get(k) for k in claim_keys), Get(net_key)],
         )
-        if kept.succeeded:
-            return None
-        # The claim was freed after the grace period: take it again if nobody else has.
-        taken = self.client.txn(
-            [lease_is(host_key, lease), absent(claim_key), exists(self.keys.network(ep.network_id))],
-            [Put(claim_key, mine), Put(ep_key, ep.encode(), lease)],
-            [Get(claim_key), Get(self.keys.network(ep.network_id))],
-        )
-        if taken.succeeded:
-            log.warning("claim of %s was freed while away; claimed again", ep.address)
-            return None
-        claim, network = taken.ranges
-        if claim and claim[0].value == mine:
-            return None
-        if claim:
-            return f"address {ep.address} was given to {_holder(claim[0].value)} while this host was away"
-        if not network:
-            return f"network {ep.network_id[:12]} was removed while this host was away"
+        for _ in range(4):
+            if result.succeeded:
+                return None
+            *claims, network = result.ranges
+            for address, claim in zip(_addresses(ep), claims, strict=True):
+                if claim and claim[0].value != mine:
+                    return (
+                        f"address {address} was given to {_holder(claim[0].value)} while this host was away"
+                    )
+            if not network:
+                return f"network {ep.network_id[:12]} was removed while this host was away"
+            # A claim was freed after the grace period: take it again if nobody else has, the
+            # ones still ours kept as they are, all in one txn.
+            freed = [k for k, claim in zip(claim_keys, claims, strict=True) if not claim]
+            result = self.client.txn(
+                [
+                    lease_is(host_key, lease),
+                    exists(net_key),
+                    *(absent(k) if k in freed else _claim_is(k, self.host.id, ep.id) for k in claim_keys),
+                ],
+                [*(Put(k, mine) for k in freed), Put(ep_key, ep.encode(), lease)],
+                [*(Get(k) for k in claim_keys), Get(net_key)],
+            )
+            if result.succeeded:
+                log.warning("claim of %s was freed while away; claimed again", ep.address)
+                return None
+            host = self.client.get(host_key)
+            if host is None or host.lease != lease:
+                break
         raise ClusterUnavailable("this host's lease in the cluster store lapsed; try again")
 
     # -- the keep-alive thread ------------------------------------------------------------------------
@@ -269,6 +291,15 @@ class HostSession:
             except DockyardError as e:
                 log.warning("registering again failed: %s", e)
                 pause = min(period, 1.0)
+
+
+def _addresses(ep: EndpointRecord) -> list[IPv4Address | IPv6Address]:
+    """The addresses an endpoint holds a claim for: its IPv4 one, and its IPv6 one if any."""
+    return [ep.address] + ([ep.address6] if ep.address6 is not None else [])
+
+
+def _claim_keys(keys: Keys, ep: EndpointRecord) -> list[str]:
+    return [keys.claim(ep.network_id, a) for a in _addresses(ep)]
 
 
 def _claim_is(claim_key: str, host_id: str, endpoint_id: str) -> Compare:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import EndpointRecord, HostRecord, NetworkRecord, RecordError
@@ -238,10 +238,16 @@ class ClusterView:
         with self._lock:
             return {mac: ep.vtep for mac, ep in self._newest(network_id, lambda e: e.mac).items()}
 
-    def neighbours(self, network_id: str) -> dict[IPv4Address, str]:
-        """Address -> MAC for every remote endpoint of the network (the newest for an address)."""
+    def neighbours(self, network_id: str) -> dict[IPv4Address | IPv6Address, str]:
+        """Address -> MAC for every remote endpoint of the network (the newest for an address),
+        its IPv6 address too on a dual-stack network (NDP's entries beside ARP's)."""
         with self._lock:
-            return {addr: ep.mac for addr, ep in self._newest(network_id, lambda e: e.address).items()}
+            out: dict[IPv4Address | IPv6Address, str] = {
+                addr: ep.mac for addr, ep in self._newest(network_id, lambda e: e.address).items()
+            }
+            six = self._newest(network_id, lambda e: e.address6)
+            out.update((addr, ep.mac) for addr, ep in six.items() if addr is not None)
+            return out
 
     def resolve(self, network_id: str, name: str) -> list[IPv4Address]:
         """Addresses of remote endpoints on the network answering to name (DNS, from the cache)."""

@@ -9,7 +9,9 @@ as one more port of the bridge. Endpoints join as on a bridge network.
 
 Remote endpoints are what the cluster's view (the watch's cache of etcd)
 says: a static FDB entry (MAC -> VTEP, by replace) and a permanent
-neighbour entry (address -> MAC, answered by the device's proxy ARP) each.
+neighbour entry per address (address -> MAC, answered by the device's
+proxy ARP, and for an IPv6 address by its proxy NDP: the neighbour
+solicitation never crosses the underlay) each.
 The driver is the view's listener for endpoints: an endpoint added is
 programmed at once; anything else (removed, moved, a host gone) makes the
 network's tables match the view again (`sync`), which the daemon's
@@ -47,7 +49,7 @@ class RemoteEndpoints(Protocol):
 
     def fdb(self, network_id: str) -> dict[str, ipaddress.IPv4Address]: ...
 
-    def neighbours(self, network_id: str) -> dict[ipaddress.IPv4Address, str]: ...
+    def neighbours(self, network_id: str) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str]: ...
 
     def vteps(self) -> set[ipaddress.IPv4Address]: ...
 
@@ -122,6 +124,8 @@ class OverlayDriver(BridgeDriver):
         with self._tables:
             self.vxlan.fdb_replace(dev, ep.mac, ep.vtep)
             self.vxlan.neigh_replace(dev, ep.address, ep.mac)
+            if ep.address6 is not None:
+                self.vxlan.neigh_replace(dev, ep.address6, ep.mac)
 
     def endpoint_updated(self, old, new) -> None:  # type: ignore[no-untyped-def]
         self.sync(new.network_id)

@@ -13,7 +13,8 @@ a local network; only these differ:
   then the mirror; `network rm` removes the global record (refused while
   any host holds an address or publishes an endpoint on it), then the mirror;
 - an endpoint's address is claimed in etcd (create-if-absent txn) instead
-  of next-fit over the local store; the endpoint is published (its MAC,
+  of next-fit over the local store, and on a dual-stack network (--ipv6)
+  its IPv6 address likewise; the endpoint is published (its MAC,
   address, VTEP and names) once its veth is made, before the container
   starts, and withdrawn as soon as it is released; its claim goes once
   its link is gone, as a local lease does.
@@ -131,7 +132,7 @@ class EngineCluster(ClusterListener):
         self._synced = threading.Event()
         # Set by `system reset`: no global network is mirrored here again (see hold()).
         self._held = False
-        self._orphans: set[tuple[str, ipaddress.IPv4Address, str]] = set()
+        self._orphans: set[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = set()
         self._claims_checked = time.monotonic()
 
     # -- life ------------------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class EngineCluster(ClusterListener):
 
     def create(self, spec: NetworkSpec) -> Network:
         """`network create -d overlay`: the global record once, then this host's mirror."""
-        if spec.ip_range is not None or spec.aux_addresses:
+        if spec.ip_range is not None or spec.ip_range6 is not None or spec.aux_addresses:
             raise InvalidArgument("--ip-range and --aux-address are not supported on overlay networks")
         mtu: int | None = None
         for key, value in spec.options:
@@ -300,6 +301,11 @@ class EngineCluster(ClusterListener):
             labels=spec.labels,
             # This host's networks and routes too (another host's are its own to report).
             avoid=self.e.networks.taken_subnets(),
+            ipv6=spec.enable_ipv6,
+            subnet6=spec.subnet6,
+            gateway6=spec.gateway6,
+            pools6=self.e.networks.ipv6.pools() if spec.enable_ipv6 and spec.subnet6 is None else (),
+            avoid6=self.e.networks.ipv6.taken() if spec.enable_ipv6 else (),
         )
         network = self.mirror(record)
         if network is None:
@@ -336,6 +342,9 @@ class EngineCluster(ClusterListener):
                 + (((MTU_OPTION, str(record.mtu)),) if record.mtu else ()),
                 labels=record.labels,
                 created=now(),
+                enable_ipv6=record.subnet6 is not None,
+                subnet6=record.subnet6,
+                gateway6=record.gateway6,
             )
             self.e.store.add_network(network)
             try:
@@ -373,7 +382,15 @@ class EngineCluster(ClusterListener):
         self.cluster.require()
         return self.cluster.ipam.claim(self.record_of(network), endpoint_id, requested)
 
-    def unclaim(self, network_id: str, address: ipaddress.IPv4Address, endpoint_id: str) -> None:
+    def claim6(
+        self, network: Network, endpoint_id: str, requested: ipaddress.IPv6Address | None
+    ) -> ipaddress.IPv6Address:
+        self.cluster.require()
+        return self.cluster.ipam.claim6(self.record_of(network), endpoint_id, requested)
+
+    def unclaim(
+        self, network_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, endpoint_id: str
+    ) -> None:
         try:
             self.cluster.ipam.release(network_id, address, endpoint_id)
         except DockyardError as e:
@@ -397,6 +414,7 @@ class EngineCluster(ClusterListener):
             container_id=ep.owner.key,
             name=c.name if c is not None else "",
             aliases=ep.aliases,
+            address6=ep.address6.ip if ep.address6 is not None else None,
         )
 
 

@@ -65,7 +65,13 @@ class GlobalEndpoints(Protocol):
         self, network: Network, endpoint_id: str, requested: ipaddress.IPv4Address | None
     ) -> ipaddress.IPv4Address: ...
 
-    def unclaim(self, network_id: str, address: ipaddress.IPv4Address, endpoint_id: str) -> None: ...
+    def claim6(
+        self, network: Network, endpoint_id: str, requested: ipaddress.IPv6Address | None
+    ) -> ipaddress.IPv6Address: ...
+
+    def unclaim(
+        self, network_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, endpoint_id: str
+    ) -> None: ...
 
     def publish(self, endpoint: Endpoint) -> None: ...
 
@@ -148,7 +154,7 @@ class Endpoints:
             # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
             self.settle()
         eid = new_id()
-        claimed = self._claim(network, eid, requested_ip)
+        claimed = self._claim(network, eid, requested_ip, requested_ip6)
         try:
             return self._record(
                 owner,
@@ -163,23 +169,39 @@ class Endpoints:
                 mac,
             )
         except BaseException:
-            if claimed is not None and self.cluster is not None:
-                self.cluster.unclaim(network.id, claimed, eid)
+            if self.cluster is not None:
+                for address in claimed:
+                    if address is not None:
+                        self.cluster.unclaim(network.id, address, eid)
             raise
 
     def _claim(
-        self, network: Network, eid: str, requested_ip: ipaddress.IPv4Address | None
-    ) -> ipaddress.IPv4Address | None:
-        """An overlay network's address, claimed in the cluster; None for a local network."""
+        self,
+        network: Network,
+        eid: str,
+        requested_ip: ipaddress.IPv4Address | None,
+        requested_ip6: ipaddress.IPv6Address | None,
+    ) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+        """An overlay network's addresses (its IPv6 one on a dual-stack network), claimed in the
+        cluster; (None, None) for a local network."""
         if network.driver is not DriverName.OVERLAY:
-            return None
+            return None, None
         if self.cluster is None:
             raise InvalidArgument(f"network {network.name} is global: this daemon is not in its cluster")
-        return self.cluster.claim(network, eid, requested_ip)
+        claimed = self.cluster.claim(network, eid, requested_ip)
+        if network.subnet6 is None:
+            return claimed, None
+        try:
+            return claimed, self.cluster.claim6(network, eid, requested_ip6)
+        except BaseException:
+            self.cluster.unclaim(network.id, claimed, eid)
+            raise
 
     def _unclaim(self, network: Network | None, ep: Endpoint) -> None:
         if network is not None and network.driver is DriverName.OVERLAY and self.cluster is not None:
             self.cluster.unclaim(network.id, ep.address.ip, ep.id)
+            if ep.address6 is not None:
+                self.cluster.unclaim(network.id, ep.address6.ip, ep.id)
 
     def _record(
         self,
@@ -188,7 +210,7 @@ class Endpoints:
         ifname: str,
         allocators: tuple[ipam.AddressAllocator, ipam.AddressAllocator | None],
         eid: str,
-        claimed: ipaddress.IPv4Address | None,
+        claimed: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
         requested: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
         port_requests: tuple[PortRequest, ...],
         aliases: tuple[str, ...],
@@ -206,14 +228,14 @@ class Endpoints:
 
             allocator, allocator6 = allocators
             requested_ip, requested_ip6 = requested
-            if claimed is not None:
-                address = claimed
+            if claimed[0] is not None:
+                address = claimed[0]
             elif requested_ip is not None:
                 address = allocator.check_requested(requested_ip, used)
             else:
                 address = allocator.allocate(used, self.store.ip_cursor(network.id))
                 self.store.set_ip_cursor(network.id, address)
-            address6 = self._lease6(network, allocator6, requested_ip6)
+            address6 = self._lease6(network, allocator6, claimed[1] or requested_ip6)
             endpoint = Endpoint(
                 id=eid,
                 owner=owner,

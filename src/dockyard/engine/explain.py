@@ -183,14 +183,14 @@ class Explainer:
                 )
         return number, ""
 
-    def _source(self, view: policy.View, text: str) -> ipaddress.IPv4Address:
+    def _source(self, view: policy.View, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         try:
-            return ipaddress.IPv4Address(text)
+            return ipaddress.ip_address(text)
         except ValueError:
             pass
         c = self.e.store.find_container(text)
         if c is None:
-            raise InvalidArgument(f"invalid --from {text!r}: give an IPv4 address or a container's name")
+            raise InvalidArgument(f"invalid --from {text!r}: give an IP address or a container's name")
         members = view.members_of(c.id) or view.members_of(c.netns_owner or c.id)
         if not members:
             raise InvalidArgument(

@@ -2,11 +2,11 @@
 
 `namespace(path)` gives one namespace as `observed.Namespace`: its nsfs
 inode, its links (kind, MAC, state, master, a veth's peer index, a bridge
-port's hairpin mode, a VXLAN device's settings), IPv4 and IPv6 addresses, IPv4
-routes of the main table, the sockets waiting for traffic (TCP and SCTP listeners,
+port's hairpin mode, a VXLAN device's settings), IPv4 and IPv6 addresses, the
+IPv4 and IPv6 routes of the main table, the sockets waiting for traffic (TCP and SCTP listeners,
 bound UDP sockets, from /proc/thread-self/net/*), and the sysctls that
-decide a path (ip_forward, route_localnet per interface, br_netfilter's
-bridge-nf-call-iptables). `path=None` reads the calling thread's own
+decide a path (ip_forward and IPv6's forwarding, route_localnet per
+interface, br_netfilter's bridge-nf-call-iptables and -ip6tables). `path=None` reads the calling thread's own
 namespace: in the daemon, the host's.
 
 Each read opens its own netlink socket in the namespace and closes it: the
@@ -31,7 +31,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dockyard.errors import KernelError
 from dockyard.kernel import netns, sysctl
 from dockyard.model import Protocol
-from dockyard.observed import Link, Namespace, Route, Socket, Vxlan
+from dockyard.observed import Link, Namespace, Route, Route6, Socket, Vxlan
 
 RT_TABLE_MAIN = 254
 IFF_UP = 1
@@ -196,6 +196,26 @@ def _routes(ipr: IPRoute, names: dict[int, str]) -> tuple[Route, ...]:
     return tuple(out)
 
 
+def _routes6(ipr: IPRoute, names: dict[int, str]) -> tuple[Route6, ...]:
+    out = []
+    for m in ipr.get_routes(family=socket.AF_INET6, table=RT_TABLE_MAIN):
+        dev = names.get(m.get_attr("RTA_OIF"), "")
+        if not dev or m["type"] != 1:  # unicast routes with a device only (no multipath, no reject)
+            continue
+        dst = m.get_attr("RTA_DST") or "::"
+        gw = m.get_attr("RTA_GATEWAY")
+        src = m.get_attr("RTA_PREFSRC")
+        out.append(
+            Route6(
+                dst=ipaddress.IPv6Network(f"{dst}/{m['dst_len']}", strict=False),
+                dev=dev,
+                gateway=ipaddress.IPv6Address(gw) if gw else None,
+                prefsrc=ipaddress.IPv6Address(src) if src else None,
+            )
+        )
+    return tuple(out)
+
+
 def namespace(path: Path | None = None, localnet_of: tuple[str, ...] = ()) -> Namespace:
     """The namespace at path (a pin, /proc/PID/ns/net), or the calling thread's own.
 
@@ -210,6 +230,7 @@ def namespace(path: Path | None = None, localnet_of: tuple[str, ...] = ()) -> Na
         try:
             links = _links(ipr)
             routes = _routes(ipr, {lk.index: lk.name for lk in links})
+            routes6 = _routes6(ipr, {lk.index: lk.name for lk in links})
         except NetlinkError as e:
             raise KernelError(f"cannot read the links of {path or 'the host'}: {e}") from e
         finally:
@@ -228,4 +249,7 @@ def namespace(path: Path | None = None, localnet_of: tuple[str, ...] = ()) -> Na
             forwarding=_sysctl_flag("net.ipv4.ip_forward"),
             route_localnet=localnet,
             bridge_nf=_sysctl_flag("net.bridge.bridge-nf-call-iptables"),
+            routes6=routes6,
+            forwarding6=_sysctl_flag("net.ipv6.conf.all.forwarding"),
+            bridge_nf6=_sysctl_flag("net.bridge.bridge-nf-call-ip6tables"),
         )

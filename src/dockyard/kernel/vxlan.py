@@ -2,8 +2,9 @@
 
 A VXLAN device of dockyard's is made with learning off (no entry comes
 from what arrives: a forged source cannot point a MAC at itself) and
-`proxy` (the device answers ARP for the addresses in its neighbour table,
-so no broadcast crosses the underlay), and without any all-zeros FDB
+`proxy` (the device answers ARP, and IPv6 neighbour solicitations, for
+the addresses in its neighbour table, so no broadcast nor NDP multicast
+crosses the underlay), and without any all-zeros FDB
 entry: nothing is flooded. Every remote MAC is a static FDB entry
 (`self`, `permanent`, with the VTEP as `dst`) set by `replace`: `append`
 would add a second destination to the entry and keep the old VTEP, which
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -22,6 +24,8 @@ from dockyard.errors import Conflict, KernelError
 from dockyard.kernel.netlink import Netlink
 
 VXLAN_PORT = 4789
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 
@@ -120,21 +124,28 @@ class Vxlan:
             if e.code not in (errno.ENOENT, errno.ENODEV):
                 raise _fail(e, f"remove {mac} from {name}") from e
 
-    def neigh_replace(self, name: str, address: ipaddress.IPv4Address, mac: str) -> None:
+    def neigh_replace(self, name: str, address: Address, mac: str) -> None:
         idx = self._index(name)
         if idx is None:
             return
         try:
-            self._ipr.neigh("replace", dst=str(address), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+            self._ipr.neigh(
+                "replace",
+                dst=str(address),
+                lladdr=mac,
+                ifindex=idx,
+                state=NUD_PERMANENT,
+                family=_FAMILY[address.version],
+            )
         except NetlinkError as e:
             raise _fail(e, f"add neighbour {address} on {name}") from e
 
-    def neigh_delete(self, name: str, address: ipaddress.IPv4Address) -> None:
+    def neigh_delete(self, name: str, address: Address) -> None:
         idx = self._index(name)
         if idx is None:
             return
         try:
-            self._ipr.neigh("del", dst=str(address), ifindex=idx)
+            self._ipr.neigh("del", dst=str(address), ifindex=idx, family=_FAMILY[address.version])
         except NetlinkError as e:
             if e.code not in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
                 raise _fail(e, f"remove neighbour {address} from {name}") from e
@@ -151,16 +162,17 @@ class Vxlan:
                 out[str(msg.get_attr("NDA_LLADDR")).lower()] = ipaddress.IPv4Address(dst)
         return out
 
-    def neighbours(self, name: str) -> dict[ipaddress.IPv4Address, str]:
-        """The device's permanent neighbour entries: address -> MAC."""
+    def neighbours(self, name: str) -> dict[Address, str]:
+        """The device's permanent neighbour entries, ARP's and NDP's: address -> MAC."""
         idx = self._index(name)
         if idx is None:
             return {}
-        out = {}
-        for msg in self.nl._dump(self._ipr.neigh, "dump", ifindex=idx):
-            dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
-            if msg["ifindex"] == idx and dst and mac and msg["state"] & NUD_PERMANENT:
-                out[ipaddress.IPv4Address(dst)] = str(mac).lower()
+        out: dict[Address, str] = {}
+        for family in _FAMILY.values():
+            for msg in self.nl._dump(self._ipr.neigh, "dump", ifindex=idx, family=family):
+                dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+                if msg["ifindex"] == idx and dst and mac and msg["state"] & NUD_PERMANENT:
+                    out[ipaddress.ip_address(dst)] = str(mac).lower()
         return out
 
     def mtu_of_address(self, address: ipaddress.IPv4Address) -> int | None:

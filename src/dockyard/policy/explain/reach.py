@@ -12,19 +12,25 @@ decides, and the verdict names its element or check.
 
 Sources and the ways in to a port are sources.py's.
 
+An IPv6 packet takes the same steps with IPv6's elements and sysctls
+(port_addrs6, publish_addr6/publish_any6, dns_gateways6, routed6,
+bridge_nets6, masq_nets6, net.ipv6.conf.all.forwarding): ::1 from an
+interface is the kernel's to drop (no localnet rule needed), and ::1 from
+the host leaves only towards a dockyard bridge, masqueraded.
+
 What the walk does not model: other tables at the same hooks (named in
 the report, never read), policy routing, and replies other than the first.
 """
 
 from __future__ import annotations
 
-import ipaddress
-
 from dockyard.model import Protocol
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Hop, Member, Verdict, View
 from dockyard.policy.explain.sources import (
     ANY,
+    ANY6,
+    Addr,
     Destination,
     Source,
     destinations,
@@ -45,6 +51,9 @@ class _Walk:
         self.target = target
         self.hops: list[Hop] = []
         self.note = ""
+        self.v6 = dst.address.version == 6
+        # Why the container's answer never gets back, though the packet reaches it.
+        self.reply_lost = ""
 
     def hop(self, where: str, text: str, effect: str) -> None:
         self.hops.append(Hop(where, text, effect))
@@ -54,7 +63,7 @@ class _Walk:
             source=self.source.label,
             source_kind=self.source.kind,
             src=str(self.source.address),
-            dst=f"{self.dst.address}:{self.dst.port}/{self.dst.proto}",
+            dst=f"{_hostport(self.dst.address, self.dst.port)}/{self.dst.proto}",
             reaches=reaches,
             answered=answered,
             decided_by=decided_by,
@@ -80,9 +89,10 @@ class _Walk:
         if not s.iif:
             return self.verdict(False, f"the host has no route to {s.address}: it could not answer")
         if d.how == "direct":
+            subnet = self.target.network.subnet6 if self.v6 else self.target.network.subnet
             self.note = (
                 f"only if {s.address} sends {d.address} to this host (a route to "
-                f"{self.target.network.subnet} via one of its addresses)"
+                f"{subnet} via one of its addresses)"
             )
         self.hop("in", f"arrives on {s.iif}", "pass")
         return self._routed(s.iif, local_origin=False)
@@ -114,8 +124,11 @@ class _Walk:
                 )
             if out is not m:
                 m = out
-                s = self.source = Source(s.kind, m.address, s.label, m, m.network.bridge, m.network.bridge)
-                self.hop(f"{m.name}: routing", f"it leaves from {m.address} on {m.network.name}", "route")
+                leaves = m.address6 if self.v6 else m.address
+                if leaves is None:
+                    return self.verdict(False, f"{m.name} has no IPv6 address on {m.network.name}")
+                s = self.source = Source(s.kind, leaves, s.label, m, m.network.bridge, m.network.bridge)
+                self.hop(f"{m.name}: routing", f"it leaves from {leaves} on {m.network.name}", "route")
             stop = self._guard(m)
             if stop is not None:
                 return stop
@@ -128,13 +141,13 @@ class _Walk:
             )
         bridge = s.bridge
         net = self.view.network_of_bridge(bridge)
+        subnet = (net.subnet6 if self.v6 else net.subnet) if net is not None else None
         # On-link to another member of the same bridge: bridged, not routed.
         if (
             d.how == "direct"
-            and net is not None
             and t.network.bridge == bridge
-            and net.subnet is not None
-            and d.address in net.subnet
+            and subnet is not None
+            and d.address in subnet
             and not words.is_local(self.host, d.address)
         ):
             return self._bridged(bridge)
@@ -155,8 +168,9 @@ class _Walk:
                 where, f"source MAC {mac} is not its own: `iifname . ether saddr != @port_macs drop`", "drop"
             )
             return self.verdict(False, f"dropped by the anti-spoofing guard: no element {obj}")
-        if (port, self.source.address) not in el.port_addrs:
-            obj = words.set_element("port_addrs", f"{port} . {self.source.address}", words.BRIDGE)
+        addrs, name = (el.port_addrs6, "port_addrs6") if self.v6 else (el.port_addrs, "port_addrs")
+        if (port, self.source.address) not in addrs:  # type: ignore[operator]
+            obj = words.set_element(name, f"{port} . {self.source.address}", words.BRIDGE)
             self.hop(
                 where, f"source {self.source.address} is not its own address: the last rule drops it", "drop"
             )
@@ -164,7 +178,7 @@ class _Walk:
         self.hop(
             where,
             "its own MAC and address: accepted by "
-            + words.set_element("port_addrs", f"{port} . {self.source.address}", words.BRIDGE),
+            + words.set_element(name, f"{port} . {self.source.address}", words.BRIDGE),
             "pass",
         )
         return None
@@ -174,7 +188,7 @@ class _Walk:
         self.hop(
             f"bridge {bridge}", f"{self.dst.address} is on the same bridge: bridged port to port", "bridge"
         )
-        if self.host.bridge_nf:
+        if self.host.bridge_nf6 if self.v6 else self.host.bridge_nf:
             where = f"{words.INET} forward (filter, 0), with br_netfilter"
             pair = (bridge, bridge)
             if pair in el.icc_pairs:
@@ -197,13 +211,19 @@ class _Walk:
     def _routed(self, iif: str, local_origin: bool) -> Verdict:
         s, d, el, host = self.source, self.dst, self.el, self.host
         src, dst = s.address, d.address
+        if self.v6 and not local_origin and (dst.is_loopback or src.is_loopback):
+            which = "destination" if dst.is_loopback else "source"
+            self.hop("in", f"a ::1 {which} from {iif}", "drop")
+            return self.verdict(
+                False, f"dropped by the kernel: ::1 as a {which} never comes from an interface"
+            )
         # 127.0.0.0/8 guard, for what arrives from an interface.
-        if not local_origin and (dst.is_loopback or src.is_loopback):
+        if not self.v6 and not local_origin and (dst.is_loopback or src.is_loopback):
             which = "destination" if dst.is_loopback else "source"
             text = f'iifname != "lo" ip {which[0]}addr 127.0.0.0/8 drop'
             self.hop(f"{words.INET} localnet (prerouting, -300)", f"a 127.0.0.0/8 {which} from {iif}", "drop")
             return self.verdict(False, f"dropped: {words.rule(words.INET, 'localnet', text)}")
-        if not local_origin:
+        if not local_origin and not self.v6:
             self.hop(f"{words.INET} localnet (prerouting, -300)", "no 127.0.0.0/8 address: passes", "pass")
         hook = "output" if local_origin else "prerouting"
         where = f"{words.INET} {hook} (nat, -100)"
@@ -212,21 +232,29 @@ class _Walk:
         if words.is_local(host, dst):
             self.hop(where, f"{dst} is an address of the host: `fib daddr type local jump publish`", "pass")
             pwhere = f"{words.INET} publish"
-            if dst in el.dns_gateways and d.port == DNS_PORT and d.proto in (Protocol.UDP, Protocol.TCP):
+            six = "6" if self.v6 else ""
+            dns = el.dns_gateways6 if self.v6 else el.dns_gateways
+            by_addr: dict = el.publish_addr6 if self.v6 else el.publish_addr  # type: ignore[assignment]
+            by_any: dict = el.publish_any6 if self.v6 else el.publish_any  # type: ignore[assignment]
+            if dst in dns and d.port == DNS_PORT and d.proto in (Protocol.UDP, Protocol.TCP):
                 self.hop(
                     pwhere,
-                    f"port 53 of a network's gateway: `ip daddr @dns_gateways {d.proto} dport 53 return`",
+                    f"port 53 of a network's gateway: "
+                    f"`ip{six} daddr @dns_gateways{six} {d.proto} dport 53 return`",
                     "pass",
                 )
-            elif (dst, d.proto, d.port) in el.publish_addr:
-                target_addr, target_port = el.publish_addr[(dst, d.proto, d.port)]
-                obj = words.publish_addr(dst, d.proto, d.port, (target_addr, target_port))
-                self.hop(pwhere, f"DNAT to {target_addr}:{target_port} by {obj}", "dnat")
+            elif (dst, d.proto, d.port) in by_addr:
+                target_addr, target_port = by_addr[(dst, d.proto, d.port)]
+                name = words.publish_addr6 if self.v6 else words.publish_addr
+                obj = name(dst, d.proto, d.port, (target_addr, target_port))  # type: ignore[arg-type]
+                self.hop(pwhere, f"DNAT to {_hostport(target_addr, target_port)} by {obj}", "dnat")
                 dnat = True
-            elif (d.proto, d.port) in el.publish_any:
-                target_addr, target_port = el.publish_any[(d.proto, d.port)]
-                obj = words.publish_any(d.proto, d.port, (target_addr, target_port))
-                self.hop(pwhere, f"DNAT to {target_addr}:{target_port} by {obj}", "dnat")
+            elif (d.proto, d.port) in by_any:
+                target_addr, target_port = by_any[(d.proto, d.port)]
+                obj = (words.publish_any6 if self.v6 else words.publish_any)(
+                    d.proto, d.port, (target_addr, target_port)
+                )
+                self.hop(pwhere, f"DNAT to {_hostport(target_addr, target_port)} by {obj}", "dnat")
                 dnat = True
             else:
                 self.hop(
@@ -243,24 +271,45 @@ class _Walk:
             return self.verdict(False, f"the host has no route to {target_addr}")
         oif = r.dev
         self.hop("routing", f"to {target_addr}: {words.route_text(r)}", "route")
-        if local_origin and src.is_loopback and oif != "lo" and oif not in host.route_localnet:
+        if self.v6 and local_origin and src.is_loopback and oif != "lo" and oif not in el.bridges:
+            return self.verdict(
+                False, f"the kernel never sends a ::1 source out of {oif} (only to dockyard's bridges)"
+            )
+        if self.v6 and local_origin and src.is_loopback and oif in el.bridges and host.bridge_nf6:
+            self.reply_lost = (
+                "the answer is lost: with net.bridge.bridge-nf-call-ip6tables=1, br_netfilter undoes "
+                f"the reply's NAT at {oif} and the kernel drops a packet to ::1 that did not come by lo"
+            )
+        if (
+            not self.v6
+            and local_origin
+            and src.is_loopback
+            and oif != "lo"
+            and oif not in host.route_localnet
+        ):
             return self.verdict(
                 False,
                 f"the kernel drops a 127.0.0.0/8 source leaving by {oif}: "
                 f"net.ipv4.conf.{oif}.route_localnet is 0",
             )
         if not local_origin:
-            if not host.forwarding:
+            if self.v6 and not host.forwarding6:
+                return self.verdict(False, "not forwarded: net.ipv6.conf.all.forwarding is 0 in the host")
+            if not self.v6 and not host.forwarding:
                 return self.verdict(False, "not forwarded: net.ipv4.ip_forward is 0 in the host")
-            stop = self._forward(iif, oif, dnat)
+            stop = self._forward(iif, oif, dnat, target_addr, target_port)
             if stop is not None:
                 return stop
-        if not local_origin and host.bridge_nf and dnat and iif == oif and s.member is not None:
+        bridge_nf = host.bridge_nf6 if self.v6 else host.bridge_nf
+        if not local_origin and bridge_nf and dnat and iif == oif and s.member is not None:
             stop = self._bridged_dnat(oif, s.member)
             if stop is not None:
                 return stop
         reply_to = self._postrouting(src, oif, dnat, local_origin)
-        if oif != self.target.network.bridge or target_addr != self.target.address:
+        if oif != self.target.network.bridge or target_addr not in (
+            self.target.address,
+            self.target.address6,
+        ):
             who = self.view.network_of_bridge(oif)
             elsewhere = f"network {who.name}" if who else oif
             return self.verdict(False, f"it goes to {target_addr} by {elsewhere}, not to {self.target.name}")
@@ -290,7 +339,7 @@ class _Walk:
                 )
         return None
 
-    def _forward(self, iif: str, oif: str, dnat: bool) -> Verdict | None:
+    def _forward(self, iif: str, oif: str, dnat: bool, addr: Addr, port: int) -> Verdict | None:
         el = self.el
         where = f"{words.INET} forward (filter, 0)"
         if iif in el.internal and oif not in el.internal:
@@ -310,6 +359,10 @@ class _Walk:
             if (iif, oif) in el.icc_pairs:
                 self.hop(where, f"`iifname . oifname @icc_pairs accept` ({iif} . {oif})", "pass")
                 return None
+            if self.v6 and (addr, self.dst.proto, port) in el.routed6:
+                obj = words.routed6(addr, self.dst.proto, port)  # type: ignore[arg-type]
+                self.hop(where, f"a routed IPv6 port: `... @routed6 accept` ({obj})", "pass")
+                return None
             self.hop(where, "a new packet, not DNATed, into a bridge: `oifname @bridges drop`", "drop")
             return self.verdict(
                 False,
@@ -319,65 +372,71 @@ class _Walk:
         self.hop(where, f"{oif} is no dockyard bridge: the chain's policy accepts", "pass")
         return None
 
-    def _postrouting(
-        self, src: ipaddress.IPv4Address, oif: str, dnat: bool, local_origin: bool
-    ) -> ipaddress.IPv4Address:
+    def _postrouting(self, src: Addr, oif: str, dnat: bool, local_origin: bool) -> Addr:
         """The source the container sees after postrouting's masquerade."""
         el, host = self.el, self.host
         where = f"{words.INET} postrouting (nat, 100)"
-        bridge_addr = host_address(host, oif) or src
+        six = "6" if self.v6 else ""
+        bridge_addr = host_address(host, oif, version=6 if self.v6 else 4) or src
         if src.is_loopback and oif in el.bridges:
-            self.hop(
-                where, f"`ip saddr 127.0.0.0/8 oifname @bridges masquerade`: to {bridge_addr}", "masquerade"
-            )
-            return bridge_addr
-        if dnat and any(src in net and b == oif for net, b in el.bridge_nets):
-            net = next(n for n, b in el.bridge_nets if src in n and b == oif)
-            obj = words.set_element("bridge_nets", f"{net} . {oif}")
+            loopback = "::1" if self.v6 else "127.0.0.0/8"
             self.hop(
                 where,
-                f"hairpin: `ct status dnat ip saddr . oifname @bridge_nets masquerade` ({obj}): "
+                f"`ip{six} saddr {loopback} oifname @bridges masquerade`: to {bridge_addr}",
+                "masquerade",
+            )
+            return bridge_addr
+        bridge_nets: set = el.bridge_nets6 if self.v6 else el.bridge_nets  # type: ignore[assignment]
+        if dnat and any(src in net and b == oif for net, b in bridge_nets):
+            net = next(n for n, b in bridge_nets if src in n and b == oif)
+            obj = words.set_element(f"bridge_nets{six}", f"{net} . {oif}")
+            self.hop(
+                where,
+                f"hairpin: `ct status dnat ip{six} saddr . oifname @bridge_nets{six} masquerade` ({obj}): "
                 f"to {bridge_addr}",
                 "masquerade",
             )
             return bridge_addr
-        if any(src in net for net in el.masq_nets) and oif not in el.bridges:
+        masq_nets: set = el.masq_nets6 if self.v6 else el.masq_nets  # type: ignore[assignment]
+        if any(src in net for net in masq_nets) and oif not in el.bridges:
             self.hop(
-                where, f"`ip saddr @masq_nets oifname != @bridges masquerade`: to {bridge_addr}", "masquerade"
+                where,
+                f"`ip{six} saddr @masq_nets{six} oifname != @bridges masquerade`: to {bridge_addr}",
+                "masquerade",
             )
             return bridge_addr
         self.hop(where, f"no masquerade: the container sees {src}", "pass")
         return src
 
-    def _host_takes(self, addr: ipaddress.IPv4Address, port: int) -> Verdict:
+    def _host_takes(self, addr: Addr, port: int) -> Verdict:
         d = self.dst
         listener = next(
             (
                 sk
                 for sk in self.host.sockets
-                if sk.proto is d.proto and sk.port == port and sk.address in (ANY, addr)
+                if sk.proto is d.proto and sk.port == port and sk.address in (ANY6 if self.v6 else ANY, addr)
             ),
             None,
         )
         if listener is not None:
             text = (
-                f"a host socket on {listener.address}:{port}/{d.proto} takes it "
+                f"a host socket on {_hostport(listener.address, port)}/{d.proto} takes it "
                 f"(the host itself, not {self.target.name})"
             )
         else:
-            text = f"nothing of the host's waits on {addr}:{port}/{d.proto}: refused by the host"
+            text = f"nothing of the host's waits on {_hostport(addr, port)}/{d.proto}: refused by the host"
         self.hop("input", text, "local")
         return self.verdict(False, f"not DNATed: the host itself gets it; {text}")
 
-    def _deliver(self, addr: ipaddress.IPv4Address, port: int, seen_from: ipaddress.IPv4Address) -> Verdict:
+    def _deliver(self, addr: Addr, port: int, seen_from: Addr) -> Verdict:
         t, d = self.target, self.dst
         ns = t.sandbox
         assert ns is not None
         eth = ns.link(t.endpoint.ifname)
-        target = f"{addr}:{port}"
-        if eth is None or not any(a.ip == addr for a in eth.addresses):
+        target = _hostport(addr, port)
+        if eth is None or addr not in {a.ip for a in eth.addresses} | {a.ip for a in eth.addresses6}:
             return self.verdict(False, f"{t.name} has no interface with {addr}", target=target)
-        self.hop(f"{t.name}: {eth.name}", f"arrives at {addr}:{port} from {seen_from}", "deliver")
+        self.hop(f"{t.name}: {eth.name}", f"arrives at {target} from {seen_from}", "deliver")
         back = words.lookup(ns, seen_from)
         if back is None:
             self.hop(f"{t.name}: routing", f"no route back to {seen_from}", "drop")
@@ -388,7 +447,7 @@ class _Walk:
             (
                 sk
                 for sk in ns.sockets
-                if sk.proto is d.proto and sk.port == port and sk.address in (ANY, addr)
+                if sk.proto is d.proto and sk.port == port and sk.address in (ANY6 if self.v6 else ANY, addr)
             ),
             None,
         )
@@ -398,7 +457,14 @@ class _Walk:
             return self.verdict(
                 True, f"it arrives, but nothing in {t.name} waits on {port}/{d.proto}", target=target
             )
-        self.hop(f"{t.name}: sockets", f"a socket on {listener.address}:{port}/{d.proto} takes it", "answer")
+        self.hop(
+            f"{t.name}: sockets",
+            f"a socket on {_hostport(listener.address, port)}/{d.proto} takes it",
+            "answer",
+        )
+        if self.reply_lost:
+            self.hop(f"bridge {t.network.bridge}", self.reply_lost, "drop")
+            return self.verdict(True, self.reply_lost, target=target)
         decided = self._decider()
         return self.verdict(True, decided, answered=True, target=target)
 
@@ -412,9 +478,12 @@ class _Walk:
         return "routed to it"
 
 
-def reach(
-    view: View, target: Member, port: int, proto: Protocol, sources: list[ipaddress.IPv4Address]
-) -> list[Verdict]:
+def _hostport(addr: Addr, port: int) -> str:
+    """addr:port, an IPv6 address in brackets (as Docker prints it)."""
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+
+
+def reach(view: View, target: Member, port: int, proto: Protocol, sources: list[Addr]) -> list[Verdict]:
     out = []
     for addr in sources:
         source = resolve_source(view, addr)

@@ -8,6 +8,11 @@ to. The ways in to a container's port (destinations) are each published
 host port that DNATs to it, by the kernel's map elements, on the address
 that source would use, and the container's own address. reach.py walks
 each pair.
+
+Both families: an IPv6 source (::1, the host's IPv6 address, a container's
+IPv6 address, the IPv6 outside) reaches the container's IPv6 address, by
+the IPv6 maps (publish_any6, publish_addr6) and directly; an IPv4 source
+its IPv4 address. A container without IPv6 has no IPv6 way in.
 """
 
 from __future__ import annotations
@@ -16,18 +21,21 @@ import ipaddress
 from dataclasses import dataclass
 
 from dockyard.model import Protocol
-from dockyard.observed import Namespace
+from dockyard.observed import Link, Namespace, Route, Route6
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Member, View
 
 ANY = ipaddress.IPv4Address("0.0.0.0")
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+ANY6 = ipaddress.IPv6Address("::")
+LOOPBACK6 = ipaddress.IPv6Address("::1")
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
 class Source:
     kind: str  # outside, host, loopback, container, network
-    address: ipaddress.IPv4Address
+    address: Addr
     label: str
     member: Member | None = None
     iif: str = ""  # the host interface it arrives on (outside, container, network)
@@ -36,23 +44,23 @@ class Source:
 
 @dataclass(frozen=True)
 class Destination:
-    address: ipaddress.IPv4Address
+    address: Addr
     port: int
     proto: Protocol
     how: str  # "published", "direct"
     element: str = ""
 
 
-def resolve_source(view: View, addr: ipaddress.IPv4Address) -> Source:
+def resolve_source(view: View, addr: Addr) -> Source:
     host = view.host
     if addr.is_loopback:
         return Source("loopback", addr, f"{addr} (the host's loopback)")
-    if addr in words.local_addresses(host):
+    if words.is_local(host, addr):
         lk = words.owner_of(host, addr)
         on = f" on {lk.name}" if lk else ""
         return Source("host", addr, f"{addr} (the host itself{on})")
     for m in view.members:
-        if m.address == addr:
+        if addr in (m.address, m.address6):
             return Source(
                 "container",
                 addr,
@@ -62,7 +70,8 @@ def resolve_source(view: View, addr: ipaddress.IPv4Address) -> Source:
                 bridge=m.network.bridge,
             )
     for n in view.networks:
-        if n.subnet is not None and addr in n.subnet and n.bridge:
+        subnet = n.subnet6 if addr.version == 6 else n.subnet
+        if subnet is not None and addr in subnet and n.bridge:
             return Source(
                 "network",
                 addr,
@@ -76,40 +85,52 @@ def resolve_source(view: View, addr: ipaddress.IPv4Address) -> Source:
     return Source("outside", addr, f"{addr} (outside, {where})", iif=iif)
 
 
-def default_sources(view: View, target: Member) -> list[ipaddress.IPv4Address]:
+def default_sources(view: View, target: Member) -> list[Addr]:
     """Sources worth asking about: outside (the host's default gateway), the host, its
-    loopback, and every running container's address (the target's own too: hairpin)."""
-    out: list[ipaddress.IPv4Address] = []
-    default = next((r for r in view.host.routes if r.dst.prefixlen == 0 and r.gateway), None)
-    if default is not None and default.gateway is not None:
-        out.append(default.gateway)
-    primary = host_address(view.host)
-    if primary is not None:
-        out.append(primary)
-    out.append(LOOPBACK)
-    for m in view.members:
-        if m.address not in out:
-            out.append(m.address)
+    loopback, and every running container's address (the target's own too: hairpin); for a
+    target with IPv6, each one's IPv6 twin too."""
+    out: list[Addr] = []
+    for version, loopback in ((4, LOOPBACK), (6, LOOPBACK6)):
+        if version == 6 and target.address6 is None:
+            break
+        routes = view.host.routes6 if version == 6 else view.host.routes
+        default = next((r for r in routes if r.dst.prefixlen == 0 and r.gateway), None)
+        if default is not None and default.gateway is not None:
+            out.append(default.gateway)
+        primary = host_address(view.host, version=version)
+        if primary is not None:
+            out.append(primary)
+        out.append(loopback)
+        for m in view.members:
+            own = m.address6 if version == 6 else m.address
+            if own is not None and own not in out:
+                out.append(own)
     return out
 
 
-def host_address(host: Namespace, on: str = "") -> ipaddress.IPv4Address | None:
-    """The host's address on `on`, else on the default route's interface, else any not on lo."""
-    if on:
-        lk = host.link(on)
-        if lk and lk.addresses:
-            return lk.addresses[0].ip
-    default = next((r for r in host.routes if r.dst.prefixlen == 0), None)
+def host_address(host: Namespace, on: str = "", version: int = 4) -> Addr | None:
+    """The host's address on `on`, else on the default route's interface, else any not on lo;
+    of the family `version` (a global IPv6 address: a link-local one is no way in)."""
+
+    def of(lk: Link | None) -> Addr | None:
+        if lk is None:
+            return None
+        if version == 6:
+            return next((a.ip for a in lk.addresses6 if not a.ip.is_link_local), None)
+        return lk.addresses[0].ip if lk.addresses else None
+
+    if on and (found := of(host.link(on))) is not None:
+        return found
+    routes: tuple[Route | Route6, ...] = host.routes6 if version == 6 else host.routes
+    default = next((r for r in routes if r.dst.prefixlen == 0), None)
     if default is not None:
         if default.prefsrc:
             return default.prefsrc
-        lk = host.link(default.dev)
-        if lk and lk.addresses:
-            return lk.addresses[0].ip
+        if (found := of(host.link(default.dev))) is not None:
+            return found
     for lk in host.links:
-        for a in lk.addresses:
-            if not a.ip.is_loopback:
-                return a.ip
+        if lk.name != "lo" and (found := of(lk)) is not None and not found.is_loopback:
+            return found
     return None
 
 
@@ -117,12 +138,14 @@ def destinations(view: View, target: Member, port: int, proto: Protocol, source:
     """Where this source would send to reach the container's port: each published host
     port of it (by the kernel's elements) on the address the source would use, and the
     container's own address."""
+    if source.address.version == 6:
+        return _destinations6(view, target, port, proto, source)
     out: list[Destination] = []
     el = view.elements
     want = (target.address, port)
     for (p, hp), t in sorted(el.publish_any.items()):
         if p is proto and t == want:
-            dst: ipaddress.IPv4Address | None = LOOPBACK
+            dst: Addr | None = LOOPBACK
             if source.kind != "loopback":
                 dst = host_address(view.host, source.iif if source.kind == "outside" else "")
             if dst is not None:
@@ -131,4 +154,27 @@ def destinations(view: View, target: Member, port: int, proto: Protocol, source:
         if p is proto and t == want:
             out.append(Destination(hip, hp, p, "published", words.publish_addr(hip, p, hp, t)))
     out.append(Destination(target.address, port, proto, "direct"))
+    return out
+
+
+def _destinations6(
+    view: View, target: Member, port: int, proto: Protocol, source: Source
+) -> list[Destination]:
+    """destinations' IPv6 twin: by publish_any6 and publish_addr6, then the container's IPv6 address."""
+    if target.address6 is None:
+        return []
+    out: list[Destination] = []
+    el = view.elements
+    want = (target.address6, port)
+    for (p, hp), t in sorted(el.publish_any6.items()):
+        if p is proto and t == want:
+            dst: Addr | None = LOOPBACK6
+            if source.kind != "loopback":
+                dst = host_address(view.host, source.iif if source.kind == "outside" else "", version=6)
+            if dst is not None:
+                out.append(Destination(dst, hp, p, "published", words.publish_any6(p, hp, t)))
+    for (hip, p, hp), t in sorted(el.publish_addr6.items(), key=str):
+        if p is proto and t == want:
+            out.append(Destination(hip, hp, p, "published", words.publish_addr6(hip, p, hp, t)))
+    out.append(Destination(target.address6, port, proto, "direct"))
     return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 from dockyard.model import Protocol
-from dockyard.observed import Link, Namespace, Route
+from dockyard.observed import Link, Namespace, Route, Route6
+
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 INET = "inet dockyard"
 BRIDGE = "bridge dockyard"
@@ -57,16 +59,18 @@ def addresses(lk: Link) -> str:
     return ", ".join(str(a) for a in (*lk.addresses, *six)) or "no IPv4 address"
 
 
-def route_text(r: Route) -> str:
+def route_text(r: Route | Route6) -> str:
     dst = "default" if r.dst.prefixlen == 0 else str(r.dst)
     via = f" via {r.gateway}" if r.gateway else ""
     return f"{dst}{via} dev {r.dev}"
 
 
-def lookup(ns: Namespace, addr: ipaddress.IPv4Address) -> Route | None:
-    """The main table's route to addr, by longest prefix (what `ip route get` finds, without rules)."""
-    best: Route | None = None
-    for r in ns.routes:
+def lookup(ns: Namespace, addr: Addr) -> Route | Route6 | None:
+    """The main table's route to addr, by longest prefix (what `ip route get` finds, without
+    rules), in addr's family's table."""
+    best: Route | Route6 | None = None
+    routes: tuple[Route | Route6, ...] = ns.routes6 if addr.version == 6 else ns.routes
+    for r in routes:
         if addr in r.dst and (best is None or r.dst.prefixlen > best.dst.prefixlen):
             best = r
     return best
@@ -77,9 +81,20 @@ def local_addresses(ns: Namespace) -> set[ipaddress.IPv4Address]:
     return {a.ip for lk in ns.links for a in lk.addresses}
 
 
-def is_local(ns: Namespace, addr: ipaddress.IPv4Address) -> bool:
+def local_addresses6(ns: Namespace) -> set[ipaddress.IPv6Address]:
+    """local_addresses' IPv6 twin (link-local ones included), ::1 aside."""
+    return {a.ip for lk in ns.links for a in lk.addresses6}
+
+
+def is_local(ns: Namespace, addr: Addr) -> bool:
+    if addr.version == 6:
+        return addr.is_loopback or addr in local_addresses6(ns)
     return addr.is_loopback or addr in local_addresses(ns)
 
 
-def owner_of(ns: Namespace, addr: ipaddress.IPv4Address) -> Link | None:
-    return next((lk for lk in ns.links for a in lk.addresses if a.ip == addr), None)
+def owner_of(ns: Namespace, addr: Addr) -> Link | None:
+    return next((lk for lk in ns.links if addr in _ips(lk)), None)
+
+
+def _ips(lk: Link) -> set[Addr]:
+    return {a.ip for a in lk.addresses} | {a.ip for a in lk.addresses6}

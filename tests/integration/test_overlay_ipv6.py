@@ -1,0 +1,273 @@
+"""Dual-stack overlay networks: IPv6 beside IPv4 across hosts, over the same VXLAN.
+
+The etcd lab's three hosts each run a daemon (as in test_overlay.py). A
+network made with --ipv6 holds its IPv6 subnet in its etcd record; each
+endpoint's IPv6 address is claimed there by the same create-if-absent txn
+as its IPv4 one; every peer programs a permanent neighbour entry for it
+beside the IPv4 one (the VXLAN device's proxy answers the neighbour
+solicitation, so no NDP multicast crosses the underlay).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from cni_runtime import Runtime, Sandboxes, plugin_dir
+
+from dockyard.cluster import EtcdClient, StoreConfig
+from dockyard.cluster.keys import Keys, Kind
+from dockyard.cluster.records import Claim
+from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
+from lab import PROBE, REPO, Lab, sh
+
+FRAMES = str(REPO / "tests" / "tools" / "frames.py")
+Host = OverlayHost
+
+
+@pytest.fixture
+def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
+    etcd_lab.ensure_all_running()
+    made = overlay_hosts(etcd_lab, tmp_path)
+    leaks: list[str] = []
+    try:
+        yield made
+    finally:
+        for h in made:
+            leaks += h.empty()
+    assert not leaks, f"left behind: {leaks}"
+
+
+def _seen(h: Host, name: str) -> bool:
+    return name in {line.split()[1] for line in h.dy_ok("network", "ls").splitlines()[1:]}
+
+
+def _net6(h: Host, ref: str, network: str) -> tuple[str, str]:
+    """(GlobalIPv6Address, IPv6Gateway) of a container on a network, as inspect shows them."""
+    net = h.inspect(ref)["NetworkSettings"]["Networks"][network]
+    return net["GlobalIPv6Address"], net["IPv6Gateway"]
+
+
+def _nsenter(netns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", f"--net={netns}", *cmd], capture_output=True, text=True, timeout=60)
+
+
+def _claims(etcd_lab: EtcdLab, h: Host, network_id: str) -> dict[str, Claim]:
+    """The network's claims in etcd (under the daemons' key prefix): address -> claim."""
+    m = etcd_lab.members[0]
+    client = EtcdClient(StoreConfig.parse("etcd://" + m.endpoint), dial=etcd_lab.dialer(m))
+    try:
+        kvs = client.prefix(Keys("/" + h.prefix + "/v1/").prefix(Kind.CLAIM, network_id)).kvs
+        return {kv.key.rsplit("/", 1)[1]: Claim.decode(kv.value) for kv in kvs}
+    finally:
+        client.close()
+
+
+def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host], etcd_lab: EtcdLab) -> None:
+    a, b, c = hosts
+    net_id = a.dy_ok(
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--ipv6",
+        "--subnet",
+        "10.60.0.0/24",
+        "--subnet",
+        "fd00:60::/64",
+        "ov6",
+    ).strip()
+    vx = f"vx-{net_id[:12]}"
+    for h in hosts:
+        h.eventually(lambda h=h: _seen(h, "ov6"), 10, f"ov6 on {h.host}")
+    info = json.loads(c.dy_ok("network", "inspect", "ov6"))[0]
+    assert info["EnableIPv6"] is True and info["Scope"] == "global"
+    assert {(x["Subnet"], x.get("Gateway")) for x in info["IPAM"]["Config"]} == {
+        ("10.60.0.0/24", "10.60.0.1"),
+        ("fd00:60::/64", "fd00:60::1"),
+    }
+
+    a.serve("--name", "srv", "--net", "ov6", proto="tcp", port=80)
+    b.run_d("--name", "cli", "--net", "ov6", "sleep", "300")
+    srv6, gw6 = _net6(a, "srv", "ov6")
+    cli6, cli_gw6 = _net6(b, "cli", "ov6")
+    assert gw6 == cli_gw6 == "fd00:60::1"
+    assert srv6 != cli6
+    assert all(ipaddress.IPv6Address(x) in ipaddress.IPv6Network("fd00:60::/64") for x in (srv6, cli6))
+    srv_mac, cli_mac = a.mac_on("srv", "ov6"), b.mac_on("cli", "ov6")
+    # Both addresses are claimed in etcd by their hosts' endpoints, beside the IPv4 ones.
+    claims = _claims(etcd_lab, a, net_id)
+    assert {srv6, cli6, a.address_on("srv", "ov6"), b.address_on("cli", "ov6")} <= set(claims)
+    assert claims[srv6].endpoint_id == claims[a.address_on("srv", "ov6")].endpoint_id
+
+    # NDP's neighbour entries beside ARP's, on every peer; none for a host's own containers.
+    for h, (ip6, mac) in (
+        (b, (srv6, srv_mac)),
+        (c, (srv6, srv_mac)),
+        (a, (cli6, cli_mac)),
+        (c, (cli6, cli_mac)),
+    ):
+        h.eventually(lambda h=h, ip6=ip6: ip6 in h.neighbours(vx), 5, f"{ip6} on {h.host}")
+        assert h.neighbours(vx)[ip6] == mac
+    assert srv6 not in a.neighbours(vx)
+    # An IPv6 entry lost (someone flushed it) is put back by the periodic reconcile, as an IPv4 one.
+    sh("ip", "-n", c.host, "-6", "neigh", "del", srv6, "dev", vx)
+    assert srv6 not in c.neighbours(vx)
+    c.eventually(lambda: c.neighbours(vx).get(srv6) == srv_mac, 10, "srv's IPv6 entry repaired on host C")
+
+    # Across hosts over IPv6: ICMPv6 and TCP, not masqueraded (one L2 segment).
+    ping = b.dy("exec", "cli", "ping", "-6", "-c", "1", "-W", "2", srv6)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    answer = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", srv6, "80", "--timeout", "2")
+    assert f"peer={cli6}" in answer or f"peer=[{cli6}]" in answer, answer
+    # The container's neighbour entry for srv came from host B's VXLAN proxy (srv's real MAC).
+    neigh = json.loads(b.dy_ok("exec", "cli", "ip", "-j", "-6", "neigh", "show", srv6))
+    assert neigh and neigh[0]["lladdr"] == srv_mac
+
+    # Anti-spoofing holds for IPv6 on an overlay too: a source address not cli's own leaves
+    # cli's sandbox (the send succeeds) and never reaches srv on host A; cli's own does.
+    cli_netns = b.inspect("cli")["NetworkSettings"]["SandboxKey"]
+    srv_netns = a.inspect("srv")["NetworkSettings"]["SandboxKey"]
+    forged = "fd00:60::99"
+    r = _nsenter(cli_netns, "ip", "-6", "addr", "add", f"{forged}/128", "dev", "eth0", "nodad")
+    assert r.returncode == 0, r.stderr
+    watch = subprocess.Popen(
+        ["nsenter", f"--net={srv_netns}", sys.executable, FRAMES, "watch", "eth0", "--until", "data=control"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    a.procs.append(watch)
+    assert watch.stdout is not None and watch.stdout.readline().strip() == "ready"
+    send = (
+        "import socket\n"
+        f"for src, data in (({forged!r}, b'spoofed'), ({cli6!r}, b'control')):\n"
+        "    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((src, 0))\n"
+        f"    assert s.sendto(data, ({srv6!r}, 5000)) == len(data)\n"
+    )
+    r = _nsenter(cli_netns, sys.executable, "-c", send)
+    assert r.returncode == 0, r.stderr  # both were sent
+    out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, out + err
+    assert [line for line in out.splitlines() if "data=" in line] == [
+        next(line for line in out.splitlines() if "data=control" in line)
+    ], out
+    assert f"from={cli6} " in out
+
+    # Released on the same rules: rm frees srv's IPv6 claim and its peers' entries; another
+    # host may then take the address, and while it holds it no one else can.
+    a.dy_ok("rm", "-f", "srv")
+    b.eventually(lambda: srv6 not in b.neighbours(vx), 5, "srv's IPv6 neighbour entry gone from host B")
+    c.eventually(lambda: srv6 not in _claims(etcd_lab, c, net_id), 5, "srv's IPv6 claim freed")
+    c.run_d("--name", "reuse", "--net", "ov6", "--ip6", srv6, "sleep", "300")
+    assert _net6(c, "reuse", "ov6")[0] == srv6
+    taken = a.dy("run", "-d", "--net", "ov6", "--ip6", srv6, "sleep", "300")
+    assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+    b.eventually(lambda: b.neighbours(vx).get(srv6) == c.mac_on("reuse", "ov6"), 5, "reuse's entry on host B")
+
+    for h, name in ((b, "cli"), (c, "reuse")):
+        h.dy_ok("rm", "-f", name)
+    a.dy_ok("network", "rm", "ov6")
+    for h in hosts:
+        h.eventually(lambda h=h: not _seen(h, "ov6"), 10, f"ov6 gone from {h.host}")
+
+
+def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: list[Host]) -> None:
+    a, b, c = hosts
+    # --ipv6 without an IPv6 subnet: a /64 of the creating daemon's IPv6 default pool (a ULA).
+    a.dy_ok("network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.61.0.0/24", "race6")
+    b.eventually(lambda: _seen(b, "race6"), 10, "race6 on host B")
+    info = json.loads(b.dy_ok("network", "inspect", "race6"))[0]
+    subnet6 = next(ipaddress.ip_network(x["Subnet"]) for x in info["IPAM"]["Config"] if ":" in x["Subnet"])
+    assert subnet6.prefixlen == 64 and subnet6.subnet_of(ipaddress.IPv6Network("fd00::/8"))
+    per_host = 4
+    ids: dict[str, list[str]] = {a.host: [], b.host: []}
+    errors: list[str] = []
+
+    def runs(h: Host) -> None:
+        for _ in range(per_host):
+            r = h.dy("run", "-d", "--net", "race6", "sleep", "300")
+            if r.returncode != 0:
+                errors.append(r.stderr)
+            else:
+                ids[h.host].append(r.stdout.strip().splitlines()[-1])
+
+    threads = [threading.Thread(target=runs, args=(h,)) for h in (a, b) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    addresses = [_net6(h, cid, "race6")[0] for h in (a, b) for cid in ids[h.host]]
+    assert len(addresses) == 4 * per_host and all(ipaddress.IPv6Address(x) in subnet6 for x in addresses)
+    assert len(set(addresses)) == len(addresses), sorted(addresses)
+
+    # What the overlay cannot do is refused by name, and nothing is made.
+    for args, words in (
+        (("--ipv6", "--ipv4=false"), "--ipv4=false"),
+        (("--ipv6", "--subnet", "fd00:62::/64", "--ip-range", "fd00:62::/80"), "--ip-range"),
+        (("--subnet", "fd00:63::/64"), "--ipv6"),
+    ):
+        r = c.dy("network", "create", "-d", "overlay", *args, "refused6")
+        assert r.returncode == 125 and words in r.stderr and "\n" not in r.stderr.strip(), r.stderr
+    assert not _seen(c, "refused6")
+
+
+def test_dockyard_cni_attaches_to_a_dual_stack_overlay_network(hosts: list[Host], tmp_path: Path) -> None:
+    a, b, _ = hosts
+    net_id = a.dy_ok(
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--ipv6",
+        "--subnet",
+        "10.64.0.0/24",
+        "--subnet",
+        "fd00:64::/64",
+        "pods6",
+    ).strip()
+    vx = f"vx-{net_id[:12]}"
+    b.eventually(lambda: _seen(b, "pods6"), 10, "pods6 on host B")
+    a.run_d("--name", "peer", "--net", "pods6", "sleep", "300")
+    peer6 = _net6(a, "peer", "pods6")[0]
+
+    # A runtime on host B adds a pod to the existing network by its name: both families.
+    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
+    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "pods6",
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
+    }
+    try:
+        netns = pods.new()
+        result = rt.add(conflist, "pod1", netns)
+        addresses = [ipaddress.ip_interface(i["address"]) for i in result["ips"]]
+        assert sorted(x.version for x in addresses) == [4, 6], result["ips"]
+        pod6 = next(str(x.ip) for x in addresses if x.version == 6)
+        assert ipaddress.IPv6Address(pod6) in ipaddress.IPv6Network("fd00:64::/64") and pod6 != peer6
+        pod_mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
+        a.eventually(lambda: a.neighbours(vx).get(pod6) == pod_mac, 5, "the pod's IPv6 entry on host A")
+        ping = sh(
+            "ip", "netns", "exec", Path(netns).name, "ping", "-6", "-c", "1", "-W", "2", peer6, check=False
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Its IPv6 address is the cluster's: host A cannot have it until the pod goes.
+        taken = a.dy("run", "-d", "--net", "pods6", "--ip6", pod6, "sleep", "300")
+        assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
+        rt.delete(conflist, "pod1", netns)
+        a.eventually(lambda: pod6 not in a.neighbours(vx), 5, "the pod's IPv6 entry gone from host A")
+        a.run_d("--name", "after", "--net", "pods6", "--ip6", pod6, "sleep", "300")
+    finally:
+        Lab.made |= set(pods.names)
+        pods.close()
