@@ -111,6 +111,11 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     assert "option com.docker.network.bridge.name is not supported by the overlay driver" in r.stderr
     r = a.docker.docker("network", "create", "-d", "dockyard-overlay", "--ipam-driver", "dockyard", "bad2")
     assert r.returncode != 0 and "dockyard's IPAM keeps its pools on this host only" in r.stderr
+    r = a.docker.docker(
+        "network", "create", "-d", "dockyard-overlay", "--ipv6", "--subnet", "fd00:61::/64", "bad3"
+    )
+    assert r.returncode != 0
+    assert "--ipv6 is not supported on dockyard-overlay networks made through Docker" in r.stderr
     assert not [n for n in dockyard_networks(a.dy) if n.startswith("docker-")]
     assert a.docker.docker_ok("network", "ls", "-q", "--filter", "driver=dockyard-overlay") == ""
 
