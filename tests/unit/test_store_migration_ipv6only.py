@@ -91,7 +91,7 @@ def test_a_schema_3_database_takes_endpoints_without_ipv4(tmp_path: Path) -> Non
         assert store.endpoint_count(V6ONLY) == 2  # the triggers were made again
         # The IPv4 lease is still unique too.
         dup = Endpoint(**{**old.__dict__, "id": "f" * 64, "host_ifname": "veth000009", "address6": None})
-        with pytest.raises(Conflict, match="address 10.89.0.2 is already in use"):
+        with pytest.raises(Conflict, match=r"address 10\.89\.0\.2 is already in use"):
             store.add_endpoint(dup)
         store.delete_endpoint("1" * 64)
         assert store.endpoint_count(V6ONLY) == 1

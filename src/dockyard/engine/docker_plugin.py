@@ -273,7 +273,8 @@ class DockerPlugin:
         and MAC."""
         self.endpoints.settle()
         with self.lock, self.store.transaction():
-            self.endpoints.record(left.owner, network, left.ifname, left.address.ip, mac=left.mac)
+            ip = left.address.ip if left.address else None
+            self.endpoints.record(left.owner, network, left.ifname, ip, mac=left.mac)
             self._left.pop(left.owner.key, None)
 
     def leave(self, docker_net: str, endpoint_id: str) -> None:
