@@ -57,7 +57,9 @@ class DnsLookups(NetworkRecords, ContainerRecords):
             (network_id, key),
         )
         found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
-            ipaddress.IPv4Address(r[0]) for r in rows + remote if r[0] is not None  # None: IPv6-only
+            ipaddress.IPv4Address(r[0])
+            for r in rows + remote
+            if r[0] is not None  # None: IPv6-only
         ]
         return found + [ipaddress.IPv6Address(r[1]) for r in rows if r[1]]
 

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (network_id, address)
 );
 """
-SCHEMA = ENDPOINTS_TABLE + """
+_OTHER_TABLES = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -212,3 +212,4 @@ CREATE TABLE IF NOT EXISTS remote_endpoints (
 );
 CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """
+SCHEMA = ENDPOINTS_TABLE + _OTHER_TABLES

@@ -284,9 +284,7 @@ class Networks:
         step("network.create.done")
         return network
 
-    def _subnet4(
-        self, spec: NetworkSpec, bridge: str
-    ) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+    def _subnet4(self, spec: NetworkSpec, bridge: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
         """The IPv4 subnet and gateway of a network asked for with spec (checked, not taken)."""
         taken = self.taken_subnets(exclude_bridges=(bridge,))
         if spec.subnet is not None:
