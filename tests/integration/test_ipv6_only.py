@@ -236,9 +236,13 @@ def test_a_daemon_restart_and_a_reboot_keep_and_free_the_ipv6_only_leases(lab: L
     assert "fd00:1::5/64" in _in(lab, "db2", "ip", "-6", "-o", "addr", "show", "dev", "eth0")
 
 
-def test_explain_refuses_an_ipv6_only_network_by_name(lab: Lab) -> None:
-    _v6only(lab, "--subnet", SUBNET6)
+def test_explain_refuses_an_ipv6_only_network_by_name_and_graph_draws_it(lab: Lab) -> None:
+    n = _v6only(lab, "--subnet", SUBNET6)
     lab.run_d("--name", "solo", "--net", "v6only", "sleep", "300")
+    # graph draws what the kernel shows: the network's bridge and the container's eth0 on it.
+    g = json.loads(lab.dy_ok("graph", "v6only", "--format", "json"))
+    names = {(node["namespace"] == "host", node["name"]) for node in g["nodes"]}
+    assert (True, "dy-" + n["Id"][:12]) in names and (False, "eth0") in names, names
     line = _refused(lab, "explain", "solo")
     assert (
         line
