@@ -253,3 +253,40 @@ def test_explain_refuses_an_ipv6_only_network_by_name_and_graph_draws_it(lab: La
     # Other containers are still explained while it runs.
     lab.run_d("--name", "plain", "sleep", "300")
     assert lab.dy("explain", "plain").returncode == 0
+
+
+def test_an_ipv6_only_container_sends_no_ipv4_and_no_arp(lab: Lab) -> None:
+    """Its port's guard has no IPv4 address for it: every IPv4 packet and ARP frame it
+    forges (with NET_RAW) stays at its port; its own IPv6 packets (the controls) go out
+    and to its neighbour."""
+    from test_spoofing import Watch, _arp, _box, _host, _mac_of, _network_bridge, _send, _udp
+
+    fam = lab.family("ipv6only")
+    lab.serve("--name", "attacker", *fam.run_args)  # answered from the host: A knows the gateway's MAC
+    lab.serve("--name", "victim", *fam.run_args)
+    a, b = (_box(lab, n, fam.network, family="ipv6") for n in ("attacker", "victim"))
+    gateway_mac = _mac_of(_host(lab), _network_bridge(lab, fam.network))
+    upstream = Watch(lab, f"/run/netns/{lab.up}", "eth0", until="data=control")
+    port = Watch(lab, _host(lab), a.port, until="data=control")
+    neighbour = Watch(lab, b.netns, "eth0", until="data=to-b")
+    _send(
+        a.netns,
+        _udp(a, gateway_mac, "10.99.0.1", UP_ADDR, "forged-ipv4"),
+        _udp(a, gateway_mac, HOST_ADDR, UP_ADDR, "forged-host-ipv4"),
+        _arp(1, a, "10.99.0.1", "ff:ff:ff:ff:ff:ff", "10.99.0.2"),
+        _udp(a, b.mac, "10.99.0.1", "10.99.0.2", "forged-to-b"),
+        # The controls, after the forged frames on the same path: one to B, one out.
+        _udp(a, b.mac, a.ip, b.ip, "to-b"),
+        _udp(a, gateway_mac, a.ip, UP_ADDR6, "control"),
+    )
+    sent = port.lines()
+    for data in ("forged-ipv4", "forged-host-ipv4", "forged-to-b"):
+        assert [line for line in sent if f"data={data}" in line] != [], (data, sent)
+    assert [line for line in sent if line.startswith("arp ") and "spa=10.99.0.1" in line] != [], sent
+    seen = upstream.lines()
+    assert [line for line in seen if "data=" in line] == [
+        next(line for line in seen if "data=control" in line)
+    ]
+    assert f"from={HOST_ADDR6} " in seen[-1]  # NAT66
+    got = neighbour.lines()
+    assert [line for line in got if "forged" in line or "spa=10.99.0.1" in line] == [], got
