@@ -228,6 +228,8 @@ def test_a_daemon_restart_and_a_reboot_keep_and_free_the_ipv6_only_leases(lab: L
     assert (_settings(lab, "db")["IPAddress"], _settings(lab, "db")["GlobalIPv6Address"]) == ("", "fd00:1::5")
     line = _refused(lab, "run", "-d", "--net", "v6only", "--ip6", "fd00:1::5", "sleep", "60")
     assert "fd00:1::5 is already in use" in line
+    # The new daemon's resolver serves the network's IPv6 gateway again.
+    assert _in(lab, "db", sys.executable, "-c", DIG, GATEWAY6, "db", "AAAA").strip() == "0:fd00:1::5"
     _reboot(lab)
     assert bridge not in lab.links()
     assert lab.inspect("db")["State"]["Status"] == "exited"
