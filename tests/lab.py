@@ -253,11 +253,18 @@ class Lab:
         return self.inspect(ref)["NetworkSettings"]["IPAddress"]
 
     def family(self, name: str) -> Family:
-        """The family a parametrized test runs on; for IPv6 its dual-stack network is made."""
+        """The family a parametrized test runs on; for IPv6 its dual-stack network is made, for
+        ipv6only an IPv6-only one (--ipv4=false)."""
         if name == "ipv4":
             return Family(
                 "ipv4", HOST_ADDR, UP_ADDR, "127.0.0.1", (), "bridge", "172.17.0.0/16", "172.17.0.1"
             )
+        if name == "ipv6only":
+            self.dy_ok("network", "create", "--ipv4=false", "--ipv6", "--subnet", NET6, "d6only")
+            return Family(
+                "ipv6only", HOST_ADDR6, UP_ADDR6, "::1", ("--net", "d6only"), "d6only", NET6,
+                NET6.replace("::/64", "::1"),
+            )  # fmt: skip
         self.dy_ok("network", "create", "--ipv6", "--subnet", NET6, "--subnet", NET6_V4, "d6")
         return Family(
             "ipv6", HOST_ADDR6, UP_ADDR6, "::1", ("--net", "d6"), "d6", NET6, NET6.replace("::/64", "::1")

@@ -262,7 +262,7 @@ class Endpoint:
     owner: EndpointOwner
     network_id: str
     ifname: str
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface | None  # None on an IPv6-only network (--ipv4=false)
     gateway: ipaddress.IPv4Address | None
     mac: str
     host_ifname: str

@@ -15,9 +15,10 @@ STUBBORN = ("sh", "-c", "trap '' TERM; echo ready; sleep 300 & wait")
 
 def _run(lab: Lab, ctx: dict[str, str], family: str = "ipv4") -> None:
     # --init: the probe is not PID 1, so stop's SIGTERM ends it (143), as before PID namespaces.
-    ip6 = ("--ip6", "fd00:88::10") if family == "dual" else ()
+    ip = ("--ip", "10.88.0.10") if family != "ipv6only" else ()
+    ip6 = ("--ip6", "fd00:88::10") if family != "ipv4" else ()
     out = lab.dy_ok(
-        "run", "-d", "--init", "--name", "web", "--net", "n1", "-p", "8080:80", "--ip", "10.88.0.10", *ip6,
+        "run", "-d", "--init", "--name", "web", "--net", "n1", "-p", "8080:80", *ip, *ip6,
         sys.executable, PROBE, "serve", "tcp", "80",
     )  # fmt: skip
     ctx["cid"] = out.strip().splitlines()[-1]
@@ -29,25 +30,27 @@ def _run_stubborn(lab: Lab, ctx: dict[str, str]) -> None:
     lab.eventually(lambda: "ready" in lab.dy_ok("logs", "stubborn"), what="the trap set")
 
 
-def _ipv6(family: str, subnet6: str) -> tuple[str, ...]:
-    """A network's IPv6 flags in the dual-stack variant: the same scenario, every endpoint with both."""
-    return ("--ipv6", "--subnet", subnet6) if family == "dual" else ()
+def _subnets(family: str, subnet: str, subnet6: str) -> tuple[str, ...]:
+    """A network's subnets: IPv4's; IPv6's beside it in the dual-stack variant (every endpoint
+    with both); IPv6's alone in the IPv6-only one (every endpoint without IPv4)."""
+    four = ("--subnet", subnet) if family != "ipv6only" else ("--ipv4=false",)
+    return (*four, "--ipv6", "--subnet", subnet6) if family != "ipv4" else four
 
 
 def scenario(family: str = "ipv4") -> list[tuple[str, Step]]:
-    """The scenario on IPv4 networks, or on dual-stack ones (family "dual")."""
+    """The scenario on IPv4 networks, on dual-stack ones (family "dual") or IPv6-only ones ("ipv6only")."""
     return [
         (
             "network create",
             lambda lab, ctx: lab.dy_ok(
-                "network", "create", "--subnet", "10.88.0.0/24", *_ipv6(family, "fd00:88::/64"), "n1"
+                "network", "create", *_subnets(family, "10.88.0.0/24", "fd00:88::/64"), "n1"
             ),
         ),
         ("run", lambda lab, ctx: _run(lab, ctx, family)),
         (
             "network create 2",
             lambda lab, ctx: lab.dy_ok(
-                "network", "create", "--subnet", "10.89.0.0/24", *_ipv6(family, "fd00:89::/64"), "n2"
+                "network", "create", *_subnets(family, "10.89.0.0/24", "fd00:89::/64"), "n2"
             ),
         ),
         ("network connect", lambda lab, ctx: lab.dy_ok("network", "connect", "n2", ctx["cid"])),

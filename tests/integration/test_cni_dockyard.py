@@ -408,6 +408,24 @@ def test_a_config_can_name_an_existing_dockyard_network(env: Env) -> None:
     env.settle()
 
 
+def test_an_ipv6_only_network_is_refused_by_name(env: Env) -> None:
+    env.lab.dy_ok(
+        "network", "create", "--ipv4=false", "--ipv6", "--subnet", "fd00:50::/64",
+        "-o", "com.docker.network.bridge.name=br-six", "six",
+    )  # fmt: skip
+    netns = env.sandboxes.new()
+    conflist = env.conflist(name="six", subnet=None, bridge="br-six")
+    outcome = env.exec(
+        "ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, None), "ctr-1", netns
+    )
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7, outcome
+    assert outcome.json["msg"] == (
+        "network six is IPv6-only (--ipv4=false): dockyard-cni does not attach to IPv6-only networks yet"
+    )
+    assert env.attachments() == [] and env.host_veths() == []
+    assert json.loads(env.lab.dy_ok("network", "inspect", "six"))[0]["Containers"] == {}
+
+
 # -- capabilities, CNI_ARGS and options -----------------------------------------------
 
 

@@ -100,7 +100,8 @@ TRACE = [
 
 # What the first `system gc` after a crash at each step prints (regular
 # expressions, line by line; no entry: "nothing to remove"). It is the report
-# of the reconciliation done by the daemon that gc started.
+# of the reconciliation done by the daemon that gc started. A release names the
+# endpoint's IPv4 address, or its IPv6 one on an IPv6-only network.
 VETH, PID = r"veth[0-9a-f]{7}", r"[0-9]+"
 START = ["run.begin", "run.sandbox", "run.spawn", "run.spawned"]
 PLUG = ["endpoint.recorded", "endpoint.join", "endpoint.publish", "endpoint.plugged"]
@@ -111,18 +112,21 @@ GC_SAYS: dict[str, list[str]] = {
     **{f"{s}@2": [f"endpoint {VETH}: undid a connect cut short"] for s in PLUG},
     "connect.done@1": [f"endpoint {VETH}: undid a connect cut short"],
     **{
-        p: [rf"endpoint {VETH}: released 10\.89\.0\.2"]
+        p: [rf"endpoint {VETH}: released (10\.89\.0\.2|fd00:89::2)"]
         for p in ("endpoint.release@1", "endpoint.unplugged@1")
     },
     "exit.teardown@1": [f"container web: process {PID} gone, recorded exit 143"],
     **{
         p: [
             f"container web: process {PID} gone, recorded exit 143",
-            rf"endpoint {VETH}: released 10\.88\.0\.10",
+            rf"endpoint {VETH}: released (10\.88\.0\.10|fd00:88::10)",
         ]
         for p in ("endpoint.release@2", "teardown.sandbox@1")
     },
-    **{p: [rf"endpoint {VETH}: released 10\.88\.0\.10"] for p in ("endpoint.reaping@1", "endpoint.reaped@1")},
+    **{
+        p: [rf"endpoint {VETH}: released (10\.88\.0\.10|fd00:88::10)"]
+        for p in ("endpoint.reaping@1", "endpoint.reaped@1")
+    },
     "rm.records@1": ["container web: finished a removal cut short"],
     # run --rm (once), run -d --rm + stop (stubborn), run -d + rm -f (doomed)
     **{
@@ -257,13 +261,14 @@ def _sets_the_records_imply(lab: Lab, running: list[dict]) -> dict[str, list[str
                 want["dns_gateways" + six].append(config["Gateway"])
     for i in running:
         for name, net in i["NetworkSettings"]["Networks"].items():
-            if not net["IPAddress"]:
+            if not net["IPAddress"] and not net["GlobalIPv6Address"]:
                 continue  # host or none: no endpoint
             # The endpoint's bridge port is named after its id (veth + 7 hex).
             port = "veth" + net["EndpointID"][:7]
             want["guarded_ports"].append(port)
             want["port_macs"].append({"concat": [port, net["MacAddress"]]})
-            want["port_addrs"].append({"concat": [port, net["IPAddress"]]})
+            if net["IPAddress"]:  # none on an IPv6-only network
+                want["port_addrs"].append({"concat": [port, net["IPAddress"]]})
             if net["GlobalIPv6Address"]:
                 # Its own address and the link-local one its MAC gives (EUI-64, RFC 4291).
                 for addr in (net["GlobalIPv6Address"], _link_local(net["MacAddress"])):
@@ -297,10 +302,13 @@ def _assert_consistent(lab: Lab) -> None:
     assert not [i["Name"] for i in infos if i["HostConfig"]["AutoRemove"] and not i["State"]["Running"]]
     # A host or none container is listed on its network with no address: no endpoint.
     endpoints = [
-        net for i in running for net in i["NetworkSettings"]["Networks"].values() if net["IPAddress"]
+        net
+        for i in running
+        for net in i["NetworkSettings"]["Networks"].values()
+        if net["IPAddress"] or net["GlobalIPv6Address"]
     ]
     assert len(_veths(lab)) == len(endpoints), (_veths(lab), endpoints)
-    addresses = [net["IPAddress"] for net in endpoints]
+    addresses = [net["IPAddress"] for net in endpoints if net["IPAddress"]]
     assert len(set(addresses)) == len(addresses)
     addresses6 = [net["GlobalIPv6Address"] for net in endpoints if net["GlobalIPv6Address"]]
     assert len(set(addresses6)) == len(addresses6)
@@ -343,9 +351,10 @@ def test_the_scenario_passes_the_steps_tested(lab: Lab) -> None:
     assert traced == TRACE
 
 
-# The scenario's two families: IPv4 networks, and dual-stack ones (the same steps, each
-# endpoint leasing and configuring an IPv6 address beside its IPv4 one).
-FAMILIES = ("ipv4", "dual")
+# The scenario's three families: IPv4 networks, dual-stack ones (the same steps, each
+# endpoint leasing and configuring an IPv6 address beside its IPv4 one) and IPv6-only
+# ones (each endpoint with an IPv6 address and none of IPv4).
+FAMILIES = ("ipv4", "dual", "ipv6only")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -384,10 +393,15 @@ def test_a_crash_at_any_step_is_recovered(lab: Lab, fault: str, family: str) -> 
     lab.dy_ok("network", "prune", "-f")
     lab.dy_ok("system", "gc")
     assert _veths(lab) == []
-    assert lab.map_elements("publish_any") == []
+    assert lab.map_elements("publish_any") == [] and lab.map_elements("publish_any6") == []
     assert not (lab.root / "netns").exists() or os.listdir(lab.root / "netns") == []
+    # Port 8080 is free on both families (an IPv6-only network's hold is on [::] alone).
     bind = lab.in_host(
-        sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()"
+        sys.executable,
+        "-c",
+        "import socket; s=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
+        "s6=socket.socket(socket.AF_INET6); s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
+        "s6.bind(('::', 8080)); s6.listen()",
     )
     assert bind.returncode == 0, bind.stderr
     names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]

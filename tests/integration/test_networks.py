@@ -11,7 +11,8 @@ import pytest
 
 from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, Lab
 
-FAMILIES = ["ipv4", "ipv6"]
+# ipv6only: the IPv6 twin on an IPv6-only network (--ipv4=false, Docker 28).
+FAMILIES = ["ipv4", "ipv6", "ipv6only"]
 _subnets6 = itertools.count(10)
 
 UPSTREAM_DNS_TOOL = str(Path(__file__).resolve().parents[1] / "tools" / "upstream_dns.py")
@@ -25,9 +26,11 @@ def _net_ip(lab: Lab, ref: str, network: str, family: str = "ipv4") -> str:
 
 
 def _create(lab: Lab, family: str, *args: str) -> None:
-    """network create, with an IPv6 subnet of its own beside the IPv4 one for the IPv6 twin."""
-    v6 = ("--ipv6", "--subnet", f"2001:db8:{next(_subnets6)}::/64") if family == "ipv6" else ()
-    lab.dy_ok("network", "create", *v6, *args)
+    """network create, with an IPv6 subnet of its own beside the IPv4 one for the IPv6 twin
+    (instead of it for the IPv6-only one)."""
+    v6 = ("--ipv6", "--subnet", f"2001:db8:{next(_subnets6)}::/64") if family != "ipv4" else ()
+    only = ("--ipv4=false",) if family == "ipv6only" else ()
+    lab.dy_ok("network", "create", *only, *v6, *args)
 
 
 def _outside(family: str) -> tuple[str, str]:
@@ -369,7 +372,7 @@ def test_internal_network(lab: Lab, family: str) -> None:
     # NET_ADMIN: below, the container adds a route by hand (not in Docker's default set).
     lab.run_d("--name", "v2", "--net", "vault", "--cap-add", "NET_ADMIN", "sleep", "300")
     assert _ask_from(lab, "v2", ip) is not None
-    six = ("-6",) if family == "ipv6" else ()
+    six = ("-6",) if family != "ipv4" else ()
     routes = json.loads(lab.dy_ok("exec", "v2", "ip", "-j", *six, "route"))
     assert not [r for r in routes if r["dst"] == "default"]
     _upstream_server(lab, family=family)
@@ -377,7 +380,7 @@ def test_internal_network(lab: Lab, family: str) -> None:
     assert _ask_from(lab, "v2", up, 7000) is None
     # Even with a route added by hand, nothing leaves.
     gateway = next(
-        c["Gateway"] for c in info["IPAM"]["Config"] if (":" in c["Gateway"]) == (family == "ipv6")
+        c["Gateway"] for c in info["IPAM"]["Config"] if (":" in c["Gateway"]) == (family != "ipv4")
     )
     lab.dy_ok("exec", "v2", "ip", *six, "route", "add", "default", "via", gateway)
     assert _ask_from(lab, "v2", up, 7000) is None

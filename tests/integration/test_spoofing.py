@@ -236,7 +236,7 @@ def test_a_frame_with_another_source_mac_goes_nowhere(lab: Lab) -> None:
 # -- IPv4 sources --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6", "ipv6only"])
 def test_a_packet_with_another_source_address_never_leaves(lab: Lab, family: str) -> None:
     fam = lab.family(family)
     lab.serve("--name", "attacker", *fam.run_args)  # answered from the host: A knows the gateway's MAC
@@ -251,12 +251,12 @@ def test_a_packet_with_another_source_address_never_leaves(lab: Lab, family: str
     # With NET_ADMIN the container may take B's address as its own, and send from it.
     own = (
         ("-6", "addr", "add", f"{b.ip}/128", "dev", "eth0", "nodad")
-        if family == "ipv6"
+        if family != "ipv4"
         else ("addr", "add", f"{b.ip}/32", "dev", "eth0")
     )
     r = _nsenter(a.netns, "ip", *own)
     assert r.returncode == 0, r.stderr
-    af = "AF_INET6" if family == "ipv6" else "AF_INET"
+    af = "AF_INET6" if family != "ipv4" else "AF_INET"
     bound = (
         f"import socket; s = socket.socket(socket.{af}, socket.SOCK_DGRAM); "
         f"s.bind(({b.ip!r}, 4001)); s.sendto(b'spoofed-bound', ({up!r}, 5000))"

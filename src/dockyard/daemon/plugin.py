@@ -154,7 +154,7 @@ class PluginApi:
         ports = [
             {
                 "Proto": NUMBERS[b.proto],
-                "IP": str(endpoint.address.ip),
+                "IP": str(endpoint.address.ip if endpoint.address else ""),
                 "Port": b.container_port,
                 "HostIP": b.host_ip_text,
                 "HostPort": b.host_port,

@@ -62,11 +62,12 @@ def may_ask(network: Network, source: Address) -> bool:
 
 
 def has_names(network: Network) -> bool:
-    """A network with DNS by name: a user network (not the default bridge) with a gateway.
+    """A network with DNS by name: a user network (not the default bridge) with a gateway
+    (an IPv6-only network has only its IPv6 one).
 
     The same rule as Store.dns_networks, which picks the gateways to serve.
     """
-    return network.name != "bridge" and network.gateway is not None
+    return network.name != "bridge" and (network.gateway is not None or network.gateway6 is not None)
 
 
 @dataclass

@@ -410,12 +410,18 @@ class EngineCluster(ClusterListener):
             host_id=self.host.id,
             vtep=self.vtep,
             mac=ep.mac.lower(),
-            address=ep.address.ip,
+            address=_ipv4(ep),
             container_id=ep.owner.key,
             name=c.name if c is not None else "",
             aliases=ep.aliases,
             address6=ep.address6.ip if ep.address6 is not None else None,
         )
+
+
+def _ipv4(ep: Endpoint) -> ipaddress.IPv4Address:
+    # An overlay network is never IPv6-only (refused at network create).
+    assert ep.address is not None, "an overlay endpoint has an IPv4 address"
+    return ep.address.ip
 
 
 def _remote(ep: EndpointRecord) -> RemoteEndpoint:

@@ -381,11 +381,12 @@ class DockerPlugin:
         and MAC."""
         self.endpoints.settle()
         with self.lock, self.store.transaction():
+            ip = left.address.ip if left.address else None
             self.endpoints.record(
                 left.owner,
                 network,
                 left.ifname,
-                left.address.ip,
+                ip,
                 mac=left.mac,
                 requested_ip6=left.address6.ip if left.address6 is not None else None,
             )

@@ -40,7 +40,7 @@ from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.kernel.holds import HoldRefused
-from dockyard.kernel.netlink import mac_for
+from dockyard.kernel.netlink import mac_for, random_mac
 from dockyard.model import DriverName, Endpoint, EndpointOwner, Network, PortBinding, PortRequest
 from dockyard.policy import ipam, ports
 from dockyard.store import Store
@@ -107,7 +107,10 @@ class Endpoints:
         if not network.bridged:
             raise InvalidArgument(f"network {network.name} takes no endpoints")
         if requested_ip is not None:
-            assert network.subnet is not None
+            if network.subnet is None:
+                raise InvalidArgument(
+                    f"--ip {requested_ip}: network {network.name} has no IPv4 (it is IPv6-only); use --ip6"
+                )
             ipam.check_in_subnet(requested_ip, network.subnet, "--ip")
             if requested_ip == network.gateway:
                 raise Conflict(f"address {requested_ip} is the gateway of network {network.name}")
@@ -137,11 +140,14 @@ class Endpoints:
 
         On a network with IPv6 the endpoint leases an IPv6 address beside its
         IPv4 one, in the same transaction, under the same rules."""
-        assert network.subnet is not None
         reserved = [
             a for a in (network.gateway, network.gateway6, *(a for _, a in network.aux_addresses)) if a
         ]
-        allocator = ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
+        allocator = (
+            ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
+            if network.subnet is not None
+            else None
+        )
         allocator6 = (
             ipam.AddressAllocator(network.subnet6, reserved, network.ip_range6)
             if network.subnet6 is not None
@@ -199,7 +205,8 @@ class Endpoints:
 
     def _unclaim(self, network: Network | None, ep: Endpoint) -> None:
         if network is not None and network.driver is DriverName.OVERLAY and self.cluster is not None:
-            self.cluster.unclaim(network.id, ep.address.ip, ep.id)
+            if ep.address is not None:
+                self.cluster.unclaim(network.id, ep.address.ip, ep.id)
             if ep.address6 is not None:
                 self.cluster.unclaim(network.id, ep.address6.ip, ep.id)
 
@@ -208,7 +215,7 @@ class Endpoints:
         owner: EndpointOwner,
         network: Network,
         ifname: str,
-        allocators: tuple[ipam.AddressAllocator, ipam.AddressAllocator | None],
+        allocators: tuple[ipam.AddressAllocator | None, ipam.AddressAllocator | None],
         eid: str,
         claimed: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
         requested: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
@@ -216,7 +223,6 @@ class Endpoints:
         aliases: tuple[str, ...],
         mac: str,
     ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
-        assert network.subnet is not None
         with self.store.transaction():
             if self.store.endpoint_count(network.id) >= BRIDGE_MAX_PORTS - 1:
                 raise Conflict(
@@ -228,8 +234,11 @@ class Endpoints:
 
             allocator, allocator6 = allocators
             requested_ip, requested_ip6 = requested
+            address: ipaddress.IPv4Address | None
             if claimed[0] is not None:
                 address = claimed[0]
+            elif allocator is None:
+                address = None  # an IPv6-only network
             elif requested_ip is not None:
                 address = allocator.check_requested(requested_ip, used)
             else:
@@ -241,9 +250,15 @@ class Endpoints:
                 owner=owner,
                 network_id=network.id,
                 ifname=ifname,
-                address=ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}"),
-                gateway=network.gateway,
-                mac=mac or mac_for(address),
+                address=(
+                    ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}")
+                    if address is not None and network.subnet is not None
+                    else None
+                ),
+                gateway=network.gateway if address is not None else None,
+                # Docker's MAC carries the IPv4 address; without one (IPv6-only) it is
+                # random, as Docker 28's: the endpoint id's first 40 bits, locally administered.
+                mac=mac or (mac_for(address) if address is not None else random_mac(eid)),
                 host_ifname="veth" + eid[:7],
                 aliases=aliases,
                 address6=address6,

@@ -430,7 +430,8 @@ class Reconciler:
     def _releasing(self) -> None:
         for ep, err in self.endpoints.retry_releasing():
             if err is None:
-                self._log(f"endpoint {ep.host_ifname}: released {ep.address.ip}")
+                released = ep.address.ip if ep.address else ep.address6.ip if ep.address6 else "nothing"
+                self._log(f"endpoint {ep.host_ifname}: released {released}")
             else:
                 self._not_removed(f"endpoint {ep.host_ifname}: cannot remove yet: {err}")
 

@@ -46,6 +46,11 @@ def mac_for(address: ipaddress.IPv4Address) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in raw)
 
 
+def random_mac(seed_hex: str) -> str:
+    """A locally administered unicast MAC from 40 random bits (hex), for an endpoint without IPv4."""
+    return "02:" + ":".join(seed_hex[i : i + 2] for i in range(0, 10, 2))
+
+
 def bridge_mac(name: str) -> str:
     """A fixed, locally administered MAC per bridge name.
 
@@ -328,7 +333,7 @@ class Netlink:
         bridge: str,
         sandbox: Path | None,
         ifname: str,
-        address: ipaddress.IPv4Interface,
+        address: ipaddress.IPv4Interface | None,
         gateway: ipaddress.IPv4Address | None,
         mac: str,
         mtu: int,
@@ -338,6 +343,7 @@ class Netlink:
     ) -> None:
         """A veth pair: host end on the bridge, the other end `ifname` in the sandbox.
 
+        Without address (an IPv6-only network) it has no IPv4 address nor route.
         Without address6 the sandbox's end has no IPv6; with it, IPv6 on, the
         address without DAD and a default IPv6 route via gateway6. Either way
         it takes no router advertisement: only the engine configures it. With
@@ -359,7 +365,10 @@ class Netlink:
         with sandbox_netlink(sandbox) as ns_ipr:
             try:
                 idx = ns_ipr.link_lookup(ifname=ifname)[0]
-                ns_ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
+                if address is not None:
+                    ns_ipr.addr(
+                        "add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen
+                    )
                 if address6 is not None:
                     ns_ipr.addr(
                         "add",
@@ -369,12 +378,12 @@ class Netlink:
                         flags=IFA_F_NODAD,
                     )
                 ns_ipr.link("set", index=idx, state="up")
-                if default_route and gateway is not None:
+                if default_route and gateway is not None and address is not None:
                     ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
                 if default_route and gateway6 is not None and address6 is not None:
                     ns_ipr.route("add", dst="::/0", gateway=str(gateway6), oif=idx, family=AF_INET6)
             except NetlinkError as e:
-                raise _fail(e, f"configure {ifname} ({address}) in {sandbox}") from e
+                raise _fail(e, f"configure {ifname} ({address or address6}) in {sandbox}") from e
 
     def _plug_host_side(
         self, host_ifname: str, bridge: str, ifname: str, ns_fd: int | None, mac: str, mtu: int

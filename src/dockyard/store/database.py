@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError
-from dockyard.store.schema import COLUMNS_3, SCHEMA, SCHEMA_VERSION
+from dockyard.store.schema import COLUMNS_3, ENDPOINTS_TABLE, SCHEMA, SCHEMA_VERSION
 
 
 def now() -> str:
@@ -82,6 +82,7 @@ class Database:
             ).fetchone()
             self._add_owner_kind()
             self._add_columns(COLUMNS_3)
+            self._nullable_address()
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -144,6 +145,30 @@ class Database:
         try:
             for table, name, decl in missing:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _nullable_address(self) -> None:
+        """Schema 3 to 4: an endpoint of an IPv6-only network has no IPv4 address.
+
+        SQLite cannot drop a column's NOT NULL, so the table is rebuilt in one
+        transaction: a copy made with schema 4's definition, every row copied,
+        the old table dropped (its triggers and indexes with it, without
+        firing: the counts stay) and the copy renamed; SCHEMA then makes the
+        indexes and triggers again."""
+        notnull = {row[1]: row[3] for row in self._db.execute("PRAGMA table_info(endpoints)")}
+        if not notnull.get("address"):
+            return  # a new database (SCHEMA makes the table), or one migrated already
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")]
+        listed = ", ".join(columns)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(ENDPOINTS_TABLE.replace("IF NOT EXISTS endpoints (", "endpoints_4 ("))
+            self._db.execute(f"INSERT INTO endpoints_4({listed}) SELECT {listed} FROM endpoints")
+            self._db.execute("DROP TABLE endpoints")
+            self._db.execute("ALTER TABLE endpoints_4 RENAME TO endpoints")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

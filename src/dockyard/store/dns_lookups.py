@@ -25,7 +25,8 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         """
         rows = self._q(
             f"SELECT {self._NET_COLS} FROM networks"
-            " WHERE driver IN (?, ?) AND name!='bridge' AND gateway IS NOT NULL ORDER BY created, name",
+            " WHERE driver IN (?, ?) AND name!='bridge' AND (gateway IS NOT NULL OR gateway6 IS NOT NULL)"
+            " ORDER BY created, name",
             (str(DriverName.BRIDGE), str(DriverName.OVERLAY)),
         )
         return [self._network(r) for r in rows]
@@ -56,7 +57,9 @@ class DnsLookups(NetworkRecords, ContainerRecords):
             (network_id, key),
         )
         found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
-            ipaddress.IPv4Address(r[0]) for r in rows + remote
+            ipaddress.IPv4Address(r[0])
+            for r in rows + remote
+            if r[0] is not None  # None: IPv6-only
         ]
         return found + [ipaddress.IPv6Address(r[1]) for r in rows if r[1]]
 

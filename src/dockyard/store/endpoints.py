@@ -27,7 +27,9 @@ class EndpointRecords(Database):
             owner=EndpointOwner(OwnerKind(row[10]), row[1]),
             network_id=row[2],
             ifname=row[3],
-            address=ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(row[4])}/{row[5]}"),
+            address=ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(row[4])}/{row[5]}")
+            if row[4] is not None
+            else None,
             gateway=addr_or_none(row[6]),
             mac=row[7],
             host_ifname=row[8],
@@ -45,8 +47,8 @@ class EndpointRecords(Database):
                     e.owner.key,
                     e.network_id,
                     e.ifname,
-                    int(e.address.ip),
-                    e.address.network.prefixlen,
+                    int(e.address.ip) if e.address is not None else None,
+                    e.address.network.prefixlen if e.address is not None else None,
                     str(e.gateway or "") or None,
                     e.mac,
                     e.host_ifname,
@@ -60,7 +62,9 @@ class EndpointRecords(Database):
         except Conflict:
             if e.address6 is not None and self.address6_used(e.network_id, e.address6.ip):
                 raise Conflict(f"address {e.address6.ip} is already in use") from None
-            raise Conflict(f"address {e.address.ip} is already in use") from None
+            if e.address is not None:
+                raise Conflict(f"address {e.address.ip} is already in use") from None
+            raise
 
     def endpoints(
         self, container_id: str | None = None, network_id: str | None = None, state: str | None = "active"

@@ -3,7 +3,9 @@
 # 2: endpoints.owner_kind (an endpoint's owner is a container or a CNI attachment).
 # 3: IPv6 (issue 15): networks.enable_ipv6/subnet6/gateway6/ip_range6/ip6_cursor,
 #    endpoints.address6/prefixlen6/gateway6 (database.py migrates; COLUMNS_3 lists them).
-SCHEMA_VERSION = 3
+# 4: endpoints.address/prefixlen may be NULL (IPv6-only networks, Docker 28's --ipv4=false);
+#    SQLite cannot drop a NOT NULL, so database.py rebuilds the table (ENDPOINTS_TABLE).
+SCHEMA_VERSION = 4
 
 # The columns schema 3 added, per table: what the migration adds to an older database.
 COLUMNS_3 = {
@@ -20,7 +22,33 @@ COLUMNS_3 = {
         ("gateway6", "TEXT"),
     ),
 }
-SCHEMA = """
+ENDPOINTS_TABLE = """
+-- container_id is the owner's key: a container's id, or a CNI attachment's
+-- owner key when owner_kind is 'cni' (the ports' container_id likewise).
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    ifname TEXT NOT NULL,
+    -- NULL on an IPv6-only network (schema 4; NULLs are distinct, so UNIQUE holds).
+    address INTEGER,
+    prefixlen INTEGER,
+    gateway TEXT,
+    mac TEXT NOT NULL,
+    host_ifname TEXT NOT NULL UNIQUE,
+    aliases TEXT NOT NULL DEFAULT '[]',
+    -- 'active', or 'releasing': the container is gone, the kernel side not yet.
+    state TEXT NOT NULL DEFAULT 'active',
+    -- 'container' or 'cni' (model.OwnerKind); added by schema 2 (database.py migrates).
+    owner_kind TEXT NOT NULL DEFAULT 'container',
+    -- The IPv6 address (compressed text, one spelling per address) on a network with IPv6.
+    address6 TEXT,
+    prefixlen6 INTEGER,
+    gateway6 TEXT,
+    UNIQUE (network_id, address)
+);
+"""
+_OTHER_TABLES = """
 CREATE TABLE IF NOT EXISTS networks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -67,29 +95,6 @@ CREATE TABLE IF NOT EXISTS container_restarts (
     container_id TEXT PRIMARY KEY,
     count INTEGER NOT NULL DEFAULT 0,
     manually_stopped INTEGER NOT NULL DEFAULT 0
-);
--- container_id is the owner's key: a container's id, or a CNI attachment's
--- owner key when owner_kind is 'cni' (the ports' container_id likewise).
-CREATE TABLE IF NOT EXISTS endpoints (
-    id TEXT PRIMARY KEY,
-    container_id TEXT NOT NULL,
-    network_id TEXT NOT NULL,
-    ifname TEXT NOT NULL,
-    address INTEGER NOT NULL,
-    prefixlen INTEGER NOT NULL,
-    gateway TEXT,
-    mac TEXT NOT NULL,
-    host_ifname TEXT NOT NULL UNIQUE,
-    aliases TEXT NOT NULL DEFAULT '[]',
-    -- 'active', or 'releasing': the container is gone, the kernel side not yet.
-    state TEXT NOT NULL DEFAULT 'active',
-    -- 'container' or 'cni' (model.OwnerKind); added by schema 2 (database.py migrates).
-    owner_kind TEXT NOT NULL DEFAULT 'container',
-    -- The IPv6 address (compressed text, one spelling per address) on a network with IPv6.
-    address6 TEXT,
-    prefixlen6 INTEGER,
-    gateway6 TEXT,
-    UNIQUE (network_id, address)
 );
 -- An IPv6 address is leased once per network, as an IPv4 one (NULLs are distinct).
 CREATE UNIQUE INDEX IF NOT EXISTS endpoints_address6 ON endpoints(network_id, address6);
@@ -207,3 +212,4 @@ CREATE TABLE IF NOT EXISTS remote_endpoints (
 );
 CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """
+SCHEMA = ENDPOINTS_TABLE + _OTHER_TABLES

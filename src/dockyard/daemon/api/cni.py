@@ -443,11 +443,13 @@ def _iface(name: str, mac: str, mtu: int, sandbox: str = "") -> Json:
 def result(a: Attached) -> Json:
     """The CNI 1.1.0 result of an ADD, without cniVersion and dns (cni.py adds those)."""
     n, ep = a.network, a.endpoint
-    ip: Json = {"address": str(ep.address)}
-    if ep.gateway is not None:
-        ip["gateway"] = str(ep.gateway)
-    ip["interface"] = 2
-    ips = [ip]
+    ips: list[Json] = []
+    if ep.address is not None:  # engine/cni refuses IPv6-only networks; never "None" here
+        ip: Json = {"address": str(ep.address)}
+        if ep.gateway is not None:
+            ip["gateway"] = str(ep.gateway)
+        ip["interface"] = 2
+        ips.append(ip)
     if ep.address6 is not None:  # dual stack: the IPv6 address after the IPv4 one
         ip6: Json = {"address": str(ep.address6)}
         if ep.gateway6 is not None:

@@ -317,22 +317,26 @@ def requested_bindings(cfg: ContainerConfig) -> Json:
     return out
 
 
-def _host_ips(b: PortBinding, ipv6: bool) -> list[str]:
+def _host_ips(b: PortBinding, families: tuple[bool, bool]) -> list[str]:
     """The host addresses a binding shows, as Docker shows them: one on every address
-    is 0.0.0.0 and, where the container has IPv6, :: beside it."""
+    is 0.0.0.0 where the container has IPv4 and :: where it has IPv6 (only :: on an
+    IPv6-only network)."""
+    ipv4, ipv6 = families
     if b.host_ip is None and ipv6:
-        return ["0.0.0.0", "::"]
+        return ["0.0.0.0", "::"] if ipv4 else ["::"]
     return [b.host_ip_text]
 
 
-def _has_ipv6(endpoints: list[tuple[Endpoint, Network]]) -> bool:
-    return any(ep.address6 is not None for ep, _ in endpoints)
+def _families(endpoints: list[tuple[Endpoint, Network]]) -> tuple[bool, bool]:
+    """(IPv4, IPv6): whether the container has an address of each family (IPv4 when it has none)."""
+    ipv4 = any(ep.address is not None for ep, _ in endpoints) or not endpoints
+    return ipv4, any(ep.address6 is not None for ep, _ in endpoints)
 
 
-def published_ports(bindings: list[PortBinding], ipv6: bool = False) -> Json:
+def published_ports(bindings: list[PortBinding], families: tuple[bool, bool] = (True, False)) -> Json:
     out: Json = {}
     for b in bindings:
-        for ip in _host_ips(b, ipv6):
+        for ip in _host_ips(b, families):
             out.setdefault(_port_key(b), []).append({"HostIp": ip, "HostPort": str(b.host_port)})
     return out
 
@@ -362,8 +366,8 @@ def _endpoint_json(ep: Endpoint, network: Network, c: Container | None = None) -
         "NetworkID": network.id,
         "EndpointID": ep.id,
         "Gateway": str(ep.gateway or ""),
-        "IPAddress": str(ep.address.ip),
-        "IPPrefixLen": ep.address.network.prefixlen,
+        "IPAddress": str(ep.address.ip) if ep.address else "",
+        "IPPrefixLen": ep.address.network.prefixlen if ep.address else 0,
         "IPv6Gateway": str(ep.gateway6 or ""),
         "GlobalIPv6Address": str(ep.address6.ip) if ep.address6 else "",
         "GlobalIPv6PrefixLen": ep.address6.network.prefixlen if ep.address6 else 0,
@@ -452,7 +456,7 @@ def container_inspect(
     legacy = next((ep for ep, n in view if n.name == "bridge"), None)
     ports_json: Json = {}
     if c.running:
-        ports_json = published_ports(bindings, _has_ipv6(view))
+        ports_json = published_ports(bindings, _families(view))
         for r in c.config.ports:
             ports_json.setdefault(_port_key(r), None)
     confined_config, confined_host = confinement.inspect(c.config)
@@ -528,8 +532,8 @@ def container_inspect(
             "Ports": ports_json,
             "EndpointID": legacy.id if legacy else "",
             "Gateway": str(legacy.gateway or "") if legacy else "",
-            "IPAddress": str(legacy.address.ip) if legacy else "",
-            "IPPrefixLen": legacy.address.network.prefixlen if legacy else 0,
+            "IPAddress": str(legacy.address.ip) if legacy and legacy.address else "",
+            "IPPrefixLen": legacy.address.network.prefixlen if legacy and legacy.address else 0,
             "IPv6Gateway": str(legacy.gateway6 or "") if legacy else "",
             "GlobalIPv6Address": str(legacy.address6.ip) if legacy and legacy.address6 else "",
             "GlobalIPv6PrefixLen": legacy.address6.network.prefixlen if legacy and legacy.address6 else 0,
@@ -580,7 +584,7 @@ def container_summary(
                 "Type": str(b.proto),
             }
             for b in (bindings if c.running else [])
-            for ip in _host_ips(b, _has_ipv6(endpoints))
+            for ip in _host_ips(b, _families(endpoints))
         ],
         "HostConfig": {"NetworkMode": str(c.config.network_mode)},
         "NetworkSettings": {"Networks": _networks_json(c, endpoints, mode_network, configured)},
@@ -625,7 +629,7 @@ def network_inspect(n: Network, members: list[Member], mode_members: tuple[Conta
                 "Name": c.name,
                 "EndpointID": ep.id,
                 "MacAddress": ep.mac,
-                "IPv4Address": str(ep.address),
+                "IPv4Address": str(ep.address or ""),
                 "IPv6Address": str(ep.address6 or ""),
             }
             for c, ep in members

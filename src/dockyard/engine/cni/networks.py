@@ -139,6 +139,12 @@ class ConfigNetworks:
                 CODE_INVALID_CONFIG,
                 f"network {network.name} uses the {network.driver} driver: it takes no endpoints",
             )
+        if not network.enable_ipv4:
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"network {network.name} is IPv6-only (--ipv4=false): dockyard-cni does not attach to "
+                "IPv6-only networks yet",
+            )
         wanted = (
             ("bridge", net.bridge, network.bridge),
             ("subnet", net.subnet, network.subnet),

@@ -50,12 +50,12 @@ class ContainerFiles:
             # Bound in by path, and a bind mount follows links: only files, no link on the way.
             if all(files.is_regular(self.paths.root, p) for p in found.values()):
                 return found
-        address = endpoint.address.ip if endpoint else None
+        address = endpoint.address.ip if endpoint and endpoint.address else None
         network = self.store.find_network(endpoint.network_id) if endpoint else None
         resolv = self.resolv_conf(c, [network] if network is not None else [])
-        extra = [c.name] if address is not None else []
-        directory = self.paths.container_dir(c.id)
         address6 = endpoint.address6.ip if endpoint and endpoint.address6 else None
+        extra = [c.name] if address is not None or address6 is not None else []
+        directory = self.paths.container_dir(c.id)
         return sandbox.write_network_files(
             self.paths.root,
             directory,
@@ -77,8 +77,10 @@ class ContainerFiles:
         """
         cfg = c.config
         for network in networks:
-            if network.bridged and network.name != "bridge" and network.gateway:
-                return sandbox.resolv_conf("", (network.gateway,), cfg.dns_search, cfg.dns_options)
+            # An IPv6-only network's resolver is on its IPv6 gateway.
+            server = network.gateway or network.gateway6
+            if network.bridged and network.name != "bridge" and server:
+                return sandbox.resolv_conf("", (server,), cfg.dns_search, cfg.dns_options)
         return sandbox.resolv_conf(
             sandbox.host_resolv_conf(), cfg.dns or self.settings.dns, cfg.dns_search, cfg.dns_options
         )

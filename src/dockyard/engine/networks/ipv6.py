@@ -51,6 +51,25 @@ class NetworkIpv6:
             return self.settings.default_address_pools6
         return (ipam6.ula_pool(self.store.meta_value("ula_seed", secrets.token_hex(16))),)
 
+    @staticmethod
+    def check_ipv6_only(spec: NetworkSpec, host_binding: ipaddress.IPv4Address | None) -> None:
+        """--ipv4=false (Docker 28's IPv6-only network): IPv6 must be on, and nothing of IPv4 given."""
+        if not spec.enable_ipv6:
+            raise InvalidArgument("--ipv4=false needs --ipv6: a network must have IPv4 or IPv6")
+        aux4 = [a for _, a in spec.aux_addresses if a.version == 4]
+        given = (
+            ("subnet", spec.subnet),
+            ("gateway", spec.gateway),
+            ("ip-range", spec.ip_range),
+            *(("aux-address", a) for a in aux4),
+            ("option com.docker.network.bridge.host_binding_ipv4", host_binding),
+        )
+        for what, value in given:
+            if value is not None:
+                raise InvalidArgument(
+                    f"IPv4 {what} {value} given but IPv4 is disabled on this network (--ipv4=false)"
+                )
+
     def of_spec(
         self,
         spec: NetworkSpec,

@@ -236,24 +236,14 @@ class Networks:
         if opts.bridge and self.k.netlink.link_exists(bridge) and not self.k.netlink.is_bridge(bridge):
             raise Conflict(f"{bridge} exists on the host and is not a bridge")
         if not spec.enable_ipv4:
-            raise InvalidArgument("--ipv4=false (an IPv6-only network) is not supported yet: give IPv4 too")
+            self.ipv6.check_ipv6_only(spec, opts.host_binding)
         subnet6, gateway6 = self.ipv6.of_spec(spec, self.ipv6.taken(exclude_bridges=(bridge,)))
-        taken = self.taken_subnets(exclude_bridges=(bridge,))
-        if spec.subnet is not None:
-            ipam.check_usable(spec.subnet)
-            ipam.check_overlap(spec.subnet, taken)
-            subnet = spec.subnet
+        subnet: ipaddress.IPv4Network | None
+        gateway: ipaddress.IPv4Address | None
+        if not spec.enable_ipv4:
+            subnet = gateway = None  # an IPv6-only network (Docker 28's --ipv4=false)
         else:
-            if spec.gateway is not None or spec.ip_range is not None:
-                raise InvalidArgument("--gateway and --ip-range need --subnet")
-            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
-        gateway = spec.gateway or ipam.first_host(subnet)
-        ipam.check_in_subnet(gateway, subnet, "gateway")
-        if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
-            raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
-        for aux_name, addr in spec.aux_addresses:
-            if addr.version == 4:
-                ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+            subnet, gateway = self._subnet4(spec, bridge)
         network = Network(
             id=network_id,
             name=spec.name,
@@ -293,6 +283,26 @@ class Networks:
             self.store.done_intent(intent)
         step("network.create.done")
         return network
+
+    def _subnet4(self, spec: NetworkSpec, bridge: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+        """The IPv4 subnet and gateway of a network asked for with spec (checked, not taken)."""
+        taken = self.taken_subnets(exclude_bridges=(bridge,))
+        if spec.subnet is not None:
+            ipam.check_usable(spec.subnet)
+            ipam.check_overlap(spec.subnet, taken)
+            subnet = spec.subnet
+        else:
+            if spec.gateway is not None or spec.ip_range is not None:
+                raise InvalidArgument("--gateway and --ip-range need --subnet")
+            subnet = ipam.first_free_subnet(self.settings.default_address_pools, taken)
+        gateway = spec.gateway or ipam.first_host(subnet)
+        ipam.check_in_subnet(gateway, subnet, "gateway")
+        if spec.ip_range is not None and not spec.ip_range.subnet_of(subnet):
+            raise InvalidArgument(f"ip-range {spec.ip_range} is not within subnet {subnet}")
+        for aux_name, addr in spec.aux_addresses:
+            if addr.version == 4:
+                ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
+        return subnet, gateway
 
     def remove(self, ref: str) -> Network:
         network = self.store.get_network(ref)

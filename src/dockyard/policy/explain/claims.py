@@ -313,7 +313,7 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
     objs = [
         words.set_element("guarded_ports", port, words.BRIDGE),
         words.set_element("port_macs", f"{port} . {ep.mac.lower()}", words.BRIDGE),
-        words.set_element("port_addrs", f"{port} . {ep.address.ip}", words.BRIDGE),
+        words.set_element("port_addrs", f"{port} . {m.address}", words.BRIDGE),
     ]
     oks = [port in el.guarded_ports, want.port_macs <= el.port_macs, want.port_addrs <= el.port_addrs]
     six = "anything else, IPv6 included, is dropped"
@@ -333,7 +333,7 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
     s.add(
         "anti-spoofing",
         f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, for IPv4 and ARP, "
-        f"the address {ep.address.ip}; {six} (bridge dockyard ports, "
+        f"the address {m.address}; {six} (bridge dockyard ports, "
         "prerouting -300)",
         objs,
         mismatch="; ".join(f"missing: {o}" if o.startswith("bridge ") else o for o in missing),

@@ -34,6 +34,8 @@ class Member:
 
     @property
     def address(self) -> ipaddress.IPv4Address:
+        # engine/explain.py leaves endpoints without IPv4 (IPv6-only networks) out of the view.
+        assert self.endpoint.address is not None, "a member has an IPv4 address"
         return self.endpoint.address.ip
 
     @property
