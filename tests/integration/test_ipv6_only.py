@@ -84,7 +84,7 @@ def test_create_inspect_ls_and_rm(lab: Lab) -> None:
         ),
         (
             ("--ipv4=false", "--ipv6", "--driver", "overlay"),
-            "--ipv6 and --ipv4=false are not supported with the overlay driver",
+            "--ipv4=false is not supported with the overlay driver: give IPv4 too",
         ),
     ],
     ids=["no-family", "ipv4-subnet", "ipv4-host-binding", "overlay"],
