@@ -129,6 +129,10 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
     assert ping.returncode == 0, ping.stdout + ping.stderr
     answer = b.dy_ok("exec", "cli", sys.executable, PROBE, "ask", "tcp", srv6, "80", "--timeout", "2")
     assert f"peer={cli6}" in answer or f"peer=[{cli6}]" in answer, answer
+    # By name across hosts, AAAA too: host B's resolver answers from its copy of the watch's
+    # cache (without the IPv6 address there, getent would map the IPv4 one: ::ffff:10.60.0.x).
+    named = b.dy_ok("exec", "cli", "getent", "ahostsv6", "srv").split()
+    assert srv6 in named and not [w for w in named if w.startswith("::ffff:")], named
     # The container's neighbour entry for srv came from host B's VXLAN proxy (srv's real MAC).
     neigh = json.loads(b.dy_ok("exec", "cli", "ip", "-j", "-6", "neigh", "show", srv6))
     assert neigh and neigh[0]["lladdr"] == srv_mac

@@ -425,7 +425,7 @@ def _ipv4(ep: Endpoint) -> ipaddress.IPv4Address:
 
 
 def _remote(ep: EndpointRecord) -> RemoteEndpoint:
-    return RemoteEndpoint(ep.id, ep.network_id, ep.address, ep.dns_names)
+    return RemoteEndpoint(ep.id, ep.network_id, ep.address, ep.dns_names, ep.address6)
 
 
 def attach(engine: Engine) -> EngineCluster | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError
-from dockyard.store.schema import COLUMNS_3, ENDPOINTS_TABLE, SCHEMA, SCHEMA_VERSION
+from dockyard.store.schema import COLUMNS_3, COLUMNS_5, ENDPOINTS_TABLE, SCHEMA, SCHEMA_VERSION
 
 
 def now() -> str:
@@ -83,6 +83,7 @@ class Database:
             self._add_owner_kind()
             self._add_columns(COLUMNS_3)
             self._nullable_address()
+            self._add_columns(COLUMNS_5)
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -132,7 +133,8 @@ class Database:
         """Add what a newer schema's tables have and an older database's lack, in one transaction.
 
         Schema 2 to 3 (IPv6): the new columns' defaults say "no IPv6", which is
-        what every network and endpoint of an older database was."""
+        what every network and endpoint of an older database was. Schema 4 to 5:
+        other hosts' IPv6 addresses, empty until the next resync of the cluster's copy."""
         missing = []
         for table, wanted in columns.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}

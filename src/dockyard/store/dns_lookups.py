@@ -52,7 +52,7 @@ class DnsLookups(NetworkRecords, ContainerRecords):
         )
         # On an overlay network, other hosts' containers too (the watch's copy), after this host's.
         remote = self._q(
-            "SELECT r.address FROM remote_endpoints r WHERE r.network_id=?"
+            "SELECT r.address, r.address6 FROM remote_endpoints r WHERE r.network_id=?"
             " AND EXISTS (SELECT 1 FROM json_each(r.names) AS n WHERE n.value=?) ORDER BY r.address",
             (network_id, key),
         )
@@ -61,7 +61,7 @@ class DnsLookups(NetworkRecords, ContainerRecords):
             for r in rows + remote
             if r[0] is not None  # None: IPv6-only
         ]
-        return found + [ipaddress.IPv6Address(r[1]) for r in rows if r[1]]
+        return found + [ipaddress.IPv6Address(r[1]) for r in rows + remote if r[1]]
 
     def dns_networks_of(self, container_id: str) -> list[Network]:
         """The bridge networks (the default one too) where a container has an active endpoint.

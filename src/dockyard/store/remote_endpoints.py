@@ -3,7 +3,7 @@
 A copy of the watch's cache (cluster/view.py), kept by the daemon, so that
 the resolver process answers names of containers on other hosts from this
 host's database, never by asking etcd per query. Only what DNS needs: the
-network, the address and the names (the container's name, its aliases,
+network, the addresses and the names (the container's name, its aliases,
 its short id), lower case.
 """
 
@@ -23,13 +23,21 @@ class RemoteEndpoint:
     network_id: str
     address: ipaddress.IPv4Address
     names: tuple[str, ...]
+    address6: ipaddress.IPv6Address | None = None  # on a dual-stack overlay network
 
 
 class RemoteEndpointRecords(Database):
     def put_remote_endpoint(self, ep: RemoteEndpoint) -> None:
         self._q(
-            "INSERT OR REPLACE INTO remote_endpoints(id, network_id, address, names) VALUES (?, ?, ?, ?)",
-            (ep.id, ep.network_id, int(ep.address), json.dumps(list(ep.names))),
+            "INSERT OR REPLACE INTO remote_endpoints(id, network_id, address, names, address6)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                ep.id,
+                ep.network_id,
+                int(ep.address),
+                json.dumps(list(ep.names)),
+                str(ep.address6) if ep.address6 is not None else None,
+            ),
         )
 
     def delete_remote_endpoint(self, endpoint_id: str) -> None:
@@ -44,11 +52,18 @@ class RemoteEndpointRecords(Database):
 
     def remote_endpoints(self, network_id: str | None = None) -> list[RemoteEndpoint]:
         rows = self._q(
-            "SELECT id, network_id, address, names FROM remote_endpoints"
+            "SELECT id, network_id, address, names, address6 FROM remote_endpoints"
             + (" WHERE network_id=?" if network_id is not None else "")
             + " ORDER BY address",
             (network_id,) if network_id is not None else (),
         )
         return [
-            RemoteEndpoint(r[0], r[1], ipaddress.IPv4Address(r[2]), tuple(json.loads(r[3]))) for r in rows
+            RemoteEndpoint(
+                r[0],
+                r[1],
+                ipaddress.IPv4Address(r[2]),
+                tuple(json.loads(r[3])),
+                ipaddress.IPv6Address(r[4]) if r[4] else None,
+            )
+            for r in rows
         ]

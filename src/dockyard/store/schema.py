@@ -5,7 +5,9 @@
 #    endpoints.address6/prefixlen6/gateway6 (database.py migrates; COLUMNS_3 lists them).
 # 4: endpoints.address/prefixlen may be NULL (IPv6-only networks, Docker 28's --ipv4=false);
 #    SQLite cannot drop a NOT NULL, so database.py rebuilds the table (ENDPOINTS_TABLE).
-SCHEMA_VERSION = 4
+# 5: remote_endpoints.address6: the resolver answers AAAA for other hosts' containers on a
+#    dual-stack overlay network (COLUMNS_5).
+SCHEMA_VERSION = 5
 
 # The columns schema 3 added, per table: what the migration adds to an older database.
 COLUMNS_3 = {
@@ -22,6 +24,9 @@ COLUMNS_3 = {
         ("gateway6", "TEXT"),
     ),
 }
+# The column schema 5 added: the copy of other hosts' endpoints is rebuilt at every resync,
+# so an added column that starts empty is all an older database needs.
+COLUMNS_5: dict[str, tuple[tuple[str, str], ...]] = {"remote_endpoints": (("address6", "TEXT"),)}
 ENDPOINTS_TABLE = """
 -- container_id is the owner's key: a container's id, or a CNI attachment's
 -- owner key when owner_kind is 'cni' (the ports' container_id likewise).
@@ -208,7 +213,8 @@ CREATE TABLE IF NOT EXISTS remote_endpoints (
     id TEXT PRIMARY KEY,
     network_id TEXT NOT NULL,
     address INTEGER NOT NULL,
-    names TEXT NOT NULL DEFAULT '[]'
+    names TEXT NOT NULL DEFAULT '[]',
+    address6 TEXT
 );
 CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """
