@@ -82,20 +82,21 @@ REFERENCE = "Docker 20.10 with a 101-port range: 202 processes and 665 MB"
 DOCKER_MIB_PER_PORT = 665 / 101  # the reference, until this run has measured its own
 MEMORY_MARGIN_MIB = 2048.0  # left free for the machine's other jobs
 THREADS_PER_PROXY = 8  # PIDs a docker-proxy takes (its Go threads: 6-8 seen), for the room check
-# Where a 1,000-port range's extra time goes, printed when the range goal is missed: py-spy on
-# dockyardd under this script and each step timed alone in a scratch namespace (2026-12-06, this
-# machine kind, under load; CPU milliseconds per 1,000 ports). Measured, not assumed: re-measure
-# after changing the publishing path.
+# Where a 1,000-port range's extra time goes, printed when the range goal is missed: cProfile
+# of dockyardd under this script's commands and each step timed alone in a scratch namespace
+# (2026-12-06, this machine kind, under load; milliseconds for 1,000 ports). Measured, not
+# assumed: re-measure after changing the publishing path.
 PROFILE = (
-    "where a 1,000-port range's extra time goes (py-spy on dockyardd, GIL-holding samples; each "
-    "step timed alone): the host-port holds, one socket, bind and listen per port (~5.5 ms of "
-    "kernel CPU, socket allocation and its LSM hooks more than the bind; one bound socket per "
-    "port is the mechanism, Linux has no batch bind), and their 1,000 closes at rm (~4.5 ms); "
-    "the API turning the range into 1,000 port requests (daemon/api, policy/ports.py) and the "
-    "chooser's per-port Python with a PortBinding per port (~4-5 ms); the 1,000 rows in one "
-    "executemany (~2-3 ms); the map elements, one nf_tables netlink batch packed with struct "
-    "(~1 ms; 20-25 ms when libnftables parsed them from JSON). dockyardd's CPU for a "
-    "1,000-port `run --rm` (publish and unpublish): 56 ms against 27 ms without ports"
+    "where a 1,000-port range's extra time goes (cProfile of dockyardd; each step timed alone "
+    "in a scratch namespace): the host-port holds, one socket, bind and listen per port, nearly "
+    "all of it the kernel's (6-8 ms; socket allocation more than the bind; Linux has no batch "
+    "bind), probed and reserved in one call for the run of ports (the chooser and the holds "
+    "together 8-10 ms, 11-12 when each port was its own call), and their 1,000 closes at rm "
+    "(~4 ms); a PortRequest per port from the API's range (~0.7 ms) and a PortBinding per port "
+    "from the chooser (~0.8 ms); the map elements, one nf_tables netlink batch packed with "
+    "struct (0.8 ms to encode, 0.9 ms to send; 20-25 ms when libnftables parsed them from "
+    "JSON); the rows, one INSERT made by SQLite from a recursive CTE (0.9 ms; 2.1 ms as an "
+    "executemany)"
 )
 
 

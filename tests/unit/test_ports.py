@@ -484,6 +484,101 @@ def test_random_choices_are_free_distinct_and_in_range(
     assert all(40000 <= p <= 40031 and p not in held and p not in refused for p in ports)
 
 
+def _one_by_one(
+    taken: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]],
+    probe,  # type: ignore[no-untyped-def]
+    requests: list[PortRequest],
+) -> tuple[PortBinding, ...] | str:
+    """The walk the chooser's fixed ports must decide as: each request in turn, checked
+    against what is published and what came before it, then probed."""
+    mine: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]] = {}
+    out = []
+    for r in requests:
+        key = (r.host_port, r.proto)
+        if any(overlaps(r.host_ip, o) for o in (*taken.get(key, ()), *mine.get(key, ()))):
+            where = f"{r.host_ip or '0.0.0.0'}:{r.host_port}"
+            return f"Bind for {where}/{r.proto} failed: port is already allocated"
+        status = probe(r.host_ip, r.host_port, r.proto)
+        if status is not FREE:
+            return str(refused(r.host_ip, r.host_port, r.proto, status))
+        mine.setdefault(key, []).append(r.host_ip)
+        out.append(PortBinding(r.container_port, r.proto, r.host_port, r.host_ip))
+    return tuple(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    asked=st.lists(
+        st.tuples(
+            st.integers(min_value=8000, max_value=8011),
+            st.sampled_from([TCP, UDP]),
+            st.sampled_from([None, IP("127.0.0.1"), IP("10.0.0.1")]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    held=st.dictionaries(
+        st.tuples(st.integers(min_value=8000, max_value=8011), st.sampled_from([TCP, UDP])),
+        st.lists(st.sampled_from([None, IP("127.0.0.1")]), min_size=1, max_size=2),
+        max_size=4,
+    ),
+    in_use=st.sets(st.integers(min_value=8000, max_value=8011), max_size=3),
+    batch=st.booleans(),
+)
+def test_fixed_ports_decide_as_the_one_by_one_walk(
+    asked: list[tuple[int, Protocol, ipaddress.IPv4Address | None]],
+    held: dict[tuple[int, Protocol], list[ipaddress.IPv4Address | None]],
+    in_use: set[int],
+    batch: bool,
+) -> None:
+    """Runs of fixed ports are checked in order and probed in one call: the same
+    bindings, or the same first refusal (in use, or already allocated), as port by port."""
+    requests = [PortRequest(80 + i, proto, port, ip) for i, (port, proto, ip) in enumerate(asked)]
+    probe = _free_unless(lambda port: port in in_use)
+
+    def probe_many(ip, ports, proto):  # type: ignore[no-untyped-def]
+        for i, port in enumerate(ports):
+            if probe(ip, port, proto) is not FREE:
+                return i, probe(ip, port, proto)
+        return None
+
+    chooser = HostPortChooser(
+        lambda key: held.get(key, ()), probe, (40000, 40099), probe_many=probe_many if batch else None
+    )
+    expected = _one_by_one(held, probe, requests)
+    if isinstance(expected, str):
+        with pytest.raises(Conflict) as info:
+            chooser.choose(requests)
+        assert str(info.value) == expected
+    else:
+        assert chooser.choose(requests) == expected
+
+
+def test_a_range_of_fixed_ports_is_probed_in_one_call_in_order() -> None:
+    calls: list[tuple[object, list[int], Protocol]] = []
+
+    def probe_many(ip, ports, proto):  # type: ignore[no-untyped-def]
+        calls.append((ip, list(ports), proto))
+        return None
+
+    def probe(_ip: object, _port: int, _proto: Protocol) -> BindStatus:
+        raise AssertionError("a fixed port is probed one by one")
+
+    chooser = HostPortChooser(lambda key: (), probe, (40000, 40099), probe_many=probe_many)
+    got = chooser.choose(parse_port_spec("10000-10999:20000-20999/udp").requests())
+    assert calls == [(None, list(range(10000, 11000)), UDP)]
+    assert got == tuple(PortBinding(20000 + i, UDP, 10000 + i) for i in range(1000))
+
+
+def test_a_refusal_in_a_range_names_the_port_the_probe_stopped_at() -> None:
+    chooser = HostPortChooser(
+        lambda key: (), _always, (40000, 40099), probe_many=lambda ip, ports, proto: (3, IN_USE)
+    )
+    with pytest.raises(Conflict) as info:
+        chooser.choose(parse_port_spec("127.0.0.1:9000-9009:9000-9009").requests())
+    assert str(info.value) == "cannot publish 127.0.0.1:9003/tcp: address already in use by another process"
+
+
 # --- -P: publish_all ---------------------------------------------------------------------------------
 
 

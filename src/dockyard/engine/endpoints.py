@@ -30,7 +30,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -314,10 +314,10 @@ class Endpoints:
         lo, hi = (min(asked), max(asked)) if asked else (0, -1)
         known = self.store.port_holders(lo, hi) if asked else {}
 
-        def holders(key: ports.Key) -> list[ports.HostIp | None]:
+        def holders(key: ports.Key) -> Sequence[ports.HostIp | None]:
             if lo <= key[0] <= hi:
-                return known.get(key, [])
-            return self.store.port_holders(key[0]).get(key, [])
+                return known.get(key, ())
+            return self.store.port_holders(key[0]).get(key, ())
 
         if network.host_binding is not None:
             # com.docker.network.bridge.host_binding_ipv4: the default host address.
@@ -328,7 +328,10 @@ class Endpoints:
         every = ports.families(network.subnet is not None, has6)
         ports.check_families(requests, every, network.name)
         reserve = functools.partial(self.k.holds.reserve, endpoint_id, families=every)
-        chooser = ports.HostPortChooser(holders, reserve, self.k.holds.local_port_range())
+        reserve_many = functools.partial(self.k.holds.reserve_many, endpoint_id, families=every)
+        chooser = ports.HostPortChooser(
+            holders, reserve, self.k.holds.local_port_range(), probe_many=reserve_many
+        )
         return chooser.choose(requests)
 
     def drop_records(self, owner: EndpointOwner, only_ifname: str | None = None) -> None:

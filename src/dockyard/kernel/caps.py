@@ -73,9 +73,12 @@ def _capset(effective: int, permitted: int, inheritable: int) -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def confine(mask: int, uid: int, gid: int, groups: tuple[int, ...], no_new_privs: bool) -> None:
-    """Become uid:gid with these groups and at most the capabilities in mask."""
-    for cap in range(last_cap() + 1):
+def confine(
+    mask: int, uid: int, gid: int, groups: tuple[int, ...], no_new_privs: bool, last: int | None = None
+) -> None:
+    """Become uid:gid with these groups and at most the capabilities in mask (`last`:
+    last_cap() read already, so that confining opens no file)."""
+    for cap in range((last_cap() if last is None else last) + 1):
         if not mask >> cap & 1 and _prctl(PR_CAPBSET_READ, cap) == 1:
             _prctl(PR_CAPBSET_DROP, cap)
     # The ambient set goes before the user changes (it needs no capability).

@@ -22,6 +22,7 @@ import functools
 import ipaddress
 import socket
 import threading
+from collections.abc import Sequence
 
 from dockyard.errors import KernelError
 from dockyard.kernel import sysctl
@@ -164,6 +165,66 @@ class PortHolds:
             if old is not None:
                 old.close()
         return status
+
+    def reserve_many(
+        self,
+        owner: str,
+        ip: HostIp | None,
+        ports: Sequence[int],
+        proto: Protocol,
+        families: Families = IPV4_ONLY,
+    ) -> tuple[int, BindStatus] | None:
+        """reserve() for a run of ports of one address and protocol, in order, stopping at
+        the first the host refuses: (its index, why), or None when every one is free.
+
+        Linux has no batch bind, so each port is still a socket, a bind and a
+        listen; what goes is the Python around each (a 1,000-port range spent
+        as long there as in the kernel). The ports before a refusal stay
+        reserved, as reserve() leaves them, for unreserve()."""
+        kind, number = _KINDS[proto]
+        family, address, v6only = _address(ip, families)
+        stream = kind == socket.SOCK_STREAM
+        six = family == socket.AF_INET6
+        new = socket.socket
+        got: list[tuple[Where, socket.socket]] = []
+        refusal: tuple[int, BindStatus] | None = None
+        try:
+            for index, port in enumerate(ports):
+                try:
+                    sock = new(family, kind, number)
+                except OSError as e:
+                    if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EAFNOSUPPORT):
+                        break  # no such protocol: nothing to hold, every port is free (_open)
+                    raise KernelError(
+                        f"cannot try host port {_where(ip, port, proto)}: {e.strerror}"
+                    ) from e
+                try:
+                    if six:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+                    sock.bind((address, port))
+                    if stream:
+                        sock.listen(0)
+                except OSError as e:
+                    sock.close()
+                    status = _REFUSED.get(e.errno or 0)
+                    if status is None:
+                        raise KernelError(
+                            f"cannot try host port {_where(ip, port, proto)}: {e.strerror}"
+                        ) from e
+                    refusal = index, status
+                    break
+                got.append(((ip, port, proto), sock))
+        finally:
+            if got:
+                with self._lock:
+                    mine = self._reserved.get(owner)
+                    if mine is None:
+                        mine = self._reserved[owner] = {}
+                    old = [mine[key] for key, _ in got if key in mine]
+                    mine.update(got)
+                for sock in old:
+                    sock.close()
+        return refusal
 
     def unreserve(self, owner: str) -> int:
         with self._lock:

@@ -101,13 +101,30 @@ def encode_rows(types: Sequence[str], rows: Iterable[Sequence[Value]]) -> list[b
     for i, (kind, (_, how)) in enumerate(zip(types, fields, strict=True)):
         column = [values[i] for values in rows]
         if how is not None:
-            seen: dict[Value, Any] = {}
-            column = [seen[v] if v in seen else seen.setdefault(v, _convert(kind, v)) for v in column]
+            column = _converted(kind, column)
         columns.append(column)
     try:
         return [pack(*values) for values in zip(*columns, strict=True)]
     except struct.error as e:
         raise KernelError(f"a value does not fit nftables type {' . '.join(types)}: {e}") from e
+
+
+def _converted(kind: str, column: list[Value]) -> list[Any]:
+    """_convert over a column, each distinct value once. A range repeats one address
+    and one protocol object a thousand times: a value is hashed (in Python, for an
+    address or an enum) only where it differs from the one before it."""
+    seen: dict[Value, Any] = {}
+    out: list[Any] = []
+    last: object = _convert  # no value is this
+    got: Any = None
+    for v in column:
+        if v is not last:
+            last = v
+            got = seen.get(v, seen)
+            if got is seen:
+                got = seen[v] = _convert(kind, v)
+        out.append(got)
+    return out
 
 
 def _convert(kind: str, value: Value) -> int | bytes:
@@ -130,18 +147,11 @@ def _convert(kind: str, value: Value) -> int | bytes:
         raise KernelError(f"not an {kind}: {value}") from e
 
 
-def _element(key: bytes, data: bytes | None, udata: bytes) -> bytes:
-    """NFTA_LIST_ELEM { KEY { VALUE key }, DATA { VALUE data }, USERDATA }: the headers
-    depend only on the lengths, which one batch's elements share."""
-    head, middle, tail = _frame(len(key), -1 if data is None else len(data), udata)
-    if data is None:
-        return head + key + tail
-    return head + key + middle + data + tail
-
-
 @functools.lru_cache(maxsize=32)
 def _frame(key_len: int, data_len: int, udata: bytes) -> tuple[bytes, bytes, bytes]:
-    """The bytes around an element's key and data (_element), built with _attr once."""
+    """The bytes around an element's key and data, built with _attr once: NFTA_LIST_ELEM
+    { KEY { VALUE key }, DATA { VALUE data }, USERDATA } is before + key + middle + data
+    + after (before + key + after without data); they depend only on the lengths."""
     k, d = b"\x01" * key_len, b"\x02" * max(data_len, 0)
     key = _attr(ELEM_KEY | NLA_F_NESTED, _attr(DATA_VALUE, k))
     data = _attr(ELEM_DATA | NLA_F_NESTED, _attr(DATA_VALUE, d)) if data_len >= 0 else b""
@@ -205,8 +215,16 @@ class ElementSocket:
             def message(items: list[bytes], family: str = family, head: bytes = head) -> tuple[int, bytes]:
                 return FAMILIES[family], head + _attr(LIST_ELEMENTS | NLA_F_NESTED, b"".join(items))
 
+            shape: tuple[int, int] = (-2, -2)
+            before, middle, after = b"", b"", b""
             for key, data in elements:
-                item = _element(key, data if add else None, udata)
+                # The frame around an element depends on its lengths alone, which one
+                # set's elements share: made once a set, not looked up per element.
+                value = data if add else None
+                if (len(key), -1 if value is None else len(value)) != shape:
+                    shape = (len(key), -1 if value is None else len(value))
+                    before, middle, after = _frame(shape[0], shape[1], udata)
+                item = before + key + after if value is None else before + key + middle + value + after
                 if chunk and size + len(item) > _MAX_ELEMENTS_BYTES:
                     payloads.append(message(chunk))
                     chunk, size = [], 0

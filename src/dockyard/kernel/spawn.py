@@ -238,8 +238,11 @@ def _console(console: int, size: list[int]) -> None:
         os.close(slave)
 
 
-def _become_user(req: SpawnRequest) -> dict[str, str]:
-    """Limits, user, groups and capabilities; the environment's HOME for that user."""
+def _limit_files(req: SpawnRequest) -> None:
+    """The container's RLIMIT_NOFILE. Set once the child has opened what it reads (its
+    /etc/passwd, /proc/self/status): until the exec closes them, it holds the shim's descriptors, a few per
+    running container, and under a limit of 1,024 the 254th container found no number
+    free to open a file with (EMFILE)."""
     if req.nofile:
         soft, hard = req.nofile
         try:
@@ -248,15 +251,22 @@ def _become_user(req: SpawnRequest) -> dict[str, str]:
             # Raising the hard limit needs CAP_SYS_RESOURCE, which a host may not give.
             _, held = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, held), held))
+
+
+def _become_user(req: SpawnRequest) -> dict[str, str]:
+    """Limits, user, groups and capabilities; the environment's HOME for that user."""
     if req.caps < 0 and not req.user and not req.group_add and not req.no_new_privs:
+        _limit_files(req)
         return {}
     try:
         who = users.resolve("/", req.user, req.group, tuple(req.group_add))
     except users.UnknownUser as e:
         raise SpawnFailure("user", errno.ENOENT, str(e)) from e
     mask = caps.bounding_set() if req.caps < 0 else req.caps & caps.bounding_set()
+    last = caps.last_cap()
+    _limit_files(req)  # after every file is read, before the capabilities go (raising needs one)
     try:
-        caps.confine(mask, who.uid, who.gid, who.groups, req.no_new_privs)
+        caps.confine(mask, who.uid, who.gid, who.groups, req.no_new_privs, last)
     except OSError as e:
         raise SpawnFailure(
             "caps", e.errno or 0, f"cannot set the container's user and capabilities: {e}"

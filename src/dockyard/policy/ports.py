@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
@@ -228,6 +228,9 @@ def overlaps(a_ip: HostIp | None, b_ip: HostIp | None) -> bool:
 
 
 BindProbe = Callable[[HostIp | None, int, Protocol], BindStatus]
+# Probes ports of one address and protocol in order, stopping at the first that is not
+# free: (its index, why), or None when every one is free. A range's ports in one call.
+BindProbeMany = Callable[[HostIp | None, Sequence[int], Protocol], tuple[int, BindStatus] | None]
 Key = tuple[int, Protocol]
 
 
@@ -273,7 +276,8 @@ class HostPortChooser:
     `holders(key)` gives the host addresses already publishing (port, proto)
     (None for every address): asked per port tried, so that a choice costs
     the same however many ports are published. `probe` asks the host whether
-    a port is free of other processes. An address that is not the host's
+    a port is free of other processes; `probe_many` (by default `probe` per
+    port) asks it for a run of ports at once. An address that is not the host's
     fails at its first probe: every port of it would fail alike, so no range
     is scanned.
     """
@@ -284,16 +288,30 @@ class HostPortChooser:
         probe: BindProbe,
         local_range: tuple[int, int],
         rng: random.Random | None = None,
+        probe_many: BindProbeMany | None = None,
     ) -> None:
         self._holders = holders
         self._chosen: dict[Key, list[HostIp | None]] = {}
         self._probe = probe
+        self._probe_many = probe_many or self._probe_each
         self._range = local_range
         self._rng = rng or random.Random()
 
+    def _probe_each(
+        self, ip: HostIp | None, ports: Sequence[int], proto: Protocol
+    ) -> tuple[int, BindStatus] | None:
+        for i, port in enumerate(ports):
+            status = self._probe(ip, port, proto)
+            if status is not BindStatus.FREE:
+                return i, status
+        return None
+
     def _clashes(self, ip: HostIp | None, port: int, proto: Protocol) -> bool:
         key = (port, proto)
-        return any(overlaps(ip, other) for other in (*self._holders(key), *self._chosen.get(key, ())))
+        held, mine = self._holders(key), self._chosen.get(key)
+        if not held and not mine:
+            return False
+        return any(overlaps(ip, other) for other in (*held, *(mine or ())))
 
     def _take(self, ip: HostIp | None, port: int, proto: Protocol) -> None:
         self._chosen.setdefault((port, proto), []).append(ip)
@@ -307,24 +325,55 @@ class HostPortChooser:
         return status is BindStatus.FREE
 
     def choose(self, requests: Iterable[PortRequest]) -> tuple[PortBinding, ...]:
+        reqs = tuple(requests)
         out: list[PortBinding] = []
-        for req in requests:
+        i, count = 0, len(reqs)
+        while i < count:
+            req = reqs[i]
             ip = req.host_ip
             if req.host_port and not req.host_port_end:
-                port = req.host_port
-                if self._clashes(ip, port, req.proto):
-                    taken = f"{where(ip, port)}/{req.proto}"
-                    raise Conflict(f"Bind for {taken} failed: port is already allocated")
-                status = self._probe(ip, port, req.proto)
-                if status is not BindStatus.FREE:
-                    raise refused(ip, port, req.proto, status)
-            elif req.host_port:
+                # A run of ports asked for by number on one address and protocol (a
+                # range's thousand): checked in order, probed in one call.
+                i = self._choose_fixed(reqs, i, out)
+                continue
+            if req.host_port:
                 port = self._first_free(ip, req.proto, req.host_port, req.host_port_end)
             else:
                 port = self._random_free(ip, req.proto)
             self._take(ip, port, req.proto)
             out.append(PortBinding(req.container_port, req.proto, port, ip))
+            i += 1
         return tuple(out)
+
+    def _choose_fixed(self, reqs: tuple[PortRequest, ...], start: int, out: list[PortBinding]) -> int:
+        """The run of fixed host ports from reqs[start] (one address, one protocol), as the
+        one-by-one walk would decide it: each port checked against what is published and
+        what this container took before it, then the host probed in order; the first
+        refusal, of either kind, is the one reported. Returns where the run ends."""
+        first = reqs[start]
+        ip, proto = first.host_ip, first.proto
+        end = start
+        run: list[int] = []
+        clash = 0
+        for req in reqs[start:]:
+            if not req.host_port or req.host_port_end or req.proto is not proto or req.host_ip != ip:
+                break
+            port = req.host_port
+            if self._clashes(ip, port, proto):
+                clash = port
+                break
+            self._take(ip, port, proto)
+            run.append(port)
+            end += 1
+        refused_at = self._probe_many(ip, run, proto) if run else None
+        if refused_at is not None:
+            index, status = refused_at
+            raise refused(ip, run[index], proto, status)
+        if clash:
+            raise Conflict(f"Bind for {where(ip, clash)}/{proto} failed: port is already allocated")
+        asked = zip(reqs[start:end], run, strict=True)
+        out.extend(PortBinding(r.container_port, proto, port, ip) for r, port in asked)
+        return end
 
     def _first_free(self, ip: HostIp | None, proto: Protocol, lo: int, hi: int) -> int:
         for port in range(lo, hi + 1):

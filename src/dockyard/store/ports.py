@@ -21,6 +21,31 @@ def _host_ip(text: str) -> HostIp | None:
     return ipaddress.ip_address(text) if text else None
 
 
+def _values(b: PortBinding) -> tuple[str, int, str, int]:
+    """A binding's columns after the owner's: host_ip, host_port, proto, container_port."""
+    return str(b.host_ip or ""), b.host_port, str(b.proto), b.container_port
+
+
+def _runs(bindings: tuple[PortBinding, ...]) -> list[tuple[PortBinding, int]]:
+    """The bindings as runs, in order: (first, length) where each next binding is on the
+    same address and protocol with its host and container ports one further."""
+    runs: list[tuple[PortBinding, int]] = []
+    first, count = bindings[0], 1
+    for b in bindings[1:]:
+        if (
+            b.host_port == first.host_port + count
+            and b.container_port == first.container_port + count
+            and b.proto is first.proto
+            and b.host_ip == first.host_ip
+        ):
+            count += 1
+        else:
+            runs.append((first, count))
+            first, count = b, 1
+    runs.append((first, count))
+    return runs
+
+
 class PortRecords(Database):
     # -- published ports -------------------------------------------------
 
@@ -29,20 +54,30 @@ class PortRecords(Database):
         " VALUES(?,?,?,?,?,?)"
     )
 
+    # A run of ports (a range: host and container ports stepping by one together) is
+    # one statement, its rows made by SQLite: a 1,000-port range binds 7 values, not 6,000.
+    _ADD_RUN = (
+        "WITH RECURSIVE run(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM run WHERE i < ?)"
+        " INSERT INTO ports(container_id, endpoint_id, host_ip, host_port, proto, container_port)"
+        " SELECT ?, ?, ?, ? + i, ?, ? + i FROM run"
+    )
+
     def add_ports(self, container_id: str, endpoint_id: str, bindings: tuple[PortBinding, ...]) -> None:
-        rows = [
-            (container_id, endpoint_id, str(b.host_ip or ""), b.host_port, str(b.proto), b.container_port)
-            for b in bindings
-        ]
-        if not rows:
+        if not bindings:
             return
-        # All rows in one statement (a 1,000-port range is 1,000 rows); on a
-        # conflict, back to where it started, and row by row to name the port.
+        # All rows in one transaction; on a conflict, back to where it started,
+        # and row by row to name the port.
+        runs = _runs(bindings)
         with self._lock:
             try:
                 self._db.execute("SAVEPOINT add_ports")
                 try:
-                    self._db.executemany(self._ADD_PORT, rows)
+                    for first, count in runs:
+                        values = _values(first)
+                        if count == 1:
+                            self._db.execute(self._ADD_PORT, (container_id, endpoint_id, *values))
+                        else:
+                            self._db.execute(self._ADD_RUN, (count - 1, container_id, endpoint_id, *values))
                 except BaseException:
                     self._db.execute("ROLLBACK TO add_ports")
                     self._db.execute("RELEASE add_ports")
@@ -53,9 +88,9 @@ class PortRecords(Database):
                 pass
             except sqlite3.Error as e:
                 raise self._unusable(e) from e
-        for b, row in zip(bindings, rows, strict=True):
+        for b in bindings:
             try:
-                self._q(self._ADD_PORT, row)
+                self._q(self._ADD_PORT, (container_id, endpoint_id, *_values(b)))
             except Conflict:
                 raise Conflict(
                     f"Bind for {b.host_text}/{b.proto} failed: port is already allocated"

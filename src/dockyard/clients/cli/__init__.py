@@ -9,12 +9,16 @@ found, else the command's own status. Errors print one line,
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from dockyard.clients.cli import top_help
 from dockyard.clients.cli.output import one_line
 from dockyard.errors import DockyardError, InvalidArgument
+
+TYPE_CHECKING = False  # importing typing would cost every command
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_USAGE = 125
 
@@ -23,131 +27,11 @@ class UsageError(Exception):
     pass
 
 
-def _terminal_width() -> int:
-    """shutil.get_terminal_size()'s columns, without importing shutil (and bz2, lzma, fnmatch)."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the command named in argv (of every command when argv is None)."""
+    from dockyard.clients.cli import parser
 
-
-class Formatter(argparse.HelpFormatter):
-    """argparse's formatter, told the width: its own way of asking imports shutil."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(prog, indent_increment, max_help_position, width or _terminal_width() - 2)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as dockyard errors (exit 125, one line)."""
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        kwargs.setdefault("formatter_class", Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
-        # `--name=--`: argparse drops the "--" and hands the action [] for a string, a
-        # traceback further on. No option of dockyard's takes "--" as its value.
-        if action.option_strings and arg_strings == ["--"]:
-            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument, not '--'")
-        return super()._get_values(action, arg_strings)  # type: ignore[misc]
-
-
-GLOBAL_OPTIONS_WITH_VALUE = ("--root", "--host-netns", "--bridge", "--bip")
-
-
-def command_word(argv: list[str]) -> str | None:
-    """The command named in argv, after the global options; None if there is none."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in GLOBAL_OPTIONS_WITH_VALUE:
-            i += 2
-            continue
-        if word.startswith("-"):
-            i += 1
-            continue
-        return word
-    return None
-
-
-class _Ignored:
-    """Stands in for the parsers of commands that were not asked for."""
-
-    def __getattr__(self, name: str) -> object:
-        return lambda *args, **kwargs: self
-
-
-class _Rebuild(Exception):
-    """argparse chose a command other than the one command_word() found
-    (an abbreviated global option, say): parse again with every command built."""
-
-
-class _Unbuilt:
-    """A command's entry in argparse's map while its parser is not built."""
-
-    def parse_known_args(self, *args: object, **kwargs: object) -> object:
-        raise _Rebuild
-
-
-class _OnlyOne:
-    """Subparsers that fully build only the command being run.
-
-    Building every command's arguments costs ~12 ms, a fifth of a `run`, and
-    even a bare parser per command ~0.2 ms each (some 40 of them, for
-    `dockyard --help`): the others get only their line in argparse's help
-    and a name in its choices. wanted None builds them all; "" (no command
-    named: `dockyard --help`) none.
-    """
-
-    def __init__(self, sub: argparse._SubParsersAction, wanted: str | None) -> None:  # type: ignore[type-arg]
-        self._sub = sub
-        self._wanted = wanted
-
-    def add_parser(self, name: str, **kwargs: object) -> object:
-        if self._wanted is None or name == self._wanted:
-            return self._sub.add_parser(name, **kwargs)  # type: ignore[arg-type]
-        # What add_parser records for the help and the choices, without the parser.
-        sub = self._sub
-        help_text = kwargs.get("help")
-        if help_text is not None:
-            sub._choices_actions.append(sub._ChoicesPseudoAction(name, (), help_text))  # type: ignore[attr-defined]
-        sub._name_parser_map[name] = _Unbuilt()  # type: ignore[assignment]
-        return _Ignored()
-
-
-def build_parser(argv: list[str] | None = None) -> Parser:
-    from dockyard.clients.cli import container_verbs, containers, daemon, explain, images, network, run
-
-    p = Parser(prog="dockyard", description="Run processes as containers, wired up the way Docker does.")
-    p.add_argument("--root", help="state directory (env DOCKYARD_ROOT, default /var/lib/dockyard)")
-    p.add_argument(
-        "--host-netns", metavar="NAME|PATH", help="work as if this network namespace were the host"
-    )
-    p.add_argument("--bridge", metavar="NAME", help="the default bridge's name (default dockyard0)")
-    p.add_argument(
-        "--bip", metavar="CIDR", help="the default bridge's address with prefix, e.g. 10.10.0.1/24"
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    real = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub = _OnlyOne(real, (command_word(argv) or "") if argv is not None else None)
-    run.register(sub)
-    containers.register(sub)
-    container_verbs.register(sub)
-    network.register(sub)
-    daemon.register(sub)
-    images.register(sub)
-    explain.register(sub)
-    return p
+    return parser.build_parser(argv)
 
 
 def make_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -168,10 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     debug = False
     root_option = None
     try:
+        if top_help.wanted(argv):
+            # Printed without argparse where its layout is proven (top_help.py).
+            text = top_help.render(top_help.terminal_width() - 2)
+            if text is not None:
+                sys.stdout.write(text)
+                return 0
+        from dockyard.clients.cli.parser import Rebuild
+
         parser = build_parser(argv)
         try:
             args = parser.parse_args(argv)
-        except _Rebuild:
+        except Rebuild:
             parser = build_parser()
             args = parser.parse_args(argv)
         debug = args.debug
