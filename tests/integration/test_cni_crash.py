@@ -286,6 +286,26 @@ def test_the_verbs_pass_the_steps_tested(rounds: Round) -> None:
     assert set(GC_POINTS) == set(_points(GC))
 
 
+def test_a_gc_lets_the_reaper_start_only_once_all_its_releases_are_recorded(rounds: Round) -> None:
+    # Its last step made slow: a reaper started by the first release would reap within it.
+    daemon, err = rounds.daemon({"DOCKYARD_TRACE": "1", "DOCKYARD_DELAY": "cni.gc.done=1"})
+    for name in "abc":
+        rounds.ok("ADD", name)
+    before = len(err.read_text().splitlines())
+    rounds.ok("GC", valid="a")
+    rounds.settle()
+    traced = [line.split() for line in err.read_text().splitlines()[before:] if line.startswith("trace ")]
+    done = [float(t) for _, t, name in traced if name == "cni.gc.done"]
+    reaping = [float(t) for _, t, name in traced if name == "endpoint.reaping"]
+    assert len(done) == 1 and len(reaping) == 2, traced
+    # 1 s after gc.done's mark: the GC's block had ended, both releases recorded.
+    assert min(reaping) >= done[0] + 1000, traced
+    rounds.assert_made("a")
+    rounds.ok("GC")
+    rounds.lab.dy_ok("daemon", "stop")
+    daemon.wait(timeout=10)
+
+
 def _round(r: Round, verb: str, fault: str) -> None:
     """Kill the daemon at fault in the verb's round, recover, run the verb again."""
     daemon, _ = r.daemon({"DOCKYARD_FAULT": fault})

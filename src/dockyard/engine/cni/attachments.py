@@ -355,7 +355,9 @@ class Attachments:
     def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
         """Release every attachment of the network that the runtime does not list."""
         removed = []
-        with self.lock:
+        # The veths go once every release of this GC is recorded: a crash while the reaper
+        # works finds the GC whole, never half of it (the reaper once ran between two releases).
+        with self.lock, self.endpoints.reaping_after():
             step("cni.gc.begin")
             keep = {owner_key(network, cid, ifname) for cid, ifname in valid}
             for a in self.all(network):
