@@ -35,6 +35,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -410,3 +411,26 @@ def overlay_hosts(etcd: EtcdLab, tmp: Path, prefix: str | None = None) -> list[O
         h.configure(store, "und0" if i == 0 else m.addr, prefix)
         made.append(h)
     return made
+
+
+def run_at_once(hosts: list[OverlayHost], network: str, per_host: int) -> dict[str, list[str]]:
+    """`run -d` on a network from two threads per host at the same moment, per_host runs per
+    thread; host -> the ids of its containers. Every run must succeed."""
+    ids: dict[str, list[str]] = {h.host: [] for h in hosts}
+    errors: list[str] = []
+
+    def runs(h: OverlayHost) -> None:
+        for _ in range(per_host):
+            r = h.dy("run", "-d", "--net", network, "sleep", "300")
+            if r.returncode != 0:
+                errors.append(r.stderr)
+            else:
+                ids[h.host].append(r.stdout.strip().splitlines()[-1])
+
+    threads = [threading.Thread(target=runs, args=(h,)) for h in hosts for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return ids

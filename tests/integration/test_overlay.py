@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from cni_runtime import Runtime, Sandboxes, plugin_dir
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys
 from dockyard.cluster.records import Claim
-from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
+from etcd_lab import EtcdLab, OverlayHost, overlay_hosts, run_at_once
 from lab import PROBE, REPO, Lab, sh
 
 UNDERLAY_MTU = 1500
@@ -168,23 +167,7 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_address(hosts: list[Hos
     a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.51.0.0/26", "race")
     b.eventually(lambda: "race" in _ls(b), 10, "race on host B")
     per_host = 6
-    ids: dict[str, list[str]] = {a.host: [], b.host: []}
-    errors: list[str] = []
-
-    def runs(h: Host) -> None:
-        for _ in range(per_host):
-            r = h.dy("run", "-d", "--net", "race", "sleep", "300")
-            if r.returncode != 0:
-                errors.append(r.stderr)
-            else:
-                ids[h.host].append(r.stdout.strip().splitlines()[-1])
-
-    threads = [threading.Thread(target=runs, args=(h,)) for h in (a, b) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    ids = run_at_once([a, b], "race", per_host)
     addresses = [h.address_on(cid, "race") for h in (a, b) for cid in ids[h.host]]
     assert len(addresses) == 4 * per_host
     assert len(set(addresses)) == len(addresses), sorted(addresses)

@@ -14,7 +14,6 @@ import ipaddress
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from cni_runtime import Runtime, Sandboxes, plugin_dir
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
-from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
+from etcd_lab import EtcdLab, OverlayHost, overlay_hosts, run_at_once
 from lab import PROBE, REPO, Lab, sh
 
 FRAMES = str(REPO / "tests" / "tools" / "frames.py")
@@ -194,23 +193,7 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: lis
     subnet6 = next(ipaddress.ip_network(x["Subnet"]) for x in info["IPAM"]["Config"] if ":" in x["Subnet"])
     assert subnet6.prefixlen == 64 and subnet6.subnet_of(ipaddress.IPv6Network("fd00::/8"))
     per_host = 4
-    ids: dict[str, list[str]] = {a.host: [], b.host: []}
-    errors: list[str] = []
-
-    def runs(h: Host) -> None:
-        for _ in range(per_host):
-            r = h.dy("run", "-d", "--net", "race6", "sleep", "300")
-            if r.returncode != 0:
-                errors.append(r.stderr)
-            else:
-                ids[h.host].append(r.stdout.strip().splitlines()[-1])
-
-    threads = [threading.Thread(target=runs, args=(h,)) for h in (a, b) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    ids = run_at_once([a, b], "race6", per_host)
     addresses = [_net6(h, cid, "race6")[0] for h in (a, b) for cid in ids[h.host]]
     assert len(addresses) == 4 * per_host and all(ipaddress.IPv6Address(x) in subnet6 for x in addresses)
     assert len(set(addresses)) == len(addresses), sorted(addresses)
