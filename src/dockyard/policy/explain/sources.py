@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from dockyard.model import Protocol
 from dockyard.observed import Link, Namespace, Route, Route6
@@ -136,45 +137,29 @@ def host_address(host: Namespace, on: str = "", version: int = 4) -> Addr | None
 
 def destinations(view: View, target: Member, port: int, proto: Protocol, source: Source) -> list[Destination]:
     """Where this source would send to reach the container's port: each published host
-    port of it (by the kernel's elements) on the address the source would use, and the
-    container's own address."""
-    if source.address.version == 6:
-        return _destinations6(view, target, port, proto, source)
-    out: list[Destination] = []
-    el = view.elements
-    want = (target.address, port)
-    for (p, hp), t in sorted(el.publish_any.items()):
-        if p is proto and t == want:
-            dst: Addr | None = LOOPBACK
-            if source.kind != "loopback":
-                dst = host_address(view.host, source.iif if source.kind == "outside" else "")
-            if dst is not None:
-                out.append(Destination(dst, hp, p, "published", words.publish_any(p, hp, t)))
-    for (hip, p, hp), t in sorted(el.publish_addr.items()):
-        if p is proto and t == want:
-            out.append(Destination(hip, hp, p, "published", words.publish_addr(hip, p, hp, t)))
-    out.append(Destination(target.address, port, proto, "direct"))
-    return out
-
-
-def _destinations6(
-    view: View, target: Member, port: int, proto: Protocol, source: Source
-) -> list[Destination]:
-    """destinations' IPv6 twin: by publish_any6 and publish_addr6, then the container's IPv6 address."""
-    if target.address6 is None:
+    port of it (by the kernel's elements of the source's family) on the address the source
+    would use, and the container's own address of that family."""
+    version = source.address.version
+    address: Addr | None = target.address6 if version == 6 else target.address
+    if address is None:
         return []
-    out: list[Destination] = []
     el = view.elements
-    want = (target.address6, port)
-    for (p, hp), t in sorted(el.publish_any6.items()):
+    any_map: dict[Any, Any] = el.publish_any6 if version == 6 else el.publish_any
+    addr_map: dict[Any, Any] = el.publish_addr6 if version == 6 else el.publish_addr
+    say_any = words.publish_any6 if version == 6 else words.publish_any
+    say_addr = words.publish_addr6 if version == 6 else words.publish_addr
+    order = str if version == 6 else None
+    out: list[Destination] = []
+    want = (address, port)
+    for (p, hp), t in sorted(any_map.items(), key=order):
         if p is proto and t == want:
-            dst: Addr | None = LOOPBACK6
+            dst: Addr | None = LOOPBACK6 if version == 6 else LOOPBACK
             if source.kind != "loopback":
-                dst = host_address(view.host, source.iif if source.kind == "outside" else "", version=6)
+                dst = host_address(view.host, source.iif if source.kind == "outside" else "", version=version)
             if dst is not None:
-                out.append(Destination(dst, hp, p, "published", words.publish_any6(p, hp, t)))
-    for (hip, p, hp), t in sorted(el.publish_addr6.items(), key=str):
+                out.append(Destination(dst, hp, p, "published", say_any(p, hp, t)))
+    for (hip, p, hp), t in sorted(addr_map.items(), key=order):
         if p is proto and t == want:
-            out.append(Destination(hip, hp, p, "published", words.publish_addr6(hip, p, hp, t)))
-    out.append(Destination(target.address6, port, proto, "direct"))
+            out.append(Destination(hip, hp, p, "published", say_addr(hip, p, hp, t)))
+    out.append(Destination(address, port, proto, "direct"))
     return out
