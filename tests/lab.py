@@ -33,6 +33,17 @@ from dockyard.kernel.cgroups import Cgroups
 REPO = Path(__file__).resolve().parent.parent
 DOCKYARD = [sys.executable, "-m", "dockyard"]
 PROBE = str(REPO / "tests" / "tools" / "probe.py")
+# One DNS query, printed as "rcode:record,record": from a container (over IPv4 or IPv6) or the host.
+DIG = (
+    "import socket, sys\n"
+    "from dnslib import DNSRecord\n"
+    "server, name, qtype = sys.argv[1:4]\n"
+    "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(3)\n"
+    "s.sendto(DNSRecord.question(name, qtype).pack(), (server, 53))\n"
+    "reply = DNSRecord.parse(s.recv(4096))\n"
+    "print(str(reply.header.rcode) + ':' + ','.join(str(rr.rdata) for rr in reply.rr))\n"
+)
 HOST_ADDR = "198.51.100.1"
 UP_ADDR = "198.51.100.2"
 WORLD_ADDR = "203.0.113.1"

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab import Lab
+from lab import DIG, Lab
 
 SUBNET6 = "2001:db8:1::/64"
 # A TCP server on [::]:80 answering its name, and a client printing the answer (probe.py is IPv4's).
@@ -208,17 +208,6 @@ def test_ip6_outside_the_subnet_is_refused_and_changes_nothing(lab: Lab) -> None
     assert lab.dy_ok("ps", "-aq") == ps
 
 
-# One DNS query, printed as "rcode:record,record": from a container (over IPv4 or IPv6) or the host.
-DIG = (
-    "import socket, sys\n"
-    "from dnslib import QTYPE, DNSRecord\n"
-    "server, name, qtype = sys.argv[1:4]\n"
-    "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "s.settimeout(3)\n"
-    "s.sendto(DNSRecord.question(name, qtype).pack(), (server, 53))\n"
-    "reply = DNSRecord.parse(s.recv(4096))\n"
-    "print(str(reply.header.rcode) + ':' + ','.join(str(rr.rdata) for rr in reply.rr))\n"
-)
 # An upstream resolver on an IPv6 address: every AAAA question gets 2001:db8:53::99.
 UPSTREAM6 = (
     "import socket, sys\n"

@@ -11,21 +11,10 @@ import sys
 
 import pytest
 
-from lab import HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, Lab
+from lab import DIG, HOST_ADDR, HOST_ADDR6, PROBE, UP_ADDR, UP_ADDR6, Lab
 
 SUBNET6 = "fd00:1::/64"
 GATEWAY6 = "fd00:1::1"
-# One DNS query, printed as "rcode:record,record" (test_ipv6.py's DIG).
-DIG = (
-    "import socket, sys\n"
-    "from dnslib import DNSRecord\n"
-    "server, name, qtype = sys.argv[1:4]\n"
-    "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "s.settimeout(3)\n"
-    "s.sendto(DNSRecord.question(name, qtype).pack(), (server, 53))\n"
-    "reply = DNSRecord.parse(s.recv(4096))\n"
-    "print(str(reply.header.rcode) + ':' + ','.join(str(rr.rdata) for rr in reply.rr))\n"
-)
 
 
 def _v6only(lab: Lab, *extra: str, name: str = "v6only") -> dict:
