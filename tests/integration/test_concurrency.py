@@ -68,7 +68,9 @@ def test_run_racing_network_rm_never_leaves_half_made_state(lab: Lab) -> None:
 
 def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
     lab.root.mkdir(parents=True)
-    env = {**os.environ, "DOCKYARD_DELAY": "run.spawn=3"}
+    # The start is held at its spawn step until the test has read: a gate, not a clock.
+    gate = lab.root.parent / "spawn-gate"
+    env = {**os.environ, "DOCKYARD_DELAY": f"run.spawn={gate}"}
     daemon = subprocess.Popen(
         [sys.executable, "-m", "dockyard.daemon.main", "--root", str(lab.root), "--host-netns", lab.host],
         env=env,
@@ -91,7 +93,8 @@ def test_a_slow_run_does_not_block_reads(lab: Lab) -> None:
     assert slow.poll() is None, "the run finished before the reads: the test proves nothing"
     assert ps.returncode == 0 and info.returncode == 0 and nets.returncode == 0
     assert json.loads(info.stdout)[0]["State"]["Status"] == "created"
-    assert slow.wait(timeout=30) == 0
+    gate.touch()
+    assert slow.wait(timeout=60) == 0
     lab.dy_ok("daemon", "stop")
 
 

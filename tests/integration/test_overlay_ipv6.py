@@ -22,14 +22,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from cni_runtime import Runtime, Sandboxes, plugin_dir
+from test_spoofing import Watch
 
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts, run_at_once
-from lab import PROBE, REPO, Lab, sh
+from lab import PROBE, Lab, sh
 
-FRAMES = str(REPO / "tests" / "tools" / "frames.py")
 Host = OverlayHost
 
 
@@ -143,14 +143,7 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
     forged = "fd00:60::99"
     r = _nsenter(cli_netns, "ip", "-6", "addr", "add", f"{forged}/128", "dev", "eth0", "nodad")
     assert r.returncode == 0, r.stderr
-    watch = subprocess.Popen(
-        ["nsenter", f"--net={srv_netns}", sys.executable, FRAMES, "watch", "eth0", "--until", "data=control"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    a.procs.append(watch)
-    assert watch.stdout is not None and watch.stdout.readline().strip() == "ready"
+    watch = Watch(a, srv_netns, "eth0", until="data=control")
     send = (
         "import socket\n"
         f"for src, data in (({forged!r}, b'spoofed'), ({cli6!r}, b'control')):\n"
@@ -159,8 +152,7 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
     )
     r = _nsenter(cli_netns, sys.executable, "-c", send)
     assert r.returncode == 0, r.stderr  # both were sent
-    out, err = watch.communicate(timeout=30)
-    assert watch.returncode == 0, out + err
+    out = "\n".join(watch.lines())
     assert [line for line in out.splitlines() if "data=" in line] == [
         next(line for line in out.splitlines() if "data=control" in line)
     ], out

@@ -104,8 +104,13 @@ class Watch:
         self.what = f"{iface} in {netns}"
 
     def lines(self) -> list[str]:
-        """Every frame seen, once the marker came (fails when it never did)."""
-        out, err = self.proc.communicate(timeout=30)
+        """Every frame seen, once the marker came (fails when it never did within 30 s of
+        this call, made once the marker was sent)."""
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
         assert self.proc.returncode == 0, f"the marker never reached {self.what}: {out}{err}"
         return out.splitlines()
 

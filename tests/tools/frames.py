@@ -12,7 +12,9 @@ runs in:
     ether src=MAC type=0xNNNN
 
 It exits 0 after printing the first line that contains TEXT, or 1 after S
-seconds (20 by default). A capture sees a frame before any hook of the
+seconds (300 by default: a test bounds its own wait from the moment it has
+sent its marker, since a sender such as scapy may take long to start on a
+loaded machine). A capture sees a frame before any hook of the
 namespace it is in: on a bridge port, what the attached sender sent; on a
 bridge device, what the bridge passed up to the host.
 """
@@ -93,7 +95,7 @@ def main() -> int:
     w = sub.add_parser("watch")
     w.add_argument("iface")
     w.add_argument("--until")
-    w.add_argument("--timeout", type=float, default=20.0)
+    w.add_argument("--timeout", type=float, default=300.0)
     w.add_argument("--outgoing", action="store_true")
     args = p.parse_args()
     return watch(args.iface, args.until, args.timeout, args.outgoing)

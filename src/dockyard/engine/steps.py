@@ -45,8 +45,11 @@ def _faults(spec: str) -> dict[str, tuple[int, str]]:
 
 _faults_at = _faults(os.environ.get(FAULT_ENV, ""))
 _trace = bool(os.environ.get(TRACE_ENV))
-# DOCKYARD_DELAY=<step>=<seconds>: a slow step, for tests of concurrency.
-_delay_name, _, _delay_seconds = os.environ.get("DOCKYARD_DELAY", "").partition("=")
+# DOCKYARD_DELAY=<step>=<seconds>: a slow step, for tests of concurrency. <step>=<absolute path>:
+# the step waits until that file exists (at most GATE_BOUND seconds), so a test that must see
+# the step held up opens the gate once it has looked, never racing a clock it does not control.
+_delay_name, _, _delay_value = os.environ.get("DOCKYARD_DELAY", "").partition("=")
+GATE_BOUND = 300.0
 _passages: dict[str, int] = {}
 
 
@@ -55,7 +58,7 @@ def step(name: str) -> None:
     if _trace:
         print(f"trace {time.monotonic() * 1000:.1f} {name}", file=sys.stderr, flush=True)
     if _delay_name == name:
-        time.sleep(float(_delay_seconds or 0))
+        _hold()
     fault = _faults_at.get(name)
     if fault is not None:
         _passages[name] = _passages.get(name, 0) + 1
@@ -64,6 +67,15 @@ def step(name: str) -> None:
             if kind == "error":
                 raise KernelError(f"injected failure at step {name}")
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hold() -> None:
+    if not _delay_value.startswith("/"):
+        time.sleep(float(_delay_value or 0))
+        return
+    end = time.monotonic() + GATE_BOUND
+    while not os.path.exists(_delay_value) and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 class Undo:
