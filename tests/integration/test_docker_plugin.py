@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -609,9 +610,17 @@ def test_a_crash_between_leave_and_delete_endpoint_leaves_nothing(lab: Lab, tmp_
 
 def test_a_join_after_a_leave_gets_the_endpoint_back(lab: Lab, tmp_path: Path) -> None:
     """libnetwork's Sandbox.Refresh calls Leave then Join on one
-    endpoint: the Join waits for the reaper (held 5 s here) and makes the veth again, with the
-    endpoint's address and MAC."""
-    _, sock = plugin_daemon(lab, tmp_path, {"DOCKYARD_DELAY": "endpoint.reaping=5"})
+    endpoint: the Join waits for the reaper (held here at a gate the test opens as it joins)
+    and makes the veth again, with the endpoint's address and MAC."""
+    gate = tmp_path / "reaper-gate"
+    _, sock = plugin_daemon(lab, tmp_path, {"DOCKYARD_DELAY": f"endpoint.reaping={gate}"})
+    try:
+        _join_after_leave(lab, sock, gate)
+    finally:
+        gate.touch()  # a failed assertion must not leave the reaper held for the teardown
+
+
+def _join_after_leave(lab: Lab, sock: Path, gate: Path) -> None:
     before = set(lab.links())
     docker = DirectPlugin(sock)
     pool = docker.network("10.94.0.0/24")
@@ -620,7 +629,12 @@ def test_a_join_after_a_leave_gets_the_endpoint_back(lab: Lab, tmp_path: Path) -
     info = docker.ep("/NetworkDriver.EndpointOperInfo", endpoint_id)["Value"]
     src = docker.ep("/NetworkDriver.Join", endpoint_id)["InterfaceName"]["SrcName"]
     docker.ep("/NetworkDriver.Leave", endpoint_id)
-    assert src in lab.links()  # still the reaper's
+    assert src in lab.links()  # still the reaper's, held at the gate
+    # Opened a moment after the Join is sent: the Join finds the reaper held (or, on a slow
+    # machine, through already: the answer must be the same either way).
+    opener = threading.Timer(0.5, gate.touch)
+    opener.daemon = True
+    opener.start()
     assert docker.ep("/NetworkDriver.Join", endpoint_id)["InterfaceName"]["SrcName"] == src
     link = json.loads(lab.in_host("ip", "-j", "link", "show", src).stdout)[0]
     assert link["address"] == info["com.docker.network.endpoint.macaddress"]
