@@ -71,7 +71,8 @@ class Cluster:
     net = cluster.networks.create(...)    # or cluster.view.network(ref) / networks.find
     addr = cluster.ipam.claim(net, endpoint_id[, address])
     cluster.session.publish(EndpointRecord(...))   # before the container starts
-    cluster.session.withdraw(net.id, endpoint_id); cluster.ipam.release(net.id, addr, endpoint_id)
+    # or both at once, one txn: addr, addr6 = cluster.ipam.claim_endpoint(net, endpoint_id, ...)
+    cluster.ipam.release(net.id, addr, endpoint_id)  # the claim and the record, one txn
     cluster.stop()
     """
 
@@ -94,9 +95,9 @@ class Cluster:
         self.host = host
         self.session = HostSession(self.client, self.keys, host, ttl, on_conflict)
         self.networks = Networks(self.client, self.keys, host.id)
-        self.ipam = GlobalIpam(self.client, self.keys, self.session)
         self.reaper = Reaper(self.client, self.keys, host.id, grace)
         self.view = ClusterView(self.keys, host.id, listener, on_host_gone=self.kick_reaper)
+        self.ipam = GlobalIpam(self.client, self.keys, self.session, self.view)
         self.watch = WatchLoop(self.client, self.keys, self.view, idle=idle)
         self.sweep_every = sweep_every
         self._kick = threading.Event()

@@ -26,13 +26,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv6Address
 
 from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys
 from dockyard.cluster.records import Claim, EndpointRecord, HostRecord, RecordError
-from dockyard.cluster.wire import Compare, Delete, Get, Put, absent, exists, lease_is
+from dockyard.cluster.wire import Compare, Delete, Get, Put, absent, exists, lease_is, value_is
 from dockyard.errors import ClusterUnavailable, Conflict, DockyardError
 
 log = logging.getLogger("dockyard.cluster")
@@ -139,11 +139,16 @@ class HostSession:
     # -- endpoints ---------------------------------------------------------------------------------
 
     def publish(self, ep: EndpointRecord) -> None:
-        """Publish an endpoint of this host whose address this host has claimed (GlobalIpam.claim)."""
+        """Publish an endpoint of this host whose address this host has claimed (GlobalIpam.claim).
+
+        Nothing to do when that very record is published already (GlobalIpam.claim_endpoint
+        published it with its claims, in one txn)."""
         if ep.host_id != self.host.id:
             raise ValueError(f"endpoint {ep.id} is host {ep.host_id}'s, not {self.host.id}'s")
         with self._lock:
             lease = self.require_lease()
+            if self._published.get((ep.network_id, ep.id)) == ep:
+                return
             claim_keys = _claim_keys(self.keys, ep)
             result = self.client.txn(
                 [
@@ -178,17 +183,41 @@ class HostSession:
                 raise Conflict(f"endpoint {ep.id[:12]} cannot be published: {why}")
             self._published[(ep.network_id, ep.id)] = ep
 
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[int]:
+        """The live lease, with publication held still: what the caller publishes under it
+        (in a txn of its own) it tells with `published` before the block ends, so that a
+        registration never misses it."""
+        with self._lock:
+            yield self.require_lease()
+
+    def keep_published(self, ep: EndpointRecord) -> None:
+        """ep was published by the caller's txn, in a `publishing` block: kept published from now on."""
+        with self._lock:
+            self._published[(ep.network_id, ep.id)] = ep
+
     def withdraw(self, network_id: str, endpoint_id: str) -> None:
         """Stop publishing an endpoint (its address stays claimed until GlobalIpam.release).
 
         Never fails for an absent store: the container is going either way. The record is
         deleted when the store answers again, or goes with this lease if that lapses first.
         """
+        self.forget(network_id, endpoint_id)
+        if self.alive:  # else the keep-alive thread does it, without making the caller wait
+            self._flush_stale()
+
+    def forget(self, network_id: str, endpoint_id: str) -> None:
+        """withdraw without the round trip: the record is deleted by the caller's next txn
+        (GlobalIpam.release deletes it with the claim, then calls `deleted`), or else by the
+        keep-alive thread within a third of the TTL, or with the lease."""
         with self._lock:
             self._published.pop((network_id, endpoint_id), None)
             self._stale.add((network_id, endpoint_id))
-        if self.alive:  # else the keep-alive thread does it, without making the caller wait
-            self._flush_stale()
+
+    def deleted(self, network_id: str, endpoint_id: str) -> None:
+        """The record of a forgotten endpoint is gone from the store."""
+        with self._lock:
+            self._stale.discard((network_id, endpoint_id))
 
     def _flush_stale(self) -> None:
         with self._lock:
@@ -303,7 +332,7 @@ def _claim_keys(keys: Keys, ep: EndpointRecord) -> list[str]:
 
 
 def _claim_is(claim_key: str, host_id: str, endpoint_id: str) -> Compare:
-    return Compare(claim_key, "VALUE", "EQUAL", Claim(host_id, endpoint_id).encode())
+    return value_is(claim_key, Claim(host_id, endpoint_id).encode())
 
 
 def _holder(raw: bytes) -> str:

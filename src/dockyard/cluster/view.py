@@ -15,6 +15,11 @@ resolves remote names here, the driver's periodic reconcile compares the
 kernel's FDB and neighbour tables with `fdb` and `neighbours`, and a join
 programs what is here before its container starts sending.
 
+It also keeps, per global network, which addresses are claimed and where
+each family's cursor stands (keys only, no listener call): a hint from
+which GlobalIpam picks its candidate without reading etcd first. Never a
+guarantee: the claim's txn is what decides (create-if-absent).
+
 A MAC or an address may briefly belong to two endpoints (a container moved:
 the new host published before the old host's lease expired). `fdb` and
 `neighbours` give the one created last, and a removal is told with what
@@ -26,7 +31,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import EndpointRecord, HostRecord, NetworkRecord, RecordError
@@ -57,6 +63,16 @@ class ClusterListener:
 
 _Record = NetworkRecord | HostRecord | EndpointRecord
 _Call = Callable[[], None]
+Address = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A network's claimed addresses of one family and its cursor, as of the view's revision."""
+
+    used: frozenset[Address]
+    cursor: Address | None
+    revision: int
 
 
 class ClusterView:
@@ -75,6 +91,9 @@ class ClusterView:
         self._lock = threading.Lock()
         # key -> (record, create revision)
         self._records: dict[str, tuple[_Record, int]] = {}
+        # network id -> its claimed addresses (both families); (network id, version) -> cursor.
+        self._claims: dict[str, set[Address]] = {}
+        self._cursors: dict[tuple[str, int], Address] = {}
         self.revision = 0
         self.ready = threading.Event()
 
@@ -90,6 +109,9 @@ class ClusterView:
         calls: list[_Call] = []
         kick = False
         with self._lock:
+            self._claims, self._cursors = {}, {}
+            for kv in kvs:
+                self._address_key(kv.key, kv.value)
             old = self._records
             for key in old.keys() - fresh.keys():
                 kick |= isinstance(old[key][0], HostRecord)
@@ -116,8 +138,10 @@ class ClusterView:
                 if event.type is EventType.DELETE:
                     parsed = self.keys.parse(event.kv.key)
                     kick |= parsed is not None and parsed.kind in (Kind.HOST, Kind.GRACE)
+                    self._address_key(event.kv.key, None)
                     calls += self._remove(event.kv.key)
                 else:
+                    self._address_key(event.kv.key, event.kv.value)
                     record = self._decode(event.kv)
                     if record is not None:
                         calls += self._put(event.kv.key, record, event.kv.create_revision)
@@ -125,6 +149,31 @@ class ClusterView:
         self._run(calls)
         if kick:
             self._kick()
+
+    def _address_key(self, key: str, value: bytes | None) -> None:
+        """Keep the claims and cursors up to date (value None: the key was deleted)."""
+        parsed = self.keys.parse(key)
+        if parsed is None:
+            return
+        if parsed.kind is Kind.CLAIM:
+            address = _address(parsed.parts[1])
+            if address is None:
+                return
+            if value is not None:
+                self._claims.setdefault(parsed.parts[0], set()).add(address)
+            else:
+                held = self._claims.get(parsed.parts[0])
+                if held is not None:
+                    held.discard(address)
+                    if not held:
+                        del self._claims[parsed.parts[0]]
+        elif parsed.kind in (Kind.CURSOR, Kind.CURSOR6):
+            version = 6 if parsed.kind is Kind.CURSOR6 else 4
+            at = _address(value.decode(errors="replace")) if value is not None else None
+            if at is not None and at.version == version:
+                self._cursors[(parsed.parts[0], version)] = at
+            else:
+                self._cursors.pop((parsed.parts[0], version), None)
 
     def _decode(self, kv: KV) -> _Record | None:
         parsed = self.keys.parse(kv.key)
@@ -198,6 +247,15 @@ class ClusterView:
         """True once the first listing is in (before it, the cache knows nothing)."""
         return self.ready.wait(timeout)
 
+    def claimed(self, network_id: str, version: int) -> Claimed | None:
+        """The network's claimed addresses of one family and its cursor; None before the first
+        listing. A hint only: it lags etcd by the watch's delay."""
+        if not self.ready.is_set():
+            return None
+        with self._lock:
+            used = frozenset(a for a in self._claims.get(network_id, ()) if a.version == version)
+            return Claimed(used, self._cursors.get((network_id, version)), self.revision)
+
     def _all(self, cls: type) -> list:
         return [rec for rec, _ in self._records.values() if isinstance(rec, cls)]
 
@@ -269,3 +327,10 @@ class ClusterView:
 
     def _mac_holder(self, network_id: str, mac: str) -> EndpointRecord | None:
         return self._newest(network_id, lambda e: e.mac).get(mac)
+
+
+def _address(text: str) -> Address | None:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None

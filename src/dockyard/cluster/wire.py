@@ -124,6 +124,11 @@ def mod_is(key: str, revision: int) -> Compare:
     return Compare(key, "MOD", "EQUAL", revision)
 
 
+def value_is(key: str, value: bytes) -> Compare:
+    """The key holds exactly value (an absent key holds none)."""
+    return Compare(key, "VALUE", "EQUAL", value)
+
+
 def lease_is(key: str, lease: int) -> Compare:
     return Compare(key, "LEASE", "EQUAL", lease)
 

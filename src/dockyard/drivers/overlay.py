@@ -80,6 +80,10 @@ class OverlayDriver(BridgeDriver):
         self._tables = threading.Lock()
         # Network ids whose devices exist here (the listener ignores the others).
         self._here: set[str] = set()
+        # The VTEPs the guard's set held when sync_guard last read or wrote it: an endpoint
+        # added whose VTEP is among them needs no listing of the table (the periodic
+        # reconcile's sync_guard lists it, and repairs what changed behind our back).
+        self._let_in: frozenset[ipaddress.IPv4Address] = frozenset()
 
     # -- the network's host side ----------------------------------------------------------------
 
@@ -106,6 +110,7 @@ class OverlayDriver(BridgeDriver):
         super().delete_network(network)
         if not self._here:
             try:
+                self._let_in = frozenset()
                 if self.k.nft.table_exists(vxlan_guard.FAMILY, vxlan_guard.TABLE):
                     self.k.nft.apply_text(vxlan_guard.delete_text(), "remove the VXLAN guard")
             except DockyardError as e:
@@ -120,7 +125,8 @@ class OverlayDriver(BridgeDriver):
             return
         dev = vxlan_name(ep.network_id)
         # Its host's VXLAN is let in before traffic to it is sent there (its answers come back).
-        self.sync_guard()
+        if ep.vtep not in self._let_in:
+            self.sync_guard()
         with self._tables:
             self.vxlan.fdb_replace(dev, ep.mac, ep.vtep)
             self.vxlan.neigh_replace(dev, ep.address, ep.mac)
@@ -157,13 +163,18 @@ class OverlayDriver(BridgeDriver):
             wanted = self.view.vteps()
             listing = self.k.nft.list_table(vxlan_guard.FAMILY, vxlan_guard.TABLE)
             if listing is not None and not self.view.wait_ready(0):
+                self._let_in = frozenset(_set_elements(listing))
                 return []  # as in sync: the set the kernel holds until the view knows better
+            self._let_in = frozenset()  # until the kernel is known to hold wanted
             if listing is None:
                 self.k.nft.apply_text(vxlan_guard.table_text(self.vtep, wanted), "add the VXLAN guard")
+                self._let_in = frozenset(wanted)
                 return [f"VXLAN guard: made, {len(wanted)} VTEP(s) let in"]
             if _set_elements(listing) != wanted:
                 self.k.nft.apply_text(vxlan_guard.set_text(wanted), "update the VXLAN guard's VTEPs")
+                self._let_in = frozenset(wanted)
                 return [f"VXLAN guard: {len(wanted)} VTEP(s) let in"]
+            self._let_in = frozenset(wanted)
         return []
 
     # -- reconcile -----------------------------------------------------------------------------------

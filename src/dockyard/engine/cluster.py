@@ -14,10 +14,10 @@ a local network; only these differ:
   any host holds an address or publishes an endpoint on it), then the mirror;
 - an endpoint's address is claimed in etcd (create-if-absent txn) instead
   of next-fit over the local store, and on a dual-stack network (--ipv6)
-  its IPv6 address likewise; the endpoint is published (its MAC,
-  address, VTEP and names) once its veth is made, before the container
-  starts, and withdrawn as soon as it is released; its claim goes once
-  its link is gone, as a local lease does.
+  its IPv6 address likewise, in the same txn; the endpoint is published
+  (its MAC, address, VTEP and names) before the container starts: for a
+  container, with its claims in that one txn; its claim and its record go
+  together, in one txn, once its link is gone, as a local lease does.
 
 Without --cluster-store none of this exists and nothing changes.
 """
@@ -48,6 +48,7 @@ from dockyard.store import RemoteEndpoint, now
 
 if TYPE_CHECKING:
     from dockyard.engine import Engine
+    from dockyard.engine.endpoints import EndpointFor
     from dockyard.engine.networks.service import NetworkSpec
 
 log = logging.getLogger("dockyard.cluster")
@@ -377,16 +378,22 @@ class EngineCluster(ClusterListener):
     # -- endpoints (called by engine/endpoints.py for overlay networks) --------------------------------
 
     def claim(
-        self, network: Network, endpoint_id: str, requested: ipaddress.IPv4Address | None
-    ) -> ipaddress.IPv4Address:
+        self,
+        network: Network,
+        endpoint_id: str,
+        requested: ipaddress.IPv4Address | None,
+        requested6: ipaddress.IPv6Address | None,
+        publish: EndpointFor | None,
+    ) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address | None]:
+        """Both families' claims in one txn, and with publish the endpoint's record too."""
         self.cluster.require()
-        return self.cluster.ipam.claim(self.record_of(network), endpoint_id, requested)
-
-    def claim6(
-        self, network: Network, endpoint_id: str, requested: ipaddress.IPv6Address | None
-    ) -> ipaddress.IPv6Address:
-        self.cluster.require()
-        return self.cluster.ipam.claim6(self.record_of(network), endpoint_id, requested)
+        return self.cluster.ipam.claim_endpoint(
+            self.record_of(network),
+            endpoint_id,
+            requested,
+            requested6,
+            (lambda a4, a6: self._record(publish(a4, a6))) if publish is not None else None,
+        )
 
     def unclaim(
         self, network_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, endpoint_id: str
@@ -399,8 +406,11 @@ class EngineCluster(ClusterListener):
     def publish(self, endpoint: Endpoint) -> None:
         self.cluster.session.publish(self._record(endpoint))
 
-    def withdraw(self, endpoint: Endpoint) -> None:
-        self.cluster.session.withdraw(endpoint.network_id, endpoint.id)
+    def withdraw(self, endpoint: Endpoint, unclaiming: bool = False) -> None:
+        if unclaiming:
+            self.cluster.session.forget(endpoint.network_id, endpoint.id)
+        else:
+            self.cluster.session.withdraw(endpoint.network_id, endpoint.id)
 
     def _record(self, ep: Endpoint) -> EndpointRecord:
         c = self.e.store.find_container(ep.owner.key) if ep.owner.container_id else None

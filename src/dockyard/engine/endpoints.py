@@ -12,7 +12,8 @@ the CNI plugin:
   elements, holds); deleting the veth of an ended container, which costs an
   RCU grace period (15-40 ms here), is left to a reaper thread, and the
   address lease is dropped only once the link is gone, so an address is
-  never given twice. A running container leaving a network (disconnect)
+  never given twice (an overlay endpoint's record in the cluster goes with
+  its claim, in the same txn). A running container leaving a network (disconnect)
   loses its veth before the command returns: it must be off that network.
   Likewise a port's record goes only once its elements and hold are gone,
   so that a release that failed half-way can be retried from the records
@@ -30,7 +31,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -57,25 +58,40 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
+# The endpoint that addresses just claimed make: (IPv4 address, IPv6 address or None).
+EndpointFor = Callable[[ipaddress.IPv4Address, ipaddress.IPv6Address | None], Endpoint]
+
+
 class GlobalEndpoints(Protocol):
-    """engine/cluster.py's part for an endpoint on an overlay network: its address is the
-    cluster's (claimed in etcd), it is published once plugged and withdrawn when released."""
+    """engine/cluster.py's part for an endpoint on an overlay network: its addresses are the
+    cluster's (claimed in etcd), it is published before its container starts and withdrawn
+    when released."""
 
     def claim(
-        self, network: Network, endpoint_id: str, requested: ipaddress.IPv4Address | None
-    ) -> ipaddress.IPv4Address: ...
-
-    def claim6(
-        self, network: Network, endpoint_id: str, requested: ipaddress.IPv6Address | None
-    ) -> ipaddress.IPv6Address: ...
+        self,
+        network: Network,
+        endpoint_id: str,
+        requested: ipaddress.IPv4Address | None,
+        requested6: ipaddress.IPv6Address | None,
+        publish: EndpointFor | None,
+    ) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address | None]:
+        """The endpoint's addresses (its IPv6 one too on a dual-stack network), claimed at once;
+        with publish, the endpoint it makes is published in the same step (plug then finds it
+        published)."""
+        ...
 
     def unclaim(
         self, network_id: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, endpoint_id: str
-    ) -> None: ...
+    ) -> None:
+        """Free the claim, and the endpoint's record with it."""
+        ...
 
     def publish(self, endpoint: Endpoint) -> None: ...
 
-    def withdraw(self, endpoint: Endpoint) -> None: ...
+    def withdraw(self, endpoint: Endpoint, unclaiming: bool = False) -> None:
+        """Stop publishing; unclaiming: an unclaim of the endpoint follows, which deletes the record
+        with the claim (no round trip of its own)."""
+        ...
 
 
 class Endpoints:
@@ -135,11 +151,14 @@ class Endpoints:
         aliases: tuple[str, ...] = (),
         mac: str = "",
         requested_ip6: ipaddress.IPv6Address | None = None,
+        plugging: bool = False,
     ) -> tuple[Endpoint, tuple[PortBinding, ...]]:
         """Choose addresses and host ports and store them: the intent. mac: --mac-address, or derived.
 
         On a network with IPv6 the endpoint leases an IPv6 address beside its
-        IPv4 one, in the same transaction, under the same rules."""
+        IPv4 one, in the same transaction, under the same rules. plugging: the
+        caller plugs this endpoint next, as recorded: on an overlay network it
+        is published with its claims, in one round trip, rather than by plug."""
         reserved = [
             a for a in (network.gateway, network.gateway6, *(a for _, a in network.aux_addresses)) if a
         ]
@@ -160,7 +179,11 @@ class Endpoints:
             # (`rm -f web; run --ip <web's address>`): that one is free once reaped.
             self.settle()
         eid = new_id()
-        claimed = self._claim(network, eid, requested_ip, requested_ip6)
+
+        def endpoint_for(a4: ipaddress.IPv4Address, a6: ipaddress.IPv6Address | None) -> Endpoint:
+            return self._endpoint(owner, network, ifname, eid, a4, a6, aliases, mac)
+
+        claimed = self._claim(network, eid, requested_ip, requested_ip6, endpoint_for if plugging else None)
         try:
             return self._record(
                 owner,
@@ -187,6 +210,7 @@ class Endpoints:
         eid: str,
         requested_ip: ipaddress.IPv4Address | None,
         requested_ip6: ipaddress.IPv6Address | None,
+        publish: EndpointFor | None,
     ) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
         """An overlay network's addresses (its IPv6 one on a dual-stack network), claimed in the
         cluster; (None, None) for a local network."""
@@ -194,14 +218,7 @@ class Endpoints:
             return None, None
         if self.cluster is None:
             raise InvalidArgument(f"network {network.name} is global: this daemon is not in its cluster")
-        claimed = self.cluster.claim(network, eid, requested_ip)
-        if network.subnet6 is None:
-            return claimed, None
-        try:
-            return claimed, self.cluster.claim6(network, eid, requested_ip6)
-        except BaseException:
-            self.cluster.unclaim(network.id, claimed, eid)
-            raise
+        return self.cluster.claim(network, eid, requested_ip, requested_ip6, publish)
 
     def _unclaim(self, network: Network | None, ep: Endpoint) -> None:
         if network is not None and network.driver is DriverName.OVERLAY and self.cluster is not None:
@@ -245,25 +262,8 @@ class Endpoints:
                 address = allocator.allocate(used, self.store.ip_cursor(network.id))
                 self.store.set_ip_cursor(network.id, address)
             address6 = self._lease6(network, allocator6, claimed[1] or requested_ip6)
-            endpoint = Endpoint(
-                id=eid,
-                owner=owner,
-                network_id=network.id,
-                ifname=ifname,
-                address=(
-                    ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}")
-                    if address is not None and network.subnet is not None
-                    else None
-                ),
-                gateway=network.gateway if address is not None else None,
-                # Docker's MAC carries the IPv4 address; without one (IPv6-only) it is
-                # random, as Docker 28's: the endpoint id's first 40 bits, locally administered.
-                mac=mac or (mac_for(address) if address is not None else random_mac(eid)),
-                host_ifname="veth" + eid[:7],
-                aliases=aliases,
-                address6=address6,
-                gateway6=network.gateway6 if address6 is not None else None,
-            )
+            ip6 = address6.ip if address6 is not None else None
+            endpoint = self._endpoint(owner, network, ifname, eid, address, ip6, aliases, mac)
             self.store.add_endpoint(endpoint)
             try:
                 bindings = self._choose_ports(network, port_requests, eid)
@@ -274,6 +274,43 @@ class Endpoints:
                 raise
         step("endpoint.recorded")
         return endpoint, bindings
+
+    @staticmethod
+    def _endpoint(
+        owner: EndpointOwner,
+        network: Network,
+        ifname: str,
+        eid: str,
+        address: ipaddress.IPv4Address | None,
+        address6: ipaddress.IPv6Address | None,
+        aliases: tuple[str, ...],
+        mac: str,
+    ) -> Endpoint:
+        """The endpoint its chosen addresses make (the one record stores, and the one an overlay
+        claim publishes beforehand: the same)."""
+        return Endpoint(
+            id=eid,
+            owner=owner,
+            network_id=network.id,
+            ifname=ifname,
+            address=(
+                ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}")
+                if address is not None and network.subnet is not None
+                else None
+            ),
+            gateway=network.gateway if address is not None else None,
+            # Docker's MAC carries the IPv4 address; without one (IPv6-only) it is
+            # random, as Docker 28's: the endpoint id's first 40 bits, locally administered.
+            mac=mac or (mac_for(address) if address is not None else random_mac(eid)),
+            host_ifname="veth" + eid[:7],
+            aliases=aliases,
+            address6=(
+                ipaddress.IPv6Interface(f"{address6}/{network.subnet6.prefixlen}")
+                if address6 is not None and network.subnet6 is not None
+                else None
+            ),
+            gateway6=network.gateway6 if address6 is not None else None,
+        )
 
     def _lease6(
         self,
@@ -413,7 +450,9 @@ class Endpoints:
                 continue
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
             if network.driver is DriverName.OVERLAY and self.cluster is not None:
-                self.cluster.withdraw(ep)
+                # Its record goes with its claim, in one txn, once its link is gone (below or
+                # by the reaper; retry_releasing after a crash, else with this host's lease).
+                self.cluster.withdraw(ep, unclaiming=True)
             self.drivers[network.driver].unpublish(ep, bindings)
             self.store.delete_ports(owner.key, ep.id)
             if now:

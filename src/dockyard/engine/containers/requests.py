@@ -94,6 +94,7 @@ def plug_further(engine: Any, c: Container, pin: Path, has_default_route: bool, 
             req.aliases,
             req.mac,
             requested_ip6=req.ip6,
+            plugging=True,
         )
         route = not has_default_route and not network.internal
         engine.endpoints.plug(network, endpoint, (), pin, undo, route)

@@ -205,6 +205,7 @@ class ContainerRun:
                 c.config.aliases,
                 c.config.mac,
                 requested_ip6=c.config.ip6,
+                plugging=True,
             )
         if owner == c.id:
             step("run.sandbox")

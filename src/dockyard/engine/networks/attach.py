@@ -112,7 +112,7 @@ class NetworkAttach:
                 try:
                     undo.push(lambda: self.endpoints.drop_records(me, only_ifname=ifname), "connect.records")
                     endpoint, _ = self.endpoints.record(
-                        me, network, ifname, ip, (), aliases, mac, requested_ip6=ip6
+                        me, network, ifname, ip, (), aliases, mac, requested_ip6=ip6, plugging=True
                     )
                     has_route = any(
                         (n := self.store.find_network(ep.network_id)) is not None and not n.internal
