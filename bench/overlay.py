@@ -21,6 +21,9 @@ member. Nothing touches the root namespace. Three measurements:
    host to host, container to container through bridge + VXLAN + bridge, and
    host to host over a bare VXLAN device (the path of the figure measured by
    hand). Its overlay over its underlay is what the kernel itself gives.
+   Every iperf3, client and server, runs in a session of its own (as a
+   container's processes do), so that the scheduler's autogroups give every
+   flow's two ends the same share of a busy machine.
 2. Attach latency: `dockyard run --rm --net X true` on host 1, whole
    command, for X = none, a bridge network and an overlay network,
    alternating, --runs each after a warm-up. Overlay minus bridge is the
@@ -92,7 +95,11 @@ def throughput(
     cluster: ClusterLab, kernel: KernelOverlay | None, rounds: int, seconds: int
 ) -> dict[str, list[float]]:
     h1, _, h3 = cluster.hosts
-    server = h3.spawn_in(h3.host, "iperf3", "-s", "-B", h3.addr)
+    # Every iperf3 in a session of its own (setsid), as a container's processes are: the
+    # scheduler's autogroups give each session one share of the CPU, so on a busy machine a
+    # flow whose two ends shared this script's session got about half the CPU of the others
+    # (the underlay's did, and the overlay's ratio looked near 1).
+    server = h3.spawn_in(h3.host, "setsid", "iperf3", "-s", "-B", h3.addr)
     cluster.remember_pid(server.pid)
     h3.run_d("--name", "iperf-srv", "--net", OVERLAY, "--ip", SERVER_IP, "iperf3", "-s")
     h1.run_d("--name", "iperf-cli", "--net", OVERLAY, "sleep", "infinity")
@@ -103,6 +110,7 @@ def throughput(
         "overlay": h1.dy_cmd("exec", "iperf-cli", "iperf3", "-c", SERVER_IP),
         **(kernel.flows if kernel is not None else {}),
     }
+    flows = {name: ["setsid", *argv] for name, argv in flows.items()}
     # Both servers listening: a short flow each, not counted.
     for name, argv in flows.items():
         wait_until(lambda argv=argv: probe_ok([*argv, "-t", "1", "-J"]), 10, f"the {name} iperf3 server")
