@@ -15,6 +15,15 @@ member. Nothing touches the root namespace. Three measurements:
    server container on host 3, the client run by `dockyard exec` in a
    container on host 1: VXLAN, MTU 1450). The two alternate, --rounds each,
    the order rotated each round; the ratio of the medians is printed.
+   Kernel-only baseline (unless --no-baseline), in the same rounds: the same
+   underlay and the overlay driver's devices made by hand with `ip` in
+   namespaces of their own, no dockyard, no nftables (bench/_kernel_overlay.py):
+   host to host, container to container through bridge + VXLAN + bridge, and
+   host to host over a bare VXLAN device (the path of the figure measured by
+   hand). Its overlay over its underlay is what the kernel itself gives.
+   Every iperf3, client and server, runs in a session of its own (as a
+   container's processes do), so that the scheduler's autogroups give every
+   flow's two ends the same share of a busy machine.
 2. Attach latency: `dockyard run --rm --net X true` on host 1, whole
    command, for X = none, a bridge network and an overlay network,
    alternating, --runs each after a warm-up. Overlay minus bridge is the
@@ -52,6 +61,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from _common import BenchError, ratio, rotated, run_cmd, summary, timed
+from _kernel_overlay import KernelOverlay
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import Run, main, options
 from netlab import ClusterLab, OverlayHost
@@ -81,9 +91,15 @@ def iperf_gbits(argv: list[str], what: str, seconds: int) -> float:
     return float(bps) / 1e9
 
 
-def throughput(cluster: ClusterLab, rounds: int, seconds: int) -> dict[str, list[float]]:
+def throughput(
+    cluster: ClusterLab, kernel: KernelOverlay | None, rounds: int, seconds: int
+) -> dict[str, list[float]]:
     h1, _, h3 = cluster.hosts
-    server = h3.spawn_in(h3.host, "iperf3", "-s", "-B", h3.addr)
+    # Every iperf3 in a session of its own (setsid), as a container's processes are: the
+    # scheduler's autogroups give each session one share of the CPU, so on a busy machine a
+    # flow whose two ends shared this script's session got about half the CPU of the others
+    # (the underlay's did, and the overlay's ratio looked near 1).
+    server = h3.spawn_in(h3.host, "setsid", "iperf3", "-s", "-B", h3.addr)
     cluster.remember_pid(server.pid)
     h3.run_d("--name", "iperf-srv", "--net", OVERLAY, "--ip", SERVER_IP, "iperf3", "-s")
     h1.run_d("--name", "iperf-cli", "--net", OVERLAY, "sleep", "infinity")
@@ -92,7 +108,9 @@ def throughput(cluster: ClusterLab, rounds: int, seconds: int) -> dict[str, list
     flows = {
         "underlay": ["nsenter", f"--net=/run/netns/{h1.host}", "iperf3", "-c", h3.addr],
         "overlay": h1.dy_cmd("exec", "iperf-cli", "iperf3", "-c", SERVER_IP),
+        **(kernel.flows if kernel is not None else {}),
     }
+    flows = {name: ["setsid", *argv] for name, argv in flows.items()}
     # Both servers listening: a short flow each, not counted.
     for name, argv in flows.items():
         wait_until(lambda argv=argv: probe_ok([*argv, "-t", "1", "-J"]), 10, f"the {name} iperf3 server")
@@ -254,6 +272,11 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
     print("overlay: three hosts, an etcd cluster, a dockyardd per host ...", file=sys.stderr, flush=True)
     cluster.setup()
     cluster.start_daemons()
+    kernel = None
+    if not args.no_baseline:
+        kernel = KernelOverlay()
+        run.daemons.append(kernel)  # its namespaces and servers go with the run, whatever happens
+        kernel.setup()
     h1, h2, h3 = cluster.hosts
     h1.dy_ok("network", "create", "-d", "overlay", "--subnet", OVERLAY_SUBNET, OVERLAY)
     h1.dy_ok("network", "create", "--subnet", BRIDGE_SUBNET, BRIDGE)
@@ -265,7 +288,7 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
     print(f"  reachability: {args.runs} runs ...", file=sys.stderr, flush=True)
     reach = reachability(cluster, args.runs)
     print(f"  throughput: {args.rounds} rounds of {args.seconds} s ...", file=sys.stderr, flush=True)
-    gbits = throughput(cluster, args.rounds, args.seconds)
+    gbits = throughput(cluster, kernel, args.rounds, args.seconds)
     # What the bench made, removed as a user would before the hosts are emptied.
     h1.dy_ok("rm", "-f", "iperf-cli")
     h3.dy_ok("rm", "-f", "iperf-srv", "prober")
@@ -327,7 +350,12 @@ def build_report(
             "by hand)",
             share >= BY_HAND,
             times(share),
-            f"underlay {under:.2f} Gbit/s, overlay {ov:.2f} Gbit/s",
+            f"underlay {under:.2f} Gbit/s, overlay {ov:.2f} Gbit/s"
+            + (
+                f"; kernel-only overlay {kernel_share(gbits):.2f}x its underlay in the same rounds"
+                if "kernel overlay" in gbits
+                else ""
+            ),
         ),
     ]
     return Report(
@@ -336,24 +364,19 @@ def build_report(
         method=(
             "Three host namespaces on one underlay with a three-member etcd cluster and a dockyardd per "
             f"host. Throughput: iperf3, one TCP stream of {args.seconds} s, host 1 to host 3 over the "
-            f"underlay and container to container over the overlay, alternating, {args.rounds} rounds. "
+            f"underlay and container to container over the overlay, alternating, {args.rounds} rounds"
+            + (
+                ""
+                if args.no_baseline
+                else ", beside a kernel-only baseline (the same devices made by hand, no dockyard)"
+            )
+            + ". "
             f"Attach: `run --rm --net X true` on host 1, whole command, {args.runs} rounds rotated. "
             "Reachability: ICMP echo every 2 ms from a container on host 3 to the address a `run -d "
             "--ip` on host 1 is about to take; from the command's start to the first reply."
         ),
         tables=[
-            Table(
-                "throughput, host 1 to host 3 (Gbit/s, median and min-max)",
-                ["path", "Gbit/s", "against the underlay"],
-                [
-                    ["underlay, host to host", spread(gbits["underlay"], 2, 2, "min", "max"), "1.00x"],
-                    [
-                        "overlay, container to container",
-                        spread(gbits["overlay"], 2, 2, "min", "max"),
-                        times(share),
-                    ],
-                ],
-            ),
+            throughput_table(gbits),
             Table("attach latency on host 1 (ms, p10-p90)", ["case", "ms", "against bridge"], attach_rows),
             Table(
                 "from `run` on host 1 to reachable from host 3 (ms from the command's start, p10-p90)",
@@ -367,7 +390,11 @@ def build_report(
             ),
         ],
         goals=goals,
-        notes=[f"container-to-container over the underlay's throughput measured by hand earlier: ~{BY_HAND}"],
+        notes=[
+            f"container-to-container over the underlay's throughput measured by hand earlier: ~{BY_HAND}, "
+            "on a bare VXLAN device between two namespaces (the kernel-only 'bare VXLAN device' row's "
+            "path), without the bridges and container veths of the container-to-container path"
+        ],
         plots=[
             Plot(
                 "overlay_attach",
@@ -381,12 +408,63 @@ def build_report(
     )
 
 
+# flow -> (row label, the underlay it is set against)
+TPUT_ROWS = {
+    "underlay": ("dockyard's lab: underlay, host to host", "underlay"),
+    "overlay": ("dockyard's lab: overlay, container to container", "underlay"),
+    "kernel underlay": ("kernel-only: underlay, host to host", "kernel underlay"),
+    "kernel VXLAN": ("kernel-only: bare VXLAN device, host to host (the by-hand path)", "kernel underlay"),
+    "kernel overlay": ("kernel-only: bridge + VXLAN + bridge, container to container", "kernel underlay"),
+}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median of the per-round ratios a/b (drift on the machine cancels out in each)."""
+    return statistics.median(ratio(x, y) for x, y in zip(a, b, strict=True))
+
+
+def kernel_share(gbits: dict[str, list[float]]) -> float:
+    return ratio(statistics.median(gbits["kernel overlay"]), statistics.median(gbits["kernel underlay"]))
+
+
+def throughput_table(gbits: dict[str, list[float]]) -> Table:
+    rows = []
+    for name, (label, base) in TPUT_ROWS.items():
+        if name not in gbits:
+            continue
+        of_medians = ratio(statistics.median(gbits[name]), statistics.median(gbits[base]))
+        rows.append(
+            [
+                label,
+                spread(gbits[name], 2, 2, "min", "max"),
+                times(of_medians),
+                times(paired_ratio(gbits[name], gbits[base])),
+            ]
+        )
+    if "kernel overlay" in gbits:
+        mine = ratio(statistics.median(gbits["overlay"]), statistics.median(gbits["underlay"]))
+        rows.append(
+            [
+                "dockyard's overlay ratio over the kernel-only one",
+                "",
+                times(ratio(mine, kernel_share(gbits))),
+                "",
+            ]
+        )
+    return Table(
+        "throughput, host 1 to host 3, in the same rounds (Gbit/s, median and min-max)",
+        ["path", "Gbit/s", "against its underlay (medians)", "paired"],
+        rows,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = options(__doc__, "2 runs, 1 round of 1 s")
     p.add_argument("--runs", type=int, default=20, help="attach and reachability runs (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed attach runs per case first (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="iperf3 flows per path (default 3)")
     p.add_argument("--seconds", type=int, default=5, help="length of each iperf3 flow (default 5)")
+    p.add_argument("--no-baseline", action="store_true", help="no kernel-only overlay baseline")
     args = p.parse_args(argv)
     if args.smoke:
         args.runs, args.warmup, args.rounds, args.seconds = 2, 1, 1, 1
