@@ -38,6 +38,14 @@ namespace is never touched), a new lab for each part.
    medians and paired (the median of the per-round differences: the goal is
    judged on it).
 
+3. Kernel-only baseline (unless --no-baseline): the same six flows through
+   a bridge, a client and a server namespace and hand-written nft rules
+   doing only what publishing needs (bench/_kernel.py: DNAT from the host's
+   addresses and from loopback, the loopback source masqueraded, route_localnet
+   and a local ::1 route on the bridge, bridge-nf-call-ip6tables=0), in a
+   lab of its own, in the same rounds as dockyard's flows. Its d/b and c/b
+   are what the kernel itself gives; dockyard's are printed beside them.
+
 Goals of issue 15, printed met or NOT met with the measured value: IPv6
 published-port and `::1` throughput at least 95% of the direct flow (as for
 IPv4's), and `run --rm true` on a dual-stack network no more than 5 ms above
@@ -53,9 +61,12 @@ import json
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from _common import BenchError, ratio, summary
+from _kernel import TOOL as BASELINE
+from _kernel import kernel_lab
 from _report import Goal, Plot, Report, Series, Table, spread
 from _script import HOST_ADDR, Run, ScriptLab, main, options
 from lab import HOST_ADDR6, NET6, NET6_V4
@@ -79,12 +90,21 @@ PATHS = {
     "ipv6": ("no NAT", "kernel DNAT66, forwarded", "kernel DNAT66 from ::1 (local route via the bridge)"),
     "ipv4": ("no NAT", "kernel DNAT, forwarded", "kernel DNAT from 127.0.0.1 (route_localnet)"),
 }
+BASELINE_PATHS = {
+    "ipv6": ("no NAT", "hand-written DNAT66, forwarded", "hand-written DNAT66 from ::1 (local route)"),
+    "ipv4": ("no NAT", "hand-written DNAT, forwarded", "hand-written DNAT from 127.0.0.1 (route_localnet)"),
+}
 LOOPBACK = {"ipv6": "::1", "ipv4": "127.0.0.1"}
 HOST = {"ipv6": HOST_ADDR6, "ipv4": HOST_ADDR}
 
 
 def bracketed(addr: str) -> str:
     return f"[{addr}]" if ":" in addr else addr
+
+
+def baseline(family: str) -> str:
+    """The tool of the kernel-only baseline's flows of a family."""
+    return f"{BASELINE} {family}"
 
 
 def server_flows(lab: ScriptLab, port: int) -> list[Flow]:
@@ -117,6 +137,24 @@ def server_flows(lab: ScriptLab, port: int) -> list[Flow]:
     return flows
 
 
+def baseline_flows(run: Run, port: int) -> list[Flow]:
+    """3. The six flows through a bridge, two namespaces and hand-written rules (bench/_kernel.py),
+    its host namespace with bridge-nf-call-ip6tables=0 as dockyard's."""
+    k = kernel_lab(run, port, port + 1, bridge_nf6=False)
+    flows = []
+    for kind in KINDS:
+        for family in FAMILIES:
+            server = k.server6 if family == "ipv6" else k.server4
+            where, target, to = {
+                "direct": (k.host, server, port),
+                "outside": (k.up, HOST[family], port),
+                "loopback": (k.host, LOOPBACK[family], port + 1),
+            }[kind]
+            path = BASELINE_PATHS[family][list(KINDS).index(kind)]
+            flows.append(Flow(baseline(family), kind, path, [*where, "iperf3", "-c", target, "-p", str(to)]))
+    return flows
+
+
 def latency_cases(lab: ScriptLab) -> list[Case]:
     lab.dy_ok("network", "create", "--ipv6", "--subnet", NET6, "--subnet", NET6_V4, DUAL)
     lab.dy_ok("network", "create", "--subnet", V4ONLY_SUBNET, V4ONLY)
@@ -135,6 +173,10 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
 
     lab = run.lab(daemon=True)
     flows = server_flows(lab, args.port)
+    if not args.no_baseline:
+        flows += baseline_flows(run, args.port)
+        # Flow by flow: dockyard's and the baseline's of one kind and family side by side.
+        flows.sort(key=lambda f: (list(KINDS).index(f.kind), FAMILIES.index(f.tool.split()[-1])))
     print(f"warming up {len(flows)} flows (1 s each) ...", flush=True)
     for flow in flows:
         warm_up(flow)
@@ -175,13 +217,18 @@ def build_report(flows: list[Flow], cases: list[Case], args: argparse.Namespace)
     for kind, what in (("outside", f"[{HOST_ADDR6}]:port from outside"), ("loopback", "[::1]:port")):
         p6, m6 = over_b("ipv6", kind)
         p4, _ = over_b("ipv4", kind)
+        side = (
+            f"IPv4 twin {p4:.3f} of its direct (paired); IPv6 "
+            f"{ratio(med[('ipv6', kind)], med[('ipv4', kind)]):.2f}x IPv4"
+        )
+        if (baseline("ipv6"), kind) in by:
+            side += f"; kernel-only baseline (3.) {over_b(baseline('ipv6'), kind)[0]:.3f} of its direct"
         goals.append(
             Goal(
                 f"IPv6 published-port throughput, {what}, at least {GOAL_PUBLISHED:.0%} of the direct flow",
                 p6 >= GOAL_PUBLISHED,
                 f"{p6:.3f} paired ({m6:.3f} of medians)",
-                f"IPv4 twin {p4:.3f} of its direct (paired); IPv6 "
-                f"{ratio(med[('ipv6', kind)], med[('ipv4', kind)]):.2f}x IPv4",
+                side,
             )
         )
     ms = {c.label: c.ms for c in cases}
@@ -225,6 +272,8 @@ def build_report(flows: list[Flow], cases: list[Case], args: argparse.Namespace)
             ],
         ),
     ]
+    if (baseline("ipv6"), "direct") in by:
+        tables.append(baseline_table(by, over_b))
     short = [s for _, s in KINDS.values()]
     plots = [
         Plot(
@@ -254,11 +303,60 @@ def build_report(flows: list[Flow], cases: list[Case], args: argparse.Namespace)
             f"published with `-p [{HOST_ADDR6}]:{args.port}:{args.port} -p [::1]:{args.port + 1}:"
             f"{args.port}` and the IPv4 twins; the lab's host namespace has bridge-nf-call-ip6tables=0. "
             f"2. Whole-command wall time of `run --rm --net X true` with the daemon up, {args.runs} "
-            "rounds of the two networks, alternating; a lab of its own."
+            "rounds of the two networks, alternating; a lab of its own. 3. The same flows through a "
+            "bridge and hand-written DNAT and masquerade rules with no dockyard, in a lab of its own, "
+            "in the same rounds as 1."
         ),
         tables=tables,
         goals=goals,
         plots=plots,
+    )
+
+
+def baseline_table(
+    by: dict[tuple[str, str], list[float]], over_b: Callable[[str, str], tuple[float, float]]
+) -> Table:
+    """3.: each published flow of dockyard beside the kernel-only baseline's, over its direct flow."""
+    rows = []
+    for kind, (label, _) in KINDS.items():
+        if kind == "direct":
+            continue
+        for family in FAMILIES:
+            d, k = over_b(family, kind)[0], over_b(baseline(family), kind)[0]
+            rows.append(
+                [
+                    f"{family} {label}",
+                    cell(by[(family, kind)]),
+                    cell(by[(baseline(family), kind)]),
+                    f"{d:.3f}",
+                    f"{k:.3f}",
+                    f"{ratio(d, k):.3f}",
+                ]
+            )
+    for family in FAMILIES:
+        rows.append(
+            [
+                f"{family} {KINDS['direct'][0]}",
+                cell(by[(family, "direct")]),
+                cell(by[(baseline(family), "direct")]),
+                "",
+                "",
+                "",
+            ]
+        )
+    return Table(
+        "3. against a kernel-only baseline: the same flows through a bridge and hand-written rules "
+        "doing only DNAT and masquerade (bench/_kernel.py), in the same rounds (Gbit/s, median "
+        "(min-max); ratios paired: the median of the per-round ratios)",
+        [
+            "flow",
+            "dockyard Gbit/s",
+            "kernel-only Gbit/s",
+            "dockyard / b",
+            "kernel-only / b",
+            "dockyard / kernel-only",
+        ],
+        rows,
     )
 
 
@@ -270,6 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--port", type=int, default=5201, help="the server's port; loopback publishes the next (default 5201)"
     )
+    p.add_argument("--no-baseline", action="store_true", help="no 3. (the kernel-only baseline)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per network (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per network first (default 3)")
     args = p.parse_args(argv)

@@ -31,14 +31,16 @@ min-max; the ratios are of medians, and against b also paired (the median of
 the per-round ratios, in which drift cancels out: the goals on c/b and e/b
 are judged on it).
 
-g. Kernel-only baseline (unless --no-baseline): flows b and e through a
-   bridge, two namespaces and hand-written nft rules doing only what a
-   hairpin needs (`ip daddr HOST tcp dport PORT dnat to SERVER`, then
-   `ct status dnat ... masquerade` on the way back into the bridge), in a
-   lab of their own, in the same rounds as the tools' flows. Its e/b is
-   what the kernel itself gives a DNAT+masquerade hairpin on this machine:
-   dockyard's e/b is printed beside it, and the difference is what
-   dockyard's own rules cost (its port guard, its forward chain).
+g. Kernel-only baseline (unless --no-baseline): the five flows through a
+   bridge, a client and a server namespace and hand-written nft rules
+   doing only what publishing needs (bench/_kernel.py: `ip daddr HOST tcp
+   dport PORT dnat to SERVER`, the same from 127.0.0.1 with route_localnet
+   on the bridge, `ct status dnat ... masquerade` on the hairpin's way back
+   into the bridge), in a lab of their own, in the same rounds as the
+   tools' flows. Its c/b and e/b are what the kernel itself gives a
+   published flow on this machine: dockyard's are printed beside them, and
+   the difference is what dockyard's own rules cost (its port guard, its
+   forward chain).
 
 f. Crowd: flows b and d with N other endpoints on the same bridge (N
    `dockyard run -d -p P:80 sleep infinity` containers, one published port
@@ -61,7 +63,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _common import BenchError, ratio, rotated, run_cmd, summary
+from _kernel import TOOL as BASELINE
+from _kernel import kernel_lab
 from _reference import PrivateDocker, rootfs_tar
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import HOST_ADDR, Run, ScriptLab, main, options
@@ -81,9 +84,6 @@ MAX_CROWD = 1000  # a bridge holds at most 1,024 ports
 GOAL_PUBLISHED = 0.95  # c/b and e/b at least this (issues 7 and 19)
 GOAL_CROWD = 0.05  # a flow with the crowd within this of the flow alone
 TOOLS = ("dockyard", "docker")
-BASELINE = "kernel"  # g.: the hand-written rules' flows carry this as their tool
-BASELINE_NET = "198.19.0"  # RFC 2544's range again (Docker has 198.18.0.0/16), inside its lab only
-BASELINE_BRIDGE = "kb0"
 # kind -> (row label, short label for plots)
 KINDS = {
     "c2c": ("a. container -> container", "a. c2c"),
@@ -97,6 +97,13 @@ PATHS = {
     "dockyard": ("bridge", "no NAT", "kernel DNAT", "kernel DNAT, forwarded", "kernel DNAT, hairpin"),
     "docker": ("bridge", "no NAT", "docker-proxy", "iptables DNAT, forwarded", "docker-proxy, hairpin"),
 }
+BASELINE_PATHS = (
+    "bridge",
+    "no NAT",
+    "hand-written DNAT",
+    "hand-written DNAT, forwarded",
+    "hand-written DNAT + masquerade, hairpin",
+)
 CROWD_KINDS = ("direct", "outside")
 # Measured on this machine kind before dockyard existed (issue 7).
 REFERENCE = (
@@ -280,56 +287,19 @@ def measure_crowd(flows: list[Flow], crowds: list[Crowd], args: argparse.Namespa
 
 
 def baseline_flows(run: Run, port: int) -> list[Flow]:
-    """g.: a bridge with a client and a server namespace, and only the rules a hairpin needs."""
-    lab = run.lab()
-
-    def sh(*argv: str) -> None:
-        run_cmd(argv, "kernel baseline")
-
-    host = ["ip", "netns", "exec", lab.host]
-    # A new namespace inherits the root's forwarding, which may be off: the hairpin is routed.
-    sh(*host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    sh(*host, "ip", "link", "add", BASELINE_BRIDGE, "type", "bridge")
-    sh(*host, "ip", "addr", "add", f"{BASELINE_NET}.1/24", "dev", BASELINE_BRIDGE)
-    sh(*host, "ip", "link", "set", BASELINE_BRIDGE, "up")
-    ends = {}
-    for role, last in (("c", 2), ("s", 3)):
-        ns = f"{lab.host}{role}"
-        lab.add_netns(ns)
-        inside = ["ip", "netns", "exec", ns]
-        sh(*host, "ip", "link", "add", f"kv{role}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh(*host, "ip", "link", "set", f"kv{role}", "master", BASELINE_BRIDGE, "up")
-        sh(*inside, "ip", "addr", "add", f"{BASELINE_NET}.{last}/24", "dev", "eth0")
-        sh(*inside, "ip", "link", "set", "eth0", "up")
-        sh(*inside, "ip", "link", "set", "lo", "up")
-        sh(*inside, "ip", "route", "add", "default", "via", f"{BASELINE_NET}.1")
-        ends[role] = (inside, f"{BASELINE_NET}.{last}")
-    server = ends["s"][1]
-    rules = f"""
-        table ip hairpin {{
-            chain prerouting {{
-                type nat hook prerouting priority -100; policy accept;
-                ip daddr {HOST_ADDR} tcp dport {port} dnat to {server}:{port}
-            }}
-            chain postrouting {{
-                type nat hook postrouting priority 100; policy accept;
-                ct status dnat ip saddr {BASELINE_NET}.0/24 oifname "{BASELINE_BRIDGE}" masquerade
-            }}
-        }}
-    """
-    (lab.tmp / "hairpin.nft").write_text(rules)
-    sh(*host, "nft", "-f", str(lab.tmp / "hairpin.nft"))
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{lab.host}s", "iperf3", "-s", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    lab.procs.append(proc)  # the lab's teardown stops it, by its PID
-    lab.remember_pid(proc.pid)
-    client = [*ends["c"][0], "iperf3", "-c"]
+    """g.: the five flows through a bridge, a client and a server namespace, and only the rules
+    publishing needs (bench/_kernel.py)."""
+    k = kernel_lab(run, port, port)
+    ends = [
+        (k.client, k.server4),
+        (k.host, k.server4),
+        (k.host, "127.0.0.1"),
+        (k.up, HOST_ADDR),
+        (k.client, HOST_ADDR),
+    ]
     return [
-        Flow(BASELINE, "direct", "no NAT", [*host, "iperf3", "-c", server, "-p", str(port)]),
-        Flow(BASELINE, "hairpin", "hand-written DNAT + masquerade", [*client, HOST_ADDR, "-p", str(port)]),
+        Flow(BASELINE, kind, path, [*where, "iperf3", "-c", target, "-p", str(port)])
+        for kind, path, (where, target) in zip(KINDS, BASELINE_PATHS, ends, strict=True)
     ]
 
 
@@ -432,8 +402,8 @@ def build_report(flows: list[Flow], crowd: dict[str, Any] | None, args: argparse
                 f"docker ({by[('docker', kind)].path}) {d:.2f} of its direct (paired); "
                 f"dockyard {ratio(med[('dockyard', kind)], med[('docker', kind)]):.2f}x docker"
             )
-        if kind == "hairpin" and (BASELINE, "hairpin") in by:
-            k = paired(by[(BASELINE, "hairpin")].gbps, by[(BASELINE, "direct")].gbps)
+        if (BASELINE, kind) in by:
+            k = paired(by[(BASELINE, kind)].gbps, by[(BASELINE, "direct")].gbps)
             side += f"; kernel-only baseline (g.) {k:.2f} of its direct (paired)"
         of_medians = ratio(med[("dockyard", kind)], med[("dockyard", "direct")])
         goals.append(
@@ -492,18 +462,41 @@ def build_report(flows: list[Flow], crowd: dict[str, Any] | None, args: argparse
 
 
 def baseline_table(by: dict[tuple[str, str], Flow]) -> Table:
-    """g.: the kernel-only hairpin beside dockyard's, each over its own direct flow."""
+    """g.: every flow of dockyard beside the same flow through the kernel-only baseline, each
+    over its own direct flow, and the hairpin over the container-to-container flow."""
+
+    def over(tool: str, kind: str, of: str = "direct") -> float:
+        return paired(by[(tool, kind)].gbps, by[(tool, of)].gbps)
+
     rows = []
-    for tool, what in (("dockyard", "dockyard's rules"), (BASELINE, "hand-written minimal rules (g.)")):
-        b, e = by[(tool, "direct")].gbps, by[(tool, "hairpin")].gbps
-        rows.append([what, cell(b), cell(e), f"{paired(e, b):.3f}"])
-    k = paired(by[(BASELINE, "hairpin")].gbps, by[(BASELINE, "direct")].gbps)
-    d = paired(by[("dockyard", "hairpin")].gbps, by[("dockyard", "direct")].gbps)
-    rows.append(["dockyard / kernel-only (e/b over e/b)", "", "", f"{ratio(d, k):.3f}"])
+    for kind, (label, _) in KINDS.items():
+        d, k = over("dockyard", kind), over(BASELINE, kind)
+        rows.append(
+            [
+                label,
+                cell(by[("dockyard", kind)].gbps),
+                cell(by[(BASELINE, kind)].gbps),
+                f"{d:.3f}",
+                f"{k:.3f}",
+                f"{ratio(d, k):.3f}",
+            ]
+        )
+    d, k = over("dockyard", "hairpin", "c2c"), over(BASELINE, "hairpin", "c2c")
+    rows.append(
+        ["e. hairpin over a. container -> container", "", "", f"{d:.3f}", f"{k:.3f}", f"{ratio(d, k):.3f}"]
+    )
     return Table(
-        "g. hairpin against a kernel-only baseline: the same DNAT + masquerade hairpin with nothing "
-        "else, in the same rounds (Gbit/s, median (min-max))",
-        ["rules", "b. direct", "e. hairpin", "e/b (paired)"],
+        "g. against a kernel-only baseline: the same flows through a bridge and hand-written rules "
+        "doing only DNAT and masquerade (bench/_kernel.py), in the same rounds (Gbit/s, median "
+        "(min-max); ratios paired: the median of the per-round ratios)",
+        [
+            "flow",
+            "dockyard Gbit/s",
+            "kernel-only Gbit/s",
+            "dockyard / b",
+            "kernel-only / b",
+            "dockyard / kernel-only",
+        ],
         rows,
     )
 

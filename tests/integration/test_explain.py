@@ -361,8 +361,12 @@ def test_trace_with_a_probe_from_a_container(lab: Lab) -> None:
     out = lab.dy_ok("trace", "--from", client, "--to", f"{HOST_ADDR}:8080/tcp", "--probe")
     assert _ruleset(lab) == before
     assert out.startswith(f"trace of {client} -> {HOST_ADDR}:8080/tcp\nprobe: connected\n"), out
-    # The frame first meets the bridge table's guard of the container's port, then the DNAT.
-    assert "bridge dockyard ports [prerouting (filter, -300)]: iifname . ip saddr @port_addrs accept" in out
+    # The frame first meets the bridge table's guard of the container's port, then the DNAT
+    # (the report wraps a long rule: compared with its lines joined).
+    assert (
+        "bridge dockyard ports [prerouting (filter, -300)]: "
+        "iifname . ip saddr @port_addrs iifname . ether saddr @port_macs accept"
+    ) in " ".join(out.split())
     assert "inet dockyard publish [jumped to]: dnat ip to meta l4proto . th dport map @publish_any" in out
     assert f"conntrack: DNAT: {HOST_ADDR}:8080 -> {web}:80" in out
     assert "nothing of it is left" in out

@@ -220,7 +220,7 @@ class _Walk:
         # 127.0.0.0/8 guard, for what arrives from an interface.
         if not self.v6 and not local_origin and (dst.is_loopback or src.is_loopback):
             which = "destination" if dst.is_loopback else "source"
-            text = f'iifname != "lo" ip {which[0]}addr 127.0.0.0/8 drop'
+            text = f'ip {which[0]}addr 127.0.0.0/8 iifname != "lo" drop'
             self.hop(f"{words.INET} localnet (prerouting, -300)", f"a 127.0.0.0/8 {which} from {iif}", "drop")
             return self.verdict(False, f"dropped: {words.rule(words.INET, 'localnet', text)}")
         if not local_origin and not self.v6:
