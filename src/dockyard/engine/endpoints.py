@@ -28,13 +28,13 @@ import functools
 import ipaddress
 import logging
 import queue
-import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from dockyard import digests
 from dockyard.drivers import Driver
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return digests.token_hex(32)
 
 
 class GlobalEndpoints(Protocol):

@@ -17,12 +17,12 @@ tables that a crash left behind.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument, KernelError, NotFound
 from dockyard.kernel import files, topology
 from dockyard.kernel import trace as ktrace
@@ -259,7 +259,7 @@ class Explainer:
         if not 0 < timeout <= MAX_TRACE_WAIT:
             raise InvalidArgument(f"invalid --timeout {timeout:g}: give 1 to {MAX_TRACE_WAIT:g} seconds")
         where = self._probe_namespace(flow.src) if probe else None
-        name = trace_rules.table_name(self.e.owner, secrets.token_hex(3))
+        name = trace_rules.table_name(self.e.owner, digests.token_hex(3))
         hooks: dict[tuple[str, str, str], tuple[str, str, int]] = {}
         outcome = ""
         watch = ktrace.Watch(flow.src, flow.dst, flow.port, flow.proto)
