@@ -57,6 +57,8 @@ class MemoryRelease:
             if self.rss() - self._floor < GROWTH:
                 return
             self._release()
+        except OSError:
+            pass  # statm closed: the daemon is stopping
         finally:
             self._lock.release()
 
