@@ -3,15 +3,18 @@
 What Python and SQLite free goes back to glibc's heap, which keeps it for
 reuse: the RSS stays at the high-water mark of the biggest request. Listing
 1,000 containers (`ps -a`: every row read, a summary each, one JSON body)
-takes some 7 MB for a moment and left 2-4 MB of free heap and SQLite cache
-in the RSS of an idle daemon for good (bench/scale.py: 49.3 MB with 1,000
-containers running, 53.0 MB once they were all removed).
+took some 7 MB for a moment, and the idle daemon kept MBs of it: in a lab,
+one `ps -a` of 300 containers left 1.5 MB; bench/scale.py, whose inventory
+lists its 1,000, measured 49.3 MB with them running and 53.0 MB once all
+were removed. (What Python's own allocator keeps, arenas pinned by a few
+live objects, is not glibc's to give back: ps makes less of it, per row.)
 
 After each request, `after_request` reads the RSS (one pread of
-/proc/self/statm); when it grew by GROWTH since the last release, SQLite's
-unused cache is freed and malloc_trim(0) hands the free heap back. The hot
-path grows the RSS by a few kB a container: it pays the read, and a release
-about every hundred containers (some 0.2 ms, after the answer went out).
+/proc/self/statm); when it is GROWTH above where the last release was made
+(a new high), SQLite's unused cache is freed and malloc_trim(0) hands the
+free heap back. The hot path grows the RSS by a few kB a container: it pays
+the read, and a release about every hundred containers (some 0.2 ms, after
+the answer went out).
 """
 
 from __future__ import annotations
@@ -54,9 +57,13 @@ class MemoryRelease:
         if not self._lock.acquire(blocking=False):
             return  # another thread is releasing right now
         try:
-            if self.rss() - self._floor < GROWTH:
+            now = self.rss()
+            if now - self._floor < GROWTH:
                 return
             self._release()
+            # The next release needs a new high: what this one gave back of the working set
+            # (the pages the next requests touch again) comes back, and is no reason for another.
+            self._floor = now
         except OSError:
             pass  # statm closed: the daemon is stopping
         finally:
@@ -66,7 +73,6 @@ class MemoryRelease:
         self._release_caches()
         if self._trim is not None:
             self._trim(0)
-        self._floor = self.rss()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
