@@ -462,7 +462,8 @@ def figures(m: Measured) -> Figures | None:
             drop_total += drop
             beyond_batch.append((drop - (point.med("own_pss") - previous.med("own_pss"))) * KB / added)
         previous = point
-    timed_batches = [b for b in m.start_ms if b]
+    # The batches that ran to their end: one a start failed in has times, but no CPU or memory read.
+    timed_batches = m.start_ms[: len(m.after_start)]
 
     def grown(key: str) -> float:
         return (full.med(key) - idle.med(key)) * KB / n

@@ -93,8 +93,8 @@ def _check(modules: list[str], allowed_ours: set[str], allow_third_party: set[st
 
 
 # Leaves every layer may import: the nouns, the errors, the settings, where $ROOT is, the log
-# format, and what the kernel was read to hold (observed).
-DATA = {"model", "errors", "settings", "locations", "logconfig", "observed"}
+# format, what the kernel was read to hold (observed), and sha256 without OpenSSL (digests).
+DATA = {"model", "errors", "settings", "locations", "logconfig", "observed", "digests"}
 
 # Each folder of src/dockyard and what it may import of dockyard, besides itself and DATA.
 # The order is the layers' order, top to bottom: a folder imports only folders below it.

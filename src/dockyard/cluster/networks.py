@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import builtins
 import ipaddress
-import secrets
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
+from dockyard import digests
 from dockyard.cluster.etcd import EtcdClient
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, NetworkRecord, RecordError
@@ -99,7 +99,7 @@ class Networks:
             ipam.check_in_subnet(gateway6, subnet6, "gateway")
         if ipv6 and subnet6 is None and not pools6:
             raise InvalidArgument("--ipv6 without an IPv6 --subnet needs IPv6 default address pools")
-        network_id = network_id or secrets.token_hex(32)
+        network_id = network_id or digests.token_hex(32)
         pools = tuple(pools)
         pools6 = tuple(pools6)
         avoid6 = tuple(avoid6)

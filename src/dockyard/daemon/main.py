@@ -103,6 +103,7 @@ class Daemon:
         try:
             from dockyard.daemon.api.routes import Api
             from dockyard.daemon.api.server import Limits, UnixHTTPServer, default_max_connections
+            from dockyard.daemon.memory import MemoryRelease
             from dockyard.daemon.metrics import Metrics, MetricsListener
             from dockyard.engine import Engine
             from dockyard.engine.explain import Explainer
@@ -155,7 +156,10 @@ class Daemon:
                 self.settings.api_max_connections or default_max_connections(),
                 self.settings.api_idle_timeout,
             )
-            server = UnixHTTPServer(self.paths.socket, metrics.wrap(api.handle), api.error, limits)
+            memory = MemoryRelease(store.release_memory)
+            server = UnixHTTPServer(
+                self.paths.socket, metrics.wrap(api.handle), api.error, limits, memory.after_request
+            )
             if self.settings.metrics_addr is not None:
                 self.metrics_listener = MetricsListener(self.settings.metrics_addr, metrics.text)
             plugin_servers = self._plugin_servers(engine, limits, overlay is not None)
@@ -210,6 +214,7 @@ class Daemon:
         except DockyardError as e:
             log.error("%s", e)
         store.close()
+        memory.close()
         kernel.netlink.close()
         if info.get("reset"):
             self._forget_state()

@@ -28,7 +28,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard import digests
 from dockyard.cluster import Cluster, ClusterListener, EndpointRecord, HostRecord, NetworkRecord, StoreConfig
 from dockyard.cluster.keys import ROOT
 from dockyard.drivers.overlay import VNI_OPTION, VXLAN_OVERHEAD, OverlayDriver, vxlan_name
@@ -111,7 +111,7 @@ def host_id(root: Path) -> str:
     kept = files.read(root, root / HOST_ID_FILE)
     if kept and kept.strip():
         return kept.decode(errors="replace").strip()
-    made = f"{socket.gethostname()[:20]}-{secrets.token_hex(6)}"
+    made = f"{socket.gethostname()[:20]}-{digests.token_hex(6)}"
     files.write(root, root / HOST_ID_FILE, made + "\n")
     return made
 

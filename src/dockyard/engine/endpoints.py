@@ -29,13 +29,13 @@ import functools
 import ipaddress
 import logging
 import queue
-import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from dockyard import digests
 from dockyard.drivers import Driver
 from dockyard.engine.steps import Undo, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return digests.token_hex(32)
 
 
 # The endpoint that addresses just claimed make: (IPv4 address, IPv6 address or None).

@@ -12,29 +12,33 @@ adds two tables of its own (`inet` and `bridge dockyard-trace-<mark>-<tag>`)
 that switch nftrace on for one flow, watches `nft monitor` and conntrack,
 and deletes the tables in a finally. `gc` deletes any of this root's trace
 tables that a crash left behind.
+
+The reasoning (policy/explain, policy/graph.py) and the reading of
+namespaces (kernel/topology.py) load with the first explain, graph or
+trace, not with the daemon: some 0.6 MB of its RSS that most daemons never
+use. gc, run at every start, needs neither.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument, KernelError, NotFound
-from dockyard.kernel import files, topology
+from dockyard.kernel import files
 from dockyard.kernel import trace as ktrace
 from dockyard.model import Container, DriverName, ModeKind, Network, Protocol
-from dockyard.observed import Tables
-from dockyard.policy import explain as policy
-from dockyard.policy import graph as pgraph
 from dockyard.policy import rules
 from dockyard.policy.rules import trace as trace_rules
 
 if TYPE_CHECKING:
     from dockyard.engine import Engine
+    from dockyard.policy import explain as policy
+    from dockyard.policy import graph as pgraph
 
 # After the traced flow's first packet, how long more lines (the rest of its path, a
 # retransmission) are waited for when no probe tells when the exchange ended.
@@ -67,6 +71,10 @@ class Explainer:
         return None
 
     def view(self) -> policy.View:
+        from dockyard.kernel import topology
+        from dockyard.observed import Tables
+        from dockyard.policy import explain as policy
+
         store = self.e.store
         networks = tuple(store.networks())
         bridges = tuple(n.bridge for n in networks if n.bridge)
@@ -135,6 +143,8 @@ class Explainer:
         source: str = "",
     ) -> policy.Report:
         """A container's path (with a port: from which sources it answers), or a network's."""
+        from dockyard.policy import explain as policy
+
         store = self.e.store
         c = store.find_container(ref)
         if c is None:
@@ -214,6 +224,9 @@ class Explainer:
     # -- graph ---------------------------------------------------------------------
 
     def graph(self, ref: str = "") -> pgraph.Graph:
+        from dockyard.kernel import topology
+        from dockyard.policy import graph as pgraph
+
         only: Network | None = None
         if ref:
             only = self.e.store.get_network(ref)
@@ -256,10 +269,12 @@ class Explainer:
         on_ready: Callable[[str], None],
     ) -> policy.TraceReport:
         """Trace one flow: the tables, the watchers, a probe or a real packet, and nothing left."""
+        from dockyard.policy import explain as policy
+
         if not 0 < timeout <= MAX_TRACE_WAIT:
             raise InvalidArgument(f"invalid --timeout {timeout:g}: give 1 to {MAX_TRACE_WAIT:g} seconds")
         where = self._probe_namespace(flow.src) if probe else None
-        name = trace_rules.table_name(self.e.owner, secrets.token_hex(3))
+        name = trace_rules.table_name(self.e.owner, digests.token_hex(3))
         hooks: dict[tuple[str, str, str], tuple[str, str, int]] = {}
         outcome = ""
         watch = ktrace.Watch(flow.src, flow.dst, flow.port, flow.proto)
@@ -298,6 +313,8 @@ class Explainer:
 
     def _probe_namespace(self, src: ipaddress.IPv4Address) -> Path | None:
         """Where a probe from src is sent: the host (None) or a container's namespace."""
+        from dockyard.kernel import topology
+
         host = topology.namespace(None)
         if src.is_loopback or any(a.ip == src for lk in host.links for a in lk.addresses):
             return None

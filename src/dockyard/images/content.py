@@ -10,14 +10,13 @@ are kept is the records' decision (engine/images), not this module's.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard import digests
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.policy.references import DIGEST_RE
 
@@ -83,7 +82,7 @@ class ContentStore:
 
     def temp_name(self, what: str) -> Path:
         self.ensure()
-        return self.tmp / f"{what}-{secrets.token_hex(8)}"
+        return self.tmp / f"{what}-{digests.token_hex(8)}"
 
     @contextlib.contextmanager
     def temp_dir(self, what: str) -> Iterator[Path]:
@@ -101,7 +100,7 @@ class ContentStore:
 
         With `expected`, a file whose sha256 differs is removed and refused.
         """
-        h = hashlib.sha256()
+        h = digests.content_sha256()
         size = 0
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
@@ -132,7 +131,7 @@ class ContentStore:
         stream whose sha256 differs leaves nothing behind and is refused.
         """
         tmp = self.temp_name("blob")
-        h = hashlib.sha256()
+        h = digests.content_sha256()
         size = 0
         try:
             with open(tmp, "xb") as out:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import hashlib
 import os
 import stat
 import tarfile
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument
 
 WHITEOUT = ".wh."
@@ -62,7 +62,7 @@ class _Tee:
     def __init__(self, source: BinaryIO, copy: BinaryIO | None, progress: Callable[[int], None] | None):
         self.source = source
         self.copy = copy
-        self.hash = hashlib.sha256()
+        self.hash = digests.content_sha256()
         self.count = 0
         self.progress = progress
 

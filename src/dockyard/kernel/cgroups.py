@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import time
 from pathlib import Path
 
+from dockyard import digests
 from dockyard.errors import KernelError
 
 PROCS = "cgroup.procs"
@@ -46,7 +46,7 @@ def pids_hierarchy() -> Path | None:
 
 
 def parent_name(root: str) -> str:
-    return "dockyard-" + hashlib.sha256(root.encode()).hexdigest()[:12]
+    return "dockyard-" + digests.sha256(root.encode()).hexdigest()[:12]
 
 
 class Cgroups:

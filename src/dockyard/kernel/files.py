@@ -24,10 +24,10 @@ import contextlib
 import enum
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 
+from dockyard import digests
 from dockyard.errors import KernelError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -97,7 +97,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _replace_at(dir_fd: int, name: str, data: bytes, mode: int, sync: bool) -> None:
-    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    tmp = f".{name}.{digests.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, mode, dir_fd=dir_fd)
     try:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import ipaddress
 import socket
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from dockyard import digests
 from dockyard.errors import Conflict, KernelError
 from dockyard.kernel import netns, sysctl
 
@@ -58,7 +58,7 @@ def bridge_mac(name: str) -> str:
     as containers come and go, which leaves stale gateway entries in the
     containers' ARP caches; Docker pins it too.
     """
-    digest = hashlib.sha256(name.encode()).digest()
+    digest = digests.sha256(name.encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 

@@ -28,11 +28,11 @@ Stdlib only: runs in the shim's child, between fork and exec.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import stat
 
+from dockyard import digests
 from dockyard.kernel import netns
 
 MS_REMOUNT = 0x20
@@ -178,7 +178,7 @@ def _carry_mounts(new_root: str, layer: str, hidden: list[str]) -> None:
         if not os.path.isdir(target) or not os.path.isdir(point):
             skipped.append(point)
             continue
-        name = hashlib.sha256(point.encode()).hexdigest()[:16]
+        name = digests.sha256(point.encode()).hexdigest()[:16]
         try:
             _overlay([point], os.path.join(layer, "mounts", name), target)
         except (RootfsError, OSError):

@@ -10,10 +10,10 @@ own, unless daemon.json's default-address-pools has IPv6 entries.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 
+from dockyard import digests
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard.policy import ipam
 from dockyard.settings import AddressPool6
@@ -89,7 +89,7 @@ def parse_any_address(text: str, what: str = "address") -> ipam.AnyAddr:
 def ula_pool(seed: str) -> AddressPool6:
     """Docker 27's default IPv6 pool: a ULA /48 whose 40-bit global ID comes from
     the daemon's own identity (seed), cut into /64s; the same daemon, the same /48."""
-    global_id = hashlib.sha256(seed.encode()).digest()[:5]
+    global_id = digests.sha256(seed.encode()).digest()[:5]
     base = int.from_bytes(b"\xfd" + global_id, "big") << 80
     return AddressPool6(IPv6Net((base, 48)), 64)
 

@@ -11,11 +11,11 @@ when both give one, the best variant for the host otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument
 from dockyard.model import ImageConfig
 from dockyard.policy.references import DIGEST_RE
@@ -330,7 +330,9 @@ def check_layers(view: ConfigView, manifest: Manifest) -> None:
 
 
 def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    h = digests.content_sha256()
+    h.update(data)
+    return "sha256:" + h.hexdigest()
 
 
 def canonical(doc: Any) -> bytes:

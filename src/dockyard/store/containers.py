@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from dockyard.errors import Conflict, NotFound
@@ -77,10 +78,13 @@ class ContainerRecords(Database):
         return c
 
     def containers(self) -> list[Container]:
-        return [
-            self._container(r)
-            for r in self._q(f"SELECT {self._CT_COLS} FROM containers ORDER BY created DESC")
-        ]
+        return list(self.iter_containers())
+
+    def iter_containers(self) -> Iterator[Container]:
+        """Every container, newest first, each made when it is taken (the rows are read at
+        once): a listing of 1,000 holds one container's objects at a time, not 1,000."""
+        for r in self._q(f"SELECT {self._CT_COLS} FROM containers ORDER BY created DESC"):
+            yield self._container(r)
 
     def update_container(self, container_id: str, **fields: Any) -> None:
         allowed = {

@@ -7,13 +7,13 @@ Docker reads dockyard's answers unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from dockyard import digests
 from dockyard.daemon.api import confinement, create_fields, endpoint_settings
 from dockyard.daemon.api.json_types import flag as _flag
 from dockyard.daemon.api.json_types import json_object as _object
@@ -379,7 +379,7 @@ def _endpoint_json(ep: Endpoint, network: Network, c: Container | None = None) -
 def mode_endpoint_id(c: Container, network: Network) -> str:
     """The id of a host or none container's place on that network: Docker lists one, while
     no endpoint exists (no interface, no address); derived, so every answer shows the same."""
-    return hashlib.sha256(f"{network.id}/{c.id}".encode()).hexdigest()
+    return digests.sha256(f"{network.id}/{c.id}".encode()).hexdigest()
 
 
 def _mode_endpoint_json(c: Container, network: Network) -> Json:

@@ -8,7 +8,7 @@
     GET  /metrics                                              Prometheus' text format
 
 Parses and formats; the reading and reasoning are engine/explain.py's and
-policy/explain's.
+policy/explain's, loaded with the first of these requests (as the parsing here).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from typing import Any
 from dockyard.daemon.api.http import Request, Response
 from dockyard.engine.explain import Explainer
 from dockyard.errors import DockyardError, InvalidArgument
-from dockyard.policy.explain.args import parse_flow, parse_port
-from dockyard.policy.graph import to_dot
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_TRACE_TIMEOUT = 10.0
@@ -44,6 +42,8 @@ class ExplainRoutes:
         r("GET", r"/metrics", self.metrics)
 
     def explain(self, req: Request, ref: str) -> Response:
+        from dockyard.policy.explain.args import parse_port
+
         port = parse_port(req.query["port"]) if req.query.get("port") else None
         report = self.x.explain(ref, port, req.query.get("from", ""))
         body = _json(report)
@@ -51,6 +51,8 @@ class ExplainRoutes:
         return Response(200, body)
 
     def graph(self, req: Request) -> Response:
+        from dockyard.policy.graph import to_dot
+
         ref = req.query.get("network", "")
         g = self.x.graph(ref)
         title = f"dockyard: network {ref}" if ref else "dockyard: host topology"
@@ -59,6 +61,8 @@ class ExplainRoutes:
         return Response(200, body)
 
     def trace(self, req: Request) -> Response:
+        from dockyard.policy.explain.args import parse_flow
+
         body = req.json()
         if not isinstance(body, dict):
             raise InvalidArgument("the trace request must be a JSON object")

@@ -6,6 +6,9 @@ slashes (`localhost:5000/x:1`), as in Docker's routes. Pull answers with
 Docker's JSON message stream; an error before its first message (a bad
 name, a manifest not found, a registry refusing the login) is an HTTP
 error, as Docker's answer is when nothing was written yet.
+
+Pull, load, import and save (the registry client, tar and gzip) load with
+the first of them, not with the daemon: most daemons never pull.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from typing import Any
 
 from dockyard.daemon.api.http import Request, Response
 from dockyard.engine.images import Images, familiar
-from dockyard.engine.images.archive import import_tarball, load, save
-from dockyard.engine.images.pull import credentials, error_message, login, pull
 from dockyard.errors import DockyardError, InvalidArgument
 from dockyard.model import Image
 from dockyard.policy.image_filters import ImageFilter
@@ -182,6 +183,8 @@ class ImageRoutes:
 
     def auth(self, req: Request) -> Response:
         """`docker login`: are these credentials good at that registry?"""
+        from dockyard.engine.images.pull import login
+
         body = req.json()
         if not isinstance(body, dict):
             raise InvalidArgument("the login must be a JSON object")
@@ -196,6 +199,8 @@ class ImageRoutes:
     # -- streams -------------------------------------------------------------------------
 
     def create(self, req: Request) -> Response:
+        from dockyard.engine.images.pull import credentials, pull
+
         if req.query.get("fromSrc"):
             return self._import(req)
         if not req.query.get("fromImage"):
@@ -211,6 +216,8 @@ class ImageRoutes:
         return _lazy_stream(work)
 
     def _import(self, req: Request) -> Response:
+        from dockyard.engine.images.archive import import_tarball
+
         if req.query["fromSrc"] != "-":
             raise InvalidArgument(
                 "import from a URL is not supported: give the tarball on standard input "
@@ -233,6 +240,8 @@ class ImageRoutes:
         return Response(200, _lines([{"status": image_id}]), JSON_STREAM)
 
     def load(self, req: Request) -> Response:
+        from dockyard.engine.images.archive import load
+
         body = req.stream
         if body is None:
             import io
@@ -245,10 +254,14 @@ class ImageRoutes:
         return Response(200, _lines(messages), JSON_STREAM)
 
     def save(self, req: Request) -> Response:
+        from dockyard.engine.images.archive import save
+
         names = req.multi.get("names", [])
         return Response(200, content_type="application/x-tar", stream=save(self.images, names))
 
     def save_one(self, req: Request, name: str) -> Response:
+        from dockyard.engine.images.archive import save
+
         return Response(200, content_type="application/x-tar", stream=save(self.images, [name]))
 
 
@@ -275,6 +288,8 @@ def _lazy_stream(work: Callable[[Callable[[Json], None]], None]) -> Response:
         return Response(200, b"", JSON_STREAM)
 
     def stream(write: Callable[[bytes], None]) -> None:
+        from dockyard.engine.images.pull import error_message
+
         item = first
         while item is not _DONE:
             if isinstance(item, BaseException):

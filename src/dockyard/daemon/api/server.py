@@ -87,10 +87,13 @@ class UnixHTTPServer:
         handler: Handler,
         error_handler: Callable[[BaseException], Response],
         limits: Limits | None = None,
+        after_request: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self.handler = handler
         self.error_handler = error_handler
+        # Called by a worker once its request is answered (the daemon gives memory back).
+        self.after_request = after_request
         self.limits = limits or Limits(default_max_connections())
         self.cap = self.limits.max_connections
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -408,6 +411,11 @@ class UnixHTTPServer:
                 self._wake()
             else:
                 conn.close()
+        if self.after_request is not None:
+            try:
+                self.after_request()
+            except Exception:  # the answer went out; what follows it must not end the worker
+                log.exception("after an API request")
 
     def _serve(self, conn: Conn) -> bool:
         return serve(

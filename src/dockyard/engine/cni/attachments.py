@@ -22,13 +22,13 @@ format (env, JSON, result versions) is cni.py's and api/cni.py's.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dockyard import digests
 from dockyard.drivers import Driver
 from dockyard.engine.cni.networks import (
     CNI_LABEL,
@@ -146,7 +146,7 @@ class Attachment:
 
 def owner_key(network: str, container_id: str, ifname: str) -> str:
     """The owner of an attachment's records: stable, fixed length, like a container id."""
-    digest = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()
+    digest = digests.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()
     return "cni-" + digest[:60]
 
 

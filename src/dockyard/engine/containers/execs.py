@@ -14,12 +14,12 @@ started it attached (Docker's exec start), or nothing for a detached one
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard import digests
 from dockyard.errors import CommandNotFound, CommandNotRunnable, Conflict, InvalidArgument, NotFound
 from dockyard.kernel.shim_client import ShimClient
 from dockyard.kernel.spawn import SpawnRequest
@@ -127,7 +127,7 @@ class Execs:
             raise Conflict(f"container {c.id} is not running")
         if not cmd:
             raise InvalidArgument("no command given to exec")
-        inst = ExecInstance(secrets.token_hex(32), c.id, cmd, env, workdir, options)
+        inst = ExecInstance(digests.token_hex(32), c.id, cmd, env, workdir, options)
         now = time.monotonic()
         with self._lock:
             for old in [i for i in self._items.values() if i.ended_at and now - i.ended_at > KEEP_FINISHED]:

@@ -8,6 +8,7 @@ the containers `before=` and `since=` name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from dockyard.errors import InvalidArgument, NotFound
@@ -41,24 +42,25 @@ def facts(engine: Any, c: Container, with_image: bool = False) -> ContainerFacts
     return ContainerFacts(tuple(networks.items()), image_id)
 
 
-def select(engine: Any, wanted: ContainerFilter, show_all: bool, limit: int = -1) -> list[Container]:
-    """containers/json: newest first, as Docker lists them."""
+def select(engine: Any, wanted: ContainerFilter, show_all: bool, limit: int = -1) -> Iterator[Container]:
+    """containers/json: newest first, as Docker lists them, one at a time (a listing
+    keeps what it shows of each, not every container)."""
     store = engine.store
     before = store.get_container(wanted.get("before")[0]) if wanted.get("before") else None
     since = store.get_container(wanted.get("since")[0]) if wanted.get("since") else None
     show_all = show_all or wanted.implies_all or limit > 0 or before is not None or since is not None
-    out = []
-    for c in store.containers():
+    taken = 0
+    for c in store.iter_containers():
         if not show_all and not c.running:
             continue
         if wanted.values and not wanted.matches(
             c, facts(engine, c, bool(wanted.get("ancestor"))), before, since
         ):
             continue
-        out.append(c)
-        if 0 < limit <= len(out):
-            break
-    return out
+        yield c
+        taken += 1
+        if 0 < limit <= taken:
+            return
 
 
 def prune(engine: Any, wanted: PruneFilter) -> list[str]:

@@ -9,9 +9,9 @@ policy/ipam6.py's.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from typing import TYPE_CHECKING
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import Network
@@ -49,7 +49,7 @@ class NetworkIpv6:
         """daemon.json's IPv6 default-address-pools, else this daemon's own ULA /48 (Docker 27)."""
         if self.settings.default_address_pools6:
             return self.settings.default_address_pools6
-        return (ipam6.ula_pool(self.store.meta_value("ula_seed", secrets.token_hex(16))),)
+        return (ipam6.ula_pool(self.store.meta_value("ula_seed", digests.token_hex(16))),)
 
     @staticmethod
     def check_ipv6_only(spec: NetworkSpec, host_binding: ipaddress.IPv4Address | None) -> None:

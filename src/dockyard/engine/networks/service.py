@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from dockyard import digests
 from dockyard.drivers import Driver
 from dockyard.engine.networks.ipv6 import NetworkIpv6
 from dockyard.engine.steps import report_rollback, step
@@ -41,7 +41,7 @@ class OverlayNetworks(Protocol):
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return digests.token_hex(32)
 
 
 class Networks:

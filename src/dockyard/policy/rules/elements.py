@@ -7,12 +7,12 @@ dockyard root's owner mark, and reads elements back from `nft -j list`.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dockyard import digests
 from dockyard.errors import InvalidArgument
 from dockyard.model import Endpoint, Network, PortBinding, Protocol
 from dockyard.policy.rules.expr import Json
@@ -46,7 +46,7 @@ ANY6 = ipaddress.IPv6Address("::")
 
 def owner_mark(root: str) -> str:
     """The comment that marks a root's elements and bridges: stable, short, not a path."""
-    return "dy:" + hashlib.sha256(root.encode()).hexdigest()[:12]
+    return "dy:" + digests.sha256(root.encode()).hexdigest()[:12]
 
 
 @dataclass
