@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import dataclass
 
 from _common import run_cmd
+from _report import Table
 from _script import HOST_ADDR, Run, ScriptLab
 from lab import HOST_ADDR6
 
@@ -142,4 +143,22 @@ def kernel_lab(run: Run, port: int, loopback_port: int, bridge_nf6: bool = True)
         client=["setsid", "--wait", *inside[CLIENT]],
         server4=f"{NET4}.{SERVER}",
         server6=f"{NET6}:{SERVER}",
+    )
+
+
+def beside_baseline(label: str, rows: list[list[str]]) -> Table:
+    """The table both throughput benches print: each flow through dockyard beside the baseline."""
+    return Table(
+        f"{label} against a kernel-only baseline: the same flows through a bridge and hand-written rules "
+        "doing only DNAT and masquerade (bench/_kernel.py), in the same rounds (Gbit/s, median "
+        "(min-max); ratios paired: the median of the per-round ratios)",
+        [
+            "flow",
+            "dockyard Gbit/s",
+            "kernel-only Gbit/s",
+            "dockyard / b",
+            "kernel-only / b",
+            "dockyard / kernel-only",
+        ],
+        rows,
     )

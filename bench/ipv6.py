@@ -66,7 +66,7 @@ from typing import Any
 
 from _common import BenchError, ratio, summary
 from _kernel import TOOL as BASELINE
-from _kernel import kernel_lab
+from _kernel import beside_baseline, kernel_lab
 from _report import Goal, Plot, Report, Series, Table, spread
 from _script import HOST_ADDR, Run, ScriptLab, main, options
 from lab import HOST_ADDR6, NET6, NET6_V4
@@ -344,20 +344,7 @@ def baseline_table(
                 "",
             ]
         )
-    return Table(
-        "3. against a kernel-only baseline: the same flows through a bridge and hand-written rules "
-        "doing only DNAT and masquerade (bench/_kernel.py), in the same rounds (Gbit/s, median "
-        "(min-max); ratios paired: the median of the per-round ratios)",
-        [
-            "flow",
-            "dockyard Gbit/s",
-            "kernel-only Gbit/s",
-            "dockyard / b",
-            "kernel-only / b",
-            "dockyard / kernel-only",
-        ],
-        rows,
-    )
+    return beside_baseline("3.", rows)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

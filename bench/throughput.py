@@ -71,7 +71,7 @@ from typing import Any
 
 from _common import BenchError, ratio, rotated, run_cmd, summary
 from _kernel import TOOL as BASELINE
-from _kernel import kernel_lab
+from _kernel import beside_baseline, kernel_lab
 from _reference import PrivateDocker, rootfs_tar
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import HOST_ADDR, Run, ScriptLab, main, options
@@ -485,20 +485,7 @@ def baseline_table(by: dict[tuple[str, str], Flow]) -> Table:
     rows.append(
         ["e. hairpin over a. container -> container", "", "", f"{d:.3f}", f"{k:.3f}", f"{ratio(d, k):.3f}"]
     )
-    return Table(
-        "g. against a kernel-only baseline: the same flows through a bridge and hand-written rules "
-        "doing only DNAT and masquerade (bench/_kernel.py), in the same rounds (Gbit/s, median "
-        "(min-max); ratios paired: the median of the per-round ratios)",
-        [
-            "flow",
-            "dockyard Gbit/s",
-            "kernel-only Gbit/s",
-            "dockyard / b",
-            "kernel-only / b",
-            "dockyard / kernel-only",
-        ],
-        rows,
-    )
+    return beside_baseline("g.", rows)
 
 
 def crowd_report(
