@@ -327,6 +327,25 @@ class EtcdLab:
             time.sleep(0.05)
         raise AssertionError(f"no single leader within {timeout} s")
 
+    def step_down(self, m: Member, timeout: float = 10.0) -> None:
+        """Leave m a follower: a test that silences or cuts off one member means that member,
+        not an election on top (which on a loaded machine can outlast a 2 s lease)."""
+        end = time.monotonic() + timeout
+        while self.leader(timeout) is m:
+            if time.monotonic() > end:
+                raise AssertionError(f"{m.name} still leads after {timeout} s")
+            other = next(o for o in self.members if o is not m and o.running)
+            target = (self.status(other) or {}).get("header", {}).get("member_id")
+            if target:
+                req = urllib.request.Request(
+                    f"{m.client_url}/v3/maintenance/transfer-leadership",
+                    data=json.dumps({"targetID": target}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with contextlib.suppress(OSError, ValueError), self.entered(m):
+                    urllib.request.urlopen(req, timeout=timeout).close()
+            time.sleep(0.05)
+
     def kill_leader(self) -> Member:
         m = self.leader()
         self.kill(m)

@@ -408,24 +408,26 @@ def test_the_watch_resumes_on_another_member_without_missing_or_repeating(
 def test_a_silent_member_is_left_for_another(hosts: Hosts, etcd_lab: EtcdLab) -> None:
     """A stream whose member is cut off stays open and silent: the probe notices."""
     seen = Recorder()
-    # Host 3's watch, on its own member m3 first; host 3 is not cut off from m1/m2.
-    watcher = hosts.make(2, listener=seen)
-    writer = hosts.make(0)
+    # The watcher's watch, on its own member m3 first; the watcher is not cut off from m1/m2.
+    # m3 is a follower: a silent leader would test an election instead (test_the_leader_killed_...).
+    silent = etcd_lab.members[2]
+    etcd_lab.step_down(silent)
+    watcher = hosts.make(2, listener=seen, ttl=10)
+    writer = hosts.make(0, ttl=10)
     net = writer.networks.create("silent", subnet=IPv4Network("10.15.0.0/24"))
-    wait_for(lambda: watcher.watch.member == etcd_lab.members[2].endpoint, 5, "watch on m3")
-    # m3 stays up but its peer links go: the switch port of host 3 down would cut the watcher
-    # too, so stop the member's process instead (SIGSTOP: the TCP connection stays open, silent).
-    m3 = etcd_lab.members[2]
-    assert m3.proc is not None
-    os.kill(m3.proc.pid, signal.SIGSTOP)
+    wait_for(lambda: watcher.watch.member == silent.endpoint, 5, "watch on m3")
+    # m3 stays up but goes quiet: the switch port down would cut the watcher too, so stop the
+    # member's process instead (SIGSTOP: the TCP connection stays open, silent).
+    assert silent.proc is not None
+    os.kill(silent.proc.pid, signal.SIGSTOP)
     try:
         ep = attach(writer, net, "after")
         took = wait_for(
             lambda: ep.id in {e.id for e in watcher.view.endpoints(net.id)}, 15, "the event arrived elsewhere"
         )
     finally:
-        os.kill(m3.proc.pid, signal.SIGCONT)
-    assert watcher.watch.member != m3.endpoint
+        os.kill(silent.proc.pid, signal.SIGCONT)
+    assert watcher.watch.member != silent.endpoint
     assert seen.of("ep+") == [ep.id]
     print(f"\nan event reached the watch {took:.2f} s after its member went silent")
 
@@ -555,6 +557,7 @@ def test_a_host_cut_off_never_comes_back_to_a_duplicate(hosts: Hosts, etcd_lab: 
     kept = attach(h2, net, "kept")
     lost = attach(h2, net, "lost")
 
+    etcd_lab.step_down(etcd_lab.members[1])  # a cut member, not an election on top
     etcd_lab.set_link(etcd_lab.members[1], up=False)  # host 2 (and its member) off the underlay
     try:
         wait_for(lambda: not h2.session.alive, TTL + 5, "host 2 notices it is cut off")
@@ -584,6 +587,7 @@ def test_an_endpoint_withdrawn_while_the_store_is_away_goes_when_it_answers(
     net = h1.networks.create("away", subnet=IPv4Network("10.22.0.0/24"))
     ep = attach(h2, net)
     wait_for(lambda: len(h1.view.endpoints(net.id)) == 1, 5, "published")
+    etcd_lab.step_down(etcd_lab.members[1])  # a cut member, not an election on top
     etcd_lab.set_link(etcd_lab.members[1], up=False)
     try:
         h2.session.withdraw(net.id, ep.id)  # the container goes; no error for an absent store
@@ -637,6 +641,7 @@ def test_claims_and_record_come_in_one_txn_and_go_in_one_even_after_the_store_wa
     assert h1.ipam.holder(net.id, ep.address) is None
 
     ep = attached(secrets.token_hex(32))
+    etcd_lab.step_down(etcd_lab.members[1])  # a cut member, not an election on top
     etcd_lab.set_link(etcd_lab.members[1], up=False)
     try:
         h2.session.forget(net.id, ep.id)  # the container goes; nothing asked of the store
