@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from dockyard.kernel import netns
@@ -180,12 +179,13 @@ def test_a_killed_foreground_client_does_not_orphan_the_container(lab: Lab) -> N
 def test_a_killed_daemon_leaves_containers_serving_and_is_cleaned_up_after(lab: Lab) -> None:
     lab.serve("--name", "live", "-p", "8080:80")
     lab.run_d("--name", "brief", "sleep", "2")
+    brief_pid = lab.inspect("brief")["State"]["Pid"]
     daemon_pid = int((lab.root / "dockyardd.pid").read_text())
     os.kill(daemon_pid, signal.SIGKILL)
     lab.eventually(lambda: not pid_alive(daemon_pid), what="daemon gone")
     # During the outage the published port still answers.
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
-    time.sleep(2.5)  # `brief` ends while no daemon runs
+    lab.eventually(lambda: not pid_alive(brief_pid), timeout=30, what="`brief` ended while no daemon runs")
     # The next command starts a new daemon, which adopts `live` and records `brief`'s exit.
     ps = lab.dy_ok("ps", "-a")
     assert "live" in ps and "brief" in ps
