@@ -165,13 +165,15 @@ def test_a_killed_foreground_client_does_not_orphan_the_container(lab: Lab) -> N
         "fg",
         "sh",
         "-c",
-        "echo up; sleep 2",
+        # It ends when the test says so: a fixed sleep could end before the inspect below.
+        "echo up; while [ ! -e /tmp/fg.end ]; do sleep 0.05; done",
     ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdout.readline().strip() == "up"
     p.kill()
     p.wait()
     assert lab.inspect("fg")["State"]["Running"]
+    lab.dy_ok("exec", "fg", "touch", "/tmp/fg.end")  # in the container's own /tmp
     lab.eventually(lambda: lab.dy_ok("ps", "-aq") == "", timeout=10, what="--rm container removed after exit")
     lab.eventually(lambda: not _veths(lab), what="veth removed")
 
