@@ -111,17 +111,13 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     assert "option com.docker.network.bridge.name is not supported by the overlay driver" in r.stderr
     r = a.docker.docker("network", "create", "-d", "dockyard-overlay", "--ipam-driver", "dockyard", "bad2")
     assert r.returncode != 0 and "dockyard's IPAM keeps its pools on this host only" in r.stderr
-    r = a.docker.docker(
-        "network", "create", "-d", "dockyard-overlay", "--ipv6", "--subnet", "fd00:61::/64", "bad3"
-    )
-    assert r.returncode != 0
-    assert "--ipv6 is not supported on dockyard-overlay networks made through Docker" in r.stderr
     assert not [n for n in dockyard_networks(a.dy) if n.startswith("docker-")]
     assert a.docker.docker_ok("network", "ls", "-q", "--filter", "driver=dockyard-overlay") == ""
 
     net_id = a.docker.docker_ok(
-        "network", "create", "-d", "dockyard-overlay", "--subnet", "10.61.0.0/24", "gnet"
-    ).strip()
+        "network", "create", "-d", "dockyard-overlay", "--subnet", "10.61.0.0/24",
+        "--ipv6", "--subnet", "fd00:61::/64", "gnet",
+    ).strip()  # fmt: skip
     name = f"docker-{net_id[:12]}"
     for host in docker_hosts:
         row = host.docker.docker_ok(
@@ -137,6 +133,8 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     settings = json.loads(a.docker.docker_ok("inspect", server))[0]["NetworkSettings"]["Networks"]["gnet"]
     address, mac = settings["IPAddress"], settings["MacAddress"]
     assert address.startswith("10.61.0.")
+    address6 = settings["GlobalIPv6Address"]
+    assert address6.startswith("fd00:61::") and settings["GlobalIPv6PrefixLen"] == 64, settings
     # Host B's kernel knows the server at host A's VTEP, from dockyard's cluster.
     vx = f"vx-{json.loads(b.dy.dy_ok('network', 'inspect', name))[0]['Id'][:12]}"
     b.dy.eventually(lambda: b.dy.fdb(vx).get(mac) == a.dy.addr, 10, "the server's FDB entry on host B")
@@ -147,11 +145,16 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     fetched = b.docker.docker_ok("run", "--rm", "--network", "gnet", "busybox", "sh", "-c", get)
     assert fetched.startswith("HTTP/1.") and fetched.rstrip().endswith(PAGE), fetched
     client = b.docker.docker_ok("run", "-d", "--network", "gnet", "busybox", "sleep", "600").strip()
-    client_address = json.loads(b.docker.docker_ok("inspect", client))[0]["NetworkSettings"]["Networks"][
-        "gnet"
-    ]["IPAddress"]
-    assert client_address != address  # Docker's global IPAM: one address once in the cluster
+    client_settings = json.loads(b.docker.docker_ok("inspect", client))[0]["NetworkSettings"]["Networks"]["gnet"]
+    client_address, client_address6 = client_settings["IPAddress"], client_settings["GlobalIPv6Address"]
+    # Docker's global IPAM: one address once in the cluster, in each family.
+    assert client_address != address and client_address6 != address6
+    assert client_address6.startswith("fd00:61::")
     a.docker.docker_ok("exec", server, "ping", "-c", "1", "-W", "5", client_address)
+    # Dual stack across hosts: IPv6 over the same VXLAN, both ways, the neighbours answered
+    # by the VXLAN device's proxy from dockyard's cluster records (no NDP on the underlay).
+    a.docker.docker_ok("exec", server, "ping", "-6", "-c", "1", "-W", "5", client_address6)
+    b.docker.docker_ok("exec", client, "ping", "-6", "-c", "1", "-W", "5", address6)
 
     # -p on the overlay network: published on host A with dockyard's maps (no docker-proxy),
     # reached from host B's namespace at host A's underlay address.
@@ -171,6 +174,9 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
         containers = json.loads(host.docker.docker_ok("network", "inspect", "gnet"))[0]["Containers"]
         assert sorted(c["IPv4Address"] for c in containers.values()) == sorted(
             [f"{address}/24", f"{client_address}/24"]
+        )
+        assert sorted(c["IPv6Address"] for c in containers.values()) == sorted(
+            [f"{address6}/64", f"{client_address6}/64"]
         )
 
     a.docker.docker_ok("rm", "-f", server)

@@ -27,8 +27,10 @@ module answers in dockyard's terms:
   the IPv6 default pools) gave; the endpoint records Docker's IPv6 address
   beside its IPv4 one, Join names the IPv6 gateway (Docker sets the
   container's default IPv6 route through it), and published ports serve both
-  families. An IPv6-only network (no IPv4 data) is refused: a dockyard
-  endpoint has an IPv4 address;
+  families; on dockyard-overlay networks too, where Docker's global IPAM
+  gives both addresses and dockyard's cluster records carry them to every
+  host. An IPv6-only network (no IPv4 data) is refused: a dockyard
+  endpoint made through the plugin has an IPv4 address;
 - the overlay driver, when the daemon is in a cluster, is a second driver
   (`docker network create -d dockyard-overlay`, its own socket, scope
   global): dockerd 20.10 keeps such a network, its endpoints and its
@@ -247,10 +249,6 @@ class DockerPlugin:
             raise InvalidArgument("--ipv6 without an IPv6 pool: Docker's IPAM gave the network none")
         if subnet is None and subnet6 is not None:
             raise InvalidArgument("an IPv6-only network is not supported by dockyard's Docker plugin")
-        if driver is DriverName.OVERLAY and enable_ipv6:
-            # Dual-stack overlays work from dockyard's own CLI; through Docker, the IPv6
-            # addresses would come from Docker's global IPAM, a path not yet tested.
-            raise InvalidArgument("--ipv6 is not supported on dockyard-overlay networks made through Docker")
         assert subnet is None or isinstance(subnet, ipaddress.IPv4Network)
         assert gateway is None or isinstance(gateway, ipaddress.IPv4Address)
         assert subnet6 is None or isinstance(subnet6, ipaddress.IPv6Network)
