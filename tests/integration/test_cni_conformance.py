@@ -77,10 +77,6 @@ class Cni:
     def versions(self) -> list[str]:
         return VERSIONS if self.impl == "dockyard" else [v for v in VERSIONS if v in REFERENCE_VERSIONS]
 
-    def require(self, version: str) -> None:
-        if version not in self.versions:
-            pytest.skip(f"the installed reference plugins do not speak CNI {version} ({REFERENCE_VERSIONS})")
-
     @property
     def newest(self) -> str:
         return self.versions[-1]
@@ -128,7 +124,7 @@ class Cni:
 @pytest.fixture(params=["dockyard", "reference"])
 def cni(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[Cni]:
     if request.param == "reference" and not REFERENCE_VERSIONS:
-        pytest.skip(
+        pytest.fail(
             f"the reference CNI plugins are not installed in {REFERENCE_DIR} "
             "(apt-get install containernetworking-plugins; make test does)"
         )
@@ -228,9 +224,13 @@ def check_result(result: dict[str, Any], version: str, netns: str, ifname: str =
 # -- the lifecycle -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+# Each implementation at every version it speaks: Debian's reference plugins (1.1.1) stop
+# at CNI 1.0.0, so their 1.1.0 case does not exist rather than being skipped.
+LIFECYCLE = [("dockyard", v) for v in VERSIONS] + [("reference", v) for v in VERSIONS if v in REFERENCE_VERSIONS]
+
+
+@pytest.mark.parametrize(("cni", "version"), LIFECYCLE, indirect=["cni"])
 def test_add_check_del(cni: Cni, version: str) -> None:
-    cni.require(version)
     conflist = cni.conflist(version)
     netns = cni.sandboxes.new()
     result = cni.rt.add(conflist, "ctr-1", netns)
