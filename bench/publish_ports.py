@@ -82,21 +82,23 @@ REFERENCE = "Docker 20.10 with a 101-port range: 202 processes and 665 MB"
 DOCKER_MIB_PER_PORT = 665 / 101  # the reference, until this run has measured its own
 MEMORY_MARGIN_MIB = 2048.0  # left free for the machine's other jobs
 THREADS_PER_PROXY = 8  # PIDs a docker-proxy takes (its Go threads: 6-8 seen), for the room check
-# Where a 1,000-port range's extra time goes, printed when the range goal is missed: cProfile
-# of dockyardd under this script's commands and each step timed alone in a scratch namespace
-# (2026-12-06, this machine kind, under load; milliseconds for 1,000 ports). Measured, not
+# Where a 1,000-port range's extra time goes, printed when the range goal is missed: dockyardd's
+# request threads timed step by step (time.thread_time around each engine step and the calls
+# below, 2026-12-07, this machine kind, old and new daemons alternating start by start, the
+# measuring processes at real-time priority; milliseconds for 1,000 ports). Measured, not
 # assumed: re-measure after changing the publishing path.
 PROFILE = (
-    "where a 1,000-port range's extra time goes (cProfile of dockyardd; each step timed alone "
-    "in a scratch namespace): the host-port holds, one socket, bind and listen per port, nearly "
-    "all of it the kernel's (6-8 ms; socket allocation more than the bind; Linux has no batch "
-    "bind), probed and reserved in one call for the run of ports (the chooser and the holds "
-    "together 8-10 ms, 11-12 when each port was its own call), and their 1,000 closes at rm "
-    "(~4 ms); a PortRequest per port from the API's range (~0.7 ms) and a PortBinding per port "
-    "from the chooser (~0.8 ms); the map elements, one nf_tables netlink batch packed with "
-    "struct (0.8 ms to encode, 0.9 ms to send; 20-25 ms when libnftables parsed them from "
-    "JSON); the rows, one INSERT made by SQLite from a recursive CTE (0.9 ms; 2.1 ms as an "
-    "executemany)"
+    "where a 1,000-port range's extra time goes (dockyardd's request threads timed step by step): "
+    "the host-port holds, one socket, bind and listen per port, nearly all of it the kernel's "
+    "(4.5 ms of CPU; socket allocation more than the bind; Linux has no batch bind; taken in a "
+    "thread of their own while the veth was made, they gained no wall time: the GIL), and their "
+    "1,000 closes at rm (2-4 ms); per port in Python, a PortRequest from the API's range and its "
+    "JSON in the config (2.3 ms of the create request) and a PortBinding from the chooser with "
+    "its checks (1.3 ms); the rows, one INSERT made by SQLite from a recursive CTE (1.3 ms); the "
+    "map elements, one nf_tables netlink batch packed with struct (0.5 ms to encode, 0.5 ms to "
+    "send, and 1-1.5 ms more waiting for the kernel's commit; 20-25 ms when libnftables parsed "
+    "them from JSON); create and start together take 15-20 ms more than without ports, the "
+    "whole command 1.1-1.2x"
 )
 
 

@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 from collections import Counter
 from pathlib import Path
@@ -509,6 +510,59 @@ def test_a_rollback_that_fails_is_reported_and_gc_finishes_it(lab: Lab) -> None:
     # The fault was for the first passages only: the same run succeeds now.
     lab.serve(*spec)
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
+    _assert_consistent(lab)
+
+
+def _ports_in_use(lab: Lab, first: int, last: int) -> list[int]:
+    """The ports of first-last that the host namespace would not let a process bind (TCP, every address)."""
+    code = textwrap.dedent(f"""
+        import socket
+        for port in range({first}, {last} + 1):
+            s = socket.socket()
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                print(port)
+            s.close()
+    """)
+    r = lab.in_host(sys.executable, "-c", code)
+    assert r.returncode == 0, r.stderr
+    return [int(line) for line in r.stdout.split()]
+
+
+def test_a_failed_start_lets_every_port_of_a_range_go(lab: Lab) -> None:
+    """A start with a long range fails after its ports were reserved (at the veth): it is
+    undone whole, every port of the range let go; a port of the range that a host process
+    holds fails the start before anything is made, and the others stay free."""
+    _daemon(lab, {"DOCKYARD_FAULT": "endpoint.join:error"})
+    lab.dy_ok("ps")
+    spec = ("-p", "30001-30200:30001-30200", "sleep", "300")
+    r = lab.dy("run", "-d", "--name", "ra", *spec)
+    assert r.returncode == 125 and "injected failure at step endpoint.join" in r.stderr, r.stderr
+    assert lab.dy_ok("ps", "-aq") == ""
+    assert _veths(lab) == [] and lab.map_elements("publish_any") == []
+    assert _ports_in_use(lab, 30001, 30200) == []
+    # A host process holds a port in the middle: its refusal is what the user reads.
+    holder = lab.spawn_in(
+        lab.host,
+        sys.executable,
+        "-c",
+        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 30150)); s.listen(); print('ok', flush=True); time.sleep(60)",
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    r = lab.dy("run", "-d", "--name", "rb", *spec)
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.strip() == (
+        "dockyard: cannot publish 0.0.0.0:30150/tcp: address already in use by another process"
+    ), r.stderr
+    assert _veths(lab) == [] and lab.map_elements("publish_any") == []
+    assert _ports_in_use(lab, 30001, 30200) == [30150]
+    holder.kill()
+    holder.wait()
+    # The fault was for the first passage only: the same range publishes now.
+    lab.run_d("--name", "rc", *spec)
+    assert len(lab.map_elements("publish_any")) == 200
+    assert _ports_in_use(lab, 30001, 30200) == list(range(30001, 30201))
     _assert_consistent(lab)
 
 

@@ -110,6 +110,26 @@ def test_host_port_already_published_or_used(lab: Lab) -> None:
     _fails(lab, "run", "--rm", "-p", "8090:80", "true", message="address already in use")
 
 
+def test_a_port_in_use_inside_a_long_range(lab: Lab) -> None:
+    """A port in the middle of a long range (probed in one call, PortHolds.reserve_many) that a
+    host process holds fails the start as a port asked alone does, before a clash with another
+    container that the request names after it, and changes nothing."""
+    lab.run_d("--name", "first", "-p", "8080:80", "sleep", "300")
+    holder = lab.spawn_in(
+        lab.host,
+        sys.executable,
+        "-c",
+        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 30150)); s.listen(); print('ok', flush=True); time.sleep(60)",
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    refused = "cannot publish 0.0.0.0:30150/tcp: address already in use by another process"
+    _fails(lab, "run", "--rm", "-p", "30001-30200:30001-30200", "true", message=refused)
+    _fails(lab, "run", "--rm", "-p", "30001-30200:30001-30200", "-p", "8080:80", "true", message=refused)
+    # Control: a range the host refuses nothing of, and the clash after it is the error.
+    allocated = "Bind for 0.0.0.0:8080/tcp failed: port is already allocated"
+    _fails(lab, "run", "--rm", "-p", "30201-30400:30201-30400", "-p", "8080:80", "true", message=allocated)
+
+
 NOT_HERE = "cannot publish on 10.9.9.9: it is not an address of this host (cannot assign requested address)"
 
 
