@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -39,6 +40,8 @@ class Vxlan:
 
     def __init__(self, netlink: Netlink) -> None:
         self.nl = netlink
+        # Device name -> index, as last looked up (_index).
+        self._indexes: dict[str, int] = {}
 
     @property
     def _ipr(self) -> Any:
@@ -88,6 +91,7 @@ class Vxlan:
                 self._ipr.link("set", index=idx, master=bridge_idx, state="up")
             except NetlinkError as e:
                 raise _fail(e, f"attach {name} to {bridge}") from e
+            self._indexes[name] = idx
         return created
 
     def delete(self, name: str, owner: str) -> bool:
@@ -95,39 +99,87 @@ class Vxlan:
             idx = self.nl.index(name)
             if idx is None or self.nl._alias(idx) != owner:
                 return False
+        self._indexes.pop(name, None)
         return self.nl.delete_link(name)
 
     # -- remote endpoints ----------------------------------------------------------------------
 
-    def _index(self, name: str) -> int | None:
+    def _index(self, name: str, fresh: bool = False) -> int | None:
+        """The device's index, kept after the first lookup (an event's entries need no lookup
+        of the device each: see _on_device for a device made again)."""
+        if not fresh:
+            idx = self._indexes.get(name)
+            if idx is not None:
+                return idx
         with self.nl._lock:
-            return self.nl.index(name)
+            idx = self.nl.index(name)
+        if idx is None:
+            self._indexes.pop(name, None)
+        else:
+            self._indexes[name] = idx
+        return idx
 
-    def fdb_replace(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
+    def _on_device(self, name: str, work: Callable[[int], None]) -> None:
+        """work(index) on the device, if it exists; when the index kept names no device any
+        more (the device was deleted and made again), looked up again and done once more."""
         idx = self._index(name)
         if idx is None:
             return
+        try:
+            work(idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise
+            again = self._index(name, fresh=True)
+            if again is None or again == idx:
+                return
+            work(again)
+
+    def apply(
+        self,
+        name: str,
+        fdb: Mapping[str, ipaddress.IPv4Address | None],
+        neighbours: Mapping[Address, str | None],
+    ) -> None:
+        """Set these entries of the device, and remove those mapped to None: FDB entries
+        (MAC -> VTEP, by replace) and permanent neighbour entries (address -> MAC). Only
+        these: nothing is listed. A removed FDB entry goes whatever VTEP it pointed to."""
+
+        def work(idx: int) -> None:
+            for mac, vtep in fdb.items():
+                if vtep is not None:
+                    self._fdb_replace(idx, name, mac, vtep)
+                else:
+                    self._fdb_delete(idx, name, mac)
+            for address, lladdr in neighbours.items():
+                if lladdr is not None:
+                    self._neigh_replace(idx, name, address, lladdr)
+                else:
+                    self._neigh_delete(idx, name, address)
+
+        if fdb or neighbours:
+            self._on_device(name, work)
+
+    def _fdb_replace(self, idx: int, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
         try:
             self._ipr.fdb(
                 "replace", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF, state=NUD_PERMANENT
             )
         except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                raise
             raise _fail(e, f"point {mac} to {vtep} on {name}") from e
 
-    def fdb_delete(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
+    def _fdb_delete(self, idx: int, name: str, mac: str) -> None:
         try:
-            self._ipr.fdb("del", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF)
+            self._ipr.fdb("del", ifindex=idx, lladdr=mac, flags=NTF_SELF)
         except NetlinkError as e:
-            if e.code not in (errno.ENOENT, errno.ENODEV):
+            if e.code == errno.ENODEV:
+                raise
+            if e.code != errno.ENOENT:
                 raise _fail(e, f"remove {mac} from {name}") from e
 
-    def neigh_replace(self, name: str, address: Address, mac: str) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
+    def _neigh_replace(self, idx: int, name: str, address: Address, mac: str) -> None:
         try:
             self._ipr.neigh(
                 "replace",
@@ -138,21 +190,22 @@ class Vxlan:
                 family=_FAMILY[address.version],
             )
         except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                raise
             raise _fail(e, f"add neighbour {address} on {name}") from e
 
-    def neigh_delete(self, name: str, address: Address) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
+    def _neigh_delete(self, idx: int, name: str, address: Address) -> None:
         try:
             self._ipr.neigh("del", dst=str(address), ifindex=idx, family=_FAMILY[address.version])
         except NetlinkError as e:
-            if e.code not in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
+            if e.code == errno.ENODEV:
+                raise
+            if e.code not in (errno.ENOENT, errno.ESRCH):
                 raise _fail(e, f"remove neighbour {address} from {name}") from e
 
     def fdb(self, name: str) -> dict[str, ipaddress.IPv4Address]:
         """The device's own (`self`) entries with a destination: MAC -> VTEP."""
-        idx = self._index(name)
+        idx = self._index(name, fresh=True)
         if idx is None:
             return {}
         out = {}
@@ -164,7 +217,7 @@ class Vxlan:
 
     def neighbours(self, name: str) -> dict[Address, str]:
         """The device's permanent neighbour entries, ARP's and NDP's: address -> MAC."""
-        idx = self._index(name)
+        idx = self._index(name, fresh=True)
         if idx is None:
             return {}
         out: dict[Address, str] = {}
