@@ -8,27 +8,29 @@ crosses the underlay), and without any all-zeros FDB
 entry: nothing is flooded. Every remote MAC is a static FDB entry
 (`self`, `permanent`, with the VTEP as `dst`) set by `replace`: `append`
 would add a second destination to the entry and keep the old VTEP, which
-is how a MAC that moved hosts keeps going to the old one.
+is how a MAC that moved hosts keeps going to the old one. Entries are set
+and removed over a socket of kernel/neighnl.py's (an event's few in one
+write); the listings, and the devices, go through pyroute2.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, KernelError
+from dockyard.kernel.neighnl import NTF_SELF, NUD_PERMANENT, Entry, NeighSocket
 from dockyard.kernel.netlink import Netlink
 
 VXLAN_PORT = 4789
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
 
 
 def _fail(e: NetlinkError, what: str) -> KernelError:
@@ -42,6 +44,8 @@ class Vxlan:
         self.nl = netlink
         # Device name -> index, as last looked up (_index).
         self._indexes: dict[str, int] = {}
+        # Made here, where the daemon makes its kernel handles: in the host's namespace.
+        self._entries = NeighSocket()
 
     @property
     def _ipr(self) -> Any:
@@ -106,7 +110,7 @@ class Vxlan:
 
     def _index(self, name: str, fresh: bool = False) -> int | None:
         """The device's index, kept after the first lookup (an event's entries need no lookup
-        of the device each: see _on_device for a device made again)."""
+        of the device each: see apply for a device made again)."""
         if not fresh:
             idx = self._indexes.get(name)
             if idx is not None:
@@ -119,22 +123,6 @@ class Vxlan:
             self._indexes[name] = idx
         return idx
 
-    def _on_device(self, name: str, work: Callable[[int], None]) -> None:
-        """work(index) on the device, if it exists; when the index kept names no device any
-        more (the device was deleted and made again), looked up again and done once more."""
-        idx = self._index(name)
-        if idx is None:
-            return
-        try:
-            work(idx)
-        except NetlinkError as e:
-            if e.code != errno.ENODEV:
-                raise
-            again = self._index(name, fresh=True)
-            if again is None or again == idx:
-                return
-            work(again)
-
     def apply(
         self,
         name: str,
@@ -144,64 +132,27 @@ class Vxlan:
         """Set these entries of the device, and remove those mapped to None: FDB entries
         (MAC -> VTEP, by replace) and permanent neighbour entries (address -> MAC). Only
         these: nothing is listed. A removed FDB entry goes whatever VTEP it pointed to."""
-
-        def work(idx: int) -> None:
-            for mac, vtep in fdb.items():
-                if vtep is not None:
-                    self._fdb_replace(idx, name, mac, vtep)
-                else:
-                    self._fdb_delete(idx, name, mac)
-            for address, lladdr in neighbours.items():
-                if lladdr is not None:
-                    self._neigh_replace(idx, name, address, lladdr)
-                else:
-                    self._neigh_delete(idx, name, address)
-
-        if fdb or neighbours:
-            self._on_device(name, work)
-
-    def _fdb_replace(self, idx: int, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
-        try:
-            self._ipr.fdb(
-                "replace", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF, state=NUD_PERMANENT
+        entries = [Entry(vtep is not None, mac=mac, vtep=vtep) for mac, vtep in fdb.items()]
+        entries += [Entry(mac is not None, mac=mac, address=a) for a, mac in neighbours.items()]
+        idx = self._index(name)
+        if idx is None or not entries:
+            return
+        failed = self._entries.change(idx, entries)
+        if any(code == errno.ENODEV for _, code in failed):
+            # The index kept names no device any more: the device was deleted, maybe made again.
+            again = self._index(name, fresh=True)
+            if again is None or again == idx:
+                return
+            failed = self._entries.change(again, entries)
+        for e, code in failed:
+            if not e.set and code in (errno.ENOENT, errno.ESRCH):
+                continue  # already gone
+            what = (
+                (f"point {e.mac} to {e.vtep}" if e.set else f"remove {e.mac}")
+                if e.fdb
+                else (f"add neighbour {e.address}" if e.set else f"remove neighbour {e.address}")
             )
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                raise
-            raise _fail(e, f"point {mac} to {vtep} on {name}") from e
-
-    def _fdb_delete(self, idx: int, name: str, mac: str) -> None:
-        try:
-            self._ipr.fdb("del", ifindex=idx, lladdr=mac, flags=NTF_SELF)
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                raise
-            if e.code != errno.ENOENT:
-                raise _fail(e, f"remove {mac} from {name}") from e
-
-    def _neigh_replace(self, idx: int, name: str, address: Address, mac: str) -> None:
-        try:
-            self._ipr.neigh(
-                "replace",
-                dst=str(address),
-                lladdr=mac,
-                ifindex=idx,
-                state=NUD_PERMANENT,
-                family=_FAMILY[address.version],
-            )
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                raise
-            raise _fail(e, f"add neighbour {address} on {name}") from e
-
-    def _neigh_delete(self, idx: int, name: str, address: Address) -> None:
-        try:
-            self._ipr.neigh("del", dst=str(address), ifindex=idx, family=_FAMILY[address.version])
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                raise
-            if e.code not in (errno.ENOENT, errno.ESRCH):
-                raise _fail(e, f"remove neighbour {address} from {name}") from e
+            raise KernelError(f"cannot {what} on {name}: {os.strerror(code)}")
 
     def fdb(self, name: str) -> dict[str, ipaddress.IPv4Address]:
         """The device's own (`self`) entries with a destination: MAC -> VTEP."""
