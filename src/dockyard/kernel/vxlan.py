@@ -134,8 +134,8 @@ class Vxlan:
         these: nothing is listed. A removed FDB entry goes whatever VTEP it pointed to."""
         entries = [Entry(vtep is not None, mac=mac, vtep=vtep) for mac, vtep in fdb.items()]
         entries += [Entry(mac is not None, mac=mac, address=a) for a, mac in neighbours.items()]
-        idx = self._index(name)
-        if idx is None or not entries:
+        idx = self._index(name) if entries else None
+        if idx is None:
             return
         failed = self._entries.change(idx, entries)
         if any(code == errno.ENODEV for _, code in failed):
