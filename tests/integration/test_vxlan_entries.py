@@ -1,7 +1,8 @@
 """An overlay's FDB and neighbour entries are set and removed over rtnetlink by kernel/neighnl.py
 (through kernel/vxlan.py's Vxlan.apply), one event's entries in one write: what lands is what
-`bridge fdb` and `ip neigh` show, a MAC re-pointed keeps one VTEP, and a device made again
-under the same name is found again."""
+`bridge fdb` and `ip neigh` show, a MAC re-pointed keeps one VTEP, a device made again
+under the same name is found again, and the listings the reconcile compares (over the same
+socket) are the device's own entries."""
 
 from __future__ import annotations
 
@@ -66,6 +67,20 @@ SCRIPT = textwrap.dedent("""
     subprocess.run(["sysctl", "-qw", "net.ipv6.conf.vxt0.disable_ipv6=1"], check=True)
     print(attempt(lambda: vx.apply("vxt0", {}, {A("fd00:1::2"): m2})))
     ip("link", "del", "vxt0")
+
+    # Listed as the kernel shows them: the device's own entries with a VTEP, not its bridge's
+    # (a port's learned and static entries), and permanent neighbour entries only.
+    made()
+    ip("link", "add", "brt0", "type", "bridge")
+    ip("link", "set", "vxt0", "master", "brt0")
+    ip("link", "set", "brt0", "up")
+    subprocess.run(["bridge", "fdb", "add", "02:00:00:00:00:0b", "dev", "vxt0", "master", "static"], check=True)
+    ip("neigh", "add", "10.1.0.11", "lladdr", "02:00:00:00:00:0b", "dev", "vxt0", "nud", "stale")
+    vx.apply("vxt0", {m2: A("192.0.2.12"), m3: A("192.0.2.13")}, {A("10.1.0.2"): m2, A("fd00:1::3"): m3})
+    print(json.dumps([sorted([m, str(v)] for m, v in vx.fdb("vxt0").items()), sorted([str(a), m] for a, m in vx.neighbours("vxt0").items())]))
+    print(json.dumps([vx.fdb("absent0"), vx.neighbours("absent0")]))
+    ip("link", "del", "vxt0")
+    ip("link", "del", "brt0")
 """)
 
 
@@ -89,3 +104,8 @@ def test_entries_over_netlink_are_what_bridge_and_ip_show(lab: Lab) -> None:
     }, lines[3]
     assert lines[4] == "ok"
     assert lines[5].startswith("error: cannot add neighbour fd00:1::2 on vxt0: "), lines[5]
+    assert json.loads(lines[6]) == [
+        [[m2, "192.0.2.12"], [m3, "192.0.2.13"]],
+        [["10.1.0.2", m2], ["fd00:1::3", m3]],
+    ], lines[6]
+    assert json.loads(lines[7]) == [{}, {}]

@@ -8,9 +8,10 @@ crosses the underlay), and without any all-zeros FDB
 entry: nothing is flooded. Every remote MAC is a static FDB entry
 (`self`, `permanent`, with the VTEP as `dst`) set by `replace`: `append`
 would add a second destination to the entry and keep the old VTEP, which
-is how a MAC that moved hosts keeps going to the old one. Entries are set
-and removed over a socket of kernel/neighnl.py's (an event's few in one
-write); the listings, and the devices, go through pyroute2.
+is how a MAC that moved hosts keeps going to the old one. Entries are set,
+removed and listed, and the device's index looked up, over a socket of
+kernel/neighnl.py's (an event's few entries in one write); the devices
+are made and removed through pyroute2.
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, KernelError
-from dockyard.kernel.neighnl import NTF_SELF, NUD_PERMANENT, Entry, NeighSocket
+from dockyard.kernel.neighnl import Entry, NeighSocket
 from dockyard.kernel.netlink import Netlink
 
 VXLAN_PORT = 4789
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
 def _fail(e: NetlinkError, what: str) -> KernelError:
@@ -115,8 +114,7 @@ class Vxlan:
             idx = self._indexes.get(name)
             if idx is not None:
                 return idx
-        with self.nl._lock:
-            idx = self.nl.index(name)
+        idx = self._entries.index(name)
         if idx is None:
             self._indexes.pop(name, None)
         else:
@@ -157,27 +155,12 @@ class Vxlan:
     def fdb(self, name: str) -> dict[str, ipaddress.IPv4Address]:
         """The device's own (`self`) entries with a destination: MAC -> VTEP."""
         idx = self._index(name, fresh=True)
-        if idx is None:
-            return {}
-        out = {}
-        for msg in self.nl._dump(self._ipr.fdb, "dump", ifindex=idx):
-            dst = msg.get_attr("NDA_DST")
-            if msg["ifindex"] == idx and dst and msg["flags"] & NTF_SELF:
-                out[str(msg.get_attr("NDA_LLADDR")).lower()] = ipaddress.IPv4Address(dst)
-        return out
+        return {} if idx is None else self._entries.fdb(idx)
 
     def neighbours(self, name: str) -> dict[Address, str]:
         """The device's permanent neighbour entries, ARP's and NDP's: address -> MAC."""
         idx = self._index(name, fresh=True)
-        if idx is None:
-            return {}
-        out: dict[Address, str] = {}
-        for family in _FAMILY.values():
-            for msg in self.nl._dump(self._ipr.neigh, "dump", ifindex=idx, family=family):
-                dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
-                if msg["ifindex"] == idx and dst and mac and msg["state"] & NUD_PERMANENT:
-                    out[ipaddress.ip_address(dst)] = str(mac).lower()
-        return out
+        return {} if idx is None else self._entries.neighbours(idx)
 
     def mtu_of_address(self, address: ipaddress.IPv4Address) -> int | None:
         """The MTU of the link that holds address (the underlay's), None when no link has it."""
