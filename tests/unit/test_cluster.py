@@ -355,6 +355,61 @@ def test_the_view_tells_the_driver_about_other_hosts_only() -> None:
     assert sorted(calls.calls, key=str) == sorted([("ep-", "e-moved", None), ("net-", "ov")], key=str)
 
 
+def test_an_event_is_programmed_from_the_entries_of_its_endpoints_keys_alone() -> None:
+    """What the driver asks for one endpoint's news: its MAC's and addresses' entries as the whole
+    tables have them (the newest holder after a move; none once no remote endpoint holds one)."""
+    view = ClusterView(K, "me", ClusterListener())
+    net = _net()
+    old = replace(_ep("e-old", "h2", "02:00:00:00:00:02", "10.1.0.3"), address6=IPv6Address("fd00:20::3"))
+    other = _ep("e-other", "h2", "02:00:00:00:00:05", "10.1.0.5")
+    mine = _ep("e-mine", "me", "02:00:00:00:00:06", "10.1.0.6")
+    view.reset(
+        [
+            _kv(K.network(net.id), net.encode(), 2),
+            _kv(K.endpoint(net.id, old.id), old.encode(), 3),
+            _kv(K.endpoint(net.id, other.id), other.encode(), 4),
+            _kv(K.endpoint(net.id, mine.id), mine.encode(), 5),
+        ],
+        5,
+    )
+    keys = (
+        {old.mac, mine.mac},
+        {old.address, IPv6Address("fd00:20::3"), IPv4Address("10.1.0.4"), mine.address},
+    )
+
+    def restricted() -> tuple[dict, dict]:
+        fdb, neighbours = view.fdb(net.id), view.neighbours(net.id)
+        return {m: fdb[m] for m in keys[0] if m in fdb}, {
+            a: neighbours[a] for a in keys[1] if a in neighbours
+        }
+
+    assert (
+        view.entries(net.id, *keys)
+        == restricted()
+        == (
+            {old.mac: old.vtep},
+            {old.address: old.mac, IPv6Address("fd00:20::3"): old.mac},
+        )
+    )
+    # The MAC moves to host 3 with a new address; the old endpoint goes after.
+    moved = replace(_ep("e-moved", "h3", old.mac, "10.1.0.4"), vtep=IPv4Address("192.0.2.13"))
+    view.apply([_put(K.endpoint(net.id, moved.id), moved.encode(), 6)])
+    assert view.entries(net.id, *keys) == restricted()
+    assert view.entries(net.id, *keys)[0] == {old.mac: IPv4Address("192.0.2.13")}
+    view.apply([_del(K.endpoint(net.id, old.id), 7)])
+    assert (
+        view.entries(net.id, *keys)
+        == restricted()
+        == (
+            {old.mac: IPv4Address("192.0.2.13")},
+            {IPv4Address("10.1.0.4"): old.mac},
+        )
+    )
+    view.apply([_del(K.endpoint(net.id, moved.id), 8)])
+    assert view.entries(net.id, *keys) == restricted() == ({}, {})
+    assert view.entries("another-network", {other.mac}, {other.address}) == ({}, {})
+
+
 def test_a_listener_that_raises_does_not_stop_the_view() -> None:
     class Broken(ClusterListener):
         def endpoint_added(self, ep: EndpointRecord) -> None:

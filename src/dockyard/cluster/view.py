@@ -21,16 +21,17 @@ which GlobalIpam picks its candidate without reading etcd first. Never a
 guarantee: the claim's txn is what decides (create-if-absent).
 
 A MAC or an address may briefly belong to two endpoints (a container moved:
-the new host published before the old host's lease expired). `fdb` and
-`neighbours` give the one created last, and a removal is told with what
-is left, so the driver re-points an entry rather than deleting it.
+the new host published before the old host's lease expired). `fdb`,
+`neighbours` and `entries` (the same for a few MACs and addresses) give
+the one created last, and a removal is told with what is left, so the
+driver re-points an entry rather than deleting it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -306,6 +307,34 @@ class ClusterView:
             six = self._newest(network_id, lambda e: e.address6)
             out.update((addr, ep.mac) for addr, ep in six.items() if addr is not None)
             return out
+
+    def entries(
+        self, network_id: str, macs: Iterable[str], addresses: Iterable[Address]
+    ) -> tuple[dict[str, IPv4Address], dict[Address, str]]:
+        """`fdb` and `neighbours` for these MACs and addresses only, in one pass (what an event
+        about one endpoint touches): a MAC or an address absent has no entry any more."""
+        macs, addresses = set(macs), set(addresses)
+        by_mac: dict[str, tuple[int, EndpointRecord]] = {}
+        by_address: dict[Address, tuple[int, EndpointRecord]] = {}
+        with self._lock:
+            for rec, created in self._records.values():
+                if (
+                    not isinstance(rec, EndpointRecord)
+                    or rec.network_id != network_id
+                    or rec.host_id == self.local_host
+                ):
+                    continue
+                if rec.mac in macs and (rec.mac not in by_mac or created > by_mac[rec.mac][0]):
+                    by_mac[rec.mac] = (created, rec)
+                for address in (rec.address, rec.address6):
+                    if address is None or address not in addresses:
+                        continue
+                    if address not in by_address or created > by_address[address][0]:
+                        by_address[address] = (created, rec)
+        return (
+            {mac: ep.vtep for mac, (_, ep) in by_mac.items()},
+            {address: ep.mac for address, (_, ep) in by_address.items()},
+        )
 
     def resolve(self, network_id: str, name: str) -> list[IPv4Address]:
         """Addresses of remote endpoints on the network answering to name (DNS, from the cache)."""

@@ -12,10 +12,13 @@ says: a static FDB entry (MAC -> VTEP, by replace) and a permanent
 neighbour entry per address (address -> MAC, answered by the device's
 proxy ARP, and for an IPv6 address by its proxy NDP: the neighbour
 solicitation never crosses the underlay) each.
-The driver is the view's listener for endpoints: an endpoint added is
-programmed at once; anything else (removed, moved, a host gone) makes the
-network's tables match the view again (`sync`), which the daemon's
-periodic reconcile runs too, so an entry lost or left stale is repaired.
+The driver is the view's listener for endpoints: an endpoint added, updated
+or removed sets or removes the entries of its MAC and its addresses only,
+each as the view says now (the newest remote endpoint holding it: a MAC
+that moved host is re-pointed, not removed), without listing the tables,
+so each event costs the same whatever the network holds. A host gone, and
+the daemon's periodic reconcile, make the network's whole tables match the
+view again (`sync`), so an entry lost or left stale is repaired.
 A network is programmed from the view when it is made, before any local
 container can send.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from dockyard.drivers.bridge import BridgeDriver
@@ -40,6 +44,7 @@ from dockyard.policy.rules import vxlan_guard
 log = logging.getLogger(__name__)
 
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 VXLAN_OVERHEAD = 50
 
@@ -50,6 +55,10 @@ class RemoteEndpoints(Protocol):
     def fdb(self, network_id: str) -> dict[str, ipaddress.IPv4Address]: ...
 
     def neighbours(self, network_id: str) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str]: ...
+
+    def entries(
+        self, network_id: str, macs: Iterable[str], addresses: Iterable[Address]
+    ) -> tuple[dict[str, ipaddress.IPv4Address], dict[Address, str]]: ...
 
     def vteps(self) -> set[ipaddress.IPv4Address]: ...
 
@@ -121,23 +130,35 @@ class OverlayDriver(BridgeDriver):
     # -- remote endpoints (the view's listener, on the watch's thread) ------------------------------
 
     def endpoint_added(self, ep) -> None:  # type: ignore[no-untyped-def]
-        if ep.network_id not in self._here:
-            return
-        dev = vxlan_name(ep.network_id)
         # Its host's VXLAN is let in before traffic to it is sent there (its answers come back).
-        if ep.vtep not in self._let_in:
+        if ep.network_id in self._here and ep.vtep not in self._let_in:
             self.sync_guard()
-        with self._tables:
-            self.vxlan.fdb_replace(dev, ep.mac, ep.vtep)
-            self.vxlan.neigh_replace(dev, ep.address, ep.mac)
-            if ep.address6 is not None:
-                self.vxlan.neigh_replace(dev, ep.address6, ep.mac)
+        self._program(ep.network_id, ep)
 
     def endpoint_updated(self, old, new) -> None:  # type: ignore[no-untyped-def]
-        self.sync(new.network_id)
+        if new.network_id in self._here and new.vtep not in self._let_in:
+            self.sync_guard()
+        self._program(new.network_id, old, new)
 
     def endpoint_removed(self, ep, successor) -> None:  # type: ignore[no-untyped-def]
-        self.sync(ep.network_id)
+        self._program(ep.network_id, ep)
+
+    def _program(self, network_id: str, *eps: Any) -> None:
+        """The entries of these endpoints' MACs and addresses made what the view says now: each
+        to the remote endpoint that holds it (the newest, when a MAC or an address moved), or
+        removed when none does. A constant cost per event: no listing of the tables (drift is
+        the periodic reconcile's), and the view was updated before it told us."""
+        if network_id not in self._here:
+            return
+        macs = {ep.mac for ep in eps}
+        addresses = {a for ep in eps for a in (ep.address, ep.address6) if a is not None}
+        fdb, neighbours = self.view.entries(network_id, macs, addresses)
+        with self._tables:
+            self.vxlan.apply(
+                vxlan_name(network_id),
+                {mac: fdb.get(mac) for mac in sorted(macs)},
+                {address: neighbours.get(address) for address in sorted(addresses, key=str)},
+            )
 
     def network_added(self, network) -> None: ...  # type: ignore[no-untyped-def]
 
@@ -190,23 +211,26 @@ class OverlayDriver(BridgeDriver):
         with self._tables:
             want_fdb = self.view.fdb(network_id)
             have_fdb = self.vxlan.fdb(dev)
+            fdb: dict[str, ipaddress.IPv4Address | None] = {}
             for mac, vtep in have_fdb.items():
                 if mac not in want_fdb:
-                    self.vxlan.fdb_delete(dev, mac, vtep)
+                    fdb[mac] = None
                     changes.append(f"{dev}: forwarding entry {mac} -> {vtep} removed")
-            for mac, vtep in want_fdb.items():
-                if have_fdb.get(mac) != vtep:
-                    self.vxlan.fdb_replace(dev, mac, vtep)
-                    changes.append(f"{dev}: forwarding entry {mac} -> {vtep} set")
+            for mac, want in want_fdb.items():
+                if have_fdb.get(mac) != want:
+                    fdb[mac] = want
+                    changes.append(f"{dev}: forwarding entry {mac} -> {want} set")
             want_nb = self.view.neighbours(network_id)
             have_nb = self.vxlan.neighbours(dev)
+            neighbours: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str | None] = {}
             for address in have_nb.keys() - want_nb.keys():
-                self.vxlan.neigh_delete(dev, address)
+                neighbours[address] = None
                 changes.append(f"{dev}: neighbour {address} removed")
             for address, mac in want_nb.items():
                 if have_nb.get(address) != mac:
-                    self.vxlan.neigh_replace(dev, address, mac)
+                    neighbours[address] = mac
                     changes.append(f"{dev}: neighbour {address} -> {mac} set")
+            self.vxlan.apply(dev, fdb, neighbours)
         return changes
 
     def sync_all(self) -> list[str]:

@@ -8,26 +8,28 @@ crosses the underlay), and without any all-zeros FDB
 entry: nothing is flooded. Every remote MAC is a static FDB entry
 (`self`, `permanent`, with the VTEP as `dst`) set by `replace`: `append`
 would add a second destination to the entry and keep the old VTEP, which
-is how a MAC that moved hosts keeps going to the old one.
+is how a MAC that moved hosts keeps going to the old one. Entries are set,
+removed and listed, and the device's index looked up, over a socket of
+kernel/neighnl.py's (an event's few entries in one write); the devices
+are made and removed through pyroute2.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard.errors import Conflict, KernelError
+from dockyard.kernel.neighnl import Entry, NeighSocket
 from dockyard.kernel.netlink import Netlink
 
 VXLAN_PORT = 4789
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
 
 
 def _fail(e: NetlinkError, what: str) -> KernelError:
@@ -39,6 +41,10 @@ class Vxlan:
 
     def __init__(self, netlink: Netlink) -> None:
         self.nl = netlink
+        # Device name -> index, as last looked up (_index).
+        self._indexes: dict[str, int] = {}
+        # Made here, where the daemon makes its kernel handles: in the host's namespace.
+        self._entries = NeighSocket()
 
     @property
     def _ipr(self) -> Any:
@@ -88,6 +94,7 @@ class Vxlan:
                 self._ipr.link("set", index=idx, master=bridge_idx, state="up")
             except NetlinkError as e:
                 raise _fail(e, f"attach {name} to {bridge}") from e
+            self._indexes[name] = idx
         return created
 
     def delete(self, name: str, owner: str) -> bool:
@@ -95,85 +102,65 @@ class Vxlan:
             idx = self.nl.index(name)
             if idx is None or self.nl._alias(idx) != owner:
                 return False
+        self._indexes.pop(name, None)
         return self.nl.delete_link(name)
 
     # -- remote endpoints ----------------------------------------------------------------------
 
-    def _index(self, name: str) -> int | None:
-        with self.nl._lock:
-            return self.nl.index(name)
+    def _index(self, name: str, fresh: bool = False) -> int | None:
+        """The device's index, kept after the first lookup (an event's entries need no lookup
+        of the device each: see apply for a device made again)."""
+        if not fresh:
+            idx = self._indexes.get(name)
+            if idx is not None:
+                return idx
+        idx = self._entries.index(name)
+        if idx is None:
+            self._indexes.pop(name, None)
+        else:
+            self._indexes[name] = idx
+        return idx
 
-    def fdb_replace(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
-        idx = self._index(name)
+    def apply(
+        self,
+        name: str,
+        fdb: Mapping[str, ipaddress.IPv4Address | None],
+        neighbours: Mapping[Address, str | None],
+    ) -> None:
+        """Set these entries of the device, and remove those mapped to None: FDB entries
+        (MAC -> VTEP, by replace) and permanent neighbour entries (address -> MAC). Only
+        these: nothing is listed. A removed FDB entry goes whatever VTEP it pointed to."""
+        entries = [Entry(vtep is not None, mac=mac, vtep=vtep) for mac, vtep in fdb.items()]
+        entries += [Entry(mac is not None, mac=mac, address=a) for a, mac in neighbours.items()]
+        idx = self._index(name) if entries else None
         if idx is None:
             return
-        try:
-            self._ipr.fdb(
-                "replace", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF, state=NUD_PERMANENT
+        failed = self._entries.change(idx, entries)
+        if any(code == errno.ENODEV for _, code in failed):
+            # The index kept names no device any more: the device was deleted, maybe made again.
+            again = self._index(name, fresh=True)
+            if again is None or again == idx:
+                return
+            failed = self._entries.change(again, entries)
+        for e, code in failed:
+            if not e.set and code in (errno.ENOENT, errno.ESRCH):
+                continue  # already gone
+            what = (
+                (f"point {e.mac} to {e.vtep}" if e.set else f"remove {e.mac}")
+                if e.fdb
+                else (f"add neighbour {e.address}" if e.set else f"remove neighbour {e.address}")
             )
-        except NetlinkError as e:
-            raise _fail(e, f"point {mac} to {vtep} on {name}") from e
-
-    def fdb_delete(self, name: str, mac: str, vtep: ipaddress.IPv4Address) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
-        try:
-            self._ipr.fdb("del", ifindex=idx, lladdr=mac, dst=str(vtep), flags=NTF_SELF)
-        except NetlinkError as e:
-            if e.code not in (errno.ENOENT, errno.ENODEV):
-                raise _fail(e, f"remove {mac} from {name}") from e
-
-    def neigh_replace(self, name: str, address: Address, mac: str) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
-        try:
-            self._ipr.neigh(
-                "replace",
-                dst=str(address),
-                lladdr=mac,
-                ifindex=idx,
-                state=NUD_PERMANENT,
-                family=_FAMILY[address.version],
-            )
-        except NetlinkError as e:
-            raise _fail(e, f"add neighbour {address} on {name}") from e
-
-    def neigh_delete(self, name: str, address: Address) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
-        try:
-            self._ipr.neigh("del", dst=str(address), ifindex=idx, family=_FAMILY[address.version])
-        except NetlinkError as e:
-            if e.code not in (errno.ENOENT, errno.ENODEV, errno.ESRCH):
-                raise _fail(e, f"remove neighbour {address} from {name}") from e
+            raise KernelError(f"cannot {what} on {name}: {os.strerror(code)}")
 
     def fdb(self, name: str) -> dict[str, ipaddress.IPv4Address]:
         """The device's own (`self`) entries with a destination: MAC -> VTEP."""
-        idx = self._index(name)
-        if idx is None:
-            return {}
-        out = {}
-        for msg in self.nl._dump(self._ipr.fdb, "dump", ifindex=idx):
-            dst = msg.get_attr("NDA_DST")
-            if msg["ifindex"] == idx and dst and msg["flags"] & NTF_SELF:
-                out[str(msg.get_attr("NDA_LLADDR")).lower()] = ipaddress.IPv4Address(dst)
-        return out
+        idx = self._index(name, fresh=True)
+        return {} if idx is None else self._entries.fdb(idx)
 
     def neighbours(self, name: str) -> dict[Address, str]:
         """The device's permanent neighbour entries, ARP's and NDP's: address -> MAC."""
-        idx = self._index(name)
-        if idx is None:
-            return {}
-        out: dict[Address, str] = {}
-        for family in _FAMILY.values():
-            for msg in self.nl._dump(self._ipr.neigh, "dump", ifindex=idx, family=family):
-                dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
-                if msg["ifindex"] == idx and dst and mac and msg["state"] & NUD_PERMANENT:
-                    out[ipaddress.ip_address(dst)] = str(mac).lower()
-        return out
+        idx = self._index(name, fresh=True)
+        return {} if idx is None else self._entries.neighbours(idx)
 
     def mtu_of_address(self, address: ipaddress.IPv4Address) -> int | None:
         """The MTU of the link that holds address (the underlay's), None when no link has it."""
