@@ -76,6 +76,16 @@ class NetConf:
     ip_range6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
 
+    @property
+    def ipv6_only(self) -> bool:
+        """An IPv6 subnet and no IPv4 one: the config's network is IPv6-only (Docker 28's --ipv4=false)."""
+        return (
+            self.subnet6 is not None
+            and self.subnet is None
+            and self.ip_range is None
+            and self.gateway is None
+        )
+
 
 def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
     """The container's routes: ipam.routes, then the default route unless they give one.
@@ -139,11 +149,11 @@ class ConfigNetworks:
                 CODE_INVALID_CONFIG,
                 f"network {network.name} uses the {network.driver} driver: it takes no endpoints",
             )
-        if not network.enable_ipv4:
+        if net.ipv6_only and network.enable_ipv4:
             raise CniError(
                 CODE_INVALID_CONFIG,
-                f"network {network.name} is IPv6-only (--ipv4=false): dockyard-cni does not attach to "
-                "IPv6-only networks yet",
+                f"network {network.name} exists in {self.paths.root} with IPv4 subnet {network.subnet}, but "
+                "the CNI config gives only IPv6: make them agree, or give the config another name",
             )
         wanted = (
             ("bridge", net.bridge, network.bridge),
@@ -158,9 +168,10 @@ class ConfigNetworks:
         )
         for what, asked, actual in wanted:
             if asked is not None and asked != actual:
+                has = f"{what} {actual}" if actual is not None else f"no {what}"
                 raise CniError(
                     CODE_INVALID_CONFIG,
-                    f"network {network.name} exists in {self.paths.root} with {what} {actual}, but the "
+                    f"network {network.name} exists in {self.paths.root} with {has}, but the "
                     f"CNI config asks for {asked}: make them agree, or give the config another name",
                 )
 
@@ -177,6 +188,7 @@ class ConfigNetworks:
             gateway=net.gateway,
             ip_range=net.ip_range,
             enable_ipv6=net.subnet6 is not None,
+            enable_ipv4=not net.ipv6_only,
             subnet6=net.subnet6,
             gateway6=net.gateway6,
             ip_range6=net.ip_range6,
