@@ -227,23 +227,29 @@ def test_a_daemon_restart_and_a_reboot_keep_and_free_the_ipv6_only_leases(lab: L
     assert "fd00:1::5/64" in _in(lab, "db2", "ip", "-6", "-o", "addr", "show", "dev", "eth0")
 
 
-def test_explain_refuses_an_ipv6_only_network_by_name_and_graph_draws_it(lab: Lab) -> None:
+def test_explain_covers_an_ipv6_only_network_and_graph_draws_it(lab: Lab) -> None:
+    """explain's IPv6 paths and verdicts on such a network are test_explain.py's (parametrized
+    with it); here: every form of the command answers, and finds the kernel as recorded."""
     n = _v6only(lab, "--subnet", SUBNET6)
     lab.run_d("--name", "solo", "--net", "v6only", "sleep", "300")
+    lab.run_d("--name", "peer", "--net", "v6only", "sleep", "300")
     # graph draws what the kernel shows: the network's bridge and the container's eth0 on it.
     g = json.loads(lab.dy_ok("graph", "v6only", "--format", "json"))
     names = {(node["namespace"] == "host", node["name"]) for node in g["nodes"]}
     assert (True, "dy-" + n["Id"][:12]) in names and (False, "eth0") in names, names
-    line = _refused(lab, "explain", "solo")
-    assert (
-        line
-        == "dockyard: explain does not cover IPv6-only networks yet: solo is on v6only, which has no IPv4"
-    )
-    line = _refused(lab, "explain", "v6only")
-    assert "explain does not cover IPv6-only networks yet: v6only has no IPv4" in line
-    # Other containers are still explained while it runs.
-    lab.run_d("--name", "plain", "sleep", "300")
-    assert lab.dy("explain", "plain").returncode == 0
+    for args in (
+        ("solo",),
+        ("v6only",),
+        ("solo", "--port", "80"),
+        ("solo", "--port", "80", "--from", "peer"),
+    ):
+        report = json.loads(lab.dy_ok("explain", *args, "--format", "json"))
+        assert report["mismatches"] == [], (args, report["mismatches"])
+    report = json.loads(lab.dy_ok("explain", "solo", "--port", "80", "--format", "json"))
+    assert report["verdicts"] and all(":" in v["src"] for v in report["verdicts"]), report["verdicts"]
+    # trace takes IPv4 flows only: an IPv6 address is refused by name.
+    line = _refused(lab, "trace", "--from", UP_ADDR6, "--to", f"[{HOST_ADDR6}]:8080/tcp")
+    assert line == f"dockyard: invalid --from '{UP_ADDR6}': give an IPv4 address", line
 
 
 def test_an_ipv6_only_container_sends_no_ipv4_and_no_arp(lab: Lab) -> None:
