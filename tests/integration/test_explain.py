@@ -319,11 +319,11 @@ def _ruleset(lab: Lab) -> dict:
     return json.loads(r.stdout)
 
 
-def _trace_while(lab: Lab, to: str, send) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
+def _trace_while(lab: Lab, to: str, send, src: str = UP_ADDR) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
     """Run `dockyard trace` from the outside to `to`; once it says it traces, list the tables
     and call send(); return its report and the tables seen meanwhile."""
     p = subprocess.Popen(
-        lab.dy_cmd("trace", "--from", UP_ADDR, "--to", to, "--timeout", "20", "--format", "json"),
+        lab.dy_cmd("trace", "--from", src, "--to", to, "--timeout", "20", "--format", "json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -343,37 +343,51 @@ def _steps(report: dict) -> list[dict]:
     return [s for pkt in report["packets"] for s in pkt["steps"]]
 
 
-def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+@pytest.mark.parametrize("family", ["ipv4", "ipv6only"])
+def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab, family: str) -> None:
+    """The same flows over IPv4, and over IPv6 on an IPv6-only network (ip6 matches, the IPv6 map)."""
+    v6 = family == "ipv6only"
+    if v6:
+        lab.dy_ok("network", "create", "--ipv4=false", "--ipv6", "--subnet", "2001:db8:31::/64", "front")
+        lab.in_up("ip", "-6", "route", "add", "2001:db8:31::/64", "via", HOST_ADDR6)
+    else:
+        lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+        lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
     lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
-    web = lab.ip_of("web") or lab.inspect("web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
-    lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
+    net = lab.inspect("web")["NetworkSettings"]["Networks"]["front"]
+    web = net["GlobalIPv6Address"] if v6 else net["IPAddress"]
+    host, up, ip = (HOST_ADDR6, UP_ADDR6, "ip6") if v6 else (HOST_ADDR, UP_ADDR, "ip")
+
+    def at(address: str, port: int) -> str:
+        return f"[{address}]:{port}" if v6 else f"{address}:{port}"
+
     before = _ruleset(lab)
 
     answers: list[str | None] = []
     report, tables = _trace_while(
-        lab, f"{HOST_ADDR}:8080/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", HOST_ADDR, 8080))
+        lab, f"{at(host, 8080)}/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", host, 8080)), up
     )
-    assert answers[0] and answers[0].startswith(f"peer={UP_ADDR}:"), answers  # the packet was sent
+    peer = f"peer=[{up}]:" if v6 else f"peer={up}:"
+    assert answers[0] and answers[0].startswith(peer), answers  # the packet was sent
     # While it traced, the tables of its own were there; afterwards the ruleset is as it was.
     assert any("dockyard-trace-" in t for t in tables), tables
     assert _ruleset(lab) == before
     first = report["packets"][0]
-    assert f"ip daddr {HOST_ADDR}" in first["packet"] and "tcp dport 8080" in first["packet"]
+    assert f"{ip} daddr {host}" in first["packet"] and "tcp dport 8080" in first["packet"]
     hooks = [(s["hook"], s["chain"], s["rule"]) for s in first["steps"]]
     nat = next(h for h in hooks if h[1] == "prerouting" and h[0].startswith("prerouting (nat"))
     assert "jump publish" in nat[2], hooks
-    dnat = next(h for h in hooks if h[1] == "publish")
-    assert "dnat" in dnat[2] and "@publish_any" in dnat[2], hooks
+    dnat = next(h for h in hooks if h[1] == "publish" and "dnat" in h[2])
+    assert ("@publish_any6" if v6 else "@publish_any") in dnat[2], hooks
     # After the DNAT the packet is forwarded into the bridge as a DNATed packet.
     assert any(h[0].startswith("forward") and "ct status dnat accept" in h[2] for h in hooks), hooks
     assert not any(s["verdict"].startswith("drop") for s in _steps(report))
-    assert report["nat"].startswith(f"DNAT: {HOST_ADDR}:8080 -> {web}:80"), report["nat"]
+    assert report["nat"].startswith(f"DNAT: {at(host, 8080)} -> {at(web, 80)}"), report["nat"]
 
     # Straight at the container's address from outside: dropped by isolation, no NAT.
     answers.clear()
     report, tables = _trace_while(
-        lab, f"{web}:80/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0))
+        lab, f"{at(web, 80)}/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0)), up
     )
     assert answers == [None]
     assert any("dockyard-trace-" in t for t in tables), tables

@@ -247,9 +247,13 @@ def test_explain_covers_an_ipv6_only_network_and_graph_draws_it(lab: Lab) -> Non
         assert report["mismatches"] == [], (args, report["mismatches"])
     report = json.loads(lab.dy_ok("explain", "solo", "--port", "80", "--format", "json"))
     assert report["verdicts"] and all(":" in v["src"] for v in report["verdicts"]), report["verdicts"]
-    # trace takes IPv4 flows only: an IPv6 address is refused by name.
-    line = _refused(lab, "trace", "--from", UP_ADDR6, "--to", f"[{HOST_ADDR6}]:8080/tcp")
-    assert line == f"dockyard: invalid --from '{UP_ADDR6}': give an IPv4 address", line
+    # trace follows an IPv6 flow: a probe from peer to solo, bridged, past the guard's IPv6 element.
+    solo, peer = (_settings(lab, ref)["GlobalIPv6Address"] for ref in ("solo", "peer"))
+    out = lab.dy_ok("trace", "--from", peer, "--to", f"[{solo}]:80/tcp", "--probe")
+    assert out.startswith(f"trace of {peer} -> [{solo}]:80/tcp\nprobe: "), out
+    assert "ip6 saddr @port_addrs6" in " ".join(out.split()) and "nothing of it is left" in out, out
+    line = _refused(lab, "trace", "--from", UP_ADDR, "--to", f"[{HOST_ADDR6}]:8080/tcp")
+    assert "one is IPv4, the other IPv6; a flow has one family" in line, line
 
 
 def test_an_ipv6_only_container_sends_no_ipv4_and_no_arp(lab: Lab) -> None:

@@ -298,18 +298,21 @@ class Explainer:
             )
         return report
 
-    def _probe_namespace(self, src: ipaddress.IPv4Address) -> Path | None:
+    def _probe_namespace(self, src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Path | None:
         """Where a probe from src is sent: the host (None) or a container's namespace."""
         from dockyard.kernel import topology
 
         host = topology.namespace(None)
-        if src.is_loopback or any(a.ip == src for lk in host.links for a in lk.addresses):
+        own = {a.ip for lk in host.links for a in lk.addresses} | {
+            a.ip for lk in host.links for a in lk.addresses6
+        }
+        if src.is_loopback or src in own:
             return None
         for c in self.e.store.containers():
             if not c.running:
                 continue
             for ep in self.e.store.endpoints(container_id=c.id):
-                if ep.address is not None and ep.address.ip == src:
+                if src in (ep.address.ip if ep.address else None, ep.address6.ip if ep.address6 else None):
                     return self.e.paths.sandbox_pin(c.id)
         raise InvalidArgument(
             f"cannot send a probe from {src}: it is no address of this host or of a running container; "
