@@ -99,9 +99,10 @@ class Env:
         return {m["Name"] for m in info["Containers"].values()}
 
     def published(self) -> set[int]:
-        """The host ports of the publish maps, as `nft -j list table inet dockyard` shows them."""
+        """The host ports of the publish maps (both families'), as `nft -j list table inet dockyard`
+        shows them."""
         ports = set()
-        for name in ("publish_any", "publish_addr"):
+        for name in ("publish_any", "publish_addr", "publish_any6", "publish_addr6"):
             for key, _target in self.lab.map_elements(name):
                 ports.add(int(key["concat"][-1]))
         return ports
@@ -1270,13 +1271,18 @@ def test_a_failed_add_leaves_nothing(env: Env, case: str, code: int) -> None:
     assert env.members() == set() and env.published() == set() and env.host_veths() == []
 
 
-def test_an_add_to_an_exhausted_subnet_leaves_nothing(env: Env) -> None:
-    small = env.conflist(name="tiny", subnet="10.49.0.0/30")  # the gateway and one container
+@pytest.mark.parametrize("family", ["ipv4", "ipv6only"])
+def test_an_add_to_an_exhausted_subnet_leaves_nothing(env: Env, family: str) -> None:
+    if family == "ipv4":
+        small, full_range = env.conflist(name="tiny", subnet="10.49.0.0/30"), "10.49.0.0/30"  # one container
+    else:  # an IPv6-only network whose range holds one address
+        one = {"rangeStart": "fd00:49::2", "rangeEnd": "fd00:49::2"}
+        small, full_range = env.conflist(name="tiny", subnet="fd00:49::/64", **one), "fd00:49::2/128"
     a, b = env.sandboxes.new(), env.sandboxes.new()
     first = env.rt.add(small, "ctr-a", a, runtime_config=KEEP_PORTS)
     conf = Runtime.plugin_conf(small, small["plugins"][0], None, {"portMappings": WANTED["portMappings"]})
     full = env.exec("ADD", conf, "ctr-b", b)
-    assert full.exit_code != 0 and full.json["code"] == 11 and "10.49.0.0/30" in full.json["msg"], full
+    assert full.exit_code != 0 and full.json["code"] == 11 and full_range in full.json["msg"], full
     env.settle()
     assert env.members("tiny") == {"cni:ctr-a/eth0"} and env.published() == {8090}
     assert ip_json("-n", ns_name(b), "link", "show", "eth0") == [] and len(env.host_veths()) == 1

@@ -237,7 +237,7 @@ class Attachments:
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
         routes = routes_of(req.net, network)
-        self.networks.check_capacity(network, req.ip)
+        self.networks.check_capacity(network, req.ip if network.subnet is not None else req.ip6)
         try:
             endpoint = self._add(req, owner, network, routes)
         except KernelError:

@@ -227,17 +227,25 @@ class ConfigNetworks:
             for ep in self.store.endpoints(state="releasing")
         )
 
-    def check_capacity(self, network: Network, requested: ipaddress.IPv4Address | None) -> None:
-        """CniError 11 when no address is left (after waiting for the reaper's pending work)."""
-        if requested is not None or network.subnet is None:
+    def check_capacity(self, network: Network, requested: AnyAddr | None) -> None:
+        """CniError 11 when no address is left (after waiting for the reaper's pending work).
+
+        Of the network's IPv4 range, or on an IPv6-only network its IPv6 one; requested:
+        the address asked for of that family (then there is nothing to count)."""
+        subnet: AnyNet | None = network.subnet
+        ip_range: AnyNet | None = network.ip_range
+        gateway: AnyAddr | None = network.gateway
+        if subnet is None:  # IPv6-only
+            subnet, ip_range, gateway = network.subnet6, network.ip_range6, network.gateway6
+        if requested is not None or subnet is None:
             return
-        reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
-        capacity = ipam.AddressAllocator(network.subnet, reserved, network.ip_range).capacity
+        reserved = [a for a in (gateway, *(a for _, a in network.aux_addresses)) if a]
+        capacity = ipam.AddressAllocator(subnet, reserved, ip_range).capacity
         if self.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
             self.endpoints.settle()
         if self.store.endpoint_count(network.id) >= capacity:
             raise CniError(
                 CODE_TRY_AGAIN,
-                f"no free address in {network.ip_range or network.subnet} (network {network.name}): "
+                f"no free address in {ip_range or subnet} (network {network.name}): "
                 f"all {capacity} are in use; try again after a DEL, or give the network a larger subnet",
             )
