@@ -99,9 +99,10 @@ class Env:
         return {m["Name"] for m in info["Containers"].values()}
 
     def published(self) -> set[int]:
-        """The host ports of the publish maps, as `nft -j list table inet dockyard` shows them."""
+        """The host ports of the publish maps (both families'), as `nft -j list table inet dockyard`
+        shows them."""
         ports = set()
-        for name in ("publish_any", "publish_addr"):
+        for name in ("publish_any", "publish_addr", "publish_any6", "publish_addr6"):
             for key, _target in self.lab.map_elements(name):
                 ports.add(int(key["concat"][-1]))
         return ports
@@ -352,6 +353,52 @@ def test_port_mappings_on_ipv6_host_addresses_are_published_on_ipv6(env: Env) ->
     assert env.published() == set() and env.host_veths() == []
 
 
+@pytest.mark.parametrize("host_ip", ["0.0.0.0", HOST_ADDR])
+def test_an_ipv4_port_mapping_on_an_ipv6_only_network_is_refused_by_name(env: Env, host_ip: str) -> None:
+    conflist = env.conflist(subnet=None, ranges=V6_RANGES)
+    netns = env.sandboxes.new()
+    rc = {"portMappings": [{"hostPort": 8088, "containerPort": 80, "protocol": "tcp", "hostIP": host_ip}]}
+    outcome = env.exec("ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, rc), "ctr-1", netns)
+    assert outcome.exit_code != 0 and outcome.json["code"] == 7, outcome
+    assert outcome.json["msg"] == f"cannot publish on {host_ip}:8088: network {NETWORK} has no IPv4", outcome
+    env.settle()
+    assert_no_network_left(env)
+    assert env.published() == set() and env.host_veths() == []
+    assert ip_json("-n", ns_name(netns), "link", "show", "eth0") == []
+
+
+def test_port_mappings_on_an_ipv6_only_network_answer_over_ipv6_only(env: Env) -> None:
+    """On an IPv6-only network "" publishes on IPv6 alone (the only family the container has),
+    as :: and an IPv6 address do: a real connection from upstream answers over IPv6 with the
+    client's address kept, the host's IPv4 address answers nothing; CHECK passes; DEL unpublishes."""
+    conflist = env.conflist(subnet=None, ranges=V6_RANGES)
+    netns = env.sandboxes.new()
+    rc = {
+        "portMappings": [
+            {"hostPort": 8086, "containerPort": 80, "protocol": "tcp", "hostIP": "::"},
+            {"hostPort": 8087, "containerPort": 80, "protocol": "tcp", "hostIP": HOST_ADDR6},
+            {"hostPort": 8089, "containerPort": 80, "protocol": "tcp", "hostIP": ""},
+        ]
+    }
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    (ip,) = result["ips"]
+    addr6 = ip["address"].split("/")[0]
+    env.lab.spawn_in(ns_name(netns), sys.executable, PROBE, "serve", "tcp", "80")
+    lab = env.lab
+    for port in (8086, 8087, 8089):
+        assert lab.wait_answer(lab.up, "tcp", HOST_ADDR6, port).startswith(f"peer=[{UP_ADDR6}]:")
+    assert lab.ask(lab.up, "tcp", HOST_ADDR, 8089, timeout=1) is None
+    assert lab.map_elements("publish_any") == [] and lab.map_elements("publish_addr") == []
+    assert sorted(key["concat"][-1] for key, _ in lab.map_elements("publish_any6")) == [8086, 8089]
+    assert {target["concat"][0] for _, target in lab.map_elements("publish_any6")} == {addr6}
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.settle()
+    assert lab.map_elements("publish_any6") == [] and lab.map_elements("publish_addr6") == []
+    assert lab.ask(lab.up, "tcp", HOST_ADDR6, 8089, timeout=1) is None
+    assert env.host_veths() == []
+
+
 def test_an_ipv6_port_mapping_on_an_ipv4_network_is_refused_by_name(env: Env) -> None:
     conflist = env.conflist()
     netns = env.sandboxes.new()
@@ -408,22 +455,63 @@ def test_a_config_can_name_an_existing_dockyard_network(env: Env) -> None:
     env.settle()
 
 
-def test_an_ipv6_only_network_is_refused_by_name(env: Env) -> None:
+def test_a_config_can_name_an_existing_ipv6_only_network(env: Env) -> None:
+    """A network made by `network create --ipv4=false --ipv6` is attached by name: its IPv6
+    address alone, in the result and on the interface; an `ips` IPv4 address, or a config
+    that gives it IPv4, is refused by name and changes nothing; CHECK passes, DEL frees it."""
     env.lab.dy_ok(
         "network", "create", "--ipv4=false", "--ipv6", "--subnet", "fd00:50::/64",
         "-o", "com.docker.network.bridge.name=br-six", "six",
     )  # fmt: skip
     netns = env.sandboxes.new()
-    conflist = env.conflist(name="six", subnet=None, bridge="br-six")
+    conflist = env.conflist(name="six", subnet=None, bridge="br-six", ipMasq=True)
+    refusals = [
+        (
+            conflist,
+            {"ips": ["10.47.0.9/24"]},
+            "ips: IPv4 address 10.47.0.9 asked for, but network six is IPv6-only",
+        ),
+        (
+            env.conflist(name="six", bridge="br-six", ipMasq=True),
+            None,
+            f"with no subnet, but the CNI config asks for {SUBNET}",
+        ),
+    ]
+    for wrong, rc, message in refusals:
+        outcome = env.exec("ADD", Runtime.plugin_conf(wrong, wrong["plugins"][0], None, rc), "ctr-1", netns)
+        assert outcome.exit_code != 0 and outcome.json["code"] == 7, outcome
+        assert message in outcome.json["msg"], outcome
+        assert env.attachments() == [] and env.host_veths() == []
+    rc = {"ips": ["fd00:50::77/64"]}
+    result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
+    assert [(ip["address"], ip["gateway"]) for ip in result["ips"]] == [("fd00:50::77/64", "fd00:50::1")]
+    assert result["routes"] == [{"dst": "::/0", "gw": "fd00:50::1"}]
+    assert ip_json("-n", ns_name(netns), "-4", "addr", "show", "eth0") in ([], [{}])
+    ping6(env.lab.host, "fd00:50::77")
+    (member,) = json.loads(env.lab.dy_ok("network", "inspect", "six"))[0]["Containers"].values()
+    assert (member["IPv4Address"], member["IPv6Address"]) == ("", "fd00:50::77/64")
+    env.rt.check(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.rt.delete(conflist, "ctr-1", netns, prev_result=result, runtime_config=rc)
+    env.settle()
+    assert env.attachments() == [] and env.host_veths() == []
+    assert json.loads(env.lab.dy_ok("network", "inspect", "six"))[0]["Containers"] == {}
+
+
+def test_an_ipv6_only_config_does_not_take_a_dual_stack_network(env: Env) -> None:
+    env.lab.dy_ok(
+        "network", "create", "--ipv6", "--subnet", "fd00:51::/64", "--subnet", "10.51.0.0/24",
+        "-o", "com.docker.network.bridge.name=br-dual", "dual",
+    )  # fmt: skip
+    conflist = env.conflist(name="dual", subnet=None, bridge="br-dual", ranges=[[{"subnet": "fd00:51::/64"}]])
     outcome = env.exec(
-        "ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, None), "ctr-1", netns
+        "ADD", Runtime.plugin_conf(conflist, conflist["plugins"][0], None, None), "ctr-1", env.sandboxes.new()
     )
     assert outcome.exit_code != 0 and outcome.json["code"] == 7, outcome
     assert outcome.json["msg"] == (
-        "network six is IPv6-only (--ipv4=false): dockyard-cni does not attach to IPv6-only networks yet"
+        f"network dual exists in {env.lab.root} with IPv4 subnet 10.51.0.0/24, but the CNI config gives "
+        "only IPv6: make them agree, or give the config another name"
     )
     assert env.attachments() == [] and env.host_veths() == []
-    assert json.loads(env.lab.dy_ok("network", "inspect", "six"))[0]["Containers"] == {}
 
 
 # -- capabilities, CNI_ARGS and options -----------------------------------------------
@@ -450,31 +538,70 @@ DUAL_RANGES = [
     [{"subnet": "10.55.0.0/24"}],
     [{"subnet": "2001:db8:55::/64", "rangeStart": "2001:db8:55::100", "rangeEnd": "2001:db8:55::1ff"}],
 ]
+# An IPv6-only config: its one range set is IPv6's (Docker 28's --ipv4=false network).
+V6_RANGES = DUAL_RANGES[1:]
 
 
-@pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])
-def test_dual_stack_ranges_add_check_del(env: Env, version: str) -> None:
+def ping6(ns: str, address: str) -> None:
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, "ping", "-6", "-c", "1", "-W", "2", address],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, f"ping -6 {address} from {ns}: {r.stdout}{r.stderr}"
+
+
+V6_IPAM = {
+    "type": "host-local",
+    "subnet": "2001:db8:55::/64",
+    "rangeStart": "2001:db8:55::100",
+    "rangeEnd": "2001:db8:55::1ff",
+}
+FAMILIES = {
+    "dual": {"ranges": DUAL_RANGES},
+    "ipv6only": {"ranges": V6_RANGES},
+    "ipv6only-ipam-subnet": {"ipam": V6_IPAM},  # host-local's one-range form, an IPv6 subnet
+}
+
+
+@pytest.mark.parametrize(
+    ("version", "family"),
+    [(v, f) for f in ("dual", "ipv6only") for v in ("0.4.0", "1.1.0")] + [("1.1.0", "ipv6only-ipam-subnet")],
+)
+def test_dual_stack_ranges_add_check_del(env: Env, version: str, family: str) -> None:
     """ranges with a range set per family: both addresses and default routes, in the result
-    (in each version's shape) and in the sandbox; CHECK finds them; DEL frees both."""
-    conflist = env.conflist(version, subnet=None, ranges=DUAL_RANGES)
+    (in each version's shape) and in the sandbox; CHECK finds them; DEL frees both. With
+    IPv6's range set alone (or an IPv6 subnet) the network is IPv6-only: the IPv6 address,
+    route and gateway only, no IPv4 on the interface, and the address answers from
+    another attachment and the gateway."""
+    v6only = family != "dual"
+    conflist = env.conflist(version, subnet=None, **FAMILIES[family])
     netns = env.sandboxes.new()
     rc = {"ips": ["2001:db8:55::1a0/64"]}  # the ips capability, IPv6 alone: IPv4 is chosen
     result = env.rt.add(conflist, "ctr-1", netns, runtime_config=rc)
     ips = {ip["address"]: ip for ip in result["ips"]}
-    assert set(ips) == {"10.55.0.2/24", "2001:db8:55::1a0/64"}
+    assert set(ips) == {"2001:db8:55::1a0/64"} | (set() if v6only else {"10.55.0.2/24"})
     assert ips["2001:db8:55::1a0/64"]["gateway"] == "2001:db8:55::1"
-    assert ips["2001:db8:55::1a0/64"]["interface"] == ips["10.55.0.2/24"]["interface"] == 2
+    assert {ip["interface"] for ip in result["ips"]} == {2}
+    assert result["interfaces"][2]["name"] == "eth0" and result["interfaces"][2]["sandbox"] == netns
     if version == "0.4.0":
-        assert {ip["version"] for ip in result["ips"]} == {"4", "6"}
-    assert {(r["dst"], r["gw"]) for r in result["routes"]} == {
-        ("0.0.0.0/0", "10.55.0.1"),
-        ("::/0", "2001:db8:55::1"),
-    }
+        assert {ip["version"] for ip in result["ips"]} == {"6"} | (set() if v6only else {"4"})
+    assert {(r["dst"], r["gw"]) for r in result["routes"]} == {("::/0", "2001:db8:55::1")} | (
+        set() if v6only else {("0.0.0.0/0", "10.55.0.1")}
+    )
     name = ns_name(netns)
     (link,) = ip_json("-n", name, "-6", "addr", "show", "eth0")
     assert "2001:db8:55::1a0" in [a["local"] for a in link["addr_info"]]
     default6 = ip_json("-n", name, "-6", "route", "show", "default")
     assert [(r["gateway"], r["dev"]) for r in default6] == [("2001:db8:55::1", "eth0")]
+    if v6only:
+        assert ip_json("-n", name, "-4", "addr", "show", "eth0") in ([], [{}])
+        assert ip_json("-n", name, "-4", "route", "show") == []
+        info = json.loads(env.lab.dy_ok("network", "inspect", NETWORK))[0]
+        assert info["EnableIPv4"] is False
+        assert info["IPAM"]["Config"] == [
+            {"Subnet": "2001:db8:55::/64", "Gateway": "2001:db8:55::1", "IPRange": "2001:db8:55::100/120"}
+        ]
     env.rt.check(conflist, "ctr-1", netns, prev_result=result)
     # A second ADD asking for the same IPv6 address is refused; without asking, the next one.
     other = env.sandboxes.new()
@@ -482,6 +609,9 @@ def test_dual_stack_ranges_add_check_del(env: Env, version: str) -> None:
     assert taken.exit_code != 0 and "2001:db8:55::1a0" in taken.json["msg"], taken
     second = env.rt.add(conflist, "ctr-3", other)
     assert "2001:db8:55::100/64" in {ip["address"] for ip in second["ips"]}
+    # The address answers from the other attachment and from the gateway (the host).
+    ping6(ns_name(other), "2001:db8:55::1a0")
+    ping6(env.lab.host, "2001:db8:55::1a0")
     # CHECK sees an IPv6 address gone.
     subprocess.run(["ip", "-n", name, "addr", "del", "2001:db8:55::1a0/64", "dev", "eth0"], check=True)
     broken = env.exec(
@@ -496,7 +626,8 @@ def test_dual_stack_ranges_add_check_del(env: Env, version: str) -> None:
     assert "2001:db8:55::1a0/64" in {ip["address"] for ip in again["ips"]}
     env.rt.delete(conflist, "ctr-4", netns, prev_result=again)
     env.settle()
-    assert env.host_veths() == []
+    assert env.host_veths() == [] and env.attachments() == []
+    assert ip_json("-n", name, "link", "show", "eth0") == []
 
 
 def test_cni_args_as_podman_sends_them(env: Env) -> None:
@@ -556,7 +687,16 @@ def test_ranges_and_ipam_section(env: Env) -> None:
     "changes,code,named",
     [
         ({"ipam": {"type": "dhcp"}}, 7, "ipam.type: 'dhcp'"),
-        ({"ranges": [[{"subnet": "fd00::/64"}]]}, 7, "ranges: gives 0 IPv4 and 1 IPv6 ranges"),
+        (
+            {"ranges": [[{"subnet": "10.47.0.0/24"}], [{"subnet": "10.48.0.0/24"}]]},
+            7,
+            "ranges: gives 2 IPv4 and 0 IPv6 ranges; a dockyard network takes at most one range of each family",
+        ),
+        (
+            {"subnet": "fd00::/64", "ranges": [[{"subnet": "fd01::/64"}]]},
+            7,
+            "ranges[0][0].subnet: fd01::/64 disagrees with subnet fd00::/64",
+        ),
         (
             {"ranges": [[{"subnet": "10.47.0.0/24"}], [{"subnet": "fd00::/64"}, {"subnet": "fd01::/64"}]]},
             7,
@@ -1131,13 +1271,18 @@ def test_a_failed_add_leaves_nothing(env: Env, case: str, code: int) -> None:
     assert env.members() == set() and env.published() == set() and env.host_veths() == []
 
 
-def test_an_add_to_an_exhausted_subnet_leaves_nothing(env: Env) -> None:
-    small = env.conflist(name="tiny", subnet="10.49.0.0/30")  # the gateway and one container
+@pytest.mark.parametrize("family", ["ipv4", "ipv6only"])
+def test_an_add_to_an_exhausted_subnet_leaves_nothing(env: Env, family: str) -> None:
+    if family == "ipv4":
+        small, full_range = env.conflist(name="tiny", subnet="10.49.0.0/30"), "10.49.0.0/30"  # one container
+    else:  # an IPv6-only network whose range holds one address
+        one = {"rangeStart": "fd00:49::2", "rangeEnd": "fd00:49::2"}
+        small, full_range = env.conflist(name="tiny", subnet="fd00:49::/64", **one), "fd00:49::2/128"
     a, b = env.sandboxes.new(), env.sandboxes.new()
     first = env.rt.add(small, "ctr-a", a, runtime_config=KEEP_PORTS)
     conf = Runtime.plugin_conf(small, small["plugins"][0], None, {"portMappings": WANTED["portMappings"]})
     full = env.exec("ADD", conf, "ctr-b", b)
-    assert full.exit_code != 0 and full.json["code"] == 11 and "10.49.0.0/30" in full.json["msg"], full
+    assert full.exit_code != 0 and full.json["code"] == 11 and full_range in full.json["msg"], full
     env.settle()
     assert env.members("tiny") == {"cni:ctr-a/eth0"} and env.published() == {8090}
     assert ip_json("-n", ns_name(b), "link", "show", "eth0") == [] and len(env.host_veths()) == 1

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lab import HOST_ADDR, HOST_ADDR6, UP_ADDR, UP_ADDR6, Lab, pid_alive
 
 # Connect from a given source address (bound), print the answer; exit 1 when none comes.
@@ -199,8 +201,16 @@ def test_a_mismatch_between_records_and_kernel_is_reported(lab: Lab) -> None:
     assert lab.ask(lab.up, "tcp", HOST_ADDR, 8080, timeout=1.0) is None
 
 
-def test_explain_a_dual_stack_container_names_its_ipv6_elements(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "--ipv6", "--subnet", "2001:db8:31::/64", "--subnet", "10.31.0.0/24", "d6")
+# A dual-stack network, and an IPv6-only one (Docker 28's --ipv4=false): the same IPv6 half.
+D6 = {
+    "dual": ("--ipv6", "--subnet", "2001:db8:31::/64", "--subnet", "10.31.0.0/24"),
+    "ipv6only": ("--ipv4=false", "--ipv6", "--subnet", "2001:db8:31::/64"),
+}
+
+
+@pytest.mark.parametrize("family", D6)
+def test_explain_a_dual_stack_container_names_its_ipv6_elements(lab: Lab, family: str) -> None:
+    lab.dy_ok("network", "create", *D6[family], "d6")
     lab.serve("--name", "web", "--net", "d6", "-p", "8080:80", "-p", f"[{HOST_ADDR6}]:8081:80")
     net = lab.inspect("web")["NetworkSettings"]["Networks"]["d6"]
     addr6 = net["GlobalIPv6Address"]
@@ -214,7 +224,29 @@ def test_explain_a_dual_stack_container_names_its_ipv6_elements(lab: Lab) -> Non
     any6 = f"inet dockyard map publish_any6 {{ tcp . 8080 : {addr6} . 80 }}"
     addr6_el = f"inet dockyard map publish_addr6 {{ {HOST_ADDR6} . tcp . 8081 : {addr6} . 80 }}"
     assert any6 in dnat and addr6_el in dnat, dnat
-    assert f"inet dockyard map publish_any {{ tcp . 8080 : {net['IPAddress']} . 80 }}" in dnat
+    if family == "dual":
+        assert f"inet dockyard map publish_any {{ tcp . 8080 : {net['IPAddress']} . 80 }}" in dnat
+    else:
+        # No IPv4 anywhere: no IPv4 element is named, nor found in the kernel, and the claims
+        # say so; its routes are IPv6's, the default via the IPv6 gateway; its resolver is IPv6's.
+        assert net["IPAddress"] == "" and lab.map_elements("publish_any") == []
+        named = [o for c in claims for o in c["objects"]]
+        ipv4_sets = (
+            "publish_any ",
+            "publish_addr ",
+            "masq_nets ",
+            "bridge_nets ",
+            "dns_gateways ",
+            "port_addrs ",
+        )
+        assert not [o for o in named if any(f" {s}" in o for s in ipv4_sets)], named
+        assert "no IPv4 (IPv6-only)" in by_topic["bridge"]["text"]
+        assert f"default via {net['IPv6Gateway']}" in by_topic["routes"]["text"], by_topic["routes"]
+        assert "default route goes to the gateway" in by_topic["routes"]["text"]
+        assert "it has none (IPv6-only)" in by_topic["anti-spoofing"]["text"]
+        dns = next(c for c in claims if c["topic"] == "dns")
+        gw6 = net["IPv6Gateway"]
+        assert f"[{gw6}]:53 (tcp/udp)" in dns["text"] and f"resolv.conf names {gw6}" in dns["text"], dns
     # The dual-stack [::] hold of 8080 is seen.
     held = next(c for c in claims if c["topic"] == "dnat" and any6 in c["objects"])
     assert "held by the daemon" in held["text"], held["text"]
@@ -287,11 +319,11 @@ def _ruleset(lab: Lab) -> dict:
     return json.loads(r.stdout)
 
 
-def _trace_while(lab: Lab, to: str, send) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
+def _trace_while(lab: Lab, to: str, send, src: str = UP_ADDR) -> tuple[dict, list[str]]:  # type: ignore[no-untyped-def]
     """Run `dockyard trace` from the outside to `to`; once it says it traces, list the tables
     and call send(); return its report and the tables seen meanwhile."""
     p = subprocess.Popen(
-        lab.dy_cmd("trace", "--from", UP_ADDR, "--to", to, "--timeout", "20", "--format", "json"),
+        lab.dy_cmd("trace", "--from", src, "--to", to, "--timeout", "20", "--format", "json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -311,37 +343,51 @@ def _steps(report: dict) -> list[dict]:
     return [s for pkt in report["packets"] for s in pkt["steps"]]
 
 
-def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab) -> None:
-    lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+@pytest.mark.parametrize("family", ["ipv4", "ipv6only"])
+def test_trace_shows_the_dnat_of_a_published_port_and_the_drop_of_a_direct_one(lab: Lab, family: str) -> None:
+    """The same flows over IPv4, and over IPv6 on an IPv6-only network (ip6 matches, the IPv6 map)."""
+    v6 = family == "ipv6only"
+    if v6:
+        lab.dy_ok("network", "create", "--ipv4=false", "--ipv6", "--subnet", "2001:db8:31::/64", "front")
+        lab.in_up("ip", "-6", "route", "add", "2001:db8:31::/64", "via", HOST_ADDR6)
+    else:
+        lab.dy_ok("network", "create", "--subnet", "10.31.0.0/24", "front")
+        lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
     lab.serve("--name", "web", "--net", "front", "-p", "8080:80")
-    web = lab.ip_of("web") or lab.inspect("web")["NetworkSettings"]["Networks"]["front"]["IPAddress"]
-    lab.in_up("ip", "route", "add", "10.31.0.0/24", "via", HOST_ADDR)
+    net = lab.inspect("web")["NetworkSettings"]["Networks"]["front"]
+    web = net["GlobalIPv6Address"] if v6 else net["IPAddress"]
+    host, up, ip = (HOST_ADDR6, UP_ADDR6, "ip6") if v6 else (HOST_ADDR, UP_ADDR, "ip")
+
+    def at(address: str, port: int) -> str:
+        return f"[{address}]:{port}" if v6 else f"{address}:{port}"
+
     before = _ruleset(lab)
 
     answers: list[str | None] = []
     report, tables = _trace_while(
-        lab, f"{HOST_ADDR}:8080/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", HOST_ADDR, 8080))
+        lab, f"{at(host, 8080)}/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", host, 8080)), up
     )
-    assert answers[0] and answers[0].startswith(f"peer={UP_ADDR}:"), answers  # the packet was sent
+    peer = f"peer=[{up}]:" if v6 else f"peer={up}:"
+    assert answers[0] and answers[0].startswith(peer), answers  # the packet was sent
     # While it traced, the tables of its own were there; afterwards the ruleset is as it was.
     assert any("dockyard-trace-" in t for t in tables), tables
     assert _ruleset(lab) == before
     first = report["packets"][0]
-    assert f"ip daddr {HOST_ADDR}" in first["packet"] and "tcp dport 8080" in first["packet"]
+    assert f"{ip} daddr {host}" in first["packet"] and "tcp dport 8080" in first["packet"]
     hooks = [(s["hook"], s["chain"], s["rule"]) for s in first["steps"]]
     nat = next(h for h in hooks if h[1] == "prerouting" and h[0].startswith("prerouting (nat"))
     assert "jump publish" in nat[2], hooks
-    dnat = next(h for h in hooks if h[1] == "publish")
-    assert "dnat" in dnat[2] and "@publish_any" in dnat[2], hooks
+    dnat = next(h for h in hooks if h[1] == "publish" and "dnat" in h[2])
+    assert ("@publish_any6" if v6 else "@publish_any") in dnat[2], hooks
     # After the DNAT the packet is forwarded into the bridge as a DNATed packet.
     assert any(h[0].startswith("forward") and "ct status dnat accept" in h[2] for h in hooks), hooks
     assert not any(s["verdict"].startswith("drop") for s in _steps(report))
-    assert report["nat"].startswith(f"DNAT: {HOST_ADDR}:8080 -> {web}:80"), report["nat"]
+    assert report["nat"].startswith(f"DNAT: {at(host, 8080)} -> {at(web, 80)}"), report["nat"]
 
     # Straight at the container's address from outside: dropped by isolation, no NAT.
     answers.clear()
     report, tables = _trace_while(
-        lab, f"{web}:80/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0))
+        lab, f"{at(web, 80)}/tcp", lambda: answers.append(lab.ask(lab.up, "tcp", web, 80, timeout=1.0)), up
     )
     assert answers == [None]
     assert any("dockyard-trace-" in t for t in tables), tables
@@ -445,11 +491,13 @@ def _answered_any(lab: Lab, containers: dict[str, str], verdict: dict) -> bool:
     return r.returncode == 0 and "peer=" in r.stdout
 
 
-def test_every_answer_about_an_ipv6_published_port_is_what_a_real_packet_does(lab: Lab) -> None:
+@pytest.mark.parametrize("family", D6)
+def test_every_answer_about_an_ipv6_published_port_is_what_a_real_packet_does(lab: Lab, family: str) -> None:
     """-p 8080:80 on a dual-stack network (both families) and -p [::]:8082:80 (IPv6 only):
     explain --port answers for the IPv6 outside, the host's IPv6 address, ::1 and each
-    container's IPv6 address as for IPv4, and a real connection agrees with every answer."""
-    lab.dy_ok("network", "create", "--ipv6", "--subnet", "2001:db8:31::/64", "--subnet", "10.31.0.0/24", "d6")
+    container's IPv6 address as for IPv4, and a real connection agrees with every answer.
+    On an IPv6-only network alike, and no IPv4 source is offered a way in at all."""
+    lab.dy_ok("network", "create", *D6[family], "d6")
     lab.serve("--name", "web", "--net", "d6", "-p", "8080:80")
     lab.serve("--name", "only6", "--net", "d6", "-p", "[::]:8082:80")
     lab.serve("--name", "peer", "--net", "d6")
@@ -459,7 +507,7 @@ def test_every_answer_about_an_ipv6_published_port_is_what_a_real_packet_does(la
     by_addr = {}
     for name in ("web", "only6", "peer"):
         net = lab.inspect(name)["NetworkSettings"]["Networks"]["d6"]
-        by_addr[net["IPAddress"]] = by_addr[net["GlobalIPv6Address"]] = name
+        by_addr[net["IPAddress"] or name] = by_addr[net["GlobalIPv6Address"]] = name
     web6 = next(a for a, n in by_addr.items() if n == "web" and ":" in a)
     only6 = next(a for a, n in by_addr.items() if n == "only6" and ":" in a)
     checked = {True: 0, False: 0}
@@ -498,6 +546,14 @@ def test_every_answer_about_an_ipv6_published_port_is_what_a_real_packet_does(la
     assert not direct["reaches"] and "oifname @bridges drop" in direct["decided_by"], direct
     # [::]:8082 publishes on IPv6 only: no IPv4 source is offered a way in by 8082.
     assert not any(v["dst"].endswith(":8082/tcp") and ":" not in v["src"] for v in verdicts["only6"])
+    if family == "ipv6only":  # nor by anything: the containers have no IPv4
+        assert not any(":" not in v["src"] for vs in verdicts.values() for v in vs), verdicts
+        # --from another container names it by its IPv6 address (it has no other).
+        peer6 = next(a for a, n in by_addr.items() if n == "peer" and ":" in a)
+        report = _explain(lab, "web", "--port", "80", "--from", "peer")
+        assert {v["src"] for v in report["verdicts"]} == {peer6}, report["verdicts"]
+        for v in report["verdicts"]:
+            assert _answered_any(lab, by_addr, v) == v["answered"], v
     # ::1 is lost to br_netfilter above (the reply's NAT undone at the bridge); without it,
     # explain says [::1]:8080 answers, and so it does.
     assert any(

@@ -227,23 +227,37 @@ def test_a_daemon_restart_and_a_reboot_keep_and_free_the_ipv6_only_leases(lab: L
     assert "fd00:1::5/64" in _in(lab, "db2", "ip", "-6", "-o", "addr", "show", "dev", "eth0")
 
 
-def test_explain_refuses_an_ipv6_only_network_by_name_and_graph_draws_it(lab: Lab) -> None:
+def test_explain_covers_an_ipv6_only_network_and_graph_draws_it(lab: Lab) -> None:
+    """explain's IPv6 paths and verdicts on such a network are test_explain.py's (parametrized
+    with it); here: every form of the command answers, and finds the kernel as recorded."""
     n = _v6only(lab, "--subnet", SUBNET6)
-    lab.run_d("--name", "solo", "--net", "v6only", "sleep", "300")
-    # graph draws what the kernel shows: the network's bridge and the container's eth0 on it.
+    lab.run_d("--name", "solo", "--net", "v6only", "-p", "8080:80", "sleep", "300")
+    lab.run_d("--name", "peer", "--net", "v6only", "sleep", "300")
+    solo, peer = (_settings(lab, ref)["GlobalIPv6Address"] for ref in ("solo", "peer"))
+    # graph draws what the kernel shows: the network's bridge and the container's eth0 on it,
+    # with its IPv6 address, and the port published on IPv6 (the map's element) to it.
     g = json.loads(lab.dy_ok("graph", "v6only", "--format", "json"))
     names = {(node["namespace"] == "host", node["name"]) for node in g["nodes"]}
     assert (True, "dy-" + n["Id"][:12]) in names and (False, "eth0") in names, names
-    line = _refused(lab, "explain", "solo")
-    assert (
-        line
-        == "dockyard: explain does not cover IPv6-only networks yet: solo is on v6only, which has no IPv4"
-    )
-    line = _refused(lab, "explain", "v6only")
-    assert "explain does not cover IPv6-only networks yet: v6only has no IPv4" in line
-    # Other containers are still explained while it runs.
-    lab.run_d("--name", "plain", "sleep", "300")
-    assert lab.dy("explain", "plain").returncode == 0
+    eth0 = next(node for node in g["nodes"] if node["name"] == "eth0" and f"{solo}/64" in node["label"])
+    (port,) = [e for e in g["edges"] if e["kind"] == "publish"]
+    assert (port["a"], port["b"], port["label"]) == ("port/[::]:8080/tcp", eth0["id"], f"DNAT [{solo}]:80")
+    for args in (
+        ("solo",),
+        ("v6only",),
+        ("solo", "--port", "80"),
+        ("solo", "--port", "80", "--from", "peer"),
+    ):
+        report = json.loads(lab.dy_ok("explain", *args, "--format", "json"))
+        assert report["mismatches"] == [], (args, report["mismatches"])
+    report = json.loads(lab.dy_ok("explain", "solo", "--port", "80", "--format", "json"))
+    assert report["verdicts"] and all(":" in v["src"] for v in report["verdicts"]), report["verdicts"]
+    # trace follows an IPv6 flow: a probe from peer to solo, bridged, past the guard's IPv6 element.
+    out = lab.dy_ok("trace", "--from", peer, "--to", f"[{solo}]:80/tcp", "--probe")
+    assert out.startswith(f"trace of {peer} -> [{solo}]:80/tcp\nprobe: "), out
+    assert "ip6 saddr @port_addrs6" in " ".join(out.split()) and "nothing of it is left" in out, out
+    line = _refused(lab, "trace", "--from", UP_ADDR, "--to", f"[{HOST_ADDR6}]:8080/tcp")
+    assert "one is IPv4, the other IPv6; a flow has one family" in line, line
 
 
 def test_an_ipv6_only_container_sends_no_ipv4_and_no_arp(lab: Lab) -> None:

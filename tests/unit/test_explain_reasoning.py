@@ -421,5 +421,12 @@ def test_arguments() -> None:
             parse_flow("198.51.100.2", bad)
     with pytest.raises(InvalidArgument, match="--from"):
         parse_flow("somewhere", "198.51.100.1:80")
+    # IPv6: the destination in brackets; both ends of one family.
+    flow6 = parse_flow("2001:db8::2", "[2001:db8::1]:8080/tcp")
+    assert str(flow6) == "2001:db8::2 -> [2001:db8::1]:8080/tcp"
+    with pytest.raises(InvalidArgument, match="invalid --to"):
+        parse_flow("2001:db8::2", "2001:db8::1:8080")  # no brackets: ambiguous
+    with pytest.raises(InvalidArgument, match="a flow has one family"):
+        parse_flow("198.51.100.2", "[2001:db8::1]:8080/tcp")
     with pytest.raises(InvalidArgument):
         parse_port("80-90/tcp")

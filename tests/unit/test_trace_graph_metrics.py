@@ -85,6 +85,11 @@ def test_the_trace_tables_match_one_flow_and_are_this_roots() -> None:
         assert ({"payload": {"protocol": "ip", "field": "saddr"}}, "198.51.100.2") in matched
         assert ({"payload": {"protocol": "th", "field": "dport"}}, 8080) in matched
         assert rule["expr"][-1] == {"mangle": {"key": {"meta": {"key": "nftrace"}}, "value": 1}}
+    # An IPv6 flow matches ip6's addresses.
+    flow6 = Flow(ipaddress.IPv6Address("2001:db8::2"), ipaddress.IPv6Address("2001:db8::1"), 80, Protocol.TCP)
+    rule = next(c["add"]["rule"] for c in add_commands(name, flow6) if "rule" in c["add"])
+    matched = [(e["match"]["left"], e["match"]["right"]) for e in rule["expr"] if "match" in e]
+    assert ({"payload": {"protocol": "ip6", "field": "daddr"}}, "2001:db8::1") in matched
     # Deleting tolerates a table already gone: each delete is preceded by an add.
     assert delete_commands([("inet", name)]) == [
         {"add": {"table": {"family": "inet", "name": name}}},

@@ -95,8 +95,8 @@ class Explainer:
             pin = self.e.paths.sandbox_pin(c.id)
             for ep in store.endpoints(container_id=c.id):
                 n = by_id.get(ep.network_id)
-                if n is None or ep.address is None:
-                    continue  # gone, or IPv6-only: explain reasons over IPv4 paths (refused in explain)
+                if n is None:
+                    continue
                 if c.id not in sandboxes:
                     try:
                         sandboxes[c.id] = topology.namespace(pin)
@@ -153,11 +153,8 @@ class Explainer:
                 raise NotFound(f"no such container or network: {ref}")
             if port is not None or source:
                 raise InvalidArgument("--port and --from explain a container's port: name a container")
-            if n.bridged and not n.enable_ipv4:
-                raise InvalidArgument(f"explain does not cover IPv6-only networks yet: {n.name} has no IPv4")
             return policy.explain_network(self.view(), n)
         owner = self._netns_owner(c)
-        self._refuse_ipv6_only((owner or c).id, c.name)
         view = self.view()
         report = policy.explain_container(view, c, owner)
         if port is None:
@@ -184,16 +181,6 @@ class Explainer:
             report.verdicts += policy.reach(view, t, container_port, proto, sources)
         return report
 
-    def _refuse_ipv6_only(self, owner_id: str, name: str) -> None:
-        """explain reasons over IPv4 paths: a container on an IPv6-only network is refused by name."""
-        for ep in self.e.store.endpoints(container_id=owner_id):
-            if ep.address is None:
-                n = self.e.store.find_network(ep.network_id)
-                raise InvalidArgument(
-                    f"explain does not cover IPv6-only networks yet: {name} is on "
-                    f"{n.name if n else ep.network_id[:12]}, which has no IPv4"
-                )
-
     def _container_port(self, target: policy.Member, number: int, proto: Protocol) -> tuple[int, str]:
         """The container's port meant: itself, or the one a host port of the container publishes."""
         if any(b.container_port == number and b.proto is proto for b in target.bindings):
@@ -219,7 +206,7 @@ class Explainer:
             raise InvalidArgument(
                 f"invalid --from {text!r}: {c.name} has no address (not running, or no network)"
             )
-        return members[0].address
+        return members[0].primary  # its IPv4 address, or its IPv6 one on an IPv6-only network
 
     # -- graph ---------------------------------------------------------------------
 
@@ -311,18 +298,21 @@ class Explainer:
             )
         return report
 
-    def _probe_namespace(self, src: ipaddress.IPv4Address) -> Path | None:
+    def _probe_namespace(self, src: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Path | None:
         """Where a probe from src is sent: the host (None) or a container's namespace."""
         from dockyard.kernel import topology
 
         host = topology.namespace(None)
-        if src.is_loopback or any(a.ip == src for lk in host.links for a in lk.addresses):
+        own = {a.ip for lk in host.links for a in lk.addresses} | {
+            a.ip for lk in host.links for a in lk.addresses6
+        }
+        if src.is_loopback or src in own:
             return None
         for c in self.e.store.containers():
             if not c.running:
                 continue
             for ep in self.e.store.endpoints(container_id=c.id):
-                if ep.address is not None and ep.address.ip == src:
+                if src in (ep.address.ip if ep.address else None, ep.address6.ip if ep.address6 else None):
                     return self.e.paths.sandbox_pin(c.id)
         raise InvalidArgument(
             f"cannot send a probe from {src}: it is no address of this host or of a running container; "

@@ -128,8 +128,8 @@ class Watch:
 
     def __init__(
         self,
-        src: ipaddress.IPv4Address,
-        dst: ipaddress.IPv4Address,
+        src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        dst: ipaddress.IPv4Address | ipaddress.IPv6Address,
         port: int,
         proto: Protocol,
     ) -> None:
@@ -145,6 +145,8 @@ class Watch:
                     [
                         tool,
                         "-E",
+                        "-f",
+                        "ipv6" if dst.version == 6 else "ipv4",
                         "-p",
                         str(proto),
                         "--orig-src",
@@ -226,8 +228,8 @@ def list_tables() -> list[tuple[str, str]]:
 
 def probe(
     where: Path | None,
-    src: ipaddress.IPv4Address,
-    dst: ipaddress.IPv4Address,
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address,
     port: int,
     proto: Protocol,
     timeout: float = 2.0,
@@ -238,7 +240,8 @@ def probe(
     ctx = netns.entered(where) if where is not None else contextlib.nullcontext()
     with ctx:
         try:
-            sock = socket.socket(socket.AF_INET, kind, _PROTO_NUMBERS[proto])
+            family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+            sock = socket.socket(family, kind, _PROTO_NUMBERS[proto])
         except OSError as e:
             raise KernelError(f"cannot make a {proto} probe: {e.strerror}") from e
     with sock:

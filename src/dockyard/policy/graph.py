@@ -20,6 +20,7 @@ PNG is Graphviz's, outside this module.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from dockyard.model import Container, ModeKind, Network
@@ -87,6 +88,7 @@ def _link_label(lk: Link) -> str:
         if v.local:
             lines.append(f"local {v.local}")
     lines += [str(a) for a in lk.addresses]
+    lines += [str(a) for a in lk.addresses6 if not a.ip.is_link_local]  # a link-local one is every link's
     if lk.kind == "bridge":
         lines.append("bridge")
     if not lk.up:
@@ -159,21 +161,27 @@ def build(
             g.nodes.append(Node(nid, _kind(lk), _link_label(lk), cid, lk.name, lk.index))
             for a in lk.addresses:
                 eth_of_address[str(a.ip)] = nid
+            for a6 in lk.addresses6:
+                eth_of_address[str(a6.ip)] = nid
         for lk in ends:
             host_end = peers.get(lk.peer_index or -1)
             if host_end is not None and host_end.peer_index == lk.index and g.node(f"host/{host_end.index}"):
                 g.edges.append(Edge(f"host/{host_end.index}", f"{cid}/{lk.index}", "veth", "veth pair"))
-    published = sorted(
+    published: list[tuple[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]] = sorted(
         [(f"0.0.0.0:{hp}/{p}", t) for (p, hp), t in elements.publish_any.items()]
         + [(f"{h}:{hp}/{p}", t) for (h, p, hp), t in elements.publish_addr.items()]
+        + [(f"[::]:{hp}/{p}", t) for (p, hp), t in elements.publish_any6.items()]
+        + [(f"[{h}]:{hp}/{p}", t) for (h, p, hp), t in elements.publish_addr6.items()],
+        key=lambda x: x[0],
     )
     for text, (addr, port) in published:
         eth = eth_of_address.get(str(addr))
         if eth is None:
             continue
         pid = f"port/{text}"
+        target = f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
         g.nodes.append(Node(pid, "port", f"published\n{text}", "host"))
-        g.edges.append(Edge(pid, eth, "publish", f"DNAT {addr}:{port}"))
+        g.edges.append(Edge(pid, eth, "publish", f"DNAT {target}"))
     return g
 
 

@@ -141,11 +141,11 @@ def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
                 )
             set_version = version
             found[version].append((r, here))
-    if len(found[4]) != 1 or len(found[6]) > 1:
+    if len(found[4]) > 1 or len(found[6]) > 1:
         counts = f"{len(found[4])} IPv4 and {len(found[6])} IPv6 ranges"
         raise PluginError(
             codes.CODE_INVALID_CONFIG,
-            f"{where}: gives {counts}; a dockyard network takes one IPv4 range and at most one IPv6 range",
+            f"{where}: gives {counts}; a dockyard network takes at most one range of each family",
         )
     return {version: items[0] for version, items in found.items() if items}
 
@@ -170,28 +170,33 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
         net[key] = _typed(ipam if at else conf, key, str, "a string", at)
         if at and net[key] is not None:
             sources[key] = json_path(*at, key)
+    if net["subnet"] is not None and ":" in net["subnet"]:
+        # An IPv6 subnet (host-local's one-range form): the IPv6 keys, as an IPv6 range set's.
+        for key in FOLDED:
+            value = net.pop(key)
+            if value is not None:
+                net[key + "6"] = value
+                sources[key + "6"] = sources.pop(key, key)
     at = () if conf.get("ranges") is not None else ("ipam",)
     ranges = (ipam if at else conf).get("ranges")
     if ranges is not None:
         by_family = _ranges(ranges, at)
-        r, here = by_family[4]
-        if net["subnet"] is not None and net["subnet"] != r["subnet"]:
-            raise PluginError(
-                codes.CODE_INVALID_CONFIG,
-                f"{json_path(*here, 'subnet')}: {r['subnet']} disagrees with "
-                f"{sources.get('subnet', 'subnet')} {net['subnet']}",
-            )
-        for key in FOLDED:
-            if r.get(key) is not None:
-                net[key] = _typed(r, key, str, "a string", here)
-                sources[key] = json_path(*here, key)
-        if 6 in by_family:
+        for version, suffix in ((4, ""), (6, "6")):
+            if version not in by_family:
+                continue
             # The IPv6 range set: the same keys, each with a 6 (subnet6, gateway6, ...).
-            r6, here6 = by_family[6]
+            r, here = by_family[version]
+            given = net.get("subnet" + suffix)
+            if given is not None and given != r["subnet"]:
+                raise PluginError(
+                    codes.CODE_INVALID_CONFIG,
+                    f"{json_path(*here, 'subnet')}: {r['subnet']} disagrees with "
+                    f"{sources.get('subnet' + suffix, 'subnet')} {given}",
+                )
             for key in FOLDED:
-                if r6.get(key) is not None:
-                    net[key + "6"] = _typed(r6, key, str, "a string", here6)
-                    sources[key + "6"] = json_path(*here6, key)
+                if r.get(key) is not None:
+                    net[key + suffix] = _typed(r, key, str, "a string", here)
+                    sources[key + suffix] = json_path(*here, key)
     net["bridge"] = _typed(conf, "bridge", str, "an interface name")
     net["mtu"] = _typed(conf, "mtu", int, "a number")
     for key in ("ipMasq", "isGateway", "isDefaultGateway", "hairpinMode"):

@@ -444,7 +444,7 @@ def result(a: Attached) -> Json:
     """The CNI 1.1.0 result of an ADD, without cniVersion and dns (cni.py adds those)."""
     n, ep = a.network, a.endpoint
     ips: list[Json] = []
-    if ep.address is not None:  # engine/cni refuses IPv6-only networks; never "None" here
+    if ep.address is not None:  # none on an IPv6-only network: its IPv6 address alone
         ip: Json = {"address": str(ep.address)}
         if ep.gateway is not None:
             ip["gateway"] = str(ep.gateway)

@@ -222,6 +222,12 @@ class Attachments:
                 raise
 
     def _add_to(self, network: Network, req: AttachRequest, owner: str) -> Attached:
+        if req.ip is not None and network.subnet is None:
+            raise CniError(
+                CODE_INVALID_CONFIG,
+                f"ips: IPv4 address {req.ip} asked for, but network {network.name} is IPv6-only: "
+                "ask for an IPv6 address",
+            )
         try:
             self.endpoints.check_request(network, req.ip, bool(req.ports), req.ip6)
             # A mapping on `::` or an IPv6 address needs the network's IPv6, as -p does.
@@ -231,7 +237,7 @@ class Attachments:
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
         routes = routes_of(req.net, network)
-        self.networks.check_capacity(network, req.ip)
+        self.networks.check_capacity(network, req.ip if network.subnet is not None else req.ip6)
         try:
             endpoint = self._add(req, owner, network, routes)
         except KernelError:
@@ -261,11 +267,15 @@ class Attachments:
     ) -> Endpoint:
         """Record, then plug; on any failure undo all of it."""
         undo = Undo()
-        # The driver makes the default routes via the gateways (IPv4's and, on a network
-        # with IPv6, IPv6's, together); any other route is added here.
-        defaults = [(DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6)]
-        default_route = (DEFAULT_ROUTE, network.gateway) in routes
-        extra = [r for r in routes if r not in defaults]
+        # The driver makes the default routes via the gateways of the network's families
+        # (IPv4's, IPv6's, or both), all of them or none; any other route is added here.
+        defaults = [
+            (dst, gw)
+            for dst, gw in ((DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6))
+            if gw
+        ]
+        default_route = bool(defaults) and all(r in routes for r in defaults)
+        extra = [r for r in routes if not (default_route and r in defaults)]
         step("cni.add.begin")
         try:
             with self.store.transaction():

@@ -31,7 +31,7 @@ from dockyard.engine.networks.service import Networks
 from dockyard.errors import Conflict, DockyardError
 from dockyard.kernel import reads
 from dockyard.model import Endpoint, EndpointOwner, Network
-from dockyard.policy import ipam, rules
+from dockyard.policy import ipam, ipam6, rules
 from dockyard.settings import DaemonSettings
 from dockyard.wire.cni import CODE_CHECK_FAILED, CODE_LIMITED, CODE_NOT_AVAILABLE, CODE_UNKNOWN_CONTAINER
 
@@ -202,10 +202,14 @@ class AttachmentChecks:
                     raise Conflict(f"{bridge} exists on the host and is not a bridge")
                 if self.k.netlink.link_alias(bridge) != self.owner_mark:
                     raise Conflict(f"a bridge named {bridge} exists on the host and is not this root's")
-            taken = self.network_service.taken_subnets(exclude_bridges=(bridge,) if bridge else ())
-            if spec.subnet is not None:
-                ipam.check_overlap(spec.subnet, taken)
-            else:
-                ipam.first_free_subnet(self.settings.default_address_pools, taken)
+            exclude = (bridge,) if bridge else ()
+            if spec.subnet6 is not None:
+                ipam6.check_overlap6(spec.subnet6, self.network_service.ipv6.taken(exclude_bridges=exclude))
+            if spec.enable_ipv4:
+                taken = self.network_service.taken_subnets(exclude_bridges=exclude)
+                if spec.subnet is not None:
+                    ipam.check_overlap(spec.subnet, taken)
+                else:
+                    ipam.first_free_subnet(self.settings.default_address_pools, taken)
         except DockyardError as err:
             raise CniError(CODE_NOT_AVAILABLE, f"network {net.name} cannot be made: {err}") from None

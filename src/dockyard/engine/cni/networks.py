@@ -76,6 +76,16 @@ class NetConf:
     ip_range6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
 
+    @property
+    def ipv6_only(self) -> bool:
+        """An IPv6 subnet and no IPv4 one: the config's network is IPv6-only (Docker 28's --ipv4=false)."""
+        return (
+            self.subnet6 is not None
+            and self.subnet is None
+            and self.ip_range is None
+            and self.gateway is None
+        )
+
 
 def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
     """The container's routes: ipam.routes, then the default route unless they give one.
@@ -139,11 +149,11 @@ class ConfigNetworks:
                 CODE_INVALID_CONFIG,
                 f"network {network.name} uses the {network.driver} driver: it takes no endpoints",
             )
-        if not network.enable_ipv4:
+        if net.ipv6_only and network.enable_ipv4:
             raise CniError(
                 CODE_INVALID_CONFIG,
-                f"network {network.name} is IPv6-only (--ipv4=false): dockyard-cni does not attach to "
-                "IPv6-only networks yet",
+                f"network {network.name} exists in {self.paths.root} with IPv4 subnet {network.subnet}, but "
+                "the CNI config gives only IPv6: make them agree, or give the config another name",
             )
         wanted = (
             ("bridge", net.bridge, network.bridge),
@@ -158,9 +168,10 @@ class ConfigNetworks:
         )
         for what, asked, actual in wanted:
             if asked is not None and asked != actual:
+                has = f"{what} {actual}" if actual is not None else f"no {what}"
                 raise CniError(
                     CODE_INVALID_CONFIG,
-                    f"network {network.name} exists in {self.paths.root} with {what} {actual}, but the "
+                    f"network {network.name} exists in {self.paths.root} with {has}, but the "
                     f"CNI config asks for {asked}: make them agree, or give the config another name",
                 )
 
@@ -177,6 +188,7 @@ class ConfigNetworks:
             gateway=net.gateway,
             ip_range=net.ip_range,
             enable_ipv6=net.subnet6 is not None,
+            enable_ipv4=not net.ipv6_only,
             subnet6=net.subnet6,
             gateway6=net.gateway6,
             ip_range6=net.ip_range6,
@@ -215,17 +227,25 @@ class ConfigNetworks:
             for ep in self.store.endpoints(state="releasing")
         )
 
-    def check_capacity(self, network: Network, requested: ipaddress.IPv4Address | None) -> None:
-        """CniError 11 when no address is left (after waiting for the reaper's pending work)."""
-        if requested is not None or network.subnet is None:
+    def check_capacity(self, network: Network, requested: AnyAddr | None) -> None:
+        """CniError 11 when no address is left (after waiting for the reaper's pending work).
+
+        Of the network's IPv4 range, or on an IPv6-only network its IPv6 one; requested:
+        the address asked for of that family (then there is nothing to count)."""
+        subnet: AnyNet | None = network.subnet
+        ip_range: AnyNet | None = network.ip_range
+        gateway: AnyAddr | None = network.gateway
+        if subnet is None:  # IPv6-only
+            subnet, ip_range, gateway = network.subnet6, network.ip_range6, network.gateway6
+        if requested is not None or subnet is None:
             return
-        reserved = [a for a in (network.gateway, *(a for _, a in network.aux_addresses)) if a]
-        capacity = ipam.AddressAllocator(network.subnet, reserved, network.ip_range).capacity
+        reserved = [a for a in (gateway, *(a for _, a in network.aux_addresses)) if a]
+        capacity = ipam.AddressAllocator(subnet, reserved, ip_range).capacity
         if self.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
             self.endpoints.settle()
         if self.store.endpoint_count(network.id) >= capacity:
             raise CniError(
                 CODE_TRY_AGAIN,
-                f"no free address in {network.ip_range or network.subnet} (network {network.name}): "
+                f"no free address in {ip_range or subnet} (network {network.name}): "
                 f"all {capacity} are in use; try again after a DEL, or give the network a larger subnet",
             )

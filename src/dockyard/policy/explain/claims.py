@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from dockyard.model import Network, Protocol
-from dockyard.observed import Link
+from dockyard.observed import Link, Route, Route6
 from dockyard.policy.explain import words
 from dockyard.policy.explain.report import Member, Section, View
 from dockyard.policy.rules.elements import endpoint_elements, routed6
@@ -68,14 +68,17 @@ def interface(s: Section, m: Member, eth: Link | None) -> None:
             "interface",
             f"no interface {ep.ifname} in the container's namespace",
             [f"link {ep.ifname} in net:[{m.sandbox.inode if m.sandbox else '?'}]"],
-            mismatch=f"the records give {m.name} {ep.ifname} with {ep.address}; its namespace has none",
+            mismatch=f"the records give {m.name} {ep.ifname} with {ep.address or ep.address6}; its namespace "
+            "has none",
         )
         return
     bad = []
     if eth.mac != ep.mac.lower():
         bad.append(f"MAC {eth.mac}, the records {ep.mac}")
-    if ep.address not in eth.addresses:
+    if ep.address is not None and ep.address not in eth.addresses:
         bad.append(f"addresses {words.addresses(eth)}, the records {ep.address}")
+    if ep.address is None and eth.addresses:
+        bad.append(f"addresses {words.addresses(eth)}, the records no IPv4 (an IPv6-only network)")
     if ep.address6 is not None and ep.address6 not in eth.addresses6:
         bad.append(f"addresses {words.addresses(eth)}, the records {ep.address6}")
     if not eth.up:
@@ -137,11 +140,17 @@ def bridge(s: Section, n: Network, bridge: Link | None) -> None:
         bad.append(f"{n.bridge} has {words.addresses(bridge)}, the records give the IPv6 gateway {gw6}")
     if not bridge.up:
         bad.append(f"{n.bridge} is down")
-    six = f"; the IPv6 gateway {n.gateway6} of {n.subnet6} too" if gw6 is not None else ""
+    if n.subnet is None:  # IPv6-only (--ipv4=false)
+        gateways = (
+            f"no IPv4 (IPv6-only); the IPv6 gateway {n.gateway6} of {n.subnet6} is the host's address on it"
+        )
+    else:
+        six = f"; the IPv6 gateway {n.gateway6} of {n.subnet6} too" if gw6 is not None else ""
+        gateways = f"the gateway {n.gateway} of {n.subnet} is the host's address on it{six}"
     s.add(
         "bridge",
         f"bridge {n.bridge}: {words.addresses(bridge)}, {'up' if bridge.up else 'DOWN'}, MTU {bridge.mtu}; "
-        f"the gateway {n.gateway} of {n.subnet} is the host's address on it{six}",
+        + gateways,
         [words.link(bridge)],
         mismatch="; ".join(bad),
     )
@@ -150,8 +159,12 @@ def bridge(s: Section, n: Network, bridge: Link | None) -> None:
 def routes(s: Section, m: Member) -> None:
     if m.sandbox is None:
         return
-    mine = [r for r in m.sandbox.routes if r.dev == m.endpoint.ifname]
-    default = next((r for r in m.sandbox.routes if r.dst.prefixlen == 0), None)
+    # IPv4's routes; an IPv6-only endpoint's IPv6 ones (its link-local route aside).
+    routes: tuple[Route | Route6, ...] = m.sandbox.routes
+    if m.address is None:
+        routes = tuple(r for r in m.sandbox.routes6 if not r.dst.is_link_local)
+    mine = [r for r in routes if r.dev == m.endpoint.ifname]
+    default = next((r for r in routes if r.dst.prefixlen == 0), None)
     text = "; ".join(words.route_text(r) for r in mine) or "none"
     mismatch = ""
     if m.network.internal:
@@ -172,8 +185,6 @@ def _expect(view: View, s: Section, topic: str, present: bool, text: str, absent
 
 def out(view: View, s: Section, n: Network) -> None:
     el, subnet = view.elements, n.subnet
-    if subnet is None:
-        return
     if n.internal:
         _expect(
             view,
@@ -189,6 +200,9 @@ def out(view: View, s: Section, n: Network) -> None:
         return
     if not n.masquerade:
         s.add("out", f"leaving the host, its packets keep their source (masquerade off for {n.name})")
+        return
+    if subnet is None:  # IPv6-only: its way out is IPv6's alone
+        out6(view, s, n)
         return
     fwd = "net.ipv4.ip_forward=1" if view.host.forwarding else "net.ipv4.ip_forward=0: nothing is routed out"
     _expect(
@@ -232,13 +246,20 @@ def out6(view: View, s: Section, n: Network) -> None:
 
 
 def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
-    if n.subnet is None:
-        return
-    pair = (n.subnet, n.bridge)
-    obj = words.set_element("bridge_nets", f"{n.subnet} . {n.bridge}")
     port = ""
     if veth is not None:
         port = f"; its bridge port's hairpin mode is {'on' if veth.hairpin else 'off'}"
+    if n.subnet is None:  # IPv6-only
+        _hairpin6(
+            view,
+            s,
+            n,
+            f"hairpin: a member of {n.name} reaching a port published back into {n.bridge} "
+            f"is masqueraded to the IPv6 gateway, so that the reply comes back through the host{port}",
+        )
+        return
+    pair = (n.subnet, n.bridge)
+    obj = words.set_element("bridge_nets", f"{n.subnet} . {n.bridge}")
     _expect(
         view,
         s,
@@ -250,19 +271,22 @@ def hairpin(view: View, s: Section, n: Network, veth: Link | None) -> None:
         f"hairpin: {n.subnet} . {n.bridge} is not in bridge_nets: hairpin traffic is not masqueraded",
         obj,
     )
-    if n.enable_ipv6 and n.subnet6 is not None:
-        obj6 = words.set_element("bridge_nets6", f"{n.subnet6} . {n.bridge}")
-        _expect(
-            view,
-            s,
-            "hairpin",
-            (n.subnet6, n.bridge) in view.elements.bridge_nets6,
-            f"hairpin on IPv6 alike ({obj6}; postrouting: `ct status dnat ip6 saddr . oifname "
-            "@bridge_nets6 masquerade`)",
-            f"hairpin: {n.subnet6} . {n.bridge} is not in bridge_nets6: IPv6 hairpin traffic is not "
-            "masqueraded",
-            obj6,
-        )
+    _hairpin6(view, s, n, "hairpin on IPv6 alike")
+
+
+def _hairpin6(view: View, s: Section, n: Network, text: str) -> None:
+    if not n.enable_ipv6 or n.subnet6 is None:
+        return
+    obj6 = words.set_element("bridge_nets6", f"{n.subnet6} . {n.bridge}")
+    _expect(
+        view,
+        s,
+        "hairpin",
+        (n.subnet6, n.bridge) in view.elements.bridge_nets6,
+        f"{text} ({obj6}; postrouting: `ct status dnat ip6 saddr . oifname @bridge_nets6 masquerade`)",
+        f"hairpin: {n.subnet6} . {n.bridge} is not in bridge_nets6: IPv6 hairpin traffic is not masqueraded",
+        obj6,
+    )
 
 
 def isolation(view: View, s: Section, m: Member) -> None:
@@ -281,13 +305,15 @@ def isolation(view: View, s: Section, m: Member) -> None:
     )
     if n.icc:
         pair = words.set_element("icc_pairs", f"{n.bridge} . {n.bridge}")
+        # br_netfilter of the family its members talk over (IPv6's alone on an IPv6-only network).
+        bridge_nf = view.host.bridge_nf if m.address is not None else view.host.bridge_nf6
         _expect(
             view,
             s,
             "isolation",
             (n.bridge, n.bridge) in el.icc_pairs,
             f"members of {n.name} reach each other directly, bridged port to port "
-            f"({pair}{', with br_netfilter' if view.host.bridge_nf else ''})",
+            f"({pair}{', with br_netfilter' if bridge_nf else ''})",
             f"icc is on for {n.name}, but {n.bridge} . {n.bridge} is not in icc_pairs",
             pair,
         )
@@ -313,9 +339,13 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
     objs = [
         words.set_element("guarded_ports", port, words.BRIDGE),
         words.set_element("port_macs", f"{port} . {ep.mac.lower()}", words.BRIDGE),
-        words.set_element("port_addrs", f"{port} . {m.address}", words.BRIDGE),
     ]
-    oks = [port in el.guarded_ports, want.port_macs <= el.port_macs, want.port_addrs <= el.port_addrs]
+    oks = [port in el.guarded_ports, want.port_macs <= el.port_macs]
+    four = "for IPv4 and ARP, no address: it has none (IPv6-only), every IPv4 packet and ARP frame is dropped"
+    if m.address is not None:
+        objs.append(words.set_element("port_addrs", f"{port} . {m.address}", words.BRIDGE))
+        oks.append(want.port_addrs <= el.port_addrs)
+        four = f"for IPv4 and ARP, the address {m.address}"
     six = "anything else, IPv6 included, is dropped"
     if ep.address6 is not None:
         objs += [
@@ -332,9 +362,8 @@ def guard(view: View, s: Section, m: Member, eth: Link | None) -> None:
         missing.append(f"the container's {eth.name} sends from {eth.mac}, which the guard drops")
     s.add(
         "anti-spoofing",
-        f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, for IPv4 and ARP, "
-        f"the address {m.address}; {six} (bridge dockyard ports, "
-        "prerouting -300)",
+        f"anti-spoofing: every frame from {port} must carry MAC {ep.mac.lower()} and, {four}; {six} "
+        "(bridge dockyard ports, prerouting -300)",
         objs,
         mismatch="; ".join(f"missing: {o}" if o.startswith("bridge ") else o for o in missing),
     )
@@ -350,6 +379,8 @@ def dns(view: View, s: Section, n: Network, who_asks: str, nameservers: tuple[st
         return
     gw = n.gateway
     if gw is None:
+        if n.enable_ipv6 and n.gateway6 is not None:  # IPv6-only: the resolver is on the IPv6 gateway
+            _dns6(view, s, n.gateway6, f"every user network {who_asks} is on", nameservers)
         return
     obj = words.set_element("dns_gateways", gw)
     listening = [f"{sk.proto}" for sk in view.host.sockets if sk.port == DNS_PORT and sk.address == gw]
@@ -371,7 +402,11 @@ def dns(view: View, s: Section, n: Network, who_asks: str, nameservers: tuple[st
         _dns6(view, s, n.gateway6)
 
 
-def _dns6(view: View, s: Section, gw6: ipaddress.IPv6Address) -> None:
+def _dns6(
+    view: View, s: Section, gw6: ipaddress.IPv6Address, only: str = "", nameservers: tuple[str, ...] = ()
+) -> None:
+    """The resolver on the IPv6 gateway: beside the IPv4 one, or (`only`: whose names it
+    answers with) the only one, on an IPv6-only network."""
     obj = words.set_element("dns_gateways6", gw6)
     listening = sorted(
         {f"{sk.proto}" for sk in view.host.sockets if sk.port == DNS_PORT and sk.address == gw6}
@@ -381,10 +416,22 @@ def _dns6(view: View, s: Section, gw6: ipaddress.IPv6Address) -> None:
         bad.append(f"missing: {obj}")
     if Protocol.UDP.value not in listening:
         bad.append(f"nothing listens on [{gw6}]:53/udp")
+    sockets = "/".join(listening) or "no socket"
+    if only:
+        who = f"the resolver (PID {view.resolver_pid})" if view.resolver_pid else "no resolver process"
+        names = f"; /etc/resolv.conf names {', '.join(nameservers)}" if nameservers else ""
+        text = (
+            f"DNS on IPv6 (the network has no IPv4): {who} answers on [{gw6}]:53 ({sockets}) with the "
+            f"names of {only}; port 53 of the IPv6 gateway is never DNATed ({obj}){names}"
+        )
+    else:
+        text = (
+            f"DNS on IPv6: the resolver answers on [{gw6}]:53 ({sockets}) too; "
+            f"port 53 of the IPv6 gateway is never DNATed ({obj})"
+        )
     s.add(
         "dns",
-        f"DNS on IPv6: the resolver answers on [{gw6}]:53 ({'/'.join(listening) or 'no socket'}) too; "
-        f"port 53 of the IPv6 gateway is never DNATed ({obj})",
+        text,
         [obj, f"socket [{gw6}]:53"],
         mismatch="; ".join(bad),
     )

@@ -115,7 +115,7 @@ def explain_network(view: View, n: Network) -> Report:
         members = {m.endpoint.host_ifname: m for m in view.members if m.network.id == n.id}
         for lk in ports:
             m = members.get(lk.name)
-            who = f"{m.name}'s {m.endpoint.ifname} ({m.address})" if m else "no container of the records"
+            who = f"{m.name}'s {m.endpoint.ifname} ({m.primary})" if m else "no container of the records"
             s.add(
                 "port",
                 f"port {lk.name} (index {lk.index}, hairpin {'on' if lk.hairpin else 'off'}): {who}",
@@ -130,7 +130,7 @@ def explain_network(view: View, n: Network) -> Report:
                     [f"link {name}"],
                     mismatch=f"endpoint of {m.name} has no port {name} on {n.bridge}",
                 )
-    if n.subnet is not None:
+    if n.subnet is not None or n.subnet6 is not None:
         claims.out(view, s, n)
         claims.hairpin(view, s, n, None)
         want = elements_of_network(n)

@@ -65,8 +65,10 @@ def published(view: View, s: Section, m: Member) -> None:
             else "not held (no socket of the daemon's on it)"
         )
         hip = b.host_ip
-        if hip is None or hip.version == 4:
-            target = (m.address, b.container_port)
+        address = m.address
+        # On every address: IPv4's half when it has IPv4 (an IPv6-only endpoint has none).
+        if address is not None and (hip is None or hip.version == 4):
+            target = (address, b.container_port)
             if hip is None or hip.is_unspecified:
                 obj = words.publish_any(b.proto, b.host_port, target)
                 found: object = el.publish_any.get((b.proto, b.host_port))

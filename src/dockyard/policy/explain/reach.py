@@ -126,7 +126,8 @@ class _Walk:
                 m = out
                 leaves = m.address6 if self.v6 else m.address
                 if leaves is None:
-                    return self.verdict(False, f"{m.name} has no IPv6 address on {m.network.name}")
+                    family = "IPv6" if self.v6 else "IPv4"
+                    return self.verdict(False, f"{m.name} has no {family} address on {m.network.name}")
                 s = self.source = Source(s.kind, leaves, s.label, m, m.network.bridge, m.network.bridge)
                 self.hop(f"{m.name}: routing", f"it leaves from {leaves} on {m.network.name}", "route")
             stop = self._guard(m)

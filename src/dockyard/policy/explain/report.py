@@ -33,15 +33,21 @@ class Member:
     nameservers: tuple[str, ...] = ()
 
     @property
-    def address(self) -> ipaddress.IPv4Address:
-        # engine/explain.py leaves endpoints without IPv4 (IPv6-only networks) out of the view.
-        assert self.endpoint.address is not None, "a member has an IPv4 address"
-        return self.endpoint.address.ip
+    def address(self) -> ipaddress.IPv4Address | None:
+        """Its IPv4 address; None on an IPv6-only network (--ipv4=false)."""
+        return self.endpoint.address.ip if self.endpoint.address is not None else None
 
     @property
     def address6(self) -> ipaddress.IPv6Address | None:
         """Its IPv6 address, on a network with IPv6."""
         return self.endpoint.address6.ip if self.endpoint.address6 is not None else None
+
+    @property
+    def primary(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The address it is named by: its IPv4 one, else (IPv6-only) its IPv6 one."""
+        found = self.address or self.address6
+        assert found is not None, "an endpoint has an address of one family at least"
+        return found
 
     @property
     def name(self) -> str:

@@ -92,8 +92,8 @@ def default_sources(view: View, target: Member) -> list[Addr]:
     target with IPv6, each one's IPv6 twin too."""
     out: list[Addr] = []
     for version, loopback in ((4, LOOPBACK), (6, LOOPBACK6)):
-        if version == 6 and target.address6 is None:
-            break
+        if (target.address6 if version == 6 else target.address) is None:
+            continue  # a family the target lacks (no IPv6, or IPv6-only): no way in by it
         routes = view.host.routes6 if version == 6 else view.host.routes
         default = next((r for r in routes if r.dst.prefixlen == 0 and r.gateway), None)
         if default is not None and default.gateway is not None:

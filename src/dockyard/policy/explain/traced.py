@@ -162,6 +162,10 @@ def summarize(
     return report
 
 
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def nat_seen(entries: list[ConntrackEntry]) -> str:
     """What conntrack says was done to the flow: DNAT, SNAT (masquerade), both or none."""
     if not entries:
@@ -172,7 +176,9 @@ def nat_seen(entries: list[ConntrackEntry]) -> str:
     e = next((x for x in entries if x.event == "NEW"), entries[0])
     parts = []
     if e.dnat:
-        parts.append(f"DNAT: {e.orig_dst}:{e.orig_dport} -> {e.reply_src}:{e.reply_sport}")
+        parts.append(
+            f"DNAT: {_hostport(e.orig_dst, e.orig_dport)} -> {_hostport(e.reply_src, e.reply_sport)}"
+        )
     if e.snat:
         parts.append(f"SNAT (masquerade): {e.orig_src} -> {e.reply_dst}")
     done = "; ".join(parts) or "no NAT"

@@ -44,13 +44,14 @@ _VERDICT = re.compile(r"\(verdict (?P<verdict>[^)]*)\)\s*$")
 class Flow:
     """One flow to trace: from a source to a destination port."""
 
-    src: ipaddress.IPv4Address
-    dst: ipaddress.IPv4Address
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address  # both of one family
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     port: int
     proto: Protocol
 
     def __str__(self) -> str:
-        return f"{self.src} -> {self.dst}:{self.port}/{self.proto}"
+        dst = f"[{self.dst}]" if self.dst.version == 6 else str(self.dst)
+        return f"{self.src} -> {dst}:{self.port}/{self.proto}"
 
 
 def owner_part(owner: str) -> str:
@@ -68,9 +69,10 @@ def is_owned(name: str, owner: str) -> bool:
 
 
 def _flow_match(flow: Flow) -> list[Json]:
+    ip = "ip6" if flow.dst.version == 6 else "ip"
     return [
-        match(payload("ip", "saddr"), str(flow.src)),
-        match(payload("ip", "daddr"), str(flow.dst)),
+        match(payload(ip, "saddr"), str(flow.src)),
+        match(payload(ip, "daddr"), str(flow.dst)),
         match(meta("l4proto"), str(flow.proto)),
         match(payload("th", "dport"), flow.port),
     ]
