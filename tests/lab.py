@@ -302,6 +302,20 @@ class Lab:
         self.procs.append(p)
         return p
 
+    def hold_port(self, port: int) -> subprocess.Popen[str]:
+        """A host process in the lab's host namespace listening on 0.0.0.0:port (TCP), once it
+        has bound it; it goes with the lab's other processes."""
+        holder = self.spawn_in(
+            self.host,
+            sys.executable,
+            "-c",
+            "import socket,sys,time; s=socket.socket(); s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen()\n"
+            "print('ok', flush=True); time.sleep(60)",
+            str(port),
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        return holder
+
     def ask(self, ns: str, proto: str, host: str, port: int, timeout: float = 2.0) -> str | None:
         """Ask a probe server; the reply line, or None when unreachable."""
         r = self.in_ns(

@@ -543,13 +543,7 @@ def test_a_failed_start_lets_every_port_of_a_range_go(lab: Lab) -> None:
     assert _veths(lab) == [] and lab.map_elements("publish_any") == []
     assert _ports_in_use(lab, 30001, 30200) == []
     # A host process holds a port in the middle: its refusal is what the user reads.
-    holder = lab.spawn_in(
-        lab.host,
-        sys.executable,
-        "-c",
-        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 30150)); s.listen(); print('ok', flush=True); time.sleep(60)",
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    holder = lab.hold_port(30150)
     r = lab.dy("run", "-d", "--name", "rb", *spec)
     assert r.returncode == 125, r.stderr
     assert r.stderr.strip() == (

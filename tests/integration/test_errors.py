@@ -100,13 +100,7 @@ def test_host_port_already_published_or_used(lab: Lab) -> None:
     lab.run_d("--name", "first", "-p", "8080:80", "sleep", "300")
     _fails(lab, "run", "--rm", "-p", "8080:80", "true", message="port is already allocated")
     # A host process holds a port: publishing it fails the way Docker's does.
-    holder = lab.spawn_in(
-        lab.host,
-        sys.executable,
-        "-c",
-        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 8090)); s.listen(); print('ok', flush=True); time.sleep(60)",
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    lab.hold_port(8090)
     _fails(lab, "run", "--rm", "-p", "8090:80", "true", message="address already in use")
 
 
@@ -115,13 +109,7 @@ def test_a_port_in_use_inside_a_long_range(lab: Lab) -> None:
     host process holds fails the start as a port asked alone does, before a clash with another
     container that the request names after it, and changes nothing."""
     lab.run_d("--name", "first", "-p", "8080:80", "sleep", "300")
-    holder = lab.spawn_in(
-        lab.host,
-        sys.executable,
-        "-c",
-        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 30150)); s.listen(); print('ok', flush=True); time.sleep(60)",
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    lab.hold_port(30150)
     refused = "cannot publish 0.0.0.0:30150/tcp: address already in use by another process"
     _fails(lab, "run", "--rm", "-p", "30001-30200:30001-30200", "true", message=refused)
     _fails(lab, "run", "--rm", "-p", "30001-30200:30001-30200", "-p", "8080:80", "true", message=refused)

@@ -95,13 +95,7 @@ def test_random_host_ports_come_from_the_local_port_range(lab: Lab) -> None:
 def test_a_random_port_is_never_one_in_use(lab: Lab) -> None:
     # Narrow the range to two ports and take one with a host process.
     lab.in_host("sh", "-c", "echo 40000 40001 > /proc/sys/net/ipv4/ip_local_port_range")
-    holder = lab.spawn_in(
-        lab.host,
-        sys.executable,
-        "-c",
-        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 40000)); s.listen(); print('ok', flush=True); time.sleep(60)",
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    lab.hold_port(40000)
     lab.run_d("--name", "r1", "-p", "80", "sleep", "300")
     assert _ports(lab, "r1") == ["80/tcp -> 0.0.0.0:40001"]
     r = lab.dy("run", "-d", "-p", "80", "sleep", "300")
@@ -544,13 +538,7 @@ def test_holds_are_taken_again_when_the_daemon_comes_back(lab: Lab, how: str, fa
 def test_a_port_taken_while_the_daemon_was_down_is_reported(lab: Lab) -> None:
     cid = lab.serve("--name", "web", "-p", "8088:80", "-p", "8089:80")
     _daemon_down(lab, "stop")
-    holder = lab.spawn_in(
-        lab.host,
-        sys.executable,
-        "-c",
-        "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 8088)); s.listen(); print('ok', flush=True); time.sleep(60)",
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    lab.hold_port(8088)
     lab.dy_ok("daemon", "start")
     log = (lab.root / "daemon.log").read_text()
     assert re.search(
