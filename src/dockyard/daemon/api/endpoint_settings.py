@@ -59,7 +59,7 @@ def endpoint_request(raw: Any, network: str, where: str) -> EndpointRequest:
             ip = ipaddress.IPv4Address(v4)
         except ValueError:
             raise InvalidArgument(
-                f"invalid --ip {v4!r} for network {network}: expected an IPv4 address"
+                f"invalid --ip {v4!r} for network {network!r}: expected an IPv4 address"
             ) from None
     if v6 := text(ipam.get("IPv6Address"), f"{where}.IPAMConfig.IPv6Address"):
         try:
@@ -68,7 +68,7 @@ def endpoint_request(raw: Any, network: str, where: str) -> EndpointRequest:
             ip6 = ipaddress.IPv6Address(v6)
         except ValueError:
             raise InvalidArgument(
-                f"invalid --ip6 {v6!r} for network {network}: expected an IPv6 address"
+                f"invalid --ip6 {v6!r} for network {network!r}: expected an IPv6 address"
             ) from None
     aliases = tuple(strings(ep.get("Aliases"), f"{where}.Aliases"))
     for alias in aliases:
