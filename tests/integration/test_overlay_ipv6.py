@@ -1,11 +1,13 @@
-"""Dual-stack overlay networks: IPv6 beside IPv4 across hosts, over the same VXLAN.
+"""Dual-stack and IPv6-only overlay networks: IPv6 across hosts, over the same VXLAN.
 
 The etcd lab's three hosts each run a daemon (as in test_overlay.py). A
 network made with --ipv6 holds its IPv6 subnet in its etcd record; each
 endpoint's IPv6 address is claimed there by the same create-if-absent txn
 as its IPv4 one; every peer programs a permanent neighbour entry for it
 beside the IPv4 one (the VXLAN device's proxy answers the neighbour
-solicitation, so no NDP multicast crosses the underlay).
+solicitation, so no NDP multicast crosses the underlay). A network made
+with --ipv4=false (Docker 28's IPv6-only) has the IPv6 part alone: the
+tests of dual stack run on one too (parametrized by `ipv4`).
 """
 
 from __future__ import annotations
@@ -71,27 +73,31 @@ def _claims(etcd_lab: EtcdLab, h: Host, network_id: str) -> dict[str, Claim]:
         client.close()
 
 
-def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host], etcd_lab: EtcdLab) -> None:
+# Dual stack (an IPv4 subnet beside the IPv6 one), or IPv6-only (--ipv4=false).
+FAMILIES = pytest.mark.parametrize("ipv4", [True, False], ids=["dual-stack", "ipv6-only"])
+
+
+def _families(ipv4: bool, subnet4: str) -> tuple[str, ...]:
+    """`network create` arguments for the IPv4 part: its subnet, or none at all."""
+    return ("--subnet", subnet4) if ipv4 else ("--ipv4=false",)
+
+
+@FAMILIES
+def test_an_overlay_network_with_ipv6_gives_ipv6_across_hosts(
+    hosts: list[Host], etcd_lab: EtcdLab, ipv4: bool
+) -> None:
     a, b, c = hosts
     net_id = a.dy_ok(
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--ipv6",
-        "--subnet",
-        "10.60.0.0/24",
-        "--subnet",
-        "fd00:60::/64",
-        "ov6",
-    ).strip()
+        "network", "create", "-d", "overlay", "--ipv6", *_families(ipv4, "10.60.0.0/24"),
+        "--subnet", "fd00:60::/64", "ov6",
+    ).strip()  # fmt: skip
     vx = f"vx-{net_id[:12]}"
     for h in hosts:
         h.eventually(lambda h=h: _seen(h, "ov6"), 10, f"ov6 on {h.host}")
     info = json.loads(c.dy_ok("network", "inspect", "ov6"))[0]
-    assert info["EnableIPv6"] is True and info["Scope"] == "global"
+    assert info["EnableIPv6"] is True and info["Scope"] == "global" and info["EnableIPv4"] is ipv4
     assert {(x["Subnet"], x.get("Gateway")) for x in info["IPAM"]["Config"]} == {
-        ("10.60.0.0/24", "10.60.0.1"),
+        *((("10.60.0.0/24", "10.60.0.1"),) if ipv4 else ()),
         ("fd00:60::/64", "fd00:60::1"),
     }
 
@@ -103,10 +109,20 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
     assert srv6 != cli6
     assert all(ipaddress.IPv6Address(x) in ipaddress.IPv6Network("fd00:60::/64") for x in (srv6, cli6))
     srv_mac, cli_mac = a.mac_on("srv", "ov6"), b.mac_on("cli", "ov6")
-    # Both addresses are claimed in etcd by their hosts' endpoints, beside the IPv4 ones.
+    srv4, cli4 = a.address_on("srv", "ov6"), b.address_on("cli", "ov6")
+    # Both addresses are claimed in etcd by their hosts' endpoints, beside the IPv4 ones (on an
+    # IPv6-only network, alone: the containers have no IPv4 address at all).
     claims = _claims(etcd_lab, a, net_id)
-    assert {srv6, cli6, a.address_on("srv", "ov6"), b.address_on("cli", "ov6")} <= set(claims)
-    assert claims[srv6].endpoint_id == claims[a.address_on("srv", "ov6")].endpoint_id
+    assert {srv6, cli6} <= set(claims)
+    if ipv4:
+        assert {srv4, cli4} <= set(claims) and claims[srv6].endpoint_id == claims[srv4].endpoint_id
+    else:
+        assert srv4 == cli4 == "" and set(claims) == {srv6, cli6}
+        eth0 = json.loads(b.dy_ok("exec", "cli", "ip", "-j", "-4", "addr", "show", "eth0"))
+        assert not [x for x in eth0 for _ in x.get("addr_info", [])], eth0
+    # The remote MAC's forwarding entry points at its host's VTEP, as on any overlay network.
+    for h, mac, vtep in ((b, srv_mac, a.addr), (c, srv_mac, a.addr), (a, cli_mac, b.addr)):
+        h.eventually(lambda h=h, mac=mac, vtep=vtep: h.fdb(vx).get(mac) == vtep, 5, f"{mac} on {h.host}")
 
     # NDP's neighbour entries beside ARP's, on every peer; none for a host's own containers.
     for h, (ip6, mac) in (
@@ -118,6 +134,8 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
         h.eventually(lambda h=h, ip6=ip6: ip6 in h.neighbours(vx), 5, f"{ip6} on {h.host}")
         assert h.neighbours(vx)[ip6] == mac
     assert srv6 not in a.neighbours(vx)
+    if not ipv4:  # NDP's entries alone: no IPv4 neighbour on any host
+        assert all(":" in dst for h in hosts for dst in h.neighbours(vx)), [h.neighbours(vx) for h in hosts]
     # An IPv6 entry lost (someone flushed it) is put back by the periodic reconcile, as an IPv4 one.
     sh("ip", "-n", c.host, "-6", "neigh", "del", srv6, "dev", vx)
     assert srv6 not in c.neighbours(vx)
@@ -162,6 +180,7 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
     # host may then take the address, and while it holds it no one else can.
     a.dy_ok("rm", "-f", "srv")
     b.eventually(lambda: srv6 not in b.neighbours(vx), 5, "srv's IPv6 neighbour entry gone from host B")
+    b.eventually(lambda: srv_mac not in b.fdb(vx), 5, "srv's forwarding entry gone from host B")
     c.eventually(lambda: srv6 not in _claims(etcd_lab, c, net_id), 5, "srv's IPv6 claim freed")
     c.run_d("--name", "reuse", "--net", "ov6", "--ip6", srv6, "sleep", "300")
     assert _net6(c, "reuse", "ov6")[0] == srv6
@@ -176,10 +195,11 @@ def test_a_dual_stack_overlay_network_gives_ipv6_across_hosts(hosts: list[Host],
         h.eventually(lambda h=h: not _seen(h, "ov6"), 10, f"ov6 gone from {h.host}")
 
 
-def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: list[Host]) -> None:
+@FAMILIES
+def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: list[Host], ipv4: bool) -> None:
     a, b, c = hosts
     # --ipv6 without an IPv6 subnet: a /64 of the creating daemon's IPv6 default pool (a ULA).
-    a.dy_ok("network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.61.0.0/24", "race6")
+    a.dy_ok("network", "create", "-d", "overlay", "--ipv6", *_families(ipv4, "10.61.0.0/24"), "race6")
     b.eventually(lambda: _seen(b, "race6"), 10, "race6 on host B")
     info = json.loads(b.dy_ok("network", "inspect", "race6"))[0]
     subnet6 = next(ipaddress.ip_network(x["Subnet"]) for x in info["IPAM"]["Config"] if ":" in x["Subnet"])
@@ -190,9 +210,13 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: lis
     assert len(addresses) == 4 * per_host and all(ipaddress.IPv6Address(x) in subnet6 for x in addresses)
     assert len(set(addresses)) == len(addresses), sorted(addresses)
 
+    if not ipv4:  # no IPv4 address anywhere
+        assert not [cid for h in (a, b) for cid in ids[h.host] if h.address_on(cid, "race6")]
+
     # What the overlay cannot do is refused by name, and nothing is made.
     for args, words in (
-        (("--ipv6", "--ipv4=false"), "--ipv4=false"),
+        (("--ipv4=false",), "--ipv4=false needs --ipv6"),
+        (("--ipv6", "--ipv4=false", "--subnet", "10.62.0.0/24"), "IPv4 subnet 10.62.0.0/24"),
         (("--ipv6", "--subnet", "fd00:62::/64", "--ip-range", "fd00:62::/80"), "--ip-range"),
         (("--subnet", "fd00:63::/64"), "--ipv6"),
     ):
