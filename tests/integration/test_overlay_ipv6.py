@@ -48,6 +48,22 @@ def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
     assert not leaks, f"left behind: {leaks}"
 
 
+@pytest.fixture
+def underlay6(hosts: list[Host]) -> Iterator[list[str]]:
+    """An IPv6 address (2001:db8::/32, documentation) on each host's underlay interface beside
+    its IPv4 one, for traffic between the hosts over IPv6; removed after the test."""
+    addrs = [f"2001:db8:192::{11 + i}" for i in range(len(hosts))]
+    added: list[tuple[Host, str]] = []
+    try:
+        for h, addr in zip(hosts, addrs, strict=True):
+            sh("ip", "-n", h.host, "-6", "addr", "add", f"{addr}/64", "dev", "und0", "nodad")
+            added.append((h, addr))
+        yield addrs
+    finally:
+        for h, addr in added:
+            sh("ip", "-n", h.host, "-6", "addr", "del", f"{addr}/64", "dev", "und0", check=False)
+
+
 def _seen(h: Host, name: str) -> bool:
     return name in {line.split()[1] for line in h.dy_ok("network", "ls").splitlines()[1:]}
 
@@ -196,6 +212,32 @@ def test_an_overlay_network_with_ipv6_gives_ipv6_across_hosts(
 
 
 @FAMILIES
+def test_published_ports_and_egress_over_ipv6_on_an_overlay_network(
+    hosts: list[Host], underlay6: list[str], ipv4: bool
+) -> None:
+    a, _, c = hosts
+    a6, _, c6 = underlay6
+    a.dy_ok(
+        "network", "create", "-d", "overlay", "--ipv6", *_families(ipv4, "10.65.0.0/24"),
+        "--subnet", "fd00:65::/64", "pub6",
+    )  # fmt: skip
+    c.eventually(lambda: _seen(c, "pub6"), 10, "pub6 on host C")
+    a.serve("--name", "web", "--net", "pub6", "-p", "8080:80", proto="tcp", port=80)
+    # A published port on host A reaches its overlay container from host C over IPv6 (DNAT on
+    # host A); over IPv4 too on a dual-stack network, never on an IPv6-only one.
+    answer = a.wait_answer(c.host, "tcp", a6, 8080)
+    assert answer.startswith(f"peer=[{c6}]:"), answer
+    over4 = a.ask(c.host, "tcp", a.addr, 8080, timeout=1)
+    assert (over4 is not None) is ipv4, over4
+    # Egress through the container's own host, masqueraded there (NAT66): host C sees host A's
+    # IPv6 address, not the container's.
+    c.spawn_in(c.host, sys.executable, PROBE, "serve", "tcp", "7070", "--bind", c6)
+    a.eventually(lambda: a.ask(c.host, "tcp", c6, 7070, timeout=0.5) is not None, 10, "host C's server")
+    out = a.dy_ok("exec", "web", sys.executable, PROBE, "ask", "tcp", c6, "7070", "--timeout", "2")
+    assert out.startswith(f"peer=[{a6}]:"), out
+
+
+@FAMILIES
 def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: list[Host], ipv4: bool) -> None:
     a, b, c = hosts
     # --ipv6 without an IPv6 subnet: a /64 of the creating daemon's IPv6 default pool (a ULA).
@@ -225,20 +267,15 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: lis
     assert not _seen(c, "refused6")
 
 
-def test_dockyard_cni_attaches_to_a_dual_stack_overlay_network(hosts: list[Host], tmp_path: Path) -> None:
+@FAMILIES
+def test_dockyard_cni_attaches_to_an_overlay_network_with_ipv6(
+    hosts: list[Host], tmp_path: Path, ipv4: bool
+) -> None:
     a, b, _ = hosts
     net_id = a.dy_ok(
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--ipv6",
-        "--subnet",
-        "10.64.0.0/24",
-        "--subnet",
-        "fd00:64::/64",
-        "pods6",
-    ).strip()
+        "network", "create", "-d", "overlay", "--ipv6", *_families(ipv4, "10.64.0.0/24"),
+        "--subnet", "fd00:64::/64", "pods6",
+    ).strip()  # fmt: skip
     vx = f"vx-{net_id[:12]}"
     b.eventually(lambda: _seen(b, "pods6"), 10, "pods6 on host B")
     a.run_d("--name", "peer", "--net", "pods6", "sleep", "300")
@@ -256,7 +293,7 @@ def test_dockyard_cni_attaches_to_a_dual_stack_overlay_network(hosts: list[Host]
         netns = pods.new()
         result = rt.add(conflist, "pod1", netns)
         addresses = [ipaddress.ip_interface(i["address"]) for i in result["ips"]]
-        assert sorted(x.version for x in addresses) == [4, 6], result["ips"]
+        assert sorted(x.version for x in addresses) == ([4, 6] if ipv4 else [6]), result["ips"]
         pod6 = next(str(x.ip) for x in addresses if x.version == 6)
         assert ipaddress.IPv6Address(pod6) in ipaddress.IPv6Network("fd00:64::/64") and pod6 != peer6
         pod_mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
