@@ -229,14 +229,25 @@ def test_vxlan_from_an_address_that_is_no_live_vtep_is_dropped(hosts: list[Host]
         )
 
 
-def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back(hosts: list[Host]) -> None:
+@pytest.mark.parametrize("ipv6_only", [False, True], ids=["ipv4", "ipv6-only"])
+def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back(
+    hosts: list[Host], ipv6_only: bool
+) -> None:
     a, b, _ = hosts
-    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.53.0.0/24", "heal").strip()
+    # IPv6-only (--ipv4=false): its records carry no IPv4 part, and a daemon back publishes them so.
+    family = (
+        ("--ipv6", "--ipv4=false", "--subnet", "fd00:53::/64") if ipv6_only else ("--subnet", "10.53.0.0/24")
+    )
+    net_id = a.dy_ok("network", "create", "-d", "overlay", *family, "heal").strip()
     vx = f"vx-{net_id[:12]}"
     b.eventually(lambda: "heal" in _ls(b), 10, "heal on host B")
     a.run_d("--name", "onA", "--net", "heal", "sleep", "300")
     b.run_d("--name", "onB", "--net", "heal", "sleep", "300")
-    mac_a, ip_a = a.mac_on("onA", "heal"), a.address_on("onA", "heal")
+    mac_a = a.mac_on("onA", "heal")
+    ip_a = a.inspect("onA")["NetworkSettings"]["Networks"]["heal"][
+        "GlobalIPv6Address" if ipv6_only else "IPAddress"
+    ]
+    b.eventually(lambda: b.neighbours(vx).get(ip_a) == mac_a, 5, "onA's neighbour entry on host B")
     b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 5, "onA's entry on host B")
 
     # The periodic reconcile: an entry lost is put back, one nobody published goes.
@@ -271,9 +282,16 @@ def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back
     )
     # It comes back (any command starts it): what it still runs is published again.
     assert a.inspect("onA")["State"]["Running"]
-    b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 15, "onA's entry back on host B")
     b.eventually(
-        lambda: b.dy("exec", "onB", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0,
+        lambda: b.fdb(vx).get(mac_a) == a.addr and b.neighbours(vx).get(ip_a) == mac_a,
+        15,
+        "onA's entries back on host B",
+    )
+    b.eventually(
+        lambda: (
+            b.dy("exec", "onB", "ping", "-6" if ipv6_only else "-4", "-c", "1", "-W", "1", ip_a).returncode
+            == 0
+        ),
         10,
         "onB reaches onA again",
     )
