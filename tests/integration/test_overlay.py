@@ -57,6 +57,22 @@ def _network_links(h: Host, network_id: str) -> list[str]:
     return [name for name in h.links() if name in (f"dy-{network_id[:12]}", f"vx-{network_id[:12]}")]
 
 
+# An IPv4 overlay network, or an IPv6-only one (--ipv4=false): the tests that run on both.
+IPV6_ONLY = pytest.mark.parametrize("ipv6_only", [False, True], ids=["ipv4", "ipv6-only"])
+
+
+def _family(ipv6_only: bool, subnet4: str, subnet6: str) -> tuple[str, ...]:
+    """`network create` arguments for an IPv4 network on subnet4 or an IPv6-only one on subnet6."""
+    return ("--ipv6", "--ipv4=false", "--subnet", subnet6) if ipv6_only else ("--subnet", subnet4)
+
+
+def _address(h: Host, ref: str, network: str, ipv6_only: bool) -> str:
+    """A container's address on a network: its IPv6 one on an IPv6-only network."""
+    return h.inspect(ref)["NetworkSettings"]["Networks"][network][
+        "GlobalIPv6Address" if ipv6_only else "IPAddress"
+    ]
+
+
 def _ls(h: Host) -> dict[str, tuple[str, str, str]]:
     """network ls: name -> (short id, driver, scope)."""
     out = {}
@@ -229,24 +245,19 @@ def test_vxlan_from_an_address_that_is_no_live_vtep_is_dropped(hosts: list[Host]
         )
 
 
-@pytest.mark.parametrize("ipv6_only", [False, True], ids=["ipv4", "ipv6-only"])
+@IPV6_ONLY
 def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back(
     hosts: list[Host], ipv6_only: bool
 ) -> None:
     a, b, _ = hosts
     # IPv6-only (--ipv4=false): its records carry no IPv4 part, and a daemon back publishes them so.
-    family = (
-        ("--ipv6", "--ipv4=false", "--subnet", "fd00:53::/64") if ipv6_only else ("--subnet", "10.53.0.0/24")
-    )
+    family = _family(ipv6_only, "10.53.0.0/24", "fd00:53::/64")
     net_id = a.dy_ok("network", "create", "-d", "overlay", *family, "heal").strip()
     vx = f"vx-{net_id[:12]}"
     b.eventually(lambda: "heal" in _ls(b), 10, "heal on host B")
     a.run_d("--name", "onA", "--net", "heal", "sleep", "300")
     b.run_d("--name", "onB", "--net", "heal", "sleep", "300")
-    mac_a = a.mac_on("onA", "heal")
-    ip_a = a.inspect("onA")["NetworkSettings"]["Networks"]["heal"][
-        "GlobalIPv6Address" if ipv6_only else "IPAddress"
-    ]
+    mac_a, ip_a = a.mac_on("onA", "heal"), _address(a, "onA", "heal", ipv6_only)
     b.eventually(lambda: b.neighbours(vx).get(ip_a) == mac_a, 5, "onA's neighbour entry on host B")
     b.eventually(lambda: b.fdb(vx).get(mac_a) == a.addr, 5, "onA's entry on host B")
 
@@ -452,30 +463,35 @@ def test_without_a_cluster_store_overlay_is_refused_and_nothing_changes(lab: Lab
     assert "ov" not in lab.dy_ok("network", "ls")
 
 
-def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(hosts: list[Host]) -> None:
+@IPV6_ONLY
+def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(
+    hosts: list[Host], ipv6_only: bool
+) -> None:
     a, b, c = hosts
-    net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.59.0.0/24", "joinme").strip()
+    family = _family(ipv6_only, "10.59.0.0/24", "fd00:59::/64")
+    ip_flag, v = ("--ip6", "-6") if ipv6_only else ("--ip", "-4")
+    net_id = a.dy_ok("network", "create", "-d", "overlay", *family, "joinme").strip()
     vx = f"vx-{net_id[:12]}"
     for h in (b, c):
         h.eventually(lambda h=h: "joinme" in _ls(h), 10, f"joinme on {h.host}")
     a.run_d("--name", "srv", "--net", "joinme", "sleep", "300")
-    srv_ip = a.address_on("srv", "joinme")
+    srv_ip = _address(a, "srv", "joinme", ipv6_only)
     # A container of the default bridge on host B joins the overlay network while it runs.
     b.run_d("--name", "late", "sleep", "300")
     c_before = set(c.fdb(vx))
     b.dy_ok("network", "connect", "joinme", "late")
-    late_ip, late_mac = b.address_on("late", "joinme"), b.mac_on("late", "joinme")
-    assert ipaddress.IPv4Address(late_ip) in ipaddress.IPv4Network("10.59.0.0/24") and late_ip != srv_ip
+    late_ip, late_mac = _address(b, "late", "joinme", ipv6_only), b.mac_on("late", "joinme")
+    assert ipaddress.ip_address(late_ip) in ipaddress.ip_network(family[-1]) and late_ip != srv_ip
     assert b.inspect("late")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]  # it keeps its bridge
     # Published to the other hosts: their kernels know it at host B's VTEP.
     a.eventually(lambda: a.fdb(vx).get(late_mac) == b.addr, 5, "late's FDB entry on host A")
     c.eventually(lambda: set(c.fdb(vx)) - c_before == {late_mac}, 5, "late's FDB entry on host C")
-    ping = b.dy("exec", "late", "ping", "-c", "1", "-W", "2", srv_ip)
+    ping = b.dy("exec", "late", "ping", v, "-c", "1", "-W", "2", srv_ip)
     assert ping.returncode == 0, ping.stdout + ping.stderr
-    named = b.dy("exec", "late", "getent", "ahostsv4", "srv")
+    named = b.dy("exec", "late", "getent", "ahostsv6" if ipv6_only else "ahostsv4", "srv")
     assert named.returncode == 0 and named.stdout.split()[0] == srv_ip, named.stdout + named.stderr
     # The address is the cluster's while it is attached.
-    taken = c.dy("run", "-d", "--net", "joinme", "--ip", late_ip, "sleep", "300")
+    taken = c.dy("run", "-d", "--net", "joinme", ip_flag, late_ip, "sleep", "300")
     assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
 
     b.dy_ok("network", "disconnect", "joinme", "late")
@@ -486,7 +502,7 @@ def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(hosts:
     a.eventually(lambda: late_ip not in a.neighbours(vx), 5, "late's neighbour entry gone from host A")
     c.eventually(lambda: late_mac not in c.fdb(vx), 5, "late's FDB entry gone from host C")
     # Its address is free for any host again, and the network can go once its last endpoint has.
-    c.run_d("--name", "heir", "--net", "joinme", "--ip", late_ip, "sleep", "300")
+    c.run_d("--name", "heir", "--net", "joinme", ip_flag, late_ip, "sleep", "300")
     refused = b.dy("network", "rm", "joinme")
     assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
     # Connected again (a second time on the same container), then removed with the container.
