@@ -8,6 +8,7 @@ leave in one; publishing a record its claim published is no round trip.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ import pytest
 from dockyard.cluster.config import StoreConfig
 from dockyard.cluster.ipam import GlobalIpam
 from dockyard.cluster.keys import Keys
+from dockyard.cluster.networks import Networks
 from dockyard.cluster.records import Claim, EndpointRecord, HostRecord, NetworkRecord
 from dockyard.cluster.session import HostSession
 from dockyard.cluster.view import ClusterView
 from dockyard.cluster.wire import KV, Compare, Delete, Event, EventType, Get, Op, Put, RangeResult, TxnResult
-from dockyard.errors import Conflict
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.settings import AddressPool
 
 K = Keys("/t/v1/")
 NET = NetworkRecord(
@@ -329,3 +332,26 @@ def test_an_ipv6_only_networks_endpoint_claims_its_ipv6_address_alone_in_one_txn
         h2.ipam.claim_endpoint(net, "full", None, None, None)
     # Released with its record in one txn, as a dual-stack one.
     assert h1.ipam.release(net.id, a[1], "e1") and K.endpoint(net.id, "e1") not in etcd.kvs
+
+
+def test_an_ipv6_only_network_is_made_without_ipv4_and_beside_others(etcd: FakeEtcd) -> None:
+    nets = Networks(etcd, K, "h1")  # type: ignore[arg-type]
+    v6 = nets.create("v6", ipv4=False, ipv6=True, subnet6=IPv6Network("fd00:7::/64"))
+    assert (v6.subnet, v6.gateway, v6.gateway6) == (None, None, IPv6Address("fd00:7::1"))
+    stored = json.loads(etcd.kvs[K.network(v6.id)].value)
+    assert "subnet" not in stored and "gateway" not in stored and stored["subnet6"] == "fd00:7::/64"
+    assert nets.find("v6") == v6
+    # An IPv4 network made after it chooses its subnet past the others' (it has none), gets a
+    # VXLAN id of its own, and the IPv6-only one's subnet is taken for IPv6.
+    v4 = nets.create("v4", pools=(AddressPool(IPv4Network("10.1.0.0/16"), 24),))
+    assert v4.subnet == IPv4Network("10.1.1.0/24") and v4.vni != v6.vni
+    with pytest.raises(Conflict, match="fd00:7::/64"):
+        nets.create("v6b", ipv4=False, ipv6=True, subnet6=IPv6Network("fd00:7::/80"))
+    for kw, words in (
+        ({}, "--ipv4=false needs --ipv6"),
+        ({"ipv6": True, "subnet": IPv4Network("10.9.0.0/24")}, "IPv4 subnet 10.9.0.0/24 given"),
+        ({"ipv6": True, "gateway": IPv4Address("10.9.0.1")}, "IPv4 gateway 10.9.0.1 given"),
+    ):
+        with pytest.raises(InvalidArgument, match=words):
+            nets.create("bad", ipv4=False, pools6=(), **kw)  # type: ignore[arg-type]
+    assert {n.name for n in nets.list()} == {"ov", "v6", "v4"}
