@@ -6,10 +6,11 @@ or changed after R; a race with another create is retried against the new
 list. That makes both the name and the subnet unique cluster-wide without
 an index to keep in step. A dual-stack network's IPv6 subnet is checked and
 chosen the same way, beside its IPv4 one, in the same txn; an IPv6-only one
-(ipv4=False, Docker 28's --ipv4=false) has that subnet alone. Remove is one txn that succeeds only while no
-address of the network is claimed and no endpoint published, so a network
-never goes from under a container on any host (claims outlive a dead host's
-lease: a network keeps its addresses through the grace period too).
+(ipv4=False, Docker 28's --ipv4=false) has that subnet alone. Remove is one
+txn that succeeds only while no address of the network is claimed and no
+endpoint published, so a network never goes from under a container on any
+host (claims outlive a dead host's lease: a network keeps its addresses
+through the grace period too).
 """
 
 from __future__ import annotations
