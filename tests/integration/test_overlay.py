@@ -280,7 +280,8 @@ def test_lost_and_stale_entries_are_repaired_and_a_dead_daemons_go_and_come_back
         "self",
         "permanent",
     )
-    assert mac_a not in b.fdb(vx) and stray in b.fdb(vx)
+    # (Each command fails unless it deleted or added the entry; they are not read back here, for the
+    # periodic reconcile may already have repaired them.)
     b.eventually(
         lambda: b.fdb(vx).get(mac_a) == a.addr and stray not in b.fdb(vx), 10, "host B's FDB repaired"
     )

@@ -153,8 +153,9 @@ def test_an_overlay_network_with_ipv6_gives_ipv6_across_hosts(
     if not ipv4:  # NDP's entries alone: no IPv4 neighbour on any host
         assert all(":" in dst for h in hosts for dst in h.neighbours(vx)), [h.neighbours(vx) for h in hosts]
     # An IPv6 entry lost (someone flushed it) is put back by the periodic reconcile, as an IPv4 one.
+    # (`ip neigh del` fails unless it deleted the entry; the entry is not read back here, for the
+    # periodic reconcile may already have repaired it: a race seen once on a loaded machine.)
     sh("ip", "-n", c.host, "-6", "neigh", "del", srv6, "dev", vx)
-    assert srv6 not in c.neighbours(vx)
     c.eventually(lambda: c.neighbours(vx).get(srv6) == srv_mac, 10, "srv's IPv6 entry repaired on host C")
 
     # Across hosts over IPv6: ICMPv6 and TCP, not masqueraded (one L2 segment).
