@@ -216,7 +216,7 @@ def test_an_overlay_network_with_ipv6_gives_ipv6_across_hosts(
 
 
 @FAMILIES
-def test_published_ports_and_egress_over_ipv6_on_an_overlay_network(
+def test_published_ports_egress_and_isolation_over_ipv6_on_an_overlay_network(
     hosts: list[Host], underlay6: list[str], ipv4: bool
 ) -> None:
     a, _, c = hosts
@@ -239,6 +239,14 @@ def test_published_ports_and_egress_over_ipv6_on_an_overlay_network(
     a.eventually(lambda: a.ask(c.host, "tcp", c6, 7070, timeout=0.5) is not None, 10, "host C's server")
     out = a.dy_ok("exec", "web", sys.executable, PROBE, "ask", "tcp", c6, "7070", "--timeout", "2")
     assert out.startswith(f"peer=[{a6}]:"), out
+    # Isolation over IPv6: a container of an IPv6 bridge network on the same host does not reach
+    # it, while it does reach the world (the attempt is a real one).
+    a.dy_ok("network", "create", "--ipv6", "--ipv4=false", "--subnet", "fd00:66::/64", "local6")
+    a.run_d("--name", "outsider", "--net", "local6", "sleep", "300")
+    web6 = _net6(a, "web", "pub6")[0]
+    r = a.dy("exec", "outsider", sys.executable, PROBE, "ask", "tcp", web6, "80", "--timeout", "1")
+    assert r.returncode != 0, r.stdout
+    a.dy_ok("exec", "outsider", sys.executable, PROBE, "ask", "tcp", c6, "7070", "--timeout", "2")
 
 
 @FAMILIES
