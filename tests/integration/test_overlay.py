@@ -519,33 +519,41 @@ def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(
         h.eventually(lambda h=h: not _network_links(h, net_id), 10, f"joinme's links gone from {h.host}")
 
 
-def test_an_internal_overlay_network_spans_hosts_and_reaches_nothing_else(hosts: list[Host]) -> None:
+@IPV6_ONLY
+def test_an_internal_overlay_network_spans_hosts_and_reaches_nothing_else(
+    hosts: list[Host], underlay6: list[str], ipv6_only: bool
+) -> None:
     a, b, c = hosts
-    a.dy_ok("network", "create", "-d", "overlay", "--internal", "--subnet", "10.60.0.0/24", "sealed")
+    # The hosts' addresses the containers try: IPv6 ones (the underlay's, given for the test) from
+    # an IPv6-only network.
+    b_addr, c_addr = (underlay6[1], underlay6[2]) if ipv6_only else (b.addr, c.addr)
+    v = "-6" if ipv6_only else "-4"
+    sealed = _family(ipv6_only, "10.60.0.0/24", "fd00:60::/64")
+    a.dy_ok("network", "create", "-d", "overlay", "--internal", *sealed, "sealed")
     b.eventually(lambda: "sealed" in _ls(b), 10, "sealed on host B")
     assert json.loads(b.dy_ok("network", "inspect", "sealed"))[0]["Internal"] is True
     a.run_d("--name", "ia", "--net", "sealed", "sleep", "300")
     b.run_d("--name", "ib", "--net", "sealed", "sleep", "300")
-    ip_a = a.address_on("ia", "sealed")
+    ip_a = _address(a, "ia", "sealed", ipv6_only)
     # Across hosts, inside the network: it works.
     b.eventually(
-        lambda: b.dy("exec", "ib", "ping", "-c", "1", "-W", "1", ip_a).returncode == 0, 10, "ib reaches ia"
+        lambda: b.dy("exec", "ib", "ping", v, "-c", "1", "-W", "1", ip_a).returncode == 0, 10, "ib reaches ia"
     )
     # No way out: no default route, and a server on host C's underlay address is not reached ...
-    routes = b.dy_ok("exec", "ib", "ip", "route")
+    routes = b.dy_ok("exec", "ib", "ip", v, "route")
     assert "default" not in routes, routes
     c.spawn_in(c.host, sys.executable, PROBE, "serve", "tcp", "7071")
-    b.eventually(lambda: b.ask(b.host, "tcp", c.addr, 7071, timeout=0.5) is not None, 10, "host C's server")
-    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", c.addr, "7071", "--timeout", "1")
+    b.eventually(lambda: b.ask(b.host, "tcp", c_addr, 7071, timeout=0.5) is not None, 10, "host C's server")
+    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", c_addr, "7071", "--timeout", "1")
     assert out.returncode != 0, out.stdout
     # ... nor is host B's own address on the underlay, through the network's gateway.
     b.spawn_in(b.host, sys.executable, PROBE, "serve", "tcp", "7072")
-    b.eventually(lambda: b.ask(b.host, "tcp", b.addr, 7072, timeout=0.5) is not None, 10, "host B's server")
-    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", b.addr, "7072", "--timeout", "1")
+    b.eventually(lambda: b.ask(b.host, "tcp", b_addr, 7072, timeout=0.5) is not None, 10, "host B's server")
+    out = b.dy("exec", "ib", sys.executable, PROBE, "ask", "tcp", b_addr, "7072", "--timeout", "1")
     assert out.returncode != 0, out.stdout
     # The attempts were real ones: a container of an ordinary overlay network on host B reaches both.
-    a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.61.0.0/24", "open")
+    a.dy_ok("network", "create", "-d", "overlay", *_family(ipv6_only, "10.61.0.0/24", "fd00:61::/64"), "open")
     b.eventually(lambda: "open" in _ls(b), 10, "open on host B")
     b.run_d("--name", "ob", "--net", "open", "sleep", "300")
-    for addr, port in ((c.addr, "7071"), (b.addr, "7072")):
+    for addr, port in ((c_addr, "7071"), (b_addr, "7072")):
         b.dy_ok("exec", "ob", sys.executable, PROBE, "ask", "tcp", addr, port, "--timeout", "2")

@@ -48,22 +48,6 @@ def hosts(etcd_lab: EtcdLab, tmp_path: Path) -> Iterator[list[Host]]:
     assert not leaks, f"left behind: {leaks}"
 
 
-@pytest.fixture
-def underlay6(hosts: list[Host]) -> Iterator[list[str]]:
-    """An IPv6 address (2001:db8::/32, documentation) on each host's underlay interface beside
-    its IPv4 one, for traffic between the hosts over IPv6; removed after the test."""
-    addrs = [f"2001:db8:192::{11 + i}" for i in range(len(hosts))]
-    added: list[tuple[Host, str]] = []
-    try:
-        for h, addr in zip(hosts, addrs, strict=True):
-            sh("ip", "-n", h.host, "-6", "addr", "add", f"{addr}/64", "dev", "und0", "nodad")
-            added.append((h, addr))
-        yield addrs
-    finally:
-        for h, addr in added:
-            sh("ip", "-n", h.host, "-6", "addr", "del", f"{addr}/64", "dev", "und0", check=False)
-
-
 def _seen(h: Host, name: str) -> bool:
     return name in {line.split()[1] for line in h.dy_ok("network", "ls").splitlines()[1:]}
 
