@@ -78,3 +78,10 @@ def etcd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdLab]:
     finally:
         leaks = lab.teardown()
     assert not leaks, f"left behind: {leaks}"
+
+
+@pytest.fixture
+def underlay6(etcd_lab: EtcdLab) -> Iterator[list[str]]:
+    """The etcd lab's hosts with an IPv6 address each on their underlay, for this test only."""
+    with etcd_lab.underlay6() as addrs:
+        yield addrs

@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,6 +350,22 @@ class EtcdLab:
         m = self.leader()
         self.kill(m)
         return m
+
+    @contextlib.contextmanager
+    def underlay6(self) -> Iterator[list[str]]:
+        """An IPv6 address (2001:db8:192::/64, documentation: `::11` for 192.0.2.11) on each
+        host's underlay interface beside its IPv4 one, for traffic between the hosts over IPv6
+        (the VXLAN underlay stays IPv4); removed on leaving. Yields them in the members' order."""
+        addrs = [f"2001:db8:192::{m.addr.rsplit('.', 1)[1]}" for m in self.members]
+        added: list[tuple[Member, str]] = []
+        try:
+            for m, addr in zip(self.members, addrs, strict=True):
+                sh("ip", "-n", m.ns, "-6", "addr", "add", f"{addr}/64", "dev", "und0", "nodad")
+                added.append((m, addr))
+            yield addrs
+        finally:
+            for m, addr in added:
+                sh("ip", "-n", m.ns, "-6", "addr", "del", f"{addr}/64", "dev", "und0", check=False)
 
     def set_link(self, m: Member, up: bool) -> None:
         """Cut a host off the underlay (its switch port down), or put it back."""

@@ -71,12 +71,13 @@ def test_create_inspect_ls_and_rm(lab: Lab) -> None:
             ("--ipv4=false", "--ipv6", "-o", "com.docker.network.bridge.host_binding_ipv4=198.51.100.1"),
             "host_binding_ipv4 198.51.100.1 given but IPv4 is disabled",
         ),
+        # An IPv6-only overlay network is made (test_overlay_ipv6.py) where there is a cluster.
         (
             ("--ipv4=false", "--ipv6", "--driver", "overlay"),
-            "--ipv4=false is not supported with the overlay driver: give IPv4 too",
+            "overlay networks need a cluster: start dockyardd with --cluster-store",
         ),
     ],
-    ids=["no-family", "ipv4-subnet", "ipv4-host-binding", "overlay"],
+    ids=["no-family", "ipv4-subnet", "ipv4-host-binding", "overlay-without-cluster"],
 )
 def test_what_an_ipv6_only_network_cannot_have_is_refused(
     lab: Lab, args: tuple[str, ...], message: str

@@ -143,6 +143,84 @@ def test_dual_stack_records_are_the_previous_format_plus_optional_fields() -> No
         NetworkRecord.decode(json.dumps(json.loads(net6.encode()) | {"subnet6": "10.0.0.0/8"}).encode())
 
 
+def test_ipv6_only_records_carry_no_ipv4_field_and_an_old_reader_skips_them() -> None:
+    net = replace(
+        _net(),
+        subnet=None,
+        gateway=None,
+        subnet6=IPv6Network("fd00:21::/64"),
+        gateway6=IPv6Address("fd00:21::1"),
+    )
+    ep = replace(
+        _ep("e1", "h1", "02:42:0a:01:00:02", "10.1.0.2", "Web"),
+        address=None,
+        address6=IPv6Address("fd00:21::2"),
+    )
+    assert NetworkRecord.decode(net.encode(), 7) == replace(net, revision=7)
+    assert EndpointRecord.decode(ep.encode()) == ep and ep.addresses == (IPv6Address("fd00:21::2"),)
+    wire_net, wire_ep = json.loads(net.encode()), json.loads(ep.encode())
+    # Absent, not null: the previous version's reader finds a field it needs missing and skips
+    # the record (RecordError), so it never takes an IPv6-only network for an IPv4 one.
+    assert "subnet" not in wire_net and "gateway" not in wire_net and "address" not in wire_ep
+    assert (wire_net["subnet6"], wire_net["gateway6"], wire_ep["address6"]) == (
+        "fd00:21::/64",
+        "fd00:21::1",
+        "fd00:21::2",
+    )
+    # A dual-stack endpoint lists both addresses, IPv4's first (its claims, in that order).
+    dual = replace(ep, address=IPv4Address("10.1.0.2"))
+    assert dual.addresses == (IPv4Address("10.1.0.2"), IPv6Address("fd00:21::2"))
+    # A record with neither family is no record.
+    for raw in (
+        json.dumps({k: v for k, v in wire_net.items() if k not in ("subnet6", "gateway6")}).encode(),
+        json.dumps(wire_net | {"subnet6": None}).encode(),
+    ):
+        with pytest.raises(RecordError, match="neither"):
+            NetworkRecord.decode(raw)
+    with pytest.raises(RecordError, match="neither"):
+        EndpointRecord.decode(json.dumps({k: v for k, v in wire_ep.items() if k != "address6"}).encode())
+    with pytest.raises(RecordError):
+        EndpointRecord.decode(json.dumps(wire_ep | {"address": None}).encode())
+
+
+def test_the_view_of_an_ipv6_only_network_has_ipv6_neighbours_alone() -> None:
+    view = ClusterView(K, "me", ClusterListener())
+    net = replace(
+        _net(),
+        subnet=None,
+        gateway=None,
+        subnet6=IPv6Network("fd00:21::/64"),
+        gateway6=IPv6Address("fd00:21::1"),
+    )
+    b, a = (
+        replace(_ep(i, "h2", mac, "10.1.0.9", "db"), address=None, address6=IPv6Address(addr))
+        for i, mac, addr in (
+            ("e2", "02:00:00:00:00:02", "fd00:21::b"),
+            ("e3", "02:00:00:00:00:03", "fd00:21::a"),
+        )
+    )
+    view.reset(
+        [
+            _kv(K.network(net.id), net.encode(), 2),
+            _kv(K.endpoint(net.id, b.id), b.encode(), 3),
+            _kv(K.endpoint(net.id, a.id), a.encode(), 4),
+            _kv(K.claim(net.id, "fd00:21::b"), Claim("h2", b.id).encode(), 3),
+        ],
+        4,
+    )
+    assert view.network(net.id) == replace(net, revision=2)
+    assert view.neighbours(net.id) == {IPv6Address("fd00:21::b"): b.mac, IPv6Address("fd00:21::a"): a.mac}
+    assert view.entries(net.id, [a.mac], [IPv6Address("fd00:21::a")]) == (
+        {a.mac: a.vtep},
+        {IPv6Address("fd00:21::a"): a.mac},
+    )
+    assert view.endpoints(net.id) == [a, b]  # by IPv6 address where there is no IPv4 one
+    assert view.resolve(net.id, "db") == []  # IPv4 answers only: none here
+    claimed = view.claimed(net.id, 6)
+    assert claimed is not None and claimed.used == {IPv6Address("fd00:21::b")}
+    assert view.claimed(net.id, 4) == replace(claimed, used=frozenset())
+
+
 def test_the_view_programs_ipv6_neighbours_beside_ipv4_ones() -> None:
     view = ClusterView(K, "me", ClusterListener())
     net = _net()

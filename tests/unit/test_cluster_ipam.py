@@ -8,6 +8,7 @@ leave in one; publishing a record its claim published is no round trip.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ import pytest
 from dockyard.cluster.config import StoreConfig
 from dockyard.cluster.ipam import GlobalIpam
 from dockyard.cluster.keys import Keys
+from dockyard.cluster.networks import Networks
 from dockyard.cluster.records import Claim, EndpointRecord, HostRecord, NetworkRecord
 from dockyard.cluster.session import HostSession
 from dockyard.cluster.view import ClusterView
 from dockyard.cluster.wire import KV, Compare, Delete, Event, EventType, Get, Op, Put, RangeResult, TxnResult
-from dockyard.errors import Conflict
+from dockyard.errors import Conflict, InvalidArgument
+from dockyard.settings import AddressPool
 
 K = Keys("/t/v1/")
 NET = NetworkRecord(
@@ -268,3 +271,87 @@ def test_the_view_keeps_claims_and_cursors_through_events_and_listings(etcd: Fak
     h1.view.reset(list(etcd.kvs.values()), etcd.revision)
     again = h1.view.claimed(NET.id, 6)
     assert again is not None and again.used == {a6} and h1.view.claimed(NET.id, 4).cursor == a4  # type: ignore[union-attr]
+
+
+NET6 = NetworkRecord(
+    "6" * 64,
+    "ov6only",
+    "overlay",
+    None,
+    None,
+    revision=0,
+    subnet6=IPv6Network("fd00:6::/125"),  # ::2-::7 usable: ::1 is the gateway
+    gateway6=IPv6Address("fd00:6::1"),
+)
+
+
+def test_an_ipv6_only_networks_endpoint_claims_its_ipv6_address_alone_in_one_txn(etcd: FakeEtcd) -> None:
+    etcd._apply([Put(K.network(NET6.id), NET6.encode())])
+    net = NetworkRecord.decode(
+        etcd.kvs[K.network(NET6.id)].value, etcd.kvs[K.network(NET6.id)].create_revision
+    )
+    h1, h2 = Host(etcd, "h1", 0), Host(etcd, "h2", 1)
+    h1.hear()
+    h2.hear()
+
+    def record(h: Host, eid: str, a4: IPv4Address | None, a6: IPv6Address | None) -> EndpointRecord:
+        assert a4 is None and a6 is not None
+        return EndpointRecord(
+            net.id, eid, h.record.id, h.record.vtep, "02:42:00:00:00:0" + eid[-1], None, address6=a6
+        )
+
+    # Host 2 claims first; host 1's view has not heard: its first candidate is taken.
+    b = h2.ipam.claim_endpoint(net, "b1", None, None, lambda a, c: record(h2, "b1", a, c))
+    assert b == (None, IPv6Address("fd00:6::2"))
+    etcd.requests.clear()
+    a = h1.ipam.claim_endpoint(net, "e1", None, None, lambda x, c: record(h1, "e1", x, c))
+    assert a == (None, IPv6Address("fd00:6::3")) and etcd.requests == ["txn", "txn"]
+    published = EndpointRecord.decode(etcd.kvs[K.endpoint(net.id, "e1")].value)
+    assert published == record(h1, "e1", None, a[1]) and published.address is None
+    assert {x: c.endpoint_id for x, c in h1.ipam.claims(net.id).items()} == {b[1]: "b1", a[1]: "e1"}
+    assert K.cursor(net.id) not in etcd.kvs  # no IPv4 cursor: no IPv4 claim was made
+    # Publishing it again checks its one claim; IPv4 asked for is refused by name, nothing claimed.
+    etcd.requests.clear()
+    h1.session.forget(net.id, "e1")
+    h1.session.publish(record(h1, "e1", None, a[1]))
+    assert etcd.requests == ["txn"]
+    for call in (
+        lambda: h1.ipam.claim_endpoint(net, "e2", IPv4Address("10.1.0.2"), None, None),
+        lambda: h1.ipam.claim(net, "e2"),
+    ):
+        with pytest.raises(Conflict, match="IPv6-only"):
+            call()
+    # Concurrent claims never share an address, until the subnet is full.
+    got = [
+        h.ipam.claim_endpoint(net, f"{h.record.id}-{i}", None, None, None)[1]
+        for i in range(2)
+        for h in (h1, h2)
+    ]
+    assert len({b[1], a[1], *got}) == 6
+    with pytest.raises(Conflict, match="no available"):
+        h2.ipam.claim_endpoint(net, "full", None, None, None)
+    # Released with its record in one txn, as a dual-stack one.
+    assert h1.ipam.release(net.id, a[1], "e1") and K.endpoint(net.id, "e1") not in etcd.kvs
+
+
+def test_an_ipv6_only_network_is_made_without_ipv4_and_beside_others(etcd: FakeEtcd) -> None:
+    nets = Networks(etcd, K, "h1")  # type: ignore[arg-type]
+    v6 = nets.create("v6", ipv4=False, ipv6=True, subnet6=IPv6Network("fd00:7::/64"))
+    assert (v6.subnet, v6.gateway, v6.gateway6) == (None, None, IPv6Address("fd00:7::1"))
+    stored = json.loads(etcd.kvs[K.network(v6.id)].value)
+    assert "subnet" not in stored and "gateway" not in stored and stored["subnet6"] == "fd00:7::/64"
+    assert nets.find("v6") == v6
+    # An IPv4 network made after it chooses its subnet past the others' (it has none), gets a
+    # VXLAN id of its own, and the IPv6-only one's subnet is taken for IPv6.
+    v4 = nets.create("v4", pools=(AddressPool(IPv4Network("10.1.0.0/16"), 24),))
+    assert v4.subnet == IPv4Network("10.1.1.0/24") and v4.vni != v6.vni
+    with pytest.raises(Conflict, match="fd00:7::/64"):
+        nets.create("v6b", ipv4=False, ipv6=True, subnet6=IPv6Network("fd00:7::/80"))
+    for kw, words in (
+        ({}, "--ipv4=false needs --ipv6"),
+        ({"ipv6": True, "subnet": IPv4Network("10.9.0.0/24")}, "IPv4 subnet 10.9.0.0/24 given"),
+        ({"ipv6": True, "gateway": IPv4Address("10.9.0.1")}, "IPv4 gateway 10.9.0.1 given"),
+    ):
+        with pytest.raises(InvalidArgument, match=words):
+            nets.create("bad", ipv4=False, pools6=(), **kw)  # type: ignore[arg-type]
+    assert {n.name for n in nets.list()} == {"ov", "v6", "v4"}

@@ -23,7 +23,8 @@ this endpoint's, and the record).
 A dual-stack network's IPv6 addresses are claimed the same way, under the
 same prefix (`ipam/<network>/<IPv6 address>`: a network is not removed
 while either family's claim lives, and the reaper frees both), after a
-cursor of their own (`cursors6/<network>`).
+cursor of their own (`cursors6/<network>`). An IPv6-only network's endpoints
+claim their IPv6 address alone.
 
 A claim goes only with `release` (its endpoint removed) or with the reaper
 (its host gone for longer than the grace period).
@@ -80,8 +81,9 @@ class _Family:
         return self.candidate
 
 
-# What the claimed addresses' endpoint record will be, once they are known: (IPv4, IPv6 or None).
-RecordFor = Callable[[IPv4Address, IPv6Address | None], EndpointRecord]
+# What the claimed addresses' endpoint record will be, once they are known: (IPv4 or None on an
+# IPv6-only network, IPv6 or None on an IPv4-only one).
+RecordFor = Callable[[IPv4Address | None, IPv6Address | None], EndpointRecord]
 
 
 class GlobalIpam:
@@ -106,6 +108,8 @@ class GlobalIpam:
         self, network: NetworkRecord, endpoint_id: str, address: IPv4Address | None = None
     ) -> IPv4Address:
         """Claim `address`, or the next free one, for this host's endpoint."""
+        if network.subnet is None:
+            raise Conflict(f"network {network.name} has no IPv4 (it is IPv6-only)")
         (got,) = self._claim(network, endpoint_id, [self._family(network, 4, address)], None)
         assert isinstance(got, IPv4Address)
         return got
@@ -117,23 +121,26 @@ class GlobalIpam:
         address: IPv4Address | None,
         address6: IPv6Address | None,
         record: RecordFor | None,
-    ) -> tuple[IPv4Address, IPv6Address | None]:
-        """An endpoint's addresses (both families on a dual-stack network) claimed and, with
+    ) -> tuple[IPv4Address | None, IPv6Address | None]:
+        """An endpoint's addresses (one per family the network has) claimed and, with
         record, its record published under this host's lease, all in one txn: either all of
         it or none. The record is then the session's to keep published (HostSession.publish
         finds it done)."""
-        families = [self._family(network, 4, address)]
+        families = []
+        if network.subnet is not None:
+            families.append(self._family(network, 4, address))
+        elif address is not None:
+            raise Conflict(f"network {network.name} has no IPv4 (it is IPv6-only)")
         if network.subnet6 is not None:
             families.append(self._family(network, 6, address6))
         elif address6 is not None:
             raise Conflict(f"network {network.name} has no IPv6")
-        got = self._claim(network, endpoint_id, families, record)
-        v4, v6 = got[0], got[1] if len(got) > 1 else None
-        assert isinstance(v4, IPv4Address) and (v6 is None or isinstance(v6, IPv6Address))
-        return v4, v6
+        return _pair(self._claim(network, endpoint_id, families, record))
 
     def _family(self, network: NetworkRecord, version: int, address: Address | None) -> _Family:
         if version == 4:
+            if network.subnet is None or network.gateway is None:
+                raise Conflict(f"network {network.name} has no IPv4 (it is IPv6-only)")
             allocator = ipam.AddressAllocator(network.subnet, [network.gateway])
         else:
             if network.subnet6 is None or network.gateway6 is None:
@@ -317,10 +324,10 @@ def _cursor(kvs: list[KV], version: int) -> Address | None:
     return at if at is not None and at.version == version else None
 
 
-def _pair(addresses: list[Address]) -> tuple[IPv4Address, IPv6Address | None]:
-    v4 = addresses[0]
-    v6 = addresses[1] if len(addresses) > 1 else None
-    assert isinstance(v4, IPv4Address) and (v6 is None or isinstance(v6, IPv6Address))
+def _pair(addresses: list[Address]) -> tuple[IPv4Address | None, IPv6Address | None]:
+    """(IPv4, IPv6) of the addresses claimed, one per family the network has, IPv4's first."""
+    v4 = next((a for a in addresses if isinstance(a, IPv4Address)), None)
+    v6 = next((a for a in addresses if isinstance(a, IPv6Address)), None)
     return v4, v6
 
 

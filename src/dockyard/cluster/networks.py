@@ -5,10 +5,12 @@ subnet against them, then one txn that succeeds only if no network was made
 or changed after R; a race with another create is retried against the new
 list. That makes both the name and the subnet unique cluster-wide without
 an index to keep in step. A dual-stack network's IPv6 subnet is checked and
-chosen the same way, beside its IPv4 one, in the same txn. Remove is one txn that succeeds only while no
-address of the network is claimed and no endpoint published, so a network
-never goes from under a container on any host (claims outlive a dead host's
-lease: a network keeps its addresses through the grace period too).
+chosen the same way, beside its IPv4 one, in the same txn; an IPv6-only one
+(ipv4=False, Docker 28's --ipv4=false) has that subnet alone. Remove is one
+txn that succeeds only while no address of the network is claimed and no
+endpoint published, so a network never goes from under a container on any
+host (claims outlive a dead host's lease: a network keeps its addresses
+through the grace period too).
 """
 
 from __future__ import annotations
@@ -78,11 +80,20 @@ class Networks:
         gateway6: IPv6Address | None = None,
         pools6: Iterable[AddressPool6] = (),
         avoid6: Iterable[tuple[str, IPv6Network]] = (),
+        ipv4: bool = True,
     ) -> NetworkRecord:
         """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet).
         ipv6: dual stack, subnet6 (else the first free one of pools6) beside the IPv4 subnet;
-        avoid6 is avoid's IPv6 twin."""
+        avoid6 is avoid's IPv6 twin. ipv4=False: IPv6-only (ipv6 needed, no IPv4 given)."""
         check_name(name, "network")
+        if not ipv4:
+            if not ipv6:
+                raise InvalidArgument("--ipv4=false needs --ipv6: a network must have IPv4 or IPv6")
+            for what, value in (("subnet", subnet), ("gateway", gateway)):
+                if value is not None:
+                    raise InvalidArgument(
+                        f"IPv4 {what} {value} given but IPv4 is disabled on this network (--ipv4=false)"
+                    )
         if subnet is not None:
             ipam.check_usable(subnet)
         if gateway is not None:
@@ -112,8 +123,12 @@ class Networks:
                 raise Conflict(f"network id {network_id} is already in use")
             if any(n.name == name for n in networks):
                 raise Conflict(f"network with name {name} already exists")
-            taken = [(f"network {n.name}", n.subnet) for n in networks] + list(avoid)
-            if subnet is None:
+            taken = [(f"network {n.name}", n.subnet) for n in networks if n.subnet is not None]
+            taken += avoid
+            chosen: IPv4Network | None = None
+            if not ipv4:
+                pass  # IPv6-only: no IPv4 subnet at all
+            elif subnet is None:
                 chosen = ipam.first_free_subnet(pools, taken)
             else:
                 ipam.check_overlap(subnet, taken)
@@ -132,7 +147,7 @@ class Networks:
                 name=name,
                 driver=OVERLAY,
                 subnet=chosen,
-                gateway=gateway or ipam.first_host(chosen),
+                gateway=(gateway or ipam.first_host(chosen)) if chosen is not None else None,
                 internal=internal,
                 attachable=attachable,
                 mtu=mtu,

@@ -9,6 +9,12 @@ set, so the format is not versioned: a record of an IPv4-only network or
 endpoint is byte for byte what the previous version wrote, and a daemon of
 the previous version reads a dual-stack one (`subnet6`/`gateway6` on a
 network, `address6` on an endpoint) as its IPv4 part alone.
+
+An IPv6-only network (--ipv4=false) has no `subnet`/`gateway` and its
+endpoints no `address`: absent, not null. A daemon of an earlier version
+finds a field it needs missing and skips such a record (RecordError), so it
+never takes an IPv6-only network for an IPv4 one; this version requires
+one family at least on each record.
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ class NetworkRecord:
     id: str
     name: str
     driver: str
-    subnet: IPv4Network
-    gateway: IPv4Address
+    subnet: IPv4Network | None  # None on an IPv6-only network (--ipv4=false), as is gateway
+    gateway: IPv4Address | None
     internal: bool = False
     attachable: bool = False
     mtu: int | None = None  # None: the underlay's less 50, each host's own
@@ -60,14 +66,14 @@ class NetworkRecord:
 
     def encode(self) -> bytes:
         six = {} if self.subnet6 is None else {"subnet6": str(self.subnet6), "gateway6": str(self.gateway6)}
+        four = {} if self.subnet is None else {"subnet": str(self.subnet), "gateway": str(self.gateway)}
         return _dump(
             six
+            | four
             | {
                 "id": self.id,
                 "name": self.name,
                 "driver": self.driver,
-                "subnet": str(self.subnet),
-                "gateway": str(self.gateway),
                 "internal": self.internal,
                 "attachable": self.attachable,
                 "mtu": self.mtu,
@@ -80,13 +86,15 @@ class NetworkRecord:
     @classmethod
     def decode(cls, raw: bytes, revision: int = 0) -> NetworkRecord:
         d = _load(raw, "network")
+        if "subnet" not in d and not d.get("subnet6"):
+            raise RecordError("network: neither an IPv4 subnet nor an IPv6 one")
         try:
             return cls(
                 id=str(d["id"]),
                 name=str(d["name"]),
                 driver=str(d["driver"]),
-                subnet=IPv4Network(d["subnet"]),
-                gateway=IPv4Address(d["gateway"]),
+                subnet=IPv4Network(d["subnet"]) if "subnet" in d else None,
+                gateway=IPv4Address(d["gateway"]) if "subnet" in d else None,
                 internal=bool(d.get("internal", False)),
                 attachable=bool(d.get("attachable", False)),
                 mtu=int(d["mtu"]) if d.get("mtu") is not None else None,
@@ -130,7 +138,7 @@ class EndpointRecord:
     host_id: str
     vtep: IPv4Address
     mac: str  # aa:bb:cc:dd:ee:ff, lower case
-    address: IPv4Address
+    address: IPv4Address | None  # None on an IPv6-only network
     container_id: str = ""
     name: str = ""  # the container's name, for DNS
     aliases: tuple[str, ...] = ()
@@ -138,15 +146,16 @@ class EndpointRecord:
 
     def encode(self) -> bytes:
         six = {} if self.address6 is None else {"address6": str(self.address6)}
+        four = {} if self.address is None else {"address": str(self.address)}
         return _dump(
             six
+            | four
             | {
                 "network_id": self.network_id,
                 "id": self.id,
                 "host_id": self.host_id,
                 "vtep": str(self.vtep),
                 "mac": self.mac,
-                "address": str(self.address),
                 "container_id": self.container_id,
                 "name": self.name,
                 "aliases": list(self.aliases),
@@ -156,6 +165,8 @@ class EndpointRecord:
     @classmethod
     def decode(cls, raw: bytes) -> EndpointRecord:
         d = _load(raw, "endpoint")
+        if "address" not in d and not d.get("address6"):
+            raise RecordError("endpoint: neither an IPv4 address nor an IPv6 one")
         try:
             return cls(
                 network_id=str(d["network_id"]),
@@ -163,7 +174,7 @@ class EndpointRecord:
                 host_id=str(d["host_id"]),
                 vtep=IPv4Address(d["vtep"]),
                 mac=str(d["mac"]).lower(),
-                address=IPv4Address(d["address"]),
+                address=IPv4Address(d["address"]) if "address" in d else None,
                 container_id=str(d.get("container_id", "")),
                 name=str(d.get("name", "")),
                 aliases=tuple(str(a) for a in d.get("aliases") or ()),
@@ -171,6 +182,11 @@ class EndpointRecord:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"endpoint: {e}") from None
+
+    @property
+    def addresses(self) -> tuple[IPv4Address | IPv6Address, ...]:
+        """Its addresses, IPv4's first: each holds a claim (one or two, never none)."""
+        return tuple(a for a in (self.address, self.address6) if a is not None)
 
     @property
     def dns_names(self) -> tuple[str, ...]:

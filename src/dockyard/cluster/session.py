@@ -130,7 +130,9 @@ class HostSession:
                 why = self._republish(ep, lease)
                 if why is not None:
                     self._published.pop((ep.network_id, ep.id), None)
-                    log.error("endpoint %s (%s) can no longer be published: %s", ep.id[:12], ep.address, why)
+                    log.error(
+                        "endpoint %s (%s) can no longer be published: %s", ep.id[:12], ep.addresses[0], why
+                    )
                     if self.on_conflict is not None:
                         self.on_conflict(ep, why)
             self.lease = lease
@@ -272,7 +274,7 @@ class HostSession:
                 [*(Get(k) for k in claim_keys), Get(net_key)],
             )
             if result.succeeded:
-                log.warning("claim of %s was freed while away; claimed again", ep.address)
+                log.warning("claim of %s was freed while away; claimed again", ep.addresses[0])
                 return None
             host = self.client.get(host_key)
             if host is None or host.lease != lease:
@@ -323,8 +325,8 @@ class HostSession:
 
 
 def _addresses(ep: EndpointRecord) -> list[IPv4Address | IPv6Address]:
-    """The addresses an endpoint holds a claim for: its IPv4 one, and its IPv6 one if any."""
-    return [ep.address] + ([ep.address6] if ep.address6 is not None else [])
+    """The addresses an endpoint holds a claim for: its IPv4 one and its IPv6 one, each if any."""
+    return list(ep.addresses)
 
 
 def _claim_keys(keys: Keys, ep: EndpointRecord) -> list[str]:

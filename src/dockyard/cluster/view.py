@@ -290,7 +290,8 @@ class ClusterView:
                 for e in self._all(EndpointRecord)
                 if e.network_id == network_id and not (remote_only and e.host_id == self.local_host)
             ]
-        return sorted(eps, key=lambda e: (e.address, e.id))
+        # IPv4's order first; an IPv6-only network's by IPv6 address.
+        return sorted(eps, key=lambda e: (int(e.address or 0), int(e.address6 or 0), e.id))
 
     def fdb(self, network_id: str) -> dict[str, IPv4Address]:
         """MAC -> VTEP for every remote endpoint of the network (the newest when two share a MAC)."""
@@ -299,13 +300,12 @@ class ClusterView:
 
     def neighbours(self, network_id: str) -> dict[IPv4Address | IPv6Address, str]:
         """Address -> MAC for every remote endpoint of the network (the newest for an address),
-        its IPv6 address too on a dual-stack network (NDP's entries beside ARP's)."""
+        its IPv6 address too on a network with IPv6 (NDP's entries beside ARP's, or alone on
+        an IPv6-only network)."""
         with self._lock:
-            out: dict[IPv4Address | IPv6Address, str] = {
-                addr: ep.mac for addr, ep in self._newest(network_id, lambda e: e.address).items()
-            }
-            six = self._newest(network_id, lambda e: e.address6)
-            out.update((addr, ep.mac) for addr, ep in six.items() if addr is not None)
+            out: dict[IPv4Address | IPv6Address, str] = {}
+            for family in (lambda e: e.address, lambda e: e.address6):
+                out.update((a, ep.mac) for a, ep in self._newest(network_id, family).items() if a is not None)
             return out
 
     def entries(
@@ -337,9 +337,9 @@ class ClusterView:
         )
 
     def resolve(self, network_id: str, name: str) -> list[IPv4Address]:
-        """Addresses of remote endpoints on the network answering to name (DNS, from the cache)."""
+        """IPv4 addresses of remote endpoints on the network answering to name (from the cache)."""
         wanted = name.lower().rstrip(".")
-        return [e.address for e in self.endpoints(network_id) if wanted in e.dns_names]
+        return [e.address for e in self.endpoints(network_id) if e.address and wanted in e.dns_names]
 
     def _newest(self, network_id: str, by: Callable[[EndpointRecord], object]) -> dict:
         best: dict[object, tuple[int, EndpointRecord]] = {}

@@ -14,7 +14,8 @@ a local network; only these differ:
   any host holds an address or publishes an endpoint on it), then the mirror;
 - an endpoint's address is claimed in etcd (create-if-absent txn) instead
   of next-fit over the local store, and on a dual-stack network (--ipv6)
-  its IPv6 address likewise, in the same txn; the endpoint is published
+  its IPv6 address likewise, in the same txn (on an IPv6-only one,
+  --ipv4=false, that address alone); the endpoint is published
   (its MAC, address, VTEP and names) before the container starts: for a
   container, with its claims in that one txn; its claim and its record go
   together, in one txn, once its link is gone, as a local lease does.
@@ -240,7 +241,7 @@ class EngineCluster(ClusterListener):
             "container %s: its address %s on network %s is another host's now (%s); "
             "it is cut off from the overlay",
             ep.container_id[:12],
-            ep.address,
+            ep.addresses[0],
             ep.network_id[:12],
             why,
         )
@@ -289,6 +290,8 @@ class EngineCluster(ClusterListener):
                 )
             else:
                 raise InvalidArgument(f"option {key} is not supported by the overlay driver")
+        if not spec.enable_ipv4:
+            self.e.networks.ipv6.check_ipv6_only(spec, None)
         if self.e.store.network_named(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
         self.cluster.require()
@@ -307,6 +310,7 @@ class EngineCluster(ClusterListener):
             gateway6=spec.gateway6,
             pools6=self.e.networks.ipv6.pools() if spec.enable_ipv6 and spec.subnet6 is None else (),
             avoid6=self.e.networks.ipv6.taken() if spec.enable_ipv6 else (),
+            ipv4=spec.enable_ipv4,
         )
         network = self.mirror(record)
         if network is None:
@@ -384,8 +388,8 @@ class EngineCluster(ClusterListener):
         requested: ipaddress.IPv4Address | None,
         requested6: ipaddress.IPv6Address | None,
         publish: EndpointFor | None,
-    ) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address | None]:
-        """Both families' claims in one txn, and with publish the endpoint's record too."""
+    ) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+        """Each family's claim in one txn, and with publish the endpoint's record too."""
         self.cluster.require()
         return self.cluster.ipam.claim_endpoint(
             self.record_of(network),
@@ -420,18 +424,12 @@ class EngineCluster(ClusterListener):
             host_id=self.host.id,
             vtep=self.vtep,
             mac=ep.mac.lower(),
-            address=_ipv4(ep),
+            address=ep.address.ip if ep.address is not None else None,
             container_id=ep.owner.key,
             name=c.name if c is not None else "",
             aliases=ep.aliases,
             address6=ep.address6.ip if ep.address6 is not None else None,
         )
-
-
-def _ipv4(ep: Endpoint) -> ipaddress.IPv4Address:
-    # An overlay network is never IPv6-only (refused at network create).
-    assert ep.address is not None, "an overlay endpoint has an IPv4 address"
-    return ep.address.ip
 
 
 def _remote(ep: EndpointRecord) -> RemoteEndpoint:

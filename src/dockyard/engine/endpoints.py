@@ -58,8 +58,9 @@ def new_id() -> str:
     return digests.token_hex(32)
 
 
-# The endpoint that addresses just claimed make: (IPv4 address, IPv6 address or None).
-EndpointFor = Callable[[ipaddress.IPv4Address, ipaddress.IPv6Address | None], Endpoint]
+# The endpoint that addresses just claimed make: (IPv4 address, IPv6 address), each None on a
+# network without that family.
+EndpointFor = Callable[[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None], Endpoint]
 
 
 class GlobalEndpoints(Protocol):
@@ -74,8 +75,8 @@ class GlobalEndpoints(Protocol):
         requested: ipaddress.IPv4Address | None,
         requested6: ipaddress.IPv6Address | None,
         publish: EndpointFor | None,
-    ) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address | None]:
-        """The endpoint's addresses (its IPv6 one too on a dual-stack network), claimed at once;
+    ) -> tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None]:
+        """The endpoint's addresses (one per family the network has), claimed at once;
         with publish, the endpoint it makes is published in the same step (plug then finds it
         published)."""
         ...
@@ -180,7 +181,7 @@ class Endpoints:
             self.settle()
         eid = new_id()
 
-        def endpoint_for(a4: ipaddress.IPv4Address, a6: ipaddress.IPv6Address | None) -> Endpoint:
+        def endpoint_for(a4: ipaddress.IPv4Address | None, a6: ipaddress.IPv6Address | None) -> Endpoint:
             return self._endpoint(owner, network, ifname, eid, a4, a6, aliases, mac)
 
         claimed = self._claim(network, eid, requested_ip, requested_ip6, endpoint_for if plugging else None)

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError
-from dockyard.store.schema import COLUMNS_3, COLUMNS_5, ENDPOINTS_TABLE, SCHEMA, SCHEMA_VERSION
+from dockyard.store.schema import (
+    COLUMNS_3,
+    COLUMNS_5,
+    ENDPOINTS_TABLE,
+    REMOTE_ENDPOINTS_TABLE,
+    SCHEMA,
+    SCHEMA_VERSION,
+)
 
 
 def now() -> str:
@@ -82,8 +89,9 @@ class Database:
             ).fetchone()
             self._add_owner_kind()
             self._add_columns(COLUMNS_3)
-            self._nullable_address()
+            self._nullable_address("endpoints", ENDPOINTS_TABLE)
             self._add_columns(COLUMNS_5)
+            self._nullable_address("remote_endpoints", REMOTE_ENDPOINTS_TABLE)
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -152,25 +160,25 @@ class Database:
             self._db.execute("ROLLBACK")
             raise
 
-    def _nullable_address(self) -> None:
-        """Schema 3 to 4: an endpoint of an IPv6-only network has no IPv4 address.
+    def _nullable_address(self, table: str, definition: str) -> None:
+        """Schema 3 to 4 (endpoints) and 5 to 6 (remote_endpoints): an endpoint of an IPv6-only
+        network has no IPv4 address.
 
         SQLite cannot drop a column's NOT NULL, so the table is rebuilt in one
-        transaction: a copy made with schema 4's definition, every row copied,
+        transaction: a copy made with the new definition, every row copied,
         the old table dropped (its triggers and indexes with it, without
         firing: the counts stay) and the copy renamed; SCHEMA then makes the
         indexes and triggers again."""
-        notnull = {row[1]: row[3] for row in self._db.execute("PRAGMA table_info(endpoints)")}
+        notnull = {row[1]: row[3] for row in self._db.execute(f"PRAGMA table_info({table})")}
         if not notnull.get("address"):
             return  # a new database (SCHEMA makes the table), or one migrated already
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")]
-        listed = ", ".join(columns)
+        listed = ", ".join(notnull)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute(ENDPOINTS_TABLE.replace("IF NOT EXISTS endpoints (", "endpoints_4 ("))
-            self._db.execute(f"INSERT INTO endpoints_4({listed}) SELECT {listed} FROM endpoints")
-            self._db.execute("DROP TABLE endpoints")
-            self._db.execute("ALTER TABLE endpoints_4 RENAME TO endpoints")
+            self._db.execute(definition.replace(f"IF NOT EXISTS {table} (", f"{table}_new ("))
+            self._db.execute(f"INSERT INTO {table}_new({listed}) SELECT {listed} FROM {table}")
+            self._db.execute(f"DROP TABLE {table}")
+            self._db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

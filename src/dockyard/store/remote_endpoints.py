@@ -21,7 +21,7 @@ from dockyard.store.database import Database
 class RemoteEndpoint:
     id: str
     network_id: str
-    address: ipaddress.IPv4Address
+    address: ipaddress.IPv4Address | None  # None on an IPv6-only overlay network
     names: tuple[str, ...]
     address6: ipaddress.IPv6Address | None = None  # on a dual-stack overlay network
 
@@ -34,7 +34,7 @@ class RemoteEndpointRecords(Database):
             (
                 ep.id,
                 ep.network_id,
-                int(ep.address),
+                int(ep.address) if ep.address is not None else None,
                 json.dumps(list(ep.names)),
                 str(ep.address6) if ep.address6 is not None else None,
             ),
@@ -54,14 +54,14 @@ class RemoteEndpointRecords(Database):
         rows = self._q(
             "SELECT id, network_id, address, names, address6 FROM remote_endpoints"
             + (" WHERE network_id=?" if network_id is not None else "")
-            + " ORDER BY address",
+            + " ORDER BY address, address6",
             (network_id,) if network_id is not None else (),
         )
         return [
             RemoteEndpoint(
                 r[0],
                 r[1],
-                ipaddress.IPv4Address(r[2]),
+                ipaddress.IPv4Address(r[2]) if r[2] is not None else None,
                 tuple(json.loads(r[3])),
                 ipaddress.IPv6Address(r[4]) if r[4] else None,
             )

@@ -7,7 +7,9 @@
 #    SQLite cannot drop a NOT NULL, so database.py rebuilds the table (ENDPOINTS_TABLE).
 # 5: remote_endpoints.address6: the resolver answers AAAA for other hosts' containers on a
 #    dual-stack overlay network (COLUMNS_5).
-SCHEMA_VERSION = 5
+# 6: remote_endpoints.address may be NULL (an IPv6-only overlay network's endpoints); the
+#    table is rebuilt (REMOTE_ENDPOINTS_TABLE), as endpoints' was for schema 4.
+SCHEMA_VERSION = 6
 
 # The columns schema 3 added, per table: what the migration adds to an older database.
 COLUMNS_3 = {
@@ -51,6 +53,18 @@ CREATE TABLE IF NOT EXISTS endpoints (
     prefixlen6 INTEGER,
     gateway6 TEXT,
     UNIQUE (network_id, address)
+);
+"""
+REMOTE_ENDPOINTS_TABLE = """
+-- Other hosts' endpoints on overlay networks, copied from the cluster's watch
+-- (remote_endpoints.py): what the resolver answers for names on other hosts.
+CREATE TABLE IF NOT EXISTS remote_endpoints (
+    id TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    -- NULL on an IPv6-only overlay network (schema 6).
+    address INTEGER,
+    names TEXT NOT NULL DEFAULT '[]',
+    address6 TEXT
 );
 """
 _OTHER_TABLES = """
@@ -207,15 +221,6 @@ CREATE TABLE IF NOT EXISTS image_names (
     added TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS image_names_image ON image_names(image_id);
--- Other hosts' endpoints on overlay networks, copied from the cluster's watch
--- (remote_endpoints.py): what the resolver answers for names on other hosts.
-CREATE TABLE IF NOT EXISTS remote_endpoints (
-    id TEXT PRIMARY KEY,
-    network_id TEXT NOT NULL,
-    address INTEGER NOT NULL,
-    names TEXT NOT NULL DEFAULT '[]',
-    address6 TEXT
-);
 CREATE INDEX IF NOT EXISTS remote_endpoints_network ON remote_endpoints(network_id);
 """
-SCHEMA = ENDPOINTS_TABLE + _OTHER_TABLES
+SCHEMA = ENDPOINTS_TABLE + REMOTE_ENDPOINTS_TABLE + _OTHER_TABLES

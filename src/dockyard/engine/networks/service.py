@@ -211,8 +211,6 @@ class Networks:
         """`network create`: validate everything, record, then make the bridge."""
         check_network_name(spec.name)
         if spec.driver == "overlay":
-            if not spec.enable_ipv4:
-                raise InvalidArgument("--ipv4=false is not supported with the overlay driver: give IPv4 too")
             if self.overlay is None:
                 raise InvalidArgument(
                     "overlay networks need a cluster: start dockyardd with --cluster-store etcd://HOST:PORT "
