@@ -368,7 +368,11 @@ def assert_valid_config(cfg: ContainerConfig, aliases: list[str]) -> None:
     assert list(cfg.aliases) == aliases
     for alias in aliases:
         assert_valid_name(alias)
-    assert all(isinstance(a, ipaddress.IPv4Address) for a in cfg.dns)
+    # --dns takes either family (IPv6 upstreams, issue 15), never an IPv6 zone.
+    assert all(
+        isinstance(a, ipaddress.IPv4Address) or (isinstance(a, ipaddress.IPv6Address) and a.scope_id is None)
+        for a in cfg.dns
+    )
     for word in (*cfg.dns_search, *cfg.dns_options):
         assert isinstance(word, str) and word and "\0" not in word and not any(c.isspace() for c in word)
 
@@ -618,6 +622,9 @@ def test_any_json_under_one_host_config_field(key: str, value: Any) -> None:
 @example({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "127.0.0.1:8080"}]}}})
 @example({"HostConfig": {"PortBindings": {"8080:80/tcp": None}}})
 @example({"NetworkingConfig": {"EndpointsConfig": {"n1": {"IPAMConfig": {"IPv4Address": 167772161}}}}})
+@example({"NetworkingConfig": {"EndpointsConfig": {"\n": {"IPAMConfig": {"IPv4Address": "0"}}}}})
+@example({"HostConfig": {"Dns": ["::"]}})
+@example({"HostConfig": {"Dns": ["fe80::1%eth0"]}})
 def test_docker_shaped_container_bodies(body: Json) -> None:
     got = unchanged(docker.container_config, body)
     if got is not None:
