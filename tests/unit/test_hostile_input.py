@@ -341,13 +341,20 @@ def assert_valid_mode(mode: NetworkMode) -> None:
     assert NetworkMode.parse(str(mode)) == mode
 
 
+def is_address(a: object) -> bool:
+    """An address of either family (IPv6 came with issue 15), an IPv6 one without a zone."""
+    return isinstance(a, ipaddress.IPv4Address) or (
+        isinstance(a, ipaddress.IPv6Address) and a.scope_id is None
+    )
+
+
 def assert_valid_requests(requests: tuple[Any, ...] | list[Any]) -> None:
     for r in requests:
         assert 1 <= r.container_port <= ports.PORT_MAX
         assert 0 <= r.host_port <= ports.PORT_MAX
         assert r.host_port_end == 0 or r.host_port <= r.host_port_end <= ports.PORT_MAX
         assert isinstance(r.proto, Protocol)
-        assert r.host_ip is None or isinstance(r.host_ip, ipaddress.IPv4Address)
+        assert r.host_ip is None or is_address(r.host_ip)
 
 
 def assert_valid_config(cfg: ContainerConfig, aliases: list[str]) -> None:
@@ -365,14 +372,11 @@ def assert_valid_config(cfg: ContainerConfig, aliases: list[str]) -> None:
     assert_valid_mode(cfg.network_mode)
     assert_valid_requests(cfg.ports)
     assert cfg.ip is None or isinstance(cfg.ip, ipaddress.IPv4Address)
+    assert cfg.ip6 is None or (isinstance(cfg.ip6, ipaddress.IPv6Address) and is_address(cfg.ip6))
     assert list(cfg.aliases) == aliases
     for alias in aliases:
         assert_valid_name(alias)
-    # --dns takes either family (IPv6 upstreams, issue 15), never an IPv6 zone.
-    assert all(
-        isinstance(a, ipaddress.IPv4Address) or (isinstance(a, ipaddress.IPv6Address) and a.scope_id is None)
-        for a in cfg.dns
-    )
+    assert all(is_address(a) for a in cfg.dns)
     for word in (*cfg.dns_search, *cfg.dns_options):
         assert isinstance(word, str) and word and "\0" not in word and not any(c.isspace() for c in word)
 
@@ -383,10 +387,15 @@ def assert_valid_spec(spec: NetworkSpec) -> None:
     for net in (spec.subnet, spec.ip_range):
         assert net is None or (isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30)
     assert spec.gateway is None or isinstance(spec.gateway, ipaddress.IPv4Address)
+    for net6 in (spec.subnet6, spec.ip_range6):
+        assert net6 is None or isinstance(net6, ipaddress.IPv6Network)
+    assert spec.gateway6 is None or (
+        isinstance(spec.gateway6, ipaddress.IPv6Address) and is_address(spec.gateway6)
+    )
     for pairs in (spec.labels, spec.options, spec.aux_addresses):
         for key, value in pairs:
             assert isinstance(key, str) and key and "\0" not in key and not any(c.isspace() for c in key)
-            assert isinstance(value, str | ipaddress.IPv4Address)
+            assert isinstance(value, str) or is_address(value)
     assert_valid_options(spec.options)
 
 
@@ -624,6 +633,8 @@ def test_any_json_under_one_host_config_field(key: str, value: Any) -> None:
 @example({"NetworkingConfig": {"EndpointsConfig": {"n1": {"IPAMConfig": {"IPv4Address": 167772161}}}}})
 @example({"NetworkingConfig": {"EndpointsConfig": {"\n": {"IPAMConfig": {"IPv4Address": "0"}}}}})
 @example({"HostConfig": {"Dns": ["::"]}})
+@example({"HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "::", "HostPort": "8080"}]}}})
+@example({"NetworkingConfig": {"EndpointsConfig": {"n1": {"IPAMConfig": {"IPv6Address": "fd00::5"}}}}})
 @example({"HostConfig": {"Dns": ["fe80::1%eth0"]}})
 def test_docker_shaped_container_bodies(body: Json) -> None:
     got = unchanged(docker.container_config, body)
@@ -726,6 +737,13 @@ def test_any_json_under_one_ipam_field(key: str, value: Any) -> None:
 @example({"Name": "n1", "Options": {"com.docker.network.bridge.name": "br%d"}})
 @example({"Name": "n1", "Options": {"com.docker.network.driver.mtu": "1_500"}})
 @example({"Name": "n1\n"})
+@example(
+    {
+        "Name": "n1",
+        "EnableIPv6": True,
+        "IPAM": {"Config": [{"Subnet": "fd00:1::/64", "AuxiliaryAddresses": {"r": "fd00:1::9"}}]},
+    }
+)
 def test_docker_shaped_network_bodies(body: Json) -> None:
     got = unchanged(docker.network_spec, body)
     if got is not None:
