@@ -314,3 +314,60 @@ def test_bridge_leave_reports_a_refused_step_and_keeps_a_live_ports_guard(lab: L
         assert "veth00leave" not in lab.links() and lab.links(sandbox) == ["lo"]
     finally:
         sh("ip", "netns", "del", sandbox, check=False)
+
+
+# The endpoint's netlink messages (kernel/rtnl.py) against the lab's kernel, in-process:
+# what the kernel refuses comes back as one line naming the object, and leaves nothing.
+RTNL_SCRIPT = textwrap.dedent("""
+    import ipaddress, json, subprocess, sys
+    from pathlib import Path
+    from dockyard.errors import KernelError
+    from dockyard.kernel.netlink import Netlink
+
+    nl = Netlink()
+    sandbox = Path(sys.argv[1])
+    nl.ensure_bridge("dy-rtnl", ipaddress.IPv4Interface("10.48.0.1/24"), 1500, "lab")
+
+    def plug(host, bridge):
+        try:
+            nl.create_endpoint(host, bridge, sandbox, "eth0", ipaddress.IPv4Interface("10.48.0.2/24"),
+                               ipaddress.IPv4Address("10.48.0.1"), "02:42:0a:30:00:02", 1500)
+            return "ok"
+        except KernelError as e:
+            return f"error: {e}"
+
+    print(plug("vethrt1", "dy-nosuch"))
+    print(plug("vethrt1", "dy-rtnl"))
+    ip = ["ip", "-n", sandbox.name, "-j"]
+    eth0 = json.loads(subprocess.run([*ip, "addr", "show", "eth0"], capture_output=True).stdout)[0]
+    routes = json.loads(subprocess.run([*ip, "route", "show", "default"], capture_output=True).stdout)
+    print("UP" in eth0["flags"], [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"],
+          [r.get("gateway") for r in routes])
+    print(plug("vethrt1", "dy-rtnl"))
+    print(plug("vethrt2", "dy-rtnl"))
+    print(nl.bridge_ports("dy-rtnl"), nl.index("x" * 16), nl.delete_link("x" * 20))
+    print(nl.delete_link("vethrt1"), nl.delete_link("vethrt1"), nl.delete_link("dy-rtnl"))
+""")
+
+
+def test_an_endpoints_netlink_refusals_name_the_object_and_leave_nothing(lab: Lab) -> None:
+    sandbox = f"dyt-s-{lab.host[-6:]}"
+    Lab.made.add(sandbox)
+    sh("ip", "netns", "add", sandbox)
+    try:
+        r = lab.in_host(sys.executable, "-c", RTNL_SCRIPT, f"/run/netns/{sandbox}")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert lines[0] == "error: bridge dy-nosuch does not exist", lines
+        assert lines[1] == "ok", lines
+        # Configured whole: up, its address, the default route through the gateway.
+        assert lines[2] == "True ['10.48.0.2'] ['10.48.0.1']", lines
+        assert lines[3] == "error: cannot create veth pair vethrt1/eth0: File exists", lines
+        # The sandbox has its eth0 already: the pair is refused whole, no host end is left.
+        assert lines[4] == "error: cannot create veth pair vethrt2/eth0: File exists", lines
+        assert lines[5] == "['vethrt1'] None False", lines
+        assert lines[6] == "True False True", lines
+        assert "vethrt2" not in lab.links() and "dy-rtnl" not in lab.links()
+        assert lab.links(sandbox) == ["lo"]
+    finally:
+        sh("ip", "netns", "del", sandbox, check=False)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from dockyard.clients import cli
+from dockyard.clients.cli import parser as parser_module
 from dockyard.clients.cli import top_help
 
 
@@ -85,3 +86,31 @@ def test_dockyard_help_imports_no_argparse() -> None:
     ).stdout
     assert out.endswith("[]\n"), out
     assert out.startswith("usage: dockyard [-h] [--root ROOT]")
+
+
+def test_the_registrar_table_names_every_command_in_the_whole_parsers_order() -> None:
+    whole = cli.build_parser()
+    (sub,) = [a for a in whole._actions if a.dest == "command"]
+    listed = [name for _, commands in parser_module.REGISTRARS for name in commands]
+    assert listed == [a.dest for a in sub._choices_actions]  # type: ignore[attr-defined]
+    assert listed == [name for name, _ in top_help.COMMANDS]
+
+
+@pytest.mark.parametrize(("module", "commands"), parser_module.REGISTRARS)
+def test_each_command_gets_its_own_modules_parser(module: str, commands: tuple[str, ...]) -> None:
+    for name in commands:
+        built = cli.build_parser([name])
+        (sub,) = [a for a in built._actions if a.dest == "command"]
+        parser = sub.choices[name]  # type: ignore[index]
+        assert isinstance(parser, parser_module.Parser), (module, name)
+        assert parser.prog == f"dockyard {name}"
+        assert built.format_help() == cli.build_parser().format_help()
+
+
+def test_a_run_imports_no_other_commands_module() -> None:
+    code = (
+        "import sys; from dockyard.clients import cli; cli.build_parser(['run']).parse_args(['run', 'true']); "
+        "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('dockyard.clients.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['output', 'parser', 'run', 'run_fields', 'top_help']", out

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import os
 import socket
 import threading
 import types
@@ -25,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from dockyard import digests
 from dockyard.errors import Conflict, KernelError
-from dockyard.kernel import netns, sysctl
+from dockyard.kernel import netns, rtnl, sysctl
 
 RT_TABLE_MAIN = 254
 AF_INET6 = 10
@@ -36,7 +37,7 @@ IFA_F_NODAD = 0x02
 _DUMP_RETRIES = 5
 
 
-def _fail(e: NetlinkError, what: str) -> KernelError:
+def _fail(e: NetlinkError | OSError, what: str) -> KernelError:
     return KernelError(f"cannot {what}: {e.args[1] if len(e.args) > 1 else e}")
 
 
@@ -122,17 +123,25 @@ class Netlink:
     def __init__(self) -> None:
         self._ipr = _OwnThread()
         self._lock = threading.RLock()
+        # A start's host side goes over this one (kernel/rtnl.py): made here, in the host's
+        # namespace, like the handle's own thread.
+        self._rt = rtnl.Socket()
 
     def close(self) -> None:
         with self._lock:
-            self._ipr.close()
+            try:
+                self._ipr.close()
+            finally:
+                self._rt.close()
 
     # -- lookups ---------------------------------------------------------
 
     def index(self, name: str) -> int | None:
         with self._lock:
-            found = self._ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+            try:
+                return self._rt.index(name)
+            except OSError as e:
+                raise _fail(e, f"look up link {name}") from e
 
     def link_exists(self, name: str) -> bool:
         return self.index(name) is not None
@@ -313,16 +322,17 @@ class Netlink:
 
     def delete_link(self, name: str) -> bool:
         """Delete a link if present; True when it was there."""
+        if len(name.encode()) >= rtnl.IFNAMSIZ:
+            return False  # no link's name
         with self._lock:
-            idx = self.index(name)
-            if idx is None:
-                return False
             try:
-                self._ipr.link("del", index=idx)
-            except NetlinkError as e:
-                if e.code in (errno.ENODEV, errno.ENOENT):
-                    return False
+                (code,) = self._rt.send(rtnl.del_link(name))  # by name: no lookup first
+            except OSError as e:
                 raise _fail(e, f"delete link {name}") from e
+        if code in (errno.ENODEV, errno.ENOENT):
+            return False
+        if code:
+            raise _fail(rtnl.RtnlError(code, os.strerror(code)), f"delete link {name}")
         return True
 
     # -- endpoints -------------------------------------------------------
@@ -351,9 +361,7 @@ class Netlink:
         the caller to move and configure."""
         with self._lock, contextlib.ExitStack() as stack:
             ns_fd = None if sandbox is None else stack.enter_context(open(sandbox, "rb")).fileno()
-            # One trip to the netlink thread for the whole host side: each call
-            # made apart waits for that thread to be scheduled again.
-            self._ipr.call(self._plug_host_side, host_ifname, bridge, ifname, ns_fd, mac, mtu)
+            self._plug_host_side(host_ifname, bridge, ifname, ns_fd, mac, mtu)
         if sandbox is None:
             return
         # Before the interface is up: it never takes a router advertisement.
@@ -362,53 +370,54 @@ class Netlink:
                 sysctl.ipv6_off(ifname)
             else:
                 sysctl.ipv6_on(ifname)
-        with sandbox_netlink(sandbox) as ns_ipr:
+            rt = _socket_here(f"configure {ifname} in {sandbox}")
+        with rt:
             try:
-                idx = ns_ipr.link_lookup(ifname=ifname)[0]
+                idx = rt.index(ifname)
+                if idx is None:
+                    raise rtnl.RtnlError(errno.ENODEV, f"no interface {ifname}")
+                # In one write, handled in this order: the route's gateway is on-link once
+                # the address is there and the link up.
+                messages = []
                 if address is not None:
-                    ns_ipr.addr(
-                        "add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen
-                    )
+                    messages.append(rtnl.new_address(idx, address))
                 if address6 is not None:
-                    ns_ipr.addr(
-                        "add",
-                        index=idx,
-                        address=str(address6.ip),
-                        prefixlen=address6.network.prefixlen,
-                        flags=IFA_F_NODAD,
-                    )
-                ns_ipr.link("set", index=idx, state="up")
+                    messages.append(rtnl.new_address(idx, address6, IFA_F_NODAD))
+                messages.append(rtnl.set_up(idx))
                 if default_route and gateway is not None and address is not None:
-                    ns_ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+                    messages.append(rtnl.default_route(idx, gateway))
                 if default_route and gateway6 is not None and address6 is not None:
-                    ns_ipr.route("add", dst="::/0", gateway=str(gateway6), oif=idx, family=AF_INET6)
-            except NetlinkError as e:
+                    messages.append(rtnl.default_route(idx, gateway6))
+                rt.check(*messages)
+            except OSError as e:
                 raise _fail(e, f"configure {ifname} ({address or address6}) in {sandbox}") from e
 
     def _plug_host_side(
         self, host_ifname: str, bridge: str, ifname: str, ns_fd: int | None, mac: str, mtu: int
     ) -> None:
-        """create_endpoint's host side, on the netlink thread (self._ipr's IPRoute called directly)."""
-        ipr = self._ipr._ipr
-        found = ipr.link_lookup(ifname=bridge)
-        if not found:
-            raise KernelError(f"bridge {bridge} does not exist")
-        peer: dict[str, object] = {"ifname": ifname, "address": mac, "mtu": mtu}
-        if ns_fd is not None:
-            peer["net_ns_fd"] = ns_fd
+        """create_endpoint's host side, over the host's rtnetlink socket (under the lock)."""
+        rt = self._rt
         try:
-            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
-        except NetlinkError as e:
+            master = rt.index(bridge)
+        except OSError as e:
+            raise _fail(e, f"find bridge {bridge}") from e
+        if master is None:
+            raise KernelError(f"bridge {bridge} does not exist")
+        try:
+            rt.check(rtnl.new_veth(host_ifname, mtu, ifname, mac, ns_fd))
+        except OSError as e:
             raise _fail(e, f"create veth pair {host_ifname}/{ifname}") from e
         try:
-            (idx,) = ipr.link_lookup(ifname=host_ifname)
-            ipr.link("set", index=idx, master=found[0])
-            # Where br_netfilter is on, a container reaching its own
-            # published port gets the DNATed frame back through the
-            # port it came in on; the bridge sends it only in hairpin mode.
-            ipr.brport("set", index=idx, mode=1)  # IFLA_BRPORT_MODE: hairpin
-            ipr.link("set", index=idx, state="up")
-        except NetlinkError as e:
+            idx = rt.index(host_ifname)
+            if idx is None:
+                raise rtnl.RtnlError(errno.ENODEV, f"{host_ifname} vanished")
+            # Where br_netfilter is on, a container reaching its own published port
+            # gets the DNATed frame back through the port it came in on; the bridge
+            # sends it only in hairpin mode. In one write, in this order: the port's
+            # hairpin mode exists once it is the bridge's port, and it is set before
+            # the port is up.
+            rt.check(rtnl.set_master(idx, master), rtnl.set_hairpin(idx, True), rtnl.set_up(idx))
+        except OSError as e:
             raise _fail(e, f"attach {host_ifname} to {bridge}") from e
 
     def set_hairpin(self, port: str, on: bool) -> None:
@@ -461,11 +470,21 @@ def sandbox_netlink(sandbox: Path) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def _socket_here(what: str) -> rtnl.Socket:
+    """An rtnetlink socket in this thread's namespace; a KernelError saying what it was for."""
+    try:
+        return rtnl.Socket()
+    except OSError as e:
+        raise _fail(e, f"{what}: no netlink socket") from e
+
+
 def loopback_up(sandbox: Path) -> None:
-    with sandbox_netlink(sandbox) as ipr:
+    with netns.entered(sandbox):
+        rt = _socket_here(f"bring lo up in {sandbox}")
+    with rt:
         try:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        except NetlinkError as e:
+            rt.check(rtnl.set_up(name="lo"))  # by name: no lookup first
+        except OSError as e:
             raise _fail(e, f"bring lo up in {sandbox}") from e
 
 

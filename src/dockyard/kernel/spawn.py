@@ -32,7 +32,7 @@ import resource
 import socket
 import struct
 import termios
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.kernel import caps, cgroups, netns, rootfs, users
@@ -91,7 +91,9 @@ class SpawnRequest:
     tty_size: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        # Its fields as they are (vars, not asdict: asdict copies every list and tuple
+        # deeply, a third of a start's spawn call); json writes tuples as lists.
+        return json.dumps(vars(self))
 
     @classmethod
     def from_json(cls, text: str) -> SpawnRequest:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from dockyard.clients.cli import UsageError
-from dockyard.clients.cli.top_help import DESCRIPTION, OPTIONS, PROG, WITH_VALUE, terminal_width
+from dockyard.clients.cli.top_help import COMMANDS, DESCRIPTION, OPTIONS, PROG, WITH_VALUE, terminal_width
 
 
 class Formatter(argparse.HelpFormatter):
@@ -98,9 +98,21 @@ class _OnlyOne:
         return _Ignored()
 
 
-def build_parser(argv: list[str] | None = None) -> Parser:
-    from dockyard.clients.cli import container_verbs, containers, daemon, explain, images, network, run
+# The module that registers each top-level command, in registration order (top_help.COMMANDS's).
+# Only the module of the command being run is imported: the others' names and help lines
+# come from top_help.COMMANDS (tests/unit/test_cli_parser.py checks this table).
+REGISTRARS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("run", ("run", "exec")),
+    ("containers", ("ps", "inspect", "logs", "stop", "kill", "rm", "port")),
+    ("container_verbs", ("restart", "rename", "top", "container")),
+    ("network", ("network",)),
+    ("daemon", ("daemon", "system")),
+    ("images", ("images", "pull", "load", "import", "save", "tag", "rmi", "image")),
+    ("explain", ("explain", "trace", "graph")),
+)
 
+
+def build_parser(argv: list[str] | None = None) -> Parser:
     p = Parser(prog=PROG, description=DESCRIPTION)
     for option, metavar, help_text in OPTIONS:
         if metavar is None:
@@ -108,12 +120,14 @@ def build_parser(argv: list[str] | None = None) -> Parser:
         else:
             p.add_argument(option, metavar=metavar, help=help_text)
     real = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub = _OnlyOne(real, (command_word(argv) or "") if argv is not None else None)
-    run.register(sub)
-    containers.register(sub)
-    container_verbs.register(sub)
-    network.register(sub)
-    daemon.register(sub)
-    images.register(sub)
-    explain.register(sub)
+    wanted = (command_word(argv) or "") if argv is not None else None
+    sub = _OnlyOne(real, wanted)
+    lines = dict(COMMANDS)
+    for module, commands in REGISTRARS:
+        if wanted is None or wanted in commands:
+            # Importing a command module costs its import (images.py's is ~1 ms): only the one run.
+            __import__(f"dockyard.clients.cli.{module}", fromlist=["register"]).register(sub)
+        else:
+            for name in commands:
+                sub.add_parser(name, help=lines[name])
     return p
