@@ -421,10 +421,16 @@ def test_the_published_port_survives_a_dockerd_restart_and_a_dockerd_crash_once(
     assert dockerd.kill() == []
     # Nothing holds the sandbox any more, as a process's namespace or an open descriptor (what
     # the crash must ensure); the kernel then dismantles it, and the veth with it, in its own
-    # time: its cleanup work runs behind every namespace the machine is dropping (seconds,
-    # beyond 20 s while two suites run side by side).
+    # time: its cleanup work runs behind every namespace the machine is dropping, with no bound
+    # (beyond 120 s once, while two suites ran side by side). What dockyard is left with is the
+    # same either way, so the test removes the veth as the kernel will, where it is still there.
     assert not _holders(sandbox)
-    lab.eventually(lambda: not host_veths(lab), timeout=120, what="the killed container's veth gone")
+    stale = host_veths(lab)
+    assert len(stale) <= 1, stale
+    for veth in stale:
+        r = lab.in_host("ip", "link", "del", veth)
+        assert r.returncode == 0 or "Cannot find device" in r.stderr, r.stderr
+    assert not host_veths(lab)
     # dockyard still holds what Docker asked for: it cannot know Docker died.
     assert len(docker_members(lab)) == 1 and port_held(lab, 8084)
     # The restarted dockerd cleans its stale endpoint up through the plugin and runs the container again.
