@@ -203,3 +203,15 @@ def test_only_one_layer_speaks_each_library(library: str, owner: str) -> None:
     assert users, f"someone uses {library}"
     strays = [m for m in users if not m.removeprefix("dockyard.").startswith(owner)]
     assert not strays, f"{library} is {owner}'s alone, but {strays} import it"
+
+
+def test_no_module_imports_a_private_cpython_module() -> None:
+    # Modules such as _socket or _json are CPython's internals, free to change in any release;
+    # saving socket.py's or json's import is not worth depending on them.
+    private = {
+        (mod, name)
+        for mod, names in GRAPH.items()
+        for name in names
+        if name.startswith("_") and name != "__future__" and _top(name) in STDLIB
+    }
+    assert not private, sorted(private)

@@ -11,12 +11,10 @@ point (the body of a deferred answer) or lengthens (a stop's grace).
 
 from __future__ import annotations
 
-# Not socket.py: its import (selectors, enum, four enums made) would cost every command
-# about as much as everything else here (see dockyard.wire.http).
-import _socket as socket
 import errno
 import json
 import os
+import socket
 import time
 
 from dockyard.errors import DaemonUnavailable, DockyardError, from_wire

@@ -21,7 +21,6 @@ HoldRefused carrying one); the words a user reads are ports.py's.
 
 from __future__ import annotations
 
-import _socket
 import errno
 import functools
 import ipaddress
@@ -37,9 +36,7 @@ HostIp = ipaddress.IPv4Address | ipaddress.IPv6Address
 # The address families a port on every address (host_ip None) is held on: 4, 6 or both.
 Families = frozenset[int]
 IPV4_ONLY: Families = frozenset({4})
-# A held socket: socket.socket, or the bare _socket.socket a run of ports makes (socket.py's
-# Python-level __init__ and close were about 1 ms of a 1,000-port range's 5-6).
-Sock = _socket.socket
+Sock = socket.socket
 
 _KINDS = {
     Protocol.TCP: (socket.SOCK_STREAM, socket.IPPROTO_TCP),
@@ -193,7 +190,7 @@ class PortHolds:
         family, address, v6only = _address(ip, families)
         stream = kind == socket.SOCK_STREAM
         six = family == socket.AF_INET6
-        new = _socket.socket
+        new = socket.socket
         got: list[tuple[Where, Sock]] = []
         refusal: tuple[int, BindStatus] | None = None
         try:

@@ -16,14 +16,12 @@ folding, a chunk size that is not hex. Each is a FramingError (a
 ValueError), and the connection is not used further.
 
 Stdlib only, and light: the thin clients pay for every import (no typing,
-re or dataclasses here; _socket, not socket: socket.py imports selectors
-and enum and makes four enums, some 2 ms of every command). A socket.socket
-is an _socket.socket: the daemon's sockets are framed here as well.
+re or dataclasses here).
 """
 
 from __future__ import annotations
 
-import _socket as socket
+import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -114,8 +114,6 @@ def encode(body: Any, content_type: str) -> bytes:
 class Conn(Stream):
     """One client connection: its socket, what was read ahead, descriptors received."""
 
-    sock: socket.socket  # socket.py's (Stream takes the bare _socket's the clients use)
-
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock, MAX_FDS)
         # Each read must be done by then (None: no bound); set per request and per body read.
