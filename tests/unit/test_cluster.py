@@ -83,6 +83,17 @@ def _net() -> NetworkRecord:
     return NetworkRecord("n" * 64, "ov", "overlay", IPv4Network("10.1.0.0/24"), IPv4Address("10.1.0.1"))
 
 
+def _net6_only() -> NetworkRecord:
+    """_net() as an IPv6-only network (--ipv4=false)."""
+    return replace(
+        _net(),
+        subnet=None,
+        gateway=None,
+        subnet6=IPv6Network("fd00:21::/64"),
+        gateway6=IPv6Address("fd00:21::1"),
+    )
+
+
 # The VTEPs of the hosts the tests name ("me" and "h2", as their host records say).
 VTEPS = {"me": IPv4Address("192.0.2.11"), "h2": IPv4Address("192.0.2.12")}
 
@@ -144,13 +155,7 @@ def test_dual_stack_records_are_the_previous_format_plus_optional_fields() -> No
 
 
 def test_ipv6_only_records_carry_no_ipv4_field_and_an_old_reader_skips_them() -> None:
-    net = replace(
-        _net(),
-        subnet=None,
-        gateway=None,
-        subnet6=IPv6Network("fd00:21::/64"),
-        gateway6=IPv6Address("fd00:21::1"),
-    )
+    net = _net6_only()
     ep = replace(
         _ep("e1", "h1", "02:42:0a:01:00:02", "10.1.0.2", "Web"),
         address=None,
@@ -185,13 +190,7 @@ def test_ipv6_only_records_carry_no_ipv4_field_and_an_old_reader_skips_them() ->
 
 def test_the_view_of_an_ipv6_only_network_has_ipv6_neighbours_alone() -> None:
     view = ClusterView(K, "me", ClusterListener())
-    net = replace(
-        _net(),
-        subnet=None,
-        gateway=None,
-        subnet6=IPv6Network("fd00:21::/64"),
-        gateway6=IPv6Address("fd00:21::1"),
-    )
+    net = _net6_only()
     b, a = (
         replace(_ep(i, "h2", mac, "10.1.0.9", "db"), address=None, address6=IPv6Address(addr))
         for i, mac, addr in (
