@@ -29,6 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dockyard.errors import KernelError
+from dockyard.kernel.rtnl import ERR as _ERR
+from dockyard.kernel.rtnl import NLMSG as _NLMSG
+from dockyard.kernel.rtnl import RTA as _RTA
+from dockyard.kernel.rtnl import attr as _attr
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -58,10 +62,7 @@ AF_BRIDGE = 7
 BATCH = 64
 TIMEOUT = 5.0
 
-_NLMSG = struct.Struct("=IHHII")
 _NDMSG = struct.Struct("=BBHiHBB")
-_RTA = struct.Struct("=HH")
-_ERR = struct.Struct("=i")
 _IFINFO = struct.Struct("=BBHiII")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -81,11 +82,6 @@ class Entry:
     @property
     def fdb(self) -> bool:
         return self.address is None
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = _RTA.size + len(payload)
-    return _RTA.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
 def _mac(text: str) -> bytes:

@@ -60,12 +60,12 @@ TIMEOUT = 5.0
 IFNAMSIZ = 16  # a name this long or longer is no link's (the kernel refuses it: EINVAL)
 RECV_SIZE = 65536
 
-_NLMSG = struct.Struct("=IHHII")
+NLMSG = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_RTA = struct.Struct("=HH")
-_ERR = struct.Struct("=i")
+RTA = struct.Struct("=HH")
+ERR = struct.Struct("=i")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -75,17 +75,17 @@ class RtnlError(OSError):
     """The kernel refused a message: errno and its text, as NetlinkError gave them."""
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    head = _RTA.pack(_RTA.size + len(payload), kind)
+def attr(kind: int, payload: bytes) -> bytes:
+    head = RTA.pack(RTA.size + len(payload), kind)
     return head + payload + b"\0" * (-len(payload) % 4)
 
 
 def _name(kind: int, name: str) -> bytes:
-    return _attr(kind, name.encode() + b"\0")
+    return attr(kind, name.encode() + b"\0")
 
 
 def _u32(kind: int, value: int) -> bytes:
-    return _attr(kind, struct.pack("=I", value))
+    return attr(kind, struct.pack("=I", value))
 
 
 def _mac(text: str) -> bytes:
@@ -129,17 +129,17 @@ def set_master(index: int, master: int) -> Message:
 
 def set_hairpin(index: int, on: bool) -> Message:
     """A bridge port's hairpin mode (IFLA_BRPORT_MODE), as `bridge link set hairpin`."""
-    mode = _attr(IFLA_BRPORT_MODE, bytes([int(on)]))
-    return Message(RTM_SETLINK, _ifinfo(index, family=AF_BRIDGE) + _attr(IFLA_PROTINFO | NLA_F_NESTED, mode))
+    mode = attr(IFLA_BRPORT_MODE, bytes([int(on)]))
+    return Message(RTM_SETLINK, _ifinfo(index, family=AF_BRIDGE) + attr(IFLA_PROTINFO | NLA_F_NESTED, mode))
 
 
 def new_veth(name: str, mtu: int, peer: str, peer_mac: str, peer_netns_fd: int | None) -> Message:
     """A veth pair `name`/`peer`; the peer with its MAC, in the namespace of peer_netns_fd if given."""
-    peer_attrs = _name(IFLA_IFNAME, peer) + _attr(IFLA_ADDRESS, _mac(peer_mac)) + _u32(IFLA_MTU, mtu)
+    peer_attrs = _name(IFLA_IFNAME, peer) + attr(IFLA_ADDRESS, _mac(peer_mac)) + _u32(IFLA_MTU, mtu)
     if peer_netns_fd is not None:
         peer_attrs += _u32(IFLA_NET_NS_FD, peer_netns_fd)
-    data = _attr(IFLA_INFO_DATA | NLA_F_NESTED, _attr(VETH_INFO_PEER, _ifinfo() + peer_attrs))
-    info = _attr(IFLA_LINKINFO | NLA_F_NESTED, _name(IFLA_INFO_KIND, "veth") + data)
+    data = attr(IFLA_INFO_DATA | NLA_F_NESTED, attr(VETH_INFO_PEER, _ifinfo() + peer_attrs))
+    info = attr(IFLA_LINKINFO | NLA_F_NESTED, _name(IFLA_INFO_KIND, "veth") + data)
     body = _ifinfo() + _name(IFLA_IFNAME, name) + _u32(IFLA_MTU, mtu) + info
     return Message(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
 
@@ -148,7 +148,7 @@ def new_address(index: int, address: Interface, flags: int = 0) -> Message:
     """An address on a link (IPv4: IFA_LOCAL too, as `ip address add`); flags in the header."""
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     raw = address.ip.packed
-    attrs = (_attr(IFA_LOCAL, raw) if address.version == 4 else b"") + _attr(IFA_ADDRESS, raw)
+    attrs = (attr(IFA_LOCAL, raw) if address.version == 4 else b"") + attr(IFA_ADDRESS, raw)
     body = _IFADDR.pack(family, address.network.prefixlen, flags, 0, index) + attrs
     return Message(RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
 
@@ -157,7 +157,7 @@ def default_route(index: int, gateway: Address) -> Message:
     """The default route of a family via gateway through link index (main table)."""
     family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
     head = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST, 0)
-    body = head + _attr(RTA_GATEWAY, gateway.packed) + _u32(RTA_OIF, index)
+    body = head + attr(RTA_GATEWAY, gateway.packed) + _u32(RTA_OIF, index)
     return Message(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
 
 
@@ -214,7 +214,7 @@ class Socket:
         for m in messages:
             self._seq += 1
             flags = NLM_F_REQUEST | NLM_F_ACK | m.flags
-            out.append(_NLMSG.pack(_NLMSG.size + len(m.body), m.kind, flags, self._seq, 0) + m.body)
+            out.append(NLMSG.pack(NLMSG.size + len(m.body), m.kind, flags, self._seq, 0) + m.body)
         self._sock.sendall(b"".join(out))
         return self._answers(first, len(messages), found)
 
@@ -224,17 +224,17 @@ class Socket:
         while left:
             data = self._sock.recv(RECV_SIZE)
             at = 0
-            while at + _NLMSG.size <= len(data):
-                length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, at)
-                if length < _NLMSG.size:
+            while at + NLMSG.size <= len(data):
+                length, kind, _flags, seq, _pid = NLMSG.unpack_from(data, at)
+                if length < NLMSG.size:
                     break
                 slot = seq - first
                 if 0 <= slot < count:
                     if kind == NLMSG_ERROR:
-                        (code,) = _ERR.unpack_from(data, at + _NLMSG.size)
+                        (code,) = ERR.unpack_from(data, at + NLMSG.size)
                         codes[slot] = -code
                         left -= 1
                     elif kind == RTM_NEWLINK and found is not None:
-                        found.append(_IFINFO.unpack_from(data, at + _NLMSG.size)[2])
+                        found.append(_IFINFO.unpack_from(data, at + NLMSG.size)[2])
                 at += (length + 3) & ~3
         return codes
