@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from lab import HOST_ADDR, PROBE, UP_ADDR, Lab, sh
@@ -294,14 +296,23 @@ LEAVE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_bridge_leave_reports_a_refused_step_and_keeps_a_live_ports_guard(lab: Lab) -> None:
+@contextlib.contextmanager
+def _script_beside_a_sandbox(lab: Lab, script: str) -> Iterator[tuple[str, list[str]]]:
+    """A sandbox namespace of the test's own; script run in the lab's host with its path, which
+    must succeed: (the sandbox, the lines it printed). The sandbox goes afterwards."""
     sandbox = f"dyt-s-{lab.host[-6:]}"
     Lab.made.add(sandbox)
     sh("ip", "netns", "add", sandbox)
     try:
-        r = lab.in_host(sys.executable, "-c", LEAVE_SCRIPT, f"/run/netns/{sandbox}")
+        r = lab.in_host(sys.executable, "-c", script, f"/run/netns/{sandbox}")
         assert r.returncode == 0, r.stderr
-        lines = r.stdout.strip().splitlines()
+        yield sandbox, r.stdout.strip().splitlines()
+    finally:
+        sh("ip", "netns", "del", sandbox, check=False)
+
+
+def test_bridge_leave_reports_a_refused_step_and_keeps_a_live_ports_guard(lab: Lab) -> None:
+    with _script_beside_a_sandbox(lab, LEAVE_SCRIPT) as (sandbox, lines):
         both = "['lo', 'lo', 'lo', 'lo', 'veth00leave', 'veth00leave', 'veth00leave', 'veth00leave']"
         assert lines[0] == both, lines[0]
         # lo cannot go: the failure is reported, and so is the guard kept for the port the kernel kept.
@@ -312,8 +323,6 @@ def test_bridge_leave_reports_a_refused_step_and_keeps_a_live_ports_guard(lab: L
         assert lines[3] == "ok" and lines[5] == "ok", lines
         assert lines[4] == "['lo', 'lo', 'lo', 'lo']", lines[4]
         assert "veth00leave" not in lab.links() and lab.links(sandbox) == ["lo"]
-    finally:
-        sh("ip", "netns", "del", sandbox, check=False)
 
 
 # The endpoint's netlink messages (kernel/rtnl.py) against the lab's kernel, in-process:
@@ -351,13 +360,7 @@ RTNL_SCRIPT = textwrap.dedent("""
 
 
 def test_an_endpoints_netlink_refusals_name_the_object_and_leave_nothing(lab: Lab) -> None:
-    sandbox = f"dyt-s-{lab.host[-6:]}"
-    Lab.made.add(sandbox)
-    sh("ip", "netns", "add", sandbox)
-    try:
-        r = lab.in_host(sys.executable, "-c", RTNL_SCRIPT, f"/run/netns/{sandbox}")
-        assert r.returncode == 0, r.stderr
-        lines = r.stdout.strip().splitlines()
+    with _script_beside_a_sandbox(lab, RTNL_SCRIPT) as (sandbox, lines):
         assert lines[0] == "error: bridge dy-nosuch does not exist", lines
         assert lines[1] == "ok", lines
         # Configured whole: up, its address, the default route through the gateway.
@@ -369,5 +372,3 @@ def test_an_endpoints_netlink_refusals_name_the_object_and_leave_nothing(lab: La
         assert lines[6] == "True False True", lines
         assert "vethrt2" not in lab.links() and "dy-rtnl" not in lab.links()
         assert lab.links(sandbox) == ["lo"]
-    finally:
-        sh("ip", "netns", "del", sandbox, check=False)
