@@ -15,6 +15,8 @@ import ipaddress
 import json
 import os
 import signal
+import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -358,6 +360,50 @@ def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
     taken = b.dy("run", "-d", "--net", "leaky", "--ip", kept_ip, "sleep", "300")
     assert taken.returncode == 125 and "in use" in taken.stderr, taken.stderr
     b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
+
+
+def _releasing(h: Host) -> int:
+    db = sqlite3.connect(h.root / "dockyard.db")
+    try:
+        return db.execute("SELECT COUNT(*) FROM endpoints WHERE state='releasing'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]) -> None:
+    """An overlay address stays claimed until its link is gone, which host B's reaper does after
+    the container ends (held here at a gate the test opens). `rm -f` and `run --rm` return only
+    then: a `network rm` on host A right after them succeeds, as with Docker."""
+    a, b, _ = hosts
+    gate = b.root.parent / "reaper-gate"
+    r = b.dy("daemon", "start", env={"DOCKYARD_DELAY": f"endpoint.reaping={gate}"})
+    assert r.returncode == 0, r.stderr
+    try:
+        a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "brief")
+        b.eventually(lambda: "brief" in _ls(b), 10, "brief on host B")
+        b.run_d("--name", "gone", "--net", "brief", "sleep", "300")
+        for argv in (("rm", "-f", "gone"), ("run", "--rm", "--net", "brief", "true")):
+            gate.unlink(missing_ok=True)
+            proc = subprocess.Popen(
+                b.dy_cmd(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            try:
+                b.eventually(lambda: _releasing(b) == 1, 30, f"{argv[0]}'s endpoint with the reaper")
+                assert proc.poll() is None, f"{argv[0]} returned with its address still claimed"
+                refused = a.dy("network", "rm", "brief")
+                assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
+                gate.touch()
+                _, err = proc.communicate(timeout=30)
+            finally:
+                gate.touch()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            assert proc.returncode == 0, err
+            assert _releasing(b) == 0
+        a.dy_ok("network", "rm", "brief")
+    finally:
+        gate.touch()
 
 
 def test_without_the_store_running_containers_keep_talking_and_new_overlay_work_is_refused(

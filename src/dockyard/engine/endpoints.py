@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 # A Linux bridge holds at most 1024 ports (BR_MAX_PORTS).
 BRIDGE_MAX_PORTS = 1024
 
-log = logging.getLogger(__name__)
-
 
 def new_id() -> str:
     return digests.token_hex(32)
@@ -106,6 +104,10 @@ class Endpoints:
         self.cluster: GlobalEndpoints | None = None
         # Endpoints handed to the reaper and not done yet: a retry leaves them to it.
         self._queued: set[str] = set()
+        # Of those, the overlay ones, by owner key: their claims are the cluster's (see
+        # wait_cluster_released). Both change under _reaped, which tells of each one done.
+        self._queued_global: dict[str, set[str]] = {}
+        self._reaped = threading.Condition()
         # The gate of the reaping_after block this thread is in, if any.
         self._local = threading.local()
         self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
@@ -462,8 +464,21 @@ class Endpoints:
                 self.store.delete_endpoint(ep.id)
                 self._unclaim(network, ep)
                 continue
-            self._queued.add(ep.id)
+            with self._reaped:
+                self._queued.add(ep.id)
+                if network.driver is DriverName.OVERLAY:
+                    self._queued_global.setdefault(owner.key, set()).add(ep.id)
             self._reap_queue.put((network, ep, getattr(self._local, "gate", None)))
+
+    def wait_cluster_released(self, owner: EndpointOwner, timeout: float = 30.0) -> bool:
+        """Wait until the reaper is done with the owner's overlay endpoints (False after timeout).
+
+        Their addresses are claimed in the cluster until their links are gone, and another
+        host cannot settle this host's reaper: `rm` waits here, so that what it removed is
+        free on every host once it returns (a `network rm` on another host right after it
+        succeeds, as with Docker). A bridge endpoint is local: who needs it settles."""
+        with self._reaped:
+            return self._reaped.wait_for(lambda: owner.key not in self._queued_global, timeout)
 
     @contextlib.contextmanager
     def reaping_after(self) -> Iterator[None]:
@@ -526,8 +541,18 @@ class Endpoints:
                 self._unclaim(network, ep)
             finally:
                 if item is not None:
-                    self._queued.discard(item[1].id)
+                    self._done_with(item[1])
                 self._reap_queue.task_done()
+
+    def _done_with(self, ep: Endpoint) -> None:
+        with self._reaped:
+            self._queued.discard(ep.id)
+            pending = self._queued_global.get(ep.owner.key)
+            if pending is not None:
+                pending.discard(ep.id)
+                if not pending:
+                    del self._queued_global[ep.owner.key]
+            self._reaped.notify_all()
 
     def settle(self) -> None:
         """Wait until every queued veth removal is done."""

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = 137
 
-log = logging.getLogger(__name__)
-
 
 class ContainerExits:
     """Exits, teardown, the end of a record, and waits."""
@@ -198,11 +196,17 @@ class ContainerExits:
         """Wait until the container is not running; True when it is not."""
         return self._wait_until(container_id, lambda c: c is None or not c.running, timeout)
 
+    def wait_cluster_released(self, container_id: str) -> None:
+        """Until the removed container's overlay addresses are free on every host."""
+        if not self.endpoints.wait_cluster_released(EndpointOwner.container(container_id)):
+            log.warning("the overlay endpoints of %s are still being released", container_id[:12])
+
     def wait(self, ref: str, condition: str = "not-running") -> int:
         """Docker's wait: block until the condition, return the exit code."""
         c = self.store.get_container(ref)
         if condition == "removed":
             self._wait_until(c.id, lambda x: x is None, None)
+            self.wait_cluster_released(c.id)
         elif condition == "next-exit":
             before = c.finished_at
             self._wait_until(

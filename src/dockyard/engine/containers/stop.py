@@ -114,3 +114,4 @@ class ContainerStop:
                     step("rm.records")
                     self.exits.remove_record(c.id, None)
         self.changes.notify()
+        self.exits.wait_cluster_released(c.id)
