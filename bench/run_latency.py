@@ -15,7 +15,10 @@ life and its removal.
 Cases, for each tool: --net none, host, bridge, bridge with `-p PORT:80`,
 container:<a running target>; and each client's `ps` (one round trip); and
 `dockyard --help` beside the bare interpreter's `python -c pass` (what a
-client costs before it says anything). Every round runs every case of every
+client costs before it says anything), and `python -c 'import json,
+socket'`: the floor of any Python client that speaks JSON over a socket
+(json loads re, and re and socket load enum), which the run goal is read
+against. Every round runs every case of every
 tool once, in an order rotated by one each round (A B C, B C A, ...), so
 that drift on the machine hits all tools alike. Docker and Podman run a
 busybox image imported locally; dockyard runs the host's /bin/true (it has
@@ -46,6 +49,7 @@ IMAGE = "dybench-busybox:latest"
 GOAL_BRIDGE_MS = 40.0  # issue 19
 GOAL_HELP_MS = 25.0  # issue 19
 GOAL_BRIDGE_OVER_NONE_MS = 10.0  # issue 7
+FLOOR = "import json, socket"
 NETWORK_CASES = ("none", "host", "bridge", "bridge -p", "container:")
 TOOLS = ("dockyard", "docker", "podman")
 # Measured on this machine kind before dockyard existed (issue 2 and 7).
@@ -110,6 +114,8 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
     cases += [
         Case("dockyard", "--help", lab.dy_cmd("--help")),
         Case("python", "-c pass", [sys.executable, "-c", "pass"]),
+        # What any client speaking JSON over a socket pays before its own first line.
+        Case("python", FLOOR, [sys.executable, "-c", FLOOR]),
     ]
     with_docker = run.can_run("docker", PrivateDocker, args.no_docker)
     with_podman = run.can_run("podman", PrivatePodman, args.no_podman)
@@ -158,6 +164,7 @@ def build_report(cases: list[Case], runs: int) -> Report:
     ]
     blank = ["-"] * (len(columns) - 2)
     rows.append(["python -c pass", spread(by[("python", "-c pass")]), *blank])
+    rows.append([f"python -c '{FLOOR}'", spread(by[("python", FLOOR)]), *blank])
     rows.append(["dockyard --help", spread(by[("dockyard", "--help")]), *blank])
 
     def over(tool: str, other: str) -> float:
@@ -180,12 +187,13 @@ def build_report(cases: list[Case], runs: int) -> Report:
 
     bridge, over_none = med[("dockyard", "bridge")], over("dockyard", "none")
     help_ms, bare = med[("dockyard", "--help")], med[("python", "-c pass")]
+    floor = med[("python", FLOOR)]
     goals = [
         Goal(
             f"`dockyard run --rm true` on the bridge within {GOAL_BRIDGE_MS:.0f} ms",
             bridge <= GOAL_BRIDGE_MS,
             f"{bridge:.1f} ms",
-            versus(bridge, lambda t: med[(t, "bridge")]),
+            f"{versus(bridge, lambda t: med[(t, 'bridge')])}; python -c '{FLOOR}' alone {floor:.1f} ms",
         ),
         Goal(
             f"bridge minus none under {GOAL_BRIDGE_OVER_NONE_MS:.0f} ms",
