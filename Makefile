@@ -60,6 +60,7 @@ VULTURE := $(VENV)/bin/vulture src vulture_whitelist.py --min-confidence 60
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/ruff format --check src tests bench demo
 	$(VULTURE)
 	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) tests
@@ -72,6 +73,7 @@ integration: deps
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/ruff format --check src tests bench demo
 	$(VULTURE)
 	$(VENV)/bin/mypy src
 

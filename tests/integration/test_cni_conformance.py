@@ -226,7 +226,9 @@ def check_result(result: dict[str, Any], version: str, netns: str, ifname: str =
 
 # Each implementation at every version it speaks: Debian's reference plugins (1.1.1) stop
 # at CNI 1.0.0, so their 1.1.0 case does not exist rather than being skipped.
-LIFECYCLE = [("dockyard", v) for v in VERSIONS] + [("reference", v) for v in VERSIONS if v in REFERENCE_VERSIONS]
+LIFECYCLE = [("dockyard", v) for v in VERSIONS] + [
+    ("reference", v) for v in VERSIONS if v in REFERENCE_VERSIONS
+]
 
 
 @pytest.mark.parametrize(("cni", "version"), LIFECYCLE, indirect=["cni"])

@@ -193,7 +193,9 @@ def test_the_monitor_logs_a_failure_with_its_traceback_and_goes_on(lab: Lab) -> 
     assert f"cannot open {pid_file}: Too many levels of symbolic links" in text, text
     after = text.split(failed, 1)[1]
     assert after.startswith("Traceback (most recent call last):\n"), after
-    assert "dockyard.errors.KernelError: the DNS resolver exited with status 1" in after.split("\n\n")[0], after
+    assert "dockyard.errors.KernelError: the DNS resolver exited with status 1" in after.split("\n\n")[0], (
+        after
+    )
 
     pid_file.unlink()
 

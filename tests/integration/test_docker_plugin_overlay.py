@@ -145,7 +145,9 @@ def test_a_dockyard_overlay_network_made_through_docker_spans_two_docker_hosts(
     fetched = b.docker.docker_ok("run", "--rm", "--network", "gnet", "busybox", "sh", "-c", get)
     assert fetched.startswith("HTTP/1.") and fetched.rstrip().endswith(PAGE), fetched
     client = b.docker.docker_ok("run", "-d", "--network", "gnet", "busybox", "sleep", "600").strip()
-    client_settings = json.loads(b.docker.docker_ok("inspect", client))[0]["NetworkSettings"]["Networks"]["gnet"]
+    client_settings = json.loads(b.docker.docker_ok("inspect", client))[0]["NetworkSettings"]["Networks"][
+        "gnet"
+    ]
     client_address, client_address6 = client_settings["IPAddress"], client_settings["GlobalIPv6Address"]
     # Docker's global IPAM: one address once in the cluster, in each family.
     assert client_address != address and client_address6 != address6

@@ -82,7 +82,11 @@ def test_dockyard_help_imports_no_argparse() -> None:
         "assert code == 0, code; print(sorted(m for m in ('argparse', 're', 'typing') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "80"}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},
     ).stdout
     assert out.endswith("[]\n"), out
     assert out.startswith("usage: dockyard [-h] [--root ROOT]")

@@ -24,7 +24,10 @@ from dockyard.wire.cni import CODE_INVALID_CONFIG, SOURCES
         ({"ipam": {"type": "dhcp"}}, "ipam.type: 'dhcp' is not supported"),
         ({"ipam": {"routes": {}}}, "ipam.routes: must be a list"),
         ({"mtu": True}, "mtu: must be a number"),
-        ({"subnet": "10.1.0.0/24", "ipam": {"ranges": [[{"subnet": "10.2.0.0/24"}]]}}, "ipam.ranges[0][0].subnet: 10.2"),
+        (
+            {"subnet": "10.1.0.0/24", "ipam": {"ranges": [[{"subnet": "10.2.0.0/24"}]]}},
+            "ipam.ranges[0][0].subnet: 10.2",
+        ),
     ],
 )
 def test_the_plugin_names_the_json_path(conf: dict[str, Any], path: str) -> None:
@@ -35,7 +38,10 @@ def test_the_plugin_names_the_json_path(conf: dict[str, Any], path: str) -> None
 
 def test_folded_keys_say_where_they_came_from() -> None:
     net = plugin.network_of(
-        {"name": "n", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.1.0.9"}]]}}
+        {
+            "name": "n",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.1.0.9"}]]},
+        }
     )
     assert net["subnet"] == "10.1.0.0/24" and net["gateway"] == "10.1.0.9"
     assert net[SOURCES] == {"subnet": "ipam.ranges[0][0].subnet", "gateway": "ipam.ranges[0][0].gateway"}
@@ -50,21 +56,37 @@ def test_folded_keys_say_where_they_came_from() -> None:
     ("conf", "changes", "path"),
     [
         ({"ipam": {"ranges": [[{"subnet": "10.1.0.1/24"}]]}}, {}, "ipam.ranges[0][0].subnet: invalid subnet"),
-        ({"ipam": {"subnet": "10.1.0.0/24", "rangeStart": "10.9.0.1"}}, {}, "ipam.rangeStart: 10.9.0.1 is not within"),
-        ({"subnet": "10.1.0.0/24"}, {"portMappings": [{"hostPort": 80, "containerPort": 0}]}, "runtimeConfig.portMappings[0].containerPort"),
+        (
+            {"ipam": {"subnet": "10.1.0.0/24", "rangeStart": "10.9.0.1"}},
+            {},
+            "ipam.rangeStart: 10.9.0.1 is not within",
+        ),
+        (
+            {"subnet": "10.1.0.0/24"},
+            {"portMappings": [{"hostPort": 80, "containerPort": 0}]},
+            "runtimeConfig.portMappings[0].containerPort",
+        ),
         ({"subnet": "10.1.0.0/24"}, {"ips": ["10.1.0.5", "bad"]}, "runtimeConfig.ips[1]: invalid address"),
         ({"subnet": "10.1.0.0/24"}, {"mac": "zz"}, "runtimeConfig.mac: invalid MAC"),
-        ({"subnet": "10.1.0.0/24", "ipam": {"routes": [{"dst": "x"}]}}, {}, "ipam.routes[0].dst: invalid dst"),
+        (
+            {"subnet": "10.1.0.0/24", "ipam": {"routes": [{"dst": "x"}]}},
+            {},
+            "ipam.routes[0].dst: invalid dst",
+        ),
     ],
 )
-def test_the_daemon_names_the_runtimes_json_path(conf: dict[str, Any], changes: dict[str, Any], path: str) -> None:
+def test_the_daemon_names_the_runtimes_json_path(
+    conf: dict[str, Any], changes: dict[str, Any], path: str
+) -> None:
     body = {
         "network": plugin.network_of({"name": "n", **conf}),
         **plugin.attachment_of({"runtimeConfig": changes}, {}),
     }
     with pytest.raises(CniError) as refused:
         api.attach_request(body)
-    assert refused.value.code == CODE_INVALID_CONFIG and str(refused.value).startswith(path), str(refused.value)
+    assert refused.value.code == CODE_INVALID_CONFIG and str(refused.value).startswith(path), str(
+        refused.value
+    )
 
 
 def test_port_mappings_keys_are_read_in_any_case_as_go_plugins_read_them() -> None:
@@ -75,7 +97,12 @@ def test_port_mappings_keys_are_read_in_any_case_as_go_plugins_read_them() -> No
         **plugin.attachment_of({"runtimeConfig": {"portMappings": [mapping]}}, {}),
     }
     (port,) = api.attach_request(body).ports
-    assert (port.host_port, port.container_port, port.proto.value, str(port.host_ip)) == (8080, 80, "udp", "10.1.0.9")
+    assert (port.host_port, port.container_port, port.proto.value, str(port.host_ip)) == (
+        8080,
+        80,
+        "udp",
+        "10.1.0.9",
+    )
     # The exact key wins over another case of it.
     body["portMappings"] = [{"hostPort": 8081, "HOSTPORT": 1, "containerPort": 80}]
     assert [p.host_port for p in api.attach_request(body).ports] == [8081]

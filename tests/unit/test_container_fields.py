@@ -81,12 +81,18 @@ def test_the_docker_clis_zero_values_are_accepted_and_mean_docker_defaults() -> 
         ({"MacAddress": "01:00:5e:00:00:01"}, "multicast"),
         ({"StopSignal": "SIGNOPE"}, "invalid signal"),
         ({"NetworkingConfig__EndpointsConfig__default__DriverOpts": {"a": "b"}}, "DriverOpts"),
-        ({"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"LinkLocalIPs": ["fe80::1"]}}, "LinkLocalIPs"),
+        (
+            {"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"LinkLocalIPs": ["fe80::1"]}},
+            "LinkLocalIPs",
+        ),
         (
             {"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"IPv6Address": "2001:db8::9"}},
             "user specified IP",
         ),
-        ({"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"IPv6Address": "10.0.0.1"}}, "invalid --ip6"),
+        (
+            {"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"IPv6Address": "10.0.0.1"}},
+            "invalid --ip6",
+        ),
         (
             {"NetworkingConfig__EndpointsConfig__default__IPAMConfig": {"IPv4Address": "172.17.0.9"}},
             "user specified IP",

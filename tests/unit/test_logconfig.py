@@ -30,7 +30,9 @@ SCRIPT = textwrap.dedent("""
         ours.exception("monitor: a check failed")
 """)
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ([\w.]+)\[(\d+)\]: (.*)$")
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ([\w.]+)\[(\d+)\]: (.*)$"
+)
 
 
 def _log(*args: str) -> tuple[list[tuple[str, str, str]], str, int]:

@@ -18,7 +18,9 @@ from dockyard.kernel import spawn
 SOFT, HARD = 1024, 524288
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the child becomes its user and drops capabilities as root does")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the child becomes its user and drops capabilities as root does"
+)
 def test_a_child_holding_more_descriptors_than_its_limit_still_becomes_its_user() -> None:
     read, write = os.pipe()
     pid = os.fork()

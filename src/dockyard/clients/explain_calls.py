@@ -62,4 +62,3 @@ class ExplainCalls:
         finally:
             conn.close()
         raise DaemonUnavailable("the daemon ended the trace without a report (see its log)")
-

@@ -200,9 +200,7 @@ class PortHolds:
                 except OSError as e:
                     if e.errno in (errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EAFNOSUPPORT):
                         break  # no such protocol: nothing to hold, every port is free (_open)
-                    raise KernelError(
-                        f"cannot try host port {_where(ip, port, proto)}: {e.strerror}"
-                    ) from e
+                    raise KernelError(f"cannot try host port {_where(ip, port, proto)}: {e.strerror}") from e
                 try:
                     if six:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))

@@ -247,10 +247,8 @@ def release_own_mount(directory: Path) -> bool:
     return True
 
 
-
-
 def netns_kind(fd: int) -> str:
-    """"netns" for a network namespace, else what the descriptor is ("a mount namespace", ...)."""
+    """What namespace fd is: "netns" for a network namespace, else its kind ("a mount namespace", ...)."""
     try:
         kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:  # ENOTTY: not a namespace file at all

@@ -305,6 +305,8 @@ def inside(new_root: str, path: str, make: str = "") -> str:
             continue
         current = candidate
     return current
+
+
 def _volume_target(new_root: str, source: str, target: str) -> str:
     """The mount point of a -v in the new root, made if missing; never through a symbolic link
     of the container's tree (which would lead the mount, or a new directory, onto the host's)."""

@@ -289,6 +289,7 @@ def cmd_pull(client: Any, args: argparse.Namespace) -> int:
         if not args.quiet:
             print("Using default tag: latest")
         name += ":latest"
+
     def show(m: dict[str, Any]) -> None:
         status = str(m.get("status", ""))
         if args.quiet or status in ("Downloading", "Extracting"):

@@ -50,7 +50,6 @@ PEER_CHECK_TIMEOUT = 5.0
 BODILESS = (204, 304)
 
 
-
 @dataclass
 class Request:
     method: str
