@@ -19,8 +19,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
@@ -370,40 +371,58 @@ def _releasing(h: Host) -> int:
         db.close()
 
 
-def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]) -> None:
+def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host], tmp_path: Path) -> None:
     """An overlay address stays claimed until its link is gone, which host B's reaper does after
-    the container ends (held here at a gate the test opens). `rm -f` and `run --rm` return only
-    then: a `network rm` on host A right after them succeeds, as with Docker."""
+    the container ends (held here at a gate the test opens). `rm -f`, `run --rm` and a CNI DEL
+    return only then: a `network rm` on host A right after them succeeds, as with Docker."""
     a, b, _ = hosts
     gate = b.root.parent / "reaper-gate"
     r = b.dy("daemon", "start", env={"DOCKYARD_DELAY": f"endpoint.reaping={gate}"})
     assert r.returncode == 0, r.stderr
+    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
+    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "brief",
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
+    }
     try:
         a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "brief")
         b.eventually(lambda: "brief" in _ls(b), 10, "brief on host B")
         b.run_d("--name", "gone", "--net", "brief", "sleep", "300")
-        for argv in (("rm", "-f", "gone"), ("run", "--rm", "--net", "brief", "true")):
+        netns = pods.new()
+        rt.add(conflist, "pod1", netns)
+        plugin_conf = rt.plugin_conf(conflist, conflist["plugins"][0], None, None)
+        removals: dict[str, Callable[[], subprocess.Popen[bytes]]] = {
+            "rm -f": lambda: subprocess.Popen(b.dy_cmd("rm", "-f", "gone"), stdout=PIPE, stderr=PIPE),
+            "run --rm": lambda: subprocess.Popen(
+                b.dy_cmd("run", "--rm", "--net", "brief", "true"), stdout=PIPE, stderr=PIPE
+            ),
+            "CNI DEL": lambda: rt.start("dockyard", rt.env("DEL", "pod1", netns, "eth0"), plugin_conf),
+        }
+        for what, removal in removals.items():
             gate.unlink(missing_ok=True)
-            proc = subprocess.Popen(
-                b.dy_cmd(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
+            proc = removal()
             try:
-                b.eventually(lambda: _releasing(b) == 1, 30, f"{argv[0]}'s endpoint with the reaper")
-                assert proc.poll() is None, f"{argv[0]} returned with its address still claimed"
+                b.eventually(lambda: _releasing(b) == 1, 30, f"{what}: its endpoint with the reaper")
+                assert proc.poll() is None, f"{what} returned with its address still claimed"
                 refused = a.dy("network", "rm", "brief")
                 assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
                 gate.touch()
-                _, err = proc.communicate(timeout=30)
+                proc.wait(timeout=30)  # its output is a line or two: no pipe fills
             finally:
                 gate.touch()
                 if proc.poll() is None:
                     proc.kill()
-                    proc.communicate()
-            assert proc.returncode == 0, err
+                    proc.wait()
+            assert proc.stderr is not None
+            assert proc.returncode == 0, f"{what}: {proc.stderr.read().decode(errors='replace')}"
             assert _releasing(b) == 0
         a.dy_ok("network", "rm", "brief")
     finally:
         gate.touch()
+        Lab.made |= set(pods.names)
+        pods.close()
 
 
 def test_without_the_store_running_containers_keep_talking_and_new_overlay_work_is_refused(

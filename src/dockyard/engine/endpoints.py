@@ -470,15 +470,17 @@ class Endpoints:
                     self._queued_global.setdefault(owner.key, set()).add(ep.id)
             self._reap_queue.put((network, ep, getattr(self._local, "gate", None)))
 
-    def wait_cluster_released(self, owner: EndpointOwner, timeout: float = 30.0) -> bool:
-        """Wait until the reaper is done with the owner's overlay endpoints (False after timeout).
+    def wait_cluster_released(self, owner: EndpointOwner, timeout: float = 30.0) -> None:
+        """Wait until the reaper is done with the owner's overlay endpoints (at most timeout).
 
         Their addresses are claimed in the cluster until their links are gone, and another
         host cannot settle this host's reaper: `rm` waits here, so that what it removed is
         free on every host once it returns (a `network rm` on another host right after it
         succeeds, as with Docker). A bridge endpoint is local: who needs it settles."""
         with self._reaped:
-            return self._reaped.wait_for(lambda: owner.key not in self._queued_global, timeout)
+            done = self._reaped.wait_for(lambda: owner.key not in self._queued_global, timeout)
+        if not done:
+            log.warning("the overlay endpoints of %s are still being released", owner.short)
 
     @contextlib.contextmanager
     def reaping_after(self) -> Iterator[None]:

@@ -357,10 +357,13 @@ class Attachments:
     def delete(self, network: str, container_id: str, ifname: str) -> None:
         """DEL: frees everything by the records alone, whatever became of the namespace (a
         descriptor passed with it is checked by the API, never needed)."""
+        owner = owner_key(network, container_id, ifname)
         with self.lock:
             step("cni.del.begin")
-            self._release(owner_key(network, container_id, ifname))
+            self._release(owner)
             step("cni.del.done")
+        # An overlay address is free on every host once DEL returns, as after `rm`.
+        self.endpoints.wait_cluster_released(EndpointOwner.attachment(owner))
 
     def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
         """Release every attachment of the network that the runtime does not list."""

@@ -198,8 +198,7 @@ class ContainerExits:
 
     def wait_cluster_released(self, container_id: str) -> None:
         """Until the removed container's overlay addresses are free on every host."""
-        if not self.endpoints.wait_cluster_released(EndpointOwner.container(container_id)):
-            log.warning("the overlay endpoints of %s are still being released", container_id[:12])
+        self.endpoints.wait_cluster_released(EndpointOwner.container(container_id))
 
     def wait(self, ref: str, condition: str = "not-running") -> int:
         """Docker's wait: block until the condition, return the exit code."""
