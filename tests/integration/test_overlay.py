@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from cni_runtime import Runtime, Sandboxes, plugin_dir
+from cni_runtime import runtime_in_host
 
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys
@@ -379,13 +379,7 @@ def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]
     gate = b.root.parent / "reaper-gate"
     r = b.dy("daemon", "start", env={"DOCKYARD_DELAY": f"endpoint.reaping={gate}"})
     assert r.returncode == 0, r.stderr
-    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
-    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "brief",
-        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
-    }
+    rt, pods, conflist = runtime_in_host(b.host, b.root, tmp_path / "cni-bin", "brief")
     try:
         a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "brief")
         b.eventually(lambda: "brief" in _ls(b), 10, "brief on host B")
@@ -478,13 +472,7 @@ def test_dockyard_cni_attaches_to_an_overlay_network(hosts: list[Host], tmp_path
     peer_ip = a.address_on("peer", "podnet")
 
     # A runtime on host B (Podman, say) adds a pod to the existing overlay network by its name.
-    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
-    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "podnet",
-        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
-    }
+    rt, pods, conflist = runtime_in_host(b.host, b.root, tmp_path / "cni-bin", "podnet")
     try:
         netns = pods.new()
         result = rt.add(conflist, "pod1", netns)

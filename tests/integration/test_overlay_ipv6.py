@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from cni_runtime import Runtime, Sandboxes, plugin_dir
+from cni_runtime import runtime_in_host
 from test_spoofing import Watch
 
 from dockyard.cluster import EtcdClient, StoreConfig
@@ -278,13 +278,7 @@ def test_dockyard_cni_attaches_to_an_overlay_network_with_ipv6(
     peer6 = _net6(a, "peer", "pods6")[0]
 
     # A runtime on host B adds a pod to the existing network by its name: both families.
-    rt = Runtime([plugin_dir(tmp_path / "cni-bin")], prefix=["nsenter", f"--net=/run/netns/{b.host}"])
-    pods = Sandboxes(f"dyt-p-{b.host[-6:]}-")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "pods6",
-        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(b.root)}],
-    }
+    rt, pods, conflist = runtime_in_host(b.host, b.root, tmp_path / "cni-bin", "pods6")
     try:
         netns = pods.new()
         result = rt.add(conflist, "pod1", netns)

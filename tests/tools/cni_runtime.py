@@ -310,6 +310,20 @@ class Sandboxes:
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+def runtime_in_host(
+    host_ns: str, data_dir: Path, bin_dir: Path, network: str
+) -> tuple[Runtime, Sandboxes, Json]:
+    """A runtime working in a lab host's namespace (Podman on that host, say), its pods'
+    namespaces, and a conflist attaching them to dockyard's existing network `network`."""
+    rt = Runtime([plugin_dir(bin_dir)], prefix=["nsenter", f"--net=/run/netns/{host_ns}"])
+    conflist: Json = {
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [{"type": "dockyard", "isGateway": True, "dataDir": str(data_dir)}],
+    }
+    return rt, Sandboxes(f"dyt-p-{host_ns[-6:]}-"), conflist
+
+
 def dockyard_conflist(
     version: str, name: str, subnet: str, bridge: str, data_dir: str | Path, **extra: Any
 ) -> Json:
