@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -378,6 +379,14 @@ class Lab:
             if body and body.get("name") == name:
                 return [_unwrap(item) for item in body.get("elem", [])]
         raise AssertionError(f"table {family} dockyard has no set or map {name!r}")
+
+    def releasing(self) -> int:
+        """Endpoints the daemon still has to finish releasing (the reaper's work), from its store."""
+        db = sqlite3.connect(self.root / "dockyard.db")
+        try:
+            return db.execute("SELECT COUNT(*) FROM endpoints WHERE state='releasing'").fetchone()[0]
+        finally:
+            db.close()
 
     def init_ready(self, ref: str) -> None:
         """Wait until a --init container's tini has started its child: before that,

@@ -650,15 +650,6 @@ def test_a_network_removal_cut_short_keeps_a_network_with_endpoints(lab: Lab) ->
     _assert_consistent(lab)
 
 
-def _releasing(lab: Lab) -> int:
-    """Endpoints the daemon still has to finish releasing (the reaper's work)."""
-    db = sqlite3.connect(lab.root / "dockyard.db")
-    try:
-        return db.execute("SELECT COUNT(*) FROM endpoints WHERE state='releasing'").fetchone()[0]
-    finally:
-        db.close()
-
-
 def test_the_reaper_behind_a_command_is_never_seen(lab: Lab) -> None:
     """The reaper finishes an ended container's release after the command has
     answered (here it is held at a gate the test opens): what a user does next must not see
@@ -688,17 +679,17 @@ def _the_reaper_is_never_seen(lab: Lab, gate: Path) -> None:
     lab.dy_ok("network", "connect", "n2", "web")
     lab.dy_ok("network", "disconnect", "n2", "web")
     assert lab.dy_ok("exec", "web", "ls", "/sys/class/net").split() == ["eth0", "lo"]
-    assert _releasing(lab) == 0
+    assert lab.releasing() == 0
     lab.dy_ok("rm", "-f", "web")
-    assert _releasing(lab) == 1  # web's address is still leased: the reaper is held
+    assert lab.releasing() == 1  # web's address is still leased: the reaper is held
     _open_soon(gate)  # while the next command, asking for that address, waits for the reaper
     lab.serve(*spec)
     assert lab.wait_answer(lab.up, "tcp", HOST_ADDR, 8080).startswith(f"peer={UP_ADDR}:")
     gate.unlink()
     lab.dy_ok("rm", "-f", "web")
-    assert _releasing(lab) == 1
+    assert lab.releasing() == 1
     _open_soon(gate)
     assert lab.dy_ok("network", "prune", "-f").split() == ["Deleted", "Networks:", "n1", "n2"]
-    assert _releasing(lab) == 0 and _veths(lab) == []
+    assert lab.releasing() == 0 and _veths(lab) == []
     names = [line.split()[1] for line in lab.dy_ok("network", "ls").splitlines()[1:]]
     assert sorted(names) == ["bridge", "host", "none"]

@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -363,14 +362,6 @@ def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
     b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
 
 
-def _releasing(h: Host) -> int:
-    db = sqlite3.connect(h.root / "dockyard.db")
-    try:
-        return db.execute("SELECT COUNT(*) FROM endpoints WHERE state='releasing'").fetchone()[0]
-    finally:
-        db.close()
-
-
 def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host], tmp_path: Path) -> None:
     """An overlay address stays claimed until its link is gone, which host B's reaper does after
     the container ends (held here at a gate the test opens). `rm -f`, `run --rm` and a CNI DEL
@@ -398,7 +389,7 @@ def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]
             gate.unlink(missing_ok=True)
             proc = removal()
             try:
-                b.eventually(lambda: _releasing(b) == 1, 30, f"{what}: its endpoint with the reaper")
+                b.eventually(lambda: b.releasing() == 1, 30, f"{what}: its endpoint with the reaper")
                 assert proc.poll() is None, f"{what} returned with its address still claimed"
                 refused = a.dy("network", "rm", "brief")
                 assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
@@ -411,7 +402,7 @@ def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]
                     proc.wait()
             assert proc.stderr is not None
             assert proc.returncode == 0, f"{what}: {proc.stderr.read().decode(errors='replace')}"
-            assert _releasing(b) == 0
+            assert b.releasing() == 0
         a.dy_ok("network", "rm", "brief")
     finally:
         gate.touch()
