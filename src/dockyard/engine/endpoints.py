@@ -48,6 +48,12 @@ from dockyard.store import Store
 
 log = logging.getLogger(__name__)
 
+# How long a command waits for the reaper to give an overlay endpoint's claims back (seconds).
+# The reaper always finishes an endpoint (a failed leave is left for retry_releasing and ends
+# the wait too), so this bounds only a kernel that hangs; generous, so that a loaded machine
+# never returns a command before its release.
+CLUSTER_RELEASE_BOUND = 120.0
+
 # A Linux bridge holds at most 1024 ports (BR_MAX_PORTS).
 BRIDGE_MAX_PORTS = 1024
 
@@ -470,7 +476,7 @@ class Endpoints:
                     self._queued_global.setdefault(owner.key, set()).add(ep.id)
             self._reap_queue.put((network, ep, getattr(self._local, "gate", None)))
 
-    def wait_cluster_released(self, owner: EndpointOwner, timeout: float = 30.0) -> None:
+    def wait_cluster_released(self, owner: EndpointOwner, timeout: float = CLUSTER_RELEASE_BOUND) -> None:
         """Wait until the reaper is done with the owner's overlay endpoints (at most timeout).
 
         Their addresses are claimed in the cluster until their links are gone, and another
