@@ -249,7 +249,7 @@ def test_descriptor_limit_is_dockers_not_the_daemons(lab: Lab) -> None:
     assert soft == "1024"
 
 
-def test_each_container_has_a_cgroup_of_this_root_removed_with_it(lab: Lab) -> None:
+def test_a_limited_container_has_a_cgroup_of_this_root_removed_with_it(lab: Lab) -> None:
     groups = cgroups.Cgroups(lab.root)
     assert groups.available
     cid = lab.run_d("--pids-limit", "20", "sleep", "300")
@@ -257,8 +257,26 @@ def test_each_container_has_a_cgroup_of_this_root_removed_with_it(lab: Lab) -> N
     assert path is not None and (path / "pids.max").read_text().strip() == "20"
     pid = lab.inspect(cid)["State"]["Pid"]
     assert str(pid) in (path / "cgroup.procs").read_text().split()
+    # An exec joins it too.
+    exec_pid = lab.dy_ok("exec", cid, "sh", "-c", "echo $$; cat /proc/self/cgroup").split()
+    assert f"pids:/{groups.parent.name}/{cid}" in " ".join(exec_pid[1:]), exec_pid
     lab.dy_ok("rm", "-f", cid)
     assert not path.exists()
+
+
+def test_a_container_without_a_limit_is_in_no_cgroup_of_this_root(lab: Lab) -> None:
+    groups = cgroups.Cgroups(lab.root)
+    assert groups.available and groups.parent is not None
+    cid = lab.run_d("sleep", "300")
+    path = groups.path(cid)
+    assert path is not None and not path.exists()
+    pid = lab.inspect(cid)["State"]["Pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    assert lines and not any(groups.parent.name in line for line in lines), lines
+    # Its execs run too.
+    assert lab.dy_ok("exec", cid, "echo", "ran") == "ran\n"
+    lab.dy_ok("rm", "-f", cid)
 
 
 def test_init_forwards_signals_and_sleep_alone_ignores_sigterm(lab: Lab) -> None:
