@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from cni_runtime import runtime_in_host
 
 from dockyard.cluster import EtcdClient, StoreConfig
-from dockyard.cluster.keys import Keys
+from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts, run_at_once
 from lab import PROBE, REPO, Lab, sh
@@ -362,17 +362,24 @@ def test_a_claim_no_endpoint_owns_is_freed_and_a_containers_is_not(
     b.run_d("--name", "gets77", "--net", "leaky", "--ip", "10.56.0.77", "sleep", "300")
 
 
-def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host], tmp_path: Path) -> None:
-    """An overlay address stays claimed until its link is gone, which host B's reaper does after
-    the container ends (held here at a gate the test opens). `rm -f`, `run --rm` and a CNI DEL
-    return only then: a `network rm` on host A right after them succeeds, as with Docker."""
+def test_what_rm_removed_is_free_on_every_host_once_it_returns(
+    hosts: list[Host], tmp_path: Path, etcd_lab: EtcdLab
+) -> None:
+    """An overlay address stays claimed until its link is down, which host B's reaper does after
+    the container ends (held here at a gate the test opens); the link's deletion comes after. `rm
+    -f`, `run --rm` and a CNI DEL return once the claim is released: a `network rm` on host A right
+    after them succeeds, as with Docker."""
     a, b, _ = hosts
+    client = EtcdClient(
+        StoreConfig.parse("etcd://" + etcd_lab.members[0].endpoint), dial=etcd_lab.dialer(etcd_lab.members[0])
+    )
     gate = b.root.parent / "reaper-gate"
     r = b.dy("daemon", "start", env={"DOCKYARD_DELAY": f"endpoint.reaping={gate}"})
     assert r.returncode == 0, r.stderr
     rt, pods, conflist = runtime_in_host(b.host, b.root, tmp_path / "cni-bin", "brief")
     try:
-        a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "brief")
+        net_id = a.dy_ok("network", "create", "-d", "overlay", "--subnet", "10.57.0.0/24", "brief").strip()
+        claims = Keys(f"/{a.prefix}/v1/").prefix(Kind.CLAIM, net_id)
         b.eventually(lambda: "brief" in _ls(b), 10, "brief on host B")
         b.run_d("--name", "gone", "--net", "brief", "sleep", "300")
         netns = pods.new()
@@ -385,11 +392,13 @@ def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]
             ),
             "CNI DEL": lambda: rt.start("dockyard", rt.env("DEL", "pod1", netns, "eth0"), plugin_conf),
         }
-        for what, removal in removals.items():
+        # What stays claimed once each has returned: pod1's address, pod1's, then nothing.
+        for (what, removal), left in zip(removals.items(), (1, 1, 0), strict=True):
             gate.unlink(missing_ok=True)
             proc = removal()
             try:
                 b.eventually(lambda: b.releasing() == 1, 30, f"{what}: its endpoint with the reaper")
+                assert len(client.prefix(claims).kvs) == left + 1, f"{what}: its claim held"
                 assert proc.poll() is None, f"{what} returned with its address still claimed"
                 refused = a.dy("network", "rm", "brief")
                 assert refused.returncode != 0 and "active endpoints" in refused.stderr, refused.stderr
@@ -402,9 +411,11 @@ def test_what_rm_removed_is_free_on_every_host_once_it_returns(hosts: list[Host]
                     proc.wait()
             assert proc.stderr is not None
             assert proc.returncode == 0, f"{what}: {proc.stderr.read().decode(errors='replace')}"
-            assert b.releasing() == 0
+            assert len(client.prefix(claims).kvs) == left, f"{what} returned with its address claimed"
+            b.eventually(lambda: b.releasing() == 0, 30, f"{what}: its link deleted after its release")
         a.dy_ok("network", "rm", "brief")
     finally:
+        client.close()
         gate.touch()
         Lab.made |= set(pods.names)
         pods.close()

@@ -32,6 +32,10 @@ class Driver(Protocol):
 
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None: ...
 
+    def cut_off(self, endpoint: Endpoint) -> None:
+        """No frame crosses the endpoint from now on (the link itself goes with leave)."""
+        ...
+
     def leave(self, network: Network, endpoint: Endpoint) -> None: ...
 
 

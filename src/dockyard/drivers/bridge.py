@@ -270,6 +270,11 @@ class BridgeDriver:
         finally:
             self.k.holds.release(endpoint.id)
 
+    def cut_off(self, endpoint: Endpoint) -> None:
+        """The endpoint's port down (or already gone): from now on no frame crosses it, though
+        the link and its guard stay until leave."""
+        self.k.netlink.set_link_down(endpoint.host_ifname)
+
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         """Remove the port, then its guard; every step is tried that is safe to try,
         and every failure is reported together.

@@ -34,5 +34,8 @@ class NoEndpointDriver:
     def unpublish(self, endpoint: Endpoint, bindings: tuple[PortBinding, ...]) -> None:
         return None
 
+    def cut_off(self, endpoint: Endpoint) -> None:
+        return None
+
     def leave(self, network: Network, endpoint: Endpoint) -> None:
         return None

@@ -18,7 +18,8 @@ a local network; only these differ:
   --ipv4=false, that address alone); the endpoint is published
   (its MAC, address, VTEP and names) before the container starts: for a
   container, with its claims in that one txn; its claim and its record go
-  together, in one txn, once its link is gone, as a local lease does.
+  together, in one txn, once its link is down (no frame crosses it), before
+  the link's deletion.
 
 Without --cluster-store none of this exists and nothing changes.
 """
@@ -367,6 +368,10 @@ class EngineCluster(ClusterListener):
             network = self.e.store.find_network(network_id)
             if network is None or network.driver is not DriverName.OVERLAY:
                 return
+            if self.e.store.endpoints(network_id=network_id):
+                # The veths of containers that just ended go first (their claims, released once
+                # the ports were down, let the network go on the host that removed it).
+                self.e.endpoints.settle()
             if self.e.store.endpoints(network_id=network_id):
                 return  # containers here still use it (they were there first): kept until they go
             self.driver.delete_network(network)

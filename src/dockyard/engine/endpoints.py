@@ -12,8 +12,10 @@ the CNI plugin:
   elements, holds); deleting the veth of an ended container, which costs an
   RCU grace period (15-40 ms here), is left to a reaper thread, and the
   address lease is dropped only once the link is gone, so an address is
-  never given twice (an overlay endpoint's record in the cluster goes with
-  its claim, in the same txn). A running container leaving a network (disconnect)
+  never given twice. An overlay endpoint's claim (and its record in the
+  cluster, in the same txn) goes once its link is down, before the link's
+  deletion: no frame crosses a port that is down, and `rm` waits for that
+  claim's release. A running container leaving a network (disconnect)
   loses its veth before the command returns: it must be off that network.
   Likewise a port's record goes only once its elements and hold are gone,
   so that a release that failed half-way can be retried from the records
@@ -459,7 +461,7 @@ class Endpoints:
                 continue
             bindings = tuple(b for eid, b in all_bindings if eid == ep.id)
             if network.driver is DriverName.OVERLAY and self.cluster is not None:
-                # Its record goes with its claim, in one txn, once its link is gone (below or
+                # Its record goes with its claim, in one txn, once its link is down (below or
                 # by the reaper; retry_releasing after a crash, else with this host's lease).
                 self.cluster.withdraw(ep, unclaiming=True)
             self.drivers[network.driver].unpublish(ep, bindings)
@@ -538,28 +540,50 @@ class Endpoints:
                 if gate is not None:
                     gate.wait()
                 step("endpoint.reaping")
+                driver = self.drivers[network.driver]
+                unclaimed = False
+                if network.driver is DriverName.OVERLAY and self.cluster is not None:
+                    # Another host may take the address once the port can carry nothing (down:
+                    # an expedited RCU sync); the deletion after it can wait out the dying
+                    # namespace's cleanup (0-17 ms here), which rm need not wait for.
+                    try:
+                        driver.cut_off(ep)
+                    except DockyardError as e:
+                        log.warning("cannot cut %s off yet: %s", ep.host_ifname, e)
+                    else:
+                        self._unclaim(network, ep)
+                        unclaimed = True
+                        step("endpoint.unclaimed")
+                        self._done_globally(ep)
                 try:
-                    self.drivers[network.driver].leave(network, ep)
+                    driver.leave(network, ep)
                 except DockyardError as e:
                     # Left for a retry from the 'releasing' record (retry_releasing).
                     log.warning("cannot remove %s yet: %s", ep.host_ifname, e)
                     continue
                 step("endpoint.reaped")
                 self.store.delete_endpoint(ep.id)
-                self._unclaim(network, ep)
+                if not unclaimed:
+                    self._unclaim(network, ep)
             finally:
                 if item is not None:
                     self._done_with(item[1])
                 self._reap_queue.task_done()
 
-    def _done_with(self, ep: Endpoint) -> None:
+    def _done_globally(self, ep: Endpoint) -> None:
+        """What the cluster waits for is done: the address is free on every host."""
         with self._reaped:
-            self._queued.discard(ep.id)
             pending = self._queued_global.get(ep.owner.key)
             if pending is not None:
                 pending.discard(ep.id)
                 if not pending:
                     del self._queued_global[ep.owner.key]
+            self._reaped.notify_all()
+
+    def _done_with(self, ep: Endpoint) -> None:
+        self._done_globally(ep)
+        with self._reaped:
+            self._queued.discard(ep.id)
             self._reaped.notify_all()
 
     def settle(self) -> None:

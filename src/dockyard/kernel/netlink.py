@@ -335,6 +335,21 @@ class Netlink:
             raise _fail(rtnl.RtnlError(code, os.strerror(code)), f"delete link {name}")
         return True
 
+    def set_link_down(self, name: str) -> bool:
+        """Set a link down, by name; False when there is no such link."""
+        if len(name.encode()) >= rtnl.IFNAMSIZ:
+            return False  # no link's name
+        with self._lock:
+            try:
+                (code,) = self._rt.send(rtnl.set_down(name))
+            except OSError as e:
+                raise _fail(e, f"set link {name} down") from e
+        if code in (errno.ENODEV, errno.ENOENT):
+            return False
+        if code:
+            raise _fail(rtnl.RtnlError(code, os.strerror(code)), f"set link {name} down")
+        return True
+
     # -- endpoints -------------------------------------------------------
 
     def create_endpoint(

@@ -123,6 +123,11 @@ def set_up(index: int = 0, name: str | None = None) -> Message:
     return Message(RTM_NEWLINK, body)
 
 
+def set_down(name: str) -> Message:
+    """A link down, by name."""
+    return Message(RTM_NEWLINK, _ifinfo(0, 0, IFF_UP) + _name(IFLA_IFNAME, name))
+
+
 def set_master(index: int, master: int) -> Message:
     return Message(RTM_SETLINK, _ifinfo(index) + _u32(IFLA_MASTER, master))
 
