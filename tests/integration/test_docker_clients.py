@@ -118,8 +118,20 @@ def test_unknown_and_unsupported_create_fields_are_refused_by_name(lab: Lab, doc
     body = {"Image": "busybox", "Cmd": ["true"], "Frobnicate": True, "HostConfig": {"Memory": 0}}
     status, answer = docker.api("POST", "/containers/create", body)
     assert status == 400 and b"Frobnicate is not a field dockyard knows" in answer
+    # A second subnet of one family: Docker's own bridge driver refuses it, in these words.
+    docker.fails(
+        "network",
+        "create",
+        "--subnet",
+        "10.61.0.0/24",
+        "--subnet",
+        "10.62.0.0/24",
+        "two",
+        message="bridge driver doesn't support multiple subnets",
+    )
     # Nothing was made by any of them; the defaults every docker CLI sends are accepted.
     assert docker.ok("ps", "-aq") == ""
+    assert "two" not in docker.ok("network", "ls", "--format", "{{.Name}}").split()
     docker.ok("create", "--name", "plain", "busybox", "true")
 
 

@@ -160,7 +160,10 @@ def test_network_connect_with_ip6(lab: Lab) -> None:
             ("--subnet", SUBNET6),
             "IPv6 subnet 2001:db8:1::/64 given but IPv6 is not enabled on this network: add --ipv6",
         ),
-        (("--ipv6", "--subnet", "2001:db8:1::/64", "--subnet", "2001:db8:2::/64"), "2001:db8:2::/64"),
+        (
+            ("--ipv6", "--subnet", "2001:db8:1::/64", "--subnet", "2001:db8:2::/64"),
+            "bridge driver doesn't support multiple subnets (a second IPv6 subnet: 2001:db8:2::/64)",
+        ),
         (("--ipv6", "--subnet", "2001:db8:1::1/64"), "host bits are set"),
         (("--ipv6", "--subnet", "fe80::/64"), "link-local"),
         (

@@ -262,6 +262,10 @@ def test_bad_network_input(lab: Lab) -> None:
         (("-d", "overlay", "bad6"), "overlay networks need a cluster"),
         (("-d", "ipvlan", "bad7"), "not supported"),
         (("bad/name",), "invalid network name"),
+        (
+            ("--subnet", "10.50.0.0/24", "--subnet", "10.52.0.0/24", "bad8"),
+            "bridge driver doesn't support multiple subnets (a second IPv4 subnet: 10.52.0.0/24)",
+        ),
     ):
         r = lab.dy("network", "create", *args)
         assert r.returncode == 125 and message in r.stderr, (args, r.stderr)

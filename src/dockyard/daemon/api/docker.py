@@ -163,10 +163,12 @@ def network_spec(body: Any) -> NetworkSpec:
         parsed = ipam_v6 if v6 else ipam_v4
         if parsed:
             family = "IPv6" if v6 else "IPv4"
-            raise InvalidArgument(
-                f"subnet {subnet_text or '(default)'} is a second {family} subnet: a dockyard network takes "
-                f"at most one {family} subnet"
-            )
+            second = f"a second {family} subnet: {subnet_text or '(default)'}"
+            driver = _text(body.get("Driver"), "Driver") or "bridge"
+            if driver == "bridge":
+                # Docker's bridge driver refuses it so too (libnetwork's processIPAM).
+                raise InvalidArgument(f"bridge driver doesn't support multiple subnets ({second})")
+            raise InvalidArgument(f"{driver} networks take one subnet per family here ({second})")
         parsed["subnet"] = ipam6.parse_any_subnet(subnet_text, "--subnet") if subnet_text else None
         parsed["gateway"] = ipam6.parse_any_address(gateway_text, "--gateway") if gateway_text else None
         parsed["ip_range"] = ipam6.parse_any_subnet(range_text, "--ip-range") if range_text else None
