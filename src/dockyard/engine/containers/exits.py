@@ -116,12 +116,17 @@ class ContainerExits:
             # while the reaper works, the container is known to have ended.
             with self.endpoints.reaping_after():
                 self.teardown(c)
-                self.finish(c, status)
+                self.finish(c, status, directory_now=False)
+            if c.config.auto_remove:
+                # After the waiters were told and the reaper let go (rm's answer and an
+                # overlay's release need not wait for it), before the lock goes (gc finds
+                # no directory without its record).
+                self.remove_directory(c.id)
             self.events.container("die", c, exitCode=str(status))
             if not c.config.auto_remove:
                 self.restarts.exited(c, status)
 
-    def finish(self, c: Container, status: int, error: str = "") -> None:
+    def finish(self, c: Container, status: int, error: str = "", directory_now: bool = True) -> None:
         self.store.update_container(
             c.id,
             state=ContainerState.EXITED,
@@ -133,7 +138,7 @@ class ContainerExits:
         )
         if c.config.auto_remove:
             step("exit.remove")
-            self.remove_record(c.id, status)
+            self.remove_record(c.id, status, directory_now)
         self.changes.notify()
 
     def teardown(self, c: Container) -> None:
@@ -145,7 +150,7 @@ class ContainerExits:
         # Its processes are gone with its PID namespace; a cgroup still busy is gc's.
         self.cgroups.remove(c.id)
 
-    def remove_record(self, container_id: str, exit_code: int | None) -> None:
+    def remove_record(self, container_id: str, exit_code: int | None, directory_now: bool = True) -> None:
         # Endpoints still recorded here belong to a start that never reached
         # the kernel; those of an ended container are with the reaper.
         self.endpoints.drop_records_active(EndpointOwner.container(container_id))
@@ -157,11 +162,15 @@ class ContainerExits:
             self._removed_exit[container_id] = exit_code
             while len(self._removed_exit) > 1000:
                 self._removed_exit.pop(next(iter(self._removed_exit)))
-        shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
+        if directory_now:
+            self.remove_directory(container_id)
         if self.attaching is not None:
             self.attaching.forget(container_id)
         if self.execs is not None:
             self.execs.forget(container_id)
+
+    def remove_directory(self, container_id: str) -> None:
+        shutil.rmtree(self.paths.container_dir(container_id), ignore_errors=True)
 
     def exit_status_from_file(self, container_id: str) -> int:
         try:
