@@ -19,6 +19,7 @@ from dockyard.errors import DockyardError, InvalidArgument
 TYPE_CHECKING = False  # importing typing would cost every command
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 EXIT_USAGE = 125
 
@@ -58,19 +59,25 @@ def main(argv: list[str] | None = None) -> int:
             if text is not None:
                 sys.stdout.write(text)
                 return 0
-        from dockyard.clients.cli.parser import Rebuild
+        args: Any = None  # argparse's Namespace, or quick.py's equal of it
+        if "run" in argv:  # a plain `run` is read without argparse (quick.py)
+            from dockyard.clients.cli.quick import parse_run
 
-        parser = build_parser(argv)
-        try:
-            args = parser.parse_args(argv)
-        except Rebuild:
-            parser = build_parser()
-            args = parser.parse_args(argv)
+            args = parse_run(argv)
+        if args is None:
+            from dockyard.clients.cli.parser import Rebuild
+
+            parser = build_parser(argv)
+            try:
+                args = parser.parse_args(argv)
+            except Rebuild:
+                parser = build_parser()
+                args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 0
         debug = args.debug
         root_option = args.root
-        if args.command is None:
-            parser.print_help()
-            return 0
         if getattr(args, "needs_root", True):
             _check_root()
         client = make_client(args)

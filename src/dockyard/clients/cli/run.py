@@ -7,7 +7,6 @@ and exits with the command's status, as `docker run` does.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from dockyard.errors import DockyardError, InvalidArgument
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 FORWARDED_SIGNALS = (
@@ -30,6 +30,8 @@ FORWARDED_SIGNALS = (
 
 
 def register(sub: Any) -> None:
+    import argparse  # here only: a plain `run` is read without it (quick.py)
+
     # add_help=False: Docker's -h is --hostname; --help stays.
     p = sub.add_parser("run", help="run a command in a new container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")

@@ -8,12 +8,11 @@ way from dockyard's CLI and from Docker's.
 
 from __future__ import annotations
 
-import argparse
-
 from dockyard.errors import InvalidArgument
 
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 
