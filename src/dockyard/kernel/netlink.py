@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -322,32 +322,25 @@ class Netlink:
 
     def delete_link(self, name: str) -> bool:
         """Delete a link if present; True when it was there."""
-        if len(name.encode()) >= rtnl.IFNAMSIZ:
-            return False  # no link's name
-        with self._lock:
-            try:
-                (code,) = self._rt.send(rtnl.del_link(name))  # by name: no lookup first
-            except OSError as e:
-                raise _fail(e, f"delete link {name}") from e
-        if code in (errno.ENODEV, errno.ENOENT):
-            return False
-        if code:
-            raise _fail(rtnl.RtnlError(code, os.strerror(code)), f"delete link {name}")
-        return True
+        return self._to_link(name, rtnl.del_link, f"delete link {name}")  # by name: no lookup first
 
     def set_link_down(self, name: str) -> bool:
         """Set a link down, by name; False when there is no such link."""
+        return self._to_link(name, rtnl.set_down, f"set link {name} down")
+
+    def _to_link(self, name: str, message: Callable[[str], rtnl.Message], what: str) -> bool:
+        """Send the message made for the link named name; False when there is no such link."""
         if len(name.encode()) >= rtnl.IFNAMSIZ:
             return False  # no link's name
         with self._lock:
             try:
-                (code,) = self._rt.send(rtnl.set_down(name))
+                (code,) = self._rt.send(message(name))
             except OSError as e:
-                raise _fail(e, f"set link {name} down") from e
+                raise _fail(e, what) from e
         if code in (errno.ENODEV, errno.ENOENT):
             return False
         if code:
-            raise _fail(rtnl.RtnlError(code, os.strerror(code)), f"set link {name} down")
+            raise _fail(rtnl.RtnlError(code, os.strerror(code)), what)
         return True
 
     # -- endpoints -------------------------------------------------------

@@ -13,19 +13,16 @@ without a command. argparse then reads it, with its errors and its help.
 
 from __future__ import annotations
 
+from dockyard.clients.cli.top_help import OPTIONS
+
 TYPE_CHECKING = False  # typing is not imported at run time: clients start faster
 if TYPE_CHECKING:
     from types import SimpleNamespace
 
-# Every option of the top-level parser: dest, and whether it takes a value (top_help.OPTIONS).
-GLOBAL = {
-    "--root": ("root", True),
-    "--host-netns": ("host_netns", True),
-    "--bridge": ("bridge", True),
-    "--bip": ("bip", True),
-    "--debug": ("debug", False),
-}
-GLOBAL_DEFAULTS = {"root": None, "host_netns": None, "bridge": None, "bip": None, "debug": False}
+# Every option of the top-level parser (parser.py makes it from the same table): dest, and
+# whether it takes a value; a flag's default is False, a value's None.
+GLOBAL = {option: (option[2:].replace("-", "_"), metavar is not None) for option, metavar, _ in OPTIONS}
+GLOBAL_DEFAULTS = {dest: None if takes else False for dest, takes in GLOBAL.values()}
 
 FLAG, VALUE, APPEND, INT = "flag", "value", "append", "int"
 # Every option of run's parser (clients/cli/run.py and run_fields.py): dest and kind.
@@ -164,6 +161,16 @@ def _store(ns: dict[str, object], dest: str, kind: str, value: str | None) -> No
         ns[dest] = value
 
 
+def _take(argv: list[str], i: int, ns: dict[str, object], dest: str, kind: str, attached: str | None) -> int:
+    """Store the option at argv[i], with its attached value, or none (a flag), or the next
+    word; where reading goes on."""
+    if attached is not None or kind == FLAG:
+        _store(ns, dest, kind, attached)
+        return i + 1
+    _store(ns, dest, kind, _value(argv, i + 1))
+    return i + 2
+
+
 def _options(argv: list[str], i: int, table: dict[str, tuple[str, str]], ns: dict[str, object]) -> int:
     """Read options from argv[i]; the index of the first word that is not one."""
     while i < len(argv):
@@ -175,15 +182,7 @@ def _options(argv: list[str], i: int, table: dict[str, tuple[str, str]], ns: dic
             if name not in table:
                 raise _Decline
             dest, kind = table[name]
-            if eq:
-                _store(ns, dest, kind, attached)
-                i += 1
-            elif kind == FLAG:
-                _store(ns, dest, kind, None)
-                i += 1
-            else:
-                _store(ns, dest, kind, _value(argv, i + 1))
-                i += 2
+            i = _take(argv, i, ns, dest, kind, attached if eq else None)
             continue
         if "=" in word or " " in word:
             raise _Decline
@@ -198,13 +197,7 @@ def _options(argv: list[str], i: int, table: dict[str, tuple[str, str]], ns: dic
                 _store(ns, dest, kind, None)
                 j += 1
                 continue
-            rest = word[j + 1 :]
-            if rest:
-                _store(ns, dest, kind, rest)
-                i += 1
-            else:
-                _store(ns, dest, kind, _value(argv, i + 1))
-                i += 2
+            i = _take(argv, i, ns, dest, kind, word[j + 1 :] or None)
             break
         else:
             i += 1
