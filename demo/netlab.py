@@ -42,7 +42,7 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from etcd_lab import EtcdLab, OverlayHost, overlay_hosts
-from lab import HOST_ADDR, UP_ADDR, Lab
+from lab import HOST_ADDR, UP_ADDR, Lab, start_time
 
 __all__ = [
     "HOST_ADDR",
@@ -106,16 +106,6 @@ def run(
     if check and r.returncode != 0:
         raise LabError(f"`{' '.join(cmd)}` exited {r.returncode}: {r.stderr.strip() or r.stdout.strip()}")
     return r
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def cmdline(pid: int) -> str:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.kernel import netns
-from lab import PREFIX, Lab, pid_alive, sh
+from lab import PREFIX, Lab, SeenProcesses, sh
 
 UNDERLAY = "192.0.2.0/24"
 CLIENT_PORT = 2379
@@ -67,8 +67,8 @@ class Member:
     # The member's cluster: None for the lab's three, else this member alone.
     alone: bool = False
     proc: subprocess.Popen[bytes] | None = None
-    # Every PID this member ever had, for the leak check.
-    pids: list[int] = field(default_factory=list)
+    # Every process this member ever was (PID and start time), for the leak check.
+    pids: SeenProcesses = field(default_factory=SeenProcesses)
 
     @property
     def client_url(self) -> str:
@@ -170,11 +170,10 @@ class EtcdLab:
                 except subprocess.TimeoutExpired:
                     leaks.append(f"etcd {m.name} (pid {m.proc.pid}) survived SIGKILL for 10 s")
         for m in everyone:
-            for pid in m.pids:
-                if pid_alive(pid):
-                    leaks.append(f"process {pid} ({m.name}) still running")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+            for pid in m.pids.alive():
+                leaks.append(f"process {pid} ({m.name}) still running")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.mounted:
             r = sh("umount", str(self.data_root), check=False)
             if r.returncode != 0:
@@ -219,7 +218,7 @@ class EtcdLab:
         with open(m.log, "ab") as log:
             # nsenter execs etcd in place (no fork without --pid): the child's PID is etcd's.
             m.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        m.pids.append(m.proc.pid)
+        m.pids.add(m.proc.pid)
 
     def standalone(
         self, host: int, name: str, port: int, args: tuple[str, ...] = (), scheme: str = "http"

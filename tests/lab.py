@@ -100,6 +100,38 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks, or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+class SeenProcesses:
+    """PIDs a test saw, each with its start time then. pid_max is 32,768 on these machines and
+    a suite wraps it: a number seen early may be another test's process by teardown, and that
+    one is never waited for nor killed."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, int] = {}
+
+    def add(self, pid: int) -> None:
+        started = start_time(pid)
+        if started is not None:
+            self._started.setdefault(pid, started)
+
+    def __ior__(self, pids: set[int]) -> SeenProcesses:
+        for pid in pids:
+            self.add(pid)
+        return self
+
+    def alive(self) -> list[int]:
+        return [pid for pid, started in self._started.items() if start_time(pid) == started]
+
+
 def _unwrap(item: object) -> object:
     """An nft element without its comment wrapper ({"elem": {"val": ..., "comment": ...}})."""
     if isinstance(item, list):
@@ -121,7 +153,7 @@ class Lab:
         self.tmp = tmp
         self.root = tmp / "root"
         self.procs: list[subprocess.Popen[str]] = []
-        self.pids_seen: set[int] = set()
+        self.pids_seen = SeenProcesses()
         # Removed at teardown: a lab on a host namespace another fixture made leaves it be.
         self.own_namespaces: tuple[str, ...] = (self.host, self.up)
 
@@ -164,9 +196,8 @@ class Lab:
     def teardown(self) -> list[str]:
         """Remove everything; return what was left behind (leaks)."""
         leaks: list[str] = []
-        daemon_pid = self._read_pid("dockyardd.pid")
-        shim_pid = self._read_pid("shim.pid")
-        dns_pid = self._read_pid("dns.pid")
+        daemon_pid = self._own_pid("dockyardd.pid")
+        self._own_pid("shim.pid")
         if daemon_pid or (self.root / "dockyard.db").exists():
             ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
             for cid in ids:
@@ -176,23 +207,22 @@ class Lab:
                         self.pids_seen.add(info["State"]["Pid"])
             if ids:
                 self.dy("rm", "-f", *ids)
+            # Those the ps above (or its auto-started daemon) made: the resolver starts late.
+            for name in ("dockyardd.pid", "shim.pid", "dns.pid"):
+                self._own_pid(name)
             self.dy("daemon", "stop")
-            daemon_pid = daemon_pid or self._read_pid("dockyardd.pid")
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
             with contextlib.suppress(Exception):
                 p.wait(timeout=5)
         deadline = time.monotonic() + 5
-        dns_pid = dns_pid or self._read_pid("dns.pid")
-        pids = {p for p in (daemon_pid, shim_pid, dns_pid, *self.pids_seen) if p}
-        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        while time.monotonic() < deadline and self.pids_seen.alive():
             time.sleep(0.02)
-        for pid in pids:
-            if pid_alive(pid):
-                leaks.append(f"process {pid} still running")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in self.pids_seen.alive():
+            leaks.append(f"process {pid} still running")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             mountpoint = line.split()[4]
             # Under the test's whole directory: a second root of the test's counts too.
@@ -221,6 +251,23 @@ class Lab:
         with contextlib.suppress(OSError):
             parent.rmdir()
         return leaks
+
+    def _own_pid(self, name: str) -> int | None:
+        """The PID in this root's pid file, remembered as seen, if its process is this root's
+        (its command line names the root: a pid file outlives its process, and the number
+        may be another's by now)."""
+        pid = self._read_pid(name)
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            return None
+        if os.fsencode(str(self.root)) not in args:
+            return None
+        self.pids_seen.add(pid)
+        return pid
 
     def _read_pid(self, name: str) -> int | None:
         try:
