@@ -67,6 +67,11 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median of the per-round differences a - b: less sensitive to drift than the medians'."""
+    return statistics.median(x - y for x, y in zip(a, b, strict=True))
+
+
 def rotated(items: Sequence[T], round_no: int) -> list[T]:
     """The items in an order shifted by one each round (A B C, B C A, ...).
 

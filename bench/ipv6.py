@@ -64,7 +64,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from _common import BenchError, ratio, summary
+from _common import BenchError, paired_difference, ratio, summary
 from _kernel import TOOL as BASELINE
 from _kernel import beside_baseline, kernel_lab
 from _report import Goal, Plot, Report, Series, Table, spread
@@ -233,7 +233,7 @@ def build_report(flows: list[Flow], cases: list[Case], args: argparse.Namespace)
         )
     ms = {c.label: c.ms for c in cases}
     dual_med, v4_med = statistics.median(ms[DUAL]), statistics.median(ms[V4ONLY])
-    diff = statistics.median(a - b for a, b in zip(ms[DUAL], ms[V4ONLY], strict=True))
+    diff = paired_difference(ms[DUAL], ms[V4ONLY])
     goals.append(
         Goal(
             f"`run --rm true` on a dual-stack network at most {GOAL_DUAL_MS:.0f} ms above IPv4-only",

@@ -33,7 +33,7 @@ member. Nothing touches the root namespace. Three measurements:
    address claimed by an etcd transaction, the endpoint published under
    the host's lease. Of `rm -f`, the detach's: an overlay's `rm` (and
    `run --rm`) returns once the address is free on every host, after the
-   veth's deletion and a second transaction.
+   port is set down and a second transaction (the veth goes after).
 3. Time to reachability: a prober container on host 3 sends an ICMP echo
    every 2 ms (from a raw socket this process opened in the prober's
    namespace) to an address of the overlay network that nobody has, then
@@ -65,7 +65,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from _common import BenchError, ratio, rotated, run_cmd, summary, timed
+from _common import BenchError, paired_difference, ratio, rotated, run_cmd, summary, timed
 from _kernel_overlay import KernelOverlay
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import Run, main, options
@@ -344,8 +344,7 @@ def build_report(
 
     def minus(a: str, b: str) -> tuple[float, float]:
         """a - b: of the medians, and paired (the median of the per-round differences)."""
-        paired = statistics.median(x - y for x, y in zip(attach_ms[a], attach_ms[b], strict=True))
-        return med[a] - med[b], paired
+        return med[a] - med[b], paired_difference(attach_ms[a], attach_ms[b])
 
     cycle_over, cycle_paired = minus("overlay", "bridge")
     over, paired = minus("overlay run -d", "bridge run -d")
@@ -354,7 +353,7 @@ def build_report(
     share = ratio(ov, under)
     reached, returned = statistics.median(reach["reached_ms"]), statistics.median(reach["returned_ms"])
     before = sum(1 for a, b in zip(reach["reached_ms"], reach["returned_ms"], strict=True) if a <= b)
-    after = statistics.median(a - b for a, b in zip(reach["reached_ms"], reach["returned_ms"], strict=True))
+    after = paired_difference(reach["reached_ms"], reach["returned_ms"])
     attach_rows = [
         [f"run --rm --net {case} true", spread(attach_ms[case]), times(med[case] / med["bridge"])]
         for case in ATTACH_CASES

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import rotated, summary, timed
+from _common import paired_difference, rotated, summary, timed
 from _reference import PrivateDocker, PrivatePodman, rootfs_tar
 from _report import Goal, Plot, Report, Series, Table, spread, times
 from _script import Run, main, options
@@ -171,9 +171,7 @@ def build_report(cases: list[Case], runs: int) -> Report:
         return med[(tool, "bridge")] - med[(tool, other)]
 
     def paired(tool: str, other: str) -> float:
-        """The median of the per-round differences: less sensitive to drift than the medians'."""
-        pairs = zip(by[(tool, "bridge")], by[(tool, other)], strict=True)
-        return statistics.median(a - b for a, b in pairs)
+        return paired_difference(by[(tool, "bridge")], by[(tool, other)])
 
     diff_rows = [
         [f"{t}: bridge - {other}", f"{over(t, other):.1f}", f"{paired(t, other):.1f}"]
