@@ -37,7 +37,7 @@ def _kind(action: argparse.Action) -> str:
 def test_the_tables_are_the_parsers_own() -> None:
     top, run = _parsers()
     top_options = {
-        o: (a.dest, a.nargs != 0)
+        o: (a.dest, quick.FLAG if a.nargs == 0 else quick.VALUE)
         for a in top._actions
         if a.option_strings and not isinstance(a, argparse._HelpAction)
         for o in a.option_strings

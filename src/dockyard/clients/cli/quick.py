@@ -19,12 +19,14 @@ TYPE_CHECKING = False  # typing is not imported at run time: clients start faste
 if TYPE_CHECKING:
     from types import SimpleNamespace
 
-# Every option of the top-level parser (parser.py makes it from the same table): dest, and
-# whether it takes a value; a flag's default is False, a value's None.
-GLOBAL = {option: (option[2:].replace("-", "_"), metavar is not None) for option, metavar, _ in OPTIONS}
-GLOBAL_DEFAULTS = {dest: None if takes else False for dest, takes in GLOBAL.values()}
-
 FLAG, VALUE, APPEND, INT = "flag", "value", "append", "int"
+# Every option of the top-level parser (parser.py makes it from the same table): dest and
+# kind; a flag's default is False, a value's None.
+GLOBAL = {
+    option: (option[2:].replace("-", "_"), VALUE if metavar is not None else FLAG)
+    for option, metavar, _ in OPTIONS
+}
+GLOBAL_DEFAULTS = {dest: None if kind == VALUE else False for dest, kind in GLOBAL.values()}
 # Every option of run's parser (clients/cli/run.py and run_fields.py): dest and kind.
 RUN = {
     "--name": ("name", VALUE),
@@ -208,7 +210,7 @@ def _ambiguous(words: list[str], options: set[str]) -> bool:
     """Whether argparse would stop at one of words as an ambiguous abbreviation (`--ne`,
     `--=x`): it sorts every word of the line, the command's too, before it parses."""
     for word in words:
-        if not word.startswith("--") or word in options or len(word) == 1:
+        if not word.startswith("--") or word in options:
             continue
         prefix = word.split("=", 1)[0]
         if prefix in options:
@@ -228,7 +230,7 @@ def parse_run(argv: list[str]) -> SimpleNamespace | None:
 
     ns: dict[str, object] = dict(GLOBAL_DEFAULTS)
     try:
-        i = _options(argv, 0, {k: (dest, VALUE if v else FLAG) for k, (dest, v) in GLOBAL.items()}, ns)
+        i = _options(argv, 0, GLOBAL, ns)
         if i >= len(argv) or argv[i] != "run":
             return None
         ns.update({k: (list(v) if isinstance(v, list) else v) for k, v in RUN_DEFAULTS.items()})

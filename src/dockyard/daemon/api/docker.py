@@ -148,6 +148,7 @@ def network_spec(body: Any) -> NetworkSpec:
         configs = []
     if not isinstance(configs, list):
         raise InvalidArgument("IPAM.Config must be a list")
+    driver = _text(body.get("Driver"), "Driver") or "bridge"
     enable_ipv6 = _flag(body.get("EnableIPv6"), "EnableIPv6")
     enable_ipv4 = _flag(body.get("EnableIPv4"), "EnableIPv4", default=True)
     ipam_v4: dict[str, Any] = {}
@@ -164,7 +165,6 @@ def network_spec(body: Any) -> NetworkSpec:
         if parsed:
             family = "IPv6" if v6 else "IPv4"
             second = f"a second {family} subnet: {subnet_text or '(default)'}"
-            driver = _text(body.get("Driver"), "Driver") or "bridge"
             if driver == "bridge":
                 # Docker's bridge driver refuses it so too (libnetwork's processIPAM).
                 raise InvalidArgument(f"bridge driver doesn't support multiple subnets ({second})")
@@ -184,7 +184,7 @@ def network_spec(body: Any) -> NetworkSpec:
             aux.append((key, ipam6.parse_any_address(value, f"--aux-address {key!r}")))
     return NetworkSpec(
         name=name,
-        driver=_text(body.get("Driver"), "Driver") or "bridge",
+        driver=driver,
         subnet=ipam_v4.get("subnet"),
         gateway=ipam_v4.get("gateway"),
         ip_range=ipam_v4.get("ip_range"),
