@@ -196,8 +196,7 @@ class Lab:
     def teardown(self) -> list[str]:
         """Remove everything; return what was left behind (leaks)."""
         leaks: list[str] = []
-        daemon_pid = self._own_pid("dockyardd.pid")
-        self._own_pid("shim.pid")
+        daemon_pid = self._remember_own()
         if daemon_pid or (self.root / "dockyard.db").exists():
             ids = self.dy("ps", "-aq", "--no-trunc").stdout.split()
             for cid in ids:
@@ -207,9 +206,7 @@ class Lab:
                         self.pids_seen.add(info["State"]["Pid"])
             if ids:
                 self.dy("rm", "-f", *ids)
-            # Those the ps above (or its auto-started daemon) made: the resolver starts late.
-            for name in ("dockyardd.pid", "shim.pid", "dns.pid"):
-                self._own_pid(name)
+            self._remember_own()  # what the ps above (or its auto-started daemon) made
             self.dy("daemon", "stop")
         for p in self.procs:
             if p.poll() is None:
@@ -252,22 +249,24 @@ class Lab:
             parent.rmdir()
         return leaks
 
-    def _own_pid(self, name: str) -> int | None:
-        """The PID in this root's pid file, remembered as seen, if its process is this root's
-        (its command line names the root: a pid file outlives its process, and the number
-        may be another's by now)."""
-        pid = self._read_pid(name)
-        if pid is None:
-            return None
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            return None
-        if os.fsencode(str(self.root)) not in args:
-            return None
-        self.pids_seen.add(pid)
-        return pid
+    def _remember_own(self) -> int | None:
+        """The daemon, shim and resolver of this root's pid files, remembered as seen where the
+        process is this root's (its command line names the root: a pid file outlives its
+        process, and the number may be another's by now); the daemon's PID, if it is."""
+        own = {}
+        for name in ("dockyardd.pid", "shim.pid", "dns.pid"):
+            pid = self._read_pid(name)
+            if pid is None:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if os.fsencode(str(self.root)) in args:
+                self.pids_seen.add(pid)
+                own[name] = pid
+        return own.get("dockyardd.pid")
 
     def _read_pid(self, name: str) -> int | None:
         try:
