@@ -114,7 +114,8 @@ def test_an_overlay_network_spans_hosts_and_its_containers_talk_across_them(host
 
     a.serve("--name", "srv", "--net", "ov1", proto="tcp", port=80)
     srv_ip, srv_mac = a.address_on("srv", "ov1"), a.mac_on("srv", "ov1")
-    c.dy_ok("network", "ls")  # host C's daemon up, its kernel programmed from the watch
+    # Host C knows srv first: an entry that arrived after `before` would be counted as cli's.
+    c.eventually(lambda: c.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host C")
     before = set(c.fdb(vx))
     started = time.monotonic()
     b.run_d("--name", "cli", "--net", "ov1", "sleep", "300")
@@ -531,9 +532,11 @@ def test_a_running_container_connects_to_an_overlay_network_and_leaves_it(
     for h in (b, c):
         h.eventually(lambda h=h: "joinme" in _ls(h), 10, f"joinme on {h.host}")
     a.run_d("--name", "srv", "--net", "joinme", "sleep", "300")
-    srv_ip = _address(a, "srv", "joinme", ipv6_only)
+    srv_ip, srv_mac = _address(a, "srv", "joinme", ipv6_only), a.mac_on("srv", "joinme")
     # A container of the default bridge on host B joins the overlay network while it runs.
     b.run_d("--name", "late", "sleep", "300")
+    # Host C knows srv first: an entry that arrived after c_before would be counted as late's.
+    c.eventually(lambda: c.fdb(vx).get(srv_mac) == a.addr, 5, "srv's FDB entry on host C")
     c_before = set(c.fdb(vx))
     b.dy_ok("network", "connect", "joinme", "late")
     late_ip, late_mac = _address(b, "late", "joinme", ipv6_only), b.mac_on("late", "joinme")
