@@ -16,7 +16,7 @@ from dockyard.errors import InvalidArgument
 from dockyard.kernel import users
 from dockyard.model import ContainerConfig
 from dockyard.policy import security
-from dockyard.store.configs import config_from_json, config_to_json
+from dockyard.store.configs import config_from_json, config_to_json, parse_config
 
 DEFAULT = set(security.DEFAULT_CAPABILITIES)
 
@@ -218,7 +218,7 @@ def test_config_rows_keep_the_new_fields_and_old_rows_read_as_defaults() -> None
         init=True,
         pids_limit=7,
     )
-    assert config_from_json(config_to_json(cfg)) == cfg
+    assert parse_config(config_to_json(cfg)) == cfg
     old = json.loads(config_to_json(ContainerConfig(cmd=("sleep", "1"))))
     for key in (
         "user",

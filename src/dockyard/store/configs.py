@@ -41,6 +41,15 @@ def text_or_none(value: object) -> str | None:
 
 
 def config_to_json(cfg: ContainerConfig) -> str:
+    text = _config_text(cfg)
+    # The config just written is the one read next (start follows create): kept as
+    # the parse of its text, which equals it (a unit test holds the round trip), so a
+    # 1,000-port config is not parsed back (~2.5 ms).
+    _remember(text, cfg)
+    return text
+
+
+def _config_text(cfg: ContainerConfig) -> str:
     return json.dumps(
         {
             "cmd": list(cfg.cmd),
@@ -49,10 +58,7 @@ def config_to_json(cfg: ContainerConfig) -> str:
             "hostname": cfg.hostname,
             "auto_remove": cfg.auto_remove,
             "network_mode": str(cfg.network_mode),
-            "ports": [
-                [p.container_port, str(p.proto), p.host_port, str(p.host_ip or ""), p.host_port_end]
-                for p in cfg.ports
-            ],
+            "ports": _port_runs(cfg.ports),
             "ip": str(cfg.ip or ""),
             "ip6": str(cfg.ip6 or ""),
             "detach": cfg.detach,
@@ -90,6 +96,48 @@ def config_to_json(cfg: ContainerConfig) -> str:
     )
 
 
+def _port_runs(ports: tuple[PortRequest, ...]) -> list[list[object]]:
+    """The requests as runs, [container port, proto, host port, host ip, host port end, count]:
+    a range's thousand requests, each port one further on both sides (a host port 0 stays
+    0), are one entry, not a thousand (~40 kB of text written and parsed back)."""
+    out: list[list[object]] = []
+    first: PortRequest | None = None
+    count = 0
+    for p in ports:
+        if (
+            first is not None
+            and p.container_port == first.container_port + count
+            and p.host_port == (first.host_port + count if first.host_port else 0)
+            and p.proto is first.proto
+            and p.host_ip == first.host_ip
+            and not p.host_port_end
+            and not first.host_port_end
+        ):
+            count += 1
+            continue
+        if first is not None:
+            out.append(_port_run(first, count))
+        first, count = p, 1
+    if first is not None:
+        out.append(_port_run(first, count))
+    return out
+
+
+def _port_run(p: PortRequest, count: int) -> list[object]:
+    return [p.container_port, str(p.proto), p.host_port, str(p.host_ip or ""), p.host_port_end, count]
+
+
+def _port_requests(runs: list[list]) -> tuple[PortRequest, ...]:
+    """_port_runs' entries back as requests; an entry of five (rows before runs) is one request."""
+    out: list[PortRequest] = []
+    for c, pr, h, ip, end, *rest in runs:
+        count = int(rest[0]) if rest else 1
+        proto, host_ip = protocol_of(pr), ipaddress.ip_address(ip) if ip else None
+        c, h, end = int(c), int(h), int(end)
+        out.extend(PortRequest(c + i, proto, h + i if h else 0, host_ip, end) for i in range(count))
+    return tuple(out)
+
+
 _PROTOCOLS = {str(p): p for p in Protocol}
 # Configs parsed lately, by their text: one operation reads its container
 # several times, and a 1,000-port config takes milliseconds to parse. The
@@ -109,15 +157,21 @@ def config_from_json(text: str) -> ContainerConfig:
         if cfg is not None:
             _CONFIGS.move_to_end(text)
             return cfg
-    cfg = _parse_config(text)
-    with _configs_lock:
-        _CONFIGS[text] = cfg
-        while len(_CONFIGS) > _CONFIGS_KEPT:
-            _CONFIGS.popitem(last=False)
+    cfg = parse_config(text)
+    _remember(text, cfg)
     return cfg
 
 
-def _parse_config(text: str) -> ContainerConfig:
+def _remember(text: str, cfg: ContainerConfig) -> None:
+    with _configs_lock:
+        _CONFIGS[text] = cfg
+        _CONFIGS.move_to_end(text)
+        while len(_CONFIGS) > _CONFIGS_KEPT:
+            _CONFIGS.popitem(last=False)
+
+
+def parse_config(text: str) -> ContainerConfig:
+    """The config a text holds, parsed afresh (config_from_json reads through the cache)."""
     d = json.loads(text)
     return ContainerConfig(
         cmd=tuple(d["cmd"]),
@@ -126,10 +180,7 @@ def _parse_config(text: str) -> ContainerConfig:
         hostname=d["hostname"],
         auto_remove=d["auto_remove"],
         network_mode=NetworkMode.parse(d["network_mode"]),
-        ports=tuple(
-            PortRequest(int(c), protocol_of(pr), int(h), ipaddress.ip_address(ip) if ip else None, int(end))
-            for c, pr, h, ip, end in d["ports"]
-        ),
+        ports=_port_requests(d["ports"]),
         ip=addr_or_none(d["ip"]),
         ip6=addr6_or_none(d.get("ip6")),
         detach=d.get("detach", False),
