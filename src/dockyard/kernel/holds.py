@@ -79,9 +79,7 @@ class HoldRefused(KernelError):
         self.status = status
 
 
-def _open(
-    ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY
-) -> Sock | None:
+def _open(ip: HostIp | None, port: int, proto: Protocol, families: Families = IPV4_ONLY) -> Sock | None:
     """A socket bound to the port, or None when the kernel has no such protocol.
 
     Without SCTP in the kernel no host process can take an SCTP port
