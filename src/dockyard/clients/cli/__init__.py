@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from dockyard.clients import leave
 from dockyard.clients.cli import top_help
 from dockyard.clients.cli.output import one_line
 from dockyard.errors import DockyardError, InvalidArgument
@@ -152,4 +153,4 @@ def _apply_default_bridge(client, args: argparse.Namespace) -> None:  # type: ig
 
 
 def entry() -> None:
-    sys.exit(main())
+    leave(main())

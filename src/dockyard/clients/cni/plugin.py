@@ -36,6 +36,7 @@ import sys
 import time
 
 from dockyard import locations
+from dockyard.clients import leave
 from dockyard.clients.cni.config import (
     PluginError,
     _typed,
@@ -275,7 +276,7 @@ def main(env: dict[str, str], stdin: BinaryIO, out: Any) -> int:
 
 
 def entry() -> None:
-    sys.exit(main(dict(os.environ), sys.stdin.buffer, sys.stdout))
+    leave(main(dict(os.environ), sys.stdin.buffer, sys.stdout))
 
 
 if __name__ == "__main__":
