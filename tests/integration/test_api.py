@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -67,6 +68,23 @@ def test_head_and_bodiless_statuses_carry_no_body(lab: Lab) -> None:
     lab.dy_ok("run", "--name", "done", "true")
     head, rest = _raw(sock, post.format("/containers/done/stop"))
     assert head.startswith("HTTP/1.1 304 ") and rest == b""
+
+
+def test_wait_answers_in_chunks_so_the_last_one_says_the_answer_is_whole(lab: Lab) -> None:
+    # Docker's wait answers chunked too; the client needs no close to know it has it all.
+    assert lab.dy("run", "--name", "three", "sh", "-c", "exit 3").returncode == 3
+    sock = lab.root / "dockyard.sock"
+    head, rest = _raw(sock, "POST /containers/three/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200 ") and "transfer-encoding: chunked" in head.lower(), head
+    size, _, tail = rest.partition(b"\r\n")
+    body, last = tail[: int(size, 16)], tail[int(size, 16) :]
+    assert last == b"\r\n0\r\n\r\n", rest
+    assert json.loads(body) == {"StatusCode": 3, "Error": None}
+    conn = UnixHTTPConnection(sock)
+    conn.request("POST", "/containers/three/wait")
+    r = conn.getresponse()
+    assert (r.status, json.loads(r.read())["StatusCode"]) == (200, 3)
+    conn.close()
 
 
 def _docker_client() -> str | None:

@@ -39,6 +39,7 @@ from dockyard.wire.http import (
     Incomplete,
     Stream,
     body_length,
+    encode_chunked,
     parse_request_head,
     response_head,
 )
@@ -306,13 +307,16 @@ def serve(
                 sender.finish()
             return False
         if resp.deferred is not None:
-            conn.send(resp.status, {"Content-Type": resp.content_type, "Connection": "close"}, None, timeout)
+            # Chunked, as Docker's own wait answers: the last chunk tells the client
+            # that the body is whole, without waiting for this side to close.
+            head = {"Content-Type": resp.content_type, "Transfer-Encoding": "chunked", "Connection": "close"}
+            conn.send(resp.status, head, None, timeout)
             try:
                 late = resp.deferred()
             except BaseException as e:
                 late = {"Error": {"Message": str(e)}, "StatusCode": -1}
             leaving()
-            conn.send_raw(encode(late, resp.content_type), timeout)
+            conn.send_raw(encode_chunked([encode(late, resp.content_type)]), timeout)
             return False
         body = encode(resp.body, resp.content_type)
         headers = {"Content-Type": resp.content_type, "Content-Length": str(len(body))}
