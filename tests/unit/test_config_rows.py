@@ -118,6 +118,22 @@ def test_a_text_never_written_here_is_parsed() -> None:
     assert read.hostname == "other" and _same(read, dataclasses.replace(EVERY_FIELD, hostname="other"))
 
 
+def test_rows_from_before_confinement_read_as_dockers_defaults() -> None:
+    old = json.loads(config_to_json(ContainerConfig(cmd=("sleep", "1"))))
+    for key in (
+        "user",
+        "group_add",
+        "cap_add",
+        "cap_drop",
+        "privileged",
+        "no_new_privileges",
+        "init",
+        "pids_limit",
+    ):
+        del old[key]
+    assert parse_config(json.dumps(old)) == ContainerConfig(cmd=("sleep", "1"))
+
+
 def test_a_range_is_one_entry_of_the_text_and_rows_before_runs_still_read() -> None:
     cfg = ContainerConfig(
         cmd=("true",), ports=tuple(PortRequest(10000 + i, Protocol.TCP, 10000 + i) for i in range(1000))

@@ -4,7 +4,6 @@ kernel/users.py, the API's fields and the CLI's flags), without root."""
 from __future__ import annotations
 
 import io
-import json
 from contextlib import redirect_stderr
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from dockyard.errors import InvalidArgument
 from dockyard.kernel import users
 from dockyard.model import ContainerConfig
 from dockyard.policy import security
-from dockyard.store.configs import config_from_json, config_to_json, parse_config
 
 DEFAULT = set(security.DEFAULT_CAPABILITIES)
 
@@ -204,34 +202,6 @@ def test_api_fields_refused_with_a_reason(host: dict, fragment: str) -> None:
 def test_pids_limit_zero_or_negative_is_unlimited(limit: int | None) -> None:
     cfg, _ = docker.container_config({"Cmd": ["true"], "HostConfig": {"PidsLimit": limit}})
     assert cfg.pids_limit == 0
-
-
-def test_config_rows_keep_the_new_fields_and_old_rows_read_as_defaults() -> None:
-    cfg = ContainerConfig(
-        cmd=("sh",),
-        user="1000:1000",
-        group_add=("users",),
-        cap_add=("CAP_NET_ADMIN",),
-        cap_drop=("ALL",),
-        privileged=True,
-        no_new_privileges=True,
-        init=True,
-        pids_limit=7,
-    )
-    assert parse_config(config_to_json(cfg)) == cfg
-    old = json.loads(config_to_json(ContainerConfig(cmd=("sleep", "1"))))
-    for key in (
-        "user",
-        "group_add",
-        "cap_add",
-        "cap_drop",
-        "privileged",
-        "no_new_privileges",
-        "init",
-        "pids_limit",
-    ):
-        del old[key]
-    assert config_from_json(json.dumps(old)) == ContainerConfig(cmd=("sleep", "1"))
 
 
 class FakeClient:
