@@ -83,22 +83,22 @@ DOCKER_MIB_PER_PORT = 665 / 101  # the reference, until this run has measured it
 MEMORY_MARGIN_MIB = 2048.0  # left free for the machine's other jobs
 THREADS_PER_PROXY = 8  # PIDs a docker-proxy takes (its Go threads: 6-8 seen), for the room check
 # Where a 1,000-port range's extra time goes, printed when the range goal is missed: dockyardd's
-# request threads timed step by step (time.thread_time around each engine step and the calls
-# below, 2026-12-07, this machine kind, old and new daemons alternating start by start, the
-# measuring processes at real-time priority; milliseconds for 1,000 ports). Measured, not
-# assumed: re-measure after changing the publishing path.
+# steps timed in its trace (DOCKYARD_TRACE=1) with extra steps around the chooser and the rows,
+# each piece timed alone in a scratch namespace, and the daemon's CPU per start read from
+# /proc, old and new daemons alternating (2026-12-07, this machine kind, milliseconds for 1,000
+# ports). Measured, not assumed: re-measure after changing the publishing path.
 PROFILE = (
-    "where a 1,000-port range's extra time goes (dockyardd's request threads timed step by step): "
-    "the host-port holds, one socket, bind and listen per port, nearly all of it the kernel's "
-    "(4.5 ms of CPU; socket allocation more than the bind; Linux has no batch bind; taken in a "
-    "thread of their own while the veth was made, they gained no wall time: the GIL), and their "
-    "1,000 closes at rm (2-4 ms); per port in Python, a PortRequest from the API's range and its "
-    "JSON in the config (2.3 ms of the create request) and a PortBinding from the chooser with "
-    "its checks (1.3 ms); the rows, one INSERT made by SQLite from a recursive CTE (1.3 ms); the "
-    "map elements, one nf_tables netlink batch packed with struct (0.5 ms to encode, 0.5 ms to "
-    "send, and 1-1.5 ms more waiting for the kernel's commit; 20-25 ms when libnftables parsed "
-    "them from JSON); create and start together take 15-20 ms more than without ports, the "
-    "whole command 1.1-1.2x"
+    "where a 1,000-port range's extra time goes (dockyardd's steps timed, its CPU per start read "
+    "from /proc): the host-port holds, one socket, bind and listen per port, 5-7 ms and nearly all "
+    "of it the kernel's (the sockets' allocation alone 2.4-3.8 ms; Linux has no batch bind; taken "
+    "in a thread of their own while the veth was made, they gained no wall time: the GIL), and "
+    "their 1,000 closes at rm (2-4 ms); the rows, one INSERT made by SQLite from a recursive CTE, "
+    "into a key and two indexes (1.6-2.4 ms); the map elements, one nf_tables netlink batch packed "
+    "with struct, and the kernel's commit (3.4-4.5 ms in all; 20-25 ms when libnftables parsed "
+    "them from JSON); in Python, a PortBinding per port from the chooser with its checks (1.2 ms) "
+    "and a PortRequest per port from the API's range (0.6 ms); the config keeps the range as one "
+    "entry of its text and is not parsed back at start. dockyardd's CPU for a start: +13.5 ms "
+    "with 1,000 ports (+17.8 to +20.5 ms before the config kept a range whole)"
 )
 
 
