@@ -469,6 +469,39 @@ class Netavark(Tool):
         return self._run("teardown", i)
 
 
+def kernel_steps(run: Run, count: int) -> dict[str, tuple[float, float]]:
+    """The kernel's own steps of an attachment, timed alone: for `count` attachments, in a
+    namespace of their own, a veth pair, its host end put on a bridge, then set up (pyroute2,
+    one request each). Per step, the median ms of the first and of the last tenth: what the
+    kernel itself adds as its bridge grows. The namespace goes with the lab, its links with it."""
+    from pyroute2 import IPRoute
+
+    from dockyard.kernel import netns
+
+    lab = run.lab()
+    name = lab.host.replace("-h-", "-k-")
+    lab.add_netns(name)
+    took: dict[str, list[float]] = {"veth pair": [], "on the bridge": [], "up": []}
+    with netns.entered(f"/run/netns/{name}"), IPRoute() as ip:
+        ip.link("add", ifname="kbr0", kind="bridge")
+        bridge = ip.link_lookup(ifname="kbr0")[0]
+        ip.link("set", index=bridge, state="up")
+        for i in range(count):
+            t0 = time.perf_counter()
+            ip.link("add", ifname=f"kh{i}", kind="veth", peer=f"kc{i}")
+            t1 = time.perf_counter()
+            index = ip.link_lookup(ifname=f"kh{i}")[0]
+            t2 = time.perf_counter()
+            ip.link("set", index=index, master=bridge)
+            t3 = time.perf_counter()
+            ip.link("set", index=index, state="up")
+            t4 = time.perf_counter()
+            for step, ms in zip(took, ((t1 - t0), (t3 - t2), (t4 - t3)), strict=True):
+                took[step].append(ms * 1000)
+    k = max(1, count // 10)
+    return {step: (statistics.median(xs[:k]), statistics.median(xs[-k:])) for step, xs in took.items()}
+
+
 # -- the run ------------------------------------------------------------------------
 
 
@@ -542,9 +575,12 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
                 file=sys.stderr,
                 flush=True,
             )
+    kernel = kernel_steps(run, max(args.counts))
+    print(f"  kernel-only steps (first, last tenth ms): {kernel}", file=sys.stderr, flush=True)
     raw = {
         "counts": args.counts,
         "descriptor": descriptor,
+        "kernel_steps": kernel,
         "runs": [
             {
                 "tool": a.tool,
@@ -558,13 +594,15 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
             for a in done
         ],
     }
-    return build_report(done, args.counts, [t.name for t in tools]), raw
+    return build_report(done, args.counts, [t.name for t in tools], kernel), raw
 
 
 # -- the report -----------------------------------------------------------------------
 
 
-def build_report(done: list[Attachments], counts: list[int], tools: list[str]) -> Report:
+def build_report(
+    done: list[Attachments], counts: list[int], tools: list[str], kernel: dict[str, tuple[float, float]]
+) -> Report:
     got = {(a.tool, a.count): a for a in done}
 
     def ms(x: float | None) -> str:
@@ -652,6 +690,7 @@ def build_report(done: list[Attachments], counts: list[int], tools: list[str]) -
             Table(
                 "ratios", ["N", "", "ADD median", "ADD 41st-60th", "ADD last tenth", "DEL median"], ratio_rows
             ),
+            kernel_table(kernel, max(counts)),
         ],
         goals=goals(got, counts),
         notes=[
@@ -661,6 +700,20 @@ def build_report(done: list[Attachments], counts: list[int], tools: list[str]) -
             "50 endpoints and 240 ms for the last tenth of 500; netavark 46 ms growing to 110 ms.",
         ],
         plots=plots,
+    )
+
+
+def kernel_table(kernel: dict[str, tuple[float, float]], count: int) -> Table:
+    rows = [
+        [step, f"{first:.3f}", f"{last:.3f}", times(last / first)] for step, (first, last) in kernel.items()
+    ]
+    first_sum, last_sum = (sum(pair[i] for pair in kernel.values()) for i in (0, 1))
+    rows.append(["all three", f"{first_sum:.3f}", f"{last_sum:.3f}", times(last_sum / first_sum)])
+    return Table(
+        f"the kernel's own steps of an attachment, timed alone as {count} attachments join one bridge (ms; "
+        "a bridge walks every port when one joins: its MTU, features and promiscuity, net/bridge/br_if.c)",
+        ["step", "first tenth", "last tenth", "last / first"],
+        rows,
     )
 
 
