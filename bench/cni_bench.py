@@ -490,16 +490,16 @@ def harness_floor(rounds: int) -> float:
     return statistics.median(took)
 
 
-def kernel_steps(run: Run, count: int) -> dict[str, tuple[float, float]]:
+def kernel_steps(lab: ScriptLab, count: int) -> dict[str, tuple[float, float]]:
     """The kernel's own steps of an attachment, timed alone: for `count` attachments, in a
-    namespace of their own, a veth pair, its host end put on a bridge, then set up (pyroute2,
-    one request each). Per step, the median ms of the first and of the last tenth: what the
-    kernel itself adds as its bridge grows. The namespace goes with the lab, its links with it."""
+    namespace of their own (one more of the lab's), a veth pair, its host end put on a bridge,
+    then set up (pyroute2, one request each). Per step, the median ms of the first and of the
+    last tenth: what the kernel itself adds as its bridge grows. The namespace goes with the
+    lab, its links with it at once."""
     from pyroute2 import IPRoute
 
     from dockyard.kernel import netns
 
-    lab = run.lab()
     name = lab.host.replace("-h-", "-k-")
     lab.add_netns(name)
     took: dict[str, list[float]] = {"veth pair": [], "on the bridge": [], "up": []}
@@ -596,7 +596,7 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
                 file=sys.stderr,
                 flush=True,
             )
-    kernel = kernel_steps(run, max(args.counts))
+    kernel = kernel_steps(tools[0].lab, max(args.counts))
     print(f"  kernel-only steps (first, last tenth ms): {kernel}", file=sys.stderr, flush=True)
     floor = harness_floor(3 if args.smoke else 30)
     print(f"  python -c 'import json, socket' under the harness: {floor:.1f} ms", file=sys.stderr, flush=True)
