@@ -201,6 +201,19 @@ class PortRequest:
         )
 
 
+AnyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+AnyAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    """One subnet of a network with its gateway and range: one entry of Docker's IPAM.Config."""
+
+    subnet: AnyNetwork
+    gateway: AnyAddress | None = None
+    ip_range: AnyNetwork | None = None
+
+
 @dataclass(frozen=True)
 class Network:
     id: str
@@ -225,6 +238,27 @@ class Network:
     subnet6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
     ip_range6: ipaddress.IPv6Network | None = None
+    # A family's second and later subnets, in the order given (overlay networks and CNI range
+    # sets take several, as Docker's overlay driver and host-local do; a bridge takes one per
+    # family, as Docker's). An address comes from the first subnet of its family with room.
+    more_subnets: tuple[SubnetConfig, ...] = ()
+
+    def subnet_configs(self, version: int) -> tuple[SubnetConfig, ...]:
+        """Every subnet of one family, the first one first."""
+        head: tuple[SubnetConfig, ...] = ()
+        if version == 4 and self.subnet is not None:
+            head = (SubnetConfig(self.subnet, self.gateway, self.ip_range),)
+        elif version == 6 and self.subnet6 is not None:
+            head = (SubnetConfig(self.subnet6, self.gateway6, self.ip_range6),)
+        return head + tuple(p for p in self.more_subnets if p.subnet.version == version)
+
+    def subnets(self) -> tuple[AnyNetwork, ...]:
+        """Every subnet of the network, IPv4's first."""
+        return tuple(p.subnet for version in (4, 6) for p in self.subnet_configs(version))
+
+    def config_of(self, address: AnyAddress) -> SubnetConfig | None:
+        """The subnet an address of this network is in (None: it is in none of them)."""
+        return next((p for p in self.subnet_configs(address.version) if address in p.subnet), None)
 
     @property
     def enable_ipv4(self) -> bool:

@@ -173,7 +173,7 @@ def test_what_dockyard_does_not_do_with_ipv6_is_refused_by_name(lab: Lab, docker
         "bad6",
     )
     assert r.returncode != 0
-    assert "a dockyard network has one IPv6 subnet: give one IPv6 --subnet" in r.stderr
+    assert "a network of dockyard's Docker plugin has one IPv6 subnet: give one IPv6 --subnet" in r.stderr
     r = dockerd.docker(
         "network",
         "create",

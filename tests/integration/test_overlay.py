@@ -615,3 +615,87 @@ def test_an_internal_overlay_network_spans_hosts_and_reaches_nothing_else(
     b.run_d("--name", "ob", "--net", "open", "sleep", "300")
     for addr, port in ((c_addr, "7071"), (b_addr, "7072")):
         b.dy_ok("exec", "ob", sys.executable, PROBE, "ask", "tcp", addr, port, "--timeout", "2")
+
+
+def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_gateway(
+    hosts: list[Host],
+) -> None:
+    """Docker's overlay driver takes several subnets of a family: an address comes from the
+    first one with room, with that subnet's gateway; every host has every gateway."""
+    a, b, c = hosts
+    subnets = ("10.61.0.0/30", "10.62.0.0/24", "fd00:61::/64", "fd00:62::/64")
+    net_id = a.dy_ok(
+        "network", "create", "-d", "overlay", "--ipv6",
+        *(arg for s in subnets for arg in ("--subnet", s)),
+        "--gateway", "10.62.0.254", "--ip-range", "10.62.0.0/28", "--aux-address", "resv=10.62.0.1", "multi",
+    ).strip()  # fmt: skip
+    for h in (b, c):
+        h.eventually(lambda h=h: "multi" in _ls(h), 10, f"multi on {h.host}")
+    configs = json.loads(b.dy_ok("network", "inspect", "multi"))[0]["IPAM"]["Config"]
+    assert configs == [
+        {"Subnet": "10.61.0.0/30", "Gateway": "10.61.0.1"},
+        {
+            "Subnet": "10.62.0.0/24",
+            "Gateway": "10.62.0.254",
+            "IPRange": "10.62.0.0/28",
+            "AuxiliaryAddresses": {"resv": "10.62.0.1"},
+        },
+        {"Subnet": "fd00:61::/64", "Gateway": "fd00:61::1"},
+        {"Subnet": "fd00:62::/64", "Gateway": "fd00:62::1"},
+    ]
+    bridge = f"dy-{net_id[:12]}"
+    for h in hosts:
+        shown = json.loads(sh("ip", "-n", h.host, "-j", "addr", "show", "dev", bridge).stdout)[0]
+        have = {f"{x['local']}/{x['prefixlen']}" for x in shown["addr_info"] if x["scope"] == "global"}
+        assert have == {"10.61.0.1/30", "10.62.0.254/24", "fd00:61::1/64", "fd00:62::1/64"}, (h.host, have)
+
+    # The /30 holds one container; the next comes from the second subnet's range, where neither
+    # the gateway (.254) nor the aux address (.1) is given, each with its own subnet's prefix and
+    # gateway.
+    a.run_d("--name", "one", "--net", "multi", "sleep", "300")
+    b.run_d("--name", "two", "--net", "multi", "sleep", "300")
+    one = a.inspect("one")["NetworkSettings"]["Networks"]["multi"]
+    two = b.inspect("two")["NetworkSettings"]["Networks"]["multi"]
+    assert (one["IPAddress"], one["IPPrefixLen"], one["Gateway"]) == ("10.61.0.2", 30, "10.61.0.1")
+    assert (two["IPAddress"], two["IPPrefixLen"], two["Gateway"]) == ("10.62.0.2", 24, "10.62.0.254")
+    assert one["GlobalIPv6Address"].startswith("fd00:61::") and two["GlobalIPv6Address"].startswith(
+        "fd00:61::"
+    )
+    route = json.loads(b.dy_ok("exec", "two", "ip", "-j", "-4", "route", "show", "default"))
+    assert route[0]["gateway"] == "10.62.0.254", route
+
+    # From one subnet to the other, across hosts: through each host's gateway; and by name,
+    # through the resolver on two's own gateway.
+    ping = b.dy("exec", "two", "ping", "-c", "1", "-W", "2", "10.61.0.2")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    back = a.dy("exec", "one", "ping", "-c", "1", "-W", "2", "10.62.0.2")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "nameserver 10.62.0.254" in b.dy_ok("exec", "two", "cat", "/etc/resolv.conf")
+    named = b.dy("exec", "two", "getent", "ahostsv4", "one")
+    assert named.returncode == 0 and named.stdout.split()[0] == "10.61.0.2", named.stdout + named.stderr
+
+    # --ip anywhere in any subnet (outside its range too, as Docker); never a gateway or an aux
+    # address, never outside every subnet.
+    c.run_d("--name", "three", "--net", "multi", "--ip", "10.62.0.200", "sleep", "300")
+    assert c.address_on("three", "multi") == "10.62.0.200"
+    gateway = c.dy("run", "-d", "--net", "multi", "--ip", "10.62.0.254", "sleep", "300")
+    assert gateway.returncode == 125 and "gateway" in gateway.stderr, gateway.stderr
+    aux = c.dy("run", "-d", "--net", "multi", "--ip", "10.62.0.1", "sleep", "300")
+    assert aux.returncode == 125 and "reserved" in aux.stderr, aux.stderr
+    outside = c.dy("run", "-d", "--net", "multi", "--ip", "10.63.0.5", "sleep", "300")
+    assert outside.returncode == 125 and "10.61.0.0/30, 10.62.0.0/24" in outside.stderr, outside.stderr
+    # Another network may not overlap a later subnet either, on any host.
+    overlap = c.dy("network", "create", "-d", "overlay", "--subnet", "10.62.0.0/16", "over")
+    assert overlap.returncode == 125 and "overlaps" in overlap.stderr, overlap.stderr
+    # A later subnet overlaps none of the network's own.
+    alone = c.dy(
+        "network", "create", "-d", "overlay", "--subnet", "10.64.0.0/24", "--subnet", "10.64.0.0/25", "twice"
+    )
+    assert alone.returncode == 125 and "overlaps subnet 10.64.0.0/24" in alone.stderr, alone.stderr
+    assert "over" not in _ls(c) and "twice" not in _ls(c)
+
+    for h, name in ((a, "one"), (b, "two"), (c, "three")):
+        h.dy_ok("rm", "-f", name)
+    a.dy_ok("network", "rm", "multi")
+    for h in hosts:
+        h.eventually(lambda h=h: not _network_links(h, net_id), 10, f"multi's links gone from {h.host}")

@@ -251,11 +251,11 @@ def test_concurrent_runs_on_two_hosts_never_get_the_same_ipv6_address(hosts: lis
     if not ipv4:  # no IPv4 address anywhere
         assert not [cid for h in (a, b) for cid in ids[h.host] if h.address_on(cid, "race6")]
 
-    # What the overlay cannot do is refused by name, and nothing is made.
+    # What the overlay cannot do, or a range outside every subnet, is refused by name; nothing is made.
     for args, words in (
         (("--ipv4=false",), "--ipv4=false needs --ipv6"),
         (("--ipv6", "--ipv4=false", "--subnet", "10.62.0.0/24"), "IPv4 subnet 10.62.0.0/24"),
-        (("--ipv6", "--subnet", "fd00:62::/64", "--ip-range", "fd00:62::/80"), "--ip-range"),
+        (("--ipv6", "--subnet", "fd00:62::/64", "--ip-range", "fd00:99::/80"), "--ip-range fd00:99::/80"),
         (("--subnet", "fd00:63::/64"), "--ipv6"),
     ):
         r = c.dy("network", "create", "-d", "overlay", *args, "refused6")

@@ -69,7 +69,7 @@ class _Family:
     the next free one) and, while choosing, what is known to be taken and the cursor."""
 
     version: int
-    allocator: ipam.AddressAllocator
+    allocator: ipam.SubnetsAllocator
     requested: Address | None
     used: set[Address] = field(default_factory=set)
     cursor: Address | None = None
@@ -138,14 +138,18 @@ class GlobalIpam:
         return _pair(self._claim(network, endpoint_id, families, record))
 
     def _family(self, network: NetworkRecord, version: int, address: Address | None) -> _Family:
-        if version == 4:
-            if network.subnet is None or network.gateway is None:
-                raise Conflict(f"network {network.name} has no IPv4 (it is IPv6-only)")
-            allocator = ipam.AddressAllocator(network.subnet, [network.gateway])
-        else:
-            if network.subnet6 is None or network.gateway6 is None:
-                raise Conflict(f"network {network.name} has no IPv6")
-            allocator = ipam.AddressAllocator(network.subnet6, [network.gateway6])
+        if version == 4 and (network.subnet is None or network.gateway is None):
+            raise Conflict(f"network {network.name} has no IPv4 (it is IPv6-only)")
+        if version == 6 and (network.subnet6 is None or network.gateway6 is None):
+            raise Conflict(f"network {network.name} has no IPv6")
+        # Every gateway is reserved in every subnet: each is the same on every host.
+        gateways = [network.gateway, network.gateway6, *(c.gateway for c in network.more_subnets)]
+        reserved = [g for g in gateways if g is not None] + [a for _, a in network.aux]
+        first = [(network.subnet, network.ip_range) if version == 4 else (network.subnet6, network.ip_range6)]
+        more = [(c.subnet, c.ip_range) for c in network.more_subnets if c.subnet.version == version]
+        allocator = ipam.SubnetsAllocator(
+            [ipam.AddressAllocator(s, reserved, r) for s, r in first + more if s is not None]
+        )
         if address is not None:
             allocator.check_requested(address, lambda _: False)
         return _Family(version, allocator, address)

@@ -26,7 +26,7 @@ from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim, NetworkRecord, RecordError
 from dockyard.cluster.wire import Delete, Get, Put, exists, none_under, prefix_end, unchanged_under
 from dockyard.errors import Conflict, InvalidArgument, NotFound
-from dockyard.model import check_name
+from dockyard.model import SubnetConfig, check_name
 from dockyard.policy import ipam, ipam6
 from dockyard.settings import AddressPool, AddressPool6
 
@@ -81,10 +81,17 @@ class Networks:
         pools6: Iterable[AddressPool6] = (),
         avoid6: Iterable[tuple[str, IPv6Network]] = (),
         ipv4: bool = True,
+        more: Iterable[SubnetConfig] = (),
+        ip_range: IPv4Network | None = None,
+        ip_range6: IPv6Network | None = None,
+        aux: Iterable[tuple[str, IPv4Address | IPv6Address]] = (),
     ) -> NetworkRecord:
         """avoid: subnets the caller's host has (its networks, its routes), as (what, subnet).
         ipv6: dual stack, subnet6 (else the first free one of pools6) beside the IPv4 subnet;
-        avoid6 is avoid's IPv6 twin. ipv4=False: IPv6-only (ipv6 needed, no IPv4 given)."""
+        avoid6 is avoid's IPv6 twin. ipv4=False: IPv6-only (ipv6 needed, no IPv4 given).
+        more: a family's later subnets, after its first one given (their gateway: the first
+        host when not given). ip_range, ip_range6: each family's first subnet's range to
+        allocate from (a later one's is in more); aux: addresses never claimed, by name."""
         check_name(name, "network")
         if not ipv4:
             if not ipv6:
@@ -110,6 +117,14 @@ class Networks:
             ipam.check_in_subnet(gateway6, subnet6, "gateway")
         if ipv6 and subnet6 is None and not pools6:
             raise InvalidArgument("--ipv6 without an IPv6 --subnet needs IPv6 default address pools")
+        more_subnets = _more_subnets(tuple(more), subnet if ipv4 else None, subnet6 if ipv6 else None)
+        for what, rng, within in (("--ip-range", ip_range, subnet), ("--ip-range", ip_range6, subnet6)):
+            if rng is not None and (within is None or not rng.subnet_of(within)):  # type: ignore[arg-type]
+                raise InvalidArgument(f"{what} {rng} needs a --subnet that holds it")
+        aux = tuple(sorted(aux))
+        given = [n for n in (subnet, subnet6) if n is not None] + [c.subnet for c in more_subnets]
+        for aux_name, address in aux:
+            ipam.check_in_subnets(address, given, f"aux-address {aux_name}")
         network_id = network_id or digests.token_hex(32)
         pools = tuple(pools)
         pools6 = tuple(pools6)
@@ -123,7 +138,11 @@ class Networks:
                 raise Conflict(f"network id {network_id} is already in use")
             if any(n.name == name for n in networks):
                 raise Conflict(f"network with name {name} already exists")
-            taken = [(f"network {n.name}", n.subnet) for n in networks if n.subnet is not None]
+            taken: list[tuple[str, IPv4Network]] = [
+                (f"network {n.name}", s)  # type: ignore[misc]
+                for n in networks
+                for s in n.subnets(4)
+            ]
             taken += avoid
             chosen: IPv4Network | None = None
             if not ipv4:
@@ -135,13 +154,22 @@ class Networks:
                 chosen = subnet
             chosen6: IPv6Network | None = None
             if ipv6:
-                taken6 = [(f"network {n.name}", n.subnet6) for n in networks if n.subnet6 is not None]
+                taken6: list[tuple[str, IPv6Network]] = [
+                    (f"network {n.name}", s)  # type: ignore[misc]
+                    for n in networks
+                    for s in n.subnets(6)
+                ]
                 taken6 += avoid6
                 if subnet6 is None:
                     chosen6 = ipam6.first_free_subnet6(pools6, taken6)
                 else:
                     ipam6.check_overlap6(subnet6, taken6)
                     chosen6 = subnet6
+            for c in more_subnets:
+                if isinstance(c.subnet, IPv4Network):
+                    ipam.check_overlap(c.subnet, taken)
+                else:
+                    ipam6.check_overlap6(c.subnet, taken6)
             record = NetworkRecord(
                 id=network_id,
                 name=name,
@@ -156,6 +184,10 @@ class Networks:
                 vni=_free_vni(networks),
                 subnet6=chosen6,
                 gateway6=(gateway6 or ipam6.first_host6(chosen6)) if chosen6 is not None else None,
+                more_subnets=more_subnets,
+                ip_range=ip_range,
+                ip_range6=ip_range6,
+                aux=aux,
             )
             key = self.keys.network(network_id)
             result = self.client.txn(
@@ -209,6 +241,39 @@ class Networks:
             except RecordError:
                 continue  # not ours to judge here; the watch logs it
         return result.revision, out
+
+
+def _more_subnets(
+    more: tuple[SubnetConfig, ...], subnet: IPv4Network | None, subnet6: IPv6Network | None
+) -> tuple[SubnetConfig, ...]:
+    """A family's later subnets, checked (each after a first subnet of its family given, usable,
+    overlapping none of the network's others) and each with its gateway."""
+    out: list[SubnetConfig] = []
+    given: list[IPv4Network | IPv6Network] = [n for n in (subnet, subnet6) if n is not None]
+    for c in more:
+        first = subnet if c.subnet.version == 4 else subnet6
+        if first is None:
+            raise InvalidArgument(
+                f"subnet {c.subnet}: a second IPv{c.subnet.version} subnet needs a first one "
+                + ("given with --subnet" if c.subnet.version == 4 else "given with --subnet and --ipv6")
+            )
+        if c.ip_range is not None and not c.ip_range.subnet_of(c.subnet):  # type: ignore[arg-type]
+            raise InvalidArgument(f"--ip-range {c.ip_range} is not within subnet {c.subnet}")
+        if isinstance(c.subnet, IPv4Network):
+            ipam.check_usable(c.subnet)
+            gateway: IPv4Address | IPv6Address = c.gateway or ipam.first_host(c.subnet)
+        else:
+            why = ipam6.unusable_because6(c.subnet)
+            if why is not None:
+                raise InvalidArgument(f"invalid subnet {c.subnet}: {why}")
+            gateway = c.gateway or ipam6.first_host6(c.subnet)
+        ipam.check_in_subnet(gateway, c.subnet, "gateway")
+        for other in given:
+            if other.version == c.subnet.version and other.overlaps(c.subnet):  # type: ignore[arg-type]
+                raise Conflict(f"subnet {c.subnet} overlaps subnet {other} of the same network")
+        given.append(c.subnet)
+        out.append(SubnetConfig(c.subnet, gateway, c.ip_range))
+    return tuple(out)
 
 
 def _free_vni(networks: list[NetworkRecord]) -> int:

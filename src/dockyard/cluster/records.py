@@ -8,7 +8,11 @@ Compatibility: records gain fields only as optional ones, written only when
 set, so the format is not versioned: a record of an IPv4-only network or
 endpoint is byte for byte what the previous version wrote, and a daemon of
 the previous version reads a dual-stack one (`subnet6`/`gateway6` on a
-network, `address6` on an endpoint) as its IPv4 part alone.
+network, `address6` on an endpoint) as its IPv4 part alone. A network's
+later subnets (`more_subnets`), ranges (`ip_range`, `ip_range6`) and aux
+addresses (`aux`) are absent to that version: its containers take
+addresses of each family's first subnet only, anywhere in it (still never
+an address another host claimed).
 
 An IPv6-only network (--ipv4=false) has no `subnet`/`gateway` and its
 endpoints no `address`: absent, not null. A daemon of an earlier version
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+
+from dockyard.model import SubnetConfig
 
 
 class RecordError(ValueError):
@@ -63,13 +69,40 @@ class NetworkRecord:
     # IPv6 (--ipv6): both set on a dual-stack network, neither on an IPv4-only one.
     subnet6: IPv6Network | None = None
     gateway6: IPv6Address | None = None
+    # A family's second and later subnets, each with its gateway (Docker's overlay takes several).
+    more_subnets: tuple[SubnetConfig, ...] = ()
+    # --ip-range of each family's first subnet (a later one's is in more_subnets), and
+    # --aux-address: addresses never claimed, by name.
+    ip_range: IPv4Network | None = None
+    ip_range6: IPv6Network | None = None
+    aux: tuple[tuple[str, IPv4Address | IPv6Address], ...] = ()
+
+    def subnets(self, version: int) -> list[IPv4Network | IPv6Network]:
+        """Every subnet of one family, the first one first."""
+        first = self.subnet if version == 4 else self.subnet6
+        more = [c.subnet for c in self.more_subnets if c.subnet.version == version]
+        return ([first] if first is not None else []) + more
 
     def encode(self) -> bytes:
         six = {} if self.subnet6 is None else {"subnet6": str(self.subnet6), "gateway6": str(self.gateway6)}
         four = {} if self.subnet is None else {"subnet": str(self.subnet), "gateway": str(self.gateway)}
+        # Only when there are some: a record without them reads as before on every version.
+        more = [
+            {"subnet": str(c.subnet), "gateway": str(c.gateway)}
+            | ({"ip_range": str(c.ip_range)} if c.ip_range is not None else {})
+            for c in self.more_subnets
+        ]
+        ranges = {
+            key: str(value)
+            for key, value in (("ip_range", self.ip_range), ("ip_range6", self.ip_range6))
+            if value is not None
+        }
         return _dump(
             six
             | four
+            | ranges
+            | ({"aux": {name: str(a) for name, a in self.aux}} if self.aux else {})
+            | ({"more_subnets": more} if more else {})
             | {
                 "id": self.id,
                 "name": self.name,
@@ -104,6 +137,17 @@ class NetworkRecord:
                 revision=revision,
                 subnet6=IPv6Network(d["subnet6"]) if d.get("subnet6") else None,
                 gateway6=IPv6Address(d["gateway6"]) if d.get("subnet6") else None,
+                more_subnets=tuple(
+                    SubnetConfig(
+                        ip_network(str(c["subnet"])),
+                        ip_address(str(c["gateway"])),
+                        ip_network(str(c["ip_range"])) if c.get("ip_range") else None,
+                    )
+                    for c in d.get("more_subnets") or ()
+                ),
+                ip_range=IPv4Network(d["ip_range"]) if d.get("ip_range") else None,
+                ip_range6=IPv6Network(d["ip_range6"]) if d.get("ip_range6") else None,
+                aux=tuple(sorted((str(k), ip_address(str(v))) for k, v in (d.get("aux") or {}).items())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"network: {e}") from None

@@ -56,9 +56,7 @@ def may_ask(network: Network, source: Address) -> bool:
     address itself, which is in the subnet. Anything else (another
     network's member, the LAN) is not this network's business.
     """
-    if source.version == 6:
-        return network.subnet6 is not None and source in network.subnet6
-    return network.subnet is not None and source in network.subnet
+    return any(source in c.subnet for c in network.subnet_configs(source.version))
 
 
 def has_names(network: Network) -> bool:
@@ -152,8 +150,7 @@ class Resolver:
         name = str(question.qname).rstrip(".").lower()
         if question.qtype == QTYPE.PTR and (address := ptr_address(name)) is not None:
             for network in query.networks:
-                subnet = network.subnet6 if address.version == 6 else network.subnet
-                if subnet is not None and address in subnet:
+                if network.config_of(address) is not None:
                     return self._reverse(query, network, address)
         elif name and (addresses := self._lookup(query, name)):
             reply = reply_to(query.request)

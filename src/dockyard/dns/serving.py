@@ -178,9 +178,14 @@ class Server:
                 raise DockyardError(f"cannot read the networks: {e}") from e
             log.warning("%s: cannot read networks, keeping the current ones: %s", why, e)
             return bool(self.listeners or self.unbound)
-        # Each gateway of each network: the IPv4 one, and the IPv6 one where the network has IPv6.
-        wanted: dict[Address, Network] = {n.gateway: n for n in networks if n.gateway is not None}
-        wanted |= {n.gateway6: n for n in networks if n.gateway6 is not None}
+        # Each gateway of each network: the IPv4 ones, and the IPv6 ones where the network has IPv6.
+        wanted: dict[Address, Network] = {
+            c.gateway: n
+            for v in (4, 6)
+            for n in networks
+            for c in n.subnet_configs(v)
+            if c.gateway is not None
+        }
         for gateway in [g for g in self.listeners if g not in wanted]:
             listener = self.listeners.pop(gateway)
             self.selector.unregister(listener.udp)

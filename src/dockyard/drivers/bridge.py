@@ -107,8 +107,13 @@ class BridgeDriver:
         if rules.routed6(network):
             self._routed6.add(network.id)
         gateway6 = _gateway6_iface(network)
+        more = [
+            ipaddress.ip_interface(f"{c.gateway}/{c.subnet.prefixlen}")
+            for c in network.more_subnets
+            if c.gateway is not None
+        ]
         created = self.k.netlink.ensure_bridge(
-            network.bridge, _gateway_iface(network), network.mtu, self.owner, gateway6
+            network.bridge, _gateway_iface(network), network.mtu, self.owner, gateway6, more
         )
         try:
             sysctl.write(sysctl.interface_key(network.bridge, "route_localnet"), "1")

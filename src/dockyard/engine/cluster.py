@@ -274,8 +274,6 @@ class EngineCluster(ClusterListener):
 
     def create(self, spec: NetworkSpec) -> Network:
         """`network create -d overlay`: the global record once, then this host's mirror."""
-        if spec.ip_range is not None or spec.ip_range6 is not None or spec.aux_addresses:
-            raise InvalidArgument("--ip-range and --aux-address are not supported on overlay networks")
         mtu: int | None = None
         for key, value in spec.options:
             if key == MTU_OPTION:
@@ -312,6 +310,10 @@ class EngineCluster(ClusterListener):
             pools6=self.e.networks.ipv6.pools() if spec.enable_ipv6 and spec.subnet6 is None else (),
             avoid6=self.e.networks.ipv6.taken() if spec.enable_ipv6 else (),
             ipv4=spec.enable_ipv4,
+            more=spec.more_subnets,
+            ip_range=spec.ip_range,
+            ip_range6=spec.ip_range6,
+            aux=spec.aux_addresses,
         )
         network = self.mirror(record)
         if network is None:
@@ -351,6 +353,10 @@ class EngineCluster(ClusterListener):
                 enable_ipv6=record.subnet6 is not None,
                 subnet6=record.subnet6,
                 gateway6=record.gateway6,
+                more_subnets=record.more_subnets,
+                ip_range=record.ip_range,
+                ip_range6=record.ip_range6,
+                aux_addresses=record.aux,
             )
             self.e.store.add_network(network)
             try:

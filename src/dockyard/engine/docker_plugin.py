@@ -124,7 +124,9 @@ def _pool_data(data: list[Any], family: str) -> tuple[ipam.AnyNet | None, ipam.A
     """The subnet and gateway of CreateNetwork's IPv4Data or IPv6Data (None, None when empty)."""
     if len(data) > 1:
         flag = "IPv6 --subnet" if family == "IPv6" else "IPv4 --subnet"
-        raise InvalidArgument(f"a dockyard network has one {family} subnet: give one {flag}")
+        raise InvalidArgument(
+            f"a network of dockyard's Docker plugin has one {family} subnet: give one {flag}"
+        )
     if not data:
         return None, None
     parse = _interface6 if family == "IPv6" else _interface

@@ -101,6 +101,41 @@ class GlobalEndpoints(Protocol):
         ...
 
 
+def _gateways(network: Network) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every gateway of the network, of both families (never an endpoint's address)."""
+    return [c.gateway for v in (4, 6) for c in network.subnet_configs(v) if c.gateway is not None]
+
+
+def _allocator(
+    network: Network, version: int, reserved: list[ipaddress.IPv4Address | ipaddress.IPv6Address]
+) -> ipam.SubnetsAllocator | None:
+    """Next-fit over the network's subnets of one family; None when it has none of that family."""
+    configs = network.subnet_configs(version)
+    if not configs:
+        return None
+    return ipam.SubnetsAllocator([ipam.AddressAllocator(c.subnet, reserved, c.ip_range) for c in configs])
+
+
+def _prefixlen(network: Network, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """The prefix length of the network's subnet that holds address (allocated from it)."""
+    config = network.config_of(address)
+    if config is None:
+        raise Conflict(f"address {address} is in no subnet of network {network.name}")
+    return config.subnet.prefixlen
+
+
+def _gateway4(network: Network, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address | None:
+    config = network.config_of(address)
+    gateway = config.gateway if config is not None else None
+    return gateway if isinstance(gateway, ipaddress.IPv4Address) else None
+
+
+def _gateway6(network: Network, address: ipaddress.IPv6Address) -> ipaddress.IPv6Address | None:
+    config = network.config_of(address)
+    gateway = config.gateway if config is not None else None
+    return gateway if isinstance(gateway, ipaddress.IPv6Address) else None
+
+
 class Endpoints:
     def __init__(self, store: Store, kernel: Kernel, drivers: Mapping[DriverName, Driver]) -> None:
         self.store = store
@@ -138,16 +173,16 @@ class Endpoints:
                 raise InvalidArgument(
                     f"--ip {requested_ip}: network {network.name} has no IPv4 (it is IPv6-only); use --ip6"
                 )
-            ipam.check_in_subnet(requested_ip, network.subnet, "--ip")
-            if requested_ip == network.gateway:
+            ipam.check_in_subnets(requested_ip, network.subnets(), "--ip")
+            if requested_ip in _gateways(network):
                 raise Conflict(f"address {requested_ip} is the gateway of network {network.name}")
         if requested_ip6 is not None:
             if network.subnet6 is None:
                 raise InvalidArgument(
                     f"--ip6 {requested_ip6}: network {network.name} has no IPv6 (create it with --ipv6)"
                 )
-            ipam.check_in_subnet(requested_ip6, network.subnet6, "--ip6")
-            if requested_ip6 == network.gateway6:
+            ipam.check_in_subnets(requested_ip6, network.subnets(), "--ip6")
+            if requested_ip6 in _gateways(network):
                 raise Conflict(f"address {requested_ip6} is the gateway of network {network.name}")
         if publishing and network.internal:
             raise InvalidArgument(f"network {network.name} is internal: ports cannot be published")
@@ -170,19 +205,9 @@ class Endpoints:
         IPv4 one, in the same transaction, under the same rules. plugging: the
         caller plugs this endpoint next, as recorded: on an overlay network it
         is published with its claims, in one round trip, rather than by plug."""
-        reserved = [
-            a for a in (network.gateway, network.gateway6, *(a for _, a in network.aux_addresses)) if a
-        ]
-        allocator = (
-            ipam.AddressAllocator(network.subnet, reserved, network.ip_range)
-            if network.subnet is not None
-            else None
-        )
-        allocator6 = (
-            ipam.AddressAllocator(network.subnet6, reserved, network.ip_range6)
-            if network.subnet6 is not None
-            else None
-        )
+        reserved = [*_gateways(network), *(a for _, a in network.aux_addresses)]
+        allocator = _allocator(network, 4, reserved)
+        allocator6 = _allocator(network, 6, reserved)
         if (requested_ip is not None and self.store.address_used(network.id, requested_ip)) or (
             requested_ip6 is not None and self.store.address6_used(network.id, requested_ip6)
         ):
@@ -243,7 +268,7 @@ class Endpoints:
         owner: EndpointOwner,
         network: Network,
         ifname: str,
-        allocators: tuple[ipam.AddressAllocator | None, ipam.AddressAllocator | None],
+        allocators: tuple[ipam.SubnetsAllocator | None, ipam.SubnetsAllocator | None],
         eid: str,
         claimed: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
         requested: tuple[ipaddress.IPv4Address | None, ipaddress.IPv6Address | None],
@@ -305,28 +330,28 @@ class Endpoints:
             network_id=network.id,
             ifname=ifname,
             address=(
-                ipaddress.IPv4Interface(f"{address}/{network.subnet.prefixlen}")
-                if address is not None and network.subnet is not None
+                ipaddress.IPv4Interface(f"{address}/{_prefixlen(network, address)}")
+                if address is not None
                 else None
             ),
-            gateway=network.gateway if address is not None else None,
+            gateway=_gateway4(network, address) if address is not None else None,
             # Docker's MAC carries the IPv4 address; without one (IPv6-only) it is
             # random, as Docker 28's: the endpoint id's first 40 bits, locally administered.
             mac=mac or (mac_for(address) if address is not None else random_mac(eid)),
             host_ifname="veth" + eid[:7],
             aliases=aliases,
             address6=(
-                ipaddress.IPv6Interface(f"{address6}/{network.subnet6.prefixlen}")
-                if address6 is not None and network.subnet6 is not None
+                ipaddress.IPv6Interface(f"{address6}/{_prefixlen(network, address6)}")
+                if address6 is not None
                 else None
             ),
-            gateway6=network.gateway6 if address6 is not None else None,
+            gateway6=_gateway6(network, address6) if address6 is not None else None,
         )
 
     def _lease6(
         self,
         network: Network,
-        allocator6: ipam.AddressAllocator | None,
+        allocator6: ipam.SubnetsAllocator | None,
         requested_ip6: ipaddress.IPv6Address | None,
     ) -> ipaddress.IPv6Interface | None:
         """The endpoint's IPv6 address (in record's transaction), None on a network without IPv6."""
@@ -341,7 +366,7 @@ class Endpoints:
         else:
             address6 = allocator6.allocate(used6, self.store.ip6_cursor(network.id))
             self.store.set_ip6_cursor(network.id, address6)
-        return ipaddress.IPv6Interface(f"{address6}/{network.subnet6.prefixlen}")
+        return ipaddress.IPv6Interface(f"{address6}/{_prefixlen(network, address6)}")
 
     def choose_ports(
         self, network: Network, requests: tuple[PortRequest, ...], endpoint_id: str

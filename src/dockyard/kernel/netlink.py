@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -227,8 +227,11 @@ class Netlink:
         mtu: int,
         owner: str,
         gateway6: ipaddress.IPv6Interface | None = None,
+        more: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = (),
     ) -> bool:
         """Create the bridge if missing, give it its gateway address(es), bring it up.
+
+        more: the gateways of the network's later subnets, given as the first ones.
 
         With gateway6 the bridge has IPv6 on (no router advertisement taken)
         and the IPv6 gateway address, without duplicate address detection;
@@ -265,16 +268,17 @@ class Netlink:
                     f"a link named {name} already exists and belongs to {whose}: "
                     "give this root another bridge name (--bridge, or com.docker.network.bridge.name)"
                 )
-            if gateway is not None:
-                try:
-                    self._ipr.addr(
-                        "add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen
-                    )
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
-                        raise _fail(e, f"add {gateway} to bridge {name}") from e
-            if gateway6 is not None:
-                self._add_address6(idx, gateway6, f"bridge {name}")
+            for address in (gateway, gateway6, *more):
+                if isinstance(address, ipaddress.IPv6Interface):
+                    self._add_address6(idx, address, f"bridge {name}")
+                elif address is not None:
+                    try:
+                        self._ipr.addr(
+                            "add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen
+                        )
+                    except NetlinkError as e:
+                        if e.code != errno.EEXIST:
+                            raise _fail(e, f"add {address} to bridge {name}") from e
             try:
                 self._ipr.link("set", index=idx, state="up")
             except NetlinkError as e:

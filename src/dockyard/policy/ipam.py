@@ -126,8 +126,13 @@ class AddressAllocator:
         n = self._hi - self._lo + 1
         return n - sum(1 for r in self.reserved if self._lo <= int(r) <= self._hi)
 
-    def allocate(self, is_used: Callable[[Any], bool], cursor: AnyAddr | None) -> Any:
-        """The next free address after `cursor`, wrapping once around the range.
+    def holds(self, address: AnyAddr) -> bool:
+        """Whether address is in this allocator's range (of its family)."""
+        return address.version == self.subnet.version and self._lo <= int(address) <= self._hi
+
+    def allocate(self, is_used: Callable[[Any], bool], cursor: AnyAddr | None, wrap: bool = True) -> Any:
+        """The next free address after `cursor`, wrapping once around the range (without
+        wrap: up to the range's end only).
 
         Any: the address is of the subnet's family (the caller's own type)."""
         span = self._hi - self._lo + 1
@@ -136,11 +141,13 @@ class AddressAllocator:
             raise Conflict(f"no available {family} addresses in {self.range}")
         start = int(cursor) + 1 if cursor is not None else self._lo
         if not self._lo <= start <= self._hi:
+            if not wrap and cursor is not None and start > self._hi:
+                raise Conflict(f"no available {family} addresses left in {self.range}")
             start = self._lo
         make = IPv4Addr if self.subnet.version == 4 else ipaddress.IPv6Address
         # range(), not a loop to span: an IPv6 range is 2**64 wide, and the
         # search ends at the first free address after the cursor.
-        for i in range(span):
+        for i in range(span if wrap else self._hi - start + 1):
             candidate = make(self._lo + (start - self._lo + i) % span)
             if candidate in self.reserved or is_used(candidate):
                 continue
@@ -154,3 +161,53 @@ class AddressAllocator:
         if is_used(address):
             raise Conflict(f"address {address} is already in use")
         return address
+
+
+class SubnetsAllocator:
+    """Next-fit over a family's several subnets of one network, as over one range that is
+    their ranges end to end: after the cursor to the end of its subnet, then the next
+    subnets, wrapping to the first. One subnet: exactly its AddressAllocator."""
+
+    def __init__(self, allocators: list[AddressAllocator]) -> None:
+        if not allocators:
+            raise ValueError("a SubnetsAllocator needs a subnet")
+        self.allocators = allocators
+
+    @property
+    def capacity(self) -> int:
+        return sum(a.capacity for a in self.allocators)
+
+    def allocate(self, is_used: Callable[[Any], bool], cursor: AnyAddr | None) -> Any:
+        if len(self.allocators) == 1:
+            return self.allocators[0].allocate(is_used, cursor)
+        at = next((i for i, a in enumerate(self.allocators) if cursor is not None and a.holds(cursor)), None)
+        order = self.allocators if at is None else self.allocators[at:] + self.allocators[:at]
+        tries: list[tuple[AddressAllocator, AnyAddr | None, bool]] = [(a, None, True) for a in order]
+        if at is not None:
+            # The cursor's subnet after it, the others whole, then its own before the cursor.
+            tries = [(order[0], cursor, False), *tries[1:], (order[0], None, True)]
+        for allocator, after, wrap in tries:
+            try:
+                return allocator.allocate(is_used, after, wrap)
+            except Conflict:
+                continue
+        ranges = ", ".join(str(a.range) for a in self.allocators)
+        raise Conflict(f"no available IPv{self.allocators[0].subnet.version} addresses left in {ranges}")
+
+    def check_requested(self, address: Any, is_used: Callable[[Any], bool]) -> Any:
+        """The allocator of the subnet address is in checks it (the first one, when none has it)."""
+        mine = next((a for a in self.allocators if address in a.subnet), self.allocators[0])
+        return mine.check_requested(address, is_used)
+
+
+def check_in_subnets(address: AnyAddr, subnets: Iterable[AnyNet], what: str) -> None:
+    """check_in_subnet against a network's subnets of address's family: usable in one of them."""
+    mine = [s for s in subnets if s.version == address.version]
+    for subnet in mine:
+        if address in subnet:
+            check_in_subnet(address, subnet, what)
+            return
+    if len(mine) == 1:
+        check_in_subnet(address, mine[0], what)
+    listed = ", ".join(str(s) for s in mine)
+    raise InvalidArgument(f"{what} {address} is not a usable address of any subnet of the network ({listed})")

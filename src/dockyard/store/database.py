@@ -23,6 +23,7 @@ from dockyard.errors import Conflict, DockyardError
 from dockyard.store.schema import (
     COLUMNS_3,
     COLUMNS_5,
+    COLUMNS_7,
     ENDPOINTS_TABLE,
     REMOTE_ENDPOINTS_TABLE,
     SCHEMA,
@@ -92,6 +93,7 @@ class Database:
             self._nullable_address("endpoints", ENDPOINTS_TABLE)
             self._add_columns(COLUMNS_5)
             self._nullable_address("remote_endpoints", REMOTE_ENDPOINTS_TABLE)
+            self._add_columns(COLUMNS_7)
             self._db.executescript(SCHEMA)
             if uncounted:  # a database from before the counts: count what it holds, once
                 self._db.execute("BEGIN IMMEDIATE")
@@ -142,7 +144,8 @@ class Database:
 
         Schema 2 to 3 (IPv6): the new columns' defaults say "no IPv6", which is
         what every network and endpoint of an older database was. Schema 4 to 5:
-        other hosts' IPv6 addresses, empty until the next resync of the cluster's copy."""
+        other hosts' IPv6 addresses, empty until the next resync of the cluster's copy.
+        Schema 6 to 7: no network had a later subnet."""
         missing = []
         for table, wanted in columns.items():
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}

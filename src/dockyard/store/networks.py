@@ -11,6 +11,7 @@ from dockyard.errors import Conflict, NotFound
 from dockyard.model import (
     DriverName,
     Network,
+    SubnetConfig,
 )
 from dockyard.store.configs import addr6_or_none, addr_or_none, net6_or_none, net_or_none, text_or_none
 from dockyard.store.database import Database, now
@@ -21,7 +22,7 @@ class NetworkRecords(Database):
 
     _NET_COLS = (
         "id, name, driver, subnet, gateway, ip_range, bridge, internal, icc, masquerade, mtu, "
-        "host_binding, options, labels, aux, created, enable_ipv6, subnet6, gateway6, ip_range6"
+        "host_binding, options, labels, aux, created, enable_ipv6, subnet6, gateway6, ip_range6, more_subnets"
     )
 
     def _network(self, row: sqlite3.Row | tuple[Any, ...]) -> Network:
@@ -46,12 +47,20 @@ class NetworkRecords(Database):
             subnet6=net6_or_none(row[17]),
             gateway6=addr6_or_none(row[18]),
             ip_range6=net6_or_none(row[19]),
+            more_subnets=tuple(
+                SubnetConfig(
+                    ipaddress.ip_network(subnet),
+                    ipaddress.ip_address(gateway) if gateway else None,
+                    ipaddress.ip_network(ip_range) if ip_range else None,
+                )
+                for subnet, gateway, ip_range in json.loads(row[20])
+            ),
         )
 
     def add_network(self, n: Network) -> None:
         try:
             self._q(
-                f"INSERT INTO networks({self._NET_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO networks({self._NET_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     n.id,
                     n.name,
@@ -73,6 +82,12 @@ class NetworkRecords(Database):
                     text_or_none(n.subnet6),
                     text_or_none(n.gateway6),
                     text_or_none(n.ip_range6),
+                    json.dumps(
+                        [
+                            [str(c.subnet), text_or_none(c.gateway), text_or_none(c.ip_range)]
+                            for c in n.more_subnets
+                        ]
+                    ),
                 ),
             )
         except Conflict:

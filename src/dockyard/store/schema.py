@@ -9,7 +9,9 @@
 #    dual-stack overlay network (COLUMNS_5).
 # 6: remote_endpoints.address may be NULL (an IPv6-only overlay network's endpoints); the
 #    table is rebuilt (REMOTE_ENDPOINTS_TABLE), as endpoints' was for schema 4.
-SCHEMA_VERSION = 6
+# 7: networks.more_subnets: a family's later subnets (JSON [[subnet, gateway, ip_range], ...]),
+#    on overlay networks and CNI range sets (COLUMNS_7).
+SCHEMA_VERSION = 7
 
 # The columns schema 3 added, per table: what the migration adds to an older database.
 COLUMNS_3 = {
@@ -29,6 +31,9 @@ COLUMNS_3 = {
 # The column schema 5 added: the copy of other hosts' endpoints is rebuilt at every resync,
 # so an added column that starts empty is all an older database needs.
 COLUMNS_5: dict[str, tuple[tuple[str, str], ...]] = {"remote_endpoints": (("address6", "TEXT"),)}
+COLUMNS_7: dict[str, tuple[tuple[str, str], ...]] = {
+    "networks": (("more_subnets", "TEXT NOT NULL DEFAULT '[]'"),)
+}
 ENDPOINTS_TABLE = """
 -- container_id is the owner's key: a container's id, or a CNI attachment's
 -- owner key when owner_kind is 'cni' (the ports' container_id likewise).
@@ -91,7 +96,9 @@ CREATE TABLE IF NOT EXISTS networks (
     gateway6 TEXT,
     ip_range6 TEXT,
     -- The last IPv6 address given (text: an IPv6 address does not fit SQLite's integers).
-    ip6_cursor TEXT
+    ip6_cursor TEXT,
+    -- A family's later subnets (schema 7): [[subnet, gateway or null, ip_range or null], ...].
+    more_subnets TEXT NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS networks_bridge ON networks(bridge) WHERE bridge != '';
 CREATE TABLE IF NOT EXISTS containers (

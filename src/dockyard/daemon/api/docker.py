@@ -33,6 +33,7 @@ from dockyard.model import (
     NetworkMode,
     PortBinding,
     PortRequest,
+    SubnetConfig,
     check_network_name,
 )
 from dockyard.policy import ipam6, ports
@@ -154,6 +155,7 @@ def network_spec(body: Any) -> NetworkSpec:
     ipam_v4: dict[str, Any] = {}
     ipam_v6: dict[str, Any] = {}
     aux: list[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]] = []
+    more: list[SubnetConfig] = []
     for raw_cfg in configs:
         cfg = _object(raw_cfg, "IPAM.Config entry")
         subnet_text = _text(cfg.get("Subnet"), "IPAM.Config Subnet")
@@ -161,14 +163,17 @@ def network_spec(body: Any) -> NetworkSpec:
         range_text = _text(cfg.get("IPRange"), "IPAM.Config IPRange")
         # Each entry is one family's, decided by its values (as Docker decides it).
         v6 = ipam6.is_ipv6(subnet_text or gateway_text or range_text)
-        parsed = ipam_v6 if v6 else ipam_v4
-        if parsed:
+        first = ipam_v6 if v6 else ipam_v4
+        if first:
             family = "IPv6" if v6 else "IPv4"
             second = f"a second {family} subnet: {subnet_text or '(default)'}"
             if driver == "bridge":
                 # Docker's bridge driver refuses it so too (libnetwork's processIPAM).
                 raise InvalidArgument(f"bridge driver doesn't support multiple subnets ({second})")
-            raise InvalidArgument(f"{driver} networks take one subnet per family here ({second})")
+            if not subnet_text or not first.get("subnet"):
+                raise InvalidArgument(f"{second}: every subnet of a family after its first needs --subnet")
+        # A later subnet of the family goes to more (the driver says whether it takes it).
+        parsed: dict[str, Any] = {}
         parsed["subnet"] = ipam6.parse_any_subnet(subnet_text, "--subnet") if subnet_text else None
         parsed["gateway"] = ipam6.parse_any_address(gateway_text, "--gateway") if gateway_text else None
         parsed["ip_range"] = ipam6.parse_any_subnet(range_text, "--ip-range") if range_text else None
@@ -179,7 +184,10 @@ def network_spec(body: Any) -> NetworkSpec:
                 and value.version != parsed["subnet"].version
             ):
                 raise InvalidArgument(f"{what} {value} is not of subnet {parsed['subnet']}'s family")
-        parsed["given"] = True
+        if first:
+            more.append(SubnetConfig(parsed["subnet"], parsed["gateway"], parsed["ip_range"]))
+        else:
+            first.update(parsed, given=True)
         for key, value in _pairs(cfg.get("AuxiliaryAddresses"), "AuxiliaryAddresses"):
             aux.append((key, ipam6.parse_any_address(value, f"--aux-address {key!r}")))
     return NetworkSpec(
@@ -193,6 +201,7 @@ def network_spec(body: Any) -> NetworkSpec:
         subnet6=ipam_v6.get("subnet"),
         gateway6=ipam_v6.get("gateway"),
         ip_range6=ipam_v6.get("ip_range"),
+        more_subnets=tuple(more),
         enable_ipv4=enable_ipv4,
         internal=_flag(body.get("Internal"), "Internal"),
         attachable=_flag(body.get("Attachable"), "Attachable"),
@@ -598,17 +607,12 @@ def container_summary(
 
 def network_inspect(n: Network, members: list[Member], mode_members: tuple[Container, ...] = ()) -> Json:
     ipam_config = []
-    # One entry per family, IPv4 first, each with its own aux addresses (as Docker shows them).
-    for version, subnet, gateway, ip_range in (
-        (4, n.subnet, n.gateway, n.ip_range),
-        (6, n.subnet6, n.gateway6, n.ip_range6),
-    ):
-        if subnet is None:
-            continue
-        entry: Json = {"Subnet": str(subnet), "Gateway": str(gateway or "")}
-        if ip_range is not None:
-            entry["IPRange"] = str(ip_range)
-        aux = {k: str(v) for k, v in n.aux_addresses if v.version == version}
+    # One entry per subnet, IPv4's first, each with the aux addresses it holds (as Docker shows them).
+    for config in (*n.subnet_configs(4), *n.subnet_configs(6)):
+        entry: Json = {"Subnet": str(config.subnet), "Gateway": str(config.gateway or "")}
+        if config.ip_range is not None:
+            entry["IPRange"] = str(config.ip_range)
+        aux = {k: str(v) for k, v in n.aux_addresses if n.config_of(v) == config}
         if aux:
             entry["AuxiliaryAddresses"] = aux
         ipam_config.append(entry)

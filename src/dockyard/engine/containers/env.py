@@ -52,7 +52,7 @@ class ContainerFiles:
                 return found
         address = endpoint.address.ip if endpoint and endpoint.address else None
         network = self.store.find_network(endpoint.network_id) if endpoint else None
-        resolv = self.resolv_conf(c, [network] if network is not None else [])
+        resolv = self.resolv_conf(c, [(network, endpoint)] if network and endpoint else [])
         address6 = endpoint.address6.ip if endpoint and endpoint.address6 else None
         extra = [c.name] if address is not None or address6 is not None else []
         directory = self.paths.container_dir(c.id)
@@ -67,18 +67,19 @@ class ContainerFiles:
             address6,
         )
 
-    def resolv_conf(self, c: Container, networks: list[Network]) -> str:
-        """resolv.conf for a container on these networks (in the order it joined them).
+    def resolv_conf(self, c: Container, endpoints: list[tuple[Network, Endpoint]]) -> str:
+        """resolv.conf for a container with these endpoints (in the order it joined their networks).
 
-        On a user network: dockyard's resolver on the gateway of the first one,
+        On a user network: dockyard's resolver on the gateway of the first one
+        (its endpoint's: the gateway of its own subnet, on a network of several),
         which answers for every network of the container; --dns there names the
         servers it forwards to. Otherwise (the default bridge, none): the
         host's resolvers, or --dns, or daemon.json's dns, written in.
         """
         cfg = c.config
-        for network in networks:
+        for network, endpoint in endpoints:
             # An IPv6-only network's resolver is on its IPv6 gateway.
-            server = network.gateway or network.gateway6
+            server = endpoint.gateway or endpoint.gateway6
             if network.bridged and network.name != "bridge" and server:
                 return sandbox.resolv_conf("", (server,), cfg.dns_search, cfg.dns_options)
         return sandbox.resolv_conf(
@@ -103,12 +104,12 @@ class ContainerFiles:
         from this directory; the daemon's log says so.
         """
         path = self.paths.container_dir(c.id) / "resolv.conf"
-        networks = [
-            n
+        endpoints = [
+            (n, ep)
             for ep in self.store.endpoints(container_id=c.id)
             if (n := self.store.find_network(ep.network_id)) is not None
         ]
-        text = self.resolv_conf(c, networks)
+        text = self.resolv_conf(c, endpoints)
         try:
             done = files.rewrite(self.paths.root, path, text, sandbox.NETWORK_FILE_MODE)
         except DockyardError as e:  # the container may be going away meanwhile

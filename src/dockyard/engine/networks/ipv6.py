@@ -37,7 +37,7 @@ class NetworkIpv6:
         ours = set(exclude_bridges)
         for n in self.store.networks():
             if n.subnet6 is not None and n.id != exclude_network:
-                out.append((f"network {n.name}", n.subnet6))
+                out += [(f"network {n.name}", c.subnet) for c in n.subnet_configs(6)]  # type: ignore[misc]
             if n.bridge:
                 ours.add(n.bridge)
         for dev, dst in self.k.netlink.routes6():

@@ -23,7 +23,7 @@ from dockyard.engine.networks.ipv6 import NetworkIpv6
 from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
-from dockyard.model import DriverName, Network, OwnerKind, check_network_name
+from dockyard.model import DriverName, Network, OwnerKind, SubnetConfig, check_network_name
 from dockyard.policy import ipam, rules
 from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
@@ -94,7 +94,7 @@ class Networks:
         ours = set(exclude_bridges)
         for n in self.store.networks():
             if n.subnet is not None and n.id != exclude_network:
-                out.append((f"network {n.name}", n.subnet))
+                out += [(f"network {n.name}", c.subnet) for c in n.subnet_configs(4)]  # type: ignore[misc]
                 ours.add(n.bridge)
         for dev, dst in self.k.netlink.routes():
             if dev not in ours:
@@ -222,6 +222,11 @@ class Networks:
         if spec.driver != "bridge":
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
+            )
+        if spec.more_subnets:
+            second = spec.more_subnets[0].subnet
+            raise InvalidArgument(
+                f"bridge driver doesn't support multiple subnets (a second subnet: {second})"
             )
         if self.store.network_named(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
@@ -506,6 +511,8 @@ class NetworkSpec:
     subnet6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
     ip_range6: ipaddress.IPv6Network | None = None
+    # A family's second and later IPAM.Config entries (an overlay network takes them).
+    more_subnets: tuple[SubnetConfig, ...] = ()
     # --ipv4=false: an IPv6-only network.
     enable_ipv4: bool = True
     internal: bool = False

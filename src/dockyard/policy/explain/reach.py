@@ -142,7 +142,9 @@ class _Walk:
             )
         bridge = s.bridge
         net = self.view.network_of_bridge(bridge)
-        subnet = (net.subnet6 if self.v6 else net.subnet) if net is not None else None
+        # The source's own subnet (on a network of several, the one it has its address in).
+        config = net.config_of(s.address) if net is not None and s.address is not None else None
+        subnet = config.subnet if config is not None else None
         # On-link to another member of the same bridge: bridged, not routed.
         if (
             d.how == "direct"

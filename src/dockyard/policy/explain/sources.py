@@ -71,8 +71,7 @@ def resolve_source(view: View, addr: Addr) -> Source:
                 bridge=m.network.bridge,
             )
     for n in view.networks:
-        subnet = n.subnet6 if addr.version == 6 else n.subnet
-        if subnet is not None and addr in subnet and n.bridge:
+        if n.config_of(addr) is not None and n.bridge:
             return Source(
                 "network",
                 addr,

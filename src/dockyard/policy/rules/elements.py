@@ -180,20 +180,21 @@ def elements_of_network(network: Network) -> Elements:
         el.internal.add(network.bridge)
     nat = network.masquerade and not network.internal
     user = network.name != "bridge"
-    if network.subnet is not None:
-        el.update(
-            network_elements(
-                network.bridge, network.subnet, network.masquerade, network.internal, network.icc
-            )
-        )
-        if user and network.gateway is not None:
-            el.dns_gateways.add(network.gateway)
-    if network.enable_ipv6 and network.subnet6 is not None:
-        el.bridge_nets6.add((network.subnet6, network.bridge))
+    # Each subnet of a family alike (a network's later subnets are as much its own as its first).
+    for config in network.subnet_configs(4):
+        subnet, gateway = config.subnet, config.gateway
+        assert isinstance(subnet, ipaddress.IPv4Network)
+        el.update(network_elements(network.bridge, subnet, network.masquerade, network.internal, network.icc))
+        if user and isinstance(gateway, ipaddress.IPv4Address):
+            el.dns_gateways.add(gateway)
+    for config in network.subnet_configs(6) if network.enable_ipv6 else ():
+        subnet6, gateway6 = config.subnet, config.gateway
+        assert isinstance(subnet6, ipaddress.IPv6Network)
+        el.bridge_nets6.add((subnet6, network.bridge))
         if nat and not routed6(network):
-            el.masq_nets6.add(network.subnet6)
-        if user and network.gateway6 is not None:
-            el.dns_gateways6.add(network.gateway6)
+            el.masq_nets6.add(subnet6)
+        if user and isinstance(gateway6, ipaddress.IPv6Address):
+            el.dns_gateways6.add(gateway6)
     return el
 
 
