@@ -683,6 +683,54 @@ def test_ranges_and_ipam_section(env: Env) -> None:
     env.settle()
 
 
+def test_a_range_set_of_several_ranges_gives_each_address_its_own_gateway(env: Env) -> None:
+    """host-local's way: an address comes from the set's first range with room; its prefix,
+    gateway and default route are its own range's, and attachments of the two ranges reach
+    each other through the host."""
+    ranges = [
+        [
+            {"subnet": "10.56.0.0/30"},
+            {
+                "subnet": "10.57.0.0/24",
+                "rangeStart": "10.57.0.16",
+                "rangeEnd": "10.57.0.31",
+                "gateway": "10.57.0.254",
+            },
+        ]
+    ]
+    conflist = env.conflist(name="several", subnet=None, ranges=ranges)
+    first_ns, second_ns = env.sandboxes.new(), env.sandboxes.new()
+    first = env.rt.add(conflist, "ctr-1", first_ns)
+    second = env.rt.add(conflist, "ctr-2", second_ns)
+    assert [(ip["address"], ip["gateway"]) for ip in first["ips"]] == [("10.56.0.2/30", "10.56.0.1")]
+    assert [(ip["address"], ip["gateway"]) for ip in second["ips"]] == [("10.57.0.16/24", "10.57.0.254")]
+    assert [(r["dst"], r["gw"]) for r in second["routes"]] == [("0.0.0.0/0", "10.57.0.254")]
+    default = ip_json("-n", ns_name(second_ns), "-4", "route", "show", "default")
+    assert [r["gateway"] for r in default] == ["10.57.0.254"]
+    info = json.loads(env.lab.dy_ok("network", "inspect", "several"))[0]
+    assert info["IPAM"]["Config"] == [
+        {"Subnet": "10.56.0.0/30", "Gateway": "10.56.0.1"},
+        {"Subnet": "10.57.0.0/24", "Gateway": "10.57.0.254", "IPRange": "10.57.0.16/28"},
+    ]
+    for ns, address in ((first_ns, "10.57.0.16"), (second_ns, "10.56.0.2")):
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns_name(ns), "ping", "-c", "1", "-W", "2", address],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, f"ping {address}: {r.stdout}{r.stderr}"
+    env.rt.check(conflist, "ctr-2", second_ns, prev_result=second)
+    # The same config again: its network agrees; one whose later range differs does not.
+    other = env.conflist(name="several", subnet=None, ranges=[[ranges[0][0], {"subnet": "10.58.0.0/24"}]])
+    third_ns = env.sandboxes.new()
+    refused = env.exec("ADD", Runtime.plugin_conf(other, other["plugins"][0], None, None), "ctr-3", third_ns)
+    assert refused.exit_code != 0 and "later ranges 10.57.0.0/24" in refused.json["msg"], refused
+    env.rt.delete(conflist, "ctr-1", first_ns, prev_result=first)
+    env.rt.delete(conflist, "ctr-2", second_ns, prev_result=second)
+    env.settle()
+    assert env.host_veths() == [] and env.attachments() == []
+
+
 @pytest.mark.parametrize(
     "changes,code,named",
     [
@@ -690,7 +738,22 @@ def test_ranges_and_ipam_section(env: Env) -> None:
         (
             {"ranges": [[{"subnet": "10.47.0.0/24"}], [{"subnet": "10.48.0.0/24"}]]},
             7,
-            "ranges: gives 2 IPv4 and 0 IPv6 ranges; a dockyard network takes at most one range of each family",
+            "ranges: gives 2 range sets of IPv4 (0, 1); a dockyard endpoint has one address of each family",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.47.0.0/24"}, {"subnet": "10.48.0.1/24"}]]},
+            7,
+            "ranges[0][1].subnet: invalid subnet '10.48.0.1/24': host bits",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.47.0.0/24"}, {"subnet": "10.48.0.0/24", "rangeEnd": "10.49.0.9"}]]},
+            7,
+            "ranges[0][1].rangeEnd: 10.49.0.9 is not within subnet 10.48.0.0/24",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.47.0.0/24"}, {"subnet": "10.47.0.0/25"}]]},
+            7,
+            "subnet 10.47.0.0/25 overlaps subnet 10.47.0.0/24 of the same network",
         ),
         (
             {"subnet": "fd00::/64", "ranges": [[{"subnet": "fd01::/64"}]]},
@@ -698,9 +761,9 @@ def test_ranges_and_ipam_section(env: Env) -> None:
             "ranges[0][0].subnet: fd01::/64 disagrees with subnet fd00::/64",
         ),
         (
-            {"ranges": [[{"subnet": "10.47.0.0/24"}], [{"subnet": "fd00::/64"}, {"subnet": "fd01::/64"}]]},
+            {"ranges": [[{"subnet": "fd00::/64"}], [{"subnet": "10.47.0.0/24"}], [{"subnet": "fd01::/64"}]]},
             7,
-            "ranges: gives 1 IPv4 and 2 IPv6 ranges",
+            "ranges: gives 2 range sets of IPv6 (0, 2)",
         ),
         (
             {"ranges": [[{"subnet": "10.47.0.0/24", "rangeStart": "10.47.0.10", "rangeEnd": "10.47.0.100"}]]},

@@ -8,13 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dockyard.errors import Conflict, InvalidArgument
 from dockyard.policy.ipam import (
     AddressAllocator,
+    SubnetsAllocator,
     check_in_subnet,
+    check_in_subnets,
     check_overlap,
     check_usable,
     first_free_subnet,
@@ -221,7 +223,7 @@ def test_first_host_and_check_in_subnet() -> None:
 class Leases:
     """What the store would hold: leased addresses and the network's cursor."""
 
-    def __init__(self, allocator: AddressAllocator) -> None:
+    def __init__(self, allocator: AddressAllocator | SubnetsAllocator) -> None:
         self.allocator = allocator
         self.held: set[ipaddress.IPv4Address] = set()
         self.cursor: ipaddress.IPv4Address | None = None
@@ -363,6 +365,12 @@ def test_no_address_is_handed_out_twice_while_held(scenario: tuple) -> None:
     pool = ip_range or subnet
     usable = {a for a in subnet.hosts() if a in pool and a not in reserved}
     assert allocator.capacity == len(usable)
+    _replay(leases, usable, steps)
+
+
+def _replay(leases: Leases, usable: set[ipaddress.IPv4Address], steps: list[bool | int]) -> None:
+    """True: allocate (a usable address none holds, or Conflict when all are held); an int:
+    release the n-th held address (modulo)."""
     for step in steps:
         if step is True:
             if leases.held >= usable:
@@ -373,7 +381,113 @@ def test_no_address_is_handed_out_twice_while_held(scenario: tuple) -> None:
             address = leases.allocate()
             assert address not in before
             assert address in usable
-            assert address not in (subnet.network_address, subnet.broadcast_address)
-            assert address not in reserved
         elif leases.held:
             leases.held.discard(sorted(leases.held)[step % len(leases.held)])
+
+
+# -- several subnets of a family (overlay networks, CNI range sets) ----------------------------
+
+A, B, C = NET("10.61.0.0/30"), NET("10.62.0.0/29"), NET("10.63.0.0/29")
+
+
+def _allocator(*subnets: NET, reserved: tuple[IP, ...] = ()) -> SubnetsAllocator:
+    return SubnetsAllocator([AddressAllocator(s, reserved) for s in subnets])
+
+
+def test_the_first_subnet_fills_first_then_the_next() -> None:
+    leases = Leases(_allocator(A, B, reserved=(IP("10.61.0.1"), IP("10.62.0.6"))))
+    got = [str(leases.allocate()) for _ in range(6)]
+    # A /30 holds one container beside its gateway; B's gateway (.6) is never given.
+    assert got == ["10.61.0.2", "10.62.0.1", "10.62.0.2", "10.62.0.3", "10.62.0.4", "10.62.0.5"]
+    with pytest.raises(Conflict, match=r"no available IPv4 addresses left in 10.61.0.0/30, 10.62.0.0/29"):
+        leases.allocate()
+    assert leases.allocator.capacity == 6
+
+
+def test_a_released_address_of_an_earlier_subnet_waits_for_the_rest_of_the_later_ones() -> None:
+    leases = Leases(_allocator(A, B, C))
+    first = [leases.allocate() for _ in range(3)]  # A's two, then B's first
+    assert [str(a) for a in first] == ["10.61.0.1", "10.61.0.2", "10.62.0.1"]
+    leases.held.discard(first[0])
+    # Next-fit: the rest of B, then C, before A's released address comes back.
+    rest = [leases.allocate() for _ in range(5 + 6)]
+    assert [str(a) for a in rest[:5]] == [f"10.62.0.{i}" for i in range(2, 7)]
+    assert [str(a) for a in rest[5:]] == [f"10.63.0.{i}" for i in range(1, 7)]
+    assert str(leases.allocate()) == "10.61.0.1"
+
+
+def test_a_requested_address_is_checked_in_its_own_subnet() -> None:
+    allocator = _allocator(A, B, reserved=(IP("10.62.0.6"),))
+    assert allocator.check_requested(IP("10.62.0.3"), lambda _: False) == IP("10.62.0.3")
+    with pytest.raises(Conflict, match="reserved"):
+        allocator.check_requested(IP("10.62.0.6"), lambda _: False)
+    with pytest.raises(Conflict, match="in use"):
+        allocator.check_requested(IP("10.62.0.3"), lambda _: True)
+    with pytest.raises(InvalidArgument):
+        allocator.check_requested(IP("10.99.0.1"), lambda _: False)
+    check_in_subnets(IP("10.62.0.5"), [A, B, ipaddress.IPv6Network("fd00::/64")], "--ip")
+    with pytest.raises(InvalidArgument, match=r"of any subnet of the network \(10.61.0.0/30, 10.62.0.0/29\)"):
+        check_in_subnets(IP("10.99.0.1"), [A, B, ipaddress.IPv6Network("fd00::/64")], "--ip")
+    # One subnet: the message it always had.
+    with pytest.raises(InvalidArgument, match=r"is not a usable address of subnet 10\.61\.0\.0/30"):
+        check_in_subnets(IP("10.99.0.1"), [A], "--ip")
+    with pytest.raises(InvalidArgument, match="usable"):
+        check_in_subnets(IP("10.62.0.7"), [A, B], "--ip")  # B's broadcast address
+
+
+# Subnets of a /24 each, without overlap: (offset in /29 blocks, prefix 29 or 30).
+_layouts = st.lists(st.tuples(st.integers(0, 31), st.sampled_from([29, 30])), min_size=1, max_size=4)
+
+
+def _apart(layout: list[tuple[int, int]]) -> list[NET]:
+    out: list[NET] = []
+    for block, prefix in layout:
+        net = NET(f"10.70.0.{block * 8}/{prefix}")
+        if not any(net.overlaps(o) for o in out):
+            out.append(net)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(_layouts, st.lists(st.one_of(st.just(-1), st.integers(0, 1000)), max_size=80))
+@example([(0, 30), (1, 29)], [-1, -1, 0, -1, -1, -1, -1, -1, -1, -1])
+def test_no_address_is_given_twice_and_none_while_one_is_free(layout: list, steps: list[int]) -> None:
+    subnets = _apart(layout)
+    leases = Leases(_allocator(*subnets))
+    usable = {a for s in subnets for a in s.hosts()}
+    assert leases.allocator.capacity == len(usable)
+    _replay(leases, usable, [step == -1 or step for step in steps])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 31), st.sets(st.integers(1, 6), max_size=6), st.one_of(st.none(), st.integers(0, 7)))
+def test_one_subnet_allocates_as_its_own_allocator_does(
+    block: int, used: set[int], cursor: int | None
+) -> None:
+    subnet = NET(f"10.70.0.{block * 8}/29")
+    taken = {subnet.network_address + i for i in used}
+    at = subnet.network_address + cursor if cursor is not None else None
+    alone, wrapped = AddressAllocator(subnet, ()), _allocator(subnet)
+
+    def outcome(allocator: AddressAllocator | SubnetsAllocator) -> object:
+        try:
+            return allocator.allocate(lambda a: a in taken, at)
+        except Conflict as e:
+            return str(e)
+
+    assert outcome(wrapped) == outcome(alone)
+
+
+def test_a_released_address_before_the_cursor_in_its_own_subnet_waits_for_the_later_subnets() -> None:
+    leases = Leases(_allocator(B, C))
+    first = [leases.allocate() for _ in range(3)]
+    leases.held.discard(first[0])  # B's first, before the cursor (B's third)
+    rest = [str(leases.allocate()) for _ in range(3 + 6)]
+    assert rest == [f"10.62.0.{i}" for i in range(4, 7)] + [f"10.63.0.{i}" for i in range(1, 7)]
+    assert leases.allocate() == first[0]
+    # The cursor's subnet full after it (taken by address, say): the next subnet, not its start.
+    leases = Leases(_allocator(B, C))
+    first = [leases.allocate() for _ in range(3)]
+    leases.held |= {IP("10.62.0.4"), IP("10.62.0.5"), IP("10.62.0.6")}
+    leases.held.discard(first[0])
+    assert str(leases.allocate()) == "10.63.0.1"

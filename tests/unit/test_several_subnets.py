@@ -11,130 +11,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from dockyard.cluster.records import NetworkRecord
 from dockyard.daemon.api.docker import network_spec
-from dockyard.errors import Conflict, InvalidArgument
+from dockyard.errors import InvalidArgument
 from dockyard.model import DriverName, Network, SubnetConfig
-from dockyard.policy.ipam import AddressAllocator, SubnetsAllocator, check_in_subnets
 from dockyard.store import SCHEMA_VERSION, Store
 
 A, B, C = IPv4Network("10.61.0.0/30"), IPv4Network("10.62.0.0/29"), IPv4Network("10.63.0.0/29")
-
-
-def _allocator(*subnets: IPv4Network, reserved: tuple[IPv4Address, ...] = ()) -> SubnetsAllocator:
-    return SubnetsAllocator([AddressAllocator(s, reserved) for s in subnets])
-
-
-class Held:
-    """What the store would hold: leased addresses and the network's cursor."""
-
-    def __init__(self, allocator: SubnetsAllocator | AddressAllocator) -> None:
-        self.allocator = allocator
-        self.held: set[IPv4Address] = set()
-        self.cursor: IPv4Address | None = None
-
-    def allocate(self) -> IPv4Address:
-        address = self.allocator.allocate(lambda a: a in self.held, self.cursor)
-        self.held.add(address)
-        self.cursor = address
-        return address
-
-
-def test_the_first_subnet_fills_first_then_the_next() -> None:
-    leases = Held(_allocator(A, B, reserved=(IPv4Address("10.61.0.1"), IPv4Address("10.62.0.6"))))
-    got = [str(leases.allocate()) for _ in range(6)]
-    # A /30 holds one container beside its gateway; B's gateway (.6) is never given.
-    assert got == ["10.61.0.2", "10.62.0.1", "10.62.0.2", "10.62.0.3", "10.62.0.4", "10.62.0.5"]
-    with pytest.raises(Conflict, match=r"no available IPv4 addresses left in 10.61.0.0/30, 10.62.0.0/29"):
-        leases.allocate()
-    assert leases.allocator.capacity == 6
-
-
-def test_a_released_address_of_an_earlier_subnet_waits_for_the_rest_of_the_later_ones() -> None:
-    leases = Held(_allocator(A, B, C))
-    first = [leases.allocate() for _ in range(3)]  # A's two, then B's first
-    assert [str(a) for a in first] == ["10.61.0.1", "10.61.0.2", "10.62.0.1"]
-    leases.held.discard(first[0])
-    # Next-fit: the rest of B, then C, before A's released address comes back.
-    rest = [leases.allocate() for _ in range(5 + 6)]
-    assert [str(a) for a in rest[:5]] == [f"10.62.0.{i}" for i in range(2, 7)]
-    assert [str(a) for a in rest[5:]] == [f"10.63.0.{i}" for i in range(1, 7)]
-    assert str(leases.allocate()) == "10.61.0.1"
-
-
-def test_a_requested_address_is_checked_in_its_own_subnet() -> None:
-    allocator = _allocator(A, B, reserved=(IPv4Address("10.62.0.6"),))
-    assert allocator.check_requested(IPv4Address("10.62.0.3"), lambda _: False) == IPv4Address("10.62.0.3")
-    with pytest.raises(Conflict, match="reserved"):
-        allocator.check_requested(IPv4Address("10.62.0.6"), lambda _: False)
-    with pytest.raises(Conflict, match="in use"):
-        allocator.check_requested(IPv4Address("10.62.0.3"), lambda _: True)
-    with pytest.raises(InvalidArgument):
-        allocator.check_requested(IPv4Address("10.99.0.1"), lambda _: False)
-    check_in_subnets(IPv4Address("10.62.0.5"), [A, B, IPv6Network("fd00::/64")], "--ip")
-    with pytest.raises(InvalidArgument, match=r"of any subnet of the network \(10.61.0.0/30, 10.62.0.0/29\)"):
-        check_in_subnets(IPv4Address("10.99.0.1"), [A, B, IPv6Network("fd00::/64")], "--ip")
-    # One subnet: the message it always had.
-    with pytest.raises(InvalidArgument, match=r"is not a usable address of subnet 10\.61\.0\.0/30"):
-        check_in_subnets(IPv4Address("10.99.0.1"), [A], "--ip")
-    with pytest.raises(InvalidArgument, match="usable"):
-        check_in_subnets(IPv4Address("10.62.0.7"), [A, B], "--ip")  # B's broadcast address
-
-
-# Subnets of a /24 each, without overlap: (offset in /29 blocks, prefix 29 or 30).
-_layouts = st.lists(st.tuples(st.integers(0, 31), st.sampled_from([29, 30])), min_size=1, max_size=4)
-
-
-def _subnets(layout: list[tuple[int, int]]) -> list[IPv4Network]:
-    out: list[IPv4Network] = []
-    for block, prefix in layout:
-        net = IPv4Network(f"10.70.0.{block * 8}/{prefix}")
-        if not any(net.overlaps(o) for o in out):
-            out.append(net)
-    return out
-
-
-@settings(max_examples=300, deadline=None)
-@given(_layouts, st.lists(st.one_of(st.just(-1), st.integers(0, 1000)), max_size=80))
-@example([(0, 30), (1, 29)], [-1, -1, 0, -1, -1, -1, -1, -1, -1, -1])
-def test_no_address_is_given_twice_and_none_while_one_is_free(layout: list, steps: list[int]) -> None:
-    subnets = _subnets(layout)
-    leases = Held(_allocator(*subnets))
-    usable = {a for s in subnets for a in s.hosts()}
-    assert leases.allocator.capacity == len(usable)
-    for step in steps:
-        if step == -1:
-            if leases.held >= usable:
-                with pytest.raises(Conflict):
-                    leases.allocate()
-                continue
-            before = set(leases.held)
-            address = leases.allocate()
-            assert address in usable and address not in before
-        elif leases.held:
-            leases.held.discard(sorted(leases.held)[step % len(leases.held)])
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 31), st.sets(st.integers(1, 6), max_size=6), st.one_of(st.none(), st.integers(0, 7)))
-def test_one_subnet_allocates_as_its_own_allocator_does(
-    block: int, used: set[int], cursor: int | None
-) -> None:
-    subnet = IPv4Network(f"10.70.0.{block * 8}/29")
-    taken = {subnet.network_address + i for i in used}
-    at = subnet.network_address + cursor if cursor is not None else None
-    alone, wrapped = AddressAllocator(subnet, ()), _allocator(subnet)
-
-    def outcome(allocator: AddressAllocator | SubnetsAllocator) -> object:
-        try:
-            return allocator.allocate(lambda a: a in taken, at)
-        except Conflict as e:
-            return str(e)
-
-    assert outcome(wrapped) == outcome(alone)
 
 
 def _network(**more: object) -> Network:

@@ -117,7 +117,9 @@ class Networks:
             ipam.check_in_subnet(gateway6, subnet6, "gateway")
         if ipv6 and subnet6 is None and not pools6:
             raise InvalidArgument("--ipv6 without an IPv6 --subnet needs IPv6 default address pools")
-        more_subnets = _more_subnets(tuple(more), subnet if ipv4 else None, subnet6 if ipv6 else None)
+        more = tuple(more)
+        firsts = (subnet if ipv4 else None, subnet6 if ipv6 else None)
+        more_subnets = ipam6.check_more_subnets(more, firsts, ())
         for what, rng, within in (("--ip-range", ip_range, subnet), ("--ip-range", ip_range6, subnet6)):
             if rng is not None and (within is None or not rng.subnet_of(within)):  # type: ignore[arg-type]
                 raise InvalidArgument(f"{what} {rng} needs a --subnet that holds it")
@@ -153,23 +155,19 @@ class Networks:
                 ipam.check_overlap(subnet, taken)
                 chosen = subnet
             chosen6: IPv6Network | None = None
+            taken6: list[tuple[str, IPv6Network]] = [
+                (f"network {n.name}", s)  # type: ignore[misc]
+                for n in networks
+                for s in n.subnets(6)
+            ]
+            taken6 += avoid6
             if ipv6:
-                taken6: list[tuple[str, IPv6Network]] = [
-                    (f"network {n.name}", s)  # type: ignore[misc]
-                    for n in networks
-                    for s in n.subnets(6)
-                ]
-                taken6 += avoid6
                 if subnet6 is None:
                     chosen6 = ipam6.first_free_subnet6(pools6, taken6)
                 else:
                     ipam6.check_overlap6(subnet6, taken6)
                     chosen6 = subnet6
-            for c in more_subnets:
-                if isinstance(c.subnet, IPv4Network):
-                    ipam.check_overlap(c.subnet, taken)
-                else:
-                    ipam6.check_overlap6(c.subnet, taken6)
+            ipam6.check_more_subnets(more, firsts, [*taken, *taken6])
             record = NetworkRecord(
                 id=network_id,
                 name=name,
@@ -241,39 +239,6 @@ class Networks:
             except RecordError:
                 continue  # not ours to judge here; the watch logs it
         return result.revision, out
-
-
-def _more_subnets(
-    more: tuple[SubnetConfig, ...], subnet: IPv4Network | None, subnet6: IPv6Network | None
-) -> tuple[SubnetConfig, ...]:
-    """A family's later subnets, checked (each after a first subnet of its family given, usable,
-    overlapping none of the network's others) and each with its gateway."""
-    out: list[SubnetConfig] = []
-    given: list[IPv4Network | IPv6Network] = [n for n in (subnet, subnet6) if n is not None]
-    for c in more:
-        first = subnet if c.subnet.version == 4 else subnet6
-        if first is None:
-            raise InvalidArgument(
-                f"subnet {c.subnet}: a second IPv{c.subnet.version} subnet needs a first one "
-                + ("given with --subnet" if c.subnet.version == 4 else "given with --subnet and --ipv6")
-            )
-        if c.ip_range is not None and not c.ip_range.subnet_of(c.subnet):  # type: ignore[arg-type]
-            raise InvalidArgument(f"--ip-range {c.ip_range} is not within subnet {c.subnet}")
-        if isinstance(c.subnet, IPv4Network):
-            ipam.check_usable(c.subnet)
-            gateway: IPv4Address | IPv6Address = c.gateway or ipam.first_host(c.subnet)
-        else:
-            why = ipam6.unusable_because6(c.subnet)
-            if why is not None:
-                raise InvalidArgument(f"invalid subnet {c.subnet}: {why}")
-            gateway = c.gateway or ipam6.first_host6(c.subnet)
-        ipam.check_in_subnet(gateway, c.subnet, "gateway")
-        for other in given:
-            if other.version == c.subnet.version and other.overlaps(c.subnet):  # type: ignore[arg-type]
-                raise Conflict(f"subnet {c.subnet} overlaps subnet {other} of the same network")
-        given.append(c.subnet)
-        out.append(SubnetConfig(c.subnet, gateway, c.ip_range))
-    return tuple(out)
 
 
 def _free_vni(networks: list[NetworkRecord]) -> int:

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 from dockyard import digests
 from dockyard.errors import Conflict, InvalidArgument
+from dockyard.model import SubnetConfig
 from dockyard.policy import ipam
-from dockyard.settings import AddressPool6
+from dockyard.settings import AddressPool6, unusable_because
 
 IPv6Net = ipaddress.IPv6Network
 IPv6Addr = ipaddress.IPv6Address
@@ -125,3 +126,37 @@ def check_overlap6(subnet: IPv6Net, taken: Iterable[tuple[str, IPv6Net]]) -> Non
 def first_host6(subnet: IPv6Net) -> IPv6Addr:
     """The gateway Docker chooses: the subnet's ::1."""
     return subnet.network_address + 1
+
+
+def check_more_subnets(
+    more: Iterable[SubnetConfig],
+    firsts: Iterable[ipam.AnyNet | None],
+    taken: Iterable[tuple[str, ipam.AnyNet]],
+) -> tuple[SubnetConfig, ...]:
+    """A network's later subnets of a family, checked: each after a first subnet of its family
+    (firsts: the network's IPv4 and IPv6 ones, None where it has none), usable, its range and
+    gateway in it, overlapping none of the network's own nor what is taken elsewhere; each
+    with its gateway (the subnet's first address when not given)."""
+    own: list[ipam.AnyNet] = [n for n in firsts if n is not None]
+    taken = list(taken)
+    out: list[SubnetConfig] = []
+    for c in more:
+        v = c.subnet.version
+        if not any(n.version == v for n in own):
+            raise InvalidArgument(f"subnet {c.subnet}: a second IPv{v} subnet needs a first one")
+        why = unusable_because(c.subnet) if v == 4 else unusable_because6(c.subnet)  # type: ignore[arg-type]
+        if why is not None:
+            raise InvalidArgument(f"invalid subnet {c.subnet}: {why}")
+        gateway = c.gateway or c.subnet.network_address + 1
+        ipam.check_in_subnet(gateway, c.subnet, "gateway")
+        if c.ip_range is not None and not c.ip_range.subnet_of(c.subnet):  # type: ignore[arg-type]
+            raise InvalidArgument(f"ip-range {c.ip_range} is not within subnet {c.subnet}")
+        for other in own:
+            if other.version == v and other.overlaps(c.subnet):  # type: ignore[arg-type]
+                raise Conflict(f"subnet {c.subnet} overlaps subnet {other} of the same network")
+        for what, net in taken:
+            if net.version == v and net.overlaps(c.subnet):  # type: ignore[arg-type]
+                raise Conflict(f"subnet {c.subnet} overlaps {what} ({net})")
+        own.append(c.subnet)
+        out.append(SubnetConfig(c.subnet, gateway, c.ip_range))
+    return tuple(out)

@@ -33,6 +33,9 @@ CODE_INTERNAL = 999
 
 # The request key under which the plugin says where folded keys came from: {"subnet": "ipam.subnet"}.
 SOURCES = "sources"
+# The key of a range set's later ranges (after the first, folded into subnet, gateway, ...):
+# [{"subnet", "gateway", "rangeStart", "rangeEnd"}, ...]; its sources are their paths, in order.
+MORE_RANGES = "moreRanges"
 
 
 def path(*parts: str | int) -> str:

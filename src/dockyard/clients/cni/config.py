@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from dockyard.wire import cni as codes
-from dockyard.wire.cni import SOURCES
+from dockyard.wire.cni import MORE_RANGES, SOURCES
 from dockyard.wire.cni import path as json_path
 
 TYPE_CHECKING = False  # typing costs every ADD its import
@@ -102,10 +102,11 @@ def _typed(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], what: 
     return value
 
 
-def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
-    """The range of each family in ipam's (or the config's) ranges, and its JSON path:
-    {4: ..., 6: ...}. A dual-stack config has two range sets, one per family (the CNI
-    host-local way); a dockyard network takes one range of each family."""
+def _ranges(ranges: Any, at: tuple) -> dict[int, list[tuple[dict[str, Any], tuple]]]:
+    """The ranges of each family in ipam's (or the config's) ranges, each with its JSON path:
+    {4: [...], 6: [...]}. A dual-stack config has two range sets, one per family (the CNI
+    host-local way); a set may hold several ranges, of different subnets, that an address
+    comes from in turn. A dockyard endpoint has one address of each family: one set each."""
     where = json_path(*at, "ranges")
     if not isinstance(ranges, list) or not ranges:
         raise PluginError(
@@ -141,13 +142,16 @@ def _ranges(ranges: Any, at: tuple) -> dict[int, tuple[dict[str, Any], tuple]]:
                 )
             set_version = version
             found[version].append((r, here))
-    if len(found[4]) > 1 or len(found[6]) > 1:
-        counts = f"{len(found[4])} IPv4 and {len(found[6])} IPv6 ranges"
-        raise PluginError(
-            codes.CODE_INVALID_CONFIG,
-            f"{where}: gives {counts}; a dockyard network takes at most one range of each family",
-        )
-    return {version: items[0] for version, items in found.items() if items}
+    for version, items in found.items():
+        sets = sorted({here[-2] for _, here in items})
+        if len(sets) > 1:
+            raise PluginError(
+                codes.CODE_INVALID_CONFIG,
+                f"{where}: gives {len(sets)} range sets of IPv{version} ({', '.join(map(str, sets))}); "
+                f"a dockyard endpoint has one address of each family: put the IPv{version} ranges "
+                "in one range set",
+            )
+    return {version: items for version, items in found.items() if items}
 
 
 def network_of(conf: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +168,7 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
             "leave ipam out and give subnet (or ranges) in the plugin's config",
         )
     net: dict[str, Any] = {"name": conf.get("name")}
-    sources: dict[str, str] = {}
+    sources: dict[str, Any] = {}
     for key in FOLDED:
         at = () if conf.get(key) is not None else ("ipam",)
         net[key] = _typed(ipam if at else conf, key, str, "a string", at)
@@ -185,7 +189,12 @@ def network_of(conf: dict[str, Any]) -> dict[str, Any]:
             if version not in by_family:
                 continue
             # The IPv6 range set: the same keys, each with a 6 (subnet6, gateway6, ...).
-            r, here = by_family[version]
+            (r, here), *later = by_family[version]
+            # A set's later ranges (either family's), each with the same keys, and its path.
+            for r_more, here_more in later:
+                more = {key: _typed(r_more, key, str, "a string", here_more) for key in FOLDED}
+                net.setdefault(MORE_RANGES, []).append({k: v for k, v in more.items() if v is not None})
+                sources.setdefault(MORE_RANGES, []).append(json_path(*here_more))
             given = net.get("subnet" + suffix)
             if given is not None and given != r["subnet"]:
                 raise PluginError(

@@ -34,7 +34,7 @@ from dockyard.engine.cni.networks import (
     Route,
 )
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, KernelError, NotFound
-from dockyard.model import PortRequest, Protocol
+from dockyard.model import PortRequest, Protocol, SubnetConfig
 from dockyard.policy import ipam, ipam6
 from dockyard.wire.cni import (
     CODE_CONFLICT,
@@ -44,6 +44,7 @@ from dockyard.wire.cni import (
     CODE_INVALID_ENV,
     CODE_KERNEL,
     CODE_UNKNOWN_CONTAINER,
+    MORE_RANGES,
     SOURCES,
 )
 from dockyard.wire.cni import path as json_path
@@ -158,7 +159,7 @@ def _bool(d: Json, key: str, where: _Where) -> bool | None:
     return value
 
 
-def _ip_range(subnet: Any, start: str, end: str, where: _Where, suffix: str = "") -> Any:
+def _ip_range(subnet: Any, start: str, end: str, where: Callable[[str], str], suffix: str = "") -> Any:
     """rangeStart..rangeEnd as one CIDR block (dockyard allocates from an ip range); of IPv4's
     range set, or IPv6's (suffix "6": the keys dockyard-cni folded that set's values into)."""
     start_key, end_key = "rangeStart" + suffix, "rangeEnd" + suffix
@@ -209,6 +210,7 @@ def net_conf(d: Json) -> NetConf:
         if d.get("gateway6")
         else None
     )
+    more = _more_ranges(d.get(MORE_RANGES), where)
     mtu = d.get("mtu")
     if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
         raise CniError(CODE_INVALID_CONFIG, f"{where('mtu')}: must be a number from 68 to 65535, not {mtu!r}")
@@ -238,7 +240,37 @@ def net_conf(d: Json) -> NetConf:
         subnet6=subnet6,
         ip_range6=ip_range6,
         gateway6=gateway6,
+        more_subnets=more,
     )
+
+
+def _more_ranges(items: Any, where: _Where) -> tuple[SubnetConfig, ...]:
+    """A range set's later ranges (dockyard-cni's MORE_RANGES), each a subnet of its own with its
+    range and gateway (None: the subnet's first address, as the network's first range)."""
+    if items is None:
+        return ()
+    if not isinstance(items, list) or not all(isinstance(r, dict) for r in items):
+        raise CniError(CODE_INVALID_CONFIG, f"{MORE_RANGES}: must be a list of ranges, not {items!r}")
+    out = []
+    for i, r in enumerate(items):
+        base = where.at(MORE_RANGES, i)
+
+        def at(key: str, base: str = base) -> str:
+            return json_path(base, key)
+
+        subnet_text, gateway_text = r.get("subnet"), r.get("gateway")
+        if not isinstance(subnet_text, str) or not subnet_text:
+            raise CniError(CODE_INVALID_CONFIG, f"{at('subnet')}: a range needs a subnet")
+        v6 = ipam6.is_ipv6(subnet_text)
+        parse_subnet = ipam6.parse_subnet6 if v6 else ipam.parse_subnet
+        subnet = _at(at("subnet"), parse_subnet, subnet_text, "subnet")
+        suffix = "6" if v6 else ""
+        start, end = str(r.get("rangeStart") or ""), str(r.get("rangeEnd") or "")
+        ip_range = _ip_range(subnet, start, end, lambda key: at(key.removesuffix("6")), suffix)
+        parse_address = ipam6.parse_address6 if v6 else ipam.parse_address
+        gateway = _at(at("gateway"), parse_address, str(gateway_text), "gateway") if gateway_text else None
+        out.append(SubnetConfig(subnet, gateway, ip_range))
+    return tuple(out)
 
 
 def _routes(items: Any, where: _Where) -> tuple[Route, ...]:

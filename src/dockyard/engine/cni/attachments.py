@@ -236,10 +236,10 @@ class Attachments:
             ports.check_families(req.ports, every, network.name)
         except InvalidArgument as err:
             raise CniError(CODE_INVALID_CONFIG, str(err)) from None
-        routes = routes_of(req.net, network)
+        routes_of(req.net, network)  # checked before anything changes; the endpoint's gateways follow
         self.networks.check_capacity(network, req.ip if network.subnet is not None else req.ip6)
         try:
-            endpoint = self._add(req, owner, network, routes)
+            endpoint, routes = self._add(req, owner, network)
         except KernelError:
             # Looked at only on failure: the fast path pays no netlink socket in the netns.
             if not self._ifname_taken(req):
@@ -255,7 +255,7 @@ class Attachments:
                     CODE_INVALID_ENV,
                     f"CNI_IFNAME {req.ifname} already exists in network namespace {req.netns}",
                 ) from None
-            endpoint = self._add(req, owner, network, routes)
+            endpoint, routes = self._add(req, owner, network)
         return self._attached(req, network, endpoint, routes)
 
     def _add(
@@ -263,19 +263,10 @@ class Attachments:
         req: AttachRequest,
         owner: str,
         network: Network,
-        routes: list[ResolvedRoute],
-    ) -> Endpoint:
-        """Record, then plug; on any failure undo all of it."""
+    ) -> tuple[Endpoint, list[ResolvedRoute]]:
+        """Record, then plug; on any failure undo all of it. The endpoint and its routes (via
+        the gateways of its own subnets)."""
         undo = Undo()
-        # The driver makes the default routes via the gateways of the network's families
-        # (IPv4's, IPv6's, or both), all of them or none; any other route is added here.
-        defaults = [
-            (dst, gw)
-            for dst, gw in ((DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6))
-            if gw
-        ]
-        default_route = bool(defaults) and all(r in routes for r in defaults)
-        extra = [r for r in routes if not (default_route and r in defaults)]
         step("cni.add.begin")
         try:
             with self.store.transaction():
@@ -298,6 +289,16 @@ class Attachments:
                 self.store.add_ports(owner, endpoint.id, bindings)
             undo.push(lambda: self._forget(owner), "cni.add.records")
             step("cni.add.recorded")
+            routes = routes_of(req.net, network, endpoint)
+            # The driver makes the default routes via the endpoint's gateways of its families
+            # (IPv4's, IPv6's, or both), all of them or none; any other route is added here.
+            defaults = [
+                (dst, gw)
+                for dst, gw in ((DEFAULT_ROUTE, endpoint.gateway), (DEFAULT_ROUTE6, endpoint.gateway6))
+                if gw
+            ]
+            default_route = bool(defaults) and all(r in routes for r in defaults)
+            extra = [r for r in routes if not (default_route and r in defaults)]
             self.endpoints.plug(network, endpoint, bindings, req.sandbox, undo, default_route)
             self.k.holds.release(endpoint.id)  # the DNAT stays; the host port is the runtime's to hold
             # Both go with the veth pair, which the undo of plug deletes.
@@ -311,7 +312,7 @@ class Attachments:
             undo.rollback(e, f"CNI ADD of {req.ifname} of container {req.container_id} on {network.name}")
             raise
         step("cni.add.done")
-        return endpoint
+        return endpoint, routes
 
     def _check_free(self, bindings: tuple[PortBinding, ...]) -> None:
         """Refuse a mapping that overlaps one already published (or another of its own), by

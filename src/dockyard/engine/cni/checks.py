@@ -138,7 +138,7 @@ class AttachmentChecks:
             address6=expected.address6 or ep.address6,
         )
         routes: list[Route] = list(expected.routes)
-        routes += [r for r in routes_of(req.net, network) if r not in routes]
+        routes += [r for r in routes_of(req.net, network, ep) if r not in routes]
         problems += sandbox_problems(req.sandbox, req.ifname, want, routes, ep.mac, req.netns)
         if not self.k.netlink.link_exists(network.bridge):
             problems.append(f"bridge {network.bridge} is missing")
@@ -211,5 +211,6 @@ class AttachmentChecks:
                     ipam.check_overlap(spec.subnet, taken)
                 else:
                     ipam.first_free_subnet(self.settings.default_address_pools, taken)
+            self.network_service.more_subnets(spec, spec.subnet, spec.subnet6, bridge)
         except DockyardError as err:
             raise CniError(CODE_NOT_AVAILABLE, f"network {net.name} cannot be made: {err}") from None

@@ -20,7 +20,7 @@ from dockyard.engine.endpoints import Endpoints
 from dockyard.engine.networks.changes import NetworkChanges
 from dockyard.engine.networks.service import Networks, NetworkSpec
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
-from dockyard.model import Network
+from dockyard.model import Endpoint, Network, SubnetConfig
 from dockyard.policy import ipam
 from dockyard.settings import Paths
 from dockyard.store import Store
@@ -75,6 +75,8 @@ class NetConf:
     subnet6: ipaddress.IPv6Network | None = None
     ip_range6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
+    # A range set's later ranges, of either family: the network's later subnets.
+    more_subnets: tuple[SubnetConfig, ...] = ()
 
     @property
     def ipv6_only(self) -> bool:
@@ -87,17 +89,25 @@ class NetConf:
         )
 
 
-def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
+def routes_of(net: NetConf, network: Network, endpoint: Endpoint | None = None) -> list[ResolvedRoute]:
     """The container's routes: ipam.routes, then the default route unless they give one.
 
     Checked against the network (a gw on the subnet, not the subnet's own
-    route) before anything changes.
+    route) before anything changes. A route without gw, and the default
+    route, go via the gateway of the endpoint's own subnet once it is known
+    (on a network of several ranges; before, and on one of one, the network's).
     """
+    gateway4: AnyAddr | None = network.gateway
+    gateway6: AnyAddr | None = network.gateway6
+    if endpoint is not None:
+        gateway4, gateway6 = endpoint.gateway, endpoint.gateway6
     out: list[ResolvedRoute] = []
     for dst, gw in net.routes:
         # Each family's routes go via that family's gateway and subnet.
-        gateway, subnet = (
-            (network.gateway6, network.subnet6) if dst.version == 6 else (network.gateway, network.subnet)
+        gateway, subnets = (
+            (gateway6, network.subnet_configs(6))
+            if dst.version == 6
+            else (gateway4, network.subnet_configs(4))
         )
         via = gw or gateway
         if via is None:
@@ -105,18 +115,19 @@ def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
                 CODE_INVALID_CONFIG,
                 f"route to {dst} has no gw, and network {network.name} no IPv{dst.version} gateway",
             )
-        if subnet is None or via.version != dst.version or via not in subnet:
+        if via.version != dst.version or not any(via in c.subnet for c in subnets):
+            listed = ", ".join(str(c.subnet) for c in subnets)
             raise CniError(
                 CODE_INVALID_CONFIG,
                 f"route to {dst} via {via}: the gw must be on "
-                + (f"subnet {subnet}" if subnet is not None else f"an IPv{dst.version} subnet")
+                + (f"subnet {listed}" if subnets else f"an IPv{dst.version} subnet")
                 + f" of network {network.name}",
             )
-        if dst == subnet:
+        if any(dst == c.subnet for c in subnets):
             raise CniError(CODE_INVALID_CONFIG, f"route to {dst}: the interface's subnet is routed already")
         if all(d != dst for d, _ in out):
             out.append((dst, via))
-    for default, gateway in ((DEFAULT_ROUTE, network.gateway), (DEFAULT_ROUTE6, network.gateway6)):
+    for default, gateway in ((DEFAULT_ROUTE, gateway4), (DEFAULT_ROUTE6, gateway6)):
         if (
             net.default_route
             and gateway is not None
@@ -125,6 +136,25 @@ def routes_of(net: NetConf, network: Network) -> list[ResolvedRoute]:
         ):
             out.append((default, gateway))
     return out
+
+
+def _ranges_text(
+    configs: tuple[SubnetConfig, ...], asked: tuple[SubnetConfig, ...] | None = None
+) -> str | None:
+    """A range set's later ranges as a config gives them (None: it gives none, so says nothing);
+    with asked, the network's, its gateways shown where the config gives one."""
+    if asked is not None and not asked:
+        return None
+    if not configs:
+        return None if asked is None else "none"
+    gateways = [a.gateway is not None for a in asked] if asked is not None else [True] * len(configs)
+    shown = (gateways + [True] * len(configs))[: len(configs)]
+    return ", ".join(
+        f"{c.subnet}"
+        + (f" range {c.ip_range}" if c.ip_range else "")
+        + (f" gw {c.gateway}" if show and c.gateway else "")
+        for c, show in zip(configs, shown, strict=True)
+    )
 
 
 class ConfigNetworks:
@@ -165,6 +195,11 @@ class ConfigNetworks:
             ("IPv6 gateway", net.gateway6, network.gateway6),
             ("ipMasq", net.ip_masq, network.masquerade),
             ("mtu", net.mtu, network.mtu),
+            (
+                "later ranges",
+                _ranges_text(net.more_subnets),
+                _ranges_text(network.more_subnets, net.more_subnets),
+            ),
         )
         for what, asked, actual in wanted:
             if asked is not None and asked != actual:
@@ -192,6 +227,7 @@ class ConfigNetworks:
             subnet6=net.subnet6,
             gateway6=net.gateway6,
             ip_range6=net.ip_range6,
+            more_subnets=net.more_subnets,
             labels=(CNI_LABEL,),
             options=tuple(options),
         )
@@ -232,20 +268,18 @@ class ConfigNetworks:
 
         Of the network's IPv4 range, or on an IPv6-only network its IPv6 one; requested:
         the address asked for of that family (then there is nothing to count)."""
-        subnet: AnyNet | None = network.subnet
-        ip_range: AnyNet | None = network.ip_range
-        gateway: AnyAddr | None = network.gateway
-        if subnet is None:  # IPv6-only
-            subnet, ip_range, gateway = network.subnet6, network.ip_range6, network.gateway6
-        if requested is not None or subnet is None:
+        configs = network.subnet_configs(4) or network.subnet_configs(6)  # IPv6's on an IPv6-only one
+        if requested is not None or not configs:
             return
-        reserved = [a for a in (gateway, *(a for _, a in network.aux_addresses)) if a]
-        capacity = ipam.AddressAllocator(subnet, reserved, ip_range).capacity
+        gateways = [c.gateway for c in configs if c.gateway is not None]
+        reserved = [*gateways, *(a for _, a in network.aux_addresses)]
+        capacity = sum(ipam.AddressAllocator(c.subnet, reserved, c.ip_range).capacity for c in configs)
         if self.store.endpoint_count(network.id) >= capacity and self.releasing(network.id):
             self.endpoints.settle()
         if self.store.endpoint_count(network.id) >= capacity:
+            ranges = ", ".join(str(c.ip_range or c.subnet) for c in configs)
             raise CniError(
                 CODE_TRY_AGAIN,
-                f"no free address in {ip_range or subnet} (network {network.name}): "
+                f"no free address in {ranges} (network {network.name}): "
                 f"all {capacity} are in use; try again after a DEL, or give the network a larger subnet",
             )

@@ -24,7 +24,7 @@ from dockyard.engine.steps import report_rollback, step
 from dockyard.errors import Conflict, DockyardError, InvalidArgument
 from dockyard.kernel import Kernel
 from dockyard.model import DriverName, Network, OwnerKind, SubnetConfig, check_network_name
-from dockyard.policy import ipam, rules
+from dockyard.policy import ipam, ipam6, rules
 from dockyard.policy.container_filters import PruneFilter, dangling_check
 from dockyard.settings import DaemonSettings, parse_bridge_name
 from dockyard.store import Store, now
@@ -223,11 +223,6 @@ class Networks:
             raise InvalidArgument(
                 f"driver {spec.driver!r} is not supported: dockyard networks use the bridge driver"
             )
-        if spec.more_subnets:
-            second = spec.more_subnets[0].subnet
-            raise InvalidArgument(
-                f"bridge driver doesn't support multiple subnets (a second subnet: {second})"
-            )
         if self.store.network_named(spec.name) is not None:
             raise Conflict(f"network with name {spec.name} already exists")
         opts = BridgeOptions.parse(spec.options)
@@ -247,6 +242,7 @@ class Networks:
             subnet = gateway = None  # an IPv6-only network (Docker 28's --ipv4=false)
         else:
             subnet, gateway = self._subnet4(spec, bridge)
+        more = self.more_subnets(spec, subnet, subnet6, bridge)
         network = Network(
             id=network_id,
             name=spec.name,
@@ -268,6 +264,7 @@ class Networks:
             subnet6=subnet6,
             gateway6=gateway6,
             ip_range6=spec.ip_range6,
+            more_subnets=more,
         )
         with self.store.transaction():
             self.store.add_network(network)
@@ -306,6 +303,21 @@ class Networks:
             if addr.version == 4:
                 ipam.check_in_subnet(addr, subnet, f"aux-address {aux_name}")
         return subnet, gateway
+
+    def more_subnets(
+        self,
+        spec: NetworkSpec,
+        subnet: ipaddress.IPv4Network | None,
+        subnet6: ipaddress.IPv6Network | None,
+        bridge: str,
+    ) -> tuple[SubnetConfig, ...]:
+        """A CNI range set's later ranges, checked (Docker's API refuses a bridge network a
+        second subnet of a family, as Docker does)."""
+        if not spec.more_subnets:
+            return ()
+        taken: list[tuple[str, ipam.AnyNet]] = [*self.taken_subnets(exclude_bridges=(bridge,))]
+        taken += self.ipv6.taken(exclude_bridges=(bridge,))
+        return ipam6.check_more_subnets(spec.more_subnets, (subnet, subnet6), taken)
 
     def remove(self, ref: str) -> Network:
         network = self.store.get_network(ref)
