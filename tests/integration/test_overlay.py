@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from cni_runtime import runtime_in_host
 
+from docker_cli import DockerCli
 from dockyard.cluster import EtcdClient, StoreConfig
 from dockyard.cluster.keys import Keys, Kind
 from dockyard.cluster.records import Claim
@@ -618,20 +619,24 @@ def test_an_internal_overlay_network_spans_hosts_and_reaches_nothing_else(
 
 
 def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_gateway(
-    hosts: list[Host],
+    hosts: list[Host], tmp_path: Path
 ) -> None:
     """Docker's overlay driver takes several subnets of a family: an address comes from the
-    first one with room, with that subnet's gateway; every host has every gateway."""
+    first one with room, with that subnet's gateway; every host has every gateway. Made and
+    inspected with Docker's own CLI (which pairs --gateway, --ip-range and --aux-address with
+    the subnet that holds each)."""
     a, b, c = hosts
     subnets = ("10.61.0.0/30", "10.62.0.0/24", "fd00:61::/64", "fd00:62::/64")
-    net_id = a.dy_ok(
+    net_id = DockerCli.for_lab(a, tmp_path / "a").ok(
         "network", "create", "-d", "overlay", "--ipv6",
         *(arg for s in subnets for arg in ("--subnet", s)),
         "--gateway", "10.62.0.254", "--ip-range", "10.62.0.0/28", "--aux-address", "resv=10.62.0.1", "multi",
     ).strip()  # fmt: skip
     for h in (b, c):
         h.eventually(lambda h=h: "multi" in _ls(h), 10, f"multi on {h.host}")
-    configs = json.loads(b.dy_ok("network", "inspect", "multi"))[0]["IPAM"]["Config"]
+    configs = json.loads(DockerCli.for_lab(b, tmp_path / "b").ok("network", "inspect", "multi"))[0]["IPAM"][
+        "Config"
+    ]
     assert configs == [
         {"Subnet": "10.61.0.0/30", "Gateway": "10.61.0.1"},
         {
