@@ -138,22 +138,17 @@ def routes_of(net: NetConf, network: Network, endpoint: Endpoint | None = None) 
     return out
 
 
-def _ranges_text(
-    configs: tuple[SubnetConfig, ...], asked: tuple[SubnetConfig, ...] | None = None
-) -> str | None:
-    """A range set's later ranges as a config gives them (None: it gives none, so says nothing);
-    with asked, the network's, its gateways shown where the config gives one."""
-    if asked is not None and not asked:
-        return None
+def _ranges_text(configs: tuple[SubnetConfig, ...], given: tuple[SubnetConfig, ...] = ()) -> str | None:
+    """A range set's later ranges as text for compatible (None: there are none). With given (the
+    config's), a gateway shows only where the config gives one: one left out takes any."""
     if not configs:
-        return None if asked is None else "none"
-    gateways = [a.gateway is not None for a in asked] if asked is not None else [True] * len(configs)
-    shown = (gateways + [True] * len(configs))[: len(configs)]
+        return None
+    shown = [c.gateway is not None for c in given] if given else [True] * len(configs)
     return ", ".join(
         f"{c.subnet}"
         + (f" range {c.ip_range}" if c.ip_range else "")
-        + (f" gw {c.gateway}" if show and c.gateway else "")
-        for c, show in zip(configs, shown, strict=True)
+        + (f" gw {c.gateway}" if c.gateway and i < len(shown) and shown[i] else "")
+        for i, c in enumerate(configs)
     )
 
 
