@@ -622,22 +622,12 @@ def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_
     hosts: list[Host], tmp_path: Path
 ) -> None:
     """Docker's overlay driver takes several subnets of a family: an address comes from the
-    first one with room, with that subnet's gateway; every host has every gateway. Made and
-    inspected with Docker's own CLI (which pairs --gateway, --ip-range and --aux-address with
-    the subnet that holds each)."""
+    first one with room, with that subnet's gateway; every host has every gateway. Made through
+    the Engine API with IPAM.Config in order, as docker-py and Compose send it (Docker's CLI
+    sends its subnets in a Go map's order, which no user chooses: checked apart, below), and
+    inspected with Docker's CLI."""
     a, b, c = hosts
-    subnets = ("10.61.0.0/30", "10.62.0.0/24", "fd00:61::/64", "fd00:62::/64")
-    net_id = DockerCli.for_lab(a, tmp_path / "a").ok(
-        "network", "create", "-d", "overlay", "--ipv6",
-        *(arg for s in subnets for arg in ("--subnet", s)),
-        "--gateway", "10.62.0.254", "--ip-range", "10.62.0.0/28", "--aux-address", "resv=10.62.0.1", "multi",
-    ).strip()  # fmt: skip
-    for h in (b, c):
-        h.eventually(lambda h=h: "multi" in _ls(h), 10, f"multi on {h.host}")
-    configs = json.loads(DockerCli.for_lab(b, tmp_path / "b").ok("network", "inspect", "multi"))[0]["IPAM"][
-        "Config"
-    ]
-    assert configs == [
+    wanted = [
         {"Subnet": "10.61.0.0/30", "Gateway": "10.61.0.1"},
         {
             "Subnet": "10.62.0.0/24",
@@ -648,6 +638,14 @@ def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_
         {"Subnet": "fd00:61::/64", "Gateway": "fd00:61::1"},
         {"Subnet": "fd00:62::/64", "Gateway": "fd00:62::1"},
     ]
+    body = {"Name": "multi", "Driver": "overlay", "EnableIPv6": True, "IPAM": {"Config": wanted}}
+    status, answer = DockerCli.for_lab(a, tmp_path / "a").api("POST", "/networks/create", body)
+    assert status == 201, answer
+    net_id = json.loads(answer)["Id"]
+    for h in (b, c):
+        h.eventually(lambda h=h: "multi" in _ls(h), 10, f"multi on {h.host}")
+    docker_b = DockerCli.for_lab(b, tmp_path / "b")
+    assert json.loads(docker_b.ok("network", "inspect", "multi"))[0]["IPAM"]["Config"] == wanted
     bridge = f"dy-{net_id[:12]}"
     for h in hosts:
         shown = json.loads(sh("ip", "-n", h.host, "-j", "addr", "show", "dev", bridge).stdout)[0]
@@ -698,6 +696,23 @@ def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_
     )
     assert alone.returncode == 125 and "overlaps subnet 10.64.0.0/24" in alone.stderr, alone.stderr
     assert "over" not in _ls(c) and "twice" not in _ls(c)
+
+    # Docker's CLI makes one too, each --gateway, --ip-range and --aux-address with its subnet.
+    docker_b.ok(
+        "network", "create", "-d", "overlay", "--subnet", "10.65.0.0/24", "--subnet", "10.66.0.0/24",
+        "--gateway", "10.66.0.254", "--ip-range", "10.66.0.0/28", "--aux-address", "resv=10.66.0.1", "bycli",
+    )  # fmt: skip
+    made = json.loads(docker_b.ok("network", "inspect", "bycli"))[0]["IPAM"]["Config"]
+    assert sorted(made, key=lambda x: x["Subnet"]) == [
+        {"Subnet": "10.65.0.0/24", "Gateway": "10.65.0.1"},
+        {
+            "Subnet": "10.66.0.0/24",
+            "Gateway": "10.66.0.254",
+            "IPRange": "10.66.0.0/28",
+            "AuxiliaryAddresses": {"resv": "10.66.0.1"},
+        },
+    ]
+    docker_b.ok("network", "rm", "bycli")
 
     for h, name in ((a, "one"), (b, "two"), (c, "three")):
         h.dy_ok("rm", "-f", name)
