@@ -667,6 +667,11 @@ def test_an_overlay_network_of_several_subnets_per_family_gives_each_host_every_
     route = json.loads(b.dy_ok("exec", "two", "ip", "-j", "-4", "route", "show", "default"))
     assert route[0]["gateway"] == "10.62.0.254", route
 
+    # Each host knows the other's container first (from its watch): never a race with the ping.
+    vx = f"vx-{net_id[:12]}"
+    one_mac, two_mac = a.mac_on("one", "multi"), b.mac_on("two", "multi")
+    b.eventually(lambda: b.fdb(vx).get(one_mac) == a.addr, 5, "one's FDB entry on host B")
+    a.eventually(lambda: a.fdb(vx).get(two_mac) == b.addr, 5, "two's FDB entry on host A")
     # From one subnet to the other, across hosts: through each host's gateway; and by name,
     # through the resolver on two's own gateway.
     ping = b.dy("exec", "two", "ping", "-c", "1", "-W", "2", "10.61.0.2")
