@@ -48,6 +48,8 @@ SCRIPTS = (
     "docker_plugin_calls",
     "ipv6",
 )
+# bench/README.md's section on what the profiles showed where a goal is missed.
+WHY_ANCHOR = "where-a-goal-is-missed-the-report-says-why"
 TOOLS = (
     ("dockerd", ["dockerd", "--version"]),
     ("podman", ["podman", "--version"]),
@@ -138,6 +140,16 @@ def render(results: dict, page: Path, images_dir: Path) -> None:
         for g in rep.goals:
             cells = [rep.title, g.text, g.measured, g.comparison or "-", f"**{g.verdict}**"]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    readme = os.path.relpath(BENCH / "README.md", page.parent)
+    missed = sum(not g.met for _, rep, _ in reports if rep is not None for g in rep.goals)
+    if missed:
+        out += [
+            "",
+            f"{missed} goal(s) NOT met in this run. Each row gives the figure it is judged on and, "
+            "beside it, what bounds it here (the bare interpreter, the floor of any Python client, "
+            "the kernel's own path measured in the same rounds, dockyardd's CPU). What the profiles "
+            f"showed, step by step, is in [bench/README.md]({readme}#{WHY_ANCHOR}).",
+        ]
     failed = [name for name, _, record in reports if record["status"] != 0]
     if failed:
         out += ["", f"Scripts that failed in this run (their output is below): {', '.join(failed)}."]
