@@ -47,6 +47,8 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 deps: $(STAMP_PIP)
 	@# Bytecode up front: clients pay every import, and PYTHONDONTWRITEBYTECODE may be set.
 	@$(PY) -m compileall -q src >/dev/null
+	@# The clients' scripts start isolated and without site (src/dockyard/clients/entry_scripts.py).
+	@$(PY) -m dockyard.clients.entry_scripts $(VENV)/bin >/dev/null
 
 demo: deps
 	$(PY) demo/tour.py --pictures demo/pictures

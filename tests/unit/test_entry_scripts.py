@@ -1,0 +1,93 @@
+"""The clients' console scripts (dockyard.clients.entry_scripts): they run the clients isolated and
+without site, so neither PYTHONPATH nor the current directory can put a module in a root
+command's way, and `make deps` has written them into the venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+HIJACK = "raise SystemExit('hijacked: this json came from PYTHONPATH or the current directory')\n"
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "dockyard.clients.entry_scripts", str(bin_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return bin_dir
+
+
+@pytest.fixture
+def trap(tmp_path: Path) -> Path:
+    """A directory whose json.py a non-isolated interpreter imports first."""
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "json.py").write_text(HIJACK)
+    return trap
+
+
+def _env(trap: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(trap), "PYTHONSTARTUP": str(trap / "json.py")}
+
+
+def test_the_trap_catches_an_interpreter_that_is_not_isolated(trap: Path) -> None:
+    # The attack is real: a plain interpreter imports the trap's json.
+    r = subprocess.run([sys.executable, "-c", "import json"], env=_env(trap), capture_output=True, text=True)
+    assert r.returncode != 0 and "hijacked" in r.stderr
+
+
+def test_the_cli_script_is_not_hijacked_by_pythonpath_or_the_current_directory(
+    scripts: Path, trap: Path, tmp_path: Path
+) -> None:
+    # `daemon status` loads the API client, json with it, and changes nothing: no daemon runs
+    # for this root, and the command says so (exit 1, as systemctl's status).
+    root = tmp_path / "root"
+    r = subprocess.run(
+        [str(scripts / "dockyard"), "--root", str(root), "daemon", "status"],
+        env=_env(trap),
+        cwd=trap,
+        capture_output=True,
+        text=True,
+    )
+    assert "hijacked" not in r.stderr
+    assert (r.stdout + r.stderr).strip() == f"dockyardd is not running for {root}"
+    assert r.returncode == 1
+
+
+def test_the_cni_script_is_not_hijacked_and_answers_version(scripts: Path, trap: Path) -> None:
+    r = subprocess.run(
+        [str(scripts / "dockyard-cni")],
+        env={**_env(trap), "CNI_COMMAND": "VERSION"},
+        cwd=trap,
+        input="{}",
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "1.0.0" in json.loads(r.stdout)["supportedVersions"]
+
+
+def test_the_scripts_start_the_venvs_interpreter_isolated_and_without_site(scripts: Path) -> None:
+    for name in ("dockyard", "dockyard-cni"):
+        first = (scripts / name).read_text().splitlines()[0]
+        assert first == f"#!{sys.executable} -IS"
+
+
+def test_make_deps_wrote_them_into_the_venv() -> None:
+    for name in ("dockyard", "dockyard-cni"):
+        first = (VENV_BIN / name).read_text().splitlines()[0]
+        assert first.endswith(" -IS"), f"{VENV_BIN / name} is pip's script: run make deps"
+    # The daemon's is pip's: it imports from site-packages.
+    assert not (VENV_BIN / "dockyardd").read_text().splitlines()[0].endswith(" -IS")
