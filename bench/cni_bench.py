@@ -55,8 +55,11 @@ rounds (one `python -c 'import json, socket'` after each of those ADDs).
 Medians, because other jobs on a shared machine make outliers. Times are
 reported, never asserted.
 
-dockyard-cni runs with Python's bytecode cache on (in a directory of the
-run), as an installed plugin does, even where PYTHONDONTWRITEBYTECODE is set.
+dockyard-cni runs with Python's bytecode cache on, as an installed plugin
+does, even where PYTHONDONTWRITEBYTECODE is set: the script `make deps`
+writes starts it isolated (`python -I -S`), deaf to PYTHON* variables, on
+the bytecode make deps compiled (a plugin started without -I, pip's script,
+gets its cache in a directory of the run).
 """
 
 from __future__ import annotations
