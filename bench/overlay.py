@@ -513,7 +513,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = options(__doc__, "2 runs, 1 round of 1 s")
     p.add_argument("--runs", type=int, default=20, help="attach and reachability runs (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed attach runs per case first (default 2)")
-    p.add_argument("--rounds", type=int, default=3, help="iperf3 flows per path (default 3)")
+    p.add_argument("--rounds", type=int, default=6, help="iperf3 flows per path (default 6)")
     p.add_argument("--seconds", type=int, default=5, help="length of each iperf3 flow (default 5)")
     p.add_argument("--no-baseline", action="store_true", help="no kernel-only overlay baseline")
     args = p.parse_args(argv)
