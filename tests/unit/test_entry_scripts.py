@@ -38,14 +38,13 @@ def trap(tmp_path: Path) -> Path:
     return trap
 
 
-def _env(trap: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(trap), "PYTHONSTARTUP": str(trap / "json.py")}
+def _env(trap: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(trap), "PYTHONSTARTUP": str(trap / "json.py"), **extra}
 
 
-def test_the_trap_catches_an_interpreter_that_is_not_isolated(trap: Path) -> None:
-    # The attack is real: a plain interpreter imports the trap's json.
-    r = subprocess.run([sys.executable, "-c", "import json"], env=_env(trap), capture_output=True, text=True)
-    assert r.returncode != 0 and "hijacked" in r.stderr
+def _run(argv: list[str], trap: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """argv run in the trap: its json.py in PYTHONPATH and in the working directory."""
+    return subprocess.run(argv, env=_env(trap, **env), cwd=trap, input=stdin, capture_output=True, text=True)
 
 
 def test_the_cli_script_is_not_hijacked_by_pythonpath_or_the_current_directory(
@@ -54,27 +53,20 @@ def test_the_cli_script_is_not_hijacked_by_pythonpath_or_the_current_directory(
     # `daemon status` loads the API client, json with it, and changes nothing: no daemon runs
     # for this root, and the command says so (exit 1, as systemctl's status).
     root = tmp_path / "root"
-    r = subprocess.run(
-        [str(scripts / "dockyard"), "--root", str(root), "daemon", "status"],
-        env=_env(trap),
-        cwd=trap,
-        capture_output=True,
-        text=True,
-    )
+    args = ["--root", str(root), "daemon", "status"]
+    # The attack, on the very same command: started as a plain interpreter starts it, caught.
+    plain = _run([sys.executable, "-m", "dockyard", *args], trap)
+    assert plain.returncode != 0 and "hijacked" in plain.stderr, plain.stderr
+    r = _run([str(scripts / "dockyard"), *args], trap)
     assert "hijacked" not in r.stderr
     assert (r.stdout + r.stderr).strip() == f"dockyardd is not running for {root}"
     assert r.returncode == 1
 
 
 def test_the_cni_script_is_not_hijacked_and_answers_version(scripts: Path, trap: Path) -> None:
-    r = subprocess.run(
-        [str(scripts / "dockyard-cni")],
-        env={**_env(trap), "CNI_COMMAND": "VERSION"},
-        cwd=trap,
-        input="{}",
-        capture_output=True,
-        text=True,
-    )
+    plain = _run([sys.executable, "-m", "dockyard.clients.cni.plugin"], trap, "{}", CNI_COMMAND="VERSION")
+    assert plain.returncode != 0 and "hijacked" in plain.stderr, plain.stderr
+    r = _run([str(scripts / "dockyard-cni")], trap, "{}", CNI_COMMAND="VERSION")
     assert r.returncode == 0, r.stderr
     assert "1.0.0" in json.loads(r.stdout)["supportedVersions"]
 
