@@ -577,6 +577,7 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
     # The floor, timed in the same rounds as the ADDs the goal is judged on (the 41st-60th of
     # its count): a floor timed at another moment of this shared machine says nothing of them.
     floors: list[float] = []
+    floor_count = goal_count(args.counts)
     for count in args.counts:
         runs = {tool.name: Attachments(tool.name, count) for tool in tools}
         for i in range(count):
@@ -587,7 +588,7 @@ def measure(run: Run, args: argparse.Namespace) -> tuple[Report, dict[str, Any]]
                     after = tool.daemon_cpu()
                     if before and after:
                         runs[tool.name].add_cpu.append((after[0] - before[0], after[1] - before[1]))
-            if count == goal_count(args.counts) and 40 <= i < 60:
+            if count == floor_count and 40 <= i < 60:
                 floors.append(floor_once())
         for tool in tools:
             with tool.entered():
